@@ -1,0 +1,343 @@
+"""TOML configuration read once into typed, validated settings.
+
+Nothing else in mailsuite reads the TOML file or the environment: every part receives the
+`Config` object.  Errors name the offending key so that an operator can fix the file from the
+one line printed at start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_CONFIG = Path("conf/mailsuite.toml")
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the dotted key it concerns."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert: Path = Path("certs/mail.pem")
+    key: Path = Path("certs/mail.key")
+    # Microsoft's inbound servers have had trouble with session tickets; allow turning them off.
+    session_tickets: bool = True
+    min_version: str = "1.2"
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    smtp: list[str] = field(default_factory=lambda: ["127.0.0.1:2525"])
+    submission: list[str] = field(default_factory=lambda: ["127.0.0.1:2587"])
+    submissions: list[str] = field(default_factory=lambda: ["127.0.0.1:2465"])
+    pop3: list[str] = field(default_factory=lambda: ["127.0.0.1:2110"])
+    pop3s: list[str] = field(default_factory=lambda: ["127.0.0.1:2995"])
+    imap: list[str] = field(default_factory=lambda: ["127.0.0.1:2143"])
+    imaps: list[str] = field(default_factory=lambda: ["127.0.0.1:2993"])
+    http: list[str] = field(default_factory=lambda: ["127.0.0.1:8080"])
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    # "never": password logins only over TLS; "loopback": also in clear from 127/8 and ::1.
+    plaintext: str = "never"
+    # Failed-login throttle: after `free_failures` failures the delay doubles from
+    # `base_delay` up to `max_delay`; `lockout_failures` failures lock out for `lockout_seconds`.
+    free_failures: int = 3
+    base_delay: float = 1.0
+    max_delay: float = 15.0
+    lockout_failures: int = 10
+    lockout_seconds: int = 300
+    # Outlook.com connects from shared cloud addresses: per-IP lock-out would punish everyone
+    # behind it, so the per-IP limit is looser than the per-account one.
+    ip_lockout_failures: int = 30
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    connections_total: int = 500
+    connections_per_ip: int = 20
+    bad_commands: int = 20
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    max_message_size: int = 50 * 1024 * 1024
+    max_recipients: int = 100
+    max_command_line: int = 512
+    max_text_line: int = 1000
+    # "reject" answers 554 5.5.2 to a message with bare LF/CR; "normalize" turns them into CRLF.
+    bare_newline: str = "reject"
+    # RFC 5321 §4.5.3.2: server timeout at least 5 minutes.
+    command_timeout: int = 300
+    data_timeout: int = 600
+    greeting_delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Pop3Config:
+    max_command_line: int = 512
+    # RFC 1939 §3: the autologout timer must be at least 10 minutes.
+    idle_timeout: int = 600
+    login_delay: int = 0
+    expire: str = ""
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    max_command_line: int = 65536
+    max_literal: int = 64 * 1024 * 1024
+    # RFC 3501 §5.4: the autologout timer must be at least 30 minutes.
+    idle_timeout: int = 1800
+    append_limit: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    routes: dict[str, str] = field(default_factory=dict)
+    smarthost: dict[str, typing.Any] = field(default_factory=dict)
+    resolvers: list[str] = field(default_factory=list)
+    retry_schedule: list[int] = field(default_factory=lambda: [300, 600, 1200, 2400, 3600])
+    max_age: int = 5 * 24 * 3600
+    delay_warning: int = 4 * 3600
+    connections_per_destination: int = 5
+    connections_total: int = 20
+    require_tls: list[str] = field(default_factory=list)
+    command_timeout: int = 300
+    connect_timeout: int = 30
+
+
+@dataclass(frozen=True)
+class PublicConfig:
+    """Names and ports clients should use (autoconfig), which may differ from bind addresses."""
+
+    host: str = ""
+    imaps_port: int = 993
+    imap_port: int = 143
+    pop3s_port: int = 995
+    pop3_port: int = 110
+    submissions_port: int = 465
+    submission_port: int = 587
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    # "text" or "json" (one JSON object per line).
+    format: str = "text"
+    file: str = "-"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    hostname: str = "mail.example.test"
+    domains: list[str] = field(default_factory=lambda: ["example.test"])
+    data_dir: Path = Path("data")
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    pop3: Pop3Config = field(default_factory=Pop3Config)
+    imap: ImapConfig = field(default_factory=ImapConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    public: PublicConfig = field(default_factory=PublicConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    path: Path | None = None
+
+    @property
+    def public_host(self) -> str:
+        return self.public.host or self.hostname
+
+    @property
+    def accounts_db(self) -> Path:
+        return self.data_dir / "accounts.sqlite"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+    @property
+    def queue_dir(self) -> Path:
+        return self.data_dir / "queue"
+
+
+def config_path(cli_value: str | None) -> Path:
+    """--config wins, then $MAILSUITE_CONFIG, then conf/mailsuite.toml."""
+    if cli_value:
+        return Path(cli_value)
+    env = os.environ.get("MAILSUITE_CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG
+
+
+def load_config(path: Path) -> Config:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError("", f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError("", f"{path}: not valid TOML: {e}") from None
+    return config_from_dict(data, base=path.resolve().parent, path=path.resolve())
+
+
+def config_from_dict(data: dict, base: Path, path: Path | None = None) -> Config:
+    cfg = _build(Config, data, "", base)
+    cfg = dataclasses.replace(cfg, path=path)
+    _validate(cfg)
+    return cfg
+
+
+def _build(cls: type, data: typing.Any, prefix: str, base: Path):
+    if not isinstance(data, dict):
+        raise ConfigError(prefix, "must be a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "path"}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(dotted, "unknown key")
+        kwargs[key] = _convert(hints[key], value, dotted, base)
+    obj = cls(**kwargs)
+    # Relative paths are relative to the config file's folder, defaults included.
+    for f in dataclasses.fields(cls):
+        value = getattr(obj, f.name)
+        if isinstance(value, Path) and not value.is_absolute():
+            object.__setattr__(obj, f.name, base / value)
+    return obj
+
+
+def _convert(hint, value, key: str, base: Path):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key, base)
+    origin = typing.get_origin(hint)
+    if hint is Path or (origin in (typing.Union, types.UnionType) and Path in typing.get_args(hint)):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(key, "must be a non-empty path string")
+        return Path(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, "must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, "must be an integer")
+        if value < 0:
+            raise ConfigError(key, "must not be negative")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, "must be a number")
+        if value < 0:
+            raise ConfigError(key, "must not be negative")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, "must be a string")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(key, "must be a list")
+        return [_convert(item, v, f"{key}[{i}]", base) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, "must be a table")
+        _, vt = typing.get_args(hint)
+        if vt is typing.Any:
+            return dict(value)
+        return {k: _convert(vt, v, f"{key}.{k}", base) for k, v in value.items()}
+    raise ConfigError(key, f"unsupported type {hint!r}")  # pragma: no cover
+
+
+def parse_listen_address(text: str, key: str = "listen") -> tuple[str, int]:
+    """'host:port', '[v6]:port' or ':port' (all addresses) into (host, port)."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ConfigError(key, f"{text!r}: expected [ipv6]:port")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise ConfigError(key, f"{text!r}: expected host:port")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"{text!r}: bad port")
+    if host in ("", "*"):
+        host = "::" if text.startswith("[") else "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ConfigError(key, f"{text!r}: host must be an IP address") from None
+        host = "127.0.0.1"
+    return host, int(port)
+
+
+def _validate(cfg: Config) -> None:
+    if not cfg.hostname or " " in cfg.hostname:
+        raise ConfigError("hostname", "must be a host name")
+    for i, d in enumerate(cfg.domains):
+        if not d or "@" in d or " " in d:
+            raise ConfigError(f"domains[{i}]", f"{d!r} is not a domain name")
+    for f in dataclasses.fields(ListenConfig):
+        for i, addr in enumerate(getattr(cfg.listen, f.name)):
+            parse_listen_address(addr, f"listen.{f.name}[{i}]")
+    if cfg.auth.plaintext not in ("never", "loopback"):
+        raise ConfigError("auth.plaintext", 'must be "never" or "loopback"')
+    if cfg.smtp.bare_newline not in ("reject", "normalize"):
+        raise ConfigError("smtp.bare_newline", 'must be "reject" or "normalize"')
+    if cfg.smtp.max_command_line < 512:
+        raise ConfigError("smtp.max_command_line", "RFC 5321 §4.5.3.1.4 requires at least 512")
+    if cfg.smtp.max_text_line < 1000:
+        raise ConfigError("smtp.max_text_line", "RFC 5321 §4.5.3.1.6 requires at least 1000")
+    if cfg.pop3.idle_timeout < 600:
+        raise ConfigError("pop3.idle_timeout", "RFC 1939 requires at least 600 seconds")
+    if cfg.imap.idle_timeout < 1800:
+        raise ConfigError("imap.idle_timeout", "RFC 3501 §5.4 requires at least 1800 seconds")
+    if cfg.tls.min_version not in ("1.2", "1.3"):
+        raise ConfigError("tls.min_version", 'must be "1.2" or "1.3"')
+    if cfg.log.format not in ("text", "json"):
+        raise ConfigError("log.format", 'must be "text" or "json"')
+    for domain, target in cfg.relay.routes.items():
+        parse_route(target, f"relay.routes.{domain}")
+    sh = cfg.relay.smarthost
+    if sh:
+        known = {"host", "port", "tls", "username", "password"}
+        for k in sh:
+            if k not in known:
+                raise ConfigError(f"relay.smarthost.{k}", "unknown key")
+        if not isinstance(sh.get("host"), str):
+            raise ConfigError("relay.smarthost.host", "must be a host name")
+        if sh.get("tls", "starttls") not in ("starttls", "implicit", "none"):
+            raise ConfigError("relay.smarthost.tls", 'must be "starttls", "implicit" or "none"')
+
+
+def parse_route(text: str, key: str) -> tuple[str, int]:
+    """A route target 'host:port' (host may be a name) or 'host' (port 25)."""
+    if not isinstance(text, str) or not text:
+        raise ConfigError(key, "must be host or host:port")
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]")
+        port = port.lstrip(":") or "25"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, "25"
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(key, f"{text!r}: bad port")
+    return host, int(port)
