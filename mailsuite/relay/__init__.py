@@ -1,0 +1,1 @@
+"""Outbound relay: durable queue, MX routing, ESMTP client, DSN bounces, queue runner."""

@@ -1,0 +1,341 @@
+"""The durable outbound spool: the only code that reads or writes files under the queue folder.
+
+Layout (docs/internals.md): ``msg/<id>`` holds the message bytes and ``env/<id>.json`` the
+envelope with per-recipient state.  Both are written to ``tmp/`` first, fsynced, renamed into
+place, and the folder is fsynced; the envelope goes last, so an entry exists exactly when its
+envelope does and a crash at any point leaves either nothing or a complete entry.  As in
+Postfix, the disk is the truth and the runner's memory is a cache rebuilt from it at start.
+
+Every method here blocks on the disk; callers on the reactor use ``deferToThread``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Recipient states.  "failed" means a permanent failure whose bounce is still owed (dsn_sent
+# False) or already sent; "delivered" likewise for NOTIFY=SUCCESS notices.
+PENDING = "pending"
+DELIVERED = "delivered"
+FAILED = "failed"
+
+TRIGGER_NAME = "flush.trigger"
+
+
+class QueueError(Exception):
+    """A queue entry is missing or damaged."""
+
+
+class NoSuchEntry(QueueError):
+    pass
+
+
+@dataclass
+class QueuedRecipient:
+    address: str
+    # RFC 3461 §4.1: NOTIFY is NEVER or a set of SUCCESS/FAILURE/DELAY; None = not given.
+    notify: list[str] | None = None
+    # RFC 3461 §4.2: ORCPT as given, "addr-type;xtext".
+    orcpt: str | None = None
+    state: str = PENDING
+    # RFC 3464 §2.3.4 status "x.y.z", the remote reply text and the host that gave it.
+    status: str = ""
+    diagnostic: str = ""
+    remote_mta: str = ""
+    # Whether the DSN owed for this recipient's final state has been sent (or is not owed).
+    dsn_sent: bool = False
+    updated: float = 0.0
+
+
+@dataclass
+class QueueEntry:
+    id: str
+    mail_from: str
+    recipients: list[QueuedRecipient]
+    created: float
+    size: int = 0
+    dsn_ret: str | None = None  # RFC 3461 §4.3: "FULL" or "HDRS"
+    dsn_envid: str | None = None  # RFC 3461 §4.4
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_error: str = ""
+    delay_warned: bool = False
+    # Set for queued DSNs themselves: RFC 3461 §6.2 forbids DSNs about DSNs.
+    is_bounce: bool = False
+
+    @property
+    def pending(self) -> list[QueuedRecipient]:
+        return [r for r in self.recipients if r.state == PENDING]
+
+    @property
+    def finished(self) -> bool:
+        """No delivery left to try and no notice left to send: the entry can go."""
+        return all(r.state != PENDING and r.dsn_sent for r in self.recipients)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> QueueEntry:
+        rcpts = [QueuedRecipient(**r) for r in data.get("recipients", [])]
+        fields = {f.name for f in dataclasses.fields(cls)} - {"recipients"}
+        return cls(recipients=rcpts, **{k: v for k, v in data.items() if k in fields})
+
+
+def _recipient_from(value: Any) -> QueuedRecipient:
+    """Accept the delivery layer's Recipient objects, dicts or plain address strings."""
+    if isinstance(value, QueuedRecipient):
+        return dataclasses.replace(value)
+    if isinstance(value, str):
+        return QueuedRecipient(address=value)
+    if isinstance(value, dict):
+        get = value.get
+    else:
+
+        def get(name, default=None):
+            return getattr(value, name, default)
+
+    notify = get("notify", None)
+    if notify is None:
+        notify = get("dsn_notify", None)
+    orcpt = get("orcpt", None)
+    if orcpt is None:
+        orcpt = get("dsn_orcpt", None)
+    if isinstance(notify, str):
+        notify = [n.strip().upper() for n in notify.split(",") if n.strip()]
+    elif notify is not None:
+        notify = [str(n).upper() for n in notify]
+    return QueuedRecipient(address=str(get("address")), notify=notify, orcpt=orcpt)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durable(tmp_dir: Path, final: Path, data: bytes) -> None:
+    """tmp → fsync → rename → fsync dir: the rename is the commit point."""
+    tmp = tmp_dir / f"{final.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def new_queue_id() -> str:
+    """Sortable by arrival (microsecond time in hex) and unique across processes."""
+    return f"{time.time_ns() // 1000:014X}{secrets.token_hex(3).upper()}"
+
+
+def _valid_id(queue_id: str) -> bool:
+    return bool(queue_id) and queue_id.isalnum() and len(queue_id) <= 64
+
+
+class Queue:
+    """The spool at ``path``; safe to use from the server and the admin command at once."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.msg_dir = self.path / "msg"
+        self.env_dir = self.path / "env"
+        self.tmp_dir = self.path / "tmp"
+        for d in (self.path, self.msg_dir, self.env_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.trigger_path = self.path / TRIGGER_NAME
+
+    # -- writing -------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        mail_from: str,
+        recipients: Iterable[Any],
+        data: bytes,
+        dsn_ret: str | None = None,
+        dsn_envid: str | None = None,
+        *,
+        is_bounce: bool = False,
+        next_attempt: float | None = None,
+    ) -> str:
+        """Store a message durably and return its id; blocking (fsyncs twice)."""
+        rcpts = [_recipient_from(r) for r in recipients]
+        if not rcpts:
+            raise QueueError("no recipients")
+        now = time.time()
+        entry = QueueEntry(
+            id=new_queue_id(),
+            mail_from=mail_from or "",
+            recipients=rcpts,
+            created=now,
+            size=len(data),
+            dsn_ret=dsn_ret.upper() if dsn_ret else None,
+            dsn_envid=dsn_envid,
+            next_attempt=now if next_attempt is None else next_attempt,
+            is_bounce=is_bounce,
+        )
+        # The message first, the envelope last: the envelope's rename makes the entry exist.
+        _write_durable(self.tmp_dir, self.msg_dir / entry.id, bytes(data))
+        _write_durable(self.tmp_dir, self._env_path(entry.id), self._encode(entry))
+        return entry.id
+
+    def save(self, entry: QueueEntry) -> bool:
+        """Rewrite an entry's envelope; False (and nothing written) if it was deleted meanwhile.
+
+        The lock makes the existence check and the rename atomic against the admin command's
+        delete, so a delivery finishing in the server cannot resurrect a deleted entry.
+        """
+        with self._lock():
+            if not self._env_path(entry.id).exists():
+                return False
+            _write_durable(self.tmp_dir, self._env_path(entry.id), self._encode(entry))
+            return True
+
+    def remove(self, queue_id: str) -> bool:
+        """Delete an entry, envelope first so a crash half-way leaves an orphan message only."""
+        with self._lock():
+            return self._remove_unlocked(queue_id)
+
+    def _remove_unlocked(self, queue_id: str) -> bool:
+        existed = False
+        try:
+            os.unlink(self._env_path(queue_id))
+            existed = True
+        except FileNotFoundError:
+            pass
+        try:
+            os.unlink(self.msg_dir / queue_id)
+        except FileNotFoundError:
+            pass
+        _fsync_dir(self.env_dir)
+        return existed
+
+    def modify(self, queue_id: str, change) -> QueueEntry:
+        """Load, apply ``change(entry)`` and save under the lock (admin retry/bounce)."""
+        with self._lock():
+            entry = self.load(queue_id)
+            change(entry)
+            _write_durable(self.tmp_dir, self._env_path(entry.id), self._encode(entry))
+            return entry
+
+    def trigger(self) -> None:
+        """Ask a running runner to rescan the spool now (``mailsuite queue flush``)."""
+        fd = os.open(self.trigger_path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+        os.utime(self.trigger_path)
+
+    def take_trigger(self) -> bool:
+        """True once per trigger: the runner polls this."""
+        try:
+            os.unlink(self.trigger_path)
+            return True
+        except FileNotFoundError:
+            return False
+
+    # -- reading -------------------------------------------------------------------------
+
+    def ids(self) -> list[str]:
+        """Ids of complete entries, oldest first."""
+        out = []
+        for name in os.listdir(self.env_dir):
+            if name.endswith(".json") and _valid_id(name[:-5]):
+                out.append(name[:-5])
+        out.sort()
+        return out
+
+    def load(self, queue_id: str) -> QueueEntry:
+        if not _valid_id(queue_id):
+            raise NoSuchEntry(queue_id)
+        try:
+            raw = self._env_path(queue_id).read_bytes()
+        except FileNotFoundError:
+            raise NoSuchEntry(queue_id) from None
+        try:
+            return QueueEntry.from_json(json.loads(raw))
+        except (ValueError, TypeError) as e:
+            raise QueueError(f"{queue_id}: damaged envelope: {e}") from None
+
+    def entries(self) -> Iterator[QueueEntry]:
+        """Every readable entry; damaged ones are skipped (the runner logs them)."""
+        for queue_id in self.ids():
+            try:
+                yield self.load(queue_id)
+            except QueueError:
+                continue
+
+    def read_message(self, queue_id: str) -> bytes:
+        try:
+            return (self.msg_dir / queue_id).read_bytes()
+        except FileNotFoundError:
+            raise NoSuchEntry(queue_id) from None
+
+    def message_path(self, queue_id: str) -> Path:
+        return self.msg_dir / queue_id
+
+    def clean_orphans(self, older_than: float = 3600.0) -> int:
+        """Remove message files without an envelope and stale tmp files left by a crash."""
+        now = time.time()
+        removed = 0
+        envs = set(self.ids())
+        for d, keep in ((self.msg_dir, envs), (self.tmp_dir, set())):
+            for name in os.listdir(d):
+                p = d / name
+                if name in keep:
+                    continue
+                try:
+                    if now - p.stat().st_mtime > older_than:
+                        p.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _env_path(self, queue_id: str) -> Path:
+        if not _valid_id(queue_id):
+            raise NoSuchEntry(queue_id)
+        return self.env_dir / f"{queue_id}.json"
+
+    @staticmethod
+    def _encode(entry: QueueEntry) -> bytes:
+        return json.dumps(entry.to_json(), separators=(",", ":")).encode()
+
+    @contextmanager
+    def _lock(self):
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+__all__ = [
+    "DELIVERED",
+    "FAILED",
+    "PENDING",
+    "NoSuchEntry",
+    "Queue",
+    "QueueEntry",
+    "QueueError",
+    "QueuedRecipient",
+]

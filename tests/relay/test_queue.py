@@ -1,0 +1,87 @@
+"""The spool format of docs/internals.md: msg/<id> + env/<id>.json, envelope last."""
+
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from mailsuite.relay.queue import FAILED, PENDING, NoSuchEntry, Queue
+
+
+def test_enqueue_writes_message_and_envelope(tmp_path):
+    q = Queue(tmp_path / "queue")
+    rcpts = [
+        {"address": "a@remote.test", "notify": ["SUCCESS", "FAILURE"], "orcpt": "rfc822;a@x"},
+        SimpleNamespace(address="b@remote.test", dsn_notify=None, dsn_orcpt=None),
+        "c@remote.test",
+    ]
+    qid = q.enqueue("s@example.test", rcpts, b"Subject: x\r\n\r\nbody\r\n", "hdrs", "ENV1")
+    assert (tmp_path / "queue" / "msg" / qid).read_bytes() == b"Subject: x\r\n\r\nbody\r\n"
+    env = json.loads((tmp_path / "queue" / "env" / f"{qid}.json").read_text())
+    assert env["mail_from"] == "s@example.test"
+    assert env["dsn_ret"] == "HDRS" and env["dsn_envid"] == "ENV1"
+    assert [r["address"] for r in env["recipients"]] == [
+        "a@remote.test",
+        "b@remote.test",
+        "c@remote.test",
+    ]
+    assert env["recipients"][0]["notify"] == ["SUCCESS", "FAILURE"]
+    assert all(r["state"] == PENDING for r in env["recipients"])
+    assert q.ids() == [qid]
+    assert os.listdir(tmp_path / "queue" / "tmp") == []
+
+
+def test_ids_sorted_by_arrival_and_unique(tmp_path):
+    q = Queue(tmp_path)
+    ids = [q.enqueue("", ["x@r.test"], b"m\r\n") for _ in range(20)]
+    assert q.ids() == sorted(ids) == ids
+    assert len(set(ids)) == 20
+
+
+def test_message_without_envelope_is_not_an_entry(tmp_path):
+    q = Queue(tmp_path)
+    (tmp_path / "msg" / "ABC123").write_bytes(b"half written")
+    assert q.ids() == []
+    assert q.clean_orphans(older_than=0) == 1
+    assert not (tmp_path / "msg" / "ABC123").exists()
+
+
+def test_save_does_not_resurrect_deleted_entry(tmp_path):
+    q = Queue(tmp_path)
+    qid = q.enqueue("s@x.test", ["r@r.test"], b"m\r\n")
+    entry = q.load(qid)
+    assert q.remove(qid)
+    entry.attempts = 3
+    assert q.save(entry) is False
+    with pytest.raises(NoSuchEntry):
+        q.load(qid)
+
+
+def test_modify_and_reload_round_trip(tmp_path):
+    q = Queue(tmp_path)
+    qid = q.enqueue("s@x.test", ["r@r.test", "t@r.test"], b"m\r\n")
+
+    def fail_first(e):
+        e.recipients[0].state = FAILED
+        e.recipients[0].status = "5.1.1"
+
+    q.modify(qid, fail_first)
+    again = Queue(tmp_path).load(qid)
+    assert again.recipients[0].state == FAILED and again.recipients[0].status == "5.1.1"
+    assert [r.address for r in again.pending] == ["t@r.test"]
+
+
+def test_bad_ids_rejected(tmp_path):
+    q = Queue(tmp_path)
+    for bad in ["../etc/passwd", "", "a/b"]:
+        with pytest.raises(NoSuchEntry):
+            q.load(bad)
+
+
+def test_trigger_taken_once(tmp_path):
+    q = Queue(tmp_path)
+    assert not q.take_trigger()
+    q.trigger()
+    assert q.take_trigger()
+    assert not q.take_trigger()
