@@ -1,0 +1,509 @@
+"""IMAP4 command reader: bytes in, `Command` values out, literal-aware and free of I/O.
+
+The protocol class feeds received bytes to a `CommandReader` and pulls events from it one
+at a time, only when it is ready to run the next command (commands run strictly in order).
+The reader tracks synchronizing literals (`{n}`, answered by the protocol with a `+`
+continuation), non-synchronizing ones (`{n+}`, RFC 7888 LITERAL+) and `~{n}` literal8
+(RFC 3516 BINARY), and enforces the line and literal size limits before any literal byte is
+read, so an oversized APPEND is refused without being received.
+
+Shared token format (fetch/search/sort/thread parse their arguments from it):
+``Command(tag, name, args)``; `name` is upper-cased with ``UID`` folded in ("UID FETCH");
+each arg is an `Atom` (str subclass; ``NIL`` is ``Atom("NIL")``; an atom holding ``[...]``
+keeps the bracketed part verbatim, spaces and parentheses included, and what follows it,
+so ``BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.100>`` is one Atom), `bytes` for quoted strings
+and literals, or a `list` for a parenthesized list (nested).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Atom",
+    "Command",
+    "ImapBad",
+    "ImapNo",
+    "ImapBye",
+    "CommandReader",
+    "NeedContinuation",
+    "RejectedCommand",
+    "tokenize",
+    "parse_command",
+    "parse_sequence_set",
+    "SequenceSet",
+]
+
+
+class Atom(str):
+    """An IMAP atom (RFC 3501 §4.1), kept apart from strings so `NIL` differs from `"NIL"`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Atom({str.__repr__(self)})"
+
+
+@dataclass
+class Command:
+    tag: str
+    name: str
+    args: list = field(default_factory=list)
+
+
+class ImapError(Exception):
+    """A command failure carrying its wire reply; the protocol formats it in one place."""
+
+    status = "BAD"
+
+    def __init__(self, code_or_text: str, text: str | None = None):
+        if text is None:
+            code, text = None, code_or_text
+        else:
+            code = code_or_text
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+class ImapBad(ImapError):
+    """RFC 3501 §7.1.3: a protocol-level error (syntax, unknown command, wrong state)."""
+
+    status = "BAD"
+
+
+class ImapNo(ImapError):
+    """RFC 3501 §7.1.2: the command was understood but failed (`ImapNo("TRYCREATE", "...")`)."""
+
+    status = "NO"
+
+
+class ImapBye(ImapError):
+    """The server closes the connection after an untagged BYE with this text."""
+
+    status = "BYE"
+
+
+# --- the reader -----------------------------------------------------------------------------
+
+
+@dataclass
+class NeedContinuation:
+    """A synchronizing literal of `size` octets was announced: send `+ ...` before it comes."""
+
+    size: int
+
+
+@dataclass
+class RejectedCommand:
+    """A command refused before or while reading it: reply `tag status [code] text`.
+
+    `close` asks the protocol to say BYE and drop the connection (used when the rest of the
+    stream can no longer be trusted, e.g. an oversized non-synchronizing literal).
+    """
+
+    tag: str
+    error: ImapError
+    close: bool = False
+
+
+_LITERAL_AT_END = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
+_TAG_OK = re.compile(rb"^[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c\x7d\x7e]+$")
+
+
+class CommandReader:
+    """Incremental framing of IMAP commands (RFC 3501 §2.2, literals §4.3, RFC 7888).
+
+    `feed(data)` buffers bytes; `next_event()` returns a `Command`, a `NeedContinuation`, a
+    `RejectedCommand`, or None when more input is needed.  `next_line()` returns one raw
+    line (without CRLF) for the protocol's sub-dialogues (AUTHENTICATE responses, IDLE's DONE).
+    """
+
+    def __init__(
+        self,
+        max_line: int = 65536,
+        max_literal: int = 64 * 1024 * 1024,
+        append_limit: int | None = None,
+    ):
+        self.max_line = max_line
+        self.max_literal = max_literal
+        self.append_limit = append_limit if append_limit is not None else max_literal
+        self._buf = bytearray()
+        self._parts: list = []  # alternating text (bytes) and literal (bytes) pieces
+        self._line_total = 0
+        self._literal_total = 0
+        self._literal_left = 0  # >0 while reading literal content
+        self._literal_chunks: list[bytes] = []
+        self._discard_line = False  # skipping the rest of an over-long line
+        self._discard_tag = "*"
+
+    # -- input ---------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def clear(self) -> None:
+        """Drop all buffered input (RFC 3501 §6.2.1: nothing sent before STARTTLS completes
+        may be acted on after it)."""
+        self._buf.clear()
+        self._reset_command()
+
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def take_buffer(self) -> bytes:
+        """Remove and return the unparsed input (used when COMPRESS starts mid-stream)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
+    @property
+    def in_command(self) -> bool:
+        """True while part of a command (line or literal) has been read."""
+        return bool(self._parts) or self._literal_left > 0
+
+    def next_line(self) -> bytes | None:
+        """One raw CRLF- (or LF-) terminated line, or None; None also when it is too long."""
+        idx = self._buf.find(b"\n")
+        if idx < 0:
+            return None
+        line = bytes(self._buf[:idx])
+        del self._buf[: idx + 1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        return line
+
+    def next_event(self):
+        while True:
+            if self._literal_left:
+                if not self._buf:
+                    return None
+                take = min(self._literal_left, len(self._buf))
+                self._literal_chunks.append(bytes(self._buf[:take]))
+                del self._buf[:take]
+                self._literal_left -= take
+                if self._literal_left:
+                    return None
+                self._parts.append(b"".join(self._literal_chunks))
+                self._literal_chunks = []
+                continue
+            idx = self._buf.find(b"\n")
+            if self._discard_line:
+                if idx < 0:
+                    self._buf.clear()
+                    return None
+                del self._buf[: idx + 1]
+                self._discard_line = False
+                tag = self._discard_tag
+                self._reset_command()
+                return RejectedCommand(tag, ImapBad("TOOBIG", "Command line too long"))
+            if idx < 0:
+                if len(self._buf) + self._line_total > self.max_line:
+                    # RFC 7162 §4 / RFC 3501 §2.2: refuse without buffering the rest.
+                    self._discard_tag = self._tag_of(self._first_text() or bytes(self._buf))
+                    self._buf.clear()
+                    self._discard_line = True
+                return None
+            line = bytes(self._buf[:idx])
+            del self._buf[: idx + 1]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            self._line_total += len(line) + 2
+            if self._line_total > self.max_line:
+                tag = self._tag_of(self._first_text() or line)
+                self._reset_command()
+                return RejectedCommand(tag, ImapBad("TOOBIG", "Command line too long"))
+            m = _LITERAL_AT_END.search(line)
+            if m is None:
+                self._parts.append(line)
+                parts = self._parts
+                self._reset_command()
+                if not parts or (len(parts) == 1 and not parts[0].strip()):
+                    continue  # RFC 3501 is silent; Dovecot ignores empty lines
+                return self._build(parts)
+            size = int(m.group(2))
+            sync = not m.group(3)
+            self._parts.append(line[: m.start()])
+            first = self._parts[0]
+            limit = self.append_limit if self._is_append(first) else self.max_literal
+            if size > limit or self._literal_total + size > max(limit, self.max_literal):
+                tag = self._tag_of(first)
+                self._reset_command()
+                # RFC 7889 §4 / RFC 4469: TOOBIG without reading the literal.  A synchronizing
+                # literal was never invited, so the stream stays in step; a non-synchronizing
+                # one is already on its way, so the connection must go (RFC 7888 §4).
+                err = ImapNo("TOOBIG", "Literal too large")
+                return RejectedCommand(tag, err, close=not sync)
+            self._literal_total += size
+            self._parts.append(None)  # placeholder marker: a literal follows
+            if m.group(1):
+                self._parts[-1] = "literal8"
+            self._literal_left = size
+            self._literal_chunks = []
+            if size == 0:
+                self._parts.append(b"")
+                self._literal_left = 0
+            if sync:
+                return NeedContinuation(size)
+
+    # -- internals -----------------------------------------------------------------------
+    def _reset_command(self) -> None:
+        self._parts = []
+        self._line_total = 0
+        self._literal_total = 0
+        self._literal_left = 0
+        self._literal_chunks = []
+
+    def _first_text(self) -> bytes | None:
+        return self._parts[0] if self._parts else None
+
+    @staticmethod
+    def _tag_of(line: bytes) -> str:
+        tag = line.split(b" ", 1)[0]
+        if tag and _TAG_OK.match(tag) and len(tag) < 128:
+            return tag.decode("ascii")
+        return "*"
+
+    @staticmethod
+    def _is_append(first: bytes) -> bool:
+        words = first.split(b" ", 2)
+        return len(words) > 1 and words[1].upper() == b"APPEND"
+
+    def _build(self, parts: list):
+        # parts: text, marker, literal, text, marker, literal, ..., text
+        tag = self._tag_of(parts[0])
+        try:
+            return parse_command(_pieces(parts))
+        except ImapError as e:
+            return RejectedCommand(tag, e)
+
+
+def _pieces(parts: list) -> list:
+    """Turn reader parts into alternating text / `_Literal` pieces for the tokenizer."""
+    out: list = []
+    i = 0
+    while i < len(parts):
+        p = parts[i]
+        if p is None or p == "literal8":
+            out.append(_Literal(parts[i + 1], p == "literal8"))
+            i += 2
+        else:
+            out.append(p)
+            i += 1
+    return out
+
+
+@dataclass
+class _Literal:
+    data: bytes
+    literal8: bool = False
+
+
+# --- tokenizer ------------------------------------------------------------------------------
+
+_ATOM_STOP = frozenset(b' (){"') | frozenset(range(0, 0x20)) | {0x7F}
+
+
+def tokenize(pieces: list, start: int = 0) -> list:
+    """Tokenize alternating text/literal pieces into the shared token format.
+
+    Raises ImapBad on malformed input (unbalanced parentheses or brackets, bad quoting, stray
+    characters).  `start` is the offset in the first text piece to begin at.
+    """
+    root: list = []
+    stack: list[list] = [root]
+    need_space = False  # tokens must be separated by SP (RFC 3501 §9 grammar)
+    for pi, piece in enumerate(pieces):
+        if isinstance(piece, _Literal):
+            if need_space:
+                raise ImapBad("Missing space before literal")
+            stack[-1].append(piece.data)
+            need_space = True
+            continue
+        text = piece
+        i = start if pi == 0 else 0
+        n = len(text)
+        while i < n:
+            c = text[i]
+            if c == 0x20:
+                if not need_space:
+                    if i + 1 < n and text[i + 1] == 0x29:
+                        raise ImapBad("Space before closing parenthesis")
+                    raise ImapBad("Unexpected space")
+                need_space = False
+                i += 1
+                continue
+            if c == 0x29:  # ")"
+                if len(stack) == 1:
+                    raise ImapBad("Unbalanced parenthesis")
+                stack.pop()
+                need_space = True
+                i += 1
+                continue
+            if need_space:
+                raise ImapBad("Missing space between arguments")
+            if c == 0x28:  # "("
+                new: list = []
+                stack[-1].append(new)
+                stack.append(new)
+                i += 1
+                continue
+            if c == 0x22:  # quoted string
+                value, i = _quoted(text, i + 1)
+                stack[-1].append(value)
+                need_space = True
+                continue
+            if c == 0x7B or (c == 0x7E and i + 1 < n and text[i + 1] == 0x7B):
+                # a literal marker that is not at the end of a line
+                raise ImapBad("Literal must end the line")
+            value, i = _atom(text, i)
+            stack[-1].append(value)
+            need_space = True
+    if len(stack) != 1:
+        raise ImapBad("Unbalanced parenthesis")
+    return root
+
+
+def _quoted(text: bytes, i: int) -> tuple[bytes, int]:
+    out = bytearray()
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == 0x22:
+            return bytes(out), i + 1
+        if c == 0x5C:  # RFC 3501 §9: quoted-specials escaped with "\"
+            if i + 1 >= n or text[i + 1] not in (0x22, 0x5C):
+                raise ImapBad("Bad escape in quoted string")
+            out.append(text[i + 1])
+            i += 2
+            continue
+        if c in (0x0D, 0x0A, 0x00):
+            raise ImapBad("Bad character in quoted string")
+        out.append(c)
+        i += 1
+    raise ImapBad("Unterminated quoted string")
+
+
+def _atom(text: bytes, i: int) -> tuple[Atom, int]:
+    start = i
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == 0x5B:  # "[": section spec, kept verbatim up to the matching "]"
+            depth = 0
+            while i < n:
+                c = text[i]
+                if c == 0x5B:
+                    depth += 1
+                elif c == 0x5D:
+                    depth -= 1
+                    if depth == 0:
+                        break
+                elif c in (0x0D, 0x0A, 0x00):
+                    raise ImapBad("Bad character in section")
+                i += 1
+            if i >= n:
+                raise ImapBad("Unterminated [ in argument")
+            i += 1
+            continue
+        if c in _ATOM_STOP:
+            break
+        i += 1
+    if i == start:
+        raise ImapBad("Empty argument")
+    try:
+        return Atom(text[start:i].decode("utf-8")), i
+    except UnicodeDecodeError:
+        raise ImapBad("Argument is not valid UTF-8") from None
+
+
+def parse_command(pieces: list) -> Command:
+    """Parse one complete command (text and literal pieces) into a `Command`."""
+    first = pieces[0]
+    if isinstance(first, _Literal):
+        raise ImapBad("Missing tag")
+    tag_end = first.find(b" ")
+    if tag_end <= 0:
+        raise ImapBad("Missing command")
+    tag = first[:tag_end]
+    if not _TAG_OK.match(tag) or b"+" in tag:
+        raise ImapBad("Invalid tag")
+    tokens = tokenize(pieces, tag_end + 1)
+    if not tokens or not isinstance(tokens[0], Atom):
+        raise ImapBad("Missing command")
+    name = tokens[0].upper()
+    args = tokens[1:]
+    if name == "UID":
+        if not args or not isinstance(args[0], Atom):
+            raise ImapBad("UID needs a command")
+        name = "UID " + args[0].upper()
+        args = args[1:]
+    if not re.fullmatch(r"[A-Z0-9][A-Z0-9._-]*( [A-Z0-9._-]+)?", name):
+        raise ImapBad("Invalid command name")
+    return Command(tag.decode("ascii"), name, args)
+
+
+def parse_line(line: bytes) -> Command:
+    """Parse a single line without literals (tests and tools)."""
+    return parse_command([line])
+
+
+# --- sequence sets --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SequenceSet:
+    """A parsed sequence-set (RFC 3501 §9): ranges with `None` standing for `*`.
+
+    `dollar` is True for the SEARCHRES `$` reference (RFC 5182 §2.1).
+    """
+
+    ranges: tuple[tuple[int | None, int | None], ...]
+    dollar: bool = False
+
+    def resolve(self, largest: int) -> list[tuple[int, int]]:
+        """Ranges as (low, high) with `*` replaced by `largest` (RFC 3501 §9: "n:m" == "m:n")."""
+        out = []
+        for a, b in self.ranges:
+            a = largest if a is None else a
+            b = largest if b is None else b
+            if a > b:
+                a, b = b, a
+            out.append((a, b))
+        return out
+
+    def contains(self, n: int, largest: int) -> bool:
+        return any(lo <= n <= hi for lo, hi in self.resolve(largest))
+
+
+_SEQ_RE = re.compile(r"^(\d+|\*)(?::(\d+|\*))?$")
+
+
+def parse_sequence_set(token, allow_dollar: bool = False) -> SequenceSet:
+    """`1:4,7,9:*` into a SequenceSet; raises ImapBad.  Zero is not a valid number."""
+    if not isinstance(token, Atom):
+        raise ImapBad("Invalid sequence set")
+    if token == "$":
+        if not allow_dollar:
+            raise ImapBad("Invalid sequence set")
+        return SequenceSet((), dollar=True)
+    ranges = []
+    for part in token.split(","):
+        m = _SEQ_RE.match(part)
+        if not m:
+            raise ImapBad("Invalid sequence set")
+        vals = []
+        for g in m.groups():
+            if g is None:
+                continue
+            if g == "*":
+                vals.append(None)
+            else:
+                v = int(g)
+                if v == 0 or v > 0xFFFFFFFF:
+                    raise ImapBad("Invalid sequence number")
+                vals.append(v)
+        if len(vals) == 1:
+            vals.append(vals[0])
+        ranges.append((vals[0], vals[1]))
+    return SequenceSet(tuple(ranges))
