@@ -132,6 +132,50 @@ class PublicConfig:
 
 
 @dataclass(frozen=True)
+class TrustConfig:
+    """Deliverability and inbound authentication (mailsuite/trust/): SPF, DKIM, DMARC, MTA-STS."""
+
+    # SPF/DKIM/DMARC checks of mail arriving on the "smtp" listener (never on submission).
+    inbound_checks: bool = True
+    # Action when DMARC fails and the From: domain publishes p=reject / p=quarantine:
+    # "reject" (550 5.7.1), "junk" (deliver to Junk) or "accept" (header only).
+    dmarc_reject: str = "reject"
+    dmarc_quarantine: str = "junk"
+    # SPF "fail" (-all) for MAIL FROM or HELO when no DKIM signature passes; "softfail" (~all).
+    spf_fail: str = "reject"
+    spf_softfail: str = "accept"
+    # A DNS failure that could change the verdict: "tempfail" (451, sender retries) or "accept".
+    dns_failure: str = "tempfail"
+    # DNS servers ("ip", "ip:port", "[v6]:port"); empty: relay.resolvers, then /etc/resolv.conf.
+    resolvers: list[str] = field(default_factory=list)
+    dns_timeout: float = 5.0
+    # Outbound DKIM signing; selectors to sign with (empty: every key under data_dir/dkim/<domain>/).
+    dkim_sign: bool = True
+    dkim_selectors: list[str] = field(default_factory=list)
+    # What `mailsuite dns` proposes and the MTA-STS policy served over HTTPS (RFC 8461 §3.2).
+    dmarc_policy: str = "quarantine"
+    report_address: str = ""  # rua= for DMARC and TLSRPT; empty: postmaster@<domain>
+    mta_sts_mode: str = "testing"
+    mta_sts_max_age: int = 604800
+    mta_sts_mx: list[str] = field(default_factory=list)  # empty: the public host name
+
+    def __post_init__(self):
+        actions = ("reject", "junk", "accept")
+        for key in ("dmarc_reject", "dmarc_quarantine", "spf_fail", "spf_softfail"):
+            if getattr(self, key) not in actions:
+                raise ConfigError(f"trust.{key}", 'must be "reject", "junk" or "accept"')
+        if self.dns_failure not in ("tempfail", "accept"):
+            raise ConfigError("trust.dns_failure", 'must be "tempfail" or "accept"')
+        if self.dmarc_policy not in ("none", "quarantine", "reject"):
+            raise ConfigError("trust.dmarc_policy", 'must be "none", "quarantine" or "reject"')
+        if self.mta_sts_mode not in ("enforce", "testing", "none"):
+            raise ConfigError("trust.mta_sts_mode", 'must be "enforce", "testing" or "none"')
+        # RFC 8461 §3.2: max_age is at most 31557600 seconds.
+        if self.mta_sts_max_age > 31557600:
+            raise ConfigError("trust.mta_sts_max_age", "RFC 8461 allows at most 31557600")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     # "text" or "json" (one JSON object per line).
     format: str = "text"
@@ -154,6 +198,7 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     public: PublicConfig = field(default_factory=PublicConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
     path: Path | None = None
 
     @property
