@@ -1,0 +1,109 @@
+"""The mail store: one Maildir++ per user under `<data_dir>/mail/<domain>/<localpart>/`."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+from mailsuite.store.folder import Folder, FolderEvent, Message
+from mailsuite.store.maildir import (
+    DEFAULT_FOLDERS,
+    FolderExists,
+    Mailbox,
+    NoSuchFolder,
+    make_maildir,
+)
+from mailsuite.store.names import BadFolderName
+from mailsuite.store.quota import Quota, QuotaExceeded
+
+__all__ = [
+    "BadFolderName",
+    "Folder",
+    "FolderEvent",
+    "FolderExists",
+    "Mailbox",
+    "Message",
+    "NoSuchFolder",
+    "NoSuchMailbox",
+    "Quota",
+    "QuotaExceeded",
+    "Store",
+]
+
+
+class NoSuchMailbox(KeyError):
+    pass
+
+
+def split_address(address: str) -> tuple[str, str]:
+    local, sep, domain = address.rpartition("@")
+    if not sep or not local or not domain:
+        raise NoSuchMailbox(address)
+    # The path components come from the account database, but never trust them to stay inside.
+    if local in (".", "..") or "/" in local or "\0" in local or "/" in domain or domain.startswith("."):
+        raise NoSuchMailbox(address)
+    return local.lower(), domain.lower()
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._mailboxes: dict[str, Mailbox] = {}
+        self._lock = threading.Lock()
+
+    def path_for(self, address: str) -> Path:
+        local, domain = split_address(address)
+        return self.root / domain / local
+
+    def mailbox(self, address: str) -> Mailbox:
+        """The process-wide Mailbox of `address`; NoSuchMailbox when it has no Maildir."""
+        key = address.lower()
+        with self._lock:
+            mbox = self._mailboxes.get(key)
+        if mbox is not None:
+            return mbox
+        path = self.path_for(address)
+        if not (path / "cur").is_dir():
+            raise NoSuchMailbox(address)
+        with self._lock:
+            mbox = self._mailboxes.setdefault(key, Mailbox(key, path))
+        return mbox
+
+    def create_mailbox(self, address: str, quota_bytes: int = 0, quota_messages: int = 0) -> Mailbox:
+        """A new Maildir with the standard folders (Outlook makes localized ones otherwise)."""
+        path = self.path_for(address)
+        make_maildir(path)
+        mbox = self.mailbox(address)
+        for name, role in DEFAULT_FOLDERS.items():
+            if not mbox.exists(name):
+                mbox.create_folder(name, special_use=role)
+            mbox.subscribe(name)
+        mbox.subscribe("INBOX")
+        mbox.set_quota(quota_bytes, quota_messages)
+        return mbox
+
+    def delete_mailbox(self, address: str) -> None:
+        path = self.path_for(address)
+        with self._lock:
+            self._mailboxes.pop(address.lower(), None)
+        if path.exists():
+            shutil.rmtree(path)
+
+    def open_mailboxes(self) -> list[Mailbox]:
+        with self._lock:
+            return list(self._mailboxes.values())
+
+    def save_indexes(self) -> None:
+        for mbox in self.open_mailboxes():
+            mbox.save_indexes()
+
+    def notify_delivery(self, address: str, folder: str = "INBOX") -> None:
+        """Reactor thread: refresh an open folder after an in-process delivery (wakes IDLE)."""
+        with self._lock:
+            mbox = self._mailboxes.get(address.lower())
+        if mbox is None:
+            return
+        for f in mbox.open_folders():
+            if f.name == folder:
+                f.refresh(force=True)

@@ -1,0 +1,122 @@
+"""Maildir info suffixes (`:2,FRS`) and `dovecot-keywords` <-> IMAP flags.
+
+System flags are capital letters (Maildir spec); keywords are the letters a-z, mapped to names by
+the folder's `dovecot-keywords` file (`<index> <name>` per line), as Dovecot writes it, so that a
+Dovecot Maildir keeps its keywords when adopted.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+SYSTEM_TO_LETTER = {
+    "\\Draft": "D",
+    "\\Flagged": "F",
+    "$Forwarded": "P",
+    "\\Answered": "R",
+    "\\Seen": "S",
+    "\\Deleted": "T",
+}
+LETTER_TO_SYSTEM = {v: k for k, v in SYSTEM_TO_LETTER.items()}
+KEYWORD_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+INFO_SEPARATOR = ":2,"
+
+
+def split_filename(filename: str) -> tuple[str, str]:
+    """(key, info letters) of a Maildir file name; the key is stable across flag changes."""
+    key, sep, info = filename.partition(INFO_SEPARATOR)
+    return key, info if sep else ""
+
+
+def canonical_flag(flag: str) -> str:
+    """System flags are case-insensitive on the wire; store them in one spelling."""
+    if flag.startswith("\\"):
+        for known in SYSTEM_TO_LETTER:
+            if known.lower() == flag.lower():
+                return known
+    if flag.lower() == "$forwarded":
+        return "$Forwarded"
+    return flag
+
+
+class Keywords:
+    """The letter <-> keyword table of one folder, persisted in `dovecot-keywords`."""
+
+    def __init__(self, folder_path: Path):
+        self.path = folder_path / "dovecot-keywords"
+        self._lock = threading.Lock()
+        self._mtime = None
+        self.names: list[str | None] = [None] * 26
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return
+        if st.st_mtime_ns == self._mtime:
+            return
+        names: list[str | None] = [None] * 26
+        try:
+            text = self.path.read_text("utf-8", "replace")
+        except OSError:
+            return
+        for line in text.splitlines():
+            idx, _, name = line.partition(" ")
+            if idx.isdigit() and int(idx) < 26 and name:
+                names[int(idx)] = name
+        self.names = names
+        self._mtime = st.st_mtime_ns
+
+    def to_flags(self, info: str) -> frozenset[str]:
+        flags = set()
+        for ch in info:
+            if ch in LETTER_TO_SYSTEM:
+                flags.add(LETTER_TO_SYSTEM[ch])
+            elif "a" <= ch <= "z":
+                name = self.names[ord(ch) - 97]
+                if name is None:
+                    self._load()
+                    name = self.names[ord(ch) - 97]
+                if name:
+                    flags.add(name)
+        return frozenset(flags)
+
+    def to_info(self, flags) -> str:
+        """Info letters for `flags`, allocating letters for new keywords (26 at most)."""
+        letters = []
+        for flag in flags:
+            if flag in SYSTEM_TO_LETTER:
+                letters.append(SYSTEM_TO_LETTER[flag])
+            elif flag.startswith("\\"):
+                continue  # \Recent and unknown system flags are not stored
+            else:
+                letter = self._letter(flag)
+                if letter:
+                    letters.append(letter)
+        return "".join(sorted(set(letters)))
+
+    def _letter(self, keyword: str) -> str | None:
+        with self._lock:
+            for i, name in enumerate(self.names):
+                if name is not None and name.lower() == keyword.lower():
+                    return KEYWORD_LETTERS[i]
+            self._load()
+            for i, name in enumerate(self.names):
+                if name is None:
+                    self.names[i] = keyword
+                    self._save()
+                    return KEYWORD_LETTERS[i]
+        return None  # more than 26 keywords: Maildir cannot hold it
+
+    def _save(self) -> None:
+        lines = "".join(f"{i} {n}\n" for i, n in enumerate(self.names) if n)
+        tmp = self.path.with_name(f"dovecot-keywords.tmp{os.getpid()}")
+        tmp.write_text(lines, "utf-8")
+        os.replace(tmp, self.path)
+        self._mtime = self.path.stat().st_mtime_ns
+
+    def known(self) -> list[str]:
+        return [n for n in self.names if n]

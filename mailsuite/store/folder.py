@@ -1,0 +1,418 @@
+"""One Maildir folder's index: UIDs, flags, sizes, internal dates and modseqs, held once in memory.
+
+Every session of the process shares the one `Folder` object of a folder, so a flag change or an
+expunge made by one session is seen by the others through listeners.  The index is persisted in
+`mailsuite-index` so that a cold open reads one file, and it is checked against the `new/` and
+`cur/` directory mtimes so that changes made by other programs are picked up on the next access.
+All methods run on one thread (the reactor's); only `Mailbox.deliver` runs in worker threads, and
+it only writes files.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from twisted.logger import Logger
+
+from mailsuite.store import uidlist as uidlist_mod
+from mailsuite.store.flags import INFO_SEPARATOR, Keywords, split_filename
+from mailsuite.store.message import wire_size
+
+log = Logger(namespace="mailsuite.store")
+
+INDEX_NAME = "mailsuite-index"
+INDEX_VERSION = 2
+# ext4 directory mtimes tick coarsely: a directory changed this recently may change again
+# within the same tick, so its mtime cannot prove "nothing changed" yet.
+MTIME_SLACK_NS = 2_000_000_000
+_SIZE_RE = re.compile(r",S=(\d+)")
+_WIRE_RE = re.compile(r",W=(\d+)")
+
+
+class Message:
+    """One message of a folder as the index knows it; no file access needed."""
+
+    __slots__ = ("uid", "key", "subdir", "info", "flags", "size", "wire_size", "internaldate", "modseq")
+
+    def __init__(self, uid, key, subdir, info, flags, size, wire, internaldate, modseq):
+        self.uid: int = uid
+        self.key: str = key
+        self.subdir: str = subdir
+        self.info: str = info
+        self.flags: frozenset[str] = flags
+        self.size: int = size
+        self.wire_size: int = wire
+        self.internaldate: float = internaldate
+        self.modseq: int = modseq
+
+    @property
+    def filename(self) -> str:
+        if self.subdir == "new" and not self.info:
+            return self.key
+        return self.key + INFO_SEPARATOR + self.info
+
+    def __repr__(self) -> str:
+        return f"<Message uid={self.uid} flags={sorted(self.flags)}>"
+
+
+@dataclass(frozen=True)
+class FolderEvent:
+    """kind: "exists" (new messages), "flags" (changed flags) or "expunge"."""
+
+    kind: str
+    uids: tuple[int, ...]
+    source: object = None
+
+
+class Folder:
+    def __init__(self, name: str, path: Path, keywords: Keywords | None = None):
+        self.name = name
+        self.path = path
+        self.keywords = keywords or Keywords(path)
+        self._uidfile = uidlist_mod.UidlistFile(path)
+        self._uidlist: uidlist_mod.Uidlist | None = None
+        self.messages: list[Message] = []
+        self._by_uid: dict[int, Message] = {}
+        self._by_key: dict[str, Message] = {}
+        self.highestmodseq = 1
+        self._dir_sig: tuple = ()
+        self._dirty = False
+        self._listeners: list = []
+        self._load()
+
+    # -- public view -----------------------------------------------------------------------
+
+    @property
+    def uidvalidity(self) -> int:
+        return self._uidlist.uidvalidity
+
+    @property
+    def uidnext(self) -> int:
+        return self._uidlist.next_uid
+
+    def by_uid(self, uid: int) -> Message | None:
+        return self._by_uid.get(uid)
+
+    def uid_of_key(self, key: str) -> int | None:
+        msg = self._by_key.get(key)
+        return msg.uid if msg else None
+
+    def message_path(self, msg: Message) -> Path:
+        return self.path / msg.subdir / msg.filename
+
+    def total_size(self) -> int:
+        return sum(m.wire_size for m in self.messages)
+
+    def read(self, msg: Message) -> bytes:
+        """The stored (LF) bytes; follows a rename made by another program."""
+        try:
+            return self.message_path(msg).read_bytes()
+        except FileNotFoundError:
+            self.refresh()
+            current = self._by_uid.get(msg.uid)
+            if current is None:
+                raise
+            return self.message_path(current).read_bytes()
+
+    def open(self, msg: Message):
+        try:
+            return open(self.message_path(msg), "rb")
+        except FileNotFoundError:
+            self.refresh()
+            current = self._by_uid.get(msg.uid)
+            if current is None:
+                raise
+            return open(self.message_path(current), "rb")
+
+    def add_listener(self, callback) -> None:
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def _notify(self, kind: str, uids, source=None) -> None:
+        if not uids:
+            return
+        event = FolderEvent(kind, tuple(uids), source)
+        for cb in list(self._listeners):
+            try:
+                cb(event)
+            except Exception:
+                log.failure("folder listener failed")
+
+    # -- loading and syncing ---------------------------------------------------------------
+
+    def _dir_signature(self) -> tuple:
+        sig = []
+        for sub in ("new", "cur"):
+            try:
+                sig.append(os.stat(self.path / sub).st_mtime_ns)
+            except FileNotFoundError:
+                sig.append(0)
+        sig.append(self._uidfile.stat_signature())
+        return tuple(sig)
+
+    def _load(self) -> None:
+        self._load_uidlist()
+        if self._load_index():
+            return
+        self.refresh(force=True)
+
+    def _load_uidlist(self) -> None:
+        try:
+            ul = self._uidfile.load()
+        except (uidlist_mod.CorruptUidlist, OSError) as e:
+            log.warn(
+                "corrupt uidlist in {path}, rebuilding with a new UIDVALIDITY: {err}",
+                path=str(self.path),
+                err=str(e),
+            )
+            ul = None
+            with self._uidfile.locked():
+                ul = uidlist_mod.Uidlist(uidlist_mod.new_uidvalidity(), 1)
+                self._uidfile.rewrite(ul)
+        if ul is None:
+            with self._uidfile.locked():
+                ul = self._uidfile.load()
+                if ul is None:
+                    ul = uidlist_mod.Uidlist(uidlist_mod.new_uidvalidity(), 1)
+                    self._uidfile.rewrite(ul)
+        self._uidlist = ul
+
+    def _load_index(self) -> bool:
+        try:
+            with open(self.path / INDEX_NAME, "rb") as f:
+                data = marshal.load(f)
+        except (OSError, EOFError, ValueError, TypeError):
+            return False
+        try:
+            version, uidvalidity, highest, dir_sig, rows = data
+        except (TypeError, ValueError):
+            return False
+        if version != INDEX_VERSION or uidvalidity != self._uidlist.uidvalidity:
+            return False
+        kw = self.keywords
+        msgs = []
+        for uid, key, subdir, info, size, wire, date, modseq in rows:
+            msgs.append(Message(uid, key, subdir, info, kw.to_flags(info), size, wire, date, modseq))
+        self._set_messages(msgs)
+        self.highestmodseq = highest
+        self._dir_sig = tuple(dir_sig[:2]) + (tuple(dir_sig[2]),)
+        # Pick up whatever changed since the index was written.
+        self.refresh()
+        return True
+
+    def save_index(self) -> None:
+        """Persist the index (a cache: losing it costs a rescan, never mail)."""
+        if not self._dirty:
+            return
+        rows = [
+            (m.uid, m.key, m.subdir, m.info, m.size, m.wire_size, m.internaldate, m.modseq)
+            for m in self.messages
+        ]
+        data = (INDEX_VERSION, self.uidvalidity, self.highestmodseq, list(self._dir_sig[:2]) + [list(self._dir_sig[2])], rows)
+        tmp = self.path / f"{INDEX_NAME}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                marshal.dump(data, f)
+            os.replace(tmp, self.path / INDEX_NAME)
+            self._dirty = False
+        except OSError as e:
+            log.warn("cannot save index {path}: {err}", path=str(self.path), err=str(e))
+
+    def _set_messages(self, msgs: list[Message]) -> None:
+        msgs.sort(key=lambda m: m.uid)
+        self.messages = msgs
+        self._by_uid = {m.uid: m for m in msgs}
+        self._by_key = {m.key: m for m in msgs}
+
+    def _stable(self, sig: tuple) -> bool:
+        now = time.time_ns()
+        return all(now - t > MTIME_SLACK_NS for t in sig[:2])
+
+    def refresh(self, force: bool = False) -> None:
+        """Sync the index with the directories; assign UIDs to new files; notify listeners."""
+        sig = self._dir_signature()
+        if not force and sig == self._dir_sig and self._stable(sig):
+            return
+        on_disk: dict[str, tuple[str, str]] = {}
+        for sub in ("cur", "new"):
+            try:
+                names = os.listdir(self.path / sub)
+            except FileNotFoundError:
+                continue
+            for filename in names:
+                if filename.startswith("."):
+                    continue
+                key, info = split_filename(filename)
+                on_disk[key] = (sub, info)
+        gone = [m for m in self.messages if m.key not in on_disk]
+        changed = []
+        for key, (sub, info) in on_disk.items():
+            msg = self._by_key.get(key)
+            if msg is not None and (msg.info != info or msg.subdir != sub):
+                msg.subdir = sub
+                if msg.info != info:
+                    msg.info = info
+                    msg.flags = self.keywords.to_flags(info)
+                    self.highestmodseq += 1
+                    msg.modseq = self.highestmodseq
+                    changed.append(msg.uid)
+                self._dirty = True
+        new_keys = [k for k in on_disk if k not in self._by_key]
+        added = self._add_new(new_keys, on_disk) if new_keys else []
+        if gone:
+            gone_keys = {m.key for m in gone}
+            self.highestmodseq += 1
+            self._set_messages([m for m in self.messages if m.key not in gone_keys])
+            self._dirty = True
+        # The signature taken before listing: anything changed since will show on the next call.
+        self._dir_sig = sig
+        if gone:
+            self._notify("expunge", [m.uid for m in gone])
+        if changed:
+            self._notify("flags", changed)
+        if added:
+            self._notify("exists", [m.uid for m in added])
+
+    def _add_new(self, keys: list[str], on_disk: dict[str, tuple[str, str]]) -> list[Message]:
+        known = self._uidlist.entries
+        missing = [k for k in keys if k not in known]
+        if missing:
+            with self._uidfile.locked():
+                self._uidlist = self._uidfile.catch_up(self._uidlist)
+                known = self._uidlist.entries
+                fresh = []
+                # Order new files by the delivery time at the head of their name (arrival order).
+                for key in sorted((k for k in missing if k not in known), key=_arrival_order):
+                    uid = self._uidlist.next_uid
+                    self._uidlist.next_uid += 1
+                    known[key] = uid
+                    fresh.append((uid, key))
+                if fresh:
+                    self._uidfile.append(self._uidlist, fresh)
+                    self._maybe_compact()
+        added = []
+        for key in keys:
+            sub, info = on_disk[key]
+            filename = key + INFO_SEPARATOR + info if (info or sub == "cur") else key
+            path = self.path / sub / filename
+            size, wire, date = self._file_facts(key, path)
+            if size is None:
+                continue  # vanished or unreadable: skipped with a log line
+            self.highestmodseq += 1
+            msg = Message(
+                known[key], key, sub, info, self.keywords.to_flags(info), size, wire, date, self.highestmodseq
+            )
+            added.append(msg)
+        if added:
+            added.sort(key=lambda m: m.uid)
+            if self.messages and added[0].uid < self.messages[-1].uid:
+                self._set_messages(self.messages + added)
+            else:
+                self.messages.extend(added)
+                for m in added:
+                    self._by_uid[m.uid] = m
+                    self._by_key[m.key] = m
+            self._dirty = True
+        return added
+
+    def _file_facts(self, key: str, path: Path) -> tuple[int | None, int, float]:
+        """Size, wire size and internal date of a newly seen file (one stat; a read only
+        when the name lacks `,W=`)."""
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            log.warn("skipping unreadable message {path}: {err}", path=str(path), err=str(e))
+            return None, 0, 0.0
+        m = _SIZE_RE.search(key)
+        size = int(m.group(1)) if m else st.st_size
+        w = _WIRE_RE.search(key)
+        if w:
+            wire = int(w.group(1))
+        else:
+            try:
+                wire = wire_size(path.read_bytes())
+            except OSError as e:
+                log.warn("skipping unreadable message {path}: {err}", path=str(path), err=str(e))
+                return None, 0, 0.0
+        return size, wire, st.st_mtime
+
+    def _maybe_compact(self) -> None:
+        ul = self._uidlist
+        live = len(self.messages) + 1
+        if len(ul.entries) > 2 * live + 1000:
+            keep = set(self._by_key)
+            ul.entries = {k: u for k, u in ul.entries.items() if k in keep or u >= ul.next_uid - 1000}
+            self._uidfile.rewrite(ul)
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def store_flags(self, msgs, flags, mode: str, unchanged_since: int | None = None, source=None):
+        """Set, add or remove flags; returns (changed messages, messages refused by
+        UNCHANGEDSINCE).  RFC 7162 §3.1.3: a message whose modseq is above unchanged_since
+        is not changed."""
+        flags = frozenset(f for f in flags if f != "\\Recent")
+        changed, refused = [], []
+        for msg in msgs:
+            if unchanged_since is not None and msg.modseq > unchanged_since:
+                refused.append(msg)
+                continue
+            if mode == "set":
+                new = flags
+            elif mode == "add":
+                new = msg.flags | flags
+            else:
+                new = msg.flags - flags
+            if new == msg.flags:
+                continue
+            info = self.keywords.to_info(new)
+            old_path = self.message_path(msg)
+            new_name = msg.key + INFO_SEPARATOR + info
+            new_path = self.path / "cur" / new_name
+            try:
+                os.rename(old_path, new_path)
+            except FileNotFoundError:
+                continue  # removed or renamed by another program; refresh will tell
+            msg.subdir, msg.info = "cur", info
+            msg.flags = self.keywords.to_flags(info)
+            self.highestmodseq += 1
+            msg.modseq = self.highestmodseq
+            changed.append(msg)
+        if changed:
+            self._dirty = True
+            self._notify("flags", [m.uid for m in changed], source)
+        return changed, refused
+
+    def expunge(self, msgs, source=None, quota=None) -> list[int]:
+        """Remove the messages' files; returns the UIDs removed (ascending)."""
+        removed, freed = [], 0
+        for msg in msgs:
+            try:
+                os.unlink(self.message_path(msg))
+            except FileNotFoundError:
+                pass
+            removed.append(msg)
+            freed += msg.size
+        if not removed:
+            return []
+        keys = {m.key for m in removed}
+        self._set_messages([m for m in self.messages if m.key not in keys])
+        self.highestmodseq += 1
+        self._dirty = True
+        if quota is not None:
+            quota.add(-freed, -len(removed))
+        uids = sorted(m.uid for m in removed)
+        self._notify("expunge", uids, source)
+        return uids
+
+
+def _arrival_order(key: str):
+    head = key.split(".", 1)[0]
+    return (int(head) if head.isdigit() else 0, key)

@@ -1,0 +1,391 @@
+"""A user's Maildir++: folders, durable delivery, copies, subscriptions, special-use, quota.
+
+Delivery is the Maildir protocol made durable: write into `tmp/`, fsync the file, rename it into
+`new/` (or `cur/` when it carries flags), fsync the directory.  Only then is the message
+delivered.  File names carry `,S=` (size on disk) and `,W=` (size with CRLF line ends) so that
+listing a folder needs neither a stat nor a read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+from twisted.internet import threads
+from twisted.logger import Logger
+
+from mailsuite.store import names
+from mailsuite.store.flags import INFO_SEPARATOR, Keywords, split_filename
+from mailsuite.store.folder import Folder
+from mailsuite.store.message import to_lf, wire_size
+from mailsuite.store.quota import MaildirSize, Quota
+
+log = Logger(namespace="mailsuite.store")
+
+DEFAULT_FOLDERS = {
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
+SPECIAL_USE_FILE = "mailsuite-special-use"
+SUBSCRIPTIONS_FILE = "subscriptions"
+
+_counter = itertools.count(1)
+_host = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
+
+
+class NoSuchFolder(KeyError):
+    pass
+
+
+class FolderExists(ValueError):
+    pass
+
+
+def unique_name() -> str:
+    """Maildir unique name: time, microseconds, pid and a per-process counter, host."""
+    now = time.time()
+    sec = int(now)
+    usec = int((now - sec) * 1_000_000)
+    return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{_host}"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_maildir(path: Path) -> None:
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+
+
+class Mailbox:
+    """One user's Maildir++ tree."""
+
+    def __init__(self, address: str, path: Path):
+        self.address = address
+        self.path = path
+        self._folders: dict[str, Folder] = {}
+        self._lock = threading.Lock()
+        self._quota = MaildirSize(path, self._scan_usage)
+        self._keywords: dict[str, Keywords] = {}
+
+    # -- folders -----------------------------------------------------------------------------
+
+    def folder_path(self, name: str) -> Path:
+        return self.path / names.to_dirname(name) if name != names.INBOX else self.path
+
+    def list_folders(self) -> list[str]:
+        found = []
+        try:
+            entries = os.listdir(self.path)
+        except FileNotFoundError:
+            return [names.INBOX]
+        for entry in entries:
+            name = names.from_dirname(entry)
+            if name and (self.path / entry / "cur").is_dir():
+                found.append(name)
+        found.sort()
+        return [names.INBOX] + [n for n in found if n != names.INBOX]
+
+    def exists(self, name: str) -> bool:
+        name = names.validate(name)
+        return name == names.INBOX or (self.folder_path(name) / "cur").is_dir()
+
+    def folder(self, name: str) -> Folder:
+        """The process-wide shared Folder object for `name`."""
+        name = names.validate(name)
+        with self._lock:
+            folder = self._folders.get(name)
+            if folder is not None:
+                return folder
+        if not self.exists(name):
+            raise NoSuchFolder(name)
+        with self._lock:
+            folder = self._folders.get(name)
+            if folder is None:
+                kw = self._keywords.get(name) or Keywords(self.folder_path(name))
+                self._keywords[name] = kw
+                folder = Folder(name, self.folder_path(name), kw)
+                self._folders[name] = folder
+            return folder
+
+    def open_folders(self) -> list[Folder]:
+        with self._lock:
+            return list(self._folders.values())
+
+    def create_folder(self, name: str, special_use: str | None = None) -> None:
+        name = names.validate(name)
+        if self.exists(name):
+            raise FolderExists(name)
+        path = self.folder_path(name)
+        make_maildir(path)
+        (path / "maildirfolder").touch()
+        if special_use:
+            self.set_special_use(name, special_use)
+
+    def delete_folder(self, name: str) -> None:
+        name = names.validate(name)
+        if name == names.INBOX:
+            raise names.BadFolderName("INBOX cannot be deleted")
+        if not self.exists(name):
+            raise NoSuchFolder(name)
+        with self._lock:
+            folder = self._folders.pop(name, None)
+        if folder is not None:
+            folder.expunge(list(folder.messages), quota=self._quota)
+        else:
+            self._quota.add(*self._negative_usage(self.folder_path(name)))
+        shutil.rmtree(self.folder_path(name))
+        self._drop_special_use(name)
+
+    def rename_folder(self, old: str, new: str) -> None:
+        """RFC 3501 §6.3.5: children move along; renaming INBOX moves its messages."""
+        old, new = names.validate(old), names.validate(new)
+        if not self.exists(old):
+            raise NoSuchFolder(old)
+        if self.exists(new):
+            raise FolderExists(new)
+        if old == names.INBOX:
+            self._rename_inbox(new)
+            return
+        prefix = old + names.SEPARATOR
+        moves = [(n, new + n[len(old) :]) for n in self.list_folders() if n == old or n.startswith(prefix)]
+        for src, dst in moves:
+            dst_path = self.folder_path(dst)
+            dst_path.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(self.folder_path(src), dst_path)
+            with self._lock:
+                self._folders.pop(src, None)
+        uses = self.special_use()
+        for src, dst in moves:
+            if src in uses:
+                self._drop_special_use(src)
+                self.set_special_use(dst, uses[src])
+
+    def _rename_inbox(self, new: str) -> None:
+        self.create_folder(new)
+        dst = self.folder_path(new)
+        for sub in ("new", "cur"):
+            for filename in os.listdir(self.path / sub):
+                os.rename(self.path / sub / filename, dst / sub / filename)
+        with self._lock:
+            self._folders.pop(names.INBOX, None)
+            self._folders.pop(new, None)
+        inbox_uidlist = self.path / "dovecot-uidlist"
+        if inbox_uidlist.exists():
+            os.unlink(inbox_uidlist)
+        (self.path / "mailsuite-index").unlink(missing_ok=True)
+
+    # -- special-use and subscriptions -------------------------------------------------------
+
+    def special_use(self) -> dict[str, str]:
+        uses = {}
+        try:
+            text = (self.path / SPECIAL_USE_FILE).read_text("utf-8")
+        except FileNotFoundError:
+            return uses
+        for line in text.splitlines():
+            name, _, role = line.rpartition("\t")
+            if name and role:
+                uses[name] = role
+        return uses
+
+    def set_special_use(self, name: str, role: str) -> None:
+        uses = self.special_use()
+        uses[name] = role
+        self._write_lines(SPECIAL_USE_FILE, [f"{n}\t{r}" for n, r in sorted(uses.items())])
+
+    def _drop_special_use(self, name: str) -> None:
+        uses = self.special_use()
+        if uses.pop(name, None) is not None:
+            self._write_lines(SPECIAL_USE_FILE, [f"{n}\t{r}" for n, r in sorted(uses.items())])
+
+    def subscriptions(self) -> list[str]:
+        try:
+            text = (self.path / SUBSCRIPTIONS_FILE).read_text("utf-8")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if line and not line.startswith("V\t")]
+
+    def subscribe(self, name: str) -> None:
+        name = names.validate(name)
+        subs = self.subscriptions()
+        if name not in subs:
+            self._write_lines(SUBSCRIPTIONS_FILE, subs + [name])
+
+    def unsubscribe(self, name: str) -> None:
+        subs = self.subscriptions()
+        if name in subs:
+            subs.remove(name)
+            self._write_lines(SUBSCRIPTIONS_FILE, subs)
+
+    def _write_lines(self, filename: str, lines: list[str]) -> None:
+        tmp = self.path / f"{filename}.tmp{os.getpid()}.{threading.get_ident()}"
+        tmp.write_text("".join(line + "\n" for line in lines), "utf-8")
+        os.replace(tmp, self.path / filename)
+
+    # -- quota -------------------------------------------------------------------------------
+
+    def quota(self) -> Quota:
+        return self._quota.get()
+
+    def set_quota(self, limit_bytes: int, limit_messages: int) -> None:
+        self._quota.set_limits(limit_bytes, limit_messages)
+
+    def _scan_usage(self) -> tuple[int, int]:
+        total_b = total_c = 0
+        for name in self.list_folders():
+            b, c = self._negative_usage(self.folder_path(name))
+            total_b -= b
+            total_c -= c
+        return total_b, total_c
+
+    @staticmethod
+    def _negative_usage(path: Path) -> tuple[int, int]:
+        b = c = 0
+        for sub in ("new", "cur"):
+            try:
+                entries = os.listdir(path / sub)
+            except FileNotFoundError:
+                continue
+            for filename in entries:
+                key, _ = split_filename(filename)
+                size = None
+                for part in key.split(","):
+                    if part.startswith("S=") and part[2:].isdigit():
+                        size = int(part[2:])
+                if size is None:
+                    try:
+                        size = os.stat(path / sub / filename).st_size
+                    except OSError:
+                        continue
+                b += size
+                c += 1
+        return -b, -c
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    def keywords_for(self, name: str) -> Keywords:
+        with self._lock:
+            kw = self._keywords.get(name)
+            if kw is None:
+                kw = self._keywords[name] = Keywords(self.folder_path(name))
+            return kw
+
+    def deliver(
+        self,
+        data: bytes,
+        folder: str = names.INBOX,
+        flags=(),
+        internaldate: float | None = None,
+        check_quota: bool = True,
+    ) -> str:
+        """Durably store one message; blocking (call it in a thread).  Returns its key."""
+        folder = names.validate(folder)
+        path = self.folder_path(folder)
+        if not (path / "cur").is_dir():
+            raise NoSuchFolder(folder)
+        body = to_lf(data)
+        if check_quota:
+            self._quota.check(len(body))
+        key = f"{unique_name()},S={len(body)},W={wire_size(body)}"
+        info = self.keywords_for(folder).to_info(flags) if flags else ""
+        tmp = path / "tmp" / key
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(body)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        if internaldate is not None:
+            os.utime(tmp, (internaldate, internaldate))
+        if info:
+            dest_dir = path / "cur"
+            dest = dest_dir / (key + INFO_SEPARATOR + info)
+        else:
+            dest_dir = path / "new"
+            dest = dest_dir / key
+        os.rename(tmp, dest)
+        fsync_dir(dest_dir)
+        self._quota.add(len(body), 1)
+        return key
+
+    def copy_files(self, src: Folder, msgs, dest_name: str) -> list[tuple[int, str]]:
+        """Durable copies (hard links when possible) into another folder; blocking.
+        Returns (source uid, new key) pairs; flags and internal dates are kept."""
+        dest_path = self.folder_path(names.validate(dest_name))
+        if not (dest_path / "cur").is_dir():
+            raise NoSuchFolder(dest_name)
+        dest_kw = self.keywords_for(dest_name)
+        total = sum(m.size for m in msgs)
+        self._quota.check(total)
+        result = []
+        for msg in msgs:
+            key = f"{unique_name()},S={msg.size},W={msg.wire_size}"
+            info = dest_kw.to_info(msg.flags - {"\\Recent"})
+            tmp = dest_path / "tmp" / key
+            source = src.message_path(msg)
+            try:
+                os.link(source, tmp)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                shutil.copyfile(source, tmp)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+            os.rename(tmp, dest_path / "cur" / (key + INFO_SEPARATOR + info))
+            result.append((msg.uid, key))
+        fsync_dir(dest_path / "cur")
+        self._quota.add(total, len(result))
+        return result
+
+    # -- asynchronous conveniences for the protocols (reactor thread) --------------------------
+
+    def append(self, data: bytes, folder: str = names.INBOX, flags=(), internaldate=None):
+        """Deliver in the thread pool, then index: Deferred firing with (Folder, uid)."""
+
+        def indexed(key):
+            f = self.folder(folder)
+            f.refresh(force=True)
+            return f, f.uid_of_key(key)
+
+        d = threads.deferToThread(self.deliver, data, folder, flags, internaldate)
+        d.addCallback(indexed)
+        return d
+
+    def copy(self, src: Folder, msgs, dest_name: str):
+        """Copy in the thread pool, then index: Deferred firing with (dest Folder, [(src, dst)])."""
+
+        def indexed(pairs):
+            dest = self.folder(dest_name)
+            dest.refresh(force=True)
+            return dest, [(s, dest.uid_of_key(k)) for s, k in pairs if dest.uid_of_key(k)]
+
+        d = threads.deferToThread(self.copy_files, src, list(msgs), dest_name)
+        d.addCallback(indexed)
+        return d
+
+    def expunge(self, folder: Folder, msgs, source=None) -> list[int]:
+        return folder.expunge(msgs, source=source, quota=self._quota)
+
+    def save_indexes(self) -> None:
+        for f in self.open_folders():
+            f.save_index()

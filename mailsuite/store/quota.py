@@ -1,0 +1,125 @@
+"""Per-user quota kept in the Maildir++ `maildirsize` file, counted without rescans.
+
+The first line holds the limits (`<bytes>S,<count>C`), each later line a delta (`<bytes> <count>`)
+appended with one O_APPEND write, which is atomic between processes.  When the file grows past a
+few KB it is recalculated from the folder file names (`,S=` sizes), as the Maildir++ spec says.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+RECALC_AT = 5120
+
+
+class QuotaExceeded(Exception):
+    """A delivery that would take the mailbox over its limit; `temporary` for 452 vs 552."""
+
+    def __init__(self, message: str = "mailbox is full", temporary: bool = True):
+        super().__init__(message)
+        self.temporary = temporary
+
+
+@dataclass(frozen=True)
+class Quota:
+    used_bytes: int
+    used_messages: int
+    limit_bytes: int  # 0: unlimited
+    limit_messages: int
+
+
+class MaildirSize:
+    def __init__(self, root: Path, scan):
+        self.path = root / "maildirsize"
+        self._scan = scan  # callable returning (bytes, count) from the file names
+        self._lock = threading.Lock()
+        self._offset = 0
+        self._inode = 0
+        self._limits = (0, 0)
+        self._used = (0, 0)
+
+    def _refresh(self) -> None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._recalculate(self._limits)
+            return
+        if st.st_ino == self._inode and st.st_size == self._offset:
+            return
+        if st.st_ino != self._inode or st.st_size < self._offset:
+            self._offset = 0
+            self._used = (0, 0)
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        complete, _, _ = data.rpartition(b"\n")
+        lines = complete.split(b"\n") if complete else []
+        b, c = self._used
+        for i, line in enumerate(lines):
+            if self._offset == 0 and i == 0:
+                self._limits = _parse_limits(line)
+                continue
+            parts = line.split()
+            if len(parts) >= 2:
+                try:
+                    b += int(parts[0])
+                    c += int(parts[1])
+                except ValueError:
+                    continue
+        self._used = (b, c)
+        self._inode = st.st_ino
+        self._offset += len(complete) + 1 if complete else 0
+        if self._offset > RECALC_AT:
+            self._recalculate(self._limits)
+
+    def _recalculate(self, limits: tuple[int, int]) -> None:
+        used_b, used_c = self._scan()
+        text = f"{limits[0]}S,{limits[1]}C\n{used_b} {used_c}\n"
+        tmp = self.path.with_name(f"maildirsize.tmp{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text(text)
+        os.replace(tmp, self.path)
+        st = self.path.stat()
+        self._inode, self._offset = st.st_ino, st.st_size
+        self._limits, self._used = limits, (used_b, used_c)
+
+    def get(self) -> Quota:
+        with self._lock:
+            self._refresh()
+            return Quota(self._used[0], self._used[1], *self._limits)
+
+    def set_limits(self, limit_bytes: int, limit_messages: int) -> None:
+        with self._lock:
+            self._recalculate((limit_bytes, limit_messages))
+
+    def check(self, size: int) -> None:
+        q = self.get()
+        if q.limit_bytes and q.used_bytes + size > q.limit_bytes:
+            # A message larger than the whole quota can never fit: permanent.
+            raise QuotaExceeded("mailbox is full", temporary=size <= q.limit_bytes)
+        if q.limit_messages and q.used_messages + 1 > q.limit_messages:
+            raise QuotaExceeded("mailbox is full (message count)")
+
+    def add(self, size: int, count: int) -> None:
+        if not self.path.exists():
+            with self._lock:
+                self._refresh()
+            return  # the recalculation already counted the new file
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, f"{size} {count}\n".encode())
+        finally:
+            os.close(fd)
+
+
+def _parse_limits(line: bytes) -> tuple[int, int]:
+    limit_b = limit_c = 0
+    for part in line.decode("ascii", "replace").split(","):
+        part = part.strip()
+        if part.endswith("S") and part[:-1].isdigit():
+            limit_b = int(part[:-1])
+        elif part.endswith("C") and part[:-1].isdigit():
+            limit_c = int(part[:-1])
+    return limit_b, limit_c
