@@ -1,0 +1,1 @@
+"""Client self-configuration over HTTP: Thunderbird autoconfig, Outlook autodiscover, Apple profiles."""

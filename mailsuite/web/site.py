@@ -1,0 +1,286 @@
+"""The HTTP listener: one twisted.web Resource that routes the client self-setup endpoints.
+
+Everything here is about refusing safely: an unknown domain or path is the same bare 404 (no
+hint whether a domain or user exists), unreadable XML is 400, a body over MAX_BODY is 413, and
+no exception ever reaches the client as a traceback.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from mailsuite.web import autoconfig, autodiscover, mobileconfig
+from mailsuite.web.settings import BadAddress, ClientSettings, normalize_domain, split_address
+
+try:  # the trust engineer's MTA-STS policy (RFC 8461); absent until that package lands
+    from mailsuite.trust.mtasts import mta_sts_policy
+except ImportError:  # pragma: no cover - depends on which packages exist
+    mta_sts_policy = None
+
+log = Logger()
+
+# An Outlook POX request is a few hundred bytes; nothing we serve needs more than this.
+MAX_BODY = 64 * 1024
+# Idle HTTP connections are closed after this many seconds.
+HTTP_TIMEOUT = 60
+SERVER_HEADER = b"mailsuite"
+
+_NOT_FOUND = b"Not Found\n"
+
+
+class HttpError(Exception):
+    """A refusal carrying its status code; turned into a plain-text reply in one place."""
+
+    def __init__(self, code: int, body: bytes = b""):
+        super().__init__(code)
+        self.code = code
+        self.body = body
+
+
+class BoundedRequest(server.Request):
+    """A Request that never stores more than MAX_BODY bytes of body.
+
+    A declared Content-Length over the limit is answered 413 at once and the connection
+    closed; an undeclared (chunked) body is counted and discarded past the limit, and the
+    request answered 413 once it ends.
+    """
+
+    too_large = False
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > MAX_BODY:
+            self.too_large = True
+            self.content = io.BytesIO()
+            # RFC 9110 §15.5.14: 413, and we may close the connection to stop the upload.
+            body = b"Request body too large\n"
+            self.channel.transport.writeSequence(
+                [
+                    b"HTTP/1.1 413 Content Too Large\r\n",
+                    b"Server: " + SERVER_HEADER + b"\r\n",
+                    b"Content-Type: text/plain; charset=utf-8\r\n",
+                    b"Content-Length: %d\r\n" % len(body),
+                    b"Connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+            self.channel.transport.loseConnection()
+            self.channel.setTimeout(None)
+            self._answered_early = True
+            return
+        self.content = io.BytesIO()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if self._received > MAX_BODY:
+            self.too_large = True
+            return
+        if not self.too_large:
+            self.content.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if getattr(self, "_answered_early", False):
+            return  # the 413 is already on its way; the rest of the body is ignored
+        super().requestReceived(command, path, version)
+
+
+def _arg(request: server.Request, *names: str) -> str | None:
+    """The first query argument among `names`, matched case-insensitively."""
+    wanted = {n.lower().encode() for n in names}
+    for key, values in request.args.items():
+        if key.lower() in wanted and values:
+            try:
+                return values[0].decode("utf-8")
+            except UnicodeDecodeError:
+                raise HttpError(400, b"Bad query argument\n") from None
+    return None
+
+
+def _host_domain(request: server.Request, prefixes: tuple[str, ...]) -> str | None:
+    """The mail domain named by the Host header, without an 'autoconfig.'-style prefix."""
+    raw = request.getHeader(b"host")
+    if not raw:
+        return None
+    host = normalize_domain(raw.decode("latin-1"))
+    if host is None:
+        return None
+    for p in prefixes:
+        if host.startswith(p) and len(host) > len(p):
+            return host[len(p) :]
+    return host
+
+
+class ClientSetupResource(resource.Resource):
+    """Routes every path; a leaf so that twisted.web's own child lookup is never involved."""
+
+    isLeaf = True
+
+    def __init__(self, services: Any):
+        super().__init__()
+        self.services = services
+        self.config = services.config
+        self.settings = ClientSettings.from_config(services.config)
+        self.routes: dict[str, tuple[tuple[bytes, ...], Callable[[server.Request], bytes]]] = {
+            "/mail/config-v1.1.xml": ((b"GET", b"HEAD"), self.autoconfig),
+            "/.well-known/autoconfig/mail/config-v1.1.xml": ((b"GET", b"HEAD"), self.autoconfig),
+            "/autodiscover/autodiscover.xml": ((b"GET", b"HEAD", b"POST"), self.autodiscover),
+            "/autodiscover/autodiscover.json": ((b"GET", b"HEAD"), self.autodiscover_json),
+            "/apple/mobileconfig": ((b"GET", b"HEAD"), self.apple_profile),
+            "/.well-known/mta-sts.txt": ((b"GET", b"HEAD"), self.mta_sts),
+        }
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def render(self, request: server.Request) -> bytes:
+        request.setHeader(b"server", SERVER_HEADER)
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"cache-control", b"no-store")
+        try:
+            if getattr(request, "too_large", False):
+                raise HttpError(413, b"Request body too large\n")
+            return self._dispatch(request)
+        except HttpError as e:
+            return self._refuse(request, e.code, e.body)
+        except Exception:
+            log.failure("web: unexpected error on {path}", path=request.path)
+            return self._refuse(request, 500, b"Internal error\n")
+
+    def _dispatch(self, request: server.Request) -> bytes:
+        path = unquote(request.path.decode("latin-1")).lower()
+        # Outlook asks /autodiscover/autodiscover.json/v1.0/<address>?Protocol=AutodiscoverV1 too.
+        if path.startswith("/autodiscover/autodiscover.json/"):
+            path = "/autodiscover/autodiscover.json"
+        route = self.routes.get(path.rstrip("/") if path != "/" else path)
+        if route is None:
+            raise HttpError(404)
+        methods, handler = route
+        if request.method not in methods:
+            request.setHeader(b"allow", b", ".join(methods))
+            raise HttpError(405, b"Method Not Allowed\n")
+        return handler(request)
+
+    def _refuse(self, request: server.Request, code: int, body: bytes) -> bytes:
+        if code == 404:
+            body = _NOT_FOUND  # identical for unknown paths, domains and addresses
+        if code >= 400 and code != 404:
+            log.info(
+                "web: {code} for {method} {path} from {ip}",
+                code=code,
+                method=request.method.decode("latin-1"),
+                path=request.path[:200].decode("latin-1"),
+                ip=request.getClientAddress().host
+                if hasattr(request.getClientAddress(), "host")
+                else "?",
+            )
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return body or b"Error\n"
+
+    # -- domain policy ------------------------------------------------------------------------
+
+    def serves(self, domain: str | None) -> bool:
+        """Whether `domain` is one of ours (config.domains or the accounts DB)."""
+        if not domain:
+            return False
+        if domain in {d.lower() for d in self.config.domains}:
+            return True
+        accounts = getattr(self.services, "accounts", None)
+        if accounts is not None:
+            return bool(accounts.is_local_domain(domain))
+        return False
+
+    def _address(self, text: str) -> tuple[str, str]:
+        """(address, domain) for a served domain; 400 when malformed, 404 when not ours."""
+        try:
+            local, domain = split_address(text)
+        except BadAddress:
+            raise HttpError(400, b"Bad e-mail address\n") from None
+        if not self.serves(domain):
+            raise HttpError(404)
+        return f"{local}@{domain}", domain
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    def autoconfig(self, request: server.Request) -> bytes:
+        text = _arg(request, "emailaddress")
+        if text:
+            address, domain = self._address(text)
+        else:
+            address = None
+            domain = _host_domain(request, ("autoconfig.",))
+            if not self.serves(domain):
+                raise HttpError(404)
+        request.setHeader(b"content-type", b"application/xml; charset=utf-8")
+        return autoconfig.autoconfig_xml(self.settings, domain, address)
+
+    def autodiscover(self, request: server.Request) -> bytes:
+        if request.method == b"POST":
+            try:
+                text = autodiscover.parse_pox_request(request.content.getvalue())
+            except autodiscover.MalformedRequest:
+                raise HttpError(400, b"Malformed autodiscover request\n") from None
+        else:
+            text = _arg(request, "emailaddress", "email")
+            if not text:
+                raise HttpError(400, b"Missing EMailAddress\n")
+        address, _ = self._address(text)
+        request.setHeader(b"content-type", b"application/xml; charset=utf-8")
+        return autodiscover.pox_response(self.settings, address)
+
+    def autodiscover_json(self, request: server.Request) -> bytes:
+        text = _arg(request, "email")
+        if not text:
+            tail = request.path.decode("latin-1").split("/v1.0/", 1)
+            text = unquote(tail[1]) if len(tail) == 2 else None
+        if not text:
+            raise HttpError(400, b"Missing Email\n")
+        self._address(text)
+        try:
+            body = autodiscover.json_redirect(self.settings, _arg(request, "protocol") or "")
+        except autodiscover.UnsupportedProtocol:
+            raise HttpError(400, b"Unsupported protocol; only AutodiscoverV1\n") from None
+        request.setHeader(b"content-type", b"application/json")
+        return body
+
+    def apple_profile(self, request: server.Request) -> bytes:
+        text = _arg(request, "emailaddress", "email")
+        if not text:
+            raise HttpError(400, b"Missing emailaddress\n")
+        address, _ = self._address(text)
+        request.setHeader(b"content-type", mobileconfig.CONTENT_TYPE)
+        name = mobileconfig.filename(address).encode("ascii")
+        request.setHeader(b"content-disposition", b'attachment; filename="' + name + b'"')
+        return mobileconfig.mobileconfig(self.settings, address)
+
+    def mta_sts(self, request: server.Request) -> bytes:
+        # RFC 8461 §3.3: the policy is fetched from https://mta-sts.<domain>/.well-known/...
+        domain = _host_domain(request, ("mta-sts.",))
+        if mta_sts_policy is None or not self.serves(domain):
+            raise HttpError(404)
+        policy = mta_sts_policy(self.config, domain)
+        if not policy:
+            raise HttpError(404)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return policy.encode("utf-8") if isinstance(policy, str) else bytes(policy)
+
+
+def build_site(services: Any) -> server.Site:
+    """The twisted.web Site serving the client self-setup endpoints."""
+    site = server.Site(ClientSetupResource(services), timeout=HTTP_TIMEOUT)
+    site.requestFactory = BoundedRequest
+    site.displayTracebacks = False
+    site.noisy = False
+    return site
+
+
+def build_factory(services: Any, kind: str) -> server.Site:
+    """Listener factory for `[listen] http` (and `https`, which app.py wraps in TLS)."""
+    if kind not in ("http", "https"):
+        raise ValueError(f"web cannot serve listener kind {kind!r}")
+    return build_site(services)
