@@ -1,0 +1,98 @@
+"""One twisted.cred portal and checker for every protocol, with the failed-login throttle.
+
+Password verification (argon2/bcrypt, slow on purpose) runs in the thread pool; the reactor only
+waits on the Deferred.  Failures are logged with the account and client address, never the
+password.
+"""
+
+from __future__ import annotations
+
+from twisted.cred import credentials, error, portal
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from mailsuite.accounts.db import Accounts
+from mailsuite.accounts.throttle import FailedLoginThrottle
+
+log = Logger(namespace="mailsuite.auth")
+
+
+class AuthFailed(Exception):
+    """Wrong credentials, unknown or disabled user."""
+
+
+class AuthThrottled(Exception):
+    """Too many failures from this client or for this account: try again later."""
+
+    def __init__(self, retry_after: float):
+        super().__init__(f"too many failed logins, retry in {int(retry_after) + 1}s")
+        self.retry_after = retry_after
+
+
+class IMailUser(Interface):
+    """The avatar: a user's canonical address."""
+
+
+@implementer(ICredentialsChecker)
+class AccountsChecker:
+    credentialInterfaces = (credentials.IUsernamePassword,)
+
+    def __init__(self, accounts: Accounts):
+        self.accounts = accounts
+
+    def requestAvatarId(self, creds):
+        username = creds.username.decode("utf-8", "replace") if isinstance(creds.username, bytes) else creds.username
+        password = creds.password.decode("utf-8", "replace") if isinstance(creds.password, bytes) else creds.password
+        d = threads.deferToThread(self.accounts.verify_password, username, password)
+
+        def checked(address):
+            if address is None:
+                raise error.UnauthorizedLogin()
+            return address
+
+        return d.addCallback(checked)
+
+
+@implementer(portal.IRealm)
+class MailRealm:
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        return IMailUser, avatarId, lambda: None
+
+
+class Authenticator:
+    def __init__(self, accounts: Accounts, throttle: FailedLoginThrottle):
+        self.accounts = accounts
+        self.throttle = throttle
+        self.portal = portal.Portal(MailRealm(), [AccountsChecker(accounts)])
+
+    def login(self, username: str, password: str, client_ip: str, protocol: str) -> defer.Deferred:
+        """Deferred firing with the user's canonical address, or failing with AuthFailed /
+        AuthThrottled."""
+        wait = self.throttle.retry_after(client_ip, username)
+        if wait > 0:
+            log.info(
+                "{protocol} login throttled for {user} from {ip} ({wait:.0f}s)",
+                protocol=protocol,
+                user=username,
+                ip=client_ip,
+                wait=wait,
+            )
+            return defer.fail(AuthThrottled(wait))
+        creds = credentials.UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
+        d = self.portal.login(creds, None, IMailUser)
+
+        def ok(result):
+            _, address, _ = result
+            self.throttle.succeeded(client_ip, username)
+            log.info("{protocol} login {user} from {ip}", protocol=protocol, user=address, ip=client_ip)
+            return address
+
+        def failed(failure):
+            failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials)
+            self.throttle.failed(client_ip, username)
+            log.info("{protocol} login failed for {user} from {ip}", protocol=protocol, user=username, ip=client_ip)
+            raise AuthFailed("authentication failed")
+
+        return d.addCallbacks(ok, failed)

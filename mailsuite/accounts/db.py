@@ -1,0 +1,369 @@
+"""Domains, users and aliases in SQLite (WAL), shared by the server and the admin command.
+
+Each call opens its own short transaction, so `mailsuite user add` while the server runs is seen
+by the server on its next lookup, with no restart and no cache to invalidate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailsuite.accounts.passwords import hash_password, verify_password
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS domains (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS users (
+    address TEXT PRIMARY KEY,
+    password TEXT NOT NULL,
+    quota_bytes INTEGER NOT NULL DEFAULT 0,
+    quota_messages INTEGER NOT NULL DEFAULT 0,
+    enabled INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    source TEXT NOT NULL,
+    target TEXT NOT NULL,
+    PRIMARY KEY (source, target)
+);
+"""
+MAX_ALIAS_DEPTH = 10
+# Successful verifications are remembered as an HMAC for a while, so that phones reconnecting
+# every few minutes do not pay an argon2 verification each time (Dovecot's auth cache does the same).
+VERIFY_CACHE_SECONDS = 600
+
+
+class AccountError(ValueError):
+    """A request the account database refuses (duplicate, unknown, malformed)."""
+
+
+@dataclass(frozen=True)
+class User:
+    address: str
+    quota_bytes: int
+    quota_messages: int
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class Resolution:
+    local: tuple[str, ...]
+    remote: tuple[str, ...]
+
+
+def normalize_address(address: str) -> str:
+    """Lower-case the domain; local parts are compared case-insensitively too (as Postfix's
+    virtual maps do in practice)."""
+    address = address.strip()
+    local, sep, domain = address.rpartition("@")
+    if not sep or not local or not domain:
+        raise AccountError(f"{address!r} is not an address")
+    return f"{local.lower()}@{domain.lower().rstrip('.')}"
+
+
+def validate_domain(domain: str) -> str:
+    domain = domain.strip().lower().rstrip(".")
+    if not domain or "@" in domain or "/" in domain or " " in domain or domain.startswith("."):
+        raise AccountError(f"{domain!r} is not a domain name")
+    return domain
+
+
+class Accounts:
+    def __init__(self, path: Path, initial_domains=()):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._secret = os.urandom(32)
+        self._verified: dict[str, tuple[bytes, float]] = {}
+        self._db().conn.executescript(SCHEMA)
+        with self._db() as db:
+            for d in initial_domains:
+                db.execute("INSERT OR IGNORE INTO domains VALUES (?)", (validate_domain(d),))
+
+    def _db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = _Tx(conn)
+            conn = self._local.conn
+        return conn
+
+    # -- domains ---------------------------------------------------------------------------
+
+    def add_domain(self, domain: str) -> None:
+        domain = validate_domain(domain)
+        with self._db() as db:
+            if db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone():
+                raise AccountError(f"domain {domain} exists")
+            db.execute("INSERT INTO domains VALUES (?)", (domain,))
+
+    def del_domain(self, domain: str) -> None:
+        domain = validate_domain(domain)
+        with self._db() as db:
+            if db.execute("SELECT 1 FROM users WHERE address LIKE ?", (f"%@{domain}",)).fetchone():
+                raise AccountError(f"domain {domain} still has users")
+            if not db.execute("DELETE FROM domains WHERE name=?", (domain,)).rowcount:
+                raise AccountError(f"no such domain {domain}")
+
+    def list_domains(self) -> list[str]:
+        with self._db() as db:
+            return [r[0] for r in db.execute("SELECT name FROM domains ORDER BY name")]
+
+    def is_local_domain(self, domain: str) -> bool:
+        domain = domain.lower().rstrip(".")
+        with self._db() as db:
+            return db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone() is not None
+
+    # -- users -----------------------------------------------------------------------------
+
+    def add_user(self, address: str, password: str, quota_bytes: int = 0, quota_messages: int = 0) -> User:
+        address = normalize_address(address)
+        domain = address.rpartition("@")[2]
+        if not password:
+            raise AccountError("empty password")
+        hashed = hash_password(password)
+        with self._db() as db:
+            if not db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone():
+                raise AccountError(f"{domain} is not a local domain (add it with 'mailsuite domain add')")
+            if db.execute("SELECT 1 FROM users WHERE address=?", (address,)).fetchone():
+                raise AccountError(f"user {address} exists")
+            db.execute(
+                "INSERT INTO users (address, password, quota_bytes, quota_messages) VALUES (?,?,?,?)",
+                (address, hashed, quota_bytes, quota_messages),
+            )
+        return User(address, quota_bytes, quota_messages, True)
+
+    def import_user_hash(self, address: str, stored_hash: str) -> None:
+        """Set a hash carried over from another server (Dovecot `{SCHEME}` prefixes kept)."""
+        address = normalize_address(address)
+        with self._db() as db:
+            if not db.execute("UPDATE users SET password=? WHERE address=?", (stored_hash, address)).rowcount:
+                raise AccountError(f"no such user {address}")
+        self._verified.pop(address, None)
+
+    def del_user(self, address: str) -> None:
+        address = normalize_address(address)
+        with self._db() as db:
+            if not db.execute("DELETE FROM users WHERE address=?", (address,)).rowcount:
+                raise AccountError(f"no such user {address}")
+        self._verified.pop(address, None)
+
+    def set_password(self, address: str, password: str) -> None:
+        if not password:
+            raise AccountError("empty password")
+        self.import_user_hash(address, hash_password(password))
+
+    def set_enabled(self, address: str, enabled: bool) -> None:
+        address = normalize_address(address)
+        with self._db() as db:
+            if not db.execute("UPDATE users SET enabled=? WHERE address=?", (int(enabled), address)).rowcount:
+                raise AccountError(f"no such user {address}")
+        self._verified.pop(address, None)
+
+    def set_quota(self, address: str, quota_bytes: int, quota_messages: int) -> None:
+        address = normalize_address(address)
+        with self._db() as db:
+            cur = db.execute(
+                "UPDATE users SET quota_bytes=?, quota_messages=? WHERE address=?",
+                (quota_bytes, quota_messages, address),
+            )
+            if not cur.rowcount:
+                raise AccountError(f"no such user {address}")
+
+    def get_user(self, address: str) -> User | None:
+        try:
+            address = normalize_address(address)
+        except AccountError:
+            return None
+        with self._db() as db:
+            row = db.execute(
+                "SELECT address, quota_bytes, quota_messages, enabled FROM users WHERE address=?",
+                (address,),
+            ).fetchone()
+        return User(row[0], row[1], row[2], bool(row[3])) if row else None
+
+    def list_users(self, domain: str | None = None) -> list[User]:
+        with self._db() as db:
+            if domain:
+                rows = db.execute(
+                    "SELECT address, quota_bytes, quota_messages, enabled FROM users "
+                    "WHERE address LIKE ? ORDER BY address",
+                    (f"%@{validate_domain(domain)}",),
+                )
+            else:
+                rows = db.execute(
+                    "SELECT address, quota_bytes, quota_messages, enabled FROM users ORDER BY address"
+                )
+            return [User(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+    # -- aliases ---------------------------------------------------------------------------
+
+    def add_alias(self, source: str, targets: list[str]) -> None:
+        """`source` is an address or `@domain` (catch-all) of a local domain."""
+        source = self._alias_source(source)
+        if not targets:
+            raise AccountError("an alias needs at least one target")
+        norm = [normalize_address(t) for t in targets]
+        with self._db() as db:
+            for t in norm:
+                db.execute("INSERT OR IGNORE INTO aliases VALUES (?, ?)", (source, t))
+
+    def del_alias(self, source: str, target: str | None = None) -> None:
+        source = self._alias_source(source)
+        with self._db() as db:
+            if target:
+                cur = db.execute(
+                    "DELETE FROM aliases WHERE source=? AND target=?", (source, normalize_address(target))
+                )
+            else:
+                cur = db.execute("DELETE FROM aliases WHERE source=?", (source,))
+            if not cur.rowcount:
+                raise AccountError(f"no such alias {source}")
+
+    def list_aliases(self) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = {}
+        with self._db() as db:
+            for source, target in db.execute("SELECT source, target FROM aliases ORDER BY source, target"):
+                result.setdefault(source, []).append(target)
+        return result
+
+    def _alias_source(self, source: str) -> str:
+        source = source.strip()
+        if source.startswith("@"):
+            domain = validate_domain(source[1:])
+        else:
+            source = normalize_address(source)
+            domain = source.rpartition("@")[2]
+        if not self.is_local_domain(domain):
+            raise AccountError(f"{domain} is not a local domain")
+        return "@" + domain if source.startswith("@") else source
+
+    def _alias_targets(self, db, source: str) -> list[str]:
+        return [r[0] for r in db.execute("SELECT target FROM aliases WHERE source=?", (source,))]
+
+    # -- resolution --------------------------------------------------------------------------
+
+    def resolve(self, address: str) -> Resolution | None:
+        """Local mailboxes and remote addresses `address` delivers to; None if unknown."""
+        try:
+            address = normalize_address(address)
+        except AccountError:
+            return None
+        local: list[str] = []
+        remote: list[str] = []
+        with self._db() as db:
+            if not self._expand(db, address, local, remote, set(), 0):
+                return None
+        if not local and not remote:
+            return None
+        return Resolution(tuple(dict.fromkeys(local)), tuple(dict.fromkeys(remote)))
+
+    def _expand(self, db, address: str, local, remote, seen: set, depth: int) -> bool:
+        if address in seen or depth > MAX_ALIAS_DEPTH:
+            return True  # a loop or too deep: that branch adds nothing
+        seen.add(address)
+        localpart, _, domain = address.rpartition("@")
+        if not db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone():
+            remote.append(address)
+            return True
+        candidates = [address]
+        if "+" in localpart:
+            # Plus-addressing: user+tag@domain delivers to user (after an exact match).
+            candidates.append(localpart.split("+", 1)[0] + "@" + domain)
+        for cand in candidates:
+            row = db.execute("SELECT enabled FROM users WHERE address=?", (cand,)).fetchone()
+            targets = self._alias_targets(db, cand)
+            if row or targets:
+                if row:
+                    local.append(cand)
+                for t in targets:
+                    if t != cand:
+                        self._expand(db, t, local, remote, seen, depth + 1)
+                return True
+        targets = self._alias_targets(db, "@" + domain)
+        if targets:
+            for t in targets:
+                self._expand(db, t, local, remote, seen, depth + 1)
+            return True
+        return False
+
+    def sender_addresses(self, user_address: str) -> set[str]:
+        """Addresses `user_address` may use as envelope sender and From: its own address and
+        every alias (not catch-all) that delivers to it."""
+        user_address = normalize_address(user_address)
+        allowed = {user_address}
+        with self._db() as db:
+            sources = [r[0] for r in db.execute("SELECT DISTINCT source FROM aliases")]
+        for source in sources:
+            if source.startswith("@"):
+                continue
+            res = self.resolve(source)
+            if res and user_address in res.local:
+                allowed.add(source)
+        return allowed
+
+    # -- authentication ------------------------------------------------------------------------
+
+    def verify_password(self, address: str, password: str) -> str | None:
+        """The canonical address when the password is right and the user enabled; blocking."""
+        try:
+            address = normalize_address(address)
+        except AccountError:
+            return None
+        with self._db() as db:
+            row = db.execute("SELECT password, enabled FROM users WHERE address=?", (address,)).fetchone()
+        if row is None or not row[1]:
+            # Hash anyway so that unknown users cost as much as known ones (no user probing by timing).
+            verify_password(password, _dummy_hash())
+            return None
+        stored = row[0]
+        tag = hmac.new(self._secret, f"{stored}\0{password}".encode(), hashlib.sha256).digest()
+        cached = self._verified.get(address)
+        if cached and hmac.compare_digest(cached[0], tag) and time.monotonic() - cached[1] < VERIFY_CACHE_SECONDS:
+            return address
+        ok, new_hash = verify_password(password, stored)
+        if not ok:
+            return None
+        if new_hash:
+            with self._db() as db:
+                db.execute("UPDATE users SET password=? WHERE address=? AND password=?", (new_hash, address, stored))
+            stored = new_hash
+            tag = hmac.new(self._secret, f"{stored}\0{password}".encode(), hashlib.sha256).digest()
+        self._verified[address] = (tag, time.monotonic())
+        return address
+
+
+_DUMMY: list[str] = []
+
+
+def _dummy_hash() -> str:
+    if not _DUMMY:
+        _DUMMY.append(hash_password("mailsuite-dummy-password"))
+    return _DUMMY[0]
+
+
+class _Tx:
+    """A connection used as `with db:` for one IMMEDIATE transaction (or plain reads)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self.depth = 0
+
+    def __enter__(self):
+        if self.depth == 0:
+            self.conn.execute("BEGIN")
+        self.depth += 1
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        self.depth -= 1
+        if self.depth == 0:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
