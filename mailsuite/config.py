@@ -116,6 +116,13 @@ class RelayConfig:
     require_tls: list[str] = field(default_factory=list)
     command_timeout: int = 300
     connect_timeout: int = 30
+    # Port used for MX and implicit-MX hosts (25 on the internet; tests point it elsewhere).
+    mx_port: int = 25
+    dns_timeout: int = 20
+    # RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to the final dot.
+    data_timeout: int = 600
+    # How often the runner checks for due entries and for `mailsuite queue flush`'s trigger.
+    scan_interval: float = 1.0
 
 
 @dataclass(frozen=True)
