@@ -256,6 +256,9 @@ def format_uidl(fmt: str, uid: int, uidvalidity: int, key: str) -> str:
     Characters outside RFC 1939's 0x21-0x7E (possible only through %f) are hex-escaped.
     """
 
+    if fmt == DEFAULT_UIDL_FORMAT:
+        return f"{uid:08X}{uidvalidity:08X}"
+
     def expand(m: re.Match) -> str:
         width, hexa, var = m.groups()
         if var == "%":

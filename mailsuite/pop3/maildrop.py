@@ -1,0 +1,64 @@
+"""A POP3 session's view of its maildrop: numbered messages fixed at login, deletion marks.
+
+RFC 1939 §5: messages are numbered from 1 for the whole session, sizes are wire octet counts,
+and DELE only marks; nothing is removed before QUIT (the UPDATE state). Pure: no file access.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from mailsuite.pop3.parser import Pop3Error
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One message of the maildrop: store UID, octets on the wire (CRLF), Maildir base name."""
+
+    uid: int
+    octets: int
+    key: str
+
+
+class Maildrop:
+    def __init__(self, entries: Iterable[Entry], uidl: Callable[[Entry], str]):
+        self.entries: list[Entry] = list(entries)
+        self.deleted: set[int] = set()  # message numbers
+        # Unique-ids are made only when asked for: many sessions never send UIDL.
+        self._uidl = uidl
+
+    def _live(self) -> list[tuple[int, Entry]]:
+        return [(i, e) for i, e in enumerate(self.entries, 1) if i not in self.deleted]
+
+    def stat(self) -> tuple[int, int]:
+        """Count and octets of the messages not marked deleted (RFC 1939 §5 STAT)."""
+        live = self._live()
+        return len(live), sum(e.octets for _, e in live)
+
+    def get(self, number: int) -> Entry:
+        """RFC 1939 §5: a message number may not refer to a message marked as deleted."""
+        if not 1 <= number <= len(self.entries):
+            raise Pop3Error(f"There's no message {number}.")
+        if number in self.deleted:
+            raise Pop3Error(f"Message {number} is deleted.")
+        return self.entries[number - 1]
+
+    def delete(self, number: int) -> None:
+        self.get(number)
+        self.deleted.add(number)
+
+    def reset(self) -> None:
+        self.deleted.clear()
+
+    def scan_listing(self) -> list[bytes]:
+        return [b"%d %d" % (i, e.octets) for i, e in self._live()]
+
+    def uid_listing(self) -> list[bytes]:
+        return [b"%d %s" % (i, self.uidl(e).encode("ascii")) for i, e in self._live()]
+
+    def uidl(self, entry: Entry) -> str:
+        return self._uidl(entry)
+
+    def deleted_uids(self) -> list[int]:
+        return sorted(self.entries[n - 1].uid for n in self.deleted)

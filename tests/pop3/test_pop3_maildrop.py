@@ -1,0 +1,75 @@
+"""The session's maildrop snapshot (RFC 1939 §5 numbering, DELE marks) and the IN-USE registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailsuite.pop3.maildrop import Entry, Maildrop
+from mailsuite.pop3.parser import Pop3Error
+from mailsuite.pop3.registry import MaildropRegistry, registry_for
+
+
+def make_drop() -> Maildrop:
+    entries = [Entry(10, 100, "a"), Entry(11, 200, "b"), Entry(15, 300, "c")]
+    return Maildrop(entries, lambda e: f"{e.uid}-{e.key}")
+
+
+def test_rfc1939_stat_and_listings_skip_deleted_messages():
+    drop = make_drop()
+    assert drop.stat() == (3, 600)
+    drop.delete(2)
+    assert drop.stat() == (2, 400)
+    assert drop.scan_listing() == [b"1 100", b"3 300"]
+    assert drop.uid_listing() == [b"1 10-a", b"3 15-c"]
+    assert drop.deleted_uids() == [11]
+
+
+def test_rfc1939_numbers_stay_fixed_and_deleted_ones_are_refused():
+    drop = make_drop()
+    drop.delete(1)
+    assert drop.get(2).uid == 11
+    with pytest.raises(Pop3Error):
+        drop.get(1)
+    with pytest.raises(Pop3Error):
+        drop.delete(1)
+    for bad in (0, 4, 1000):
+        with pytest.raises(Pop3Error):
+            drop.get(bad)
+
+
+def test_rfc1939_rset_unmarks_everything():
+    drop = make_drop()
+    drop.delete(1)
+    drop.delete(3)
+    drop.reset()
+    assert drop.stat() == (3, 600) and drop.deleted_uids() == []
+
+
+def test_one_session_per_mailbox():
+    reg = MaildropRegistry()
+    a, b = object(), object()
+    assert reg.acquire("U@example.test", a)
+    assert reg.acquire("u@example.test", a)  # re-entrant for its holder
+    assert not reg.acquire("u@example.test", b)
+    reg.release("u@example.test", b)  # not the holder: no effect
+    assert reg.holder("u@example.test") is a
+    reg.release("u@example.test", a)
+    assert reg.acquire("u@example.test", b)
+
+
+def test_rfc2449_login_delay_bookkeeping():
+    reg = MaildropRegistry()
+    assert reg.login_delay_left("u@x", 60, now=100.0) == 0
+    reg.record_login("u@x", now=100.0)
+    assert reg.login_delay_left("u@x", 60, now=130.0) == 30.0
+    assert reg.login_delay_left("u@x", 60, now=161.0) == 0
+    assert reg.login_delay_left("u@x", 0, now=101.0) == 0
+
+
+def test_registry_is_shared_per_store():
+    class FakeStore:
+        pass
+
+    s1, s2 = FakeStore(), FakeStore()
+    assert registry_for(s1) is registry_for(s1)
+    assert registry_for(s1) is not registry_for(s2)
