@@ -1,0 +1,1001 @@
+"""Raw message bytes to a MIME tree with exact wire offsets, and what IMAP derives from it.
+
+Why our own parser instead of `email.message_from_bytes`: IMAP needs byte-exact sizes, line
+counts and section boundaries *as sent* (CRLF line ends), and it must never fail on the
+broken MIME real mail is full of.  The parser here works on the CRLF ("wire") form of the
+message and only records offsets; nothing is decoded until a caller asks.
+
+Pieces (all pure, none raises on any input):
+
+    wire = to_wire(raw)                       # LF or CRLF in, CRLF out (what the client sees)
+    header_block(raw) -> bytes                # top-level header in wire form, blank line incl.
+    fields = parse_fields(block)              # [(lname, raw_field_bytes)] in order
+    filter_fields(block, {b"from", b"to"}, exclude=False)   # HEADER.FIELDS[.NOT] text
+    root = parse_message(wire)                # MimePart tree (offsets into `wire`)
+    find_part(root, (2, 1)) -> MimePart|None  # RFC 3501 §6.4.5 part numbering
+    envelope(fields) -> nested value          # RFC 3501 §7.4.2 ENVELOPE, for format_value
+    bodystructure(wire, root, extensible)     # BODY / BODYSTRUCTURE nested value
+    decode_header_value(raw) -> str           # RFC 2047 decoding for SEARCH/SORT
+    part_text(wire, part) -> str              # transfer- and charset-decoded text (SEARCH)
+    decode_transfer(body, encoding) -> bytes  # BINARY (RFC 3516)
+
+`MessageContent(raw)` bundles these lazily for one message: FETCH and SEARCH take a
+"content" object with `.header()`, `.wire()`, `.tree()`, `.envelope_bytes()`,
+`.bodystructure_bytes(ext)`; `mailsuite.store.parsed_cache.CachedContent` offers the same
+interface backed by the on-disk cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+from dataclasses import dataclass, field
+
+from mailsuite.imap.parser import Atom
+from mailsuite.imap.response import format_value
+
+__all__ = [
+    "MimePart",
+    "MessageContent",
+    "to_wire",
+    "header_block",
+    "parse_fields",
+    "filter_fields",
+    "field_value",
+    "first_value",
+    "parse_message",
+    "find_part",
+    "envelope",
+    "bodystructure",
+    "parse_addresses",
+    "parse_params",
+    "decode_header_value",
+    "decode_transfer",
+    "part_text",
+    "UnknownTransferEncoding",
+]
+
+# Parts nested deeper than this are treated as opaque leaves (Dovecot caps depth too); a
+# message built to make us recurse forever gets a shallow tree instead of a crash.
+MAX_DEPTH = 40
+MAX_PARTS = 5000
+
+
+# --- line ends ------------------------------------------------------------------------------
+
+
+def to_wire(raw: bytes) -> bytes:
+    """Bytes with CRLF line ends (RFC 3501 §2.2 / RFC 5322: what a client receives)."""
+    if b"\r\n" in raw:
+        raw = raw.replace(b"\r\n", b"\n")
+    return raw.replace(b"\n", b"\r\n")
+
+
+def _header_end_raw(raw: bytes) -> int:
+    """Offset just past the header's blank line in raw (LF or CRLF) data; len(raw) if none."""
+    if raw.startswith(b"\n"):
+        return 1
+    if raw.startswith(b"\r\n"):
+        return 2
+    i = raw.find(b"\n\n")
+    j = raw.find(b"\n\r\n")
+    if i < 0 and j < 0:
+        return len(raw)
+    if j >= 0 and (i < 0 or j < i):
+        return j + 3
+    return i + 2
+
+
+def header_block(raw: bytes) -> bytes:
+    """The top-level header of raw message bytes in wire form, including the blank line."""
+    return to_wire(raw[: _header_end_raw(raw)])
+
+
+# --- header fields --------------------------------------------------------------------------
+
+# One field: a name (any printable but ":", 8-bit tolerated), optional WSP (obsolete syntax),
+# colon, the rest of the line and any continuation lines (RFC 5322 §2.2.3 folding).  Lines
+# that are not fields (no colon) match the second alternative and are skipped by callers.
+_FIELD_RE = re.compile(
+    rb"(?:([^\x00-\x20\x7f:]+)[ \t]*:[^\n]*|[^\n]*)(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*"
+)
+_UNFOLD_RE = re.compile(rb"\r?\n(?=[ \t])")
+
+
+def parse_fields(block: bytes) -> list[tuple[bytes, bytes]]:
+    """`[(lowercased name, raw field incl. its CRLF)]` for every well-formed field, in order."""
+    out = []
+    for m in _FIELD_RE.finditer(block):
+        name = m.group(1)
+        if name:
+            out.append((name.lower(), m.group(0)))
+    return out
+
+
+def field_value(raw_field: bytes) -> bytes:
+    """Unfolded value of a raw field: after the colon, leading WSP and the line end dropped."""
+    v = raw_field[raw_field.index(b":") + 1 :]
+    v = _UNFOLD_RE.sub(b"", v)
+    return v.strip(b" \t\r\n")
+
+
+def first_value(fields: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for n, raw in fields:
+        if n == name:
+            return field_value(raw)
+    return None
+
+
+def filter_fields(block: bytes, names: frozenset[bytes] | set[bytes], exclude: bool) -> bytes:
+    """RFC 3501 §6.4.5 HEADER.FIELDS (exclude=False) / HEADER.FIELDS.NOT (exclude=True).
+
+    `names` are lower-case.  Matching is case-insensitive but otherwise exact; the delimiting
+    blank line is always included in the result.
+    """
+    out = []
+    for m in _FIELD_RE.finditer(block):
+        name = m.group(1)
+        if not name:
+            continue
+        if (name.lower() in names) != exclude:
+            f = m.group(0)
+            if not f.endswith(b"\n"):
+                f += b"\r\n"
+            out.append(f)
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+# --- MIME tree ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class MimePart:
+    """One entity: header at [start, body_start), body at [body_start, end) of the wire bytes.
+
+    `children` for multipart; `message` is the encapsulated message's root part for
+    message/rfc822 (and message/global).  Type names keep the header's spelling in
+    `type_raw`/`subtype_raw` and are lower-case in `ctype`/`csubtype` for decisions.
+    """
+
+    start: int
+    body_start: int
+    end: int
+    fields: list[tuple[bytes, bytes]]
+    ctype: str = "text"
+    csubtype: str = "plain"
+    type_raw: str | None = None
+    subtype_raw: str | None = None
+    params: list[tuple[str, str]] = field(default_factory=list)
+    has_content_type: bool = False
+    children: list[MimePart] = field(default_factory=list)
+    message: MimePart | None = None
+
+    @property
+    def is_multipart(self) -> bool:
+        return self.ctype == "multipart" and self.has_content_type
+
+    @property
+    def is_message(self) -> bool:
+        return self.message is not None
+
+    def get(self, name: bytes) -> bytes | None:
+        return first_value(self.fields, name)
+
+    def param(self, name: str) -> str | None:
+        name = name.lower()
+        for k, v in self.params:
+            if k.lower() == name:
+                return v
+        return None
+
+    @property
+    def encoding(self) -> str:
+        v = self.get(b"content-transfer-encoding")
+        if v is None:
+            return "7bit"
+        return _strip_comments(v.decode("ascii", "replace")).strip().lower() or "7bit"
+
+
+def _find_header_end(data: bytes, start: int, end: int) -> int:
+    if data.startswith(b"\r\n", start) and start + 2 <= end:
+        return start + 2
+    i = data.find(b"\r\n\r\n", start, end)
+    return end if i < 0 else i + 4
+
+
+def parse_message(wire: bytes) -> MimePart:
+    """Parse wire (CRLF) bytes into a MimePart tree; never raises."""
+    counter = [0]
+    return _parse_entity(wire, 0, len(wire), 0, False, counter)
+
+
+def _parse_entity(
+    data: bytes, start: int, end: int, depth: int, digest: bool, counter: list[int]
+) -> MimePart:
+    counter[0] += 1
+    body_start = _find_header_end(data, start, end)
+    fields = parse_fields(data[start:body_start])
+    part = MimePart(start, body_start, end, fields)
+    ct = first_value(fields, b"content-type")
+    if ct is not None:
+        main, params = parse_params(ct)
+        t, sep, s = main.partition("/")
+        t, s = t.strip(), s.strip()
+        if sep and _is_token(t) and _is_token(s):
+            part.ctype, part.csubtype = t.lower(), s.lower()
+            part.type_raw, part.subtype_raw = t, s
+            part.has_content_type = True
+        part.params = params
+    elif digest:
+        # RFC 2046 §5.1.5: parts of multipart/digest default to message/rfc822.
+        part.ctype, part.csubtype = "message", "rfc822"
+        part.type_raw, part.subtype_raw = "message", "rfc822"
+        part.has_content_type = True
+    if depth >= MAX_DEPTH or counter[0] > MAX_PARTS:
+        if part.ctype in ("multipart", "message"):
+            part.ctype, part.csubtype = "application", "octet-stream"
+            part.type_raw, part.subtype_raw = "application", "octet-stream"
+        return part
+    if part.ctype == "multipart" and part.has_content_type:
+        boundary = part.param("boundary")
+        if not boundary:
+            # RFC 2046 §5.1.1 requires a boundary; without one the body is opaque text.
+            part.ctype, part.csubtype = "text", "plain"
+            part.type_raw = part.subtype_raw = None
+            part.has_content_type = False
+            return part
+        is_digest = part.csubtype == "digest"
+        bnd = boundary.encode("utf-8", "surrogateescape")
+        for s, e in _split_multipart(data, body_start, end, bnd):
+            part.children.append(_parse_entity(data, s, e, depth + 1, is_digest, counter))
+            if counter[0] > MAX_PARTS:
+                break
+    elif part.ctype == "message" and part.csubtype in ("rfc822", "global"):
+        part.message = _parse_entity(data, body_start, end, depth + 1, False, counter)
+    return part
+
+
+def _split_multipart(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+    """Body ranges between `--boundary` delimiter lines (RFC 2046 §5.1.1).
+
+    The CRLF before a delimiter belongs to the delimiter.  A missing close delimiter ends the
+    last part at `end`; text after the close delimiter (epilogue) is ignored.
+    """
+    dash = b"--" + boundary
+    parts: list[tuple[int, int]] = []
+    cur: int | None = None  # start of the current part's content
+    pos = start
+    while True:
+        if pos == start and data.startswith(dash, start):
+            hit, line_start = start, start
+        else:
+            i = data.find(b"\r\n" + dash, pos, end)
+            if i < 0:
+                break
+            hit, line_start = i + 2, i
+        after = hit + len(dash)
+        if after > end:
+            break
+        closing = data.startswith(b"--", after) and after + 2 <= end
+        j = after + 2 if closing else after
+        # Transport padding (RFC 2046 §5.1.1: LWSP after the boundary) then CRLF or the end.
+        while j < end and data[j] in (0x20, 0x09):
+            j += 1
+        if j < end and not data.startswith(b"\r\n", j):
+            if closing:
+                # "--b--junk": accept as a close delimiter; Dovecot and most parsers do.
+                pass
+            else:
+                pos = hit + 1  # "--bx" is not our delimiter (boundary is a prefix of it)
+                continue
+        if cur is not None:
+            parts.append((cur, max(cur, line_start)))
+        if closing:
+            return parts
+        eol = data.find(b"\r\n", j, end)
+        cur = end if eol < 0 else eol + 2
+        pos = max(cur - 2, hit + 1)
+    if cur is not None:
+        parts.append((cur, end))
+    return parts
+
+
+def find_part(root: MimePart, path: tuple[int, ...]) -> MimePart | None:
+    """The part a section number names (RFC 3501 §6.4.5), or None when there is none.
+
+    A non-multipart message has only part 1 (itself); numbers below a message/rfc822 part
+    address the encapsulated message's parts.
+    """
+    cur: MimePart | None = None  # None: we are "at a message" whose root is `msg`
+    msg: MimePart | None = root
+    for n in path:
+        if msg is None:
+            # inside a leaf: only "1" (the part itself) is meaningful
+            if n != 1 or cur is None or cur.is_multipart:
+                return None
+            continue
+        if msg.is_multipart:
+            if n < 1 or n > len(msg.children):
+                return None
+            cur = msg.children[n - 1]
+        else:
+            if n != 1:
+                return None
+            cur = msg
+        if cur.is_multipart:
+            msg = cur
+        elif cur.is_message:
+            msg = cur.message
+        else:
+            msg = None
+    return cur
+
+
+def iter_leaves(part: MimePart):
+    """Leaf parts in order, descending into multiparts and encapsulated messages."""
+    if part.is_multipart:
+        for c in part.children:
+            yield from iter_leaves(c)
+    elif part.is_message:
+        yield part
+        yield from iter_leaves(part.message)
+    else:
+        yield part
+
+
+# --- parameters (RFC 2045 §5.1, RFC 2231) ----------------------------------------------------
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~\x80-\U0010ffff]+\Z")
+
+
+def _is_token(s: str) -> bool:
+    return bool(_TOKEN_RE.match(s))
+
+
+def _strip_comments(s: str) -> str:
+    if "(" not in s:
+        return s
+    out = []
+    depth = 0
+    quoted = False
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if quoted:
+            out.append(c)
+            if c == "\\" and i + 1 < len(s):
+                out.append(s[i + 1])
+                i += 1
+            elif c == '"':
+                quoted = False
+        elif depth:
+            if c == "\\":
+                i += 1
+            elif c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+        elif c == "(":
+            depth = 1
+        else:
+            if c == '"':
+                quoted = True
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _split_semicolons(s: str) -> list[str]:
+    parts = []
+    buf = []
+    quoted = False
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if quoted:
+            buf.append(c)
+            if c == "\\" and i + 1 < len(s):
+                buf.append(s[i + 1])
+                i += 1
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+            buf.append(c)
+        elif c == ";":
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(c)
+        i += 1
+    parts.append("".join(buf))
+    return parts
+
+
+def _unquote(v: str) -> str:
+    v = v.strip(" \t\r\n")
+    if len(v) >= 2 and v[0] == '"':
+        inner = v[1:-1] if v.endswith('"') else v[1:]
+        return re.sub(r"\\(.)", r"\1", inner)
+    if v.startswith('"'):
+        return v[1:]
+    return v
+
+
+_SECTION_RE = re.compile(r"^(.*?)\*(\d+)(\*?)$|^(.*?)(\*)$")
+
+
+def parse_params(value: bytes) -> tuple[str, list[tuple[str, str]]]:
+    """`type/subtype; a=b; c="d"` into (main value, [(name, value)]), never raising.
+
+    Strings are bytes decoded as UTF-8 with surrogateescape, so 8-bit values survive exactly.
+    RFC 2231 continuations are merged; an extended (charset'lang'%XX) value keeps its
+    encoded form under the name `name*`, as IMAP servers report it in BODYSTRUCTURE.
+    """
+    s = _strip_comments(value.decode("utf-8", "surrogateescape"))
+    pieces = _split_semicolons(s)
+    main = pieces[0].strip(" \t\r\n")
+    raw: list[tuple[str, str]] = []
+    for p in pieces[1:]:
+        name, eq, v = p.partition("=")
+        name = name.strip(" \t\r\n")
+        if not eq or not name:
+            continue
+        raw.append((name, _unquote(v)))
+    return main, _merge_rfc2231(raw)
+
+
+def _merge_rfc2231(raw: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    if not any("*" in n for n, _ in raw):
+        return raw
+    order: list[str] = []
+    plain: dict[str, tuple[str, str]] = {}
+    sections: dict[str, list[tuple[int, bool, str]]] = {}
+    names: dict[str, str] = {}
+    for name, v in raw:
+        m = _SECTION_RE.match(name)
+        if m is None:
+            key = name.lower()
+            if key not in plain and key not in sections:
+                order.append(key)
+            plain.setdefault(key, (name, v))
+            continue
+        if m.group(1) is not None:
+            base, idx, ext = m.group(1), int(m.group(2)), bool(m.group(3))
+        else:
+            base, idx, ext = m.group(4), 0, True
+        key = base.lower()
+        if key not in plain and key not in sections:
+            order.append(key)
+        names.setdefault(key, base)
+        sections.setdefault(key, []).append((idx, ext, v))
+    out = []
+    for key in order:
+        if key in sections:
+            segs = sorted(sections[key], key=lambda t: t[0])
+            if any(ext for _, ext, _ in segs):
+                # An unencoded segment inside an extended value is percent-encoded so the
+                # whole value stays in charset'lang'%XX form.
+                val = "".join(
+                    v if ext else re.sub(r"[^A-Za-z0-9._~-]", lambda m: _pct(m.group(0)), v)
+                    for _, ext, v in segs
+                )
+                out.append((names[key] + "*", val))
+            else:
+                out.append((names[key], "".join(v for _, _, v in segs)))
+        else:
+            out.append(plain[key])
+    return out
+
+
+def _pct(ch: str) -> str:
+    return "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogateescape"))
+
+
+def decode_rfc2231(value: str) -> str:
+    """`utf-8'en'%E2%82%AC` to text (for SEARCH and display, not for BODYSTRUCTURE)."""
+    charset, q1, rest = value.partition("'")
+    if not q1:
+        return value
+    _lang, _q2, enc = rest.partition("'")
+    data = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), enc).encode(
+        "latin-1", "replace"
+    )
+    return _decode_charset(data, charset)
+
+
+# --- string conversion helpers --------------------------------------------------------------
+
+
+def _b(s: str) -> bytes:
+    return s.encode("utf-8", "surrogateescape")
+
+
+_CHARSET_ALIASES = {"unicode-1-1-utf-7": "utf-7", "x-unknown": "latin-1", "unknown-8bit": "latin-1"}
+
+
+def _decode_charset(data: bytes, charset: str | None) -> str:
+    """Decode with a MIME charset, falling back to UTF-8 then Latin-1; never raises."""
+    cs = (charset or "").strip().strip('"').lower()
+    cs = _CHARSET_ALIASES.get(cs, cs)
+    if cs and cs not in ("us-ascii", "ascii", "utf-8", "utf8"):
+        try:
+            codecs.lookup(cs)
+            return data.decode(cs, "replace")
+        except (LookupError, ValueError):
+            pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+# --- RFC 2047 encoded words -----------------------------------------------------------------
+
+_EW_RE = re.compile(rb"=\?([^?\s]+)\?([BbQq])\?([^?\s]*)\?=")
+_EW_GAP_RE = re.compile(rb"(\?=)[ \t\r\n]+(?==\?[^?\s]+\?[BbQq]\?)")
+
+
+def decode_header_value(raw: bytes) -> str:
+    """Unfolded header value with RFC 2047 encoded-words decoded (whitespace between adjacent
+    encoded words dropped, §6.2); 8-bit raw text is taken as UTF-8, else Latin-1."""
+    raw = _UNFOLD_RE.sub(b"", raw)
+    if b"=?" not in raw:
+        return _decode_charset(raw, None)
+    raw = _EW_GAP_RE.sub(rb"\1", raw)
+    out: list[str] = []
+    pos = 0
+    for m in _EW_RE.finditer(raw):
+        if m.start() > pos:
+            out.append(_decode_charset(raw[pos : m.start()], None))
+        charset = m.group(1).decode("ascii", "replace").split("*", 1)[0]  # RFC 2231 §5 lang
+        enc = m.group(2).upper()
+        text = m.group(3)
+        try:
+            if enc == b"B":
+                data = base64.b64decode(text + b"=" * (-len(text) % 4))
+            else:
+                data = binascii.a2b_qp(text.replace(b"_", b" "))
+            out.append(_decode_charset(data, charset))
+        except (binascii.Error, ValueError):
+            out.append(m.group(0).decode("ascii", "replace"))
+        pos = m.end()
+    out.append(_decode_charset(raw[pos:], None))
+    return "".join(out)
+
+
+# --- transfer decoding ----------------------------------------------------------------------
+
+
+class UnknownTransferEncoding(Exception):
+    """RFC 3516 §4.2: BINARY of a part whose encoding we cannot undo -> NO [UNKNOWN-CTE]."""
+
+
+_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def decode_transfer(body: bytes, encoding: str, strict: bool = False) -> bytes:
+    """Undo Content-Transfer-Encoding; tolerant of broken base64/QP unless strict."""
+    enc = encoding.lower()
+    if enc in ("7bit", "8bit", "binary", ""):
+        return body
+    if enc == "base64":
+        clean = _B64_JUNK.sub(b"", body)
+        clean = clean[: len(clean) - len(clean) % 4] if len(clean) % 4 == 1 else clean
+        try:
+            return base64.b64decode(clean + b"=" * (-len(clean) % 4))
+        except (binascii.Error, ValueError):
+            return b""
+    if enc == "quoted-printable":
+        try:
+            return binascii.a2b_qp(body)
+        except (binascii.Error, ValueError):
+            return body
+    if strict:
+        raise UnknownTransferEncoding(encoding)
+    return body
+
+
+def part_text(wire: bytes, part: MimePart) -> str:
+    """The decoded text of a leaf part (for SEARCH BODY/TEXT, RFC 3501 §6.4.4)."""
+    body = wire[part.body_start : part.end]
+    data = decode_transfer(body, part.encoding)
+    return _decode_charset(data, part.param("charset"))
+
+
+# --- addresses (RFC 5322 §3.4) ----------------------------------------------------------------
+
+
+def _addr_tokens(s: bytes) -> list[tuple[str, bytes]]:
+    """Tokens: ("q", quoted) ("c", comment) ("s", special char) ("a", atom/dot-atom text)."""
+    toks = []
+    i, n = 0, len(s)
+    while i < n:
+        c = s[i : i + 1]
+        if c in b" \t\r\n":
+            i += 1
+        elif c == b'"':
+            j = i + 1
+            buf = bytearray()
+            while j < n and s[j : j + 1] != b'"':
+                if s[j : j + 1] == b"\\" and j + 1 < n:
+                    j += 1
+                if s[j : j + 1] not in (b"\r", b"\n"):
+                    buf += s[j : j + 1]
+                j += 1
+            toks.append(("q", bytes(buf)))
+            i = j + 1
+        elif c == b"(":
+            depth, j = 1, i + 1
+            buf = bytearray()
+            while j < n and depth:
+                ch = s[j : j + 1]
+                if ch == b"\\" and j + 1 < n:
+                    j += 1
+                    buf += s[j : j + 1]
+                elif ch == b"(":
+                    depth += 1
+                    buf += ch
+                elif ch == b")":
+                    depth -= 1
+                    if depth:
+                        buf += ch
+                else:
+                    buf += ch
+                j += 1
+            toks.append(("c", bytes(buf)))
+            i = j
+        elif c in b"<>,:;@[]":
+            if c == b"[":
+                j = s.find(b"]", i)
+                j = n if j < 0 else j + 1
+                toks.append(("a", s[i:j]))
+                i = j
+            else:
+                toks.append(("s", c))
+                i += 1
+        else:
+            j = i
+            while j < n and s[j : j + 1] not in b' \t\r\n"(<>,:;@[]':
+                j += 1
+            toks.append(("a", s[i:j]))
+            i = j
+    return toks
+
+
+def _phrase(words: list[bytes]) -> bytes | None:
+    return b" ".join(words) if words else None
+
+
+def _mailbox_from(tokens: list[tuple[str, bytes]]) -> tuple | None:
+    """One mailbox (name-addr or addr-spec) from its tokens; None when there is nothing."""
+    words: list[bytes] = []
+    comments: list[bytes] = []
+    angle: list[tuple[str, bytes]] | None = None
+    i = 0
+    while i < len(tokens):
+        kind, v = tokens[i]
+        if kind == "s" and v == b"<":
+            j = i + 1
+            while j < len(tokens) and tokens[j] != ("s", b">"):
+                j += 1
+            angle = tokens[i + 1 : j]
+            i = j + 1
+            continue
+        if kind == "c":
+            comments.append(v)
+        elif kind in ("q", "a"):
+            words.append(v)
+        elif kind == "s" and v in (b"@", b":", b"."):
+            words.append(v)
+        i += 1
+    if angle is not None:
+        name = _phrase([w for w in words if w not in (b"@", b":")])
+        adl, local, host = _addr_spec([t for t in angle if t[0] != "c"], route=True)
+        if local is None and host is None and name is None:
+            return None
+        return (name, adl, local, host)
+    # addr-spec alone: "user@host (Comment Name)"
+    spec = [t for t in tokens if t[0] != "c"]
+    if not spec:
+        return None
+    _adl, local, host = _addr_spec(spec, route=False)
+    name = comments[-1] if comments else None
+    return (name, None, local, host)
+
+
+def _addr_spec(tokens: list[tuple[str, bytes]], route: bool):
+    adl = None
+    if route and tokens and tokens[0] == ("s", b"@"):
+        # obs-route: "@a,@b:" before the addr-spec (RFC 5322 §4.4)
+        k = 0
+        while k < len(tokens) and tokens[k] != ("s", b":"):
+            k += 1
+        if k < len(tokens):
+            adl = b"".join(v for _, v in tokens[:k])
+            tokens = tokens[k + 1 :]
+    at = None
+    for k in range(len(tokens) - 1, -1, -1):
+        if tokens[k] == ("s", b"@"):
+            at = k
+            break
+    if at is None:
+        local = b"".join(v if kind != "q" else _requote(v) for kind, v in tokens) or None
+        return adl, local, None
+    local = b"".join(v if kind != "q" else _requote(v) for kind, v in tokens[:at])
+    host = b"".join(v for _, v in tokens[at + 1 :])
+    return adl, local or None, host or None
+
+
+def _requote(v: bytes) -> bytes:
+    # RFC 3501 addr-mailbox holds the local-part "after removing RFC 2822 quoting"
+    return v
+
+
+def parse_addresses(value: bytes | None) -> list | None:
+    """An address-list header value into ENVELOPE address structures (RFC 3501 §7.4.2).
+
+    Each address is `[name, adl, mailbox, host]` (None = NIL); a group is
+    `[None, None, groupname, None]`, its members, then `[None, None, None, None]`.
+    A missing local part or domain becomes MISSING_MAILBOX / MISSING_DOMAIN (as Dovecot
+    does), since NIL host means "group" to the client.  Returns None for an empty value.
+    """
+    if value is None:
+        return None
+    toks = _addr_tokens(_UNFOLD_RE.sub(b"", value))
+    out: list = []
+    cur: list[tuple[str, bytes]] = []
+    in_group = False
+    depth = 0  # inside <...>
+    i = 0
+    while i < len(toks):
+        t = toks[i]
+        if t == ("s", b"<"):
+            depth += 1
+        elif t == ("s", b">"):
+            depth = max(0, depth - 1)
+        if depth == 0 and t == ("s", b":") and not in_group and _looks_like_group(cur):
+            name = _phrase([v for k, v in cur if k in ("q", "a")]) or b""
+            out.append([None, None, name, None])
+            in_group = True
+            cur = []
+        elif depth == 0 and t == ("s", b";") and in_group:
+            _emit(out, cur)
+            out.append([None, None, None, None])
+            in_group = False
+            cur = []
+        elif depth == 0 and t == ("s", b","):
+            _emit(out, cur)
+            cur = []
+        else:
+            cur.append(t)
+        i += 1
+    _emit(out, cur)
+    if in_group:
+        out.append([None, None, None, None])
+    return out or None
+
+
+def _looks_like_group(cur: list[tuple[str, bytes]]) -> bool:
+    return not any(k == "s" and v == b"@" for k, v in cur)
+
+
+def _emit(out: list, cur: list[tuple[str, bytes]]) -> None:
+    if not cur:
+        return
+    mb = _mailbox_from(cur)
+    if mb is None:
+        return
+    name, adl, local, host = mb
+    if local is None and host is None:
+        return
+    out.append([name, adl, local or b"MISSING_MAILBOX", host or b"MISSING_DOMAIN"])
+
+
+# --- ENVELOPE and BODYSTRUCTURE ---------------------------------------------------------------
+
+
+def envelope(fields: list[tuple[bytes, bytes]]) -> list:
+    """RFC 3501 §7.4.2 ENVELOPE as a nested value for `format_value`.
+
+    Order: date, subject, from, sender, reply-to, to, cc, bcc, in-reply-to, message-id.
+    Absent fields are NIL, but sender and reply-to default to from.  Values are sent
+    unfolded and otherwise raw (encoded-words untouched), as RFC 3501 asks.
+    """
+    values: dict[bytes, bytes] = {}
+    for name, raw in fields:
+        if name in _ENVELOPE_NAMES and name not in values:
+            values[name] = field_value(raw)
+    frm = parse_addresses(values.get(b"from"))
+    sender = parse_addresses(values.get(b"sender")) or frm
+    reply_to = parse_addresses(values.get(b"reply-to")) or frm
+    return [
+        values.get(b"date"),
+        values.get(b"subject"),
+        frm,
+        sender,
+        reply_to,
+        parse_addresses(values.get(b"to")),
+        parse_addresses(values.get(b"cc")),
+        parse_addresses(values.get(b"bcc")),
+        values.get(b"in-reply-to"),
+        values.get(b"message-id"),
+    ]
+
+
+_ENVELOPE_NAMES = frozenset(
+    [
+        b"date",
+        b"subject",
+        b"from",
+        b"sender",
+        b"reply-to",
+        b"to",
+        b"cc",
+        b"bcc",
+        b"in-reply-to",
+        b"message-id",
+    ]
+)
+
+
+def _param_list(params: list[tuple[str, str]]) -> list | None:
+    if not params:
+        return None
+    out: list = []
+    for k, v in params:
+        out.append(_b(k))
+        out.append(_b(v))
+    return out
+
+
+_EMPTY_TEXT = [b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", 0, 0]
+
+
+def bodystructure(wire: bytes, part: MimePart, extensible: bool = True) -> list:
+    """BODYSTRUCTURE (extensible=True) or BODY (False) of a part, RFC 3501 §7.4.2."""
+    if part.is_multipart:
+        if part.children:
+            kids = [bodystructure(wire, c, extensible) for c in part.children]
+        else:
+            # A multipart with no parts cannot be expressed (body-type-mpart needs 1*body);
+            # report one empty text/plain part as Dovecot does.
+            kids = [list(_EMPTY_TEXT)]
+        out = kids + [_b(part.subtype_raw or part.csubtype)]
+        if extensible:
+            out += [_param_list(part.params)] + _ext_common(part)
+        return _Multipart(out)
+    if part.has_content_type:
+        t, s = _b(part.type_raw or part.ctype), _b(part.subtype_raw or part.csubtype)
+        params = _param_list(part.params)
+    else:
+        # RFC 2045 §5.2 default: text/plain; charset=us-ascii
+        t, s = b"TEXT", b"PLAIN"
+        params = _param_list(part.params) or [b"CHARSET", b"US-ASCII"]
+    cte = part.get(b"content-transfer-encoding")
+    enc = _b(_strip_comments(cte.decode("utf-8", "surrogateescape")).strip()) if cte else b"7BIT"
+    out = [
+        t,
+        s,
+        params,
+        part.get(b"content-id"),
+        part.get(b"content-description"),
+        enc or b"7BIT",
+        part.end - part.body_start,
+    ]
+    if part.is_message:
+        inner = part.message
+        out.append(envelope(inner.fields))
+        out.append(bodystructure(wire, inner, extensible))
+        out.append(wire.count(b"\n", part.body_start, part.end))
+    elif part.ctype == "text":
+        out.append(wire.count(b"\n", part.body_start, part.end))
+    if extensible:
+        out.append(part.get(b"content-md5"))
+        out += _ext_common(part)
+    return out
+
+
+class _Multipart(list):
+    """Marks a multipart body: its children are written without separating spaces
+    (RFC 3501 §9 body-type-mpart = 1*body SP media-subtype)."""
+
+
+def _ext_common(part: MimePart) -> list:
+    disp = part.get(b"content-disposition")
+    if disp is not None:
+        main, params = parse_params(disp)
+        dsp = [_b(main), _param_list(params)] if main else None
+    else:
+        dsp = None
+    lang = part.get(b"content-language")
+    lang_v = None
+    if lang is not None:
+        langs = [x.strip() for x in re.split(rb"[,\s]+", lang) if x.strip()]
+        if len(langs) == 1:
+            lang_v = langs[0]
+        elif langs:
+            lang_v = langs
+    return [dsp, lang_v, part.get(b"content-location")]
+
+
+def format_structure(value) -> bytes:
+    """Serialize ENVELOPE/BODYSTRUCTURE values (multipart children are not space-separated)."""
+    if isinstance(value, _Multipart):
+        kids = []
+        rest = []
+        for v in value:
+            if isinstance(v, list) and not rest:
+                kids.append(format_structure(v))
+            else:
+                rest.append(format_structure(v))
+        return b"(" + b"".join(kids) + b" " + b" ".join(rest) + b")"
+    if isinstance(value, list):
+        return b"(" + b" ".join(format_structure(v) for v in value) + b")"
+    if isinstance(value, str) and not isinstance(value, Atom):
+        value = _b(value)
+    return format_value(value)
+
+
+# --- the lazy per-message bundle -----------------------------------------------------------
+
+
+class MessageContent:
+    """Lazily derived views of one message's raw bytes (LF or CRLF as stored).
+
+    Everything is computed at most once; cheap things (the header) never force the expensive
+    ones (the CRLF copy of a big body, the MIME tree).
+    """
+
+    __slots__ = ("raw", "_wire", "_header", "_fields", "_tree", "_env", "_bs", "_body")
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        self._wire = None
+        self._header = None
+        self._fields = None
+        self._tree = None
+        self._env = None
+        self._bs = None
+        self._body = None
+
+    def wire(self) -> bytes:
+        if self._wire is None:
+            self._wire = to_wire(self.raw)
+        return self._wire
+
+    def header(self) -> bytes:
+        if self._header is None:
+            if self._wire is not None:
+                w = self._wire
+                self._header = w[: _find_header_end(w, 0, len(w))]
+            else:
+                self._header = header_block(self.raw)
+        return self._header
+
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        if self._fields is None:
+            self._fields = parse_fields(self.header())
+        return self._fields
+
+    def tree(self) -> MimePart:
+        if self._tree is None:
+            self._tree = parse_message(self.wire())
+        return self._tree
+
+    def envelope_bytes(self) -> bytes:
+        if self._env is None:
+            self._env = format_structure(envelope(self.fields()))
+        return self._env
+
+    def bodystructure_bytes(self, extensible: bool = True) -> bytes:
+        if extensible:
+            if self._bs is None:
+                self._bs = format_structure(bodystructure(self.wire(), self.tree(), True))
+            return self._bs
+        if self._body is None:
+            self._body = format_structure(bodystructure(self.wire(), self.tree(), False))
+        return self._body
