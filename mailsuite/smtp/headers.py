@@ -1,0 +1,78 @@
+"""Header work on an accepted message, pure: find the header block, read From:, add fields.
+
+Submission (RFC 6409 §8) lets the server complete a message: a missing Date: or Message-ID:
+is added here, and the From: addresses are read so the server can check they belong to the
+authenticated account.  Messages are CRLF-terminated bytes as produced by `BodyReader`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import secrets
+import time
+
+_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+
+
+def header_block_end(data: bytes) -> int:
+    """Offset just after the last header line (before the empty line or the first body line).
+
+    RFC 5322 §2.2: a header field is a name, a colon and a body, continued by lines starting
+    with white space.  The first line that is neither ends the header block.
+    """
+    pos = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        end = len(data) if nl < 0 else nl + 1
+        line = data[pos:end]
+        if line[:1] in (b" ", b"\t") and pos > 0:
+            pos = end
+            continue
+        if not _FIELD.match(line):
+            break
+        pos = end
+    return pos
+
+
+def header_fields(data: bytes, name: str) -> list[str]:
+    """Unfolded values of every `name:` field in the header block (RFC 5322 §2.2.3)."""
+    block = data[: header_block_end(data)].decode("utf-8", "replace")
+    unfolded = re.sub(r"\r?\n(?=[ \t])", "", block)
+    out = []
+    want = name.lower()
+    for line in unfolded.splitlines():
+        key, colon, value = line.partition(":")
+        if colon and key.strip().lower() == want:
+            out.append(value.strip())
+    return out
+
+
+def from_addresses(data: bytes) -> list[str] | None:
+    """Addresses in From: (RFC 5322 §3.6.2 mailbox-list); None when there is no From: field."""
+    values = header_fields(data, "from")
+    if not values:
+        return None
+    pairs = email.utils.getaddresses(values)
+    return [addr for _, addr in pairs]
+
+
+def add_missing_headers(data: bytes, hostname: str, now: float | None = None) -> bytes:
+    """RFC 6409 §8.2/8.3: add Date: and Message-ID: when the client left them out."""
+    extra = []
+    if not header_fields(data, "date"):
+        stamp = time.time() if now is None else now
+        extra.append(f"Date: {email.utils.formatdate(stamp, localtime=True)}\r\n".encode())
+    if not header_fields(data, "message-id"):
+        extra.append(f"Message-ID: <{new_message_id(hostname)}>\r\n".encode())
+    if not extra:
+        return data
+    end = header_block_end(data)
+    head = data[:end]
+    if head and not head.endswith(b"\n"):
+        head += b"\r\n"  # a header block with no line end at all: close its last line
+    return head + b"".join(extra) + data[end:]
+
+
+def new_message_id(hostname: str) -> str:
+    return f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}.{secrets.token_hex(8)}@{hostname}"
