@@ -162,6 +162,16 @@ class Queue:
         for d in (self.path, self.msg_dir, self.env_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.trigger_path = self.path / TRIGGER_NAME
+        # Called as cb(entry) from the enqueueing thread once an entry is durable, so the
+        # runner in the same process starts on it at once instead of at its next scan.
+        self._listeners: list = []
+
+    def add_listener(self, callback) -> None:
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -195,6 +205,8 @@ class Queue:
         # The message first, the envelope last: the envelope's rename makes the entry exist.
         _write_durable(self.tmp_dir, self.msg_dir / entry.id, bytes(data))
         _write_durable(self.tmp_dir, self._env_path(entry.id), self._encode(entry))
+        for callback in list(self._listeners):
+            callback(QueueEntry.from_json(entry.to_json()))
         return entry.id
 
     def save(self, entry: QueueEntry) -> bool:

@@ -1,0 +1,600 @@
+"""The queue runner: decides when each queued message is tried, where, and what the sender hears.
+
+Like Postfix's qmgr, it keeps only a cache of the spool in memory, rebuilt from disk at start
+(so a kill -9 loses nothing: anything not finished is still on disk and is tried again).  Due
+entries are split into one job per destination (a domain, or the smarthost); a bounded number
+of workers per destination, and in total, take jobs and reuse their connection for the next
+job to the same place.  When every job of an entry is done, the entry is updated on disk,
+notices are sent (bounce.py), and it is removed once nothing is left to do.
+
+`mailsuite queue flush` reaches a running server by touching ``<queue>/flush.trigger``
+(polled every ``relay.scan_interval``) or by SIGUSR1; both make the runner re-read the spool.
+"""
+
+from __future__ import annotations
+
+import heapq
+import signal
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+from twisted.application import service
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+
+from mailsuite.relay import bounce
+from mailsuite.relay.client import (
+    RecipientOutcome,
+    SessionParams,
+    SmtpConnection,
+    Timeouts,
+    TlsHandshakeFailed,
+    connect,
+)
+from mailsuite.relay.mx import Destination, MxResolver
+from mailsuite.relay.queue import DELIVERED, FAILED, PENDING, Queue, QueueEntry, QueueError
+from mailsuite.relay.reply import DeliveryFailure
+
+log = Logger()
+
+SMARTHOST = "[smarthost]"
+# Full directory re-reads (for entries written by other processes) every this many ticks.
+RESCAN_TICKS = 30
+# Seconds an idle connection waits for more mail to the same destination before QUIT.
+LINGER = 2.0
+
+
+def sign_hook(services, mail_from: str, data: bytes) -> bytes:
+    """The one place outbound mail is DKIM-signed (``mailsuite.trust.dkim.sign``), when that
+    module is present; otherwise the message unchanged.  Blocking (keys, RSA): called in a
+    worker thread together with reading the message."""
+    try:
+        from mailsuite.trust import dkim
+    except ImportError:
+        return data
+    try:
+        return dkim.sign(services, mail_from.rpartition("@")[2], data)
+    except Exception:
+        log.failure("relay: DKIM signing failed; sending unsigned")
+        return data
+
+
+@dataclass
+class _Job:
+    entry_id: str
+    dest_key: str
+    domain: str
+    recipients: list
+
+
+@dataclass
+class _Active:
+    entry: QueueEntry
+    data: bytes = b""
+    outstanding: int = 0
+    attempted: bool = False
+    dsn_passed: set[str] = field(default_factory=set)
+
+
+def retry_delay(schedule: list[int], attempts: int) -> int:
+    """Growing intervals, then the last one forever (default 5, 10, 20, 40 min, then hourly)."""
+    if not schedule:
+        return 300
+    return schedule[min(max(attempts, 1) - 1, len(schedule) - 1)]
+
+
+class QueueRunner(service.Service):
+    name = "relay"
+
+    def __init__(self, services, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.reactor = reactor
+        self.services = services
+        self.config = services.config
+        self.relay = services.config.relay
+        self.queue: Queue = getattr(services, "queue", None) or Queue(services.config.queue_dir)
+        self.resolver = MxResolver(self.config, reactor=reactor)
+        self.entries: dict[str, QueueEntry] = {}
+        self.heap: list[tuple[float, str]] = []
+        self.active: dict[str, _Active] = {}
+        self.jobs: dict[str, deque[_Job]] = defaultdict(deque)
+        self.workers: dict[str, int] = defaultdict(int)
+        self.lingering: dict[str, deque[defer.Deferred]] = {}
+        self.total_workers = 0
+        self.connections: set[SmtpConnection] = set()
+        self.loop: task.LoopingCall | None = None
+        self.ticks = 0
+        self.ready = False
+        self.scanning = False
+        self._idle_waiters: list[defer.Deferred] = []
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self.queue.add_listener(self._enqueued_in_thread)
+        if threading.current_thread() is threading.main_thread():
+            try:
+                signal.signal(signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.rescan))
+            except ValueError:
+                pass
+        d = self.rescan()
+        d.addCallback(lambda _: self._started())
+
+    def _started(self) -> None:
+        self.ready = True
+        self.loop = task.LoopingCall(self._tick)
+        self.loop.clock = self.reactor
+        self.loop.start(self.relay.scan_interval, now=True).addErrback(
+            lambda f: log.failure("relay: runner loop stopped", f)
+        )
+        log.info("relay: queue runner started with {n} queued", n=len(self.entries))
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        self.queue.remove_listener(self._enqueued_in_thread)
+        if self.loop is not None and self.loop.running:
+            self.loop.stop()
+        # In-flight work is still on disk; it is tried again at the next start.
+        for conn in list(self.connections):
+            conn.abort()
+
+    # -- learning about entries ---------------------------------------------------------
+
+    def _enqueued_in_thread(self, entry: QueueEntry) -> None:
+        self.reactor.callFromThread(self._add, entry)
+
+    def _add(self, entry: QueueEntry) -> None:
+        if entry.id in self.active:
+            return
+        self.entries[entry.id] = entry
+        heapq.heappush(self.heap, (entry.next_attempt, entry.id))
+        if self.ready:
+            self._run_due()
+
+    def rescan(self) -> defer.Deferred:
+        """Re-read the whole spool: at start, on SIGUSR1, on the flush trigger."""
+        if self.scanning:
+            return defer.succeed(None)
+        self.scanning = True
+
+        def read():
+            self.queue.clean_orphans()
+            return list(self.queue.entries())
+
+        def got(entries: list[QueueEntry]) -> None:
+            self.scanning = False
+            on_disk = {e.id for e in entries}
+            for qid in list(self.entries):
+                if qid not in on_disk and qid not in self.active:
+                    del self.entries[qid]  # deleted by `mailsuite queue delete`
+            for entry in entries:
+                if entry.id not in self.active:
+                    self._add(entry)
+
+        def failed(f):
+            self.scanning = False
+            log.failure("relay: reading the queue failed", f)
+
+        return threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), read
+        ).addCallbacks(got, failed)
+
+    def _new_ids(self) -> defer.Deferred:
+        """Pick up entries written by another process (cheap: one listdir)."""
+
+        def read():
+            known = set(self.entries)
+            out = []
+            for qid in self.queue.ids():
+                if qid not in known:
+                    try:
+                        out.append(self.queue.load(qid))
+                    except QueueError:
+                        continue
+            return out
+
+        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), read)
+        d.addCallback(lambda entries: [self._add(e) for e in entries if e.id not in self.entries])
+        d.addErrback(lambda f: log.failure("relay: scanning the queue failed", f))
+        return d
+
+    def _tick(self) -> None:
+        self.ticks += 1
+        if self.queue.take_trigger():
+            log.info("relay: flush requested; re-reading the queue")
+            self.rescan().addCallback(lambda _: self._run_due())
+        elif self.ticks % RESCAN_TICKS == 0:
+            self._new_ids()
+        self._run_due()
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def _run_due(self) -> None:
+        now = time.time()
+        while self.heap and self.heap[0][0] <= now:
+            when, qid = heapq.heappop(self.heap)
+            entry = self.entries.get(qid)
+            if entry is None or qid in self.active or entry.next_attempt != when:
+                continue  # stale heap item
+            self._start(entry)
+        self._spawn_workers()
+
+    def _start(self, entry: QueueEntry) -> None:
+        act = _Active(entry)
+        self.active[entry.id] = act
+        pending = entry.pending
+        if not pending:
+            # Only notices are owed (e.g. `queue bounce`): straight to bookkeeping.
+            self._finish(act)
+            return
+        groups: dict[tuple[str, str], list] = defaultdict(list)
+        for r in pending:
+            domain = r.address.rpartition("@")[2].lower()
+            key = SMARTHOST if self.relay.smarthost else domain
+            groups[(key, domain)].append(r)
+        jobs = [_Job(entry.id, key, domain, rcpts) for (key, domain), rcpts in groups.items()]
+        act.outstanding = len(jobs)
+        act.attempted = True
+
+        def read():
+            data = self.queue.read_message(entry.id)
+            return sign_hook(self.services, entry.mail_from, data)
+
+        def loaded(data: bytes) -> None:
+            act.data = data
+            for job in jobs:
+                self._push_job(job)
+            self._spawn_workers()
+
+        def missing(f) -> None:
+            log.warn("relay: {id}: message file unreadable: {e}", id=entry.id, e=f.value)
+            self.active.pop(entry.id, None)
+            self.entries.pop(entry.id, None)
+
+        threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), read).addCallbacks(
+            loaded, missing
+        )
+
+    def _push_job(self, job: _Job) -> None:
+        self.jobs[job.dest_key].append(job)
+        waiters = self.lingering.get(job.dest_key)
+        if waiters:
+            waiters.popleft().callback(True)
+
+    def _spawn_workers(self) -> None:
+        limit_total = max(1, self.relay.connections_total)
+        for key, jobs in list(self.jobs.items()):
+            while (
+                jobs
+                and self.workers[key] < max(1, self.relay.connections_per_destination)
+                and self.total_workers < limit_total
+                and self.workers[key] < len(jobs)
+            ):
+                self.workers[key] += 1
+                self.total_workers += 1
+                defer.Deferred.fromCoroutine(self._worker(key))
+            if jobs and self.total_workers >= limit_total:
+                # Idle cached connections to other places make way for waiting work.
+                for other, waiters in self.lingering.items():
+                    while other != key and waiters:
+                        waiters.popleft().callback(False)
+            if not jobs and not self.workers[key]:
+                del self.jobs[key]
+
+    async def _next_job(self, dest_key: str, conn: SmtpConnection | None) -> _Job | None:
+        """The next job for this destination; with an open connection wait up to
+        LINGER seconds for one (a small connection cache, as Postfix's smtp keeps)."""
+        queue = self.jobs[dest_key]
+        if queue:
+            return queue.popleft()
+        if conn is None or not conn.usable or not self.running:
+            return None
+        d: defer.Deferred = defer.Deferred()
+        waiters = self.lingering.setdefault(dest_key, deque())
+        waiters.append(d)
+        timer = self.reactor.callLater(LINGER, lambda: d.called or d.callback(False))
+        got = await d
+        if timer.active():
+            timer.cancel()
+        if d in waiters:
+            waiters.remove(d)
+        queue = self.jobs[dest_key]
+        if got and queue:
+            return queue.popleft()
+        return None
+
+    # -- delivery -----------------------------------------------------------------------
+
+    def _params(self, dest_key: str) -> SessionParams:
+        timeouts = Timeouts.from_config(self.relay)
+        if dest_key == SMARTHOST:
+            sh = self.relay.smarthost
+            mode = {"starttls": "required", "implicit": "implicit", "none": "none"}[
+                sh.get("tls", "starttls")
+            ]
+            return SessionParams(
+                self.config.hostname, mode, timeouts, sh.get("username"), sh.get("password")
+            )
+        required = {d.lower() for d in self.relay.require_tls}
+        mode = "required" if dest_key in required else "opportunistic"
+        return SessionParams(self.config.hostname, mode, timeouts)
+
+    async def _destinations(self, dest_key: str) -> list[Destination]:
+        if dest_key == SMARTHOST:
+            sh = self.relay.smarthost
+            default = 465 if sh.get("tls") == "implicit" else 587
+            return await self.resolver.host_destinations(sh["host"], int(sh.get("port", default)))
+        return await self.resolver.destinations(dest_key)
+
+    async def _open(self, dest_key: str) -> SmtpConnection:
+        """Try each destination in order (RFC 5321 §5.1); the last failure if none works."""
+        dests = await self._destinations(dest_key)
+        params = self._params(dest_key)
+        failures: list[DeliveryFailure] = []
+        for dest in dests:
+            try:
+                return await connect(dest, params, self.reactor)
+            except TlsHandshakeFailed as e:
+                if params.tls != "opportunistic":
+                    failures.append(e)
+                    continue
+                # Opportunistic TLS that breaks: try the same host in the clear (as Postfix).
+                log.info("relay: TLS with {h} failed ({e}); retrying without", h=dest.host, e=e)
+                try:
+                    plain = SessionParams(params.helo, "none", params.timeouts)
+                    return await connect(dest, plain, self.reactor)
+                except DeliveryFailure as e2:
+                    failures.append(e2)
+            except DeliveryFailure as e:
+                failures.append(e)
+        temporary = [f for f in failures if not f.permanent]
+        raise (temporary or failures)[-1]
+
+    async def _worker(self, dest_key: str) -> None:
+        conn: SmtpConnection | None = None
+        try:
+            while self.running:
+                job = await self._next_job(dest_key, conn)
+                if job is None:
+                    break
+                if conn is None or not conn.usable:
+                    try:
+                        conn = await self._open(dest_key)
+                        self.connections.add(conn)
+                    except DeliveryFailure as f:
+                        # The destination is unusable now: every job waiting for it shares the
+                        # failure instead of each trying again (Postfix's "dead destination").
+                        queue = self.jobs[dest_key]
+                        waiting = [job, *queue]
+                        queue.clear()
+                        for j in waiting:
+                            self._job_failed(j, f)
+                        break
+                act = self.active.get(job.entry_id)
+                if act is None:
+                    continue
+                e = act.entry
+                try:
+                    outcomes = await conn.send_message(
+                        e.mail_from, job.recipients, act.data, e.dsn_ret, e.dsn_envid
+                    )
+                except DeliveryFailure as f:
+                    self._job_failed(job, f)
+                    self.connections.discard(conn)
+                    conn.abort()
+                    conn = None
+                    continue
+                if "DSN" in conn.ext:
+                    act.dsn_passed.update(r.address for r in job.recipients)
+                self._job_done(job, outcomes)
+        except Exception:
+            log.failure("relay: worker for {d} crashed", d=dest_key)
+        finally:
+            self.workers[dest_key] -= 1
+            self.total_workers -= 1
+            if conn is not None:
+                self.connections.discard(conn)
+                await conn.quit()
+            self._spawn_workers()
+
+    def _job_failed(self, job: _Job, failure: DeliveryFailure) -> None:
+        kind = "permanent" if failure.permanent else "temporary"
+        diag = failure.diagnostic or failure.text
+        outcomes = [
+            RecipientOutcome(r.address, kind, failure.status, diag, failure.remote_mta)
+            for r in job.recipients
+        ]
+        self._job_done(job, outcomes)
+
+    def _job_done(self, job: _Job, outcomes: list[RecipientOutcome]) -> None:
+        act = self.active.get(job.entry_id)
+        if act is None:
+            return
+        now = time.time()
+        by_addr = {o.address: o for o in outcomes}
+        for r in job.recipients:
+            o = by_addr.get(r.address)
+            if o is None:
+                continue
+            r.status, r.diagnostic, r.remote_mta, r.updated = (
+                o.status,
+                o.diagnostic,
+                o.remote_mta,
+                now,
+            )
+            if o.result == "delivered":
+                r.state = DELIVERED
+            elif o.result == "permanent":
+                r.state = FAILED
+            else:
+                act.entry.last_error = f"{o.status} {o.diagnostic}".strip()
+            log.info(
+                "relay: {id}: to=<{to}> relay={mta} status={res} ({diag})",
+                id=job.entry_id,
+                to=r.address,
+                mta=o.remote_mta or "none",
+                res={"delivered": "sent", "permanent": "bounced", "temporary": "deferred"}[
+                    o.result
+                ],
+                diag=o.diagnostic or o.status,
+            )
+        act.outstanding -= 1
+        if act.outstanding <= 0:
+            self._finish(act)
+
+    # -- bookkeeping and notices --------------------------------------------------------
+
+    def _finish(self, act: _Active) -> None:
+        defer.Deferred.fromCoroutine(self._finish_async(act)).addErrback(
+            lambda f: log.failure("relay: {id}: bookkeeping failed", f, id=act.entry.id)
+        ).addBoth(lambda _: self._settled(act.entry.id))
+
+    def _settled(self, qid: str) -> None:
+        self.active.pop(qid, None)
+        if not self.active and not any(self.jobs.values()):
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    async def _finish_async(self, act: _Active) -> None:
+        entry = act.entry
+        now = time.time()
+        if act.attempted:
+            entry.attempts += 1
+        if entry.pending and now - entry.created >= self.relay.max_age:
+            # RFC 3464 Action failed after the retry period (Status keeps the last cause).
+            for r in entry.pending:
+                r.state = FAILED
+                r.status = r.status or "4.4.7"
+                r.diagnostic = (r.diagnostic + "; " if r.diagnostic else "") + (
+                    "delivery time expired"
+                )
+                r.updated = now
+        notify = bounce.should_notify(entry)
+        failed, succeeded, delayed = [], [], []
+        for r in entry.recipients:
+            if r.state == FAILED and not r.dsn_sent:
+                if notify and bounce.wants_notice(r, bounce.FAILED):
+                    failed.append(bounce.Report(r, bounce.FAILED))
+            elif r.state == DELIVERED and not r.dsn_sent:
+                # RFC 3461 §5.2.2: a DSN-capable next hop got NOTIFY and reports success
+                # itself; otherwise we say "relayed".
+                if (
+                    notify
+                    and r.address not in act.dsn_passed
+                    and "SUCCESS" in [n.upper() for n in r.notify or []]
+                ):
+                    succeeded.append(bounce.Report(r, bounce.RELAYED))
+        if (
+            notify
+            and entry.pending
+            and not entry.delay_warned
+            and now - entry.created >= self.relay.delay_warning
+        ):
+            delayed = [
+                bounce.Report(r, bounce.DELAYED)
+                for r in entry.pending
+                if bounce.wants_notice(r, bounce.DELAYED)
+            ]
+            entry.delay_warned = True
+        unsent: set[int] = set()
+        for reports in (failed, succeeded, delayed):
+            if reports:
+                try:
+                    await self._send_notice(entry, reports)
+                except Exception as e:
+                    # Kept owed: the entry stays and the notice is tried again later.
+                    log.error("relay: {id}: notice not sent: {e!r}", id=entry.id, e=e)
+                    unsent.update(id(rep.recipient) for rep in reports)
+                    if reports is delayed:
+                        entry.delay_warned = False
+        for r in entry.recipients:
+            if r.state != PENDING and id(r) not in unsent:
+                r.dsn_sent = True
+        if entry.finished:
+            await threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), self.queue.remove, entry.id
+            )
+            self.entries.pop(entry.id, None)
+            return
+        if act.attempted or not entry.pending:
+            entry.next_attempt = now + retry_delay(self.relay.retry_schedule, entry.attempts)
+        saved = await threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), self.queue.save, entry
+        )
+        if not saved:
+            self.entries.pop(entry.id, None)  # deleted by the admin meanwhile
+            return
+        heapq.heappush(self.heap, (entry.next_attempt, entry.id))
+
+    async def _send_notice(self, entry: QueueEntry, reports: list[bounce.Report]) -> None:
+        """Compose the DSN and hand it on: local senders through delivery, others queued."""
+
+        def compose() -> bytes:
+            try:
+                original = self.queue.read_message(entry.id)
+            except QueueError:
+                original = b""
+            return bounce.compose_dsn(
+                entry, reports, original, self.config.hostname, max_age=self.relay.max_age
+            )
+
+        pool = self.reactor.getThreadPool()
+        data = await threads.deferToThreadPool(self.reactor, pool, compose)
+        sender = entry.mail_from
+        kinds = ",".join(sorted({r.action for r in reports}))
+        if await self._deliver_locally(sender, data):
+            log.info(
+                "relay: {id}: {k} notice delivered to local <{s}>", id=entry.id, k=kinds, s=sender
+            )
+            return
+        qid = await threads.deferToThreadPool(
+            self.reactor, pool, lambda: self.queue.enqueue("", [sender], data, is_bounce=True)
+        )
+        log.info(
+            "relay: {id}: {k} notice to <{s}> queued as {q}", id=entry.id, k=kinds, s=sender, q=qid
+        )
+
+    async def _deliver_locally(self, sender: str, data: bytes) -> bool:
+        """True once the notice is in a local mailbox; False if the sender is not local."""
+        delivery = getattr(self.services, "delivery", None)
+        if delivery is None:
+            return False
+        from mailsuite import delivery as delivery_mod
+
+        resolved = delivery.resolve(sender)
+        if getattr(resolved, "kind", None) != "local":
+            return False
+        envelope = delivery_mod.Envelope(
+            mail_from="",
+            recipients=[delivery_mod.Recipient(sender)],
+            helo=self.config.hostname,
+            client_ip="127.0.0.1",
+        )
+        try:
+            await delivery.deliver(envelope, data)
+        except delivery_mod.UnknownRecipient:
+            # RFC 3461 §6.2: a notice that cannot be delivered is dropped, never bounced.
+            log.warn("relay: notice for unknown local sender <{s}> dropped", s=sender)
+        return True
+
+    # -- for tests and the admin command -------------------------------------------------
+
+    def when_idle(self) -> defer.Deferred:
+        """Fires when nothing is in flight (tests wait on it)."""
+        if not self.active and not any(self.jobs.values()):
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+
+def build_service(services) -> service.IService:
+    """The queue runner for app.py's MultiService."""
+    return QueueRunner(services)
