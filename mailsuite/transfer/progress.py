@@ -1,0 +1,84 @@
+"""Progress of a transfer: a bar on a terminal, nothing in between on a pipe, one summary line.
+
+Counting lives in TransferStats so every importer and exporter reports the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+
+@dataclass
+class TransferStats:
+    """What a run did: copied, already present, skipped (with reasons), per folder."""
+
+    copied: int = 0
+    copied_bytes: int = 0
+    present: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+    folders: set[str] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self, verb: str = "imported") -> str:
+        secs = time.monotonic() - self.started
+        mb = self.copied_bytes / (1024 * 1024)
+        parts = [
+            f"{verb} {self.copied} message{'s' if self.copied != 1 else ''} ({mb:.1f} MiB)"
+            f" in {len(self.folders)} folder{'s' if len(self.folders) != 1 else ''}",
+        ]
+        if self.present:
+            parts.append(f"{self.present} already present")
+        parts.append(f"{len(self.skipped)} skipped")
+        return ", ".join(parts) + f", {secs:.1f}s"
+
+
+class Progress:
+    """A one-line bar redrawn in place on a TTY (at most ~10 times a second)."""
+
+    def __init__(self, stream: TextIO | None = None, width: int = 30):
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.width = width
+        self.label = ""
+        self.total = 0
+        self.done = 0
+        self._last = 0.0
+
+    def start(self, label: str, total: int) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self._draw(force=True)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        self._draw(force=self.done >= self.total)
+
+    def _draw(self, force: bool = False) -> None:
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.1:
+            return
+        self._last = now
+        total = max(self.total, 1)
+        filled = min(self.width, self.width * self.done // total)
+        bar = "#" * filled + "-" * (self.width - filled)
+        label = self.label if len(self.label) <= 30 else "…" + self.label[-29:]
+        self.stream.write(f"\r{label:<30} [{bar}] {self.done}/{self.total}\x1b[K")
+        self.stream.flush()
+
+    def note(self, text: str) -> None:
+        """A line that must stay (a skipped message), printed above the bar."""
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self._draw(force=True)
+
+    def finish(self, summary: str) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(summary + "\n")
+        self.stream.flush()
