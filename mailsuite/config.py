@@ -92,6 +92,9 @@ class Pop3Config:
     idle_timeout: int = 600
     login_delay: int = 0
     expire: str = ""
+    # Dovecot's pop3_uidl_format variables %u (UID), %v (UIDVALIDITY), %f (Maildir base name);
+    # Dovecot's default, so that an adopted Dovecot Maildir keeps its UIDLs (pop3/parser.py).
+    uidl_format: str = "%08Xu%08Xv"
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ class PublicConfig:
     pop3_port: int = 110
     submissions_port: int = 465
     submission_port: int = 587
+    # Where autodiscover JSON points Outlook for the XML (https://<host>:<https_port>/...).
+    https_port: int = 443
 
 
 @dataclass(frozen=True)
@@ -278,7 +283,9 @@ def _convert(hint, value, key: str, base: Path):
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key, base)
     origin = typing.get_origin(hint)
-    if hint is Path or (origin in (typing.Union, types.UnionType) and Path in typing.get_args(hint)):
+    if hint is Path or (
+        origin in (typing.Union, types.UnionType) and Path in typing.get_args(hint)
+    ):
         if not isinstance(value, str) or not value:
             raise ConfigError(key, "must be a non-empty path string")
         return Path(value)

@@ -43,8 +43,16 @@ class AccountsChecker:
         self.accounts = accounts
 
     def requestAvatarId(self, creds):
-        username = creds.username.decode("utf-8", "replace") if isinstance(creds.username, bytes) else creds.username
-        password = creds.password.decode("utf-8", "replace") if isinstance(creds.password, bytes) else creds.password
+        username = (
+            creds.username.decode("utf-8", "replace")
+            if isinstance(creds.username, bytes)
+            else creds.username
+        )
+        password = (
+            creds.password.decode("utf-8", "replace")
+            if isinstance(creds.password, bytes)
+            else creds.password
+        )
         d = threads.deferToThread(self.accounts.verify_password, username, password)
 
         def checked(address):
@@ -86,13 +94,20 @@ class Authenticator:
         def ok(result):
             _, address, _ = result
             self.throttle.succeeded(client_ip, username)
-            log.info("{protocol} login {user} from {ip}", protocol=protocol, user=address, ip=client_ip)
+            log.info(
+                "{protocol} login {user} from {ip}", protocol=protocol, user=address, ip=client_ip
+            )
             return address
 
         def failed(failure):
             failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials)
             self.throttle.failed(client_ip, username)
-            log.info("{protocol} login failed for {user} from {ip}", protocol=protocol, user=username, ip=client_ip)
+            log.info(
+                "{protocol} login failed for {user} from {ip}",
+                protocol=protocol,
+                user=username,
+                ip=client_ip,
+            )
             raise AuthFailed("authentication failed")
 
         return d.addCallbacks(ok, failed)

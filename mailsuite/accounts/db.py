@@ -119,11 +119,15 @@ class Accounts:
     def is_local_domain(self, domain: str) -> bool:
         domain = domain.lower().rstrip(".")
         with self._db() as db:
-            return db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone() is not None
+            return (
+                db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone() is not None
+            )
 
     # -- users -----------------------------------------------------------------------------
 
-    def add_user(self, address: str, password: str, quota_bytes: int = 0, quota_messages: int = 0) -> User:
+    def add_user(
+        self, address: str, password: str, quota_bytes: int = 0, quota_messages: int = 0
+    ) -> User:
         address = normalize_address(address)
         domain = address.rpartition("@")[2]
         if not password:
@@ -131,7 +135,9 @@ class Accounts:
         hashed = hash_password(password)
         with self._db() as db:
             if not db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone():
-                raise AccountError(f"{domain} is not a local domain (add it with 'mailsuite domain add')")
+                raise AccountError(
+                    f"{domain} is not a local domain (add it with 'mailsuite domain add')"
+                )
             if db.execute("SELECT 1 FROM users WHERE address=?", (address,)).fetchone():
                 raise AccountError(f"user {address} exists")
             db.execute(
@@ -144,7 +150,9 @@ class Accounts:
         """Set a hash carried over from another server (Dovecot `{SCHEME}` prefixes kept)."""
         address = normalize_address(address)
         with self._db() as db:
-            if not db.execute("UPDATE users SET password=? WHERE address=?", (stored_hash, address)).rowcount:
+            if not db.execute(
+                "UPDATE users SET password=? WHERE address=?", (stored_hash, address)
+            ).rowcount:
                 raise AccountError(f"no such user {address}")
         self._verified.pop(address, None)
 
@@ -163,7 +171,9 @@ class Accounts:
     def set_enabled(self, address: str, enabled: bool) -> None:
         address = normalize_address(address)
         with self._db() as db:
-            if not db.execute("UPDATE users SET enabled=? WHERE address=?", (int(enabled), address)).rowcount:
+            if not db.execute(
+                "UPDATE users SET enabled=? WHERE address=?", (int(enabled), address)
+            ).rowcount:
                 raise AccountError(f"no such user {address}")
         self._verified.pop(address, None)
 
@@ -220,7 +230,8 @@ class Accounts:
         with self._db() as db:
             if target:
                 cur = db.execute(
-                    "DELETE FROM aliases WHERE source=? AND target=?", (source, normalize_address(target))
+                    "DELETE FROM aliases WHERE source=? AND target=?",
+                    (source, normalize_address(target)),
                 )
             else:
                 cur = db.execute("DELETE FROM aliases WHERE source=?", (source,))
@@ -230,7 +241,9 @@ class Accounts:
     def list_aliases(self) -> dict[str, list[str]]:
         result: dict[str, list[str]] = {}
         with self._db() as db:
-            for source, target in db.execute("SELECT source, target FROM aliases ORDER BY source, target"):
+            for source, target in db.execute(
+                "SELECT source, target FROM aliases ORDER BY source, target"
+            ):
                 result.setdefault(source, []).append(target)
         return result
 
@@ -318,7 +331,9 @@ class Accounts:
         except AccountError:
             return None
         with self._db() as db:
-            row = db.execute("SELECT password, enabled FROM users WHERE address=?", (address,)).fetchone()
+            row = db.execute(
+                "SELECT password, enabled FROM users WHERE address=?", (address,)
+            ).fetchone()
         if row is None or not row[1]:
             # Hash anyway so that unknown users cost as much as known ones (no user probing by timing).
             verify_password(password, _dummy_hash())
@@ -326,14 +341,21 @@ class Accounts:
         stored = row[0]
         tag = hmac.new(self._secret, f"{stored}\0{password}".encode(), hashlib.sha256).digest()
         cached = self._verified.get(address)
-        if cached and hmac.compare_digest(cached[0], tag) and time.monotonic() - cached[1] < VERIFY_CACHE_SECONDS:
+        if (
+            cached
+            and hmac.compare_digest(cached[0], tag)
+            and time.monotonic() - cached[1] < VERIFY_CACHE_SECONDS
+        ):
             return address
         ok, new_hash = verify_password(password, stored)
         if not ok:
             return None
         if new_hash:
             with self._db() as db:
-                db.execute("UPDATE users SET password=? WHERE address=? AND password=?", (new_hash, address, stored))
+                db.execute(
+                    "UPDATE users SET password=? WHERE address=? AND password=?",
+                    (new_hash, address, stored),
+                )
             stored = new_hash
             tag = hmac.new(self._secret, f"{stored}\0{password}".encode(), hashlib.sha256).digest()
         self._verified[address] = (tag, time.monotonic())

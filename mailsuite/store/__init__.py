@@ -41,7 +41,13 @@ def split_address(address: str) -> tuple[str, str]:
     if not sep or not local or not domain:
         raise NoSuchMailbox(address)
     # The path components come from the account database, but never trust them to stay inside.
-    if local in (".", "..") or "/" in local or "\0" in local or "/" in domain or domain.startswith("."):
+    if (
+        local in (".", "..")
+        or "/" in local
+        or "\0" in local
+        or "/" in domain
+        or domain.startswith(".")
+    ):
         raise NoSuchMailbox(address)
     return local.lower(), domain.lower()
 
@@ -70,7 +76,9 @@ class Store:
             mbox = self._mailboxes.setdefault(key, Mailbox(key, path))
         return mbox
 
-    def create_mailbox(self, address: str, quota_bytes: int = 0, quota_messages: int = 0) -> Mailbox:
+    def create_mailbox(
+        self, address: str, quota_bytes: int = 0, quota_messages: int = 0
+    ) -> Mailbox:
         """A new Maildir with the standard folders (Outlook makes localized ones otherwise)."""
         path = self.path_for(address)
         make_maildir(path)

@@ -37,7 +37,17 @@ _WIRE_RE = re.compile(r",W=(\d+)")
 class Message:
     """One message of a folder as the index knows it; no file access needed."""
 
-    __slots__ = ("uid", "key", "subdir", "info", "flags", "size", "wire_size", "internaldate", "modseq")
+    __slots__ = (
+        "uid",
+        "key",
+        "subdir",
+        "info",
+        "flags",
+        "size",
+        "wire_size",
+        "internaldate",
+        "modseq",
+    )
 
     def __init__(self, uid, key, subdir, info, flags, size, wire, internaldate, modseq):
         self.uid: int = uid
@@ -200,7 +210,9 @@ class Folder:
         kw = self.keywords
         msgs = []
         for uid, key, subdir, info, size, wire, date, modseq in rows:
-            msgs.append(Message(uid, key, subdir, info, kw.to_flags(info), size, wire, date, modseq))
+            msgs.append(
+                Message(uid, key, subdir, info, kw.to_flags(info), size, wire, date, modseq)
+            )
         self._set_messages(msgs)
         self.highestmodseq = highest
         self._dir_sig = tuple(dir_sig[:2]) + (tuple(dir_sig[2]),)
@@ -216,7 +228,13 @@ class Folder:
             (m.uid, m.key, m.subdir, m.info, m.size, m.wire_size, m.internaldate, m.modseq)
             for m in self.messages
         ]
-        data = (INDEX_VERSION, self.uidvalidity, self.highestmodseq, list(self._dir_sig[:2]) + [list(self._dir_sig[2])], rows)
+        data = (
+            INDEX_VERSION,
+            self.uidvalidity,
+            self.highestmodseq,
+            list(self._dir_sig[:2]) + [list(self._dir_sig[2])],
+            rows,
+        )
         tmp = self.path / f"{INDEX_NAME}.tmp{os.getpid()}"
         try:
             with open(tmp, "wb") as f:
@@ -308,7 +326,15 @@ class Folder:
                 continue  # vanished or unreadable: skipped with a log line
             self.highestmodseq += 1
             msg = Message(
-                known[key], key, sub, info, self.keywords.to_flags(info), size, wire, date, self.highestmodseq
+                known[key],
+                key,
+                sub,
+                info,
+                self.keywords.to_flags(info),
+                size,
+                wire,
+                date,
+                self.highestmodseq,
             )
             added.append(msg)
         if added:
@@ -349,7 +375,9 @@ class Folder:
         live = len(self.messages) + 1
         if len(ul.entries) > 2 * live + 1000:
             keep = set(self._by_key)
-            ul.entries = {k: u for k, u in ul.entries.items() if k in keep or u >= ul.next_uid - 1000}
+            ul.entries = {
+                k: u for k, u in ul.entries.items() if k in keep or u >= ul.next_uid - 1000
+            }
             self._uidfile.rewrite(ul)
 
     # -- changes ---------------------------------------------------------------------------

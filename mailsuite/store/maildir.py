@@ -161,7 +161,11 @@ class Mailbox:
             self._rename_inbox(new)
             return
         prefix = old + names.SEPARATOR
-        moves = [(n, new + n[len(old) :]) for n in self.list_folders() if n == old or n.startswith(prefix)]
+        moves = [
+            (n, new + n[len(old) :])
+            for n in self.list_folders()
+            if n == old or n.startswith(prefix)
+        ]
         for src, dst in moves:
             dst_path = self.folder_path(dst)
             dst_path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,6 +247,9 @@ class Mailbox:
 
     def set_quota(self, limit_bytes: int, limit_messages: int) -> None:
         self._quota.set_limits(limit_bytes, limit_messages)
+
+    def check_quota(self, size: int) -> None:
+        self._quota.check(size)
 
     def _scan_usage(self) -> tuple[int, int]:
         total_b = total_c = 0
@@ -327,6 +334,17 @@ class Mailbox:
         fsync_dir(dest_dir)
         self._quota.add(len(body), 1)
         return key
+
+    def withdraw(self, folder: str, key: str) -> None:
+        """Take back a just-delivered, not yet announced message (a multi-copy delivery that
+        failed half-way must leave nothing the sender's retry would duplicate)."""
+        path = self.folder_path(folder) / "new" / key
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except OSError:
+            return
+        self._quota.add(-size, -1)
 
     def copy_files(self, src: Folder, msgs, dest_name: str) -> list[tuple[int, str]]:
         """Durable copies (hard links when possible) into another folder; blocking.

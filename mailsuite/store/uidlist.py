@@ -155,7 +155,9 @@ class UidlistFile:
 
     def rewrite(self, ul: Uidlist) -> None:
         """Write the whole file anew (tmp + rename); call with the lock held."""
-        body = b"".join(format_line(uid, key) for key, uid in sorted(ul.entries.items(), key=lambda kv: kv[1]))
+        body = b"".join(
+            format_line(uid, key) for key, uid in sorted(ul.entries.items(), key=lambda kv: kv[1])
+        )
         data = format_header(ul) + body
         tmp = self.path.with_name(f"{FILENAME}.tmp{os.getpid()}")
         with open(tmp, "wb") as f:

@@ -1,0 +1,179 @@
+"""`mailsuite serve`: one MultiService owning the shared services and every listener.
+
+Protocol packages each expose `build_factory(services, kind)`; this module only decides which
+listeners to open (from `[listen]`), wraps the implicit-TLS ones, and handles signals.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import signal
+import socket
+import sys
+
+from twisted.application import service
+from twisted.internet import reactor, task, tcp
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    eventAsJSON,
+    formatEvent,
+    globalLogBeginner,
+)
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from mailsuite.config import Config, parse_listen_address
+from mailsuite.services import Services
+
+log = Logger(namespace="mailsuite")
+
+LISTENERS = {
+    "smtp": "mailsuite.smtp.server",
+    "submission": "mailsuite.smtp.server",
+    "submissions": "mailsuite.smtp.server",
+    "pop3": "mailsuite.pop3.server",
+    "pop3s": "mailsuite.pop3.server",
+    "imap": "mailsuite.imap.server",
+    "imaps": "mailsuite.imap.server",
+    "http": "mailsuite.web.site",
+}
+IMPLICIT_TLS = {"submissions", "pop3s", "imaps"}
+INDEX_SAVE_SECONDS = 5.0
+
+
+def build_factory(services: Services, kind: str):
+    module = importlib.import_module(LISTENERS[kind])
+    factory = module.build_factory(services, kind)
+    if kind in IMPLICIT_TLS:
+        factory = TLSMemoryBIOFactory(services.tls.server_options(), False, factory)
+    return factory
+
+
+class ListenerService(service.Service):
+    """One listening socket; `port` is the bound port (useful with port 0 in tests)."""
+
+    def __init__(self, kind: str, address: str, factory):
+        self.kind = kind
+        self.host, self.requested_port = parse_listen_address(address, f"listen.{kind}")
+        self.factory = factory
+        self.listening = None
+
+    @property
+    def port(self) -> int:
+        return self.listening.getHost().port
+
+    def startService(self):
+        super().startService()
+        self.listening = _Port(self.requested_port, self.factory, 128, self.host, reactor)
+        self.listening.startListening()
+        log.info(
+            "listening for {kind} on {host}:{port}", kind=self.kind, host=self.host, port=self.port
+        )
+
+    def stopService(self):
+        super().stopService()
+        if self.listening is not None:
+            return self.listening.stopListening()
+
+
+class _Port(tcp.Port):
+    """IPv6 listeners are IPv6-only, so that "0.0.0.0:25" and "[::]:25" can both be listed."""
+
+    def createInternetSocket(self):
+        sock = super().createInternetSocket()
+        if self.addressFamily == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        return sock
+
+
+class MailServer(service.MultiService):
+    def __init__(self, services: Services):
+        super().__init__()
+        self.shared = services  # (MultiService keeps its children in .services)
+        self.listeners: list[ListenerService] = []
+        for kind in LISTENERS:
+            for address in getattr(services.config.listen, kind):
+                listener = ListenerService(kind, address, build_factory(services, kind))
+                listener.setServiceParent(self)
+                self.listeners.append(listener)
+        runner = _optional_service("mailsuite.relay.runner", services)
+        if runner is not None:
+            runner.setServiceParent(self)
+        self._saver = task.LoopingCall(services.store.save_indexes)
+
+    def port(self, kind: str) -> int:
+        for listener in self.listeners:
+            if listener.kind == kind:
+                return listener.port
+        raise KeyError(kind)
+
+    def startService(self):
+        super().startService()
+        self._saver.start(INDEX_SAVE_SECONDS, now=False)
+
+    def stopService(self):
+        if self._saver.running:
+            self._saver.stop()
+        d = super().stopService()
+        self.shared.store.save_indexes()
+        return d
+
+
+def _optional_service(module_name: str, services: Services):
+    """The relay runner arrives with its own package; without it the queue just fills."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        log.warn("{module} not available: outbound mail stays queued", module=module_name)
+        return None
+    return module.build_service(services)
+
+
+def start_logging(config: Config) -> None:
+    level = LogLevel.levelWithName(config.log.level.lower())
+    out = sys.stdout if config.log.file == "-" else open(config.log.file, "a", buffering=1)  # noqa: SIM115
+
+    if config.log.format == "json":
+
+        def observer(event):
+            out.write(eventAsJSON(event) + "\n")
+
+    else:
+
+        def observer(event):
+            text = formatEvent(event)
+            if event.get("log_failure") is not None:
+                text += "\n" + event["log_failure"].getTraceback()
+            ns = event.get("log_namespace", "")
+            lvl = event.get("log_level")
+            out.write(f"{lvl.name if lvl else 'info'} {ns}: {text}\n")
+
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(observer, [predicate])], redirectStandardIO=False
+    )
+
+
+def serve(config: Config) -> int:
+    start_logging(config)
+    services = Services.create(config)
+    server = MailServer(services)
+
+    def on_hup(signum, frame):
+        reactor.callFromThread(services.tls.reload)
+
+    signal.signal(signal.SIGHUP, on_hup)
+    reactor.callWhenRunning(server.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
+    log.info(
+        "mailsuite serving {host} for {domains}",
+        host=config.hostname,
+        domains=json.dumps(config.domains),
+    )
+    reactor.run()
+    return 0

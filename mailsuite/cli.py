@@ -1,0 +1,425 @@
+"""The `mailsuite` admin command.
+
+Every subcommand works while the server runs (the account database is shared through SQLite
+WAL, the store through Maildir), and every error is one line on stderr with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import getpass
+import importlib
+import sys
+from pathlib import Path
+
+from mailsuite.accounts.db import AccountError, Accounts
+from mailsuite.config import ConfigError, ListenConfig, config_path, load_config
+
+EX_USAGE = 64
+EX_NOUSER = 67
+EX_TEMPFAIL = 75
+EX_NOPERM = 77
+
+# Subcommand families that live with the package they manage: (module, function).
+PLUGINS = [
+    ("mailsuite.relay.admin", "add_queue_commands"),
+    ("mailsuite.trust.dnsrecords", "add_dns_command"),
+    ("mailsuite.trust.dnsrecords", "add_dkim_command"),
+    ("mailsuite.transfer.admin", "add_transfer_commands"),
+]
+
+DEFAULT_TOML = """\
+# mailsuite configuration (written by `mailsuite init`). Paths are relative to this file.
+hostname = "{hostname}"
+domains = ["{domain}"]
+data_dir = "data"
+
+[tls]
+cert = "certs/mail.pem"
+key = "certs/mail.key"
+
+[listen]
+smtp = ["127.0.0.1:2525"]
+submission = ["127.0.0.1:2587"]
+submissions = ["127.0.0.1:2465"]
+pop3 = ["127.0.0.1:2110"]
+pop3s = ["127.0.0.1:2995"]
+imap = ["127.0.0.1:2143"]
+imaps = ["127.0.0.1:2993"]
+http = ["127.0.0.1:8080"]
+
+[auth]
+plaintext = "never"
+"""
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def parse_size(text: str) -> int:
+    """'500M', '2G', '1024' -> bytes."""
+    text = text.strip().upper()
+    mult = 1
+    for suffix, m in (("K", 1024), ("M", 1024**2), ("G", 1024**3), ("T", 1024**4)):
+        if text.endswith(suffix) or text.endswith(suffix + "B"):
+            text = text[: text.index(suffix)]
+            mult = m
+            break
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    return int(text) * mult
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mailsuite", description="A self-hosted mail server and its admin command."
+    )
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $MAILSUITE_CONFIG or conf/mailsuite.toml)",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("init", help="write a config, data folders and a certificate into DIR")
+    s.add_argument("dir", type=Path)
+    s.add_argument("--hostname", default="mail.example.test")
+    s.add_argument("--domain", default="example.test")
+    s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("serve", help="run the server in the foreground")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("check", help="validate the config and print the listeners it would open")
+    s.set_defaults(func=cmd_check)
+
+    dom = sub.add_parser("domain", help="manage local domains").add_subparsers(
+        dest="action", required=True
+    )
+    s = dom.add_parser("add", help="add a local domain")
+    s.add_argument("domain")
+    s.set_defaults(func=cmd_domain_add)
+    s = dom.add_parser("del", help="remove a local domain (it must have no users)")
+    s.add_argument("domain")
+    s.set_defaults(func=cmd_domain_del)
+    s = dom.add_parser("list", help="list local domains")
+    s.set_defaults(func=cmd_domain_list)
+
+    usr = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
+    s = usr.add_parser("add", help="add a user and create its mailbox")
+    s.add_argument("address")
+    s.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    s.add_argument(
+        "--quota", type=parse_size, default=0, metavar="SIZE", help="e.g. 2G (0: unlimited)"
+    )
+    s.add_argument("--quota-messages", type=int, default=0, metavar="N")
+    s.set_defaults(func=cmd_user_add)
+    s = usr.add_parser("del", help="remove a user (its mail is kept unless --purge)")
+    s.add_argument("address")
+    s.add_argument("--purge", action="store_true", help="also delete the user's mail")
+    s.set_defaults(func=cmd_user_del)
+    s = usr.add_parser("passwd", help="set a user's password")
+    s.add_argument("address")
+    s.add_argument("--password-stdin", action="store_true")
+    s.set_defaults(func=cmd_user_passwd)
+    s = usr.add_parser("list", help="list users")
+    s.add_argument("domain", nargs="?")
+    s.set_defaults(func=cmd_user_list)
+    s = usr.add_parser("quota", help="show or set a user's quota")
+    s.add_argument("address")
+    s.add_argument("--bytes", type=parse_size, metavar="SIZE")
+    s.add_argument("--messages", type=int, metavar="N")
+    s.set_defaults(func=cmd_user_quota)
+
+    al = sub.add_parser("alias", help="manage aliases").add_subparsers(dest="action", required=True)
+    s = al.add_parser("add", help="add an alias (SOURCE may be @domain for a catch-all)")
+    s.add_argument("source")
+    s.add_argument("targets", nargs="+")
+    s.set_defaults(func=cmd_alias_add)
+    s = al.add_parser("del", help="remove an alias, or one of its targets")
+    s.add_argument("source")
+    s.add_argument("target", nargs="?")
+    s.set_defaults(func=cmd_alias_del)
+    s = al.add_parser("list", help="list aliases")
+    s.set_defaults(func=cmd_alias_list)
+
+    s = sub.add_parser(
+        "deliver",
+        help="deliver one RFC 5322 message from stdin (exit 67: no such user, 75: try later)",
+    )
+    s.add_argument("--to", required=True, action="append", metavar="ADDRESS")
+    s.add_argument("--from", dest="sender", default="", metavar="ADDRESS")
+    s.add_argument("--folder", default="INBOX")
+    s.set_defaults(func=cmd_deliver)
+
+    for module_name, function in PLUGINS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name:
+                raise
+            continue
+        getattr(module, function)(sub)
+    return p
+
+
+# -- context ---------------------------------------------------------------------------------
+
+
+class Context:
+    """What a subcommand needs, opened lazily so that `init` and `check` touch nothing."""
+
+    def __init__(self, args):
+        self.args = args
+        self.config_path = config_path(args.config)
+        self._config = None
+        self._accounts = None
+        self._store = None
+
+    @property
+    def config(self):
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def accounts(self) -> Accounts:
+        if self._accounts is None:
+            from mailsuite.services import prepare_data_dir
+
+            prepare_data_dir(self.config)
+            self._accounts = Accounts(self.config.accounts_db, self.config.domains)
+        return self._accounts
+
+    @property
+    def store(self):
+        if self._store is None:
+            from mailsuite.store import Store
+
+            self._store = Store(self.config.mail_dir)
+        return self._store
+
+    def services(self):
+        from mailsuite.services import Services
+
+        return Services.create(self.config, with_tls=False)
+
+
+def read_password(args, confirm: bool = True) -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        password = line.rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            raise CliError("no terminal for the password prompt: use --password-stdin", EX_USAGE)
+        password = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Again: ") != password:
+            raise CliError("passwords differ")
+    if not password:
+        raise CliError("empty password")
+    return password
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_init(ctx: Context) -> int:
+    from mailsuite.config import load_config as load
+    from mailsuite.services import prepare_data_dir
+    from mailsuite.tls import TlsContexts
+
+    target: Path = ctx.args.dir
+    target.mkdir(parents=True, exist_ok=True)
+    conf = target / "mailsuite.toml"
+    if conf.exists():
+        raise CliError(f"{conf} exists; not overwriting it")
+    conf.write_text(DEFAULT_TOML.format(hostname=ctx.args.hostname, domain=ctx.args.domain))
+    config = load(conf)
+    prepare_data_dir(config)
+    Accounts(config.accounts_db, config.domains)
+    TlsContexts(config)
+    print(f"wrote {conf}, {config.data_dir}/ and {config.tls.cert}")
+    print(f"next: mailsuite --config {conf} user add postmaster@{ctx.args.domain}")
+    return 0
+
+
+def cmd_serve(ctx: Context) -> int:
+    from mailsuite.app import serve
+
+    return serve(ctx.config)
+
+
+def cmd_check(ctx: Context) -> int:
+    from mailsuite.app import LISTENERS
+    from mailsuite.config import parse_listen_address
+
+    cfg = ctx.config
+    print(f"config {cfg.path}: ok")
+    print(f"hostname {cfg.hostname}; domains {', '.join(cfg.domains)}; data in {cfg.data_dir}")
+    for f in dataclasses.fields(ListenConfig):
+        for addr in getattr(cfg.listen, f.name):
+            host, port = parse_listen_address(addr)
+            tls = " (implicit TLS)" if f.name in ("submissions", "pop3s", "imaps") else ""
+            print(f"listen {f.name:<12} {host}:{port}{tls}")
+            importlib.import_module(LISTENERS[f.name])
+    return 0
+
+
+def cmd_domain_add(ctx: Context) -> int:
+    ctx.accounts.add_domain(ctx.args.domain)
+    print(f"domain {ctx.args.domain.lower()} added")
+    return 0
+
+
+def cmd_domain_del(ctx: Context) -> int:
+    ctx.accounts.del_domain(ctx.args.domain)
+    print(f"domain {ctx.args.domain.lower()} removed")
+    return 0
+
+
+def cmd_domain_list(ctx: Context) -> int:
+    for d in ctx.accounts.list_domains():
+        print(d)
+    return 0
+
+
+def cmd_user_add(ctx: Context) -> int:
+    password = read_password(ctx.args)
+    user = ctx.accounts.add_user(
+        ctx.args.address, password, ctx.args.quota, ctx.args.quota_messages
+    )
+    try:
+        ctx.store.create_mailbox(user.address, user.quota_bytes, user.quota_messages)
+    except OSError as e:
+        ctx.accounts.del_user(user.address)
+        raise CliError(f"cannot create the mailbox of {user.address}: {e}") from None
+    print(f"user {user.address} added")
+    return 0
+
+
+def cmd_user_del(ctx: Context) -> int:
+    address = ctx.args.address
+    ctx.accounts.del_user(address)
+    if ctx.args.purge:
+        ctx.store.delete_mailbox(address)
+    print(
+        f"user {address.lower()} removed" + (" with its mail" if ctx.args.purge else " (mail kept)")
+    )
+    return 0
+
+
+def cmd_user_passwd(ctx: Context) -> int:
+    if ctx.accounts.get_user(ctx.args.address) is None:
+        raise CliError(f"no such user {ctx.args.address}")
+    ctx.accounts.set_password(ctx.args.address, read_password(ctx.args))
+    print(f"password of {ctx.args.address.lower()} changed")
+    return 0
+
+
+def cmd_user_list(ctx: Context) -> int:
+    for u in ctx.accounts.list_users(ctx.args.domain):
+        state = "" if u.enabled else " (disabled)"
+        quota = (
+            f" quota {u.quota_bytes}B/{u.quota_messages}msgs"
+            if (u.quota_bytes or u.quota_messages)
+            else ""
+        )
+        print(f"{u.address}{quota}{state}")
+    return 0
+
+
+def cmd_user_quota(ctx: Context) -> int:
+    user = ctx.accounts.get_user(ctx.args.address)
+    if user is None:
+        raise CliError(f"no such user {ctx.args.address}")
+    if ctx.args.bytes is not None or ctx.args.messages is not None:
+        b = ctx.args.bytes if ctx.args.bytes is not None else user.quota_bytes
+        m = ctx.args.messages if ctx.args.messages is not None else user.quota_messages
+        ctx.accounts.set_quota(user.address, b, m)
+        ctx.store.mailbox(user.address).set_quota(b, m)
+    q = ctx.store.mailbox(user.address).quota()
+    print(
+        f"{user.address}: {q.used_bytes} bytes in {q.used_messages} messages; "
+        f"limit {q.limit_bytes or 'none'} bytes, {q.limit_messages or 'none'} messages"
+    )
+    return 0
+
+
+def cmd_alias_add(ctx: Context) -> int:
+    ctx.accounts.add_alias(ctx.args.source, ctx.args.targets)
+    print(f"alias {ctx.args.source.lower()} -> {', '.join(t.lower() for t in ctx.args.targets)}")
+    return 0
+
+
+def cmd_alias_del(ctx: Context) -> int:
+    ctx.accounts.del_alias(ctx.args.source, ctx.args.target)
+    print(f"alias {ctx.args.source.lower()} removed")
+    return 0
+
+
+def cmd_alias_list(ctx: Context) -> int:
+    for source, targets in ctx.accounts.list_aliases().items():
+        print(f"{source} -> {', '.join(targets)}")
+    return 0
+
+
+def cmd_deliver(ctx: Context) -> int:
+    from mailsuite.delivery import Envelope, Recipient, TemporaryFailure, UnknownRecipient
+    from mailsuite.store import QuotaExceeded
+
+    data = sys.stdin.buffer.read()
+    if not data.strip():
+        raise CliError("empty message on stdin", EX_USAGE)
+    services = ctx.services()
+    for rcpt in ctx.args.to:
+        if services.delivery.resolve(rcpt).kind == "unknown":
+            raise CliError(f"no such user {rcpt}", EX_NOUSER)
+    envelope = Envelope(
+        ctx.args.sender, [Recipient(a) for a in ctx.args.to], folder=ctx.args.folder
+    )
+    try:
+        services.delivery.deliver_blocking(envelope, data)
+    except UnknownRecipient as e:
+        raise CliError(f"no such user {e}", EX_NOUSER) from None
+    except QuotaExceeded as e:
+        raise CliError(f"quota exceeded: {e}", EX_TEMPFAIL if e.temporary else EX_NOPERM) from None
+    except TemporaryFailure as e:
+        raise CliError(f"temporary failure: {e}", EX_TEMPFAIL) from None
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    ctx = Context(args)
+    try:
+        return args.func(ctx) or 0
+    except ConfigError as e:
+        print(f"mailsuite: config error: {e}", file=sys.stderr)
+        return 2
+    except (AccountError, CliError) as e:
+        print(f"mailsuite: {e}", file=sys.stderr)
+        return getattr(e, "code", 1)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # the admin command never shows a traceback
+        from mailsuite.store import BadFolderName, NoSuchFolder, NoSuchMailbox
+
+        if isinstance(e, (NoSuchMailbox, NoSuchFolder, BadFolderName)):
+            print(f"mailsuite: {e.__class__.__name__}: {e}", file=sys.stderr)
+            return 1
+        if isinstance(e, OSError):
+            print(
+                f"mailsuite: {e.strerror or e}: {getattr(e, 'filename', '') or ''}", file=sys.stderr
+            )
+            return 1
+        print(f"mailsuite: internal error: {e.__class__.__name__}: {e}", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

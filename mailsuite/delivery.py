@@ -1,0 +1,180 @@
+"""The one path a message takes into the system: resolve recipients, then store local copies
+and queue remote ones, all durably, before anybody is told "accepted".
+
+SMTP, `mailsuite deliver`, bounces and imports all come through here, so durability, quota and
+IDLE notification are written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from twisted.internet import threads
+from twisted.logger import Logger
+
+from mailsuite.accounts.db import Accounts
+from mailsuite.relay.queue import Queue
+from mailsuite.store import Mailbox, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
+
+log = Logger(namespace="mailsuite.delivery")
+
+
+class TemporaryFailure(Exception):
+    """Nothing was delivered; the sender should try again (SMTP 451 4.3.0, sysexits 75)."""
+
+
+class UnknownRecipient(Exception):
+    """SMTP 550 5.1.1, sysexits 67."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    notify: tuple[str, ...] = ()  # RFC 3461 NOTIFY values, upper case
+    orcpt: str | None = None  # RFC 3461 ORCPT, "rfc822;addr"
+
+
+@dataclass
+class Envelope:
+    mail_from: str  # "" for the null sender
+    recipients: list[Recipient]
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
+    authenticated_user: str | None = None
+    client_ip: str | None = None
+    helo: str | None = None
+    smtputf8: bool = False
+    folder: str = "INBOX"  # "Junk" when inbound checks say so
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    kind: str  # "local", "remote" or "unknown"
+    local: tuple[str, ...] = ()
+    remote: tuple[str, ...] = ()
+
+
+@dataclass
+class DeliveryReport:
+    local: list[tuple[str, str]] = field(default_factory=list)  # (mailbox, key)
+    queue_id: str | None = None
+    failed: list[tuple[str, Exception]] = field(default_factory=list)  # (recipient, reason)
+
+
+class Delivery:
+    def __init__(self, accounts: Accounts, store: Store, queue: Queue):
+        self.accounts = accounts
+        self.store = store
+        self.queue = queue
+
+    def resolve(self, address: str) -> RecipientResult:
+        domain = address.rpartition("@")[2].lower().rstrip(".")
+        if not domain:
+            return RecipientResult("unknown")
+        if not self.accounts.is_local_domain(domain):
+            return RecipientResult("remote", remote=(address,))
+        res = self.accounts.resolve(address)
+        if res is None:
+            return RecipientResult("unknown")
+        return RecipientResult("local", res.local, res.remote)
+
+    def check_quota(self, address: str, size: int) -> None:
+        """Raise QuotaExceeded early (at RCPT, with the SIZE the client declared)."""
+        res = self.resolve(address)
+        for mailbox in res.local:
+            try:
+                self.store.mailbox(mailbox).check_quota(size)
+            except NoSuchMailbox:
+                continue
+
+    def deliver(self, envelope: Envelope, data: bytes):
+        """Deferred[DeliveryReport], firing once every copy is fsynced; TemporaryFailure when
+        nothing could be stored (and nothing was left half-delivered)."""
+        d = threads.deferToThread(self.deliver_blocking, envelope, data)
+
+        def notify(report: DeliveryReport):
+            for mailbox, _ in report.local:
+                self.store.notify_delivery(mailbox, envelope.folder)
+                if envelope.folder != "INBOX":
+                    self.store.notify_delivery(mailbox, "INBOX")
+            return report
+
+        return d.addCallback(notify)
+
+    def deliver_blocking(self, envelope: Envelope, data: bytes) -> DeliveryReport:
+        """The same, blocking: for worker threads and the admin command."""
+        report = DeliveryReport()
+        local: dict[str, None] = {}
+        remote: list[Recipient] = []
+        for rcpt in envelope.recipients:
+            res = self.resolve(rcpt.address)
+            if res.kind == "unknown":
+                report.failed.append((rcpt.address, UnknownRecipient(rcpt.address)))
+                continue
+            for mailbox in res.local:
+                local.setdefault(mailbox)
+            for addr in res.remote:
+                remote.append(Recipient(addr, rcpt.notify, rcpt.orcpt or f"rfc822;{rcpt.address}"))
+        written: list[tuple[Mailbox, str, str]] = []
+        try:
+            for mailbox in local:
+                try:
+                    mbox = self._mailbox(mailbox)
+                    header = self._trace_headers(envelope.mail_from, mailbox)
+                    folder = envelope.folder if mbox.exists(envelope.folder) else "INBOX"
+                    key = mbox.deliver(header + data, folder)
+                except QuotaExceeded as e:
+                    report.failed.append((mailbox, e))
+                    continue
+                written.append((mbox, folder, key))
+                report.local.append((mailbox, key))
+            if remote:
+                report.queue_id = self.queue.enqueue(
+                    envelope.mail_from, remote, data, envelope.dsn_ret, envelope.dsn_envid
+                )
+        except (OSError, NoSuchFolder) as e:
+            self._undo(written)
+            log.error("delivery failed, nothing kept: {err}", err=str(e))
+            raise TemporaryFailure(str(e)) from e
+        if not report.local and not report.queue_id and report.failed:
+            # Nobody got a copy: let the caller refuse the whole message with the reason.
+            reason = report.failed[0][1]
+            raise reason
+        for mailbox, key in report.local:
+            log.info(
+                "delivered to {mailbox} from <{sender}> key {key} size {size}",
+                mailbox=mailbox,
+                sender=envelope.mail_from,
+                key=key,
+                size=len(data),
+            )
+        if report.queue_id:
+            log.info(
+                "queued {id} from <{sender}> for {n} remote recipient(s)",
+                id=report.queue_id,
+                sender=envelope.mail_from,
+                n=len(remote),
+            )
+        return report
+
+    def _mailbox(self, address: str) -> Mailbox:
+        try:
+            return self.store.mailbox(address)
+        except NoSuchMailbox:
+            # A user added by the admin command before its Maildir exists (or a lost Maildir):
+            # create it rather than lose mail.
+            user = self.accounts.get_user(address)
+            quota = (user.quota_bytes, user.quota_messages) if user else (0, 0)
+            return self.store.create_mailbox(address, *quota)
+
+    @staticmethod
+    def _trace_headers(mail_from: str, mailbox: str) -> bytes:
+        # RFC 5321 §4.4: the final delivery adds Return-Path with the envelope sender.
+        return f"Return-Path: <{mail_from}>\r\nDelivered-To: {mailbox}\r\n".encode(
+            "utf-8", "surrogateescape"
+        )
+
+    @staticmethod
+    def _undo(written) -> None:
+        for mbox, folder, key in written:
+            mbox.withdraw(folder, key)

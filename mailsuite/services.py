@@ -1,0 +1,81 @@
+"""The shared services every front end receives: config, store, accounts, TLS, delivery, queue."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+from mailsuite.accounts.checker import Authenticator
+from mailsuite.accounts.db import Accounts
+from mailsuite.accounts.throttle import FailedLoginThrottle
+from mailsuite.config import Config, ConfigError
+from mailsuite.delivery import Delivery
+from mailsuite.limits import ConnectionLimiter
+from mailsuite.relay.queue import Queue
+from mailsuite.store import Store
+from mailsuite.tls import TlsContexts
+
+
+def prepare_data_dir(config: Config) -> None:
+    """Create data_dir if missing; a data_dir we cannot write is an error now, not at the
+    first delivery."""
+    try:
+        for path in (config.data_dir, config.mail_dir, config.queue_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        probe = config.data_dir / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError("data_dir", f"{config.data_dir} is not writable: {e.strerror}") from None
+
+
+@dataclass
+class Services:
+    config: Config
+    store: Store
+    accounts: Accounts
+    authenticator: Authenticator
+    tls: TlsContexts
+    delivery: Delivery
+    queue: Queue
+    connections: ConnectionLimiter
+
+    @classmethod
+    def create(cls, config: Config, with_tls: bool = True) -> Services:
+        prepare_data_dir(config)
+        accounts = Accounts(config.accounts_db, config.domains)
+        store = Store(config.mail_dir)
+        queue = Queue(config.queue_dir)
+        a = config.auth
+        throttle = FailedLoginThrottle(
+            free_failures=a.free_failures,
+            base_delay=a.base_delay,
+            max_delay=a.max_delay,
+            lockout_failures=a.lockout_failures,
+            lockout_seconds=a.lockout_seconds,
+            ip_lockout_failures=a.ip_lockout_failures,
+        )
+        return cls(
+            config=config,
+            store=store,
+            accounts=accounts,
+            authenticator=Authenticator(accounts, throttle),
+            tls=TlsContexts(config) if with_tls else None,
+            delivery=Delivery(accounts, store, queue),
+            queue=queue,
+            connections=ConnectionLimiter(
+                config.limits.connections_total, config.limits.connections_per_ip
+            ),
+        )
+
+    def plaintext_auth_allowed(self, secure: bool, client_ip: str) -> bool:
+        """Passwords only over TLS, except from loopback when `auth.plaintext = "loopback"`."""
+        if secure:
+            return True
+        if self.config.auth.plaintext != "loopback":
+            return False
+        try:
+            return ipaddress.ip_address(client_ip.removeprefix("::ffff:")).is_loopback
+        except ValueError:
+            return False
