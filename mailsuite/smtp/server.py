@@ -9,7 +9,6 @@ Errors are `SmtpReply` exceptions and become wire replies in `_reply_error` only
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from dataclasses import dataclass, field
 
@@ -19,6 +18,8 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from mailsuite import sasl
+from mailsuite.accounts.checker import AuthThrottled
+from mailsuite.delivery import Envelope, Recipient, UnknownRecipient
 from mailsuite.smtp import headers
 from mailsuite.smtp.parser import (
     AUTH_LINE_LIMIT,
@@ -37,6 +38,8 @@ from mailsuite.smtp.parser import (
     parse_rcpt_to,
 )
 from mailsuite.smtp.received import received_header, with_keyword
+from mailsuite.store import QuotaExceeded
+from mailsuite.tls import is_secure, tls_info
 
 log = Logger(namespace="mailsuite.smtp")
 
@@ -84,7 +87,7 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
         self.greeted = False
         self.bad_commands = 0
         self.client_ip = ""
-        self._limit_token = None
+        self._holds_slot = False
         self._paused = False
         self._processing = False
         self._bdat_error: SmtpReply | None = None
@@ -98,20 +101,13 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass
-        self.secure = self.kind == "submissions" or _is_secure(self.transport)
-        try:
-            self._limit_token = self.services.connections.acquire(self.kind, self.client_ip)
-        except SmtpReply as e:
-            self._write(e.to_bytes())
-            self._close()
-            return
-        except Exception as e:  # the limiter refuses with its own exception type
-            if not _is_limit_refusal(e):
-                raise
-            log.info("smtp {ip}: connection refused: {err}", ip=self.client_ip, err=e)
+        self.secure = self.kind == "submissions" or is_secure(self.transport)
+        if not self.services.connections.acquire(self.client_ip):
+            log.info("smtp {ip}: too many connections", ip=self.client_ip)
             self._write(format_reply(421, "4.7.0", f"{self.hostname} Error: too many connections"))
             self._close()
             return
+        self._holds_slot = True
         self.setTimeout(self.cfg.command_timeout)
         delay = self.cfg.greeting_delay
         if delay > 0:
@@ -133,9 +129,9 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
         call = getattr(self, "_greet_call", None)
         if call is not None and call.active():
             call.cancel()
-        if self._limit_token is not None:
-            self.services.connections.release(self._limit_token)
-            self._limit_token = None
+        if self._holds_slot:
+            self._holds_slot = False
+            self.services.connections.release(self.client_ip)
 
     def timeoutConnection(self) -> None:
         # RFC 5321 §4.5.3.2: the server may close after its timeout, with a 421 first.
@@ -431,8 +427,6 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
             self._reply(235, "2.7.0", "Authentication successful")
 
         def failed(failure):
-            from mailsuite.accounts.checker import AuthThrottled
-
             if failure.check(AuthThrottled):
                 raise SmtpReply(454, "4.7.0", "Temporary authentication failure, try again later")
             raise SmtpReply(535, "5.7.8", "Error: authentication failed")
@@ -475,6 +469,11 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
             # RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
             raise SmtpReply(452, "4.5.3", "Error: too many recipients")
         address = self._check_recipient(rcpt.recipient)
+        try:
+            # Refuse now rather than accept and fail one copy after DATA (one reply for all).
+            self.services.delivery.check_quota(address, tx.mail.size or 0)
+        except QuotaExceeded:
+            raise SmtpReply(452, "4.2.2", f"<{address}>: Mailbox full") from None
         if address.lower() not in tx.addresses:
             tx.addresses.add(address.lower())
             tx.recipients.append(_make_recipient(address, rcpt.notify, rcpt.orcpt))
@@ -585,10 +584,10 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
             hostname=self.hostname,
             protocol=proto,
             queue_id=queue_id,
-            tls_info=_tls_info(self.transport) if self.secure else None,
+            tls_info=tls_info(self.transport) if self.secure else None,
             recipient=tx.recipients[0].address if len(tx.recipients) == 1 else None,
         )
-        envelope = _make_envelope(tx, self, queue_id)
+        envelope = _make_envelope(tx, self)
         d = defer.maybeDeferred(self.services.delivery.deliver, envelope, trace + data)
 
         def delivered(report):
@@ -623,43 +622,15 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
         return not self.secure and getattr(self.services, "tls", None) is not None
 
     def _auth_allowed(self) -> bool:
-        if self.secure:
-            return True
-        if self.services.config.auth.plaintext == "loopback":
-            try:
-                return ipaddress.ip_address(self.client_ip).is_loopback
-            except ValueError:
-                return False
-        return False
+        # RFC 4954 §4 / RFC 8314: passwords only inside TLS (loopback exception configurable).
+        return self.services.plaintext_auth_allowed(self.secure, self.client_ip)
 
 
-def _is_secure(transport) -> bool:
-    try:
-        from mailsuite.tls import is_secure
-    except ImportError:  # pragma: no cover - tls module not built yet
-        return False
-    return bool(is_secure(transport))
+def _make_recipient(address: str, notify, orcpt) -> Recipient:
+    return Recipient(address, tuple(notify) if notify else (), orcpt)
 
 
-def _tls_info(transport) -> str | None:
-    from mailsuite.tls import tls_info
-
-    return tls_info(transport)
-
-
-def _is_limit_refusal(e: Exception) -> bool:
-    return type(e).__name__ in ("TooManyConnections", "ConnectionRefused", "LimitExceeded")
-
-
-def _make_recipient(address: str, notify, orcpt):
-    from mailsuite.delivery import Recipient
-
-    return Recipient(address, list(notify) if notify else None, orcpt)
-
-
-def _make_envelope(tx: Transaction, session: SmtpSession, queue_id: str):
-    from mailsuite.delivery import Envelope
-
+def _make_envelope(tx: Transaction, session: SmtpSession) -> Envelope:
     return Envelope(
         mail_from=tx.sender,
         recipients=list(tx.recipients),
@@ -668,14 +639,17 @@ def _make_envelope(tx: Transaction, session: SmtpSession, queue_id: str):
         authenticated_user=session.user,
         client_ip=session.client_ip,
         helo=session.helo or "",
+        smtputf8=tx.mail.smtputf8,
     )
 
 
 def _delivery_failure_reply(failure: Failure) -> SmtpReply:
     if failure.check(SmtpReply):
         return failure.value
-    name = type(failure.value).__name__
-    if name == "QuotaExceeded":
+    if failure.check(UnknownRecipient):
+        # The account vanished between RCPT and the end of DATA.
+        return SmtpReply(550, "5.1.1", "Error: recipient address rejected: User unknown")
+    if failure.check(QuotaExceeded):
         # RFC 3463 X.2.2: mailbox full.  Temporary, as Postfix/Dovecot answer by default.
         return SmtpReply(452, "4.2.2", "Error: mailbox full")
     log.failure("delivery failed", failure)

@@ -1,0 +1,189 @@
+"""Real SMTP listeners on free loopback ports, served by a reactor running in a thread.
+
+`smtp_server(**config_overrides)` builds a fresh data folder and Services, starts the three
+SMTP listeners on port 0 and returns a handle with the ports, the services and helpers to read
+the recipient's Maildir.  Settings under test (tiny limits and timeouts) go through the config,
+exactly as an operator would set them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+import pytest
+from twisted.internet import reactor, threads
+
+from mailsuite.app import build_factory
+from mailsuite.config import config_from_dict
+from mailsuite.services import Services
+
+PASSWORD = "s3cret-pw"
+
+
+def _ensure_reactor() -> None:
+    if reactor.running:
+        return
+    t = threading.Thread(
+        target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True, name="reactor"
+    )
+    t.start()
+    ready = threading.Event()
+    reactor.callFromThread(ready.set)
+    assert ready.wait(10), "reactor did not start"
+
+
+def on_reactor(fn, *args, **kw):
+    return threads.blockingCallFromThread(reactor, fn, *args, **kw)
+
+
+@dataclasses.dataclass
+class SmtpServer:
+    services: Services
+    ports: dict[str, int]
+    root: Path
+
+    def maildir_files(self, address: str) -> list[Path]:
+        local, _, domain = address.partition("@")
+        base = self.root / "data" / "mail" / domain / local
+        return sorted(p for sub in ("new", "cur") for p in (base / sub).glob("*") if p.is_file())
+
+    def message(self, address: str) -> bytes:
+        files = self.maildir_files(address)
+        assert len(files) == 1, files
+        return files[0].read_bytes()
+
+    def queue_entries(self) -> list[Path]:
+        return sorted((self.root / "data" / "queue" / "env").glob("*.json"))
+
+
+@pytest.fixture(scope="session")
+def cert_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("certs")
+
+
+@pytest.fixture
+def smtp_server(tmp_path, cert_dir):
+    _ensure_reactor()
+    listening = []
+
+    def make(**sections) -> SmtpServer:
+        raw = {
+            "hostname": "mx.example.test",
+            "domains": ["example.test", "other.test"],
+            "data_dir": str(tmp_path / "data"),
+            "tls": {"cert": str(cert_dir / "mail.pem"), "key": str(cert_dir / "mail.key")},
+            "auth": {"plaintext": "never"},
+        }
+        for key, value in sections.items():
+            if isinstance(value, dict):
+                raw.setdefault(key, {}).update(value)
+            else:
+                raw[key] = value
+        config = config_from_dict(raw, base=tmp_path)
+        services = Services.create(config)
+        acc = services.accounts
+        for user in ("alice@example.test", "bob@example.test", "carol@other.test"):
+            acc.add_user(user, PASSWORD)
+            services.store.create_mailbox(user)
+        acc.add_alias("sales@example.test", ["alice@example.test", "bob@example.test"])
+        acc.add_alias("ali@example.test", ["alice@example.test"])
+        acc.add_alias("@other.test", ["carol@other.test"])  # catch-all
+        ports = {}
+        for kind in ("smtp", "submission", "submissions"):
+            factory = build_factory(services, kind)
+            port = on_reactor(reactor.listenTCP, 0, factory, interface="127.0.0.1")
+            listening.append(port)
+            ports[kind] = port.getHost().port
+        return SmtpServer(services, ports, tmp_path)
+
+    yield make
+    for port in listening:
+        on_reactor(port.stopListening)
+
+
+@pytest.fixture
+def server(smtp_server) -> SmtpServer:
+    return smtp_server()
+
+
+class Wire:
+    """A raw SMTP client socket: send exact bytes, read whole replies (RFC 5321 §4.2.1)."""
+
+    def __init__(self, port: int, tls: bool = False, greeting: bool = True, timeout: float = 10):
+        import socket
+
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:
+            sock = self.context().wrap_socket(sock)
+        self.sock = sock
+        self.buf = b""
+        if greeting:
+            code, _ = self.reply()
+            assert code == 220
+
+    @staticmethod
+    def context():
+        import ssl
+
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def send(self, data: bytes | str) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(self.buf)
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def reply(self) -> tuple[int, list[str]]:
+        lines = []
+        while True:
+            line = self.line().decode("utf-8", "replace")
+            lines.append(line[4:])
+            if line[3:4] != "-":
+                return int(line[:3]), lines
+
+    def replies(self, n: int) -> list[tuple[int, str]]:
+        return [(c, " ".join(t)) for c, t in (self.reply() for _ in range(n))]
+
+    def cmd(self, text: str) -> tuple[int, str]:
+        self.send(text + "\r\n")
+        code, lines = self.reply()
+        return code, " ".join(lines)
+
+    def starttls(self) -> None:
+        assert self.cmd("STARTTLS")[0] == 220
+        self.sock = self.context().wrap_socket(self.sock)
+
+    def closed(self) -> bool:
+        """True when the server has closed the connection (EOF)."""
+        try:
+            return self.sock.recv(1) == b""
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def wire(server):
+    opened = []
+
+    def connect(kind: str = "smtp", **kw) -> Wire:
+        w = Wire(server.ports[kind], **kw)
+        opened.append(w)
+        return w
+
+    yield connect
+    for w in opened:
+        w.close()
