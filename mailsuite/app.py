@@ -47,8 +47,10 @@ INDEX_SAVE_SECONDS = 5.0
 def build_factory(services: Services, kind: str):
     module = importlib.import_module(LISTENERS[kind])
     factory = module.build_factory(services, kind)
+    factory.noisy = False  # we log listeners ourselves; per-factory start/stop lines are noise
     if kind in IMPLICIT_TLS:
         factory = TLSMemoryBIOFactory(services.tls.server_options(), False, factory)
+        factory.noisy = False
     return factory
 
 

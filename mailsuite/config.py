@@ -275,7 +275,7 @@ def _build(cls: type, data: typing.Any, prefix: str, base: Path):
     for f in dataclasses.fields(cls):
         value = getattr(obj, f.name)
         if isinstance(value, Path) and not value.is_absolute():
-            object.__setattr__(obj, f.name, base / value)
+            object.__setattr__(obj, f.name, Path(os.path.normpath(base / value)))
     return obj
 
 
