@@ -19,7 +19,6 @@ from twisted.logger import (
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    eventAsJSON,
     formatEvent,
     globalLogBeginner,
 )
@@ -143,7 +142,21 @@ def start_logging(config: Config) -> None:
     if config.log.format == "json":
 
         def observer(event):
-            out.write(eventAsJSON(event) + "\n")
+            # One flat object per line: time, level, namespace, text and the event's own fields.
+            record = {
+                "time": event.get("log_time"),
+                "level": getattr(event.get("log_level"), "name", "info"),
+                "namespace": event.get("log_namespace", ""),
+                "text": formatEvent(event),
+            }
+            for key, value in event.items():
+                if not key.startswith("log_") and key not in ("format", "message", "system"):
+                    record[key] = (
+                        value
+                        if isinstance(value, (str, int, float, bool, type(None)))
+                        else str(value)
+                    )
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     else:
 

@@ -61,6 +61,18 @@ class DeliveryReport:
     failed: list[tuple[str, Exception]] = field(default_factory=list)  # (recipient, reason)
 
 
+def message_id(data: bytes) -> str:
+    """The Message-ID header's value for log lines ("-" when there is none)."""
+    end = data.find(b"\n\n")
+    end2 = data.find(b"\r\n\r\n")
+    ends = [e for e in (end, end2) if e >= 0]
+    head = data[: min(ends)] if ends else data[:65536]
+    for line in head.split(b"\n"):
+        if line[:11].lower() == b"message-id:":
+            return line[11:].strip().decode("utf-8", "replace") or "-"
+    return "-"
+
+
 class Delivery:
     def __init__(self, accounts: Accounts, store: Store, queue: Queue):
         self.accounts = accounts
@@ -140,9 +152,11 @@ class Delivery:
             # Nobody got a copy: let the caller refuse the whole message with the reason.
             reason = report.failed[0][1]
             raise reason
+        msgid = message_id(data)
         for mailbox, key in report.local:
             log.info(
-                "delivered to {mailbox} from <{sender}> key {key} size {size}",
+                "delivered {msgid} to {mailbox} from <{sender}> size {size} key {key}",
+                msgid=msgid,
                 mailbox=mailbox,
                 sender=envelope.mail_from,
                 key=key,
