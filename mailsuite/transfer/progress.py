@@ -77,8 +77,11 @@ class Progress:
         self.stream.flush()
         self._draw(force=True)
 
-    def finish(self, summary: str) -> None:
+    def finish(self, summary: str, out: TextIO | None = None) -> None:
+        """Clear the bar and print the summary (to stdout: it is the command's result)."""
         if self.tty:
             self.stream.write("\r\x1b[K")
-        self.stream.write(summary + "\n")
-        self.stream.flush()
+            self.stream.flush()
+        out = out if out is not None else sys.stdout
+        out.write(summary + "\n")
+        out.flush()

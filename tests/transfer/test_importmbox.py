@@ -1,0 +1,86 @@
+"""`mailsuite import mbox`: a generated mboxrd file, through the admin command, into the store."""
+
+from __future__ import annotations
+
+import calendar
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailsuite.transfer.mboxfile import format_message, read_mbox
+
+MSG1 = b"From: a@remote.test\nSubject: one\nMessage-ID: <1@remote.test>\n\nFrom the start\n"
+MSG2 = b"From: b@remote.test\nSubject: two\n\n>From quoted\nplain\n"
+MSG3 = b"Subject: three\nDate: Tue, 14 Nov 2023 22:13:20 +0100\n\nbody\n"
+
+
+def generated_mbox() -> bytes:
+    """As mutt/Dovecot write it: From_ lines, escaped bodies, Status/X-Status/X-Keywords."""
+    return (
+        b"From a@remote.test Mon Jan  2 03:04:05 2023\n"
+        b"From: a@remote.test\nSubject: one\nMessage-ID: <1@remote.test>\n"
+        b"Status: RO\nX-Status: AF\nX-Keywords: $Label1 project\n\n>From the start\n\n"
+        b"From b@remote.test Tue Feb 14 10:00:00 2023\n"
+        b"From: b@remote.test\nSubject: two\nStatus: O\n\n>>From quoted\nplain\n\n"
+        # No date on the From_ line: the Date: header is used.
+        b"From MAILER-DAEMON\nSubject: three\nDate: Tue, 14 Nov 2023 22:13:20 +0100\n\nbody\n\n"
+        # An empty message: reported and skipped, the run goes on.
+        b"From nobody Wed Mar  1 00:00:00 2023\n\n"
+        b"From c@remote.test Thu Mar  2 00:00:00 2023\nSubject: four\n\nlast\n"
+    )
+
+
+def test_import_mbox_through_the_admin_command(site, tmp_path):
+    mbox = site.add_user("ann@example.test")
+    path = tmp_path / "old.mbox"
+    path.write_bytes(generated_mbox())
+    code, out, err = site.run(
+        "import", "mbox", str(path), "--user", "ann@example.test", "--folder", "Old/2023"
+    )
+    assert code == 0, err
+    assert out.startswith("imported 4 messages") and "1 skipped" in out
+    assert "skipped message 4 of old.mbox: empty message" in err
+    msgs = site.contents(mbox, "Old/2023")
+    assert [m[3] for m in msgs] == [MSG1, MSG2, MSG3, b"Subject: four\n\nlast\n"]
+    assert msgs[0][1] == {"\\Seen", "\\Answered", "\\Flagged", "$Label1", "project"}
+    assert msgs[1][1] == frozenset()
+    assert msgs[0][2] == calendar.timegm((2023, 1, 2, 3, 4, 5, 0, 0, 0))
+    assert msgs[2][2] == calendar.timegm((2023, 11, 14, 21, 13, 20, 0, 0, 0))
+    assert "Old/2023" in mbox.subscriptions()
+
+
+def test_import_mbox_unknown_user_fails_cleanly(site, tmp_path):
+    path = tmp_path / "x.mbox"
+    path.write_bytes(generated_mbox())
+    code, _, err = site.run("import", "mbox", str(path), "--user", "ghost@example.test")
+    assert code == 67 and "no such user" in err and "Traceback" not in err
+
+
+def test_crlf_mbox_is_stored_with_lf(site, tmp_path):
+    mbox = site.add_user("bea@example.test")
+    path = tmp_path / "crlf.mbox"
+    path.write_bytes(b"From x Mon Jan  2 03:04:05 2023\r\nSubject: crlf\r\n\r\nbody\r\n\r\n")
+    code, _, err = site.run("import", "mbox", str(path), "--user", "bea@example.test")
+    assert code == 0, err
+    assert [m[3] for m in site.contents(mbox, "INBOX")] == [b"Subject: crlf\n\nbody\n"]
+
+
+_line = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b""))
+_body = st.lists(
+    st.one_of(_line, st.sampled_from([b"From x", b">From y", b">>From ", b""])), max_size=8
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bodies=st.lists(_body, min_size=1, max_size=4),
+    flags=st.sets(st.sampled_from(["\\Seen", "\\Answered", "\\Flagged", "\\Draft", "kw"])),
+)
+def test_mboxrd_round_trip_property(bodies, flags):
+    msgs = [b"Subject: s\n\n" + b"".join(ln + b"\n" for ln in body) for body in bodies]
+    date = float(int(time.time()))
+    data = b"".join(format_message(m, flags, date) for m in msgs)
+    back = list(read_mbox(data.splitlines(keepends=True)))
+    assert [m.data for m in back] == msgs
+    assert all(m.flags == frozenset(flags) and m.date == date for m in back)
