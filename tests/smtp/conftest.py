@@ -9,6 +9,7 @@ exactly as an operator would set them.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import threading
 from pathlib import Path
 
@@ -58,38 +59,48 @@ class SmtpServer:
         return sorted((self.root / "data" / "queue" / "env").glob("*.json"))
 
 
+def _base_config(data_dir: Path, cert_dir: Path, base: Path, sections: dict):
+    raw = {
+        "hostname": "mx.example.test",
+        "domains": ["example.test", "other.test"],
+        "data_dir": str(data_dir),
+        "tls": {"cert": str(cert_dir / "mail.pem"), "key": str(cert_dir / "mail.key")},
+        "auth": {"plaintext": "never"},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            raw.setdefault(key, {}).update(value)
+        else:
+            raw[key] = value
+    return config_from_dict(raw, base=base)
+
+
 @pytest.fixture(scope="session")
-def cert_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("certs")
+def template_dir(tmp_path_factory) -> Path:
+    """Accounts and Maildirs made once (argon2 hashing is slow on purpose), copied per test."""
+    root = tmp_path_factory.mktemp("smtp-template")
+    config = _base_config(root / "data", root / "certs", root, {})
+    services = Services.create(config)
+    acc = services.accounts
+    for user in ("alice@example.test", "bob@example.test", "carol@other.test"):
+        acc.add_user(user, PASSWORD)
+        services.store.create_mailbox(user)
+    acc.add_alias("sales@example.test", ["alice@example.test", "bob@example.test"])
+    acc.add_alias("ali@example.test", ["alice@example.test"])
+    acc.add_alias("@other.test", ["carol@other.test"])  # catch-all
+    services.tls.ensure_certificate()
+    return root
 
 
 @pytest.fixture
-def smtp_server(tmp_path, cert_dir):
+def smtp_server(tmp_path, template_dir):
     _ensure_reactor()
     listening = []
 
     def make(**sections) -> SmtpServer:
-        raw = {
-            "hostname": "mx.example.test",
-            "domains": ["example.test", "other.test"],
-            "data_dir": str(tmp_path / "data"),
-            "tls": {"cert": str(cert_dir / "mail.pem"), "key": str(cert_dir / "mail.key")},
-            "auth": {"plaintext": "never"},
-        }
-        for key, value in sections.items():
-            if isinstance(value, dict):
-                raw.setdefault(key, {}).update(value)
-            else:
-                raw[key] = value
-        config = config_from_dict(raw, base=tmp_path)
+        shutil.copytree(template_dir / "data", tmp_path / "data")
+        config = _base_config(tmp_path / "data", template_dir / "certs", tmp_path, sections)
         services = Services.create(config)
-        acc = services.accounts
-        for user in ("alice@example.test", "bob@example.test", "carol@other.test"):
-            acc.add_user(user, PASSWORD)
-            services.store.create_mailbox(user)
-        acc.add_alias("sales@example.test", ["alice@example.test", "bob@example.test"])
-        acc.add_alias("ali@example.test", ["alice@example.test"])
-        acc.add_alias("@other.test", ["carol@other.test"])  # catch-all
         ports = {}
         for kind in ("smtp", "submission", "submissions"):
             factory = build_factory(services, kind)
