@@ -95,3 +95,12 @@ def test_post_to_autoconfig_is_405(web):
 def test_server_header_does_not_leak_versions(web):
     _, headers, _ = web.request("GET", "/mail/config-v1.1.xml")
     assert headers["server"] == "mailsuite"
+
+
+def test_domain_added_in_the_accounts_db_is_served_at_once(web, web_running, web_config):
+    status, _, _ = web.request("GET", PATHS[0], host="autoconfig.third.test")
+    assert status == 404
+    web_running.services.accounts.add_domain("third.test")
+    status, _, body = web.request("GET", PATHS[0], host="autoconfig.third.test")
+    assert status == 200
+    check_document(body, web_config, "third.test", "%EMAILADDRESS%")
