@@ -962,6 +962,9 @@ class MessageContent:
         self._bs = None
         self._body = None
 
+    def raw_bytes(self) -> bytes:
+        return self.raw
+
     def wire(self) -> bytes:
         if self._wire is None:
             self._wire = to_wire(self.raw)

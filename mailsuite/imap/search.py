@@ -1,0 +1,719 @@
+"""SEARCH criteria: parse (RFC 3501 §6.4.4, RFC 7162 MODSEQ, RFC 5182 `$`) and evaluate.
+
+Usage from the SEARCH / SORT / THREAD command modules:
+
+    opts, prog = parse_search_command(args)      # handles RETURN (...) and CHARSET; ImapBad/ImapNo
+    prog = parse_search(args, charset="UTF-8")   # criteria only
+    ctx = SearchContext(content_loader=loader, recent_uids=session.recent, saved_uids=saved)
+    hits = evaluate(prog, view_messages, ctx)    # Messages in sequence order
+    seqs = evaluate_seqs(prog, view_messages, ctx)  # (seq, Message) pairs
+    format_search([...numbers], modseq)          # "* SEARCH 1 2 3 (MODSEQ n)\\r\\n"
+    format_esearch(tag, uid, numbers, opts, modseq)   # "* ESEARCH (TAG "a") UID MIN 1 ..."
+    saved_result(opts, uids)                     # what SEARCHRES SAVE keeps (RFC 5182 §2.4)
+
+`view_messages` is the session's view (index + 1 = sequence number).  `prog.needs_content` is
+False when only index fields are used (flags, UIDs, sizes, dates, modseqs): evaluation then
+touches no file.  Header keys use `content.fields()` (served by the parsed cache), BODY/TEXT
+use the message bytes.  `prog.wants_modseq` says the response needs the MODSEQ addition
+(RFC 7162 §3.1.5); `highest_modseq(hits)` gives its value.
+
+Strings match as case-insensitive substrings after decoding RFC 2047 words, transfer
+encodings and charsets (RFC 3501 §6.4.4; RFC 9051 §6.4.4.1).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailsuite.imap import mime
+from mailsuite.imap.parser import Atom, ImapBad, ImapNo
+from mailsuite.imap.sequence import SequenceSet, format_sequence_set, parse_sequence_set
+
+__all__ = [
+    "SearchProgram",
+    "SearchContext",
+    "SearchOptions",
+    "parse_search",
+    "parse_search_command",
+    "evaluate",
+    "evaluate_seqs",
+    "format_search",
+    "format_esearch",
+    "saved_result",
+    "highest_modseq",
+    "parse_date",
+    "decode_search_string",
+    "SUPPORTED_CHARSETS",
+]
+
+SUPPORTED_CHARSETS = ("UTF-8", "US-ASCII")
+
+# Cost classes: evaluate index tests before header tests before body scans.
+INDEX, HEADER, BODY = 0, 1, 2
+
+
+# --- program nodes ---------------------------------------------------------------------------
+
+
+class _Node:
+    cost = INDEX
+
+    def test(self, env: _Env) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _All(_Node):
+    def test(self, env):
+        return True
+
+
+class _And(_Node):
+    def __init__(self, children: list[_Node]):
+        self.children = sorted(children, key=lambda c: c.cost)
+        self.cost = max((c.cost for c in children), default=INDEX)
+
+    def test(self, env):
+        for c in self.children:
+            if not c.test(env):
+                return False
+        return True
+
+
+class _Or(_Node):
+    def __init__(self, a: _Node, b: _Node):
+        self.a, self.b = (a, b) if a.cost <= b.cost else (b, a)
+        self.cost = max(a.cost, b.cost)
+
+    def test(self, env):
+        return self.a.test(env) or self.b.test(env)
+
+
+class _Not(_Node):
+    def __init__(self, a: _Node):
+        self.a = a
+        self.cost = a.cost
+
+    def test(self, env):
+        return not self.a.test(env)
+
+
+class _Flag(_Node):
+    def __init__(self, flag: str, present: bool):
+        self.flag = flag
+        self.lower = flag.lower()
+        self.present = present
+
+    def test(self, env):
+        flags = env.msg.flags
+        has = self.flag in flags or any(f.lower() == self.lower for f in flags)
+        return has == self.present
+
+
+class _Recent(_Node):
+    def __init__(self, mode: str):
+        self.mode = mode  # RECENT, NEW, OLD
+
+    def test(self, env):
+        recent = env.msg.uid in env.ctx.recent_uids
+        if self.mode == "RECENT":
+            return recent
+        if self.mode == "OLD":
+            return not recent
+        return recent and "\\Seen" not in env.msg.flags
+
+
+class _SeqSet(_Node):
+    def __init__(self, seqset: SequenceSet, uid: bool):
+        self.seqset = seqset
+        self.uid = uid
+
+    def test(self, env):
+        if self.seqset.dollar:
+            return env.msg.uid in env.ctx.saved_uids_set
+        if self.uid:
+            return env.ctx.member(self, env.msg.uid, env.ctx.max_uid)
+        return env.ctx.member(self, env.seq, env.ctx.count)
+
+
+class _Size(_Node):
+    def __init__(self, larger: bool, n: int):
+        self.larger = larger
+        self.n = n
+
+    def test(self, env):
+        m = env.msg
+        size = getattr(m, "wire_size", None) or m.size
+        return size > self.n if self.larger else size < self.n
+
+
+class _Modseq(_Node):
+    def __init__(self, n: int):
+        self.n = n
+
+    def test(self, env):
+        return env.msg.modseq >= self.n  # RFC 7162 §3.1.5: "greater than or equal"
+
+
+class _Within(_Node):
+    """RFC 5032 OLDER / YOUNGER (seconds, internal date)."""
+
+    def __init__(self, older: bool, secs: int):
+        self.older = older
+        self.secs = secs
+
+    def test(self, env):
+        age = env.ctx.now - env.msg.internaldate
+        return age >= self.secs if self.older else age < self.secs
+
+
+class _InternalDate(_Node):
+    def __init__(self, op: str, day: tuple[int, int, int]):
+        self.op = op
+        self.day = day
+
+    def test(self, env):
+        # RFC 3501 §6.4.4: internal date, "disregarding time and timezone" -> the local day
+        t = time.localtime(env.msg.internaldate)
+        return _cmp_day(self.op, (t.tm_year, t.tm_mon, t.tm_mday), self.day)
+
+
+class _SentDate(_Node):
+    cost = HEADER
+
+    def __init__(self, op: str, day: tuple[int, int, int]):
+        self.op = op
+        self.day = day
+
+    def test(self, env):
+        d = sent_day(env.content().fields())
+        if d is None:
+            # no usable Date: use the internal date, as RFC 5256 does for SORT DATE
+            t = time.localtime(env.msg.internaldate)
+            d = (t.tm_year, t.tm_mon, t.tm_mday)
+        return _cmp_day(self.op, d, self.day)
+
+
+def _cmp_day(op: str, have: tuple, want: tuple) -> bool:
+    if op == "BEFORE":
+        return have < want
+    if op == "ON":
+        return have == want
+    return have >= want  # SINCE: "within or later than"
+
+
+class _Header(_Node):
+    cost = HEADER
+
+    def __init__(self, names: tuple[bytes, ...], needle: str):
+        self.names = names
+        self.needle = needle
+
+    def test(self, env):
+        for name, raw in env.content().fields():
+            if name in self.names:
+                if not self.needle:
+                    return True  # RFC 3501: empty string matches any field with that name
+                value = mime.field_value(raw)
+                if self.needle.isascii() and b"=?" not in value and value.isascii():
+                    if self.needle in value.decode("ascii").lower():
+                        return True
+                elif self.needle in mime.decode_header_value(value).casefold():
+                    return True
+        return False
+
+
+class _BodyText(_Node):
+    cost = BODY
+
+    def __init__(self, needle: str, with_header: bool):
+        self.needle = needle
+        self.with_header = with_header
+        self.ascii = needle.isascii()
+        self.needle_b = needle.encode("utf-8")
+
+    def test(self, env):
+        if not self.needle:
+            return True
+        content = env.content()
+        raw = content.raw_bytes()
+        if self.ascii:
+            verdict = _fast_scan(raw, self.needle_b, self.with_header)
+            if verdict is not None:
+                return verdict
+        return _slow_scan(content, self.needle, self.with_header)
+
+
+_ENCODED_MARKERS = (b"base64", b"quoted-printable", b"utf-16", b"utf-32", b"utf-7")
+
+
+def _fast_scan(raw: bytes, needle: bytes, with_header: bool) -> bool | None:
+    """Answer from the raw bytes when that is exact; None when decoding is needed.
+
+    A lower-cased ASCII needle absent from the lower-cased raw bytes cannot appear after
+    decoding either, unless something is encoded (base64, QP, UTF-16/7 charsets, RFC 2047).
+    A hit counts only for a single-part message, where no MIME headers or boundaries can
+    produce it.
+    """
+    low = raw.lower()
+    hdr_end = raw.find(b"\n\n")
+    if hdr_end < 0:
+        hdr_end = raw.find(b"\n\r\n")
+    header = low if hdr_end < 0 else low[:hdr_end]
+    for marker in _ENCODED_MARKERS:
+        if marker in low:
+            return None
+    if with_header and b"=?" in header:
+        return None
+    region = low if with_header else (b"" if hdr_end < 0 else low[hdr_end:])
+    if needle not in region:
+        return False
+    if b"multipart/" in header or b"message/" in header:
+        return None
+    return True
+
+
+def _slow_scan(content, needle: str, with_header: bool) -> bool:
+    wire = content.wire()
+    root = content.tree()
+    if with_header:
+        if needle in _header_text(wire[root.start : root.body_start]):
+            return True
+    for part in mime.iter_leaves(root):
+        if part.is_message:
+            inner = part.message
+            if needle in _header_text(wire[inner.start : inner.body_start]):
+                return True
+            continue
+        if part.has_content_type and part.ctype not in ("text", "message"):
+            continue  # Binary attachments are not text (Dovecot without FTS agrees).
+        if needle in mime.part_text(wire, part).casefold():
+            return True
+    return False
+
+
+def _header_text(block: bytes) -> str:
+    return "\n".join(
+        name.decode("latin-1") + ": " + mime.decode_header_value(mime.field_value(raw))
+        for name, raw in mime.parse_fields(block)
+    ).casefold()
+
+
+class _Env:
+    __slots__ = ("msg", "seq", "ctx", "_content")
+
+    def __init__(self, ctx: SearchContext):
+        self.ctx = ctx
+        self.msg = None
+        self.seq = 0
+        self._content = None
+
+    def content(self):
+        if self._content is None:
+            if self.ctx.content_loader is None:
+                raise ImapNo("SERVERBUG", "Message content unavailable for SEARCH")
+            self._content = self.ctx.content_loader(self.msg)
+        return self._content
+
+
+# --- the program and its context -----------------------------------------------------------
+
+
+@dataclass
+class SearchProgram:
+    root: _Node
+    charset: str = "UTF-8"
+    wants_modseq: bool = False  # a MODSEQ key was used (RFC 7162 §3.1.5)
+    uses_saved: bool = False  # `$` appears (RFC 5182)
+
+    @property
+    def needs_content(self) -> bool:
+        return self.root.cost > INDEX
+
+    @property
+    def needs_body(self) -> bool:
+        return self.root.cost >= BODY
+
+
+@dataclass
+class SearchContext:
+    content_loader: Callable | None = None
+    recent_uids: set[int] = field(default_factory=set)
+    saved_uids: list[int] | set[int] | None = None
+    now: float = field(default_factory=time.time)
+    # filled by evaluate():
+    count: int = 0
+    max_uid: int = 0
+    saved_uids_set: frozenset[int] = frozenset()
+    _matchers: dict = field(default_factory=dict)
+
+    def member(self, node: _SeqSet, n: int, largest: int) -> bool:
+        f = self._matchers.get(id(node))
+        if f is None:
+            f = node.seqset.matcher(largest)
+            self._matchers[id(node)] = f
+        return f(n)
+
+
+def evaluate_seqs(program: SearchProgram, messages, context: SearchContext) -> list[tuple]:
+    """`(seq, msg)` for every message of the view that matches, in sequence order."""
+    context.count = len(messages)
+    context.max_uid = messages[-1].uid if messages else 0
+    context.saved_uids_set = frozenset(context.saved_uids or ())
+    context._matchers = {}
+    root = program.root
+    out = []
+    env = _Env(context)
+    if isinstance(root, _All):
+        return [(i + 1, m) for i, m in enumerate(messages)]
+    for i, m in enumerate(messages):
+        env.msg = m
+        env.seq = i + 1
+        env._content = None
+        if root.test(env):
+            out.append((i + 1, m))
+    return out
+
+
+def evaluate(program: SearchProgram, messages, context: SearchContext) -> list:
+    """The matching Messages of `messages` (the session view, in sequence order)."""
+    return [m for _, m in evaluate_seqs(program, messages, context)]
+
+
+def highest_modseq(messages) -> int:
+    return max((m.modseq for m in messages), default=0)
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+_SIMPLE_FLAGS = {
+    "ANSWERED": ("\\Answered", True),
+    "DELETED": ("\\Deleted", True),
+    "DRAFT": ("\\Draft", True),
+    "FLAGGED": ("\\Flagged", True),
+    "SEEN": ("\\Seen", True),
+    "UNANSWERED": ("\\Answered", False),
+    "UNDELETED": ("\\Deleted", False),
+    "UNDRAFT": ("\\Draft", False),
+    "UNFLAGGED": ("\\Flagged", False),
+    "UNSEEN": ("\\Seen", False),
+}
+_HEADER_KEYS = {"FROM": b"from", "TO": b"to", "CC": b"cc", "BCC": b"bcc", "SUBJECT": b"subject"}
+_DATE_KEYS = {
+    "BEFORE": ("internal", "BEFORE"),
+    "ON": ("internal", "ON"),
+    "SINCE": ("internal", "SINCE"),
+    "SENTBEFORE": ("sent", "BEFORE"),
+    "SENTON": ("sent", "ON"),
+    "SENTSINCE": ("sent", "SINCE"),
+}
+_SEQSET_RE = re.compile(r"[0-9*:,]+\Z")
+MAX_DEPTH = 100
+
+
+def decode_search_string(value, charset: str) -> str:
+    """A search string (bytes or Atom) in the given charset, casefolded for matching."""
+    if isinstance(value, list):
+        raise ImapBad("Expected a string")
+    if isinstance(value, str):
+        return value.casefold()
+    try:
+        return value.decode(charset).casefold()
+    except (UnicodeDecodeError, LookupError):
+        return value.decode("utf-8", "replace").casefold()
+
+
+def _check_charset(charset) -> str:
+    if isinstance(charset, (bytes, bytearray)):
+        charset = charset.decode("ascii", "replace")
+    if not isinstance(charset, str):
+        raise ImapBad("Invalid CHARSET")
+    up = charset.upper()
+    if up in ("UTF-8", "UTF8"):
+        return "utf-8"
+    if up in ("US-ASCII", "ASCII"):
+        return "ascii"
+    # RFC 3501 §6.4.4: unsupported charset -> NO [BADCHARSET (list)]
+    raise ImapNo("BADCHARSET (" + " ".join(SUPPORTED_CHARSETS) + ")", "Unsupported charset")
+
+
+def parse_search(args: list, charset: str | None = None) -> SearchProgram:
+    """Search criteria (the arguments after any RETURN option) into a SearchProgram.
+
+    A leading `CHARSET name` is accepted here too.  Raises ImapBad on syntax errors and
+    ImapNo [BADCHARSET] for a charset other than UTF-8 / US-ASCII.
+    """
+    args = list(args)
+    if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "CHARSET":
+        charset = args[1]
+        args = args[2:]
+    cs = _check_charset(charset) if charset is not None else "utf-8"
+    if not args:
+        raise ImapBad("Missing search criteria")
+    p = _Parser(args, cs)
+    keys = []
+    while p.pos < len(args):
+        keys.append(p.key(0))
+    root = keys[0] if len(keys) == 1 else _And(keys)
+    return SearchProgram(root, cs, p.wants_modseq, p.uses_saved)
+
+
+class _Parser:
+    def __init__(self, tokens: list, charset: str):
+        self.tokens = tokens
+        self.pos = 0
+        self.charset = charset
+        self.wants_modseq = False
+        self.uses_saved = False
+
+    def next(self, what: str):
+        if self.pos >= len(self.tokens):
+            raise ImapBad(f"Missing {what} in SEARCH")
+        t = self.tokens[self.pos]
+        self.pos += 1
+        return t
+
+    def string(self) -> str:
+        return decode_search_string(self.next("string"), self.charset)
+
+    def number(self) -> int:
+        t = self.next("number")
+        if not isinstance(t, Atom) or not t.isdigit() or len(t) > 20:
+            raise ImapBad("Expected a number in SEARCH")
+        return int(t)
+
+    def date(self) -> tuple[int, int, int]:
+        t = self.next("date")
+        if isinstance(t, list):
+            raise ImapBad("Expected a date")
+        if isinstance(t, (bytes, bytearray)):
+            t = t.decode("ascii", "replace")
+        d = parse_date(t)
+        if d is None:
+            raise ImapBad("Invalid date in SEARCH")
+        return d
+
+    def flag(self) -> str:
+        # KEYWORD takes a flag-keyword atom; system flags are tolerated as Dovecot does.
+        t = self.next("flag")
+        if not isinstance(t, Atom) or not t:
+            raise ImapBad("Invalid keyword in SEARCH")
+        return str(t)
+
+    def key(self, depth: int) -> _Node:
+        if depth > MAX_DEPTH:
+            raise ImapBad("Search criteria nested too deeply")
+        t = self.next("search key")
+        if isinstance(t, list):
+            if not t:
+                raise ImapBad("Empty parenthesized search key")
+            sub = _Parser(t, self.charset)
+            keys = []
+            while sub.pos < len(t):
+                keys.append(sub.key(depth + 1))
+            self.wants_modseq |= sub.wants_modseq
+            self.uses_saved |= sub.uses_saved
+            return keys[0] if len(keys) == 1 else _And(keys)
+        if not isinstance(t, Atom):
+            raise ImapBad("Invalid search key")
+        up = t.upper()
+        if up == "ALL":
+            return _All()
+        if up in _SIMPLE_FLAGS:
+            return _Flag(*_SIMPLE_FLAGS[up])
+        if up in ("RECENT", "NEW", "OLD"):
+            return _Recent(up)
+        if up in _HEADER_KEYS:
+            return _Header((_HEADER_KEYS[up],), self.string())
+        if up == "HEADER":
+            name = self.next("header name")
+            if isinstance(name, list):
+                raise ImapBad("Invalid header name")
+            if isinstance(name, str):
+                name = name.encode("utf-8")
+            return _Header((bytes(name).lower().strip(),), self.string())
+        if up in ("BODY", "TEXT"):
+            return _BodyText(self.string(), up == "TEXT")
+        if up in _DATE_KEYS:
+            which, op = _DATE_KEYS[up]
+            day = self.date()
+            return _InternalDate(op, day) if which == "internal" else _SentDate(op, day)
+        if up in ("LARGER", "SMALLER"):
+            return _Size(up == "LARGER", self.number())
+        if up == "KEYWORD":
+            return _Flag(self.flag(), True)
+        if up == "UNKEYWORD":
+            return _Flag(self.flag(), False)
+        if up == "NOT":
+            return _Not(self.key(depth + 1))
+        if up == "OR":
+            a = self.key(depth + 1)
+            b = self.key(depth + 1)
+            return _Or(a, b)
+        if up == "UID":
+            s = self.next("UID set")
+            seqset = parse_sequence_set(s, allow_dollar=True)
+            self.uses_saved |= seqset.dollar
+            return _SeqSet(seqset, uid=True)
+        if up == "MODSEQ":
+            # RFC 7162 §3.1.5: MODSEQ [entry-name entry-type-req] mod-sequence-valzer
+            if self.pos < len(self.tokens) and not (
+                isinstance(self.tokens[self.pos], Atom) and self.tokens[self.pos].isdigit()
+            ):
+                self.next("entry name")
+                et = self.next("entry type")
+                if not isinstance(et, Atom) or et.lower() not in ("priv", "shared", "all"):
+                    raise ImapBad("Invalid MODSEQ entry type")
+            self.wants_modseq = True
+            return _Modseq(self.number())
+        if up in ("OLDER", "YOUNGER"):
+            return _Within(up == "OLDER", self.number())
+        if t == "$" or _SEQSET_RE.match(t):
+            seqset = parse_sequence_set(t, allow_dollar=True)
+            self.uses_saved |= seqset.dollar
+            return _SeqSet(seqset, uid=False)
+        raise ImapBad(f"Unknown search key {t[:40]}")
+
+
+_DATE_RE = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4})\Z")
+_MONTH_NUM = {
+    k.upper(): v
+    for k, v in {
+        "Jan": 1,
+        "Feb": 2,
+        "Mar": 3,
+        "Apr": 4,
+        "May": 5,
+        "Jun": 6,
+        "Jul": 7,
+        "Aug": 8,
+        "Sep": 9,
+        "Oct": 10,
+        "Nov": 11,
+        "Dec": 12,
+    }.items()
+}
+
+
+def parse_date(text: str) -> tuple[int, int, int] | None:
+    """RFC 3501 §9 `date` (`1-Feb-1994`, optionally quoted) to (year, month, day)."""
+    text = text.strip('"')
+    m = _DATE_RE.match(text)
+    if not m:
+        return None
+    day, mon, year = int(m.group(1)), _MONTH_NUM.get(m.group(2).upper()), int(m.group(3))
+    if mon is None or not 1 <= day <= 31:
+        return None
+    return (year, mon, day)
+
+
+def sent_day(fields) -> tuple[int, int, int] | None:
+    """The Date: header's calendar day as written (its own zone; RFC 3501 §6.4.4)."""
+    v = mime.first_value(fields, b"date")
+    if v is None:
+        return None
+    try:
+        t = email.utils.parsedate_tz(v.decode("latin-1"))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if not t or not t[0] or not t[1] or not t[2]:
+        return None
+    return (t[0], t[1], t[2])
+
+
+# --- RETURN options and result formatting ----------------------------------------------------
+
+
+@dataclass
+class SearchOptions:
+    """RFC 4731 RETURN options; `esearch` is True when RETURN was given at all."""
+
+    esearch: bool = False
+    min: bool = False
+    max: bool = False
+    count: bool = False
+    all: bool = False
+    save: bool = False  # RFC 5182 SEARCHRES
+
+
+def parse_search_command(args: list) -> tuple[SearchOptions, SearchProgram]:
+    """`[RETURN (opts)] [CHARSET cs] criteria` of a SEARCH command (RFC 4731 §3.1)."""
+    opts = SearchOptions()
+    args = list(args)
+    if args and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
+        if len(args) < 2 or not isinstance(args[1], list):
+            raise ImapBad("RETURN needs a list of options")
+        opts.esearch = True
+        for o in args[1]:
+            if not isinstance(o, Atom):
+                raise ImapBad("Invalid RETURN option")
+            up = o.upper()
+            if up == "MIN":
+                opts.min = True
+            elif up == "MAX":
+                opts.max = True
+            elif up == "COUNT":
+                opts.count = True
+            elif up == "ALL":
+                opts.all = True
+            elif up == "SAVE":
+                opts.save = True
+            else:
+                raise ImapBad(f"Unknown RETURN option {o[:30]}")
+        if not (opts.min or opts.max or opts.count or opts.all or opts.save):
+            opts.all = True  # RFC 4731 §3.1: RETURN () means RETURN (ALL)
+        args = args[2:]
+    return opts, parse_search(args)
+
+
+def saved_result(opts: SearchOptions, uids: list[int]) -> list[int]:
+    """The UIDs SAVE keeps: all matches, or only the MIN/MAX ones when just those were asked
+    (RFC 5182 §2.4)."""
+    if not uids:
+        return []
+    if (opts.min or opts.max) and not (opts.all or opts.count):
+        keep = []
+        if opts.min:
+            keep.append(min(uids))
+        if opts.max:
+            keep.append(max(uids))
+        return sorted(set(keep))
+    return sorted(uids)
+
+
+def format_search(numbers, modseq: int | None = None) -> bytes:
+    """`* SEARCH n n n` (RFC 3501 §7.2.5), with `(MODSEQ m)` when given (RFC 7162 §3.1.5)."""
+    out = b"* SEARCH"
+    if numbers:
+        out += b" " + b" ".join(b"%d" % n for n in numbers)
+        if modseq is not None:
+            out += b" (MODSEQ %d)" % modseq
+    return out + b"\r\n"
+
+
+def format_esearch(
+    tag: str, uid: bool, numbers, opts: SearchOptions, modseq: int | None = None
+) -> bytes | None:
+    """`* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [COUNT n] [ALL set] [MODSEQ m]` or None
+    when nothing is to be sent (SAVE alone, RFC 5182 §2.1)."""
+    if opts.save and not (opts.min or opts.max or opts.count or opts.all):
+        return None
+    out = b'* ESEARCH (TAG "' + tag.encode("ascii", "replace") + b'")'
+    if uid:
+        out += b" UID"
+    nums = list(numbers)
+    if nums:
+        if opts.min:
+            out += b" MIN %d" % min(nums)
+        if opts.max:
+            out += b" MAX %d" % max(nums)
+    if opts.count:
+        out += b" COUNT %d" % len(nums)
+    if nums and opts.all:
+        out += b" ALL " + format_sequence_set(nums).encode("ascii")
+    if nums and modseq is not None:
+        out += b" MODSEQ %d" % modseq
+    return out + b"\r\n"

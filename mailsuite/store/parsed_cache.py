@@ -1,0 +1,347 @@
+"""Parsed-message cache: header block, ENVELOPE and BODY/BODYSTRUCTURE computed once per message.
+
+Why: FETCH of ENVELOPE/BODYSTRUCTURE/header fields is what mail clients do most; parsing the
+same file again for every client (and every reconnect) is wasted work.  Results are kept in
+one SQLite file per user Maildir (`mailsuite-parsed.sqlite` beside `dovecot-uidlist`) and in a
+bounded in-memory LRU, so the second client to ask pays neither the file read nor the parse.
+
+A Maildir message file never changes content under its key (only its flag suffix), and keys
+are unique names (copies get new ones), so rows are keyed by the message key alone and stay
+valid across folder renames and MOVE; the stored size guards against a reused name.  Rows of
+expunged messages are removed by `discard()` / `prune()` (a stale row is harmless: it is only
+found under a key that no longer exists).
+
+Usage (IMAP FETCH/SEARCH/SORT/THREAD):
+
+    cache = ParsedCache.for_maildir(mailbox.path)     # one shared instance per Maildir
+    loader = cache.loader(folder.read)                 # msg -> CachedContent
+    cache.prefetch(msgs)                               # optional: one query for a batch
+    content = loader(msg)  # .header() .fields() .envelope_bytes() .bodystructure_bytes(ext)
+                           # .raw_bytes() .wire() .tree()  (the last three read the file)
+    cache.flush()                                      # write pending rows (end of a command)
+    cache.add_message(key, raw)                        # optional: warm at APPEND/delivery
+
+Thread safety: every method takes one lock, so a FETCH run in a worker thread and another
+session on the reactor can share the instance.  The SQLite file is a cache: it is written
+without fsync and rebuilt from scratch if it is corrupt or of an older format.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from mailsuite.imap import mime
+
+__all__ = ["ParsedCache", "CachedContent", "CACHE_NAME"]
+
+CACHE_NAME = "mailsuite-parsed.sqlite"
+# Bump when mime.py changes what it produces, so old rows are recomputed.
+FORMAT_VERSION = 1
+_COLUMNS = ("header", "envelope", "bodystructure", "body")
+_FLUSH_EVERY = 512  # pending rows
+_FLUSH_SECONDS = 2.0
+
+
+class _Entry:
+    __slots__ = ("size", "header", "envelope", "bodystructure", "body")
+
+    def __init__(self, size, header=None, envelope=None, bodystructure=None, body=None):
+        self.size = size
+        self.header = header
+        self.envelope = envelope
+        self.bodystructure = bodystructure
+        self.body = body
+
+
+class ParsedCache:
+    _instances: dict[str, ParsedCache] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(self, path: Path | str, memory_entries: int = 4096):
+        self.path = Path(path)
+        self.memory_entries = memory_entries
+        self._lock = threading.RLock()
+        self._mem: OrderedDict[str, _Entry] = OrderedDict()
+        self._pending: dict[str, _Entry] = {}
+        self._last_flush = time.monotonic()
+        self._db: sqlite3.Connection | None = None
+        self.hits = 0
+        self.misses = 0
+        self._open()
+
+    @classmethod
+    def for_maildir(cls, maildir: Path | str) -> ParsedCache:
+        """The process-wide instance for a user's Maildir root."""
+        path = str(Path(maildir) / CACHE_NAME)
+        with cls._instances_lock:
+            inst = cls._instances.get(path)
+            if inst is None:
+                inst = cls._instances[path] = cls(path)
+            return inst
+
+    # -- database ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError:
+            # A corrupt cache is thrown away; it holds nothing that cannot be recomputed.
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+            try:
+                self._db = self._connect()
+            except sqlite3.Error:
+                self._db = None  # memory-only operation
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=OFF")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != FORMAT_VERSION:
+            db.execute("DROP TABLE IF EXISTS parsed")
+            db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS parsed (key TEXT PRIMARY KEY, size INTEGER,"
+            " header BLOB, envelope BLOB, bodystructure BLOB, body BLOB) WITHOUT ROWID"
+        )
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            self.flush()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        with self._instances_lock:
+            if self._instances.get(str(self.path)) is self:
+                del self._instances[str(self.path)]
+
+    # -- lookups ----------------------------------------------------------------------------
+
+    def _remember(self, key: str, entry: _Entry) -> None:
+        mem = self._mem
+        mem[key] = entry
+        mem.move_to_end(key)
+        while len(mem) > self.memory_entries:
+            mem.popitem(last=False)
+
+    def get(self, key: str, size: int | None = None) -> _Entry | None:
+        with self._lock:
+            entry = self._mem.get(key)
+            if entry is not None:
+                self._mem.move_to_end(key)
+            elif self._db is not None:
+                try:
+                    row = self._db.execute(
+                        "SELECT size, header, envelope, bodystructure, body FROM parsed"
+                        " WHERE key=?",
+                        (key,),
+                    ).fetchone()
+                except sqlite3.Error:
+                    row = None
+                if row is not None:
+                    entry = _Entry(*row)
+                    self._remember(key, entry)
+            if entry is not None and size is not None and entry.size != size:
+                entry = None
+            if entry is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+            return entry
+
+    def prefetch(self, msgs: Iterable) -> None:
+        """Load the rows of many messages (objects with .key) with few queries."""
+        with self._lock:
+            if self._db is None:
+                return
+            keys = [m.key for m in msgs if m.key not in self._mem]
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                q = (
+                    "SELECT key, size, header, envelope, bodystructure, body FROM parsed"
+                    " WHERE key IN (" + ",".join("?" * len(chunk)) + ")"
+                )
+                try:
+                    rows = self._db.execute(q, chunk).fetchall()
+                except sqlite3.Error:
+                    return
+                for row in rows:
+                    self._remember(row[0], _Entry(*row[1:]))
+
+    def update(self, key: str, size: int, **columns: bytes) -> None:
+        """Merge computed columns into the entry for `key` (written at the next flush)."""
+        with self._lock:
+            entry = self._mem.get(key)
+            if entry is None or entry.size != size:
+                entry = _Entry(size)
+            for name, value in columns.items():
+                setattr(entry, name, value)
+            self._remember(key, entry)
+            self._pending[key] = entry
+            if (
+                len(self._pending) >= _FLUSH_EVERY
+                or time.monotonic() - self._last_flush > _FLUSH_SECONDS
+            ):
+                self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._last_flush = time.monotonic()
+            if not self._pending or self._db is None:
+                self._pending.clear()
+                return
+            rows = [
+                (k, e.size, e.header, e.envelope, e.bodystructure, e.body)
+                for k, e in self._pending.items()
+            ]
+            self._pending.clear()
+            try:
+                self._db.execute("BEGIN")
+                # Upsert that keeps columns already stored: an entry evicted from memory and
+                # then extended with one new column must not erase the others.
+                self._db.executemany(
+                    "INSERT INTO parsed VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                    " header=CASE WHEN size=excluded.size THEN coalesce(excluded.header, header)"
+                    " ELSE excluded.header END,"
+                    " envelope=CASE WHEN size=excluded.size THEN coalesce(excluded.envelope, envelope)"
+                    " ELSE excluded.envelope END,"
+                    " bodystructure=CASE WHEN size=excluded.size THEN coalesce(excluded.bodystructure, bodystructure)"
+                    " ELSE excluded.bodystructure END,"
+                    " body=CASE WHEN size=excluded.size THEN coalesce(excluded.body, body)"
+                    " ELSE excluded.body END, size=excluded.size",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+
+    def discard(self, keys: Iterable[str]) -> None:
+        """Forget expunged messages."""
+        with self._lock:
+            keys = list(keys)
+            for k in keys:
+                self._mem.pop(k, None)
+                self._pending.pop(k, None)
+            if self._db is not None and keys:
+                try:
+                    self._db.executemany("DELETE FROM parsed WHERE key=?", [(k,) for k in keys])
+                except sqlite3.Error:
+                    pass
+
+    def prune(self, live_keys: Iterable[str]) -> int:
+        """Delete every row whose key is not in `live_keys` (all folders of the Maildir)."""
+        live = set(live_keys)
+        with self._lock:
+            self.flush()
+            if self._db is None:
+                return 0
+            dead = [k for (k,) in self._db.execute("SELECT key FROM parsed") if k not in live]
+        self.discard(dead)
+        return len(dead)
+
+    def alias(self, old_key: str, new_key: str, size: int) -> None:
+        """A copy under a new key has the same content: reuse what is known (COPY/MOVE)."""
+        entry = self.get(old_key, size)
+        if entry is not None:
+            self.update(
+                new_key,
+                size,
+                **{c: getattr(entry, c) for c in _COLUMNS if getattr(entry, c) is not None},
+            )
+
+    def add_message(self, key: str, raw: bytes) -> None:
+        """Compute everything for a new message (APPEND/delivery), so no client pays later."""
+        content = mime.MessageContent(raw)
+        self.update(
+            key,
+            len(raw),
+            header=content.header(),
+            envelope=content.envelope_bytes(),
+            bodystructure=content.bodystructure_bytes(True),
+            body=content.bodystructure_bytes(False),
+        )
+
+    # -- content objects ----------------------------------------------------------------------
+
+    def loader(self, read_raw: Callable) -> Callable:
+        """`msg -> CachedContent`; read_raw(msg) returns the stored bytes (e.g. Folder.read)."""
+
+        def load(msg) -> CachedContent:
+            return CachedContent(self, msg, read_raw)
+
+        return load
+
+
+class CachedContent:
+    """The content interface of `mime.MessageContent`, answered from the cache when possible.
+
+    The message file is read only for what the cache cannot answer (body sections, SEARCH
+    BODY/TEXT); whatever is computed on the way is stored for the next client.
+    """
+
+    __slots__ = ("cache", "msg", "read_raw", "_entry", "_content", "_fields")
+
+    def __init__(self, cache: ParsedCache, msg, read_raw: Callable):
+        self.cache = cache
+        self.msg = msg
+        self.read_raw = read_raw
+        self._entry = cache.get(msg.key, msg.size)
+        self._content: mime.MessageContent | None = None
+        self._fields = None
+
+    def _full(self) -> mime.MessageContent:
+        if self._content is None:
+            self._content = mime.MessageContent(self.read_raw(self.msg))
+        return self._content
+
+    def _cached(self, column: str, compute: Callable[[], bytes]) -> bytes:
+        e = self._entry
+        value = getattr(e, column) if e is not None else None
+        if value is None:
+            value = compute()
+            self.cache.update(self.msg.key, self.msg.size, **{column: value})
+            self._entry = self.cache.get(self.msg.key, self.msg.size)
+        return value
+
+    def header(self) -> bytes:
+        return self._cached("header", lambda: self._full().header())
+
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        if self._fields is None:
+            self._fields = mime.parse_fields(self.header())
+        return self._fields
+
+    def envelope_bytes(self) -> bytes:
+        return self._cached("envelope", lambda: mime.format_structure(mime.envelope(self.fields())))
+
+    def bodystructure_bytes(self, extensible: bool = True) -> bytes:
+        column = "bodystructure" if extensible else "body"
+        e = self._entry
+        value = getattr(e, column) if e is not None else None
+        if value is None:
+            # One parse gives both forms; store both so BODY after BODYSTRUCTURE is free.
+            full = self._full()
+            bs, body = full.bodystructure_bytes(True), full.bodystructure_bytes(False)
+            self.cache.update(self.msg.key, self.msg.size, bodystructure=bs, body=body)
+            self._entry = self.cache.get(self.msg.key, self.msg.size)
+            value = bs if extensible else body
+        return value
+
+    def raw_bytes(self) -> bytes:
+        return self._full().raw_bytes()
+
+    def wire(self) -> bytes:
+        return self._full().wire()
+
+    def tree(self) -> mime.MimePart:
+        return self._full().tree()
