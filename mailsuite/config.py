@@ -29,22 +29,34 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class TlsConfig:
+    # PEM certificate chain (fullchain.pem with Let's Encrypt); made self-signed if missing.
     cert: Path = Path("certs/mail.pem")
+    # PEM private key (mode 0600).
     key: Path = Path("certs/mail.key")
     # Microsoft's inbound servers have had trouble with session tickets; allow turning them off.
     session_tickets: bool = True
+    # Lowest TLS version accepted: "1.2" or "1.3".
     min_version: str = "1.2"
 
 
 @dataclass(frozen=True)
 class ListenConfig:
+    # Each a list of "host:port" ("[v6]:port" for IPv6); an empty list disables the listener.
+    # Inbound MX (25 in production).
     smtp: list[str] = field(default_factory=lambda: ["127.0.0.1:2525"])
+    # Submission, 587: STARTTLS, AUTH required.
     submission: list[str] = field(default_factory=lambda: ["127.0.0.1:2587"])
+    # Submission over implicit TLS, 465 (RFC 8314).
     submissions: list[str] = field(default_factory=lambda: ["127.0.0.1:2465"])
+    # POP3 with STLS, 110.
     pop3: list[str] = field(default_factory=lambda: ["127.0.0.1:2110"])
+    # POP3 over implicit TLS, 995.
     pop3s: list[str] = field(default_factory=lambda: ["127.0.0.1:2995"])
+    # IMAP with STARTTLS, 143.
     imap: list[str] = field(default_factory=lambda: ["127.0.0.1:2143"])
+    # IMAP over implicit TLS, 993.
     imaps: list[str] = field(default_factory=lambda: ["127.0.0.1:2993"])
+    # HTTP for client autoconfiguration and MTA-STS.
     http: list[str] = field(default_factory=lambda: ["127.0.0.1:8080"])
 
 
@@ -55,9 +67,13 @@ class AuthConfig:
     # Failed-login throttle: after `free_failures` failures the delay doubles from
     # `base_delay` up to `max_delay`; `lockout_failures` failures lock out for `lockout_seconds`.
     free_failures: int = 3
+    # First delay in seconds once the free failures are used up.
     base_delay: float = 1.0
+    # Longest delay in seconds between attempts before the lock-out.
     max_delay: float = 15.0
+    # Failures for one account that lock it out for `lockout_seconds`.
     lockout_failures: int = 10
+    # How long a lock-out lasts; failures older than this are forgotten.
     lockout_seconds: int = 300
     # Outlook.com connects from shared cloud addresses: per-IP lock-out would punish everyone
     # behind it, so the per-IP limit is looser than the per-account one.
@@ -66,31 +82,45 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
+    # Concurrent connections over all listeners (then 421 / BYE / -ERR [SYS/TEMP]).
     connections_total: int = 500
+    # Concurrent connections from one client address.
     connections_per_ip: int = 20
+    # Malformed or unknown commands in one session before it is closed.
     bad_commands: int = 20
 
 
 @dataclass(frozen=True)
 class SmtpConfig:
+    # Largest message accepted, in bytes (advertised as SIZE, RFC 1870).
     max_message_size: int = 50 * 1024 * 1024
+    # Recipients per message; then 452 4.5.3.
     max_recipients: int = 100
+    # RFC 5321 §4.5.3.1.4: command line length, CRLF included (at least 512).
     max_command_line: int = 512
+    # RFC 5321 §4.5.3.1.6: message text line length, CRLF included (at least 1000).
     max_text_line: int = 1000
     # "reject" answers 554 5.5.2 to a message with bare LF/CR; "normalize" turns them into CRLF.
     bare_newline: str = "reject"
     # RFC 5321 §4.5.3.2: server timeout at least 5 minutes.
     command_timeout: int = 300
+    # Seconds to wait for each chunk of message data.
     data_timeout: int = 600
+    # Seconds to wait before the greeting; clients that talk first are refused (pre-greeting
+    # pipelining is a spammer habit).
     greeting_delay: float = 0.0
 
 
 @dataclass(frozen=True)
 class Pop3Config:
+    # Longest command line accepted (RFC 2449 §4 allows 255 octets; we accept more).
     max_command_line: int = 512
     # RFC 1939 §3: the autologout timer must be at least 10 minutes.
     idle_timeout: int = 600
+    # Seconds between logins advertised as LOGIN-DELAY (RFC 2449); 0: not advertised.
     login_delay: int = 0
+
+    # EXPIRE value advertised (RFC 2449), e.g. "NEVER" or days; "": not advertised.
     expire: str = ""
     # Dovecot's pop3_uidl_format variables %u (UID), %v (UIDVALIDITY), %f (Maildir base name);
     # Dovecot's default, so that an adopted Dovecot Maildir keeps its UIDLs (pop3/parser.py).
@@ -99,28 +129,54 @@ class Pop3Config:
 
 @dataclass(frozen=True)
 class ImapConfig:
+    # Longest command line outside literals.
     max_command_line: int = 65536
+
+    # Largest literal accepted (NO [TOOBIG] above it, without reading it).
     max_literal: int = 64 * 1024 * 1024
     # RFC 3501 §5.4: the autologout timer must be at least 30 minutes.
     idle_timeout: int = 1800
+
+    # Largest message APPEND accepts, advertised as APPENDLIMIT (RFC 7889).
     append_limit: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class RelayConfig:
+    # Static routes overriding DNS per domain: "example.net" = "127.0.0.1:2526".
     routes: dict[str, str] = field(default_factory=dict)
+
+    # Send everything through a provider: host, port, tls ("starttls", "implicit", "none"),
+    # username, password.
     smarthost: dict[str, typing.Any] = field(default_factory=dict)
+
+    # DNS servers for MX/A/AAAA lookups ("ip" or "ip:port"); empty: /etc/resolv.conf.
     resolvers: list[str] = field(default_factory=list)
+
+    # Seconds between delivery attempts; the last value repeats until `max_age`.
     retry_schedule: list[int] = field(default_factory=lambda: [300, 600, 1200, 2400, 3600])
+
+    # Seconds after which an undeliverable message is bounced.
     max_age: int = 5 * 24 * 3600
+
+    # Seconds after which the sender gets a delay warning.
     delay_warning: int = 4 * 3600
+
+    # Concurrent outbound connections to one destination, and in all.
     connections_per_destination: int = 5
     connections_total: int = 20
+
+    # Domains that must be reached over TLS (no plaintext fallback).
     require_tls: list[str] = field(default_factory=list)
+
+    # RFC 5321 §4.5.3.2 client timeouts, in seconds: per command reply, and to connect.
     command_timeout: int = 300
     connect_timeout: int = 30
+
     # Port used for MX and implicit-MX hosts (25 on the internet; tests point it elsewhere).
     mx_port: int = 25
+
+    # Seconds to wait for a DNS answer.
     dns_timeout: int = 20
     # RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to the final dot.
     data_timeout: int = 600
@@ -132,7 +188,10 @@ class RelayConfig:
 class PublicConfig:
     """Names and ports clients should use (autoconfig), which may differ from bind addresses."""
 
+    # Host name clients are told to connect to (autoconfig); "" means `hostname`.
     host: str = ""
+
+    # Ports clients are told to use.
     imaps_port: int = 993
     imap_port: int = 143
     pop3s_port: int = 995
@@ -191,15 +250,25 @@ class TrustConfig:
 class LogConfig:
     # "text" or "json" (one JSON object per line).
     format: str = "text"
+
+    # "-" for standard output, or a file path.
     file: str = "-"
+
+    # "debug", "info", "warn" or "error".
     level: str = "info"
 
 
 @dataclass(frozen=True)
 class Config:
+    # This server's name: greeting, HELO, Received, certificate name.
     hostname: str = "mail.example.test"
+
+    # Local domains (`mailsuite domain add` adds more).
     domains: list[str] = field(default_factory=lambda: ["example.test"])
+
+    # Maildirs, queue and the accounts database.
     data_dir: Path = Path("data")
+
     tls: TlsConfig = field(default_factory=TlsConfig)
     listen: ListenConfig = field(default_factory=ListenConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)

@@ -1,0 +1,113 @@
+"""Write docs/configuration.md from mailsuite/config.py, so the reference cannot drift.
+
+Each section is a dataclass in config.py; each key's description is the comment above or beside
+its field there.  Run `python docs/gen_config_reference.py` after changing config.py; a test
+checks that the committed file matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import sys
+from pathlib import Path
+
+from mailsuite import config
+
+OUT = Path(__file__).resolve().parent / "configuration.md"
+FIELD_RE = re.compile(r"^\s{4}(\w+):\s*[^=]+?(?:=\s*(.*?))?\s*(?:#\s*(.*))?$")
+
+HEADER = """# Configuration reference
+
+mailsuite reads one TOML file: `--config PATH`, else `$MAILSUITE_CONFIG`, else
+`conf/mailsuite.toml`. Relative paths are relative to the file's folder. An unknown key, a wrong
+type or an unusable value stops the server before anything starts, with one line naming the key
+(exit status 2). `mailsuite check` validates a file and lists the listeners it would open.
+
+This page is generated from `mailsuite/config.py` by `docs/gen_config_reference.py`.
+"""
+
+
+def field_docs(cls) -> dict[str, tuple[str, str]]:
+    """name -> (default as written in the source, description from its comments)."""
+    lines = inspect.getsource(cls).splitlines()
+    docs: dict[str, tuple[str, str]] = {}
+    pending: list[str] = []
+    shared = ""  # a comment above a run of adjacent fields describes all of them
+    for line in lines[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("# ").strip())
+            continue
+        m = FIELD_RE.match(line)
+        if m and not stripped.startswith(("def ", "@", '"""')):
+            name, default, trailing = m.groups()
+            if pending:
+                shared = " ".join(pending)
+            text = " ".join(t for t in (shared, trailing or "") if t)
+            docs[name] = ((default or "").strip(), text)
+        else:
+            shared = ""
+        pending = []
+    return docs
+
+
+def default_repr(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, Path):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(default_repr(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{}"
+            if not value
+            else "{" + ", ".join(f"{k} = {default_repr(v)}" for k, v in value.items()) + "}"
+        )
+    return str(value)
+
+
+def section(title: str, cls) -> str:
+    docs = field_docs(cls)
+    instance = cls()
+    out = [f"\n## {title}\n"]
+    if cls.__doc__ and cls is not config.Config and not cls.__doc__.startswith(cls.__name__ + "("):
+        out.append(inspect.cleandoc(cls.__doc__) + "\n")
+    out.append("| key | default | meaning |")
+    out.append("|---|---|---|")
+    for f in dataclasses.fields(cls):
+        if f.name == "path" or dataclasses.is_dataclass(
+            f.type if not isinstance(f.type, str) else None
+        ):
+            continue
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(value):
+            continue
+        text = docs.get(f.name, ("", ""))[1].replace("|", "\\|")
+        out.append(f"| `{f.name}` | `{default_repr(value)}` | {text} |")
+    return "\n".join(out) + "\n"
+
+
+def render() -> str:
+    parts = [HEADER, section("Top level", config.Config)]
+    for f in dataclasses.fields(config.Config):
+        value = getattr(config.Config(), f.name)
+        if dataclasses.is_dataclass(value):
+            parts.append(section(f"[{f.name}]", type(value)))
+    return "".join(parts)
+
+
+def main() -> int:
+    text = render()
+    if "--check" in sys.argv:
+        return 0 if OUT.read_text() == text else 1
+    OUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
