@@ -1,0 +1,84 @@
+"""COPY, UID COPY (RFC 3501 §6.4.7, COPYUID RFC 4315 §3) and MOVE, UID MOVE (RFC 6851)."""
+
+from __future__ import annotations
+
+from mailsuite.imap.commands import SEL, command
+from mailsuite.imap.commands.expunge import expunge_messages
+from mailsuite.imap.commands.mailbox import mailbox_arg, store_error
+from mailsuite.imap.parser import ImapBad, ImapNo
+from mailsuite.imap.sequence import format_uid_pairs, parse_sequence_set
+from mailsuite.store import BadFolderName, NoSuchFolder, QuotaExceeded
+
+
+def _copy(session, cmd, uid: bool, move: bool):
+    if len(cmd.args) != 2:
+        raise ImapBad(f"{cmd.name} needs a message set and a mailbox")
+    view = session.view
+    seqset = parse_sequence_set(cmd.args[0])
+    dest_name = mailbox_arg(session, cmd.args[1])
+    view.check_seqset(seqset, uid)
+    if move and view.readonly:
+        raise ImapNo("READ-ONLY", "Mailbox is read-only")
+    try:
+        if not session.mailbox.exists(dest_name):
+            # RFC 3501 §6.4.7: TRYCREATE when the destination does not exist.
+            raise ImapNo("TRYCREATE", "Mailbox does not exist")
+    except BadFolderName as e:
+        raise store_error(e) from None
+    selected = view.select(seqset, uid)
+    msgs = [m for _, m in selected if view.is_live(m)]
+    if not uid and len(msgs) != len(selected):
+        # RFC 2180 §4.4.1 / RFC 5530: some messages were expunged by another session.
+        raise ImapNo("EXPUNGEISSUED", "Some of the messages no longer exist")
+    if not msgs:
+        return None
+    same = dest_name == view.folder.name
+    d = session.mailbox.copy(view.folder, msgs, dest_name)
+
+    def copied(result):
+        dest, pairs = result
+        if not pairs:
+            return None
+        src_uids = format_uid_pairs([s for s, _ in pairs])
+        dst_uids = format_uid_pairs([d for _, d in pairs])
+        code = f"COPYUID {dest.uidvalidity} {src_uids} {dst_uids}"
+        if not move:
+            return (code, f"{cmd.name} completed")
+        # RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGE responses.
+        session.send(f"* OK [{code}] Moved\r\n".encode())
+        if session.view is view:
+            if same:
+                view.pending_exists = True
+                session.send_updates(expunge_ok=False)
+            done = {s for s, _ in pairs}
+            expunge_messages(session, [m for m in msgs if m.uid in done])
+        return None
+
+    def failed(failure):
+        e = failure.value
+        if isinstance(e, (NoSuchFolder, QuotaExceeded, BadFolderName, OSError)):
+            raise store_error(e)
+        return failure
+
+    d.addCallbacks(copied, failed)
+    return d
+
+
+@command("COPY", states=SEL, expunge_ok=False)
+def copy(session, cmd):
+    return _copy(session, cmd, uid=False, move=False)
+
+
+@command("UID COPY", states=SEL)
+def uid_copy(session, cmd):
+    return _copy(session, cmd, uid=True, move=False)
+
+
+@command("MOVE", states=SEL)
+def move(session, cmd):
+    return _copy(session, cmd, uid=False, move=True)
+
+
+@command("UID MOVE", states=SEL)
+def uid_move(session, cmd):
+    return _copy(session, cmd, uid=True, move=True)

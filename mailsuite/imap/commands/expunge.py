@@ -1,0 +1,45 @@
+"""EXPUNGE (RFC 3501 §6.4.3) and UID EXPUNGE (RFC 4315 §2.1)."""
+
+from __future__ import annotations
+
+from mailsuite.imap.commands import SEL, command
+from mailsuite.imap.parser import ImapBad, ImapNo
+from mailsuite.imap.sequence import parse_sequence_set
+
+
+def expunge_messages(session, msgs) -> None:
+    """Remove `msgs` from the folder and tell the client (EXPUNGE lines or VANISHED)."""
+    view = session.view
+    live = [m for m in msgs if view.is_live(m)]
+    uids = session.mailbox.expunge(view.folder, live, source=view) if live else []
+    # Messages other sessions removed are reported along with ours (we may: this command
+    # allows EXPUNGE responses), so the numbering stays right.
+    gone = set(uids) | view.pending_expunge
+    view.pending_expunge = set()
+    session.send_many(view.remove_expunged(gone))
+
+
+def _deleted(view, pool) -> list:
+    return [m for m in pool if "\\Deleted" in m.flags]
+
+
+@command("EXPUNGE", states=SEL)
+def expunge(session, cmd):
+    if cmd.args:
+        raise ImapBad("EXPUNGE takes no arguments")
+    view = session.view
+    if view.readonly:
+        raise ImapNo("READ-ONLY", "Mailbox is read-only")
+    expunge_messages(session, _deleted(view, view.messages))
+
+
+@command("UID EXPUNGE", states=SEL)
+def uid_expunge(session, cmd):
+    if len(cmd.args) != 1:
+        raise ImapBad("UID EXPUNGE needs a UID set")
+    view = session.view
+    seqset = parse_sequence_set(cmd.args[0])
+    if view.readonly:
+        raise ImapNo("READ-ONLY", "Mailbox is read-only")
+    # RFC 4315 §2.1: only messages both in the set and marked \Deleted.
+    expunge_messages(session, _deleted(view, [m for _, m in view.select(seqset, uid=True)]))

@@ -1,0 +1,140 @@
+"""FETCH and UID FETCH (RFC 3501 §6.4.5, §6.4.8) with CHANGEDSINCE/VANISHED (RFC 7162).
+
+Item parsing and rendering belong to `mailsuite.imap.fetch`; this module picks the messages,
+sets \\Seen, loads content only when an item needs it (in the thread pool, a batch at a time)
+and writes responses in batches, waiting for the transport when the client reads slowly."""
+
+from __future__ import annotations
+
+from twisted.internet import defer, threads
+
+from mailsuite.imap import fetch as fetch_items
+from mailsuite.imap import mime
+from mailsuite.imap.commands import SEL, command
+from mailsuite.imap.parser import Atom, ImapBad, ImapNo
+from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
+
+BATCH = 256
+
+
+def _read_files(paths: list) -> list[bytes | None]:
+    """Thread pool: the raw bytes of each path (None when it was renamed or removed)."""
+    out = []
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                out.append(f.read())
+        except OSError:
+            out.append(None)
+    return out
+
+
+def content_loader_for(folder, preloaded: dict | None = None):
+    """A `content_loader(msg)` for fetch/search: preloaded bytes when we have them, else a
+    read through the store (which follows renames made by other sessions)."""
+    preloaded = preloaded if preloaded is not None else {}
+
+    def load(msg):
+        raw = preloaded.get(msg.uid)
+        if raw is None:
+            raw = folder.read(msg)
+        return mime.MessageContent(raw)
+
+    return load
+
+
+def _fetch(session, cmd, uid: bool):
+    if len(cmd.args) < 2:
+        raise ImapBad("FETCH needs a message set and items")
+    view = session.view
+    seqset = parse_sequence_set(cmd.args[0])
+    req = fetch_items.parse_fetch_items(cmd.args[1:], uid_command=uid)
+    view.check_seqset(seqset, uid)
+    if req.vanished and not (uid and session.qresync):
+        # RFC 7162 §3.2.6: VANISHED only in UID FETCH, and only with QRESYNC enabled.
+        raise ImapBad("VANISHED needs UID FETCH and ENABLE QRESYNC")
+    if req.vanished and req.changedsince is None:
+        raise ImapBad("VANISHED needs CHANGEDSINCE")
+    if req.wants_modseq or req.changedsince is not None:
+        session.enabled.add("CONDSTORE")  # RFC 7162 §3.1: CONDSTORE-enabling
+    targets = view.select(seqset, uid)
+    if req.vanished:
+        _send_vanished(session, view, seqset)
+    if req.changedsince is not None:
+        targets = [(s, m) for s, m in targets if m.modseq > req.changedsince]
+    seen_set: set[int] = set()
+    if req.sets_seen and not view.readonly:
+        # RFC 3501 §6.4.5: BODY[...] (not PEEK) sets \Seen; the FETCH then reports FLAGS.
+        unseen = [m for _, m in targets if "\\Seen" not in m.flags and view.is_live(m)]
+        if unseen:
+            changed, _ = view.folder.store_flags(unseen, ["\\Seen"], "add", source=view)
+            seen_set = {m.uid for m in changed}
+    return _write_batches(session, view, req, targets, seen_set, uid)
+
+
+def _send_vanished(session, view, seqset) -> None:
+    folder = view.folder
+    top = folder.uidnext - 1
+    present = {m.uid for m in view.messages}
+    gone = []
+    for lo, hi in seqset.resolve(max(top, 1)):
+        hi = min(hi, top)
+        if hi - lo > 5_000_000:
+            lo = hi - 5_000_000
+        gone.extend(u for u in range(lo, hi + 1) if u not in present)
+    if gone:
+        session.send(b"* VANISHED (EARLIER) " + format_sequence_set(gone).encode() + b"\r\n")
+
+
+@defer.inlineCallbacks
+def _write_batches(session, view, req, targets, seen_set, uid):
+    has_flags = "FLAGS" in req.kinds()
+    missing = False
+    for start in range(0, len(targets), BATCH):
+        batch = targets[start : start + BATCH]
+        preloaded: dict = {}
+        if req.needs_content:
+            live = [m for _, m in batch if view.is_live(m)]
+            paths = [view.folder.message_path(m) for m in live]
+            raws = yield threads.deferToThread(_read_files, paths)
+            preloaded = {m.uid: raw for m, raw in zip(live, raws, strict=True) if raw is not None}
+        if session.view is not view:
+            return None  # the connection went away meanwhile
+        loader = content_loader_for(view.folder, preloaded)
+        for seq, m in batch:
+            if not view.is_live(m):
+                missing = True
+                continue
+            include_flags = m.uid in seen_set
+            try:
+                lines = fetch_items.fetch_response(
+                    req,
+                    seq,
+                    m,
+                    view.flags_of(m),
+                    loader,
+                    include_flags=include_flags,
+                    modseq=session.condstore and (has_flags or include_flags),
+                )
+            except FileNotFoundError:
+                missing = True
+                continue
+            session.send_many(lines)
+        yield session.drain()
+    if missing and not uid:
+        # RFC 5530 EXPUNGEISSUED (RFC 2180 §4.1.2): some messages are gone underneath us.
+        raise ImapNo("EXPUNGEISSUED", "Some messages were expunged by another session")
+    return None
+
+
+@command("FETCH", states=SEL, expunge_ok=False)
+def fetch(session, cmd):
+    return _fetch(session, cmd, uid=False)
+
+
+@command("UID FETCH", states=SEL)
+def uid_fetch(session, cmd):
+    return _fetch(session, cmd, uid=True)
+
+
+__all__ = ["content_loader_for", "Atom"]

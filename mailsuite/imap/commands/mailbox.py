@@ -1,0 +1,457 @@
+"""Mailbox commands: CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS
+(RFC 3501 §6.3), with LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), SPECIAL-USE and
+CREATE-SPECIAL-USE (RFC 6154), CHILDREN (RFC 3348) and STATUS=SIZE (RFC 8438)."""
+
+from __future__ import annotations
+
+import re
+
+from mailsuite.imap import response as R
+from mailsuite.imap.commands import AUTH, command
+from mailsuite.imap.parser import Atom, ImapBad, ImapNo
+from mailsuite.imap.session import recent_count
+from mailsuite.store import BadFolderName, FolderExists, NoSuchFolder, QuotaExceeded
+
+SEP = "/"
+SPECIAL_USES = {"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"}
+
+
+# -- shared helpers (also used by select, append, copy) --------------------------------------
+
+
+def mailbox_arg(session, value) -> str:
+    """A mailbox argument decoded (modified UTF-7 or UTF-8) and checked by the store."""
+    if isinstance(value, list) or value is None:
+        raise ImapBad("Invalid mailbox name")
+    name = R.decode_mailbox(value, session.utf8)
+    if name.endswith(SEP) and len(name) > 1:
+        name = name.rstrip(SEP)  # RFC 3501 §6.3.3: a trailing separator names the same folder
+    return name
+
+
+def open_folder(session, name: str, create_hint: bool = False):
+    """The shared Folder for `name`, synced with disk; ImapNo when it does not exist."""
+    try:
+        folder = session.mailbox.folder(name)
+    except NoSuchFolder:
+        if create_hint:
+            # RFC 3501 §6.3.11: TRYCREATE tells the client a CREATE could make it work.
+            raise ImapNo("TRYCREATE", "Mailbox does not exist") from None
+        raise ImapNo("NONEXISTENT", "Mailbox does not exist") from None
+    except BadFolderName as e:
+        raise ImapNo("CANNOT", f"Invalid mailbox name: {e}") from None
+    folder.refresh()
+    return folder
+
+
+def folder_exists(session, name: str) -> bool:
+    try:
+        return session.mailbox.exists(name)
+    except BadFolderName:
+        return False
+
+
+def store_error(e: Exception) -> ImapNo:
+    """Store exceptions as IMAP replies (RFC 5530 response codes)."""
+    if isinstance(e, NoSuchFolder):
+        return ImapNo("NONEXISTENT", "Mailbox does not exist")
+    if isinstance(e, FolderExists):
+        return ImapNo("ALREADYEXISTS", "Mailbox already exists")
+    if isinstance(e, BadFolderName):
+        return ImapNo("CANNOT", f"Invalid mailbox name: {e}")
+    if isinstance(e, QuotaExceeded):
+        return ImapNo("OVERQUOTA", "Quota exceeded")
+    if isinstance(e, OSError):
+        return ImapNo("SERVERBUG", "Storage error")
+    raise e
+
+
+# -- CREATE / DELETE / RENAME ----------------------------------------------------------------
+
+
+@command("CREATE", states=AUTH)
+def create(session, cmd):
+    if not cmd.args or len(cmd.args) > 2:
+        raise ImapBad("CREATE needs a mailbox name")
+    name = mailbox_arg(session, cmd.args[0])
+    use = None
+    if len(cmd.args) == 2:
+        use = _create_use(cmd.args[1])
+    if name.upper() == "INBOX":
+        raise ImapNo("ALREADYEXISTS", "INBOX always exists")
+    mbox = session.mailbox
+    try:
+        if mbox.exists(name):
+            raise ImapNo("ALREADYEXISTS", "Mailbox already exists")
+        # RFC 3501 §6.3.3: create superior names that do not exist yet.
+        parts = name.split(SEP)
+        for i in range(1, len(parts)):
+            parent = SEP.join(parts[:i])
+            if parent.upper() != "INBOX" and not mbox.exists(parent):
+                mbox.create_folder(parent)
+        mbox.create_folder(name, special_use=use)
+    except (FolderExists, BadFolderName, OSError) as e:
+        raise store_error(e) from None
+
+
+def _create_use(opts) -> str | None:
+    # RFC 6154 §3: CREATE name (USE (\Sent)).
+    if not isinstance(opts, list) or len(opts) != 2 or str(opts[0]).upper() != "USE":
+        raise ImapBad("Invalid CREATE parameters")
+    uses = opts[1]
+    if not isinstance(uses, list) or len(uses) > 1:
+        raise ImapNo("USEATTR", "One special-use attribute per mailbox")
+    if not uses:
+        return None
+    want = str(uses[0])
+    for known in SPECIAL_USES:
+        if known.lower() == want.lower():
+            return known
+    raise ImapNo("USEATTR", "Unsupported special-use attribute")
+
+
+@command("DELETE", states=AUTH)
+def delete(session, cmd):
+    if len(cmd.args) != 1:
+        raise ImapBad("DELETE needs a mailbox name")
+    name = mailbox_arg(session, cmd.args[0])
+    if name.upper() == "INBOX":
+        raise ImapNo("CANNOT", "INBOX cannot be deleted")
+    if session.view is not None and session.view.folder.name == name:
+        session.deselect()
+    try:
+        session.mailbox.delete_folder(name)
+    except (NoSuchFolder, BadFolderName, OSError) as e:
+        raise store_error(e) from None
+    try:
+        session.mailbox.unsubscribe(name)
+    except (BadFolderName, OSError):
+        pass
+
+
+@command("RENAME", states=AUTH)
+def rename(session, cmd):
+    if len(cmd.args) != 2:
+        raise ImapBad("RENAME needs two mailbox names")
+    old = mailbox_arg(session, cmd.args[0])
+    new = mailbox_arg(session, cmd.args[1])
+    if new.upper() == "INBOX":
+        raise ImapNo("ALREADYEXISTS", "INBOX already exists")
+    if new == old or new.startswith(old + SEP):
+        raise ImapNo("CANNOT", "Cannot rename a mailbox into itself")
+    mbox = session.mailbox
+    if session.view is not None:
+        sel = session.view.folder.name
+        if sel == old or sel.startswith(old + SEP):
+            session.deselect()
+    try:
+        parts = new.split(SEP)
+        for i in range(1, len(parts)):
+            parent = SEP.join(parts[:i])
+            if not mbox.exists(parent) and parent != old:
+                mbox.create_folder(parent)
+        mbox.rename_folder(old, new)
+    except (NoSuchFolder, FolderExists, BadFolderName, OSError) as e:
+        raise store_error(e) from None
+    subs = mbox.subscriptions()
+    for s in subs:
+        if s == old or s.startswith(old + SEP):
+            mbox.unsubscribe(s)
+            try:
+                mbox.subscribe(new + s[len(old) :])
+            except BadFolderName:
+                pass
+
+
+@command("SUBSCRIBE", states=AUTH)
+def subscribe(session, cmd):
+    if len(cmd.args) != 1:
+        raise ImapBad("SUBSCRIBE needs a mailbox name")
+    name = mailbox_arg(session, cmd.args[0])
+    try:
+        session.mailbox.subscribe(name)
+    except (BadFolderName, OSError) as e:
+        raise store_error(e) from None
+
+
+@command("UNSUBSCRIBE", states=AUTH)
+def unsubscribe(session, cmd):
+    if len(cmd.args) != 1:
+        raise ImapBad("UNSUBSCRIBE needs a mailbox name")
+    name = mailbox_arg(session, cmd.args[0])
+    session.mailbox.unsubscribe(name)
+
+
+# -- LIST / LSUB -----------------------------------------------------------------------------
+
+
+def pattern_regex(pattern: str) -> re.Pattern:
+    """RFC 3501 §6.3.8: `*` matches anything, `%` anything but the separator."""
+    head, sep, rest = pattern.partition(SEP)
+    if head.upper() == "INBOX":
+        pattern = "INBOX" + sep + rest
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append("[^/]*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+class _Tree:
+    """The user's folder names with implied parents, children and roles, built once per LIST."""
+
+    def __init__(self, session):
+        mbox = session.mailbox
+        self.names = mbox.list_folders()
+        self.existing = set(self.names)
+        self.subscribed = set(mbox.subscriptions())
+        self.uses = mbox.special_use()
+        self.parents: set[str] = set()
+        for name in list(self.existing) + list(self.subscribed):
+            parts = name.split(SEP)
+            for i in range(1, len(parts)):
+                self.parents.add(SEP.join(parts[:i]))
+        self.has_children = {
+            p for p in self.parents if any(n.startswith(p + SEP) for n in self.existing)
+        }
+        self.sub_children = {
+            p for p in self.parents if any(n.startswith(p + SEP) for n in self.subscribed)
+        }
+
+    def all_names(self) -> list[str]:
+        implied = self.parents - self.existing
+        return self.names + sorted(n for n in implied if n not in self.existing)
+
+
+def _list_args(cmd):
+    """(selection options, reference, patterns, return options) of LIST (RFC 5258 §6)."""
+    args = list(cmd.args)
+    select_opts: list[str] = []
+    extended = False
+    if args and isinstance(args[0], list):
+        select_opts = [str(a).upper() for a in args.pop(0)]
+        extended = True
+    if len(args) < 2:
+        raise ImapBad("LIST needs a reference and a mailbox pattern")
+    ref, pats = args[0], args[1]
+    rest = args[2:]
+    return_opts: list = []
+    if isinstance(pats, list):
+        extended = True
+        patterns = pats
+    else:
+        patterns = [pats]
+    if rest:
+        if len(rest) != 2 or str(rest[0]).upper() != "RETURN" or not isinstance(rest[1], list):
+            raise ImapBad("Invalid LIST return options")
+        return_opts = rest[1]
+        extended = True
+    if isinstance(ref, list) or any(isinstance(p, list) for p in patterns):
+        raise ImapBad("Invalid LIST arguments")
+    for opt in select_opts:
+        if opt not in ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"):
+            raise ImapBad(f"Unknown LIST selection option {opt[:20]}")
+    if "RECURSIVEMATCH" in select_opts and len(select_opts) == 1:
+        raise ImapBad("RECURSIVEMATCH needs another selection option")
+    return select_opts, ref, patterns, return_opts, extended
+
+
+def _return_options(return_opts: list) -> tuple[set[str], list[str] | None]:
+    opts: set[str] = set()
+    status_items = None
+    i = 0
+    while i < len(return_opts):
+        opt = str(return_opts[i]).upper()
+        if opt == "STATUS":
+            # RFC 5819: RETURN (STATUS (MESSAGES UNSEEN ...)).
+            if i + 1 >= len(return_opts) or not isinstance(return_opts[i + 1], list):
+                raise ImapBad("STATUS return option needs a list")
+            status_items = _status_items(return_opts[i + 1])
+            i += 2
+            continue
+        if opt not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "MYRIGHTS"):
+            raise ImapBad(f"Unknown LIST return option {opt[:20]}")
+        opts.add(opt)
+        i += 1
+    return opts, status_items
+
+
+def _decode_text(session, value) -> str:
+    if isinstance(value, bytes):
+        try:
+            raw = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ImapBad("Invalid mailbox pattern") from None
+    else:
+        raw = str(value)
+    if "&" in raw:
+        return R.decode_mailbox(raw, session.utf8) if raw else ""
+    return raw
+
+
+@command("LIST", states=AUTH)
+def list_command(session, cmd):
+    select_opts, ref, patterns, return_opts, extended = _list_args(cmd)
+    ret, status_items = _return_options(return_opts)
+    reference = _decode_text(session, ref)
+    pats = [_decode_text(session, p) for p in patterns]
+    if not extended and pats == [""]:
+        # RFC 3501 §6.3.8: an empty pattern asks for the hierarchy delimiter.
+        session.send(b'* LIST (\\Noselect) "/" ""\r\n')
+        return
+    tree = _Tree(session)
+    regexes = [pattern_regex(reference + p) for p in pats if p != ""]
+    subscribed_only = "SUBSCRIBED" in select_opts
+    special_only = "SPECIAL-USE" in select_opts
+    recursive = "RECURSIVEMATCH" in select_opts
+    show_subscribed = subscribed_only or "SUBSCRIBED" in ret
+    show_special = True  # RFC 6154 §2: attributes returned by plain LIST too
+    candidates = tree.all_names()
+    if subscribed_only:
+        candidates += sorted(n for n in tree.subscribed if n not in set(candidates))
+    lines: list[bytes] = []
+    for name in candidates:
+        if not any(r.fullmatch(name) for r in regexes):
+            continue
+        exists = name in tree.existing
+        childinfo = False
+        if subscribed_only and name not in tree.subscribed:
+            if not (recursive and name in tree.sub_children):
+                continue
+            childinfo = True
+        if special_only and name not in tree.uses:
+            continue
+        if not exists and not subscribed_only and not extended and name not in tree.parents:
+            continue
+        attrs = []
+        if not exists:
+            attrs.append("\\NonExistent" if extended else "\\Noselect")
+        if name in tree.has_children:
+            attrs.append("\\HasChildren")
+        elif exists or extended:
+            attrs.append("\\HasNoChildren")
+        if show_subscribed and name in tree.subscribed:
+            attrs.append("\\Subscribed")
+        if show_special and name in tree.uses:
+            attrs.append(tree.uses[name])
+        line = (
+            b"* LIST ("
+            + " ".join(attrs).encode()
+            + b') "/" '
+            + R.encode_mailbox(name, session.utf8)
+        )
+        if childinfo:
+            line += b' ("CHILDINFO" ("SUBSCRIBED"))'
+        lines.append(line + b"\r\n")
+        if status_items is not None and exists:
+            try:
+                folder = open_folder(session, name)
+            except ImapNo:
+                continue
+            lines.append(status_line(session, name, folder, status_items))
+    session.send_many(lines)
+
+
+@command("LSUB", states=AUTH)
+def lsub(session, cmd):
+    if len(cmd.args) != 2 or any(isinstance(a, list) for a in cmd.args):
+        raise ImapBad("LSUB needs a reference and a mailbox pattern")
+    reference = _decode_text(session, cmd.args[0])
+    pattern = _decode_text(session, cmd.args[1])
+    if pattern == "":
+        session.send(b'* LSUB (\\Noselect) "/" ""\r\n')
+        return
+    tree = _Tree(session)
+    regex = pattern_regex(reference + pattern)
+    lines = []
+    seen = set()
+    for name in sorted(tree.subscribed, key=lambda n: (n != "INBOX", n)):
+        if regex.fullmatch(name):
+            attrs = [] if name in tree.existing else ["\\Noselect"]
+            lines.append(_lsub_line(session, name, attrs))
+            seen.add(name)
+    if "%" in pattern:
+        # RFC 3501 §6.3.9: "%" matching a parent of subscribed names lists it \Noselect.
+        for name in sorted(tree.sub_children - seen):
+            if regex.fullmatch(name) and name not in tree.subscribed:
+                lines.append(_lsub_line(session, name, ["\\Noselect"]))
+    session.send_many(lines)
+
+
+def _lsub_line(session, name: str, attrs: list[str]) -> bytes:
+    return (
+        b"* LSUB (" + " ".join(attrs).encode() + b') "/" ' + R.encode_mailbox(name, session.utf8)
+    ) + b"\r\n"
+
+
+# -- STATUS ----------------------------------------------------------------------------------
+
+_STATUS_ITEMS = (
+    "MESSAGES",
+    "RECENT",
+    "UIDNEXT",
+    "UIDVALIDITY",
+    "UNSEEN",
+    "HIGHESTMODSEQ",
+    "SIZE",
+    "DELETED",
+    "APPENDLIMIT",
+)
+
+
+def _status_items(items) -> list[str]:
+    if not isinstance(items, list) or not items:
+        raise ImapBad("STATUS needs a list of items")
+    out = []
+    for item in items:
+        name = str(item).upper() if isinstance(item, Atom) else ""
+        if name not in _STATUS_ITEMS:
+            raise ImapBad("Unknown STATUS item")
+        out.append(name)
+    return out
+
+
+def status_line(session, name: str, folder, items: list[str]) -> bytes:
+    values = []
+    msgs = folder.messages
+    for item in items:
+        if item == "MESSAGES":
+            v = len(msgs)
+        elif item == "RECENT":
+            v = recent_count(folder)
+        elif item == "UIDNEXT":
+            v = folder.uidnext
+        elif item == "UIDVALIDITY":
+            v = folder.uidvalidity
+        elif item == "UNSEEN":
+            v = sum(1 for m in msgs if "\\Seen" not in m.flags)
+        elif item == "HIGHESTMODSEQ":
+            v = folder.highestmodseq
+        elif item == "SIZE":
+            # RFC 8438: the total of the messages' RFC822.SIZE.
+            v = folder.total_size()
+        elif item == "DELETED":
+            v = sum(1 for m in msgs if "\\Deleted" in m.flags)
+        else:
+            v = session.config.imap.append_limit
+        values.append(f"{item} {v}".encode())
+    return (
+        b"* STATUS " + R.encode_mailbox(name, session.utf8) + b" (" + b" ".join(values) + b")\r\n"
+    )
+
+
+@command("STATUS", states=AUTH)
+def status(session, cmd):
+    if len(cmd.args) != 2:
+        raise ImapBad("STATUS needs a mailbox name and items")
+    name = mailbox_arg(session, cmd.args[0])
+    items = _status_items(cmd.args[1])
+    folder = open_folder(session, name)
+    if "HIGHESTMODSEQ" in items and "CONDSTORE" not in session.enabled:
+        # RFC 7162 §3.1: STATUS HIGHESTMODSEQ is a CONDSTORE-enabling command.
+        session.enabled.add("CONDSTORE")
+    session.send(status_line(session, name, folder, items))

@@ -1,0 +1,122 @@
+"""SEARCH / UID SEARCH (RFC 3501 §6.4.4) with ESEARCH (RFC 4731), SEARCHRES (RFC 5182) and
+MODSEQ (RFC 7162); SORT and THREAD (RFC 5256).  The criteria language lives in
+`mailsuite.imap.search`, `sort` and `thread`; this module runs it over the session's view.
+
+Searches that only test index fields run on the reactor; ones that read message text run in
+the thread pool so other sessions are not held up."""
+
+from __future__ import annotations
+
+import importlib
+
+from twisted.internet import defer, threads
+
+from mailsuite.imap import search as search_mod
+from mailsuite.imap.commands import SEL, command
+from mailsuite.imap.commands.fetch import content_loader_for
+from mailsuite.imap.parser import ImapBad
+
+
+def _loader_for_thread(folder):
+    """A content loader safe in a worker thread: plain file reads, no index refresh."""
+    from mailsuite.imap import mime
+
+    def load(msg):
+        try:
+            with open(folder.message_path(msg), "rb") as f:
+                return mime.MessageContent(f.read())
+        except OSError:
+            return mime.MessageContent(b"")
+
+    return load
+
+
+def _run(program_needs_content: bool, fn, *args):
+    if program_needs_content:
+        return threads.deferToThread(fn, *args)
+    return defer.maybeDeferred(fn, *args)
+
+
+def _search(session, cmd, uid: bool):
+    view = session.view
+    opts, prog = search_mod.parse_search_command(cmd.args)
+    if prog.wants_modseq:
+        session.enabled.add("CONDSTORE")
+    if prog.uses_saved or opts.save:
+        pass
+    loader = (
+        _loader_for_thread(view.folder) if prog.needs_content else content_loader_for(view.folder)
+    )
+    ctx = search_mod.SearchContext(
+        content_loader=loader,
+        recent_uids=set(view.recent),
+        saved_uids=list(session.saved_uids),
+    )
+    messages = list(view.messages)
+    d = _run(prog.needs_content, search_mod.evaluate_seqs, prog, messages, ctx)
+
+    def answer(hits):
+        hits = [(s, m) for s, m in hits if view.is_live(m)]
+        numbers = [m.uid for _, m in hits] if uid else [s for s, _ in hits]
+        modseq = search_mod.highest_modseq([m for _, m in hits]) if prog.wants_modseq else None
+        if opts.save:
+            session.saved_uids = search_mod.saved_result(opts, [m.uid for _, m in hits])
+        if opts.esearch:
+            line = search_mod.format_esearch(cmd.tag, uid, numbers, opts, modseq)
+            if line is not None:
+                session.send(line)
+        else:
+            session.send(search_mod.format_search(numbers, modseq))
+        return None
+
+    def failed(failure):
+        if opts.save:
+            # RFC 5182 §2.1: a failed SAVE search empties the saved result.
+            session.saved_uids = []
+        return failure
+
+    d.addCallbacks(answer, failed)
+    return d
+
+
+@command("SEARCH", states=SEL, expunge_ok=False)
+def search(session, cmd):
+    return _search(session, cmd, uid=False)
+
+
+@command("UID SEARCH", states=SEL)
+def uid_search(session, cmd):
+    return _search(session, cmd, uid=True)
+
+
+def _module(name: str):
+    try:
+        return importlib.import_module(f"mailsuite.imap.{name}")
+    except ImportError:
+        raise ImapBad(f"{name.upper()} is not supported") from None
+
+
+def _sort_or_thread(session, cmd, uid: bool, kind: str):
+    mod = _module(kind)
+    view = session.view
+    return mod.run_command(session, view, cmd, uid)
+
+
+@command("SORT", states=SEL, expunge_ok=False)
+def sort(session, cmd):
+    return _sort_or_thread(session, cmd, False, "sort")
+
+
+@command("UID SORT", states=SEL)
+def uid_sort(session, cmd):
+    return _sort_or_thread(session, cmd, True, "sort")
+
+
+@command("THREAD", states=SEL, expunge_ok=False)
+def thread(session, cmd):
+    return _sort_or_thread(session, cmd, False, "thread")
+
+
+@command("UID THREAD", states=SEL)
+def uid_thread(session, cmd):
+    return _sort_or_thread(session, cmd, True, "thread")

@@ -1,0 +1,102 @@
+"""STORE and UID STORE (RFC 3501 §6.4.6) with CONDSTORE's UNCHANGEDSINCE (RFC 7162 §3.1.3).
+
+Flags live in the store's index and Maildir file names: no message file is read."""
+
+from __future__ import annotations
+
+from mailsuite.imap.commands import SEL, command
+from mailsuite.imap.parser import Atom, ImapBad, ImapNo
+from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
+
+SYSTEM_FLAGS = {
+    "\\SEEN": "\\Seen",
+    "\\ANSWERED": "\\Answered",
+    "\\FLAGGED": "\\Flagged",
+    "\\DELETED": "\\Deleted",
+    "\\DRAFT": "\\Draft",
+}
+_ATOM_BAD = set('(){ %*"\\]')
+
+
+def parse_flags(value) -> list[str]:
+    """A flag list or a single flag as IMAP flag names (system flags in canonical case)."""
+    items = value if isinstance(value, list) else [value]
+    flags = []
+    for item in items:
+        if not isinstance(item, Atom):
+            raise ImapBad("Invalid flag")
+        if item.startswith("\\"):
+            canon = SYSTEM_FLAGS.get(item.upper())
+            if canon is None:
+                if item.upper() == "\\RECENT":
+                    continue  # RFC 3501 §2.3.2: \Recent cannot be changed by a client
+                raise ImapBad(f"Invalid system flag {item[:30]}")
+            flags.append(canon)
+        else:
+            if any(c in _ATOM_BAD or ord(c) < 0x21 or ord(c) > 0x7E for c in item):
+                raise ImapBad("Invalid keyword")
+            flags.append(str(item))
+    return flags
+
+
+def _store(session, cmd, uid: bool):
+    args = list(cmd.args)
+    if len(args) < 3:
+        raise ImapBad("STORE needs a message set, an item and flags")
+    view = session.view
+    seqset = parse_sequence_set(args.pop(0))
+    unchanged_since = None
+    if isinstance(args[0], list):
+        mods = args.pop(0)
+        if len(mods) != 2 or str(mods[0]).upper() != "UNCHANGEDSINCE":
+            raise ImapBad("Invalid STORE modifier")
+        if not isinstance(mods[1], Atom) or not mods[1].isdigit():
+            raise ImapBad("Invalid UNCHANGEDSINCE value")
+        unchanged_since = int(mods[1])
+        session.enabled.add("CONDSTORE")  # RFC 7162 §3.1: a CONDSTORE-enabling command
+    if len(args) < 2 or not isinstance(args[0], Atom):
+        raise ImapBad("Invalid STORE data item")
+    item = args[0].upper()
+    silent = item.endswith(".SILENT")
+    base = item[: -len(".SILENT")] if silent else item
+    modes = {"FLAGS": "set", "+FLAGS": "add", "-FLAGS": "remove"}
+    if base not in modes:
+        raise ImapBad("Invalid STORE data item")
+    flags = parse_flags(args[1] if len(args) == 2 else args[1:])
+    view.check_seqset(seqset, uid)
+    if view.readonly:
+        raise ImapNo("READ-ONLY", "Mailbox is read-only")
+    targets = [(seq, m) for seq, m in view.select(seqset, uid) if view.is_live(m)]
+    before = {m.uid: m.modseq for _, m in targets}
+    changed, refused = view.folder.store_flags(
+        [m for _, m in targets], flags, modes[base], unchanged_since, source=view
+    )
+    changed_uids = {m.uid for m in changed}
+    refused_uids = {m.uid for m in refused}
+    lines = []
+    for seq, m in targets:
+        if m.uid in refused_uids:
+            continue
+        # RFC 3501 §6.4.6: FETCH FLAGS for each message unless .SILENT; RFC 7162 §3.1.3:
+        # with UNCHANGEDSINCE, a changed message's new MODSEQ is reported even when silent.
+        if not silent or (unchanged_since is not None and m.uid in changed_uids):
+            if not silent or m.modseq != before.get(m.uid):
+                lines.append(view.flags_fetch(seq, m, with_uid=uid))
+    session.send_many(lines)
+    if refused:
+        if uid:
+            nums = [m.uid for m in refused]
+        else:
+            nums = [seq for seq, m in targets if m.uid in refused_uids]
+        return (f"MODIFIED {format_sequence_set(nums)}", "Conditional STORE failed")
+    return None
+
+
+@command("STORE", states=SEL, expunge_ok=False)
+def store(session, cmd):
+    return _store(session, cmd, uid=False)
+
+
+@command("UID STORE", states=SEL)
+def uid_store(session, cmd):
+    return _store(session, cmd, uid=True)

@@ -1,0 +1,250 @@
+"""The IMAP4 Protocol: bytes from the socket into the command reader, commands to the
+session one at a time, responses back out (optionally DEFLATE-compressed, RFC 4978).
+
+Thin on purpose: framing lives in `parser`, state and replies in `session`, behaviour in
+`commands`.  The next pipelined command is parsed only when the previous one has written its
+tagged reply, so STARTTLS and COMPRESS can change the stream between two commands.
+"""
+
+from __future__ import annotations
+
+import socket
+import zlib
+
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mailsuite.imap import response as R
+from mailsuite.imap.parser import Command, CommandReader, NeedContinuation, RejectedCommand
+from mailsuite.imap.session import Session
+
+log = Logger(namespace="mailsuite.imap")
+
+
+@implementer(IPushProducer)
+class _WriteGate:
+    """Registered as the transport's producer so big FETCHes pause when the peer is slow."""
+
+    def __init__(self):
+        self.paused = False
+        self.waiters: list[defer.Deferred] = []
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def stopProducing(self):
+        self.resumeProducing()
+
+
+class ImapProtocol(protocol.Protocol):
+    def __init__(self, services, kind: str):
+        self.services = services
+        self.kind = kind
+        cfg = services.config.imap
+        self.reader = CommandReader(cfg.max_command_line, cfg.max_literal, cfg.append_limit)
+        self.session: Session | None = None
+        self.busy = False
+        self.closed = False
+        self._tls_started = kind == "imaps"
+        self._inflate = None
+        self._deflate = None
+        self._timeout = None
+        self._gate = _WriteGate()
+        self._conn_token = None
+
+    # -- connection ---------------------------------------------------------------------------
+    def connectionMade(self):
+        peer = self.transport.getPeer()
+        ip = getattr(peer, "host", "")
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            try:
+                self.transport.getHandle().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (AttributeError, OSError):
+                pass
+        self.transport.registerProducer(self._gate, True)
+        self.session = Session(self.services, self, self.kind, ip)
+        limiter = getattr(self.services, "connections", None)
+        if limiter is not None:
+            if not limiter.acquire(ip):
+                self.write_sequence([R.untagged("BYE Too many connections from your address")])
+                self.close()
+                return
+            self._conn_token = ip
+        caps = " ".join(self.session.capabilities())
+        self.write_sequence([R.untagged(f"OK [CAPABILITY {caps}] mailsuite IMAP4rev1 ready")])
+        self._reset_timeout()
+
+    def connectionLost(self, reason=None):
+        self.closed = True
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
+        if self.session is not None:
+            self.session.close()
+        limiter = getattr(self.services, "connections", None)
+        if self._conn_token is not None and limiter is not None:
+            limiter.release(self._conn_token)
+            self._conn_token = None
+        self._gate.resumeProducing()
+
+    def is_secure(self) -> bool:
+        return self._tls_started
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.loseConnection()
+
+    # -- timeouts -----------------------------------------------------------------------------
+    def _reset_timeout(self) -> None:
+        from twisted.internet import reactor
+
+        # RFC 3501 §5.4: an autologout timer of at least 30 minutes (config.imap.idle_timeout).
+        seconds = self.services.config.imap.idle_timeout
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.reset(seconds)
+        else:
+            self._timeout = reactor.callLater(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timeout = None
+        self.write_sequence([R.untagged("BYE Autologout; idle for too long")])
+        self.close()
+
+    # -- input --------------------------------------------------------------------------------
+    def dataReceived(self, data: bytes):
+        if self.closed:
+            return
+        if self._inflate is not None:
+            try:
+                data = self._inflate.decompress(data)
+            except zlib.error:
+                log.info("bad DEFLATE data from client; closing")
+                self.close()
+                return
+        self._reset_timeout()
+        self.reader.feed(data)
+        self._pump()
+
+    def _pump(self) -> None:
+        session = self.session
+        while not self.closed:
+            if session.line_handler is not None:
+                # A sub-dialogue (AUTHENTICATE response, IDLE's DONE) takes raw lines while
+                # its command is still running.
+                line = self.reader.next_line()
+                if line is None:
+                    if self.reader.buffered() > self.services.config.imap.max_command_line:
+                        self.write_sequence([R.untagged("BYE Line too long")])
+                        self.close()
+                    return
+                try:
+                    session.line_handler(line)
+                except Exception:
+                    log.failure("IMAP line handler crashed")
+                    self.close()
+                continue
+            if self.busy:
+                return
+            ev = self.reader.next_event()
+            if ev is None:
+                return
+            if isinstance(ev, NeedContinuation):
+                self.write_sequence([R.continuation("Ready for literal data")])
+            elif isinstance(ev, RejectedCommand):
+                if ev.close:
+                    session.send(R.tagged(ev.tag, ev.error.status, ev.error.text, ev.error.code))
+                    session.send(R.untagged("BYE Literal too large"))
+                    session.flush()
+                    self.close()
+                    return
+                session.reject(ev.tag, ev.error)
+            elif isinstance(ev, Command):
+                self._run_step(session.run, ev)
+
+    def _run_step(self, fn, arg) -> None:
+        try:
+            d = fn(arg)
+        except Exception:
+            log.failure("IMAP handler crashed")
+            self.write_sequence([R.untagged("BYE Internal error")])
+            self.close()
+            return
+        if isinstance(d, defer.Deferred) and not d.called:
+            self.busy = True
+
+            def done(result):
+                self.busy = False
+                if not self.closed:
+                    self._pump()
+                return None
+
+            def crashed(failure):
+                log.failure("IMAP command crashed", failure=failure)
+                self.busy = False
+                self.close()
+
+            d.addCallbacks(done, crashed)
+
+    # -- output -------------------------------------------------------------------------------
+    def write_sequence(self, chunks: list[bytes]) -> None:
+        if self.transport is None or getattr(self.transport, "disconnected", False):
+            return
+        if self._deflate is not None:
+            data = self._deflate.compress(b"".join(chunks)) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+            self.transport.write(data)
+        else:
+            self.transport.writeSequence(chunks)
+
+    def wait_writable(self) -> defer.Deferred:
+        if not self._gate.paused or self.closed:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._gate.waiters.append(d)
+        return d
+
+    # -- stream changes -----------------------------------------------------------------------
+    def start_tls(self) -> None:
+        """RFC 3501 §6.2.1: anything pipelined after STARTTLS is discarded, never run."""
+        self.reader.clear()
+        self.transport.startTLS(self.services.tls.server_options())
+        self._tls_started = True
+
+    def start_compression(self) -> None:
+        """RFC 4978 §3: DEFLATE (raw, no zlib header) both ways from the next byte on."""
+        self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self._inflate = zlib.decompressobj(-15)
+        pending = self.reader.take_buffer()
+        if pending:
+            try:
+                self.reader.feed(self._inflate.decompress(pending))
+            except zlib.error:
+                self.close()
+
+
+class ImapFactory(protocol.ServerFactory):
+    def __init__(self, services, kind: str):
+        self.services = services
+        self.kind = kind
+
+    def buildProtocol(self, addr):
+        p = ImapProtocol(self.services, self.kind)
+        p.factory = self
+        return p
+
+
+def build_factory(services, kind: str) -> ImapFactory:
+    """`kind` is "imap" (port 143, STARTTLS) or "imaps" (993, wrapped in TLS by app.py)."""
+    if kind not in ("imap", "imaps"):
+        raise ValueError(f"unknown IMAP listener kind {kind!r}")
+    return ImapFactory(services, kind)

@@ -1,0 +1,118 @@
+"""Greeting, CAPABILITY, LOGIN, AUTHENTICATE (PLAIN/LOGIN, SASL-IR), STARTTLS and 993."""
+
+import base64
+import imaplib
+import ssl
+
+import pytest
+
+from tests.conftest import DEFAULT_PASSWORD
+from tests.imap.conftest import USER, Raw
+
+
+def _ctx():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def test_login_and_capabilities_after_login(imap):
+    typ, caps = imap.capability()
+    caps = caps[0].decode().split()
+    for cap in ("IMAP4rev1", "IDLE", "UIDPLUS", "MOVE", "CONDSTORE", "QRESYNC", "LITERAL+"):
+        assert cap in caps
+    assert "STARTTLS" not in caps and "AUTH=PLAIN" not in caps
+
+
+def test_wrong_password_is_no_authenticationfailed(imap_server):
+    c = imaplib.IMAP4("127.0.0.1", imap_server.port("imap"), timeout=10)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        c.login(USER, "wrong")
+    c.logout()
+
+
+def test_authenticate_plain_with_initial_response_rfc4959(imap_server):
+    r = Raw(imap_server.port("imap"))
+    ir = base64.b64encode(f"\0{USER}\0{DEFAULT_PASSWORD}".encode())
+    out = r.cmd(b"AUTHENTICATE PLAIN " + ir)
+    assert out[-1].startswith(b"t OK [CAPABILITY "), out
+    assert r.cmd(b"SELECT INBOX")[-1].startswith(b"t OK [READ-WRITE]")
+
+
+def test_authenticate_login_with_challenges(imap_server):
+    r = Raw(imap_server.port("imap"))
+    r.send(b"a AUTHENTICATE LOGIN\r\n")
+    assert r.line() == b"+ " + base64.b64encode(b"Username:")
+    r.send(base64.b64encode(USER.encode()) + b"\r\n")
+    assert r.line() == b"+ " + base64.b64encode(b"Password:")
+    r.send(base64.b64encode(DEFAULT_PASSWORD.encode()) + b"\r\n")
+    assert r.line().startswith(b"a OK")
+
+
+def test_authenticate_cancelled_with_star(imap_server):
+    r = Raw(imap_server.port("imap"))
+    r.send(b"a AUTHENTICATE PLAIN\r\n")
+    assert r.line() == b"+ "
+    r.send(b"*\r\n")
+    assert r.line().startswith(b"a BAD")
+    assert r.cmd(b"NOOP")[-1].startswith(b"t OK")
+
+
+def test_commands_before_login_are_refused(imap_server):
+    r = Raw(imap_server.port("imap"))
+    assert r.cmd(b"SELECT INBOX")[-1].startswith(b"t BAD")
+    assert r.cmd(b"FOO")[-1].startswith(b"t BAD")
+
+
+def test_logindisabled_before_starttls_and_login_after(server_factory):
+    srv = server_factory()  # auth.plaintext = "never"
+    srv.add_user(USER)
+    c = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=10)
+    assert "LOGINDISABLED" in c.capabilities and "STARTTLS" in c.capabilities
+    with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
+        c.login(USER, DEFAULT_PASSWORD)
+    c.starttls(_ctx())
+    assert "LOGINDISABLED" not in c.capabilities and "AUTH=PLAIN" in c.capabilities
+    assert c.login(USER, DEFAULT_PASSWORD)[0] == "OK"
+    c.logout()
+
+
+def test_imaps_port_993(server_factory):
+    srv = server_factory()
+    srv.add_user(USER)
+    c = imaplib.IMAP4_SSL("127.0.0.1", srv.port("imaps"), ssl_context=_ctx(), timeout=10)
+    assert "STARTTLS" not in c.capabilities
+    assert c.login(USER, DEFAULT_PASSWORD)[0] == "OK"
+    c.logout()
+
+
+def test_plaintext_pipelined_after_starttls_is_discarded(server_factory):
+    """RFC 3501 §6.2.1 / DESIGN.md: bytes after STARTTLS and before the handshake never run."""
+    srv = server_factory()
+    srv.add_user(USER)
+    r = Raw(srv.port("imap"))
+    r.send(b"a STARTTLS\r\nb LOGIN x y\r\nc CAPABILITY\r\n")
+    assert r.line().startswith(b"a OK")
+    sock = _ctx().wrap_socket(r.sock)
+    sock.sendall(b"d CAPABILITY\r\n")
+    data = b""
+    while b"d OK" not in data:
+        chunk = sock.recv(4096)
+        assert chunk
+        data += chunk
+    assert b"b " not in data and b"c OK" not in data
+    assert b"AUTH=PLAIN" in data
+
+
+def test_too_many_bad_commands_end_with_bye(imap_server):
+    r = Raw(imap_server.port("imap"))
+    lines = []
+    for i in range(5):
+        r.send(b"x%d BLAH\r\n" % i)
+    try:
+        while True:
+            lines.append(r.line())
+    except (EOFError, OSError):
+        pass
+    assert any(line.startswith(b"* BYE") for line in lines)
