@@ -2,7 +2,7 @@
 16 KiB chunk boundaries, per-recipient results, STARTTLS, SIZE, SMTPUTF8, timeouts, drops."""
 
 import pytest
-from relay_support import in_reactor
+from tests.relay.relay_support import in_reactor
 
 from mailsuite.relay.client import SessionParams, Timeouts, TlsHandshakeFailed, connect
 from mailsuite.relay.mx import Destination
