@@ -1,0 +1,182 @@
+"""SORT (RFC 5256 §3): criteria parsing, base-subject extraction, sent dates, ordering.
+
+Usage from the SORT command module:
+
+    criteria, prog = parse_sort_command(args)   # `(REVERSE DATE) UTF-8 ALL`; ImapBad / ImapNo
+    hits = search.evaluate_seqs(prog, view, ctx)
+    ordered = sort_messages(criteria, hits, content_loader)   # [(seq, msg)] in SORT order
+    "* SORT " + numbers (seq or uid) + "\\r\\n"                 # format_sort()
+
+Only ARRIVAL and SIZE come from the index; the other keys read header fields through the
+content loader (the parsed cache makes that a lookup, not a file read).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from collections.abc import Callable
+
+from mailsuite.imap import mime
+from mailsuite.imap.parser import Atom, ImapBad
+from mailsuite.imap.search import SearchProgram, parse_search
+
+__all__ = [
+    "parse_sort_criteria",
+    "parse_sort_command",
+    "sort_messages",
+    "format_sort",
+    "base_subject",
+    "sent_date",
+    "SORT_KEYS",
+]
+
+SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "REVERSE", "SIZE", "SUBJECT", "TO")
+
+
+def parse_sort_criteria(arg) -> list[tuple[str, bool]]:
+    """`(REVERSE DATE SUBJECT)` -> [("DATE", True), ("SUBJECT", False)] (RFC 5256 §5)."""
+    if not isinstance(arg, list) or not arg:
+        raise ImapBad("SORT needs a parenthesized list of criteria")
+    out = []
+    reverse = False
+    for t in arg:
+        if not isinstance(t, Atom):
+            raise ImapBad("Invalid SORT criterion")
+        up = t.upper()
+        if up == "REVERSE":
+            if reverse:
+                raise ImapBad("REVERSE twice")
+            reverse = True
+            continue
+        if up not in SORT_KEYS:
+            raise ImapBad(f"Unknown SORT criterion {t[:30]}")
+        out.append((up, reverse))
+        reverse = False
+    if reverse or not out:
+        raise ImapBad("REVERSE must precede a criterion")
+    return out
+
+
+def parse_sort_command(args: list) -> tuple[list[tuple[str, bool]], SearchProgram]:
+    """`(criteria) charset search-key...` (RFC 5256 §3: the charset is mandatory)."""
+    if len(args) < 3:
+        raise ImapBad("SORT needs criteria, a charset and search keys")
+    criteria = parse_sort_criteria(args[0])
+    charset = args[1]
+    if not isinstance(charset, (str, bytes)):
+        raise ImapBad("Invalid charset")
+    return criteria, parse_search(list(args[2:]), charset=charset)
+
+
+# --- base subject (RFC 5256 §2.1) --------------------------------------------------------------
+
+_WS_RE = re.compile(r"[ \t\r\n]+")
+_TRAILER_RE = re.compile(r"(?:\s*\(fwd\))+\s*$|\s+$", re.IGNORECASE)
+_BLOB = r"\[[^\[\]]*\][ \t]*"
+_REFWD_RE = re.compile(r"(?:" + _BLOB + r")*(?:re|fwd?)[ \t]*(?:" + _BLOB + r")?:", re.IGNORECASE)
+_BLOB_RE = re.compile(_BLOB)
+
+
+def base_subject(value: bytes | None) -> tuple[str, bool]:
+    """(base subject, is_reply_or_forward) of a raw Subject value (RFC 5256 §2.1)."""
+    if value is None:
+        return "", False
+    s = _WS_RE.sub(" ", mime.decode_header_value(value)).strip()
+    reply = False
+    while True:
+        # (2) trailing "(fwd)" and whitespace
+        new = _TRAILER_RE.sub("", s)
+        if new != s:
+            if "(fwd)" in s[len(new) :].lower():
+                reply = True
+            s = new
+        # (3)-(5) leading subj-refwd / WSP / subj-blob
+        while True:
+            changed = False
+            stripped = s.lstrip(" \t")
+            if stripped != s:
+                s, changed = stripped, True
+            m = _REFWD_RE.match(s)
+            if m:
+                s, changed, reply = s[m.end() :], True, True
+            m = _BLOB_RE.match(s)
+            if m and s[m.end() :].strip():
+                s, changed = s[m.end() :], True
+            if not changed:
+                break
+        # (6) "[fwd: ... ]"
+        if s.lower().startswith("[fwd:") and s.endswith("]"):
+            s = s[5:-1]
+            reply = True
+            continue
+        break
+    return s, reply
+
+
+def sent_date(fields, internaldate: float) -> float:
+    """Date: as UTC seconds; the internal date when missing or unparsable (RFC 5256 §2.2)."""
+    v = mime.first_value(fields, b"date")
+    if v is not None:
+        try:
+            t = email.utils.parsedate_tz(v.decode("latin-1"))
+            if t is not None and t[0]:
+                return float(email.utils.mktime_tz(t))
+        except (TypeError, ValueError, OverflowError, IndexError):
+            pass
+    return internaldate
+
+
+def _first_mailbox(fields, name: bytes) -> bytes:
+    """addr-mailbox of the first address of a header (RFC 5256 §3 CC/FROM/TO), upper-cased
+    for i;ascii-casemap."""
+    addrs = mime.parse_addresses(mime.first_value(fields, name)) or []
+    for a in addrs:
+        if a[3] is not None:  # not a group marker
+            return (a[2] or b"").upper()
+    return b""
+
+
+# --- ordering ---------------------------------------------------------------------------------
+
+
+def _ascii_upper(s: str) -> bytes:
+    return s.encode("utf-8", "surrogateescape").upper()
+
+
+def sort_messages(
+    criteria: list[tuple[str, bool]], pairs: list[tuple], content_loader: Callable | None
+) -> list[tuple]:
+    """Order `(seq, msg)` pairs by the criteria; ties keep sequence order (RFC 5256 §3)."""
+    items = sorted(pairs, key=lambda p: p[0])
+    cache: dict[int, object] = {}
+
+    def fields_of(msg):
+        f = cache.get(id(msg))
+        if f is None:
+            f = content_loader(msg).fields()
+            cache[id(msg)] = f
+        return f
+
+    for key, reverse in reversed(criteria):
+        if key == "ARRIVAL":
+            keyfn = lambda p: p[1].internaldate  # noqa: E731
+        elif key == "SIZE":
+            keyfn = lambda p: p[1].wire_size  # noqa: E731
+        elif key == "DATE":
+            keyfn = lambda p: sent_date(fields_of(p[1]), p[1].internaldate)  # noqa: E731
+        elif key == "SUBJECT":
+            keyfn = lambda p: _ascii_upper(  # noqa: E731
+                base_subject(mime.first_value(fields_of(p[1]), b"subject"))[0]
+            )
+        else:
+            hname = key.lower().encode()
+            keyfn = lambda p, h=hname: _first_mailbox(fields_of(p[1]), h)  # noqa: E731
+        # Python's sort is stable for reverse=True as well, so equal keys keep their order.
+        items.sort(key=keyfn, reverse=reverse)
+    return items
+
+
+def format_sort(numbers) -> bytes:
+    """`* SORT 2 3 1` (RFC 5256 §4)."""
+    return b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n"

@@ -1,0 +1,285 @@
+"""THREAD (RFC 5256 §3): ORDEREDSUBJECT and REFERENCES, and the `* THREAD` response.
+
+Usage from the THREAD command module:
+
+    algorithm, prog = parse_thread_command(args)      # `REFERENCES UTF-8 ALL`
+    hits = search.evaluate_seqs(prog, view, ctx)
+    line = thread_response(algorithm, hits, content_loader, uid=is_uid_command)
+    # -> b"* THREAD (2)(3 6 (4 23)(44 7 96))\\r\\n"
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from mailsuite.imap import mime
+from mailsuite.imap.parser import Atom, ImapBad
+from mailsuite.imap.search import SearchProgram, parse_search
+from mailsuite.imap.sort import base_subject, sent_date
+
+__all__ = ["THREAD_ALGORITHMS", "parse_thread_command", "thread_messages", "thread_response"]
+
+THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
+
+
+def parse_thread_command(args: list) -> tuple[str, SearchProgram]:
+    """`algorithm charset search-key...` (RFC 5256 §3)."""
+    if len(args) < 3 or not isinstance(args[0], Atom):
+        raise ImapBad("THREAD needs an algorithm, a charset and search keys")
+    algorithm = args[0].upper()
+    if algorithm not in THREAD_ALGORITHMS:
+        raise ImapBad(f"Unknown THREAD algorithm {args[0][:30]}")
+    charset = args[1]
+    if not isinstance(charset, (str, bytes)):
+        raise ImapBad("Invalid charset")
+    return algorithm, parse_search(list(args[2:]), charset=charset)
+
+
+class _Info:
+    __slots__ = ("num", "seq", "date", "subject", "reply", "msgid", "refs")
+
+
+class _Node:
+    __slots__ = ("info", "parent", "children", "id")
+
+    def __init__(self, id_: str | None = None, info: _Info | None = None):
+        self.id = id_
+        self.info = info
+        self.parent: _Node | None = None
+        self.children: list[_Node] = []
+
+    def has_ancestor(self, other: _Node) -> bool:
+        n = self
+        while n is not None:
+            if n is other:
+                return True
+            n = n.parent
+        return False
+
+
+_MSGID_RE = re.compile(rb"<([^<>\s]+)>")
+
+
+def _infos(pairs: list[tuple], loader: Callable, uid: bool) -> list[_Info]:
+    out = []
+    for seq, msg in pairs:
+        fields = loader(msg).fields()
+        i = _Info()
+        i.num = msg.uid if uid else seq
+        i.seq = seq
+        i.date = sent_date(fields, msg.internaldate)
+        i.subject, i.reply = base_subject(mime.first_value(fields, b"subject"))
+        mid = mime.first_value(fields, b"message-id")
+        m = _MSGID_RE.search(mid) if mid else None
+        i.msgid = m.group(1).decode("latin-1") if m else None
+        refs = mime.first_value(fields, b"references")
+        ids = [x.decode("latin-1") for x in _MSGID_RE.findall(refs)] if refs else []
+        if not ids:
+            irt = mime.first_value(fields, b"in-reply-to")
+            ids = [x.decode("latin-1") for x in _MSGID_RE.findall(irt)][:1] if irt else []
+        i.refs = ids
+        out.append(i)
+    return out
+
+
+def _key(node: _Node) -> tuple:
+    """Sort key of a container: its message's sent date, or its first child's (RFC 5256)."""
+    n = node
+    while n.info is None and n.children:
+        n = n.children[0]
+    if n.info is None:
+        return (0.0, 0)
+    return (n.info.date, n.info.seq)
+
+
+def _sort_tree(nodes: list[_Node]) -> None:
+    for n in nodes:
+        _sort_tree(n.children)
+    nodes.sort(key=_key)
+
+
+def ordered_subject(infos: list[_Info]) -> list[_Node]:
+    """RFC 5256 §3.1: group by base subject, each group a flat thread under its first message."""
+    ordered = sorted(infos, key=lambda i: (i.subject.upper(), i.date, i.seq))
+    roots: list[_Node] = []
+    current: _Node | None = None
+    for info in ordered:
+        node = _Node(info=info)
+        if current is not None and current.info.subject.upper() == info.subject.upper():
+            node.parent = current
+            current.children.append(node)
+        else:
+            current = node
+            roots.append(node)
+    roots.sort(key=_key)
+    return roots
+
+
+def references(infos: list[_Info]) -> list[_Node]:
+    """RFC 5256 §3.2 REFERENCES threading (after Jamie Zawinski's algorithm)."""
+    table: dict[str, _Node] = {}
+    unique = 0
+
+    def container(mid: str) -> _Node:
+        n = table.get(mid)
+        if n is None:
+            n = table[mid] = _Node(mid)
+        return n
+
+    def link(parent: _Node, child: _Node) -> None:
+        if child.parent is parent or parent is child or parent.has_ancestor(child):
+            return  # never create a loop
+        if child.parent is not None:
+            child.parent.children.remove(child)
+        child.parent = parent
+        parent.children.append(child)
+
+    for info in infos:
+        mid = info.msgid
+        if mid is None or (mid in table and table[mid].info is not None):
+            # (1)(A): no or duplicate Message-ID: a unique one of our own
+            unique += 1
+            mid = f"\x00unique{unique}"
+        node = container(mid)
+        node.info = info
+        # (1)(B): link the references in order, each a child of the one before
+        prev: _Node | None = None
+        for ref in info.refs:
+            r = container(ref)
+            if prev is not None and r.parent is None:
+                link(prev, r)
+            prev = r
+        # (1)(C): the message's parent is the last reference, replacing any earlier guess
+        if prev is not None and prev is not node and not prev.has_ancestor(node):
+            if node.parent is not None:
+                node.parent.children.remove(node)
+                node.parent = None
+            link(prev, node)
+        elif prev is None and node.parent is not None:
+            node.parent.children.remove(node)
+            node.parent = None
+    # (2) root set
+    roots = [n for n in table.values() if n.parent is None]
+    # (4) prune dummies
+    roots = _prune(roots, at_root=True)
+    for r in roots:
+        r.parent = None
+    # (5) sort
+    _sort_tree(roots)
+    # (6) group the root set by base subject
+    roots = _group_by_subject(roots)
+    # (7) sort again (grouping adds children and dummies)
+    _sort_tree(roots)
+    return roots
+
+
+def _prune(nodes: list[_Node], at_root: bool) -> list[_Node]:
+    out: list[_Node] = []
+    for n in nodes:
+        n.children = _prune(n.children, at_root=False)
+        for c in n.children:
+            c.parent = n
+        if n.info is None:
+            if not n.children:
+                continue  # (4)(A): empty dummy: drop
+            if not at_root or len(n.children) == 1:
+                out.extend(n.children)  # (4)(B): promote the children
+                continue
+        out.append(n)
+    return out
+
+
+def _subject_of(n: _Node) -> tuple[str, bool]:
+    info = n.info if n.info is not None else (n.children[0].info if n.children else None)
+    if info is None:
+        return "", False
+    return info.subject, info.reply
+
+
+def _group_by_subject(roots: list[_Node]) -> list[_Node]:
+    table: dict[str, _Node] = {}
+    for n in roots:
+        subj, reply = _subject_of(n)
+        if not subj:
+            continue
+        key = subj.upper()
+        old = table.get(key)
+        if (
+            old is None
+            or (n.info is None and old.info is not None)
+            or (old.info is not None and _subject_of(old)[1] and not reply)
+        ):
+            table[key] = n
+    out: list[_Node] = []
+    consumed: set[int] = set()  # roots already moved under another container
+    for n in roots:
+        if id(n) in consumed:
+            continue
+        subj, reply = _subject_of(n)
+        key = subj.upper()
+        other = table.get(key) if subj else None
+        if other is None or other is n:
+            out.append(n)
+            continue
+        if other.info is None and n.info is None:
+            for c in n.children:
+                c.parent = other
+            other.children.extend(n.children)
+        elif other.info is None:
+            n.parent = other
+            other.children.append(n)
+        elif n.info is None or (_subject_of(other)[1] and not reply):
+            # the table's message goes under this one (a dummy, or the non-reply original)
+            _replace(out, other, n)
+            consumed.add(id(other))
+            other.parent = n
+            n.children.append(other)
+            table[key] = n
+        elif not _subject_of(other)[1] and reply:
+            n.parent = other
+            other.children.append(n)
+        else:
+            # both replies or neither: siblings under a new dummy (RFC 5256 §3.2 (6)(C))
+            dummy = _Node()
+            _replace(out, other, dummy)
+            consumed.add(id(other))
+            for c in (other, n):
+                c.parent = dummy
+                dummy.children.append(c)
+            table[key] = dummy
+    return out
+
+
+def _replace(out: list[_Node], old: _Node, new: _Node) -> None:
+    for i, x in enumerate(out):
+        if x is old:
+            out[i] = new
+            return
+    out.append(new)
+
+
+def _chain(n: _Node) -> str:
+    parts = []
+    if n.info is not None:
+        parts.append(str(n.info.num))
+    kids = n.children
+    if n.info is not None and len(kids) == 1:
+        parts.append(_chain(kids[0]))
+        return " ".join(parts)
+    if kids:
+        parts.append("".join("(" + _chain(c) + ")" for c in kids))
+    return " ".join(parts)
+
+
+def thread_messages(algorithm: str, pairs: list[tuple], loader: Callable, uid: bool) -> str:
+    """The thread-list text `(2)(3 6 (4 23)(44 7 96))` for the matching messages."""
+    infos = _infos(pairs, loader, uid)
+    roots = ordered_subject(infos) if algorithm == "ORDEREDSUBJECT" else references(infos)
+    return "".join("(" + _chain(r) + ")" for r in roots)
+
+
+def thread_response(algorithm: str, pairs: list[tuple], loader: Callable, uid: bool) -> bytes:
+    """`* THREAD ...` (RFC 5256 §4); an empty result is `* THREAD`."""
+    text = thread_messages(algorithm, pairs, loader, uid)
+    return b"* THREAD" + (b" " + text.encode("ascii") if text else b"") + b"\r\n"
