@@ -185,7 +185,7 @@ def headers_to_sign(data: bytes) -> list[bytes]:
 
 def from_domain(data: bytes) -> str | None:
     """The domain of the (first) From: address, lower case."""
-    for line in _unfolded_headers(data):
+    for line in unfolded_headers(data):
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"from":
             addrs = getaddresses([value.decode("utf-8", "replace")])
@@ -196,7 +196,7 @@ def from_domain(data: bytes) -> str | None:
     return None
 
 
-def _unfolded_headers(data: bytes) -> list[bytes]:
+def unfolded_headers(data: bytes) -> list[bytes]:
     out: list[bytes] = []
     for line in re.split(rb"\r?\n", _header_section(data)):
         if line[:1] in (b" ", b"\t") and out:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tests.trust.trust_support import StubDnsServer, StubZone, on_reactor, trust_config
 
 from mailsuite.trust.resolver import build_lookup
+from tests.trust.trust_support import StubDnsServer, StubZone, on_reactor, trust_config
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ import ipaddress
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.trust.trust_support import on_reactor
 
 from mailsuite.trust import spf
+from tests.trust.trust_support import on_reactor
 
 
 def check(lookup, ip, mail_from, helo="client.example.net"):
