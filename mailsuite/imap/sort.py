@@ -180,3 +180,54 @@ def sort_messages(
 def format_sort(numbers) -> bytes:
     """`* SORT 2 3 1` (RFC 5256 §4)."""
     return b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n"
+
+
+def run_command(session, view, cmd, uid: bool):
+    """SORT / UID SORT over a selected view (the command module's entry point).
+
+    The only part of this module that knows sessions: it evaluates the search and sorts in
+    the thread pool when header fields are needed, then sends `* SORT`.
+    """
+    from twisted.internet import defer, threads
+
+    from mailsuite.imap import search as search_mod
+    from mailsuite.store.parsed_cache import folder_loader
+
+    criteria, prog = parse_sort_command(cmd.args)
+    if prog.wants_modseq:
+        session.enabled.add("CONDSTORE")
+    loader = folder_loader(view.folder)
+    ctx = search_mod.SearchContext(
+        content_loader=loader,
+        recent_uids=set(view.recent),
+        saved_uids=list(getattr(session, "saved_uids", None) or ()),
+    )
+    messages = list(view.messages)
+    needs_headers = prog.needs_content or any(k not in ("ARRIVAL", "SIZE") for k, _ in criteria)
+
+    def work():
+        hits = search_mod.evaluate_seqs(prog, messages, ctx)
+        ordered = sort_messages(criteria, hits, loader)
+        loader_cache_flush(view.folder)
+        return ordered
+
+    d = threads.deferToThread(work) if needs_headers else defer.maybeDeferred(work)
+
+    def answer(ordered):
+        ordered = [(s, m) for s, m in ordered if view.is_live(m)]
+        numbers = [m.uid for _, m in ordered] if uid else [s for s, _ in ordered]
+        line = format_sort(numbers)
+        if prog.wants_modseq and numbers:
+            # RFC 7162 §3.1.5 applies to SORT too: the highest modseq of the results.
+            hi = search_mod.highest_modseq([m for _, m in ordered])
+            line = line[:-2] + b" (MODSEQ %d)\r\n" % hi
+        session.send(line)
+
+    d.addCallback(answer)
+    return d
+
+
+def loader_cache_flush(folder) -> None:
+    from mailsuite.store.parsed_cache import ParsedCache, maildir_root_of
+
+    ParsedCache.for_maildir(maildir_root_of(folder)).flush()

@@ -283,3 +283,32 @@ def thread_response(algorithm: str, pairs: list[tuple], loader: Callable, uid: b
     """`* THREAD ...` (RFC 5256 §4); an empty result is `* THREAD`."""
     text = thread_messages(algorithm, pairs, loader, uid)
     return b"* THREAD" + (b" " + text.encode("ascii") if text else b"") + b"\r\n"
+
+
+def run_command(session, view, cmd, uid: bool):
+    """THREAD / UID THREAD over a selected view (the command module's entry point); the
+    search and threading run in the thread pool since they read header fields."""
+    from twisted.internet import threads
+
+    from mailsuite.imap import search as search_mod
+    from mailsuite.imap.sort import loader_cache_flush
+    from mailsuite.store.parsed_cache import folder_loader
+
+    algorithm, prog = parse_thread_command(cmd.args)
+    loader = folder_loader(view.folder)
+    ctx = search_mod.SearchContext(
+        content_loader=loader,
+        recent_uids=set(view.recent),
+        saved_uids=list(getattr(session, "saved_uids", None) or ()),
+    )
+    messages = list(view.messages)
+
+    def work():
+        hits = [(s, m) for s, m in search_mod.evaluate_seqs(prog, messages, ctx) if view.is_live(m)]
+        text = thread_response(algorithm, hits, loader, uid)
+        loader_cache_flush(view.folder)
+        return text
+
+    d = threads.deferToThread(work)
+    d.addCallback(session.send)
+    return d

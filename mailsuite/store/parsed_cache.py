@@ -37,7 +37,7 @@ from pathlib import Path
 
 from mailsuite.imap import mime
 
-__all__ = ["ParsedCache", "CachedContent", "CACHE_NAME"]
+__all__ = ["ParsedCache", "CachedContent", "CACHE_NAME", "folder_loader", "maildir_root_of"]
 
 CACHE_NAME = "mailsuite-parsed.sqlite"
 # Bump when mime.py changes what it produces, so old rows are recomputed.
@@ -345,3 +345,32 @@ class CachedContent:
 
     def tree(self) -> mime.MimePart:
         return self._full().tree()
+
+
+def maildir_root_of(folder) -> Path:
+    """The user Maildir holding a store Folder (INBOX is the root; Maildir++ folders are
+    `.Name` directories directly below it)."""
+    path = Path(folder.path)
+    return path.parent if path.name.startswith(".") else path
+
+
+def folder_loader(folder, preloaded: dict | None = None) -> Callable:
+    """`msg -> CachedContent` for a store Folder, usable in a worker thread.
+
+    `preloaded` maps UID to raw bytes already read; other files are read by path (no index
+    refresh, so it is thread-safe); a vanished file reads as empty.
+    """
+    cache = ParsedCache.for_maildir(maildir_root_of(folder))
+    preloaded = preloaded or {}
+
+    def read_raw(msg) -> bytes:
+        raw = preloaded.get(msg.uid)
+        if raw is not None:
+            return raw
+        try:
+            with open(folder.message_path(msg), "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+
+    return cache.loader(read_raw)
