@@ -302,17 +302,24 @@ class WireEncoder:
     def feed(self, chunk: bytes) -> bytes:
         if self.done or not chunk:
             return b""
+        # The membership tests are memchr-fast and skip whole passes over big chunks: base64
+        # attachments, the bulk of big messages, contain neither CR nor ".".
         if self._held_cr:
             chunk = b"\r" + chunk
-        self._held_cr = chunk.endswith(b"\r")
-        if self._held_cr:
-            chunk = chunk[:-1]
-        data = chunk.replace(b"\r\n", b"\n")
+        if b"\r" in chunk:
+            self._held_cr = chunk.endswith(b"\r")
+            if self._held_cr:
+                chunk = chunk[:-1]
+            data = chunk.replace(b"\r\n", b"\n")
+        else:
+            self._held_cr = False
+            data = chunk
         if self._limit is not None:
             data = self._apply_limit(data)
         if not data:
             return b""
-        data = data.replace(b"\n.", b"\n..")
+        if b"." in data:
+            data = data.replace(b"\n.", b"\n..")
         if self._at_line_start and data[:1] == b".":
             data = b"." + data
         self._at_line_start = data[-1:] == b"\n"

@@ -1,0 +1,480 @@
+"""The POP3 server over real sockets and TLS, driven by poplib and by raw pipelined writes."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import poplib
+import socket
+import ssl
+import time
+
+import pytest
+
+from tests.conftest import DEFAULT_PASSWORD, RunningServer
+
+ALICE = "alice@example.test"
+MESSAGES = [
+    b"From: a@example.net\nSubject: one\n\nfirst body\n.starts with a dot\n..two dots\n",
+    b"From: b@example.net\nSubject: two\n\nline 1\nline 2\nline 3\n",
+    b"From: c@example.net\nSubject: three\n\nno final newline",
+]
+
+
+def wire(msg: bytes) -> bytes:
+    return msg.replace(b"\n", b"\r\n")
+
+
+def deliver(srv: RunningServer, address: str, *messages: bytes) -> list[str]:
+    """Store messages the way delivery does (blocking file writes, fine off the reactor)."""
+    mbox = srv.mailbox(address)
+    return [mbox.deliver(m) for m in messages]
+
+
+def inbox(srv: RunningServer, address: str = ALICE):
+    return srv.call(lambda: srv.services.store.mailbox(address).folder("INBOX"))
+
+
+def pop3s(srv: RunningServer, ctx: ssl.SSLContext) -> poplib.POP3_SSL:
+    return poplib.POP3_SSL("127.0.0.1", srv.port("pop3s"), context=ctx, timeout=20)
+
+
+def login_s(srv, ctx, user=ALICE) -> poplib.POP3_SSL:
+    p = pop3s(srv, ctx)
+    p.user(user)
+    p.pass_(DEFAULT_PASSWORD)
+    return p
+
+
+@pytest.fixture
+def alice(mail_server):
+    deliver(mail_server, ALICE, *MESSAGES)
+    return mail_server
+
+
+class Raw:
+    """A raw client for pipelining: write many commands at once, read replies in order."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError(self.buf)
+            self.buf += data
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def body(self) -> list[bytes]:
+        lines = []
+        while (line := self.line()) != b".":
+            lines.append(line)
+        return lines
+
+
+def raw_pop3s(srv, ctx) -> Raw:
+    sock = socket.create_connection(("127.0.0.1", srv.port("pop3s")), timeout=20)
+    return Raw(ctx.wrap_socket(sock))
+
+
+# --- AUTHORIZATION, TLS ------------------------------------------------------------------------
+
+
+def test_rfc2595_plain_port_offers_stls_and_refuses_passwords_before_tls(alice, tls_context):
+    p = poplib.POP3("127.0.0.1", alice.port("pop3"), timeout=20)
+    assert p.getwelcome().startswith(b"+OK")
+    caps = p.capa()
+    assert "STLS" in caps and "USER" not in caps and "SASL" not in caps
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        p.user(ALICE)
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        p._shortcmd("AUTH PLAIN " + base64.b64encode(b"\0a\0b").decode())
+    p.stls(tls_context)
+    caps = p.capa()
+    assert "STLS" not in caps and "USER" in caps and caps["SASL"] == ["PLAIN", "LOGIN"]
+    for cap in ("TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "UTF8"):
+        assert cap in caps
+    assert caps["IMPLEMENTATION"] == ["mailsuite"]
+    p.user(ALICE)
+    p.pass_(DEFAULT_PASSWORD)
+    assert p.stat() == (3, sum(len(wire(m)) for m in MESSAGES))
+    # RFC 2595 §4: STLS only once; and not in TRANSACTION state.
+    with pytest.raises(poplib.error_proto):
+        p._shortcmd("STLS")
+    p.quit()
+
+
+def test_loopback_plaintext_exception_when_configured(server_factory):
+    srv = server_factory(auth={"plaintext": "loopback"})
+    srv.add_user(ALICE)
+    p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=20)
+    assert "USER" in p.capa()
+    p.user(ALICE)
+    p.pass_(DEFAULT_PASSWORD)
+    assert p.stat() == (0, 0)
+    p.quit()
+
+
+def test_rfc1939_every_command_over_pop3s(alice, tls_context):
+    p = login_s(alice, tls_context)
+    resp, listing, _ = p.list()
+    sizes = [len(wire(m)) for m in MESSAGES]
+    assert resp.startswith(b"+OK 3 messages")
+    assert listing == [f"{i} {s}".encode() for i, s in enumerate(sizes, 1)]
+    assert p.list(2) == f"+OK 2 {sizes[1]}".encode()
+    folder = inbox(alice)
+    uids = alice.call(lambda: [m.uid for m in folder.messages])
+    expected = [b"%d %08X%08X" % (i, u, folder.uidvalidity) for i, u in enumerate(uids, 1)]
+    assert p.uidl()[1] == expected
+    assert p.uidl(3) == b"+OK " + expected[2]
+    resp, lines, octets = p.retr(1)
+    assert resp == f"+OK {sizes[0]} octets".encode()
+    # poplib undoes the byte-stuffing: what it returns is the message itself.
+    assert lines == MESSAGES[0].rstrip(b"\n").split(b"\n")
+    resp, lines, _ = p.retr(3)
+    assert lines[-1] == b"no final newline"
+    assert p.top(2, 1)[1] == [b"From: b@example.net", b"Subject: two", b"", b"line 1"]
+    assert p.top(2, 0)[1] == [b"From: b@example.net", b"Subject: two", b""]
+    assert p.top(2, 99)[1] == MESSAGES[1].rstrip(b"\n").split(b"\n")
+    assert p.noop().startswith(b"+OK")
+    assert p.dele(2).startswith(b"+OK")
+    for cmd in (lambda: p.list(2), lambda: p.retr(2), lambda: p.dele(2), lambda: p.uidl(2)):
+        with pytest.raises(poplib.error_proto):
+            cmd()
+    assert p.stat() == (2, sizes[0] + sizes[2])
+    assert p.rset().startswith(b"+OK 3 messages")
+    assert p.stat()[0] == 3
+    for bad in ("RETR 0", "RETR 4", "RETR x", "TOP 1", "TOP 1 -1", "DELE", "LIST 9"):
+        with pytest.raises(poplib.error_proto):
+            p._shortcmd(bad)
+    with pytest.raises(poplib.error_proto, match="APOP"):
+        p._shortcmd("APOP a b")
+    assert p.quit().startswith(b"+OK")
+    assert len(alice.message_files(ALICE)) == 3
+
+
+def test_rfc5034_auth_plain_login_and_cancel(alice, tls_context):
+    p = pop3s(alice, tls_context)
+    assert p._longcmd("AUTH")[1] == [b"PLAIN", b"LOGIN"]
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        p._shortcmd("AUTH PLAIN " + base64.b64encode(f"\0{ALICE}\0wrong".encode()).decode())
+    # Challenge/response form with "*" cancelling.
+    assert p._shortcmd("AUTH PLAIN").startswith(b"+ ")
+    with pytest.raises(poplib.error_proto):
+        p._shortcmd("*")
+    creds = base64.b64encode(f"\0{ALICE}\0{DEFAULT_PASSWORD}".encode()).decode()
+    assert p._shortcmd("AUTH PLAIN " + creds).startswith(b"+OK")
+    assert p.stat()[0] == 3
+    p.quit()
+    p = pop3s(alice, tls_context)
+    assert base64.b64decode(p._shortcmd("AUTH LOGIN")[2:]) == b"Username:"
+    assert base64.b64decode(p._shortcmd(base64.b64encode(ALICE.encode()).decode())[2:]) == (
+        b"Password:"
+    )
+    assert p._shortcmd(base64.b64encode(DEFAULT_PASSWORD.encode()).decode()).startswith(b"+OK")
+    p.quit()
+
+
+def test_wrong_password_is_auth_error_and_session_goes_on(alice, tls_context):
+    p = pop3s(alice, tls_context)
+    p.user(ALICE)
+    with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\]"):
+        p.pass_("wrong")
+    # RFC 1939 §7: back to AUTHORIZATION, USER again.
+    with pytest.raises(poplib.error_proto):
+        p.pass_(DEFAULT_PASSWORD)
+    p.user(ALICE)
+    p.pass_(DEFAULT_PASSWORD)
+    p.quit()
+
+
+def test_rfc6856_utf8_command(alice, tls_context):
+    p = pop3s(alice, tls_context)
+    assert p.utf8().startswith(b"+OK")
+    p.user(ALICE)
+    p.pass_(DEFAULT_PASSWORD)
+    with pytest.raises(poplib.error_proto):
+        p._shortcmd("UTF8")  # AUTHORIZATION state only
+    p.quit()
+
+
+# --- maildrop semantics ------------------------------------------------------------------------
+
+
+def test_rfc1939_deletions_only_at_quit_and_dropped_connection_deletes_nothing(alice, tls_context):
+    p = login_s(alice, tls_context)
+    p.dele(1)
+    p.dele(3)
+    p.close()  # dropped without QUIT: never reaches UPDATE
+    time.sleep(0.2)
+    assert len(alice.message_files(ALICE)) == 3
+    p = login_s(alice, tls_context)  # the lock was released by the drop
+    assert p.stat()[0] == 3
+    p.dele(1)
+    p.dele(3)
+    assert p.quit().startswith(b"+OK")
+    files = alice.message_files(ALICE)
+    assert len(files) == 1 and b"Subject: two" in files[0].read_bytes()
+
+
+def test_pop3_deletion_is_an_expunge_for_other_sessions(alice, tls_context):
+    events = []
+    folder = inbox(alice)
+    alice.call(folder.add_listener, events.append)
+    try:
+        p = login_s(alice, tls_context)
+        p.dele(2)
+        p.quit()
+    finally:
+        alice.call(folder.remove_listener, events.append)
+    assert [e.kind for e in events if e.kind == "expunge"] == ["expunge"]
+    assert alice.call(lambda: len(folder.messages)) == 2
+
+
+def test_rfc2449_in_use_second_session_refused(alice, tls_context):
+    p1 = login_s(alice, tls_context)
+    p2 = pop3s(alice, tls_context)
+    p2.user(ALICE)
+    with pytest.raises(poplib.error_proto, match=r"-ERR \[IN-USE\]"):
+        p2.pass_(DEFAULT_PASSWORD)
+    # On the plain port too: the lock is per process, not per listener.
+    p3 = poplib.POP3("127.0.0.1", alice.port("pop3"), timeout=20)
+    p3.stls(tls_context)
+    p3.user(ALICE)
+    with pytest.raises(poplib.error_proto, match=r"IN-USE"):
+        p3.pass_(DEFAULT_PASSWORD)
+    p3.quit()
+    p1.quit()
+    p2.user(ALICE)
+    p2.pass_(DEFAULT_PASSWORD)
+    assert p2.stat()[0] == 3
+    p2.quit()
+
+
+def test_retr_marks_seen_and_top_does_not(alice, tls_context):
+    folder = inbox(alice)
+    p = login_s(alice, tls_context)
+    p.top(1, 0)
+    p.retr(2)
+    p.quit()
+    flags = alice.call(lambda: [sorted(m.flags) for m in folder.messages])
+    assert flags == [[], ["\\Seen"], []]
+
+
+def test_uidl_stable_across_flag_changes_and_restart(server_factory, tmp_path, tls_context):
+    srv = RunningServer(tmp_path / "one", {})
+    srv.add_user(ALICE)
+    deliver(srv, ALICE, *MESSAGES)
+    p = login_s(srv, tls_context)
+    before = p.uidl()[1]
+    p.retr(1)  # \Seen: renames the file
+    p.quit()
+    folder = inbox(srv)
+    msgs = srv.call(lambda: list(folder.messages))
+    srv.call(folder.store_flags, msgs, {"\\Flagged", "\\Answered"}, "add")
+    p = login_s(srv, tls_context)
+    assert p.uidl()[1] == before
+    p.quit()
+    srv.stop()
+    again = RunningServer(tmp_path / "one", {})
+    try:
+        p = login_s(again, tls_context)
+        assert p.uidl()[1] == before
+        p.quit()
+    finally:
+        again.stop()
+
+
+def test_dovecot_adopted_maildir_keeps_dovecots_default_uidls(server_factory, tls_context):
+    """Dovecot's default pop3_uidl_format is %08Xu%08Xv: adopted mail must not look new."""
+    srv = server_factory()
+    srv.services.accounts.add_user(ALICE, DEFAULT_PASSWORD)
+    path = srv.services.store.path_for(ALICE)
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True)
+    keys = [
+        "1655390418.M100238P743770V0000000000000030I00000000081274AE_0.mx,S=21",
+        "1655390500.M200P743771.mx,S=21",
+    ]
+    (path / "cur" / (keys[0] + ":2,S")).write_bytes(b"Subject: a\n\nbody one\n")
+    (path / "cur" / (keys[1] + ":2,")).write_bytes(b"Subject: b\n\nbody two\n")
+    (path / "dovecot-uidlist").write_text(
+        f"3 V1655390361 N43 G0123456789abcdef0123456789abcdef\n41 :{keys[0]}\n42 :{keys[1]}\n"
+    )
+    p = login_s(srv, tls_context)
+    assert p.uidl()[1] == [b"1 0000002962AB4099", b"2 0000002A62AB4099"]
+    p.quit()
+
+
+# --- pipelining, STLS buffer, limits ----------------------------------------------------------
+
+
+def test_rfc2449_pipelined_commands_answered_in_order(alice, tls_context):
+    c = raw_pop3s(alice, tls_context)
+    assert c.line().startswith(b"+OK")
+    c.send(
+        f"CAPA\r\nUSER {ALICE}\r\nPASS {DEFAULT_PASSWORD}\r\nSTAT\r\nLIST\r\nUIDL 1\r\n"
+        "RETR 1\r\nTOP 2 0\r\nBOGUS\r\nDELE 3\r\nNOOP\r\nRSET\r\nQUIT\r\n".encode()
+    )
+    assert c.line().startswith(b"+OK")
+    assert b"PIPELINING" in c.body()
+    assert c.line() == b"+OK"
+    assert c.line() == b"+OK Logged in."
+    assert c.line().startswith(b"+OK 3 ")
+    assert c.line().startswith(b"+OK 3 messages")
+    assert len(c.body()) == 3
+    assert c.line().startswith(b"+OK 1 ")
+    assert c.line().startswith(b"+OK ") and c.body() == [
+        b"From: a@example.net",
+        b"Subject: one",
+        b"",
+        b"first body",
+        b"..starts with a dot",  # byte-stuffed on the wire
+        b"...two dots",
+    ]
+    assert c.line() == b"+OK" and c.body() == [b"From: b@example.net", b"Subject: two", b""]
+    assert c.line().startswith(b"-ERR")
+    assert c.line().startswith(b"+OK")
+    assert c.line() == b"+OK"
+    assert c.line().startswith(b"+OK 3 messages")
+    assert c.line().startswith(b"+OK Logging out")
+    assert len(alice.message_files(ALICE)) == 3
+
+
+def test_rfc2595_plaintext_pipelined_after_stls_is_discarded(alice, tls_context):
+    sock = socket.create_connection(("127.0.0.1", alice.port("pop3")), timeout=20)
+    plain = Raw(sock)
+    assert plain.line().startswith(b"+OK")
+    plain.send(b"STLS\r\nCAPA\r\nNOOP\r\n")
+    assert plain.line().startswith(b"+OK Begin TLS")
+    assert plain.buf == b""
+    c = Raw(tls_context.wrap_socket(sock))
+    c.send(b"UIDL\r\n")
+    # The first reply over TLS answers UIDL: the plaintext CAPA and NOOP never ran.
+    assert c.line().startswith(b"-ERR")
+    c.send(b"QUIT\r\n")
+    assert c.line().startswith(b"+OK")
+
+
+def test_overlong_lines_and_bad_commands_end_the_session(server_factory, tls_context):
+    srv = server_factory(limits={"bad_commands": 3})
+    srv.add_user(ALICE)
+    c = raw_pop3s(srv, tls_context)
+    c.line()
+    c.send(b"NOOP " + b"x" * 2000 + b"\r\n")
+    assert c.line().startswith(b"-ERR Command line too long")
+    c.send(b"CAPA\r\n")
+    assert c.line().startswith(b"+OK")  # the session recovered after the long line
+    c.body()
+    c.send(b"FOO\r\nBAR\r\n")
+    assert c.line().startswith(b"-ERR")
+    assert c.line().startswith(b"-ERR")
+    assert c.line().startswith(b"-ERR Too many bad commands")
+    with pytest.raises((EOFError, ConnectionError, ssl.SSLError)):
+        c.line()
+
+
+def test_rfc1939_idle_timeout_closes_without_update(alice, tls_context):
+    cfg = alice.services.config
+    alice.services.config = dataclasses.replace(
+        cfg, pop3=dataclasses.replace(cfg.pop3, idle_timeout=1)
+    )
+    c = raw_pop3s(alice, tls_context)
+    c.line()
+    c.send(f"USER {ALICE}\r\nPASS {DEFAULT_PASSWORD}\r\nDELE 1\r\n".encode())
+    for _ in range(3):
+        assert c.line().startswith(b"+OK")
+    t0 = time.monotonic()
+    assert c.line().startswith(b"-ERR Disconnected for inactivity")
+    assert time.monotonic() - t0 < 5
+    with pytest.raises((EOFError, ConnectionError, ssl.SSLError)):
+        c.line()
+    assert len(alice.message_files(ALICE)) == 3
+
+
+def test_connections_per_ip_limit(server_factory, tls_context):
+    srv = server_factory(limits={"connections_per_ip": 2})
+    first = [raw_pop3s(srv, tls_context) for _ in range(2)]
+    for c in first:
+        assert c.line().startswith(b"+OK")
+    third = raw_pop3s(srv, tls_context)
+    assert third.line().startswith(b"-ERR [SYS/TEMP]")
+    first[0].send(b"QUIT\r\n")
+    first[0].line()
+    first[0].sock.close()
+    deadline = time.monotonic() + 5
+    while srv.call(lambda: srv.services.connections.active) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fourth = raw_pop3s(srv, tls_context)
+    assert fourth.line().startswith(b"+OK")
+
+
+def test_rfc2449_login_delay(server_factory, tls_context):
+    srv = server_factory(pop3={"login_delay": 60})
+    srv.add_user(ALICE)
+    p = pop3s(srv, tls_context)
+    assert p.capa()["LOGIN-DELAY"] == ["60"]
+    p.user(ALICE)
+    p.pass_(DEFAULT_PASSWORD)
+    p.quit()
+    p = pop3s(srv, tls_context)
+    p.user(ALICE)
+    with pytest.raises(poplib.error_proto, match=r"\[LOGIN-DELAY\]"):
+        p.pass_(DEFAULT_PASSWORD)
+    p.quit()
+
+
+# --- big messages -----------------------------------------------------------------------------
+
+
+def big_message(megabytes: int) -> bytes:
+    # Lines starting with "." land on every kind of chunk boundary over 20 MB.
+    lines = [b"From: big@example.net", b"Subject: big", b""]
+    body_line = b".abcdefghijklmnopqrstuvwxyz0123456789" * 2
+    n = megabytes * 1024 * 1024 // (len(body_line) + 1)
+    return b"\n".join(lines) + b"\n" + (body_line + b"\n") * n
+
+
+def test_20mb_message_streams_intact(mail_server, tls_context):
+    msg = big_message(20)
+    deliver(mail_server, ALICE, msg, MESSAGES[0])
+    c = raw_pop3s(mail_server, tls_context)
+    c.line()
+    c.send(f"USER {ALICE}\r\nPASS {DEFAULT_PASSWORD}\r\nRETR 1\r\nTOP 1 2\r\nRETR 2\r\n".encode())
+    c.line(), c.line()
+    assert c.line() == f"+OK {len(wire(msg))} octets".encode()
+    digest, n = hashlib.sha256(), 0
+    while (line := c.line()) != b".":
+        if line.startswith(b"."):
+            line = line[1:]
+        digest.update(line + b"\n")
+        n += len(line) + 2
+    assert n == len(wire(msg))
+    assert digest.hexdigest() == hashlib.sha256(msg).hexdigest()
+    assert c.line() == b"+OK"
+    assert (
+        c.body()
+        == [b"From: big@example.net", b"Subject: big", b""]
+        + [b"." + b".abcdefghijklmnopqrstuvwxyz0123456789" * 2] * 2
+    )
+    assert c.line().startswith(b"+OK") and c.body()[0] == b"From: a@example.net"
+
+
+def test_connection_dropped_during_big_retr(mail_server, tls_context):
+    deliver(mail_server, ALICE, big_message(8), MESSAGES[0])
+    c = raw_pop3s(mail_server, tls_context)
+    c.line()
+    c.send(f"USER {ALICE}\r\nPASS {DEFAULT_PASSWORD}\r\nDELE 2\r\nRETR 1\r\n".encode())
+    c.sock.recv(4096)
+    c.sock.close()
+    time.sleep(0.3)
+    p = login_s(mail_server, tls_context)  # lock released, server alive
+    assert p.stat()[0] == 2
+    p.quit()
