@@ -569,6 +569,10 @@ class BodyReader:
                 self.done = True
                 return buf[start:]
         rest = buf[start:]
+        if self.size + len(rest) + self._pending_dropped > self.max_size:
+            # An unfinished line already takes the message over the limit (BDAT chunks).
+            self.too_big = True
+            self._parts.clear()
         if len(rest) + self._pending_dropped > self.max_line:
             # Keep only the last octet: enough to see a CR before the next LF.
             self._pending_dropped += len(rest) - 1
