@@ -128,7 +128,7 @@ def parse_fetch_items(args, uid_command: bool = False) -> FetchRequest:
     req = FetchRequest()
     if isinstance(spec, Atom):
         up = spec.upper()
-        names = list(_MACROS[up]) if up in _MACROS else [spec]
+        names = [Atom(x) for x in _MACROS[up]] if up in _MACROS else [spec]
     elif isinstance(spec, list):
         if not spec:
             raise ImapBad("Empty FETCH item list")

@@ -852,7 +852,7 @@ def _param_list(params: list[tuple[str, str]]) -> list | None:
     return out
 
 
-_EMPTY_TEXT = [b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", 0, 0]
+_EMPTY_TEXT = [b"TEXT", b"PLAIN", [b"CHARSET", b"US-ASCII"], None, None, b"7BIT", 0, 0]
 
 
 def bodystructure(wire: bytes, part: MimePart, extensible: bool = True) -> list:

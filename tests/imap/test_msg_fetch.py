@@ -1,0 +1,225 @@
+"""mailsuite.imap.fetch: FETCH item grammar (RFC 3501 §6.4.5, RFC 3516, RFC 7162) and responses."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mailsuite.imap.fetch import fetch_response, format_internaldate, parse_fetch_items
+from mailsuite.imap.mime import MessageContent
+from mailsuite.imap.parser import Atom, ImapBad, ImapNo, parse_line
+from tests.imap import msg_fixtures as F
+
+
+class Msg:
+    """The store Message fields FETCH reads."""
+
+    def __init__(self, raw: bytes, uid: int = 7, modseq: int = 42):
+        self.uid = uid
+        self.key = f"key{uid}"
+        self.size = len(raw)
+        self.wire_size = len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
+        self.internaldate = 1700000000.0
+        self.modseq = modseq
+        self.flags = frozenset({"\\Seen"})
+
+
+def items(text: str, uid: bool = False):
+    cmd = parse_line(b"a FETCH 1 " + text.encode())
+    return parse_fetch_items(cmd.args[1:], uid_command=uid)
+
+
+def respond(text: str, raw: bytes, uid: bool = False, **kw) -> bytes:
+    req = items(text, uid)
+    msg = Msg(raw)
+    return b"".join(fetch_response(req, 3, msg, msg.flags, lambda m: MessageContent(raw), **kw))
+
+
+def test_macros_expand_to_rfc3501_items():
+    assert [i.kind for i in items("ALL").items] == [
+        "FLAGS",
+        "INTERNALDATE",
+        "RFC822.SIZE",
+        "ENVELOPE",
+    ]
+    assert [i.kind for i in items("FAST").items] == ["FLAGS", "INTERNALDATE", "RFC822.SIZE"]
+    assert [i.kind for i in items("FULL").items][-1] == "BODY"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(ALL)",  # macros only stand alone
+        "FOO",
+        "(FLAGS FOO)",
+        "BODY[",
+        "BODY[HEADER.FIELDS]",
+        "BODY[HEADER.FIELDS ()]",
+        "BODY[MIME]",
+        "BODY[1.FOO]",
+        "BODY[0]",
+        "BODY[]<0.0>",
+        "BODY[]<5>",
+        "BINARY[HEADER]",
+        "BINARY.SIZE[1]<0.5>",
+        "BODY[1.]",
+        '"FLAGS"',
+        "()",
+        "(FLAGS) (CHANGEDSINCE x)",
+        "(FLAGS) (VANISHED)",
+        "(FLAGS) (FOO 1)",
+    ],
+)
+def test_malformed_items_are_bad(text):
+    with pytest.raises(ImapBad):
+        items(text)
+
+
+def test_section_forms_parse():
+    req = items(
+        "(BODY[] BODY.PEEK[HEADER] BODY[TEXT] BODY[1.2.MIME] BODY[2.HEADER.FIELDS.NOT (X-A x-b)]"
+        " BODY[3]<10.20> BINARY.PEEK[1] BINARY.SIZE[] RFC822.HEADER)"
+    )
+    secs = [(i.kind, i.section and i.section.spec(), i.partial, i.peek) for i in req.items]
+    assert secs == [
+        ("BODY[]", "", None, False),
+        ("BODY[]", "HEADER", None, True),
+        ("BODY[]", "TEXT", None, False),
+        ("BODY[]", "1.2.MIME", None, False),
+        ("BODY[]", "2.HEADER.FIELDS.NOT (X-A x-b)", None, False),
+        ("BODY[]", "3", (10, 20), False),
+        ("BINARY[]", "1", None, True),
+        ("BINARY.SIZE", "", None, False),
+        ("RFC822.HEADER", None, None, False),
+    ]
+
+
+def test_request_flags_for_the_command_module():
+    idx = items("(UID FLAGS RFC822.SIZE INTERNALDATE)")
+    assert not idx.needs_content and not idx.sets_seen and not idx.wants_modseq
+    hdr = items("(BODY.PEEK[HEADER.FIELDS (FROM)] ENVELOPE BODYSTRUCTURE)")
+    assert hdr.needs_content and not hdr.needs_file and not hdr.sets_seen
+    body = items("(BODY[TEXT])")
+    assert body.needs_file and body.sets_seen
+    assert items("RFC822").sets_seen and not items("RFC822.HEADER").sets_seen
+    assert items("BINARY[1]").sets_seen and not items("BINARY.PEEK[1]").sets_seen
+    assert items("(FLAGS MODSEQ)").wants_modseq
+    mod = items("(FLAGS) (CHANGEDSINCE 12345 VANISHED)")
+    assert mod.changedsince == 12345 and mod.vanished and mod.wants_modseq
+
+
+def test_uid_fetch_always_reports_uid_first():
+    req = items("(FLAGS)", uid=True)
+    assert [i.kind for i in req.items] == ["UID", "FLAGS"]
+    req = items("(FLAGS UID)", uid=True)
+    assert [i.kind for i in req.items] == ["FLAGS", "UID"]
+
+
+def test_index_only_response_touches_no_content():
+    req = items("(UID FLAGS RFC822.SIZE MODSEQ)")
+    raw = F.SIMPLE
+    msg = Msg(raw)
+
+    def loader(m):
+        raise AssertionError("content loaded for an index-only FETCH")
+
+    out = b"".join(fetch_response(req, 3, msg, {"\\Seen", "\\Recent"}, loader))
+    assert out == (
+        b"* 3 FETCH (UID 7 FLAGS (\\Seen \\Recent) RFC822.SIZE %d MODSEQ (42))\r\n" % msg.wire_size
+    )
+
+
+def test_rfc822_size_is_the_crlf_size():
+    out = respond("RFC822.SIZE", F.SIMPLE)
+    assert out == b"* 3 FETCH (RFC822.SIZE %d)\r\n" % len(MessageContent(F.SIMPLE).wire())
+
+
+def test_internaldate_format_day_is_space_padded():
+    ts = time.mktime((2024, 3, 5, 9, 8, 7, 0, 0, -1))
+    text = format_internaldate(ts)
+    assert text.startswith(" 5-Mar-2024 09:08:07 ")
+    assert text[-5] in "+-" and text[-4:].isdigit()
+    out = respond("INTERNALDATE", F.SIMPLE)
+    assert out.startswith(b'* 3 FETCH (INTERNALDATE "') and out.endswith(b'")\r\n')
+
+
+def test_body_peek_answers_as_body_with_literal():
+    out = respond("BODY.PEEK[HEADER.FIELDS (SUBJECT from)]", F.SIMPLE)
+    hdr = b"From: Alice Example <alice@example.test>\r\nSubject: Hello there\r\n\r\n"
+    assert out == (
+        b"* 3 FETCH (BODY[HEADER.FIELDS (SUBJECT from)] {%d}\r\n" % len(hdr) + hdr + b")\r\n"
+    )
+
+
+def test_partial_fetch_reports_origin_and_clips():
+    out = respond("BODY.PEEK[TEXT]<3.4>", F.SIMPLE)
+    assert out == b"* 3 FETCH (BODY[TEXT]<3> {4}\r\nBob,)\r\n"
+    out = respond("BODY.PEEK[TEXT]<1000.10>", F.SIMPLE)
+    assert out == b"* 3 FETCH (BODY[TEXT]<1000> {0}\r\n)\r\n"
+
+
+def test_whole_message_header_and_text_partition_the_wire_bytes():
+    c = MessageContent(F.NESTED)
+    for text, expected in [
+        ("BODY.PEEK[]", c.wire()),
+        ("RFC822", c.wire()),
+        ("BODY.PEEK[HEADER]", c.header()),
+        ("RFC822.HEADER", c.header()),
+        ("BODY.PEEK[TEXT]", c.wire()[len(c.header()) :]),
+        ("RFC822.TEXT", c.wire()[len(c.header()) :]),
+    ]:
+        out = respond(text, F.NESTED)
+        assert out.endswith(b" {%d}\r\n" % len(expected) + expected + b")\r\n"), text
+
+
+def test_nested_sections_of_encapsulated_message():
+    out = respond(
+        "(BODY.PEEK[2.HEADER.FIELDS (SUBJECT)] BODY.PEEK[2.TEXT] BODY.PEEK[2.MIME])", F.NESTED
+    )
+    assert b"BODY[2.HEADER.FIELDS (SUBJECT)] {26}\r\nSubject: inner message\r\n\r\n" in out
+    assert b"BODY[2.TEXT] {39}\r\ninner body line 1\r\ninner body zebracorn" in out
+    assert b"BODY[2.MIME] {64}\r\nContent-Type: message/rfc822\r\n" in out
+    out = respond("BODY.PEEK[2.1]", F.NESTED)
+    assert out.endswith(b"{39}\r\ninner body line 1\r\ninner body zebracorn)\r\n")
+
+
+def test_missing_part_is_nil():
+    assert respond("BODY.PEEK[9]", F.NESTED) == b"* 3 FETCH (BODY[9] NIL)\r\n"
+
+
+def test_binary_decodes_and_uses_literal8_for_nul():
+    out = respond("(BINARY.PEEK[1] BINARY.SIZE[1])", F.BINARY_NUL)
+    assert out == b"* 3 FETCH (BINARY[1] ~{4}\r\n\x00\x01\x02\x03 BINARY.SIZE[1] 4)\r\n"
+    out = respond("BINARY.PEEK[1.1]", F.NESTED)
+    assert out.endswith(b"{13}\r\nCaf\xc3\xa9 au lait)\r\n")
+
+
+def test_binary_of_unknown_encoding_is_no_unknown_cte():
+    with pytest.raises(ImapNo) as exc:
+        respond("BINARY.PEEK[2]", F.BINARY_NUL)
+    assert exc.value.code == "UNKNOWN-CTE"
+
+
+def test_envelope_and_bodystructure_items():
+    c = MessageContent(F.NESTED)
+    out = respond("(ENVELOPE BODYSTRUCTURE BODY)", F.NESTED)
+    assert out == (
+        b"* 3 FETCH (ENVELOPE "
+        + c.envelope_bytes()
+        + b" BODYSTRUCTURE "
+        + c.bodystructure_bytes(True)
+        + b" BODY "
+        + c.bodystructure_bytes(False)
+        + b")\r\n"
+    )
+
+
+def test_flags_and_modseq_added_after_seen_change_and_condstore():
+    out = respond("BODY[TEXT]<0.2>", F.SIMPLE, include_flags=True, modseq=True)
+    assert out == b"* 3 FETCH (BODY[TEXT]<0> {2}\r\nHi FLAGS (\\Seen) MODSEQ (42))\r\n"
+
+
+def test_single_atom_argument_is_accepted():
+    req = parse_fetch_items(Atom("FLAGS"))
+    assert [i.kind for i in req.items] == ["FLAGS"]
