@@ -94,10 +94,20 @@ class StubZone(common.ResolverBase):
         return defer.succeed((answers, [], []))
 
 
+class _QuietServerFactory(server.DNSServerFactory):
+    """Answers SERVFAIL for the zone's failing names without logging a traceback each time."""
+
+    def gotResolverError(self, failure, protocol, message, address):
+        nx = failure.check(error.DomainError, error.AuthoritativeDomainError)
+        rcode = dns.ENAME if nx else dns.ESERVER
+        response = self._responseFromMessage(message=message, rCode=rcode)
+        self.sendReply(protocol, response, address)
+
+
 class StubDnsServer:
     def __init__(self):
         self.zone = StubZone()
-        factory = server.DNSServerFactory(authorities=[self.zone])
+        factory = _QuietServerFactory(authorities=[self.zone])
         factory.noisy = False
         # The same port for UDP and TCP (TCP carries truncated answers).
         for _ in range(20):
