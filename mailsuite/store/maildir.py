@@ -221,19 +221,30 @@ class Mailbox:
             text = (self.path / SUBSCRIPTIONS_FILE).read_text("utf-8")
         except FileNotFoundError:
             return []
-        return [line for line in text.splitlines() if line and not line.startswith("V\t")]
+        lines = text.splitlines()
+        if lines and lines[0] == "V\t2":
+            # Dovecot 2.3's version 2 file: "V\t2", an empty line, then one name per line with
+            # a tab between hierarchy levels.
+            return [line.replace("\t", names.SEPARATOR) for line in lines[2:] if line]
+        return [line for line in lines if line and not line.startswith("V\t")]
 
     def subscribe(self, name: str) -> None:
         name = names.validate(name)
         subs = self.subscriptions()
         if name not in subs:
-            self._write_lines(SUBSCRIPTIONS_FILE, subs + [name])
+            self._write_subscriptions(subs + [name])
 
     def unsubscribe(self, name: str) -> None:
         subs = self.subscriptions()
         if name in subs:
             subs.remove(name)
-            self._write_lines(SUBSCRIPTIONS_FILE, subs)
+            self._write_subscriptions(subs)
+
+    def _write_subscriptions(self, subs: list[str]) -> None:
+        """Written as Dovecot 2.3 writes it (version 2), so Dovecot can take the Maildir back."""
+        self._write_lines(
+            SUBSCRIPTIONS_FILE, ["V\t2", ""] + [n.replace(names.SEPARATOR, "\t") for n in subs]
+        )
 
     def _write_lines(self, filename: str, lines: list[str]) -> None:
         tmp = self.path / f"{filename}.tmp{os.getpid()}.{threading.get_ident()}"
