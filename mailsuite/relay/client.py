@@ -220,6 +220,7 @@ class SmtpClientProtocol(protocol.Protocol):
         self.lost: Exception | None = None
         self.handshake: defer.Deferred | None = None
         self.connected_d: defer.Deferred = defer.Deferred()
+        self.closed: defer.Deferred = defer.Deferred()
         self.reactor = None
 
     def connectionMade(self) -> None:  # noqa: N802
@@ -252,6 +253,8 @@ class SmtpClientProtocol(protocol.Protocol):
             d, self.handshake = self.handshake, None
             d.errback(self.lost)
         self._fail(self.lost)
+        if not self.closed.called:
+            self.closed.callback(None)
 
     def handshakeCompleted(self) -> None:  # noqa: N802
         if self.handshake is not None:
@@ -594,20 +597,25 @@ class SmtpConnection:
         return [RecipientOutcome(a, kind, status, text, self.remote_mta) for a in addrs]
 
     async def quit(self) -> None:
-        """QUIT politely but never wait long: the mail is already handed over."""
+        """QUIT politely but never wait long: the mail is already handed over.  Returns once
+        the connection is closed, so connection limits count it until then."""
         if self.proto.lost is not None:
             return
+        wait = min(5.0, self.params.timeouts.command)
         try:
             self.proto.send(b"QUIT\r\n")
-            await self.proto.read_reply(min(5.0, self.params.timeouts.command))
+            await self.proto.read_reply(wait)
         except Exception:
             pass
-        finally:
-            if self.proto.lost is None:
-                self.proto.transport.loseConnection()
+        if self.proto.lost is None:
+            self.proto.transport.loseConnection()
+            timer = self.proto.reactor.callLater(wait, self.abort)
+            await self.proto.closed
+            if timer.active():
+                timer.cancel()
 
     def abort(self) -> None:
-        if self.proto.lost is None:
+        if not self.proto.closed.called:
             self.proto.transport.abortConnection()
 
     @property

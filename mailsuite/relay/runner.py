@@ -236,8 +236,9 @@ class QueueRunner(service.Service):
         groups: dict[tuple[str, str], list] = defaultdict(list)
         for r in pending:
             domain = r.address.rpartition("@")[2].lower()
-            key = SMARTHOST if self.relay.smarthost else domain
-            groups[(key, domain)].append(r)
+            # A smarthost takes every recipient in one transaction.
+            key = (SMARTHOST, "") if self.relay.smarthost else (domain, domain)
+            groups[key].append(r)
         jobs = [_Job(entry.id, key, domain, rcpts) for (key, domain), rcpts in groups.items()]
         act.outstanding = len(jobs)
         act.attempted = True
@@ -396,11 +397,13 @@ class QueueRunner(service.Service):
         except Exception:
             log.failure("relay: worker for {d} crashed", d=dest_key)
         finally:
-            self.workers[dest_key] -= 1
-            self.total_workers -= 1
+            # The slot is freed only once the connection is closed, so the limits hold at
+            # the remote end too.
             if conn is not None:
                 self.connections.discard(conn)
                 await conn.quit()
+            self.workers[dest_key] -= 1
+            self.total_workers -= 1
             self._spawn_workers()
 
     def _job_failed(self, job: _Job, failure: DeliveryFailure) -> None:

@@ -74,7 +74,7 @@ class StubResolver(ResolverBase):
         name = name.decode() if isinstance(name, bytes) else str(name)
         name = name.lower().rstrip(".")
         if name in self.servfail:
-            return defer.fail(error.DNSServerError(dns.Message(rCode=dns.ESERVER)))
+            return defer.fail(RuntimeError("stub SERVFAIL"))  # the server answers SERVFAIL
         if not any(n == name for n, _ in self.records):
             return defer.fail(error.DNSNameError(dns.Message(rCode=dns.ENAME)))
         answers = [
@@ -144,6 +144,7 @@ class Script:
     # command verb (upper) -> seconds to wait before replying
     slow: dict[str, float] = field(default_factory=dict)
     auth: dict[str, str] = field(default_factory=dict)  # username -> password
+    auth_mechs: str = "PLAIN LOGIN"
     implicit_tls: bool = False
 
 
@@ -166,7 +167,13 @@ class ScriptedSmtp(protocol.Protocol):
         self.transport.write((self.f.script.greeting + "\r\n").encode())
 
     def connectionLost(self, reason):
-        self.f.active -= 1
+        self._session_over()
+
+    def _session_over(self):
+        # Sessions count as active from connect until QUIT or loss (TCP teardown may lag).
+        if not getattr(self, "over", False):
+            self.over = True
+            self.f.active -= 1
 
     def dataReceived(self, data):
         if getattr(self, "dead", False):
@@ -244,7 +251,7 @@ class ScriptedSmtp(protocol.Protocol):
         if verb in ("EHLO",):
             ext = [e for e in s.extensions if not (self.tls and e == "STARTTLS")]
             if s.auth:
-                ext.append("AUTH PLAIN LOGIN")
+                ext.append("AUTH " + s.auth_mechs)
             out = ["250-sink.test\r\n"]
             out += [f"250-{e}\r\n" for e in ext[:-1]]
             out.append(f"250 {ext[-1]}\r\n" if ext else "")
@@ -299,6 +306,7 @@ class ScriptedSmtp(protocol.Protocol):
             self.mail_from, self.rcpts, self.accepted = None, [], []
             self._reply(verb, "250 2.0.0 ok\r\n")
         elif verb == "QUIT":
+            self._session_over()
             self.transport.write(b"221 2.0.0 bye\r\n")
             self.transport.loseConnection()
         else:
@@ -402,3 +410,55 @@ def relay_config(tmp_path: Path, **relay) -> Config:
         data_dir=tmp_path,
         relay=RelayConfig(**base),
     )
+
+
+# -- a sending mailsuite (shared services + the queue runner) ----------------------------
+
+
+class Sender:
+    """Real Services on a temp data_dir with the queue runner running in the reactor."""
+
+    def __init__(self, config: Config):
+        from mailsuite.relay.runner import build_service
+        from mailsuite.services import Services
+
+        self.config = config
+        self.services = Services.create(config, with_tls=False)
+        self.services.accounts.add_user("sender@example.test", "pw")
+        self.runner = build_service(self.services)
+        self.running = False
+
+    def start(self) -> None:
+        in_reactor(self.runner.startService)
+        wait_for(lambda: self.runner.ready)
+        self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            in_reactor(self.runner.stopService)
+            self.running = False
+
+    def submit(self, mail_from, rcpts, data, ret=None, envid=None):
+        """Through services.delivery, as the SMTP server does; returns the queue id."""
+        from mailsuite.delivery import Envelope, Recipient
+
+        recipients = [r if isinstance(r, Recipient) else Recipient(r, (), None) for r in rcpts]
+        env = Envelope(mail_from, recipients, ret, envid, None, "127.0.0.1", "client.test")
+        report = in_reactor(self.services.delivery.deliver, env, data)
+        return report.queue_id
+
+    def queue_ids(self) -> list[str]:
+        return self.services.queue.ids()
+
+    def wait_empty(self, timeout: float = 10.0) -> None:
+        wait_for(lambda: not self.queue_ids() and not self.runner.active, timeout)
+
+    def mailbox(self, address: str = "sender@example.test") -> list[bytes]:
+        """Messages in a local user's Maildir INBOX (new/ and cur/), read as any tool would."""
+        base = self.services.store.path_for(address)
+        out = []
+        for sub in ("new", "cur"):
+            d = base / sub
+            if d.is_dir():
+                out += [p.read_bytes() for p in sorted(d.iterdir())]
+        return out

@@ -2,12 +2,12 @@
 16 KiB chunk boundaries, per-recipient results, STARTTLS, SIZE, SMTPUTF8, timeouts, drops."""
 
 import pytest
-from tests.relay.relay_support import in_reactor
 
 from mailsuite.relay.client import SessionParams, Timeouts, TlsHandshakeFailed, connect
 from mailsuite.relay.mx import Destination
 from mailsuite.relay.queue import QueuedRecipient
 from mailsuite.relay.reply import DeliveryFailure
+from tests.relay.relay_support import in_reactor
 
 MSG = b"From: s@example.test\r\nTo: r@remote.test\r\nSubject: hi\r\n\r\nHello.\r\n"
 

@@ -1,10 +1,10 @@
 """MX routing through twisted.names against the stub DNS server on loopback."""
 
 import pytest
-from tests.relay.relay_support import in_reactor, relay_config
 
 from mailsuite.relay.mx import Destination, MxResolver, parse_resolver
 from mailsuite.relay.reply import DeliveryFailure
+from tests.relay.relay_support import in_reactor, relay_config
 
 
 def resolve(config, domain):

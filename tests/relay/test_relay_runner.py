@@ -1,0 +1,339 @@
+"""The queue runner end to end on loopback: retries, bounces (parsed back with `email`),
+delay warnings, success notices, smarthost, concurrency, restart from disk."""
+
+import email
+import email.policy
+import time
+
+import pytest
+
+from mailsuite.delivery import Recipient
+from mailsuite.relay.queue import FAILED, PENDING
+from tests.relay.relay_support import Sender, in_reactor, relay_config, wait_for
+
+MSG = b"From: sender@example.test\r\nTo: a@remote.test\r\nSubject: test\r\n\r\nHello there.\r\n"
+
+
+@pytest.fixture
+def make_sender(tmp_path, sink):
+    made = []
+
+    def make(**relay):
+        routes = {"remote.test": f"127.0.0.1:{sink.port}", "other.test": f"127.0.0.1:{sink.port}"}
+        routes.update(relay.pop("routes", {}))
+        s = Sender(relay_config(tmp_path / f"s{len(made)}", routes=routes, **relay))
+        made.append(s)
+        s.start()
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def parse_dsn(raw: bytes):
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    parts = list(msg.iter_parts())
+    assert parts[0].get_content_type() == "text/plain"
+    assert parts[1].get_content_type() == "message/delivery-status"
+    # The stdlib parses delivery-status bodies as a list of header blocks.
+    blocks = parts[1].get_payload()
+    per_message, per_rcpt = blocks[0], blocks[1:]
+    return msg, parts, per_message, per_rcpt
+
+
+def test_delivers_and_removes_entry(make_sender, sink):
+    s = make_sender()
+    qid = s.submit("sender@example.test", ["a@remote.test", "b@remote.test"], MSG)
+    assert qid
+    s.wait_empty()
+    (t,) = sink.transactions
+    assert t.accepted == ["a@remote.test", "b@remote.test"]
+    assert t.data == MSG
+    assert s.mailbox() == []
+
+
+def test_4xx_then_success_is_retried(make_sender, sink):
+    sink.script.data_end = ["451 4.3.0 greylisted", "250 2.0.0 ok"]
+    s = make_sender(retry_schedule=[1])
+    s.submit("sender@example.test", ["a@remote.test"], MSG)
+    wait_for(lambda: sink.data_count == 1)
+    (qid,) = s.queue_ids()
+    entry = s.services.queue.load(qid)
+    assert entry.attempts == 1 and entry.recipients[0].state == PENDING
+    assert entry.recipients[0].status == "4.3.0" and "greylisted" in entry.last_error
+    assert entry.next_attempt > time.time()
+    s.wait_empty()
+    assert sink.data_count == 2 and len(sink.transactions) == 1
+    assert s.mailbox() == []  # no bounce, no delay warning yet
+
+
+def test_5xx_for_one_of_three_bounces_to_local_sender(make_sender, sink):
+    sink.script.rcpt["b@remote.test"] = "550 5.1.1 <b@remote.test>: no such user"
+    s = make_sender()
+    rcpts = ["a@remote.test", "b@remote.test", "c@remote.test"]
+    s.submit("sender@example.test", rcpts, MSG, ret="HDRS", envid="ENV+2B1")
+    s.wait_empty()
+    assert sink.transactions[0].accepted == ["a@remote.test", "c@remote.test"]
+    (raw,) = wait_for(s.mailbox)
+    msg, parts, per_msg, per_rcpt = parse_dsn(raw)
+    assert msg["To"].addresses[0].addr_spec == "sender@example.test"
+    assert msg["From"].addresses[0].username == "MAILER-DAEMON"
+    assert msg["Auto-Submitted"] == "auto-replied"
+    assert per_msg["Reporting-MTA"] == "dns; mail.example.test"
+    assert per_msg["Original-Envelope-Id"] == "ENV+1"  # RFC 3461 §4: xtext decoded
+    (r,) = per_rcpt
+    assert r["Final-Recipient"] == "rfc822; b@remote.test"
+    assert r["Action"] == "failed" and r["Status"] == "5.1.1"
+    assert r["Remote-MTA"] == "dns; 127.0.0.1"
+    assert r["Diagnostic-Code"] == "smtp; 550 <b@remote.test>: no such user"
+    # RET=HDRS: the header only.
+    assert parts[2].get_content_type() == "text/rfc822-headers"
+    assert b"Subject: test" in parts[2].get_payload(decode=True)
+    assert b"Hello there" not in raw
+
+
+def test_bounce_to_remote_sender_is_queued_with_null_sender(make_sender, sink):
+    sink.script.rcpt["a@remote.test"] = "550 5.7.1 rejected"
+    s = make_sender()
+    s.submit("someone@other.test", ["a@remote.test"], MSG)
+    wait_for(lambda: sink.transactions)
+    s.wait_empty()
+    (t,) = sink.transactions
+    assert t.mail_from.startswith("MAIL FROM:<>")
+    assert t.accepted == ["someone@other.test"]
+    msg, parts, _, per_rcpt = parse_dsn(t.data)
+    assert per_rcpt[0]["Action"] == "failed"
+    # No RET: the whole message comes back.
+    assert parts[2].get_content_type() == "message/rfc822"
+    assert parts[2].get_payload()[0]["Subject"] == "test"
+
+
+def test_no_bounce_for_null_sender_and_no_bounce_loop(make_sender, sink):
+    sink.script.rcpt["a@remote.test"] = "550 5.1.1 unknown"
+    sink.script.rcpt["someone@other.test"] = "550 5.1.1 unknown too"
+    s = make_sender()
+    s.submit("", ["a@remote.test"], MSG)
+    s.submit("someone@other.test", ["a@remote.test"], MSG)
+    wait_for(lambda: len(sink.rcpt_lines) >= 3)
+    s.wait_empty()
+    time.sleep(0.3)
+    # Two original attempts plus one bounce attempt that fails: nothing more, nothing queued.
+    assert len(sink.rcpt_lines) == 3 and sink.transactions == []
+    assert s.queue_ids() == []
+
+
+def test_notify_never_suppresses_bounce(make_sender, sink):
+    sink.script.rcpt["a@remote.test"] = "550 5.1.1 unknown"
+    s = make_sender()
+    s.submit("sender@example.test", [Recipient("a@remote.test", ("NEVER",), None)], MSG)
+    s.wait_empty()
+    time.sleep(0.2)
+    assert s.mailbox() == []
+
+
+def test_delay_warning_sent_once(make_sender, sink):
+    sink.script.data_end = ["451 4.4.5 busy"]
+    s = make_sender(retry_schedule=[1], delay_warning=0)
+    s.submit("sender@example.test", ["a@remote.test"], MSG)
+    (raw,) = wait_for(s.mailbox)
+    wait_for(lambda: sink.data_count >= 2, timeout=5)
+    assert len(s.mailbox()) == 1
+    msg, parts, per_msg, per_rcpt = parse_dsn(raw)
+    assert per_rcpt[0]["Action"] == "delayed" and per_rcpt[0]["Status"] == "4.4.5"
+    assert per_rcpt[0]["Will-Retry-Until"]
+    assert parts[2].get_content_type() == "text/rfc822-headers"
+    assert s.queue_ids()
+
+
+def test_gives_up_after_max_age(make_sender, sink):
+    sink.script.data_end = ["421 4.3.2 shutting down"]
+    s = make_sender(retry_schedule=[1], max_age=1, delay_warning=3600)
+    s.submit("sender@example.test", ["a@remote.test"], MSG)
+    s.wait_empty(timeout=10)
+    (raw,) = s.mailbox()
+    _, parts, _, per_rcpt = parse_dsn(raw)
+    assert per_rcpt[0]["Action"] == "failed" and per_rcpt[0]["Status"] == "4.3.2"
+    assert "expired" in per_rcpt[0]["Diagnostic-Code"]
+    assert sink.data_count >= 2
+
+
+def test_notify_success_relayed_notice_when_next_hop_lacks_dsn(make_sender, sink):
+    sink.script.extensions = ["PIPELINING", "8BITMIME"]
+    s = make_sender()
+    s.submit("sender@example.test", [Recipient("a@remote.test", ("SUCCESS",), None)], MSG)
+    s.wait_empty()
+    (raw,) = wait_for(s.mailbox)
+    _, parts, _, per_rcpt = parse_dsn(raw)
+    assert per_rcpt[0]["Action"] == "relayed" and per_rcpt[0]["Status"].startswith("2.")
+    assert parts[2].get_content_type() == "text/rfc822-headers"
+
+
+def test_notify_success_passed_on_to_dsn_capable_next_hop(make_sender, sink):
+    s = make_sender()
+    s.submit("sender@example.test", [Recipient("a@remote.test", ("SUCCESS", "FAILURE"), None)], MSG)
+    s.wait_empty()
+    assert "NOTIFY=SUCCESS,FAILURE" in sink.rcpt_lines[0]
+    time.sleep(0.2)
+    assert s.mailbox() == []  # RFC 3461 §5.2.2: the next hop reports success
+
+
+def test_null_mx_bounces_without_connecting(make_sender, sink, stub_dns):
+    dns_, addr = stub_dns
+    dns_.add_mx("nomail.test", (0, ""))
+    s = make_sender(resolvers=[addr])
+    s.submit("sender@example.test", ["x@nomail.test"], MSG)
+    s.wait_empty()
+    (raw,) = wait_for(s.mailbox)
+    _, _, _, per_rcpt = parse_dsn(raw)
+    assert per_rcpt[0]["Status"] == "5.1.10"
+    assert sink.connections == 0
+
+
+def test_mx_lookup_routes_to_the_exchanger(make_sender, sink, stub_dns):
+    dns_, addr = stub_dns
+    dns_.add_mx("dns.test", (10, "mx.dns.test"))
+    dns_.add_a("mx.dns.test", "127.0.0.1")
+    s = make_sender(resolvers=[addr], mx_port=sink.port)
+    s.submit("sender@example.test", ["x@dns.test"], MSG)
+    s.wait_empty()
+    assert sink.transactions[0].accepted == ["x@dns.test"]
+
+
+def test_broken_starttls_retried_in_clear(make_sender, sink):
+    sink.script.starttls = "break"
+    s = make_sender()
+    s.submit("sender@example.test", ["a@remote.test"], MSG)
+    s.wait_empty()
+    (t,) = sink.transactions
+    assert not t.tls and sink.connections == 2
+
+
+def test_required_tls_not_offered_defers(make_sender, sink):
+    sink.script.extensions = ["PIPELINING"]
+    s = make_sender(require_tls=["remote.test"])
+    s.submit("sender@example.test", ["a@remote.test"], MSG)
+    wait_for(lambda: s.runner.entries and not s.runner.active)
+    (qid,) = s.queue_ids()
+    entry = s.services.queue.load(qid)
+    assert entry.recipients[0].state == PENDING and entry.recipients[0].status.startswith("4.")
+    assert sink.transactions == []
+
+
+def test_concurrency_limit_per_destination_and_connection_reuse(make_sender, sink):
+    sink.script.slow["DATA-END"] = 0.1
+    s = make_sender(connections_per_destination=2)
+    for i in range(12):
+        s.submit("sender@example.test", [f"r{i}@remote.test"], MSG)
+    s.wait_empty(timeout=15)
+    assert len(sink.transactions) == 12
+    assert sink.max_active <= 2
+    assert sink.connections < 12  # sessions carry several transactions (RSET between)
+
+
+def test_total_connection_limit(make_sender, sink):
+    sink.script.slow["DATA-END"] = 0.1
+    routes = {f"d{i}.test": f"127.0.0.1:{sink.port}" for i in range(6)}
+    s = make_sender(connections_total=3, routes=routes)
+    for i in range(6):
+        s.submit("sender@example.test", [f"x@d{i}.test"], MSG)
+    s.wait_empty(timeout=15)
+    assert len(sink.transactions) == 6 and sink.max_active <= 3
+
+
+@pytest.mark.parametrize("mechs", ["PLAIN LOGIN", "LOGIN"])
+def test_smarthost_starttls_and_auth(make_sender, sink, mechs):
+    sink.script.auth = {"relayuser": "s3cret"}
+    sink.script.auth_mechs = mechs
+    smarthost = {
+        "host": "127.0.0.1",
+        "port": sink.port,
+        "tls": "starttls",
+        "username": "relayuser",
+        "password": "s3cret",
+    }
+    s = make_sender(smarthost=smarthost)
+    s.submit("sender@example.test", ["anyone@far-away.test", "a@remote.test"], MSG)
+    s.wait_empty()
+    (t,) = sink.transactions
+    assert t.tls and sorted(t.accepted) == ["a@remote.test", "anyone@far-away.test"]
+    assert sink.auth_users == ["relayuser"]
+    assert any(c.startswith("AUTH " + mechs.split()[0]) for c in sink.commands)
+
+
+def test_smarthost_implicit_tls(make_sender, sink):
+    sink.script.implicit_tls = True
+    sink.script.extensions = ["PIPELINING", "SIZE 0"]
+    sink.script.auth = {"u": "p"}
+    smarthost = {
+        "host": "127.0.0.1",
+        "port": sink.tls_port,
+        "tls": "implicit",
+        "username": "u",
+        "password": "p",
+    }
+    s = make_sender(smarthost=smarthost)
+    s.submit("sender@example.test", ["x@far.test"], MSG)
+    s.wait_empty()
+    assert sink.transactions[0].tls and sink.auth_users == ["u"]
+
+
+def test_smarthost_wrong_password_defers(make_sender, sink):
+    sink.script.auth = {"u": "right"}
+    smarthost = {"host": "127.0.0.1", "port": sink.port, "username": "u", "password": "wrong"}
+    s = make_sender(smarthost=smarthost)
+    s.submit("sender@example.test", ["x@far.test"], MSG)
+    wait_for(lambda: s.runner.entries and not s.runner.active and s.queue_ids())
+    wait_for(lambda: s.services.queue.load(s.queue_ids()[0]).attempts >= 1)
+    entry = s.services.queue.load(s.queue_ids()[0])
+    assert entry.recipients[0].status == "4.7.8" and sink.transactions == []
+
+
+def test_runner_rebuilds_state_from_disk(tmp_path, sink):
+    cfg = relay_config(tmp_path, routes={"remote.test": f"127.0.0.1:{sink.port}"})
+    s = Sender(cfg)
+    # Queued while no runner is running (e.g. the server was down).
+    ids = [
+        s.services.queue.enqueue("sender@example.test", ["a@remote.test"], MSG) for _ in range(3)
+    ]
+    half = s.services.queue.load(ids[0])
+    half.recipients[0].state = FAILED  # a failure whose bounce was not yet sent
+    half.recipients[0].status = "5.1.1"
+    s.services.queue.save(half)
+    try:
+        s.start()
+        s.wait_empty()
+    finally:
+        s.stop()
+    assert len(sink.transactions) == 2
+    (raw,) = s.mailbox()
+    assert parse_dsn(raw)[3][0]["Status"] == "5.1.1"
+
+
+def test_stop_leaves_entry_for_next_start(tmp_path, sink):
+    sink.script.slow["DATA-END"] = 1.0
+    cfg = relay_config(tmp_path, routes={"remote.test": f"127.0.0.1:{sink.port}"})
+    s = Sender(cfg)
+    s.start()
+    s.submit("sender@example.test", ["a@remote.test"], MSG)
+    wait_for(lambda: sink.commands and sink.commands[-1] == "." or sink.active and s.runner.active)
+    s.stop()
+    assert len(s.queue_ids()) == 1
+    sink.script.slow.clear()
+    s2 = Sender.__new__(Sender)
+    s2.__dict__.update(s.__dict__)
+    from mailsuite.relay.runner import build_service
+
+    s2.runner = build_service(s.services)
+    s2.start()
+    try:
+        s2.wait_empty()
+    finally:
+        s2.stop()
+    assert len(sink.transactions) >= 1
+
+
+def test_in_reactor_helper_roundtrip():
+    assert in_reactor(lambda: 42) == 42
