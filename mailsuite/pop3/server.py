@@ -654,4 +654,8 @@ def build_factory(services, kind: str) -> Pop3Factory:
         check_uidl_format(services.config.pop3.uidl_format)
     except ValueError as e:
         raise ConfigError("pop3.uidl_format", str(e)) from None
+    expire = services.config.pop3.expire
+    # RFC 2449 §6.7: EXPIRE is "NEVER" or a number of days (we only advertise the policy).
+    if expire and not (expire == "NEVER" or expire.isdigit()):
+        raise ConfigError("pop3.expire", 'must be "", "NEVER" or a number of days')
     return Pop3Factory(services, kind)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import imaplib
 import poplib
 import socket
 import ssl
+import threading
 import time
 
 import pytest
@@ -224,18 +226,22 @@ def test_rfc1939_deletions_only_at_quit_and_dropped_connection_deletes_nothing(a
     assert len(files) == 1 and b"Subject: two" in files[0].read_bytes()
 
 
-def test_pop3_deletion_is_an_expunge_for_other_sessions(alice, tls_context):
-    events = []
-    folder = inbox(alice)
-    alice.call(folder.add_listener, events.append)
-    try:
-        p = login_s(alice, tls_context)
-        p.dele(2)
-        p.quit()
-    finally:
-        alice.call(folder.remove_listener, events.append)
-    assert [e.kind for e in events if e.kind == "expunge"] == ["expunge"]
-    assert alice.call(lambda: len(folder.messages)) == 2
+def test_imap_session_keeps_working_and_sees_pop3_deletions_as_expunges(alice, tls_context):
+    m = imaplib.IMAP4_SSL("127.0.0.1", alice.port("imaps"), ssl_context=tls_context, timeout=20)
+    m.login(ALICE, DEFAULT_PASSWORD)
+    assert m.select("INBOX") == ("OK", [b"3"])
+    p = login_s(alice, tls_context)  # IMAP does not take the POP3 lock
+    p.retr(1)
+    p.dele(2)
+    assert m.noop()[0] == "OK"  # nothing happens before the POP3 QUIT
+    assert "EXPUNGE" not in m.untagged_responses
+    p.quit()
+    m.noop()
+    assert m.untagged_responses.get("EXPUNGE") == [b"2"]
+    typ, data = m.fetch("1:*", "(FLAGS)")
+    # (imaplib also returns the unsolicited FETCH that NOOP brought: look at the last two.)
+    assert typ == "OK" and data[-1].startswith(b"2 (") and b"\\Seen" in data[-2]
+    m.logout()
 
 
 def test_rfc2449_in_use_second_session_refused(alice, tls_context):
@@ -478,3 +484,41 @@ def test_connection_dropped_during_big_retr(mail_server, tls_context):
     p = login_s(mail_server, tls_context)  # lock released, server alive
     assert p.stat()[0] == 2
     p.quit()
+
+
+def test_pipelined_input_while_streaming_is_throttled_and_answered_in_order(
+    mail_server, tls_context
+):
+    deliver(mail_server, ALICE, big_message(4))
+    c = raw_pop3s(mail_server, tls_context)
+    c.line()
+    c.send(f"USER {ALICE}\r\nPASS {DEFAULT_PASSWORD}\r\n".encode())
+    c.line(), c.line()
+    count = 30_000  # 180 KB of commands queued behind a streamed RETR
+    sender = threading.Thread(target=c.send, args=(b"RETR 1\r\n" + b"NOOP\r\n" * count,))
+    sender.start()
+    assert c.line().startswith(b"+OK ")
+    assert len(c.body()) > 50_000
+    for _ in range(count):
+        assert c.line() == b"+OK"
+    sender.join(10)
+    c.send(b"QUIT\r\n")
+    assert c.line().startswith(b"+OK")
+
+
+def test_rfc2449_expire_advertised_and_validated(server_factory, tls_context):
+    srv = server_factory(pop3={"expire": "NEVER"})
+    p = pop3s(srv, tls_context)
+    assert p.capa()["EXPIRE"] == ["NEVER"]
+    p.quit()
+    from mailsuite.config import ConfigError
+    from mailsuite.pop3.server import build_factory
+
+    cfg = srv.services.config
+    for key, value in (("expire", "soon"), ("uidl_format", "%v")):
+        srv.services.config = dataclasses.replace(
+            cfg, pop3=dataclasses.replace(cfg.pop3, **{key: value})
+        )
+        with pytest.raises(ConfigError, match=f"pop3.{key}"):
+            build_factory(srv.services, "pop3")
+    srv.services.config = cfg
