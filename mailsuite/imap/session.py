@@ -36,21 +36,24 @@ log = Logger(namespace="mailsuite.imap")
 _recent_claimed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def claim_recent(folder) -> int:
-    """Mark every current message of `folder` as seen-recent; return the previous mark."""
+def claim_recent(folder) -> set[int]:
+    """Take the messages no session has reported as \\Recent yet; return their UIDs.
+
+    On the first sight of a folder since start, what sits in Maildir `new/` is recent (the
+    Maildir meaning of `new/`, as Dovecot reads it); after that, whatever arrived since."""
     last = folder.messages[-1].uid if folder.messages else 0
     prev = _recent_claimed.get(folder)
+    _recent_claimed[folder] = last if prev is None else max(prev, last)
     if prev is None:
-        prev = last  # first sight since start: nothing counts as recent
-    _recent_claimed[folder] = max(prev, last)
-    return prev
+        return {m.uid for m in folder.messages if m.subdir == "new"}
+    return set(_uids_above(folder, prev))
 
 
 def recent_count(folder) -> int:
     """RECENT for STATUS: messages no session has reported yet."""
     mark = _recent_claimed.get(folder)
     if mark is None:
-        return 0
+        return sum(1 for m in folder.messages if m.subdir == "new")
     return sum(1 for _ in _uids_above(folder, mark))
 
 
@@ -69,8 +72,7 @@ class SelectedView:
         self.messages: list = list(folder.messages)
         self.recent: set[int] = set()
         if not readonly:
-            mark = claim_recent(folder)
-            self.recent = set(_uids_above(folder, mark))
+            self.recent = claim_recent(folder)
         self.pending_expunge: set[int] = set()
         self.pending_flags: set[int] = set()
         self.pending_exists = False
@@ -165,8 +167,8 @@ class SelectedView:
             if fresh:
                 self.messages.extend(fresh)
                 if not self.readonly:
-                    mark = claim_recent(self.folder)
-                    self.recent.update(m.uid for m in fresh if m.uid > mark)
+                    fresh_uids = {m.uid for m in fresh}
+                    self.recent.update(claim_recent(self.folder) & fresh_uids)
                 out.append(b"* %d EXISTS\r\n" % len(self.messages))
                 out.append(b"* %d RECENT\r\n" % len(self.recent))
         if self.pending_flags:

@@ -49,7 +49,9 @@ def parse_date_time(value) -> float:
 
 
 def _looks_like_date(value: bytes) -> bool:
-    return len(value) < 40 and bool(_DATE_TIME.match(value.decode("ascii", "replace")))
+    # A short one-line string before a literal is a date-time; a malformed one is an error
+    # (BAD), never a second message.
+    return len(value) < 64 and b"\n" not in value
 
 
 def _messages(args: list) -> list[tuple[list[str], float | None, bytes]]:

@@ -55,6 +55,10 @@ def _fetch(session, cmd, uid: bool):
         raise ImapBad("VANISHED needs UID FETCH and ENABLE QRESYNC")
     if req.vanished and req.changedsince is None:
         raise ImapBad("VANISHED needs CHANGEDSINCE")
+    if req.changedsince is not None and "MODSEQ" not in req.kinds():
+        # RFC 7162 §3.1.4.1: CHANGEDSINCE implies the MODSEQ item.
+        req.items.append(fetch_items.FetchItem("MODSEQ"))
+        req.wants_modseq = True
     if req.wants_modseq or req.changedsince is not None:
         session.enabled.add("CONDSTORE")  # RFC 7162 §3.1: CONDSTORE-enabling
     targets = view.select(seqset, uid)
