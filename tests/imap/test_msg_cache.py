@@ -1,0 +1,183 @@
+"""mailsuite.store.parsed_cache: parse once per message, served to every later client."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailsuite.imap.fetch import fetch_response, parse_fetch_items
+from mailsuite.imap.mime import MessageContent
+from mailsuite.imap.parser import parse_line
+from mailsuite.store.parsed_cache import CACHE_NAME, ParsedCache, maildir_root_of
+from tests.imap import msg_fixtures as F
+
+
+class Msg:
+    def __init__(self, key, raw, uid=1):
+        self.key = key
+        self.uid = uid
+        self.size = len(raw)
+        self.wire_size = len(raw) + raw.count(b"\n")
+        self.internaldate = 1700000000.0
+        self.modseq = 1
+        self.flags = frozenset()
+
+
+class Reader:
+    """read_raw for the cache that counts file reads."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files = files
+        self.reads: list[str] = []
+
+    def __call__(self, msg):
+        self.reads.append(msg.key)
+        return self.files[msg.key]
+
+
+@pytest.fixture
+def cache(tmp_path):
+    c = ParsedCache(tmp_path / CACHE_NAME)
+    yield c
+    c.close()
+
+
+def fetch(req_text, msg, loader):
+    req = parse_fetch_items(parse_line(b"a FETCH 1 " + req_text).args[1:])
+    return b"".join(fetch_response(req, 1, msg, msg.flags, loader))
+
+
+def test_second_client_reads_no_file_for_envelope_bodystructure_and_header_fields(cache):
+    reader = Reader({"k1": F.NESTED})
+    msg = Msg("k1", F.NESTED)
+    items = b"(ENVELOPE BODYSTRUCTURE BODY BODY.PEEK[HEADER.FIELDS (SUBJECT)] RFC822.HEADER)"
+    first = fetch(items, msg, cache.loader(reader))
+    assert reader.reads == ["k1"]
+    second = fetch(items, msg, cache.loader(reader))
+    assert second == first
+    assert reader.reads == ["k1"]
+    c = MessageContent(F.NESTED)
+    assert c.envelope_bytes() in first and c.bodystructure_bytes() in first
+
+
+def test_cache_survives_a_restart_of_the_process(tmp_path):
+    path = tmp_path / CACHE_NAME
+    reader = Reader({"k1": F.SIMPLE})
+    msg = Msg("k1", F.SIMPLE)
+    c1 = ParsedCache(path)
+    first = fetch(b"(ENVELOPE BODYSTRUCTURE)", msg, c1.loader(reader))
+    c1.close()
+    c2 = ParsedCache(path)
+    try:
+        assert fetch(b"(ENVELOPE BODYSTRUCTURE)", msg, c2.loader(reader)) == first
+        assert reader.reads == ["k1"]
+    finally:
+        c2.close()
+
+
+def test_body_sections_still_read_the_file(cache):
+    reader = Reader({"k1": F.SIMPLE})
+    msg = Msg("k1", F.SIMPLE)
+    fetch(b"BODY.PEEK[HEADER]", msg, cache.loader(reader))
+    fetch(b"BODY.PEEK[TEXT]", msg, cache.loader(reader))
+    assert reader.reads == ["k1", "k1"]
+
+
+def test_header_only_request_does_not_parse_or_store_structure(cache):
+    reader = Reader({"k1": F.NESTED})
+    msg = Msg("k1", F.NESTED)
+    fetch(b"BODY.PEEK[HEADER.FIELDS (FROM)]", msg, cache.loader(reader))
+    cache.flush()
+    entry = cache.get("k1", msg.size)
+    assert entry.header is not None and entry.bodystructure is None
+    # a later BODYSTRUCTURE fills in the rest without losing the header
+    fetch(b"BODYSTRUCTURE", msg, cache.loader(reader))
+    cache.flush()
+    cache._mem.clear()
+    entry = cache.get("k1", msg.size)
+    assert entry.header and entry.bodystructure and entry.body
+
+
+def test_size_mismatch_is_a_miss(cache):
+    reader = Reader({"k1": F.SIMPLE})
+    fetch(b"ENVELOPE", Msg("k1", F.SIMPLE), cache.loader(reader))
+    assert cache.get("k1", len(F.SIMPLE)) is not None
+    assert cache.get("k1", len(F.SIMPLE) + 1) is None
+    reader.files["k1"] = F.NO_MIME
+    out = fetch(b"ENVELOPE", Msg("k1", F.NO_MIME), cache.loader(reader))
+    assert b'"plain"' in out
+
+
+def test_memory_is_bounded_and_rows_come_back_from_disk(tmp_path):
+    c = ParsedCache(tmp_path / CACHE_NAME, memory_entries=10)
+    try:
+        files = {f"k{i}": F.SIMPLE.replace(b"Hello", b"Msg%03d" % i) for i in range(50)}
+        reader = Reader(files)
+        msgs = [Msg(k, v) for k, v in files.items()]
+        for m in msgs:
+            fetch(b"ENVELOPE", m, c.loader(reader))
+        assert len(c._mem) <= 10
+        c.flush()
+        c.prefetch(msgs[:5])
+        for m in msgs:
+            assert b"Msg%03d" % int(m.key[1:]) in fetch(b"ENVELOPE", m, c.loader(reader))
+        assert len(reader.reads) == 50
+    finally:
+        c.close()
+
+
+def test_discard_and_prune_remove_rows(cache):
+    reader = Reader({"a": F.SIMPLE, "b": F.NO_MIME})
+    for k in ("a", "b"):
+        fetch(b"ENVELOPE", Msg(k, reader.files[k]), cache.loader(reader))
+    cache.discard(["a"])
+    assert cache.get("a") is None and cache.get("b") is not None
+    assert cache.prune(["x"]) == 1
+    assert cache.get("b") is None
+
+
+def test_alias_reuses_entry_for_a_copy(cache):
+    reader = Reader({"a": F.NESTED})
+    fetch(b"BODYSTRUCTURE", Msg("a", F.NESTED), cache.loader(reader))
+    cache.alias("a", "copy", len(F.NESTED))
+    out = fetch(b"BODYSTRUCTURE", Msg("copy", F.NESTED), cache.loader(reader))
+    assert reader.reads == ["a"] and out.startswith(b"* 1 FETCH (BODYSTRUCTURE (((")
+
+
+def test_add_message_warms_everything(cache):
+    reader = Reader({"n": F.NESTED})
+    cache.add_message("n", F.NESTED)
+    out = fetch(
+        b"(ENVELOPE BODY BODYSTRUCTURE BODY.PEEK[HEADER])", Msg("n", F.NESTED), cache.loader(reader)
+    )
+    assert reader.reads == []
+    assert b"BODY[HEADER] {" in out
+
+
+def test_corrupt_cache_file_is_replaced(tmp_path):
+    path = tmp_path / CACHE_NAME
+    path.write_bytes(b"this is not a sqlite database" * 100)
+    c = ParsedCache(path)
+    try:
+        reader = Reader({"k": F.SIMPLE})
+        fetch(b"ENVELOPE", Msg("k", F.SIMPLE), c.loader(reader))
+        c.flush()
+        assert c.get("k") is not None
+    finally:
+        c.close()
+
+
+def test_shared_instance_per_maildir_and_root_of_folders(tmp_path):
+    a = ParsedCache.for_maildir(tmp_path)
+    try:
+        assert ParsedCache.for_maildir(tmp_path) is a
+        assert a.path == tmp_path / CACHE_NAME
+    finally:
+        a.close()
+
+    class Folder:
+        def __init__(self, path):
+            self.path = path
+
+    assert maildir_root_of(Folder(tmp_path)) == tmp_path
+    assert maildir_root_of(Folder(tmp_path / ".Sent")) == tmp_path
+    assert maildir_root_of(Folder(tmp_path / ".Lists.dev")) == tmp_path

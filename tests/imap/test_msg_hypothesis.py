@@ -1,0 +1,195 @@
+"""Property tests: no input makes the message-content modules fail with anything but ImapBad
+(or the typed ImapNo for BADCHARSET / UNKNOWN-CTE)."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailsuite.imap import mime
+from mailsuite.imap.fetch import fetch_response, parse_fetch_items
+from mailsuite.imap.mime import MessageContent, find_part
+from mailsuite.imap.parser import Atom, ImapBad, ImapNo, parse_line
+from mailsuite.imap.search import SearchContext, evaluate, parse_search_command
+from mailsuite.imap.sort import base_subject
+from tests.imap import msg_fixtures as F
+
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Bytes that look like mail: header-ish lines, boundaries, encodings, 8-bit, line ends.
+_PIECES = [
+    b"Content-Type: multipart/mixed; boundary=b\n",
+    b"Content-Type: message/rfc822\n",
+    b"Content-Type: text/plain; charset=utf-8\n",
+    b"Content-Transfer-Encoding: base64\n",
+    b"Content-Transfer-Encoding: quoted-printable\n",
+    b"Content-Disposition: attachment; filename*0*=utf-8''%E2; filename*1=x\n",
+    b"From: a <b@c>, (x) d@e, g: h@i;\n",
+    b"Subject: =?utf-8?q?=C3=A9?= \xc3\xa9\n",
+    b"--b\n",
+    b"--b--\n",
+    b"\n",
+    b"\r\n",
+    b" folded\n",
+    b"aGVsbG8=\n",
+    b"=41=\n",
+    b"\x00\xff",
+    b"(",
+    b'"',
+    b"<",
+]
+mailish = st.lists(st.sampled_from(_PIECES) | st.binary(max_size=20), max_size=30).map(b"".join)
+
+
+@SETTINGS
+@given(mailish)
+def test_mime_never_raises_and_offsets_stay_in_range(raw):
+    c = MessageContent(raw)
+    wire = c.wire()
+    root = c.tree()
+    stack = [root]
+    while stack:
+        p = stack.pop()
+        assert 0 <= p.start <= p.body_start <= p.end <= len(wire)
+        stack.extend(p.children)
+        if p.message is not None:
+            stack.append(p.message)
+    c.envelope_bytes()
+    c.bodystructure_bytes(True)
+    c.bodystructure_bytes(False)
+    for path in [(1,), (1, 1), (2,), (2, 1, 1)]:
+        find_part(root, path)
+    for part in mime.iter_leaves(root):
+        mime.part_text(wire, part)
+    base_subject(mime.first_value(c.fields(), b"subject"))
+
+
+@SETTINGS
+@given(st.binary(max_size=300))
+def test_random_bytes_through_every_content_view(raw):
+    c = MessageContent(raw)
+    c.envelope_bytes()
+    c.bodystructure_bytes()
+    mime.filter_fields(c.header(), {b"from", b"subject"}, False)
+    mime.decode_header_value(raw)
+    mime.parse_addresses(raw)
+    mime.parse_params(raw)
+
+
+_FETCH_WORDS = [
+    "FLAGS",
+    "UID",
+    "BODY",
+    "BODY[]",
+    "BODY.PEEK[TEXT]",
+    "BODY[1.2.MIME]",
+    "BODY[HEADER.FIELDS (A B)]",
+    "BINARY[1]",
+    "BINARY.SIZE[2]",
+    "ENVELOPE",
+    "BODYSTRUCTURE",
+    "RFC822",
+    "ALL",
+    "FAST",
+    "MODSEQ",
+    "BODY[]<0.5>",
+    "BODY[3.TEXT]<2.1>",
+    "BODY[",
+    "X",
+    "1",
+    "(",
+    ")",
+    "CHANGEDSINCE",
+    "VANISHED",
+]
+
+
+def _tokens(words):
+    leaf = st.sampled_from(words).map(Atom) | st.binary(max_size=5)
+    return st.lists(
+        st.recursive(leaf, lambda inner: st.lists(inner, max_size=4), max_leaves=8), max_size=4
+    )
+
+
+@SETTINGS
+@given(_tokens(_FETCH_WORDS))
+def test_fetch_item_parsing_raises_only_imapbad(args):
+    try:
+        req = parse_fetch_items(args)
+    except ImapBad:
+        return
+
+    class Msg:
+        uid, size, wire_size, internaldate, modseq, flags = 1, 10, 12, 0.0, 1, frozenset()
+
+    try:
+        fetch_response(req, 1, Msg(), frozenset(), lambda m: MessageContent(F.NESTED))
+    except ImapNo as e:
+        assert e.code == "UNKNOWN-CTE"
+
+
+_SEARCH_WORDS = [
+    "ALL",
+    "SEEN",
+    "NOT",
+    "OR",
+    "FROM",
+    "SUBJECT",
+    "BODY",
+    "TEXT",
+    "HEADER",
+    "UID",
+    "1:*",
+    "$",
+    "2,4:5",
+    "LARGER",
+    "SMALLER",
+    "10",
+    "BEFORE",
+    "SENTON",
+    "1-Jan-2024",
+    "KEYWORD",
+    "MODSEQ",
+    "CHARSET",
+    "UTF-8",
+    "RETURN",
+    "MIN",
+    "X",
+]
+
+
+@SETTINGS
+@given(_tokens(_SEARCH_WORDS))
+def test_search_parsing_raises_only_imapbad_or_badcharset(args):
+    try:
+        _, prog = parse_search_command(args)
+    except ImapBad:
+        return
+    except ImapNo as e:
+        assert e.code.startswith("BADCHARSET")
+        return
+
+    class Msg:
+        def __init__(self, uid):
+            self.uid, self.size, self.wire_size, self.modseq = uid, 100, 110, uid
+            self.internaldate, self.flags, self.key = 1.7e9, frozenset({"\\Seen"}), str(uid)
+
+    msgs = [Msg(1), Msg(3)]
+    evaluate(prog, msgs, SearchContext(content_loader=lambda m: MessageContent(F.NESTED)))
+
+
+@SETTINGS
+@given(st.binary(max_size=80))
+def test_raw_command_lines_through_parser_and_search(line):
+    try:
+        cmd = parse_line(b"a SEARCH " + line.replace(b"\r", b"").replace(b"\n", b""))
+    except ImapBad:
+        return
+    try:
+        parse_search_command(cmd.args)
+    except (ImapBad, ImapNo):
+        pass
+    try:
+        parse_fetch_items(cmd.args)
+    except ImapBad:
+        pass
