@@ -29,6 +29,7 @@ from mailsuite.trust.resolver import DnsLookup, build_lookup
 
 _log = Logger(namespace="mailsuite.trust.inbound")
 _LOOKUPS: dict[int, tuple[object, DnsLookup]] = {}
+MAX_AUTHOR_DOMAINS = 10
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,8 @@ async def _check(services, client_ip: str, helo: str, mail_from: str, data: byte
         spf_domain = mail_from.rpartition("@")[2] if mail_from else spf_mfrom.domain
     passing = [r.domain for r in dkim_results if r.result == "pass"]
     dmarc_results = []
-    for domain in author_domains(data):
+    # Bound the lookups a hostile From: with many addresses can cause (RFC 7489 §6.6.1).
+    for domain in author_domains(data)[:MAX_AUTHOR_DOMAINS]:
         dmarc_results.append(await dmarc.evaluate(lookup, domain, spf_domain, passing))
     action, code, enhanced, text = decide(config, spf_mfrom, spf_helo, dkim_results, dmarc_results)
     disposition = {"reject": "reject", "junk": "quarantine"}.get(action, "none")
