@@ -16,6 +16,7 @@ lookups" (RFC 7208 §4.6.4).  Anything else (SERVFAIL, REFUSED, timeout) errback
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.names import client, dns, error
 
-from mailsuite.config import Config
+from mailsuite.config import Config, ConfigError
 
 DnsLookup = Callable[[str, str], defer.Deferred]
 
@@ -48,15 +49,22 @@ class DnsTempError(Exception):
         self.reason = reason
 
 
-def parse_resolver_address(text: str) -> tuple[str, int]:
-    """'1.2.3.4', '1.2.3.4:53', '[::1]:53' or '::1' into (address, port)."""
+def parse_resolver_address(text: str, key: str = "trust.resolvers") -> tuple[str, int]:
+    """'1.2.3.4', '1.2.3.4:53', '[::1]:53' or '::1' into (address, port); ConfigError if bad."""
     if text.startswith("["):
         host, _, port = text[1:].partition("]")
-        return host, int(port.lstrip(":") or 53)
-    if text.count(":") == 1:
+        port = port.lstrip(":") or "53"
+    elif text.count(":") == 1:
         host, _, port = text.partition(":")
-        return host, int(port)
-    return text, 53
+    else:
+        host, port = text, "53"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(key, f"{text!r}: a resolver must be an IP address") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(key, f"{text!r}: bad port")
+    return host, int(port)
 
 
 def encode_name(name: str) -> bytes | None:
@@ -128,8 +136,9 @@ def _payloads(answers, qtype: int) -> list:
 
 def resolver_servers(config: Config) -> list[tuple[str, int]]:
     """[trust] resolvers, else [relay] resolvers: one DNS setting for the whole server."""
+    key = "trust.resolvers" if config.trust.resolvers else "relay.resolvers"
     texts = config.trust.resolvers or config.relay.resolvers
-    return [parse_resolver_address(t) for t in texts]
+    return [parse_resolver_address(t, key) for t in texts]
 
 
 def build_lookup(config: Config, reactor=None) -> TwistedDnsLookup:

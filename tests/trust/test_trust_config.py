@@ -63,3 +63,10 @@ def test_resolvers_fall_back_to_relay():
 )
 def test_resolver_address_forms(text, parsed):
     assert parse_resolver_address(text) == parsed
+
+
+@pytest.mark.parametrize("bad", ["dns.example", "127.0.0.1:99999", "[::1]:x"])
+def test_bad_resolver_names_the_key(bad):
+    with pytest.raises(ConfigError) as e:
+        resolver_servers(load(resolvers=[bad]))
+    assert e.value.key == "trust.resolvers"
