@@ -72,6 +72,9 @@ class QueueEntry:
     delay_warned: bool = False
     # Set for queued DSNs themselves: RFC 3461 §6.2 forbids DSNs about DSNs.
     is_bounce: bool = False
+    # Bumped by every admin change (`mailsuite queue retry/bounce`), so the runner can tell
+    # that the copy it holds in memory is stale.
+    generation: int = 0
 
     @property
     def pending(self) -> list[QueuedRecipient]:
@@ -209,17 +212,25 @@ class Queue:
             callback(QueueEntry.from_json(entry.to_json()))
         return entry.id
 
-    def save(self, entry: QueueEntry) -> bool:
-        """Rewrite an entry's envelope; False (and nothing written) if it was deleted meanwhile.
+    def save(self, entry: QueueEntry) -> str:
+        """Rewrite an entry's envelope: "saved", or "deleted"/"stale" (nothing written) when
+        the admin command deleted or changed it meanwhile.
 
-        The lock makes the existence check and the rename atomic against the admin command's
-        delete, so a delivery finishing in the server cannot resurrect a deleted entry.
+        The lock makes the check and the rename atomic against the admin command, so a
+        delivery finishing in the server can neither resurrect a deleted entry nor undo a
+        `queue bounce`.
         """
         with self._lock():
-            if not self._env_path(entry.id).exists():
-                return False
+            try:
+                on_disk = self.load(entry.id)
+            except NoSuchEntry:
+                return "deleted"
+            except QueueError:
+                on_disk = entry
+            if on_disk.generation != entry.generation:
+                return "stale"
             _write_durable(self.tmp_dir, self._env_path(entry.id), self._encode(entry))
-            return True
+            return "saved"
 
     def remove(self, queue_id: str) -> bool:
         """Delete an entry, envelope first so a crash half-way leaves an orphan message only."""
@@ -245,6 +256,7 @@ class Queue:
         with self._lock():
             entry = self.load(queue_id)
             change(entry)
+            entry.generation += 1
             _write_durable(self.tmp_dir, self._env_path(entry.id), self._encode(entry))
             return entry
 

@@ -531,8 +531,12 @@ class QueueRunner(service.Service):
         saved = await threads.deferToThreadPool(
             self.reactor, self.reactor.getThreadPool(), self.queue.save, entry
         )
-        if not saved:
-            self.entries.pop(entry.id, None)  # deleted by the admin meanwhile
+        if saved != "saved":
+            # Deleted or changed by `mailsuite queue` meanwhile: the disk wins.
+            self.entries.pop(entry.id, None)
+            if saved == "stale":
+                self.active.pop(entry.id, None)
+                self.rescan()
             return
         heapq.heappush(self.heap, (entry.next_attempt, entry.id))
 

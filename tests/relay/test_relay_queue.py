@@ -53,7 +53,7 @@ def test_save_does_not_resurrect_deleted_entry(tmp_path):
     entry = q.load(qid)
     assert q.remove(qid)
     entry.attempts = 3
-    assert q.save(entry) is False
+    assert q.save(entry) == "deleted"
     with pytest.raises(NoSuchEntry):
         q.load(qid)
 
@@ -67,6 +67,9 @@ def test_modify_and_reload_round_trip(tmp_path):
         e.recipients[0].status = "5.1.1"
 
     q.modify(qid, fail_first)
+    stale = q.load(qid)
+    stale.generation -= 1
+    assert q.save(stale) == "stale"
     again = Queue(tmp_path).load(qid)
     assert again.recipients[0].state == FAILED and again.recipients[0].status == "5.1.1"
     assert [r.address for r in again.pending] == ["t@r.test"]
