@@ -61,6 +61,7 @@ def test_4xx_then_success_is_retried(make_sender, sink):
     s.submit("sender@example.test", ["a@remote.test"], MSG)
     wait_for(lambda: sink.data_count == 1)
     (qid,) = s.queue_ids()
+    wait_for(lambda: s.services.queue.load(qid).attempts == 1)
     entry = s.services.queue.load(qid)
     assert entry.attempts == 1 and entry.recipients[0].state == PENDING
     assert entry.recipients[0].status == "4.3.0" and "greylisted" in entry.last_error
