@@ -208,6 +208,8 @@ class TrustConfig:
 
     # SPF/DKIM/DMARC checks of mail arriving on the "smtp" listener (never on submission).
     inbound_checks: bool = True
+    # Clients not checked (local scripts, content filters re-injecting), as policyd-spf skips.
+    skip_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     # Action when DMARC fails and the From: domain publishes p=reject / p=quarantine:
     # "reject" (550 5.7.1), "junk" (deliver to Junk) or "accept" (header only).
     dmarc_reject: str = "reject"
@@ -235,6 +237,12 @@ class TrustConfig:
         for key in ("dmarc_reject", "dmarc_quarantine", "spf_fail", "spf_softfail"):
             if getattr(self, key) not in actions:
                 raise ConfigError(f"trust.{key}", 'must be "reject", "junk" or "accept"')
+        for i, net in enumerate(self.skip_networks):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                key = f"trust.skip_networks[{i}]"
+                raise ConfigError(key, f"{net!r} is not a network") from None
         if self.dns_failure not in ("tempfail", "accept"):
             raise ConfigError("trust.dns_failure", 'must be "tempfail" or "accept"')
         if self.dmarc_policy not in ("none", "quarantine", "reject"):

@@ -1,6 +1,7 @@
 """The inbound policy: SPF, DKIM and DMARC for mail arriving on the "smtp" listener.
 
-`check_inbound` runs the three checks (concurrently where they are independent), records them
+`check_inbound` (for clients outside ``trust.skip_networks``, loopback by default) runs the three
+checks (concurrently where they are independent), records them
 in an Authentication-Results header and decides, by the [trust] configuration:
 
 * DMARC fails and the From: domain asks p=reject: ``trust.dmarc_reject`` (default refuse with
@@ -16,6 +17,7 @@ in an Authentication-Results header and decides, by the [trust] configuration:
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from email.utils import getaddresses
 
@@ -66,6 +68,19 @@ def lookup_for(services) -> DnsLookup:
         cached = (config, build_lookup(config))
         _LOOKUPS[id(config)] = cached
     return cached[1]
+
+
+def skipped_client(config, client_ip: str) -> bool:
+    """Clients in ``trust.skip_networks`` (loopback by default) are not checked."""
+    try:
+        ip = spf.client_address(client_ip)
+    except ValueError:
+        return False
+    for net in config.trust.skip_networks:
+        network = ipaddress.ip_network(net, strict=False)
+        if ip.version == network.version and ip in network:
+            return True
+    return False
 
 
 def author_domains(data: bytes) -> list[str]:
@@ -187,7 +202,7 @@ def _spf_info(res: spf.SpfResult, prop: str, value: str) -> ResInfo:
 async def _check(services, client_ip: str, helo: str, mail_from: str, data: bytes):
     config = services.config
     authserv_id = config.hostname
-    if not config.trust.inbound_checks:
+    if not config.trust.inbound_checks or skipped_client(config, client_ip):
         return InboundVerdict("accept", authserv_id=authserv_id)
     lookup = lookup_for(services)
     spf_mfrom, spf_helo, dkim_results = await defer.gatherResults(

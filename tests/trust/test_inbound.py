@@ -259,3 +259,14 @@ def test_our_header_is_parsable(services, zone):
     assert authresults.authserv_id(value) == HOSTNAME
     assert v.header.endswith(b"\r\n")
     assert all(line.startswith(b"\t") for line in v.header.split(b"\r\n")[1:-1])
+
+
+def test_skip_networks_are_not_checked(make_services, zone):
+    svc = make_services(skip_networks=["192.0.2.0/24", "2001:db8::/32"])
+    zone.txt("_dmarc.example.org", "v=DMARC1; p=reject")
+    for ip in ("192.0.2.25", "2001:db8::1", "::ffff:192.0.2.9"):
+        v = run(svc, message("a@example.org"), "x@unrelated.example", ip=ip)
+        assert v.action == "accept" and v.header == b""
+    assert run(svc, message("a@example.org"), "x@unrelated.example", ip="198.51.100.1").action == (
+        "reject"
+    )

@@ -70,3 +70,10 @@ def test_bad_resolver_names_the_key(bad):
     with pytest.raises(ConfigError) as e:
         resolver_servers(load(resolvers=[bad]))
     assert e.value.key == "trust.resolvers"
+
+
+def test_loopback_skipped_by_default_and_bad_network_named():
+    assert load().trust.skip_networks == ["127.0.0.0/8", "::1/128"]
+    with pytest.raises(ConfigError) as e:
+        load(skip_networks=["10.0.0.0/8", "not-a-net"])
+    assert e.value.key == "trust.skip_networks[1]"

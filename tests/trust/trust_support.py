@@ -133,6 +133,6 @@ def trust_config(root: Path, dns_address: str, **trust):
         "hostname": HOSTNAME,
         "domains": ["example.test"],
         "data_dir": str(root / "data"),
-        "trust": {"resolvers": [dns_address], "dns_timeout": 1.0, **trust},
+        "trust": {"resolvers": [dns_address], "dns_timeout": 1.0, "skip_networks": [], **trust},
     }
     return config_from_dict(data, base=root)
