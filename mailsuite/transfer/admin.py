@@ -57,21 +57,38 @@ def add_transfer_commands(subparsers) -> None:
     s.set_defaults(func=run_export)
 
 
+class TransferFailed(Exception):
+    """Stops a run before or while it starts: printed as one line, exit status `code`."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def _reported(run):
+    """Print TransferFailed as `mailsuite: message` and return its code (no traceback)."""
+
+    def wrapper(ctx) -> int:
+        try:
+            return run(ctx)
+        except TransferFailed as e:
+            print(f"mailsuite: {e}", file=sys.stderr)
+            return e.code
+
+    wrapper.__name__ = run.__name__
+    wrapper.__doc__ = run.__doc__
+    return wrapper
+
+
 def _mailbox(ctx, address: str):
     from mailsuite.store import NoSuchMailbox
 
     if ctx.accounts.get_user(address) is None:
-        raise _cli_error(f"no such user {address}", 67)
+        raise TransferFailed(f"no such user {address}", 67)  # EX_NOUSER
     try:
         return ctx.store.mailbox(address)
     except NoSuchMailbox:
         return ctx.store.create_mailbox(address)
-
-
-def _cli_error(message: str, code: int = 1) -> Exception:
-    from mailsuite.cli import CliError
-
-    return CliError(message, code)
 
 
 def _finish(progress: Progress, stats: TransferStats, verb: str) -> int:
@@ -79,23 +96,25 @@ def _finish(progress: Progress, stats: TransferStats, verb: str) -> int:
     return 0
 
 
+@_reported
 def run_import_mbox(ctx) -> int:
     from mailsuite.transfer.importmbox import import_mbox
 
     a = ctx.args
     if not a.file.is_file():
-        raise _cli_error(f"{a.file}: not a file")
+        raise TransferFailed(f"{a.file}: not a file")
     mailbox = _mailbox(ctx, a.user)
     progress = Progress()
     return _finish(progress, import_mbox(a.file, mailbox, a.folder, progress), "imported")
 
 
+@_reported
 def run_import_maildir(ctx) -> int:
     from mailsuite.transfer.importmaildir import import_maildir
 
     a = ctx.args
     if not (a.path / "cur").is_dir():
-        raise _cli_error(f"{a.path}: not a Maildir (no cur/ directory)")
+        raise TransferFailed(f"{a.path}: not a Maildir (no cur/ directory)")
     mailbox = _mailbox(ctx, a.user)
     progress = Progress()
     return _finish(progress, import_maildir(a.path, mailbox, progress), "imported")
@@ -107,12 +126,13 @@ def _imap_password(args) -> str:
     elif sys.stdin.isatty():
         password = getpass.getpass(f"Password for {args.user} on {args.host}: ")
     else:
-        raise _cli_error("no terminal for the password prompt: use --password-stdin", 64)
+        raise TransferFailed("no terminal for the password prompt: use --password-stdin", 64)
     if not password:
-        raise _cli_error("empty password")
+        raise TransferFailed("empty password")
     return password
 
 
+@_reported
 def run_import_imap(ctx) -> int:
     from mailsuite.transfer.importimap import ImapImportError, ImapSource, import_imap
 
@@ -124,23 +144,24 @@ def run_import_imap(ctx) -> int:
     try:
         stats = import_imap(src, mailbox, progress)
     except ImapImportError as e:
-        raise _cli_error(f"import imap: {e}", 75) from None
+        raise TransferFailed(f"import imap: {e}", 75) from None
     return _finish(progress, stats, "imported")
 
 
+@_reported
 def run_export(ctx) -> int:
     from mailsuite.transfer.export import ExportError, export_maildir, export_mbox
 
     a = ctx.args
     if ctx.accounts.get_user(a.user) is None:
-        raise _cli_error(f"no such user {a.user}", 67)
+        raise TransferFailed(f"no such user {a.user}", 67)
     mailbox = ctx.store.mailbox(a.user)
     progress = Progress()
     run = export_maildir if a.format == "maildir" else export_mbox
     try:
         stats = run(mailbox, a.to, progress)
     except ExportError as e:
-        raise _cli_error(str(e)) from None
+        raise TransferFailed(str(e)) from None
     return _finish(progress, stats, "exported")
 
 

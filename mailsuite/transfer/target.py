@@ -1,9 +1,10 @@
 """The one place imports write into the store: folders made on demand, Mailbox.deliver for
 every message, a bad message reported and skipped, and source UIDs kept when possible.
 
-Keeping UIDs: when a folder is empty in the store, the source's UIDVALIDITY is adopted and each
-delivered key is entered into `dovecot-uidlist` with its source UID, under the uidlist lock,
-before the store's index ever assigns one (the store reads the uidlist as the truth).
+UIDs: each delivered key is entered into `dovecot-uidlist` under the uidlist lock, before the
+store's index sees the file (the store reads the uidlist as the truth), so imported mail is
+numbered in source order. When a folder is empty in the store, the source's UIDVALIDITY and
+UIDs are kept as they were (a Dovecot uidlist, or our own export).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class ImportTarget:
         self.mailbox = mailbox
         self.stats = stats
         self.progress = progress
+        self._uidlists: dict[str, tuple[uidlist_mod.UidlistFile, uidlist_mod.Uidlist]] = {}
 
     def ensure_folder(self, name: str) -> str | None:
         """The validated folder name, created if missing; None (reported) if it cannot be."""
@@ -45,7 +47,7 @@ class ImportTarget:
         self.stats.skipped.append((what, why))
         self.progress.note(f"skipped {what}: {why}")
 
-    def deliver(
+    def _store(
         self,
         what: str,
         data: bytes,
@@ -53,7 +55,7 @@ class ImportTarget:
         flags: Iterable[str] = (),
         internaldate: float | None = None,
     ) -> str | None:
-        """Store one message; its key, or None when it was skipped (reported)."""
+        """Mailbox.deliver with failures reported; the key, or None when skipped."""
         if not data.strip():
             self.skip(what, "empty message")
             return None
@@ -81,6 +83,54 @@ class ImportTarget:
         ul = uidlist_mod.UidlistFile(path).load()
         return ul is None or not ul.entries
 
+    def _uidlist(self, folder: str) -> tuple[uidlist_mod.UidlistFile, uidlist_mod.Uidlist]:
+        """The folder's uidlist, cached and brought up to date (call with its lock held)."""
+        cached = self._uidlists.get(folder)
+        if cached is None:
+            uf = uidlist_mod.UidlistFile(self.mailbox.folder_path(folder))
+            try:
+                ul = uf.load()
+            except uidlist_mod.CorruptUidlist:
+                ul = None
+            if ul is None:
+                ul = uidlist_mod.Uidlist(uidlist_mod.new_uidvalidity(), 1)
+                uf.rewrite(ul)
+            cached = self._uidlists[folder] = (uf, ul)
+        uf, ul = cached
+        ul = uf.catch_up(ul)
+        self._uidlists[folder] = (uf, ul)
+        return uf, ul
+
+    def deliver(
+        self,
+        what: str,
+        data: bytes,
+        folder: str,
+        flags: Iterable[str] = (),
+        internaldate: float | None = None,
+        uid: int | None = None,
+    ) -> str | None:
+        """Store one message and give it a UID at once: `uid` when it keeps the list
+        ascending, else the next one. The key, or None when it was skipped (reported).
+
+        Numbering here rather than leaving it to the store's next scan keeps the source order
+        (the store orders unseen files by their names, not by when they were written)."""
+        cached = self._uidlists.get(folder)
+        uf = cached[0] if cached else uidlist_mod.UidlistFile(self.mailbox.folder_path(folder))
+        with uf.locked():
+            uf, ul = self._uidlist(folder)
+            key = self._store(what, data, folder, flags, internaldate)
+            if key is None:
+                return None
+            last = max(ul.entries.values(), default=0)
+            # dovecot-uidlist lines must stay ascending (someone may have numbered a message).
+            if uid is None or uid <= last:
+                uid = max(ul.next_uid, last + 1)
+            ul.entries[key] = uid
+            ul.next_uid = max(ul.next_uid, uid + 1)
+            uf.append(ul, [(uid, key)])
+        return key
+
     def deliver_with_uids(
         self,
         folder: str,
@@ -88,30 +138,22 @@ class ImportTarget:
         next_uid: int,
         messages: Iterable[tuple[int, str, bytes, list[str], float | None]],
     ) -> int:
-        """Deliver (uid, what, data, flags, date) in UID order keeping the UIDs; the folder must
-        be empty. Returns how many were stored. The uidlist lock is held per message only."""
+        """Deliver (uid, what, data, flags, date) in UID order keeping the UIDs and the
+        UIDVALIDITY; the folder must be empty. Returns how many were stored."""
         uf = uidlist_mod.UidlistFile(self.mailbox.folder_path(folder))
         with uf.locked():
             # N starts low so a message delivered meanwhile by the server gets a UID above ours
             # only once ours are in; the source's next UID is set at the end.
             ul = uidlist_mod.Uidlist(uidvalidity, 1)
             uf.rewrite(ul)
+            self._uidlists[folder] = (uf, ul)
         stored = 0
         for uid, what, data, flags, date in messages:
-            with uf.locked():
-                ul = uf.catch_up(ul)
-                key = self.deliver(what, data, folder, flags, date)
-                # The uidlist must stay ascending: if someone else took a higher UID meanwhile,
-                # the message is kept and the store numbers it.
-                if key is not None and uid > max(ul.entries.values(), default=0):
-                    ul.entries[key] = uid
-                    ul.next_uid = max(ul.next_uid, uid + 1)
-                    uf.append(ul, [(uid, key)])
-            if key is not None:
+            if self.deliver(what, data, folder, flags, date, uid) is not None:
                 stored += 1
             self.progress.advance()
         with uf.locked():
-            ul = uf.catch_up(ul)
+            uf, ul = self._uidlist(folder)
             ul.next_uid = max(ul.next_uid, next_uid)
             uf.rewrite(ul)
         return stored

@@ -84,3 +84,19 @@ def test_mboxrd_round_trip_property(bodies, flags):
     back = list(read_mbox(data.splitlines(keepends=True)))
     assert [m.data for m in back] == msgs
     assert all(m.flags == frozenset(flags) and m.date == date for m in back)
+
+
+def test_imported_messages_are_numbered_in_file_order(site, tmp_path):
+    # Many deliveries in the same second: UIDs must follow the mbox, not file-name sorting.
+    mbox = site.add_user("kay@example.test")
+    path = tmp_path / "many.mbox"
+    path.write_bytes(
+        b"".join(
+            b"From x Mon Jan  2 03:04:05 2023\nSubject: %d\n\nbody\n\n" % i for i in range(200)
+        )
+    )
+    code, out, err = site.run("import", "mbox", str(path), "--user", "kay@example.test")
+    assert code == 0, err
+    msgs = site.contents(mbox, "INBOX")
+    assert [m[0] for m in msgs] == list(range(1, 201))
+    assert [m[3] for m in msgs] == [b"Subject: %d\n\nbody\n" % i for i in range(200)]
