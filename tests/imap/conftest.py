@@ -44,7 +44,7 @@ def connect(srv, user: str = USER) -> imaplib.IMAP4:
 
 
 def message(
-    i: int = 1, subject: str | None = None, body: str = "Hello there.\n", extra=""
+    i: int = 1, subject: str | None = None, body: str = "Hello there.\r\n", extra=""
 ) -> bytes:
     subject = subject or f"Test message {i}"
     return (

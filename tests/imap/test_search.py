@@ -1,0 +1,56 @@
+"""SEARCH / UID SEARCH through the server (RFC 3501 §6.4.4), ESEARCH (4731), SEARCHRES (5182),
+MODSEQ search (7162)."""
+
+from tests.imap.conftest import Raw, append_n, connect, message
+
+
+def _setup(srv):
+    c = connect(srv)
+    append_n(c, 5)
+    c.append("INBOX", None, None, message(6, subject="Quarterly report", body="Grüße\r\n"))
+    r = Raw(srv.port("imap"))
+    r.login()
+    r.cmd(b"SELECT INBOX")
+    r.cmd(b"STORE 2,4 +FLAGS.SILENT (\\Seen)")
+    return r
+
+
+def test_flag_and_text_search(imap_server):
+    r = _setup(imap_server)
+    assert r.cmd(b"SEARCH UNSEEN")[0] == b"* SEARCH 1 3 5 6"
+    assert r.cmd(b"UID SEARCH SEEN")[0] == b"* SEARCH 2 4"
+    assert r.cmd(b"SEARCH OR SUBJECT quarterly 1")[0] == b"* SEARCH 1 6"
+    out = r.cmd("SEARCH CHARSET UTF-8 BODY grüSSe".encode())
+    assert out[-1].startswith(b"t OK"), out
+    out = r.cmd("SEARCH CHARSET UTF-8 TEXT GRÜSSE".encode())
+    assert out[-1].startswith(b"t OK")
+    assert r.cmd("SEARCH CHARSET UTF-8 BODY grüße".encode())[0] == b"* SEARCH 6"
+    assert r.cmd(b"SEARCH CHARSET KOI8-X ALL")[-1].startswith(b"t NO [BADCHARSET")
+
+
+def test_esearch_rfc4731(imap_server):
+    r = _setup(imap_server)
+    out = r.cmd(b"UID SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN")
+    assert out[0] == b'* ESEARCH (TAG "t") UID MIN 1 MAX 6 COUNT 4 ALL 1,3,5:6'
+
+
+def test_searchres_rfc5182(imap_server):
+    r = _setup(imap_server)
+    assert r.cmd(b"SEARCH RETURN (SAVE) SEEN") == [b"t OK SEARCH completed"]
+    out = r.cmd(b"FETCH $ (UID)")
+    assert out[:2] == [b"* 2 FETCH (UID 2)", b"* 4 FETCH (UID 4)"]
+    r.cmd(b"UID STORE $ +FLAGS.SILENT (\\Flagged)")
+    assert r.cmd(b"SEARCH FLAGGED")[0] == b"* SEARCH 2 4"
+
+
+def test_modseq_search_rfc7162(imap_server):
+    r = _setup(imap_server)
+    out = r.cmd(b"FETCH 4 (MODSEQ)")
+    m = int(out[0].split(b"MODSEQ (")[1].split(b")")[0])
+    out = r.cmd(b"SEARCH MODSEQ %d" % m)
+    assert out[0].startswith(b"* SEARCH 4 (MODSEQ ")
+
+
+def test_search_sees_no_expunged_sequence_shift(imap_server):
+    r = _setup(imap_server)
+    assert r.cmd(b"SEARCH 2:3 UNSEEN")[0] == b"* SEARCH 3"
