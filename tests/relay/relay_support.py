@@ -3,7 +3,6 @@ and a scripted receiving SMTP server that injects faults on request."""
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,13 +18,12 @@ from mailsuite.tls import TlsContexts
 
 
 def ensure_reactor() -> None:
-    if not reactor.running:
-        t = threading.Thread(
-            target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
-        )
-        t.start()
-        while not reactor.running:
-            time.sleep(0.01)
+    """The suite's one reactor thread (tests/conftest.py), waited for until it runs."""
+    from tests.conftest import ensure_reactor as start_shared_reactor
+
+    start_shared_reactor()
+    while not reactor.running:
+        time.sleep(0.01)
 
 
 def in_reactor(fn, *args, **kwargs):
