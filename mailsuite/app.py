@@ -38,8 +38,9 @@ LISTENERS = {
     "imap": "mailsuite.imap.server",
     "imaps": "mailsuite.imap.server",
     "http": "mailsuite.web.site",
+    "https": "mailsuite.web.site",
 }
-IMPLICIT_TLS = {"submissions", "pop3s", "imaps"}
+IMPLICIT_TLS = {"submissions", "pop3s", "imaps", "https"}
 INDEX_SAVE_SECONDS = 5.0
 
 

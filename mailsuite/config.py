@@ -58,6 +58,8 @@ class ListenConfig:
     imaps: list[str] = field(default_factory=lambda: ["127.0.0.1:2993"])
     # HTTP for client autoconfiguration and MTA-STS.
     http: list[str] = field(default_factory=lambda: ["127.0.0.1:8080"])
+    # The same web endpoints over implicit TLS (certificate from [tls]); empty: none.
+    https: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
