@@ -32,6 +32,7 @@ INDEX_VERSION = 2
 MTIME_SLACK_NS = 2_000_000_000
 _SIZE_RE = re.compile(r",S=(\d+)")
 _WIRE_RE = re.compile(r",W=(\d+)")
+_USEC_RE = re.compile(r"M(\d+)")
 
 
 class Message:
@@ -315,7 +316,7 @@ class Folder:
                     fresh.append((uid, key))
                 if fresh:
                     self._uidfile.append(self._uidlist, fresh)
-                    self._maybe_compact()
+                    self._maybe_compact(len(on_disk))
         added = []
         for key in keys:
             sub, info = on_disk[key]
@@ -370,14 +371,24 @@ class Folder:
                 return None, 0, 0.0
         return size, wire, st.st_mtime
 
-    def _maybe_compact(self) -> None:
+    def _maybe_compact(self, live: int) -> None:
+        """Drop the uidlist lines of messages whose files are gone; call with the lock held.
+
+        What is kept comes from a fresh listing taken under the lock (not from self.messages,
+        which does not hold the messages being added yet, nor those another process indexed):
+        a line dropped wrongly would give a live message a new UID."""
         ul = self._uidlist
-        live = len(self.messages) + 1
-        if len(ul.entries) > 2 * live + 1000:
-            keep = set(self._by_key)
-            ul.entries = {
-                k: u for k, u in ul.entries.items() if k in keep or u >= ul.next_uid - 1000
-            }
+        if len(ul.entries) <= 2 * live + 1000:
+            return
+        present: set[str] = set()
+        for sub in ("new", "cur"):  # new/ first: a file moving new/ -> cur/ meanwhile is in cur/
+            try:
+                present.update(split_filename(n)[0] for n in os.listdir(self.path / sub))
+            except FileNotFoundError:
+                continue
+        kept = {k: u for k, u in ul.entries.items() if k in present}
+        if len(kept) < len(ul.entries):
+            ul.entries = kept
             self._uidfile.rewrite(ul)
 
     # -- changes ---------------------------------------------------------------------------
@@ -442,5 +453,8 @@ class Folder:
 
 
 def _arrival_order(key: str):
-    head = key.split(".", 1)[0]
-    return (int(head) if head.isdigit() else 0, key)
+    # "<sec>.M<usec>P<pid>...": the microseconds are not zero-padded, so compare them as numbers
+    # (as text, M102178 would sort before M37552 delivered earlier in the same second).
+    head, _, rest = key.partition(".")
+    m = _USEC_RE.match(rest)
+    return (int(head) if head.isdigit() else 0, int(m.group(1)) if m else 0, key)
