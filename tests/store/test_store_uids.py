@@ -159,3 +159,20 @@ def test_the_folder_object_is_shared_and_notify_delivery_wakes_it(store, mbox):
     mbox.deliver(b"Subject: one\r\n\r\n1\r\n")
     store.notify_delivery("ALICE@example.test", "INBOX")
     assert events == [FolderEvent("exists", (1,), None)]
+
+
+def test_many_files_indexed_at_once_keep_their_uids_in_the_uidlist(store, mbox):
+    """A first scan assigning thousands of UIDs at once (an adopted Maildir without uidlist,
+    a big rsync) must record every one in dovecot-uidlist: a new process without our index, or
+    Dovecot, must see the same UIDs."""
+    data = b"Subject: x\n\nbody\n"
+    for i in range(2500):
+        name = f"{1600000000 + i}.M{i}P1.otherhost,S={len(data)},W={len(data) + 3}"
+        (mbox.path / "new" / name).write_bytes(data)
+    folder = mbox.folder("INBOX")
+    ours = [[m.uid, m.key] for m in folder.messages]
+    assert [u for u, _ in ours] == list(range(1, 2501))
+    lines = (mbox.path / "dovecot-uidlist").read_text().splitlines()
+    assert len(lines) == 1 + 2500
+    (mbox.path / "mailsuite-index").unlink(missing_ok=True)
+    assert [m[:2] for m in snapshot(store.root)["messages"]] == ours
