@@ -103,6 +103,12 @@ class ImapProtocol(protocol.Protocol):
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            # TLS waits for a registered producer to go before it sends close_notify.
+            try:
+                self.transport.unregisterProducer()
+            except (AttributeError, RuntimeError):
+                pass
+            self._gate.resumeProducing()
             self.transport.loseConnection()
 
     # -- timeouts -----------------------------------------------------------------------------
