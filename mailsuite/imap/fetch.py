@@ -71,6 +71,7 @@ class FetchItem:
     partial: tuple[int, int] | None = None
     peek: bool = False
     field_set: frozenset[bytes] = frozenset()
+    label: bytes = b""  # the response's item name, e.g. b"BODY[HEADER]<0>" (precomputed)
 
 
 @dataclass
@@ -183,15 +184,31 @@ def _parse_item(name: Atom) -> FetchItem:
         partial = (origin, length)
     if head.startswith("BINARY"):
         part = _parse_part_only(m.group(2))
+        sec = Section(part)
         if head == "BINARY.SIZE":
             if partial is not None:
                 raise ImapBad("BINARY.SIZE takes no partial")
-            return FetchItem("BINARY.SIZE", Section(part))
-        return FetchItem("BINARY[]", Section(part), partial, peek=head == "BINARY.PEEK")
+            return FetchItem("BINARY.SIZE", sec, label=_label(b"BINARY.SIZE", sec, None))
+        return FetchItem(
+            "BINARY[]", sec, partial, head == "BINARY.PEEK", label=_label(b"BINARY", sec, partial)
+        )
     section = _parse_section(m.group(2))
     return FetchItem(
-        "BODY[]", section, partial, peek=head == "BODY.PEEK", field_set=section.field_set
+        "BODY[]",
+        section,
+        partial,
+        peek=head == "BODY.PEEK",
+        field_set=section.field_set,
+        label=_label(b"BODY", section, partial),
     )
+
+
+def _label(head: bytes, section: Section, partial) -> bytes:
+    # RFC 3501 §7.4.2: BODY[<section>]<<origin octet>>; .PEEK is never echoed
+    out = head + b"[" + section.spec().encode("utf-8") + b"]"
+    if partial is not None:
+        out += b"<%d>" % partial[0]
+    return out
 
 
 def _parse_part_only(text: str) -> tuple[int, ...]:
@@ -382,24 +399,19 @@ def _content_item(it: FetchItem, content, out: list[bytes]) -> None:
         w = content.wire()
         _literal(w[len(content.header()) :], out)
     elif kind == "BODY[]":
-        sec = it.section
-        data = _section_data(sec, it.field_set, content)
-        name = b"BODY[" + sec.spec().encode("utf-8") + b"]"
-        _partial_out(name, data, it.partial, out, binary=False)
+        data = _section_data(it.section, it.field_set, content)
+        _partial_out(it.label, data, it.partial, out, binary=False)
     elif kind == "BINARY[]":
         data = _binary_data(it.section, content)
-        name = b"BINARY[" + it.section.spec().encode("ascii") + b"]"
-        _partial_out(name, data, it.partial, out, binary=True)
+        _partial_out(it.label, data, it.partial, out, binary=True)
     elif kind == "BINARY.SIZE":
         data = _binary_data(it.section, content)
-        name = b"BINARY.SIZE[" + it.section.spec().encode("ascii") + b"]"
-        out.append(name + b" %d" % (0 if data is None else len(data)))
+        out.append(it.label + b" %d" % (0 if data is None else len(data)))
 
 
 def _partial_out(name: bytes, data, partial, out: list[bytes], binary: bool) -> None:
     if partial is not None:
         origin, length = partial
-        name += b"<%d>" % origin
         if data is not None:
             data = data[origin : origin + length]
     out.append(name + b" ")

@@ -30,10 +30,10 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import functools
 import re
 from dataclasses import dataclass, field
 
-from mailsuite.imap.parser import Atom
 from mailsuite.imap.response import format_value
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "parse_message",
     "find_part",
     "envelope",
+    "envelope_bytes",
     "bodystructure",
     "parse_addresses",
     "parse_params",
@@ -80,7 +81,8 @@ def _header_end_raw(raw: bytes) -> int:
     if raw.startswith(b"\r\n"):
         return 2
     i = raw.find(b"\n\n")
-    j = raw.find(b"\n\r\n")
+    # a CRLF blank line can only come first if it starts before the LF one
+    j = raw.find(b"\n\r\n", 0, len(raw) if i < 0 else i + 2)
     if i < 0 and j < 0:
         return len(raw)
     if j >= 0 and (i < 0 or j < i):
@@ -134,18 +136,35 @@ def filter_fields(block: bytes, names: frozenset[bytes] | set[bytes], exclude: b
     `names` are lower-case.  Matching is case-insensitive but otherwise exact; the delimiting
     blank line is always included in the result.
     """
+    if not exclude:
+        # Hot path (clients page through HEADER.FIELDS of every message): one regex that
+        # only stops at the requested fields.
+        found = _fields_regex(frozenset(names)).findall(block)
+        if found and not found[-1].endswith(b"\n"):
+            found[-1] += b"\r\n"
+        found.append(b"\r\n")
+        return b"".join(found)
     out = []
     for m in _FIELD_RE.finditer(block):
         name = m.group(1)
         if not name:
             continue
-        if (name.lower() in names) != exclude:
+        if name.lower() not in names:
             f = m.group(0)
             if not f.endswith(b"\n"):
                 f += b"\r\n"
             out.append(f)
     out.append(b"\r\n")
     return b"".join(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _fields_regex(names: frozenset[bytes]) -> re.Pattern:
+    alts = b"|".join(re.escape(n) for n in sorted(names)) or b"(?!)"
+    return re.compile(
+        rb"^(?:" + alts + rb")[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*",
+        re.IGNORECASE | re.MULTILINE,
+    )
 
 
 # --- MIME tree ------------------------------------------------------------------------------
@@ -389,6 +408,8 @@ def _strip_comments(s: str) -> str:
 
 
 def _split_semicolons(s: str) -> list[str]:
+    if '"' not in s:
+        return s.split(";")
     parts = []
     buf = []
     quoted = False
@@ -609,61 +630,60 @@ def part_text(wire: bytes, part: MimePart) -> str:
 # --- addresses (RFC 5322 §3.4) ----------------------------------------------------------------
 
 
+_ADDR_TOKEN_RE = re.compile(
+    rb'[ \t\r\n]+|"((?:[^"\\]|\\.)*)(?:"|\Z)|(\()|([<>,:;@])|(\[[^\]]*\]?)'
+    rb'|([^ \t\r\n"(<>,:;@\[\]]+)|(.)',
+    re.S,
+)
+_QUOTED_PAIR_RE = re.compile(rb"\\(.)", re.S)
+
+
 def _addr_tokens(s: bytes) -> list[tuple[str, bytes]]:
     """Tokens: ("q", quoted) ("c", comment) ("s", special char) ("a", atom/dot-atom text)."""
     toks = []
-    i, n = 0, len(s)
-    while i < n:
-        c = s[i : i + 1]
-        if c in b" \t\r\n":
-            i += 1
-        elif c == b'"':
-            j = i + 1
-            buf = bytearray()
-            while j < n and s[j : j + 1] != b'"':
-                if s[j : j + 1] == b"\\" and j + 1 < n:
-                    j += 1
-                if s[j : j + 1] not in (b"\r", b"\n"):
-                    buf += s[j : j + 1]
-                j += 1
-            toks.append(("q", bytes(buf)))
-            i = j + 1
-        elif c == b"(":
-            depth, j = 1, i + 1
-            buf = bytearray()
-            while j < n and depth:
-                ch = s[j : j + 1]
-                if ch == b"\\" and j + 1 < n:
-                    j += 1
-                    buf += s[j : j + 1]
-                elif ch == b"(":
-                    depth += 1
-                    buf += ch
-                elif ch == b")":
-                    depth -= 1
-                    if depth:
-                        buf += ch
-                else:
-                    buf += ch
-                j += 1
-            toks.append(("c", bytes(buf)))
-            i = j
-        elif c in b"<>,:;@[]":
-            if c == b"[":
-                j = s.find(b"]", i)
-                j = n if j < 0 else j + 1
-                toks.append(("a", s[i:j]))
-                i = j
-            else:
-                toks.append(("s", c))
-                i += 1
-        else:
-            j = i
-            while j < n and s[j : j + 1] not in b' \t\r\n"(<>,:;@[]':
-                j += 1
-            toks.append(("a", s[i:j]))
-            i = j
+    pos, n = 0, len(s)
+    match = _ADDR_TOKEN_RE.match
+    while pos < n:
+        m = match(s, pos)
+        q, paren, special, literal, atom, other = m.groups()
+        if q is not None:
+            if b"\\" in q:
+                q = _QUOTED_PAIR_RE.sub(rb"\1", q)
+            toks.append(("q", q.replace(b"\r", b"").replace(b"\n", b"")))
+        elif paren is not None:
+            text, pos = _comment(s, m.end())
+            toks.append(("c", text))
+            continue
+        elif special is not None:
+            toks.append(("s", special))
+        elif literal is not None or atom is not None:
+            toks.append(("a", literal if literal is not None else atom))
+        elif other is not None:
+            toks.append(("a", other))
+        pos = m.end()
     return toks
+
+
+def _comment(s: bytes, j: int) -> tuple[bytes, int]:
+    """A (possibly nested) comment's text starting after its "("; returns (text, end)."""
+    depth, n = 1, len(s)
+    buf = bytearray()
+    while j < n and depth:
+        ch = s[j : j + 1]
+        if ch == b"\\" and j + 1 < n:
+            j += 1
+            buf += s[j : j + 1]
+        elif ch == b"(":
+            depth += 1
+            buf += ch
+        elif ch == b")":
+            depth -= 1
+            if depth:
+                buf += ch
+        else:
+            buf += ch
+        j += 1
+    return bytes(buf), j
 
 
 def _phrase(words: list[bytes]) -> bytes | None:
@@ -842,6 +862,55 @@ _ENVELOPE_NAMES = frozenset(
 )
 
 
+def envelope_bytes(fields: list[tuple[bytes, bytes]]) -> bytes:
+    """ENVELOPE serialized directly (the hot path of FETCH ENVELOPE; same output as
+    `format_structure(envelope(fields))`)."""
+    values: dict[bytes, bytes] = {}
+    for name, raw in fields:
+        if name in _ENVELOPE_NAMES and name not in values:
+            values[name] = field_value(raw)
+    get = values.get
+    frm = _addr_list_bytes(get(b"from"))
+    sender = _addr_list_bytes(get(b"sender"))
+    reply_to = _addr_list_bytes(get(b"reply-to"))
+    return b" ".join(
+        [
+            b"(" + _nstring(get(b"date")),
+            _nstring(get(b"subject")),
+            frm,
+            frm if sender == b"NIL" else sender,
+            frm if reply_to == b"NIL" else reply_to,
+            _addr_list_bytes(get(b"to")),
+            _addr_list_bytes(get(b"cc")),
+            _addr_list_bytes(get(b"bcc")),
+            _nstring(get(b"in-reply-to")),
+            _nstring(get(b"message-id")) + b")",
+        ]
+    )
+
+
+def _nstring(v: bytes | None) -> bytes:
+    return b"NIL" if v is None else _string(v)
+
+
+def _addr_list_bytes(value: bytes | None) -> bytes:
+    addrs = parse_addresses(value)
+    if not addrs:
+        return b"NIL"
+    return (
+        b"("
+        + b" ".join(
+            b"(%s %s %s %s)" % (_nstring(a[0]), _nstring(a[1]), _nstring(a[2]), _nstring(a[3]))
+            for a in addrs
+        )
+        + b")"
+    )
+
+
+class _Raw(bytes):
+    """Already-serialized IMAP text inside a structure (emitted verbatim)."""
+
+
 def _param_list(params: list[tuple[str, str]]) -> list | None:
     if not params:
         return None
@@ -888,7 +957,7 @@ def bodystructure(wire: bytes, part: MimePart, extensible: bool = True) -> list:
     ]
     if part.is_message:
         inner = part.message
-        out.append(envelope(inner.fields))
+        out.append(_Raw(envelope_bytes(inner.fields)))
         out.append(bodystructure(wire, inner, extensible))
         out.append(wire.count(b"\n", part.body_start, part.end))
     elif part.ctype == "text":
@@ -922,22 +991,56 @@ def _ext_common(part: MimePart) -> list:
     return [dsp, lang_v, part.get(b"content-location")]
 
 
+_QUOTABLE_RE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]{0,1000}\Z")
+
+
+def _string(v: bytes) -> bytes:
+    """quoted when possible, else a literal (RFC 3501 §4.3: 8-bit, CR, LF need literals)."""
+    if _QUOTABLE_RE.match(v):
+        if b'"' in v or b"\\" in v:
+            v = v.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        return b'"' + v + b'"'
+    return b"{%d}\r\n" % len(v) + v
+
+
 def format_structure(value) -> bytes:
     """Serialize ENVELOPE/BODYSTRUCTURE values (multipart children are not space-separated)."""
-    if isinstance(value, _Multipart):
-        kids = []
-        rest = []
-        for v in value:
-            if isinstance(v, list) and not rest:
-                kids.append(format_structure(v))
-            else:
-                rest.append(format_structure(v))
-        return b"(" + b"".join(kids) + b" " + b" ".join(rest) + b")"
-    if isinstance(value, list):
-        return b"(" + b" ".join(format_structure(v) for v in value) + b")"
-    if isinstance(value, str) and not isinstance(value, Atom):
-        value = _b(value)
-    return format_value(value)
+    out: list[bytes] = []
+    _emit_value(value, out)
+    return b"".join(out)
+
+
+def _emit_value(value, out: list[bytes]) -> None:
+    if value is None:
+        out.append(b"NIL")
+    elif isinstance(value, _Raw):
+        out.append(value)
+    elif isinstance(value, bytes):
+        out.append(_string(value))
+    elif isinstance(value, list):
+        out.append(b"(")
+        if isinstance(value, _Multipart):
+            rest = False
+            for v in value:
+                if not rest and not isinstance(v, list):
+                    rest = True  # after the child bodies: SP-separated subtype and extensions
+                if rest:
+                    out.append(b" ")
+                _emit_value(v, out)
+        else:
+            first = True
+            for v in value:
+                if not first:
+                    out.append(b" ")
+                first = False
+                _emit_value(v, out)
+        out.append(b")")
+    elif isinstance(value, int):
+        out.append(b"%d" % value)
+    elif isinstance(value, str):
+        out.append(_string(_b(value)))
+    else:
+        out.append(format_value(value))
 
 
 # --- the lazy per-message bundle -----------------------------------------------------------
@@ -991,7 +1094,7 @@ class MessageContent:
 
     def envelope_bytes(self) -> bytes:
         if self._env is None:
-            self._env = format_structure(envelope(self.fields()))
+            self._env = envelope_bytes(self.fields())
         return self._env
 
     def bodystructure_bytes(self, extensible: bool = True) -> bytes:

@@ -213,17 +213,45 @@ class _Header(_Node):
         self.needle = needle
 
     def test(self, env):
-        for name, raw in env.content().fields():
-            if name in self.names:
-                if not self.needle:
-                    return True  # RFC 3501: empty string matches any field with that name
-                value = mime.field_value(raw)
-                if self.needle.isascii() and b"=?" not in value and value.isascii():
-                    if self.needle in value.decode("ascii").lower():
-                        return True
-                elif self.needle in mime.decode_header_value(value).casefold():
-                    return True
+        needle = self.needle
+        for name in self.names:
+            text = decoded_field(env, name)
+            if text is not None and needle in text:
+                return True  # RFC 3501: an empty needle matches any message with the field
         return False
+
+
+# Decoded, casefolded header values by (message key, size, field name): SEARCH FROM/SUBJECT/...
+# over a big folder is then a dict lookup per message after the first time.  Message files
+# never change under their key, so entries never go stale; the table is bounded by clearing.
+_DECODED: dict[tuple[str, int, bytes], str | None] = {}
+_DECODED_MAX = 200_000
+_MISSING = object()
+
+
+def decoded_field(env: _Env, name: bytes) -> str | None:
+    """All `name` fields of the message, RFC 2047-decoded and casefolded, joined by newlines;
+    None when the message has no such field."""
+    key = getattr(env.msg, "key", None)
+    if key is not None:
+        key = (key, env.msg.size, name)
+        v = _DECODED.get(key, _MISSING)
+        if v is not _MISSING:
+            return v
+    values = []
+    for n, raw in env.content().fields():
+        if n == name:
+            value = mime.field_value(raw)
+            if b"=?" not in value and value.isascii():
+                values.append(value.decode("ascii").lower())
+            else:
+                values.append(mime.decode_header_value(value).casefold())
+    text = "\n".join(values) if values else None
+    if key is not None:
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.clear()
+        _DECODED[key] = text
+    return text
 
 
 class _BodyText(_Node):
@@ -253,25 +281,25 @@ _ENCODED_MARKERS = (b"base64", b"quoted-printable", b"utf-16", b"utf-32", b"utf-
 def _fast_scan(raw: bytes, needle: bytes, with_header: bool) -> bool | None:
     """Answer from the raw bytes when that is exact; None when decoding is needed.
 
-    A lower-cased ASCII needle absent from the lower-cased raw bytes cannot appear after
-    decoding either, unless something is encoded (base64, QP, UTF-16/7 charsets, RFC 2047).
-    A hit counts only for a single-part message, where no MIME headers or boundaries can
-    produce it.
+    A lower-cased ASCII needle absent from the lower-cased raw body cannot appear after
+    decoding either, unless something is encoded (base64, QP, UTF-16/7 charsets).  A body hit
+    counts only for a single-part message, where no MIME headers or boundaries can produce
+    it.  The top header is decided on its own: decoded only when it has RFC 2047 words.
     """
     low = raw.lower()
-    hdr_end = raw.find(b"\n\n")
-    if hdr_end < 0:
-        hdr_end = raw.find(b"\n\r\n")
-    header = low if hdr_end < 0 else low[:hdr_end]
+    hdr_end = mime._header_end_raw(raw)
+    if with_header:
+        if low.find(b"=?", 0, hdr_end) >= 0:
+            if needle.decode("ascii") in _header_text(mime.to_wire(raw[:hdr_end])):
+                return True
+        elif low.find(needle, 0, hdr_end) >= 0:
+            return True
     for marker in _ENCODED_MARKERS:
         if marker in low:
             return None
-    if with_header and b"=?" in header:
-        return None
-    region = low if with_header else (b"" if hdr_end < 0 else low[hdr_end:])
-    if needle not in region:
+    if low.find(needle, hdr_end) < 0:
         return False
-    if b"multipart/" in header or b"message/" in header:
+    if low.find(b"multipart/", 0, hdr_end) >= 0 or low.find(b"message/", 0, hdr_end) >= 0:
         return None
     return True
 

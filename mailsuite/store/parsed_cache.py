@@ -273,11 +273,13 @@ class ParsedCache:
 
     # -- content objects ----------------------------------------------------------------------
 
-    def loader(self, read_raw: Callable) -> Callable:
-        """`msg -> CachedContent`; read_raw(msg) returns the stored bytes (e.g. Folder.read)."""
+    def loader(self, read_raw: Callable, preloaded: dict | None = None) -> Callable:
+        """`msg -> CachedContent`; read_raw(msg) returns the stored bytes (e.g. Folder.read);
+        `preloaded` maps UID to bytes already read."""
+        pre = preloaded if preloaded is not None else {}
 
         def load(msg) -> CachedContent:
-            return CachedContent(self, msg, read_raw)
+            return CachedContent(self, msg, read_raw, pre.get(msg.uid))
 
         return load
 
@@ -289,15 +291,24 @@ class CachedContent:
     BODY/TEXT); whatever is computed on the way is stored for the next client.
     """
 
-    __slots__ = ("cache", "msg", "read_raw", "_entry", "_content", "_fields")
+    __slots__ = ("cache", "msg", "read_raw", "_entry", "_looked", "_content", "_fields")
 
-    def __init__(self, cache: ParsedCache, msg, read_raw: Callable):
+    def __init__(self, cache: ParsedCache, msg, read_raw: Callable, raw: bytes | None = None):
         self.cache = cache
         self.msg = msg
         self.read_raw = read_raw
-        self._entry = cache.get(msg.key, msg.size)
-        self._content: mime.MessageContent | None = None
+        self._entry: _Entry | None = None
+        self._looked = False  # the cache is asked only when a cached column is wanted
+        # Bytes already in hand (read ahead in a worker thread) make the header free; the
+        # cache is then only consulted for the parsed structures.
+        self._content = mime.MessageContent(raw) if raw is not None else None
         self._fields = None
+
+    def _lookup(self) -> _Entry | None:
+        if not self._looked:
+            self._looked = True
+            self._entry = self.cache.get(self.msg.key, self.msg.size)
+        return self._entry
 
     def _full(self) -> mime.MessageContent:
         if self._content is None:
@@ -305,7 +316,7 @@ class CachedContent:
         return self._content
 
     def _cached(self, column: str, compute: Callable[[], bytes]) -> bytes:
-        e = self._entry
+        e = self._lookup()
         value = getattr(e, column) if e is not None else None
         if value is None:
             value = compute()
@@ -314,6 +325,8 @@ class CachedContent:
         return value
 
     def header(self) -> bytes:
+        if self._content is not None:
+            return self._content.header()  # already read: cheaper than a cache query
         return self._cached("header", lambda: self._full().header())
 
     def fields(self) -> list[tuple[bytes, bytes]]:
@@ -322,11 +335,11 @@ class CachedContent:
         return self._fields
 
     def envelope_bytes(self) -> bytes:
-        return self._cached("envelope", lambda: mime.format_structure(mime.envelope(self.fields())))
+        return self._cached("envelope", lambda: mime.envelope_bytes(self.fields()))
 
     def bodystructure_bytes(self, extensible: bool = True) -> bytes:
         column = "bodystructure" if extensible else "body"
-        e = self._entry
+        e = self._lookup()
         value = getattr(e, column) if e is not None else None
         if value is None:
             # One parse gives both forms; store both so BODY after BODYSTRUCTURE is free.
@@ -361,16 +374,12 @@ def folder_loader(folder, preloaded: dict | None = None) -> Callable:
     refresh, so it is thread-safe); a vanished file reads as empty.
     """
     cache = ParsedCache.for_maildir(maildir_root_of(folder))
-    preloaded = preloaded or {}
 
     def read_raw(msg) -> bytes:
-        raw = preloaded.get(msg.uid)
-        if raw is not None:
-            return raw
         try:
             with open(folder.message_path(msg), "rb") as f:
                 return f.read()
         except OSError:
             return b""
 
-    return cache.loader(read_raw)
+    return cache.loader(read_raw, preloaded)
