@@ -50,6 +50,15 @@ def add_transfer_commands(subparsers) -> None:
     s.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     s.set_defaults(func=run_import_imap)
 
+    s = kinds.add_parser(
+        "users", help="create users with their password hashes from a Dovecot passwd-file"
+    )
+    s.add_argument("file", type=Path, metavar="PASSWD-FILE", help="user@domain:{SCHEME}hash:...")
+    s.add_argument(
+        "--replace", action="store_true", help="also set the hash of users that already exist"
+    )
+    s.set_defaults(func=run_import_users)
+
     s = subparsers.add_parser("export", help="write a user's mail to a Maildir tree or mbox files")
     s.add_argument("--user", required=True, metavar="ADDR")
     s.add_argument("--to", required=True, type=Path, metavar="DIR", help="a new or empty directory")
@@ -146,6 +155,19 @@ def run_import_imap(ctx) -> int:
     except ImapImportError as e:
         raise TransferFailed(f"import imap: {e}", 75) from None
     return _finish(progress, stats, "imported")
+
+
+@_reported
+def run_import_users(ctx) -> int:
+    from mailsuite.transfer.importusers import import_users
+
+    a = ctx.args
+    if not a.file.is_file():
+        raise TransferFailed(f"{a.file}: not a file")
+    progress = Progress()
+    stats = import_users(ctx.accounts, ctx.store, a.file, a.replace, progress)
+    progress.finish(stats.summary("imported", "user"))
+    return 0
 
 
 @_reported

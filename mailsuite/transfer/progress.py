@@ -22,13 +22,14 @@ class TransferStats:
     folders: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
 
-    def summary(self, verb: str = "imported") -> str:
+    def summary(self, verb: str = "imported", noun: str = "message") -> str:
         secs = time.monotonic() - self.started
         mb = self.copied_bytes / (1024 * 1024)
-        parts = [
-            f"{verb} {self.copied} message{'s' if self.copied != 1 else ''} ({mb:.1f} MiB)"
-            f" in {len(self.folders)} folder{'s' if len(self.folders) != 1 else ''}",
-        ]
+        what = f"{verb} {self.copied} {noun}{'s' if self.copied != 1 else ''}"
+        if noun == "message":
+            what += f" ({mb:.1f} MiB) in {len(self.folders)} folder"
+            what += "s" if len(self.folders) != 1 else ""
+        parts = [what]
         if self.present:
             parts.append(f"{self.present} already present")
         parts.append(f"{len(self.skipped)} skipped")

@@ -153,7 +153,9 @@ def test_fetch_and_list_responses_with_literals():
     ]
     a, b = parse_fetch(items)
     assert a["UID"] == b"9" and a["FLAGS"] == [b"\\Seen", b"$X"]
-    assert parse_internaldate(a["INTERNALDATE"]) == 1672632245.0  # 03:04:05 at -0100 is 04:04:05 UTC
+    assert (
+        parse_internaldate(a["INTERNALDATE"]) == 1672632245.0
+    )  # 03:04:05 at -0100 is 04:04:05 UTC
     assert message_id(a["BODY[HEADER.FIELDS (MESSAGE-ID)]"].data) == b"<a@b>"
     assert b["BODY[]"] is None
     entries = parse_list(

@@ -1,0 +1,65 @@
+"""`mailsuite import users`: accounts and their password hashes from a Dovecot passwd-file.
+
+Format (Dovecot's passwd-file): `user@domain:{SCHEME}hash:uid:gid:gecos:home:shell:extra`, one
+user a line, `#` comments. Only the first two fields matter here. Hashes are stored as they are
+(`{SHA512-CRYPT}`, `{BLF-CRYPT}`, `{ARGON2ID}`, ... or a bare crypt string): the accounts
+database verifies those and upgrades them to the current scheme at the user's next login, so
+users keep their passwords.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from mailsuite.accounts.db import AccountError, Accounts
+from mailsuite.store import Store
+from mailsuite.transfer.progress import Progress, TransferStats
+
+
+def parse_passwd_file(text: str) -> Iterator[tuple[int, str, str]]:
+    """(line number, address, stored hash) of each user line; malformed lines give hash ''."""
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, _, rest = line.partition(":")
+        stored = rest.split(":", 1)[0]
+        yield n, user.strip(), stored.strip()
+
+
+def import_users(
+    accounts: Accounts,
+    store: Store,
+    path: Path,
+    replace: bool = False,
+    progress: Progress | None = None,
+) -> TransferStats:
+    progress = progress or Progress()
+    stats = TransferStats()
+    entries = list(parse_passwd_file(path.read_text("utf-8", "replace")))
+    progress.start(path.name, len(entries))
+    for n, address, stored in entries:
+        what = f"{path.name} line {n}"
+        progress.advance()
+        if "@" not in address or not stored:
+            stats.skipped.append((what, "not user@domain:hash"))
+            progress.note(f"skipped {what}: not user@domain:hash")
+            continue
+        try:
+            if accounts.get_user(address) is not None:
+                if not replace:
+                    stats.present += 1
+                    continue
+            else:
+                # A random password is hashed first, then replaced by the carried-over hash.
+                user = accounts.add_user(address, secrets.token_urlsafe(24))
+                store.create_mailbox(user.address)
+            accounts.import_user_hash(address, stored)
+        except (AccountError, OSError) as e:
+            stats.skipped.append((what, str(e)))
+            progress.note(f"skipped {what}: {e}")
+            continue
+        stats.copied += 1
+    return stats

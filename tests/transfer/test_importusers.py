@@ -1,0 +1,40 @@
+"""`mailsuite import users`: Dovecot passwd-file hashes carried over; users log in unchanged."""
+
+from __future__ import annotations
+
+import imaplib
+
+from passlib.hash import bcrypt, sha512_crypt
+
+from tests.conftest import client_tls_context
+
+
+def test_dovecot_hashes_let_users_log_in_over_imap(server_factory, tmp_path):
+    srv = server_factory("users")
+    passwd = tmp_path / "passwd"
+    passwd.write_text(
+        "# Dovecot passwd-file\n"
+        f"old1@example.test:{{SHA512-CRYPT}}{sha512_crypt.hash('first pw')}:1000:1000::/home/old1::\n"
+        f"old2@example.test:{{BLF-CRYPT}}{bcrypt.hash('second pw')}\n"
+        "broken line without a hash\n"
+        f"x@elsewhere.test:{{SHA512-CRYPT}}{sha512_crypt.hash('x')}\n"
+    )
+    r = srv.cli("import", "users", str(passwd))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().startswith("imported 2 users"), r.stdout
+    assert r.stdout.decode().count("skipped") == 1 and "2 skipped" in r.stdout.decode()
+    assert b"elsewhere.test is not a local domain" in r.stderr
+
+    for user, pw in (("old1@example.test", "first pw"), ("old2@example.test", "second pw")):
+        imap = imaplib.IMAP4_SSL(
+            "127.0.0.1", srv.port("imaps"), ssl_context=client_tls_context(), timeout=10
+        )
+        try:
+            assert imap.login(user, pw)[0] == "OK"
+            assert imap.select("Sent")[0] == "OK"  # the mailbox got the standard folders
+        finally:
+            imap.logout()
+
+    # Running it again changes nothing unless --replace.
+    r = srv.cli("import", "users", str(passwd))
+    assert "imported 0 users" in r.stdout.decode() and "2 already present" in r.stdout.decode()
