@@ -190,6 +190,7 @@ class Pop3Session(Protocol, TimeoutMixin):
         self.address: str | None = None  # logged-in mailbox
         self.mailbox = None
         self.folder = None
+        self.folder_dir = ""
         self.maildrop: Maildrop | None = None
         self.utf8 = False
         self.bad_commands = 0
@@ -478,6 +479,7 @@ class Pop3Session(Protocol, TimeoutMixin):
             log.failure("pop3 #{sid} opening INBOX of {addr}", sid=self.session_id, addr=address)
             raise Pop3Error("Mailbox unavailable.", SYS_TEMP) from None
         self.address, self.mailbox, self.folder = address, mailbox, folder
+        self.folder_dir = str(folder.path)
         fmt = self.config.pop3.uidl_format
         uidvalidity = folder.uidvalidity
         self.maildrop = Maildrop(
@@ -550,7 +552,7 @@ class Pop3Session(Protocol, TimeoutMixin):
         if msg is None:
             raise Pop3Error("Message was removed by another session.")
         try:
-            f = self.folder.open(msg)
+            f = self._open(msg)
         except FileNotFoundError:
             raise Pop3Error("Message was removed by another session.") from None
         except OSError:
@@ -580,6 +582,14 @@ class Pop3Session(Protocol, TimeoutMixin):
 
         d.addCallback(sent)
         return d
+
+    def _open(self, msg):
+        # A string path skips pathlib's parsing, a third of a small RETR's time; the store's
+        # own open() follows a file renamed behind our back (flags changed by another program).
+        try:
+            return open(f"{self.folder_dir}/{msg.subdir}/{msg.filename}", "rb")
+        except FileNotFoundError:
+            return self.folder.open(msg)
 
     def _mark_seen(self, uid: int) -> None:
         # The issue asks RETR to mark Seen for IMAP (as Dovecot does unless

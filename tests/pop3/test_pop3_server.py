@@ -486,11 +486,12 @@ def test_connection_dropped_during_big_retr(mail_server, tls_context):
     p.quit()
 
 
-def test_pipelined_input_while_streaming_is_throttled_and_answered_in_order(
-    mail_server, tls_context
-):
-    deliver(mail_server, ALICE, big_message(4))
-    c = raw_pop3s(mail_server, tls_context)
+def test_pipelined_input_while_streaming_is_throttled_and_answered_in_order(server_factory):
+    # Plain TCP: a TLS socket must not be read and written from two threads at once.
+    srv = server_factory(auth={"plaintext": "loopback"})
+    srv.add_user(ALICE)
+    deliver(srv, ALICE, big_message(4))
+    c = Raw(socket.create_connection(("127.0.0.1", srv.port("pop3")), timeout=20))
     c.line()
     c.send(f"USER {ALICE}\r\nPASS {DEFAULT_PASSWORD}\r\n".encode())
     c.line(), c.line()
