@@ -544,6 +544,7 @@ class BodyReader:
     max_line: int
     bare_newline: str = "reject"
     dot_stuffed: bool = True
+    fast: bool = True  # bulk path for clean chunks (tests compare it with the line loop)
     size: int = 0  # octets of the (unstuffed) message so far
     bare_newline_seen: bool = False
     line_too_long: bool = False
@@ -557,6 +558,11 @@ class BodyReader:
     def feed(self, data: bytes) -> bytes | None:
         """Consume content; returns None until the DATA terminator, then the bytes after it."""
         buf = self._pending + data if self._pending else data
+        if self.fast and self._line_after_crlf and not self._pending_dropped:
+            fast = self._feed_clean_lines(buf)
+            if fast is not None:
+                return fast if self.done else None
+            # Not clean: fall through and look at every line.
         start = 0
         while True:
             nl = buf.find(b"\n", start)
@@ -568,7 +574,43 @@ class BodyReader:
                 self._pending = b""
                 self.done = True
                 return buf[start:]
-        rest = buf[start:]
+        self._hold(buf[start:])
+        return None
+
+    def _feed_clean_lines(self, buf: bytes) -> bytes | None:
+        """Bulk path for the common case, equivalent to the per-line loop: when every complete
+        line up to the end of data (or of the buffer) ends in CRLF, has no other CR or LF, no
+        leading dot and fits the line limit, keep them all in one piece.  Returns the bytes
+        left over (after the end of data when `done`), or None when the slow path is needed.
+        """
+        term = -1
+        if self.dot_stuffed:
+            if buf.startswith(b".\r\n"):
+                term = 0
+            else:
+                t = buf.find(b"\r\n.\r\n")
+                term = t + 2 if t >= 0 else -1
+        end = term if term >= 0 else buf.rfind(b"\n") + 1
+        region = buf[:end]
+        if region:
+            n = region.count(b"\n")
+            if region.count(b"\r\n") != n or region.count(b"\r") != n:
+                return None
+            if self.dot_stuffed and (region[:1] == b"." or b"\n." in region):
+                return None
+            if len(region) > self.max_line and (
+                max(map(len, region.split(b"\n"))) + 1 > self.max_line
+            ):
+                return None
+            self._keep(region)
+        if term >= 0:
+            self._pending = b""
+            self.done = True
+            return buf[term + 3 :]
+        return self._hold(buf[end:])
+
+    def _hold(self, rest: bytes) -> bytes:
+        """Keep an unfinished line, bounded by the line limit."""
         if self.size + len(rest) + self._pending_dropped > self.max_size:
             # An unfinished line already takes the message over the limit (BDAT chunks).
             self.too_big = True
@@ -578,7 +620,7 @@ class BodyReader:
             self._pending_dropped += len(rest) - 1
             rest = rest[-1:]
         self._pending = rest
-        return None
+        return b""
 
     def finish(self) -> None:
         """BDAT LAST: the final line may lack a line end (RFC 3030 keeps the octets exact)."""

@@ -40,6 +40,7 @@ from mailsuite.smtp.parser import (
 from mailsuite.smtp.received import received_header, with_keyword
 from mailsuite.store import QuotaExceeded
 from mailsuite.tls import is_secure, tls_info
+from mailsuite.trust.inbound import check_inbound
 
 log = Logger(namespace="mailsuite.smtp")
 
@@ -588,7 +589,12 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
             recipient=tx.recipients[0].address if len(tx.recipients) == 1 else None,
         )
         envelope = _make_envelope(tx, self)
-        d = defer.maybeDeferred(self.services.delivery.deliver, envelope, trace + data)
+        if self.kind == "smtp" and self.user is None:
+            # SPF/DKIM/DMARC for mail from other servers, never for submission (issue 7).
+            d = check_inbound(self.services, self.client_ip, self.helo or "", tx.sender, data)
+            d.addCallback(self._apply_verdict, envelope, trace, data)
+        else:
+            d = defer.maybeDeferred(self.services.delivery.deliver, envelope, trace + data)
 
         def delivered(report):
             log.info(
@@ -605,6 +611,14 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
             raise _delivery_failure_reply(failure)
 
         self._wait(d.addCallbacks(delivered, failed))
+
+    def _apply_verdict(self, verdict, envelope: Envelope, trace: bytes, data: bytes):
+        """Refuse (550/451), or deliver to INBOX or Junk with Authentication-Results on top."""
+        if verdict.action in ("reject", "tempfail"):
+            raise SmtpReply(verdict.code, verdict.enhanced, verdict.text)
+        if verdict.action == "junk":
+            envelope.folder = "Junk"
+        return self.services.delivery.deliver(envelope, trace + verdict.apply(data))
 
     def _submission_rules(self, tx: Transaction, data: bytes) -> bytes:
         """RFC 6409 §8: From: must be the account's, Date:/Message-ID: are added if missing."""

@@ -393,3 +393,40 @@ def test_only_crlf_dot_crlf_ends_data_whatever_the_bytes(data, cuts):
             r.result()
         except SmtpReply as e:
             assert e.code in (552, 554)
+
+
+body_bytes = st.lists(
+    st.sampled_from(
+        [b"a", b"\r\n", b".", b"\n", b"\r", b"x" * 50, b"\r\n.\r\n", b"..", b"y" * 300]
+    ),
+    max_size=40,
+).map(b"".join)
+
+
+@FAST
+@given(
+    body_bytes,
+    st.lists(st.integers(1, 400), max_size=8),
+    st.sampled_from(["reject", "normalize"]),
+    st.booleans(),
+)
+def test_bulk_path_matches_the_line_by_line_path(data, cuts, policy, dot_stuffed):
+    def run(fast):
+        r = reader(max_line=200, max_size=1500, bare_newline=policy, dot_stuffed=dot_stuffed)
+        r.fast = fast
+        pos, rest = 0, None
+        for n in cuts + [len(data) + 1]:
+            rest = r.feed(data[pos : pos + n])
+            pos += n
+            if rest is not None:
+                rest += data[pos:]
+                break
+        if not dot_stuffed:
+            r.finish()
+        try:
+            result = r.result()
+        except SmtpReply as e:
+            result = e.code
+        return rest, result, r.size
+
+    assert run(True) == run(False)
