@@ -48,6 +48,12 @@ def add_transfer_commands(subparsers) -> None:
     s.add_argument("--cafile", metavar="PEM", help="trust this CA (e.g. a self-signed server)")
     s.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
     s.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    s.add_argument(
+        "--keep-names",
+        action="store_true",
+        help="keep remote folder names; by default the remote Sent/Drafts/Trash/Junk/Archive "
+        "(by SPECIAL-USE, whatever their names) go into ours",
+    )
     s.set_defaults(func=run_import_imap)
 
     s = kinds.add_parser(
@@ -148,7 +154,16 @@ def run_import_imap(ctx) -> int:
     a = ctx.args
     mailbox = _mailbox(ctx, a.user_to)
     port = a.port or (993 if a.tls == "implicit" else 143)
-    src = ImapSource(a.host, port, a.user, _imap_password(a), a.tls, a.cafile, a.insecure)
+    src = ImapSource(
+        a.host,
+        port,
+        a.user,
+        _imap_password(a),
+        a.tls,
+        a.cafile,
+        a.insecure,
+        keep_names=a.keep_names,
+    )
     progress = Progress()
     try:
         stats = import_imap(src, mailbox, progress)

@@ -43,6 +43,7 @@ class ImapSource:
     cafile: str | None = None
     insecure: bool = False
     timeout: float = 60.0
+    keep_names: bool = False  # True: no mapping of special-use folders onto ours
 
 
 def _ssl_context(src: ImapSource) -> ssl.SSLContext:
@@ -87,6 +88,21 @@ def local_name(entry: ListEntry, strip_inbox_prefix: bool) -> str:
     if strip_inbox_prefix and name.upper().startswith("INBOX/"):
         name = name[6:]  # Courier-style INBOX.Sent: our namespace is flat
     return name
+
+
+SPECIAL_USE = ("\\sent", "\\drafts", "\\trash", "\\junk", "\\archive")
+
+
+def destination(
+    entry: ListEntry, strip_inbox_prefix: bool, roles: dict[str, str], keep_names: bool = False
+) -> str:
+    """Where a remote folder goes: a remote special-use folder (RFC 6154), whatever its name
+    ("Sent Items", "[Gmail]/Sent Mail"), into our folder with the same role; else its name."""
+    if not keep_names:
+        for attr in entry.attributes:
+            if attr.lower() in SPECIAL_USE and attr.lower() in roles:
+                return roles[attr.lower()]
+    return local_name(entry, strip_inbox_prefix)
 
 
 def parse_internaldate(text: bytes) -> float | None:
@@ -206,10 +222,11 @@ def import_imap(
             e.delimiter and e.name.upper().startswith(b"INBOX" + e.delimiter.encode())
             for e in others
         )
+        roles = {role.lower(): name for name, role in mailbox.special_use().items()}
         for entry in entries:
             if any(a.lower() in ("\\noselect", "\\nonexistent") for a in entry.attributes):
                 continue
-            dest = target.ensure_folder(local_name(entry, strip))
+            dest = target.ensure_folder(destination(entry, strip, roles, src.keep_names))
             if dest is None:
                 continue
             try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mailsuite.accounts.db import AccountError, Accounts
 from mailsuite.store import Store
+from mailsuite.store.maildir import DEFAULT_FOLDERS
 from mailsuite.transfer.progress import Progress, TransferStats
 
 
@@ -27,6 +28,16 @@ def parse_passwd_file(text: str) -> Iterator[tuple[int, str, str]]:
         user, _, rest = line.partition(":")
         stored = rest.split(":", 1)[0]
         yield n, user.strip(), stored.strip()
+
+
+def _adopt_mailbox(store: Store, address: str) -> None:
+    """Create the mailbox, or adopt a Maildir already moved into place (Dovecot in place):
+    its existing Sent/Drafts/Trash/Junk/Archive get their special-use roles too."""
+    mailbox = store.create_mailbox(address)
+    roles = mailbox.special_use()
+    for name, role in DEFAULT_FOLDERS.items():
+        if name not in roles and mailbox.exists(name):
+            mailbox.set_special_use(name, role)
 
 
 def import_users(
@@ -55,7 +66,7 @@ def import_users(
             else:
                 # A random password is hashed first, then replaced by the carried-over hash.
                 user = accounts.add_user(address, secrets.token_urlsafe(24))
-                store.create_mailbox(user.address)
+                _adopt_mailbox(store, user.address)
             accounts.import_user_hash(address, stored)
         except (AccountError, OSError) as e:
             stats.skipped.append((what, str(e)))

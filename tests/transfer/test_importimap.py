@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from mailsuite.transfer.imapresponse import ListEntry, parse_fetch, parse_list
-from mailsuite.transfer.importimap import local_name, message_id, parse_internaldate
+from mailsuite.transfer.importimap import (
+    destination,
+    local_name,
+    message_id,
+    parse_internaldate,
+)
 from tests.conftest import DEFAULT_PASSWORD
 
 SOURCE = [
@@ -167,3 +172,27 @@ def test_fetch_and_list_responses_with_literals():
     ]
     assert local_name(entries[0], strip_inbox_prefix=True) == "Sent"
     assert local_name(ListEntry((), ".", b"A.&AMk-t&AOk-"), False) == "A/Été"
+
+
+def test_special_use_folders_land_in_ours_whatever_their_name(server_factory):
+    src = server_factory("src")
+    src.add_user("alice@example.test")
+    box = src.mailbox("alice@example.test")
+    src.call(box.create_folder, "Gesendete Objekte", "\\Sent")
+    box.deliver(b"Subject: gesendet\nMessage-ID: <g@src.test>\n\nx\n", "Gesendete Objekte")
+    dst = server_factory("dst")
+    dst.add_user("bob@example.test")
+    r = run_import(src, dst)
+    assert r.returncode == 0, r.stderr
+    assert [m[2] for m in contents(dst, "bob@example.test", "Sent")] == [
+        b"Subject: gesendet\nMessage-ID: <g@src.test>\n\nx\n"
+    ]
+    assert "Gesendete Objekte" not in dst.call(dst.mailbox("bob@example.test").list_folders)
+
+
+def test_destination_mapping_and_keep_names():
+    roles = {"\\sent": "Sent", "\\trash": "Trash"}
+    gmail = ListEntry(("\\HasNoChildren", "\\Sent"), "/", b"[Gmail]/Sent Mail")
+    assert destination(gmail, False, roles) == "Sent"
+    assert destination(gmail, False, roles, keep_names=True) == "[Gmail]/Sent Mail"
+    assert destination(ListEntry(("\\Junk",), "/", b"Spam"), False, roles) == "Spam"
