@@ -14,9 +14,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mailsuite.accounts.db import AccountError, Accounts
+from mailsuite.accounts.passwords import CONTEXT
 from mailsuite.store import Store
 from mailsuite.store.maildir import DEFAULT_FOLDERS
 from mailsuite.transfer.progress import Progress, TransferStats
+
+# Dovecot schemes whose hash is a crypt string the accounts CryptContext verifies.
+KNOWN_PREFIXES = {
+    "{SHA512-CRYPT}",
+    "{SHA256-CRYPT}",
+    "{BLF-CRYPT}",
+    "{ARGON2ID}",
+    "{ARGON2I}",
+    "{CRYPT}",
+}
 
 
 def parse_passwd_file(text: str) -> Iterator[tuple[int, str, str]]:
@@ -28,6 +39,16 @@ def parse_passwd_file(text: str) -> Iterator[tuple[int, str, str]]:
         user, _, rest = line.partition(":")
         stored = rest.split(":", 1)[0]
         yield n, user.strip(), stored.strip()
+
+
+def usable_hash(stored: str) -> bool:
+    """Whether the accounts database can verify this hash ({PLAIN}, CRAM-MD5, SSHA... cannot)."""
+    body = stored
+    if stored.startswith("{"):
+        prefix, sep, body = stored.partition("}")
+        if not sep or prefix.upper() + "}" not in KNOWN_PREFIXES:
+            return False
+    return CONTEXT.identify(body, required=False) is not None
 
 
 def _adopt_mailbox(store: Store, address: str) -> None:
@@ -57,6 +78,11 @@ def import_users(
         if "@" not in address or not stored:
             stats.skipped.append((what, "not user@domain:hash"))
             progress.note(f"skipped {what}: not user@domain:hash")
+            continue
+        if not usable_hash(stored):
+            why = f"hash scheme {stored.split('}')[0]}}} not supported (set a new password)"
+            stats.skipped.append((what, why))
+            progress.note(f"skipped {what}: {why}")
             continue
         try:
             if accounts.get_user(address) is not None:

@@ -17,12 +17,14 @@ def test_dovecot_hashes_let_users_log_in_over_imap(server_factory, tmp_path):
         f"old1@example.test:{{SHA512-CRYPT}}{sha512_crypt.hash('first pw')}:1000:1000::/home/old1::\n"
         f"old2@example.test:{{BLF-CRYPT}}{bcrypt.hash('second pw')}\n"
         "broken line without a hash\n"
+        "plain@example.test:{PLAIN}secret\n"
         f"x@elsewhere.test:{{SHA512-CRYPT}}{sha512_crypt.hash('x')}\n"
     )
     r = srv.cli("import", "users", str(passwd))
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode().startswith("imported 2 users"), r.stdout
-    assert r.stdout.decode().count("skipped") == 1 and "2 skipped" in r.stdout.decode()
+    assert r.stdout.decode().count("skipped") == 1 and "3 skipped" in r.stdout.decode()
+    assert b"hash scheme {PLAIN} not supported" in r.stderr
     assert b"elsewhere.test is not a local domain" in r.stderr
 
     for user, pw in (("old1@example.test", "first pw"), ("old2@example.test", "second pw")):
