@@ -193,3 +193,70 @@ def test_raw_command_lines_through_parser_and_search(line):
         parse_fetch_items(cmd.args)
     except ImapBad:
         pass
+
+
+@SETTINGS
+@given(mailish)
+def test_direct_envelope_serializer_matches_the_structure_form(raw):
+    fields = MessageContent(raw).fields()
+    assert mime.envelope_bytes(fields) == mime.format_structure(mime.envelope(fields))
+
+
+# Random well-formed MIME trees: every part must come back byte for byte at its number.
+_line = st.text(alphabet="abcxyz -=.", min_size=0, max_size=12).map(lambda s: s.encode())
+
+
+def _tree(depth=0):
+    leaf = st.lists(_line, min_size=0, max_size=4).map(lambda ls: ("leaf", b"\r\n".join(ls)))
+    if depth >= 3:
+        return leaf
+    return st.one_of(
+        leaf,
+        st.lists(st.deferred(lambda: _tree(depth + 1)), min_size=1, max_size=3).map(
+            lambda kids: ("multi", kids)
+        ),
+        st.deferred(lambda: _tree(depth + 1)).map(lambda inner: ("message", inner)),
+    )
+
+
+def _render(node, counter):
+    """(entity bytes with header, expected part bodies by path suffix)."""
+    kind, payload = node
+    if kind == "leaf":
+        return b"Content-Type: text/plain\r\n\r\n" + payload, payload
+    if kind == "message":
+        inner, _ = _render(payload, counter)
+        return b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n" + inner, None
+    counter[0] += 1
+    b = b"bnd%d" % counter[0]
+    body = b"preamble\r\n"
+    for child in payload:
+        ent, _ = _render(child, counter)
+        body += b"--" + b + b"\r\n" + ent + b"\r\n"
+    body += b"--" + b + b"--\r\nepilogue\r\n"
+    return b'Content-Type: multipart/mixed; boundary="' + b + b'"\r\n\r\n' + body, None
+
+
+def _check(node, part, wire):
+    kind, payload = node
+    if kind == "leaf":
+        assert wire[part.body_start : part.end] == payload
+        assert part.ctype == "text"
+    elif kind == "message":
+        assert part.is_message
+        _check(payload, part.message, wire)
+    else:
+        assert part.is_multipart and len(part.children) == len(payload)
+        for child_node, child_part in zip(payload, part.children, strict=True):
+            _check(child_node, child_part, wire)
+
+
+@SETTINGS
+@given(_tree())
+def test_generated_mime_trees_parse_back_exactly(tree):
+    raw, _ = _render(tree, [0])
+    raw = b"Subject: generated\r\nMIME-Version: 1.0\r\n" + raw
+    for stored in (raw, raw.replace(b"\r\n", b"\n")):
+        c = MessageContent(stored)
+        _check(tree, c.tree(), c.wire())
+        assert c.wire() == raw
