@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mailsuite.accounts.db import AccountError, Accounts
 from mailsuite.accounts.passwords import CONTEXT
-from mailsuite.store import Store
+from mailsuite.store import NoSuchMailbox, Store
 from mailsuite.store.maildir import DEFAULT_FOLDERS
 from mailsuite.transfer.progress import Progress, TransferStats
 
@@ -52,12 +52,16 @@ def usable_hash(stored: str) -> bool:
 
 
 def _adopt_mailbox(store: Store, address: str) -> None:
-    """Create the mailbox, or adopt a Maildir already moved into place (Dovecot in place):
-    its existing Sent/Drafts/Trash/Junk/Archive get their special-use roles too."""
-    mailbox = store.create_mailbox(address)
+    """Create the mailbox if missing, or adopt a Maildir already moved into place (Dovecot in
+    place): its existing Sent/Drafts/Trash/Junk/Archive get their special-use roles."""
+    try:
+        mailbox = store.mailbox(address)
+    except NoSuchMailbox:
+        mailbox = store.create_mailbox(address)
     roles = mailbox.special_use()
+    taken = set(roles.values())
     for name, role in DEFAULT_FOLDERS.items():
-        if name not in roles and mailbox.exists(name):
+        if name not in roles and role not in taken and mailbox.exists(name):
             mailbox.set_special_use(name, role)
 
 
@@ -85,14 +89,14 @@ def import_users(
             progress.note(f"skipped {what}: {why}")
             continue
         try:
-            if accounts.get_user(address) is not None:
-                if not replace:
-                    stats.present += 1
-                    continue
-            else:
+            exists = accounts.get_user(address) is not None
+            if not exists:
                 # A random password is hashed first, then replaced by the carried-over hash.
-                user = accounts.add_user(address, secrets.token_urlsafe(24))
-                _adopt_mailbox(store, user.address)
+                accounts.add_user(address, secrets.token_urlsafe(24))
+            _adopt_mailbox(store, address.lower())
+            if exists and not replace:
+                stats.present += 1
+                continue
             accounts.import_user_hash(address, stored)
         except (AccountError, OSError) as e:
             stats.skipped.append((what, str(e)))

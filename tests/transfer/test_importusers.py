@@ -40,3 +40,21 @@ def test_dovecot_hashes_let_users_log_in_over_imap(server_factory, tmp_path):
     # Running it again changes nothing unless --replace.
     r = srv.cli("import", "users", str(passwd))
     assert "imported 0 users" in r.stdout.decode() and "2 already present" in r.stdout.decode()
+
+
+def test_in_place_dovecot_maildir_gets_special_use_roles(site, tmp_path):
+    # Step 2a of docs/migrating-from-dovecot.md: the Maildir is moved in, then users imported.
+    path = site.store.path_for("moved@example.test")
+    for sub in ("", ".Sent", ".Trash", ".Work"):
+        for d in ("cur", "new", "tmp"):
+            (path / sub / d).mkdir(parents=True)
+    (path / "cur" / "1600000000.M1P1.old:2,S").write_bytes(b"Subject: kept\n\nx\n")
+    passwd = tmp_path / "users"
+    passwd.write_text(f"moved@example.test:{{SHA512-CRYPT}}{sha512_crypt.hash('pw')}\n")
+    code, out, err = site.run("import", "users", str(passwd))
+    assert code == 0, err
+    box = site.store.mailbox("moved@example.test")
+    roles = box.special_use()
+    assert roles["Sent"] == "\\Sent" and roles["Trash"] == "\\Trash" and "Work" not in roles
+    assert [m[3] for m in site.contents(box, "INBOX")] == [b"Subject: kept\n\nx\n"]
+    assert site.accounts.verify_password("moved@example.test", "pw") == "moved@example.test"
