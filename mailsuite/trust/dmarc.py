@@ -66,8 +66,9 @@ def _tags(text: str) -> list[tuple[str, str]]:
 
 def is_dmarc_record(txt: bytes) -> bool:
     """§6.6.3 step 3: records that do not start with "v=DMARC1" are discarded."""
-    head = txt.split(b";", 1)[0].replace(b" ", b"").replace(b"\t", b"")
-    return head == b"v=DMARC1"
+    # The tag name is case-insensitive, the value "DMARC1" exact (§6.4 ABNF).
+    name, eq, value = txt.split(b";", 1)[0].partition(b"=")
+    return bool(eq) and name.strip().lower() == b"v" and value.strip() == b"DMARC1"
 
 
 def parse_record(text: str) -> DmarcRecord:

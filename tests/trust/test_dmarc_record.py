@@ -33,6 +33,8 @@ def test_parse_rejects(text):
 def test_is_dmarc_record():
     assert dmarc.is_dmarc_record(b"v=DMARC1; p=none")
     assert dmarc.is_dmarc_record(b"v = DMARC1;p=none")
+    assert dmarc.is_dmarc_record(b"V=DMARC1; p=none")
+    assert not dmarc.is_dmarc_record(b"v=dmarc1; p=none")
     assert not dmarc.is_dmarc_record(b"v=spf1 -all")
 
 

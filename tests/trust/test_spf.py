@@ -276,6 +276,10 @@ def test_record_syntax_errors(record):
         spf.parse_record(record)
 
 
+def test_domain_end_toplabel_rules():
+    spf.parse_record("v=spf1 a:host.123-4 include:x.example. exists:%{i}.%{d} -all")
+
+
 def test_record_parse_shape():
     r = spf.parse_record("v=spf1  +mx/26//64 ~include:_spf.example.com exp=x.%{d} foo=bar ?all")
     assert [(m.qualifier, m.name) for m in r.mechanisms] == [
