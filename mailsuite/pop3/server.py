@@ -196,6 +196,7 @@ class Pop3Session(Protocol, TimeoutMixin):
         self.bad_commands = 0
         self.sasl_mech = None
         self.busy = False
+        self.pumping = False
         self.closing = False
         self.lost = False
         self.streamer: BodyStreamer | None = None
@@ -267,11 +268,17 @@ class Pop3Session(Protocol, TimeoutMixin):
         self._pump()
 
     def _pump(self) -> None:
-        while not self.busy and not self.closing and not self.lost:
-            line = self.splitter.next_line()
-            if line is None:
-                break
-            self._run_line(line)
+        if self.pumping:
+            return  # a Deferred that fired at once: the loop below goes on by itself
+        self.pumping = True
+        try:
+            while not self.busy and not self.closing and not self.lost:
+                line = self.splitter.next_line()
+                if line is None:
+                    break
+                self._run_line(line)
+        finally:
+            self.pumping = False
         if self.busy and self.splitter.pending > MAX_PENDING_INPUT and not self.reading_paused:
             self.reading_paused = True
             self.transport.pauseProducing()

@@ -523,3 +523,19 @@ def test_rfc2449_expire_advertised_and_validated(server_factory, tls_context):
         with pytest.raises(ConfigError, match=f"pop3.{key}"):
             build_factory(srv.services, "pop3")
     srv.services.config = cfg
+
+
+def test_throttled_logins_pipelined_stay_in_order(server_factory, tls_context):
+    # After one failure the throttle answers at once (an already-failed Deferred): the replies
+    # must still come one per command, in order.
+    srv = server_factory(auth={"free_failures": 1, "base_delay": 30.0})
+    srv.add_user(ALICE)
+    c = raw_pop3s(srv, tls_context)
+    c.line()
+    c.send((f"USER {ALICE}\r\nPASS wrong\r\n" * 4 + "CAPA\r\n").encode())
+    replies = [c.line() for _ in range(8)]
+    assert replies[0::2] == [b"+OK"] * 4
+    assert replies[1].startswith(b"-ERR [AUTH]")
+    assert all(r.startswith((b"-ERR [SYS/TEMP]", b"-ERR [AUTH]")) for r in replies[3::2])
+    assert any(r.startswith(b"-ERR [SYS/TEMP]") for r in replies[3::2])
+    assert c.line().startswith(b"+OK") and b"USER" in c.body()
