@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from mailsuite.relay import bounce
 from mailsuite.relay.client import (
@@ -42,6 +43,9 @@ log = Logger()
 SMARTHOST = "[smarthost]"
 # Full directory re-reads (for entries written by other processes) every this many ticks.
 RESCAN_TICKS = 30
+# Messages enqueued in this process up to this size are handed to the runner in memory.
+PRELOAD_MAX = 256 * 1024
+RELAY_THREADS = 8
 # Seconds an idle connection waits for more mail to the same destination before QUIT.
 LINGER = 2.0
 
@@ -112,11 +116,16 @@ class QueueRunner(service.Service):
         self.ready = False
         self.scanning = False
         self._idle_waiters: list[defer.Deferred] = []
+        self.preloaded: dict[str, bytes] = {}
+        self.to_remove: list[tuple[str, defer.Deferred]] = []
+        self.removing = False
+        self.pool = ThreadPool(minthreads=0, maxthreads=RELAY_THREADS, name="relay")
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
+        self.pool.start()
         self.queue.add_listener(self._enqueued_in_thread)
         if threading.current_thread() is threading.main_thread():
             try:
@@ -143,16 +152,20 @@ class QueueRunner(service.Service):
         # In-flight work is still on disk; it is tried again at the next start.
         for conn in list(self.connections):
             conn.abort()
+        self.pool.stop()
 
     # -- learning about entries ---------------------------------------------------------
 
-    def _enqueued_in_thread(self, entry: QueueEntry) -> None:
-        self.reactor.callFromThread(self._add, entry)
+    def _enqueued_in_thread(self, entry: QueueEntry, data: bytes) -> None:
+        self.reactor.callFromThread(self._add, entry, data)
 
-    def _add(self, entry: QueueEntry) -> None:
+    def _add(self, entry: QueueEntry, data: bytes | None = None) -> None:
         if entry.id in self.active:
             return
         self.entries[entry.id] = entry
+        if data is not None and len(data) <= PRELOAD_MAX and entry.next_attempt <= time.time():
+            # Enqueued by this process just now: no need to read it back from disk.
+            self.preloaded[entry.id] = data
         heapq.heappush(self.heap, (entry.next_attempt, entry.id))
         if self.ready:
             self._run_due()
@@ -173,6 +186,7 @@ class QueueRunner(service.Service):
             for qid in list(self.entries):
                 if qid not in on_disk and qid not in self.active:
                     del self.entries[qid]  # deleted by `mailsuite queue delete`
+                    self.preloaded.pop(qid, None)
             for entry in entries:
                 if entry.id not in self.active:
                     self._add(entry)
@@ -181,9 +195,7 @@ class QueueRunner(service.Service):
             self.scanning = False
             log.failure("relay: reading the queue failed", f)
 
-        return threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), read
-        ).addCallbacks(got, failed)
+        return self._in_pool(read).addCallbacks(got, failed)
 
     def _new_ids(self) -> defer.Deferred:
         """Pick up entries written by another process (cheap: one listdir)."""
@@ -199,7 +211,7 @@ class QueueRunner(service.Service):
                         continue
             return out
 
-        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), read)
+        d = self._in_pool(read)
         d.addCallback(lambda entries: [self._add(e) for e in entries if e.id not in self.entries])
         d.addErrback(lambda f: log.failure("relay: scanning the queue failed", f))
         return d
@@ -243,8 +255,10 @@ class QueueRunner(service.Service):
         act.outstanding = len(jobs)
         act.attempted = True
 
+        preloaded = self.preloaded.pop(entry.id, None)
+
         def read():
-            data = self.queue.read_message(entry.id)
+            data = self.queue.read_message(entry.id) if preloaded is None else preloaded
             return sign_hook(self.services, entry.mail_from, data)
 
         def loaded(data: bytes) -> None:
@@ -258,9 +272,7 @@ class QueueRunner(service.Service):
             self.active.pop(entry.id, None)
             self.entries.pop(entry.id, None)
 
-        threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), read).addCallbacks(
-            loaded, missing
-        )
+        self._in_pool(read).addCallbacks(loaded, missing)
 
     def _push_job(self, job: _Job) -> None:
         self.jobs[job.dest_key].append(job)
@@ -521,16 +533,12 @@ class QueueRunner(service.Service):
             if r.state != PENDING and id(r) not in unsent:
                 r.dsn_sent = True
         if entry.finished:
-            await threads.deferToThreadPool(
-                self.reactor, self.reactor.getThreadPool(), self.queue.remove, entry.id
-            )
+            await self._remove(entry.id)
             self.entries.pop(entry.id, None)
             return
         if act.attempted or not entry.pending:
             entry.next_attempt = now + retry_delay(self.relay.retry_schedule, entry.attempts)
-        saved = await threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), self.queue.save, entry
-        )
+        saved = await self._in_pool(self.queue.save, entry)
         if saved != "saved":
             # Deleted or changed by `mailsuite queue` meanwhile: the disk wins.
             self.entries.pop(entry.id, None)
@@ -552,8 +560,7 @@ class QueueRunner(service.Service):
                 entry, reports, original, self.config.hostname, max_age=self.relay.max_age
             )
 
-        pool = self.reactor.getThreadPool()
-        data = await threads.deferToThreadPool(self.reactor, pool, compose)
+        data = await self._in_pool(compose)
         sender = entry.mail_from
         kinds = ",".join(sorted({r.action for r in reports}))
         if await self._deliver_locally(sender, data):
@@ -561,9 +568,7 @@ class QueueRunner(service.Service):
                 "relay: {id}: {k} notice delivered to local <{s}>", id=entry.id, k=kinds, s=sender
             )
             return
-        qid = await threads.deferToThreadPool(
-            self.reactor, pool, lambda: self.queue.enqueue("", [sender], data, is_bounce=True)
-        )
+        qid = await self._in_pool(lambda: self.queue.enqueue("", [sender], data, is_bounce=True))
         log.info(
             "relay: {id}: {k} notice to <{s}> queued as {q}", id=entry.id, k=kinds, s=sender, q=qid
         )
@@ -590,6 +595,40 @@ class QueueRunner(service.Service):
             # RFC 3461 §6.2: a notice that cannot be delivered is dropped, never bounced.
             log.warn("relay: notice for unknown local sender <{s}> dropped", s=sender)
         return True
+
+    # -- threads -------------------------------------------------------------------------
+
+    def _in_pool(self, fn, *args) -> defer.Deferred:
+        """Disk work on the relay's own threads, so a busy relay never starves the SMTP
+        server's deliveries of the reactor's pool (and the reverse)."""
+        return threads.deferToThreadPool(self.reactor, self.pool, fn, *args)
+
+    def _remove(self, qid: str) -> defer.Deferred:
+        """Finished entries are removed in batches: one lock for all that finished while the
+        previous batch was being removed."""
+        d: defer.Deferred = defer.Deferred()
+        self.to_remove.append((qid, d))
+        if not self.removing:
+            self._remove_batch()
+        return d
+
+    def _remove_batch(self) -> None:
+        batch, self.to_remove = self.to_remove, []
+        if not batch:
+            self.removing = False
+            return
+        self.removing = True
+
+        def done(result):
+            for _, d in batch:
+                d.callback(None)
+            self._remove_batch()
+
+        def failed(f):
+            log.failure("relay: removing finished entries failed", f)
+            done(None)
+
+        self._in_pool(self.queue.remove_many, [q for q, _ in batch]).addCallbacks(done, failed)
 
     # -- for tests and the admin command -------------------------------------------------
 

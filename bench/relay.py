@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""Outbound relay throughput: submit N messages for remote recipients, measure until all are
+delivered to a local sink (messages/s), for mailsuite and, with --postfix, for a private
+Postfix instance given the same sink and the same load.
+
+The sink is Postfix's smtp-sink (C, answers 250 to everything) on a free loopback port. The load
+is C client threads (smtplib), each with one session sending its share of the N messages; the
+clock starts at the first connection and "delivered" stops when the server's queue is empty
+(mailsuite: <queue>/env/ empty; Postfix: no file left in maildrop/incoming/active/deferred).
+mailsuite takes the messages on its submission listener with AUTH PLAIN (auth.plaintext =
+"loopback", no TLS); Postfix on its smtpd with permit_mynetworks (no AUTH: it has no SASL here).
+
+Usage: bench/relay.py [-n 2000] [--clients 4] [--size 2048] [--runs 3] [--postfix]
+Needs root for --postfix (a private instance in /tmp/relaybench/postfix, port 12625; the shared
+peer instance of ../shared/peers is not touched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import smtplib
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BASE = Path("/tmp/relaybench")
+PEER_CONF = Path("/tmp/peers/postfix-conf")
+POSTFIX_PORT = 12625
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port}")
+
+
+def start_sink() -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["smtp-sink", "-u", "nobody", "-4", f"127.0.0.1:{port}", "256"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return proc, port
+
+
+def message(i: int, size: int) -> bytes:
+    head = (
+        f"From: bench@example.test\r\nTo: user{i % 40}@remote.test\r\n"
+        f"Subject: relay bench {i}\r\nMessage-ID: <{i}.{time.time_ns()}@bench.test>\r\n\r\n"
+    ).encode()
+    line = b"x" * 70 + b"\r\n"
+    return head + line * max(1, size // len(line))
+
+
+def load(port: int, n: int, clients: int, size: int, login: tuple[str, str] | None) -> float:
+    """Send n messages over `clients` sessions; returns the wall time of sending."""
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=60) as c:
+                if login:
+                    c.login(*login)
+                for i in range(k, n, clients):
+                    c.sendmail("bench@example.test", [f"user{i % 40}@remote.test"], message(i, size))
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(f"load failed: {errors[0]!r}")
+    return time.monotonic() - t0
+
+
+def wait_drained(count, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while count() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if count():
+        raise SystemExit("queue did not drain in time")
+
+
+# -- mailsuite ---------------------------------------------------------------------------
+
+
+class Mailsuite:
+    name = "mailsuite"
+
+    def __init__(self, sink_port: int, run: int):
+        self.root = BASE / f"mailsuite-{run}"
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True)
+        self.port = free_port()
+        empty = "\n".join(
+            f"{k} = []" for k in ("smtp", "submissions", "pop3", "pop3s", "imap", "imaps", "http")
+        )
+        (self.root / "mailsuite.toml").write_text(
+            f"""hostname = "mail.example.test"
+domains = ["example.test"]
+data_dir = "data"
+[listen]
+submission = ["127.0.0.1:{self.port}"]
+{empty}
+[auth]
+plaintext = "loopback"
+[log]
+file = "{self.root / "mailsuite.log"}"
+[relay]
+routes = {{ "remote.test" = "127.0.0.1:{sink_port}" }}
+"""
+        )
+        sys.path.insert(0, str(REPO))
+        from mailsuite.accounts.db import Accounts
+
+        (self.root / "data").mkdir()
+        Accounts(self.root / "data" / "accounts.sqlite", ["example.test"]).add_user(
+            "bench@example.test", "benchpass"
+        )
+        self.queue_env = self.root / "data" / "queue" / "env"
+        profile = os.environ.get("RELAYBENCH_PROFILE")
+        prefix = ["-m", "cProfile", "-o", profile] if profile else []
+        self.proc = subprocess.Popen(
+            [sys.executable, *prefix, "-m", "mailsuite.cli", "--config", str(self.root / "mailsuite.toml"),
+             "serve"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+        self.login = ("bench@example.test", "benchpass")
+
+    def queued(self) -> int:
+        try:
+            return len(os.listdir(self.queue_env))
+        except FileNotFoundError:
+            return 0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+# -- Postfix -----------------------------------------------------------------------------
+
+
+class Postfix:
+    name = "postfix"
+    QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
+
+    def __init__(self, sink_port: int, run: int):
+        if not PEER_CONF.is_dir():
+            raise SystemExit(f"{PEER_CONF} missing: run ../shared/peers/setup.sh first")
+        self.root = BASE / "postfix"
+        self.conf = self.root / "conf"
+        self.spool = self.root / "spool"
+        if not (self.spool / "pid").is_dir():
+            shutil.rmtree(self.root, ignore_errors=True)
+        for d in (self.conf, self.spool, self.root / "data", self.root / "log"):
+            d.mkdir(parents=True, exist_ok=True)
+        main = (PEER_CONF / "main.cf").read_text()
+        main = main.replace("/tmp/peers/postfix-spool", str(self.spool))
+        main = main.replace("/tmp/peers/postfix-data", str(self.root / "data"))
+        main = main.replace("/tmp/peers/log", str(self.root / "log"))
+        main = main.replace("/tmp/peers/postfix-conf", str(self.conf))
+        main += f"\ntransport_maps = texthash:{self.conf}/transport\nsmtp_tls_security_level = may\n"
+        (self.conf / "main.cf").write_text(main)
+        master = (PEER_CONF / "master.cf").read_text().replace(
+            "127.0.0.1:12025 inet", f"127.0.0.1:{POSTFIX_PORT} inet"
+        )
+        (self.conf / "master.cf").write_text(master)
+        (self.conf / "transport").write_text(f"remote.test smtp:[127.0.0.1]:{sink_port}\n")
+        shutil.copy(PEER_CONF / "vmailbox", self.conf / "vmailbox")
+        shutil.chown(self.root / "data", "postfix", "postfix")
+        subprocess.run(["postfix", "-c", str(self.conf), "check"], check=True)
+        subprocess.run(["postfix", "-c", str(self.conf), "stop"], capture_output=True)
+        subprocess.run(["postfix", "-c", str(self.conf), "start"], check=True, capture_output=True)
+        wait_port(POSTFIX_PORT)
+        self.port = POSTFIX_PORT
+        self.login = None
+
+    def queued(self) -> int:
+        n = 0
+        for q in self.QUEUES:
+            for _, _, files in os.walk(self.spool / q):
+                n += len(files)
+        return n
+
+    def stop(self) -> None:
+        subprocess.run(["postfix", "-c", str(self.conf), "stop"], capture_output=True)
+
+
+def one_run(kind, n: int, clients: int, size: int, run: int) -> tuple[float, float]:
+    sink, sink_port = start_sink()
+    server = kind(sink_port, run)
+    try:
+        time.sleep(0.5)  # let the server settle (runner scan, postfix daemons)
+        t0 = time.monotonic()
+        send = load(server.port, n, clients, size, server.login)
+        wait_drained(server.queued)
+        total = time.monotonic() - t0
+    finally:
+        server.stop()
+        sink.terminate()
+        sink.wait()
+    return n / send, n / total
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-n", type=int, default=2000, help="messages per run")
+    p.add_argument("--clients", type=int, default=4, help="parallel submission sessions")
+    p.add_argument("--size", type=int, default=2048, help="approximate body bytes")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--postfix", action="store_true", help="also run the Postfix peer, interleaved")
+    args = p.parse_args()
+    kinds = [Mailsuite] + ([Postfix] if args.postfix else [])
+    results: dict[str, list[tuple[float, float]]] = {k.name: [] for k in kinds}
+    for run in range(args.runs):
+        for kind in kinds:
+            acc, dlv = one_run(kind, args.n, args.clients, args.size, run)
+            results[kind.name].append((acc, dlv))
+            print(f"run {run + 1} {kind.name:<10} accepted {acc:8.1f} msg/s   "
+                  f"delivered {dlv:8.1f} msg/s", flush=True)
+    print()
+    print(f"N={args.n} clients={args.clients} size={args.size} runs={args.runs}")
+    print("| server | accepted msg/s (median) | delivered msg/s (median) | runs delivered |")
+    print("|---|---|---|---|")
+    for name, rs in results.items():
+        acc = statistics.median(r[0] for r in rs)
+        dlv = statistics.median(r[1] for r in rs)
+        runs = ", ".join(f"{r[1]:.1f}" for r in rs)
+        print(f"| {name} | {acc:.1f} | {dlv:.1f} | {runs} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
