@@ -10,33 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
-from twisted.internet import reactor, threads
+from twisted.internet import reactor
 
 from mailsuite.app import build_factory
 from mailsuite.config import config_from_dict
 from mailsuite.services import Services
+from tests.conftest import ensure_reactor, on_reactor
 
 PASSWORD = "s3cret-pw"
-
-
-def _ensure_reactor() -> None:
-    if reactor.running:
-        return
-    t = threading.Thread(
-        target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True, name="reactor"
-    )
-    t.start()
-    ready = threading.Event()
-    reactor.callFromThread(ready.set)
-    assert ready.wait(10), "reactor did not start"
-
-
-def on_reactor(fn, *args, **kw):
-    return threads.blockingCallFromThread(reactor, fn, *args, **kw)
 
 
 @dataclasses.dataclass
@@ -94,7 +78,7 @@ def template_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def smtp_server(tmp_path, template_dir):
-    _ensure_reactor()
+    ensure_reactor()
     listening = []
 
     def make(**sections) -> SmtpServer:
