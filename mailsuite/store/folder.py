@@ -190,8 +190,14 @@ class Folder:
             )
             ul = None
             with self._uidfile.locked():
-                ul = uidlist_mod.Uidlist(uidlist_mod.new_uidvalidity(), 1)
-                self._uidfile.rewrite(ul)
+                try:
+                    ul = self._uidfile.load()  # another process may have rebuilt it meanwhile
+                except (uidlist_mod.CorruptUidlist, OSError):
+                    # RFC 3501 §2.3.1.1: UIDs are reassigned, so UIDVALIDITY must grow, also
+                    # within the second the old one was made in.
+                    valid = max(uidlist_mod.new_uidvalidity(), self._previous_uidvalidity() + 1)
+                    ul = uidlist_mod.Uidlist(valid, 1)
+                    self._uidfile.rewrite(ul)
         if ul is None:
             with self._uidfile.locked():
                 ul = self._uidfile.load()
@@ -199,6 +205,23 @@ class Folder:
                     ul = uidlist_mod.Uidlist(uidlist_mod.new_uidvalidity(), 1)
                     self._uidfile.rewrite(ul)
         self._uidlist = ul
+
+    def _previous_uidvalidity(self) -> int:
+        """The UIDVALIDITY clients may hold: from our index, or what is left of the header."""
+        prev = 0
+        try:
+            with open(self.path / INDEX_NAME, "rb") as f:
+                prev = int(marshal.loads(f.read())[1])
+        except (OSError, EOFError, ValueError, TypeError, IndexError):
+            pass
+        try:
+            with open(self._uidfile.path, "rb") as f:
+                m = re.search(rb"\bV(\d{1,10})\b", f.readline(200))
+            if m:
+                prev = max(prev, int(m.group(1)))
+        except OSError:
+            pass
+        return prev
 
     def _load_index(self) -> bool:
         try:
