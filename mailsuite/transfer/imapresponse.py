@@ -132,6 +132,8 @@ def _lex(text: bytes) -> Iterator[bytes]:
 
 
 def _bytes(v: Value) -> bytes:
+    if isinstance(v, list):
+        raise ResponseError("a list where a string was expected")
     return v.data if isinstance(v, Literal) else (v or b"")
 
 

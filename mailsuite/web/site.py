@@ -169,14 +169,13 @@ class ClientSetupResource(resource.Resource):
         if code == 404:
             body = _NOT_FOUND  # identical for unknown paths, domains and addresses
         if code >= 400 and code != 404:
+            peer = request.getClientAddress()
             log.info(
                 "web: {code} for {method} {path} from {ip}",
                 code=code,
                 method=request.method.decode("latin-1"),
                 path=request.path[:200].decode("latin-1"),
-                ip=request.getClientAddress().host
-                if hasattr(request.getClientAddress(), "host")
-                else "?",
+                ip=getattr(peer, "host", "?"),
             )
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
