@@ -24,7 +24,8 @@ from mailsuite.transfer.imapresponse import ListEntry, body_of, parse_fetch, par
 from mailsuite.transfer.progress import Progress, TransferStats
 from mailsuite.transfer.target import ImportTarget
 
-BATCH = 50  # messages per UID FETCH of bodies
+BATCH = 50  # messages per UID FETCH of bodies ...
+BATCH_BYTES = 16 * 1024 * 1024  # ... and at most this much (one big message alone is fine)
 HEADER_SCAN = 64 * 1024
 Fingerprint = tuple[bytes, int, int]  # (Message-ID, internal date, wire size)
 
@@ -171,6 +172,23 @@ def _remote_index(conn: imaplib.IMAP4) -> list[tuple[int, list[str], float | Non
     return out
 
 
+def batches(todo: list) -> list[list]:
+    """Split (uid, flags, date, size) items into FETCH batches bounded in count and bytes, so
+    memory stays flat however big the mailbox."""
+    out: list[list] = []
+    current: list = []
+    size = 0
+    for item in todo:
+        if current and (len(current) >= BATCH or size + item[3] > BATCH_BYTES):
+            out.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += item[3]
+    if current:
+        out.append(current)
+    return out
+
+
 def _import_folder(conn, entry: ListEntry, dest: str, target: ImportTarget) -> None:
     typ, data = conn.select(quote(entry.name), readonly=True)
     _check(typ, data, f"EXAMINE {dest}")
@@ -185,12 +203,11 @@ def _import_folder(conn, entry: ListEntry, dest: str, target: ImportTarget) -> N
             have[fp] -= 1
             target.stats.present += 1
         else:
-            todo.append((uid, flags, date))
+            todo.append((uid, flags, date, fp[2]))
     target.progress.start(dest, len(todo))
-    for i in range(0, len(todo), BATCH):
-        batch = todo[i : i + BATCH]
-        meta = {uid: (flags, date) for uid, flags, date in batch}
-        uids = ",".join(str(uid) for uid, _, _ in batch)
+    for batch in batches(todo):
+        meta = {uid: (flags, date) for uid, flags, date, _ in batch}
+        uids = ",".join(str(uid) for uid in meta)
         typ, data = conn.uid("FETCH", uids, "(UID BODY.PEEK[])")
         fetched = {}
         for d in parse_fetch(_check(typ, data, "UID FETCH")):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mailsuite.transfer.imapresponse import ListEntry, parse_fetch, parse_list
 from mailsuite.transfer.importimap import (
+    batches,
     destination,
     local_name,
     message_id,
@@ -196,3 +197,11 @@ def test_destination_mapping_and_keep_names():
     assert destination(gmail, False, roles) == "Sent"
     assert destination(gmail, False, roles, keep_names=True) == "[Gmail]/Sent Mail"
     assert destination(ListEntry(("\\Junk",), "/", b"Spam"), False, roles) == "Spam"
+
+
+def test_fetch_batches_bounded_by_count_and_bytes():
+    big = 10 * 1024 * 1024
+    todo = [(i, [], None, big if i in (1, 2, 3) else 100) for i in range(1, 120)]
+    got = batches(todo)
+    assert [len(b) for b in got] == [1, 1, 50, 50, 17]
+    assert [item for b in got for item in b] == todo
