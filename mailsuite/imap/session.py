@@ -135,14 +135,17 @@ class SelectedView:
         return out
 
     def check_seqset(self, seqset: SequenceSet, uid: bool) -> None:
-        """RFC 3501 §9: a message sequence number beyond EXISTS is an error (not for UIDs)."""
+        """RFC 3501 §9: a message sequence number beyond EXISTS is an error (not for UIDs).
+
+        A range is accepted when it starts inside the mailbox ("1:1000" on 10 messages), as
+        Dovecot does; a set lying wholly beyond the end is BAD."""
         if uid or seqset.dollar:
             return
         n = len(self.messages)
         for lo, hi in seqset.ranges:
-            for v in (lo, hi):
-                if v is not None and v > n:
-                    raise ImapBad("Invalid message sequence number")
+            vals = [v for v in (lo, hi) if v is not None]
+            if vals and min(vals) > n:
+                raise ImapBad("Invalid message sequence number")
         if n == 0 and seqset.ranges:
             raise ImapBad("No messages")
 
