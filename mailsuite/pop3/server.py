@@ -324,6 +324,8 @@ class Pop3Session(Protocol, TimeoutMixin):
     def _error(self, e: Pop3Error) -> None:
         self._write([e.reply()])
         if e.bad:
+            # The reason only, never the line: it may hold a password.
+            log.info("pop3 #{sid} bad command: {why}", sid=self.session_id, why=e.text)
             self.bad_commands += 1
             if self.bad_commands >= self.config.limits.bad_commands:
                 log.info("pop3 #{sid} too many bad commands", sid=self.session_id)
