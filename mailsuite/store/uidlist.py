@@ -71,6 +71,9 @@ def _parse_lines(ul: Uidlist, lines: list[bytes], v1: bool) -> None:
             if not sep:
                 raise CorruptUidlist(f"bad line {line[:60]!r}")
             uid = head.split(b" ", 1)[0]
+        # Dovecot records the last known file name, flags included ("key:2,F"); the key before
+        # the info separator is what identifies the message.
+        name = name.split(b":2,", 1)[0]
         if not uid.isdigit() or not name:
             raise CorruptUidlist(f"bad line {line[:60]!r}")
         n = int(uid)

@@ -87,3 +87,16 @@ def test_courier_style_inbox_prefix_is_flattened():
     assert folder_name(".R&-D") == "R&D"
     assert folder_name("..bad") is None
     assert folder_name("cur") is None
+
+
+def test_in_place_dovecot_uidlist_naming_files_with_flags_keeps_uids(site):
+    # Dovecot writes the last known file name into dovecot-uidlist, info part included.
+    path = site.store.path_for("inplace@example.test")
+    put(path, "cur", "1600000000.M1P1.h,S=8:2,S", b"a\n\nbody\n", T0)
+    put(path, "cur", "1600000001.M2P1.h,S=8:2,FS", b"b\n\nbody\n", T0 + 1)
+    (path / "dovecot-uidlist").write_text(
+        "3 V4242 N30\n7 :1600000000.M1P1.h,S=8:2,\n21 W9 :1600000001.M2P1.h,S=8:2,F\n"
+    )
+    box = site.store.mailbox("inplace@example.test")
+    assert box.folder("INBOX").uidvalidity == 4242
+    assert [m[0] for m in site.contents(box, "INBOX")] == [7, 21]
