@@ -90,6 +90,7 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
         self.client_ip = ""
         self._holds_slot = False
         self._paused = False
+        self._output_blocked = False
         self._processing = False
         self._bdat_error: SmtpReply | None = None
 
@@ -103,6 +104,7 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
         except (AttributeError, OSError):
             pass
         self.secure = self.kind == "submissions" or is_secure(self.transport)
+        self.transport.registerProducer(self, True)
         if not self.services.connections.acquire(self.client_ip):
             log.info("smtp {ip}: too many connections", ip=self.client_ip)
             self._write(format_reply(421, "4.7.0", f"{self.hostname} Error: too many connections"))
@@ -175,7 +177,7 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
         self._flow_control()
 
     def _process_loop(self) -> None:
-        while not self.busy and self.mode != "closed":
+        while not self.busy and not self._output_blocked and self.mode != "closed":
             try:
                 if not self._step():
                     break
@@ -186,13 +188,36 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
                 self._reply_error(SmtpReply(451, "4.3.0", "Error: internal error", close=True))
 
     def _flow_control(self) -> None:
-        want_pause = self.busy and self.lines.pending() > PAUSE_BUFFER
+        """Stop reading while replies pile up unread, or a Deferred waits, and input piles up.
+
+        A client that pipelines endless NOOPs without reading the replies must not make us
+        buffer them all: like Postfix's blocking writes, we stop reading until it catches up.
+        """
+        # Only buffered input pauses reading: pausing on the transport's own signal alone
+        # would stall a TLS handshake that has not finished yet.
+        waiting = self._output_blocked or self.busy
+        want_pause = waiting and self.lines.pending() > PAUSE_BUFFER
         if want_pause != self._paused and self.mode != "closed":
             self._paused = want_pause
             if want_pause:
                 self.transport.pauseProducing()
             else:
                 self.transport.resumeProducing()
+
+    # IPushProducer for our own replies: the transport calls these when its write buffer
+    # fills up and drains.
+    def pauseProducing(self) -> None:
+        self._output_blocked = True
+        self._flow_control()
+
+    def resumeProducing(self) -> None:
+        self._output_blocked = False
+        self._flow_control()
+        if self.mode != "closed":
+            self._process()
+
+    def stopProducing(self) -> None:
+        self._output_blocked = True
 
     def _step(self) -> bool:
         """Handle one unit of input; False when more input is needed."""

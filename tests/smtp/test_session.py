@@ -171,3 +171,25 @@ def test_rfc8314_implicit_tls_greets_inside_tls(server, kind):
     with smtplib.SMTP_SSL("127.0.0.1", server.ports[kind], context=ctx, timeout=10) as s:
         s.ehlo("c")
         assert s.has_extn("auth") and not s.has_extn("starttls")
+
+
+def test_pipelined_large_messages_with_flow_control(server, wire):
+    """40 x 100 KB messages pipelined in one stream while replies are read concurrently:
+    the server pauses reading while deliveries are pending and loses nothing."""
+    import threading
+
+    w = wire()
+    w.cmd("EHLO c")
+    body = b"Subject: big\r\n\r\n" + (b"z" * 98 + b"\r\n") * 1000
+    stream = b"".join(
+        b"MAIL FROM:<a@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n" + body + b".\r\n"
+        for _ in range(40)
+    )
+    sender = threading.Thread(target=w.send, args=(stream + b"QUIT\r\n",))
+    sender.start()
+    codes = [c for c, _ in w.replies(40 * 4 + 1)]
+    sender.join(10)
+    assert codes == [250, 250, 354, 250] * 40 + [221]
+    files = server.maildir_files("bob@example.test")
+    assert len(files) == 40
+    assert all(f.read_bytes().endswith((b"z" * 98 + b"\n") * 3) for f in files[:3])
