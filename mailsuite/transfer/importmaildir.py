@@ -1,9 +1,12 @@
 """`mailsuite import maildir`: a Dovecot or Courier Maildir++ tree into a user's mailbox.
 
 Folders are the root (INBOX) and every `.A.B` directory (levels joined by `.`, names in
-modified UTF-7 as Dovecot and Courier write them). Flags come from the `:2,` info letters,
-keywords from the folder's `dovecot-keywords`, the internal date from the file's mtime (what
-Dovecot reports), and UIDs from `dovecot-uidlist` when the destination folder is still empty.
+modified UTF-7 as Dovecot and Courier write them). Flags come from the `:2,` info letters;
+keywords from the folder's `dovecot-keywords` (letters a-z) or Courier's `courierimapkeywords/`
+(a `:list` of names and per-message indexes, overridden by newer per-message files); the
+internal date from the file's mtime (what Dovecot reports); UIDs from `dovecot-uidlist` or
+Courier's `courierimapuiddb` (the same format, version 1) when the destination folder is still
+empty.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class SourceFolder:
     messages: list[SourceMessage]
     keywords: list[str | None]
     uidlist: uidlist_mod.Uidlist | None
+    courier_keywords: dict[str, list[str]]
 
 
 def decode_level(level: str) -> str:
@@ -79,6 +83,49 @@ def read_keywords(path: Path) -> list[str | None]:
     return names
 
 
+def read_courier_keywords(path: Path) -> dict[str, list[str]]:
+    """Message key -> keywords from Courier's `courierimapkeywords/` directory."""
+    kwdir = path / "courierimapkeywords"
+    result: dict[str, list[str]] = {}
+    try:
+        text = (kwdir / ":list").read_text("utf-8", "replace")
+    except OSError:
+        text = ""
+    names, _, mapping = text.partition("\n\n")
+    table = [n for n in names.split("\n") if n]
+    for line in mapping.splitlines():
+        key, sep, indexes = line.rpartition(":")
+        if sep and key:
+            result[key] = [
+                table[int(i)] for i in indexes.split() if i.isdigit() and int(i) < len(table)
+            ]
+    # Newer sets per message: "key" wins over ".N.key", and a higher N over a lower one.
+    latest: dict[str, tuple[int, str]] = {}
+    try:
+        entries = os.listdir(kwdir)
+    except OSError:
+        entries = []
+    for name in entries:
+        if name == ":list":
+            continue
+        if name.startswith("."):
+            num, dot, key = name[1:].partition(".")
+            if not (dot and num.isdigit() and key):
+                continue
+            rank = int(num)
+        else:
+            key, rank = name, 1 << 62
+        if key not in latest or rank > latest[key][0]:
+            latest[key] = (rank, name)
+    for key, (_, name) in latest.items():
+        try:
+            lines = (kwdir / name).read_text("utf-8", "replace").splitlines()
+        except OSError:
+            continue
+        result[key] = [ln.strip() for ln in lines if ln.strip()]
+    return result
+
+
 def info_to_flags(info: str, keywords: list[str | None]) -> list[str]:
     flags = []
     for ch in info:
@@ -104,11 +151,14 @@ def scan_folder(name: str, path: Path) -> SourceFolder:
                 messages.append(
                     SourceMessage(Path(entry.path), key, info if sep else "", entry.stat().st_mtime)
                 )
-    try:
-        ul = uidlist_mod.UidlistFile(path).load()
-    except (uidlist_mod.CorruptUidlist, OSError):
-        ul = None
-    return SourceFolder(name, path, messages, read_keywords(path), ul)
+    ul = None
+    for filename in (uidlist_mod.FILENAME, "courierimapuiddb"):
+        try:
+            ul = uidlist_mod.parse((path / filename).read_bytes())
+            break
+        except (uidlist_mod.CorruptUidlist, OSError, ValueError):
+            continue
+    return SourceFolder(name, path, messages, read_keywords(path), ul, read_courier_keywords(path))
 
 
 def scan_tree(root: Path) -> list[SourceFolder]:
@@ -143,7 +193,8 @@ def _read(src: SourceFolder, items, target: ImportTarget):
             target.skip(what, f"unreadable: {e.strerror}")
             target.progress.advance()
             continue
-        yield uid, what, data, info_to_flags(m.info, src.keywords), m.mtime
+        flags = info_to_flags(m.info, src.keywords) + src.courier_keywords.get(m.key, [])
+        yield uid, what, data, flags, m.mtime
 
 
 def import_maildir(root: Path, mailbox: Mailbox, progress: Progress | None = None) -> TransferStats:

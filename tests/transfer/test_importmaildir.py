@@ -100,3 +100,39 @@ def test_in_place_dovecot_uidlist_naming_files_with_flags_keeps_uids(site):
     box = site.store.mailbox("inplace@example.test")
     assert box.folder("INBOX").uidvalidity == 4242
     assert [m[0] for m in site.contents(box, "INBOX")] == [7, 21]
+
+
+def courier_fixture(root: Path) -> None:
+    """A Courier-IMAP Maildir: courierimapuiddb (v1), courierimapkeywords/, INBOX.-prefixed."""
+    put(root, "cur", "1500000000.1234_1.host:2,S", b"Subject: c1\n\none\n", T0)
+    put(root, "cur", "1500000001.1234_2.host:2,", b"Subject: c2\n\ntwo\n", T0 + 1)
+    put(root, "new", "1500000002.1234_3.host", b"Subject: c3\n\nthree\n", T0 + 2)
+    (root / "courierimapuiddb").write_text(
+        "1 777 40\n5 1500000000.1234_1.host:2,S\n6 1500000001.1234_2.host\n"
+        "31 1500000002.1234_3.host\n"
+    )
+    kw = root / "courierimapkeywords"
+    kw.mkdir()
+    (kw / ":list").write_text(
+        "$Label1\nproject\nold\n\n1500000000.1234_1.host:0 1\n1500000001.1234_2.host:2\n"
+    )
+    # Newer sets for message 2: ".N.key" files, the highest N wins; a plain "key" file beats all.
+    (kw / ".3.1500000001.1234_2.host").write_text("stale\n")
+    (kw / ".7.1500000001.1234_2.host").write_text("fresh\n$Label2\n")
+    (kw / "1500000002.1234_3.host").write_text("todo\n")
+    put(root / ".INBOX.Sent", "cur", "1500000003.1234_4.host:2,S", b"Subject: s\n\nx\n", T0 + 3)
+
+
+def test_courier_maildir_keeps_uids_and_keywords(site, tmp_path):
+    src = tmp_path / "courier"
+    courier_fixture(src)
+    mbox = site.add_user("cou@example.test")
+    code, out, err = site.run("import", "maildir", str(src), "--user", "cou@example.test")
+    assert code == 0, err
+    assert mbox.folder("INBOX").uidvalidity == 777
+    assert site.contents(mbox, "INBOX") == [
+        (5, frozenset({"\\Seen", "$Label1", "project"}), T0, b"Subject: c1\n\none\n"),
+        (6, frozenset({"fresh", "$Label2"}), T0 + 1, b"Subject: c2\n\ntwo\n"),
+        (31, frozenset({"todo"}), T0 + 2, b"Subject: c3\n\nthree\n"),
+    ]
+    assert [m[3] for m in site.contents(mbox, "Sent")] == [b"Subject: s\n\nx\n"]
