@@ -539,3 +539,21 @@ def test_throttled_logins_pipelined_stay_in_order(server_factory, tls_context):
     assert all(r.startswith((b"-ERR [SYS/TEMP]", b"-ERR [AUTH]")) for r in replies[3::2])
     assert any(r.startswith(b"-ERR [SYS/TEMP]") for r in replies[3::2])
     assert c.line().startswith(b"+OK") and b"USER" in c.body()
+
+
+def test_message_expunged_by_imap_during_a_pop3_session(alice, tls_context):
+    p = login_s(alice, tls_context)
+    m = imaplib.IMAP4_SSL("127.0.0.1", alice.port("imaps"), ssl_context=tls_context, timeout=20)
+    m.login(ALICE, DEFAULT_PASSWORD)
+    m.select("INBOX")
+    m.store("1", "+FLAGS.SILENT", "(\\Deleted)")
+    m.expunge()
+    m.logout()
+    # RFC 1939 numbering stays fixed for the session; the message itself is gone.
+    assert p.stat()[0] == 3
+    with pytest.raises(poplib.error_proto, match="removed"):
+        p.retr(1)
+    assert p.retr(2)[1][1] == b"Subject: two"
+    p.dele(1)
+    assert p.quit().startswith(b"+OK")
+    assert len(alice.message_files(ALICE)) == 2
