@@ -1,0 +1,197 @@
+"""Domains, users, aliases and address resolution in the SQLite account database."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from mailsuite.accounts.db import AccountError, Accounts, Resolution
+
+
+def test_domains_add_list_delete(accounts):
+    assert accounts.list_domains() == ["example.test", "other.test"]
+    accounts.add_domain("New.Test.")
+    assert "new.test" in accounts.list_domains()
+    assert accounts.is_local_domain("NEW.test")
+    with pytest.raises(AccountError, match="exists"):
+        accounts.add_domain("new.test")
+    accounts.del_domain("new.test")
+    assert not accounts.is_local_domain("new.test")
+    with pytest.raises(AccountError, match="no such domain"):
+        accounts.del_domain("new.test")
+    for bad in ("", "a@b", "has space.test", ".lead.test", "a/b"):
+        with pytest.raises(AccountError):
+            accounts.add_domain(bad)
+
+
+def test_domain_with_users_cannot_be_deleted(accounts):
+    accounts.add_user("a@other.test", "pw-123456")
+    with pytest.raises(AccountError, match="still has users"):
+        accounts.del_domain("other.test")
+
+
+def test_users_add_get_list_delete_and_quota(accounts):
+    user = accounts.add_user("Alice@Example.TEST", "pw-123456", 1000, 5)
+    assert user.address == "alice@example.test"
+    assert accounts.get_user("ALICE@example.test") == user
+    accounts.add_user("bob@other.test", "pw-123456")
+    assert [u.address for u in accounts.list_users()] == ["alice@example.test", "bob@other.test"]
+    assert [u.address for u in accounts.list_users("other.test")] == ["bob@other.test"]
+    accounts.set_quota("alice@example.test", 2000, 0)
+    assert accounts.get_user("alice@example.test").quota_bytes == 2000
+    with pytest.raises(AccountError, match="exists"):
+        accounts.add_user("alice@example.test", "pw-123456")
+    with pytest.raises(AccountError, match="not a local domain"):
+        accounts.add_user("x@elsewhere.test", "pw-123456")
+    with pytest.raises(AccountError, match="empty password"):
+        accounts.add_user("y@example.test", "")
+    with pytest.raises(AccountError):
+        accounts.add_user("no-at-sign", "pw-123456")
+    accounts.del_user("alice@example.test")
+    assert accounts.get_user("alice@example.test") is None
+    with pytest.raises(AccountError, match="no such user"):
+        accounts.del_user("alice@example.test")
+    with pytest.raises(AccountError, match="no such user"):
+        accounts.set_quota("ghost@example.test", 1, 1)
+
+
+def test_passwords_are_stored_hashed_with_argon2(accounts, tmp_path):
+    accounts.add_user("alice@example.test", "Sup3r-secret")
+    stored = (
+        sqlite3.connect(tmp_path / "accounts.sqlite")
+        .execute("SELECT password FROM users")
+        .fetchone()[0]
+    )
+    assert stored.startswith("$argon2id$")
+    assert "Sup3r-secret" not in stored
+    assert accounts.verify_password("alice@example.test", "Sup3r-secret") == "alice@example.test"
+    assert accounts.verify_password("ALICE@example.test", "Sup3r-secret") == "alice@example.test"
+    assert accounts.verify_password("alice@example.test", "wrong") is None
+    assert accounts.verify_password("ghost@example.test", "Sup3r-secret") is None
+    assert accounts.verify_password("not an address", "x") is None
+    accounts.set_password("alice@example.test", "Other-secret-2")
+    assert accounts.verify_password("alice@example.test", "Sup3r-secret") is None
+    assert accounts.verify_password("alice@example.test", "Other-secret-2") == "alice@example.test"
+
+
+def test_disabled_user_cannot_log_in_nor_stay_cached(accounts):
+    accounts.add_user("alice@example.test", "pw-123456")
+    assert accounts.verify_password("alice@example.test", "pw-123456")
+    accounts.set_enabled("alice@example.test", False)
+    assert accounts.verify_password("alice@example.test", "pw-123456") is None
+    assert accounts.get_user("alice@example.test").enabled is False
+
+
+def test_resolve_users_plus_addressing_and_case(accounts):
+    accounts.add_user("alice@example.test", "pw-123456")
+    assert accounts.resolve("alice@example.test") == Resolution(("alice@example.test",), ())
+    assert accounts.resolve("ALICE@Example.Test") == Resolution(("alice@example.test",), ())
+    # Plus-addressing: user+tag delivers to user.
+    assert accounts.resolve("alice+lists@example.test") == Resolution(("alice@example.test",), ())
+    assert accounts.resolve("alice+a+b@example.test") == Resolution(("alice@example.test",), ())
+    assert accounts.resolve("nobody@example.test") is None
+    assert accounts.resolve("nobody+x@example.test") is None
+    # Another domain: remote.
+    assert accounts.resolve("someone@remote.test") == Resolution((), ("someone@remote.test",))
+
+
+def test_exact_user_with_plus_wins_over_the_base_user(accounts):
+    accounts.add_user("alice@example.test", "pw-123456")
+    accounts.add_user("alice+work@example.test", "pw-123456")
+    assert accounts.resolve("alice+work@example.test").local == ("alice+work@example.test",)
+
+
+def test_aliases_one_to_many_local_and_remote(accounts):
+    accounts.add_user("alice@example.test", "pw-123456")
+    accounts.add_user("bob@other.test", "pw-123456")
+    accounts.add_alias(
+        "team@example.test", ["alice@example.test", "bob@other.test", "x@remote.test"]
+    )
+    res = accounts.resolve("team@example.test")
+    assert set(res.local) == {"alice@example.test", "bob@other.test"}
+    assert res.remote == ("x@remote.test",)
+    assert accounts.resolve("team+tag@example.test") == res
+    assert accounts.list_aliases() == {
+        "team@example.test": ["alice@example.test", "bob@other.test", "x@remote.test"]
+    }
+    accounts.del_alias("team@example.test", "x@remote.test")
+    assert accounts.resolve("team@example.test").remote == ()
+    accounts.del_alias("team@example.test")
+    assert accounts.resolve("team@example.test") is None
+    with pytest.raises(AccountError, match="no such alias"):
+        accounts.del_alias("team@example.test")
+    with pytest.raises(AccountError, match="not a local domain"):
+        accounts.add_alias("x@remote.test", ["alice@example.test"])
+    with pytest.raises(AccountError):
+        accounts.add_alias("y@example.test", [])
+
+
+def test_alias_to_alias_and_loops_are_safe(accounts):
+    accounts.add_user("alice@example.test", "pw-123456")
+    accounts.add_alias("a@example.test", ["b@example.test"])
+    accounts.add_alias("b@example.test", ["a@example.test", "alice@example.test"])
+    assert accounts.resolve("a@example.test").local == ("alice@example.test",)
+    accounts.add_alias("self@example.test", ["self@example.test"])
+    assert accounts.resolve("self@example.test") is None
+
+
+def test_user_with_alias_keeps_its_own_copy(accounts):
+    accounts.add_user("alice@example.test", "pw-123456")
+    accounts.add_user("bob@example.test", "pw-123456")
+    accounts.add_alias("alice@example.test", ["bob@example.test"])
+    assert set(accounts.resolve("alice@example.test").local) == {
+        "alice@example.test",
+        "bob@example.test",
+    }
+
+
+def test_catch_all_only_for_unknown_addresses(accounts):
+    accounts.add_user("alice@example.test", "pw-123456")
+    accounts.add_user("postmaster@example.test", "pw-123456")
+    accounts.add_alias("@example.test", ["postmaster@example.test"])
+    assert accounts.resolve("alice@example.test").local == ("alice@example.test",)
+    assert accounts.resolve("anything@example.test").local == ("postmaster@example.test",)
+    assert accounts.resolve("alice+tag@example.test").local == ("alice@example.test",)
+    assert accounts.resolve("nobody@other.test") is None  # the catch-all is per domain
+    assert accounts.list_aliases() == {"@example.test": ["postmaster@example.test"]}
+
+
+def test_sender_addresses_include_aliases_but_not_catch_all(accounts):
+    accounts.add_user("alice@example.test", "pw-123456")
+    accounts.add_alias("sales@example.test", ["alice@example.test"])
+    accounts.add_alias("@example.test", ["alice@example.test"])
+    accounts.add_alias("other@example.test", ["bob@remote.test"])
+    assert accounts.sender_addresses("alice@example.test") == {
+        "alice@example.test",
+        "sales@example.test",
+    }
+
+
+def test_a_second_connection_sees_changes_at_once(accounts, tmp_path):
+    """The admin command (another process, another connection) and the server share the DB."""
+    other = Accounts(tmp_path / "accounts.sqlite")
+    accounts.add_user("alice@example.test", "pw-123456")
+    assert other.resolve("alice@example.test").local == ("alice@example.test",)
+    other.add_alias("al@example.test", ["alice@example.test"])
+    assert accounts.resolve("al@example.test").local == ("alice@example.test",)
+
+
+def test_threads_each_use_their_own_connection(accounts):
+    accounts.add_user("alice@example.test", "pw-123456")
+    errors = []
+
+    def lookups():
+        try:
+            for _ in range(50):
+                assert accounts.resolve("alice@example.test").local == ("alice@example.test",)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=lookups) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
