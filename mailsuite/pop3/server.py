@@ -18,6 +18,7 @@ from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from mailsuite import sasl
+from mailsuite.accounts.checker import AuthFailed, AuthThrottled
 from mailsuite.config import ConfigError
 from mailsuite.pop3.maildrop import Entry, Maildrop
 from mailsuite.pop3.parser import (
@@ -44,6 +45,8 @@ from mailsuite.pop3.parser import (
     parse_message_number,
 )
 from mailsuite.pop3.registry import registry_for
+from mailsuite.store import NoSuchMailbox
+from mailsuite.tls import is_secure
 
 log = Logger(namespace="mailsuite.pop3")
 
@@ -58,12 +61,6 @@ MAX_PENDING_INPUT = 64 * 1024
 _session_ids = itertools.count(1)
 
 PLAINTEXT_REFUSED = "Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
-
-
-def _is_secure(transport) -> bool:
-    from mailsuite.tls import is_secure
-
-    return is_secure(transport)
 
 
 class StreamAborted(Exception):
@@ -352,11 +349,11 @@ class Pop3Session(Protocol, TimeoutMixin):
         return handler[0](self, cmd.args)
 
     def _login_allowed(self) -> bool:
-        return self.services.plaintext_auth_allowed(_is_secure(self.transport), self.client_ip)
+        return self.services.plaintext_auth_allowed(is_secure(self.transport), self.client_ip)
 
     def _capa(self, args):
         opts = CapaOptions(
-            stls=self.kind == "pop3" and not _is_secure(self.transport),
+            stls=self.kind == "pop3" and not is_secure(self.transport),
             login_allowed=self._login_allowed(),
             transaction=self.state != AUTHORIZATION,
             sasl_mechanisms=sasl.MECHANISMS,
@@ -366,7 +363,7 @@ class Pop3Session(Protocol, TimeoutMixin):
         self._write(multiline(ok("Capability list follows"), capa_lines(opts)))
 
     def _stls(self, args):
-        if self.kind != "pop3" or _is_secure(self.transport):
+        if self.kind != "pop3" or is_secure(self.transport):
             raise Pop3Error("TLS is already active.")
         dropped = self.splitter.discard()
         if dropped:
@@ -441,8 +438,6 @@ class Pop3Session(Protocol, TimeoutMixin):
         return self._login(result.username, result.password)
 
     def _login(self, username: str, password: str) -> defer.Deferred:
-        from mailsuite.accounts.checker import AuthFailed, AuthThrottled
-
         d = self.services.authenticator.login(username, password, self.client_ip, "pop3")
 
         def failed(failure):
@@ -465,8 +460,6 @@ class Pop3Session(Protocol, TimeoutMixin):
         return d
 
     def _open_maildrop(self, address: str) -> None:
-        from mailsuite.store import NoSuchMailbox
-
         if self.lost:
             return
         left = self.registry.login_delay_left(address, self.config.pop3.login_delay)
