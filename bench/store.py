@@ -66,8 +66,8 @@ def messages(n: int, seed: int) -> list[bytes]:
 # -- the disk's own rate ----------------------------------------------------------------------
 
 
-def fsync_rate(directory: Path, count: int, threads: int) -> float:
-    """Files per second for: create a new small file, write 4 KB, fsync, close."""
+def fsync_seconds(directory: Path, start: int, count: int, threads: int) -> float:
+    """Seconds for `count` times: create a new small file, write 4 KB, fsync, close."""
     directory.mkdir(parents=True, exist_ok=True)
     payload = b"x" * 4096
 
@@ -79,16 +79,14 @@ def fsync_rate(directory: Path, count: int, threads: int) -> float:
         finally:
             os.close(fd)
 
-    start = time.perf_counter()
+    began = time.perf_counter()
     if threads == 1:
-        for i in range(count):
+        for i in range(start, start + count):
             one(i)
     else:
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(one, range(count)))
-    elapsed = time.perf_counter() - start
-    shutil.rmtree(directory)
-    return count / elapsed
+            list(pool.map(one, range(start, start + count)))
+    return time.perf_counter() - began
 
 
 # -- delivery ---------------------------------------------------------------------------------
@@ -101,16 +99,30 @@ def make_mailbox(root: Path, address: str):
     return store.create_mailbox(address)
 
 
-def deliver(mbox, msgs: list[bytes], threads: int) -> float:
+def deliver_seconds(mbox, msgs: list[bytes], threads: int) -> float:
     start = time.perf_counter()
     if threads == 1:
         for m in msgs:
             mbox.deliver(m)
     else:
         with ThreadPoolExecutor(threads) as pool:
-            # Bounded chunks so the executor does not hold N futures at once.
-            list(pool.map(mbox.deliver, msgs, chunksize=64))
-    return len(msgs) / (time.perf_counter() - start)
+            list(pool.map(mbox.deliver, msgs, chunksize=16))
+    return time.perf_counter() - start
+
+
+def interleaved(work: Path, mbox, msgs: list[bytes], fsync_files: int, threads: int, rounds: int):
+    """(raw fsync rate, delivery rate), measured in alternating slices so that both see the
+    same disk weather (other processes on a shared disk make either vary by 3x over minutes)."""
+    raw_s = dlv_s = 0.0
+    raw_n = 0
+    per_round = max(1, fsync_files // rounds)
+    step = -(-len(msgs) // rounds)
+    for r in range(rounds):
+        raw_s += fsync_seconds(work / f"fsync{threads}", raw_n, per_round, threads)
+        raw_n += per_round
+        dlv_s += deliver_seconds(mbox, msgs[r * step : (r + 1) * step], threads)
+    shutil.rmtree(work / f"fsync{threads}", ignore_errors=True)
+    return raw_n / raw_s, len(msgs) / dlv_s
 
 
 # -- opening ------------------------------------------------------------------------------------
@@ -169,29 +181,32 @@ def main() -> int:
     p.add_argument(
         "--single", type=int, default=0, help="messages for the single-thread figure (default N/10)"
     )
-    p.add_argument("--fsync-files", type=int, default=3000, help="files per fsync measurement")
+    p.add_argument(
+        "--fsync-files", type=int, default=0, help="files for the raw fsync rate (default N/5)"
+    )
+    p.add_argument("--rounds", type=int, default=20, help="alternations of raw and delivery")
     p.add_argument("--dir", default=tempfile.gettempdir(), help="where the temporary data goes")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = p.parse_args()
     single_n = args.single or max(100, args.n // 10)
+    fsync_files = args.fsync_files or max(500, args.n // 5)
 
     work = Path(tempfile.mkdtemp(prefix="mailsuite-bench-", dir=args.dir))
     rows: list[tuple[str, str]] = []
     try:
-        raw1 = fsync_rate(work / "fsync1", args.fsync_files, 1)
-        rawt = fsync_rate(work / "fsyncT", args.fsync_files * 2, args.threads)
-        rows.append(("raw create+write+fsync, 1 thread", f"{raw1:,.0f} /s"))
-        rows.append((f"raw create+write+fsync, {args.threads} threads", f"{rawt:,.0f} /s"))
-
         single = make_mailbox(work / "mail", "single@example.test")
-        rate1 = deliver(single, messages(single_n, 1), 1)
+        raw1, rate1 = interleaved(
+            work, single, messages(single_n, 1), fsync_files // 4, 1, args.rounds
+        )
+        rows.append(("raw create+write+fsync, 1 thread", f"{raw1:,.0f} /s"))
         rows.append(
             (f"deliver {single_n:,}, 1 thread", f"{rate1:,.0f} /s ({rate1 / raw1:.0%} of raw)")
         )
 
         mbox = make_mailbox(work / "mail", "bench@example.test")
         msgs = messages(args.n, 2)
-        ratet = deliver(mbox, msgs, args.threads)
+        rawt, ratet = interleaved(work, mbox, msgs, fsync_files, args.threads, args.rounds)
+        rows.append((f"raw create+write+fsync, {args.threads} threads", f"{rawt:,.0f} /s"))
         rows.append(
             (
                 f"deliver {args.n:,}, {args.threads} threads",
