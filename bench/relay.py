@@ -198,6 +198,8 @@ class Postfix:
         shutil.chown(self.root / "data", "postfix", "postfix")
         subprocess.run(["postfix", "-c", str(self.conf), "check"], check=True)
         subprocess.run(["postfix", "-c", str(self.conf), "stop"], capture_output=True)
+        # Leftovers of an interrupted earlier run would count as undelivered.
+        subprocess.run(["postsuper", "-c", str(self.conf), "-d", "ALL"], capture_output=True)
         subprocess.run(["postfix", "-c", str(self.conf), "start"], check=True, capture_output=True)
         wait_port(POSTFIX_PORT)
         self.port = POSTFIX_PORT

@@ -63,10 +63,14 @@ def parse_ehlo(reply: Reply) -> dict[str, str]:
     return ext
 
 
-def needs_smtputf8(mail_from: str, recipients: list[str], data: bytes) -> bool:
-    """RFC 6531 §3.2: non-ASCII envelope addresses or UTF-8 header fields need SMTPUTF8."""
-    if not all(a.isascii() for a in [mail_from, *recipients]):
-        return True
+def needs_smtputf8(mail_from: str, recipients: list[str]) -> bool:
+    """RFC 6531 §3.2: non-ASCII envelope addresses cannot be sent without SMTPUTF8."""
+    return not all(a.isascii() for a in [mail_from, *recipients])
+
+
+def has_utf8_headers(data: bytes) -> bool:
+    """RFC 6532 UTF-8 header fields: announced with SMTPUTF8 when the server offers it, sent
+    as they are otherwise (as Postfix does for mail not submitted with SMTPUTF8)."""
     end = data.find(b"\n\n")
     end2 = data.find(b"\r\n\r\n")
     ends = [e for e in (end, end2) if e >= 0]
@@ -506,7 +510,7 @@ class SmtpConnection:
                 raise self._failure(reply)
         self.transactions += 1
 
-        utf8 = needs_smtputf8(mail_from, addrs, data)
+        utf8 = needs_smtputf8(mail_from, addrs)
         if utf8 and "SMTPUTF8" not in self.ext:
             # RFC 6531 §3.2: no downgrade; RFC 6533 §3: 5.6.7 non-ASCII not permitted.
             return self._all(
@@ -524,6 +528,7 @@ class SmtpConnection:
                 "5.3.4",
                 f"message size {len(data)} exceeds server limit {limit}",
             )
+        utf8 = utf8 or ("SMTPUTF8" in self.ext and has_utf8_headers(data))
         payload = encode_data(data)
         mail = mail_command(
             mail_from, self.ext, len(payload), is_8bit(data), utf8, dsn_ret, dsn_envid

@@ -46,6 +46,7 @@ RESCAN_TICKS = 30
 # Messages enqueued in this process up to this size are handed to the runner in memory.
 PRELOAD_MAX = 256 * 1024
 RELAY_THREADS = 8
+MAX_ACTIVE = 1000
 # Seconds an idle connection waits for more mail to the same destination before QUIT.
 LINGER = 2.0
 
@@ -229,7 +230,9 @@ class QueueRunner(service.Service):
 
     def _run_due(self) -> None:
         now = time.time()
-        while self.heap and self.heap[0][0] <= now:
+        # A bounded number of entries in flight (Postfix's qmgr_message_active_limit): after an
+        # outage the whole backlog is due at once and must not be read into memory at once.
+        while self.heap and self.heap[0][0] <= now and len(self.active) < MAX_ACTIVE:
             when, qid = heapq.heappop(self.heap)
             entry = self.entries.get(qid)
             if entry is None or qid in self.active or entry.next_attempt != when:
@@ -472,6 +475,8 @@ class QueueRunner(service.Service):
 
     def _settled(self, qid: str) -> None:
         self.active.pop(qid, None)
+        if self.ready and self.heap and self.heap[0][0] <= time.time():
+            self._run_due()
         if not self.active and not any(self.jobs.values()):
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:

@@ -117,6 +117,15 @@ def test_smtputf8_needed_but_not_offered_is_5_6_7(sink):
     assert sink.mail_lines == []
 
 
+def test_utf8_header_sent_without_smtputf8_when_not_offered(sink):
+    sink.script.extensions = ["PIPELINING", "8BITMIME"]
+    data = "Subject: grüße\r\n\r\nbody\r\n".encode()
+    outcomes, _ = send(sink, rcpts("a@remote.test"), data=data)
+    assert outcomes[0].result == "delivered"
+    assert sink.mail_lines == ["MAIL FROM:<s@example.test> BODY=8BITMIME"]
+    assert sink.transactions[0].data == data
+
+
 def test_smtputf8_passed_when_offered(sink):
     outcomes, _ = send(sink, rcpts("jörg@remote.test"), mail_from="zoë@example.test")
     assert outcomes[0].result == "delivered"

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from mailsuite.relay.client import (
     encode_data,
+    has_utf8_headers,
     mail_command,
     needs_smtputf8,
     parse_ehlo,
@@ -96,8 +97,13 @@ def test_mail_and_rcpt_parameters_only_when_offered():
     assert rcpt_command("r@x", {}, ["SUCCESS"], "rfc822;r@x") == b"RCPT TO:<r@x>\r\n"
 
 
-def test_needs_smtputf8():
-    assert needs_smtputf8("jörg@example.test", ["a@b"], b"Subject: x\r\n\r\n")
-    assert needs_smtputf8("a@b", ["a@b"], "Subject: grüße\r\n\r\nbody".encode())
-    assert not needs_smtputf8("a@b", ["a@b"], "Subject: x\r\n\r\ngrüße".encode())
-    assert not needs_smtputf8("a@b", ["a@b"], b"Subject: \xe9t\xe9\r\n\r\n")  # latin-1 legacy
+def test_needs_smtputf8_only_for_non_ascii_addresses():
+    assert needs_smtputf8("jörg@example.test", ["a@b"])
+    assert needs_smtputf8("a@b", ["zoë@b"])
+    assert not needs_smtputf8("a@b", ["c@d"])
+
+
+def test_utf8_header_detection():
+    assert has_utf8_headers("Subject: grüße\r\n\r\nbody".encode())
+    assert not has_utf8_headers("Subject: x\r\n\r\ngrüße".encode())
+    assert not has_utf8_headers(b"Subject: \xe9t\xe9\r\n\r\n")  # latin-1 legacy
