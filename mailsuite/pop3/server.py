@@ -413,7 +413,7 @@ class Pop3Session(Protocol, TimeoutMixin):
         except sasl.SaslCancelled:
             raise Pop3Error("Authentication cancelled.", AUTH) from None
         except sasl.SaslError:
-            raise Pop3Error("Invalid base64 data in AUTH response.", AUTH) from None
+            raise Pop3Error("Invalid SASL response.", AUTH) from None
         return self._sasl_result(mech, result)
 
     def _sasl_step(self, line: bytes):
@@ -424,7 +424,7 @@ class Pop3Session(Protocol, TimeoutMixin):
             # RFC 5034 §4: "*" cancels; the server answers -ERR.
             raise Pop3Error("Authentication cancelled.", AUTH) from None
         except sasl.SaslError:
-            raise Pop3Error("Invalid base64 data in AUTH response.", AUTH) from None
+            raise Pop3Error("Invalid SASL response.", AUTH) from None
         return self._sasl_result(mech, result)
 
     def _sasl_result(self, mech, result):
