@@ -32,7 +32,7 @@ _reactor_thread: threading.Thread | None = None
 def ensure_reactor() -> None:
     """Start the one reactor of the test process in a daemon thread (idempotent)."""
     global _reactor_thread
-    if _reactor_thread is None:
+    if _reactor_thread is None and not reactor.running:
         _reactor_thread = threading.Thread(
             target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True, name="reactor"
         )
