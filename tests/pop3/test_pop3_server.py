@@ -557,3 +557,19 @@ def test_message_expunged_by_imap_during_a_pop3_session(alice, tls_context):
     p.dele(1)
     assert p.quit().startswith(b"+OK")
     assert len(alice.message_files(ALICE)) == 2
+
+
+def test_rfc1939_octets_match_the_wire_for_files_dropped_by_other_programs(
+    mail_server, tls_context
+):
+    # Another delivery agent left CRLF line ends and no ,S=/,W= in the name.
+    new = mail_server.services.store.path_for(ALICE) / "new"
+    body = b"Subject: crlf\r\n\r\n.dot\r\nend\r\n"
+    (new / "1700000000.M1P1.other").write_bytes(body)
+    c = raw_pop3s(mail_server, tls_context)
+    c.line()
+    c.send(f"USER {ALICE}\r\nPASS {DEFAULT_PASSWORD}\r\nLIST 1\r\nRETR 1\r\nQUIT\r\n".encode())
+    c.line(), c.line()
+    assert c.line() == f"+OK 1 {len(body)}".encode()
+    assert c.line() == f"+OK {len(body)} octets".encode()
+    assert c.body() == [b"Subject: crlf", b"", b"..dot", b"end"]
