@@ -495,11 +495,13 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
             # RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
             raise SmtpReply(452, "4.5.3", "Error: too many recipients")
         address = self._check_recipient(rcpt.recipient)
-        try:
-            # Refuse now rather than accept and fail one copy after DATA (one reply for all).
-            self.services.delivery.check_quota(address, tx.mail.size or 0)
-        except QuotaExceeded:
-            raise SmtpReply(452, "4.2.2", f"<{address}>: Mailbox full") from None
+        if tx.mail.size is not None:
+            try:
+                # RFC 1870 §6: with a declared SIZE, refuse a full mailbox now rather than
+                # fail one copy after DATA (a single reply covers all recipients).
+                self.services.delivery.check_quota(address, tx.mail.size)
+            except QuotaExceeded:
+                raise SmtpReply(452, "4.2.2", f"<{address}>: Mailbox full") from None
         if address.lower() not in tx.addresses:
             tx.addresses.add(address.lower())
             tx.recipients.append(_make_recipient(address, rcpt.notify, rcpt.orcpt))

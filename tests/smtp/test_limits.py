@@ -157,3 +157,31 @@ def test_greeting_delay_waits_for_a_patient_client(smtp_server):
     w = Wire(server.ports["smtp"])
     assert w.cmd("EHLO patient")[0] == 250
     w.close()
+
+
+def _set_quota(server, address: str, limit_bytes: int) -> None:
+    from tests.conftest import on_reactor
+
+    server.services.accounts.set_quota(address, limit_bytes, 0)
+    on_reactor(lambda: server.services.store.mailbox(address).set_quota(limit_bytes, 0))
+
+
+def test_declared_size_over_quota_refused_at_rcpt_452_4_2_2(server):
+    _set_quota(server, "bob@example.test", 500)
+    w = session(server)
+    w.cmd("MAIL FROM:<a@remote.test> SIZE=2000")
+    code, text = w.cmd("RCPT TO:<bob@example.test>")
+    assert (code, text[:5]) == (452, "4.2.2")
+    assert w.cmd("RCPT TO:<alice@example.test>")[0] == 250
+
+
+def test_message_over_quota_refused_after_data_and_not_stored(server):
+    _set_quota(server, "bob@example.test", 500)
+    w = session(server)
+    w.cmd("MAIL FROM:<a@remote.test>")
+    assert w.cmd("RCPT TO:<bob@example.test>")[0] == 250
+    w.cmd("DATA")
+    w.send(b"Subject: fat\r\n\r\n" + (b"f" * 70 + b"\r\n") * 20 + b".\r\n")
+    code, text = w.reply()
+    assert (code, text[0][:5]) == (452, "4.2.2")
+    assert server.maildir_files("bob@example.test") == []
