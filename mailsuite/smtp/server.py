@@ -624,6 +624,16 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
             d = defer.maybeDeferred(self.services.delivery.deliver, envelope, trace + data)
 
         def delivered(report):
+            for rcpt, reason in getattr(report, "failed", ()):
+                # One reply covers every recipient: the others got their copy, this one did
+                # not (e.g. over quota).  Delivery owns bouncing it; say so in the log.
+                log.warn(
+                    "smtp {ip}: {id} not delivered to {rcpt}: {reason}",
+                    ip=self.client_ip,
+                    id=queue_id,
+                    rcpt=rcpt,
+                    reason=repr(reason),
+                )
             log.info(
                 "smtp {ip}: {id} from=<{sender}> nrcpt={n} size={size}",
                 ip=self.client_ip,
