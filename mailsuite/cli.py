@@ -74,8 +74,16 @@ def parse_size(text: str) -> int:
     return int(text) * mult
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr too (argparse prints the usage block first);
+    subcommand parsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"mailsuite: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineErrorParser(
         prog="mailsuite", description="A self-hosted mail server and its admin command."
     )
     p.add_argument(
