@@ -248,6 +248,22 @@ def parse_domain(text: str, utf8: bool = False) -> str:
     return text.lower()
 
 
+def domain_forms(domain: str) -> list[str]:
+    """The domain as given, then its other IDNA form (U-label <-> A-label), if it has one.
+
+    RFC 6531 lets a client name a domain with U-labels; the accounts may list it either way.
+    """
+    forms = [domain]
+    try:
+        if not domain.isascii():
+            forms.append(domain.encode("idna").decode("ascii").lower())
+        elif "xn--" in domain:
+            forms.append(domain.encode("ascii").decode("idna").lower())
+    except (UnicodeError, ValueError):
+        pass
+    return forms
+
+
 def parse_address_literal(text: str) -> str:
     """`[1.2.3.4]`, `[IPv6:...]` or a General-address-literal; returned normalised."""
     if not (text.startswith("[") and text.endswith("]")):

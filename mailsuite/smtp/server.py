@@ -29,6 +29,7 @@ from mailsuite.smtp.parser import (
     Mailbox,
     MailFrom,
     SmtpReply,
+    domain_forms,
     format_reply,
     parse_auth,
     parse_bdat,
@@ -36,6 +37,7 @@ from mailsuite.smtp.parser import (
     parse_helo,
     parse_mail_from,
     parse_rcpt_to,
+    quote_local,
 )
 from mailsuite.smtp.received import received_header, with_keyword
 from mailsuite.store import QuotaExceeded
@@ -519,9 +521,14 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
             # sender-specified routing is refused from strangers (Postfix
             # allow_untrusted_routing=no), so nothing can bounce through us.
             raise SmtpReply(554, "5.7.1", f"<{mbox.address}>: Relay access denied")
-        address = mbox.address
-        result = self.services.delivery.resolve(address)
-        kind = getattr(result, "kind", result)
+        local_part = quote_local(mbox.local) if mbox.quoted else mbox.local
+        for domain in domain_forms(mbox.domain):
+            address = f"{local_part}@{domain}"
+            kind = self.services.delivery.resolve(address).kind
+            if kind != "remote":
+                break  # a local domain in this form (known user or not)
+        else:
+            address = mbox.address
         if kind == "local":
             return address
         if kind == "unknown":

@@ -190,3 +190,18 @@ def test_temporary_store_failure_is_451_and_leaves_no_partial_copy(server, wire)
     assert (code, text[0][:5]) == (451, "4.3.0")
     assert server.maildir_files("alice@example.test") == []
     assert w.cmd("NOOP")[0] == 250  # the session carries on
+
+
+def test_idna_domain_forms_are_the_same_local_domain_rfc6531(server, wire):
+    acc = server.services.accounts
+    acc.add_domain("xn--bcher-kva.test")  # the accounts hold the A-label form
+    acc.add_alias("info@xn--bcher-kva.test", ["alice@example.test"])
+    w = wire()
+    w.cmd("EHLO c")
+    w.cmd("MAIL FROM:<a@remote.test> SMTPUTF8")
+    assert w.cmd("RCPT TO:<info@b\u00fccher.test>")[0] == 250
+    assert w.cmd("RCPT TO:<nobody@B\u00dcCHER.test>")[0] == 550
+    w.cmd("DATA")
+    w.send(b"Subject: idna\r\n\r\nx\r\n.\r\n")
+    assert w.reply()[0] == 250
+    assert len(server.maildir_files("alice@example.test")) == 1

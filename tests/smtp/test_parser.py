@@ -430,3 +430,11 @@ def test_bulk_path_matches_the_line_by_line_path(data, cuts, policy, dot_stuffed
         return rest, result, r.size
 
     assert run(True) == run(False)
+
+
+def test_domain_forms_idna_both_ways():
+    from mailsuite.smtp.parser import domain_forms
+
+    assert domain_forms("b\u00fccher.test") == ["b\u00fccher.test", "xn--bcher-kva.test"]
+    assert domain_forms("xn--bcher-kva.test") == ["xn--bcher-kva.test", "b\u00fccher.test"]
+    assert domain_forms("example.test") == ["example.test"]
