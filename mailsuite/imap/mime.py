@@ -260,11 +260,9 @@ def _parse_entity(
         return part
     if part.ctype == "multipart" and part.has_content_type:
         boundary = part.param("boundary")
-        if not boundary:
-            # RFC 2046 §5.1.1 requires a boundary; without one the body is opaque text.
-            part.ctype, part.csubtype = "text", "plain"
-            part.type_raw = part.subtype_raw = None
-            part.has_content_type = False
+        if boundary is None:
+            # RFC 2046 §5.1.1 requires a boundary; without one there are no parts (reported
+            # as one empty text part, as Dovecot does).
             return part
         is_digest = part.csubtype == "digest"
         bnd = boundary.encode("utf-8", "surrogateescape")
@@ -272,7 +270,9 @@ def _parse_entity(
             part.children.append(_parse_entity(data, s, e, depth + 1, is_digest, counter))
             if counter[0] > MAX_PARTS:
                 break
-    elif part.ctype == "message" and part.csubtype in ("rfc822", "global"):
+    elif part.ctype == "message" and part.csubtype == "rfc822":
+        # Only message/rfc822 has the envelope form in IMAP4rev1 (RFC 3501 §9 media-message);
+        # message/global stays a leaf, as in Dovecot.
         part.message = _parse_entity(data, body_start, end, depth + 1, False, counter)
     return part
 
@@ -303,13 +303,12 @@ def _split_multipart(data: bytes, start: int, end: int, boundary: bytes) -> list
         # Transport padding (RFC 2046 §5.1.1: LWSP after the boundary) then CRLF or the end.
         while j < end and data[j] in (0x20, 0x09):
             j += 1
-        if j < end and not data.startswith(b"\r\n", j):
-            if closing:
-                # "--b--junk": accept as a close delimiter; Dovecot and most parsers do.
-                pass
-            else:
-                pos = hit + 1  # "--bx" is not our delimiter (boundary is a prefix of it)
-                continue
+        if j < end and not data.startswith(b"\r\n", j) and not closing and j == after:
+            # "--bx" is not our delimiter: the boundary is only a prefix of another one
+            # (a nested part's boundary may extend ours).  "--b junk" and "--b--junk" are
+            # taken as delimiters with the junk ignored, as Dovecot does.
+            pos = hit + 1
+            continue
         if cur is not None:
             parts.append((cur, max(cur, line_start)))
         if closing:
@@ -494,6 +493,8 @@ def _merge_rfc2231(raw: list[tuple[str, str]]) -> list[tuple[str, str]]:
         names.setdefault(key, base)
         sections.setdefault(key, []).append((idx, ext, v))
     out = []
+    # Plain parameters first, then the merged RFC 2231 ones (Dovecot's order).
+    order = [k for k in order if k not in sections] + [k for k in order if k in sections]
     for key in order:
         if key in sections:
             segs = sorted(sections[key], key=lambda t: t[0])
@@ -686,73 +687,197 @@ def _comment(s: bytes, j: int) -> tuple[bytes, int]:
     return bytes(buf), j
 
 
-def _phrase(words: list[bytes]) -> bytes | None:
-    return b" ".join(words) if words else None
+_MISSING_MAILBOX = b"MISSING_MAILBOX"
+_MISSING_DOMAIN = b"MISSING_DOMAIN"
 
 
-def _mailbox_from(tokens: list[tuple[str, bytes]]) -> tuple | None:
-    """One mailbox (name-addr or addr-spec) from its tokens; None when there is nothing."""
-    words: list[bytes] = []
-    comments: list[bytes] = []
-    angle: list[tuple[str, bytes]] | None = None
-    i = 0
-    while i < len(tokens):
-        kind, v = tokens[i]
-        if kind == "s" and v == b"<":
-            j = i + 1
-            while j < len(tokens) and tokens[j] != ("s", b">"):
-                j += 1
-            angle = tokens[i + 1 : j]
-            i = j + 1
-            continue
-        if kind == "c":
-            comments.append(v)
-        elif kind in ("q", "a"):
-            words.append(v)
-        elif kind == "s" and v in (b"@", b":", b"."):
-            words.append(v)
-        i += 1
-    if angle is not None:
-        name = _phrase([w for w in words if w not in (b"@", b":")])
-        adl, local, host = _addr_spec([t for t in angle if t[0] != "c"], route=True)
-        if local is None and host is None and name is None:
-            return None
-        return (name, adl, local, host)
-    # addr-spec alone: "user@host (Comment Name)"
-    spec = [t for t in tokens if t[0] != "c"]
-    if not spec:
-        return None
-    _adl, local, host = _addr_spec(spec, route=False)
-    name = comments[-1] if comments else None
-    return (name, None, local, host)
+class _AddressParser:
+    """RFC 5322 §3.4 address-list over `_addr_tokens` output, forgiving the way Dovecot is.
+
+    An address (or group) must be followed by "," or the end; anything else ends the list.
+    A missing local part or domain becomes MISSING_MAILBOX / MISSING_DOMAIN (NIL host would
+    mean "group" to the client, RFC 3501 §7.4.2), a phrase without an address becomes the
+    name of an address with both missing, and an empty element before more addresses is kept
+    as such an address.
+    """
+
+    def __init__(self, tokens: list[tuple[str, bytes]]):
+        self.toks = [t for t in tokens]
+        self.pos = 0
+
+    def peek(self):
+        return self.toks[self.pos] if self.pos < len(self.toks) else None
+
+    def skip_comments(self) -> list[bytes]:
+        found = []
+        while self.pos < len(self.toks) and self.toks[self.pos][0] == "c":
+            found.append(self.toks[self.pos][1])
+            self.pos += 1
+        return found
+
+    def parse(self) -> list:
+        out: list = []
+        while True:
+            self.skip_comments()
+            t = self.peek()
+            if t is None:
+                return out
+            if t == ("s", b","):
+                self.pos += 1
+                self.skip_comments()
+                if self.peek() is not None:
+                    out.append([None, None, _MISSING_MAILBOX, _MISSING_DOMAIN])
+                continue
+            if not self.address(out):
+                return out
+            self.skip_comments()
+            t = self.peek()
+            if t is None:
+                return out
+            if t != ("s", b","):
+                return out  # junk after an address ends the list (Dovecot does the same)
+            self.pos += 1
+
+    def words(self) -> tuple[list[bytes], list[bytes]]:
+        """Atoms and quoted strings up to the next special: (words, comments seen)."""
+        words, comments = [], []
+        while self.pos < len(self.toks):
+            kind, v = self.toks[self.pos]
+            if kind == "s":
+                break
+            if kind == "c":
+                comments.append(v)
+            else:
+                words.append(v)
+            self.pos += 1
+        return words, comments
+
+    def address(self, out: list) -> bool:
+        start = self.pos
+        words, comments = self.words()
+        t = self.peek()
+        if t == ("s", b":"):
+            self.pos += 1
+            out.append([None, None, b" ".join(words), None])
+            self.group_members(out)
+            out.append([None, None, None, None])
+            return True
+        if t == ("s", b"<"):
+            self.pos += 1
+            name = b" ".join(words) or None
+            out.append(self.angle(name))
+            return True
+        if t == ("s", b"@") or (t is None or t == ("s", b",") or t == ("s", b";")):
+            if t == ("s", b"@") or len(words) <= 1:
+                self.pos = start
+                local, host, comments = self.addr_spec()
+                if local is None and host is None and not comments and self.pos == start:
+                    if t is not None and t != ("s", b","):
+                        # a stray special such as "To: ;": one empty address, then stop
+                        out.append([None, None, _MISSING_MAILBOX, _MISSING_DOMAIN])
+                    return False
+                name = comments[-1] if comments else None
+                out.append([name, None, local or _MISSING_MAILBOX, host or _MISSING_DOMAIN])
+                return True
+            # a phrase with no address at all
+            out.append([b" ".join(words), None, _MISSING_MAILBOX, _MISSING_DOMAIN])
+            return True
+        if words:
+            out.append([b" ".join(words), None, _MISSING_MAILBOX, _MISSING_DOMAIN])
+            return True
+        return False
+
+    def group_members(self, out: list) -> None:
+        while True:
+            self.skip_comments()
+            t = self.peek()
+            if t is None:
+                return
+            if t == ("s", b";"):
+                self.pos += 1
+                return
+            if t == ("s", b","):
+                self.pos += 1
+                continue
+            before = self.pos
+            if not self.mailbox(out):
+                if self.pos == before:
+                    self.pos += 1  # skip what cannot start a mailbox
+
+    def mailbox(self, out: list) -> bool:
+        start = self.pos
+        words, comments = self.words()
+        t = self.peek()
+        if t == ("s", b"<"):
+            self.pos += 1
+            out.append(self.angle(b" ".join(words) or None))
+            return True
+        self.pos = start
+        local, host, comments = self.addr_spec()
+        if local is None and host is None:
+            return self.pos != start
+        name = comments[-1] if comments else None
+        out.append([name, None, local or _MISSING_MAILBOX, host or _MISSING_DOMAIN])
+        return True
+
+    def angle(self, name: bytes | None) -> list:
+        """After "<": [obs-route ":"] addr-spec ">"."""
+        adl = None
+        self.skip_comments()
+        if self.peek() == ("s", b"@"):
+            parts = []
+            while self.pos < len(self.toks) and self.toks[self.pos] not in (
+                ("s", b":"),
+                ("s", b">"),
+            ):
+                if self.toks[self.pos][0] != "c":
+                    parts.append(self.toks[self.pos][1])
+                self.pos += 1
+            if self.peek() == ("s", b":"):
+                self.pos += 1
+                adl = b"".join(parts)
+        local, host, _ = self.addr_spec()
+        # skip to the closing ">"
+        while self.pos < len(self.toks) and self.toks[self.pos] != ("s", b">"):
+            self.pos += 1
+        if self.pos < len(self.toks):
+            self.pos += 1
+        return [name, adl, local or _MISSING_MAILBOX, host or _MISSING_DOMAIN]
+
+    def addr_spec(self) -> tuple[bytes | None, bytes | None, list[bytes]]:
+        comments = self.skip_comments()
+        local_parts = []
+        while self.pos < len(self.toks):
+            kind, v = self.toks[self.pos]
+            if kind == "c":
+                comments.append(v)
+            elif kind in ("a", "q") and (not local_parts or _dot_joined(local_parts[-1], v)):
+                local_parts.append(v)
+            else:
+                break
+            self.pos += 1
+        local = b"".join(local_parts) or None
+        host = None
+        if self.peek() == ("s", b"@"):
+            self.pos += 1
+            host_parts = []
+            while self.pos < len(self.toks):
+                kind, v = self.toks[self.pos]
+                if kind == "c":
+                    comments.append(v)
+                elif kind == "a" and (not host_parts or _dot_joined(host_parts[-1], v)):
+                    host_parts.append(v)
+                else:
+                    break
+                self.pos += 1
+            host = b"".join(host_parts) or None
+        comments += self.skip_comments()
+        return local, host, comments
 
 
-def _addr_spec(tokens: list[tuple[str, bytes]], route: bool):
-    adl = None
-    if route and tokens and tokens[0] == ("s", b"@"):
-        # obs-route: "@a,@b:" before the addr-spec (RFC 5322 §4.4)
-        k = 0
-        while k < len(tokens) and tokens[k] != ("s", b":"):
-            k += 1
-        if k < len(tokens):
-            adl = b"".join(v for _, v in tokens[:k])
-            tokens = tokens[k + 1 :]
-    at = None
-    for k in range(len(tokens) - 1, -1, -1):
-        if tokens[k] == ("s", b"@"):
-            at = k
-            break
-    if at is None:
-        local = b"".join(v if kind != "q" else _requote(v) for kind, v in tokens) or None
-        return adl, local, None
-    local = b"".join(v if kind != "q" else _requote(v) for kind, v in tokens[:at])
-    host = b"".join(v for _, v in tokens[at + 1 :])
-    return adl, local or None, host or None
-
-
-def _requote(v: bytes) -> bytes:
-    # RFC 3501 addr-mailbox holds the local-part "after removing RFC 2822 quoting"
-    return v
+def _dot_joined(prev: bytes, nxt: bytes) -> bool:
+    """obs-local-part / obs-domain: words separated by CFWS join only across a dot."""
+    return prev.endswith(b".") or nxt.startswith(b".")
 
 
 def parse_addresses(value: bytes | None) -> list | None:
@@ -760,119 +885,90 @@ def parse_addresses(value: bytes | None) -> list | None:
 
     Each address is `[name, adl, mailbox, host]` (None = NIL); a group is
     `[None, None, groupname, None]`, its members, then `[None, None, None, None]`.
-    A missing local part or domain becomes MISSING_MAILBOX / MISSING_DOMAIN (as Dovecot
-    does), since NIL host means "group" to the client.  Returns None for an empty value.
+    Returns None when there is no address at all.
     """
     if value is None:
         return None
     toks = _addr_tokens(_UNFOLD_RE.sub(b"", value))
-    out: list = []
-    cur: list[tuple[str, bytes]] = []
-    in_group = False
-    depth = 0  # inside <...>
-    i = 0
-    while i < len(toks):
-        t = toks[i]
-        if t == ("s", b"<"):
-            depth += 1
-        elif t == ("s", b">"):
-            depth = max(0, depth - 1)
-        if depth == 0 and t == ("s", b":") and not in_group and _looks_like_group(cur):
-            name = _phrase([v for k, v in cur if k in ("q", "a")]) or b""
-            out.append([None, None, name, None])
-            in_group = True
-            cur = []
-        elif depth == 0 and t == ("s", b";") and in_group:
-            _emit(out, cur)
-            out.append([None, None, None, None])
-            in_group = False
-            cur = []
-        elif depth == 0 and t == ("s", b","):
-            _emit(out, cur)
-            cur = []
-        else:
-            cur.append(t)
-        i += 1
-    _emit(out, cur)
-    if in_group:
-        out.append([None, None, None, None])
+    out = _AddressParser(toks).parse()
+    for a in out:
+        if a[0] == b"":
+            a[0] = None  # `"" <a@b>`: an empty display name is no name
     return out or None
-
-
-def _looks_like_group(cur: list[tuple[str, bytes]]) -> bool:
-    return not any(k == "s" and v == b"@" for k, v in cur)
-
-
-def _emit(out: list, cur: list[tuple[str, bytes]]) -> None:
-    if not cur:
-        return
-    mb = _mailbox_from(cur)
-    if mb is None:
-        return
-    name, adl, local, host = mb
-    if local is None and host is None:
-        return
-    out.append([name, adl, local or b"MISSING_MAILBOX", host or b"MISSING_DOMAIN"])
 
 
 # --- ENVELOPE and BODYSTRUCTURE ---------------------------------------------------------------
 
 
+_ADDRESS_FIELDS = (b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc")
+_STRING_FIELDS = (b"date", b"subject", b"in-reply-to", b"message-id")
+_WSP_RUN_RE = re.compile(rb"[ \t]+")
+
+
+def _envelope_parts(fields: list[tuple[bytes, bytes]]):
+    """(string values, address lists) of the ENVELOPE fields, Dovecot's way: the last
+    occurrence of a string field wins, addresses of repeated address fields add up, values
+    are unfolded with leading whitespace dropped, and the subject's whitespace runs become
+    single spaces."""
+    strings: dict[bytes, bytes] = {}
+    addrs: dict[bytes, list] = {}
+    for name, raw in fields:
+        if name not in _ENVELOPE_NAMES:
+            continue
+        v = _UNFOLD_RE.sub(b"", raw[raw.index(b":") + 1 :])
+        if v.endswith(b"\n"):
+            v = v[:-2] if v.endswith(b"\r\n") else v[:-1]
+        v = v.lstrip(b" \t")
+        if name in _STRING_FIELDS:
+            if name == b"subject":
+                v = _WSP_RUN_RE.sub(b" ", v).strip(b" ")
+            strings[name] = v
+        else:
+            found = parse_addresses(v)
+            if found:
+                addrs.setdefault(name, []).extend(found)
+    return strings, addrs
+
+
 def envelope(fields: list[tuple[bytes, bytes]]) -> list:
-    """RFC 3501 §7.4.2 ENVELOPE as a nested value for `format_value`.
+    """RFC 3501 §7.4.2 ENVELOPE as a nested value for `format_structure`.
 
     Order: date, subject, from, sender, reply-to, to, cc, bcc, in-reply-to, message-id.
     Absent fields are NIL, but sender and reply-to default to from.  Values are sent
     unfolded and otherwise raw (encoded-words untouched), as RFC 3501 asks.
     """
-    values: dict[bytes, bytes] = {}
-    for name, raw in fields:
-        if name in _ENVELOPE_NAMES and name not in values:
-            values[name] = field_value(raw)
-    frm = parse_addresses(values.get(b"from"))
-    sender = parse_addresses(values.get(b"sender")) or frm
-    reply_to = parse_addresses(values.get(b"reply-to")) or frm
+    strings, addrs = _envelope_parts(fields)
+    lists = {k: _Concat(v) for k, v in addrs.items()}
+    frm = lists.get(b"from")
     return [
-        values.get(b"date"),
-        values.get(b"subject"),
+        strings.get(b"date"),
+        strings.get(b"subject"),
         frm,
-        sender,
-        reply_to,
-        parse_addresses(values.get(b"to")),
-        parse_addresses(values.get(b"cc")),
-        parse_addresses(values.get(b"bcc")),
-        values.get(b"in-reply-to"),
-        values.get(b"message-id"),
+        lists.get(b"sender") or frm,
+        lists.get(b"reply-to") or frm,
+        lists.get(b"to"),
+        lists.get(b"cc"),
+        lists.get(b"bcc"),
+        strings.get(b"in-reply-to"),
+        strings.get(b"message-id"),
     ]
 
 
-_ENVELOPE_NAMES = frozenset(
-    [
-        b"date",
-        b"subject",
-        b"from",
-        b"sender",
-        b"reply-to",
-        b"to",
-        b"cc",
-        b"bcc",
-        b"in-reply-to",
-        b"message-id",
-    ]
-)
+class _Concat(list):
+    """A list whose items are written without SP between them (RFC 3501 §9 env-from etc.)."""
+
+
+_ENVELOPE_NAMES = frozenset(_ADDRESS_FIELDS + _STRING_FIELDS)
 
 
 def envelope_bytes(fields: list[tuple[bytes, bytes]]) -> bytes:
     """ENVELOPE serialized directly (the hot path of FETCH ENVELOPE; same output as
     `format_structure(envelope(fields))`)."""
-    values: dict[bytes, bytes] = {}
-    for name, raw in fields:
-        if name in _ENVELOPE_NAMES and name not in values:
-            values[name] = field_value(raw)
-    get = values.get
-    frm = _addr_list_bytes(get(b"from"))
-    sender = _addr_list_bytes(get(b"sender"))
-    reply_to = _addr_list_bytes(get(b"reply-to"))
+    strings, addrs = _envelope_parts(fields)
+    get = strings.get
+    frm = _addr_list_bytes(addrs.get(b"from"))
+    sender = _addr_list_bytes(addrs.get(b"sender"))
+    reply_to = _addr_list_bytes(addrs.get(b"reply-to"))
     return b" ".join(
         [
             b"(" + _nstring(get(b"date")),
@@ -880,9 +976,9 @@ def envelope_bytes(fields: list[tuple[bytes, bytes]]) -> bytes:
             frm,
             frm if sender == b"NIL" else sender,
             frm if reply_to == b"NIL" else reply_to,
-            _addr_list_bytes(get(b"to")),
-            _addr_list_bytes(get(b"cc")),
-            _addr_list_bytes(get(b"bcc")),
+            _addr_list_bytes(addrs.get(b"to")),
+            _addr_list_bytes(addrs.get(b"cc")),
+            _addr_list_bytes(addrs.get(b"bcc")),
             _nstring(get(b"in-reply-to")),
             _nstring(get(b"message-id")) + b")",
         ]
@@ -893,13 +989,13 @@ def _nstring(v: bytes | None) -> bytes:
     return b"NIL" if v is None else _string(v)
 
 
-def _addr_list_bytes(value: bytes | None) -> bytes:
-    addrs = parse_addresses(value)
+def _addr_list_bytes(addrs: list | None) -> bytes:
     if not addrs:
         return b"NIL"
+    # RFC 3501 §9: env-from = "(" 1*address ")": addresses follow each other without SP
     return (
         b"("
-        + b" ".join(
+        + b"".join(
             b"(%s %s %s %s)" % (_nstring(a[0]), _nstring(a[1]), _nstring(a[2]), _nstring(a[3]))
             for a in addrs
         )
@@ -921,7 +1017,8 @@ def _param_list(params: list[tuple[str, str]]) -> list | None:
     return out
 
 
-_EMPTY_TEXT = [b"TEXT", b"PLAIN", [b"CHARSET", b"US-ASCII"], None, None, b"7BIT", 0, 0]
+# Dovecot spells defaults in lower case; clients compare case-insensitively (RFC 3501 §9).
+_EMPTY_TEXT = [b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", 0, 0]
 
 
 def bodystructure(wire: bytes, part: MimePart, extensible: bool = True) -> list:
@@ -932,27 +1029,28 @@ def bodystructure(wire: bytes, part: MimePart, extensible: bool = True) -> list:
         else:
             # A multipart with no parts cannot be expressed (body-type-mpart needs 1*body);
             # report one empty text/plain part as Dovecot does.
-            kids = [list(_EMPTY_TEXT)]
+            kids = [list(_EMPTY_TEXT) + ([None, None, None, None] if extensible else [])]
         out = kids + [_b(part.subtype_raw or part.csubtype)]
         if extensible:
             out += [_param_list(part.params)] + _ext_common(part)
         return _Multipart(out)
     if part.has_content_type:
         t, s = _b(part.type_raw or part.ctype), _b(part.subtype_raw or part.csubtype)
-        params = _param_list(part.params)
     else:
-        # RFC 2045 §5.2 default: text/plain; charset=us-ascii
-        t, s = b"TEXT", b"PLAIN"
-        params = _param_list(part.params) or [b"CHARSET", b"US-ASCII"]
+        t, s = b"text", b"plain"  # RFC 2045 §5.2 default: text/plain; charset=us-ascii
+    params = _param_list(part.params)
+    if part.ctype == "text" and part.param("charset") is None:
+        # RFC 2045 §5.2: text defaults to us-ascii; Dovecot reports it explicitly
+        params = (params or []) + [b"charset", b"us-ascii"]
     cte = part.get(b"content-transfer-encoding")
-    enc = _b(_strip_comments(cte.decode("utf-8", "surrogateescape")).strip()) if cte else b"7BIT"
+    enc = _b(_strip_comments(cte.decode("utf-8", "surrogateescape")).strip()) if cte else b"7bit"
     out = [
         t,
         s,
         params,
         part.get(b"content-id"),
         part.get(b"content-description"),
-        enc or b"7BIT",
+        enc or b"7bit",
         part.end - part.body_start,
     ]
     if part.is_message:
@@ -983,11 +1081,10 @@ def _ext_common(part: MimePart) -> list:
     lang = part.get(b"content-language")
     lang_v = None
     if lang is not None:
-        langs = [x.strip() for x in re.split(rb"[,\s]+", lang) if x.strip()]
-        if len(langs) == 1:
-            lang_v = langs[0]
-        elif langs:
-            lang_v = langs
+        # RFC 3282 language tags, comments dropped; always a list, as Dovecot sends it
+        text = _b(_strip_comments(lang.decode("utf-8", "surrogateescape")))
+        langs = [x for x in re.split(rb"[,\s]+", text) if x]
+        lang_v = langs or None
     return [dsp, lang_v, part.get(b"content-location")]
 
 
@@ -996,6 +1093,11 @@ _QUOTABLE_RE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]{0,1000}\Z")
 
 def _string(v: bytes) -> bytes:
     """quoted when possible, else a literal (RFC 3501 §4.3: 8-bit, CR, LF need literals)."""
+    if _QUOTABLE_RE.match(v):
+        pass
+    elif b"\x00" in v:
+        # RFC 3501 §9: no NUL even in a literal; U+FFFD stands in for it, as Dovecot sends
+        v = v.replace(b"\x00", b"\xef\xbf\xbd")
     if _QUOTABLE_RE.match(v):
         if b'"' in v or b"\\" in v:
             v = v.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
@@ -1019,7 +1121,10 @@ def _emit_value(value, out: list[bytes]) -> None:
         out.append(_string(value))
     elif isinstance(value, list):
         out.append(b"(")
-        if isinstance(value, _Multipart):
+        if isinstance(value, _Concat):
+            for v in value:
+                _emit_value(v, out)
+        elif isinstance(value, _Multipart):
             rest = False
             for v in value:
                 if not rest and not isinstance(v, list):

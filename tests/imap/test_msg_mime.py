@@ -28,12 +28,12 @@ def test_lf_and_crlf_storage_give_identical_wire_bytes_and_structure():
 
 def test_simple_message_bodystructure_uses_rfc2045_defaults_and_counts_lines():
     c = MessageContent(F.SIMPLE)
-    # body "Hi Bob,\r\nthis is a test.\r\n" = 26 octets, 2 lines
+    # body "Hi Bob,\r\nthis is a test.\r\n" = 26 octets, 2 lines; defaults spelled as Dovecot
     assert c.bodystructure_bytes() == (
-        b'("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 26 2 NIL NIL NIL NIL)'
+        b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 26 2 NIL NIL NIL NIL)'
     )
     assert c.bodystructure_bytes(False) == (
-        b'("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 26 2)'
+        b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 26 2)'
     )
 
 
@@ -55,8 +55,9 @@ def test_envelope_groups_quoted_names_and_encoded_words_stay_raw():
     env = MessageContent(F.NESTED).envelope_bytes()
     # RFC 3501 §7.4.2: group start (NIL NIL "name" NIL) ... group end (NIL NIL NIL NIL)
     assert (
-        b'((NIL NIL "team" NIL) (NIL NIL "a" "example.org") '
-        b'("Q \\"quoted\\" R" NIL "q" "example.org") (NIL NIL NIL NIL) '
+        # RFC 3501 §9: env-to = "(" 1*address ")": no SP between addresses
+        b'((NIL NIL "team" NIL)(NIL NIL "a" "example.org")'
+        b'("Q \\"quoted\\" R" NIL "q" "example.org")(NIL NIL NIL NIL)'
         b'(NIL NIL "bob" "example.net"))'
     ) in env
     assert b'(("=?UTF-8?Q?J=C3=BCrgen?=" NIL "j" "example.de"))' in env
@@ -69,20 +70,23 @@ def test_nested_multipart_bodystructure_exact():
     bs = MessageContent(F.NESTED).bodystructure_bytes()
     assert bs.startswith(
         b'((("text" "plain" ("charset" "utf-8") NIL NIL "quoted-printable" 17 0 NIL NIL NIL NIL)'
-        b'("text" "html" ("charset" "utf-8") NIL NIL "7BIT" 12 0 NIL NIL NIL NIL)'
+        b'("text" "html" ("charset" "utf-8") NIL NIL "7bit" 12 0 NIL NIL NIL NIL)'
         b' "alternative" ("boundary" "inner") NIL NIL NIL)'
     )
     # message/rfc822: body-fields, envelope, body, lines
     assert (
-        b'("message" "rfc822" NIL NIL "forwarded" "7BIT" 163 ("Wed, 15 Nov 2023 08:00:00 +0000"'
+        b'("message" "rfc822" NIL NIL "forwarded" "7bit" 163 ("Wed, 15 Nov 2023 08:00:00 +0000"'
         b' "inner message"'
     ) in bs
-    assert b'("text" "plain" NIL NIL NIL "7BIT" 39 1 NIL NIL NIL NIL) 6 NIL NIL NIL NIL)' in bs
+    assert (
+        b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 39 1 NIL NIL NIL NIL) 6 NIL NIL'
+        b" NIL NIL)"
+    ) in bs
     # extension data: md5, disposition, language list, location
     assert (
         b'("application" "pdf" ("name*" "utf-8\'\'%E2%82%AC.pdf") "<att1@example.com>" NIL'
-        b' "base64" 12 "Q2hlY2sgSW50ZWdyaXR5IQ==" ("attachment" ("filename*"'
-        b' "utf-8\'\'%E2%82%AC.pdf" "size" "10")) ("en" "de") "http://example.com/x.pdf")'
+        b' "base64" 12 "Q2hlY2sgSW50ZWdyaXR5IQ==" ("attachment" ("size" "10" "filename*"'
+        b' "utf-8\'\'%E2%82%AC.pdf")) ("en" "de") "http://example.com/x.pdf")'
     ) in bs
     assert bs.endswith(b' "mixed" ("boundary" "outer") NIL NIL NIL)')
 
@@ -126,15 +130,23 @@ def test_missing_final_boundary_ends_last_part_at_end_of_message():
 
 
 def test_multipart_without_delimiters_reports_one_empty_text_part():
+    # body-type-mpart needs at least one body (RFC 3501 §9); Dovecot reports an empty one
     bs = MessageContent(F.NO_PARTS).bodystructure_bytes()
     assert bs == (
-        b'(("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0) "mixed"'
+        b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL) "mixed"'
         b' ("boundary" "nothere") NIL NIL NIL)'
+    )
+    assert MessageContent(F.NO_PARTS).bodystructure_bytes(False) == (
+        b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0) "mixed")'
     )
 
 
-def test_multipart_without_boundary_parameter_is_plain_text():
-    assert MessageContent(F.NO_BOUNDARY).bodystructure_bytes().startswith(b'("TEXT" "PLAIN"')
+def test_multipart_without_boundary_parameter_has_no_parts():
+    bs = MessageContent(F.NO_BOUNDARY).bodystructure_bytes()
+    assert bs == (
+        b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL) "mixed"'
+        b" NIL NIL NIL NIL)"
+    )
 
 
 def test_eight_bit_header_values_go_out_as_literals():
@@ -153,7 +165,7 @@ def test_boundary_that_prefixes_a_longer_line_is_not_a_delimiter():
 
 def test_digest_parts_default_to_message_rfc822():
     bs = MessageContent(F.DIGEST).bodystructure_bytes()
-    assert bs.startswith(b'(("message" "rfc822" NIL NIL NIL "7BIT" 40 (NIL "first digest entry"')
+    assert bs.startswith(b'(("message" "rfc822" NIL NIL NIL "7bit" 40 (NIL "first digest entry"')
 
 
 def test_header_without_blank_line_and_empty_message():
@@ -162,7 +174,7 @@ def test_header_without_blank_line_and_empty_message():
     assert c.wire()[len(c.header()) :] == b""
     e = MessageContent(b"")
     assert e.header() == b""
-    assert e.bodystructure_bytes().startswith(b'("TEXT" "PLAIN"')
+    assert e.bodystructure_bytes().startswith(b'("text" "plain"')
     assert e.envelope_bytes() == b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
 
 
