@@ -379,6 +379,8 @@ class SmtpConnection:
         self.ext: dict[str, str] = {}
         self.tls = params.tls == "implicit"
         self.transactions = 0
+        # A transaction was started and not finished by a reply to its data: RSET first.
+        self.dirty = False
 
     @property
     def remote_mta(self) -> str:
@@ -502,12 +504,14 @@ class SmtpConnection:
         """
         t = self.params.timeouts
         addrs = [r.address for r in recipients]
-        if self.transactions:
-            # RFC 5321 §4.1.1.5: a clean slate for the next transaction on a cached session.
+        if self.dirty:
+            # RFC 5321 §4.1.1.5: abort what a refused MAIL/RCPT left behind.  After a finished
+            # DATA the session is already clean (§3.3), so a cached session sends no RSET.
             self.proto.send(b"RSET\r\n")
             reply = await self._read(t.command, "after RSET")
             if not reply.positive:
                 raise self._failure(reply)
+            self.dirty = False
         self.transactions += 1
 
         utf8 = needs_smtputf8(mail_from, addrs)
@@ -535,6 +539,7 @@ class SmtpConnection:
         )
         rcpts = [rcpt_command(r.address, self.ext, r.notify, r.orcpt) for r in recipients]
 
+        self.dirty = True
         if "PIPELINING" in self.ext:
             # RFC 2920 §3.1: MAIL, RCPTs and DATA in one group; replies come back in order.
             self.proto.send(mail, *rcpts, b"DATA\r\n")
@@ -572,11 +577,15 @@ class SmtpConnection:
                 outcomes[a] = self._outcome(a, data_reply, "0.0")
             return [outcomes[a] for a in addrs]
 
-        try:
-            await _BodyProducer(self.proto, payload, t.data_block).start()
-        except Exception as e:
-            raise self._lost(e, "while sending message data") from None
+        if len(payload) <= CHUNK:
+            self.proto.send(payload)  # one write: small messages need no producer
+        else:
+            try:
+                await _BodyProducer(self.proto, payload, t.data_block).start()
+            except Exception as e:
+                raise self._lost(e, "while sending message data") from None
         final = await self._read(t.data_end, "after end of data")
+        self.dirty = False
         for a in accepted:
             outcomes[a] = self._outcome(a, final, "0.0")
         return [outcomes[a] for a in addrs]
@@ -585,6 +594,7 @@ class SmtpConnection:
         # A server that said 354 with no valid recipient gets an empty message it will reject.
         self.proto.send(b".\r\n")
         await self._read(self.params.timeouts.data_end, "after empty data")
+        self.dirty = False
 
     def _outcome(self, address: str, reply: Reply, detail: str) -> RecipientOutcome:
         if reply.positive:

@@ -144,6 +144,8 @@ class Script:
     auth: dict[str, str] = field(default_factory=dict)  # username -> password
     auth_mechs: str = "PLAIN LOGIN"
     implicit_tls: bool = False
+    # A reply line that replaces the EHLO response (e.g. "502 5.5.1 no EHLO here").
+    ehlo_reply: str | None = None
 
 
 class ScriptedSmtp(protocol.Protocol):
@@ -246,7 +248,9 @@ class ScriptedSmtp(protocol.Protocol):
         if self.auth_state:
             self._auth_step(line)
             return
-        if verb in ("EHLO",):
+        if verb == "EHLO" and s.ehlo_reply:
+            self._reply(verb, s.ehlo_reply + "\r\n")
+        elif verb in ("EHLO",):
             ext = [e for e in s.extensions if not (self.tls and e == "STARTTLS")]
             if s.auth:
                 ext.append("AUTH " + s.auth_mechs)
@@ -388,6 +392,18 @@ def sink(tls_options):
     yield factory
     in_reactor(plain.stopListening)
     in_reactor(tls.stopListening)
+
+
+@pytest.fixture
+def sink6(tls_options):
+    """The scripted server on [::1] only."""
+    ensure_reactor()
+    factory = ScriptedFactory(Script(), tls_options)
+    port = in_reactor(reactor.listenTCP, 0, factory, interface="::1")
+    factory.port = port.getHost().port
+    factory.address = "::1"
+    yield factory
+    in_reactor(port.stopListening)
 
 
 def relay_config(tmp_path: Path, **relay) -> Config:

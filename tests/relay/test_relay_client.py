@@ -30,8 +30,10 @@ def send(sink, recipients, data=MSG, mail_from="s@example.test", tls="opportunis
     )
     params = SessionParams("mail.example.test", tls, timeouts)
 
+    address = getattr(sink, "address", "127.0.0.1")
+
     async def go():
-        conn = await connect(Destination("sink.test", "127.0.0.1", sink.port), params)
+        conn = await connect(Destination("sink.test", address, sink.port), params)
         try:
             outcomes = await conn.send_message(mail_from, recipients, data, "HDRS", "E1")
             return outcomes, conn
@@ -188,3 +190,40 @@ def test_greeting_554_is_a_failure(sink):
     with pytest.raises(DeliveryFailure) as ei:
         send(sink, rcpts("a@remote.test"))
     assert ei.value.permanent
+
+
+def test_old_server_without_ehlo_gets_helo(sink):
+    # RFC 5321 §3.2: EHLO refused with 502 → HELO, and no extensions are used.
+    sink.script.ehlo_reply = "502 5.5.1 command not implemented"
+    outcomes, conn = send(sink, rcpts("a@remote.test"))
+    assert outcomes[0].result == "delivered" and conn.ext == {} and not conn.tls
+    assert [c.split()[0] for c in sink.commands[:3]] == ["EHLO", "HELO", "MAIL"]
+    assert sink.mail_lines == ["MAIL FROM:<s@example.test>"]
+
+
+def test_ipv6_destination(sink6):
+    outcomes, _ = send(sink6, rcpts("a@remote.test"))
+    assert outcomes[0].result == "delivered"
+
+
+def test_cached_session_rsets_only_after_an_unfinished_transaction(sink):
+    sink.script.rcpt["bad@remote.test"] = "550 5.1.1 unknown"
+    params = SessionParams("mail.example.test", "none", Timeouts(command=2, data_end=2))
+
+    async def go():
+        conn = await connect(Destination("sink.test", "127.0.0.1", sink.port), params)
+        results = []
+        for rcpt in ("a@remote.test", "b@remote.test", "bad@remote.test", "c@remote.test"):
+            results += await conn.send_message("s@example.test", rcpts(rcpt), MSG)
+        await conn.quit()
+        return results
+
+    outcomes = in_reactor(go)
+    assert [o.result for o in outcomes] == ["delivered", "delivered", "permanent", "delivered"]
+    verbs = [c.split()[0].upper() for c in sink.commands if c.split()]
+    # RFC 5321 §3.3: a finished DATA leaves a clean session; the refused RCPT needs RSET.
+    assert verbs.count("RSET") == 1
+    assert verbs.index("RSET") > verbs.index(
+        "RCPT", verbs.index("RCPT", verbs.index("RCPT") + 1) + 1
+    )
+    assert len(sink.transactions) == 3 and sink.connections == 1

@@ -84,3 +84,28 @@ def test_kill_9_during_delivery_then_restart_loses_nothing(tmp_path, sink):
     subjects = {t.data.split(b"\r\n")[1] for t in sink.transactions}
     assert len(subjects) == n
     assert os.listdir(tmp_path / "data" / "queue" / "msg") == []
+
+
+def test_sigusr1_makes_running_server_reread_queue(tmp_path, sink):
+    conf = write_config(tmp_path, sink.port)
+    text = open(conf).read().replace("scan_interval = 0.1", "scan_interval = 1.0")
+    open(conf, "w").write(text)
+    proc = serve(conf)
+    try:
+        queue = Queue(tmp_path / "data" / "queue")
+        wait_for(
+            lambda: (
+                (tmp_path / "server.log").exists()
+                and b"queue runner started" in (tmp_path / "server.log").read_bytes()
+            ),
+            timeout=20,
+        )
+        # Written by another process: without a signal the server would see it only at its
+        # periodic re-scan (30 scan intervals = 30 s here).
+        queue.enqueue("sender@example.test", ["late@remote.test"], MSG.replace(b"%d", b"x"))
+        os.kill(proc.pid, signal.SIGUSR1)
+        wait_for(lambda: not queue.ids(), timeout=5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    assert sink.transactions[0].accepted == ["late@remote.test"]

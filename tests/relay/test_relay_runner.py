@@ -338,3 +338,25 @@ def test_stop_leaves_entry_for_next_start(tmp_path, sink):
 
 def test_in_reactor_helper_roundtrip():
     assert in_reactor(lambda: 42) == 42
+
+
+def test_unreachable_first_mx_falls_back_to_next(make_sender, sink, stub_dns):
+    # RFC 5321 §5.1: try the MX hosts in preference order; 127.0.0.2 refuses the connection.
+    dns_, addr = stub_dns
+    dns_.add_mx("two.test", (10, "down.two.test"), (20, "up.two.test"))
+    dns_.add_a("down.two.test", "127.0.0.2")
+    dns_.add_a("up.two.test", "127.0.0.1")
+    s = make_sender(resolvers=[addr], mx_port=sink.port)
+    s.submit("sender@example.test", ["x@two.test"], MSG)
+    s.wait_empty()
+    assert sink.transactions[0].accepted == ["x@two.test"]
+
+
+def test_ipv6_only_exchanger(make_sender, sink6, stub_dns):
+    dns_, addr = stub_dns
+    dns_.add_mx("six.test", (10, "mx.six.test"))
+    dns_.add_aaaa("mx.six.test", "::1")
+    s = make_sender(resolvers=[addr], mx_port=sink6.port)
+    s.submit("sender@example.test", ["x@six.test"], MSG)
+    s.wait_empty()
+    assert sink6.transactions[0].accepted == ["x@six.test"]
