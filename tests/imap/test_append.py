@@ -95,3 +95,30 @@ def test_append_bad_date_is_bad(imap_server):
         assert "BAD" in str(e) or "date" in str(e).lower()
     else:
         raise AssertionError("bad date accepted")
+
+
+def test_multiappend_is_all_or_nothing_rfc3502(server_factory):
+    srv = server_factory(auth={"plaintext": "loopback"})
+    srv.add_user("alice@example.test", quota_messages=2)
+    r = Raw(srv.port("imap"))
+    r.login()
+    msgs = [message(i) for i in range(3)]
+    wire = b"a APPEND INBOX" + b"".join(b" {%d+}\r\n" % len(m) + m for m in msgs) + b"\r\n"
+    r.send(wire)
+    assert r.until_tagged(b"a")[-1].startswith(b"a NO [OVERQUOTA]")
+    assert r.cmd(b"STATUS INBOX (MESSAGES)")[0] == b"* STATUS INBOX (MESSAGES 0)"
+
+
+def test_utf8_append_and_literal8_rfc6855_rfc3516(imap_server):
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.cmd(b"ENABLE UTF8=ACCEPT")
+    m = "Subject: Grüße\r\nFrom: jörg@example.test\r\n\r\nHallo\r\n".encode()
+    r.send(b"a APPEND INBOX UTF8 (~{%d+}\r\n" % len(m) + m + b")\r\n")
+    assert r.until_tagged(b"a")[-1].startswith(b"a OK [APPENDUID ")
+    binary = b"Subject: bin\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00\x01\xff\r\n"
+    r.send(b"b APPEND INBOX ~{%d+}\r\n" % len(binary) + binary + b"\r\n")
+    assert r.until_tagged(b"b")[-1].startswith(b"b OK")
+    r.cmd(b"SELECT INBOX")
+    out = r.cmd(b"FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert "Grüße".encode() in out[1]

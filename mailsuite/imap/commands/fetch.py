@@ -9,10 +9,10 @@ from __future__ import annotations
 from twisted.internet import defer, threads
 
 from mailsuite.imap import fetch as fetch_items
-from mailsuite.imap import mime
 from mailsuite.imap.commands import SEL, command
-from mailsuite.imap.parser import Atom, ImapBad, ImapNo
+from mailsuite.imap.parser import ImapBad, ImapNo
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
+from mailsuite.store import parsed_cache
 
 BATCH = 256
 
@@ -29,18 +29,35 @@ def _read_files(paths: list) -> list[bytes | None]:
     return out
 
 
-def content_loader_for(folder, preloaded: dict | None = None):
-    """A `content_loader(msg)` for fetch/search: preloaded bytes when we have them, else a
-    read through the store (which follows renames made by other sessions)."""
-    preloaded = preloaded if preloaded is not None else {}
+def _cache_columns(req) -> set[str]:
+    """Parsed-cache columns that answer the request's content items without the file."""
+    cols = set()
+    for it in req.items:
+        if it.kind == "ENVELOPE":
+            cols.add("envelope")
+        elif it.kind == "BODYSTRUCTURE":
+            cols.add("bodystructure")
+        elif it.kind == "BODY":
+            cols.add("body")
+        elif it.kind in ("RFC822.HEADER", "BODY[]"):
+            cols.add("header")
+    return cols
 
-    def load(msg):
-        raw = preloaded.get(msg.uid)
-        if raw is None:
-            raw = folder.read(msg)
-        return mime.MessageContent(raw)
 
-    return load
+def _prepare_batch(cache, live: list, paths: list, needs_file: bool, cols: set) -> dict:
+    """Thread pool: load cache rows for a batch and read the files the cache cannot answer
+    (all of them when an item needs the body).  Returns {uid: raw bytes}."""
+    if needs_file:
+        todo = list(range(len(live)))
+    else:
+        cache.prefetch(live)
+        todo = []
+        for i, m in enumerate(live):
+            e = cache.get(m.key, m.size)
+            if e is None or any(getattr(e, c) is None for c in cols):
+                todo.append(i)
+    raws = _read_files([paths[i] for i in todo])
+    return {live[i].uid: raw for i, raw in zip(todo, raws, strict=True) if raw is not None}
 
 
 def _fetch(session, cmd, uid: bool):
@@ -94,17 +111,22 @@ def _send_vanished(session, view, seqset) -> None:
 def _write_batches(session, view, req, targets, seen_set, uid):
     has_flags = "FLAGS" in req.kinds()
     missing = False
+    cache = parsed_cache.ParsedCache.for_maildir(parsed_cache.maildir_root_of(view.folder))
+    cols = _cache_columns(req)
+    loader = None
     for start in range(0, len(targets), BATCH):
         batch = targets[start : start + BATCH]
-        preloaded: dict = {}
         if req.needs_content:
             live = [m for _, m in batch if view.is_live(m)]
             paths = [view.folder.message_path(m) for m in live]
-            raws = yield threads.deferToThread(_read_files, paths)
-            preloaded = {m.uid: raw for m, raw in zip(live, raws, strict=True) if raw is not None}
+            preloaded = yield threads.deferToThread(
+                _prepare_batch, cache, live, paths, req.needs_file, cols
+            )
+            # Whatever the thread could not read (renamed meanwhile) is read through the
+            # store, which follows the rename.
+            loader = cache.loader(view.folder.read, preloaded)
         if session.view is not view:
             return None  # the connection went away meanwhile
-        loader = content_loader_for(view.folder, preloaded)
         for seq, m in batch:
             if not view.is_live(m):
                 missing = True
@@ -125,6 +147,8 @@ def _write_batches(session, view, req, targets, seen_set, uid):
                 continue
             session.send_many(lines)
         yield session.drain()
+    if req.needs_content:
+        threads.deferToThread(cache.flush).addErrback(lambda f: None)
     if missing and not uid:
         # RFC 5530 EXPUNGEISSUED (RFC 2180 §4.1.2): some messages are gone underneath us.
         raise ImapNo("EXPUNGEISSUED", "Some messages were expunged by another session")
@@ -139,6 +163,3 @@ def fetch(session, cmd):
 @command("UID FETCH", states=SEL)
 def uid_fetch(session, cmd):
     return _fetch(session, cmd, uid=True)
-
-
-__all__ = ["content_loader_for", "Atom"]

@@ -167,6 +167,10 @@ def enable(session, cmd):
             session.enabled.add("CONDSTORE")
             newly.append("CONDSTORE")
     session.send(R.untagged("ENABLED" + "".join(" " + n for n in newly)))
+    if "CONDSTORE" in newly and session.view is not None:
+        # RFC 7162 §3.1: enabling CONDSTORE while selected reports the HIGHESTMODSEQ.
+        hms = session.view.folder.highestmodseq
+        session.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % hms)
 
 
 @command("UNSELECT", states=SEL)

@@ -13,22 +13,8 @@ from twisted.internet import defer, threads
 
 from mailsuite.imap import search as search_mod
 from mailsuite.imap.commands import SEL, command
-from mailsuite.imap.commands.fetch import content_loader_for
 from mailsuite.imap.parser import ImapBad
-
-
-def _loader_for_thread(folder):
-    """A content loader safe in a worker thread: plain file reads, no index refresh."""
-    from mailsuite.imap import mime
-
-    def load(msg):
-        try:
-            with open(folder.message_path(msg), "rb") as f:
-                return mime.MessageContent(f.read())
-        except OSError:
-            return mime.MessageContent(b"")
-
-    return load
+from mailsuite.store import parsed_cache
 
 
 def _run(program_needs_content: bool, fn, *args):
@@ -42,11 +28,8 @@ def _search(session, cmd, uid: bool):
     opts, prog = search_mod.parse_search_command(cmd.args)
     if prog.wants_modseq:
         session.enabled.add("CONDSTORE")
-    if prog.uses_saved or opts.save:
-        pass
-    loader = (
-        _loader_for_thread(view.folder) if prog.needs_content else content_loader_for(view.folder)
-    )
+    # Header keys are answered by the parsed cache; BODY/TEXT read the files (in a thread).
+    loader = parsed_cache.folder_loader(view.folder)
     ctx = search_mod.SearchContext(
         content_loader=loader,
         recent_uids=set(view.recent),
@@ -76,7 +59,16 @@ def _search(session, cmd, uid: bool):
         return failure
 
     d.addCallbacks(answer, failed)
+    if prog.needs_content:
+        d.addBoth(_flush_cache, view.folder)
     return d
+
+
+def _flush_cache(result, folder):
+    from mailsuite.imap.sort import loader_cache_flush
+
+    threads.deferToThread(loader_cache_flush, folder).addErrback(lambda f: None)
+    return result
 
 
 @command("SEARCH", states=SEL, expunge_ok=False)
