@@ -40,7 +40,12 @@ def format_reply(code: int, enhanced: str | None, lines: str | list[str]) -> byt
     RFC 2034 §4: the enhanced code starts every line's text when given.
     """
     if isinstance(lines, str):
-        lines = [lines]
+        # The common case, one line: no list, one encode.
+        if "\r" in lines or "\n" in lines:
+            lines = lines.replace("\r", " ").replace("\n", " ")
+        if enhanced:
+            lines = f"{enhanced} {lines}" if lines else enhanced
+        return f"{code} {lines}\r\n".encode("utf-8", "replace")
     if not lines:
         lines = [""]
     out = []
@@ -357,23 +362,31 @@ def _split_path_and_params(arg: str, prefix: str) -> tuple[str, list[str]]:
     rest = arg[len(prefix) :].lstrip(" ")
     if rest.startswith("<"):
         # The path ends at the first '>' outside a quoted string.
-        i, in_quote = 1, False
-        while i < len(rest):
-            c = rest[i]
-            if in_quote and c == "\\":
-                i += 2
-                continue
-            if c == '"':
-                in_quote = not in_quote
-            elif c == ">" and not in_quote:
-                break
-            i += 1
+        i = _path_end(rest) if '"' in rest else rest.find(">")
+        if i < 0:
+            i = len(rest)
         path, params = rest[: i + 1], rest[i + 1 :]
         if params and not params.startswith(" "):
             raise SmtpReply(501, "5.5.4", "Syntax error in parameters")
     else:
         path, _, params = rest.partition(" ")
     return path, [p for p in params.split(" ") if p]
+
+
+def _path_end(rest: str) -> int:
+    """Index of the '>' closing a path that contains a quoted local part, or -1."""
+    i, in_quote = 1, False
+    while i < len(rest):
+        c = rest[i]
+        if in_quote and c == "\\":
+            i += 2
+            continue
+        if c == '"':
+            in_quote = not in_quote
+        elif c == ">" and not in_quote:
+            return i
+        i += 1
+    return -1
 
 
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")

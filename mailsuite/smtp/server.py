@@ -93,6 +93,7 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
         self._holds_slot = False
         self._paused = False
         self._output_blocked = False
+        self._clear_auth_ok: bool | None = None
         self._processing = False
         self._bdat_error: SmtpReply | None = None
 
@@ -681,7 +682,11 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
 
     def _auth_allowed(self) -> bool:
         # RFC 4954 §4 / RFC 8314: passwords only inside TLS (loopback exception configurable).
-        return self.services.plaintext_auth_allowed(self.secure, self.client_ip)
+        if self.secure:
+            return True
+        if self._clear_auth_ok is None:
+            self._clear_auth_ok = self.services.plaintext_auth_allowed(False, self.client_ip)
+        return self._clear_auth_ok
 
 
 def _make_recipient(address: str, notify, orcpt) -> Recipient:
