@@ -16,8 +16,8 @@ from mailsuite.config import config_from_dict
 from mailsuite.tls import TlsContexts, TlsError, fingerprint, make_self_signed
 from tests.conftest import base_config
 
-# ssl.TLSVersion.TLSv1_1 is deprecated: exactly why the test uses it.
-pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1:DeprecationWarning")
+# ssl.TLSVersion.TLSv1(_1) are deprecated: exactly why the test uses them.
+pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 
 
 def client_context(version: ssl.TLSVersion) -> ssl.SSLContext:
