@@ -10,7 +10,13 @@ clock starts at the first connection and "delivered" stops when the server's que
 mailsuite takes the messages on its submission listener with AUTH PLAIN (auth.plaintext =
 "loopback", no TLS); Postfix on its smtpd with permit_mynetworks (no AUTH: it has no SASL here).
 
-Usage: bench/relay.py [-n 2000] [--clients 4] [--size 2048] [--runs 3] [--postfix]
+--drain measures the relay alone, without the cost of accepting the mail: the N messages are
+queued first and then released at once; the clock runs from the release until the queue is empty.
+mailsuite: entries written with the spool API before the server starts, due 5 s after it starts;
+Postfix: mail accepted into the hold queue (smtpd_end_of_data_restrictions = static:HOLD), then
+`postsuper -H ALL` + `postqueue -f` (the clock includes those two commands).
+
+Usage: bench/relay.py [-n 2000] [--clients 4] [--size 2048] [--runs 3] [--postfix] [--drain]
 Needs root for --postfix (a private instance in /tmp/relaybench/postfix, port 12625; the shared
 peer instance of ../shared/peers is not touched).
 """
@@ -82,7 +88,9 @@ def load(port: int, n: int, clients: int, size: int, login: tuple[str, str] | No
                 if login:
                     c.login(*login)
                 for i in range(k, n, clients):
-                    c.sendmail("bench@example.test", [f"user{i % 40}@remote.test"], message(i, size))
+                    c.sendmail(
+                        "bench@example.test", [f"user{i % 40}@remote.test"], message(i, size)
+                    )
         except BaseException as e:  # noqa: BLE001 (reported below)
             errors.append(e)
 
@@ -110,8 +118,9 @@ def wait_drained(count, timeout: float = 600) -> None:
 
 class Mailsuite:
     name = "mailsuite"
+    RELEASE_DELAY = 5.0
 
-    def __init__(self, sink_port: int, run: int):
+    def __init__(self, sink_port: int, run: int, drain: int = 0, size: int = 0):
         self.root = BASE / f"mailsuite-{run}"
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
@@ -142,11 +151,32 @@ routes = {{ "remote.test" = "127.0.0.1:{sink_port}" }}
             "bench@example.test", "benchpass"
         )
         self.queue_env = self.root / "data" / "queue" / "env"
+        self.release_at = None
+        if drain:
+            from mailsuite.relay.queue import Queue
+
+            queue = Queue(self.root / "data" / "queue")
+            # Leave time for writing the entries (about 1 ms each) and for the server to start.
+            self.release_at = time.time() + self.RELEASE_DELAY + drain * 0.003
+            for i in range(drain):
+                queue.enqueue(
+                    "bench@example.test",
+                    [f"user{i % 40}@remote.test"],
+                    message(i, size),
+                    next_attempt=self.release_at,
+                )
         profile = os.environ.get("RELAYBENCH_PROFILE")
         prefix = ["-m", "cProfile", "-o", profile] if profile else []
         self.proc = subprocess.Popen(
-            [sys.executable, *prefix, "-m", "mailsuite.cli", "--config", str(self.root / "mailsuite.toml"),
-             "serve"],
+            [
+                sys.executable,
+                *prefix,
+                "-m",
+                "mailsuite.cli",
+                "--config",
+                str(self.root / "mailsuite.toml"),
+                "serve",
+            ],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -160,6 +190,14 @@ routes = {{ "remote.test" = "127.0.0.1:{sink_port}" }}
         except FileNotFoundError:
             return 0
 
+    def release(self) -> float:
+        """Wait for the moment the queued entries fall due; returns it (monotonic clock)."""
+        wait = self.release_at - time.time()
+        if wait < 0.5:
+            raise SystemExit("server start took longer than the release delay")
+        time.sleep(wait)
+        return time.monotonic()
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
@@ -172,7 +210,7 @@ class Postfix:
     name = "postfix"
     QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
 
-    def __init__(self, sink_port: int, run: int):
+    def __init__(self, sink_port: int, run: int, drain: int = 0, size: int = 0):
         if not PEER_CONF.is_dir():
             raise SystemExit(f"{PEER_CONF} missing: run ../shared/peers/setup.sh first")
         self.root = BASE / "postfix"
@@ -187,10 +225,16 @@ class Postfix:
         main = main.replace("/tmp/peers/postfix-data", str(self.root / "data"))
         main = main.replace("/tmp/peers/log", str(self.root / "log"))
         main = main.replace("/tmp/peers/postfix-conf", str(self.conf))
-        main += f"\ntransport_maps = texthash:{self.conf}/transport\nsmtp_tls_security_level = may\n"
+        main += (
+            f"\ntransport_maps = texthash:{self.conf}/transport\nsmtp_tls_security_level = may\n"
+        )
+        if drain:
+            main += "smtpd_end_of_data_restrictions = check_client_access static:HOLD\n"
         (self.conf / "main.cf").write_text(main)
-        master = (PEER_CONF / "master.cf").read_text().replace(
-            "127.0.0.1:12025 inet", f"127.0.0.1:{POSTFIX_PORT} inet"
+        master = (
+            (PEER_CONF / "master.cf")
+            .read_text()
+            .replace("127.0.0.1:12025 inet", f"127.0.0.1:{POSTFIX_PORT} inet")
         )
         (self.conf / "master.cf").write_text(master)
         (self.conf / "transport").write_text(f"remote.test smtp:[127.0.0.1]:{sink_port}\n")
@@ -204,6 +248,22 @@ class Postfix:
         wait_port(POSTFIX_PORT)
         self.port = POSTFIX_PORT
         self.login = None
+        if drain:
+            load(self.port, drain, 4, size, None)
+            held = self.root / "spool" / "hold"
+            deadline = time.monotonic() + 60
+            while sum(len(f) for _, _, f in os.walk(held)) < drain:
+                if time.monotonic() > deadline:
+                    raise SystemExit("postfix did not hold the messages")
+                time.sleep(0.05)
+
+    def release(self) -> float:
+        t0 = time.monotonic()
+        subprocess.run(
+            ["postsuper", "-c", str(self.conf), "-H", "ALL"], check=True, capture_output=True
+        )
+        subprocess.run(["postqueue", "-c", str(self.conf), "-f"], check=True)
+        return t0
 
     def queued(self) -> int:
         n = 0
@@ -214,6 +274,20 @@ class Postfix:
 
     def stop(self) -> None:
         subprocess.run(["postfix", "-c", str(self.conf), "stop"], capture_output=True)
+
+
+def drain_run(kind, n: int, size: int, run: int) -> float:
+    sink, sink_port = start_sink()
+    server = kind(sink_port, run, drain=n, size=size)
+    try:
+        t0 = server.release()
+        wait_drained(server.queued)
+        total = time.monotonic() - t0
+    finally:
+        server.stop()
+        sink.terminate()
+        sink.wait()
+    return n / total
 
 
 def one_run(kind, n: int, clients: int, size: int, run: int) -> tuple[float, float]:
@@ -239,15 +313,33 @@ def main() -> int:
     p.add_argument("--size", type=int, default=2048, help="approximate body bytes")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--postfix", action="store_true", help="also run the Postfix peer, interleaved")
+    p.add_argument("--drain", action="store_true", help="relay only: queue first, then release")
     args = p.parse_args()
     kinds = [Mailsuite] + ([Postfix] if args.postfix else [])
+    if args.drain:
+        drained: dict[str, list[float]] = {k.name: [] for k in kinds}
+        for run in range(args.runs):
+            for kind in kinds:
+                rate = drain_run(kind, args.n, args.size, run)
+                drained[kind.name].append(rate)
+                print(f"run {run + 1} {kind.name:<10} drained {rate:8.1f} msg/s", flush=True)
+        print(f"\nN={args.n} size={args.size} runs={args.runs} (queue drain: relay only)")
+        print("| server | delivered msg/s (median) | runs |")
+        print("|---|---|---|")
+        for name, rates in drained.items():
+            runs = ", ".join(f"{r:.1f}" for r in rates)
+            print(f"| {name} | {statistics.median(rates):.1f} | {runs} |")
+        return 0
     results: dict[str, list[tuple[float, float]]] = {k.name: [] for k in kinds}
     for run in range(args.runs):
         for kind in kinds:
             acc, dlv = one_run(kind, args.n, args.clients, args.size, run)
             results[kind.name].append((acc, dlv))
-            print(f"run {run + 1} {kind.name:<10} accepted {acc:8.1f} msg/s   "
-                  f"delivered {dlv:8.1f} msg/s", flush=True)
+            print(
+                f"run {run + 1} {kind.name:<10} accepted {acc:8.1f} msg/s   "
+                f"delivered {dlv:8.1f} msg/s",
+                flush=True,
+            )
     print()
     print(f"N={args.n} clients={args.clients} size={args.size} runs={args.runs}")
     print("| server | accepted msg/s (median) | delivered msg/s (median) | runs delivered |")
