@@ -65,56 +65,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class _DirSyncer:
-    """Group commit of one directory's fsync between concurrent deliveries.
-
-    A rename is durable once an fsync of its directory that *started after* the rename has
-    finished.  A thread arriving while another's fsync runs waits for it to end, then one of
-    the waiters starts a single fsync that covers all of them: eight delivering threads pay
-    about one directory fsync per round instead of eight."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._started = 0  # fsyncs started so far
-        self._done = 0  # the highest fsync number that completed
-        self._running = False
-
-    def sync(self, path: Path) -> None:
-        with self._cond:
-            needed = self._started + 1  # the first fsync to start from now on
-            while self._running and self._done < needed:
-                self._cond.wait()
-            if self._done >= needed:
-                return
-            self._running = True
-            self._started += 1
-            mine = self._started
-        synced = False
-        try:
-            fsync_dir(path)
-            synced = True
-        finally:
-            with self._cond:
-                self._running = False
-                if synced:
-                    self._done = max(self._done, mine)
-                self._cond.notify_all()
-
-
-_dir_syncers: dict[str, _DirSyncer] = {}
-_dir_syncers_lock = threading.Lock()
-
-
-def sync_dir_shared(path: Path) -> None:
-    """fsync `path`, sharing the fsync with concurrent callers on the same directory."""
-    key = os.fspath(path)
-    with _dir_syncers_lock:
-        syncer = _dir_syncers.get(key)
-        if syncer is None:
-            syncer = _dir_syncers[key] = _DirSyncer()
-    syncer.sync(path)
-
-
 def make_maildir(path: Path) -> None:
     for sub in ("cur", "new", "tmp"):
         (path / sub).mkdir(parents=True, exist_ok=True)
@@ -392,7 +342,7 @@ class Mailbox:
             dest_dir = path / "new"
             dest = dest_dir / key
         os.rename(tmp, dest)
-        sync_dir_shared(dest_dir)
+        fsync_dir(dest_dir)
         self._quota.add(len(body), 1)
         return key
 
