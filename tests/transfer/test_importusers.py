@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import imaplib
 
-from passlib.hash import bcrypt, sha512_crypt
+from passlib.hash import bcrypt, sha512_crypt  # rounds as Dovecot writes them by default
 
 from tests.conftest import client_tls_context
 
@@ -14,11 +14,11 @@ def test_dovecot_hashes_let_users_log_in_over_imap(server_factory, tmp_path):
     passwd = tmp_path / "passwd"
     passwd.write_text(
         "# Dovecot passwd-file\n"
-        f"old1@example.test:{{SHA512-CRYPT}}{sha512_crypt.hash('first pw')}:1000:1000::/home/old1::\n"
-        f"old2@example.test:{{BLF-CRYPT}}{bcrypt.hash('second pw')}\n"
+        f"old1@example.test:{{SHA512-CRYPT}}{sha512_crypt.using(rounds=5000).hash('first pw')}:1000:1000::/home/old1::\n"
+        f"old2@example.test:{{BLF-CRYPT}}{bcrypt.using(rounds=5).hash('second pw')}\n"
         "broken line without a hash\n"
         "plain@example.test:{PLAIN}secret\n"
-        f"x@elsewhere.test:{{SHA512-CRYPT}}{sha512_crypt.hash('x')}\n"
+        f"x@elsewhere.test:{{SHA512-CRYPT}}{sha512_crypt.using(rounds=5000).hash('x')}\n"
     )
     r = srv.cli("import", "users", str(passwd))
     assert r.returncode == 0, r.stderr
@@ -50,7 +50,9 @@ def test_in_place_dovecot_maildir_gets_special_use_roles(site, tmp_path):
             (path / sub / d).mkdir(parents=True)
     (path / "cur" / "1600000000.M1P1.old:2,S").write_bytes(b"Subject: kept\n\nx\n")
     passwd = tmp_path / "users"
-    passwd.write_text(f"moved@example.test:{{SHA512-CRYPT}}{sha512_crypt.hash('pw')}\n")
+    passwd.write_text(
+        f"moved@example.test:{{SHA512-CRYPT}}{sha512_crypt.using(rounds=5000).hash('pw')}\n"
+    )
     code, out, err = site.run("import", "users", str(passwd))
     assert code == 0, err
     box = site.store.mailbox("moved@example.test")
