@@ -321,6 +321,9 @@ def format_internaldate(ts: float) -> str:
 
 
 def _literal(data: bytes, out: list[bytes]) -> None:
+    if b"\x00" in data:
+        # RFC 3501 §4.3: a literal cannot carry NUL; 0x80 stands in, as in Dovecot
+        data = data.replace(b"\x00", b"\x80")
     out.append(b"{%d}\r\n" % len(data))
     out.append(data)
 
@@ -402,11 +405,11 @@ def _content_item(it: FetchItem, content, out: list[bytes]) -> None:
         data = _section_data(it.section, it.field_set, content)
         _partial_out(it.label, data, it.partial, out, binary=False)
     elif kind == "BINARY[]":
-        data = _binary_data(it.section, content)
-        _partial_out(it.label, data, it.partial, out, binary=True)
+        data, decoded = _binary_data(it.section, content)
+        _partial_out(it.label, data, it.partial, out, binary=decoded)
     elif kind == "BINARY.SIZE":
-        data = _binary_data(it.section, content)
-        out.append(it.label + b" %d" % (0 if data is None else len(data)))
+        data, _ = _binary_data(it.section, content)
+        out.append(it.label + b" %d" % len(data))
 
 
 def _partial_out(name: bytes, data, partial, out: list[bytes], binary: bool) -> None:
@@ -417,8 +420,9 @@ def _partial_out(name: bytes, data, partial, out: list[bytes], binary: bool) -> 
     out.append(name + b" ")
     if data is None:
         out.append(b"NIL")
-    elif binary and b"\x00" in data:
-        out.append(b"~{%d}\r\n" % len(data))  # RFC 3516 §4.2: literal8 for NUL octets
+    elif binary or b"\x00" in data and name.startswith(b"BINARY"):
+        # RFC 3516 §4.2: literal8 for decoded content (it may hold any octet, NUL included)
+        out.append(b"~{%d}\r\n" % len(data))
         out.append(data)
     else:
         _literal(data, out)
@@ -440,7 +444,7 @@ def _section_data(sec: Section, field_set: frozenset[bytes], content) -> bytes |
     w = content.wire()
     part = mime.find_part(content.tree(), sec.part)
     if part is None:
-        return None
+        return b""  # a part that does not exist reads as empty, as in Dovecot
     if text == "":
         return w[part.body_start : part.end]
     if text == "MIME":
@@ -458,18 +462,17 @@ def _section_data(sec: Section, field_set: frozenset[bytes], content) -> bytes |
     return mime.filter_fields(header, field_set, text == "HEADER.FIELDS.NOT")
 
 
-def _binary_data(sec: Section, content) -> bytes | None:
-    """RFC 3516 §4: the part's content with its transfer encoding removed."""
+def _binary_data(sec: Section, content) -> tuple[bytes, bool]:
+    """RFC 3516 §4: the section with transfer encodings removed; (data, decoded)."""
     w = content.wire()
+    tree = content.tree()
     if not sec.part:
-        return w
-    part = mime.find_part(content.tree(), sec.part)
-    if part is None:
-        return None
-    if part.is_multipart or part.is_message:
-        return w[part.body_start : part.end]
-    body = w[part.body_start : part.end]
+        part, with_header = tree, True
+    else:
+        part, with_header = mime.find_part(tree, sec.part), False
+        if part is None:
+            return b"", False
     try:
-        return mime.decode_transfer(body, part.encoding, strict=True)
+        return mime.binary_entity(w, part, with_header)
     except mime.UnknownTransferEncoding:
         raise ImapNo("UNKNOWN-CTE", "Unknown Content-Transfer-Encoding") from None

@@ -146,15 +146,18 @@ def filter_fields(block: bytes, names: frozenset[bytes] | set[bytes], exclude: b
         return b"".join(found)
     out = []
     for m in _FIELD_RE.finditer(block):
+        f = m.group(0)
         name = m.group(1)
-        if not name:
+        if name is None:
+            if f in (b"\r\n", b"\n", b""):
+                continue  # the blank line (added back below) or the end
+        elif name.lower() in names:
             continue
-        if name.lower() not in names:
-            f = m.group(0)
-            if not f.endswith(b"\n"):
-                f += b"\r\n"
-            out.append(f)
-    out.append(b"\r\n")
+        if not f.endswith(b"\n"):
+            f += b"\r\n"
+        out.append(f)  # lines that are not fields stay, as Dovecot keeps them
+    if block.endswith(b"\r\n\r\n") or block == b"\r\n":
+        out.append(b"\r\n")  # the blank line only when the header has one
     return b"".join(out)
 
 
@@ -191,6 +194,7 @@ class MimePart:
     has_content_type: bool = False
     children: list[MimePart] = field(default_factory=list)
     message: MimePart | None = None
+    closed_at_end: bool = False
 
     @property
     def is_multipart(self) -> bool:
@@ -266,8 +270,17 @@ def _parse_entity(
             return part
         is_digest = part.csubtype == "digest"
         bnd = boundary.encode("utf-8", "surrogateescape")
-        for s, e in _split_multipart(data, body_start, end, bnd):
-            part.children.append(_parse_entity(data, s, e, depth + 1, is_digest, counter))
+        ranges = _split_multipart(data, body_start, end, bnd)
+        if ranges and ranges[-1] is _CLOSED_AT_END:
+            ranges.pop()
+            part.closed_at_end = True
+        for s, e in ranges:
+            child = _parse_entity(data, s, e, depth + 1, is_digest, counter)
+            if child.closed_at_end and data.startswith(b"\r\n", e):
+                # A nested multipart's close delimiter line keeps its CRLF; the enclosing
+                # delimiter then starts right after it (Dovecot counts it this way too).
+                child.end = e + 2
+            part.children.append(child)
             if counter[0] > MAX_PARTS:
                 break
     elif part.ctype == "message" and part.csubtype == "rfc822":
@@ -277,11 +290,15 @@ def _parse_entity(
     return part
 
 
+_CLOSED_AT_END = (-1, -1)  # marker: the close delimiter line is the last thing in the range
+
+
 def _split_multipart(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
     """Body ranges between `--boundary` delimiter lines (RFC 2046 §5.1.1).
 
     The CRLF before a delimiter belongs to the delimiter.  A missing close delimiter ends the
-    last part at `end`; text after the close delimiter (epilogue) is ignored.
+    last part at `end`; text after the close delimiter (epilogue) is ignored.  The list ends
+    with `_CLOSED_AT_END` when the close delimiter line runs to `end`.
     """
     dash = b"--" + boundary
     parts: list[tuple[int, int]] = []
@@ -312,6 +329,8 @@ def _split_multipart(data: bytes, start: int, end: int, boundary: bytes) -> list
         if cur is not None:
             parts.append((cur, max(cur, line_start)))
         if closing:
+            if data.find(b"\r\n", j, end) < 0:
+                parts.append(_CLOSED_AT_END)
             return parts
         eol = data.find(b"\r\n", j, end)
         cur = end if eol < 0 else eol + 2
@@ -325,24 +344,30 @@ def find_part(root: MimePart, path: tuple[int, ...]) -> MimePart | None:
     """The part a section number names (RFC 3501 §6.4.5), or None when there is none.
 
     A non-multipart message has only part 1 (itself); numbers below a message/rfc822 part
-    address the encapsulated message's parts.
+    address the encapsulated message's parts; a leaf part has no sub-parts (Dovecot agrees).
     """
-    cur: MimePart | None = None  # None: we are "at a message" whose root is `msg`
-    msg: MimePart | None = root
+    cur: MimePart | None = None
+    msg: MimePart | None = root  # the message or multipart the next number indexes into
+    cur_is_message_root = False
+    self_step = False
     for n in path:
         if msg is None:
-            # inside a leaf: only "1" (the part itself) is meaningful
-            if n != 1 or cur is None or cur.is_multipart:
+            # below a leaf: a leaf inside a multipart is its own part 1 (once); a message's
+            # own single part has no deeper numbers (Dovecot's numbering)
+            if n != 1 or cur_is_message_root or self_step:
                 return None
+            self_step = True
             continue
         if msg.is_multipart:
             if n < 1 or n > len(msg.children):
                 return None
             cur = msg.children[n - 1]
+            cur_is_message_root = False
         else:
             if n != 1:
                 return None
             cur = msg
+            cur_is_message_root = True
         if cur.is_multipart:
             msg = cur
         elif cur.is_message:
@@ -619,6 +644,55 @@ def decode_transfer(body: bytes, encoding: str, strict: bool = False) -> bytes:
     if strict:
         raise UnknownTransferEncoding(encoding)
     return body
+
+
+_CTE_FIELD_RE = re.compile(
+    rb"^(content-transfer-encoding[ \t]*:)[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _binary_header(header: bytes) -> bytes:
+    """The header with its Content-Transfer-Encoding replaced by `binary`, placed last (as
+    Dovecot writes it)."""
+    header = _CTE_FIELD_RE.sub(b"", header)
+    cte = b"Content-Transfer-Encoding: binary\r\n"
+    if header.endswith(b"\r\n\r\n") or header == b"\r\n":
+        return header[:-2] + cte + b"\r\n"
+    return header + cte
+
+
+def binary_entity(wire: bytes, part: MimePart, with_header: bool) -> tuple[bytes, bool]:
+    """RFC 3516 §4: a section with every leaf's Content-Transfer-Encoding undone.
+
+    Returns (data, decoded_anything).  Decoded leaves get `Content-Transfer-Encoding: binary`
+    in their header, so that a whole message or multipart stays self-describing (Dovecot
+    does the same).  Raises UnknownTransferEncoding for an encoding we cannot undo.
+    """
+    header = wire[part.start : part.body_start]
+    if part.is_multipart:
+        chunks = []
+        changed = False
+        pos = part.body_start
+        for c in part.children:
+            chunks.append(wire[pos : c.start])
+            data, ch = binary_entity(wire, c, True)
+            chunks.append(data)
+            changed |= ch
+            pos = max(pos, c.end)
+        chunks.append(wire[pos : part.end])
+        body = b"".join(chunks)
+    elif part.is_message:
+        body, changed = binary_entity(wire, part.message, True)
+    else:
+        raw = wire[part.body_start : part.end]
+        enc = part.encoding
+        if enc in ("7bit", "8bit", "binary"):
+            body, changed = raw, False
+        else:
+            body, changed = decode_transfer(raw, enc, strict=True), True
+            header = _binary_header(header)
+    return (header + body if with_header else body), changed
 
 
 def part_text(wire: bytes, part: MimePart) -> str:

@@ -41,7 +41,7 @@ __all__ = ["ParsedCache", "CachedContent", "CACHE_NAME", "folder_loader", "maild
 
 CACHE_NAME = "mailsuite-parsed.sqlite"
 # Bump when mime.py changes what it produces, so old rows are recomputed.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _COLUMNS = ("header", "envelope", "bodystructure", "body")
 _FLUSH_EVERY = 512  # pending rows
 _FLUSH_SECONDS = 2.0

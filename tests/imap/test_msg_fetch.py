@@ -184,15 +184,49 @@ def test_nested_sections_of_encapsulated_message():
     assert out.endswith(b"{39}\r\ninner body line 1\r\ninner body zebracorn)\r\n")
 
 
-def test_missing_part_is_nil():
-    assert respond("BODY.PEEK[9]", F.NESTED) == b"* 3 FETCH (BODY[9] NIL)\r\n"
+def test_missing_part_is_empty_as_in_dovecot():
+    assert respond("BODY.PEEK[9]", F.NESTED) == b"* 3 FETCH (BODY[9] {0}\r\n)\r\n"
+    assert respond("BODY.PEEK[1.1.1.1]", F.NESTED) == b"* 3 FETCH (BODY[1.1.1.1] {0}\r\n)\r\n"
+    assert respond("BINARY.SIZE[7]", F.NESTED) == b"* 3 FETCH (BINARY.SIZE[7] 0)\r\n"
+
+
+def test_a_leaf_is_its_own_part_one_but_a_single_part_message_has_no_part_1_1():
+    assert respond("BODY.PEEK[1.1.1]", F.NESTED).endswith(b"{17}\r\nCaf=C3=A9 au lait)\r\n")
+    assert respond("BODY.PEEK[1.1]", F.SIMPLE) == b"* 3 FETCH (BODY[1.1] {0}\r\n)\r\n"
+
+
+def test_nul_in_body_literal_becomes_0x80():
+    raw = b"Subject: n\n\na\x00b\n"
+    assert respond("BODY.PEEK[TEXT]", raw) == b"* 3 FETCH (BODY[TEXT] {5}\r\na\x80b\r\n)\r\n"
+
+
+def test_binary_of_a_whole_message_decodes_every_part_and_relabels_it():
+    out = respond("BINARY.PEEK[]", F.BASE64_TEXT)
+    text = "Hello Zebracorn and Grüße".encode("latin-1")
+    assert out.startswith(b"* 3 FETCH (BINARY[] ~{")
+    assert b"Content-Transfer-Encoding: binary\r\n\r\n" + text + b")\r\n" in out
+    assert b"base64" not in out
+    nested = respond("BINARY.PEEK[1]", F.NESTED)
+    assert b"Caf\xc3\xa9 au lait\r\n--inner" in nested and b"quoted-printable" not in nested
+
+
+def test_header_fields_not_keeps_odd_lines_and_adds_blank_line_only_if_present():
+    odd = b"Subject: x\nthis is not a header\nFrom: a@b\n\nbody\n"
+    assert respond("BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT FROM)]", odd).endswith(
+        b"{24}\r\nthis is not a header\r\n\r\n)\r\n"
+    )
+    assert respond("BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)]", F.HEADER_ONLY).endswith(
+        b"{11}\r\nFrom: x@y\r\n)\r\n"
+    )
 
 
 def test_binary_decodes_and_uses_literal8_for_nul():
     out = respond("(BINARY.PEEK[1] BINARY.SIZE[1])", F.BINARY_NUL)
     assert out == b"* 3 FETCH (BINARY[1] ~{4}\r\n\x00\x01\x02\x03 BINARY.SIZE[1] 4)\r\n"
     out = respond("BINARY.PEEK[1.1]", F.NESTED)
-    assert out.endswith(b"{13}\r\nCaf\xc3\xa9 au lait)\r\n")
+    assert out.endswith(b"~{13}\r\nCaf\xc3\xa9 au lait)\r\n")
+    # nothing to decode: an ordinary literal
+    assert respond("BINARY.PEEK[1.2]", F.NESTED).endswith(b" {12}\r\n<p>Caf\xc3\xa9</p>)\r\n")
 
 
 def test_binary_of_unknown_encoding_is_no_unknown_cte():
