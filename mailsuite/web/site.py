@@ -53,6 +53,7 @@ class BoundedRequest(server.Request):
 
     too_large = False
     _received = 0
+    _answered_early = False
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > MAX_BODY:
@@ -85,7 +86,7 @@ class BoundedRequest(server.Request):
             self.content.write(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if getattr(self, "_answered_early", False):
+        if self._answered_early:
             return  # the 413 is already on its way; the rest of the body is ignored
         super().requestReceived(command, path, version)
 
