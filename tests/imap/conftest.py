@@ -18,8 +18,22 @@ from tests.conftest import DEFAULT_PASSWORD
 USER = "alice@example.test"
 
 
+# Only the IMAP listeners: starting the others costs time every test pays.
+IMAP_ONLY = {k: [] for k in ("smtp", "submission", "submissions", "pop3", "pop3s", "http")}
+
+
 @pytest.fixture
 def imap_server(server_factory):
+    srv = server_factory(
+        auth={"plaintext": "loopback"}, limits={"bad_commands": 5}, listen=IMAP_ONLY
+    )
+    srv.add_user(USER)
+    return srv
+
+
+@pytest.fixture
+def full_server(server_factory):
+    """Every listener (SMTP for delivery into IDLE, POP3 next to IMAP)."""
     srv = server_factory(auth={"plaintext": "loopback"}, limits={"bad_commands": 5})
     srv.add_user(USER)
     return srv

@@ -3,7 +3,7 @@ APPENDLIMIT/TOOBIG (7889), TRYCREATE, internal date and flags."""
 
 import imaplib
 
-from tests.imap.conftest import Raw, connect, message
+from tests.imap.conftest import IMAP_ONLY, Raw, connect, message
 
 
 def test_append_returns_appenduid_rfc4315(imap_server):
@@ -63,7 +63,9 @@ def test_multiappend_rfc3502(imap_server):
 
 
 def test_oversized_literal_refused_without_reading_rfc7889(server_factory):
-    srv = server_factory(auth={"plaintext": "loopback"}, imap={"append_limit": 1000})
+    srv = server_factory(
+        listen=IMAP_ONLY, auth={"plaintext": "loopback"}, imap={"append_limit": 1000}
+    )
     srv.add_user("alice@example.test")
     r = Raw(srv.port("imap"))
     assert b"APPENDLIMIT=1000" in r.greeting
@@ -98,7 +100,7 @@ def test_append_bad_date_is_bad(imap_server):
 
 
 def test_multiappend_is_all_or_nothing_rfc3502(server_factory):
-    srv = server_factory(auth={"plaintext": "loopback"})
+    srv = server_factory(listen=IMAP_ONLY, auth={"plaintext": "loopback"})
     srv.add_user("alice@example.test", quota_messages=2)
     r = Raw(srv.port("imap"))
     r.login()

@@ -7,7 +7,7 @@ import ssl
 import pytest
 
 from tests.conftest import DEFAULT_PASSWORD
-from tests.imap.conftest import USER, Raw
+from tests.imap.conftest import IMAP_ONLY, USER, Raw
 
 
 def _ctx():
@@ -66,7 +66,7 @@ def test_commands_before_login_are_refused(imap_server):
 
 
 def test_logindisabled_before_starttls_and_login_after(server_factory):
-    srv = server_factory()  # auth.plaintext = "never"
+    srv = server_factory(listen=IMAP_ONLY)  # auth.plaintext = "never"
     srv.add_user(USER)
     c = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=10)
     assert "LOGINDISABLED" in c.capabilities and "STARTTLS" in c.capabilities
@@ -79,7 +79,7 @@ def test_logindisabled_before_starttls_and_login_after(server_factory):
 
 
 def test_imaps_port_993(server_factory):
-    srv = server_factory()
+    srv = server_factory(listen=IMAP_ONLY)
     srv.add_user(USER)
     c = imaplib.IMAP4_SSL("127.0.0.1", srv.port("imaps"), ssl_context=_ctx(), timeout=10)
     assert "STARTTLS" not in c.capabilities
@@ -89,7 +89,7 @@ def test_imaps_port_993(server_factory):
 
 def test_plaintext_pipelined_after_starttls_is_discarded(server_factory):
     """RFC 3501 §6.2.1 / DESIGN.md: bytes after STARTTLS and before the handshake never run."""
-    srv = server_factory()
+    srv = server_factory(listen=IMAP_ONLY)
     srv.add_user(USER)
     r = Raw(srv.port("imap"))
     r.send(b"a STARTTLS\r\nb LOGIN x y\r\nc CAPABILITY\r\n")

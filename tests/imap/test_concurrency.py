@@ -45,7 +45,8 @@ def test_uid_commands_may_carry_expunges(imap_server):
     assert out[-2] == b"* 1 EXPUNGE"
 
 
-def test_pop3_deletion_reaches_imap_session(imap_server):
+def test_pop3_deletion_reaches_imap_session(full_server):
+    imap_server = full_server
     import poplib
 
     append_n(connect(imap_server), 2)

@@ -16,7 +16,8 @@ def _idle(srv):
     return r
 
 
-def test_idle_woken_by_smtp_delivery_within_a_second(imap_server):
+def test_idle_woken_by_smtp_delivery_within_a_second(full_server):
+    imap_server = full_server
     r = _idle(imap_server)
     start = time.monotonic()
     with smtplib.SMTP("127.0.0.1", imap_server.port("smtp"), timeout=10) as s:

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import DEFAULT_PASSWORD
-from tests.imap.conftest import USER, message
+from tests.imap.conftest import IMAP_ONLY, USER, message
 
 
 def _config(srv, local: Path) -> Path:
@@ -78,7 +78,7 @@ def _count(c, folder) -> int:
 
 def test_mbsync_round_trip(server_factory, tmp_path):
     # The self-signed certificate names the configured host name; mbsync checks it.
-    srv = server_factory(hostname="localhost")
+    srv = server_factory(listen=IMAP_ONLY, hostname="localhost")
     srv.add_user(USER)
     c = connect_tls(srv)
     for i in range(1, 6):

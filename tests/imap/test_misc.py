@@ -7,7 +7,7 @@ import zlib
 from imapclient import IMAPClient
 
 from tests.conftest import DEFAULT_PASSWORD
-from tests.imap.conftest import USER, Raw, append_n, connect
+from tests.imap.conftest import IMAP_ONLY, USER, Raw, append_n, connect
 
 
 def test_id_rfc2971(imap_server):
@@ -41,7 +41,7 @@ def test_utf8_accept_mailbox_names_rfc6855(imap_server):
 
 
 def test_quota_rfc9208(server_factory):
-    srv = server_factory(auth={"plaintext": "loopback"})
+    srv = server_factory(listen=IMAP_ONLY, auth={"plaintext": "loopback"})
     srv.add_user(USER, quota_bytes=10 * 1024 * 1024, quota_messages=100)
     c = connect(srv)
     append_n(c, 2)
@@ -55,7 +55,7 @@ def test_quota_rfc9208(server_factory):
 
 
 def test_quota_exceeded_on_append_is_overquota(server_factory):
-    srv = server_factory(auth={"plaintext": "loopback"})
+    srv = server_factory(listen=IMAP_ONLY, auth={"plaintext": "loopback"})
     srv.add_user(USER, quota_messages=1)
     c = connect(srv)
     append_n(c, 1)
@@ -105,7 +105,7 @@ def test_noop_works_in_every_state(imap_server):
 def test_autologout_timer_rfc3501_5_4(server_factory):
     # The configured minimum is RFC 3501's 30 minutes; the timer itself is checked by
     # driving the protocol's timeout directly.
-    srv = server_factory(auth={"plaintext": "loopback"})
+    srv = server_factory(listen=IMAP_ONLY, auth={"plaintext": "loopback"})
     srv.add_user(USER)
     assert srv.config.imap.idle_timeout >= 1800
     r = Raw(srv.port("imap"))

@@ -4,7 +4,7 @@ over-long lines refused (RFC 7162 §4 guidance), and literals inside other comma
 
 import time
 
-from tests.imap.conftest import Raw, append_n, connect
+from tests.imap.conftest import IMAP_ONLY, Raw, append_n, connect
 
 
 def test_pipelined_commands_answered_in_order(imap_server):
@@ -73,7 +73,9 @@ def test_malformed_commands_get_bad_and_session_continues(imap_server):
 
 
 def test_overlong_line_is_refused_without_buffering(server_factory):
-    srv = server_factory(auth={"plaintext": "loopback"}, imap={"max_command_line": 1000})
+    srv = server_factory(
+        listen=IMAP_ONLY, auth={"plaintext": "loopback"}, imap={"max_command_line": 1000}
+    )
     srv.add_user("alice@example.test")
     r = Raw(srv.port("imap"))
     r.send(b"a NOOP " + b"x" * 5000 + b"\r\n")
