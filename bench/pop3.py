@@ -11,6 +11,7 @@ With --port it measures another server instead (e.g. the Dovecot peer of ../shar
 generated messages are written there (owned like the Maildir) so both servers serve equal bytes.
 
   python3 bench/pop3.py --messages 1000 --big-mb 20 --repeat 3
+  python3 bench/pop3.py --serve-only     # then e.g. ../shared/peers/bench_pop3.py --port N
   python3 bench/pop3.py --port 12110 --user user49@example.test --password pass \\
       --maildir /tmp/peers/mail/example.test/user49 \\
       --big-user user48@example.test --big-maildir /tmp/peers/mail/example.test/user48
@@ -249,12 +250,19 @@ def main() -> None:
     ap.add_argument("--password", default="pass")
     ap.add_argument("--maildir", help="Maildir of --user on the other server")
     ap.add_argument("--big-maildir", help="Maildir of --big-user on the other server")
+    ap.add_argument(
+        "--serve-only",
+        action="store_true",
+        help="fill the maildrops, start mailsuite and wait (to run another client against it)",
+    )
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--port-file", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.serve:
         serve(Path(a.serve), Path(a.port_file))
         return
+    if a.serve_only and a.port is not None:
+        raise SystemExit("--serve-only starts mailsuite; it does not go with --port")
     a.repeat = max(1, min(a.repeat, 20))
     tmp = Path(tempfile.mkdtemp(prefix="bench-pop3-"))
     proc = None
@@ -282,6 +290,17 @@ def main() -> None:
                 Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
             except OSError:
                 rss_login = None
+        if a.serve_only:
+            print(
+                f"serving {a.user} ({a.messages} msgs) and {a.big_user} on 127.0.0.1:{a.port},"
+                f" password {a.password!r}; Ctrl-C to stop",
+                flush=True,
+            )
+            try:
+                proc.wait()
+            except KeyboardInterrupt:
+                pass
+            return
         res: dict = {}
         for _ in range(a.repeat):
             one_rep(a, res)

@@ -27,6 +27,9 @@ class Maildrop:
         self.deleted: set[int] = set()  # message numbers
         # Unique-ids are made only when asked for: many sessions never send UIDL.
         self._uidl = uidl
+        # Listings are cached until a DELE or RSET changes them (clients repeat LIST/UIDL).
+        self._scan: list[bytes] | None = None
+        self._uids: list[bytes] | None = None
 
     def _live(self) -> list[tuple[int, Entry]]:
         return [(i, e) for i, e in enumerate(self.entries, 1) if i not in self.deleted]
@@ -47,15 +50,23 @@ class Maildrop:
     def delete(self, number: int) -> None:
         self.get(number)
         self.deleted.add(number)
+        self._scan = self._uids = None
 
     def reset(self) -> None:
         self.deleted.clear()
+        self._scan = self._uids = None
 
     def scan_listing(self) -> list[bytes]:
-        return [b"%d %d" % (i, e.octets) for i, e in self._live()]
+        """RFC 1939 §5 LIST lines, "msg octets"; each starts with a digit (no byte-stuffing)."""
+        if self._scan is None:
+            self._scan = [b"%d %d" % (i, e.octets) for i, e in self._live()]
+        return self._scan
 
     def uid_listing(self) -> list[bytes]:
-        return [b"%d %s" % (i, self.uidl(e).encode("ascii")) for i, e in self._live()]
+        """RFC 1939 §7 UIDL lines, "msg unique-id"; each starts with a digit."""
+        if self._uids is None:
+            self._uids = [b"%d %s" % (i, self.uidl(e).encode("ascii")) for i, e in self._live()]
+        return self._uids
 
     def uidl(self, entry: Entry) -> str:
         return self._uidl(entry)

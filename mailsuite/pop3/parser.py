@@ -188,6 +188,14 @@ def multiline(first: bytes, lines: Iterable[bytes]) -> list[bytes]:
     return out
 
 
+def listing(first: bytes, lines: list[bytes]) -> list[bytes]:
+    """A multi-line LIST/UIDL response: every line starts with a message number, so none
+    needs byte-stuffing and the lines are joined in one go."""
+    if not lines:
+        return [first, TERMINATOR]
+    return [first, CRLF.join(lines), CRLF + TERMINATOR]
+
+
 @dataclass(frozen=True)
 class CapaOptions:
     """What to advertise in CAPA (RFC 2449), given the session's state and the configuration."""

@@ -38,6 +38,7 @@ from mailsuite.pop3.parser import (
     encode_message,
     err,
     format_uidl,
+    listing,
     multiline,
     ok,
     parse_command,
@@ -513,14 +514,14 @@ class Pop3Session(Protocol, TimeoutMixin):
             return
         count, octets = self.maildrop.stat()
         first = ok(f"{count} messages ({octets} octets)")
-        self._write(multiline(first, self.maildrop.scan_listing()))
+        self._write(listing(first, self.maildrop.scan_listing()))
 
     def _uidl(self, args):
         if args:
             n = parse_message_number(args[0])
             self._write([ok(f"{n} {self.maildrop.uidl(self.maildrop.get(n))}")])
             return
-        self._write(multiline(ok(), self.maildrop.uid_listing()))
+        self._write(listing(ok(), self.maildrop.uid_listing()))
 
     def _dele(self, args):
         if not args:

@@ -17,6 +17,7 @@ def make_drop() -> Maildrop:
 def test_rfc1939_stat_and_listings_skip_deleted_messages():
     drop = make_drop()
     assert drop.stat() == (3, 600)
+    assert len(drop.scan_listing()) == len(drop.uid_listing()) == 3  # cached until DELE
     drop.delete(2)
     assert drop.stat() == (2, 400)
     assert drop.scan_listing() == [b"1 100", b"3 300"]
@@ -41,8 +42,10 @@ def test_rfc1939_rset_unmarks_everything():
     drop = make_drop()
     drop.delete(1)
     drop.delete(3)
+    assert drop.scan_listing() == [b"2 200"]
     drop.reset()
     assert drop.stat() == (3, 600) and drop.deleted_uids() == []
+    assert drop.scan_listing() == [b"1 100", b"2 200", b"3 300"]
 
 
 def test_one_session_per_mailbox():

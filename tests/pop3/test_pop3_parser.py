@@ -21,6 +21,7 @@ from mailsuite.pop3.parser import (
     encode_message,
     err,
     format_uidl,
+    listing,
     multiline,
     ok,
     parse_command,
@@ -276,3 +277,8 @@ def test_chunked_encoding_matches_the_line_model(msg, data, body_lines):
     out += enc.finish()
     assert out == reference_wire(msg, body_lines)
     assert out == encode_message(msg, body_lines)
+
+
+def test_listing_joins_numbered_lines():
+    assert b"".join(listing(b"+OK\r\n", [b"1 10", b"2 20"])) == b"+OK\r\n1 10\r\n2 20\r\n.\r\n"
+    assert b"".join(listing(b"+OK\r\n", [])) == b"+OK\r\n.\r\n"
