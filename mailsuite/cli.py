@@ -262,7 +262,7 @@ def cmd_serve(ctx: Context) -> int:
 
 
 def cmd_check(ctx: Context) -> int:
-    from mailsuite.app import LISTENERS
+    from mailsuite.app import IMPLICIT_TLS, LISTENERS
     from mailsuite.config import parse_listen_address
 
     cfg = ctx.config
@@ -271,7 +271,7 @@ def cmd_check(ctx: Context) -> int:
     for f in dataclasses.fields(ListenConfig):
         for addr in getattr(cfg.listen, f.name):
             host, port = parse_listen_address(addr)
-            tls = " (implicit TLS)" if f.name in ("submissions", "pop3s", "imaps") else ""
+            tls = " (implicit TLS)" if f.name in IMPLICIT_TLS else ""
             print(f"listen {f.name:<12} {host}:{port}{tls}")
             importlib.import_module(LISTENERS[f.name])
     return 0
@@ -430,4 +430,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main, so that plugins raising mailsuite.cli.CliError are
+    # caught (under -m this file is __main__, a second copy with its own CliError class).
+    from mailsuite.cli import main as _main
+
+    sys.exit(_main())
