@@ -1,0 +1,205 @@
+"""`mailsuite serve` as an operator runs it: a real process on free ports that logs one line per
+event (JSON lines when configured), reloads its certificate on SIGHUP and stops cleanly with exit
+status 0 on SIGTERM and SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mailsuite.tls import fingerprint, make_self_signed
+from tests.conftest import LISTEN_KINDS, base_config, client_tls_context, toml_dumps
+
+LISTENING = re.compile(r"listening for (\w+) on 127\.0\.0\.1:(\d+)")
+
+
+class ServeProcess:
+    """`mailsuite serve` in a child process, its output read line by line."""
+
+    def __init__(self, root: Path, **overrides):
+        root.mkdir(parents=True, exist_ok=True)
+        self.config_path = root / "mailsuite.toml"
+        self.raw = base_config(root, **overrides)
+        self.config_path.write_text(toml_dumps(self.raw))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailsuite.cli", "--config", str(self.config_path), "serve"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.ports: dict[str, int] = {}
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self.seen.append(line)
+            if re.search(pattern, line):
+                return line
+        raise AssertionError(f"no {pattern!r} in output:\n" + "\n".join(self.seen))
+
+    def wait_listening(self, parse=lambda line: line) -> None:
+        while len(self.ports) < len(LISTEN_KINDS):
+            line = parse(self.wait_for("listening for"))
+            m = LISTENING.search(line)
+            assert m, line
+            self.ports[m.group(1)] = int(m.group(2))
+
+    def stop(self, sig: int) -> int:
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            self.drain()
+
+    def drain(self) -> None:
+        while True:
+            try:
+                self.seen.append(self.lines.get(timeout=0.5))
+            except queue.Empty:
+                return
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    started: list[ServeProcess] = []
+
+    def start(name="serve", **overrides) -> ServeProcess:
+        sp = ServeProcess(tmp_path / name, **overrides)
+        started.append(sp)
+        return sp
+
+    yield start
+    for sp in started:
+        sp.kill()
+
+
+def smtp_banner(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        return s.recv(512)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_listens_then_stops_cleanly_with_exit_0(serve, sig):
+    sp = serve()
+    sp.wait_listening()
+    assert set(sp.ports) == set(LISTEN_KINDS)
+    assert smtp_banner(sp.ports["smtp"]).startswith(b"220 ")
+    assert sp.stop(sig) == 0
+    # Each event is one line, "<level> <namespace>: <text>".
+    for line in sp.seen:
+        assert re.match(r"^(debug|info|warn|error|critical) [\w.]+: ", line), line
+    assert not any("Traceback" in line for line in sp.seen)
+    # The listeners are closed.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", sp.ports["smtp"]), timeout=2).close()
+
+
+def test_serve_logs_json_lines_when_configured(serve):
+    sp = serve(log={"format": "json"})
+    sp.wait_listening(parse=lambda line: json.loads(line)["text"])
+    assert sp.stop(signal.SIGTERM) == 0
+    events = [json.loads(line) for line in sp.seen]  # every line is one JSON object
+    assert all({"time", "level", "namespace", "text"} <= set(e) for e in events)
+    assert any(e.get("kind") == "imaps" and e["level"] == "info" for e in events)
+
+
+def test_sighup_reloads_the_certificate_for_new_connections(serve):
+    sp = serve()
+    sp.wait_listening()
+    ctx = client_tls_context()
+
+    def cert_of(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw) as tls:
+                return tls.getpeercert(binary_form=True)
+
+    before = cert_of(sp.ports["imaps"])
+    cert, key = Path(sp.raw["tls"]["cert"]), Path(sp.raw["tls"]["key"])
+    new_fp = make_self_signed(cert, key, "renewed.example.test")
+    sp.proc.send_signal(signal.SIGHUP)
+    sp.wait_for("TLS certificate loaded")
+    after = cert_of(sp.ports["imaps"])
+    assert after != before and fingerprint(after) == new_fp
+    assert fingerprint(cert_of(sp.ports["pop3s"])) == new_fp
+    assert sp.proc.poll() is None  # SIGHUP does not stop it
+    assert sp.stop(signal.SIGTERM) == 0
+
+
+def test_deliveries_by_the_admin_command_reach_the_running_server(serve):
+    sp = serve(auth={"plaintext": "loopback"})
+    sp.wait_listening()
+
+    def cli(*args, data=None):
+        return subprocess.run(
+            [sys.executable, "-m", "mailsuite.cli", "--config", str(sp.config_path), *args],
+            input=data,
+            capture_output=True,
+            timeout=60,
+        )
+
+    assert (
+        cli(
+            "user", "add", "carol@example.test", "--password-stdin", data=b"Carol-pw-1\n"
+        ).returncode
+        == 0
+    )
+    msg = b"From: x@example.net\r\nSubject: hello carol\r\n\r\nhi\r\n"
+    assert cli("deliver", "--to", "carol@example.test", data=msg).returncode == 0
+    import imaplib
+
+    imap = imaplib.IMAP4("127.0.0.1", sp.ports["imap"])
+    imap.login("carol@example.test", "Carol-pw-1")
+    typ, data = imap.select("INBOX")
+    assert typ == "OK" and data == [b"1"]
+    typ, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert b"hello carol" in data[0][1]
+    imap.logout()
+    assert sp.stop(signal.SIGTERM) == 0
+    # The index of the folder the server had open was saved on the way out.
+    maildir = Path(sp.raw["data_dir"]) / "mail" / "example.test" / "carol"
+    assert (maildir / "mailsuite-index").exists()
+
+
+def test_in_process_server_exposes_bound_ports_and_saves_indexes_on_stop(mail_server):
+    srv = mail_server
+    ports = {kind: srv.port(kind) for kind in LISTEN_KINDS}
+    assert all(p > 0 for p in ports.values()) and len(set(ports.values())) == len(ports)
+    with socket.create_connection(("127.0.0.1", ports["imaps"]), timeout=10) as raw:
+        with client_tls_context().wrap_socket(raw) as tls:
+            assert tls.recv(512).startswith(b"* OK")
+    mbox = srv.mailbox("alice@example.test")
+    folder = srv.call(mbox.folder, "INBOX")
+    mbox.deliver(b"Subject: x\r\n\r\ny\r\n")
+    srv.call(folder.refresh, True)
+    srv.stop()
+    assert (mbox.path / "mailsuite-index").exists()
+    assert os.path.getsize(mbox.path / "mailsuite-index") > 0
