@@ -173,13 +173,18 @@ def test_rfc8314_implicit_tls_greets_inside_tls(server, kind):
         assert s.has_extn("auth") and not s.has_extn("starttls")
 
 
-def test_pipelined_large_messages_with_flow_control(server, wire):
+@pytest.mark.parametrize("tls", [False, True])
+def test_pipelined_large_messages_with_flow_control(server, wire, tls):
     """40 x 100 KB messages pipelined in one stream while replies are read concurrently:
-    the server pauses reading while deliveries are pending and loses nothing."""
+    the server pauses reading while deliveries are pending and loses nothing (also inside
+    STARTTLS, where the TLS layer sits between us and the socket)."""
     import threading
 
     w = wire()
     w.cmd("EHLO c")
+    if tls:
+        w.starttls()
+        w.cmd("EHLO c")
     body = b"Subject: big\r\n\r\n" + (b"z" * 98 + b"\r\n") * 1000
     stream = b"".join(
         b"MAIL FROM:<a@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n" + body + b".\r\n"
