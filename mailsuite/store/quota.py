@@ -1,8 +1,11 @@
 """Per-user quota kept in the Maildir++ `maildirsize` file, counted without rescans.
 
 The first line holds the limits (`<bytes>S,<count>C`), each later line a delta (`<bytes> <count>`)
-appended with one O_APPEND write, which is atomic between processes.  When the file grows past a
-few KB it is recalculated from the folder file names (`,S=` sizes), as the Maildir++ spec says.
+appended with one O_APPEND write, which is atomic between processes.  Each process reads only
+what was appended since its last look.  The Maildir++ spec recalculates the file from the folder
+listings once it passes 5120 bytes; for a busy 100,000-message mailbox that is a full rescan every
+few hundred deliveries, so we let it grow to RECALC_AT first (a rare self-healing rescan that
+also catches files removed behind our back).  Other Maildir++ readers still recalculate at 5120.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-RECALC_AT = 5120
+RECALC_AT = 512 * 1024  # ~60,000 deltas
 
 
 class QuotaExceeded(Exception):
