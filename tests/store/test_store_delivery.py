@@ -7,6 +7,7 @@ nothing in new/ (nor in tmp/).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -236,3 +237,39 @@ def test_many_threads_deliver_unique_files(mbox):
     times = [int(split_filename(m.key)[0].split(".")[0]) for m in folder.messages]
     assert times == sorted(times)
     assert mbox.quota().used_messages == 150
+
+
+RESCAN_PROBE = r"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from mailsuite.store import Store
+mbox = Store(Path(sys.argv[1])).mailbox("r@example.test")
+listed = []
+sys.addaudithook(lambda ev, args: listed.append(str(args[0])) if ev == "os.listdir" else None)
+for i in range(3):
+    mbox.deliver(b"Subject: x\r\n\r\nbody\r\n")
+q = mbox.quota()
+print(json.dumps({"listed": listed, "used": [q.used_bytes, q.used_messages]}))
+"""
+
+
+def test_quota_is_counted_without_rescanning_a_busy_mailbox(store):
+    """maildirsize is read incrementally; a long file of deltas (a mailbox with much traffic)
+    does not make every delivery list the folders again."""
+    mbox = store.create_mailbox("r@example.test", quota_bytes=10_000_000)
+    mbox.deliver(b"Subject: x\r\n\r\nbody\r\n")
+    stored = len(b"Subject: x\n\nbody\n")
+    # Thousands of deliveries and expunges that cancel out, as appended by Maildir++ writers.
+    with open(mbox.path / "maildirsize", "a") as f:
+        f.write(f"{stored} 1\n-{stored} -1\n" * 600)
+    out = subprocess.run(
+        [sys.executable, "-c", RESCAN_PROBE, str(store.root), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["used"] == [4 * stored, 4]
+    assert result["listed"] == []
