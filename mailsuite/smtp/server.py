@@ -503,8 +503,8 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
                 # RFC 1870 §6: with a declared SIZE, refuse a full mailbox now rather than
                 # fail one copy after DATA (a single reply covers all recipients).
                 self.services.delivery.check_quota(address, tx.mail.size)
-            except QuotaExceeded:
-                raise SmtpReply(452, "4.2.2", f"<{address}>: Mailbox full") from None
+            except QuotaExceeded as e:
+                raise _quota_reply(e, f"<{address}>: Mailbox full") from None
         if address.lower() not in tx.addresses:
             tx.addresses.add(address.lower())
             tx.recipients.append(_make_recipient(address, rcpt.notify, rcpt.orcpt))
@@ -706,6 +706,14 @@ def _make_envelope(tx: Transaction, session: SmtpSession) -> Envelope:
     )
 
 
+def _quota_reply(e: QuotaExceeded, text: str) -> SmtpReply:
+    """RFC 3463 X.2.2 mailbox full: 452 while it may drain, 552 when the message can never
+    fit (RFC 1870 §6.1 makes the same split for SIZE)."""
+    if getattr(e, "temporary", True):
+        return SmtpReply(452, "4.2.2", text)
+    return SmtpReply(552, "5.2.2", text)
+
+
 def _delivery_failure_reply(failure: Failure) -> SmtpReply:
     if failure.check(SmtpReply):
         return failure.value
@@ -713,8 +721,7 @@ def _delivery_failure_reply(failure: Failure) -> SmtpReply:
         # The account vanished between RCPT and the end of DATA.
         return SmtpReply(550, "5.1.1", "Error: recipient address rejected: User unknown")
     if failure.check(QuotaExceeded):
-        # RFC 3463 X.2.2: mailbox full.  Temporary, as Postfix/Dovecot answer by default.
-        return SmtpReply(452, "4.2.2", "Error: mailbox full")
+        return _quota_reply(failure.value, "Error: mailbox full")
     log.failure("delivery failed", failure)
     # Nothing is half-delivered: delivery fires only when every copy is safe, and a retry of
     # the same message after 451 must not duplicate what was stored.

@@ -166,22 +166,37 @@ def _set_quota(server, address: str, limit_bytes: int) -> None:
     on_reactor(lambda: server.services.store.mailbox(address).set_quota(limit_bytes, 0))
 
 
-def test_declared_size_over_quota_refused_at_rcpt_452_4_2_2(server):
-    _set_quota(server, "bob@example.test", 500)
+def test_declared_size_against_quota_at_rcpt_452_or_552(server):
+    _set_quota(server, "bob@example.test", 1000)
     w = session(server)
     w.cmd("MAIL FROM:<a@remote.test> SIZE=2000")
     code, text = w.cmd("RCPT TO:<bob@example.test>")
-    assert (code, text[:5]) == (452, "4.2.2")
+    assert (code, text[:5]) == (552, "5.2.2")  # can never fit
     assert w.cmd("RCPT TO:<alice@example.test>")[0] == 250
+    w.cmd("RSET")
+    _fill(server, "bob@example.test", 700)
+    w.cmd("MAIL FROM:<a@remote.test> SIZE=500")
+    code, text = w.cmd("RCPT TO:<bob@example.test>")
+    assert (code, text[:5]) == (452, "4.2.2")  # may fit once mail is deleted
+
+
+def _fill(server, address: str, size: int) -> None:
+    from tests.conftest import on_reactor
+
+    data = b"Subject: filler\r\n\r\n" + b"f" * (size - 23) + b"\r\n"
+    on_reactor(lambda: server.services.store.mailbox(address).deliver(data))
 
 
 def test_message_over_quota_refused_after_data_and_not_stored(server):
-    _set_quota(server, "bob@example.test", 500)
+    _set_quota(server, "bob@example.test", 1000)
     w = session(server)
-    w.cmd("MAIL FROM:<a@remote.test>")
-    assert w.cmd("RCPT TO:<bob@example.test>")[0] == 250
-    w.cmd("DATA")
-    w.send(b"Subject: fat\r\n\r\n" + (b"f" * 70 + b"\r\n") * 20 + b".\r\n")
-    code, text = w.reply()
-    assert (code, text[0][:5]) == (452, "4.2.2")
-    assert server.maildir_files("bob@example.test") == []
+    for size, expect in ((3000, (552, "5.2.2")), (600, (452, "4.2.2"))):
+        w.cmd("MAIL FROM:<a@remote.test>")
+        assert w.cmd("RCPT TO:<bob@example.test>")[0] == 250
+        w.cmd("DATA")
+        w.send(b"Subject: fat\r\n\r\n" + (b"f" * 98 + b"\r\n") * (size // 100) + b".\r\n")
+        code, text = w.reply()
+        assert (code, text[0][:5]) == expect
+        if size == 3000:
+            _fill(server, "bob@example.test", 700)
+    assert len(server.maildir_files("bob@example.test")) == 1  # only the filler
