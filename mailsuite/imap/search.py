@@ -191,9 +191,7 @@ class _SentDate(_Node):
     def test(self, env):
         d = sent_day(env.content().fields())
         if d is None:
-            # no usable Date: use the internal date, as RFC 5256 does for SORT DATE
-            t = time.localtime(env.msg.internaldate)
-            d = (t.tm_year, t.tm_mon, t.tm_mday)
+            d = (1970, 1, 1)  # no usable Date: the epoch, as Dovecot compares it
         return _cmp_day(self.op, d, self.day)
 
 
@@ -229,6 +227,46 @@ _DECODED_MAX = 200_000
 _MISSING = object()
 
 
+_ADDRESS_HEADERS = frozenset(
+    [
+        b"from",
+        b"to",
+        b"cc",
+        b"bcc",
+        b"sender",
+        b"reply-to",
+        b"resent-from",
+        b"resent-sender",
+        b"resent-to",
+        b"resent-cc",
+        b"resent-bcc",
+    ]
+)
+
+
+def _address_text(value: bytes) -> str:
+    """An address header as Dovecot searches it: parsed, names decoded, rewritten as
+    `Name <local@domain>` (missing parts spelled MISSING_MAILBOX / MISSING_DOMAIN)."""
+    out = []
+    group = False
+    for name, _adl, local, host in mime.parse_addresses(value) or ():
+        if host is None:
+            if local is not None:
+                out.append(_decode_word(local) + ":")
+                group = True
+            elif group:
+                out.append(";")
+                group = False
+            continue
+        addr = (local or b"").decode("utf-8", "replace") + "@" + host.decode("utf-8", "replace")
+        out.append(f"{_decode_word(name)} <{addr}>" if name else addr)
+    return _WSP_STR_RE.sub(" ", ", ".join(out)).casefold()
+
+
+def _decode_word(v: bytes | None) -> str:
+    return mime.decode_header_value(v) if v else ""
+
+
 def decoded_field(env: _Env, name: bytes) -> str | None:
     """All `name` fields of the message, RFC 2047-decoded and casefolded, joined by newlines;
     None when the message has no such field."""
@@ -242,10 +280,12 @@ def decoded_field(env: _Env, name: bytes) -> str | None:
     for n, raw in env.content().fields():
         if n == name:
             value = mime.field_value(raw)
-            if b"=?" not in value and value.isascii():
-                values.append(value.decode("ascii").lower())
+            if name in _ADDRESS_HEADERS:
+                values.append(_address_text(value))
+            elif b"=?" not in value and value.isascii():
+                values.append(_squeeze(value).decode("ascii").lower())
             else:
-                values.append(mime.decode_header_value(value).casefold())
+                values.append(_WSP_STR_RE.sub(" ", mime.decode_header_value(value)).casefold())
     text = "\n".join(values) if values else None
     if key is not None:
         if len(_DECODED) >= _DECODED_MAX:
@@ -278,13 +318,17 @@ class _BodyText(_Node):
 _ENCODED_MARKERS = (b"base64", b"quoted-printable", b"utf-16", b"utf-32", b"utf-7")
 
 
+_TOP_CT_RE = re.compile(rb"^content-type[ \t]*:[ \t]*([^;\r\n]*)", re.MULTILINE)
+
+
 def _fast_scan(raw: bytes, needle: bytes, with_header: bool) -> bool | None:
     """Answer from the raw bytes when that is exact; None when decoding is needed.
 
-    A lower-cased ASCII needle absent from the lower-cased raw body cannot appear after
+    A lower-cased ASCII needle absent from the lower-cased raw bytes cannot appear after
     decoding either, unless something is encoded (base64, QP, UTF-16/7 charsets).  A body hit
-    counts only for a single-part message, where no MIME headers or boundaries can produce
-    it.  The top header is decided on its own: decoded only when it has RFC 2047 words.
+    counts only for a single text part, where no MIME headers, boundaries or binary
+    attachments can produce it.  The top header is decided on its own: decoded only when it
+    has RFC 2047 words.
     """
     low = raw.lower()
     hdr_end = mime._header_end_raw(raw)
@@ -292,45 +336,66 @@ def _fast_scan(raw: bytes, needle: bytes, with_header: bool) -> bool | None:
         if low.find(b"=?", 0, hdr_end) >= 0:
             if needle.decode("ascii") in _header_text(mime.to_wire(raw[:hdr_end])):
                 return True
-        elif low.find(needle, 0, hdr_end) >= 0:
+        elif needle in _squeeze(low[:hdr_end]):
             return True
-    nested = low.find(b"multipart/", 0, hdr_end) >= 0 or low.find(b"message/", 0, hdr_end) >= 0
+    m = _TOP_CT_RE.search(low, 0, hdr_end)
+    ctype = m.group(1).strip() if m else b"text/plain"
+    simple = ctype.startswith(b"text/")
     # A single part's encoding and charset are in the top header; parts of a multipart
     # carry their own, anywhere in the body.
-    scan_end = len(low) if nested else hdr_end
+    scan_end = hdr_end if simple else len(low)
     for marker in _ENCODED_MARKERS:
         if low.find(marker, 0, scan_end) >= 0:
             return None
-    if low.find(needle, hdr_end) < 0:
+    if low.find(needle, 0 if with_header else hdr_end) < 0:
         return False
-    return None if nested else True
+    return True if simple and low.find(needle, hdr_end) >= 0 else None
+
+
+def _squeeze(text: bytes) -> bytes:
+    """Header text with folding undone and whitespace runs as one space (Dovecot matches
+    header values that way)."""
+    if b"\n" in text:
+        text = _FOLD_RE.sub(b" ", text)
+    if b"  " in text or b"\t" in text:
+        text = _WSP_RE.sub(b" ", text)
+    return text
+
+
+_FOLD_RE = re.compile(rb"\r?\n(?=[ \t])")
+_WSP_RE = re.compile(rb"[ \t]+")
+_WSP_STR_RE = re.compile(r"[ \t]+")
 
 
 def _slow_scan(content, needle: str, with_header: bool) -> bool:
+    """BODY: the decoded text parts; TEXT: also every header (the message's, each part's
+    MIME header and encapsulated messages' headers), as Dovecot searches them."""
     wire = content.wire()
     root = content.tree()
-    if with_header:
-        if needle in _header_text(wire[root.start : root.body_start]):
+    stack = [root]
+    while stack:
+        part = stack.pop()
+        if with_header and needle in _header_text(wire[part.start : part.body_start]):
             return True
-    for part in mime.iter_leaves(root):
-        if part.is_message:
-            inner = part.message
-            if needle in _header_text(wire[inner.start : inner.body_start]):
+        if part.is_multipart:
+            stack.extend(reversed(part.children))
+        elif part.is_message:
+            stack.append(part.message)
+        elif not part.has_content_type or part.ctype in ("text", "message"):
+            # Binary attachments are not text (Dovecot without FTS agrees); message/*
+            # leaves such as delivery-status are.
+            if needle in mime.part_text(wire, part).casefold():
                 return True
-            continue
-        if part.has_content_type and part.ctype not in ("text", "message"):
-            continue  # Binary attachments are not text (Dovecot without FTS agrees).
-        if needle in mime.part_text(wire, part).casefold():
-            return True
     return False
 
 
 def _header_text(block: bytes) -> str:
-    """A header block as searchable text: unfolded, RFC 2047 words decoded, casefolded.
+    """A header block as searchable text: unfolded, RFC 2047 words decoded, whitespace runs
+    squeezed, casefolded.
 
     Decoding the block in one pass (instead of field by field) is what keeps SEARCH TEXT
     cheap; field boundaries stay as line ends, so a needle never spans two fields."""
-    return mime.decode_header_value(block).casefold()
+    return _WSP_STR_RE.sub(" ", mime.decode_header_value(block)).casefold()
 
 
 class _Env:
