@@ -336,8 +336,12 @@ def _fast_scan(raw: bytes, needle: bytes, with_header: bool) -> bool | None:
         if low.find(b"=?", 0, hdr_end) >= 0:
             if needle.decode("ascii") in _header_text(mime.to_wire(raw[:hdr_end])):
                 return True
-        elif needle in _squeeze(low[:hdr_end]):
+        elif b"  " in needle or b"\t" in needle:
+            pass  # header values are matched squeezed: such a needle cannot match them
+        elif low.find(needle, 0, hdr_end) >= 0:
             return True
+        elif b" " in needle and needle in _squeeze(low[:hdr_end]):
+            return True  # only a needle with a space can match across a fold or a run
     m = _TOP_CT_RE.search(low, 0, hdr_end)
     ctype = m.group(1).strip() if m else b"text/plain"
     simple = ctype.startswith(b"text/")
