@@ -83,6 +83,15 @@ class _Active:
     dsn_passed: set[str] = field(default_factory=set)
 
 
+def _as_failure(exc: Exception, dest_key: str) -> DeliveryFailure:
+    """A DeliveryFailure as it is, anything else (a bug) as a temporary failure: mail is
+    deferred, never bounced, because of our own error."""
+    if isinstance(exc, DeliveryFailure):
+        return exc
+    log.failure("relay: unexpected error delivering to {d}", d=dest_key)
+    return DeliveryFailure("4.3.0", f"internal error: {exc!r}")
+
+
 def retry_delay(schedule: list[int], attempts: int) -> int:
     """Growing intervals, then the last one forever (default 5, 10, 20, 40 min, then hourly)."""
     if not schedule:
@@ -383,7 +392,8 @@ class QueueRunner(service.Service):
                     try:
                         conn = await self._open(dest_key)
                         self.connections.add(conn)
-                    except DeliveryFailure as f:
+                    except Exception as exc:
+                        f = _as_failure(exc, dest_key)
                         # The destination is unusable now: every job waiting for it shares the
                         # failure instead of each trying again (Postfix's "dead destination").
                         queue = self.jobs[dest_key]
@@ -400,8 +410,8 @@ class QueueRunner(service.Service):
                     outcomes = await conn.send_message(
                         e.mail_from, job.recipients, act.data, e.dsn_ret, e.dsn_envid
                     )
-                except DeliveryFailure as f:
-                    self._job_failed(job, f)
+                except Exception as exc:
+                    self._job_failed(job, _as_failure(exc, dest_key))
                     self.connections.discard(conn)
                     conn.abort()
                     conn = None
@@ -469,9 +479,15 @@ class QueueRunner(service.Service):
     # -- bookkeeping and notices --------------------------------------------------------
 
     def _finish(self, act: _Active) -> None:
-        defer.Deferred.fromCoroutine(self._finish_async(act)).addErrback(
-            lambda f: log.failure("relay: {id}: bookkeeping failed", f, id=act.entry.id)
-        ).addBoth(lambda _: self._settled(act.entry.id))
+        def failed(f) -> None:
+            # Never leave an entry behind in memory only: try it again later.
+            log.failure("relay: {id}: bookkeeping failed", f, id=act.entry.id)
+            act.entry.next_attempt = time.time() + retry_delay(self.relay.retry_schedule, 1)
+            heapq.heappush(self.heap, (act.entry.next_attempt, act.entry.id))
+
+        defer.Deferred.fromCoroutine(self._finish_async(act)).addErrback(failed).addBoth(
+            lambda _: self._settled(act.entry.id)
+        )
 
     def _settled(self, qid: str) -> None:
         self.active.pop(qid, None)
