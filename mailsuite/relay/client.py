@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from OpenSSL import SSL
-from twisted.internet import defer, endpoints, error, protocol
+from twisted.internet import defer, endpoints, error, protocol, threads
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IOpenSSLClientConnectionCreator,
@@ -24,6 +24,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mailsuite.relay.downgrade import to_7bit
 from mailsuite.relay.mx import Destination
 from mailsuite.relay.reply import DeliveryFailure, Reply, ReplyParseError, ReplyParser
 
@@ -533,6 +534,10 @@ class SmtpConnection:
                 f"message size {len(data)} exceeds server limit {limit}",
             )
         utf8 = utf8 or ("SMTPUTF8" in self.ext and has_utf8_headers(data))
+        if not utf8 and "8BITMIME" not in self.ext and is_8bit(data):
+            # RFC 6152 §3: no 8-bit data to a server without 8BITMIME; convert (parsing the
+            # whole message, so in a thread).
+            data = await threads.deferToThread(to_7bit, data)
         payload = encode_data(data)
         mail = mail_command(
             mail_from, self.ext, len(payload), is_8bit(data), utf8, dsn_ret, dsn_envid
