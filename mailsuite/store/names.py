@@ -12,6 +12,7 @@ SEPARATOR = "/"
 INBOX = "INBOX"
 MAX_NAME_BYTES = 200
 MAX_DEPTH = 16
+NAME_MAX = 255  # bytes in one directory entry (ext4, xfs, btrfs)
 
 _ESCAPES = {".": "%2E", "%": "%25"}
 
@@ -75,7 +76,11 @@ def to_dirname(name: str) -> str:
     name = validate(name)
     if name == INBOX:
         return ""
-    return "." + ".".join(_escape(p) for p in name.split(SEPARATOR))
+    dirname = "." + ".".join(_escape(p) for p in name.split(SEPARATOR))
+    # Escaping triples each "." and "%": a name within MAX_NAME_BYTES can still overflow.
+    if len(dirname.encode("utf-8")) > NAME_MAX:
+        raise BadFolderName("mailbox name too long")
+    return dirname
 
 
 def from_dirname(dirname: str) -> str | None:
