@@ -110,3 +110,13 @@ def test_foreign_directories_are_not_folders(mbox):
     assert all(".." not in n for n in names)
     with pytest.raises(NoSuchFolder):
         mbox.folder("hidden-not-maildir")
+
+
+def test_names_whose_directory_would_be_too_long_are_refused_not_crashing(mbox):
+    # 199 characters (under the 200-byte limit) but 400 once the dots are escaped.
+    name = "x." * 99 + "x"
+    with pytest.raises(BadFolderName, match="too long"):
+        mbox.create_folder(name)
+    with pytest.raises(BadFolderName):
+        mbox.deliver(b"Subject: x\r\n\r\nx\r\n", folder=name)
+    assert name not in mbox.list_folders()
