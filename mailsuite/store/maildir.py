@@ -187,9 +187,9 @@ class Mailbox:
         with self._lock:
             self._folders.pop(names.INBOX, None)
             self._folders.pop(new, None)
-        inbox_uidlist = self.path / "dovecot-uidlist"
-        if inbox_uidlist.exists():
-            os.unlink(inbox_uidlist)
+        # INBOX keeps its uidlist: the same UIDVALIDITY with UIDs that go on from the old next
+        # UID, so a client's cached UIDs never name a different message (RFC 3501 §2.3.1.1).
+        # The moved messages' lines are dropped by the next compaction.
         (self.path / "mailsuite-index").unlink(missing_ok=True)
 
     # -- special-use and subscriptions -------------------------------------------------------
