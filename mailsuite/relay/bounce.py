@@ -28,8 +28,15 @@ _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 
 
 def xtext_decode(text: str) -> str:
-    """RFC 3461 §4: "+XX" is the octet XX."""
-    return _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), text)
+    """RFC 3461 §4: "+XX" is the octet XX; the octets are read as UTF-8 (RFC 6533)."""
+    out = bytearray()
+    pos = 0
+    for m in _XTEXT.finditer(text):
+        out += text[pos : m.start()].encode("utf-8")
+        out.append(int(m.group(1), 16))
+        pos = m.end()
+    out += text[pos:].encode("utf-8")
+    return out.decode("utf-8", "replace")
 
 
 def wants_notice(rcpt: QueuedRecipient, action: str) -> bool:

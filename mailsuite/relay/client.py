@@ -90,6 +90,28 @@ def is_8bit(data: bytes) -> bool:
     return not data.isascii()
 
 
+_XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*\Z")
+
+
+def as_xtext(value: str) -> str:
+    """RFC 3461 §4: values already in xtext pass as they are (the SMTP server keeps them as
+    sent); raw ones, such as the "rfc822;user+tag@x" the delivery layer makes up, get "+",
+    "=", controls and non-ASCII octets written as "+XX"."""
+    if _XTEXT.match(value):
+        return value
+    return "".join(
+        chr(b) if 0x21 <= b <= 0x7E and b not in (0x2B, 0x3D) else f"+{b:02X}"
+        for b in value.encode("utf-8")
+    )
+
+
+def orcpt_param(orcpt: str) -> str:
+    kind, sep, addr = orcpt.partition(";")
+    if not sep:
+        return "rfc822;" + as_xtext(orcpt)
+    return f"{kind.strip()};{as_xtext(addr.strip())}"
+
+
 def mail_command(
     mail_from: str,
     ext: dict[str, str],
@@ -112,7 +134,7 @@ def mail_command(
         if dsn_ret:
             parts.append(f"RET={dsn_ret}")
         if dsn_envid:
-            parts.append(f"ENVID={dsn_envid}")
+            parts.append(f"ENVID={as_xtext(dsn_envid)}")
     return (" ".join(parts) + "\r\n").encode("utf-8")
 
 
@@ -122,7 +144,7 @@ def rcpt_command(address: str, ext: dict[str, str], notify, orcpt: str | None) -
         if notify:
             parts.append("NOTIFY=" + ",".join(notify))  # RFC 3461 §4.1
         if orcpt:
-            parts.append(f"ORCPT={orcpt}")  # RFC 3461 §4.2
+            parts.append(f"ORCPT={orcpt_param(orcpt)}")  # RFC 3461 §4.2
     return (" ".join(parts) + "\r\n").encode("utf-8")
 
 

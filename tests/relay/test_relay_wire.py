@@ -107,3 +107,30 @@ def test_utf8_header_detection():
     assert has_utf8_headers("Subject: grüße\r\n\r\nbody".encode())
     assert not has_utf8_headers("Subject: x\r\n\r\ngrüße".encode())
     assert not has_utf8_headers(b"Subject: \xe9t\xe9\r\n\r\n")  # latin-1 legacy
+
+
+def test_orcpt_and_envid_sent_as_xtext():
+    from mailsuite.relay.client import as_xtext, orcpt_param
+
+    # Already xtext (as the SMTP server keeps it): unchanged.
+    assert orcpt_param("rfc822;a+2Bb@x.test") == "rfc822;a+2Bb@x.test"
+    # Raw (as delivery makes up for aliases): "+" and "=" encoded.
+    assert orcpt_param("rfc822;user+tag@x.test") == "rfc822;user+2Btag@x.test"
+    assert as_xtext("a=b c") == "a+3Db+20c"
+    assert as_xtext("zoë") == "zo+C3+AB"
+    full = {"DSN": ""}
+    assert rcpt_command("u+t@x", full, None, "rfc822;u+t@x") == (
+        b"RCPT TO:<u+t@x> ORCPT=rfc822;u+2Bt@x\r\n"
+    )
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=40))
+def test_as_xtext_round_trips(value):
+    from mailsuite.relay.bounce import xtext_decode
+    from mailsuite.relay.client import _XTEXT, as_xtext
+
+    encoded = as_xtext(value)
+    assert _XTEXT.match(encoded)
+    if not _XTEXT.match(value):
+        assert xtext_decode(encoded) == value
