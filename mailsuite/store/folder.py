@@ -195,16 +195,24 @@ class Folder:
                 except (uidlist_mod.CorruptUidlist, OSError):
                     # RFC 3501 §2.3.1.1: UIDs are reassigned, so UIDVALIDITY must grow, also
                     # within the second the old one was made in.
-                    valid = max(uidlist_mod.new_uidvalidity(), self._previous_uidvalidity() + 1)
+                    valid = max(
+                        uidlist_mod.new_uidvalidity(self._maildir_root()),
+                        self._previous_uidvalidity() + 1,
+                    )
                     ul = uidlist_mod.Uidlist(valid, 1)
                     self._uidfile.rewrite(ul)
         if ul is None:
             with self._uidfile.locked():
                 ul = self._uidfile.load()
                 if ul is None:
-                    ul = uidlist_mod.Uidlist(uidlist_mod.new_uidvalidity(), 1)
+                    valid = uidlist_mod.new_uidvalidity(self._maildir_root())
+                    ul = uidlist_mod.Uidlist(valid, 1)
                     self._uidfile.rewrite(ul)
         self._uidlist = ul
+
+    def _maildir_root(self) -> Path:
+        """INBOX is the Maildir root; every other folder is a `.Name` directory inside it."""
+        return self.path if self.name == "INBOX" else self.path.parent
 
     def _previous_uidvalidity(self) -> int:
         """The UIDVALIDITY clients may hold: from our index, or what is left of the header."""

@@ -172,6 +172,30 @@ class UidlistFile:
         ul.offset = len(data)
 
 
-def new_uidvalidity() -> int:
-    """Time-based, as Dovecot does, so a rebuilt list never reuses an old UIDVALIDITY."""
-    return max(1, int(time.time()))
+UIDVALIDITY_FILE = "dovecot-uidvalidity"
+
+
+def new_uidvalidity(maildir_root: Path | None = None) -> int:
+    """Time-based, as Dovecot does, so a rebuilt list never reuses an old UIDVALIDITY.
+
+    With the Maildir's root, also greater than any value handed out in it before (kept in hex
+    in `dovecot-uidvalidity`, as Dovecot keeps it): a folder deleted and created again within
+    the same second must not get its old UIDVALIDITY back (RFC 3501 §2.3.1.1)."""
+    now = max(1, int(time.time()))
+    if maildir_root is None:
+        return now
+    path = maildir_root / UIDVALIDITY_FILE
+    fd = os.open(maildir_root / f"{UIDVALIDITY_FILE}.mslock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            last = int(path.read_text("ascii").strip() or "0", 16)
+        except (OSError, ValueError):
+            last = 0
+        value = max(now, last + 1) & 0xFFFFFFFF or 1
+        tmp = path.with_name(f"{UIDVALIDITY_FILE}.tmp{os.getpid()}")
+        tmp.write_text(f"{value:08x}", "ascii")
+        os.replace(tmp, path)
+        return value
+    finally:
+        os.close(fd)
