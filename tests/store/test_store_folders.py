@@ -78,3 +78,20 @@ def test_renaming_inbox_moves_its_messages_and_leaves_it_empty(mbox):
     inbox.refresh(force=True)
     assert len(inbox.messages) == 1
     assert inbox.uidvalidity != old_validity or inbox.messages[0].uid >= old_next
+
+
+def test_a_folder_deleted_and_created_again_gets_a_new_uidvalidity(mbox):
+    """RFC 3501 §2.3.1.1: the new instance must not reuse the old UIDVALIDITY, even when both
+    happen within one second (UIDVALIDITY is time-based)."""
+    seen = set()
+    for round_ in range(3):
+        mbox.create_folder("Again")
+        mbox.deliver(f"Subject: {round_}\r\n\r\nx\r\n".encode(), folder="Again")
+        folder = mbox.folder("Again")
+        assert [m.uid for m in folder.messages] == [1]
+        assert folder.uidvalidity not in seen
+        seen.add(folder.uidvalidity)
+        mbox.delete_folder("Again")
+    # Every folder of the Maildir draws from the same counter, kept as Dovecot keeps it.
+    last = int((mbox.path / "dovecot-uidvalidity").read_text(), 16)
+    assert last >= max(seen)
