@@ -66,6 +66,39 @@ def sign_hook(services, mail_from: str, data: bytes) -> bytes:
         return data
 
 
+class SigningProbe:
+    """Whether any DKIM key exists at all (data_dir/dkim/ non-empty), re-checked every few
+    seconds: without keys a message enqueued in this process needs no thread hop at all."""
+
+    TTL = 5.0
+
+    def __init__(self, services):
+        self.services = services
+        self.checked = 0.0
+        self.possible = True
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.checked > self.TTL:
+            self.checked = now
+            self.possible = self._probe()
+        return self.possible
+
+    def _probe(self) -> bool:
+        try:
+            from mailsuite.trust import dkim
+        except ImportError:
+            return False
+        config = self.services.config
+        trust = getattr(config, "trust", None)
+        if trust is not None and not getattr(trust, "dkim_sign", True):
+            return False
+        try:
+            return any(dkim.dkim_dir(config).iterdir())
+        except (OSError, AttributeError):
+            return not hasattr(dkim, "dkim_dir")
+
+
 @dataclass
 class _Job:
     entry_id: str
@@ -130,6 +163,7 @@ class QueueRunner(service.Service):
         self.to_remove: list[tuple[str, defer.Deferred]] = []
         self.removing = False
         self.pool = ThreadPool(minthreads=0, maxthreads=RELAY_THREADS, name="relay")
+        self.signing_possible = SigningProbe(services)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -284,6 +318,9 @@ class QueueRunner(service.Service):
             self.active.pop(entry.id, None)
             self.entries.pop(entry.id, None)
 
+        if preloaded is not None and not self.signing_possible():
+            loaded(preloaded)  # in memory and nothing to sign: no disk, no thread
+            return
         self._in_pool(read).addCallbacks(loaded, missing)
 
     def _push_job(self, job: _Job) -> None:

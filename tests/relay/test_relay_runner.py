@@ -360,3 +360,17 @@ def test_ipv6_only_exchanger(make_sender, sink6, stub_dns):
     s.submit("sender@example.test", ["x@six.test"], MSG)
     s.wait_empty()
     assert sink6.transactions[0].accepted == ["x@six.test"]
+
+
+def test_outbound_mail_from_local_domain_is_dkim_signed(make_sender, sink):
+    from mailsuite.trust import dkim
+
+    s = make_sender()
+    dkim.generate_key(s.config, "example.test", "relay1", "rsa")
+    s.runner.signing_possible.checked = 0.0  # keys appeared: probe again now
+    s.submit("sender@example.test", ["a@remote.test"], MSG)
+    s.wait_empty()
+    (t,) = sink.transactions
+    assert t.data.startswith(b"DKIM-Signature:")
+    assert b"d=example.test" in t.data and b"s=relay1" in t.data
+    assert t.data.endswith(MSG)
