@@ -195,6 +195,9 @@ class MimePart:
     children: list[MimePart] = field(default_factory=list)
     message: MimePart | None = None
     closed_at_end: bool = False
+    # A message header without MIME-Version or Content-Type has no MIME meaning: its other
+    # Content-* fields are ignored, as Dovecot does (RFC 2045 §4 needs MIME-Version).
+    mime_headers: bool = True
 
     @property
     def is_multipart(self) -> bool:
@@ -205,7 +208,18 @@ class MimePart:
         return self.message is not None
 
     def get(self, name: bytes) -> bytes | None:
+        if not self.mime_headers and name.startswith(b"content-"):
+            return None
         return first_value(self.fields, name)
+
+    def last(self, name: bytes) -> bytes | None:
+        if not self.mime_headers and name.startswith(b"content-"):
+            return None
+        value = None
+        for n, raw in self.fields:
+            if n == name:
+                value = field_value(raw)
+        return value
 
     def param(self, name: str) -> str | None:
         name = name.lower()
@@ -215,11 +229,34 @@ class MimePart:
         return None
 
     @property
+    def encoding_raw(self) -> str | None:
+        """The Content-Transfer-Encoding as written: the first field whose value is one
+        token (an invalid one is skipped, as Dovecot does)."""
+        if not self.mime_headers:
+            return None
+        for name, raw in self.fields:
+            if name == b"content-transfer-encoding":
+                v = _strip_comments(field_value(raw).decode("utf-8", "surrogateescape")).strip()
+                if v and _is_token(v):
+                    return v
+        return None
+
+    @property
     def encoding(self) -> str:
-        v = self.get(b"content-transfer-encoding")
-        if v is None:
-            return "7bit"
-        return _strip_comments(v.decode("ascii", "replace")).strip().lower() or "7bit"
+        v = self.encoding_raw
+        return v.lower() if v else "7bit"
+
+    @property
+    def transfer_encoding(self) -> str:
+        """The encoding to undo when decoding content (SEARCH, BINARY): honoured even in a
+        message without MIME-Version, as Dovecot decodes it there too."""
+        if self.mime_headers:
+            return self.encoding
+        self.mime_headers = True
+        try:
+            return self.encoding
+        finally:
+            self.mime_headers = False
 
 
 def _find_header_end(data: bytes, start: int, end: int) -> int:
@@ -232,17 +269,25 @@ def _find_header_end(data: bytes, start: int, end: int) -> int:
 def parse_message(wire: bytes) -> MimePart:
     """Parse wire (CRLF) bytes into a MimePart tree; never raises."""
     counter = [0]
-    return _parse_entity(wire, 0, len(wire), 0, False, counter)
+    return _parse_entity(wire, 0, len(wire), 0, False, counter, message_root=True)
 
 
 def _parse_entity(
-    data: bytes, start: int, end: int, depth: int, digest: bool, counter: list[int]
+    data: bytes,
+    start: int,
+    end: int,
+    depth: int,
+    digest: bool,
+    counter: list[int],
+    message_root: bool = False,
 ) -> MimePart:
     counter[0] += 1
     body_start = _find_header_end(data, start, end)
     fields = parse_fields(data[start:body_start])
     part = MimePart(start, body_start, end, fields)
     ct = first_value(fields, b"content-type")
+    if message_root and ct is None and first_value(fields, b"mime-version") is None:
+        part.mime_headers = False
     if ct is not None:
         main, params = parse_params(ct)
         t, sep, s = main.partition("/")
@@ -286,7 +331,9 @@ def _parse_entity(
     elif part.ctype == "message" and part.csubtype == "rfc822":
         # Only message/rfc822 has the envelope form in IMAP4rev1 (RFC 3501 §9 media-message);
         # message/global stays a leaf, as in Dovecot.
-        part.message = _parse_entity(data, body_start, end, depth + 1, False, counter)
+        part.message = _parse_entity(
+            data, body_start, end, depth + 1, False, counter, message_root=True
+        )
     return part
 
 
@@ -460,14 +507,17 @@ def _split_semicolons(s: str) -> list[str]:
     return parts
 
 
+_QUOTED_VALUE_RE = re.compile(r'"((?:[^"\\]|\\.)*)"?', re.S)
+
+
 def _unquote(v: str) -> str:
     v = v.strip(" \t\r\n")
-    if len(v) >= 2 and v[0] == '"':
-        inner = v[1:-1] if v.endswith('"') else v[1:]
-        return re.sub(r"\\(.)", r"\1", inner)
     if v.startswith('"'):
-        return v[1:]
-    return v
+        # the quoted string up to its closing quote; anything after it is junk
+        inner = _QUOTED_VALUE_RE.match(v).group(1)
+        return re.sub(r"\\(.)", r"\1", inner)
+    # a token ends at whitespace (RFC 2045 §5.1); what follows is junk, as Dovecot reads it
+    return v.split(None, 1)[0] if v else v
 
 
 _SECTION_RE = re.compile(r"^(.*?)\*(\d+)(\*?)$|^(.*?)(\*)$")
@@ -686,7 +736,7 @@ def binary_entity(wire: bytes, part: MimePart, with_header: bool) -> tuple[bytes
         body, changed = binary_entity(wire, part.message, True)
     else:
         raw = wire[part.body_start : part.end]
-        enc = part.encoding
+        enc = part.transfer_encoding
         if enc in ("7bit", "8bit", "binary"):
             body, changed = raw, False
         else:
@@ -696,9 +746,12 @@ def binary_entity(wire: bytes, part: MimePart, with_header: bool) -> tuple[bytes
 
 
 def part_text(wire: bytes, part: MimePart) -> str:
-    """The decoded text of a leaf part (for SEARCH BODY/TEXT, RFC 3501 §6.4.4)."""
+    """The decoded text of a leaf part (for SEARCH BODY/TEXT, RFC 3501 §6.4.4).
+
+    The transfer encoding is undone even in a message without MIME-Version (Dovecot's
+    search does so too, although its BODYSTRUCTURE ignores it)."""
     body = wire[part.body_start : part.end]
-    data = decode_transfer(body, part.encoding)
+    data = decode_transfer(body, part.transfer_encoding)
     return _decode_charset(data, part.param("charset"))
 
 
@@ -1116,8 +1169,8 @@ def bodystructure(wire: bytes, part: MimePart, extensible: bool = True) -> list:
     if part.ctype == "text" and part.param("charset") is None:
         # RFC 2045 §5.2: text defaults to us-ascii; Dovecot reports it explicitly
         params = (params or []) + [b"charset", b"us-ascii"]
-    cte = part.get(b"content-transfer-encoding")
-    enc = _b(_strip_comments(cte.decode("utf-8", "surrogateescape")).strip()) if cte else b"7bit"
+    cte = part.encoding_raw
+    enc = _b(cte) if cte else b"7bit"
     out = [
         t,
         s,
@@ -1146,7 +1199,7 @@ class _Multipart(list):
 
 
 def _ext_common(part: MimePart) -> list:
-    disp = part.get(b"content-disposition")
+    disp = part.last(b"content-disposition")  # the last one counts, as in Dovecot
     if disp is not None:
         main, params = parse_params(disp)
         dsp = [_b(main), _param_list(params)] if main else None
@@ -1157,7 +1210,13 @@ def _ext_common(part: MimePart) -> list:
     if lang is not None:
         # RFC 3282 language tags, comments dropped; always a list, as Dovecot sends it
         text = _b(_strip_comments(lang.decode("utf-8", "surrogateescape")))
-        langs = [x for x in re.split(rb"[,\s]+", text) if x]
+        langs = []
+        for item in text.split(b","):
+            words = item.split()
+            if words:
+                langs.append(words[0])
+            if len(words) != 1:
+                break  # a tag list is comma separated; anything else ends it (as in Dovecot)
         lang_v = langs or None
     return [dsp, lang_v, part.get(b"content-location")]
 

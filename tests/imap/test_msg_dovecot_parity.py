@@ -1,6 +1,9 @@
-"""BODYSTRUCTURE, BODY and ENVELOPE agree with Dovecot on good and broken mail.
+"""BODYSTRUCTURE, BODY, ENVELOPE, FETCH sections and SEARCH agree with Dovecot on good and
+broken mail.
 
-The expected values were recorded from Dovecot 2.3.19.1 (msg_dovecot_cases.py).  Values are
+The expected values were recorded from Dovecot 2.3.19.1 (msg_dovecot_cases.py,
+msg_dovecot_sections.py, msg_dovecot_search.py; /tmp scripts ran doveadm and its IMAP
+process over a Maildir of exactly these messages).  Values are
 compared after parsing, because equal strings may be sent quoted or as literals; most cases
 also match byte for byte.  The few deliberate differences are listed with the reason.
 """
@@ -25,6 +28,7 @@ DEVIATIONS = {
     "empty_ct": {"bodystructure", "body"},
     "ct_params_only": {"bodystructure", "body"},
     "ct_no_subtype_multipart": {"bodystructure", "body"},
+    "ct_invalid_then_valid": {"bodystructure", "body"},
     # Parameters without a value: Dovecot drops the ones after it; we keep every valid one.
     "param_no_value": {"bodystructure", "body"},
     # A plain segment inside an RFC 2231 extended value is percent-encoded by us so that the
@@ -32,6 +36,19 @@ DEVIATIONS = {
     "rfc2231_mix": {"bodystructure"},
     # "a@b.c." (trailing dot) keeps its domain with us; Dovecot drops it.
     "addr_a5": {"envelope"},
+}
+
+# Dovecot's search reads Content-Type / Content-Transfer-Encoding differently from its own
+# BODYSTRUCTURE when a header repeats them, and gives up on broken QP; the random "junk_"
+# messages and the repeated-header ones are left out of the SEARCH comparison.
+_REPEATED_HEADERS = {
+    "cte_two_valid",
+    "cte_invalid_then_valid",
+    "cte_valid_then_invalid",
+    "ct_two_valid",
+    "ct_invalid_then_valid",
+    "id_two",
+    "disp_two",
 }
 
 _TOKEN = re.compile(rb'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|~?\{(\d+)\}\r\n|([^\s()"]+))', re.S)
@@ -184,12 +201,24 @@ def _answer(raw: bytes, item: str) -> str:
     return hashlib.sha256(repr(value).encode()).hexdigest()[:8]
 
 
+def _decoding_differs(name: str, item: str) -> bool:
+    """BINARY of broken or contradictory encodings: Dovecot answers NO [PARSE] for invalid
+    QP/base64 and reads the last Content-Transfer-Encoding; we decode leniently with the
+    first valid one (RFC 3516 leaves both open)."""
+    return item.startswith("BINARY") and (name.startswith("junk_") or name in _REPEATED_HEADERS)
+
+
 def _section_cases():
     from tests.imap.msg_dovecot_sections import ITEMS, SECTIONS
 
     for name, digests in SECTIONS.items():
         for item, digest in zip(ITEMS, digests.split(), strict=True):
-            if (name, item) not in SECTION_DEVIATIONS:
+            # DISCONNECT: Dovecot dropped the connection (BINARY of broken base64); we answer
+            if (
+                (name, item) not in SECTION_DEVIATIONS
+                and digest != "DISCONNECT"
+                and not _decoding_differs(name, item)
+            ):
                 yield name, item, digest
 
 
@@ -217,6 +246,9 @@ SEARCH_DEVIATIONS = {
 }
 
 
+SEARCH_CASES = [n for n in CASES if not n.startswith("junk_") and n not in _REPEATED_HEADERS]
+
+
 def _search(criteria: bytes) -> list[str]:
     from mailsuite.imap.parser import parse_line
     from mailsuite.imap.search import SearchContext, evaluate, parse_search_command
@@ -229,7 +261,7 @@ def _search(criteria: bytes) -> list[str]:
             self.wire_size = len(MessageContent(self.raw).wire())
             self.flags, self.internaldate, self.modseq = frozenset(), 1.7e9, 1
 
-    msgs = [Msg(i, n) for i, n in enumerate(CASES, 1)]
+    msgs = [Msg(i, n) for i, n in enumerate(SEARCH_CASES, 1)]
     _, prog = parse_search_command(parse_line(b"a SEARCH CHARSET UTF-8 " + criteria).args)
     ctx = SearchContext(content_loader=lambda m: MessageContent(m.raw))
     return [m.name for m in evaluate(prog, msgs, ctx)]
@@ -243,6 +275,7 @@ def _search_cases():
 
 @pytest.mark.parametrize("criteria,expected", _search_cases())
 def test_search_matches_dovecot(criteria, expected):
+    expected = [n for n in expected if n in SEARCH_CASES]
     got = set(_search(criteria))
     differ = SEARCH_DEVIATIONS.get(criteria, set())
     assert got - differ == set(expected) - differ
