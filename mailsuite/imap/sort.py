@@ -130,11 +130,12 @@ def sent_date(fields, internaldate: float) -> float:
 def _first_mailbox(fields, name: bytes) -> bytes:
     """addr-mailbox of the first address of a header (RFC 5256 §3 CC/FROM/TO), upper-cased
     for i;ascii-casemap."""
-    addrs = mime.parse_addresses(mime.first_value(fields, name)) or []
-    for a in addrs:
-        if a[3] is not None:  # not a group marker
-            return (a[2] or b"").upper()
-    return b""
+    addrs = mime.parse_addresses(mime.first_value(fields, name))
+    if not addrs:
+        return b""
+    # The first address as ENVELOPE lists it; for a group that is the group name (Dovecot
+    # reads RFC 5256 the same way).
+    return (addrs[0][2] or b"").upper()
 
 
 # --- ordering ---------------------------------------------------------------------------------

@@ -280,3 +280,52 @@ def test_search_matches_dovecot(criteria, expected):
     differ = SEARCH_DEVIATIONS.get(criteria, set())
     assert got - differ == set(expected) - differ
     assert got ^ set(expected) == differ
+
+
+# --- SORT and THREAD -----------------------------------------------------------------------------
+
+
+def _sort_thread_messages():
+    from tests.imap.msg_dovecot_sortthread import MESSAGES
+
+    class Msg:
+        def __init__(self, i, raw, internaldate):
+            self.uid, self.key, self.raw = i, f"sortparity{i}", raw
+            self.size = len(raw)
+            self.wire_size = len(MessageContent(raw).wire())
+            self.internaldate, self.modseq, self.flags = internaldate, 1, frozenset()
+
+    return [Msg(i, raw, t) for i, (raw, t) in enumerate(MESSAGES, 1)]
+
+
+def _sort_cases():
+    from tests.imap.msg_dovecot_sortthread import SORTS
+
+    return sorted(SORTS.items())
+
+
+@pytest.mark.parametrize("criteria,expected", _sort_cases())
+def test_sort_matches_dovecot(criteria, expected):
+    from mailsuite.imap.parser import parse_line
+    from mailsuite.imap.search import SearchContext, evaluate_seqs
+    from mailsuite.imap.sort import parse_sort_command, sort_messages
+
+    msgs = _sort_thread_messages()
+
+    def loader(m):
+        return MessageContent(m.raw)
+
+    crit, prog = parse_sort_command(parse_line(b"a SORT " + criteria + b" UTF-8 ALL").args)
+    hits = evaluate_seqs(prog, msgs, SearchContext(content_loader=loader))
+    assert [seq for seq, _ in sort_messages(crit, hits, loader)] == expected
+
+
+@pytest.mark.parametrize("algorithm", ["REFERENCES", "ORDEREDSUBJECT"])
+def test_thread_matches_dovecot(algorithm):
+    from mailsuite.imap.thread import thread_messages
+    from tests.imap.msg_dovecot_sortthread import THREADS
+
+    msgs = _sort_thread_messages()
+    pairs = list(enumerate(msgs, 1))
+    got = thread_messages(algorithm, pairs, lambda m: MessageContent(m.raw), uid=False)
+    assert got.encode() == THREADS[algorithm]
