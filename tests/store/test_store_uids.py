@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mailsuite.store import Store
 from mailsuite.store.folder import FolderEvent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -176,3 +177,40 @@ def test_many_files_indexed_at_once_keep_their_uids_in_the_uidlist(store, mbox):
     assert len(lines) == 1 + 2500
     (mbox.path / "mailsuite-index").unlink(missing_ok=True)
     assert [m[:2] for m in snapshot(store.root)["messages"]] == ours
+
+
+def test_uidlist_adopted_from_the_index_still_gives_unique_uids(store, mbox):
+    """A folder opened from its index parses dovecot-uidlist only when a new file needs a UID,
+    and then sees what other processes assigned meanwhile."""
+    for i in range(3):
+        mbox.deliver(f"Subject: {i}\r\n\r\n{i}\r\n".encode())
+    first = mbox.folder("INBOX")
+    first.save_index()
+    lazy = Store(store.root).mailbox("alice@example.test").folder("INBOX")
+    assert (lazy.uidvalidity, lazy.uidnext) == (first.uidvalidity, 4)
+    # Another process assigns UID 4 after our open...
+    other = Store(store.root).mailbox("alice@example.test")
+    k4 = other.deliver(b"Subject: 4\r\n\r\n4\r\n")
+    other.folder("INBOX").refresh(force=True)
+    assert other.folder("INBOX").uid_of_key(k4) == 4
+    # ...so our next one gets 5, and we agree on 4.
+    k5 = other.deliver(b"Subject: 5\r\n\r\n5\r\n")
+    lazy.refresh(force=True)
+    assert lazy.uid_of_key(k4) == 4 and lazy.uid_of_key(k5) == 5
+    assert [m.uid for m in lazy.messages] == [1, 2, 3, 4, 5]
+
+
+def test_uidlist_damaged_after_a_lazy_open_is_rewritten_keeping_uids(store, mbox, logs):
+    keys = [mbox.deliver(f"Subject: {i}\r\n\r\n{i}\r\n".encode()) for i in range(3)]
+    mbox.folder("INBOX").save_index()
+    lazy = Store(store.root).mailbox("alice@example.test").folder("INBOX")
+    validity = lazy.uidvalidity
+    (mbox.path / "dovecot-uidlist").write_bytes(b"\x00garbage\n")
+    k4 = mbox.deliver(b"Subject: 4\r\n\r\n4\r\n")
+    lazy.refresh(force=True)
+    assert lazy.uidvalidity == validity
+    assert [lazy.uid_of_key(k) for k in keys + [k4]] == [1, 2, 3, 4]
+    assert logs.matching("rewriting it from the index")
+    fresh = Store(store.root).mailbox("alice@example.test")
+    (mbox.path / "mailsuite-index").unlink(missing_ok=True)
+    assert [fresh.folder("INBOX").uid_of_key(k) for k in keys + [k4]] == [1, 2, 3, 4]
