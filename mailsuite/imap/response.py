@@ -74,9 +74,22 @@ def format_value(value, utf8: bool = False) -> bytes:
     raise TypeError(f"cannot format {type(value).__name__} as IMAP")
 
 
+_FLAG_LISTS: dict[frozenset, bytes] = {}
+
+
 def flag_list(flags: Iterable[str]) -> bytes:
-    """`(\\Seen \\Answered $Forwarded)` with a stable order: system flags first."""
-    return b"(" + b" ".join(f.encode("utf-8") for f in sort_flags(flags)) + b")"
+    """`(\\Seen \\Answered $Forwarded)` with a stable order: system flags first.
+
+    A mailbox has few distinct flag combinations, so the rendering of each frozenset is
+    remembered (FETCH FLAGS of 100,000 messages formats a handful of lists)."""
+    key = flags if isinstance(flags, frozenset) else frozenset(flags)
+    out = _FLAG_LISTS.get(key)
+    if out is None:
+        out = b"(" + b" ".join(f.encode("utf-8") for f in sort_flags(key)) + b")"
+        if len(_FLAG_LISTS) > 4096:
+            _FLAG_LISTS.clear()
+        _FLAG_LISTS[key] = out
+    return out
 
 
 def sort_flags(flags: Iterable[str]) -> list[str]:
@@ -117,7 +130,8 @@ def decode_mailbox(value: bytes | str, utf8: bool = False) -> str:
     if isinstance(value, str):
         value = value.encode("utf-8")
     try:
-        if utf8 and not value.isascii():
+        if utf8:
+            # RFC 6855 §3: after ENABLE UTF8=ACCEPT names are UTF-8, "&" is just "&".
             name = value.decode("utf-8")
         else:
             # RFC 3501 §5.1.3: "&" starts a base64 run; a name without "&" is plain ASCII

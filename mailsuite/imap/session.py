@@ -11,6 +11,7 @@ sequence number never shifts under a command's feet.
 from __future__ import annotations
 
 import bisect
+import time
 import weakref
 
 from twisted.internet import defer
@@ -55,6 +56,22 @@ def recent_count(folder) -> int:
     if mark is None:
         return sum(1 for m in folder.messages if m.subdir == "new")
     return sum(1 for _ in _uids_above(folder, mark))
+
+
+# Changes made inside this process reach the shared Folder at once; only other programs'
+# changes need a directory check.  A check right after a flag change rescans the folder (the
+# directory mtime moved), so IMAP asks for one at most once a second per folder.
+REFRESH_INTERVAL = 0.9
+_last_refresh: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def refresh_folder(folder, force: bool = False) -> None:
+    """Sync `folder` with the disk unless that was done within REFRESH_INTERVAL."""
+    now = time.monotonic()
+    if not force and now - _last_refresh.get(folder, -1e9) < REFRESH_INTERVAL:
+        return
+    _last_refresh[folder] = now
+    folder.refresh()
 
 
 def _uids_above(folder, uid: int):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import calendar
 import re
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 
 from mailsuite.imap.commands import AUTH, command
 from mailsuite.imap.commands.mailbox import mailbox_arg, store_error
@@ -107,12 +107,27 @@ def append(session, cmd):
     return _append_all(session, mbox, name, messages)
 
 
+def _deliver_one(mbox, name: str, flags, date, data: bytes):
+    """Durable write in the thread pool, then index the one new file on the reactor."""
+    index = getattr(mbox.folder(name), "index_delivered", None)
+    if index is None:
+        # The store indexes by rescanning the folder (cost grows with the folder).
+        return mbox.append(data, name, flags, date)
+    d = threads.deferToThread(mbox.deliver, data, name, flags, date)
+
+    def indexed(key):
+        folder = mbox.folder(name)
+        return folder, index(key)
+
+    return d.addCallback(indexed)
+
+
 @defer.inlineCallbacks
 def _append_all(session, mbox, name, messages):
     results = []
     try:
         for flags, date, data in messages:
-            folder, uid = yield mbox.append(data, name, flags, date)
+            folder, uid = yield _deliver_one(mbox, name, flags, date, data)
             results.append((folder, uid))
     except Exception as e:
         # RFC 3502 §6.3.11: MULTIAPPEND is all or nothing.

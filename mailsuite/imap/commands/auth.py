@@ -12,6 +12,7 @@ from mailsuite import sasl
 from mailsuite.imap import response as R
 from mailsuite.imap.commands import ALREADY_ANSWERED, NOAUTH, command
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
+from mailsuite.store import NoSuchMailbox
 
 log = Logger(namespace="mailsuite.imap")
 
@@ -66,7 +67,11 @@ def _authenticate(session, username: str, password: str, authzid: str = "") -> d
     )
 
     def ok(address: str):
-        session.logged_in(address)
+        try:
+            session.logged_in(address)
+        except NoSuchMailbox:
+            log.warn("login of {user} without a mailbox", user=address)
+            raise ImapNo("UNAVAILABLE", "Mailbox is not available") from None
         caps = " ".join(session.capabilities())
         return ("CAPABILITY " + caps, "Logged in")
 

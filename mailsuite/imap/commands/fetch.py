@@ -6,9 +6,12 @@ and writes responses in batches, waiting for the transport when the client reads
 
 from __future__ import annotations
 
+import os
+
 from twisted.internet import defer, threads
 
 from mailsuite.imap import fetch as fetch_items
+from mailsuite.imap import mime
 from mailsuite.imap.commands import SEL, command
 from mailsuite.imap.parser import ImapBad, ImapNo
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
@@ -44,20 +47,35 @@ def _cache_columns(req) -> set[str]:
     return cols
 
 
-def _prepare_batch(cache, live: list, paths: list, needs_file: bool, cols: set) -> dict:
-    """Thread pool: load cache rows for a batch and read the files the cache cannot answer
-    (all of them when an item needs the body).  Returns {uid: raw bytes}."""
+def _prepare_batch(cache, folder, live: list, needs_file: bool, cols: set) -> dict:
+    """Thread pool: get a batch ready so that rendering on the reactor reads no file.
+
+    Items that need the body: read every file (returned as {uid: raw bytes}).  Items the
+    parsed cache answers: load the batch's rows; a message without the needed rows is read
+    and parsed here, once, into the cache (header only when that is all that is asked)."""
+    base = str(folder.path)
     if needs_file:
-        todo = list(range(len(live)))
-    else:
-        cache.prefetch(live)
-        todo = []
-        for i, m in enumerate(live):
-            e = cache.get(m.key, m.size)
-            if e is None or any(getattr(e, c) is None for c in cols):
-                todo.append(i)
-    raws = _read_files([paths[i] for i in todo])
-    return {live[i].uid: raw for i, raw in zip(todo, raws, strict=True) if raw is not None}
+        paths = [os.path.join(base, m.subdir, m.filename) for m in live]
+        raws = _read_files(paths)
+        return {m.uid: raw for m, raw in zip(live, raws, strict=True) if raw is not None}
+    cache.prefetch(live)
+    todo = []
+    for m in live:
+        e = cache.get(m.key, m.size)
+        if e is None or any(getattr(e, c) is None for c in cols):
+            todo.append(m)
+    raws = _read_files([os.path.join(base, m.subdir, m.filename) for m in todo])
+    preloaded = {}
+    for m, raw in zip(todo, raws, strict=True):
+        if raw is None:
+            continue
+        if cols <= {"header"}:
+            cache.update(m.key, len(raw), header=mime.header_block(raw))
+        else:
+            cache.add_message(m.key, raw)
+        if len(raw) != m.size:
+            preloaded[m.uid] = raw  # size mismatch: the cache row will not match, keep bytes
+    return preloaded
 
 
 def _fetch(session, cmd, uid: bool):
@@ -114,19 +132,20 @@ def _write_batches(session, view, req, targets, seen_set, uid):
     cache = parsed_cache.ParsedCache.for_maildir(parsed_cache.maildir_root_of(view.folder))
     cols = _cache_columns(req)
     loader = None
-    for start in range(0, len(targets), BATCH):
-        batch = targets[start : start + BATCH]
+    step = BATCH if req.needs_file else 4 * BATCH
+    for start in range(0, len(targets), step):
+        batch = targets[start : start + step]
         if req.needs_content:
             live = [m for _, m in batch if view.is_live(m)]
-            paths = [view.folder.message_path(m) for m in live]
             preloaded = yield threads.deferToThread(
-                _prepare_batch, cache, live, paths, req.needs_file, cols
+                _prepare_batch, cache, view.folder, live, req.needs_file, cols
             )
             # Whatever the thread could not read (renamed meanwhile) is read through the
             # store, which follows the rename.
             loader = cache.loader(view.folder.read, preloaded)
         if session.view is not view:
             return None  # the connection went away meanwhile
+        out: list[bytes] = []
         for seq, m in batch:
             if not view.is_live(m):
                 missing = True
@@ -145,7 +164,9 @@ def _write_batches(session, view, req, targets, seen_set, uid):
             except FileNotFoundError:
                 missing = True
                 continue
-            session.send_many(lines)
+            out.extend(lines)
+        # One write per batch: per-chunk writes cost more than the FETCH itself.
+        session.send(b"".join(out))
         yield session.drain()
     if req.needs_content:
         threads.deferToThread(cache.flush).addErrback(lambda f: None)

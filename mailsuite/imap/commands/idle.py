@@ -12,6 +12,7 @@ from twisted.internet import defer, task
 
 from mailsuite.imap.commands import command
 from mailsuite.imap.parser import ImapBad
+from mailsuite.imap.session import refresh_folder
 
 POLL_SECONDS = 1.0
 
@@ -43,7 +44,7 @@ class _FolderPoller:
     def _tick(self) -> None:
         for folder in list(self.folders.keys()):
             try:
-                folder.refresh()
+                refresh_folder(folder)
             except OSError:
                 pass
 

@@ -9,7 +9,7 @@ import re
 from mailsuite.imap import response as R
 from mailsuite.imap.commands import AUTH, command
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
-from mailsuite.imap.session import recent_count
+from mailsuite.imap.session import recent_count, refresh_folder
 from mailsuite.store import BadFolderName, FolderExists, NoSuchFolder, QuotaExceeded
 
 SEP = "/"
@@ -40,7 +40,7 @@ def open_folder(session, name: str, create_hint: bool = False):
         raise ImapNo("NONEXISTENT", "Mailbox does not exist") from None
     except BadFolderName as e:
         raise ImapNo("CANNOT", f"Invalid mailbox name: {e}") from None
-    folder.refresh()
+    refresh_folder(folder)
     return folder
 
 

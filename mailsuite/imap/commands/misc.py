@@ -14,6 +14,7 @@ from mailsuite.imap.commands import (
     command,
 )
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
+from mailsuite.imap.session import refresh_folder
 
 # Extensions offered once logged in, in the order clients look for them.  Each one is
 # implemented and tested; nothing is advertised that does not work.
@@ -96,12 +97,12 @@ def capability(session, cmd):
 def noop(session, cmd):
     # RFC 3501 §6.1.2: NOOP is the polite way to poll for updates; send_updates does that.
     if session.view is not None:
-        session.view.folder.refresh()
+        refresh_folder(session.view.folder)
 
 
 @command("CHECK", states=SEL)
 def check(session, cmd):
-    session.view.folder.refresh()
+    refresh_folder(session.view.folder, force=True)
     session.view.folder.save_index()
 
 
