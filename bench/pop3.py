@@ -23,6 +23,7 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -293,9 +294,11 @@ def main() -> None:
         if a.serve_only:
             print(
                 f"serving {a.user} ({a.messages} msgs) and {a.big_user} on 127.0.0.1:{a.port},"
-                f" password {a.password!r}; Ctrl-C to stop",
+                f" password {a.password!r}; Ctrl-C or SIGTERM to stop",
                 flush=True,
             )
+            # SIGTERM too: a shell's background job ignores SIGINT.
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
             try:
                 proc.wait()
             except KeyboardInterrupt:
