@@ -294,7 +294,7 @@ def main() -> None:
         if a.serve_only:
             print(
                 f"serving {a.user} ({a.messages} msgs) and {a.big_user} on 127.0.0.1:{a.port},"
-                f" password {a.password!r}; Ctrl-C or SIGTERM to stop",
+                f" password {a.password!r}; Ctrl-C or SIGTERM to pid {os.getpid()} to stop",
                 flush=True,
             )
             # SIGTERM too: a shell's background job ignores SIGINT.
