@@ -47,11 +47,12 @@ class Section:
 
     part: tuple[int, ...] = ()
     text: str = ""
-    fields: tuple[str, ...] = ()  # header names as the client spelled them
+    fields: tuple[str, ...] = ()  # header names as echoed: upper-cased, quoted if they were
+    names: tuple[str, ...] = ()  # the header names themselves
 
     @property
     def field_set(self) -> frozenset[bytes]:
-        return frozenset(f.lower().encode("utf-8", "replace") for f in self.fields)
+        return frozenset(f.lower().encode("utf-8", "replace") for f in self.names)
 
     def spec(self) -> str:
         """The section as echoed in the response (RFC 3501 §7.4.2 `BODY[<section>]`)."""
@@ -244,14 +245,17 @@ def _parse_section(text: str) -> Section:
             raise ImapBad("MIME needs a part number")  # RFC 3501 §9 section-text
         return Section(part, word)
     if word in ("HEADER.FIELDS", "HEADER.FIELDS.NOT") and sp:
-        return Section(part, word, _header_list(tail))
+        listed = _header_list(tail)
+        # echoed upper-cased, a quoted name still quoted (as Dovecot answers)
+        shown = tuple(f'"{n.upper()}"' if quoted else n.upper() for n, quoted in listed)
+        return Section(part, word, shown, tuple(n for n, _ in listed))
     raise ImapBad("Invalid section")
 
 
 _HLIST_TOKEN_RE = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^\s()"]+))')
 
 
-def _header_list(text: str) -> tuple[str, ...]:
+def _header_list(text: str) -> list[tuple[str, bool]]:
     """`(FROM "TO" X-Y)` -> names; header-list = "(" header-fld-name *(SP ...) ")"."""
     text = text.strip()
     if not (text.startswith("(") and text.endswith(")")):
@@ -270,11 +274,11 @@ def _header_list(text: str) -> tuple[str, ...]:
             name = re.sub(r"\\(.)", r"\1", name)
         if not name or ":" in name or any(ord(c) <= 32 or ord(c) == 127 for c in name):
             raise ImapBad("Invalid header field name")
-        names.append(name)
+        names.append((name, m.group(1) is not None))
         pos = m.end()
     if not names:
         raise ImapBad("Empty header list")
-    return tuple(names)
+    return names
 
 
 def _parse_modifiers(mods, req: FetchRequest) -> None:
