@@ -354,7 +354,7 @@ class Pop3Session(Protocol, TimeoutMixin):
 
     def _capa(self, args):
         opts = CapaOptions(
-            stls=self.kind == "pop3" and not is_secure(self.transport),
+            stls=self._stls_possible(),
             login_allowed=self._login_allowed(),
             transaction=self.state != AUTHORIZATION,
             sasl_mechanisms=sasl.MECHANISMS,
@@ -363,9 +363,14 @@ class Pop3Session(Protocol, TimeoutMixin):
         )
         self._write(multiline(ok("Capability list follows"), capa_lines(opts)))
 
+    def _stls_possible(self) -> bool:
+        return (
+            self.kind == "pop3" and self.services.tls is not None and not is_secure(self.transport)
+        )
+
     def _stls(self, args):
-        if self.kind != "pop3" or is_secure(self.transport):
-            raise Pop3Error("TLS is already active.")
+        if not self._stls_possible():
+            raise Pop3Error("TLS is already active or not available.")
         dropped = self.splitter.discard()
         if dropped:
             # RFC 2595 §4 / DESIGN: nothing sent in clear after STLS may be executed.
