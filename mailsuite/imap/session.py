@@ -126,8 +126,11 @@ class SelectedView:
         return None
 
     def is_live(self, msg) -> bool:
-        """False once another session or program expunged it (still numbered here)."""
-        return self.folder.by_uid(msg.uid) is msg
+        """False once another session or program expunged it (still numbered here).
+
+        Every expunge not made by this session arrives as an event into pending_expunge, so
+        with none pending every message of the view is live (no lookup per message)."""
+        return not self.pending_expunge or self.folder.by_uid(msg.uid) is msg
 
     def select(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, object]]:
         """(seq, msg) pairs in this view for a sequence or UID set (RFC 3501 §6.4.8)."""

@@ -18,6 +18,8 @@ from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
 from mailsuite.store import parsed_cache
 
 BATCH = 256
+# Batches whose files total at most this are read on the reactor; bigger ones in a thread.
+INLINE_READ = 1536 * 1024
 
 
 def _read_files(paths: list) -> list[bytes | None]:
@@ -137,9 +139,13 @@ def _write_batches(session, view, req, targets, seen_set, uid):
         batch = targets[start : start + step]
         if req.needs_content:
             live = [m for _, m in batch if view.is_live(m)]
-            preloaded = yield threads.deferToThread(
-                _prepare_batch, cache, view.folder, live, req.needs_file, cols
-            )
+            if sum(m.size for m in live) <= INLINE_READ:
+                # A thread hop costs more than reading a few small files from the page cache.
+                preloaded = _prepare_batch(cache, view.folder, live, req.needs_file, cols)
+            else:
+                preloaded = yield threads.deferToThread(
+                    _prepare_batch, cache, view.folder, live, req.needs_file, cols
+                )
             # Whatever the thread could not read (renamed meanwhile) is read through the
             # store, which follows the rename.
             loader = cache.loader(view.folder.read, preloaded)

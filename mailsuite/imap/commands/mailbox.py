@@ -5,6 +5,7 @@ CREATE-SPECIAL-USE (RFC 6154), CHILDREN (RFC 3348) and STATUS=SIZE (RFC 8438).""
 from __future__ import annotations
 
 import re
+import weakref
 
 from mailsuite.imap import response as R
 from mailsuite.imap.commands import AUTH, command
@@ -415,6 +416,29 @@ def _status_items(items) -> list[str]:
     return out
 
 
+# (highestmodseq, count) -> (unseen, deleted, size) per folder: any flag change, arrival or
+# expunge moves HIGHESTMODSEQ, so the counts are only recomputed after a change
+# (iOS and Thunderbird poll STATUS of every folder).
+_COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _counts(folder) -> tuple[int, int, int]:
+    stamp = (folder.highestmodseq, len(folder.messages))
+    hit = _COUNTS.get(folder)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    unseen = deleted = size = 0
+    for m in folder.messages:
+        flags = m.flags
+        if "\\Seen" not in flags:
+            unseen += 1
+        if "\\Deleted" in flags:
+            deleted += 1
+        size += m.wire_size
+    _COUNTS[folder] = (stamp, (unseen, deleted, size))
+    return unseen, deleted, size
+
+
 def status_line(session, name: str, folder, items: list[str]) -> bytes:
     values = []
     msgs = folder.messages
@@ -428,14 +452,14 @@ def status_line(session, name: str, folder, items: list[str]) -> bytes:
         elif item == "UIDVALIDITY":
             v = folder.uidvalidity
         elif item == "UNSEEN":
-            v = sum(1 for m in msgs if "\\Seen" not in m.flags)
+            v = _counts(folder)[0]
         elif item == "HIGHESTMODSEQ":
             v = folder.highestmodseq
         elif item == "SIZE":
             # RFC 8438: the total of the messages' RFC822.SIZE.
-            v = folder.total_size()
+            v = _counts(folder)[2]
         elif item == "DELETED":
-            v = sum(1 for m in msgs if "\\Deleted" in m.flags)
+            v = _counts(folder)[1]
         else:
             v = session.config.imap.append_limit
         values.append(f"{item} {v}".encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib import metadata
 
 from mailsuite.imap import response as R
@@ -61,6 +62,7 @@ _OPTIONAL = {
 }
 
 
+@functools.cache
 def _available(cap: str) -> bool:
     module = _OPTIONAL.get(cap)
     if module is None:

@@ -39,7 +39,8 @@ def _search(session, cmd, uid: bool):
     d = _run(prog.needs_content, search_mod.evaluate_seqs, prog, messages, ctx)
 
     def answer(hits):
-        hits = [(s, m) for s, m in hits if view.is_live(m)]
+        if view.pending_expunge:
+            hits = [(s, m) for s, m in hits if view.is_live(m)]
         numbers = [m.uid for _, m in hits] if uid else [s for s, _ in hits]
         modseq = search_mod.highest_modseq([m for _, m in hits]) if prog.wants_modseq else None
         if opts.save:
