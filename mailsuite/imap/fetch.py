@@ -179,8 +179,9 @@ def _parse_item(name: Atom) -> FetchItem:
     partial = None
     if m.group(3) is not None:
         origin, length = int(m.group(3)), int(m.group(4))
-        if length == 0 or origin > 0xFFFFFFFF or length > 0xFFFFFFFF:
-            # RFC 3501 §9: partial = "<" number "." nz-number ">"
+        if origin > 0xFFFFFFFF or length > 0xFFFFFFFF:
+            # RFC 3501 §9 asks for a non-zero length; Dovecot accepts <n.0> (an empty
+            # string), and so do we.
             raise ImapBad("Invalid partial range")
         partial = (origin, length)
     if head.startswith("BINARY"):
@@ -313,13 +314,14 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 def format_internaldate(ts: float) -> str:
-    """RFC 3501 §9 date-time: `"dd-Mon-yyyy hh:mm:ss +zzzz"` (day space-padded), local zone."""
+    """RFC 3501 §9 date-time: `"dd-Mon-yyyy hh:mm:ss +zzzz"` in the local zone; the day is
+    zero-padded (2DIGIT), as Dovecot sends it."""
     t = time.localtime(ts)
     off = t.tm_gmtoff or 0
     sign = "+" if off >= 0 else "-"
     off = abs(off) // 60
     return (
-        f"{t.tm_mday:2d}-{_MONTHS[t.tm_mon - 1]}-{t.tm_year:04d} "
+        f"{t.tm_mday:02d}-{_MONTHS[t.tm_mon - 1]}-{t.tm_year:04d} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {sign}{off // 60:02d}{off % 60:02d}"
     )
 
