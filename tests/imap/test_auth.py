@@ -116,3 +116,25 @@ def test_too_many_bad_commands_end_with_bye(imap_server):
     except (EOFError, OSError):
         pass
     assert any(line.startswith(b"* BYE") for line in lines)
+
+
+def test_connections_per_ip_are_limited(server_factory):
+    srv = server_factory(listen=IMAP_ONLY, limits={"connections_per_ip": 2})
+    first, second = Raw(srv.port("imap")), Raw(srv.port("imap"))
+    third = Raw(srv.port("imap"))
+    assert third.greeting.startswith(b"* BYE")
+    assert first.cmd(b"NOOP")[-1].startswith(b"t OK") and second.greeting.startswith(b"* OK")
+    first.close()
+
+
+def test_failed_logins_go_through_the_common_throttle(server_factory):
+    srv = server_factory(
+        listen=IMAP_ONLY,
+        auth={"plaintext": "loopback", "free_failures": 1, "base_delay": 30.0},
+    )
+    srv.add_user(USER)
+    r = Raw(srv.port("imap"))
+    assert r.cmd(f'LOGIN {USER} "wrong"'.encode())[-1].startswith(b"t NO [AUTHENTICATIONFAILED]")
+    # Past the free failures the next attempt must wait: even the right password is refused.
+    out = r.cmd(f'LOGIN {USER} "{DEFAULT_PASSWORD}"'.encode())
+    assert out[-1].startswith(b"t NO [UNAVAILABLE]")

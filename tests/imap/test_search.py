@@ -54,3 +54,18 @@ def test_modseq_search_rfc7162(imap_server):
 def test_search_sees_no_expunged_sequence_shift(imap_server):
     r = _setup(imap_server)
     assert r.cmd(b"SEARCH 2:3 UNSEEN")[0] == b"* SEARCH 3"
+
+
+def test_sort_and_thread_rfc5256(imap_server):
+    c = connect(imap_server)
+    c.append("INBOX", None, None, message(1, subject="banana"))
+    c.append("INBOX", None, None, message(2, subject="Re: apple"))
+    c.append("INBOX", None, None, message(3, subject="apple"))
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.cmd(b"SELECT INBOX")
+    assert r.cmd(b"SORT (SUBJECT) UTF-8 ALL")[0] == b"* SORT 2 3 1"
+    assert r.cmd(b"UID SORT (REVERSE ARRIVAL) UTF-8 ALL")[0] == b"* SORT 3 2 1"
+    out = r.cmd(b"THREAD ORDEREDSUBJECT UTF-8 ALL")
+    assert out[0].startswith(b"* THREAD ") and out[-1].startswith(b"t OK")
+    assert r.cmd(b"THREAD BOGUS UTF-8 ALL")[-1].startswith(b"t BAD")
