@@ -468,7 +468,10 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
         if self.tx is not None:
             raise SmtpReply(503, "5.5.1", "Error: nested MAIL command")
         if self.kind in SUBMISSION_KINDS and self.user is None:
-            # RFC 6409 §4.3 / RFC 4954 §6: submission needs authentication.
+            # RFC 6409 §4.3 / RFC 4954 §6: submission needs authentication, which needs TLS
+            # first (RFC 3207 §4 wording) unless clear-text AUTH is allowed here.
+            if not self._auth_allowed():
+                raise SmtpReply(530, "5.7.0", "Must issue a STARTTLS command first")
             raise SmtpReply(530, "5.7.0", "Authentication required")
         mail = parse_mail_from(arg)
         if mail.size is not None and mail.size > self.cfg.max_message_size:

@@ -115,9 +115,15 @@ def test_loopback_plaintext_exception(smtp_server):
 
 
 def test_submission_requires_auth_530_5_7_0(server, wire):
+    clear = wire("submission")
+    clear.cmd("EHLO c")
+    assert clear.cmd("MAIL FROM:<alice@example.test>") == (
+        530,
+        "5.7.0 Must issue a STARTTLS command first",
+    )
     w = tls_wire(wire)
     code, text = w.cmd("MAIL FROM:<alice@example.test>")
-    assert (code, text[:5]) == (530, "5.7.0")
+    assert (code, text) == (530, "5.7.0 Authentication required")
 
 
 def test_envelope_sender_must_belong_to_the_account_553_5_7_1(wire):
