@@ -7,7 +7,8 @@ on loopback.  With --port it measures another server instead, e.g. the Dovecot p
 ../shared/peers (then RSS is read from --pid when given).
 
   python3 bench/imap.py --messages 10000 --clients 10 --duration 20 --idle 1000
-  python3 bench/imap.py --port 12143 --user user50@example.test --password pass --pid $(pgrep -o dovecot)
+  python3 bench/imap.py --fill ...        # own server: messages written into the Maildir
+  python3 bench/imap.py --port 12143 --user user45@example.test --password pass --reuse
 
 Operations timed (median of --repeat fresh sessions, each on the same mailbox):
 connect+LOGIN, SELECT, UID FETCH 1:* (UID FLAGS RFC822.SIZE),
@@ -23,6 +24,7 @@ import imaplib
 import multiprocessing as mp
 import random
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -117,6 +119,18 @@ def serve(data_dir: Path, port_file: Path) -> None:
     reactor.run()
 
 
+def fill_maildir(maildir: Path, a) -> None:
+    """Drop the messages into the Maildir as a delivery agent would (LF line ends, `,S=` and
+    `,W=` sizes in the name), instead of APPENDing them one by one."""
+    rng = random.Random(a.seed)
+    msgs = [make_message(rng, i) for i in range(a.messages)] + [make_big()]
+    for i, msg in enumerate(msgs):
+        lf = msg.replace(b"\r\n", b"\n")
+        name = f"{1_700_000_000 + i}.M{i}P1Q{i}.bench,S={len(lf)},W={len(msg)}"
+        seen = i == len(msgs) - 1 or rng.random() < 0.7
+        (maildir / "cur" / (name + (":2,S" if seen else ":2,"))).write_bytes(lf)
+
+
 def start_own_server(a, tmp: Path) -> subprocess.Popen:
     root = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root))
@@ -126,7 +140,10 @@ def start_own_server(a, tmp: Path) -> subprocess.Popen:
     data = tmp / "data"
     (data / "mail").mkdir(parents=True)
     Accounts(data / "accounts.sqlite", ["example.test"]).add_user(a.user, a.password)
-    Store(data / "mail").create_mailbox(a.user)
+    store = Store(data / "mail")
+    store.create_mailbox(a.user)
+    if a.fill:
+        fill_maildir(store.path_for(a.user), a)
     port_file = tmp / "port"
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(data), "--port-file", str(port_file)], cwd=root
@@ -172,6 +189,10 @@ def check(resp, what: str):
 def preload(a) -> None:
     c = connect(a)
     n = int(check(c.select(a.mailbox), "SELECT")[0])
+    if a.fill or (a.reuse and n == a.messages + 1):
+        print(f"using the {n} messages already in {a.mailbox}")
+        c.logout()
+        return
     if n:
         c.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
         c.expunge()
@@ -325,6 +346,12 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--idle", type=int, default=0, help="IDLE connections to hold (0: skip)")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument(
+        "--fill", action="store_true", help="own server: write the messages into the Maildir"
+    )
+    ap.add_argument(
+        "--reuse", action="store_true", help="keep a mailbox that already holds --messages + 1"
+    )
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--port-file", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -363,6 +390,7 @@ def main() -> None:
         if proc is not None:
             proc.terminate()
             proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
