@@ -406,6 +406,12 @@ class Session:
         self.send(R.tagged(cmd.tag, error.status, error.text, error.code))
         self.flush()
         if isinstance(error, ImapBad):
+            log.info(
+                "imap BAD {name} from {ip}: {text}",
+                name=cmd.name,
+                ip=self.client_ip,
+                text=error.text,
+            )
             self.note_bad()
 
     def reject(self, tag: str, error: ImapError) -> None:
@@ -413,6 +419,7 @@ class Session:
         self.send(R.tagged(tag, error.status, error.text, error.code))
         self.flush()
         if isinstance(error, ImapBad):
+            log.info("imap BAD input from {ip}: {text}", ip=self.client_ip, text=error.text)
             self.note_bad()
 
     def note_bad(self) -> None:
