@@ -573,3 +573,17 @@ def test_rfc1939_octets_match_the_wire_for_files_dropped_by_other_programs(
     assert c.line() == f"+OK 1 {len(body)}".encode()
     assert c.line() == f"+OK {len(body)} octets".encode()
     assert c.body() == [b"Subject: crlf", b"", b"..dot", b"end"]
+
+
+def test_streamed_retr_after_stls(mail_server, tls_context):
+    msg = big_message(2)  # above the in-memory size: goes through the producer
+    deliver(mail_server, ALICE, msg)
+    p = poplib.POP3("127.0.0.1", mail_server.port("pop3"), timeout=20)
+    p.stls(tls_context)
+    p.user(ALICE)
+    p.pass_(DEFAULT_PASSWORD)
+    resp, lines, _ = p.retr(1)
+    assert resp == f"+OK {len(wire(msg))} octets".encode()
+    assert b"\n".join(lines) + b"\n" == msg
+    assert p.noop().startswith(b"+OK")
+    p.quit()
