@@ -96,6 +96,8 @@ class Folder:
         self.highestmodseq = 1
         self._dir_sig: tuple = ()
         self._own_uid_sig: tuple | None = None
+        # File names the index holds, per subdirectory (built at the first listing).
+        self._names: dict[str, set[str]] | None = None
         # The uidlist file state (inode, size, mtime) our in-memory copy fully reflects, or None;
         # saved with the index so that a later open can skip parsing an unchanged uidlist.
         self._uid_state: tuple | None = None
@@ -354,31 +356,42 @@ class Folder:
         sig = self._dir_signature()
         if not force and sig == self._dir_sig and self._stable(sig):
             return
+        appeared, vanished = self._listing_changes()
+        # Names that appeared: a known key under a new name was renamed (flags, new/ -> cur/);
+        # an unknown key is a new message.  cur/ first, so a key in both ends up as new/'s.
+        renamed: dict[str, tuple[str, str, str]] = {}
         on_disk: dict[str, tuple[str, str]] = {}
-        for sub in ("cur", "new"):
-            try:
-                names = os.listdir(self.path / sub)
-            except FileNotFoundError:
-                continue
-            for filename in names:
-                if filename.startswith("."):
-                    continue
-                key, info = split_filename(filename)
+        for sub, filename in appeared:
+            key, info = split_filename(filename)
+            if key in self._by_key:
+                renamed[key] = (sub, info, filename)
+            else:
                 on_disk[key] = (sub, info)
-        gone = [m for m in self.messages if m.key not in on_disk]
+        gone = []
         changed = []
-        for key, (sub, info) in on_disk.items():
+        for sub, filename in vanished:
+            self._names[sub].discard(filename)
+            key, _ = split_filename(filename)
             msg = self._by_key.get(key)
-            if msg is not None and (msg.info != info or msg.subdir != sub):
-                msg.subdir = sub
-                if msg.info != info:
-                    msg.info = info
-                    msg.flags = self.keywords.to_flags(info)
-                    self.highestmodseq += 1
-                    msg.modseq = self.highestmodseq
-                    changed.append(msg.uid)
-                self._dirty = True
-        new_keys = [k for k in on_disk if k not in self._by_key]
+            if msg is None or msg.subdir != sub or msg.filename != filename:
+                continue  # a name we had already replaced
+            moved = renamed.pop(key, None)
+            if moved is None:
+                gone.append(msg)
+                continue
+            new_sub, info, new_name = moved
+            self._names[new_sub].add(new_name)
+            msg.subdir = new_sub
+            if msg.info != info:
+                msg.info = info
+                msg.flags = self.keywords.to_flags(info)
+                self.highestmodseq += 1
+                msg.modseq = self.highestmodseq
+                changed.append(msg.uid)
+            self._dirty = True
+        for sub, _, filename in renamed.values():
+            self._names[sub].add(filename)  # a second copy of a known key: not a new message
+        new_keys = list(on_disk)
         added = self._add_new(new_keys, on_disk) if new_keys else []
         if gone:
             gone_keys = {m.key for m in gone}
@@ -401,6 +414,30 @@ class Folder:
         if added:
             self._notify("exists", [m.uid for m in added])
 
+    def _listing_changes(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(appeared, vanished) (subdir, file name) pairs since the last listing.
+
+        The names the index knows are kept as one set per subdirectory, so comparing a listing
+        of 100,000 files with the index is two set differences in C, and only the differences
+        are looked at in Python (a delivery into a big folder refreshes in milliseconds)."""
+        if self._names is None:
+            self._names = {"cur": set(), "new": set()}
+            for m in self.messages:
+                self._names[m.subdir].add(m.filename)
+        appeared: list[tuple[str, str]] = []
+        vanished: list[tuple[str, str]] = []
+        for sub in ("cur", "new"):
+            try:
+                listed = set(os.listdir(self.path / sub))
+            except FileNotFoundError:
+                listed = set()
+            known = self._names[sub]
+            fresh = listed - known
+            if len(listed) - len(fresh) != len(known):  # some known names are gone
+                vanished.extend((sub, n) for n in known - listed)
+            appeared.extend((sub, n) for n in fresh if not n.startswith("."))
+        return appeared, vanished
+
     def _add_new(self, keys: list[str], on_disk: dict[str, tuple[str, str]]) -> list[Message]:
         known = self._uidlist.entries
         missing = [k for k in keys if k not in known]
@@ -419,7 +456,7 @@ class Folder:
                     fresh.append((uid, key))
                 if fresh:
                     self._uidfile.append(self._uidlist, fresh)
-                    self._maybe_compact(len(on_disk))
+                    self._maybe_compact(len(self.messages) + len(keys))
                     self._own_uid_sig = self._uidfile.stat_signature()
                 self._note_uid_state()
         added = []
@@ -431,6 +468,8 @@ class Folder:
             if size is None:
                 continue  # vanished or unreadable: skipped with a log line
             self.highestmodseq += 1
+            if self._names is not None:
+                self._names[sub].add(filename)
             msg = Message(
                 known[key],
                 key,
@@ -524,6 +563,9 @@ class Folder:
                 os.rename(old_path, new_path)
             except FileNotFoundError:
                 continue  # removed or renamed by another program; refresh will tell
+            if self._names is not None:
+                self._names[msg.subdir].discard(old_path.name)
+                self._names["cur"].add(new_name)
             msg.subdir, msg.info = "cur", info
             msg.flags = self.keywords.to_flags(info)
             self.highestmodseq += 1
@@ -542,6 +584,8 @@ class Folder:
                 os.unlink(self.message_path(msg))
             except FileNotFoundError:
                 pass
+            if self._names is not None:
+                self._names[msg.subdir].discard(msg.filename)
             removed.append(msg)
             freed += msg.size
         if not removed:
