@@ -214,3 +214,26 @@ def test_uidlist_damaged_after_a_lazy_open_is_rewritten_keeping_uids(store, mbox
     fresh = Store(store.root).mailbox("alice@example.test")
     (mbox.path / "mailsuite-index").unlink(missing_ok=True)
     assert [fresh.folder("INBOX").uid_of_key(k) for k in keys + [k4]] == [1, 2, 3, 4]
+
+
+def test_refresh_reports_each_outside_change_once(mbox):
+    for i in range(3):
+        mbox.deliver(f"Subject: {i}\r\n\r\n{i}\r\n".encode())
+    folder = mbox.folder("INBOX")
+    events: list[FolderEvent] = []
+    folder.add_listener(events.append)
+    m1, m2, m3 = folder.messages
+    folder.store_flags([m1], {"\\Seen"}, "add")  # our own rename: one event, then quiet
+    os.rename(folder.message_path(m2), mbox.path / "cur" / (m2.key + ":2,F"))
+    # A second copy of a known message (a backup tool copying new/ into cur/): not a new one.
+    (mbox.path / "cur" / (m3.key + ":2,S")).write_bytes(folder.read(m3))
+    for _ in range(3):
+        folder.refresh(force=True)
+    assert events == [FolderEvent("flags", (1,), None), FolderEvent("flags", (2,), None)]
+    assert [m.uid for m in folder.messages] == [1, 2, 3]
+    assert folder.by_uid(2).flags == {"\\Flagged"} and folder.by_uid(3).flags == frozenset()
+    # A removed file is one expunge event.
+    os.unlink(folder.message_path(m1))
+    folder.refresh(force=True)
+    assert events[-1] == FolderEvent("expunge", (1,), None)
+    assert [m.uid for m in folder.messages] == [2, 3]
