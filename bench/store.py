@@ -147,18 +147,23 @@ sys.path.insert(0, sys.argv[3])
 t0 = time.perf_counter()
 from mailsuite.store.maildir import Mailbox
 t1 = time.perf_counter()
+c1 = time.process_time()
 from pathlib import Path
 mbox = Mailbox(sys.argv[2], Path(sys.argv[1]))
 f = mbox.folder("INBOX")
 t2 = time.perf_counter()
+c2 = time.process_time()
 n = len(f.messages)
 f.save_index()
 t3 = time.perf_counter()
 warm = []
+warm_cpu = []
 for _ in range(5):
     t = time.perf_counter()
+    c = time.process_time()
     g = Mailbox(sys.argv[2], Path(sys.argv[1])).folder("INBOX")
     warm.append(time.perf_counter() - t)
+    warm_cpu.append(time.process_time() - c)
     assert len(g.messages) == n
 t = time.perf_counter()
 for _ in range(20):
@@ -173,7 +178,8 @@ if sys.argv[4] == "probe":
     after_delivery = time.perf_counter() - t
     assert len(f.messages) == n + 1
 print(json.dumps({"open": t2 - t1, "save": t3 - t2, "import": t1 - t0, "messages": n,
-                  "warm": min(warm), "refresh": refresh, "after_delivery": after_delivery}))
+                  "warm": min(warm), "refresh": refresh, "after_delivery": after_delivery,
+                  "open_cpu": c2 - c1, "warm_cpu": min(warm_cpu)}))
 """
 
 
@@ -252,8 +258,20 @@ def main() -> int:
         )
         rows.append(("save index", f"{first['save']:.3f} s"))
         cold = open_in_child(mbox.path, mbox.address, probe=True)
-        rows.append(("cold open, new process (persisted index)", f"{cold['open']:.3f} s"))
-        rows.append(("warm open, same process (new Folder)", f"{cold['warm']:.3f} s"))
+        # CPU seconds beside the wall clock: on a shared machine the wall clock also counts
+        # the time other processes held the CPU.
+        rows.append(
+            (
+                "cold open, new process (persisted index)",
+                f"{cold['open']:.3f} s (CPU {cold['open_cpu']:.3f} s)",
+            )
+        )
+        rows.append(
+            (
+                "warm open, same process (new Folder)",
+                f"{cold['warm']:.3f} s (CPU {cold['warm_cpu']:.3f} s)",
+            )
+        )
         rows.append(
             ("refresh of an open folder, nothing changed", f"{cold['refresh'] * 1e3:.2f} ms")
         )
