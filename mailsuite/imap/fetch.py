@@ -47,6 +47,7 @@ class Section:
 
     part: tuple[int, ...] = ()
     text: str = ""
+    part_text: str = ""  # the part numbers as the client wrote them (echoed verbatim)
     fields: tuple[str, ...] = ()  # header names as echoed: upper-cased, quoted if they were
     names: tuple[str, ...] = ()  # the header names themselves
 
@@ -56,7 +57,7 @@ class Section:
 
     def spec(self) -> str:
         """The section as echoed in the response (RFC 3501 §7.4.2 `BODY[<section>]`)."""
-        out = ".".join(str(n) for n in self.part)
+        out = self.part_text or ".".join(str(n) for n in self.part)
         if self.text:
             out = f"{out}.{self.text}" if out else self.text
         if self.text.startswith("HEADER.FIELDS"):
@@ -110,10 +111,11 @@ _SIMPLE = {
 }
 _CONTENT_KINDS = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
 _SECTION_ITEM_RE = re.compile(
-    r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d+)\.(\d+)>)?\Z",
+    r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d{1,20})(?:\.(\d{1,20}))?>)?\Z",
     re.IGNORECASE,
 )
-_PART_RE = re.compile(r"[1-9][0-9]{0,8}(?:\.[1-9][0-9]{0,8})*")
+# Dovecot also takes part 0 (never exists) and leading zeros, so we do not refuse them.
+_PART_RE = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})*")
 
 
 def parse_fetch_items(args, uid_command: bool = False) -> FetchRequest:
@@ -172,21 +174,23 @@ def _parse_item(name: Atom) -> FetchItem:
     up = name.upper()
     if up in _SIMPLE:
         return FetchItem(up)
+    if up == "BODYSTRUCTURE.PEEK":
+        return FetchItem("BODYSTRUCTURE")  # Dovecot's reading of a common client slip
     m = _SECTION_ITEM_RE.match(name)
     if not m:
         raise ImapBad(f"Invalid FETCH item {name[:60]}")
     head = m.group(1).upper()
     partial = None
     if m.group(3) is not None:
-        origin, length = int(m.group(3)), int(m.group(4))
-        if origin > 0xFFFFFFFF or length > 0xFFFFFFFF:
-            # RFC 3501 §9 asks for a non-zero length; Dovecot accepts <n.0> (an empty
-            # string), and so do we.
-            raise ImapBad("Invalid partial range")
+        # RFC 3501 §9: "<" number "." nz-number ">".  Like Dovecot we also take a zero
+        # length (an empty string) and a bare "<origin>" (to the end).
+        origin = int(m.group(3))
+        length = int(m.group(4)) if m.group(4) is not None else None
         partial = (origin, length)
     if head.startswith("BINARY"):
-        part = _parse_part_only(m.group(2))
-        sec = Section(part)
+        # BINARY takes part numbers only (RFC 3516 §6); Dovecot still serves MIME, HEADER
+        # and TEXT there as BODY would, and so do we.
+        sec = _parse_section(m.group(2))
         if head == "BINARY.SIZE":
             if partial is not None:
                 raise ImapBad("BINARY.SIZE takes no partial")
@@ -213,43 +217,37 @@ def _label(head: bytes, section: Section, partial) -> bytes:
     return out
 
 
-def _parse_part_only(text: str) -> tuple[int, ...]:
-    # RFC 3516 §6: section-binary = "[" [section-part] "]"
-    if not text:
-        return ()
-    if not _PART_RE.fullmatch(text):
-        raise ImapBad("Invalid BINARY section")
-    return tuple(int(x) for x in text.split("."))
-
-
 def _parse_section(text: str) -> Section:
     """RFC 3501 §9 section-spec (inside the brackets)."""
     if not text:
         return Section()
     m = _PART_RE.match(text)
     part: tuple[int, ...] = ()
+    part_text = ""
     rest = text
     if m:
-        part = tuple(int(x) for x in m.group(0).split("."))
+        part_text = m.group(0)
+        part = tuple(int(x) for x in part_text.split("."))
         rest = text[m.end() :]
         if not rest:
-            return Section(part)
+            return Section(part, part_text=part_text)
         if not rest.startswith("."):
             raise ImapBad("Invalid section")
         rest = rest[1:]
     word, sp, tail = rest.partition(" ")
     word = word.upper()
     if word in ("HEADER", "TEXT") and not sp:
-        return Section(part, word)
+        return Section(part, word, part_text=part_text)
     if word == "MIME" and not sp:
         if not part:
             raise ImapBad("MIME needs a part number")  # RFC 3501 §9 section-text
-        return Section(part, word)
+        return Section(part, word, part_text=part_text)
     if word in ("HEADER.FIELDS", "HEADER.FIELDS.NOT") and sp:
         listed = _header_list(tail)
         # echoed upper-cased, a quoted name still quoted (as Dovecot answers)
         shown = tuple(f'"{n.upper()}"' if quoted else n.upper() for n, quoted in listed)
-        return Section(part, word, shown, tuple(n for n, _ in listed))
+        names = tuple(n for n, _ in listed)
+        return Section(part, word, part_text=part_text, fields=shown, names=names)
     raise ImapBad("Invalid section")
 
 
@@ -273,7 +271,7 @@ def _header_list(text: str) -> list[tuple[str, bool]]:
         name = m.group(1) if m.group(1) is not None else m.group(2)
         if m.group(1) is not None:
             name = re.sub(r"\\(.)", r"\1", name)
-        if not name or ":" in name or any(ord(c) <= 32 or ord(c) == 127 for c in name):
+        if not name or any(c in "\r\n\x00" for c in name):
             raise ImapBad("Invalid header field name")
         names.append((name, m.group(1) is not None))
         pos = m.end()
@@ -422,7 +420,7 @@ def _partial_out(name: bytes, data, partial, out: list[bytes], binary: bool) -> 
     if partial is not None:
         origin, length = partial
         if data is not None:
-            data = data[origin : origin + length]
+            data = data[origin:] if length is None else data[origin : origin + length]
     out.append(name + b" ")
     if data is None:
         out.append(b"NIL")
@@ -470,6 +468,8 @@ def _section_data(sec: Section, field_set: frozenset[bytes], content) -> bytes |
 
 def _binary_data(sec: Section, content) -> tuple[bytes, bool]:
     """RFC 3516 §4: the section with transfer encodings removed; (data, decoded)."""
+    if sec.text:
+        return _section_data(sec, sec.field_set, content), False
     w = content.wire()
     tree = content.tree()
     if not sec.part:

@@ -329,3 +329,67 @@ def test_thread_matches_dovecot(algorithm):
     pairs = list(enumerate(msgs, 1))
     got = thread_messages(algorithm, pairs, lambda m: MessageContent(m.raw), uid=False)
     assert got.encode() == THREADS[algorithm]
+
+
+# --- FETCH item grammar --------------------------------------------------------------------------
+
+# What Dovecot 2.3.19.1 answered (OK or BAD) to `FETCH 1 <items>`: we accept and refuse the same.
+FETCH_GRAMMAR = {
+    "BODY[HEADER.FIELDS ()]": "BAD",
+    "BODY[1.HEADER.FIELDS (a)]": "OK",
+    "BODY[MIME]": "BAD",
+    "BODY[0]": "OK",
+    "BINARY[1.MIME]": "OK",
+    "BODY[TEXT.MIME]": "BAD",
+    "BODY[1.2.3.TEXT]": "OK",
+    "(ALL)": "BAD",
+    "RFC822.PEEK": "BAD",
+    "BODY.PEEK": "BAD",
+    "BODYSTRUCTURE.PEEK": "OK",
+    "BODY[]<0>": "OK",
+    'BODY[HEADER.FIELDS ("a b")]': "OK",
+    "BINARY.SIZE[]": "OK",
+    "BODY[]<4294967296.1>": "OK",
+    "(FLAGS) (CHANGEDSINCE 1)": "OK",
+    "X-GM-MSGID": "BAD",
+    "BODY[HEADER.FIELDS (a:b)]": "OK",
+    "BODY[ HEADER]": "BAD",
+    "BODY[HEADER ]": "BAD",
+    "BODY[header.FIELDS (A)]": "OK",
+    "BODY[1.]": "BAD",
+    "BODY[.1]": "BAD",
+    "BODY[01]": "OK",
+    "BINARY[1]<0.0>": "OK",
+    "BODY[1.HEADER]<0.1>": "OK",
+    "(BODY[] BODY[])": "OK",
+    "BODY[HEADER.FIELDS.NOT ()]": "BAD",
+    "BODY[HEADER.FIELDS(A)]": "BAD",
+    "BODY[HEADER.FIELDS  (A)]": "OK",
+    "(FLAGS FAST)": "BAD",
+    "(UID)": "OK",
+    "BODY[]<1.2": "BAD",
+    "BODY[TEXT]<>": "BAD",
+    "RFC822.SIZE.PEEK": "BAD",
+    "BINARY.PEEK[1.2]": "OK",
+    "BODY[1.MIME.X]": "BAD",
+    "BINARY.SIZE[1.MIME]": "OK",
+    "BINARY[HEADER]": "OK",
+    "BINARY[TEXT]<0.5>": "OK",
+    "BODY[1.0]": "OK",
+    "BODY[]<5.>": "BAD",
+    "BODY[]<.5>": "BAD",
+    "BODY[1.TEXT.MIME]": "BAD",
+}
+
+
+@pytest.mark.parametrize("items,verdict", sorted(FETCH_GRAMMAR.items()))
+def test_fetch_grammar_matches_dovecot(items, verdict):
+    from mailsuite.imap.fetch import parse_fetch_items
+    from mailsuite.imap.parser import ImapBad, parse_line
+
+    try:
+        parse_fetch_items(parse_line(b"t FETCH 1 " + items.encode()).args[1:])
+        got = "OK"
+    except ImapBad:
+        got = "BAD"
+    assert got == verdict
