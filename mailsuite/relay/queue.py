@@ -35,6 +35,9 @@ DELIVERED = "delivered"
 FAILED = "failed"
 
 TRIGGER_NAME = "flush.trigger"
+# Touched by an enqueue in a process without a runner (`mailsuite deliver`): "look for new
+# entries", cheaper for the server than a full re-read.
+NEW_TRIGGER_NAME = "new.trigger"
 
 # fsyncs and unlinks issued side by side: each waits on the journal (about 1 ms here), and
 # concurrent ones share a commit (see the module docstring); threads release the GIL meanwhile.
@@ -202,6 +205,7 @@ class Queue:
         for d in (self.path, self.msg_dir, self.env_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.trigger_path = self.path / TRIGGER_NAME
+        self.new_trigger_path = self.path / NEW_TRIGGER_NAME
         # Called as cb(entry, data) from the enqueueing thread once an entry is durable, so
         # the runner in the same process starts on it at once, without reading it back.
         self._listeners: list = []
@@ -265,6 +269,8 @@ class Queue:
                 os.close(env_fd)
         for callback in list(self._listeners):
             callback(QueueEntry.from_json(entry.to_json()), data)
+        if not self._listeners:
+            self._touch(self.new_trigger_path)
         return entry.id
 
     def save(self, entry: QueueEntry) -> str:
@@ -316,17 +322,20 @@ class Queue:
 
     def trigger(self) -> None:
         """Ask a running runner to rescan the spool now (``mailsuite queue flush``)."""
-        fd = os.open(self.trigger_path, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.close(fd)
-        os.utime(self.trigger_path)
+        self._touch(self.trigger_path)
 
     def take_trigger(self) -> bool:
         """True once per trigger: the runner polls this."""
-        try:
-            os.unlink(self.trigger_path)
-            return True
-        except FileNotFoundError:
-            return False
+        return _unlink_quietly(self.trigger_path)
+
+    def take_new_trigger(self) -> bool:
+        """True once after another process enqueued something."""
+        return _unlink_quietly(self.new_trigger_path)
+
+    @staticmethod
+    def _touch(path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
 
     # -- reading -------------------------------------------------------------------------
 

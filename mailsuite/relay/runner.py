@@ -265,7 +265,7 @@ class QueueRunner(service.Service):
         if self.queue.take_trigger():
             log.info("relay: flush requested; re-reading the queue")
             self.rescan().addCallback(lambda _: self._run_due())
-        elif self.ticks % RESCAN_TICKS == 0:
+        elif self.queue.take_new_trigger() or self.ticks % RESCAN_TICKS == 0:
             self._new_ids()
         self._run_due()
 

@@ -374,3 +374,14 @@ def test_outbound_mail_from_local_domain_is_dkim_signed(make_sender, sink):
     assert t.data.startswith(b"DKIM-Signature:")
     assert b"d=example.test" in t.data and b"s=relay1" in t.data
     assert t.data.endswith(MSG)
+
+
+def test_entry_enqueued_by_another_process_is_picked_up_promptly(make_sender, sink):
+    from mailsuite.relay.queue import Queue
+
+    s = make_sender(scan_interval=0.2)
+    # A second Queue object without listeners, as `mailsuite deliver` has in its own process.
+    other = Queue(s.config.queue_dir)
+    other.enqueue("sender@example.test", ["a@remote.test"], MSG)
+    s.wait_empty(timeout=3)  # well before the periodic re-scan (30 intervals = 6 s)
+    assert len(sink.transactions) == 1
