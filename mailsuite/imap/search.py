@@ -23,6 +23,7 @@ encodings and charsets (RFC 3501 §6.4.4; RFC 9051 §6.4.4.1).
 
 from __future__ import annotations
 
+import codecs
 import email.utils
 import re
 import time
@@ -536,6 +537,12 @@ def _check_charset(charset) -> str:
         return "utf-8"
     if up in ("US-ASCII", "ASCII"):
         return "ascii"
+    # Any charset Python can decode is taken (Dovecot takes what iconv knows).
+    try:
+        if charset.isascii() and 0 < len(charset) < 64:
+            return codecs.lookup(charset).name
+    except LookupError:
+        pass
     # RFC 3501 §6.4.4: unsupported charset -> NO [BADCHARSET (list)]
     raise ImapNo("BADCHARSET (" + " ".join(SUPPORTED_CHARSETS) + ")", "Unsupported charset")
 
@@ -581,8 +588,8 @@ class _Parser:
 
     def number(self) -> int:
         t = self.next("number")
-        if not isinstance(t, Atom) or not t.isdigit() or len(t) > 20:
-            raise ImapBad("Expected a number in SEARCH")
+        if not isinstance(t, Atom) or not t.isdigit() or len(t) > 20 or int(t) >= 1 << 64:
+            raise ImapBad("Expected a number in SEARCH")  # 64-bit at most, as Dovecot
         return int(t)
 
     def date(self) -> tuple[int, int, int]:
@@ -705,7 +712,7 @@ def parse_date(text: str) -> tuple[int, int, int] | None:
     if not m:
         return None
     day, mon, year = int(m.group(1)), _MONTH_NUM.get(m.group(2).upper()), int(m.group(3))
-    if mon is None or not 1 <= day <= 31:
+    if mon is None or not 0 <= day <= 31:  # day 0 is accepted by Dovecot too
         return None
     return (year, mon, day)
 

@@ -140,7 +140,10 @@ def parse_sequence_set(text, allow_dollar: bool = True) -> SequenceSet:
     if not text:
         raise ImapBad("Invalid sequence set")
     ranges = []
-    for part in text.split(","):
+    pieces = text.split(",")
+    if len(pieces) > 1 and pieces[-1] == "":
+        pieces.pop()  # "1:*," : a trailing comma is tolerated, as Dovecot does
+    for part in pieces:
         if not _RANGE_RE.match(part):
             raise ImapBad(f"Invalid sequence set: {text[:40]}")
         a, _, b = part.partition(":")

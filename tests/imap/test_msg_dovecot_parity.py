@@ -393,3 +393,91 @@ def test_fetch_grammar_matches_dovecot(items, verdict):
     except ImapBad:
         got = "BAD"
     assert got == verdict
+
+
+# --- SEARCH grammar -----------------------------------------------------------------------------
+
+# What Dovecot 2.3.19.1 answered to `SEARCH <criteria>` (OK, NO for a charset, BAD).
+SEARCH_GRAMMAR = {
+    "ALL": "OK",
+    "FOO": "BAD",
+    "FROM": "BAD",
+    "OR SEEN": "BAD",
+    "NOT": "BAD",
+    "BEFORE 32-Foo-2023": "BAD",
+    "BEFORE 1-Jan-23": "BAD",
+    "BEFORE 1-jan-2023": "OK",
+    'BEFORE "1-Jan-2023"': "OK",
+    "BEFORE 01-Jan-2023": "OK",
+    "BEFORE 001-Jan-2023": "BAD",
+    "BEFORE 31-Feb-2023": "OK",
+    "BEFORE 0-Jan-2023": "OK",
+    "LARGER x": "BAD",
+    "LARGER": "BAD",
+    "LARGER -1": "BAD",
+    "LARGER 99999999999999999999": "BAD",
+    "UID 0": "BAD",
+    "UID x": "BAD",
+    "1:0": "BAD",
+    "0": "BAD",
+    "()": "BAD",
+    "(SEEN": "BAD",
+    "MODSEQ x": "BAD",
+    "MODSEQ /flags/x bogus 5": "BAD",
+    'MODSEQ "/flags/\\\\Seen" all 5': "OK",
+    "CHARSET": "BAD",
+    "CHARSET FOO ALL": "NO",
+    "CHARSET utf-8 ALL": "OK",
+    "CHARSET US-ASCII ALL": "OK",
+    "CHARSET ISO-8859-1 TEXT x": "OK",
+    "KEYWORD": "BAD",
+    "KEYWORD \\Seen": "OK",
+    "KEYWORD $x": "OK",
+    "KEYWORD (x)": "BAD",
+    "HEADER": "BAD",
+    "HEADER Subject": "BAD",
+    'HEADER "" x': "OK",
+    "HEADER a:b x": "OK",
+    "TEXT": "BAD",
+    'TEXT ""': "OK",
+    "UID 1:*": "OK",
+    "UID *:1": "OK",
+    "1,*": "OK",
+    "1:*,": "OK",
+    "$": "OK",
+    "UID $": "OK",
+    "OLDER 5": "OK",
+    "YOUNGER 5": "OK",
+    "OLDER x": "BAD",
+    "SENTON 1-Jan-2023": "OK",
+    "RETURN (MIN) ALL": "OK",
+    "RETURN () ALL": "OK",
+    "RETURN (FOO) ALL": "BAD",
+    "RETURN MIN ALL": "BAD",
+    "ALL ALL": "OK",
+    "NEW OLD": "OK",
+    "UNKEYWORD x": "OK",
+    "SMALLER 0": "OK",
+    "NOT NOT SEEN": "OK",
+    "OR (SEEN) (NOT SEEN)": "OK",
+    "X-GM-RAW x": "BAD",
+    "SINCE 1-Jan-1900": "OK",
+    "SINCE 1-Jan-9999": "OK",
+    "LARGER 18446744073709551615": "OK",
+    "LARGER 18446744073709551616": "BAD",
+}
+
+
+@pytest.mark.parametrize("criteria,verdict", sorted(SEARCH_GRAMMAR.items()))
+def test_search_grammar_matches_dovecot(criteria, verdict):
+    from mailsuite.imap.parser import ImapBad, ImapNo, parse_line
+    from mailsuite.imap.search import parse_search_command
+
+    try:
+        parse_search_command(parse_line(b"t SEARCH " + criteria.encode()).args)
+        got = "OK"
+    except ImapBad:
+        got = "BAD"
+    except ImapNo:
+        got = "NO"
+    assert got == verdict

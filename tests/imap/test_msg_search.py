@@ -220,8 +220,13 @@ def test_empty_criteria_is_bad():
         parse_search([])
 
 
+def test_other_charsets_decode_the_search_string():
+    # "grüße" in ISO-8859-1
+    assert run(b"CHARSET ISO-8859-1 BODY \"gr\xfc\xdfe\"") == [5]
+
+
 def test_unknown_charset_is_no_badcharset():
-    cmd = parse_line(b"a SEARCH CHARSET KOI8-R TEXT x")
+    cmd = parse_line(b"a SEARCH CHARSET X-NO-SUCH-CHARSET TEXT x")
     with pytest.raises(ImapNo) as exc:
         parse_search_command(cmd.args)
     assert exc.value.code == "BADCHARSET (UTF-8 US-ASCII)"
