@@ -21,7 +21,7 @@ from mailsuite.imap.fetch import fetch_response, parse_fetch_items
 from mailsuite.imap.mime import MessageContent
 from mailsuite.imap.parser import parse_line
 from mailsuite.imap.search import SearchContext, evaluate, parse_search_command
-from mailsuite.store.parsed_cache import ParsedCache
+from mailsuite.store.parsed_cache import MemoryLRU, ParsedCache
 
 WORDS = (
     "meeting budget report project release deadline invoice schedule review update server "
@@ -118,7 +118,7 @@ def main() -> None:
         return MessageContent(raws[m.uid - 1])
 
     tmp = Path(tempfile.mkdtemp())
-    cache = ParsedCache(tmp / "bench.sqlite", memory_entries=a.messages + 10)
+    cache = ParsedCache(tmp / "bench.sqlite", memory=MemoryLRU(256 * 1024 * 1024))
     cache_loader = cache.loader(lambda m: raws[m.uid - 1])
 
     def fetch(items: bytes, loader):

@@ -37,7 +37,14 @@ from pathlib import Path
 
 from mailsuite.imap import mime
 
-__all__ = ["ParsedCache", "CachedContent", "CACHE_NAME", "folder_loader", "maildir_root_of"]
+__all__ = [
+    "ParsedCache",
+    "CachedContent",
+    "MemoryLRU",
+    "CACHE_NAME",
+    "folder_loader",
+    "maildir_root_of",
+]
 
 CACHE_NAME = "mailsuite-parsed.sqlite"
 # Bump when mime.py changes what it produces, so old rows are recomputed.
@@ -58,15 +65,67 @@ class _Entry:
         self.body = body
 
 
+class MemoryLRU:
+    """Entries of every ParsedCache of the process under one byte budget: a server with a
+    thousand mailboxes open keeps the same bounded memory as one with a single mailbox."""
+
+    def __init__(self, budget_bytes: int = 32 * 1024 * 1024):
+        self.budget = budget_bytes
+        self.used = 0
+        self._items: OrderedDict[tuple[str, str], tuple[_Entry, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _size(entry: _Entry) -> int:
+        return 160 + sum(len(getattr(entry, c) or b"") for c in _COLUMNS)
+
+    def get(self, owner: str, key: str) -> _Entry | None:
+        with self._lock:
+            item = self._items.get((owner, key))
+            if item is None:
+                return None
+            self._items.move_to_end((owner, key))
+            return item[0]
+
+    def put(self, owner: str, key: str, entry: _Entry) -> None:
+        size = self._size(entry)
+        with self._lock:
+            old = self._items.pop((owner, key), None)
+            if old is not None:
+                self.used -= old[1]
+            self._items[(owner, key)] = (entry, size)
+            self.used += size
+            while self.used > self.budget and self._items:
+                _, (_, gone) = self._items.popitem(last=False)
+                self.used -= gone
+
+    def pop(self, owner: str, key: str) -> None:
+        with self._lock:
+            old = self._items.pop((owner, key), None)
+            if old is not None:
+                self.used -= old[1]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.used = 0
+
+
+_SHARED_MEMORY = MemoryLRU()
+
+
 class ParsedCache:
     _instances: dict[str, ParsedCache] = {}
     _instances_lock = threading.Lock()
 
-    def __init__(self, path: Path | str, memory_entries: int = 4096):
+    def __init__(self, path: Path | str, memory: MemoryLRU | None = None):
         self.path = Path(path)
-        self.memory_entries = memory_entries
+        self._owner = str(self.path)
+        self._memory = memory if memory is not None else _SHARED_MEMORY
         self._lock = threading.RLock()
-        self._mem: OrderedDict[str, _Entry] = OrderedDict()
         self._pending: dict[str, _Entry] = {}
         self._last_flush = time.monotonic()
         self._db: sqlite3.Connection | None = None
@@ -102,6 +161,7 @@ class ParsedCache:
         db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")
+        db.execute("PRAGMA cache_size=-256")  # 256 KiB per mailbox: memory stays flat
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version != FORMAT_VERSION:
             db.execute("DROP TABLE IF EXISTS parsed")
@@ -125,18 +185,15 @@ class ParsedCache:
     # -- lookups ----------------------------------------------------------------------------
 
     def _remember(self, key: str, entry: _Entry) -> None:
-        mem = self._mem
-        mem[key] = entry
-        mem.move_to_end(key)
-        while len(mem) > self.memory_entries:
-            mem.popitem(last=False)
+        self._memory.put(self._owner, key, entry)
+
+    def _recall(self, key: str) -> _Entry | None:
+        return self._memory.get(self._owner, key)
 
     def get(self, key: str, size: int | None = None) -> _Entry | None:
         with self._lock:
-            entry = self._mem.get(key)
-            if entry is not None:
-                self._mem.move_to_end(key)
-            elif self._db is not None:
+            entry = self._pending.get(key) or self._recall(key)
+            if entry is None and self._db is not None:
                 try:
                     row = self._db.execute(
                         "SELECT size, header, envelope, bodystructure, body FROM parsed"
@@ -161,7 +218,7 @@ class ParsedCache:
         with self._lock:
             if self._db is None:
                 return
-            keys = [m.key for m in msgs if m.key not in self._mem]
+            keys = [m.key for m in msgs if self._recall(m.key) is None]
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 q = (
@@ -178,7 +235,7 @@ class ParsedCache:
     def update(self, key: str, size: int, **columns: bytes) -> None:
         """Merge computed columns into the entry for `key` (written at the next flush)."""
         with self._lock:
-            entry = self._mem.get(key)
+            entry = self._pending.get(key) or self._recall(key)
             if entry is None or entry.size != size:
                 entry = _Entry(size)
             for name, value in columns.items():
@@ -230,7 +287,7 @@ class ParsedCache:
         with self._lock:
             keys = list(keys)
             for k in keys:
-                self._mem.pop(k, None)
+                self._memory.pop(self._owner, k)
                 self._pending.pop(k, None)
             if self._db is not None and keys:
                 try:

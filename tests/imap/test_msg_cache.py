@@ -7,7 +7,7 @@ import pytest
 from mailsuite.imap.fetch import fetch_response, parse_fetch_items
 from mailsuite.imap.mime import MessageContent
 from mailsuite.imap.parser import parse_line
-from mailsuite.store.parsed_cache import CACHE_NAME, ParsedCache, maildir_root_of
+from mailsuite.store.parsed_cache import CACHE_NAME, MemoryLRU, ParsedCache, maildir_root_of
 from tests.imap import msg_fixtures as F
 
 
@@ -36,7 +36,7 @@ class Reader:
 
 @pytest.fixture
 def cache(tmp_path):
-    c = ParsedCache(tmp_path / CACHE_NAME)
+    c = ParsedCache(tmp_path / CACHE_NAME, memory=MemoryLRU())
     yield c
     c.close()
 
@@ -92,7 +92,7 @@ def test_header_only_request_does_not_parse_or_store_structure(cache):
     # a later BODYSTRUCTURE fills in the rest without losing the header
     fetch(b"BODYSTRUCTURE", msg, cache.loader(reader))
     cache.flush()
-    cache._mem.clear()
+    cache._memory.clear()
     entry = cache.get("k1", msg.size)
     assert entry.header and entry.bodystructure and entry.body
 
@@ -108,14 +108,15 @@ def test_size_mismatch_is_a_miss(cache):
 
 
 def test_memory_is_bounded_and_rows_come_back_from_disk(tmp_path):
-    c = ParsedCache(tmp_path / CACHE_NAME, memory_entries=10)
+    memory = MemoryLRU(budget_bytes=10 * 1024)
+    c = ParsedCache(tmp_path / CACHE_NAME, memory=memory)
     try:
         files = {f"k{i}": F.SIMPLE.replace(b"Hello", b"Msg%03d" % i) for i in range(50)}
         reader = Reader(files)
         msgs = [Msg(k, v) for k, v in files.items()]
         for m in msgs:
             fetch(b"ENVELOPE", m, c.loader(reader))
-        assert len(c._mem) <= 10
+        assert memory.used <= 10 * 1024 and 0 < len(memory) < 50
         c.flush()
         c.prefetch(msgs[:5])
         for m in msgs:
@@ -181,3 +182,22 @@ def test_shared_instance_per_maildir_and_root_of_folders(tmp_path):
     assert maildir_root_of(Folder(tmp_path)) == tmp_path
     assert maildir_root_of(Folder(tmp_path / ".Sent")) == tmp_path
     assert maildir_root_of(Folder(tmp_path / ".Lists.dev")) == tmp_path
+
+
+def test_one_memory_budget_for_every_mailbox(tmp_path):
+    memory = MemoryLRU(budget_bytes=20 * 1024)
+    caches = [ParsedCache(tmp_path / f"m{i}.sqlite", memory=memory) for i in range(20)]
+    try:
+        for i, c in enumerate(caches):
+            reader = Reader({"k": F.NESTED})
+            fetch(b"(ENVELOPE BODYSTRUCTURE)", Msg("k", F.NESTED, uid=i), c.loader(reader))
+        assert memory.used <= 20 * 1024
+        # evicted entries still come back from each mailbox's file, without a file read
+        for i, c in enumerate(caches):
+            c.flush()
+            reader = Reader({})
+            fetch(b"ENVELOPE", Msg("k", F.NESTED, uid=i), c.loader(reader))
+            assert reader.reads == []
+    finally:
+        for c in caches:
+            c.close()
