@@ -587,6 +587,11 @@ class QueueRunner(service.Service):
                     unsent.update(id(rep.recipient) for rep in reports)
                     if reports is delayed:
                         entry.delay_warned = False
+        expired = now - entry.created >= self.relay.max_age
+        if unsent and expired:
+            # A notice that could not be handed on for the whole retry period is given up.
+            log.error("relay: {id}: giving up on an undeliverable notice", id=entry.id)
+            unsent.clear()
         for r in entry.recipients:
             if r.state != PENDING and id(r) not in unsent:
                 r.dsn_sent = True

@@ -385,3 +385,15 @@ def test_entry_enqueued_by_another_process_is_picked_up_promptly(make_sender, si
     other.enqueue("sender@example.test", ["a@remote.test"], MSG)
     s.wait_empty(timeout=3)  # well before the periodic re-scan (30 intervals = 6 s)
     assert len(sink.transactions) == 1
+
+
+def test_notice_to_full_local_mailbox_is_retried_then_given_up(make_sender, sink):
+    sink.script.rcpt["a@remote.test"] = "550 5.1.1 unknown"
+    s = make_sender(retry_schedule=[1], max_age=2)
+    s.services.accounts.set_quota("sender@example.test", 1, 0)  # every delivery is over quota
+    s.submit("sender@example.test", ["a@remote.test"], MSG)
+    wait_for(lambda: s.queue_ids() and s.services.queue.load(s.queue_ids()[0]).attempts >= 1)
+    entry = s.services.queue.load(s.queue_ids()[0])
+    assert entry.recipients[0].state == FAILED and not entry.recipients[0].dsn_sent
+    s.wait_empty(timeout=8)
+    assert s.mailbox() == []
