@@ -222,7 +222,7 @@ def test_empty_criteria_is_bad():
 
 def test_other_charsets_decode_the_search_string():
     # "grüße" in ISO-8859-1
-    assert run(b"CHARSET ISO-8859-1 BODY \"gr\xfc\xdfe\"") == [5]
+    assert run(b'CHARSET ISO-8859-1 BODY "gr\xfc\xdfe"') == [5]
 
 
 def test_unknown_charset_is_no_badcharset():
