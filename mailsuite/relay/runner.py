@@ -244,8 +244,9 @@ class QueueRunner(service.Service):
     def _new_ids(self) -> defer.Deferred:
         """Pick up entries written by another process (cheap: one listdir)."""
 
+        known = set(self.entries)  # copied here: the thread must not iterate a live dict
+
         def read():
-            known = set(self.entries)
             out = []
             for qid in self.queue.ids():
                 if qid not in known:
@@ -314,7 +315,9 @@ class QueueRunner(service.Service):
             self._spawn_workers()
 
         def missing(f) -> None:
-            log.warn("relay: {id}: message file unreadable: {e}", id=entry.id, e=f.value)
+            # Usually an entry finished and removed while a re-scan was listing the spool.
+            if self.queue.env_dir.joinpath(f"{entry.id}.json").exists():
+                log.warn("relay: {id}: message file unreadable: {e}", id=entry.id, e=f.value)
             self.active.pop(entry.id, None)
             self.entries.pop(entry.id, None)
 
