@@ -80,3 +80,53 @@ def test_condstore_fetch_includes_modseq_with_flags(imap_server):
     r.cmd(b"SELECT INBOX (CONDSTORE)")
     out = r.cmd(b"FETCH 1 (FLAGS)")
     assert b"MODSEQ (" in out[0]
+
+
+def test_fast_renderer_matches_the_general_one(tmp_path):
+    """commands/fetch_fast.py must produce exactly what mailsuite.imap.fetch produces."""
+    from mailsuite.imap import fetch as fetch_items
+    from mailsuite.imap import mime
+    from mailsuite.imap.commands import fetch_fast
+    from mailsuite.imap.parser import parse_line
+    from mailsuite.store import Store
+
+    store = Store(tmp_path)
+    store.create_mailbox(USER)
+    mbox = store.mailbox(USER)
+    mbox.deliver(message(1, extra="Cc: x@example.test\r\nX-TUID: abc\r\n"), flags=["\\Seen"])
+    mbox.deliver(b"Subject: no blank line at the end")
+    mbox.deliver(message(3, subject="Grüße".encode().decode("latin-1")), flags=["$Work"])
+    folder = mbox.folder("INBOX")
+    msgs = folder.messages
+
+    def header_of(m):
+        return mime.header_block(folder.read(m))
+
+    def loader(m):
+        return mime.MessageContent(folder.read(m))
+
+    requests = [
+        "(UID FLAGS RFC822.SIZE)",
+        "(FLAGS INTERNALDATE UID MODSEQ)",
+        "(UID BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)])",
+        "(BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)] UID)",
+        "(UID FLAGS BODY.PEEK[HEADER.FIELDS (X-TUID)])",
+        "(BODY[HEADER.FIELDS (CC)])",
+    ]
+    for text in requests:
+        cmd = parse_line(b"t FETCH 1:* " + text.encode())
+        req = fetch_items.parse_fetch_items(cmd.args[1:])
+        fast = fetch_fast.compile_request(req, header_of)
+        assert fast is not None, text
+        for seq, m in enumerate(msgs, 1):
+            for include_flags, modseq in ((False, False), (True, False), (False, True)):
+                general = b"".join(
+                    fetch_items.fetch_response(
+                        req, seq, m, m.flags, loader, include_flags=include_flags, modseq=modseq
+                    )
+                )
+                assert fast(seq, m, m.flags, include_flags, modseq) == general, text
+    cmd = parse_line(b"t FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (FROM)]<0.10>)")
+    assert (
+        fetch_fast.compile_request(fetch_items.parse_fetch_items(cmd.args[1:]), header_of) is None
+    )

@@ -12,7 +12,7 @@ from twisted.internet import defer, threads
 
 from mailsuite.imap import fetch as fetch_items
 from mailsuite.imap import mime
-from mailsuite.imap.commands import SEL, command
+from mailsuite.imap.commands import SEL, command, fetch_fast
 from mailsuite.imap.parser import ImapBad, ImapNo
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
 from mailsuite.store import parsed_cache
@@ -133,18 +133,34 @@ def _write_batches(session, view, req, targets, seen_set, uid):
     missing = False
     cache = parsed_cache.ParsedCache.for_maildir(parsed_cache.maildir_root_of(view.folder))
     cols = _cache_columns(req)
+    preloaded: dict = {}
+
+    def header_of(m) -> bytes:
+        raw = preloaded.get(m.uid)
+        if raw is None:
+            e = cache.get(m.key, m.size)
+            if e is not None and e.header is not None:
+                return e.header
+            raw = view.folder.read(m)
+        return mime.header_block(raw)
+
+    fast = fetch_fast.compile_request(req, header_of)
     loader = None
     step = BATCH if req.needs_file else 4 * BATCH
     for start in range(0, len(targets), step):
         batch = targets[start : start + step]
-        if req.needs_content:
-            live = [m for _, m in batch if view.is_live(m)]
-            if sum(m.size for m in live) <= INLINE_READ:
+        live = [m for _, m in batch if view.is_live(m)]
+        if fast is not None:
+            todo = [m for m in live if fast.unknown(m)]
+        else:
+            todo = live if req.needs_content else []
+        if todo:
+            if sum(m.size for m in todo) <= INLINE_READ:
                 # A thread hop costs more than reading a few small files from the page cache.
-                preloaded = _prepare_batch(cache, view.folder, live, req.needs_file, cols)
+                preloaded = _prepare_batch(cache, view.folder, todo, req.needs_file, cols)
             else:
                 preloaded = yield threads.deferToThread(
-                    _prepare_batch, cache, view.folder, live, req.needs_file, cols
+                    _prepare_batch, cache, view.folder, todo, req.needs_file, cols
                 )
             # Whatever the thread could not read (renamed meanwhile) is read through the
             # store, which follows the rename.
@@ -152,12 +168,17 @@ def _write_batches(session, view, req, targets, seen_set, uid):
         if session.view is not view:
             return None  # the connection went away meanwhile
         out: list[bytes] = []
+        condstore = session.condstore
         for seq, m in batch:
             if not view.is_live(m):
                 missing = True
                 continue
             include_flags = m.uid in seen_set
+            modseq = condstore and (has_flags or include_flags)
             try:
+                if fast is not None:
+                    out.append(fast(seq, m, view.flags_of(m), include_flags, modseq))
+                    continue
                 lines = fetch_items.fetch_response(
                     req,
                     seq,
@@ -165,7 +186,7 @@ def _write_batches(session, view, req, targets, seen_set, uid):
                     view.flags_of(m),
                     loader,
                     include_flags=include_flags,
-                    modseq=session.condstore and (has_flags or include_flags),
+                    modseq=modseq,
                 )
             except FileNotFoundError:
                 missing = True
@@ -173,6 +194,7 @@ def _write_batches(session, view, req, targets, seen_set, uid):
             out.extend(lines)
         # One write per batch: per-chunk writes cost more than the FETCH itself.
         session.send(b"".join(out))
+        preloaded = {}
         yield session.drain()
     if req.needs_content:
         threads.deferToThread(cache.flush).addErrback(lambda f: None)
