@@ -69,3 +69,25 @@ def test_sort_and_thread_rfc5256(imap_server):
     out = r.cmd(b"THREAD ORDEREDSUBJECT UTF-8 ALL")
     assert out[0].startswith(b"* THREAD ") and out[-1].startswith(b"t OK")
     assert r.cmd(b"THREAD BOGUS UTF-8 ALL")[-1].startswith(b"t BAD")
+
+
+def test_flag_only_fast_path_matches_the_evaluator(tmp_path):
+    from mailsuite.imap import search as search_mod
+    from mailsuite.imap.commands.search import _flag_only
+    from mailsuite.imap.parser import parse_line
+    from mailsuite.store import Store
+
+    store = Store(tmp_path)
+    store.create_mailbox("alice@example.test")
+    mbox = store.mailbox("alice@example.test")
+    for flags in ([], ["\\Seen"], ["\\Seen", "\\Flagged"], ["\\Deleted", "$Work"], ["\\Draft"]):
+        mbox.deliver(message(), flags=flags)
+    msgs = mbox.folder("INBOX").messages
+    for key in ("UNSEEN", "SEEN", "DELETED", "UNDELETED", "FLAGGED", "UNFLAGGED", "DRAFT"):
+        prog = search_mod.parse_search(parse_line(b"t SEARCH " + key.encode()).args)
+        fast = _flag_only(prog, msgs)
+        assert fast is not None, key
+        assert fast == search_mod.evaluate_seqs(prog, msgs, search_mod.SearchContext()), key
+    for key in ("KEYWORD $work", "RECENT", "UNSEEN FLAGGED", "ALL"):
+        prog = search_mod.parse_search(parse_line(b"t SEARCH " + key.encode()).args)
+        assert _flag_only(prog, msgs) is None, key

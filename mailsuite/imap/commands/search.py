@@ -17,6 +17,22 @@ from mailsuite.imap.parser import ImapBad
 from mailsuite.store import parsed_cache
 
 
+def _flag_only(prog, messages):
+    """`(seq, msg)` hits when the whole program is one system-flag test (UNSEEN, DELETED,
+    FLAGGED...: what clients poll most), as one comprehension; None otherwise.
+
+    System flags are stored in canonical case, so membership is exact here; keywords, which
+    match case-insensitively, go through the general evaluator."""
+    node = prog.root
+    flag_cls = getattr(search_mod, "_Flag", None)
+    if flag_cls is None or type(node) is not flag_cls or not node.flag.startswith("\\"):
+        return None
+    flag = node.flag
+    if node.present:
+        return [(i, m) for i, m in enumerate(messages, 1) if flag in m.flags]
+    return [(i, m) for i, m in enumerate(messages, 1) if flag not in m.flags]
+
+
 def _run(program_needs_content: bool, fn, *args):
     if program_needs_content:
         return threads.deferToThread(fn, *args)
@@ -36,7 +52,11 @@ def _search(session, cmd, uid: bool):
         saved_uids=list(session.saved_uids),
     )
     messages = list(view.messages)
-    d = _run(prog.needs_content, search_mod.evaluate_seqs, prog, messages, ctx)
+    fast = None if prog.needs_content else _flag_only(prog, messages)
+    if fast is not None:
+        d = defer.succeed(fast)
+    else:
+        d = _run(prog.needs_content, search_mod.evaluate_seqs, prog, messages, ctx)
 
     def answer(hits):
         if view.pending_expunge:
