@@ -170,15 +170,21 @@ for _ in range(20):
     f.refresh()
 refresh = (time.perf_counter() - t) / 20
 # What an in-process delivery costs the reactor: the notify_delivery path (a forced refresh).
-after_delivery = 0.0
+after_delivery = first_after = after_cpu = 0.0
 if sys.argv[4] == "probe":
-    mbox.deliver(b"Subject: one more\r\n\r\nbody\r\n")
-    t = time.perf_counter()
-    f.refresh(force=True)
-    after_delivery = time.perf_counter() - t
-    assert len(f.messages) == n + 1
+    times = []
+    for i in range(4):
+        mbox.deliver(b"Subject: one more\r\n\r\nbody\r\n")
+        t = time.perf_counter()
+        c = time.process_time()
+        f.refresh(force=True)
+        times.append((time.perf_counter() - t, time.process_time() - c))
+        assert len(f.messages) == n + 1 + i
+    first_after = times[0][0]  # also builds the per-folder name sets
+    after_delivery, after_cpu = min(times[1:])
 print(json.dumps({"open": t2 - t1, "save": t3 - t2, "import": t1 - t0, "messages": n,
                   "warm": min(warm), "refresh": refresh, "after_delivery": after_delivery,
+                  "first_after": first_after, "after_cpu": after_cpu,
                   "open_cpu": c2 - c1, "warm_cpu": min(warm_cpu)}))
 """
 
@@ -276,7 +282,11 @@ def main() -> int:
             ("refresh of an open folder, nothing changed", f"{cold['refresh'] * 1e3:.2f} ms")
         )
         rows.append(
-            ("refresh after one new delivery (rescan)", f"{cold['after_delivery'] * 1e3:.0f} ms")
+            (
+                "refresh after one new delivery",
+                f"{cold['after_delivery'] * 1e3:.0f} ms (CPU {cold['after_cpu'] * 1e3:.0f} ms;"
+                f" first one {cold['first_after'] * 1e3:.0f} ms)",
+            )
         )
         if cold["messages"] != args.n:
             rows.append(("ERROR", f"indexed {cold['messages']} of {args.n} messages"))
