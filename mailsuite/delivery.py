@@ -7,13 +7,15 @@ IDLE notification are written once.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from twisted.internet import threads
 from twisted.logger import Logger
 
 from mailsuite.accounts.db import Accounts
-from mailsuite.relay.queue import Queue
+from mailsuite.relay import bounce
+from mailsuite.relay.queue import Queue, QueuedRecipient, QueueEntry
 from mailsuite.store import Mailbox, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
 
 log = Logger(namespace="mailsuite.delivery")
@@ -74,10 +76,11 @@ def message_id(data: bytes) -> str:
 
 
 class Delivery:
-    def __init__(self, accounts: Accounts, store: Store, queue: Queue):
+    def __init__(self, accounts: Accounts, store: Store, queue: Queue, hostname: str = "localhost"):
         self.accounts = accounts
         self.store = store
         self.queue = queue
+        self.hostname = hostname
 
     def resolve(self, address: str) -> RecipientResult:
         domain = address.rpartition("@")[2].lower().rstrip(".")
@@ -116,7 +119,7 @@ class Delivery:
     def deliver_blocking(self, envelope: Envelope, data: bytes) -> DeliveryReport:
         """The same, blocking: for worker threads and the admin command."""
         report = DeliveryReport()
-        local: dict[str, None] = {}
+        local: dict[str, Recipient] = {}  # mailbox -> the recipient that led to it
         remote: list[Recipient] = []
         for rcpt in envelope.recipients:
             res = self.resolve(rcpt.address)
@@ -124,7 +127,7 @@ class Delivery:
                 report.failed.append((rcpt.address, UnknownRecipient(rcpt.address)))
                 continue
             for mailbox in res.local:
-                local.setdefault(mailbox)
+                local.setdefault(mailbox, rcpt)
             for addr in res.remote:
                 remote.append(Recipient(addr, rcpt.notify, rcpt.orcpt or f"rfc822;{rcpt.address}"))
         written: list[tuple[Mailbox, str, str]] = []
@@ -152,6 +155,7 @@ class Delivery:
             # Nobody got a copy: let the caller refuse the whole message with the reason.
             reason = report.failed[0][1]
             raise reason
+        self._notify_sender(envelope, data, local, report)
         msgid = message_id(data)
         for mailbox, key in report.local:
             log.info(
@@ -170,6 +174,52 @@ class Delivery:
                 n=len(remote),
             )
         return report
+
+    def _notify_sender(
+        self, envelope: Envelope, data: bytes, local: dict, report: DeliveryReport
+    ) -> None:
+        """RFC 3461: the message was accepted, so what happened to each local recipient is told
+        to the sender by DSN: a failure (a mailbox over quota while others took their copy) and,
+        when NOTIFY=SUCCESS asked for it, a "delivered" notice.  Never to the null sender."""
+        reports = []
+        for address, reason in report.failed:
+            rcpt = local.get(address) or Recipient(address)
+            status = "5.2.2" if isinstance(reason, QuotaExceeded) else "5.1.1"
+            qr = QueuedRecipient(
+                address,
+                list(rcpt.notify) or None,
+                rcpt.orcpt,
+                status=status,
+                diagnostic=str(reason),
+            )
+            if bounce.wants_notice(qr, bounce.FAILED):
+                reports.append(bounce.Report(qr, bounce.FAILED))
+        for mailbox, _ in report.local:
+            rcpt = local[mailbox]
+            qr = QueuedRecipient(
+                rcpt.address, list(rcpt.notify) or None, rcpt.orcpt, status="2.0.0"
+            )
+            if bounce.wants_notice(qr, bounce.DELIVERED):
+                reports.append(bounce.Report(qr, bounce.DELIVERED))
+        if not reports or not envelope.mail_from:
+            return
+        entry = QueueEntry(
+            id="local",
+            mail_from=envelope.mail_from,
+            recipients=[r.recipient for r in reports],
+            created=time.time(),
+            dsn_ret=envelope.dsn_ret,
+            dsn_envid=envelope.dsn_envid,
+        )
+        notice = bounce.compose_dsn(entry, reports, data, self.hostname)
+        sender = Recipient(envelope.mail_from)
+        try:
+            if self.resolve(envelope.mail_from).kind == "local":
+                self.deliver_blocking(Envelope("", [sender]), notice)
+            else:
+                self.queue.enqueue("", [sender], notice, is_bounce=True)
+        except Exception as e:  # a notice that cannot be sent is dropped, never bounced (§6.2)
+            log.warn("notice to <{sender}> dropped: {err}", sender=envelope.mail_from, err=str(e))
 
     def _mailbox(self, address: str) -> Mailbox:
         try:

@@ -62,7 +62,7 @@ class Services:
             accounts=accounts,
             authenticator=Authenticator(accounts, throttle),
             tls=TlsContexts(config) if with_tls else None,
-            delivery=Delivery(accounts, store, queue),
+            delivery=Delivery(accounts, store, queue, config.hostname),
             queue=queue,
             connections=ConnectionLimiter(
                 config.limits.connections_total, config.limits.connections_per_ip
