@@ -98,6 +98,8 @@ class MaildirSize:
             self._recalculate((limit_bytes, limit_messages))
 
     def check(self, size: int) -> None:
+        if self._unlimited():
+            return
         q = self.get()
         if q.limit_bytes and q.used_bytes + size > q.limit_bytes:
             # A message larger than the whole quota can never fit: permanent.
@@ -105,12 +107,24 @@ class MaildirSize:
         if q.limit_messages and q.used_messages + 1 > q.limit_messages:
             raise QuotaExceeded("mailbox is full (message count)")
 
+    def _unlimited(self) -> bool:
+        """No limits in the file we last read, and it is still that file: the limits line is
+        only ever changed by replacing the file, so no need to read what was appended (this
+        spares every delivery into an unlimited mailbox an open, read and parse)."""
+        if self._limits != (0, 0) or not self._inode:
+            return False
+        try:
+            return os.stat(self.path).st_ino == self._inode
+        except OSError:
+            return False
+
     def add(self, size: int, count: int) -> None:
-        if not self.path.exists():
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:
             with self._lock:
                 self._refresh()
             return  # the recalculation already counted the new file
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
             os.write(fd, f"{size} {count}\n".encode())
         finally:
