@@ -273,3 +273,16 @@ def test_quota_is_counted_without_rescanning_a_busy_mailbox(store):
     result = json.loads(out.stdout)
     assert result["used"] == [4 * stored, 4]
     assert result["listed"] == []
+
+
+def test_a_quota_set_by_another_process_applies_at_once(store, make_message):
+    server_side = store.create_mailbox("late@example.test")  # unlimited
+    for i in range(3):
+        server_side.deliver(make_message(i, 1000))
+    # The admin command (another process: another Store) sets a limit below the usage.
+    Store(store.root).mailbox("late@example.test").set_quota(2000, 0)
+    from mailsuite.store import QuotaExceeded
+
+    with pytest.raises(QuotaExceeded):
+        server_side.deliver(make_message(9, 1000))
+    assert server_side.quota().limit_bytes == 2000
