@@ -1048,7 +1048,10 @@ def _envelope_parts(fields: list[tuple[bytes, bytes]]):
         v = v.lstrip(b" \t")
         if name in _STRING_FIELDS:
             if name == b"subject":
+                folded = b"\t" in v or b"\n" in raw[:-1].rstrip(b"\r")
                 v = _WSP_RUN_RE.sub(b" ", v).strip(b" ")
+                if folded:
+                    v = _Literal(v)
             strings[name] = v
         else:
             found = parse_addresses(v)
@@ -1090,7 +1093,7 @@ _ENVELOPE_NAMES = frozenset(_ADDRESS_FIELDS + _STRING_FIELDS)
 
 def envelope_bytes(fields: list[tuple[bytes, bytes]]) -> bytes:
     """ENVELOPE serialized directly (the hot path of FETCH ENVELOPE; same output as
-    `format_structure(envelope(fields))`)."""
+    `format_structure(envelope(fields), escape=False)`)."""
     strings, addrs = _envelope_parts(fields)
     get = strings.get
     frm = _addr_list_bytes(addrs.get(b"from"))
@@ -1221,42 +1224,55 @@ def _ext_common(part: MimePart) -> list:
     return [dsp, lang_v, part.get(b"content-location")]
 
 
-_QUOTABLE_RE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]{0,1000}\Z")
+# Quoted unless 8-bit, CR, LF, NUL, or a quoted-special: Dovecot sends `"` and `\` inside a
+# literal rather than escaped, which every client parses (some mishandle the escapes).
+_QUOTABLE_RE = re.compile(rb'[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*\Z')
 
 
-def _string(v: bytes) -> bytes:
-    """quoted when possible, else a literal (RFC 3501 §4.3: 8-bit, CR, LF need literals)."""
-    if _QUOTABLE_RE.match(v):
-        pass
-    elif b"\x00" in v:
+class _Literal(bytes):
+    """A string that goes out as a literal whatever it holds (Dovecot's rule for a subject
+    that was folded or had TABs)."""
+
+
+_ESCAPABLE_RE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*\Z")
+
+
+def _string(v: bytes, escape: bool = False) -> bytes:
+    """quoted when possible, else a literal (RFC 3501 §4.3: 8-bit, CR, LF need literals).
+
+    `escape`: quoted-specials are escaped inside a quoted string (Dovecot does that in
+    BODYSTRUCTURE) instead of forcing a literal (what it does in ENVELOPE)."""
+    if b"\x00" in v:
         # RFC 3501 §9: no NUL even in a literal; U+FFFD stands in for it, as Dovecot sends
         v = v.replace(b"\x00", b"\xef\xbf\xbd")
-    if _QUOTABLE_RE.match(v):
-        if b'"' in v or b"\\" in v:
-            v = v.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-        return b'"' + v + b'"'
+    elif not isinstance(v, _Literal):
+        if _QUOTABLE_RE.match(v):
+            return b'"' + v + b'"'
+        if escape and _ESCAPABLE_RE.match(v):
+            return b'"' + v.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return b"{%d}\r\n" % len(v) + v
 
 
-def format_structure(value) -> bytes:
-    """Serialize ENVELOPE/BODYSTRUCTURE values (multipart children are not space-separated)."""
+def format_structure(value, escape: bool = True) -> bytes:
+    """Serialize BODYSTRUCTURE (escape=True) or ENVELOPE (escape=False) values; multipart
+    children are not space-separated.  See `_string` for the quoting difference."""
     out: list[bytes] = []
-    _emit_value(value, out)
+    _emit_value(value, out, escape)
     return b"".join(out)
 
 
-def _emit_value(value, out: list[bytes]) -> None:
+def _emit_value(value, out: list[bytes], escape: bool = True) -> None:
     if value is None:
         out.append(b"NIL")
     elif isinstance(value, _Raw):
         out.append(value)
     elif isinstance(value, bytes):
-        out.append(_string(value))
+        out.append(_string(value, escape))
     elif isinstance(value, list):
         out.append(b"(")
         if isinstance(value, _Concat):
             for v in value:
-                _emit_value(v, out)
+                _emit_value(v, out, escape)
         elif isinstance(value, _Multipart):
             rest = False
             for v in value:
@@ -1264,19 +1280,19 @@ def _emit_value(value, out: list[bytes]) -> None:
                     rest = True  # after the child bodies: SP-separated subtype and extensions
                 if rest:
                     out.append(b" ")
-                _emit_value(v, out)
+                _emit_value(v, out, escape)
         else:
             first = True
             for v in value:
                 if not first:
                     out.append(b" ")
                 first = False
-                _emit_value(v, out)
+                _emit_value(v, out, escape)
         out.append(b")")
     elif isinstance(value, int):
         out.append(b"%d" % value)
     elif isinstance(value, str):
-        out.append(_string(_b(value)))
+        out.append(_string(_b(value), escape))
     else:
         out.append(format_value(value))
 

@@ -56,13 +56,15 @@ def test_envelope_groups_quoted_names_and_encoded_words_stay_raw():
     # RFC 3501 §7.4.2: group start (NIL NIL "name" NIL) ... group end (NIL NIL NIL NIL)
     assert (
         # RFC 3501 §9: env-to = "(" 1*address ")": no SP between addresses
+        # a name holding quotes goes out as a literal, as Dovecot sends it
         b'((NIL NIL "team" NIL)(NIL NIL "a" "example.org")'
-        b'("Q \\"quoted\\" R" NIL "q" "example.org")(NIL NIL NIL NIL)'
+        b'({12}\r\nQ "quoted" R NIL "q" "example.org")(NIL NIL NIL NIL)'
         b'(NIL NIL "bob" "example.net"))'
     ) in env
     assert b'(("=?UTF-8?Q?J=C3=BCrgen?=" NIL "j" "example.de"))' in env
-    # folded subject is unfolded, encoded word untouched
-    assert b'"=?UTF-8?B?w6nDqQ==?= nested folded"' in env
+    # folded subject is unfolded (and, being folded, sent as a literal like Dovecot does),
+    # encoded word untouched
+    assert b"{34}\r\n=?UTF-8?B?w6nDqQ==?= nested folded " in env
     assert env.endswith(b' NIL "<parent@example.com>" "<nested.1@example.com>")')
 
 
