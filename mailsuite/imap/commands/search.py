@@ -69,6 +69,10 @@ def _search(session, cmd, uid: bool):
             line = search_mod.format_esearch(cmd.tag, uid, numbers, opts, modseq)
             if line is not None:
                 session.send(line)
+        elif modseq is None:
+            # The common answer, formatted in one pass (thousands of numbers per poll).
+            text = " ".join(map(str, numbers))
+            session.send(("* SEARCH " + text if text else "* SEARCH").encode() + b"\r\n")
         else:
             session.send(search_mod.format_search(numbers, modseq))
         return None
