@@ -48,7 +48,7 @@ __all__ = [
 
 CACHE_NAME = "mailsuite-parsed.sqlite"
 # Bump when mime.py changes what it produces, so old rows are recomputed.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _COLUMNS = ("header", "envelope", "bodystructure", "body")
 _FLUSH_EVERY = 512  # pending rows
 _FLUSH_SECONDS = 2.0
