@@ -57,7 +57,7 @@ def unique_name() -> str:
     return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{_host}"
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -312,15 +312,16 @@ class Mailbox:
     ) -> str:
         """Durably store one message; blocking (call it in a thread).  Returns its key."""
         folder = names.validate(folder)
-        path = self.folder_path(folder)
-        if not (path / "cur").is_dir():
+        # Plain strings: pathlib's joins were a fifth of the CPU a delivery costs.
+        base = os.fspath(self.folder_path(folder))
+        if not os.path.isdir(base + "/cur"):
             raise NoSuchFolder(folder)
         body = to_lf(data)
         if check_quota:
             self._quota.check(len(body))
         key = f"{unique_name()},S={len(body)},W={wire_size(body)}"
         info = self.keywords_for(folder).to_info(flags) if flags else ""
-        tmp = path / "tmp" / key
+        tmp = f"{base}/tmp/{key}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             view = memoryview(body)
@@ -336,11 +337,11 @@ class Mailbox:
         if internaldate is not None:
             os.utime(tmp, (internaldate, internaldate))
         if info:
-            dest_dir = path / "cur"
-            dest = dest_dir / (key + INFO_SEPARATOR + info)
+            dest_dir = f"{base}/cur"
+            dest = f"{dest_dir}/{key}{INFO_SEPARATOR}{info}"
         else:
-            dest_dir = path / "new"
-            dest = dest_dir / key
+            dest_dir = f"{base}/new"
+            dest = f"{dest_dir}/{key}"
         os.rename(tmp, dest)
         fsync_dir(dest_dir)
         self._quota.add(len(body), 1)
