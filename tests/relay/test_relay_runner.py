@@ -397,3 +397,18 @@ def test_notice_to_full_local_mailbox_is_retried_then_given_up(make_sender, sink
     assert entry.recipients[0].state == FAILED and not entry.recipients[0].dsn_sent
     s.wait_empty(timeout=8)
     assert s.mailbox() == []
+
+
+def test_connection_dropped_mid_data_is_retried_and_delivered_once(make_sender, sink):
+    sink.script.drop_after = 5000
+    s = make_sender(retry_schedule=[1])
+    big = MSG + b"z" * 100 + b"\r\n" + (b"line of body text\r\n" * 3000)
+    s.submit("sender@example.test", ["a@remote.test"], big)
+    wait_for(lambda: s.queue_ids() and s.services.queue.load(s.queue_ids()[0]).attempts == 1)
+    entry = s.services.queue.load(s.queue_ids()[0])
+    assert entry.recipients[0].status == "4.4.2" and sink.transactions == []
+    sink.script.drop_after = None
+    s.wait_empty(timeout=5)
+    (t,) = sink.transactions
+    assert t.data == big
+    assert s.mailbox() == []
