@@ -246,21 +246,14 @@ class SmtpClientProtocol(protocol.Protocol):
         self.timer = None
         self.lost: Exception | None = None
         self.handshake: defer.Deferred | None = None
-        self.connected_d: defer.Deferred = defer.Deferred()
         self.closed: defer.Deferred = defer.Deferred()
-        self.reactor = None
+        self.reactor = None  # set by the factory
 
     def connectionMade(self) -> None:  # noqa: N802
-        from twisted.internet import reactor
-
-        self.reactor = reactor
         try:
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass
-        d, self.connected_d = self.connected_d, None
-        if d is not None:
-            d.callback(self)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         try:
@@ -390,6 +383,14 @@ class _BodyProducer:
 
 class _ClientFactory(protocol.Factory):
     protocol = SmtpClientProtocol
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+
+    def buildProtocol(self, addr):  # noqa: N802
+        proto = super().buildProtocol(addr)
+        proto.reactor = self.reactor
+        return proto
 
 
 class SmtpConnection:
@@ -684,7 +685,7 @@ async def connect(dest: Destination, params: SessionParams, reactor=None) -> Smt
         # RFC 8314 §3: implicit TLS from the first byte (smarthost port 465).
         ep = endpoints.wrapClientTLS(tls_creator(dest.host), ep)
     try:
-        proto = await ep.connect(_ClientFactory())
+        proto = await ep.connect(_ClientFactory(reactor))
     except Exception as e:
         raise DeliveryFailure(
             "4.4.1",
