@@ -47,6 +47,7 @@ RESCAN_TICKS = 30
 PRELOAD_MAX = 256 * 1024
 RELAY_THREADS = 8
 MAX_ACTIVE = 1000
+MAX_RCPTS_PER_TRANSACTION = 100
 # Seconds an idle connection waits for more mail to the same destination before QUIT.
 LINGER = 2.0
 
@@ -298,7 +299,13 @@ class QueueRunner(service.Service):
             # A smarthost takes every recipient in one transaction.
             key = (SMARTHOST, "") if self.relay.smarthost else (domain, domain)
             groups[key].append(r)
-        jobs = [_Job(entry.id, key, domain, rcpts) for (key, domain), rcpts in groups.items()]
+        # RFC 5321 §4.5.3.1.8: a server must take 100 recipients per transaction; no more.
+        n = MAX_RCPTS_PER_TRANSACTION
+        jobs = [
+            _Job(entry.id, key, domain, rcpts[i : i + n])
+            for (key, domain), rcpts in groups.items()
+            for i in range(0, len(rcpts), n)
+        ]
         act.outstanding = len(jobs)
         act.attempted = True
 
@@ -486,9 +493,24 @@ class QueueRunner(service.Service):
             return
         now = time.time()
         by_addr = {o.address: o for o in outcomes}
+        # RFC 5321 §4.5.3.1.10: "452 too many recipients" after some were taken means "send
+        # the others in another transaction", now rather than at the next retry.
+        progress = any(o.result == "delivered" for o in outcomes)
+        more = [
+            r
+            for r in job.recipients
+            if progress
+            and (o := by_addr.get(r.address)) is not None
+            and o.result == "temporary"
+            and o.diagnostic.startswith("452")
+        ]
+        if more:
+            act.outstanding += 1
+            self._push_job(_Job(job.entry_id, job.dest_key, job.domain, more))
+            self._spawn_workers()
         for r in job.recipients:
             o = by_addr.get(r.address)
-            if o is None:
+            if o is None or any(r is m for m in more):
                 continue
             r.status, r.diagnostic, r.remote_mta, r.updated = (
                 o.status,

@@ -144,6 +144,8 @@ class Script:
     auth: dict[str, str] = field(default_factory=dict)  # username -> password
     auth_mechs: str = "PLAIN LOGIN"
     implicit_tls: bool = False
+    # RCPTs beyond this many in one transaction get "452 4.5.3 too many recipients".
+    rcpt_limit: int | None = None
     # A reply line that replaces the EHLO response (e.g. "502 5.5.1 no EHLO here").
     ehlo_reply: str | None = None
 
@@ -293,6 +295,8 @@ class ScriptedSmtp(protocol.Protocol):
             addr = line[line.find("<") + 1 : line.find(">")]
             self.rcpts.append(addr)
             reply = s.rcpt.get(addr, "250 2.1.5 ok")
+            if s.rcpt_limit is not None and len(self.accepted) >= s.rcpt_limit:
+                reply = "452 4.5.3 too many recipients"
             if isinstance(reply, list):
                 reply = reply.pop(0) if len(reply) > 1 else reply[0]
             if reply.startswith("2"):

@@ -412,3 +412,21 @@ def test_connection_dropped_mid_data_is_retried_and_delivered_once(make_sender, 
     (t,) = sink.transactions
     assert t.data == big
     assert s.mailbox() == []
+
+
+def test_too_many_recipients_sent_in_further_transactions_at_once(make_sender, sink):
+    sink.script.rcpt_limit = 2
+    s = make_sender(retry_schedule=[3600])
+    rcpts = [f"r{i}@remote.test" for i in range(5)]
+    s.submit("sender@example.test", rcpts, MSG)
+    s.wait_empty(timeout=5)  # no waiting for a retry
+    assert [t.accepted for t in sink.transactions] == [rcpts[0:2], rcpts[2:4], rcpts[4:5]]
+    assert sink.connections == 1
+
+
+def test_more_than_100_recipients_split_into_transactions(make_sender, sink):
+    s = make_sender()
+    rcpts = [f"r{i}@remote.test" for i in range(150)]
+    s.submit("sender@example.test", rcpts, MSG)
+    s.wait_empty(timeout=10)
+    assert sorted(len(t.accepted) for t in sink.transactions) == [50, 100]
