@@ -21,9 +21,14 @@ Usage (IMAP FETCH/SEARCH/SORT/THREAD):
     cache.flush()                                      # write pending rows (end of a command)
     cache.add_message(key, raw)                        # optional: warm at APPEND/delivery
 
+Memory: entries of all mailboxes share one process-wide LRU with a byte budget
+(`MemoryLRU`, 32 MiB by default; pass `memory=` for a private one), and each SQLite file keeps
+a 256 KiB page cache, so many open mailboxes do not add up.
+
 Thread safety: every method takes one lock, so a FETCH run in a worker thread and another
 session on the reactor can share the instance.  The SQLite file is a cache: it is written
-without fsync and rebuilt from scratch if it is corrupt or of an older format.
+without fsync and rebuilt from scratch if it is corrupt or of an older format
+(FORMAT_VERSION is bumped whenever mime.py changes what it produces).
 """
 
 from __future__ import annotations
