@@ -185,3 +185,23 @@ def test_sort_fills_the_parsed_cache_in_the_maildir(imap_server, loaded):
     typ, data = loaded.sort("(SUBJECT)", "UTF-8", "ALL")
     assert typ == "OK"
     assert (root / CACHE_NAME).exists()
+
+
+def test_imapclient_parses_every_structure_of_the_broken_mail_corpus(imap_server):
+    """ENVELOPE / BODYSTRUCTURE of 120 good and broken messages (the Dovecot parity corpus)
+    parse in a real client library, literals and groups included."""
+    from tests.imap.msg_dovecot_cases import CASES
+
+    with IMAPClient("127.0.0.1", port=imap_server.port("imap"), ssl=False, timeout=10) as c:
+        c.login(USER, DEFAULT_PASSWORD)
+        c.create_folder("Corpus")
+        for raw, *_ in CASES.values():
+            c.append("Corpus", crlf(raw) if raw else b"\r\n")
+        c.select_folder("Corpus", readonly=True)
+        uids = c.search("ALL")
+        assert len(uids) == len(CASES)
+        res = c.fetch(uids, ["ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822.SIZE"])
+        assert len(res) == len(CASES)
+        for data in res.values():
+            assert data[b"BODYSTRUCTURE"] is not None and data[b"BODY"] is not None
+            assert data[b"RFC822.SIZE"] >= 0
