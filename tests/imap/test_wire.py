@@ -91,3 +91,35 @@ def test_fetch_body_section_with_spaces_is_one_item(imap_server):
     r.send(b"f UID FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)]<0.20>)\r\n")
     first = r.line()
     assert first == b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT FROM)]<0> {20}"
+
+
+def test_nodelay_on_plain_after_starttls_and_on_993(server_factory):
+    """Whole responses go out at once (TCP_NODELAY), TLS or not; the same socket lookup arms
+    TCP_QUICKACK for literals (imaplib's APPEND otherwise waits 40 ms on a delayed ACK)."""
+    import gc
+    import imaplib
+    import socket
+    import ssl
+
+    from mailsuite.imap.server import ImapProtocol
+
+    srv = server_factory(listen=IMAP_ONLY)
+    srv.add_user("alice@example.test")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    c1 = imaplib.IMAP4_SSL("127.0.0.1", srv.port("imaps"), ssl_context=ctx)
+    c2 = imaplib.IMAP4("127.0.0.1", srv.port("imap"))
+    c2.starttls(ctx)
+
+    def options():
+        out = []
+        for p in gc.get_objects():
+            if isinstance(p, ImapProtocol) and not p.closed:
+                sock = p._socket()
+                out.append((p.kind, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+        return sorted(out)
+
+    assert srv.call(options) == [("imap", 1), ("imaps", 1)]
+    c1.logout()
+    c2.logout()
