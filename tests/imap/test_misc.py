@@ -112,16 +112,23 @@ def test_autologout_timer_rfc3501_5_4(server_factory):
     r.login()
     from mailsuite.imap.server import ImapProtocol
 
-    protos = []
-
-    def find():
+    def fire():
         import gc
 
-        protos.extend(p for p in gc.get_objects() if isinstance(p, ImapProtocol) and not p.closed)
-        for p in protos:
-            p._timed_out()
+        from twisted.internet import reactor
 
-    srv.call(find)
+        mine = [
+            p
+            for p in gc.get_objects()
+            if isinstance(p, ImapProtocol) and not p.closed and p.services is srv.services
+        ]
+        assert len(mine) == 1
+        # The timer is armed with the configured delay and re-armed by client input.
+        remaining = mine[0]._timeout.getTime() - reactor.seconds()
+        assert 1790 < remaining <= 1800
+        mine[0]._timeout.reset(0)
+
+    srv.call(fire)
     assert r.line() == b"* BYE Autologout; idle for too long"
 
 

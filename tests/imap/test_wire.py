@@ -115,7 +115,7 @@ def test_nodelay_on_plain_after_starttls_and_on_993(server_factory):
     def options():
         out = []
         for p in gc.get_objects():
-            if isinstance(p, ImapProtocol) and not p.closed:
+            if isinstance(p, ImapProtocol) and not p.closed and p.services is srv.services:
                 sock = p._socket()
                 out.append((p.kind, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
         return sorted(out)
