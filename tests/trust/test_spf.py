@@ -307,4 +307,5 @@ def test_macro_expansion_only_raises_permerror(text):
         out = spf.expand(text, CTX)
     except spf.SpfPermError:
         return
-    assert "%{" not in out
+    # "%%" is a literal percent, so "%%{" legitimately expands to "%{" (RFC 7208 §7.1).
+    assert "%{" not in out or "%%" in text
