@@ -27,6 +27,7 @@ import codecs
 import email.utils
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -261,7 +262,7 @@ def _address_text(value: bytes) -> str:
             continue
         addr = (local or b"").decode("utf-8", "replace") + "@" + host.decode("utf-8", "replace")
         out.append(f"{_decode_word(name)} <{addr}>" if name else addr)
-    return _WSP_STR_RE.sub(" ", ", ".join(out)).casefold()
+    return fold(_WSP_STR_RE.sub(" ", ", ".join(out)))
 
 
 def _decode_word(v: bytes | None) -> str:
@@ -286,7 +287,7 @@ def decoded_field(env: _Env, name: bytes) -> str | None:
             elif b"=?" not in value and value.isascii():
                 values.append(_squeeze(value).decode("ascii").lower())
             else:
-                values.append(_WSP_STR_RE.sub(" ", mime.decode_header_value(value)).casefold())
+                values.append(fold(_WSP_STR_RE.sub(" ", mime.decode_header_value(value))))
     text = "\n".join(values) if values else None
     if key is not None:
         if len(_DECODED) >= _DECODED_MAX:
@@ -353,7 +354,9 @@ def _fast_scan(raw: bytes, needle: bytes, with_header: bool) -> bool | None:
         if low.find(marker, 0, scan_end) >= 0:
             return None
     if low.find(needle, 0 if with_header else hdr_end) < 0:
-        return False
+        # Absent from the bytes: absent from the text too, unless non-ASCII letters could
+        # decompose into it ("josé" holds "jose" once decomposed).
+        return False if low.isascii() else None
     return True if simple and low.find(needle, hdr_end) >= 0 else None
 
 
@@ -389,7 +392,7 @@ def _slow_scan(content, needle: str, with_header: bool) -> bool:
         elif not part.has_content_type or part.ctype in ("text", "message"):
             # Binary attachments are not text (Dovecot without FTS agrees); message/*
             # leaves such as delivery-status are.
-            if needle in mime.part_text(wire, part).casefold():
+            if needle in fold(mime.part_text(wire, part)):
                 return True
     return False
 
@@ -400,7 +403,7 @@ def _header_text(block: bytes) -> str:
 
     Decoding the block in one pass (instead of field by field) is what keeps SEARCH TEXT
     cheap; field boundaries stay as line ends, so a needle never spans two fields."""
-    return _WSP_STR_RE.sub(" ", mime.decode_header_value(block)).casefold()
+    return fold(_WSP_STR_RE.sub(" ", mime.decode_header_value(block)))
 
 
 class _Env:
@@ -515,16 +518,23 @@ _SEQSET_RE = re.compile(r"[0-9*:,]+\Z")
 MAX_DEPTH = 100
 
 
+def fold(text: str) -> str:
+    """Comparison form of text: case folded and decomposed (NFKD), close to the
+    i;unicode-casemap comparator (RFC 5051) Dovecot searches with, so "jose" finds "José"."""
+    text = text.casefold()
+    return text if text.isascii() else unicodedata.normalize("NFKD", text)
+
+
 def decode_search_string(value, charset: str) -> str:
     """A search string (bytes or Atom) in the given charset, casefolded for matching."""
     if isinstance(value, list):
         raise ImapBad("Expected a string")
     if isinstance(value, str):
-        return value.casefold()
+        return fold(value)
     try:
-        return value.decode(charset).casefold()
+        return fold(value.decode(charset))
     except (UnicodeDecodeError, LookupError):
-        return value.decode("utf-8", "replace").casefold()
+        return fold(value.decode("utf-8", "replace"))
 
 
 def _check_charset(charset) -> str:

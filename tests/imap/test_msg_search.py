@@ -272,3 +272,21 @@ def test_bad_return_option():
     cmd = parse_line(b"a SEARCH RETURN (BOGUS) ALL")
     with pytest.raises(ImapBad):
         parse_search_command(cmd.args)
+
+
+def test_matching_is_caseless_and_decomposed_like_dovecot():
+    # i;unicode-casemap style (RFC 5051): "jose" finds "José" in an encoded word and in an
+    # 8-bit body; "josé" does not find plain "jose"
+    raw = "From: =?UTF-8?B?Sm9zw6kgw4FsdmFyZXo=?= <j@x>\nSubject: s\n\nHola José\n".encode()
+    plain = b"From: jose@x\nSubject: s\n\nhola jose\n"
+    msgs = [Msg(1, raw), Msg(2, plain)]
+
+    def search(criteria: bytes) -> list[int]:
+        _, prog = parse_search_command(parse_line(b"a SEARCH CHARSET UTF-8 " + criteria).args)
+        ctx = SearchContext(content_loader=lambda m: MessageContent(m.raw))
+        return [m.uid for m in evaluate(prog, msgs, ctx)]
+
+    assert search(b"FROM jose") == [1, 2]
+    assert search(b"BODY JOSE") == [1, 2]
+    assert search(b'FROM "\xc3\x81lvarez"') == [1]
+    assert search(b'BODY "jos\xc3\xa9"') == [1]
