@@ -24,7 +24,6 @@ encodings and charsets (RFC 3501 §6.4.4; RFC 9051 §6.4.4.1).
 from __future__ import annotations
 
 import codecs
-import email.utils
 import re
 import time
 import unicodedata
@@ -729,16 +728,8 @@ def parse_date(text: str) -> tuple[int, int, int] | None:
 
 def sent_day(fields) -> tuple[int, int, int] | None:
     """The Date: header's calendar day as written (its own zone; RFC 3501 §6.4.4)."""
-    v = mime.first_value(fields, b"date")
-    if v is None:
-        return None
-    try:
-        t = email.utils.parsedate_tz(v.decode("latin-1"))
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if not t or not t[0] or not t[1] or not t[2]:
-        return None
-    return (t[0], t[1], t[2])
+    parsed = mime.parse_date_header(mime.first_value(fields, b"date"))
+    return parsed[0] if parsed else None
 
 
 # --- RETURN options and result formatting ----------------------------------------------------

@@ -13,7 +13,6 @@ content loader (the parsed cache makes that a lookup, not a file read).
 
 from __future__ import annotations
 
-import email.utils
 import re
 from collections.abc import Callable
 
@@ -116,15 +115,8 @@ def base_subject(value: bytes | None) -> tuple[str, bool]:
 
 def sent_date(fields, internaldate: float) -> float:
     """Date: as UTC seconds; the internal date when missing or unparsable (RFC 5256 §2.2)."""
-    v = mime.first_value(fields, b"date")
-    if v is not None:
-        try:
-            t = email.utils.parsedate_tz(v.decode("latin-1"))
-            if t is not None and t[0]:
-                return float(email.utils.mktime_tz(t))
-        except (TypeError, ValueError, OverflowError, IndexError):
-            pass
-    return internaldate
+    parsed = mime.parse_date_header(mime.first_value(fields, b"date"))
+    return parsed[1] if parsed else internaldate
 
 
 def _first_mailbox(fields, name: bytes) -> bytes:

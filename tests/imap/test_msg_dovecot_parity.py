@@ -458,3 +458,69 @@ def test_search_grammar_matches_dovecot(criteria, verdict):
     except ImapNo:
         got = "NO"
     assert got == verdict
+
+
+# --- Date: parsing (SENT* keys and SORT DATE) -------------------------------------------------
+
+# The day Dovecot 2.3.19.1 searched each Date: value under (SENTON), None = invalid (it then
+# compares the epoch and SORT DATE falls back to the internal date).
+DATE_VALUES = {
+    "Tuesday, 2 Jan 2024 10:00:00 +0000": None,
+    "Tue, 02-Jan-2024 10:00:00 +0000": None,
+    "2 Jan 2024 10:00 +0000": (2024, 1, 2),
+    "2 Jan 2024 10:00:00": (2024, 1, 2),
+    "2 Jan 2024 10:00:00 XYZ": (2024, 1, 2),
+    "2 Jan 24 10:00:00 +0000": (2024, 1, 2),
+    "Tue,2 Jan 2024 10:00:00 +0000": (2024, 1, 2),
+    " 2  Jan  2024 10:00:00 +0000 (CET)": (2024, 1, 2),
+    "2 jan 2024 10:00:00 +0000": (2024, 1, 2),
+    "2 January 2024 10:00:00 +0000": (2024, 1, 2),
+    "2 Jan 2024 10:00:00 EST": (2024, 1, 2),
+    "2 Jan 2024 23:00:00 -0800": (2024, 1, 2),
+    "2 Jan 2024 10:00:60 +0000": (2024, 1, 2),
+    "2 Jan 2024 10:60:00 +0000": None,
+    "32 Jan 2024 10:00:00 +0000": None,
+    "2 Jan 2024 10:00:00 +2500": (2024, 1, 2),
+    "2 Jan 99 10:00:00 +0000": (1999, 1, 2),
+    "2 Jan 1999 10:00:00 +0000": (1999, 1, 2),
+    "Foo, 2 Jan 2024 10:00:00 +0000": (2024, 1, 2),
+    "2 Jan 2024 10:00:00 +0000 extra": (2024, 1, 2),
+    "2 Jan 2024 10:00:00 z": (2024, 1, 2),
+    "2 Jan 2024 10.00.00 +0000": (2024, 1, 2),
+    "Jan 2 2024 10:00:00 +0000": None,
+    "2 Jan 2024 10:00:00 UT": (2024, 1, 2),
+    "30 Feb 2024 10:00:00 +0000": None,
+    "0 Jan 2024 10:00:00 +0000": None,
+    "1 Jan 2024": None,
+    "Mon, 1 Jan 2024 25:00:00 +0000": None,
+    "2024-01-02T10:00:00Z": None,
+}
+
+
+@pytest.mark.parametrize("value,day", sorted(DATE_VALUES.items()))
+def test_date_header_parsing_matches_dovecot(value, day):
+    from mailsuite.imap.mime import parse_date_header
+
+    parsed = parse_date_header(value.encode())
+    assert (parsed[0] if parsed else None) == day
+
+
+def test_sort_date_order_matches_dovecot():
+    # Dovecot: SORT (DATE) of these (internal dates an hour apart from 2024-01-01 09:06:40)
+    from mailsuite.imap.sort import sent_date
+
+    values = [
+        b"Mon, 1 Jan 2024 23:30:00 -0800",
+        b"Tue, 2 Jan 2024 00:30:00 +0200",
+        b"1 Jan 2024",
+        b"Mon, 01 Jan 2024 10:00:00 GMT",
+        b"2 Jan 24 10:00 EST",
+        b"Tuesday, 02-Jan-2024 10:00:00 +0000",
+        b"2024-01-02T10:00:00Z",
+        b"Mon, 1 Jan 2024 25:00:00 +0000",
+    ]
+    keys = [
+        (sent_date([(b"date", b"Date: " + v + b"\r\n")], 1704100000 + i * 3600), i + 1)
+        for i, v in enumerate(values)
+    ]
+    assert [n for _, n in sorted(keys)] == [4, 3, 6, 7, 8, 2, 1, 5]
