@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 CRLF = b"\r\n"
 TERMINATOR = b".\r\n"
@@ -43,8 +44,7 @@ class Pop3Error(Exception):
         return err(self.text, self.code)
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """One command line: upper-cased keyword and its arguments (str, UTF-8 or Latin-1)."""
 
     name: str
@@ -393,5 +393,14 @@ def _stuff_dots(data: bytes) -> bytes:
 
 def encode_message(data: bytes, body_lines: int | None = None) -> bytes:
     """The whole wire form of a message held in memory, terminating ".CRLF" included."""
+    if body_lines is None and b"\r" not in data:
+        # The common case (a whole LF message) without the chunk bookkeeping.
+        if b"." in data:
+            data = _stuff_dots(data)
+            if data[:1] == b".":
+                data = b"." + data
+        if not data or data[-1:] == b"\n":
+            return data.replace(b"\n", b"\r\n") + TERMINATOR
+        return data.replace(b"\n", b"\r\n") + CRLF + TERMINATOR
     enc = WireEncoder(body_lines)
     return enc.feed(data) + enc.finish()
