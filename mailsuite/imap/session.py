@@ -93,6 +93,7 @@ class SelectedView:
         self.pending_expunge: set[int] = set()
         self.pending_flags: set[int] = set()
         self.pending_exists = False
+        self.flag_search_memo = None  # see commands/search.py _flag_only
         folder.add_listener(self.on_event)
 
     def close(self) -> None:

@@ -91,3 +91,15 @@ def test_flag_only_fast_path_matches_the_evaluator(tmp_path):
     for key in ("KEYWORD $work", "RECENT", "UNSEEN FLAGGED", "ALL"):
         prog = search_mod.parse_search(parse_line(b"t SEARCH " + key.encode()).args)
         assert _flag_only(prog, msgs) is None, key
+
+
+def test_repeated_flag_search_follows_changes_from_other_sessions(imap_server):
+    r = _setup(imap_server)
+    assert r.cmd(b"UID SEARCH UNSEEN")[0] == b"* SEARCH 1 3 5 6"
+    other = connect(imap_server)
+    other.select("INBOX")
+    other.store("1", "+FLAGS", "(\\Seen)")
+    assert r.cmd(b"UID SEARCH UNSEEN")[0] == b"* SEARCH 3 5 6"
+    other.store("6", "+FLAGS", "(\\Deleted)")
+    other.expunge()
+    assert r.cmd(b"UID SEARCH UNSEEN")[0] == b"* SEARCH 3 5"

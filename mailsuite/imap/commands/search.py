@@ -17,20 +17,32 @@ from mailsuite.imap.parser import ImapBad
 from mailsuite.store import parsed_cache
 
 
-def _flag_only(prog, messages):
+def _flag_only(prog, messages, view=None):
     """`(seq, msg)` hits when the whole program is one system-flag test (UNSEEN, DELETED,
     FLAGGED...: what clients poll most), as one comprehension; None otherwise.
 
     System flags are stored in canonical case, so membership is exact here; keywords, which
-    match case-insensitively, go through the general evaluator."""
+    match case-insensitively, go through the general evaluator.  With a view, the answer is
+    remembered until the folder's HIGHESTMODSEQ or the view's numbering changes (every flag
+    change, arrival and expunge moves one of them)."""
     node = prog.root
     flag_cls = getattr(search_mod, "_Flag", None)
     if flag_cls is None or type(node) is not flag_cls or not node.flag.startswith("\\"):
         return None
-    flag = node.flag
-    if node.present:
-        return [(i, m) for i, m in enumerate(messages, 1) if flag in m.flags]
-    return [(i, m) for i, m in enumerate(messages, 1) if flag not in m.flags]
+    flag, present = node.flag, node.present
+    stamp = None
+    if view is not None and messages:
+        stamp = (view.folder.highestmodseq, len(messages), messages[0].uid, messages[-1].uid)
+        memo = getattr(view, "flag_search_memo", None)
+        if memo is not None and memo[0] == (flag, present, stamp):
+            return memo[1]
+    if present:
+        hits = [(i, m) for i, m in enumerate(messages, 1) if flag in m.flags]
+    else:
+        hits = [(i, m) for i, m in enumerate(messages, 1) if flag not in m.flags]
+    if stamp is not None:
+        view.flag_search_memo = ((flag, present, stamp), hits)
+    return hits
 
 
 def _run(program_needs_content: bool, fn, *args):
@@ -52,7 +64,7 @@ def _search(session, cmd, uid: bool):
         saved_uids=list(session.saved_uids),
     )
     messages = list(view.messages)
-    fast = None if prog.needs_content else _flag_only(prog, messages)
+    fast = None if prog.needs_content else _flag_only(prog, messages, view)
     if fast is not None:
         d = defer.succeed(fast)
     else:
