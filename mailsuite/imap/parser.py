@@ -313,12 +313,14 @@ def tokenize(pieces: list, start: int = 0) -> list:
     root: list = []
     stack: list[list] = [root]
     need_space = False  # tokens must be separated by SP (RFC 3501 §9 grammar)
+    after_literal = False
     for pi, piece in enumerate(pieces):
         if isinstance(piece, _Literal):
             if need_space:
                 raise ImapBad("Missing space before literal")
             stack[-1].append(piece.data)
             need_space = True
+            after_literal = True
             continue
         text = piece
         i = start if pi == 0 else 0
@@ -326,6 +328,10 @@ def tokenize(pieces: list, start: int = 0) -> list:
         while i < n:
             c = text[i]
             if c == 0x20:
+                if not need_space and after_literal:
+                    # imapclient's MULTIAPPEND sends two spaces between literals; accept it.
+                    i += 1
+                    continue
                 if not need_space:
                     if i + 1 < n and text[i + 1] == 0x29:
                         raise ImapBad("Space before closing parenthesis")
@@ -333,6 +339,7 @@ def tokenize(pieces: list, start: int = 0) -> list:
                 need_space = False
                 i += 1
                 continue
+            after_literal = False
             if c == 0x29:  # ")"
                 if len(stack) == 1:
                     raise ImapBad("Unbalanced parenthesis")

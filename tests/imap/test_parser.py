@@ -178,3 +178,10 @@ def test_mailbox_names_round_trip_modified_utf7(name):
     else:
         expected = name
     assert decode_mailbox(arg) == expected
+
+
+def test_imapclient_multiappend_double_space_between_literals_is_accepted():
+    (cmd,) = events(b"a APPEND INBOX {1+}\r\nx  {1+}\r\ny\r\n")
+    assert cmd == Command("a", "APPEND", [Atom("INBOX"), b"x", b"y"])
+    (bad,) = events(b"a APPEND  INBOX\r\n")
+    assert isinstance(bad, RejectedCommand)
