@@ -191,6 +191,8 @@ class Pop3Session(Protocol, TimeoutMixin):
         self.folder = None
         self.folder_dir = ""
         self.maildrop: Maildrop | None = None
+        # RFC 6856: our replies are ASCII and messages go out as stored, so UTF8 mode only
+        # needs remembering (USER/PASS are decoded as UTF-8 in any case).
         self.utf8 = False
         self.bad_commands = 0
         self.sasl_mech = None
@@ -200,7 +202,7 @@ class Pop3Session(Protocol, TimeoutMixin):
         self.lost = False
         self.streamer: BodyStreamer | None = None
         self.reading_paused = False
-        self._limiter_token = None
+        self.admitted_ip: str | None = None  # holds a connection-limiter slot
 
     # -- connection -------------------------------------------------------------------------
 
@@ -233,7 +235,7 @@ class Pop3Session(Protocol, TimeoutMixin):
             self.transport.loseConnection()
             self.closing = True
             return False
-        self._limiter_token = self.client_ip
+        self.admitted_ip = self.client_ip
         return True
 
     def connectionLost(self, reason=connectionDone) -> None:
@@ -245,9 +247,9 @@ class Pop3Session(Protocol, TimeoutMixin):
         if self.address is not None:
             # A dropped connection never reaches UPDATE: nothing marked with DELE is removed.
             self.registry.release(self.address, self)
-        if self._limiter_token is not None:
-            self.services.connections.release(self._limiter_token)
-            self._limiter_token = None
+        if self.admitted_ip is not None:
+            self.services.connections.release(self.admitted_ip)
+            self.admitted_ip = None
         log.info("pop3 #{sid} disconnected", sid=self.session_id)
 
     def timeoutConnection(self) -> None:
