@@ -94,3 +94,17 @@ def test_close_expunges_silently_unselect_does_not(imap_server):
     out = r.cmd(b"CLOSE")
     assert out == [b"t OK CLOSE completed"]
     assert b"* 2 EXISTS" in r.cmd(b"SELECT INBOX")
+
+
+def test_select_and_status_see_files_other_programs_just_dropped(imap_server):
+    """A `mailsuite deliver` run by the MTA is another process: SELECT and STATUS must show
+    its message at once, not after some polling interval."""
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    assert r.cmd(b"STATUS INBOX (MESSAGES)")[0] == b"* STATUS INBOX (MESSAGES 0)"
+    root = imap_server.services.store.path_for("alice@example.test")
+    for i in range(2):
+        (root / "new" / f"17000000{i}.P1Q{i}.other").write_bytes(b"Subject: x\n\nbody\n")
+        out = r.cmd(b"STATUS INBOX (MESSAGES)")
+        assert out[0] == b"* STATUS INBOX (MESSAGES %d)" % (i + 1)
+        assert b"* %d EXISTS" % (i + 1) in r.cmd(b"SELECT INBOX")

@@ -41,7 +41,9 @@ def open_folder(session, name: str, create_hint: bool = False):
         raise ImapNo("NONEXISTENT", "Mailbox does not exist") from None
     except BadFolderName as e:
         raise ImapNo("CANNOT", f"Invalid mailbox name: {e}") from None
-    refresh_folder(folder)
+    # SELECT, EXAMINE and STATUS show the folder as it is now, whatever other programs
+    # (a `mailsuite deliver` from the MTA, rsync) did a moment ago.
+    refresh_folder(folder, force=True)
     return folder
 
 
