@@ -587,3 +587,34 @@ def test_streamed_retr_after_stls(mail_server, tls_context):
     assert b"\n".join(lines) + b"\n" == msg
     assert p.noop().startswith(b"+OK")
     p.quit()
+
+
+def test_retr_to_a_client_that_does_not_read_stops_reading_the_file(server_factory):
+    """Back-pressure: with the client not reading, the server reads only what fits in the
+    socket buffers plus a chunk or two, not the 20 MB message."""
+    from mailsuite.pop3.registry import registry_for
+
+    srv = server_factory(auth={"plaintext": "loopback"})
+    srv.add_user(ALICE)
+    deliver(srv, ALICE, big_message(20))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # before connect: no autotuning
+    sock.settimeout(20)
+    sock.connect(("127.0.0.1", srv.port("pop3")))
+    c = Raw(sock)
+    c.line()
+    c.send(f"USER {ALICE}\r\nPASS {DEFAULT_PASSWORD}\r\n".encode())
+    c.line(), c.line()
+    c.send(b"RETR 1\r\n")
+    time.sleep(0.8)
+    session = srv.call(registry_for(srv.services.store).holder, ALICE)
+    streamer = session.streamer
+    assert streamer is not None
+    position = srv.call(streamer.file.tell)
+    # Kernel socket buffers (a few MB on loopback) plus our chunk and its read-ahead.
+    assert position < 8 * 1024 * 1024, position
+    # Reading resumes the stream and the whole message arrives.
+    assert c.line().startswith(b"+OK")
+    assert len(c.body()) > 250_000
+    c.send(b"QUIT\r\n")
+    assert c.line().startswith(b"+OK")
