@@ -159,16 +159,17 @@ class SelectedView:
         """RFC 3501 §9: a message sequence number beyond EXISTS is an error (not for UIDs).
 
         A range is accepted when it starts inside the mailbox ("1:1000" on 10 messages), as
-        Dovecot does; a set lying wholly beyond the end is BAD."""
+        Dovecot does, and so is any range with "*"; a range wholly beyond the end is BAD."""
         if uid or seqset.dollar:
             return
         n = len(self.messages)
         for lo, hi in seqset.ranges:
-            vals = [v for v in (lo, hi) if v is not None]
-            if vals and min(vals) > n:
+            if lo is None or hi is None:
+                # "n:*" is "*:n" (RFC 3501 §9): it names the last message whatever n is,
+                # and nothing in an empty mailbox.
+                continue
+            if min(lo, hi) > n:
                 raise ImapBad("Invalid message sequence number")
-        if n == 0 and seqset.ranges:
-            raise ImapBad("No messages")
 
     def flags_of(self, msg) -> frozenset[str]:
         if msg.uid in self.recent:

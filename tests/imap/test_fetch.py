@@ -130,3 +130,21 @@ def test_fast_renderer_matches_the_general_one(tmp_path):
     assert (
         fetch_fast.compile_request(fetch_items.parse_fetch_items(cmd.args[1:]), header_of) is None
     )
+
+
+def test_star_ranges_on_an_empty_mailbox_select_nothing(imap_server):
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.cmd(b"SELECT INBOX")
+    assert r.cmd(b"FETCH 1:* (FLAGS)") == [b"t OK FETCH completed"]
+    assert r.cmd(b"STORE 1:* +FLAGS (\\Seen)") == [b"t OK STORE completed"]
+    assert r.cmd(b"FETCH 1 (FLAGS)")[-1].startswith(b"t BAD")
+
+
+def test_star_alone_is_the_last_message(imap_server):
+    append_n(connect(imap_server), 2)
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.cmd(b"SELECT INBOX")
+    assert r.cmd(b"FETCH * (UID)")[0] == b"* 2 FETCH (UID 2)"
+    assert r.cmd(b"FETCH 3:* (UID)")[0] == b"* 2 FETCH (UID 2)"
