@@ -81,6 +81,10 @@ class AuthConfig:
     # behind it, so the per-IP limit is looser than the per-account one.
     ip_lockout_failures: int = 30
 
+    # Failures from one client address before its delays start (the account's own delays start
+    # after `free_failures`), for the same reason.
+    ip_free_failures: int = 10
+
 
 @dataclass(frozen=True)
 class LimitsConfig:

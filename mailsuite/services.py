@@ -55,6 +55,7 @@ class Services:
             lockout_failures=a.lockout_failures,
             lockout_seconds=a.lockout_seconds,
             ip_lockout_failures=a.ip_lockout_failures,
+            ip_free_failures=a.ip_free_failures,
         )
         return cls(
             config=config,

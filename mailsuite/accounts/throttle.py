@@ -26,6 +26,7 @@ class FailedLoginThrottle:
         lockout_failures: int = 10,
         lockout_seconds: float = 300,
         ip_lockout_failures: int = 30,
+        ip_free_failures: int = 10,
         clock=time.monotonic,
     ):
         self.free = free_failures
@@ -34,10 +35,11 @@ class FailedLoginThrottle:
         self.lockout_failures = lockout_failures
         self.lockout_seconds = lockout_seconds
         self.ip_lockout_failures = ip_lockout_failures
+        self.ip_free = ip_free_failures
         self.clock = clock
         self._records: dict[tuple[str, str], _Record] = {}
 
-    def _wait_for(self, kind: str, key: str, limit: int) -> float:
+    def _wait_for(self, kind: str, key: str, limit: int, free: int) -> float:
         rec = self._records.get((kind, key))
         if rec is None:
             return 0.0
@@ -47,16 +49,16 @@ class FailedLoginThrottle:
             return 0.0
         if rec.failures >= limit:
             return rec.last + self.lockout_seconds - now
-        if rec.failures < self.free:
+        if rec.failures < free:
             return 0.0
-        delay = min(self.max_delay, self.base * 2 ** (rec.failures - self.free))
+        delay = min(self.max_delay, self.base * 2 ** (rec.failures - free))
         return max(0.0, rec.last + delay - now)
 
     def retry_after(self, ip: str, account: str) -> float:
         """Seconds the next attempt must wait (0: go ahead)."""
         return max(
-            self._wait_for("ip", ip, self.ip_lockout_failures),
-            self._wait_for("user", account.lower(), self.lockout_failures),
+            self._wait_for("ip", ip, self.ip_lockout_failures, self.ip_free),
+            self._wait_for("user", account.lower(), self.lockout_failures, self.free),
         )
 
     def failed(self, ip: str, account: str) -> None:

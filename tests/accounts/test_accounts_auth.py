@@ -126,7 +126,12 @@ def test_throttle_delays_double_up_to_the_maximum_then_lock_out():
 def test_success_clears_the_account_but_not_the_ip():
     clock = FakeClock()
     t = FailedLoginThrottle(
-        free_failures=1, base_delay=10, max_delay=100, ip_lockout_failures=50, clock=clock
+        free_failures=1,
+        base_delay=10,
+        max_delay=100,
+        ip_lockout_failures=50,
+        ip_free_failures=1,
+        clock=clock,
     )
     t.failed("10.0.0.1", "a@example.test")
     t.failed("10.0.0.1", "a@example.test")
@@ -134,6 +139,19 @@ def test_success_clears_the_account_but_not_the_ip():
     t.succeeded("10.0.0.1", "a@example.test")
     assert t.retry_after("10.0.0.2", "a@example.test") == 0
     assert t.retry_after("10.0.0.1", "b@example.test") == 20  # the IP's record stays
+
+
+def test_a_shared_address_is_not_slowed_by_a_few_failures_of_other_users():
+    # Outlook.com and carriers put many users behind one address: the accounts that failed wait,
+    # the address as a whole only after ip_free_failures.
+    clock = FakeClock()
+    t = FailedLoginThrottle(free_failures=1, base_delay=10, ip_free_failures=7, clock=clock)
+    for user in ("a", "a", "b", "c", "d", "e"):
+        t.failed("203.0.113.5", f"{user}@example.test")
+    assert t.retry_after("203.0.113.5", "a@example.test") > 0
+    assert t.retry_after("203.0.113.5", "zed@example.test") == 0
+    t.failed("203.0.113.5", "f@example.test")
+    assert t.retry_after("203.0.113.5", "zed@example.test") > 0
 
 
 def test_waiting_out_the_delay_allows_the_next_try():
