@@ -106,7 +106,7 @@ def server(smtp_server) -> SmtpServer:
 class Wire:
     """A raw SMTP client socket: send exact bytes, read whole replies (RFC 5321 §4.2.1)."""
 
-    def __init__(self, port: int, tls: bool = False, greeting: bool = True, timeout: float = 10):
+    def __init__(self, port: int, tls: bool = False, greeting: bool = True, timeout: float = 30):
         import socket
 
         sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
