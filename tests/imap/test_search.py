@@ -58,9 +58,10 @@ def test_search_sees_no_expunged_sequence_shift(imap_server):
 
 def test_sort_and_thread_rfc5256(imap_server):
     c = connect(imap_server)
-    c.append("INBOX", None, None, message(1, subject="banana"))
-    c.append("INBOX", None, None, message(2, subject="Re: apple"))
-    c.append("INBOX", None, None, message(3, subject="apple"))
+    # Distinct internal dates: ARRIVAL ties fall back to mailbox order (RFC 5256 §3).
+    c.append("INBOX", None, '"01-Jan-2024 10:00:00 +0000"', message(1, subject="banana"))
+    c.append("INBOX", None, '"01-Jan-2024 11:00:00 +0000"', message(2, subject="Re: apple"))
+    c.append("INBOX", None, '"01-Jan-2024 12:00:00 +0000"', message(3, subject="apple"))
     r = Raw(imap_server.port("imap"))
     r.login()
     r.cmd(b"SELECT INBOX")

@@ -131,7 +131,12 @@ def _send_vanished(session, view, seqset) -> None:
 def _write_batches(session, view, req, targets, seen_set, uid):
     has_flags = "FLAGS" in req.kinds()
     missing = False
-    cache = parsed_cache.ParsedCache.for_maildir(parsed_cache.maildir_root_of(view.folder))
+    # Index-only requests (the most frequent) never touch the parsed cache.
+    cache = (
+        parsed_cache.ParsedCache.for_maildir(parsed_cache.maildir_root_of(view.folder))
+        if req.needs_content
+        else None
+    )
     cols = _cache_columns(req)
     preloaded: dict = {}
 
