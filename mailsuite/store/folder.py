@@ -96,6 +96,9 @@ class Folder:
         self.highestmodseq = 1
         self._dir_sig: tuple = ()
         self._own_uid_sig: tuple | None = None
+        # Set when the signature was advanced past a change we made ourselves without listing
+        # the folder: one listing is still owed once the mtimes are old enough to be trusted.
+        self._unverified = False
         # File names the index holds, per subdirectory (built at the first listing).
         self._names: dict[str, set[str]] | None = None
         # The uidlist file state (inode, size, mtime) our in-memory copy fully reflects, or None;
@@ -354,8 +357,15 @@ class Folder:
     def refresh(self, force: bool = False) -> None:
         """Sync the index with the directories; assign UIDs to new files; notify listeners."""
         sig = self._dir_signature()
-        if not force and sig == self._dir_sig and self._stable(sig):
-            return
+        if not force and sig == self._dir_sig:
+            stable = self._stable(sig)
+            if stable and not self._unverified:
+                return
+            if not stable and self._unverified:
+                # Only our own renames since the last listing (any later change would have
+                # moved an mtime): listing now would find nothing; verify once stable.
+                return
+        self._unverified = False
         appeared, vanished = self._listing_changes()
         # Names that appeared: a known key under a new name was renamed (flags, new/ -> cur/);
         # an unknown key is a new message.  cur/ first, so a key in both ends up as new/'s.
@@ -543,6 +553,7 @@ class Folder:
         is not changed."""
         flags = frozenset(f for f in flags if f != "\\Recent")
         changed, refused = [], []
+        in_sync = self._dir_signature() == self._dir_sig
         for msg in msgs:
             if unchanged_since is not None and msg.modseq > unchanged_since:
                 refused.append(msg)
@@ -573,12 +584,40 @@ class Folder:
             changed.append(msg)
         if changed:
             self._dirty = True
+            self._advance_signature(in_sync)
             self._notify("flags", [m.uid for m in changed], source)
         return changed, refused
+
+    def _advance_signature(self, in_sync: bool) -> None:
+        """After our own renames or unlinks: when the index matched the directories before
+        them, it matches them after, so the next access need not list the folder (a STATUS
+        during constant flag changes would otherwise list 10,000 files each time).  A change by
+        another program within the same mtime tick is caught by the one verifying listing owed
+        once the mtimes are older than the slack."""
+        if in_sync:
+            self._dir_sig = self._dir_signature()
+            self._unverified = True
+
+    def index_delivered(self, key: str, flags=()) -> int | None:
+        """Index one file this process has just delivered (Mailbox.deliver's key and flags),
+        without listing the folder: an APPEND into a big folder stays cheap."""
+        msg = self._by_key.get(key)
+        if msg is not None:
+            return msg.uid
+        info = self.keywords.to_info(flags) if flags else ""
+        sub, filename = ("cur", key + INFO_SEPARATOR + info) if info else ("new", key)
+        if not os.path.exists(self.path / sub / filename):
+            self.refresh(force=True)  # moved already (another session, another program)
+            return self.uid_of_key(key)
+        added = self._add_new([key], {key: (sub, info)})
+        if added:
+            self._notify("exists", [m.uid for m in added])
+        return added[0].uid if added else None
 
     def expunge(self, msgs, source=None, quota=None) -> list[int]:
         """Remove the messages' files; returns the UIDs removed (ascending)."""
         removed, freed = [], 0
+        in_sync = self._dir_signature() == self._dir_sig
         for msg in msgs:
             try:
                 os.unlink(self.message_path(msg))
@@ -594,6 +633,7 @@ class Folder:
         self._set_messages([m for m in self.messages if m.key not in keys])
         self.highestmodseq += 1
         self._dirty = True
+        self._advance_signature(in_sync)
         if quota is not None:
             quota.add(-freed, -len(removed))
         uids = sorted(m.uid for m in removed)

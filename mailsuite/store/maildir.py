@@ -394,8 +394,7 @@ class Mailbox:
 
         def indexed(key):
             f = self.folder(folder)
-            f.refresh(force=True)
-            return f, f.uid_of_key(key)
+            return f, f.index_delivered(key, flags)
 
         d = threads.deferToThread(self.deliver, data, folder, flags, internaldate)
         d.addCallback(indexed)

@@ -117,7 +117,7 @@ def _deliver_one(mbox, name: str, flags, date, data: bytes):
 
     def indexed(key):
         folder = mbox.folder(name)
-        return folder, index(key)
+        return folder, index(key, flags)
 
     return d.addCallback(indexed)
 
