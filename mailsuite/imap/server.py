@@ -19,6 +19,7 @@ from zope.interface import implementer
 from mailsuite.imap import response as R
 from mailsuite.imap.parser import Command, CommandReader, NeedContinuation, RejectedCommand
 from mailsuite.imap.session import Session
+from mailsuite.listener import SessionFactory
 
 log = Logger(namespace="mailsuite.imap")
 
@@ -274,19 +275,8 @@ class ImapProtocol(protocol.Protocol):
                 self.close()
 
 
-class ImapFactory(protocol.ServerFactory):
-    def __init__(self, services, kind: str):
-        self.services = services
-        self.kind = kind
-
-    def buildProtocol(self, addr):
-        p = ImapProtocol(self.services, self.kind)
-        p.factory = self
-        return p
-
-
-def build_factory(services, kind: str) -> ImapFactory:
+def build_factory(services, kind: str) -> SessionFactory:
     """`kind` is "imap" (port 143, STARTTLS) or "imaps" (993, wrapped in TLS by app.py)."""
     if kind not in ("imap", "imaps"):
         raise ValueError(f"unknown IMAP listener kind {kind!r}")
-    return ImapFactory(services, kind)
+    return SessionFactory(ImapProtocol, services, kind)

@@ -13,7 +13,7 @@ import os
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
@@ -21,6 +21,7 @@ from zope.interface import implementer
 from mailsuite import sasl
 from mailsuite.accounts.checker import AuthFailed, AuthThrottled
 from mailsuite.config import ConfigError
+from mailsuite.listener import SessionFactory
 from mailsuite.pop3.maildrop import Entry, Maildrop
 from mailsuite.pop3.parser import (
     AUTH,
@@ -677,18 +678,7 @@ _COMMANDS = {
 }
 
 
-class Pop3Factory(Factory):
-    def __init__(self, services, kind: str):
-        self.services = services
-        self.kind = kind
-
-    def buildProtocol(self, addr):
-        p = Pop3Session(self.services, self.kind)
-        p.factory = self
-        return p
-
-
-def build_factory(services, kind: str) -> Pop3Factory:
+def build_factory(services, kind: str) -> SessionFactory:
     """The factory for listener `kind`: "pop3" (110, STLS) or "pop3s" (995; app.py wraps TLS)."""
     if kind not in ("pop3", "pop3s"):
         raise ValueError(f"pop3 cannot serve listener kind {kind!r}")
@@ -700,4 +690,4 @@ def build_factory(services, kind: str) -> Pop3Factory:
     # RFC 2449 §6.7: EXPIRE is "NEVER" or a number of days (we only advertise the policy).
     if expire and not (expire == "NEVER" or expire.isdigit()):
         raise ConfigError("pop3.expire", 'must be "", "NEVER" or a number of days')
-    return Pop3Factory(services, kind)
+    return SessionFactory(Pop3Session, services, kind)

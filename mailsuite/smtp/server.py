@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from mailsuite import sasl
 from mailsuite.accounts.checker import AuthThrottled
 from mailsuite.delivery import Envelope, Recipient, UnknownRecipient
+from mailsuite.listener import SessionFactory
 from mailsuite.smtp import headers
 from mailsuite.smtp.parser import (
     AUTH_LINE_LIMIT,
@@ -731,19 +732,8 @@ def _delivery_failure_reply(failure: Failure) -> SmtpReply:
     return SmtpReply(451, "4.3.0", "Error: temporary failure, try again later")
 
 
-class SmtpFactory(protocol.ServerFactory):
-    def __init__(self, services, kind: str) -> None:
-        self.services = services
-        self.kind = kind
-
-    def buildProtocol(self, addr):
-        p = SmtpSession(self.services, self.kind)
-        p.factory = self
-        return p
-
-
-def build_factory(services, kind: str) -> SmtpFactory:
+def build_factory(services, kind: str) -> SessionFactory:
     """Factory for the "smtp", "submission" or "submissions" listener (docs/internals.md)."""
     if kind not in ("smtp", "submission", "submissions"):
         raise ValueError(f"not an SMTP listener kind: {kind}")
-    return SmtpFactory(services, kind)
+    return SessionFactory(SmtpSession, services, kind)
