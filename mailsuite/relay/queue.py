@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailsuite.durable import fsync_dir, write_new_file
+
 # Recipient states.  "failed" means a permanent failure whose bounce is still owed (dsn_sent
 # False) or already sent; "delivered" likewise for NOTIFY=SUCCESS notices.
 PENDING = "pending"
@@ -141,28 +143,12 @@ def _recipient_from(value: Any) -> QueuedRecipient:
     return QueuedRecipient(address=str(get("address")), notify=notify, orcpt=orcpt)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_durable(tmp_dir: Path, final: Path, data: bytes) -> None:
     """tmp → fsync → rename → fsync dir: the rename is the commit point."""
     tmp = tmp_dir / f"{final.name}.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_new_file(tmp, data)
     os.rename(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def _fsync_together(paths: list[Path], fds: list[int]) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from twisted.internet import threads
 from twisted.logger import Logger
 
+from mailsuite.durable import fsync_dir, write_new_file
 from mailsuite.store import names
 from mailsuite.store.flags import INFO_SEPARATOR, Keywords, split_filename
 from mailsuite.store.folder import Folder
@@ -55,14 +56,6 @@ def unique_name() -> str:
     sec = int(now)
     usec = int((now - sec) * 1_000_000)
     return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{_host}"
-
-
-def fsync_dir(path: Path | str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def make_maildir(path: Path) -> None:
@@ -322,18 +315,7 @@ class Mailbox:
         key = f"{unique_name()},S={len(body)},W={wire_size(body)}"
         info = self.keywords_for(folder).to_info(flags) if flags else ""
         tmp = f"{base}/tmp/{key}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(body)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
+        write_new_file(tmp, body)
         if internaldate is not None:
             os.utime(tmp, (internaldate, internaldate))
         if info:

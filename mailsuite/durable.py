@@ -1,0 +1,32 @@
+"""File durability primitives shared by the store and the queue: a message is only "accepted"
+once its bytes and its directory entry are on disk."""
+
+from __future__ import annotations
+
+import os
+
+
+def write_new_file(path: str | os.PathLike, data: bytes) -> None:
+    """Create `path` (it must not exist), write all of `data`, fsync, close; on any error the
+    partial file is removed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make renames and creations in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
