@@ -56,18 +56,18 @@ def _search(session, cmd, uid: bool):
     opts, prog = search_mod.parse_search_command(cmd.args)
     if prog.wants_modseq:
         session.enabled.add("CONDSTORE")
-    # Header keys are answered by the parsed cache; BODY/TEXT read the files (in a thread).
-    loader = parsed_cache.folder_loader(view.folder)
-    ctx = search_mod.SearchContext(
-        content_loader=loader,
-        recent_uids=set(view.recent),
-        saved_uids=list(session.saved_uids),
-    )
     messages = list(view.messages)
     fast = None if prog.needs_content else _flag_only(prog, messages, view)
     if fast is not None:
         d = defer.succeed(fast)
     else:
+        # Header keys are answered by the parsed cache; BODY/TEXT read the files (in a
+        # thread).  Opened only here: the flag polls above need no cache at all.
+        ctx = search_mod.SearchContext(
+            content_loader=parsed_cache.folder_loader(view.folder),
+            recent_uids=set(view.recent),
+            saved_uids=list(session.saved_uids),
+        )
         d = _run(prog.needs_content, search_mod.evaluate_seqs, prog, messages, ctx)
 
     def answer(hits):
