@@ -16,5 +16,7 @@ def test_configuration_reference_matches_config_py():
 
 def test_every_config_key_is_documented():
     text = (REPO / "docs" / "configuration.md").read_text()
-    undocumented = [line for line in text.splitlines() if line.startswith("| `") and line.endswith("|  |")]
+    undocumented = [
+        line for line in text.splitlines() if line.startswith("| `") and line.endswith("|  |")
+    ]
     assert undocumented == []
