@@ -150,6 +150,45 @@ class Wire:
     def replies(self, n: int) -> list[tuple[int, str]]:
         return [(c, " ".join(t)) for c, t in (self.reply() for _ in range(n))]
 
+    def send_while_reading(self, data: bytes, n: int, seconds: float = 60) -> list[tuple[int, str]]:
+        """Write `data` and read `n` replies at the same time, in one thread: an SSL socket
+        must not be read and written from two threads at once (OpenSSL state is not
+        thread-safe), and the server may stop reading until its replies are read."""
+        import select
+        import ssl
+        import time
+
+        out = memoryview(data)
+        self.sock.setblocking(False)
+        deadline = time.monotonic() + seconds
+        crlf = b"\r\n"
+        try:
+            while self.buf.count(crlf) < n or out:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{len(out)} bytes unsent, {self.buf.count(crlf)} lines read"
+                    )
+                pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+                readable, writable, _ = select.select(
+                    [self.sock], [self.sock] if out else [], [], 1
+                )
+                if readable or pending:
+                    try:
+                        chunk = self.sock.recv(65536)
+                        if not chunk:
+                            raise EOFError(self.buf)
+                        self.buf += chunk
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                        pass
+                if writable and out:
+                    try:
+                        out = out[self.sock.send(out[:65536]) :]
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                        pass
+        finally:
+            self.sock.setblocking(True)
+        return self.replies(n)
+
     def cmd(self, text: str) -> tuple[int, str]:
         self.send(text + "\r\n")
         code, lines = self.reply()
