@@ -161,19 +161,7 @@ def format_sequence_set(numbers: Iterable[int]) -> str:
 
     Numbers are sorted and de-duplicated; an empty input gives "".
     """
-    nums = sorted(set(numbers))
-    if not nums:
-        return ""
-    parts = []
-    start = prev = nums[0]
-    for n in nums[1:]:
-        if n == prev + 1:
-            prev = n
-            continue
-        parts.append(str(start) if start == prev else f"{start}:{prev}")
-        start = prev = n
-    parts.append(str(start) if start == prev else f"{start}:{prev}")
-    return ",".join(parts)
+    return format_uid_pairs(sorted(set(numbers)))
 
 
 def format_uid_pairs(numbers: Sequence[int]) -> str:

@@ -94,15 +94,21 @@ def _export_folder_maildir(
     uidlist_mod.UidlistFile(path).rewrite(ul)
 
 
-def export_maildir(mailbox: Mailbox, dest: Path, progress: Progress | None = None) -> TransferStats:
-    progress = progress or Progress()
-    stats = TransferStats()
-    _prepare(dest)
+def _folders(mailbox: Mailbox, stats: TransferStats, progress: Progress):
+    """Every folder, freshly indexed, counted and announced to the progress display."""
     for name in mailbox.list_folders():
         folder = mailbox.folder(name)
         folder.refresh(force=True)
         stats.folders.add(name)
         progress.start(name, len(folder.messages))
+        yield name, folder
+
+
+def export_maildir(mailbox: Mailbox, dest: Path, progress: Progress | None = None) -> TransferStats:
+    progress = progress or Progress()
+    stats = TransferStats()
+    _prepare(dest)
+    for name, folder in _folders(mailbox, stats, progress):
         _export_folder_maildir(folder, dest / maildir_dirname(name), stats, progress)
     subs = "".join(
         codecs.encode(n, "imap4-utf-7").decode("ascii").replace("/", ".") + "\n"
@@ -121,11 +127,7 @@ def export_mbox(mailbox: Mailbox, dest: Path, progress: Progress | None = None) 
     progress = progress or Progress()
     stats = TransferStats()
     _prepare(dest)
-    for name in mailbox.list_folders():
-        folder = mailbox.folder(name)
-        folder.refresh(force=True)
-        stats.folders.add(name)
-        progress.start(name, len(folder.messages))
+    for name, folder in _folders(mailbox, stats, progress):
         out = dest / mbox_filename(name)
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "wb") as f:
