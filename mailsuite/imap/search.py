@@ -461,6 +461,18 @@ class SearchContext:
         return f(n)
 
 
+def context_for(session, view) -> SearchContext:
+    """The context SEARCH, SORT and THREAD evaluate in: the selected view's \\Recent set, the
+    session's saved result (RFC 5182 `$`) and the folder's parsed-message cache."""
+    from mailsuite.store.parsed_cache import folder_loader
+
+    return SearchContext(
+        content_loader=folder_loader(view.folder),
+        recent_uids=set(view.recent),
+        saved_uids=list(getattr(session, "saved_uids", None) or ()),
+    )
+
+
 def evaluate_seqs(program: SearchProgram, messages, context: SearchContext) -> list[tuple]:
     """`(seq, msg)` for every message of the view that matches, in sequence order."""
     context.count = len(messages)

@@ -184,23 +184,17 @@ def run_command(session, view, cmd, uid: bool):
     from twisted.internet import defer, threads
 
     from mailsuite.imap import search as search_mod
-    from mailsuite.store.parsed_cache import folder_loader
 
     criteria, prog = parse_sort_command(cmd.args)
     if prog.wants_modseq:
         session.enabled.add("CONDSTORE")
-    loader = folder_loader(view.folder)
-    ctx = search_mod.SearchContext(
-        content_loader=loader,
-        recent_uids=set(view.recent),
-        saved_uids=list(getattr(session, "saved_uids", None) or ()),
-    )
+    ctx = search_mod.context_for(session, view)
     messages = list(view.messages)
     needs_headers = prog.needs_content or any(k not in ("ARRIVAL", "SIZE") for k, _ in criteria)
 
     def work():
         hits = search_mod.evaluate_seqs(prog, messages, ctx)
-        ordered = sort_messages(criteria, hits, loader)
+        ordered = sort_messages(criteria, hits, ctx.content_loader)
         loader_cache_flush(view.folder)
         return ordered
 

@@ -292,20 +292,14 @@ def run_command(session, view, cmd, uid: bool):
 
     from mailsuite.imap import search as search_mod
     from mailsuite.imap.sort import loader_cache_flush
-    from mailsuite.store.parsed_cache import folder_loader
 
     algorithm, prog = parse_thread_command(cmd.args)
-    loader = folder_loader(view.folder)
-    ctx = search_mod.SearchContext(
-        content_loader=loader,
-        recent_uids=set(view.recent),
-        saved_uids=list(getattr(session, "saved_uids", None) or ()),
-    )
+    ctx = search_mod.context_for(session, view)
     messages = list(view.messages)
 
     def work():
         hits = [(s, m) for s, m in search_mod.evaluate_seqs(prog, messages, ctx) if view.is_live(m)]
-        text = thread_response(algorithm, hits, loader, uid)
+        text = thread_response(algorithm, hits, ctx.content_loader, uid)
         loader_cache_flush(view.folder)
         return text
 

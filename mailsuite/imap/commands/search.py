@@ -14,7 +14,6 @@ from twisted.internet import defer, threads
 from mailsuite.imap import search as search_mod
 from mailsuite.imap.commands import SEL, command
 from mailsuite.imap.parser import ImapBad
-from mailsuite.store import parsed_cache
 
 
 def _flag_only(prog, messages, view=None):
@@ -63,11 +62,7 @@ def _search(session, cmd, uid: bool):
     else:
         # Header keys are answered by the parsed cache; BODY/TEXT read the files (in a
         # thread).  Opened only here: the flag polls above need no cache at all.
-        ctx = search_mod.SearchContext(
-            content_loader=parsed_cache.folder_loader(view.folder),
-            recent_uids=set(view.recent),
-            saved_uids=list(session.saved_uids),
-        )
+        ctx = search_mod.context_for(session, view)
         d = _run(prog.needs_content, search_mod.evaluate_seqs, prog, messages, ctx)
 
     def answer(hits):
