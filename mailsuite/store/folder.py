@@ -10,6 +10,7 @@ it only writes files.
 
 from __future__ import annotations
 
+import collections
 import gc
 import marshal
 import operator
@@ -99,6 +100,11 @@ class Folder:
         # Set when the signature was advanced past a change we made ourselves without listing
         # the folder: one listing is still owed once the mtimes are old enough to be trusted.
         self._unverified = False
+        # Change counters that let callers cache per-flag answers (SEARCH UNSEEN, STATUS
+        # counts) across changes to other flags: one per Maildir info letter, and one for
+        # messages arriving or leaving.
+        self.flag_versions: collections.Counter[str] = collections.Counter()
+        self.membership_version = 0
         # File names the index holds, per subdirectory (built at the first listing).
         self._names: dict[str, set[str]] | None = None
         # The uidlist file state (inode, size, mtime) our in-memory copy fully reflects, or None;
@@ -345,6 +351,7 @@ class Folder:
             log.warn("cannot save index {path}: {err}", path=str(self.path), err=str(e))
 
     def _set_messages(self, msgs: list[Message]) -> None:
+        self.membership_version += 1
         msgs.sort(key=_by_uid_key)
         self.messages = msgs
         self._by_uid = {m.uid: m for m in msgs}
@@ -393,6 +400,7 @@ class Folder:
             self._names[new_sub].add(new_name)
             msg.subdir = new_sub
             if msg.info != info:
+                self.flag_versions.update(set(msg.info) ^ set(info))
                 msg.info = info
                 msg.flags = self.keywords.to_flags(info)
                 self.highestmodseq += 1
@@ -497,6 +505,7 @@ class Folder:
             if self.messages and added[0].uid < self.messages[-1].uid:
                 self._set_messages(self.messages + added)
             else:
+                self.membership_version += 1
                 self.messages.extend(added)
                 for m in added:
                     self._by_uid[m.uid] = m
@@ -577,6 +586,7 @@ class Folder:
             if self._names is not None:
                 self._names[msg.subdir].discard(old_path.name)
                 self._names["cur"].add(new_name)
+            self.flag_versions.update(set(msg.info) ^ set(info))
             msg.subdir, msg.info = "cur", info
             msg.flags = self.keywords.to_flags(info)
             self.highestmodseq += 1

@@ -418,14 +418,15 @@ def _status_items(items) -> list[str]:
     return out
 
 
-# (highestmodseq, count) -> (unseen, deleted, size) per folder: any flag change, arrival or
-# expunge moves HIGHESTMODSEQ, so the counts are only recomputed after a change
-# (iOS and Thunderbird poll STATUS of every folder).
+# (unseen, deleted, size) per folder, recomputed only when \Seen or \Deleted changes on some
+# message or messages arrive or leave (iOS and Thunderbird poll STATUS of every folder while
+# other clients toggle \Flagged).
 _COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _counts(folder) -> tuple[int, int, int]:
-    stamp = (folder.highestmodseq, len(folder.messages))
+    v = folder.flag_versions
+    stamp = (v["S"], v["T"], folder.membership_version, len(folder.messages))
     hit = _COUNTS.get(folder)
     if hit is not None and hit[0] == stamp:
         return hit[1]

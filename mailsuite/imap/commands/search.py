@@ -23,20 +23,29 @@ def _flag_only(prog, messages, view=None):
 
     System flags are stored in canonical case, so membership is exact here; keywords, which
     match case-insensitively, go through the general evaluator.  With a view, the answer is
-    remembered until the folder's HIGHESTMODSEQ or the view's numbering changes (every flag
-    change, arrival and expunge moves one of them)."""
+    remembered until that flag changes on some message, a message arrives or leaves, or the
+    view's numbering changes."""
     node = prog.root
     flag_cls = getattr(search_mod, "_Flag", None)
     if flag_cls is None or type(node) is not flag_cls or not node.flag.startswith("\\"):
         return None
     flag, present = node.flag, node.present
+    letter = SYSTEM_TO_LETTER.get(flag)
     stamp = None
     if view is not None and messages:
-        stamp = (view.folder.highestmodseq, len(messages), messages[0].uid, messages[-1].uid)
+        folder = view.folder
+        # Only a change of this flag, or a message arriving or leaving, changes the answer.
+        version = folder.flag_versions[letter] if letter else folder.highestmodseq
+        stamp = (
+            version,
+            folder.membership_version,
+            len(messages),
+            messages[0].uid,
+            messages[-1].uid,
+        )
         memo = getattr(view, "flag_search_memo", None)
         if memo is not None and memo[0] == (flag, present, stamp):
             return memo[1]
-    letter = SYSTEM_TO_LETTER.get(flag)
     if letter is not None:
         # The Maildir info letters hold the same facts as m.flags; a substring test on a short
         # str is the cheapest check Python has (UNSEEN over 10,000 messages in ~0.4 ms).
