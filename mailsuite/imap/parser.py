@@ -18,6 +18,7 @@ and literals, or a `list` for a parenthesized list (nested).
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -108,6 +109,9 @@ class RejectedCommand:
     close: bool = False
 
 
+# APPEND literals above this size are streamed into a temporary file (RFC 3501 §6.3.11 messages
+# of tens of MB would otherwise sit in memory while they arrive).
+SPOOL_LITERALS_ABOVE = 1 << 20
 _LITERAL_AT_END = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
 _TAG_OK = re.compile(rb"^[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c\x7d\x7e]+$")
 
@@ -137,6 +141,7 @@ class CommandReader:
         self._literal_chunks: list[bytes] = []
         self._discard_line = False  # skipping the rest of an over-long line
         self._discard_tag = "*"
+        self._spool = None  # the temporary file an APPEND literal is streamed into
 
     # -- input ---------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -179,12 +184,20 @@ class CommandReader:
                 if not self._buf:
                     return None
                 take = min(self._literal_left, len(self._buf))
-                self._literal_chunks.append(bytes(self._buf[:take]))
+                if self._spool is not None:
+                    self._spool.write(self._buf[:take])
+                else:
+                    self._literal_chunks.append(bytes(self._buf[:take]))
                 del self._buf[:take]
                 self._literal_left -= take
                 if self._literal_left:
                     return None
-                self._parts.append(b"".join(self._literal_chunks))
+                if self._spool is not None:
+                    self._spool.seek(0)
+                    self._parts.append(LiteralFile(self._spool, self._spool_size))
+                    self._spool = None
+                else:
+                    self._parts.append(b"".join(self._literal_chunks))
                 self._literal_chunks = []
                 continue
             idx = self._buf.find(b"\n")
@@ -240,6 +253,10 @@ class CommandReader:
                 self._parts[-1] = "literal8"
             self._literal_left = size
             self._literal_chunks = []
+            if size > SPOOL_LITERALS_ABOVE and self._is_append(first):
+                # A large message being appended goes to disk as it arrives, not into memory.
+                self._spool = tempfile.TemporaryFile(prefix="mailsuite-append-")
+                self._spool_size = size
             if size == 0:
                 self._parts.append(b"")
                 self._literal_left = 0
@@ -248,6 +265,9 @@ class CommandReader:
 
     # -- internals -----------------------------------------------------------------------
     def _reset_command(self) -> None:
+        if self._spool is not None:  # a literal abandoned half-way
+            self._spool.close()
+            self._spool = None
         self._parts = []
         self._line_total = 0
         self._literal_total = 0
@@ -291,6 +311,21 @@ def _pieces(parts: list) -> list:
             out.append(p)
             i += 1
     return out
+
+
+class LiteralFile:
+    """An APPEND literal too large to hold in memory, streamed into a temporary file.  The
+    command that receives it reads `file` (positioned at the start) and closes it."""
+
+    def __init__(self, file, size: int):
+        self.file = file
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        self.file.close()
 
 
 @dataclass

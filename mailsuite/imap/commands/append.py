@@ -9,12 +9,12 @@ from __future__ import annotations
 import calendar
 import re
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 
 from mailsuite.imap.commands import AUTH, command
 from mailsuite.imap.commands.mailbox import mailbox_arg, store_error
 from mailsuite.imap.commands.store import parse_flags
-from mailsuite.imap.parser import Atom, ImapBad, ImapNo
+from mailsuite.imap.parser import Atom, ImapBad, ImapNo, LiteralFile
 from mailsuite.imap.sequence import format_uid_pairs
 from mailsuite.store import BadFolderName, NoSuchFolder, QuotaExceeded
 
@@ -77,7 +77,7 @@ def _messages(args: list) -> list[tuple[list[str], float | None, bytes]]:
                 raise ImapBad("Invalid UTF8 APPEND data")
             data = args[i + 1][0]
             i += 1
-        if not isinstance(data, bytes):
+        if not isinstance(data, (bytes, LiteralFile)):
             raise ImapBad("APPEND needs a message literal")
         out.append((flags, date, data))
         i += 1
@@ -107,19 +107,21 @@ def append(session, cmd):
     return _append_all(session, mbox, name, messages)
 
 
-def _deliver_one(mbox, name: str, flags, date, data: bytes):
-    """Durable write in the thread pool, then index the one new file on the reactor."""
-    index = getattr(mbox.folder(name), "index_delivered", None)
-    if index is None:
-        # The store indexes by rescanning the folder (cost grows with the folder).
-        return mbox.append(data, name, flags, date)
-    d = threads.deferToThread(mbox.deliver, data, name, flags, date)
+def _deliver_one(mbox, name: str, flags, date, data):
+    """Durable write in the thread pool (a spooled literal is copied from its file), then the
+    one new file is indexed on the reactor."""
+    if isinstance(data, LiteralFile):
+        d = mbox.append(data.file, name, flags, date)
+        return d.addBoth(_closing(data))
+    return mbox.append(data, name, flags, date)
 
-    def indexed(key):
-        folder = mbox.folder(name)
-        return folder, index(key, flags)
 
-    return d.addCallback(indexed)
+def _closing(literal: LiteralFile):
+    def close(result):
+        literal.close()
+        return result
+
+    return close
 
 
 @defer.inlineCallbacks
