@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from twisted.internet import defer, protocol, reactor
+from twisted.internet.error import CannotListenError
 from twisted.internet.threads import blockingCallFromThread
 from twisted.names import dns, error, server
 from twisted.names.common import ResolverBase
@@ -91,10 +92,17 @@ def stub_dns():
     udp_proto = dns.DNSDatagramProtocol(factory)
 
     def listen():
-        udp = reactor.listenUDP(0, udp_proto, interface="127.0.0.1")
-        port = udp.getHost().port
-        tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
-        return udp, tcp
+        # The same port number for UDP and TCP: a free UDP port may be taken for TCP, so try
+        # again with another one.
+        for _ in range(20):
+            udp = reactor.listenUDP(0, udp_proto, interface="127.0.0.1")
+            try:
+                tcp = reactor.listenTCP(udp.getHost().port, factory, interface="127.0.0.1")
+            except CannotListenError:
+                udp.stopListening()
+                continue
+            return udp, tcp
+        raise RuntimeError("no port free for both UDP and TCP")
 
     udp, tcp = in_reactor(listen)
     yield resolver, f"127.0.0.1:{udp.getHost().port}"
