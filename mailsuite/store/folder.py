@@ -88,6 +88,7 @@ class Folder:
     def __init__(self, name: str, path: Path, keywords: Keywords | None = None):
         self.name = name
         self.path = path
+        self._sub_paths = (os.path.join(path, "new"), os.path.join(path, "cur"))
         self.keywords = keywords or Keywords(path)
         self._uidfile = uidlist_mod.UidlistFile(path)
         self._uidlist: uidlist_mod.Uidlist | None = None
@@ -180,9 +181,9 @@ class Folder:
 
     def _dir_signature(self) -> tuple:
         sig = []
-        for sub in ("new", "cur"):
+        for sub in self._sub_paths:
             try:
-                sig.append(os.stat(self.path / sub).st_mtime_ns)
+                sig.append(os.stat(sub).st_mtime_ns)
             except FileNotFoundError:
                 sig.append(0)
         sig.append(self._uidfile.stat_signature())
@@ -562,7 +563,7 @@ class Folder:
         is not changed."""
         flags = frozenset(f for f in flags if f != "\\Recent")
         changed, refused = [], []
-        in_sync = self._dir_signature() == self._dir_sig
+        in_sync = None  # whether the index matched the folder, checked before the first rename
         for msg in msgs:
             if unchanged_since is not None and msg.modseq > unchanged_since:
                 refused.append(msg)
@@ -575,16 +576,19 @@ class Folder:
                 new = msg.flags - flags
             if new == msg.flags:
                 continue
+            if in_sync is None:
+                in_sync = self._dir_signature() == self._dir_sig
             info = self.keywords.to_info(new)
-            old_path = self.message_path(msg)
+            old_name = msg.filename
             new_name = msg.key + INFO_SEPARATOR + info
-            new_path = self.path / "cur" / new_name
+            # Plain strings: pathlib's joins cost more than the rename itself.
+            old_dir = self._sub_paths[0] if msg.subdir == "new" else self._sub_paths[1]
             try:
-                os.rename(old_path, new_path)
+                os.rename(f"{old_dir}/{old_name}", f"{self._sub_paths[1]}/{new_name}")
             except FileNotFoundError:
                 continue  # removed or renamed by another program; refresh will tell
             if self._names is not None:
-                self._names[msg.subdir].discard(old_path.name)
+                self._names[msg.subdir].discard(old_name)
                 self._names["cur"].add(new_name)
             self.flag_versions.update(set(msg.info) ^ set(info))
             msg.subdir, msg.info = "cur", info
