@@ -52,7 +52,7 @@ def contents(srv, address, folder):
     return srv.call(read)
 
 
-def run_import(src, dst):
+def run_import(src, dst, password: str = DEFAULT_PASSWORD, insecure: bool = True):
     return dst.cli(
         "import",
         "imap",
@@ -64,9 +64,9 @@ def run_import(src, dst):
         "alice@example.test",
         "--user-to",
         "bob@example.test",
-        "--insecure",
+        *(["--insecure"] if insecure else []),
         "--password-stdin",
-        input=DEFAULT_PASSWORD.encode() + b"\n",
+        input=password.encode() + b"\n",
     )
 
 
@@ -107,21 +107,7 @@ def test_wrong_password_is_one_line_and_exit_75(server_factory):
     src.add_user("alice@example.test")
     dst = server_factory("dst")
     dst.add_user("bob@example.test")
-    r = dst.cli(
-        "import",
-        "imap",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(src.port("imaps")),
-        "--user",
-        "alice@example.test",
-        "--user-to",
-        "bob@example.test",
-        "--insecure",
-        "--password-stdin",
-        input=b"wrong\n",
-    )
+    r = run_import(src, dst, password="wrong")
     assert r.returncode == 75
     assert b"Traceback" not in r.stderr and r.stderr.count(b"\n") == 1
 
@@ -131,20 +117,7 @@ def test_certificate_is_verified_by_default(server_factory):
     src.add_user("alice@example.test")
     dst = server_factory("dst")
     dst.add_user("bob@example.test")
-    r = dst.cli(
-        "import",
-        "imap",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(src.port("imaps")),
-        "--user",
-        "alice@example.test",
-        "--user-to",
-        "bob@example.test",
-        "--password-stdin",
-        input=DEFAULT_PASSWORD.encode() + b"\n",
-    )
+    r = run_import(src, dst, insecure=False)
     assert r.returncode == 75 and b"CERTIFICATE_VERIFY_FAILED" in r.stderr
 
 
