@@ -117,3 +117,11 @@ class Raw:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def selected(srv) -> Raw:
+    """A raw session, logged in, with INBOX selected."""
+    r = Raw(srv.port("imap"))
+    r.login()
+    r.cmd(b"SELECT INBOX")
+    return r

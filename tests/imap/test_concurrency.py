@@ -1,19 +1,12 @@
 """Several sessions on one mailbox (Thunderbird opens several): each keeps its own sequence
 numbers and hears of the others' changes at the points RFC 3501 §5.2 and §7.4.1 allow."""
 
-from tests.imap.conftest import Raw, append_n, connect, message
-
-
-def _session(srv):
-    r = Raw(srv.port("imap"))
-    r.login()
-    r.cmd(b"SELECT INBOX")
-    return r
+from tests.imap.conftest import append_n, connect, message, selected
 
 
 def test_three_sessions_see_appends_flags_and_expunges(imap_server):
     append_n(connect(imap_server), 2)
-    a, b, c = (_session(imap_server) for _ in range(3))
+    a, b, c = (selected(imap_server) for _ in range(3))
     # A appends: B and C learn at their next command, with EXISTS before the tagged reply.
     a.send(b"x APPEND INBOX {%d+}\r\n" % len(message(3)) + message(3) + b"\r\n")
     out = a.until_tagged(b"x")
@@ -38,19 +31,19 @@ def test_three_sessions_see_appends_flags_and_expunges(imap_server):
 
 def test_uid_commands_may_carry_expunges(imap_server):
     append_n(connect(imap_server), 3)
-    a, b = _session(imap_server), _session(imap_server)
+    a, b = selected(imap_server), selected(imap_server)
     a.cmd(b"STORE 1 +FLAGS.SILENT (\\Deleted)")
     a.cmd(b"EXPUNGE")
     out = b.cmd(b"UID FETCH 1:* (FLAGS)")
     assert out[-2] == b"* 1 EXPUNGE"
 
 
-def test_pop3_deletion_reaches_imap_session(full_server):
+def test_pop3_deletion_reaches_imapselected(full_server):
     imap_server = full_server
     import poplib
 
     append_n(connect(imap_server), 2)
-    a = _session(imap_server)
+    a = selected(imap_server)
     p = poplib.POP3("127.0.0.1", imap_server.port("pop3"), timeout=10)
     p.user("alice@example.test")
     from tests.conftest import DEFAULT_PASSWORD

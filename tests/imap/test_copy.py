@@ -1,14 +1,11 @@
 """COPY/UID COPY with COPYUID (RFC 3501 §6.4.7, RFC 4315 §3) and MOVE/UID MOVE (RFC 6851)."""
 
-from tests.imap.conftest import Raw, append_n, connect
+from tests.imap.conftest import Raw, append_n, connect, selected
 
 
 def _setup(srv, n=4):
     append_n(connect(srv), n)
-    r = Raw(srv.port("imap"))
-    r.login()
-    r.cmd(b"SELECT INBOX")
-    return r
+    return selected(srv)
 
 
 def test_copy_returns_copyuid_and_keeps_flags(imap_server):

@@ -1,15 +1,12 @@
 """EXPUNGE (RFC 3501 §6.4.3), UID EXPUNGE (RFC 4315 §2.1), and when other sessions hear of it
 (RFC 3501 §7.4.1: never during FETCH, STORE or SEARCH)."""
 
-from tests.imap.conftest import Raw, append_n, connect
+from tests.imap.conftest import Raw, append_n, connect, selected
 
 
 def _setup(srv, n=5):
     append_n(connect(srv), n)
-    r = Raw(srv.port("imap"))
-    r.login()
-    r.cmd(b"SELECT INBOX")
-    return r
+    return selected(srv)
 
 
 def test_expunge_reports_each_message(imap_server):
