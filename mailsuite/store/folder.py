@@ -141,16 +141,11 @@ class Folder:
 
     def read(self, msg: Message) -> bytes:
         """The stored (LF) bytes; follows a rename made by another program."""
-        try:
-            return self.message_path(msg).read_bytes()
-        except FileNotFoundError:
-            self.refresh()
-            current = self._by_uid.get(msg.uid)
-            if current is None:
-                raise
-            return self.message_path(current).read_bytes()
+        with self.open(msg) as f:
+            return f.read()
 
     def open(self, msg: Message):
+        """The message file, opened for reading; follows a rename made by another program."""
         try:
             return open(self.message_path(msg), "rb")
         except FileNotFoundError:
