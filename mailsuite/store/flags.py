@@ -8,6 +8,7 @@ Dovecot Maildir keeps its keywords when adopted.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -22,6 +23,15 @@ SYSTEM_TO_LETTER = {
 LETTER_TO_SYSTEM = {v: k for k, v in SYSTEM_TO_LETTER.items()}
 KEYWORD_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 INFO_SEPARATOR = ":2,"
+
+
+_SIZE_RE = re.compile(r",S=(\d+)")
+
+
+def size_in_name(key: str) -> int | None:
+    """The `,S=<size>` a Maildir file name carries (Maildir++), or None."""
+    m = _SIZE_RE.search(key)
+    return int(m.group(1)) if m else None
 
 
 def split_filename(filename: str) -> tuple[str, str]:

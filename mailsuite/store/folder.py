@@ -24,7 +24,7 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from mailsuite.store import uidlist as uidlist_mod
-from mailsuite.store.flags import INFO_SEPARATOR, Keywords, split_filename
+from mailsuite.store.flags import INFO_SEPARATOR, Keywords, size_in_name, split_filename
 from mailsuite.store.message import wire_size
 
 log = Logger(namespace="mailsuite.store")
@@ -34,7 +34,6 @@ INDEX_VERSION = 3
 # ext4 directory mtimes tick coarsely: a directory changed this recently may change again
 # within the same tick, so its mtime cannot prove "nothing changed" yet.
 MTIME_SLACK_NS = 2_000_000_000
-_SIZE_RE = re.compile(r",S=(\d+)")
 _WIRE_RE = re.compile(r",W=(\d+)")
 _USEC_RE = re.compile(r"M(\d+)")
 
@@ -517,8 +516,9 @@ class Folder:
         except OSError as e:
             log.warn("skipping unreadable message {path}: {err}", path=str(path), err=str(e))
             return None, 0, 0.0
-        m = _SIZE_RE.search(key)
-        size = int(m.group(1)) if m else st.st_size
+        size = size_in_name(key)
+        if size is None:
+            size = st.st_size
         w = _WIRE_RE.search(key)
         if w:
             wire = int(w.group(1))

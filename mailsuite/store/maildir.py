@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from mailsuite.durable import fsync_dir, write_new_file
 from mailsuite.store import names
-from mailsuite.store.flags import INFO_SEPARATOR, Keywords, split_filename
+from mailsuite.store.flags import INFO_SEPARATOR, Keywords, size_in_name, split_filename
 from mailsuite.store.folder import Folder
 from mailsuite.store.message import to_lf, wire_size
 from mailsuite.store.quota import MaildirSize, Quota
@@ -310,10 +310,7 @@ class Mailbox:
                 continue
             for filename in entries:
                 key, _ = split_filename(filename)
-                size = None
-                for part in key.split(","):
-                    if part.startswith("S=") and part[2:].isdigit():
-                        size = int(part[2:])
+                size = size_in_name(key)
                 if size is None:
                     try:
                         size = os.stat(path / sub / filename).st_size
