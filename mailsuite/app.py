@@ -26,6 +26,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from mailsuite.config import Config, parse_listen_address
 from mailsuite.services import Services
+from mailsuite.transport import WriteThroughServer
 
 log = Logger(namespace="mailsuite")
 
@@ -83,6 +84,8 @@ class ListenerService(service.Service):
 
 class _Port(tcp.Port):
     """IPv6 listeners are IPv6-only, so that "0.0.0.0:25" and "[::]:25" can both be listed."""
+
+    transport = WriteThroughServer
 
     def createInternetSocket(self):
         sock = super().createInternetSocket()

@@ -1,7 +1,9 @@
 """Domains, users and aliases in SQLite (WAL), shared by the server and the admin command.
 
 Each call opens its own short transaction, so `mailsuite user add` while the server runs is seen
-by the server on its next lookup, with no restart and no cache to invalidate.
+by the server on its next lookup, with no restart. Lookups (domain, address resolution, user) are
+remembered per thread until any connection commits a change: one `PRAGMA data_version` query
+instead of a transaction of several SELECTs on every RCPT and every delivery.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ CREATE TABLE IF NOT EXISTS aliases (
 );
 """
 MAX_ALIAS_DEPTH = 10
+# Lookups remembered per thread before the cache starts over (address probing must not grow it).
+LOOKUP_CACHE_ENTRIES = 10_000
 # Successful verifications are remembered as an HMAC for a while, so that phones reconnecting
 # every few minutes do not pay an argon2 verification each time (Dovecot's auth cache does the same).
 VERIFY_CACHE_SECONDS = 600
@@ -95,6 +99,17 @@ class Accounts:
             conn = self._local.conn
         return conn
 
+    def _lookups(self) -> dict:
+        """This thread's lookup cache, emptied when anything was committed since it was filled:
+        by another connection (data_version moves) or by this one (total_changes moves)."""
+        conn = self._db().conn
+        token = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+        local = self._local
+        if getattr(local, "token", None) != token or len(local.lookups) > LOOKUP_CACHE_ENTRIES:
+            local.token = token
+            local.lookups = {}
+        return local.lookups
+
     # -- domains ---------------------------------------------------------------------------
 
     def add_domain(self, domain: str) -> None:
@@ -118,10 +133,14 @@ class Accounts:
 
     def is_local_domain(self, domain: str) -> bool:
         domain = domain.lower().rstrip(".")
-        with self._db() as db:
-            return (
-                db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone() is not None
-            )
+        lookups = self._lookups()
+        key = ("domain", domain)
+        found = lookups.get(key)
+        if found is None:
+            with self._db() as db:
+                row = db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone()
+            found = lookups[key] = row is not None
+        return found
 
     # -- users -----------------------------------------------------------------------------
 
@@ -192,12 +211,17 @@ class Accounts:
             address = normalize_address(address)
         except AccountError:
             return None
-        with self._db() as db:
-            row = db.execute(
-                "SELECT address, quota_bytes, quota_messages, enabled FROM users WHERE address=?",
-                (address,),
-            ).fetchone()
-        return User(row[0], row[1], row[2], bool(row[3])) if row else None
+        lookups = self._lookups()
+        key = ("user", address)
+        if key not in lookups:
+            with self._db() as db:
+                row = db.execute(
+                    "SELECT address, quota_bytes, quota_messages, enabled FROM users "
+                    "WHERE address=?",
+                    (address,),
+                ).fetchone()
+            lookups[key] = User(row[0], row[1], row[2], bool(row[3])) if row else None
+        return lookups[key]
 
     def list_users(self, domain: str | None = None) -> list[User]:
         with self._db() as db:
@@ -269,6 +293,13 @@ class Accounts:
             address = normalize_address(address)
         except AccountError:
             return None
+        lookups = self._lookups()
+        key = ("resolve", address)
+        if key not in lookups:
+            lookups[key] = self._resolve(address)
+        return lookups[key]
+
+    def _resolve(self, address: str) -> Resolution | None:
         local: list[str] = []
         remote: list[str] = []
         with self._db() as db:

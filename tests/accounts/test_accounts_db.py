@@ -195,3 +195,30 @@ def test_threads_each_use_their_own_connection(accounts):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_remembered_lookups_end_when_any_connection_commits(accounts, tmp_path):
+    """Lookups are cached per thread, yet a change by the admin command (another connection),
+    by a plain sqlite3 client, or by this same connection is seen by the very next lookup."""
+    admin = Accounts(tmp_path / "accounts.sqlite")
+    bob = "bob@new.test"
+    assert accounts.resolve(bob) == Resolution((), (bob,))  # not a local domain yet
+    assert not accounts.is_local_domain("new.test")
+    assert accounts.get_user(bob) is None
+
+    admin.add_domain("new.test")
+    assert accounts.is_local_domain("new.test")
+    admin.add_user(bob, "pw-123456")
+    assert accounts.resolve(bob).local == (bob,)
+    assert accounts.get_user(bob).enabled
+
+    raw = sqlite3.connect(tmp_path / "accounts.sqlite")
+    with raw:
+        raw.execute("UPDATE users SET enabled=0 WHERE address=?", (bob,))
+    raw.close()
+    assert not accounts.get_user(bob).enabled
+
+    accounts.add_alias("team@new.test", [bob])
+    assert accounts.resolve("team@new.test").local == (bob,)
+    accounts.del_alias("team@new.test")
+    assert accounts.resolve("team@new.test") is None

@@ -1,0 +1,67 @@
+"""A TCP server transport that sends a reply at once when nothing is queued before it.
+
+Twisted's transports queue every write and send it on the next reactor turn, after asking epoll
+to report the socket writable and then asking it to stop: two epoll_ctl calls and a poll round
+per reply. Mail protocols are request/response with small replies (an SMTP session is seven of
+them), so on a busy server that bookkeeping costs more than the send itself. Here a write goes
+straight to the socket when the transport holds no earlier data; whatever the kernel does not take
+(or any error) falls back to Twisted's normal buffered path, so ordering, back-pressure for
+producers and connection-loss handling stay Twisted's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from twisted.internet import abstract, tcp
+
+
+def _send_now(fd: abstract.FileDescriptor, data: bytes) -> bytes:
+    """Send what the kernel takes now if nothing is queued ahead of `data`; return the rest."""
+    if (
+        fd._tempDataLen
+        or len(fd.dataBuffer) > fd.offset
+        or fd.disconnecting
+        or not fd.connected
+        or fd._writeDisconnected
+    ):
+        return data
+    try:
+        sent = fd.socket.send(data)
+    except OSError:
+        # EAGAIN, EINTR or a broken connection: the buffered path retries or reports the loss.
+        return data
+    return data[sent:] if sent < len(data) else b""
+
+
+class _WriteThrough(abstract.FileDescriptor):
+    """Write methods used unbound on a `tcp.Server`, both directly and beneath TLS."""
+
+    def write(self, data: bytes) -> None:
+        if data:
+            rest = _send_now(self, data)
+            if rest:
+                abstract.FileDescriptor.write(self, rest)
+
+    def writeSequence(self, iovec: Iterable[bytes]) -> None:
+        _WriteThrough.write(self, b"".join(iovec))
+
+
+class WriteThroughServer(tcp.Server):
+    def write(self, data: bytes) -> None:
+        if self.TLS:
+            super().write(data)
+        else:
+            _WriteThrough.write(self, data)
+
+    def writeSequence(self, iovec: Iterable[bytes]) -> None:
+        if self.TLS:
+            super().writeSequence(iovec)
+        else:
+            _WriteThrough.write(self, b"".join(iovec))
+
+    def startTLS(self, ctx, normal: bool = True) -> None:
+        # The TLS layer writes its records through this base class, bypassing write() above.
+        from twisted.internet._newtls import startTLS
+
+        startTLS(self, ctx, normal, _WriteThrough)

@@ -1,0 +1,105 @@
+"""Write-through transport: replies reach the client whole and in order, whether the kernel
+takes them at once, in part (the rest queued behind), or only after TLS is started on the line."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import ssl
+import time
+
+import pytest
+from twisted.internet import protocol
+
+from mailsuite.app import ListenerService
+from mailsuite.config import config_from_dict
+from mailsuite.tls import TlsContexts
+from mailsuite.transport import WriteThroughServer
+from tests.conftest import base_config, client_tls_context, on_reactor
+
+# A 1 MiB piece (more than the socket takes at once: sent in part, the rest queued), then 5 MiB
+# in pieces from 1 byte to 256 KiB that queue behind it.
+PIECES = [b"\xfe" * (1 << 20)] + [bytes([i % 251]) * (1 + (i * 7919) % 262144) for i in range(48)]
+PAYLOAD = b"".join(PIECES)
+
+
+class Sender(protocol.Protocol):
+    """On "GO" writes PIECES (alternating write and writeSequence) and closes; on "TLS"
+    starts TLS first."""
+
+    def connectionMade(self) -> None:
+        # A small send buffer makes the kernel take only part of the larger writes.
+        self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+
+    def dataReceived(self, data: bytes) -> None:
+        if data.startswith(b"TLS"):
+            self.transport.write(b"READY\n")
+            self.transport.startTLS(self.factory.tls)
+        elif data.startswith(b"GO"):
+            for i, piece in enumerate(PIECES):
+                if i % 2:
+                    self.transport.writeSequence([piece[:7], piece[7:]])
+                else:
+                    self.transport.write(piece)
+            self.transport.loseConnection()
+
+
+@pytest.fixture
+def sender_port(reactor_running, tmp_path):
+    config = config_from_dict(base_config(tmp_path), base=tmp_path)
+    factory = protocol.Factory.forProtocol(Sender)
+    factory.tls = TlsContexts(config).server_options()
+    listener = ListenerService("smtp", "127.0.0.1:0", factory)
+    on_reactor(listener.startService)
+    yield listener
+    on_reactor(listener.stopService)
+
+
+def connect(port: int) -> socket.socket:
+    """A client with a small receive window that reads only after a pause, so the server's
+    socket fills and its later writes are taken in part or not at all."""
+    sock = socket.socket()
+    sock.settimeout(20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def read_all(sock) -> bytes:
+    chunks = []
+    while chunk := sock.recv(1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_listeners_use_the_write_through_transport(sender_port):
+    assert sender_port.listening.transport is WriteThroughServer
+
+
+def test_plain_writes_arrive_whole_and_in_order(sender_port):
+    with connect(sender_port.port) as sock:
+        sock.sendall(b"GO\n")
+        time.sleep(0.2)
+        got = read_all(sock)
+    assert len(got) == len(PAYLOAD)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(PAYLOAD).digest()
+
+
+def test_writes_after_starttls_are_encrypted_whole_and_in_order(sender_port):
+    with connect(sender_port.port) as raw:
+        raw.sendall(b"TLS\n")
+        assert raw.recv(100) == b"READY\n"
+        ctx = client_tls_context()
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        with ctx.wrap_socket(raw) as tls:
+            tls.sendall(b"GO\n")
+            time.sleep(0.2)
+            chunks = []
+            try:
+                while chunk := tls.recv(1 << 16):
+                    chunks.append(chunk)
+            except ssl.SSLEOFError:
+                pass  # closed without close_notify is fine here: we count the bytes
+    got = b"".join(chunks)
+    assert len(got) == len(PAYLOAD)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(PAYLOAD).digest()
