@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from mailsuite.accounts.db import Accounts
@@ -104,8 +104,13 @@ class Delivery:
 
     def deliver(self, envelope: Envelope, data: bytes):
         """Deferred[DeliveryReport], firing once every copy is fsynced; TemporaryFailure when
-        nothing could be stored (and nothing was left half-delivered)."""
-        d = threads.deferToThread(self.deliver_blocking, envelope, data)
+        nothing could be stored (and nothing was left half-delivered).  Call it on the reactor
+        thread."""
+        local, remote, failed = self._route(envelope)
+        if local and not remote:
+            d = self._deliver_local(envelope, data, local, failed)
+        else:
+            d = threads.deferToThread(self.deliver_blocking, envelope, data)
 
         def notify(report: DeliveryReport):
             for mailbox, _ in report.local:
@@ -118,26 +123,16 @@ class Delivery:
 
     def deliver_blocking(self, envelope: Envelope, data: bytes) -> DeliveryReport:
         """The same, blocking: for worker threads and the admin command."""
-        report = DeliveryReport()
-        local: dict[str, Recipient] = {}  # mailbox -> the recipient that led to it
-        remote: list[Recipient] = []
-        for rcpt in envelope.recipients:
-            res = self.resolve(rcpt.address)
-            if res.kind == "unknown":
-                report.failed.append((rcpt.address, UnknownRecipient(rcpt.address)))
-                continue
-            for mailbox in res.local:
-                local.setdefault(mailbox, rcpt)
-            for addr in res.remote:
-                remote.append(Recipient(addr, rcpt.notify, rcpt.orcpt or f"rfc822;{rcpt.address}"))
+        local, remote, failed = self._route(envelope)
+        report = DeliveryReport(failed=failed)
         written: list[tuple[Mailbox, str, str]] = []
         try:
             for mailbox in local:
                 try:
-                    mbox = self._mailbox(mailbox)
-                    header = self._trace_headers(envelope.mail_from, mailbox)
-                    folder = envelope.folder if mbox.exists(envelope.folder) else "INBOX"
-                    key = mbox.deliver(header + data, folder)
+                    mbox, folder = self._target(mailbox, envelope.folder)
+                    key = mbox.deliver(
+                        self._trace_headers(envelope.mail_from, mailbox) + data, folder
+                    )
                 except QuotaExceeded as e:
                     report.failed.append((mailbox, e))
                     continue
@@ -151,11 +146,74 @@ class Delivery:
             self._undo(written)
             log.error("delivery failed, nothing kept: {err}", err=str(e))
             raise TemporaryFailure(str(e)) from e
+        notices = self._conclude(envelope, data, local, report, len(remote))
+        self._send_notices(envelope, data, notices)
+        return report
+
+    def _deliver_local(self, envelope: Envelope, data: bytes, local: dict, failed: list):
+        """Local copies only, orchestrated from the reactor thread (Mailbox.deliver_async): one
+        hand-over to the thread pool per copy instead of a whole delivery run in a thread,
+        whose every system call would fight the reactor for the GIL."""
+        report = DeliveryReport(failed=failed)
+        copies = []
+        try:
+            for mailbox in local:
+                mbox, folder = self._target(mailbox, envelope.folder)
+                trace = self._trace_headers(envelope.mail_from, mailbox)
+                copies.append((mailbox, mbox, folder, mbox.deliver_async(trace + data, folder)))
+        except (OSError, NoSuchFolder) as e:
+            copies.append((None, None, None, defer.fail(e)))
+
+        def gathered(results):
+            written, error = [], None
+            for (mailbox, mbox, folder, _), (ok, value) in zip(copies, results, strict=True):
+                if ok:
+                    written.append((mbox, folder, value))
+                    report.local.append((mailbox, value))
+                elif value.check(QuotaExceeded):
+                    report.failed.append((mailbox, value.value))
+                elif error is None:
+                    error = value.value
+            if error is not None:
+                self._undo(written)
+                log.error("delivery failed, nothing kept: {err}", err=str(error))
+                raise TemporaryFailure(str(error)) from error
+            notices = self._conclude(envelope, data, local, report, 0)
+            if not notices:
+                return report
+            d = threads.deferToThread(self._send_notices, envelope, data, notices)
+            return d.addCallback(lambda _: report)
+
+        return defer.DeferredList([c[3] for c in copies], consumeErrors=True).addCallback(gathered)
+
+    def _route(self, envelope: Envelope):
+        """(local mailbox -> the recipient that led to it, remote recipients, unknown ones)."""
+        local: dict[str, Recipient] = {}
+        remote: list[Recipient] = []
+        failed: list[tuple[str, Exception]] = []
+        for rcpt in envelope.recipients:
+            res = self.resolve(rcpt.address)
+            if res.kind == "unknown":
+                failed.append((rcpt.address, UnknownRecipient(rcpt.address)))
+                continue
+            for mailbox in res.local:
+                local.setdefault(mailbox, rcpt)
+            for addr in res.remote:
+                remote.append(Recipient(addr, rcpt.notify, rcpt.orcpt or f"rfc822;{rcpt.address}"))
+        return local, remote, failed
+
+    def _target(self, mailbox: str, folder: str) -> tuple[Mailbox, str]:
+        mbox = self._mailbox(mailbox)
+        return mbox, folder if mbox.exists(folder) else "INBOX"
+
+    def _conclude(
+        self, envelope: Envelope, data: bytes, local: dict, report: DeliveryReport, n_remote: int
+    ) -> list:
+        """Refuse when nobody got a copy, log what happened, and return the RFC 3461 notices
+        owed to the sender."""
         if not report.local and not report.queue_id and report.failed:
             # Nobody got a copy: let the caller refuse the whole message with the reason.
-            reason = report.failed[0][1]
-            raise reason
-        self._notify_sender(envelope, data, local, report)
+            raise report.failed[0][1]
         msgid = message_id(data)
         for mailbox, key in report.local:
             log.info(
@@ -171,16 +229,16 @@ class Delivery:
                 "queued {id} from <{sender}> for {n} remote recipient(s)",
                 id=report.queue_id,
                 sender=envelope.mail_from,
-                n=len(remote),
+                n=n_remote,
             )
-        return report
+        return self._notices(envelope, local, report)
 
-    def _notify_sender(
-        self, envelope: Envelope, data: bytes, local: dict, report: DeliveryReport
-    ) -> None:
+    def _notices(self, envelope: Envelope, local: dict, report: DeliveryReport) -> list:
         """RFC 3461: the message was accepted, so what happened to each local recipient is told
         to the sender by DSN: a failure (a mailbox over quota while others took their copy) and,
         when NOTIFY=SUCCESS asked for it, a "delivered" notice.  Never to the null sender."""
+        if not envelope.mail_from:
+            return []
         reports = []
         for address, reason in report.failed:
             rcpt = local.get(address) or Recipient(address)
@@ -201,7 +259,11 @@ class Delivery:
             )
             if bounce.wants_notice(qr, bounce.DELIVERED):
                 reports.append(bounce.Report(qr, bounce.DELIVERED))
-        if not reports or not envelope.mail_from:
+        return reports
+
+    def _send_notices(self, envelope: Envelope, data: bytes, reports: list) -> None:
+        """Deliver or queue the notices (blocking)."""
+        if not reports:
             return
         entry = QueueEntry(
             id="local",

@@ -6,15 +6,27 @@ from __future__ import annotations
 import os
 
 
-def write_new_file(path: str | os.PathLike, data: bytes) -> None:
-    """Create `path` (it must not exist), write all of `data`, fsync, close; on any error the
-    partial file is removed."""
+def create_file(path: str | os.PathLike, data: bytes) -> int:
+    """Create `path` (it must not exist) and write all of `data`; returns the open descriptor,
+    not yet fsynced.  On any error the partial file is removed."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(data)
         while view:
             n = os.write(fd, view)
             view = view[n:]
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    return fd
+
+
+def write_new_file(path: str | os.PathLike, data: bytes) -> None:
+    """Create `path` (it must not exist), write all of `data`, fsync, close; on any error the
+    partial file is removed."""
+    fd = create_file(path, data)
+    try:
         os.fsync(fd)
     except BaseException:
         os.close(fd)

@@ -22,7 +22,14 @@ class Entry:
 
 
 class Maildrop:
-    def __init__(self, entries: Iterable[Entry], uidl: Callable[[Entry], str]):
+    def __init__(
+        self,
+        entries: Iterable[Entry],
+        uidl: Callable[[Entry], str],
+        shared: dict | None = None,
+    ):
+        """`shared` holds full listings (no message deleted) for other sessions that see the
+        same maildrop, so that a client polling every minute costs no formatting."""
         self.entries: list[Entry] = list(entries)
         self.deleted: set[int] = set()  # message numbers
         # Unique-ids are made only when asked for: many sessions never send UIDL.
@@ -30,12 +37,16 @@ class Maildrop:
         # Listings are cached until a DELE or RSET changes them (clients repeat LIST/UIDL).
         self._scan: list[bytes] | None = None
         self._uids: list[bytes] | None = None
+        self._shared = shared if shared is not None else {}
+        self._octets = sum(e.octets for e in self.entries)
 
     def _live(self) -> list[tuple[int, Entry]]:
         return [(i, e) for i, e in enumerate(self.entries, 1) if i not in self.deleted]
 
     def stat(self) -> tuple[int, int]:
         """Count and octets of the messages not marked deleted (RFC 1939 §5 STAT)."""
+        if not self.deleted:
+            return len(self.entries), self._octets
         live = self._live()
         return len(live), sum(e.octets for _, e in live)
 
@@ -59,14 +70,23 @@ class Maildrop:
     def scan_listing(self) -> list[bytes]:
         """RFC 1939 §5 LIST lines, "msg octets"; each starts with a digit (no byte-stuffing)."""
         if self._scan is None:
-            self._scan = [b"%d %d" % (i, e.octets) for i, e in self._live()]
+            self._scan = self._listing("scan", lambda i, e: b"%d %d" % (i, e.octets))
         return self._scan
 
     def uid_listing(self) -> list[bytes]:
         """RFC 1939 §7 UIDL lines, "msg unique-id"; each starts with a digit."""
         if self._uids is None:
-            self._uids = [b"%d %s" % (i, self.uidl(e).encode("ascii")) for i, e in self._live()]
+            self._uids = self._listing("uidl", lambda i, e: b"%d %s" % (i, self.uidl(e).encode()))
         return self._uids
+
+    def _listing(self, name: str, line) -> list[bytes]:
+        """Lines for the messages not marked deleted; the full listing is shared."""
+        if not self.deleted and name in self._shared:
+            return self._shared[name]
+        lines = [line(i, e) for i, e in self._live()]
+        if not self.deleted:
+            self._shared[name] = lines
+        return lines
 
     def uidl(self, entry: Entry) -> str:
         return self._uidl(entry)

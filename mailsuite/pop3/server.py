@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import weakref
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IPushProducer
@@ -52,6 +53,17 @@ from mailsuite.store import NoSuchMailbox
 from mailsuite.tls import is_secure
 
 log = Logger(namespace="mailsuite.pop3")
+
+# Per folder: the listings of its current message set, shared by the sessions that see it.
+_LISTINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _shared_listings(folder, version: tuple) -> dict:
+    held = _LISTINGS.get(folder)
+    if held is None or held[0] != version:
+        held = _LISTINGS[folder] = (version, {})
+    return held[1]
+
 
 AUTHORIZATION, TRANSACTION, UPDATE = "AUTHORIZATION", "TRANSACTION", "UPDATE"
 # Messages up to this size are read in one go on the reactor (a page-cache read of a small file
@@ -497,6 +509,7 @@ class Pop3Session(Protocol, TimeoutMixin):
         self.maildrop = Maildrop(
             (Entry(m.uid, m.wire_size, m.key) for m in folder.messages),
             lambda e: format_uidl(fmt, e.uid, uidvalidity, e.key),
+            _shared_listings(folder, (folder.membership_version, uidvalidity, fmt)),
         )
         self.registry.record_login(address)
         self.state = TRANSACTION

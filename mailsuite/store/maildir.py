@@ -16,10 +16,11 @@ import threading
 import time
 from pathlib import Path
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from mailsuite.durable import fsync_dir, write_new_file
+from mailsuite import aiofsync
+from mailsuite.durable import create_file, fsync_dir, write_new_file
 from mailsuite.store import names
 from mailsuite.store.flags import INFO_SEPARATOR, Keywords, size_in_name, split_filename
 from mailsuite.store.folder import Folder
@@ -56,6 +57,13 @@ def unique_name() -> str:
     sec = int(now)
     usec = int((now - sec) * 1_000_000)
     return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{_host}"
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def make_maildir(path: Path) -> None:
@@ -342,17 +350,11 @@ class Mailbox:
         `data` is bytes, or a binary file positioned at the message (a large IMAP APPEND
         spooled to disk), which is copied in pieces so memory stays flat."""
         folder = names.validate(folder)
-        # Plain strings: pathlib's joins were a fifth of the CPU a delivery costs.
-        base = os.fspath(self.folder_path(folder))
-        if not os.path.isdir(base + "/cur"):
-            raise NoSuchFolder(folder)
+        base = self._folder_dir(folder)
         info = self.keywords_for(folder).to_info(flags) if flags else ""
         if isinstance(data, (bytes, bytearray, memoryview)):
-            body = to_lf(bytes(data))
-            if check_quota:
-                self._quota.check(len(body))
-            size, wire = len(body), wire_size(body)
-            key = f"{unique_name()},S={size},W={wire}"
+            body, key = self._stage(data, check_quota)
+            size = len(body)
             tmp = f"{base}/tmp/{key}"
             write_new_file(tmp, body)
         else:
@@ -368,9 +370,65 @@ class Mailbox:
             dest_dir = f"{base}/new"
             dest = f"{dest_dir}/{key}"
         os.rename(tmp, dest)
-        fsync_dir(dest_dir)
+        try:
+            fsync_dir(dest_dir)
+        except OSError:
+            _remove(dest)  # not durable: the sender is told to retry, so keep no copy
+            raise
         self._quota.add(size, 1)
         return key
+
+    def deliver_async(self, data: bytes, folder: str = names.INBOX) -> defer.Deferred:
+        """deliver() for a message in memory, called on the reactor thread: Deferred[key].
+
+        The file is created and written in the thread pool (creating a file can wait for the
+        file system's journal), and its two fsyncs are waited for without a thread
+        (mailsuite.aiofsync), in deliver()'s order: file fsynced, renamed into new/, directory
+        fsynced."""
+        try:
+            base = self._folder_dir(folder)
+            body, key = self._stage(data, True)
+        except Exception:
+            return defer.fail()
+        tmp, dest_dir = f"{base}/tmp/{key}", f"{base}/new"
+
+        def written(fd: int):
+            def file_synced(_):
+                os.close(fd)
+                os.rename(tmp, f"{dest_dir}/{key}")
+                return aiofsync.fsync_dir(dest_dir).addCallbacks(dir_synced, not_durable)
+
+            def file_failed(failure):
+                os.close(fd)
+                _remove(tmp)
+                return failure
+
+            return aiofsync.fsync(fd).addCallbacks(file_synced, file_failed)
+
+        def dir_synced(_):
+            self._quota.add(len(body), 1)
+            return key
+
+        def not_durable(failure):
+            _remove(f"{dest_dir}/{key}")  # the sender is told to retry: keep no copy
+            return failure
+
+        return threads.deferToThread(create_file, tmp, body).addCallback(written)
+
+    def _folder_dir(self, folder: str) -> str:
+        folder = names.validate(folder)
+        # Plain strings: pathlib's joins were a fifth of the CPU a delivery costs.
+        base = os.fspath(self.folder_path(folder))
+        if not os.path.isdir(base + "/cur"):
+            raise NoSuchFolder(folder)
+        return base
+
+    def _stage(self, data: bytes, check_quota: bool) -> tuple[bytes, str]:
+        """The stored form (LF line ends) of a message and its new Maildir key."""
+        body = to_lf(bytes(data))
+        if check_quota:
+            self._quota.check(len(body))
+        return body, f"{unique_name()},S={len(body)},W={wire_size(body)}"
 
     def withdraw(self, folder: str, key: str) -> None:
         """Take back a just-delivered, not yet announced message (a multi-copy delivery that

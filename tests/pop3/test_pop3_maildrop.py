@@ -76,3 +76,17 @@ def test_registry_is_shared_per_store():
     s1, s2 = FakeStore(), FakeStore()
     assert registry_for(s1) is registry_for(s1)
     assert registry_for(s1) is not registry_for(s2)
+
+
+def test_full_listings_are_shared_but_a_session_with_deletions_keeps_its_own():
+    shared: dict = {}
+    first = Maildrop([Entry(10, 100, "a"), Entry(11, 200, "b")], lambda e: e.key, shared)
+    assert first.scan_listing() == [b"1 100", b"2 200"]
+    assert first.uid_listing() == [b"1 a", b"2 b"]
+    # A second session of the same message set reuses them (its uidl is never called).
+    second = Maildrop([Entry(10, 100, "a"), Entry(11, 200, "b")], lambda e: 1 / 0, shared)
+    assert second.uid_listing() == [b"1 a", b"2 b"]
+    second.delete(1)
+    assert second.scan_listing() == [b"2 200"]
+    assert first.scan_listing() == [b"1 100", b"2 200"]
+    assert shared["scan"] == [b"1 100", b"2 200"]

@@ -244,6 +244,20 @@ def test_imap_session_keeps_working_and_sees_pop3_deletions_as_expunges(alice, t
     m.logout()
 
 
+def test_each_session_lists_the_messages_it_logged_in_to(alice, tls_context):
+    """Listings are shared between sessions of the same message set, never across a change."""
+    first = login_s(alice, tls_context)
+    assert len(first.list()[1]) == 3 and len(first.uidl()[1]) == 3
+    first.quit()
+    deliver(alice, ALICE, b"Subject: four\n\nbody\n")
+    second = login_s(alice, tls_context)
+    listed, uids = second.list()[1], second.uidl()[1]
+    assert [line.split()[0] for line in listed] == [b"1", b"2", b"3", b"4"]
+    assert len(set(u.split()[1] for u in uids)) == 4
+    assert listed[3] == b"4 %d" % len(wire(b"Subject: four\n\nbody\n"))
+    second.quit()
+
+
 def test_rfc2449_in_use_second_session_refused(alice, tls_context):
     p1 = login_s(alice, tls_context)
     p2 = pop3s(alice, tls_context)

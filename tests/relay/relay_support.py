@@ -89,12 +89,12 @@ def stub_dns():
     ensure_reactor()
     resolver = StubResolver()
     factory = server.DNSServerFactory(clients=[resolver])
-    udp_proto = dns.DNSDatagramProtocol(factory)
 
     def listen():
         # The same port number for UDP and TCP: a free UDP port may be taken for TCP, so try
-        # again with another one.
+        # again with another one (and a fresh protocol: a stopped port keeps its transport).
         for _ in range(20):
+            udp_proto = dns.DNSDatagramProtocol(factory)
             udp = reactor.listenUDP(0, udp_proto, interface="127.0.0.1")
             try:
                 tcp = reactor.listenTCP(udp.getHost().port, factory, interface="127.0.0.1")

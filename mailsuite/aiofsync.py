@@ -1,0 +1,167 @@
+"""fsync from the reactor thread without a thread: Linux AIO (IOCB_CMD_FSYNC, Linux 4.18 and
+later), with completions signalled on an eventfd that the reactor watches.
+
+Why: a small SMTP delivery is a page-cache write and then two waits for the disk (the file, then
+its directory).  Handing the whole delivery to the thread pool costs a thread wake-up, a wake-up
+of the reactor when it is done, and a GIL hand-over at every system call the worker makes while
+the reactor is busy; measured at 10 concurrent SMTP sessions, that cost more than the fsyncs.
+With AIO the kernel runs the fsync in its own worker and the reactor only submits it and reads
+the completion.  Where AIO is not available (not Linux, or io_setup refused, as some container
+seccomp profiles do) each fsync runs in the thread pool instead; the caller cannot tell.
+
+Only ever used from the reactor thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+from twisted.internet import defer, reactor, threads
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger
+from zope.interface import implementer
+
+log = Logger(namespace="mailsuite.aiofsync")
+
+# io_setup, io_destroy, io_getevents, io_submit: x86-64 and arm64 (asm-generic) numbers.
+_SYSCALLS = {"x86_64": (206, 207, 208, 209), "aarch64": (0, 1, 4, 2)}
+_IOCB_CMD_FSYNC = 2
+_IOCB_FLAG_RESFD = 1
+_QUEUE_DEPTH = 512
+_EVENTS = 64
+
+
+class _IOCB(ctypes.Structure):
+    # struct iocb from linux/aio_abi.h, little-endian layout.
+    _fields_ = [
+        ("aio_data", ctypes.c_uint64),
+        ("aio_key", ctypes.c_uint32),
+        ("aio_rw_flags", ctypes.c_int32),
+        ("aio_lio_opcode", ctypes.c_uint16),
+        ("aio_reqprio", ctypes.c_int16),
+        ("aio_fildes", ctypes.c_uint32),
+        ("aio_buf", ctypes.c_uint64),
+        ("aio_nbytes", ctypes.c_uint64),
+        ("aio_offset", ctypes.c_int64),
+        ("aio_reserved2", ctypes.c_uint64),
+        ("aio_flags", ctypes.c_uint32),
+        ("aio_resfd", ctypes.c_uint32),
+    ]
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_uint64),
+        ("obj", ctypes.c_uint64),
+        ("res", ctypes.c_int64),
+        ("res2", ctypes.c_int64),
+    ]
+
+
+@implementer(IReadDescriptor)
+class AioFsync:
+    """One AIO context and its eventfd, registered with the reactor as a reader."""
+
+    def __init__(self):
+        machine = os.uname().machine
+        if not sys.platform.startswith("linux") or machine not in _SYSCALLS:
+            raise OSError(f"no Linux AIO on {sys.platform}/{machine}")
+        self._setup, self._destroy, self._getevents, self._submit = _SYSCALLS[machine]
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.syscall.restype = ctypes.c_long
+        self._ctx = ctypes.c_ulong(0)
+        if self._libc.syscall(self._setup, _QUEUE_DEPTH, ctypes.byref(self._ctx)) < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"io_setup: {os.strerror(err)}")
+        self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._pending: dict[int, defer.Deferred] = {}
+        self._next = 0
+        self._events = (_Event * _EVENTS)()
+        self._no_wait = (ctypes.c_long * 2)(0, 0)
+        reactor.addReader(self)
+
+    def close(self) -> None:
+        """Stop watching completions and release the context (pending fsyncs are abandoned)."""
+        reactor.removeReader(self)
+        self._libc.syscall(self._destroy, self._ctx)
+        os.close(self._efd)
+
+    def fileno(self) -> int:
+        return self._efd
+
+    def logPrefix(self) -> str:
+        return "aiofsync"
+
+    def connectionLost(self, reason) -> None:
+        pass
+
+    def fsync(self, fd: int) -> defer.Deferred:
+        self._next += 1
+        token = self._next
+        iocb = _IOCB(
+            aio_data=token,
+            aio_lio_opcode=_IOCB_CMD_FSYNC,
+            aio_fildes=fd,
+            aio_flags=_IOCB_FLAG_RESFD,
+            aio_resfd=self._efd,
+        )
+        batch = (ctypes.POINTER(_IOCB) * 1)(ctypes.pointer(iocb))
+        if self._libc.syscall(self._submit, self._ctx, 1, batch) != 1:
+            # EAGAIN (queue full) or a file this kernel cannot fsync asynchronously.
+            return threads.deferToThread(os.fsync, fd)
+        d = self._pending[token] = defer.Deferred()
+        return d
+
+    def doRead(self) -> None:
+        try:
+            os.eventfd_read(self._efd)
+        except BlockingIOError:
+            return
+        while self._pending:
+            got = self._libc.syscall(
+                self._getevents, self._ctx, 0, _EVENTS, self._events, self._no_wait
+            )
+            for event in self._events[: max(got, 0)]:
+                d = self._pending.pop(event.data, None)
+                if d is None:
+                    continue
+                if event.res < 0:
+                    d.errback(OSError(-event.res, os.strerror(-event.res)))
+                else:
+                    d.callback(None)
+            if got < _EVENTS:
+                break
+
+
+_backend: AioFsync | None | bool = None
+
+
+def fsync(fd: int) -> defer.Deferred:
+    """Deferred firing when `fd` is fsynced (OSError on failure); keep `fd` open until then."""
+    global _backend
+    if _backend is None:
+        try:
+            _backend = AioFsync()
+        except OSError as e:
+            log.info("fsync runs in the thread pool (no Linux AIO: {err})", err=str(e))
+            _backend = False
+    if _backend:
+        return _backend.fsync(fd)
+    return threads.deferToThread(os.fsync, fd)
+
+
+def fsync_dir(path: str) -> defer.Deferred:
+    """Make creations and renames in directory `path` durable (the asynchronous
+    mailsuite.durable.fsync_dir)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return defer.fail()
+
+    def close(result):
+        os.close(fd)
+        return result
+
+    return fsync(fd).addBoth(close)

@@ -1,0 +1,70 @@
+"""Delivery from the reactor thread: the file written at once, fsyncs waited for through Linux AIO
+(or the thread pool where AIO is missing), the same durable result as the blocking delivery."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mailsuite import aiofsync
+from mailsuite.store import NoSuchFolder, QuotaExceeded
+from tests.conftest import on_reactor
+
+
+def outcome(d):
+    """Wait on the reactor thread for a Deferred: ("ok", value) or ("error", exception)."""
+    return on_reactor(
+        lambda: d().addCallbacks(lambda v: ("ok", v), lambda f: ("error", f.value))
+    )
+
+
+def test_aio_fsync_completes_and_reports_errors(reactor_running, tmp_path):
+    try:
+        backend = on_reactor(aiofsync.AioFsync)
+    except OSError as e:  # pragma: no cover - a kernel or sandbox without io_setup
+        pytest.fail(f"Linux AIO unavailable here: {e}")
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"x" * 10000)
+    try:
+        assert outcome(lambda: backend.fsync(fd)) == ("ok", None)
+    finally:
+        os.close(fd)
+    kind, err = outcome(lambda: backend.fsync(10_000))  # not an open descriptor
+    assert kind == "error" and isinstance(err, OSError)
+    dfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert outcome(lambda: backend.fsync(dfd)) == ("ok", None)
+    finally:
+        os.close(dfd)
+        on_reactor(backend.close)
+
+
+def test_fsync_dir_of_a_missing_directory_fails(reactor_running, tmp_path):
+    kind, err = outcome(lambda: aiofsync.fsync_dir(str(tmp_path / "missing")))
+    assert kind == "error" and isinstance(err, FileNotFoundError)
+
+
+@pytest.mark.parametrize("aio", [True, False], ids=["aio", "thread-pool"])
+def test_deliver_async_stores_like_deliver(reactor_running, mbox, aio, monkeypatch):
+    if not aio:
+        monkeypatch.setattr(aiofsync, "_backend", False)
+    data = b"Subject: async\r\n\r\nline one\r\n.dot line\r\n"
+    kind, key = outcome(lambda: mbox.deliver_async(data))
+    assert kind == "ok"
+    base = mbox.folder_path("INBOX")
+    assert os.listdir(base / "new") == [key] and os.listdir(base / "tmp") == []
+    stored = (base / "new" / key).read_bytes()
+    assert stored == data.replace(b"\r\n", b"\n")
+    assert f",S={len(stored)},W={len(data)}" in key
+    assert mbox.quota().used_messages == 1 and mbox.quota().used_bytes == len(stored)
+
+
+def test_deliver_async_refusals_leave_nothing(reactor_running, store):
+    mbox = store.create_mailbox("bob@example.test", 100, 0)
+    kind, err = outcome(lambda: mbox.deliver_async(b"Subject: big\r\n\r\n" + b"x" * 200))
+    assert kind == "error" and isinstance(err, QuotaExceeded)
+    kind, err = outcome(lambda: mbox.deliver_async(b"Subject: x\r\n\r\nx\r\n", "Nowhere"))
+    assert kind == "error" and isinstance(err, NoSuchFolder)
+    base = mbox.folder_path("INBOX")
+    assert os.listdir(base / "new") == [] and os.listdir(base / "tmp") == []
