@@ -189,8 +189,21 @@ def serve(config: Config) -> int:
     def on_hup(signum, frame):
         reactor.callFromThread(services.tls.reload)
 
+    status = 0
+
+    def start():
+        nonlocal status
+        try:
+            server.startService()
+        except Exception as e:
+            # A port in use or refused (25 without the privilege): stop, as Postfix does,
+            # rather than run without the listener.
+            log.critical("cannot start: {err}", err=str(e))
+            status = 1
+            reactor.stop()
+
     signal.signal(signal.SIGHUP, on_hup)
-    reactor.callWhenRunning(server.startService)
+    reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
     log.info(
         "mailsuite serving {host} for {domains}",
@@ -198,4 +211,4 @@ def serve(config: Config) -> int:
         domains=json.dumps(config.domains),
     )
     reactor.run()
-    return 0
+    return status

@@ -203,3 +203,16 @@ def test_in_process_server_exposes_bound_ports_and_saves_indexes_on_stop(mail_se
     srv.stop()
     assert (mbox.path / "mailsuite-index").exists()
     assert os.path.getsize(mbox.path / "mailsuite-index") > 0
+
+
+def test_serve_exits_1_when_a_port_is_taken(serve):
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        sp = serve(listen={"smtp": [f"127.0.0.1:{port}"]})
+        assert sp.proc.wait(timeout=30) == 1
+        sp.drain()
+        line = next(line for line in sp.seen if line.startswith("critical"))
+        assert f"127.0.0.1:{port}" in line and "in use" in line
+    finally:
+        taken.close()

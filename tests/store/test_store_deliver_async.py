@@ -14,9 +14,7 @@ from tests.conftest import on_reactor
 
 def outcome(d):
     """Wait on the reactor thread for a Deferred: ("ok", value) or ("error", exception)."""
-    return on_reactor(
-        lambda: d().addCallbacks(lambda v: ("ok", v), lambda f: ("error", f.value))
-    )
+    return on_reactor(lambda: d().addCallbacks(lambda v: ("ok", v), lambda f: ("error", f.value)))
 
 
 def test_aio_fsync_completes_and_reports_errors(reactor_running, tmp_path):
