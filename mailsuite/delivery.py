@@ -86,9 +86,9 @@ class Delivery:
         domain = address.rpartition("@")[2].lower().rstrip(".")
         if not domain:
             return RecipientResult("unknown")
-        if not self.accounts.is_local_domain(domain):
+        is_local, res = self.accounts.route(address)
+        if not is_local:
             return RecipientResult("remote", remote=(address,))
-        res = self.accounts.resolve(address)
         if res is None:
             return RecipientResult("unknown")
         return RecipientResult("local", res.local, res.remote)

@@ -299,6 +299,22 @@ class Accounts:
             lookups[key] = self._resolve(address)
         return lookups[key]
 
+    def route(self, address: str) -> tuple[bool, Resolution | None]:
+        """Whether `address` is in a local domain, and if so what it resolves to: what RCPT and
+        delivery ask, answered with one check of the lookup cache instead of two."""
+        lookups = self._lookups()
+        key = ("route", address)
+        if key not in lookups:
+            domain = address.rpartition("@")[2].lower().rstrip(".")
+            with self._db() as db:
+                row = db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone()
+            try:
+                res = self._resolve(normalize_address(address)) if row else None
+            except AccountError:
+                res = None
+            lookups[key] = (row is not None, res)
+        return lookups[key]
+
     def _resolve(self, address: str) -> Resolution | None:
         local: list[str] = []
         remote: list[str] = []

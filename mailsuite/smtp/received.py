@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 import time
 
 _HELO_SAFE = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
+
+
+@functools.lru_cache(maxsize=4)
+def _date(second: int) -> str:
+    """The RFC 5322 date of one second (every message received in that second shares it)."""
+    return email.utils.formatdate(second, localtime=True)
 
 
 def with_keyword(esmtp: bool, tls: bool, authenticated: bool, utf8: bool) -> str:
@@ -36,7 +43,7 @@ def received_header(
     recipient, so one copy does not reveal the other recipients.
     """
     name = _HELO_SAFE.sub("?", helo)[:255] or "unknown"
-    stamp = email.utils.formatdate(time.time() if now is None else now, localtime=True)
+    stamp = _date(int(time.time() if now is None else now))
     lines = [f"Received: from {name} ([{client_ip}])"]
     if tls_info:
         version, _, cipher = tls_info.partition(" ")

@@ -9,7 +9,7 @@ Errors are `SmtpReply` exceptions and become wire replies in `_reply_error` only
 
 from __future__ import annotations
 
-import secrets
+import random
 from dataclasses import dataclass, field
 
 from twisted.internet import defer, protocol
@@ -616,7 +616,7 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
         data = body.result()  # SmtpReply for size / bare newline / long lines
         if self.user is not None:
             data = self._submission_rules(tx, data)
-        queue_id = secrets.token_hex(6).upper()
+        queue_id = f"{random.getrandbits(48):012X}"  # names log lines; needs no secrecy
         proto = with_keyword(self.esmtp, self.secure, self.user is not None, tx.mail.smtputf8)
         trace = received_header(
             helo=self.helo or "unknown",

@@ -391,6 +391,12 @@ class Mailbox:
         except Exception:
             return defer.fail()
         tmp, dest_dir = f"{base}/tmp/{key}", f"{base}/new"
+        size = len(body)
+
+        def create() -> int:
+            fd = create_file(tmp, body)
+            self._quota.add(size, 1)  # counted here, in the thread; taken back on failure
+            return fd
 
         def written(fd: int):
             def file_synced(_):
@@ -401,19 +407,20 @@ class Mailbox:
             def file_failed(failure):
                 os.close(fd)
                 _remove(tmp)
+                self._quota.add(-size, -1)
                 return failure
 
             return aiofsync.fsync(fd).addCallbacks(file_synced, file_failed)
 
         def dir_synced(_):
-            self._quota.add(len(body), 1)
             return key
 
         def not_durable(failure):
             _remove(f"{dest_dir}/{key}")  # the sender is told to retry: keep no copy
+            self._quota.add(-size, -1)
             return failure
 
-        return threads.deferToThread(create_file, tmp, body).addCallback(written)
+        return threads.deferToThread(create).addCallback(written)
 
     def _folder_dir(self, folder: str) -> str:
         folder = names.validate(folder)

@@ -222,3 +222,15 @@ def test_remembered_lookups_end_when_any_connection_commits(accounts, tmp_path):
     assert accounts.resolve("team@new.test").local == (bob,)
     accounts.del_alias("team@new.test")
     assert accounts.resolve("team@new.test") is None
+
+
+def test_route_tells_local_domain_and_resolution_and_follows_changes(accounts, tmp_path):
+    assert accounts.route("x@remote.test") == (False, None)
+    assert accounts.route("nobody@example.test") == (True, None)
+    accounts.add_user("alice@example.test", "pw-123456")
+    assert accounts.route("Alice+news@Example.TEST") == (
+        True,
+        Resolution(("alice@example.test",), ()),
+    )
+    Accounts(tmp_path / "accounts.sqlite").add_domain("remote.test")
+    assert accounts.route("x@remote.test") == (True, None)
