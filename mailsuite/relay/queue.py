@@ -6,8 +6,8 @@ the message, then the envelope (tmp/ → rename), and only then waits for durabi
 fsyncs (both files, both folders) are issued at once so the file system commits them in one
 journal transaction (about 1 ms here instead of 12 ms one after the other).  Nothing is
 acknowledged before they all return, so whatever a crash leaves half-written was never
-accepted: an envelope without its message, or one that does not parse, is moved to
-``corrupt/`` at the next start.  As in Postfix, the disk is the truth and the runner's memory
+accepted: an envelope without its message, one that does not parse, or one whose message is
+shorter or longer than it records, is moved to ``corrupt/`` at the next start.  As in Postfix, the disk is the truth and the runner's memory
 is a cache rebuilt from it at start.
 
 Every method here blocks on the disk; callers on the reactor use ``deferToThread``.
@@ -371,14 +371,21 @@ class Queue:
         removed = 0
         envs = set(self.ids())
         for queue_id in sorted(envs):
-            bad = not (self.msg_dir / queue_id).exists()
+            try:
+                stored = (self.msg_dir / queue_id).stat().st_size
+            except FileNotFoundError:
+                stored = None
+            bad = stored is None
             if not bad:
                 try:
-                    self.load(queue_id)
+                    entry = self.load(queue_id)
                 except NoSuchEntry:
                     continue
                 except QueueError:
                     bad = True
+                else:
+                    # The message's data may not have reached the disk before a crash.
+                    bad = bool(entry.size) and stored != entry.size
             if bad:
                 with self._lock():
                     corrupt = self.path / "corrupt"

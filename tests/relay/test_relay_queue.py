@@ -88,3 +88,13 @@ def test_trigger_taken_once(tmp_path):
     q.trigger()
     assert q.take_trigger()
     assert not q.take_trigger()
+
+
+def test_entry_whose_message_was_cut_short_by_a_crash_goes_to_corrupt(tmp_path):
+    q = Queue(tmp_path)
+    qid = q.enqueue("s@x.test", ["r@r.test"], b"Subject: x\r\n\r\nbody\r\n")
+    kept = q.enqueue("s@x.test", ["r@r.test"], b"Subject: y\r\n\r\nbody\r\n")
+    (tmp_path / "msg" / qid).write_bytes(b"")  # what a crash before the fsync can leave
+    assert q.clean_orphans() == 1
+    assert q.ids() == [kept]
+    assert (tmp_path / "corrupt" / f"{qid}.json").exists()
