@@ -107,9 +107,9 @@ class Delivery:
         nothing could be stored (and nothing was left half-delivered).  Call it on the reactor
         thread."""
         local, remote, failed = self._route(envelope)
-        if local and not remote:
-            d = self._deliver_local(envelope, data, local, failed)
-        else:
+        if local or remote:
+            d = self._deliver_async(envelope, data, local, remote, failed)
+        else:  # nobody to deliver to: deliver_blocking refuses with the reason
             d = threads.deferToThread(self.deliver_blocking, envelope, data)
 
         def notify(report: DeliveryReport):
@@ -150,10 +150,13 @@ class Delivery:
         self._send_notices(envelope, data, notices)
         return report
 
-    def _deliver_local(self, envelope: Envelope, data: bytes, local: dict, failed: list):
-        """Local copies only, orchestrated from the reactor thread (Mailbox.deliver_async): one
-        hand-over to the thread pool per copy instead of a whole delivery run in a thread,
-        whose every system call would fight the reactor for the GIL."""
+    def _deliver_async(
+        self, envelope: Envelope, data: bytes, local: dict, remote: list, failed: list
+    ):
+        """deliver_blocking's work orchestrated from the reactor thread (Mailbox.deliver_async,
+        Queue.enqueue_async): the local copies, then the queue entry, each handing only its
+        file writes to the thread pool, instead of a whole delivery run in a thread whose
+        every system call fights the reactor for the GIL."""
         report = DeliveryReport(failed=failed)
         copies = []
         try:
@@ -163,9 +166,10 @@ class Delivery:
                 copies.append((mailbox, mbox, folder, mbox.deliver_async(trace + data, folder)))
         except (OSError, NoSuchFolder) as e:
             copies.append((None, None, None, defer.fail(e)))
+        written = []
 
-        def gathered(results):
-            written, error = [], None
+        def stored(results):
+            error = None
             for (mailbox, mbox, folder, _), (ok, value) in zip(copies, results, strict=True):
                 if ok:
                     written.append((mbox, folder, value))
@@ -173,18 +177,34 @@ class Delivery:
                 elif value.check(QuotaExceeded):
                     report.failed.append((mailbox, value.value))
                 elif error is None:
-                    error = value.value
+                    error = value
             if error is not None:
-                self._undo(written)
-                log.error("delivery failed, nothing kept: {err}", err=str(error))
-                raise TemporaryFailure(str(error)) from error
-            notices = self._conclude(envelope, data, local, report, 0)
+                return error
+            if not remote:
+                return None
+            return self.queue.enqueue_async(
+                envelope.mail_from, remote, data, envelope.dsn_ret, envelope.dsn_envid
+            ).addCallback(queued)
+
+        def queued(queue_id: str):
+            report.queue_id = queue_id
+
+        def failed_store(failure):
+            self._undo(written)
+            log.error("delivery failed, nothing kept: {err}", err=str(failure.value))
+            if failure.check(OSError, NoSuchFolder):
+                raise TemporaryFailure(str(failure.value)) from failure.value
+            return failure
+
+        def concluded(_):
+            notices = self._conclude(envelope, data, local, report, len(remote))
             if not notices:
                 return report
             d = threads.deferToThread(self._send_notices, envelope, data, notices)
             return d.addCallback(lambda _: report)
 
-        return defer.DeferredList([c[3] for c in copies], consumeErrors=True).addCallback(gathered)
+        d = defer.DeferredList([c[3] for c in copies], consumeErrors=True)
+        return d.addCallback(stored).addErrback(failed_store).addCallback(concluded)
 
     def _route(self, envelope: Envelope):
         """(local mailbox -> the recipient that led to it, remote recipients, unknown ones)."""

@@ -358,16 +358,20 @@ class Accounts:
         """Addresses `user_address` may use as envelope sender and From: its own address and
         every alias (not catch-all) that delivers to it."""
         user_address = normalize_address(user_address)
-        allowed = {user_address}
-        with self._db() as db:
-            sources = [r[0] for r in db.execute("SELECT DISTINCT source FROM aliases")]
-        for source in sources:
-            if source.startswith("@"):
-                continue
-            res = self.resolve(source)
-            if res and user_address in res.local:
-                allowed.add(source)
-        return allowed
+        lookups = self._lookups()
+        key = ("senders", user_address)
+        if key not in lookups:
+            allowed = {user_address}
+            with self._db() as db:
+                sources = [r[0] for r in db.execute("SELECT DISTINCT source FROM aliases")]
+            for source in sources:
+                if source.startswith("@"):
+                    continue
+                res = self.resolve(source)
+                if res and user_address in res.local:
+                    allowed.add(source)
+            lookups[key] = frozenset(allowed)
+        return set(lookups[key])
 
     # -- authentication ------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ accepted: an envelope without its message, one that does not parse, or one whose
 shorter or longer than it records, is moved to ``corrupt/`` at the next start.  As in Postfix, the disk is the truth and the runner's memory
 is a cache rebuilt from it at start.
 
-Every method here blocks on the disk; callers on the reactor use ``deferToThread``.
+Every method here blocks on the disk (callers on the reactor use ``deferToThread``), except
+``enqueue_async``, made for the reactor thread.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import defer, threads
+
+from mailsuite import aiofsync
 from mailsuite.durable import fsync_dir, write_new_file
 
 # Recipient states.  "failed" means a permanent failure whose bounce is still owed (dsn_sent
@@ -217,11 +221,61 @@ class Queue:
         next_attempt: float | None = None,
     ) -> str:
         """Store a message durably and return its id; blocking (fsyncs twice)."""
+        entry = self._new_entry(
+            mail_from, recipients, data, dsn_ret, dsn_envid, is_bounce, next_attempt
+        )
+        fds = self._stage(entry, data)
+        try:
+            _fsync_together([self.msg_dir, self.env_dir], fds)
+        except BaseException:
+            self._unstage(entry)
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self._announce(entry, data)
+        return entry.id
+
+    def enqueue_async(
+        self,
+        mail_from: str,
+        recipients: Iterable[Any],
+        data: bytes,
+        dsn_ret: str | None = None,
+        dsn_envid: str | None = None,
+    ) -> defer.Deferred:
+        """enqueue() called on the reactor thread: Deferred[id].  The files are written in the
+        thread pool and the four fsyncs waited for without a thread (mailsuite.aiofsync)."""
+        try:
+            entry = self._new_entry(mail_from, recipients, data, dsn_ret, dsn_envid, False, None)
+        except QueueError:
+            return defer.fail()
+
+        def staged(fds: list[int]):
+            dirs = [aiofsync.fsync_dir(os.fspath(d)) for d in (self.msg_dir, self.env_dir)]
+            syncs = [aiofsync.fsync(fd) for fd in fds] + dirs
+            return defer.DeferredList(syncs, consumeErrors=True).addCallback(settled, fds)
+
+        def settled(results, fds: list[int]):
+            for fd in fds:
+                os.close(fd)
+            failures = [value for ok, value in results if not ok]
+            if failures:
+                self._unstage(entry)
+                return failures[0]
+            self._announce(entry, data)
+            return entry.id
+
+        return threads.deferToThread(self._stage, entry, data).addCallback(staged)
+
+    def _new_entry(
+        self, mail_from, recipients, data, dsn_ret, dsn_envid, is_bounce, next_attempt
+    ) -> QueueEntry:
         rcpts = [_recipient_from(r) for r in recipients]
         if not rcpts:
             raise QueueError("no recipients")
         now = time.time()
-        entry = QueueEntry(
+        return QueueEntry(
             id=new_queue_id(),
             mail_from=mail_from or "",
             recipients=rcpts,
@@ -232,7 +286,10 @@ class Queue:
             next_attempt=now if next_attempt is None else next_attempt,
             is_bounce=is_bounce,
         )
-        # The message first, the envelope last: the envelope's rename makes the entry exist.
+
+    def _stage(self, entry: QueueEntry, data: bytes) -> list[int]:
+        """Write the message, then the envelope (tmp/ → rename: the entry now exists); returns
+        both descriptors, not yet fsynced.  On error nothing is left."""
         msg_fd = os.open(self.msg_dir / entry.id, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         env_fd = -1
         try:
@@ -241,23 +298,27 @@ class Queue:
             env_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             _write_all(env_fd, self._encode(entry))
             os.rename(tmp, self._env_path(entry.id))
-            _fsync_together([self.msg_dir, self.env_dir], [msg_fd, env_fd])
         except BaseException:
-            for path in (self._env_path(entry.id), self.msg_dir / entry.id):
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-            raise
-        finally:
             os.close(msg_fd)
             if env_fd >= 0:
                 os.close(env_fd)
+                _unlink_quietly(self.tmp_dir / f"{entry.id}.json")
+            self._unstage(entry)
+            raise
+        return [msg_fd, env_fd]
+
+    def _unstage(self, entry: QueueEntry) -> None:
+        for path in (self._env_path(entry.id), self.msg_dir / entry.id):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def _announce(self, entry: QueueEntry, data: bytes) -> None:
         for callback in list(self._listeners):
             callback(QueueEntry.from_json(entry.to_json()), data)
         if not self._listeners:
             self._touch(self.new_trigger_path)
-        return entry.id
 
     def save(self, entry: QueueEntry) -> str:
         """Rewrite an entry's envelope: "saved", or "deleted"/"stale" (nothing written) when

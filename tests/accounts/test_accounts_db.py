@@ -234,3 +234,13 @@ def test_route_tells_local_domain_and_resolution_and_follows_changes(accounts, t
     )
     Accounts(tmp_path / "accounts.sqlite").add_domain("remote.test")
     assert accounts.route("x@remote.test") == (True, None)
+
+
+def test_sender_addresses_follow_alias_changes_from_another_connection(accounts, tmp_path):
+    accounts.add_user("alice@example.test", "pw-123456")
+    assert accounts.sender_addresses("alice@example.test") == {"alice@example.test"}
+    Accounts(tmp_path / "accounts.sqlite").add_alias("boss@example.test", ["alice@example.test"])
+    assert accounts.sender_addresses("alice@example.test") == {
+        "alice@example.test",
+        "boss@example.test",
+    }

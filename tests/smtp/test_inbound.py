@@ -192,6 +192,36 @@ def test_temporary_store_failure_is_451_and_leaves_no_partial_copy(server, wire)
     assert w.cmd("NOOP")[0] == 250  # the session carries on
 
 
+def test_queue_failure_after_local_copies_is_451_and_withdraws_them(server, wire):
+    """A message for a local and a remote recipient: the queue cannot take it (queue/msg is a
+    file), so the local copy already written is taken back and the client told to retry."""
+    import base64
+
+    from tests.smtp.conftest import PASSWORD
+
+    msg_dir = server.root / "data" / "queue" / "msg"
+    for p in msg_dir.iterdir():
+        p.unlink()
+    msg_dir.rmdir()
+    msg_dir.write_bytes(b"")
+    w = wire("submission")
+    w.cmd("EHLO c")
+    w.starttls()
+    w.cmd("EHLO c")
+    token = base64.b64encode(f"\0alice@example.test\0{PASSWORD}".encode()).decode()
+    assert w.cmd(f"AUTH PLAIN {token}")[0] == 235
+    assert w.cmd("MAIL FROM:<alice@example.test>")[0] == 250
+    assert w.cmd("RCPT TO:<bob@example.test>")[0] == 250
+    assert w.cmd("RCPT TO:<far@remote.test>")[0] == 250
+    w.cmd("DATA")
+    w.send(b"From: alice@example.test\r\nSubject: t\r\n\r\nx\r\n.\r\n")
+    code, text = w.reply()
+    assert (code, text[0][:5]) == (451, "4.3.0")
+    assert server.maildir_files("bob@example.test") == []
+    assert server.queue_entries() == []
+    assert w.cmd("NOOP")[0] == 250
+
+
 def test_idna_domain_forms_are_the_same_local_domain_rfc6531(server, wire):
     acc = server.services.accounts
     acc.add_domain("xn--bcher-kva.test")  # the accounts hold the A-label form
