@@ -69,7 +69,9 @@ class AioFsync:
         if not sys.platform.startswith("linux") or machine not in _SYSCALLS:
             raise OSError(f"no Linux AIO on {sys.platform}/{machine}")
         self._setup, self._destroy, self._getevents, self._submit = _SYSCALLS[machine]
-        self._libc = ctypes.CDLL(None, use_errno=True)
+        # PyDLL: the calls keep the GIL.  Submitting and collecting never block, and letting
+        # go of the GIL for them would only hand it to a busy worker thread for a while.
+        self._libc = ctypes.PyDLL(None, use_errno=True)
         self._libc.syscall.restype = ctypes.c_long
         self._ctx = ctypes.c_ulong(0)
         if self._libc.syscall(self._setup, _QUEUE_DEPTH, ctypes.byref(self._ctx)) < 0:
@@ -97,22 +99,31 @@ class AioFsync:
     def connectionLost(self, reason) -> None:
         pass
 
-    def fsync(self, fd: int) -> defer.Deferred:
-        self._next += 1
-        token = self._next
-        iocb = _IOCB(
-            aio_data=token,
-            aio_lio_opcode=_IOCB_CMD_FSYNC,
-            aio_fildes=fd,
-            aio_flags=_IOCB_FLAG_RESFD,
-            aio_resfd=self._efd,
-        )
-        batch = (ctypes.POINTER(_IOCB) * 1)(ctypes.pointer(iocb))
-        if self._libc.syscall(self._submit, self._ctx, 1, batch) != 1:
-            # EAGAIN (queue full) or a file this kernel cannot fsync asynchronously.
-            return threads.deferToThread(os.fsync, fd)
-        d = self._pending[token] = defer.Deferred()
-        return d
+    def fsync(self, fds: list[int]) -> list[defer.Deferred]:
+        """Submit one fsync per descriptor, all in one system call."""
+        iocbs = []
+        for fd in fds:
+            self._next += 1
+            iocbs.append(
+                _IOCB(
+                    aio_data=self._next,
+                    aio_lio_opcode=_IOCB_CMD_FSYNC,
+                    aio_fildes=fd,
+                    aio_flags=_IOCB_FLAG_RESFD,
+                    aio_resfd=self._efd,
+                )
+            )
+        batch = (ctypes.POINTER(_IOCB) * len(iocbs))(*(ctypes.pointer(i) for i in iocbs))
+        submitted = max(self._libc.syscall(self._submit, self._ctx, len(iocbs), batch), 0)
+        result = []
+        for i, (fd, iocb) in enumerate(zip(fds, iocbs, strict=True)):
+            if i < submitted:
+                d = self._pending[iocb.aio_data] = defer.Deferred()
+            else:
+                # EAGAIN (queue full) or a file this kernel cannot fsync asynchronously.
+                d = threads.deferToThread(os.fsync, fd)
+            result.append(d)
+        return result
 
     def doRead(self) -> None:
         try:
@@ -138,8 +149,9 @@ class AioFsync:
 _backend: AioFsync | None | bool = None
 
 
-def fsync(fd: int) -> defer.Deferred:
-    """Deferred firing when `fd` is fsynced (OSError on failure); keep `fd` open until then."""
+def fsync(*fds: int) -> defer.Deferred:
+    """Deferred firing when every descriptor is fsynced (the first OSError otherwise); keep
+    them open until then."""
     global _backend
     if _backend is None:
         try:
@@ -148,20 +160,36 @@ def fsync(fd: int) -> defer.Deferred:
             log.info("fsync runs in the thread pool (no Linux AIO: {err})", err=str(e))
             _backend = False
     if _backend:
-        return _backend.fsync(fd)
-    return threads.deferToThread(os.fsync, fd)
+        pending = _backend.fsync(list(fds))
+    else:
+        pending = [threads.deferToThread(os.fsync, fd) for fd in fds]
+    if len(pending) == 1:
+        return pending[0]
+    return defer.DeferredList(pending, consumeErrors=True).addCallback(_first_failure)
 
 
-def fsync_dir(path: str) -> defer.Deferred:
-    """Make creations and renames in directory `path` durable (the asynchronous
-    mailsuite.durable.fsync_dir)."""
+def _first_failure(results):
+    for ok, value in results:
+        if not ok:
+            return value
+    return None
+
+
+def fsync_dir(*paths: str, fds: tuple[int, ...] = ()) -> defer.Deferred:
+    """Make creations and renames in the directories `paths` durable (the asynchronous
+    mailsuite.durable.fsync_dir), together with the open files `fds` if any."""
+    opened = []
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        for path in paths:
+            opened.append(os.open(path, os.O_RDONLY | os.O_DIRECTORY))
     except OSError:
+        for fd in opened:
+            os.close(fd)
         return defer.fail()
 
     def close(result):
-        os.close(fd)
+        for fd in opened:
+            os.close(fd)
         return result
 
-    return fsync(fd).addBoth(close)
+    return fsync(*fds, *opened).addBoth(close)

@@ -20,6 +20,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import random
 import secrets
 import time
 from collections.abc import Iterable, Iterator
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, threads
+from twisted.python.failure import Failure
 
 from mailsuite import aiofsync
 from mailsuite.durable import fsync_dir, write_new_file
@@ -177,7 +179,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def new_queue_id() -> str:
     """Sortable by arrival (microsecond time in hex) and unique across processes."""
-    return f"{time.time_ns() // 1000:014X}{secrets.token_hex(3).upper()}"
+    return f"{time.time_ns() // 1000:014X}{random.getrandbits(24):06X}"
 
 
 def _valid_id(queue_id: str) -> bool:
@@ -252,17 +254,15 @@ class Queue:
             return defer.fail()
 
         def staged(fds: list[int]):
-            dirs = [aiofsync.fsync_dir(os.fspath(d)) for d in (self.msg_dir, self.env_dir)]
-            syncs = [aiofsync.fsync(fd) for fd in fds] + dirs
-            return defer.DeferredList(syncs, consumeErrors=True).addCallback(settled, fds)
+            dirs = (os.fspath(self.msg_dir), os.fspath(self.env_dir))
+            return aiofsync.fsync_dir(*dirs, fds=tuple(fds)).addBoth(settled, fds)
 
-        def settled(results, fds: list[int]):
+        def settled(result, fds: list[int]):
             for fd in fds:
                 os.close(fd)
-            failures = [value for ok, value in results if not ok]
-            if failures:
+            if isinstance(result, Failure):
                 self._unstage(entry)
-                return failures[0]
+                return result
             self._announce(entry, data)
             return entry.id
 

@@ -25,22 +25,33 @@ def test_aio_fsync_completes_and_reports_errors(reactor_running, tmp_path):
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
     os.write(fd, b"x" * 10000)
     try:
-        assert outcome(lambda: backend.fsync(fd)) == ("ok", None)
+        assert outcome(lambda: backend.fsync([fd])[0]) == ("ok", None)
     finally:
         os.close(fd)
-    kind, err = outcome(lambda: backend.fsync(10_000))  # not an open descriptor
+    kind, err = outcome(lambda: backend.fsync([10_000])[0])  # not an open descriptor
     assert kind == "error" and isinstance(err, OSError)
     dfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        assert outcome(lambda: backend.fsync(dfd)) == ("ok", None)
+        assert outcome(lambda: backend.fsync([dfd])[0]) == ("ok", None)
     finally:
         os.close(dfd)
         on_reactor(backend.close)
 
 
 def test_fsync_dir_of_a_missing_directory_fails(reactor_running, tmp_path):
-    kind, err = outcome(lambda: aiofsync.fsync_dir(str(tmp_path / "missing")))
+    kind, err = outcome(lambda: aiofsync.fsync_dir(str(tmp_path), str(tmp_path / "missing")))
     assert kind == "error" and isinstance(err, FileNotFoundError)
+
+
+def test_several_fsyncs_in_one_submission_report_the_first_error(reactor_running, tmp_path):
+    fds = [os.open(tmp_path / name, os.O_WRONLY | os.O_CREAT, 0o600) for name in "ab"]
+    try:
+        assert outcome(lambda: aiofsync.fsync_dir(str(tmp_path), fds=tuple(fds))) == ("ok", None)
+        kind, err = outcome(lambda: aiofsync.fsync(fds[0], 10_000, fds[1]))
+        assert kind == "error" and isinstance(err, OSError)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 @pytest.mark.parametrize("aio", [True, False], ids=["aio", "thread-pool"])
