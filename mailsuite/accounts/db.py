@@ -85,7 +85,7 @@ class Accounts:
         self._secret = os.urandom(32)
         self._verified: dict[str, tuple[bytes, float]] = {}
         self._db().conn.executescript(SCHEMA)
-        with self._db() as db:
+        with self._write() as db:
             for d in initial_domains:
                 db.execute("INSERT OR IGNORE INTO domains VALUES (?)", (validate_domain(d),))
 
@@ -98,6 +98,12 @@ class Accounts:
             self._local.conn = _Tx(conn)
             conn = self._local.conn
         return conn
+
+    def _write(self) -> _Tx:
+        """The thread's connection for a transaction that writes: BEGIN IMMEDIATE takes the
+        write lock up front (waiting up to the busy timeout), where a deferred BEGIN would fail
+        at once with "database is locked" if another connection wrote after our first read."""
+        return self._db().immediate()
 
     def _lookups(self) -> dict:
         """This thread's lookup cache, emptied when anything was committed since it was filled:
@@ -114,14 +120,14 @@ class Accounts:
 
     def add_domain(self, domain: str) -> None:
         domain = validate_domain(domain)
-        with self._db() as db:
+        with self._write() as db:
             if db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone():
                 raise AccountError(f"domain {domain} exists")
             db.execute("INSERT INTO domains VALUES (?)", (domain,))
 
     def del_domain(self, domain: str) -> None:
         domain = validate_domain(domain)
-        with self._db() as db:
+        with self._write() as db:
             if db.execute("SELECT 1 FROM users WHERE address LIKE ?", (f"%@{domain}",)).fetchone():
                 raise AccountError(f"domain {domain} still has users")
             if not db.execute("DELETE FROM domains WHERE name=?", (domain,)).rowcount:
@@ -152,7 +158,7 @@ class Accounts:
         if not password:
             raise AccountError("empty password")
         hashed = hash_password(password)
-        with self._db() as db:
+        with self._write() as db:
             if not db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone():
                 raise AccountError(
                     f"{domain} is not a local domain (add it with 'mailsuite domain add')"
@@ -168,7 +174,7 @@ class Accounts:
     def import_user_hash(self, address: str, stored_hash: str) -> None:
         """Set a hash carried over from another server (Dovecot `{SCHEME}` prefixes kept)."""
         address = normalize_address(address)
-        with self._db() as db:
+        with self._write() as db:
             if not db.execute(
                 "UPDATE users SET password=? WHERE address=?", (stored_hash, address)
             ).rowcount:
@@ -177,7 +183,7 @@ class Accounts:
 
     def del_user(self, address: str) -> None:
         address = normalize_address(address)
-        with self._db() as db:
+        with self._write() as db:
             if not db.execute("DELETE FROM users WHERE address=?", (address,)).rowcount:
                 raise AccountError(f"no such user {address}")
         self._verified.pop(address, None)
@@ -189,7 +195,7 @@ class Accounts:
 
     def set_enabled(self, address: str, enabled: bool) -> None:
         address = normalize_address(address)
-        with self._db() as db:
+        with self._write() as db:
             if not db.execute(
                 "UPDATE users SET enabled=? WHERE address=?", (int(enabled), address)
             ).rowcount:
@@ -198,7 +204,7 @@ class Accounts:
 
     def set_quota(self, address: str, quota_bytes: int, quota_messages: int) -> None:
         address = normalize_address(address)
-        with self._db() as db:
+        with self._write() as db:
             cur = db.execute(
                 "UPDATE users SET quota_bytes=?, quota_messages=? WHERE address=?",
                 (quota_bytes, quota_messages, address),
@@ -245,13 +251,13 @@ class Accounts:
         if not targets:
             raise AccountError("an alias needs at least one target")
         norm = [normalize_address(t) for t in targets]
-        with self._db() as db:
+        with self._write() as db:
             for t in norm:
                 db.execute("INSERT OR IGNORE INTO aliases VALUES (?, ?)", (source, t))
 
     def del_alias(self, source: str, target: str | None = None) -> None:
         source = self._alias_source(source)
-        with self._db() as db:
+        with self._write() as db:
             if target:
                 cur = db.execute(
                     "DELETE FROM aliases WHERE source=? AND target=?",
@@ -402,7 +408,7 @@ class Accounts:
         if not ok:
             return None
         if new_hash:
-            with self._db() as db:
+            with self._write() as db:
                 db.execute(
                     "UPDATE users SET password=? WHERE address=? AND password=?",
                     (new_hash, address, stored),
@@ -428,10 +434,16 @@ class _Tx:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
         self.depth = 0
+        self._begin = "BEGIN"
+
+    def immediate(self) -> _Tx:
+        self._begin = "BEGIN IMMEDIATE"
+        return self
 
     def __enter__(self):
+        begin, self._begin = self._begin, "BEGIN"
         if self.depth == 0:
-            self.conn.execute("BEGIN")
+            self.conn.execute(begin)
         self.depth += 1
         return self.conn
 

@@ -244,3 +244,26 @@ def test_sender_addresses_follow_alias_changes_from_another_connection(accounts,
         "alice@example.test",
         "boss@example.test",
     }
+
+
+def test_concurrent_writers_wait_for_each_other_instead_of_failing(accounts, tmp_path):
+    """Threads and the admin command writing at once: each write transaction takes the lock
+    up front and waits, so none fails with "database is locked" (a deferred BEGIN that read
+    before another connection committed could not write any more)."""
+    errors = []
+
+    def add(n):
+        try:
+            conn = Accounts(tmp_path / "accounts.sqlite") if n % 2 else accounts
+            for i in range(30):
+                conn.add_domain(f"d{n}-{i}.test")
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(accounts.list_domains()) == 2 + 8 * 30
