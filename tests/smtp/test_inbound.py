@@ -1,9 +1,12 @@
 """Inbound MX (the "smtp" listener): local recipients only, no open relay, faithful delivery."""
 
+import base64
 import json
 import smtplib
 
 import pytest
+
+from tests.smtp.conftest import PASSWORD
 
 
 def smtp(server, kind="smtp"):
@@ -12,6 +15,17 @@ def smtp(server, kind="smtp"):
 
 def lf(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n")
+
+
+def submit_as_alice(wire):
+    """A submission session after STARTTLS and AUTH PLAIN as alice."""
+    w = wire("submission")
+    w.cmd("EHLO c")
+    w.starttls()
+    w.cmd("EHLO c")
+    token = base64.b64encode(f"\0alice@example.test\0{PASSWORD}".encode()).decode()
+    assert w.cmd(f"AUTH PLAIN {token}")[0] == 235
+    return w
 
 
 def test_message_is_stored_byte_for_byte_with_our_trace_headers(server):
@@ -143,16 +157,7 @@ def test_utf8_recipient_without_smtputf8_is_553_5_6_7(server, wire):
 
 def test_dsn_parameters_are_kept_with_queued_copy_for_the_relay(server, wire):
     """Authenticated client relaying: NOTIFY/ORCPT/RET/ENVID land in the queue envelope."""
-    from tests.smtp.conftest import PASSWORD
-
-    w = wire("submission")
-    w.cmd("EHLO c")
-    w.starttls()
-    w.cmd("EHLO c")
-    import base64
-
-    token = base64.b64encode(f"\0alice@example.test\0{PASSWORD}".encode()).decode()
-    assert w.cmd(f"AUTH PLAIN {token}")[0] == 235
+    w = submit_as_alice(wire)
     assert w.cmd("MAIL FROM:<alice@example.test> RET=HDRS ENVID=QQ314159")[0] == 250
     code, _ = w.cmd("RCPT TO:<far@remote.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;far+40x.test")
     assert code == 250
@@ -195,21 +200,12 @@ def test_temporary_store_failure_is_451_and_leaves_no_partial_copy(server, wire)
 def test_queue_failure_after_local_copies_is_451_and_withdraws_them(server, wire):
     """A message for a local and a remote recipient: the queue cannot take it (queue/msg is a
     file), so the local copy already written is taken back and the client told to retry."""
-    import base64
-
-    from tests.smtp.conftest import PASSWORD
-
     msg_dir = server.root / "data" / "queue" / "msg"
     for p in msg_dir.iterdir():
         p.unlink()
     msg_dir.rmdir()
     msg_dir.write_bytes(b"")
-    w = wire("submission")
-    w.cmd("EHLO c")
-    w.starttls()
-    w.cmd("EHLO c")
-    token = base64.b64encode(f"\0alice@example.test\0{PASSWORD}".encode()).decode()
-    assert w.cmd(f"AUTH PLAIN {token}")[0] == 235
+    w = submit_as_alice(wire)
     assert w.cmd("MAIL FROM:<alice@example.test>")[0] == 250
     assert w.cmd("RCPT TO:<bob@example.test>")[0] == 250
     assert w.cmd("RCPT TO:<far@remote.test>")[0] == 250
