@@ -59,6 +59,11 @@ def unique_name() -> str:
     return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{_host}"
 
 
+def _closing(result, fd: int):
+    os.close(fd)
+    return result
+
+
 def _remove(path: str) -> None:
     try:
         os.unlink(path)
@@ -391,7 +396,7 @@ class Mailbox:
         except Exception:
             return defer.fail()
         tmp, dest_dir = f"{base}/tmp/{key}", f"{base}/new"
-        size = len(body)
+        dest, size = f"{dest_dir}/{key}", len(body)
 
         def create() -> int:
             fd = create_file(tmp, body)
@@ -399,24 +404,13 @@ class Mailbox:
             return fd
 
         def written(fd: int):
-            def file_synced(_):
-                os.close(fd)
-                os.rename(tmp, f"{dest_dir}/{key}")
-                return aiofsync.fsync_dir(dest_dir).addCallbacks(dir_synced, not_durable)
+            d = aiofsync.fsync(fd).addBoth(_closing, fd)
+            d.addCallback(lambda _: os.rename(tmp, dest)).addErrback(not_kept, tmp)
+            d.addCallback(lambda _: aiofsync.fsync_dir(dest_dir).addErrback(not_kept, dest))
+            return d.addCallback(lambda _: key)
 
-            def file_failed(failure):
-                os.close(fd)
-                _remove(tmp)
-                self._quota.add(-size, -1)
-                return failure
-
-            return aiofsync.fsync(fd).addCallbacks(file_synced, file_failed)
-
-        def dir_synced(_):
-            return key
-
-        def not_durable(failure):
-            _remove(f"{dest_dir}/{key}")  # the sender is told to retry: keep no copy
+        def not_kept(failure, path: str):
+            _remove(path)  # not durable: the sender is told to retry, so keep no copy
             self._quota.add(-size, -1)
             return failure
 

@@ -77,3 +77,19 @@ def test_deliver_async_refusals_leave_nothing(reactor_running, store):
     assert kind == "error" and isinstance(err, NoSuchFolder)
     base = mbox.folder_path("INBOX")
     assert os.listdir(base / "new") == [] and os.listdir(base / "tmp") == []
+
+
+def test_a_failure_after_the_file_was_written_leaves_no_file_and_no_quota(reactor_running, mbox):
+    """new/ vanishes while the file is being written: the rename fails, the file in tmp/ is
+    removed and the quota count taken back."""
+    base = mbox.folder_path("INBOX")
+
+    def start():
+        d = mbox.deliver_async(b"Subject: x\r\n\r\nbody\r\n")
+        os.rmdir(base / "new")
+        return d
+
+    kind, err = outcome(start)
+    assert kind == "error" and isinstance(err, FileNotFoundError)
+    assert os.listdir(base / "tmp") == []
+    assert mbox.quota().used_messages == 0 and mbox.quota().used_bytes == 0
