@@ -7,8 +7,8 @@ fsyncs (both files, both folders) are issued at once so the file system commits 
 journal transaction (about 1 ms here instead of 12 ms one after the other).  Nothing is
 acknowledged before they all return, so whatever a crash leaves half-written was never
 accepted: an envelope without its message, one that does not parse, or one whose message is
-shorter or longer than it records, is moved to ``corrupt/`` at the next start.  As in Postfix, the disk is the truth and the runner's memory
-is a cache rebuilt from it at start.
+shorter or longer than it records, is moved to ``corrupt/`` at the next start.  As in Postfix,
+the disk is the truth and the runner's memory is a cache rebuilt from it at start.
 
 Every method here blocks on the disk (callers on the reactor use ``deferToThread``), except
 ``enqueue_async``, made for the reactor thread.
@@ -302,13 +302,13 @@ class Queue:
             os.close(msg_fd)
             if env_fd >= 0:
                 os.close(env_fd)
-                _unlink_quietly(self.tmp_dir / f"{entry.id}.json")
             self._unstage(entry)
             raise
         return [msg_fd, env_fd]
 
     def _unstage(self, entry: QueueEntry) -> None:
-        for path in (self._env_path(entry.id), self.msg_dir / entry.id):
+        tmp = self.tmp_dir / f"{entry.id}.json"
+        for path in (self._env_path(entry.id), self.msg_dir / entry.id, tmp):
             try:
                 os.unlink(path)
             except OSError:
