@@ -352,10 +352,10 @@ class Queue:
         (Postfix does not sync deletions either).
         """
         with self._lock():
-            envs = [self._env_path(q) for q in queue_ids]
-            existed = sum(_IO_POOL.map(_unlink_quietly, envs))
+            existed = sum(_unlink_quietly(self._env_path(q)) for q in queue_ids)
         # Without its envelope the message file is nobody's; it can go outside the lock.
-        list(_IO_POOL.map(_unlink_quietly, [self.msg_dir / q for q in queue_ids]))
+        for q in queue_ids:
+            _unlink_quietly(self.msg_dir / q)
         return existed
 
     def modify(self, queue_id: str, change) -> QueueEntry:

@@ -66,6 +66,8 @@ class Transaction:
     addresses: set[str] = field(default_factory=set)
     body: BodyReader | None = None  # BDAT chunks accumulate here across commands
     failed: bool = False  # a BDAT chunk was refused: the rest of the transaction is too
+    # Submission: the addresses the user may send as (envelope and From:), looked up at MAIL.
+    senders: frozenset[str] = frozenset()
 
 
 class SmtpSession(protocol.Protocol, TimeoutMixin):
@@ -479,17 +481,17 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
             # RFC 1870 §6: refuse a declared size over the limit before any data.
             raise SmtpReply(552, "5.3.4", "Message size exceeds fixed limit")
         sender = mail.sender.address if mail.sender else ""
+        senders: frozenset[str] = frozenset()
         if self.user is not None:
-            self._check_sender_owned(sender)
-        self.tx = Transaction(mail, sender)
-        self._reply(250, "2.1.0", "Ok")
-
-    def _check_sender_owned(self, sender: str) -> None:
-        allowed = {a.lower() for a in self.services.accounts.sender_addresses(self.user)}
-        if not sender or sender.lower() not in allowed:
-            raise SmtpReply(
-                553, "5.7.1", f"Sender address <{sender}> not owned by user {self.user}"
+            senders = frozenset(
+                a.lower() for a in self.services.accounts.sender_addresses(self.user)
             )
+            if not sender or sender.lower() not in senders:
+                raise SmtpReply(
+                    553, "5.7.1", f"Sender address <{sender}> not owned by user {self.user}"
+                )
+        self.tx = Transaction(mail, sender, senders=senders)
+        self._reply(250, "2.1.0", "Ok")
 
     def smtp_RCPT(self, arg: str) -> None:
         tx = self.tx
@@ -671,11 +673,10 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
 
     def _submission_rules(self, tx: Transaction, data: bytes) -> bytes:
         """RFC 6409 §8: From: must be the account's, Date:/Message-ID: are added if missing."""
-        allowed = {a.lower() for a in self.services.accounts.sender_addresses(self.user)}
         found = headers.from_addresses(data)
         if found is None:
             data = b"From: <" + tx.sender.encode("utf-8") + b">\r\n" + data
-        elif not found or any(a.lower() not in allowed for a in found):
+        elif not found or any(a.lower() not in tx.senders for a in found):
             raise SmtpReply(553, "5.7.1", f"From: header address not owned by user {self.user}")
         return headers.add_missing_headers(data, self.hostname)
 
