@@ -373,7 +373,10 @@ class Accounts:
             for source in sources:
                 if source.startswith("@"):
                     continue
-                res = self.resolve(source)
+                # Sources are stored normalized; their resolutions share this thread's cache.
+                if ("resolve", source) not in lookups:
+                    lookups["resolve", source] = self._resolve(source)
+                res = lookups["resolve", source]
                 if res and user_address in res.local:
                     allowed.add(source)
             lookups[key] = frozenset(allowed)
