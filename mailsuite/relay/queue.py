@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from mailsuite import aiofsync
@@ -246,8 +246,8 @@ class Queue:
         dsn_ret: str | None = None,
         dsn_envid: str | None = None,
     ) -> defer.Deferred:
-        """enqueue() called on the reactor thread: Deferred[id].  The files are written in the
-        thread pool and the four fsyncs waited for without a thread (mailsuite.aiofsync)."""
+        """enqueue() called on the reactor thread: Deferred[id].  The files are written as
+        aiofsync.write_files decides and the four fsyncs waited for without a thread."""
         try:
             entry = self._new_entry(mail_from, recipients, data, dsn_ret, dsn_envid, False, None)
         except QueueError:
@@ -266,7 +266,7 @@ class Queue:
             self._announce(entry, data)
             return entry.id
 
-        return threads.deferToThread(self._stage, entry, data).addCallback(staged)
+        return aiofsync.write_files(len(data), self._stage, entry, data).addCallback(staged)
 
     def _new_entry(
         self, mail_from, recipients, data, dsn_ret, dsn_envid, is_bounce, next_attempt

@@ -386,10 +386,9 @@ class Mailbox:
     def deliver_async(self, data: bytes, folder: str = names.INBOX) -> defer.Deferred:
         """deliver() for a message in memory, called on the reactor thread: Deferred[key].
 
-        The file is created and written in the thread pool (creating a file can wait for the
-        file system's journal), and its two fsyncs are waited for without a thread
-        (mailsuite.aiofsync), in deliver()'s order: file fsynced, renamed into new/, directory
-        fsynced."""
+        The file is created and written as aiofsync.write_files decides (here when small), and
+        its two fsyncs are waited for without a thread (mailsuite.aiofsync), in deliver()'s
+        order: file fsynced, renamed into new/, directory fsynced."""
         try:
             base = self._folder_dir(folder)
             body, key = self._stage(data, True)
@@ -400,7 +399,7 @@ class Mailbox:
 
         def create() -> int:
             fd = create_file(tmp, body)
-            self._quota.add(size, 1)  # counted here, in the thread; taken back on failure
+            self._quota.add(size, 1)  # counted now; taken back on failure
             return fd
 
         def written(fd: int):
@@ -414,7 +413,7 @@ class Mailbox:
             self._quota.add(-size, -1)
             return failure
 
-        return threads.deferToThread(create).addCallback(written)
+        return aiofsync.write_files(size, create).addCallback(written)
 
     def _folder_dir(self, folder: str) -> str:
         folder = names.validate(folder)

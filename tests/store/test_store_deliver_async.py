@@ -54,11 +54,16 @@ def test_several_fsyncs_in_one_submission_report_the_first_error(reactor_running
             os.close(fd)
 
 
-@pytest.mark.parametrize("aio", [True, False], ids=["aio", "thread-pool"])
-def test_deliver_async_stores_like_deliver(reactor_running, mbox, aio, monkeypatch):
+@pytest.mark.parametrize(
+    ("aio", "lines"),
+    [(True, 1), (False, 1), (True, 20_000)],
+    ids=["aio", "thread-pool-fsync", "large-written-in-a-thread"],
+)
+def test_deliver_async_stores_like_deliver(reactor_running, mbox, aio, lines, monkeypatch):
     if not aio:
         monkeypatch.setattr(aiofsync, "_backend", False)
-    data = b"Subject: async\r\n\r\nline one\r\n.dot line\r\n"
+    data = b"Subject: async\r\n\r\n" + b"line one\r\n.dot line\r\n" * lines
+    assert (len(data) > aiofsync.SMALL_WRITE) == (lines > 1)
     kind, key = outcome(lambda: mbox.deliver_async(data))
     assert kind == "ok"
     base = mbox.folder_path("INBOX")
