@@ -138,15 +138,17 @@ class Accounts:
             return [r[0] for r in db.execute("SELECT name FROM domains ORDER BY name")]
 
     def is_local_domain(self, domain: str) -> bool:
-        domain = domain.lower().rstrip(".")
-        lookups = self._lookups()
-        key = ("domain", domain)
-        found = lookups.get(key)
-        if found is None:
+        return self._domain_known(self._lookups(), domain.lower().rstrip("."))
+
+    def _domain_known(self, lookups: dict, domain: str) -> bool:
+        def query() -> bool:
             with self._db() as db:
-                row = db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone()
-            found = lookups[key] = row is not None
-        return found
+                return (
+                    db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone()
+                    is not None
+                )
+
+        return _remember(lookups, ("domain", domain), query)
 
     # -- users -----------------------------------------------------------------------------
 
@@ -217,17 +219,17 @@ class Accounts:
             address = normalize_address(address)
         except AccountError:
             return None
-        lookups = self._lookups()
-        key = ("user", address)
-        if key not in lookups:
+
+        def query() -> User | None:
             with self._db() as db:
                 row = db.execute(
                     "SELECT address, quota_bytes, quota_messages, enabled FROM users "
                     "WHERE address=?",
                     (address,),
                 ).fetchone()
-            lookups[key] = User(row[0], row[1], row[2], bool(row[3])) if row else None
-        return lookups[key]
+            return User(row[0], row[1], row[2], bool(row[3])) if row else None
+
+        return _remember(self._lookups(), ("user", address), query)
 
     def list_users(self, domain: str | None = None) -> list[User]:
         with self._db() as db:
@@ -299,27 +301,22 @@ class Accounts:
             address = normalize_address(address)
         except AccountError:
             return None
-        lookups = self._lookups()
-        key = ("resolve", address)
-        if key not in lookups:
-            lookups[key] = self._resolve(address)
-        return lookups[key]
+        return self._resolved(self._lookups(), address)
+
+    def _resolved(self, lookups: dict, address: str) -> Resolution | None:
+        """resolve() for a normalized address, through `lookups`."""
+        return _remember(lookups, ("resolve", address), lambda: self._resolve(address))
 
     def route(self, address: str) -> tuple[bool, Resolution | None]:
         """Whether `address` is in a local domain, and if so what it resolves to: what RCPT and
         delivery ask, answered with one check of the lookup cache instead of two."""
         lookups = self._lookups()
-        key = ("route", address)
-        if key not in lookups:
-            domain = address.rpartition("@")[2].lower().rstrip(".")
-            with self._db() as db:
-                row = db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone()
-            try:
-                res = self._resolve(normalize_address(address)) if row else None
-            except AccountError:
-                res = None
-            lookups[key] = (row is not None, res)
-        return lookups[key]
+        if not self._domain_known(lookups, address.rpartition("@")[2].lower().rstrip(".")):
+            return False, None
+        try:
+            return True, self._resolved(lookups, normalize_address(address))
+        except AccountError:
+            return True, None
 
     def _resolve(self, address: str) -> Resolution | None:
         local: list[str] = []
@@ -365,22 +362,20 @@ class Accounts:
         every alias (not catch-all) that delivers to it."""
         user_address = normalize_address(user_address)
         lookups = self._lookups()
-        key = ("senders", user_address)
-        if key not in lookups:
+
+        def query() -> frozenset[str]:
             allowed = {user_address}
             with self._db() as db:
                 sources = [r[0] for r in db.execute("SELECT DISTINCT source FROM aliases")]
             for source in sources:
-                if source.startswith("@"):
-                    continue
-                # Sources are stored normalized; their resolutions share this thread's cache.
-                if ("resolve", source) not in lookups:
-                    lookups["resolve", source] = self._resolve(source)
-                res = lookups["resolve", source]
-                if res and user_address in res.local:
-                    allowed.add(source)
-            lookups[key] = frozenset(allowed)
-        return set(lookups[key])
+                # Sources are stored normalized; catch-alls (@domain) name nobody's address.
+                if not source.startswith("@"):
+                    res = self._resolved(lookups, source)
+                    if res and user_address in res.local:
+                        allowed.add(source)
+            return frozenset(allowed)
+
+        return set(_remember(lookups, ("senders", user_address), query))
 
     # -- authentication ------------------------------------------------------------------------
 
@@ -429,6 +424,13 @@ def _dummy_hash() -> str:
     if not _DUMMY:
         _DUMMY.append(hash_password("mailsuite-dummy-password"))
     return _DUMMY[0]
+
+
+def _remember(lookups: dict, key: tuple, compute):
+    """The value cached under `key`, computed once."""
+    if key not in lookups:
+        lookups[key] = compute()
+    return lookups[key]
 
 
 class _Tx:
