@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from twisted.internet import abstract, tcp
+from twisted.internet import _newtls, abstract, tcp
 
 
 def _send_now(fd: abstract.FileDescriptor, data: bytes) -> bytes:
@@ -58,10 +58,8 @@ class WriteThroughServer(tcp.Server):
         if self.TLS:
             super().writeSequence(iovec)
         else:
-            _WriteThrough.write(self, b"".join(iovec))
+            _WriteThrough.writeSequence(self, iovec)
 
     def startTLS(self, ctx, normal: bool = True) -> None:
         # The TLS layer writes its records through this base class, bypassing write() above.
-        from twisted.internet._newtls import startTLS
-
-        startTLS(self, ctx, normal, _WriteThrough)
+        _newtls.startTLS(self, ctx, normal, _WriteThrough)

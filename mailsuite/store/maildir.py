@@ -354,8 +354,7 @@ class Mailbox:
 
         `data` is bytes, or a binary file positioned at the message (a large IMAP APPEND
         spooled to disk), which is copied in pieces so memory stays flat."""
-        folder = names.validate(folder)
-        base = self._folder_dir(folder)
+        folder, base = self._folder_dir(folder)
         info = self.keywords_for(folder).to_info(flags) if flags else ""
         if isinstance(data, (bytes, bytearray, memoryview)):
             body, key = self._stage(data, check_quota)
@@ -390,7 +389,7 @@ class Mailbox:
         its two fsyncs are waited for without a thread (mailsuite.aiofsync), in deliver()'s
         order: file fsynced, renamed into new/, directory fsynced."""
         try:
-            base = self._folder_dir(folder)
+            base = self._folder_dir(folder)[1]
             body, key = self._stage(data, True)
         except Exception:
             return defer.fail()
@@ -415,13 +414,14 @@ class Mailbox:
 
         return aiofsync.write_files(size, create).addCallback(written)
 
-    def _folder_dir(self, folder: str) -> str:
+    def _folder_dir(self, folder: str) -> tuple[str, str]:
+        """(the validated folder name, its directory); NoSuchFolder when it does not exist."""
         folder = names.validate(folder)
         # Plain strings: pathlib's joins were a fifth of the CPU a delivery costs.
         base = os.fspath(self.folder_path(folder))
         if not os.path.isdir(base + "/cur"):
             raise NoSuchFolder(folder)
-        return base
+        return folder, base
 
     def _stage(self, data: bytes, check_quota: bool) -> tuple[bytes, str]:
         """The stored form (LF line ends) of a message and its new Maildir key."""
