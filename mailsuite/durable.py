@@ -42,3 +42,11 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def discard(path: str | os.PathLike) -> None:
+    """Remove a file a failed write left behind; best effort (the failure is what gets reported)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

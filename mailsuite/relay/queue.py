@@ -34,7 +34,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from mailsuite import aiofsync
-from mailsuite.durable import fsync_dir, write_new_file
+from mailsuite.durable import discard, fsync_dir, write_new_file
 
 # Recipient states.  "failed" means a permanent failure whose bounce is still owed (dsn_sent
 # False) or already sent; "delivered" likewise for NOTIFY=SUCCESS notices.
@@ -309,10 +309,7 @@ class Queue:
     def _unstage(self, entry: QueueEntry) -> None:
         tmp = self.tmp_dir / f"{entry.id}.json"
         for path in (self._env_path(entry.id), self.msg_dir / entry.id, tmp):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            discard(path)
 
     def _announce(self, entry: QueueEntry, data: bytes) -> None:
         for callback in list(self._listeners):

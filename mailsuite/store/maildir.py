@@ -20,7 +20,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from mailsuite import aiofsync
-from mailsuite.durable import create_file, fsync_dir, write_new_file
+from mailsuite.durable import create_file, discard, fsync_dir, write_new_file
 from mailsuite.store import names
 from mailsuite.store.flags import INFO_SEPARATOR, Keywords, size_in_name, split_filename
 from mailsuite.store.folder import Folder
@@ -62,13 +62,6 @@ def unique_name() -> str:
 def _closing(result, fd: int):
     os.close(fd)
     return result
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def make_maildir(path: Path) -> None:
@@ -377,7 +370,7 @@ class Mailbox:
         try:
             fsync_dir(dest_dir)
         except OSError:
-            _remove(dest)  # not durable: the sender is told to retry, so keep no copy
+            discard(dest)  # not durable: the sender is told to retry, so keep no copy
             raise
         self._quota.add(size, 1)
         return key
@@ -408,7 +401,7 @@ class Mailbox:
             return d.addCallback(lambda _: key)
 
         def not_kept(failure, path: str):
-            _remove(path)  # not durable: the sender is told to retry, so keep no copy
+            discard(path)  # not durable: the sender is told to retry, so keep no copy
             self._quota.add(-size, -1)
             return failure
 
