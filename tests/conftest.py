@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from twisted.internet import reactor, threads
+from twisted.logger import formatEvent, globalLogPublisher
 
 from mailsuite.app import MailServer
 from mailsuite.config import config_from_dict
@@ -206,3 +207,27 @@ def mail_server(server_factory) -> RunningServer:
 @pytest.fixture
 def tls_context() -> ssl.SSLContext:
     return client_tls_context()
+
+
+class LogCapture:
+    """Every log event emitted while a test runs (the `logs` fixture)."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+
+    def __call__(self, event: dict) -> None:
+        self.events.append(event)
+
+    def lines(self) -> list[str]:
+        return [formatEvent(e) for e in self.events]
+
+    def matching(self, text: str) -> list[str]:
+        return [line for line in self.lines() if text in line]
+
+
+@pytest.fixture
+def logs():
+    capture = LogCapture()
+    globalLogPublisher.addObserver(capture)
+    yield capture
+    globalLogPublisher.removeObserver(capture)

@@ -1,33 +1,10 @@
-"""Store test fixtures: a fresh Store on a temporary folder, and a capture of log events."""
+"""Store test fixtures: a fresh Store on a temporary folder (the `logs` capture is shared)."""
 
 from __future__ import annotations
 
 import pytest
-from twisted.logger import formatEvent, globalLogPublisher
 
 from mailsuite.store import Store
-
-
-class LogCapture:
-    def __init__(self):
-        self.events: list[dict] = []
-
-    def __call__(self, event: dict) -> None:
-        self.events.append(event)
-
-    def lines(self) -> list[str]:
-        return [formatEvent(e) for e in self.events]
-
-    def matching(self, text: str) -> list[str]:
-        return [line for line in self.lines() if text in line]
-
-
-@pytest.fixture
-def logs():
-    capture = LogCapture()
-    globalLogPublisher.addObserver(capture)
-    yield capture
-    globalLogPublisher.removeObserver(capture)
 
 
 @pytest.fixture
