@@ -5,6 +5,14 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mailsuite import aiofsync, uring
+
+log = Logger(namespace="mailsuite.durable")
+
 
 def create_file(path: str | os.PathLike, data: bytes) -> int:
     """Create `path` (it must not exist) and write all of `data`; returns the open descriptor,
@@ -50,3 +58,98 @@ def discard(path: str | os.PathLike) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+# -- the same from the reactor thread, without blocking it -----------------------------------
+
+_ring: uring.Ring | None | bool = None
+
+
+def _uring() -> uring.Ring | None:
+    global _ring
+    if _ring is None:
+        try:
+            _ring = uring.Ring()
+        except OSError as e:
+            log.info(
+                "files are written from the reactor and fsynced apart (no io_uring: {err})",
+                err=str(e),
+            )
+            _ring = False
+    return _ring or None
+
+
+def write_async(
+    path: str, data: bytes, *, rename_to: str | None = None, sync_dir: bool = True
+) -> defer.Deferred:
+    """write_new_file() called on the reactor thread: create `path`, write `data`, fsync, close,
+    then rename it to `rename_to` if given and fsync the directory of the final name (unless
+    `sync_dir` is false).  Deferred[None]; on failure (an OSError) no file is left behind.
+
+    Through io_uring the reactor only submits the steps and reads their results; elsewhere the
+    file is written as aiofsync.write_files decides and the fsyncs go through aiofsync."""
+    ring = _uring()
+    if ring is None:
+        return _write_apart(path, data, rename_to, sync_dir)
+    final = rename_to or path
+    steps = [uring.open_new(os.fsencode(path)), uring.write(data), uring.FSYNC, uring.CLOSE]
+    if rename_to:
+        steps.append(uring.rename(steps[0][1], os.fsencode(rename_to)))
+    if sync_dir:
+        steps += [uring.open_dir(os.fsencode(os.path.dirname(final))), uring.FSYNC, uring.CLOSE]
+
+    def failed(failure):
+        results = failure.value.results
+        if results[0] >= 0:  # created by us (an existing file is not ours to remove)
+            discard(rename_to if rename_to and results[4] >= 0 else path)
+        return _plain(failure)
+
+    return ring.run(steps).addErrback(failed)
+
+
+def rename_async(src: str, dst: str) -> defer.Deferred:
+    """Rename `src` to `dst` and fsync the directory of `dst`, from the reactor thread:
+    Deferred[None].  On failure nothing is cleaned up: `dst` may exist, not durably."""
+    ring = _uring()
+    if ring is None:
+        try:
+            os.rename(src, dst)
+        except OSError:
+            return defer.fail()
+        return aiofsync.fsync_dir(os.path.dirname(dst))
+    steps = [uring.rename(os.fsencode(src), os.fsencode(dst))]
+    steps += [uring.open_dir(os.fsencode(os.path.dirname(dst))), uring.FSYNC, uring.CLOSE]
+    return ring.run(steps).addErrback(_plain)
+
+
+def _plain(failure):
+    # OSError(errno, text) is built as its specific subclass (FileNotFoundError, ...).
+    err = failure.value
+    return Failure(OSError(err.errno, err.strerror))
+
+
+def _write_apart(path: str, data: bytes, rename_to: str | None, sync_dir: bool) -> defer.Deferred:
+    final = rename_to or path
+
+    def written(fd: int) -> defer.Deferred:
+        d = aiofsync.fsync(fd).addBoth(_closing, fd)
+        if rename_to:
+            d.addCallback(lambda _: os.rename(path, rename_to))
+        d.addErrback(_discarding, path)
+        if sync_dir:
+            d.addCallback(
+                lambda _: aiofsync.fsync_dir(os.path.dirname(final)).addErrback(_discarding, final)
+            )
+        return d
+
+    return aiofsync.write_files(len(data), create_file, path, data).addCallback(written)
+
+
+def _closing(result, fd: int):
+    os.close(fd)
+    return result
+
+
+def _discarding(failure, path: str):
+    discard(path)
+    return failure

@@ -33,8 +33,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from mailsuite import aiofsync
-from mailsuite.durable import discard, fsync_dir, write_new_file
+from mailsuite.durable import discard, fsync_dir, rename_async, write_async, write_new_file
 
 # Recipient states.  "failed" means a permanent failure whose bounce is still owed (dsn_sent
 # False) or already sent; "delivered" likewise for NOTIFY=SUCCESS notices.
@@ -246,27 +245,36 @@ class Queue:
         dsn_ret: str | None = None,
         dsn_envid: str | None = None,
     ) -> defer.Deferred:
-        """enqueue() called on the reactor thread: Deferred[id].  The files are written as
-        aiofsync.write_files decides and the four fsyncs waited for without a thread."""
+        """enqueue() called on the reactor thread: Deferred[id], without blocking it
+        (mailsuite.durable): the message and the envelope are written and fsynced side by
+        side, then the envelope renamed into place (the entry exists from here) and fsynced."""
         try:
             entry = self._new_entry(mail_from, recipients, data, dsn_ret, dsn_envid, False, None)
         except QueueError:
             return defer.fail()
+        tmp = os.fspath(self.tmp_dir / f"{entry.id}.json")
+        written = defer.DeferredList(
+            [
+                write_async(os.fspath(self.msg_dir / entry.id), bytes(data)),
+                write_async(tmp, self._encode(entry), sync_dir=False),
+            ],
+            consumeErrors=True,
+        )
 
-        def staged(fds: list[int]):
-            dirs = (os.fspath(self.msg_dir), os.fspath(self.env_dir))
-            return aiofsync.fsync_dir(*dirs, fds=tuple(fds)).addBoth(settled, fds)
+        def both_written(results):
+            for ok, value in results:
+                if not ok:
+                    return value
+            return rename_async(tmp, os.fspath(self._env_path(entry.id)))
 
-        def settled(result, fds: list[int]):
-            for fd in fds:
-                os.close(fd)
+        def settled(result):
             if isinstance(result, Failure):
                 self._unstage(entry)
                 return result
             self._announce(entry, data)
             return entry.id
 
-        return aiofsync.write_files(len(data), self._stage, entry, data).addCallback(staged)
+        return written.addCallback(both_written).addBoth(settled)
 
     def _new_entry(
         self, mail_from, recipients, data, dsn_ret, dsn_envid, is_bounce, next_attempt

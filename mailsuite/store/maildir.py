@@ -19,8 +19,7 @@ from pathlib import Path
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from mailsuite import aiofsync
-from mailsuite.durable import create_file, discard, fsync_dir, write_new_file
+from mailsuite.durable import discard, fsync_dir, write_async, write_new_file
 from mailsuite.store import names
 from mailsuite.store.flags import INFO_SEPARATOR, Keywords, size_in_name, split_filename
 from mailsuite.store.folder import Folder
@@ -57,11 +56,6 @@ def unique_name() -> str:
     sec = int(now)
     usec = int((now - sec) * 1_000_000)
     return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{_host}"
-
-
-def _closing(result, fd: int):
-    os.close(fd)
-    return result
 
 
 def make_maildir(path: Path) -> None:
@@ -378,34 +372,22 @@ class Mailbox:
     def deliver_async(self, data: bytes, folder: str = names.INBOX) -> defer.Deferred:
         """deliver() for a message in memory, called on the reactor thread: Deferred[key].
 
-        The file is created and written as aiofsync.write_files decides (here when small), and
-        its two fsyncs are waited for without a thread (mailsuite.aiofsync), in deliver()'s
-        order: file fsynced, renamed into new/, directory fsynced."""
+        The same steps in the same order (file fsynced, renamed into new/, new/ fsynced),
+        without blocking the reactor (mailsuite.durable.write_async)."""
         try:
             base = self._folder_dir(folder)[1]
             body, key = self._stage(data, True)
         except Exception:
             return defer.fail()
-        tmp, dest_dir = f"{base}/tmp/{key}", f"{base}/new"
-        dest, size = f"{dest_dir}/{key}", len(body)
+        size = len(body)
+        self._quota.add(size, 1)  # counted now; taken back on failure
 
-        def create() -> int:
-            fd = create_file(tmp, body)
-            self._quota.add(size, 1)  # counted now; taken back on failure
-            return fd
-
-        def written(fd: int):
-            d = aiofsync.fsync(fd).addBoth(_closing, fd)
-            d.addCallback(lambda _: os.rename(tmp, dest)).addErrback(not_kept, tmp)
-            d.addCallback(lambda _: aiofsync.fsync_dir(dest_dir).addErrback(not_kept, dest))
-            return d.addCallback(lambda _: key)
-
-        def not_kept(failure, path: str):
-            discard(path)  # not durable: the sender is told to retry, so keep no copy
+        def not_kept(failure):
             self._quota.add(-size, -1)
             return failure
 
-        return aiofsync.write_files(size, create).addCallback(written)
+        d = write_async(f"{base}/tmp/{key}", body, rename_to=f"{base}/new/{key}")
+        return d.addCallbacks(lambda _: key, not_kept)
 
     def _folder_dir(self, folder: str) -> tuple[str, str]:
         """(the validated folder name, its directory); NoSuchFolder when it does not exist."""

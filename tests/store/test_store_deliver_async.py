@@ -1,5 +1,6 @@
-"""Delivery from the reactor thread: the file written at once, fsyncs waited for through Linux AIO
-(or the thread pool where AIO is missing), the same durable result as the blocking delivery."""
+"""Delivery from the reactor thread: the file written and fsynced through io_uring (or written at
+once with fsyncs through Linux AIO, or the thread pool where neither is available), the same
+durable result as the blocking delivery."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 
 import pytest
 
-from mailsuite import aiofsync
+from mailsuite import aiofsync, durable
 from mailsuite.store import NoSuchFolder, QuotaExceeded
 from tests.conftest import on_reactor
 
@@ -55,12 +56,14 @@ def test_several_fsyncs_in_one_submission_report_the_first_error(reactor_running
 
 
 @pytest.mark.parametrize(
-    ("aio", "lines"),
-    [(True, 1), (False, 1), (True, 20_000)],
-    ids=["aio", "thread-pool-fsync", "large-written-in-a-thread"],
+    ("way", "lines"),
+    [("uring", 1), ("uring", 20_000), ("aio", 1), ("threads", 1), ("aio", 20_000)],
+    ids=["uring", "uring-large", "aio", "thread-pool-fsync", "large-written-in-a-thread"],
 )
-def test_deliver_async_stores_like_deliver(reactor_running, mbox, aio, lines, monkeypatch):
-    if not aio:
+def test_deliver_async_stores_like_deliver(reactor_running, mbox, way, lines, monkeypatch):
+    if way != "uring":
+        monkeypatch.setattr(durable, "_ring", False)
+    if way == "threads":
         monkeypatch.setattr(aiofsync, "_backend", False)
     data = b"Subject: async\r\n\r\n" + b"line one\r\n.dot line\r\n" * lines
     assert (len(data) > aiofsync.SMALL_WRITE) == (lines > 1)
@@ -85,16 +88,12 @@ def test_deliver_async_refusals_leave_nothing(reactor_running, store):
 
 
 def test_a_failure_after_the_file_was_written_leaves_no_file_and_no_quota(reactor_running, mbox):
-    """new/ vanishes while the file is being written: the rename fails, the file in tmp/ is
-    removed and the quota count taken back."""
+    """new/ is not a folder: the file is written, the rename fails, the file in tmp/ is removed
+    and the quota count taken back."""
     base = mbox.folder_path("INBOX")
-
-    def start():
-        d = mbox.deliver_async(b"Subject: x\r\n\r\nbody\r\n")
-        os.rmdir(base / "new")
-        return d
-
-    kind, err = outcome(start)
-    assert kind == "error" and isinstance(err, FileNotFoundError)
+    os.rmdir(base / "new")
+    (base / "new").write_bytes(b"")
+    kind, err = outcome(lambda: mbox.deliver_async(b"Subject: x\r\n\r\nbody\r\n"))
+    assert kind == "error" and isinstance(err, NotADirectoryError)
     assert os.listdir(base / "tmp") == []
     assert mbox.quota().used_messages == 0 and mbox.quota().used_bytes == 0
