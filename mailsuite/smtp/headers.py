@@ -12,6 +12,8 @@ import re
 import secrets
 import time
 
+from mailsuite.smtp.received import date_of
+
 _FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
 
 
@@ -35,35 +37,48 @@ def header_block_end(data: bytes) -> int:
     return pos
 
 
-def header_fields(data: bytes, name: str) -> list[str]:
-    """Unfolded values of every `name:` field in the header block (RFC 5322 §2.2.3)."""
+def header_index(data: bytes) -> dict[str, list[str]]:
+    """Unfolded values (RFC 5322 §2.2.3) of every field in the header block, by lower-case
+    name: one pass serves all of a submission's checks."""
     block = data[: header_block_end(data)].decode("utf-8", "replace")
     unfolded = re.sub(r"\r?\n(?=[ \t])", "", block)
-    out = []
-    want = name.lower()
+    out: dict[str, list[str]] = {}
     for line in unfolded.splitlines():
         key, colon, value = line.partition(":")
-        if colon and key.strip().lower() == want:
-            out.append(value.strip())
+        if colon:
+            out.setdefault(key.strip().lower(), []).append(value.strip())
     return out
 
 
-def from_addresses(data: bytes) -> list[str] | None:
-    """Addresses in From: (RFC 5322 §3.6.2 mailbox-list); None when there is no From: field."""
-    values = header_fields(data, "from")
+def header_fields(data: bytes, name: str) -> list[str]:
+    """Unfolded values of every `name:` field in the header block."""
+    return header_index(data).get(name.lower(), [])
+
+
+def from_addresses(data: bytes, fields: dict[str, list[str]] | None = None) -> list[str] | None:
+    """Addresses in From: (RFC 5322 §3.6.2 mailbox-list); None when there is no From: field.
+    `fields` is the message's header_index() when the caller has it."""
+    values = (header_index(data) if fields is None else fields).get("from")
     if not values:
         return None
     pairs = email.utils.getaddresses(values)
     return [addr for _, addr in pairs]
 
 
-def add_missing_headers(data: bytes, hostname: str, now: float | None = None) -> bytes:
+def add_missing_headers(
+    data: bytes,
+    hostname: str,
+    now: float | None = None,
+    fields: dict[str, list[str]] | None = None,
+) -> bytes:
     """RFC 6409 §8.2/8.3: add Date: and Message-ID: when the client left them out."""
+    if fields is None:
+        fields = header_index(data)
     extra = []
-    if not header_fields(data, "date"):
-        stamp = time.time() if now is None else now
-        extra.append(f"Date: {email.utils.formatdate(stamp, localtime=True)}\r\n".encode())
-    if not header_fields(data, "message-id"):
+    if not fields.get("date"):
+        stamp = int(time.time() if now is None else now)
+        extra.append(f"Date: {date_of(stamp)}\r\n".encode())
+    if not fields.get("message-id"):
         extra.append(f"Message-ID: <{new_message_id(hostname)}>\r\n".encode())
     if not extra:
         return data

@@ -11,7 +11,7 @@ _HELO_SAFE = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
 
 
 @functools.lru_cache(maxsize=4)
-def _date(second: int) -> str:
+def date_of(second: int) -> str:
     """The RFC 5322 date of one second (every message received in that second shares it)."""
     return email.utils.formatdate(second, localtime=True)
 
@@ -43,7 +43,7 @@ def received_header(
     recipient, so one copy does not reveal the other recipients.
     """
     name = _HELO_SAFE.sub("?", helo)[:255] or "unknown"
-    stamp = _date(int(time.time() if now is None else now))
+    stamp = date_of(int(time.time() if now is None else now))
     lines = [f"Received: from {name} ([{client_ip}])"]
     if tls_info:
         version, _, cipher = tls_info.partition(" ")

@@ -673,12 +673,13 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
 
     def _submission_rules(self, tx: Transaction, data: bytes) -> bytes:
         """RFC 6409 §8: From: must be the account's, Date:/Message-ID: are added if missing."""
-        found = headers.from_addresses(data)
+        fields = headers.header_index(data)
+        found = headers.from_addresses(data, fields)
         if found is None:
             data = b"From: <" + tx.sender.encode("utf-8") + b">\r\n" + data
         elif not found or any(a.lower() not in tx.senders for a in found):
             raise SmtpReply(553, "5.7.1", f"From: header address not owned by user {self.user}")
-        return headers.add_missing_headers(data, self.hostname)
+        return headers.add_missing_headers(data, self.hostname, fields=fields)
 
     # --- policy ------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from mailsuite.smtp.headers import (
     from_addresses,
     header_block_end,
     header_fields,
+    header_index,
 )
 from mailsuite.smtp.received import received_header, with_keyword
 
@@ -21,6 +22,12 @@ def test_header_block_ends_at_empty_line():
 def test_header_fields_are_unfolded_and_body_ignored():
     assert header_fields(MSG, "subject") == ["hi  folded"]
     assert header_fields(MSG, "date") == []
+
+
+def test_header_index_holds_every_field_once_unfolded_by_lower_case_name():
+    msg = b"Received: a\r\nreceived: b\r\n c\r\nMESSAGE-ID: <x@y>\r\n\r\nDate: body\r\n"
+    assert header_index(msg) == {"received": ["a", "b c"], "message-id": ["<x@y>"]}
+    assert add_missing_headers(msg, "h", fields=header_index(msg)).count(b"Message-ID") == 0
 
 
 def test_from_addresses_handles_display_names_and_lists():
