@@ -216,3 +216,24 @@ def test_serve_exits_1_when_a_port_is_taken(serve):
         assert f"127.0.0.1:{port}" in line and "in use" in line
     finally:
         taken.close()
+
+
+def test_log_text_matches_twisted_formatting():
+    from twisted.logger import formatEvent
+
+    from mailsuite.app import _event_text
+
+    class Thing:
+        size = 5
+
+        def name(self):
+            return "called"
+
+    for event in [
+        {"log_format": "a {b} {c!r} {t.size:>3}", "b": 1, "c": "q", "t": Thing()},
+        {"log_format": "{t.name()}", "t": Thing()},
+        {"log_format": "{missing}"},
+        {"log_format": "x {{y}}"},
+        {"message": ("legacy",), "log_format": None},
+    ]:
+        assert _event_text(event) == formatEvent(event)

@@ -113,13 +113,22 @@ class QueueEntry:
         return all(r.state != PENDING and r.dsn_sent for r in self.recipients)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # By hand: dataclasses.asdict walks and deep-copies every value, which cost a seventh
+        # of the reactor's time in the relay benchmark (it runs twice per queued message).
+        data = dict(vars(self))
+        data["recipients"] = [
+            dict(vars(r), notify=None if r.notify is None else list(r.notify))
+            for r in self.recipients
+        ]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> QueueEntry:
         rcpts = [QueuedRecipient(**r) for r in data.get("recipients", [])]
-        fields = {f.name for f in dataclasses.fields(cls)} - {"recipients"}
-        return cls(recipients=rcpts, **{k: v for k, v in data.items() if k in fields})
+        return cls(recipients=rcpts, **{k: v for k, v in data.items() if k in _ENTRY_FIELDS})
+
+
+_ENTRY_FIELDS = frozenset(f.name for f in dataclasses.fields(QueueEntry)) - {"recipients"}
 
 
 def _recipient_from(value: Any) -> QueuedRecipient:

@@ -1,12 +1,13 @@
 """The spool format of docs/internals.md: msg/<id> + env/<id>.json, envelope last."""
 
+import dataclasses
 import json
 import os
 from types import SimpleNamespace
 
 import pytest
 
-from mailsuite.relay.queue import FAILED, PENDING, NoSuchEntry, Queue
+from mailsuite.relay.queue import FAILED, PENDING, NoSuchEntry, Queue, QueueEntry
 
 
 def test_enqueue_writes_message_and_envelope(tmp_path):
@@ -98,3 +99,18 @@ def test_entry_whose_message_was_cut_short_by_a_crash_goes_to_corrupt(tmp_path):
     assert q.clean_orphans() == 1
     assert q.ids() == [kept]
     assert (tmp_path / "corrupt" / f"{qid}.json").exists()
+
+
+def test_envelope_json_round_trip_is_a_deep_copy(tmp_path):
+    q = Queue(tmp_path / "queue")
+    rcpt = SimpleNamespace(address="bob@remote.test", notify=["SUCCESS", "FAILURE"], orcpt=None)
+    entry = q.load(q.enqueue("a@example.test", [rcpt], b"Subject: x\r\n\r\nx\r\n", "HDRS"))
+    data = entry.to_json()
+    assert data == dataclasses.asdict(entry)
+    assert json.loads(json.dumps(data)) == data
+    copy = QueueEntry.from_json(data)
+    assert copy == entry
+    copy.recipients[0].notify.append("DELAY")
+    copy.recipients[0].state = FAILED
+    assert entry.recipients[0].notify == ["SUCCESS", "FAILURE"]
+    assert entry.recipients[0].state == PENDING
