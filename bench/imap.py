@@ -100,6 +100,7 @@ def serve(data_dir: Path, port_file: Path) -> None:
 
     from twisted.internet import reactor
 
+    from mailsuite.app import _Port
     from mailsuite.config import Config
     from mailsuite.imap.server import build_factory
     from mailsuite.services import Services
@@ -112,9 +113,10 @@ def serve(data_dir: Path, port_file: Path) -> None:
         tls=dataclasses.replace(cfg.tls, cert=data_dir / "cert.pem", key=data_dir / "key.pem"),
     )
     services = Services.create(cfg)
-    port = reactor.listenTCP(
-        0, build_factory(services, "imap"), interface="127.0.0.1", backlog=1024
-    )
+    # The listening socket class `mailsuite serve` uses (its write-through transport), with a
+    # deeper backlog for the benchmark's bursts of connections.
+    port = _Port(0, build_factory(services, "imap"), 1024, "127.0.0.1", reactor)
+    port.startListening()
     port_file.write_text(str(port.getHost().port))
     reactor.run()
 

@@ -174,12 +174,14 @@ def one_rep(a, res: dict) -> None:
 
 
 def serve(data_dir: Path, port_file: Path) -> None:
-    """Child process: mailsuite's POP3 listener on loopback, plaintext logins allowed there."""
+    """Child process: mailsuite's POP3 listener on loopback, plaintext logins allowed there;
+    the same listening socket and transport as `mailsuite serve` gives it."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import dataclasses
 
     from twisted.internet import reactor
 
+    from mailsuite.app import ListenerService
     from mailsuite.config import Config
     from mailsuite.pop3.server import build_factory
     from mailsuite.services import Services
@@ -191,8 +193,9 @@ def serve(data_dir: Path, port_file: Path) -> None:
         tls=dataclasses.replace(cfg.tls, cert=data_dir / "cert.pem", key=data_dir / "key.pem"),
     )
     services = Services.create(cfg)
-    port = reactor.listenTCP(0, build_factory(services, "pop3"), interface="127.0.0.1")
-    port_file.write_text(str(port.getHost().port))
+    listener = ListenerService("pop3", "127.0.0.1:0", build_factory(services, "pop3"))
+    listener.startService()
+    port_file.write_text(str(listener.port))
     reactor.run()
 
 
