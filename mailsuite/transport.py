@@ -1,4 +1,4 @@
-"""A TCP server transport that sends a reply at once when nothing is queued before it.
+"""TCP transports that send at once when nothing is queued before the data.
 
 Twisted's transports queue every write and send it on the next reactor turn, after asking epoll
 to report the socket writable and then asking it to stop: two epoll_ctl calls and a poll round
@@ -6,14 +6,18 @@ per reply. Mail protocols are request/response with small replies (an SMTP sessi
 them), so on a busy server that bookkeeping costs more than the send itself. Here a write goes
 straight to the socket when the transport holds no earlier data; whatever the kernel does not take
 (or any error) falls back to Twisted's normal buffered path, so ordering, back-pressure for
-producers and connection-loss handling stay Twisted's own.
+producers and connection-loss handling stay Twisted's own.  The listeners use the server side;
+the relay's SMTP client, which writes its commands and each message the same way, the client
+side (through `WriteThroughTCPEndpoint`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from twisted.internet import _newtls, abstract, tcp
+from twisted.internet import _newtls, abstract, defer, endpoints, tcp
+from twisted.internet.interfaces import IStreamClientEndpoint
+from zope.interface import implementer
 
 
 def _send_now(fd: abstract.FileDescriptor, data: bytes) -> bytes:
@@ -35,7 +39,7 @@ def _send_now(fd: abstract.FileDescriptor, data: bytes) -> bytes:
 
 
 class _WriteThrough(abstract.FileDescriptor):
-    """Write methods used unbound on a `tcp.Server`, both directly and beneath TLS."""
+    """Write methods used unbound on a TCP connection, both directly and beneath TLS."""
 
     def write(self, data: bytes) -> None:
         if data:
@@ -47,7 +51,9 @@ class _WriteThrough(abstract.FileDescriptor):
         _WriteThrough.write(self, b"".join(iovec))
 
 
-class WriteThroughServer(tcp.Server):
+class _WriteThroughConnection:
+    """The write-through writes for a `tcp.Connection` subclass (mixed in before it)."""
+
     def write(self, data: bytes) -> None:
         if self.TLS:
             super().write(data)
@@ -63,3 +69,35 @@ class WriteThroughServer(tcp.Server):
     def startTLS(self, ctx, normal: bool = True) -> None:
         # The TLS layer writes its records through this base class, bypassing write() above.
         _newtls.startTLS(self, ctx, normal, _WriteThrough)
+
+
+class WriteThroughServer(_WriteThroughConnection, tcp.Server):
+    pass
+
+
+class WriteThroughClient(_WriteThroughConnection, tcp.Client):
+    pass
+
+
+class _Connector(tcp.Connector):
+    def _makeTransport(self) -> WriteThroughClient:
+        return WriteThroughClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+
+@implementer(IStreamClientEndpoint)
+class WriteThroughTCPEndpoint:
+    """TCP4ClientEndpoint/TCP6ClientEndpoint (the address decides) whose connection is a
+    WriteThroughClient."""
+
+    def __init__(self, reactor, host: str, port: int, timeout: float = 30) -> None:
+        self._reactor, self._host, self._port, self._timeout = reactor, host, port, timeout
+
+    def connect(self, protocol_factory) -> defer.Deferred:
+        try:
+            wrapper = endpoints._WrappingFactory(protocol_factory)
+            _Connector(
+                self._host, self._port, wrapper, self._timeout, None, self._reactor
+            ).connect()
+            return wrapper._onConnection
+        except BaseException:
+            return defer.fail()

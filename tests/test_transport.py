@@ -14,7 +14,7 @@ from twisted.internet import protocol
 from mailsuite.app import ListenerService
 from mailsuite.config import config_from_dict
 from mailsuite.tls import TlsContexts
-from mailsuite.transport import WriteThroughServer
+from mailsuite.transport import WriteThroughClient, WriteThroughServer, WriteThroughTCPEndpoint
 from tests.conftest import base_config, client_tls_context, on_reactor
 
 # A 1 MiB piece (more than the socket takes at once: sent in part, the rest queued), then 5 MiB
@@ -36,12 +36,17 @@ class Sender(protocol.Protocol):
             self.transport.write(b"READY\n")
             self.transport.startTLS(self.factory.tls)
         elif data.startswith(b"GO"):
-            for i, piece in enumerate(PIECES):
-                if i % 2:
-                    self.transport.writeSequence([piece[:7], piece[7:]])
-                else:
-                    self.transport.write(piece)
-            self.transport.loseConnection()
+            write_pieces(self.transport)
+
+
+def write_pieces(transport) -> None:
+    """PIECES, alternating write and writeSequence, then close."""
+    for i, piece in enumerate(PIECES):
+        if i % 2:
+            transport.writeSequence([piece[:7], piece[7:]])
+        else:
+            transport.write(piece)
+    transport.loseConnection()
 
 
 @pytest.fixture
@@ -103,3 +108,46 @@ def test_writes_after_starttls_are_encrypted_whole_and_in_order(sender_port):
     got = b"".join(chunks)
     assert len(got) == len(PAYLOAD)
     assert hashlib.sha256(got).digest() == hashlib.sha256(PAYLOAD).digest()
+
+
+class Writer(protocol.Protocol):
+    """The client side: writes PIECES as soon as it is connected, then closes."""
+
+    def connectionMade(self) -> None:
+        self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        write_pieces(self.transport)
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_client_endpoint_writes_arrive_whole_and_in_order(reactor_running, family):
+    from twisted.internet import reactor
+
+    host = "127.0.0.1" if family == socket.AF_INET else "::1"
+    with socket.socket(family) as server:
+        try:
+            server.bind((host, 0))
+        except OSError:  # pragma: no cover - a machine without IPv6 on loopback
+            pytest.fail(f"cannot bind {host}")
+        server.listen(1)
+        server.settimeout(20)
+        endpoint = WriteThroughTCPEndpoint(reactor, host, server.getsockname()[1], 10)
+        proto = on_reactor(endpoint.connect, protocol.Factory.forProtocol(Writer))
+        assert isinstance(proto.transport, WriteThroughClient)
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(20)
+            time.sleep(0.2)  # let the client's socket fill: later writes queue behind
+            got = read_all(conn)
+    assert len(got) == len(PAYLOAD)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(PAYLOAD).digest()
+
+
+def test_client_endpoint_reports_a_refused_connection(reactor_running):
+    from twisted.internet import error, reactor
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    endpoint = WriteThroughTCPEndpoint(reactor, "127.0.0.1", port, 5)
+    with pytest.raises(error.ConnectionRefusedError):
+        on_reactor(endpoint.connect, protocol.Factory.forProtocol(Writer))

@@ -27,6 +27,7 @@ from zope.interface import implementer
 from mailsuite.relay.downgrade import to_7bit
 from mailsuite.relay.mx import Destination
 from mailsuite.relay.reply import DeliveryFailure, Reply, ReplyParseError, ReplyParser
+from mailsuite.transport import WriteThroughTCPEndpoint
 
 log = Logger()
 
@@ -676,11 +677,7 @@ async def connect(dest: Destination, params: SessionParams, reactor=None) -> Smt
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    t = params.timeouts
-    if ":" in dest.address:
-        ep = endpoints.TCP6ClientEndpoint(reactor, dest.address, dest.port, timeout=t.connect)
-    else:
-        ep = endpoints.TCP4ClientEndpoint(reactor, dest.address, dest.port, timeout=t.connect)
+    ep = WriteThroughTCPEndpoint(reactor, dest.address, dest.port, params.timeouts.connect)
     if params.tls == "implicit":
         # RFC 8314 §3: implicit TLS from the first byte (smarthost port 465).
         ep = endpoints.wrapClientTLS(tls_creator(dest.host), ep)
