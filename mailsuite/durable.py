@@ -87,12 +87,15 @@ def write_async(
     `sync_dir` is false).  Deferred[None]; on failure (an OSError) no file is left behind.
 
     Through io_uring the reactor only submits the steps and reads their results; elsewhere the
-    file is written as aiofsync.write_files decides and the fsyncs go through aiofsync."""
+    file is written as aiofsync.write_files decides and the fsyncs go through aiofsync.  (One
+    difference: the kernel runs the rename even when the file's fsync failed, so on a failing
+    disk the file can show under its final name for the moment until it is removed.)"""
     ring = _uring()
     if ring is None:
         return _write_apart(path, data, rename_to, sync_dir)
     final = rename_to or path
     steps = [uring.open_new(os.fsencode(path)), uring.write(data), uring.FSYNC, uring.CLOSE]
+    rename_step = len(steps)
     if rename_to:
         steps.append(uring.rename(steps[0][1], os.fsencode(rename_to)))
     if sync_dir:
@@ -101,7 +104,7 @@ def write_async(
     def failed(failure):
         results = failure.value.results
         if results[0] >= 0:  # created by us (an existing file is not ours to remove)
-            discard(rename_to if rename_to and results[4] >= 0 else path)
+            discard(rename_to if rename_to and results[rename_step] >= 0 else path)
         return _plain(failure)
 
     return ring.run(steps).addErrback(failed)

@@ -256,7 +256,8 @@ class Queue:
     ) -> defer.Deferred:
         """enqueue() called on the reactor thread: Deferred[id], without blocking it
         (mailsuite.durable): the message and the envelope are written and fsynced side by
-        side, then the envelope renamed into place (the entry exists from here) and fsynced."""
+        side, then the envelope renamed into place (the entry exists from here) and env/
+        fsynced."""
         try:
             entry = self._new_entry(mail_from, recipients, data, dsn_ret, dsn_envid, False, None)
         except QueueError:
