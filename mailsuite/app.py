@@ -6,11 +6,13 @@ listeners to open (from `[listen]`), wraps the implicit-TLS ones, and handles si
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import signal
 import socket
 import sys
+import time
 
 from twisted.application import service
 from twisted.internet import reactor, task, tcp
@@ -152,11 +154,24 @@ def _event_text(event: dict) -> str:
     return formatEvent(event)
 
 
-def start_logging(config: Config) -> None:
-    level = LogLevel.levelWithName(config.log.level.lower())
-    out = sys.stdout if config.log.file == "-" else open(config.log.file, "a", buffering=1)  # noqa: SIM115
+@functools.lru_cache(maxsize=4)
+def _second_stamp(second: int) -> tuple[str, str]:
+    local = time.localtime(second)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", local), time.strftime("%z", local)
 
-    if config.log.format == "json":
+
+def log_stamp(when: float) -> str:
+    """ISO 8601 local time with milliseconds and the UTC offset, for text log files."""
+    second = int(when)
+    day_time, offset = _second_stamp(second)
+    return f"{day_time}.{int((when - second) * 1000):03d}{offset}"
+
+
+def log_observer(fmt: str, out, stamped: bool):
+    """A log observer writing one line per event to `out`: a JSON object ("json"), or
+    "<level> <namespace>: <text>" ("text"), dated (log_stamp) when `stamped`: a file has no one
+    else to date its lines, where the journal or a container runtime dates standard output."""
+    if fmt == "json":
 
         def observer(event):
             # One flat object per line: time, level, namespace, text and the event's own fields.
@@ -175,16 +190,27 @@ def start_logging(config: Config) -> None:
                     )
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    else:
+        return observer
 
-        def observer(event):
-            text = _event_text(event)
-            if event.get("log_failure") is not None:
-                text += "\n" + event["log_failure"].getTraceback()
-            ns = event.get("log_namespace", "")
-            lvl = event.get("log_level")
-            out.write(f"{lvl.name if lvl else 'info'} {ns}: {text}\n")
+    def observer(event):
+        text = _event_text(event)
+        if event.get("log_failure") is not None:
+            text += "\n" + event["log_failure"].getTraceback()
+        ns = event.get("log_namespace", "")
+        lvl = event.get("log_level")
+        line = f"{lvl.name if lvl else 'info'} {ns}: {text}\n"
+        if stamped:
+            line = log_stamp(event.get("log_time") or time.time()) + " " + line
+        out.write(line)
 
+    return observer
+
+
+def start_logging(config: Config) -> None:
+    level = LogLevel.levelWithName(config.log.level.lower())
+    to_file = config.log.file != "-"
+    out = open(config.log.file, "a", buffering=1) if to_file else sys.stdout  # noqa: SIM115
+    observer = log_observer(config.log.format, out, stamped=to_file)
     predicate = LogLevelFilterPredicate(defaultLogLevel=level)
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(observer, [predicate])], redirectStandardIO=False

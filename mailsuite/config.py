@@ -265,7 +265,8 @@ class LogConfig:
     # "text" or "json" (one JSON object per line).
     format: str = "text"
 
-    # "-" for standard output, or a file path.
+    # "-" for standard output, or a file path (text lines in a file start with the local time,
+    # ISO 8601 with milliseconds and UTC offset; on standard output the journal dates them).
     file: str = "-"
 
     # "debug", "info", "warn" or "error".

@@ -237,3 +237,28 @@ def test_log_text_matches_twisted_formatting():
         {"message": ("legacy",), "log_format": None},
     ]:
         assert _event_text(event) == formatEvent(event)
+
+
+def test_text_log_lines_are_dated_in_files_only():
+    import io
+
+    from twisted.logger import LogLevel
+
+    from mailsuite.app import log_observer, log_stamp
+
+    when = 1_795_000_000.25
+    event = {
+        "log_format": "queued {id}",
+        "id": "ABC",
+        "log_level": LogLevel.info,
+        "log_namespace": "mailsuite.delivery",
+        "log_time": when,
+    }
+    plain, dated = io.StringIO(), io.StringIO()
+    log_observer("text", plain, stamped=False)(event)
+    log_observer("text", dated, stamped=True)(event)
+    assert plain.getvalue() == "info mailsuite.delivery: queued ABC\n"
+    assert dated.getvalue() == f"{log_stamp(when)} info mailsuite.delivery: queued ABC\n"
+    stamp = log_stamp(when)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.250[+-]\d{4}", stamp), stamp
+    assert time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when)) == stamp[:19]
