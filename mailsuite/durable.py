@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -123,6 +123,27 @@ def rename_async(src: str, dst: str) -> defer.Deferred:
     steps = [uring.rename(os.fsencode(src), os.fsencode(dst))]
     steps += [uring.open_dir(os.fsencode(os.path.dirname(dst))), uring.FSYNC, uring.CLOSE]
     return ring.run(steps).addErrback(_plain)
+
+
+def unlink_async(paths: list[str]) -> defer.Deferred:
+    """Remove `paths` one after the other from the reactor thread, each whatever became of the
+    ones before: Deferred[list of 0 or -errno, one per path].  Not synced (a removal lost in a
+    crash is only done again).  Through io_uring, else in the thread pool."""
+    ring = _uring()
+    if ring is None:
+        return threads.deferToThread(lambda: [_unlink_result(p) for p in paths])
+    steps = [uring.unlink(os.fsencode(p)) for p in paths]
+    return ring.run(steps, keep_going=True).addCallbacks(
+        lambda _: [0] * len(paths), lambda failure: failure.value.results
+    )
+
+
+def _unlink_result(path: str) -> int:
+    try:
+        os.unlink(path)
+    except OSError as e:
+        return -e.errno
+    return 0
 
 
 def _plain(failure):

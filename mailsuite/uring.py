@@ -32,8 +32,8 @@ from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
 _SYS_SETUP, _SYS_ENTER, _SYS_REGISTER = 425, 426, 427
-_OP_FSYNC, _OP_OPENAT, _OP_CLOSE, _OP_WRITE, _OP_RENAMEAT = 3, 18, 19, 23, 35
-_SQE_FIXED_FILE, _SQE_IO_LINK = 1, 4
+_OP_FSYNC, _OP_OPENAT, _OP_CLOSE, _OP_WRITE, _OP_RENAMEAT, _OP_UNLINKAT = 3, 18, 19, 23, 35, 36
+_SQE_FIXED_FILE, _SQE_IO_LINK, _SQE_IO_HARDLINK = 1, 4, 8
 _SETUP_CQSIZE, _SETUP_CLAMP, _SETUP_SUBMIT_ALL = 1 << 3, 1 << 4, 1 << 7
 _FEAT_SINGLE_MMAP = 1
 _REGISTER_FILES, _REGISTER_EVENTFD, _REGISTER_IOWQ_MAX_WORKERS = 2, 4, 19
@@ -110,6 +110,10 @@ def rename(src: bytes, dst: bytes) -> tuple:
     return ("rename", src, dst)
 
 
+def unlink(path: bytes) -> tuple:
+    return ("unlink", path)
+
+
 class ChainFailed(OSError):
     """A chain in which step `step` (an index into its steps) failed with this errno.
 
@@ -124,10 +128,10 @@ class ChainFailed(OSError):
 
 
 class _Chain:
-    __slots__ = ("steps", "deferred", "slot", "id", "results", "remaining")
+    __slots__ = ("steps", "link", "deferred", "slot", "id", "results", "remaining")
 
-    def __init__(self, steps: list[tuple]):
-        self.steps = steps
+    def __init__(self, steps: list[tuple], link: int):
+        self.steps, self.link = steps, link
         self.deferred = defer.Deferred()
         self.slot = self.id = -1
         self.results: list[int] = [-errno.ECANCELED] * len(steps)
@@ -282,10 +286,10 @@ class Ring:
 
     # -- submitting -----------------------------------------------------------------------
 
-    def run(self, steps: list[tuple]) -> defer.Deferred:
+    def run(self, steps: list[tuple], keep_going: bool = False) -> defer.Deferred:
         """Run `steps` in order, each after the previous one completed: Deferred[None], or a
-        ChainFailed."""
-        chain = _Chain(steps)
+        ChainFailed.  With `keep_going` a failed step never stops the ones after it."""
+        chain = _Chain(steps, _SQE_IO_HARDLINK if keep_going else _SQE_IO_LINK)
         if self._broken:
             chain.deferred.errback(ChainFailed(0, errno.EIO, chain.results, "io_uring is off"))
         elif self._free:
@@ -303,7 +307,7 @@ class Ring:
         last = len(chain.steps) - 1
         tail = self._sq_tail
         for i, step in enumerate(chain.steps):
-            flags = 0 if i == last else _SQE_IO_LINK
+            flags = 0 if i == last else chain.link
             self._put(tail, step, flags, slot, chain.id << 8 | i)
             tail = (tail + 1) & _MASK32
         self._enter(tail, len(chain.steps), chain)
@@ -325,6 +329,9 @@ class Ring:
         elif kind == "close":
             fields = (_OP_CLOSE, flags, 0, 0, 0, 0, 0, 0)
             tail_fields = (user_data, 0, 0, slot + 1, 0, 0)
+        elif kind == "unlink":
+            fields = (_OP_UNLINKAT, flags, 0, -100, 0, _address(step[1]), 0, 0)
+            tail_fields = (user_data, 0, 0, 0, 0, 0)
         elif kind == "rename":
             src, dst = step[1], step[2]
             fields = (_OP_RENAMEAT, flags, 0, -100, _address(dst), _address(src), _AT_FDCWD, 0)

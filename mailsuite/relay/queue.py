@@ -30,10 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 
-from mailsuite.durable import discard, fsync_dir, rename_async, write_async, write_new_file
+from mailsuite.durable import (
+    discard,
+    fsync_dir,
+    rename_async,
+    unlink_async,
+    write_async,
+    write_new_file,
+)
 
 # Recipient states.  "failed" means a permanent failure whose bounce is still owed (dsn_sent
 # False) or already sent; "delivered" likewise for NOTIFY=SUCCESS notices.
@@ -372,6 +379,31 @@ class Queue:
         for q in queue_ids:
             _unlink_quietly(self.msg_dir / q)
         return existed
+
+    def remove_many_async(self, queue_ids: list[str]) -> defer.Deferred:
+        """remove_many() from the reactor thread: Deferred[int].  The queue lock is taken
+        without waiting and the unlinks go to the kernel (durable.unlink_async), so no worker
+        thread contends with the reactor for the GIL after each unlink; while `mailsuite queue`
+        holds the lock, remove_many() waits for it in a thread as before."""
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return threads.deferToThread(self.remove_many, queue_ids)
+        envs = [os.fspath(self._env_path(q)) for q in queue_ids]
+        msgs = [os.fspath(self.msg_dir / q) for q in queue_ids]
+
+        def removed(results: list[int]) -> int:
+            os.close(fd)
+            return sum(1 for r in results[: len(envs)] if r == 0)
+
+        def failed(failure):
+            os.close(fd)
+            return failure
+
+        # Envelopes first, as remove_many: a crash half-way leaves orphan messages only.
+        return unlink_async(envs + msgs).addCallbacks(removed, failed)
 
     def modify(self, queue_id: str, change) -> QueueEntry:
         """Load, apply ``change(entry)`` and save under the lock (admin retry/bounce)."""

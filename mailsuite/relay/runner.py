@@ -716,7 +716,8 @@ class QueueRunner(service.Service):
             log.failure("relay: removing finished entries failed", f)
             done(None)
 
-        self._in_pool(self.queue.remove_many, [q for q, _ in batch]).addCallbacks(done, failed)
+        ids = [q for q, _ in batch]
+        defer.maybeDeferred(self.queue.remove_many_async, ids).addCallbacks(done, failed)
 
     # -- for tests and the admin command -------------------------------------------------
 

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -114,3 +115,41 @@ def test_envelope_json_round_trip_is_a_deep_copy(tmp_path):
     copy.recipients[0].state = FAILED
     assert entry.recipients[0].notify == ["SUCCESS", "FAILURE"]
     assert entry.recipients[0].state == PENDING
+
+
+@pytest.mark.parametrize("way", ["uring", "threads"])
+def test_remove_many_async_removes_envelopes_and_messages(
+    reactor_running, tmp_path, way, monkeypatch
+):
+    from mailsuite import durable
+    from tests.conftest import on_reactor
+
+    if way == "threads":
+        monkeypatch.setattr(durable, "_ring", False)
+    q = Queue(tmp_path / "queue")
+    ids = [q.enqueue("a@example.test", [f"r{i}@remote.test"], b"x\r\n") for i in range(5)]
+    (q.msg_dir / ids[1]).unlink()  # already gone: the others still go
+    (q.env_dir / f"{ids[2]}.json").unlink()
+    assert on_reactor(q.remove_many_async, ids) == 4
+    assert os.listdir(q.env_dir) == [] and os.listdir(q.msg_dir) == []
+
+
+def test_remove_many_async_waits_for_the_admin_commands_lock(reactor_running, tmp_path):
+    import fcntl
+    import threading
+
+    from tests.conftest import on_reactor
+
+    q = Queue(tmp_path / "queue")
+    qid = q.enqueue("a@example.test", ["r@remote.test"], b"x\r\n")
+    holder = os.open(q.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    release = threading.Timer(0.3, os.close, [holder])
+    release.start()
+    started = time.monotonic()
+    try:
+        assert on_reactor(q.remove_many_async, [qid]) == 1
+    finally:
+        release.join()
+    assert time.monotonic() - started >= 0.25  # it waited for the lock, and the reactor did not
+    assert q.ids() == []
