@@ -146,6 +146,11 @@ def _add_deltas(lines: bytes, b: int, c: int) -> tuple[int, int]:
                 return b + sum(map(int, tokens[0::2])), c + sum(map(int, tokens[1::2]))
             except ValueError:
                 pass
+    return _add_lines(lines, b, c)
+
+
+def _add_lines(lines: bytes, b: int, c: int) -> tuple[int, int]:
+    """_add_deltas line by line: any file, however malformed."""
     for line in lines.split(b"\n"):
         parts = line.split()
         if len(parts) >= 2:
