@@ -28,6 +28,7 @@ def _send_now(fd: abstract.FileDescriptor, data: bytes) -> bytes:
         or fd.disconnecting
         or not fd.connected
         or fd._writeDisconnected
+        or getattr(fd, "_aborting", False)  # abortConnection(): nothing more may leave
     ):
         return data
     try:

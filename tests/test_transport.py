@@ -151,3 +151,30 @@ def test_client_endpoint_reports_a_refused_connection(reactor_running):
     endpoint = WriteThroughTCPEndpoint(reactor, "127.0.0.1", port, 5)
     with pytest.raises(error.ConnectionRefusedError):
         on_reactor(endpoint.connect, protocol.Factory.forProtocol(Writer))
+
+
+class Aborter(protocol.Protocol):
+    """On "GO": aborts the connection, then writes; nothing written after the abort may leave."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"before\n")
+        self.transport.abortConnection()
+        self.transport.write(b"after the abort\n")
+        self.transport.writeSequence([b"and ", b"more\n"])
+
+
+def test_nothing_is_sent_after_abort_connection(reactor_running, tmp_path):
+    listener = ListenerService("smtp", "127.0.0.1:0", protocol.Factory.forProtocol(Aborter))
+    on_reactor(listener.startService)
+    try:
+        with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as sock:
+            sock.sendall(b"GO\n")
+            got = b""
+            try:
+                while chunk := sock.recv(1 << 16):
+                    got += chunk
+            except ConnectionResetError:
+                pass
+    finally:
+        on_reactor(listener.stopService)
+    assert got in (b"", b"before\n")
