@@ -153,7 +153,8 @@ class RelayConfig:
     routes: dict[str, str] = field(default_factory=dict)
 
     # Send everything through a provider: host, port, tls ("starttls", "implicit", "none"),
-    # username, password.
+    # username, password; tls_verify = true checks the provider's certificate and host name
+    # (against ca_file, a PEM file, or the system's trusted CAs) before the password is sent.
     smarthost: dict[str, typing.Any] = field(default_factory=dict)
 
     # DNS servers for MX/A/AAAA lookups ("ip" or "ip:port"); empty: /etc/resolv.conf.
@@ -460,7 +461,7 @@ def _validate(cfg: Config) -> None:
         parse_route(target, f"relay.routes.{domain}")
     sh = cfg.relay.smarthost
     if sh:
-        known = {"host", "port", "tls", "username", "password"}
+        known = {"host", "port", "tls", "username", "password", "tls_verify", "ca_file"}
         for k in sh:
             if k not in known:
                 raise ConfigError(f"relay.smarthost.{k}", "unknown key")
@@ -468,6 +469,12 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("relay.smarthost.host", "must be a host name")
         if sh.get("tls", "starttls") not in ("starttls", "implicit", "none"):
             raise ConfigError("relay.smarthost.tls", 'must be "starttls", "implicit" or "none"')
+        if not isinstance(sh.get("tls_verify", False), bool):
+            raise ConfigError("relay.smarthost.tls_verify", "must be true or false")
+        if "ca_file" in sh and not (
+            isinstance(sh["ca_file"], str) and os.path.isfile(sh["ca_file"])
+        ):
+            raise ConfigError("relay.smarthost.ca_file", "must be the path of a PEM file")
 
 
 def parse_route(text: str, key: str) -> tuple[str, int]:

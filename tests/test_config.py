@@ -55,6 +55,14 @@ def test_defaults_and_relative_paths_resolve_against_the_config_folder(tmp_path)
         ({"log": {"format": "xml"}}, "log.format"),
         ({"relay": {"routes": {"example.net": "host:0"}}}, "relay.routes.example.net"),
         ({"relay": {"smarthost": {"host": "relay.test", "pasword": "x"}}}, "relay.smarthost"),
+        (
+            {"relay": {"smarthost": {"host": "relay.test", "tls_verify": "yes"}}},
+            "relay.smarthost.tls_verify",
+        ),
+        (
+            {"relay": {"smarthost": {"host": "relay.test", "ca_file": "/nonexistent/ca.pem"}}},
+            "relay.smarthost.ca_file",
+        ),
     ],
 )
 def test_bad_values_name_their_key(tmp_path, overrides, key):

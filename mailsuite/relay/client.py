@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from OpenSSL import SSL
-from twisted.internet import defer, endpoints, error, protocol, threads
+from twisted.internet import defer, endpoints, error, protocol, ssl, threads
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IOpenSSLClientConnectionCreator,
@@ -194,6 +194,10 @@ class SessionParams:
     timeouts: Timeouts = field(default_factory=Timeouts)
     username: str | None = None
     password: str | None = None
+    # Check the server's certificate and name (smarthost tls_verify), against ca_file or the
+    # system's trusted CAs.
+    verify: bool = False
+    ca_file: str | None = None
 
 
 class ReplyTimeout(Exception):
@@ -229,8 +233,24 @@ class _UnverifiedClientTls:
         return conn
 
 
-def tls_creator(hostname: str) -> _UnverifiedClientTls:
-    return _UnverifiedClientTls(hostname)
+def tls_creator(hostname: str, verify: bool = False, ca_file: str | None = None):
+    """The client TLS for one server: opportunistic (no checks) unless `verify`, where the
+    certificate must chain to ca_file (or the system's CAs) and name `hostname`; a failed
+    check ends the connection before anything more is sent (TlsHandshakeFailed)."""
+    if not verify:
+        return _UnverifiedClientTls(hostname)
+    if ca_file:
+        with open(ca_file, "rb") as f:
+            pem = f.read()
+        blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.S)
+        trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(b) for b in blocks])
+    else:
+        trust = ssl.platformTrust()
+    return ssl.optionsForClientTLS(
+        hostname,
+        trustRoot=trust,
+        extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+    )
 
 
 # -- protocol -----------------------------------------------------------------------------
@@ -472,7 +492,8 @@ class SmtpConnection:
             # Opportunistic: RFC 3207 §4 lets us carry on in the clear on the same session.
             return
         try:
-            await self.proto.start_tls(tls_creator(self.dest.host))
+            p = self.params
+            await self.proto.start_tls(tls_creator(self.dest.host, p.verify, p.ca_file))
         except Exception as e:
             raise TlsHandshakeFailed(
                 "4.7.5", f"TLS handshake failed: {e}", remote_mta=self.remote_mta
@@ -680,7 +701,7 @@ async def connect(dest: Destination, params: SessionParams, reactor=None) -> Smt
     ep = WriteThroughTCPEndpoint(reactor, dest.address, dest.port, params.timeouts.connect)
     if params.tls == "implicit":
         # RFC 8314 §3: implicit TLS from the first byte (smarthost port 465).
-        ep = endpoints.wrapClientTLS(tls_creator(dest.host), ep)
+        ep = endpoints.wrapClientTLS(tls_creator(dest.host, params.verify, params.ca_file), ep)
     try:
         proto = await ep.connect(_ClientFactory(reactor))
     except Exception as e:

@@ -391,7 +391,13 @@ class QueueRunner(service.Service):
                 sh.get("tls", "starttls")
             ]
             return SessionParams(
-                self.config.hostname, mode, timeouts, sh.get("username"), sh.get("password")
+                self.config.hostname,
+                mode,
+                timeouts,
+                sh.get("username"),
+                sh.get("password"),
+                verify=sh.get("tls_verify", False),
+                ca_file=sh.get("ca_file"),
             )
         required = {d.lower() for d in self.relay.require_tls}
         mode = "required" if dest_key in required else "opportunistic"

@@ -374,13 +374,19 @@ class ScriptedFactory(protocol.Factory):
 
 
 @pytest.fixture(scope="session")
-def tls_options(tmp_path_factory):
+def sink_tls(tmp_path_factory):
+    """(server TLS options, path of their self-signed certificate, made for "sink.test")."""
     cfg = replace(Config(), hostname="sink.test", data_dir=tmp_path_factory.mktemp("tls"))
     cfg = replace(
         cfg,
         tls=replace(cfg.tls, cert=cfg.data_dir / "c.pem", key=cfg.data_dir / "c.key"),
     )
-    return TlsContexts(cfg).server_options()
+    return TlsContexts(cfg).server_options(), cfg.tls.cert
+
+
+@pytest.fixture(scope="session")
+def tls_options(sink_tls):
+    return sink_tls[0]
 
 
 @pytest.fixture

@@ -219,6 +219,7 @@ def test_required_tls_not_offered_defers(make_sender, sink):
     wait_for(lambda: s.runner.entries and not s.runner.active)
     (qid,) = s.queue_ids()
     entry = s.services.queue.load(qid)
+    print("DIAG", entry.recipients[0].status, entry.recipients[0].diagnostic, sink.commands)
     assert entry.recipients[0].state == PENDING and entry.recipients[0].status.startswith("4.")
     assert sink.transactions == []
 
@@ -279,6 +280,53 @@ def test_smarthost_implicit_tls(make_sender, sink):
     s.submit("sender@example.test", ["x@far.test"], MSG)
     s.wait_empty()
     assert sink.transactions[0].tls and sink.auth_users == ["u"]
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit-tls"])
+def test_smarthost_with_verified_tls(make_sender, sink, sink_tls, stub_dns, implicit):
+    """tls_verify: the certificate chains to ca_file and names the host: delivered."""
+    resolver, dns_addr = stub_dns
+    resolver.add_a("sink.test", "127.0.0.1")
+    sink.script.auth = {"u": "p"}
+    sink.script.implicit_tls = implicit
+    smarthost = {
+        "host": "sink.test",
+        "port": sink.tls_port if implicit else sink.port,
+        "tls": "implicit" if implicit else "starttls",
+        "username": "u",
+        "password": "p",
+        "tls_verify": True,
+        "ca_file": str(sink_tls[1]),
+    }
+    s = make_sender(smarthost=smarthost, resolvers=[dns_addr])
+    s.submit("sender@example.test", ["x@far.test"], MSG)
+    s.wait_empty()
+    assert sink.transactions[0].tls and sink.auth_users == ["u"]
+
+
+def test_smarthost_whose_certificate_fails_verification_never_gets_the_password(
+    make_sender, sink, sink_tls
+):
+    """The sink's certificate names sink.test, the smarthost is reached as 127.0.0.1: the
+    session ends after the handshake, the entry is deferred, nothing is authenticated."""
+    sink.script.auth = {"u": "p"}
+    smarthost = {
+        "host": "127.0.0.1",
+        "port": sink.port,
+        "username": "u",
+        "password": "p",
+        "tls_verify": True,
+        "ca_file": str(sink_tls[1]),
+    }
+    s = make_sender(smarthost=smarthost)
+    s.submit("sender@example.test", ["x@far.test"], MSG)
+    wait_for(lambda: s.runner.entries and not s.runner.active and s.queue_ids())
+    wait_for(lambda: s.services.queue.load(s.queue_ids()[0]).attempts >= 1)
+    entry = s.services.queue.load(s.queue_ids()[0])
+    r = entry.recipients[0]
+    assert r.state == PENDING and r.status == "4.7.5" and "Verification" in r.diagnostic
+    assert sink.auth_users == [] and sink.transactions == []
+    assert [c.split()[0] for c in sink.commands] == ["EHLO", "STARTTLS"]  # nothing after it
 
 
 def test_smarthost_wrong_password_defers(make_sender, sink):
