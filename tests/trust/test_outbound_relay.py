@@ -6,7 +6,14 @@ from __future__ import annotations
 import dkim as dkimpy
 
 from mailsuite.trust import dkim
-from tests.relay.relay_support import Sender, relay_config, sink, tls_options, wait_for  # noqa: F401
+from tests.relay.relay_support import (  # noqa: F401
+    Sender,
+    relay_config,
+    sink,
+    sink_tls,
+    tls_options,
+    wait_for,
+)
 
 MSG = (
     b"From: Sender <sender@example.test>\r\n"
