@@ -93,9 +93,11 @@ class Delivery:
             return RecipientResult("unknown")
         return RecipientResult("local", res.local, res.remote)
 
-    def check_quota(self, address: str, size: int) -> None:
-        """Raise QuotaExceeded early (at RCPT, with the SIZE the client declared)."""
-        res = self.resolve(address)
+    def check_quota(self, address: str, size: int, res: RecipientResult | None = None) -> None:
+        """Raise QuotaExceeded early (at RCPT, with the SIZE the client declared); `res` is
+        the address's resolve() when the caller has just made it."""
+        if res is None:
+            res = self.resolve(address)
         for mailbox in res.local:
             try:
                 self.store.mailbox(mailbox).check_quota(size)

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from mailsuite import sasl
 from mailsuite.accounts.checker import AuthThrottled
-from mailsuite.delivery import Envelope, Recipient, UnknownRecipient
+from mailsuite.delivery import Envelope, Recipient, RecipientResult, UnknownRecipient
 from mailsuite.listener import SessionFactory
 from mailsuite.smtp import headers
 from mailsuite.smtp.parser import (
@@ -503,12 +503,12 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
         if len(tx.recipients) >= self.cfg.max_recipients:
             # RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
             raise SmtpReply(452, "4.5.3", "Error: too many recipients")
-        address = self._check_recipient(rcpt.recipient)
+        address, resolved = self._check_recipient(rcpt.recipient)
         if tx.mail.size is not None:
             try:
                 # RFC 1870 §6: with a declared SIZE, refuse a full mailbox now rather than
                 # fail one copy after DATA (a single reply covers all recipients).
-                self.services.delivery.check_quota(address, tx.mail.size)
+                self.services.delivery.check_quota(address, tx.mail.size, resolved)
             except QuotaExceeded as e:
                 raise _quota_reply(e, f"<{address}>: Mailbox full") from None
         if address.lower() not in tx.addresses:
@@ -516,12 +516,13 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
             tx.recipients.append(_make_recipient(address, rcpt.notify, rcpt.orcpt))
         self._reply(250, "2.1.5", "Ok")
 
-    def _check_recipient(self, mbox: Mailbox) -> str:
-        """The address to deliver to, or the reply refusing it (no open relay)."""
+    def _check_recipient(self, mbox: Mailbox) -> tuple[str, RecipientResult | None]:
+        """The address to deliver to and what it resolved to, or the reply refusing it (no
+        open relay)."""
         if not mbox.domain:
             # RFC 5321 §4.1.1.3: <Postmaster> without a domain must be accepted.
             domain = self.services.config.domains[0] if self.services.config.domains else ""
-            return f"postmaster@{domain}"
+            return f"postmaster@{domain}", None
         relay_ok = self.user is not None
         if not relay_ok and (mbox.has_routing or mbox.is_ip_literal):
             # user%remote@local, remote!user@local, "user@remote"@local, user@[1.2.3.4]:
@@ -531,17 +532,18 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
         local_part = quote_local(mbox.local) if mbox.quoted else mbox.local
         for domain in domain_forms(mbox.domain):
             address = f"{local_part}@{domain}"
-            kind = self.services.delivery.resolve(address).kind
-            if kind != "remote":
+            resolved = self.services.delivery.resolve(address)
+            if resolved.kind != "remote":
                 break  # a local domain in this form (known user or not)
         else:
-            address = mbox.address
+            address, resolved = mbox.address, None
+        kind = resolved.kind if resolved is not None else "remote"
         if kind == "local":
-            return address
+            return address, resolved
         if kind == "unknown":
             raise SmtpReply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
         if relay_ok:
-            return address
+            return address, None
         raise SmtpReply(554, "5.7.1", f"<{address}>: Relay access denied")
 
     def smtp_DATA(self, arg: str) -> None:
