@@ -530,20 +530,19 @@ class SmtpSession(protocol.Protocol, TimeoutMixin):
             # allow_untrusted_routing=no), so nothing can bounce through us.
             raise SmtpReply(554, "5.7.1", f"<{mbox.address}>: Relay access denied")
         local_part = quote_local(mbox.local) if mbox.quoted else mbox.local
+        resolved = None
         for domain in domain_forms(mbox.domain):
             address = f"{local_part}@{domain}"
             resolved = self.services.delivery.resolve(address)
             if resolved.kind != "remote":
                 break  # a local domain in this form (known user or not)
         else:
-            address, resolved = mbox.address, None
+            address = mbox.address  # remote in every form: no local mailbox to check
         kind = resolved.kind if resolved is not None else "remote"
-        if kind == "local":
-            return address, resolved
         if kind == "unknown":
             raise SmtpReply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
-        if relay_ok:
-            return address, None
+        if kind == "local" or relay_ok:
+            return address, resolved
         raise SmtpReply(554, "5.7.1", f"<{address}>: Relay access denied")
 
     def smtp_DATA(self, arg: str) -> None:
