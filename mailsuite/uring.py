@@ -148,8 +148,19 @@ class _Chain:
         return None
 
 
+# Where CPython keeps a bytes object's data (NUL-terminated) inside the object.
+_BYTES_DATA = bytes.__basicsize__ - 1
+
+
 def _address(buf: bytes) -> int:
-    # A bytes object's buffer, NUL-terminated by CPython: c_char_p points at it without a copy.
+    # id() plus a fixed offset instead of two ctypes calls per pointer (a tenth of a chain's
+    # submission); Ring() checks the offset against ctypes before anything is submitted.
+    if type(buf) is not bytes:
+        raise TypeError(f"io_uring steps take bytes, not {type(buf).__name__}")
+    return id(buf) + _BYTES_DATA
+
+
+def _ctypes_address(buf: bytes) -> int:
     return ctypes.cast(ctypes.c_char_p(buf), ctypes.c_void_p).value or 0
 
 
@@ -160,6 +171,9 @@ class Ring:
     def __init__(self) -> None:
         if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
             raise OSError(errno.ENOSYS, "io_uring is used on x86-64 Linux only")
+        sample = os.urandom(16)
+        if sys.implementation.name != "cpython" or _address(sample) != _ctypes_address(sample):
+            raise OSError(errno.ENOSYS, "bytes objects are not laid out as in CPython")
         # PyDLL: the calls keep the GIL; submitting and reaping never block.
         self._libc = ctypes.PyDLL(None, use_errno=True)
         self._libc.syscall.restype = ctypes.c_long

@@ -137,3 +137,10 @@ def test_write_async_never_removes_a_file_it_did_not_create(way, tmp_path):
     kind, err = outcome(lambda: durable.write_async(str(path), b"mine"))
     assert kind == "error" and isinstance(err, FileExistsError)
     assert path.read_bytes() == b"someone else's"
+
+
+def test_step_buffers_are_addressed_where_ctypes_finds_them():
+    for data in (b"", b"x", os.urandom(100), os.urandom(1 << 20), "pth/ä".encode()):
+        assert uring._address(data) == uring._ctypes_address(data)
+    with pytest.raises(TypeError):
+        uring._address(bytearray(b"not immutable"))

@@ -209,6 +209,8 @@ class Queue:
         self.msg_dir = self.path / "msg"
         self.env_dir = self.path / "env"
         self.tmp_dir = self.path / "tmp"
+        self._dirs = tuple(os.fspath(d) for d in (self.msg_dir, self.env_dir, self.tmp_dir))
+        self._lock_path = os.fspath(self.path / "lock")
         for d in (self.path, self.msg_dir, self.env_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.trigger_path = self.path / TRIGGER_NAME
@@ -269,10 +271,10 @@ class Queue:
             entry = self._new_entry(mail_from, recipients, data, dsn_ret, dsn_envid, False, None)
         except QueueError:
             return defer.fail()
-        tmp = os.fspath(self.tmp_dir / f"{entry.id}.json")
+        msg, env, tmp = self._file_names(entry.id)
         written = defer.DeferredList(
             [
-                write_async(os.fspath(self.msg_dir / entry.id), bytes(data)),
+                write_async(msg, bytes(data)),
                 write_async(tmp, self._encode(entry), sync_dir=False),
             ],
             consumeErrors=True,
@@ -282,7 +284,7 @@ class Queue:
             for ok, value in results:
                 if not ok:
                     return value
-            return rename_async(tmp, os.fspath(self._env_path(entry.id)))
+            return rename_async(tmp, env)
 
         def settled(result):
             if isinstance(result, Failure):
@@ -385,14 +387,15 @@ class Queue:
         without waiting and the unlinks go to the kernel (durable.unlink_async), so no worker
         thread contends with the reactor for the GIL after each unlink; while `mailsuite queue`
         holds the lock, remove_many() waits for it in a thread as before."""
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        names = [self._file_names(q) for q in queue_ids]
+        envs = [env for _, env, _ in names]
+        msgs = [msg for msg, _, _ in names]
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
             return threads.deferToThread(self.remove_many, queue_ids)
-        envs = [os.fspath(self._env_path(q)) for q in queue_ids]
-        msgs = [os.fspath(self.msg_dir / q) for q in queue_ids]
 
         def removed(results: list[int]) -> int:
             os.close(fd)
@@ -522,6 +525,14 @@ class Queue:
 
     # -- internals -----------------------------------------------------------------------
 
+    def _file_names(self, queue_id: str) -> tuple[str, str, str]:
+        """(message, envelope, envelope in tmp/) as plain strings for the reactor's hot paths:
+        pathlib's joins cost more than the rest of the path handling of a queued message."""
+        if not _valid_id(queue_id):
+            raise NoSuchEntry(queue_id)
+        msg, env, tmp = self._dirs
+        return f"{msg}/{queue_id}", f"{env}/{queue_id}.json", f"{tmp}/{queue_id}.json"
+
     def _env_path(self, queue_id: str) -> Path:
         if not _valid_id(queue_id):
             raise NoSuchEntry(queue_id)
@@ -533,7 +544,7 @@ class Queue:
 
     @contextmanager
     def _lock(self):
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
