@@ -128,14 +128,22 @@ def rename_async(src: str, dst: str) -> defer.Deferred:
 def unlink_async(paths: list[str]) -> defer.Deferred:
     """Remove `paths` one after the other from the reactor thread, each whatever became of the
     ones before: Deferred[list of 0 or -errno, one per path].  Not synced (a removal lost in a
-    crash is only done again).  Through io_uring, else in the thread pool."""
+    crash is only done again).  Through io_uring (chains of at most uring.MAX_STEPS, one after
+    the other, so the order holds), else in the thread pool."""
     ring = _uring()
     if ring is None:
         return threads.deferToThread(lambda: [_unlink_result(p) for p in paths])
-    steps = [uring.unlink(os.fsencode(p)) for p in paths]
-    return ring.run(steps, keep_going=True).addCallbacks(
-        lambda _: [0] * len(paths), lambda failure: failure.value.results
-    )
+    results: list[int] = []
+
+    def from_(start: int) -> defer.Deferred:
+        part = paths[start : start + uring.MAX_STEPS]
+        if not part:
+            return defer.succeed(results)
+        d = ring.run([uring.unlink(os.fsencode(p)) for p in part], keep_going=True)
+        d.addCallbacks(lambda _: [0] * len(part), lambda failure: failure.value.results)
+        return d.addCallback(lambda done: results.extend(done) or from_(start + len(part)))
+
+    return from_(0)
 
 
 def _unlink_result(path: str) -> int:

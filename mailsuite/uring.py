@@ -52,6 +52,9 @@ _MASK32 = 0xFFFFFFFF
 _SLOTS = 128
 _ENTRIES = 256
 _CQ_ENTRIES = 4096
+# The longest chain: it must fit the submission ring, and its step numbers the 8 bits of
+# user_data they are given.
+MAX_STEPS = 128
 # Kernel workers that may run file work at once (its default is 4 per CPU): every in-flight
 # chain spends most of its life in fsync, and a chain waiting for a worker waits for nothing.
 _WORKERS = 64
@@ -303,6 +306,8 @@ class Ring:
     def run(self, steps: list[tuple], keep_going: bool = False) -> defer.Deferred:
         """Run `steps` in order, each after the previous one completed: Deferred[None], or a
         ChainFailed.  With `keep_going` a failed step never stops the ones after it."""
+        if not 0 < len(steps) <= MAX_STEPS:
+            raise ValueError(f"a chain has 1 to {MAX_STEPS} steps, not {len(steps)}")
         chain = _Chain(steps, _SQE_IO_HARDLINK if keep_going else _SQE_IO_LINK)
         if self._broken:
             chain.deferred.errback(ChainFailed(0, errno.EIO, chain.results, "io_uring is off"))

@@ -144,3 +144,9 @@ def test_step_buffers_are_addressed_where_ctypes_finds_them():
         assert uring._address(data) == uring._ctypes_address(data)
     with pytest.raises(TypeError):
         uring._address(bytearray(b"not immutable"))
+
+
+def test_a_chain_longer_than_the_ring_allows_is_refused(ring, tmp_path):
+    steps = [uring.unlink(bytes(tmp_path / f"f{i}")) for i in range(uring.MAX_STEPS + 1)]
+    with pytest.raises(ValueError):
+        on_reactor(ring.run, steps)

@@ -127,10 +127,11 @@ def test_remove_many_async_removes_envelopes_and_messages(
     if way == "threads":
         monkeypatch.setattr(durable, "_ring", False)
     q = Queue(tmp_path / "queue")
-    ids = [q.enqueue("a@example.test", [f"r{i}@remote.test"], b"x\r\n") for i in range(5)]
+    # 100 entries: 200 unlinks, more than one io_uring chain takes (run one after the other).
+    ids = [q.enqueue("a@example.test", [f"r{i}@remote.test"], b"x\r\n") for i in range(100)]
     (q.msg_dir / ids[1]).unlink()  # already gone: the others still go
     (q.env_dir / f"{ids[2]}.json").unlink()
-    assert on_reactor(q.remove_many_async, ids) == 4
+    assert on_reactor(q.remove_many_async, ids) == 99
     assert os.listdir(q.env_dir) == [] and os.listdir(q.msg_dir) == []
 
 
