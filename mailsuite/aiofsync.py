@@ -9,7 +9,8 @@ With AIO the kernel runs the fsync in its own worker and the reactor only submit
 the completion.  Where AIO is not available (not Linux, or io_setup refused, as some container
 seccomp profiles do) each fsync runs in the thread pool instead; the caller cannot tell.
 
-Only ever used from the reactor thread.
+mailsuite.durable uses this where io_uring (mailsuite.uring, which also takes the creates and
+renames off the reactor) is not available.  Only ever used from the reactor thread.
 """
 
 from __future__ import annotations
