@@ -192,9 +192,9 @@ def _first_failure(results):
     return None
 
 
-def fsync_dir(*paths: str, fds: tuple[int, ...] = ()) -> defer.Deferred:
+def fsync_dir(*paths: str) -> defer.Deferred:
     """Make creations and renames in the directories `paths` durable (the asynchronous
-    mailsuite.durable.fsync_dir), together with the open files `fds` if any."""
+    mailsuite.durable.fsync_dir)."""
     opened = []
     try:
         for path in paths:
@@ -209,4 +209,4 @@ def fsync_dir(*paths: str, fds: tuple[int, ...] = ()) -> defer.Deferred:
             os.close(fd)
         return result
 
-    return fsync(*fds, *opened).addBoth(close)
+    return fsync(*opened).addBoth(close)

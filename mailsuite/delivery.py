@@ -156,9 +156,9 @@ class Delivery:
         self, envelope: Envelope, data: bytes, local: dict, remote: list, failed: list
     ):
         """deliver_blocking's work orchestrated from the reactor thread (Mailbox.deliver_async,
-        Queue.enqueue_async): the local copies, then the queue entry, each handing only its
-        file writes to the thread pool, instead of a whole delivery run in a thread whose
-        every system call fights the reactor for the GIL."""
+        Queue.enqueue_async): the local copies, then the queue entry, their file work handed to
+        the kernel (mailsuite.durable), instead of a whole delivery run in a thread whose every
+        system call fights the reactor for the GIL."""
         report = DeliveryReport(failed=failed)
         copies = []
         try:

@@ -11,7 +11,9 @@ shorter or longer than it records, is moved to ``corrupt/`` at the next start.  
 the disk is the truth and the runner's memory is a cache rebuilt from it at start.
 
 Every method here blocks on the disk (callers on the reactor use ``deferToThread``), except
-``enqueue_async``, made for the reactor thread.
+``enqueue_async`` and ``remove_many_async``, made for the reactor thread: they hand the file
+work to the kernel (mailsuite.durable), and ``enqueue_async`` makes the envelope appear only
+once both files are durable.
 """
 
 from __future__ import annotations
@@ -334,8 +336,8 @@ class Queue:
         return [msg_fd, env_fd]
 
     def _unstage(self, entry: QueueEntry) -> None:
-        tmp = self.tmp_dir / f"{entry.id}.json"
-        for path in (self._env_path(entry.id), self.msg_dir / entry.id, tmp):
+        msg, env, tmp = self._file_names(entry.id)
+        for path in (env, msg, tmp):
             discard(path)
 
     def _announce(self, entry: QueueEntry, data: bytes) -> None:
