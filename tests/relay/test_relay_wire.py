@@ -58,6 +58,13 @@ def test_reply_parser_never_crashes(data):
 def test_encode_data_stuffs_dots_and_normalises_line_ends():
     assert encode_data(b".hidden\n..two\nend") == b"..hidden\r\n...two\r\nend\r\n.\r\n"
     assert encode_data(b"a\r\n.\r\nb\r\n") == b"a\r\n..\r\nb\r\n.\r\n"
+
+
+def test_encode_data_mixed_line_ends_and_bare_cr():
+    # LF and CRLF both become CRLF; a CR not before LF is message content and stays.
+    assert encode_data(b"a\nb\r\nc\rd\r\r\n.e") == b"a\r\nb\r\nc\rd\r\r\n..e\r\n.\r\n"
+    assert encode_data(b"") == b".\r\n"
+    assert encode_data(b"\n.\n") == b"\r\n..\r\n.\r\n"
     assert encode_data(b"") == b".\r\n"
 
 
