@@ -9,6 +9,8 @@ clock starts at the first connection and "delivered" stops when the server's que
 (mailsuite: <queue>/env/ empty; Postfix: no file left in maildrop/incoming/active/deferred).
 mailsuite takes the messages on its submission listener with AUTH PLAIN (auth.plaintext =
 "loopback", no TLS); Postfix on its smtpd with permit_mynetworks (no AUTH: it has no SASL here).
+Each run also prints how busy the machine's CPUs were, and for mailsuite the CPU time per
+message of the whole server and of its reactor thread alone (the single-core limit).
 
 --drain measures the relay alone, without the cost of accepting the mail: the N messages are
 queued first and then released at once; the clock runs from the release until the queue is empty.
@@ -39,6 +41,13 @@ REPO = Path(__file__).resolve().parent.parent
 BASE = Path("/tmp/relaybench")
 PEER_CONF = Path("/tmp/peers/postfix-conf")
 POSTFIX_PORT = 12625
+
+
+def machine_busy() -> float:
+    """CPU seconds all CPUs have spent not idle (nor waiting for I/O) since boot."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -198,6 +207,17 @@ routes = {{ "remote.test" = "127.0.0.1:{sink_port}" }}
         time.sleep(wait)
         return time.monotonic()
 
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds the server has used so far: all its threads (io_uring's workers too),
+        and its main (reactor) thread alone."""
+        pid = self.proc.pid
+        out = []
+        for path in (f"/proc/{pid}/stat", f"/proc/{pid}/task/{pid}/stat"):
+            with open(path) as f:
+                fields = f.read().rpartition(")")[2].split()
+            out.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        return out[0], out[1]
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
@@ -295,10 +315,22 @@ def one_run(kind, n: int, clients: int, size: int, run: int) -> tuple[float, flo
     server = kind(sink_port, run)
     try:
         time.sleep(0.5)  # let the server settle (runner scan, postfix daemons)
+        cpu = getattr(server, "cpu", None)
+        cpu0 = cpu() if cpu else (0.0, 0.0)
+        busy0 = machine_busy()
         t0 = time.monotonic()
         send = load(server.port, n, clients, size, server.login)
         wait_drained(server.queued)
         total = time.monotonic() - t0
+        busy = (machine_busy() - busy0) / total / os.cpu_count() * 100
+        print(f"    {server.name}: the machine's CPUs {busy:.0f} % busy during the run", flush=True)
+        if cpu:
+            (all1, main1), (all0, main0) = cpu(), cpu0
+            print(
+                f"    {server.name} CPU per message: {(all1 - all0) / n * 1e3:.3f} ms, "
+                f"of which the reactor thread {(main1 - main0) / n * 1e3:.3f} ms",
+                flush=True,
+            )
     finally:
         server.stop()
         sink.terminate()
