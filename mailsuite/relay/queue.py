@@ -341,8 +341,12 @@ class Queue:
             discard(path)
 
     def _announce(self, entry: QueueEntry, data: bytes) -> None:
-        for callback in list(self._listeners):
-            callback(QueueEntry.from_json(entry.to_json()), data)
+        # Each listener may change the entry it is given: the last one gets this (new, not
+        # otherwise kept) object, any others a copy each.
+        listeners = list(self._listeners)
+        for i, callback in enumerate(listeners):
+            last = i == len(listeners) - 1
+            callback(entry if last else QueueEntry.from_json(entry.to_json()), data)
         if not self._listeners:
             self._touch(self.new_trigger_path)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
+from twisted.python.threadable import isInIOThread
 from twisted.python.threadpool import ThreadPool
 
 from mailsuite.relay import bounce
@@ -171,7 +172,7 @@ class QueueRunner(service.Service):
     def startService(self) -> None:  # noqa: N802
         super().startService()
         self.pool.start()
-        self.queue.add_listener(self._enqueued_in_thread)
+        self.queue.add_listener(self._enqueued)
         if threading.current_thread() is threading.main_thread():
             try:
                 signal.signal(signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.rescan))
@@ -191,7 +192,7 @@ class QueueRunner(service.Service):
 
     def stopService(self) -> None:  # noqa: N802
         super().stopService()
-        self.queue.remove_listener(self._enqueued_in_thread)
+        self.queue.remove_listener(self._enqueued)
         if self.loop is not None and self.loop.running:
             self.loop.stop()
         # In-flight work is still on disk; it is tried again at the next start.
@@ -201,8 +202,15 @@ class QueueRunner(service.Service):
 
     # -- learning about entries ---------------------------------------------------------
 
-    def _enqueued_in_thread(self, entry: QueueEntry, data: bytes) -> None:
-        self.reactor.callFromThread(self._add, entry, data)
+    def _enqueued(self, entry: QueueEntry, data: bytes) -> None:
+        """The queue's listener, called on whichever thread enqueued.  From the reactor's own
+        thread (every SMTP delivery) the entry is taken up at the next turn, after the reply
+        to the client is written; callFromThread there would cost a wake-up of the reactor
+        through its waker pipe for every message."""
+        if isInIOThread():
+            self.reactor.callLater(0, self._add, entry, data)
+        else:
+            self.reactor.callFromThread(self._add, entry, data)
 
     def _add(self, entry: QueueEntry, data: bytes | None = None) -> None:
         if entry.id in self.active:

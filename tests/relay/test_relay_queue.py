@@ -117,6 +117,19 @@ def test_envelope_json_round_trip_is_a_deep_copy(tmp_path):
     assert entry.recipients[0].state == PENDING
 
 
+def test_listeners_each_get_their_own_entry(tmp_path):
+    q = Queue(tmp_path)
+    got: list = []
+    q.add_listener(lambda entry, data: got.append((entry, data)))
+    q.add_listener(lambda entry, data: got.append((entry, data)))
+    qid = q.enqueue("s@x.test", ["r@r.test"], b"Subject: x\r\n\r\nbody\r\n")
+    (first, data1), (second, data2) = got
+    assert first == second == q.load(qid)
+    assert data1 == data2 == b"Subject: x\r\n\r\nbody\r\n"
+    first.recipients[0].state = FAILED  # one listener's change is not seen by the other
+    assert second.recipients[0].state == PENDING
+
+
 @pytest.mark.parametrize("way", ["uring", "threads"])
 def test_remove_many_async_removes_envelopes_and_messages(
     reactor_running, tmp_path, way, monkeypatch
