@@ -13,7 +13,7 @@ the disk is the truth and the runner's memory is a cache rebuilt from it at star
 Every method here blocks on the disk (callers on the reactor use ``deferToThread``), except
 ``enqueue_async`` and ``remove_many_async``, made for the reactor thread: they hand the file
 work to the kernel (mailsuite.durable), and ``enqueue_async`` makes the envelope appear only
-once both files are durable.
+once the message is durable and the envelope written and fsynced.
 """
 
 from __future__ import annotations
@@ -33,14 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, threads
-from twisted.python.failure import Failure
 
 from mailsuite.durable import (
     discard,
     fsync_dir,
-    rename_async,
     unlink_async,
-    write_async,
+    write_in_order_async,
     write_new_file,
 )
 
@@ -266,36 +264,21 @@ class Queue:
         dsn_envid: str | None = None,
     ) -> defer.Deferred:
         """enqueue() called on the reactor thread: Deferred[id], without blocking it
-        (mailsuite.durable): the message and the envelope are written and fsynced side by
-        side, then the envelope renamed into place (the entry exists from here) and env/
-        fsynced."""
+        (mailsuite.durable): the message is written and fsynced with msg/, then the envelope in
+        tmp/, renamed into env/ (the entry exists from here) and env/ fsynced.  On failure
+        nothing is left."""
         try:
             entry = self._new_entry(mail_from, recipients, data, dsn_ret, dsn_envid, False, None)
         except QueueError:
             return defer.fail()
         msg, env, tmp = self._file_names(entry.id)
-        written = defer.DeferredList(
-            [
-                write_async(msg, bytes(data)),
-                write_async(tmp, self._encode(entry), sync_dir=False),
-            ],
-            consumeErrors=True,
-        )
+        written = write_in_order_async([(msg, bytes(data), None), (tmp, self._encode(entry), env)])
 
-        def both_written(results):
-            for ok, value in results:
-                if not ok:
-                    return value
-            return rename_async(tmp, env)
-
-        def settled(result):
-            if isinstance(result, Failure):
-                self._unstage(entry)
-                return result
+        def announce(_):
             self._announce(entry, data)
             return entry.id
 
-        return written.addCallback(both_written).addBoth(settled)
+        return written.addCallback(announce)
 
     def _new_entry(
         self, mail_from, recipients, data, dsn_ret, dsn_envid, is_bounce, next_attempt

@@ -131,6 +131,55 @@ def test_listeners_each_get_their_own_entry(tmp_path):
 
 
 @pytest.mark.parametrize("way", ["uring", "threads"])
+def test_enqueue_async_writes_an_entry_and_announces_it(
+    reactor_running, tmp_path, way, monkeypatch
+):
+    from mailsuite import durable
+    from tests.conftest import on_reactor
+
+    if way == "threads":
+        monkeypatch.setattr(durable, "_ring", False)
+    q = Queue(tmp_path / "queue")
+    announced: list = []
+    q.add_listener(lambda entry, data: announced.append((entry, data)))
+    data = b"Subject: x\r\n\r\nbody\r\n"
+    qid = on_reactor(q.enqueue_async, "a@example.test", ["r@remote.test"], data, "HDRS", "env-1")
+    assert q.ids() == [qid] and q.read_message(qid) == data
+    entry = q.load(qid)
+    assert (entry.mail_from, entry.size, entry.dsn_ret, entry.dsn_envid) == (
+        "a@example.test",
+        len(data),
+        "HDRS",
+        "env-1",
+    )
+    assert announced == [(entry, data)]
+    assert os.listdir(q.tmp_dir) == []
+
+
+@pytest.mark.parametrize("way", ["uring", "threads"])
+def test_enqueue_async_that_fails_leaves_nothing(reactor_running, tmp_path, way, monkeypatch):
+    from mailsuite import durable
+    from tests.conftest import on_reactor
+
+    if way == "threads":
+        monkeypatch.setattr(durable, "_ring", False)
+    q = Queue(tmp_path / "queue")
+    announced: list = []
+    q.add_listener(lambda entry, data: announced.append(entry))
+    os.rmdir(q.env_dir)
+    q.env_dir.write_bytes(b"")  # the envelope's rename fails, after the message was written
+
+    def attempt():
+        d = q.enqueue_async("a@example.test", ["r@remote.test"], b"x\r\n")
+        return d.addCallbacks(lambda qid: ("ok", qid), lambda f: ("error", f.value))
+
+    kind, err = on_reactor(attempt)
+    assert kind == "error" and isinstance(err, OSError)
+    assert os.listdir(q.msg_dir) == [] and os.listdir(q.tmp_dir) == []
+    assert announced == []
+
+
+@pytest.mark.parametrize("way", ["uring", "threads"])
 def test_remove_many_async_removes_envelopes_and_messages(
     reactor_running, tmp_path, way, monkeypatch
 ):
