@@ -2,14 +2,15 @@
 
 Each call opens its own short transaction, so `mailsuite user add` while the server runs is seen
 by the server on its next lookup, with no restart. Lookups (domain, address resolution, user) are
-remembered per thread until any connection commits a change: one `PRAGMA data_version` query
-instead of a transaction of several SELECTs on every RCPT and every delivery.
+remembered per thread until any connection commits a change: a look at the WAL index's header
+(below) instead of a transaction of several SELECTs on every RCPT and every delivery.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import mmap
 import os
 import sqlite3
 import threading
@@ -84,7 +85,10 @@ class Accounts:
         self._local = threading.local()
         self._secret = os.urandom(32)
         self._verified: dict[str, tuple[bytes, float]] = {}
-        self._db().conn.executescript(SCHEMA)
+        conn = self._db().conn
+        conn.executescript(SCHEMA)
+        self._commits = _commit_watch(self.path, conn)
+        self._watch_conn = conn  # kept open with the mapping (see _commit_watch)
         with self._write() as db:
             for d in initial_domains:
                 db.execute("INSERT OR IGNORE INTO domains VALUES (?)", (validate_domain(d),))
@@ -107,9 +111,11 @@ class Accounts:
 
     def _lookups(self) -> dict:
         """This thread's lookup cache, emptied when anything was committed since it was filled:
-        by another connection (data_version moves) or by this one (total_changes moves)."""
+        by any connection (the WAL index header moves) or by this one (total_changes moves)."""
         conn = self._db().conn
-        token = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+        watch = self._commits
+        mark = watch[:48] if watch is not None else conn.execute("PRAGMA data_version").fetchone()
+        token = (mark, conn.total_changes)
         local = self._local
         if getattr(local, "token", None) != token or len(local.lookups) > LOOKUP_CACHE_ENTRIES:
             local.token = token
@@ -431,6 +437,32 @@ def _remember(lookups: dict, key: tuple, compute):
     if key not in lookups:
         lookups[key] = compute()
     return lookups[key]
+
+
+def _commit_watch(path: Path, conn: sqlite3.Connection) -> mmap.mmap | None:
+    """A read-only mapping of the database's -shm file, whose first 48 bytes (the WAL index
+    header: a change counter, the frame count, the salts; sqlite.org/walformat.html) change at
+    every commit, checkpoint and WAL restart by any connection, or None where the database is
+    not in WAL mode (then each check is a `PRAGMA data_version` query).
+
+    Why: that query cost 15-20 us on a busy reactor (measured under the relay benchmark; under
+    2 us in a loop), three times per relayed message, where reading the header is a copy of 48
+    bytes.  `conn` must stay open while the mapping is used: as long as it is, no other
+    connection deletes the -shm file and makes a new one."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        return None
+    try:
+        fd = os.open(f"{path}-shm", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_size < 48:
+            return None
+        return mmap.mmap(fd, 48, access=mmap.ACCESS_READ)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 class _Tx:

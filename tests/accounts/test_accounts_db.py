@@ -224,6 +224,38 @@ def test_remembered_lookups_end_when_any_connection_commits(accounts, tmp_path):
     assert accounts.resolve("team@new.test") is None
 
 
+def test_commits_by_another_process_are_seen_across_wal_checkpoints(accounts, tmp_path):
+    """The change check reads the WAL index header from the -shm file (no query): commits by
+    another process, before and after the WAL is checkpointed and started over, end the
+    remembered lookups."""
+    import subprocess
+    import sys
+
+    assert accounts._commits is not None  # the database is in WAL mode: the header is watched
+    db = str(tmp_path / "accounts.sqlite")
+
+    def other_process(*statements: str) -> None:
+        code = (
+            "import sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "for s in sys.argv[2:]:\n"
+            "    c.execute(s)\n"
+        )
+        subprocess.run([sys.executable, "-c", code, db, *statements], check=True)
+
+    assert not accounts.is_local_domain("one.test")
+    other_process("INSERT INTO domains VALUES ('one.test')")
+    assert accounts.is_local_domain("one.test")
+    other_process("PRAGMA wal_checkpoint(TRUNCATE)")
+    other_process(
+        "INSERT INTO domains VALUES ('two.test')", "DELETE FROM domains WHERE name='one.test'"
+    )
+    assert accounts.is_local_domain("two.test")
+    assert not accounts.is_local_domain("one.test")
+    other_process("BEGIN IMMEDIATE", "DELETE FROM domains WHERE name='two.test'", "ROLLBACK")
+    assert accounts.is_local_domain("two.test")
+
+
 def test_route_tells_local_domain_and_resolution_and_follows_changes(accounts, tmp_path):
     assert accounts.route("x@remote.test") == (False, None)
     assert accounts.route("nobody@example.test") == (True, None)
