@@ -384,6 +384,21 @@ def test_stop_leaves_entry_for_next_start(tmp_path, sink):
     assert len(sink.transactions) >= 1
 
 
+def test_stop_removes_the_entries_waiting_for_their_removal_batch(tmp_path, sink, monkeypatch):
+    from mailsuite.relay import runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "REMOVE_DELAY", 60.0)  # the batch is still waiting at stop
+    cfg = relay_config(tmp_path, routes={"remote.test": f"127.0.0.1:{sink.port}"})
+    s = Sender(cfg)
+    s.start()
+    s.submit("sender@example.test", ["a@remote.test"], MSG)
+    wait_for(lambda: s.runner.to_remove)
+    assert len(s.queue_ids()) == 1 and len(sink.transactions) == 1
+    s.stop()
+    assert s.queue_ids() == []  # delivered, so not sent again after a restart
+    assert len(sink.transactions) == 1
+
+
 def test_in_reactor_helper_roundtrip():
     assert in_reactor(lambda: 42) == 42
 
