@@ -17,10 +17,8 @@ import time
 from twisted.application import service
 from twisted.internet import reactor, task, tcp
 from twisted.logger import (
-    FilteringLogObserver,
     Logger,
     LogLevel,
-    LogLevelFilterPredicate,
     formatEvent,
     globalLogBeginner,
 )
@@ -206,15 +204,25 @@ def log_observer(fmt: str, out, stamped: bool):
     return observer
 
 
+def level_gate(observer, level: LogLevel):
+    """`observer` for the events of `level` and above that have a namespace: the rule of
+    Twisted's FilteringLogObserver with a LogLevelFilterPredicate, in one set lookup (theirs
+    went through four calls and a sort per event, a few percent of a busy relay's time)."""
+    enabled = frozenset(lvl for lvl in LogLevel.iterconstants() if lvl >= level)
+
+    def gate(event: dict) -> None:
+        if event.get("log_level") in enabled and event.get("log_namespace"):
+            observer(event)
+
+    return gate
+
+
 def start_logging(config: Config) -> None:
     level = LogLevel.levelWithName(config.log.level.lower())
     to_file = config.log.file != "-"
     out = open(config.log.file, "a", buffering=1) if to_file else sys.stdout  # noqa: SIM115
     observer = log_observer(config.log.format, out, stamped=to_file)
-    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
-    globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(observer, [predicate])], redirectStandardIO=False
-    )
+    globalLogBeginner.beginLoggingTo([level_gate(observer, level)], redirectStandardIO=False)
 
 
 def serve(config: Config) -> int:

@@ -262,3 +262,26 @@ def test_text_log_lines_are_dated_in_files_only():
     stamp = log_stamp(when)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.250[+-]\d{4}", stamp), stamp
     assert time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when)) == stamp[:19]
+
+
+def test_level_gate_passes_what_twisteds_level_filter_passes():
+    from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate
+
+    from mailsuite.app import level_gate
+
+    events = [
+        {"log_level": lvl, "log_namespace": ns, "log_format": "x"}
+        for lvl in LogLevel.iterconstants()
+        for ns in ("mailsuite.smtp", "", None)
+    ] + [{"log_namespace": "mailsuite.smtp", "log_format": "no level"}]
+    for level in LogLevel.iterconstants():
+        ours, theirs = [], []
+        gate = level_gate(ours.append, level)
+        reference = FilteringLogObserver(
+            theirs.append, [LogLevelFilterPredicate(defaultLogLevel=level)]
+        )
+        for event in events:
+            gate(dict(event))
+            reference(dict(event))
+        assert ours == theirs, level
+        assert ours  # every level lets something through
