@@ -37,6 +37,31 @@ def test_from_addresses_handles_display_names_and_lists():
     assert from_addresses(b"Subject: none\r\n\r\n") is None
 
 
+_FROMISH = st.text(
+    alphabet=st.sampled_from(list("abcXYZ019.-_+!#'\"<>@,;:()[]\\ \t")), min_size=1, max_size=30
+)
+_NAME = st.text(alphabet=st.sampled_from(list('abXY09 .\t"')), max_size=10)
+_PART = st.text(alphabet=st.sampled_from(list("abXY09.-_+")), min_size=1, max_size=8)
+_SIMPLE = st.one_of(
+    st.builds(lambda a, b: f"{a}@{b}", _PART, _PART),
+    st.builds(
+        lambda n, a, b, t: f"{n}<{a}@{b}>{t}", _NAME, _PART, _PART, st.sampled_from(["", " "])
+    ),
+    _FROMISH,
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_SIMPLE)
+def test_from_addresses_fast_path_agrees_with_email_utils(value):
+    import email.utils
+
+    msg = f"From: {value}\r\n\r\n".encode()
+    values = header_index(msg).get("from")
+    expected = [addr for _, addr in email.utils.getaddresses(values)] if values else None
+    assert from_addresses(msg) == expected
+
+
 def test_rfc6409_8_missing_date_and_message_id_are_added_in_the_header():
     out = add_missing_headers(MSG, "mail.example.test", now=0)
     head, _, body = out.partition(b"\r\n\r\n")
