@@ -308,6 +308,9 @@ class Ring:
         return result
 
     def _release(self) -> None:
+        if self._nudge is not None and self._nudge.active():
+            self._nudge.cancel()
+        self._nudge = None
         for m in self._maps:
             m.close()
         self._maps = []
@@ -318,9 +321,6 @@ class Ring:
     def close(self) -> None:
         """Stop watching completions and tear the ring down (chains in flight are abandoned)."""
         reactor.removeReader(self)
-        if self._nudge is not None and self._nudge.active():
-            self._nudge.cancel()
-        self._nudge = None
         self._release()
 
     # -- submitting -----------------------------------------------------------------------
