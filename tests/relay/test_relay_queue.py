@@ -8,7 +8,17 @@ from types import SimpleNamespace
 
 import pytest
 
+from mailsuite import durable
 from mailsuite.relay.queue import FAILED, PENDING, NoSuchEntry, Queue, QueueEntry
+from tests.conftest import on_reactor
+
+
+@pytest.fixture(params=["uring", "threads"])
+def way(request, reactor_running, monkeypatch):
+    """Which of mailsuite.durable's ways to the disk an asynchronous queue method takes."""
+    if request.param == "threads":
+        monkeypatch.setattr(durable, "_ring", False)
+    return request.param
 
 
 def test_enqueue_writes_message_and_envelope(tmp_path):
@@ -130,15 +140,7 @@ def test_listeners_each_get_their_own_entry(tmp_path):
     assert second.recipients[0].state == PENDING
 
 
-@pytest.mark.parametrize("way", ["uring", "threads"])
-def test_enqueue_async_writes_an_entry_and_announces_it(
-    reactor_running, tmp_path, way, monkeypatch
-):
-    from mailsuite import durable
-    from tests.conftest import on_reactor
-
-    if way == "threads":
-        monkeypatch.setattr(durable, "_ring", False)
+def test_enqueue_async_writes_an_entry_and_announces_it(tmp_path, way):
     q = Queue(tmp_path / "queue")
     announced: list = []
     q.add_listener(lambda entry, data: announced.append((entry, data)))
@@ -156,13 +158,7 @@ def test_enqueue_async_writes_an_entry_and_announces_it(
     assert os.listdir(q.tmp_dir) == []
 
 
-@pytest.mark.parametrize("way", ["uring", "threads"])
-def test_enqueue_async_that_fails_leaves_nothing(reactor_running, tmp_path, way, monkeypatch):
-    from mailsuite import durable
-    from tests.conftest import on_reactor
-
-    if way == "threads":
-        monkeypatch.setattr(durable, "_ring", False)
+def test_enqueue_async_that_fails_leaves_nothing(tmp_path, way):
     q = Queue(tmp_path / "queue")
     announced: list = []
     q.add_listener(lambda entry, data: announced.append(entry))
@@ -179,15 +175,7 @@ def test_enqueue_async_that_fails_leaves_nothing(reactor_running, tmp_path, way,
     assert announced == []
 
 
-@pytest.mark.parametrize("way", ["uring", "threads"])
-def test_remove_many_async_removes_envelopes_and_messages(
-    reactor_running, tmp_path, way, monkeypatch
-):
-    from mailsuite import durable
-    from tests.conftest import on_reactor
-
-    if way == "threads":
-        monkeypatch.setattr(durable, "_ring", False)
+def test_remove_many_async_removes_envelopes_and_messages(tmp_path, way):
     q = Queue(tmp_path / "queue")
     # 100 entries: 200 unlinks, more than one io_uring chain takes (run one after the other).
     ids = [q.enqueue("a@example.test", [f"r{i}@remote.test"], b"x\r\n") for i in range(100)]
@@ -200,8 +188,6 @@ def test_remove_many_async_removes_envelopes_and_messages(
 def test_remove_many_async_waits_for_the_admin_commands_lock(reactor_running, tmp_path):
     import fcntl
     import threading
-
-    from tests.conftest import on_reactor
 
     q = Queue(tmp_path / "queue")
     qid = q.enqueue("a@example.test", ["r@remote.test"], b"x\r\n")
