@@ -35,6 +35,7 @@ from typing import Any
 from twisted.internet import defer, threads
 
 from mailsuite.durable import (
+    create_file,
     discard,
     fsync_dir,
     unlink_async,
@@ -185,13 +186,6 @@ def _fsync_together(paths: list[Path], fds: list[int]) -> None:
             os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
 def new_queue_id() -> str:
     """Sortable by arrival (microsecond time in hex) and unique across processes."""
     return f"{time.time_ns() // 1000:014X}{random.getrandbits(24):06X}"
@@ -302,21 +296,18 @@ class Queue:
     def _stage(self, entry: QueueEntry, data: bytes) -> list[int]:
         """Write the message, then the envelope (tmp/ → rename: the entry now exists); returns
         both descriptors, not yet fsynced.  On error nothing is left."""
-        msg_fd = os.open(self.msg_dir / entry.id, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        env_fd = -1
+        msg, env, tmp = self._file_names(entry.id)
+        fds: list[int] = []
         try:
-            _write_all(msg_fd, bytes(data))
-            tmp = self.tmp_dir / f"{entry.id}.json"
-            env_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            _write_all(env_fd, self._encode(entry))
-            os.rename(tmp, self._env_path(entry.id))
+            fds.append(create_file(msg, bytes(data)))
+            fds.append(create_file(tmp, self._encode(entry)))
+            os.rename(tmp, env)
         except BaseException:
-            os.close(msg_fd)
-            if env_fd >= 0:
-                os.close(env_fd)
+            for fd in fds:
+                os.close(fd)
             self._unstage(entry)
             raise
-        return [msg_fd, env_fd]
+        return fds
 
     def _unstage(self, entry: QueueEntry) -> None:
         msg, env, tmp = self._file_names(entry.id)
