@@ -573,6 +573,51 @@ def test_message_expunged_by_imap_during_a_pop3_session(alice, tls_context):
     assert len(alice.message_files(ALICE)) == 2
 
 
+def test_messages_downloaded_in_order_each_come_whole_and_marked_seen(mail_server, tls_context):
+    # From the second RETR in a row the server reads the next message ahead: whatever the
+    # client or another session does next (TOP, a big message, an expunge, DELE), each reply
+    # is right.
+    msgs = [b"Subject: m%d\n\n.dot line %d\nbody %d\n" % (i, i, i) for i in range(1, 11)]
+    msgs[2] = MESSAGES[2]  # no final newline
+    msgs[4] = big_message(1)  # above the in-memory size: streamed
+    deliver(mail_server, ALICE, *msgs)
+    p = login_s(mail_server, tls_context)
+
+    def retr(n: int) -> bytes:
+        resp, lines, _ = p.retr(n)
+        assert resp == f"+OK {len(wire(msgs[n - 1]))} octets".encode()
+        return b"\r\n".join(lines) + b"\r\n"
+
+    def expected(n: int) -> bytes:
+        # poplib takes the dot-stuffing off; it cannot tell a message without a last line end.
+        body = wire(msgs[n - 1])
+        return body if body.endswith(b"\r\n") else body + b"\r\n"
+
+    assert retr(1) == expected(1) and retr(2) == expected(2)
+    assert p.top(3, 0)[1] == [b"From: c@example.net", b"Subject: three", b""]
+    for n in (3, 4, 5, 6):
+        assert retr(n) == expected(n)
+    m = imaplib.IMAP4_SSL(
+        "127.0.0.1", mail_server.port("imaps"), ssl_context=tls_context, timeout=20
+    )
+    m.login(ALICE, DEFAULT_PASSWORD)
+    m.select("INBOX")
+    m.store("7", "+FLAGS.SILENT", "(\\Deleted)")
+    m.expunge()
+    with pytest.raises(poplib.error_proto, match="removed"):
+        p.retr(7)
+    assert retr(8) == expected(8) and retr(9) == expected(9)
+    p.dele(10)
+    with pytest.raises(poplib.error_proto, match="deleted"):
+        p.retr(10)
+    p.rset()
+    assert retr(10) == expected(10)
+    assert m.select("INBOX")[1] == [b"9"]
+    assert m.search(None, "UNSEEN")[1] == [b""]
+    m.logout()
+    p.quit()
+
+
 def test_rfc1939_octets_match_the_wire_for_files_dropped_by_other_programs(
     mail_server, tls_context
 ):
