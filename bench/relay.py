@@ -6,7 +6,7 @@ Postfix instance given the same sink and the same load.
 The sink is Postfix's smtp-sink (C, answers 250 to everything) on a free loopback port. The load
 is C client threads (smtplib), each with one session sending its share of the N messages; the
 clock starts at the first connection and "delivered" stops when the server's queue is empty
-(mailsuite: <queue>/env/ empty; Postfix: no file left in maildrop/incoming/active/deferred).
+(mailsuite: <queue>/entries/ empty; Postfix: no file left in maildrop/incoming/active/deferred).
 mailsuite takes the messages on its submission listener with AUTH PLAIN (auth.plaintext =
 "loopback", no TLS); Postfix on its smtpd with permit_mynetworks (no AUTH: it has no SASL here).
 Each run also prints how busy the machine's CPUs were, and for mailsuite the CPU time per
@@ -159,7 +159,7 @@ routes = {{ "remote.test" = "127.0.0.1:{sink_port}" }}
         Accounts(self.root / "data" / "accounts.sqlite", ["example.test"]).add_user(
             "bench@example.test", "benchpass"
         )
-        self.queue_env = self.root / "data" / "queue" / "env"
+        self.queue_entries = self.root / "data" / "queue" / "entries"
         self.release_at = None
         if drain:
             from mailsuite.relay.queue import Queue
@@ -195,7 +195,7 @@ routes = {{ "remote.test" = "127.0.0.1:{sink_port}" }}
 
     def queued(self) -> int:
         try:
-            return len(os.listdir(self.queue_env))
+            return len(os.listdir(self.queue_entries))
         except FileNotFoundError:
             return 0
 

@@ -1,19 +1,20 @@
 """The durable outbound spool: the only code that reads or writes files under the queue folder.
 
-Layout (docs/internals.md): ``msg/<id>`` holds the message bytes and ``env/<id>.json`` the
-envelope with per-recipient state; an entry exists when its envelope does.  ``enqueue`` writes
-the message, then the envelope (tmp/ → rename), and only then waits for durability: the four
-fsyncs (both files, both folders) are issued at once so the file system commits them in one
-journal transaction (about 1 ms here instead of 12 ms one after the other).  Nothing is
-acknowledged before they all return, so whatever a crash leaves half-written was never
-accepted: an envelope without its message, one that does not parse, or one whose message is
-shorter or longer than it records, is moved to ``corrupt/`` at the next start.  As in Postfix,
-the disk is the truth and the runner's memory is a cache rebuilt from it at start.
+Layout (docs/internals.md): an entry is one spool file, ``entries/<id>``: a line of JSON (the
+envelope as accepted: sender, recipients, DSN parameters), then the message bytes.  It is
+written in tmp/, fsynced, renamed into entries/ and entries/ fsynced: two fsyncs per queued
+message, as few as a file that must survive a crash can take (Postfix takes one, trusting its
+file system's journal with the directory entry).  The entry exists from the rename, and it is
+never rewritten: what delivery attempts and the admin command change (per-recipient state,
+attempts, next attempt) goes to ``env/<id>.json``, which from then on replaces the spool file's
+first line.  Nothing is acknowledged before the fsyncs return, so a spool file a crash left
+short, or whose first line does not parse, was never accepted: it is moved to ``corrupt/`` at
+the next start.  As in Postfix, the disk is the truth and the runner's memory is a cache
+rebuilt from it at start.
 
 Every method here blocks on the disk (callers on the reactor use ``deferToThread``), except
 ``enqueue_async`` and ``remove_many_async``, made for the reactor thread: they hand the file
-work to the kernel (mailsuite.durable), and ``enqueue_async`` makes the envelope appear only
-once the message is durable and the envelope written and fsynced.
+work to the kernel (mailsuite.durable).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import random
 import secrets
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +34,7 @@ from typing import Any
 
 from twisted.internet import defer, threads
 
-from mailsuite.durable import (
-    create_file,
-    discard,
-    fsync_dir,
-    unlink_async,
-    write_in_order_async,
-    write_new_file,
-)
+from mailsuite.durable import discard, fsync_dir, unlink_async, write_async, write_new_file
 
 # Recipient states.  "failed" means a permanent failure whose bounce is still owed (dsn_sent
 # False) or already sent; "delivered" likewise for NOTIFY=SUCCESS notices.
@@ -54,9 +47,8 @@ TRIGGER_NAME = "flush.trigger"
 # entries", cheaper for the server than a full re-read.
 NEW_TRIGGER_NAME = "new.trigger"
 
-# fsyncs and unlinks issued side by side: each waits on the journal (about 1 ms here), and
-# concurrent ones share a commit (see the module docstring); threads release the GIL meanwhile.
-_IO_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="queue-io")
+# A spool file's first line is read in pieces of this size (one read for most envelopes).
+_HEAD_READ = 16 * 1024
 
 
 def _unlink_quietly(path: Path) -> bool:
@@ -173,19 +165,6 @@ def _write_durable(tmp_dir: Path, final: Path, data: bytes) -> None:
     fsync_dir(final.parent)
 
 
-def _fsync_together(paths: list[Path], fds: list[int]) -> None:
-    """fsync the open files and the folders concurrently; raise the first error."""
-    opened = []
-    try:
-        for p in paths:
-            opened.append(os.open(p, os.O_RDONLY | os.O_DIRECTORY))
-        for future in [_IO_POOL.submit(os.fsync, fd) for fd in fds + opened]:
-            future.result()
-    finally:
-        for fd in opened:
-            os.close(fd)
-
-
 def new_queue_id() -> str:
     """Sortable by arrival (microsecond time in hex) and unique across processes."""
     return f"{time.time_ns() // 1000:014X}{random.getrandbits(24):06X}"
@@ -200,18 +179,19 @@ class Queue:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.msg_dir = self.path / "msg"
+        self.entry_dir = self.path / "entries"
         self.env_dir = self.path / "env"
         self.tmp_dir = self.path / "tmp"
-        self._dirs = tuple(os.fspath(d) for d in (self.msg_dir, self.env_dir, self.tmp_dir))
+        self._dirs = tuple(os.fspath(d) for d in (self.entry_dir, self.env_dir, self.tmp_dir))
         self._lock_path = os.fspath(self.path / "lock")
-        for d in (self.path, self.msg_dir, self.env_dir, self.tmp_dir):
+        for d in (self.path, self.entry_dir, self.env_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.trigger_path = self.path / TRIGGER_NAME
         self.new_trigger_path = self.path / NEW_TRIGGER_NAME
         # Called as cb(entry, data) from the enqueueing thread once an entry is durable, so
         # the runner in the same process starts on it at once, without reading it back.
         self._listeners: list = []
+        self._adopt_two_file_entries()
 
     def add_listener(self, callback) -> None:
         self._listeners.append(callback)
@@ -237,15 +217,15 @@ class Queue:
         entry = self._new_entry(
             mail_from, recipients, data, dsn_ret, dsn_envid, is_bounce, next_attempt
         )
-        fds = self._stage(entry, data)
+        spool, tmp = self._spool_names(entry.id)
         try:
-            _fsync_together([self.msg_dir, self.env_dir], fds)
+            write_new_file(tmp, self._spool_bytes(entry, data))
+            os.rename(tmp, spool)
+            fsync_dir(self.entry_dir)
         except BaseException:
-            self._unstage(entry)
+            discard(tmp)
+            discard(spool)
             raise
-        finally:
-            for fd in fds:
-                os.close(fd)
         self._announce(entry, data)
         return entry.id
 
@@ -258,15 +238,13 @@ class Queue:
         dsn_envid: str | None = None,
     ) -> defer.Deferred:
         """enqueue() called on the reactor thread: Deferred[id], without blocking it
-        (mailsuite.durable): the message is written and fsynced with msg/, then the envelope in
-        tmp/, renamed into env/ (the entry exists from here) and env/ fsynced.  On failure
-        nothing is left."""
+        (mailsuite.durable: one io_uring chain).  On failure nothing is left."""
         try:
             entry = self._new_entry(mail_from, recipients, data, dsn_ret, dsn_envid, False, None)
         except QueueError:
             return defer.fail()
-        msg, env, tmp = self._file_names(entry.id)
-        written = write_in_order_async([(msg, bytes(data), None), (tmp, self._encode(entry), env)])
+        spool, tmp = self._spool_names(entry.id)
+        written = write_async(tmp, self._spool_bytes(entry, data), rename_to=spool)
 
         def announce(_):
             self._announce(entry, data)
@@ -292,27 +270,6 @@ class Queue:
             next_attempt=now if next_attempt is None else next_attempt,
             is_bounce=is_bounce,
         )
-
-    def _stage(self, entry: QueueEntry, data: bytes) -> list[int]:
-        """Write the message, then the envelope (tmp/ → rename: the entry now exists); returns
-        both descriptors, not yet fsynced.  On error nothing is left."""
-        msg, env, tmp = self._file_names(entry.id)
-        fds: list[int] = []
-        try:
-            fds.append(create_file(msg, bytes(data)))
-            fds.append(create_file(tmp, self._encode(entry)))
-            os.rename(tmp, env)
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            self._unstage(entry)
-            raise
-        return fds
-
-    def _unstage(self, entry: QueueEntry) -> None:
-        msg, env, tmp = self._file_names(entry.id)
-        for path in (env, msg, tmp):
-            discard(path)
 
     def _announce(self, entry: QueueEntry, data: bytes) -> None:
         # Each listener may change the entry it is given: the last one gets this (new, not
@@ -345,21 +302,23 @@ class Queue:
             return "saved"
 
     def remove(self, queue_id: str) -> bool:
-        """Delete an entry, envelope first so a crash half-way leaves an orphan message only."""
+        """Delete an entry: spool file first, so a crash half-way leaves an orphan envelope
+        (nobody's, see clean_orphans), never an entry gone back to its first envelope."""
         return self.remove_many([queue_id]) == 1
 
     def remove_many(self, queue_ids: list[str]) -> int:
         """Delete entries (one lock for the batch: the runner removes finished entries in
-        batches); returns how many envelopes existed.
+        batches); returns how many existed.
 
         No fsync: a removal lost in a crash means one more delivery, never a lost message
         (Postfix does not sync deletions either).
         """
+        names = [self._file_names(q) for q in queue_ids]
         with self._lock():
-            existed = sum(_unlink_quietly(self._env_path(q)) for q in queue_ids)
-        # Without its envelope the message file is nobody's; it can go outside the lock.
-        for q in queue_ids:
-            _unlink_quietly(self.msg_dir / q)
+            existed = sum(_unlink_quietly(spool) for spool, _, _ in names)
+        # Without its spool file an envelope is nobody's; it can go outside the lock.
+        for _, env, _ in names:
+            _unlink_quietly(env)
         return existed
 
     def remove_many_async(self, queue_ids: list[str]) -> defer.Deferred:
@@ -368,8 +327,8 @@ class Queue:
         thread contends with the reactor for the GIL after each unlink; while `mailsuite queue`
         holds the lock, remove_many() waits for it in a thread as before."""
         names = [self._file_names(q) for q in queue_ids]
+        spools = [spool for spool, _, _ in names]
         envs = [env for _, env, _ in names]
-        msgs = [msg for msg, _, _ in names]
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -379,14 +338,14 @@ class Queue:
 
         def removed(results: list[int]) -> int:
             os.close(fd)
-            return sum(1 for r in results[: len(envs)] if r == 0)
+            return sum(1 for r in results[: len(spools)] if r == 0)
 
         def failed(failure):
             os.close(fd)
             return failure
 
-        # Envelopes first, as remove_many: a crash half-way leaves orphan messages only.
-        return unlink_async(envs + msgs).addCallbacks(removed, failed)
+        # Spool files first, as remove_many: a crash half-way leaves orphan envelopes only.
+        return unlink_async(spools + envs).addCallbacks(removed, failed)
 
     def modify(self, queue_id: str, change) -> QueueEntry:
         """Load, apply ``change(entry)`` and save under the lock (admin retry/bounce)."""
@@ -417,21 +376,27 @@ class Queue:
     # -- reading -------------------------------------------------------------------------
 
     def ids(self) -> list[str]:
-        """Ids of complete entries, oldest first."""
-        out = []
-        for name in os.listdir(self.env_dir):
-            if name.endswith(".json") and _valid_id(name[:-5]):
-                out.append(name[:-5])
-        out.sort()
-        return out
+        """Ids of the entries, oldest first."""
+        return sorted(name for name in os.listdir(self.entry_dir) if _valid_id(name))
+
+    def exists(self, queue_id: str) -> bool:
+        return os.path.exists(self._file_names(queue_id)[0])
 
     def load(self, queue_id: str) -> QueueEntry:
-        if not _valid_id(queue_id):
-            raise NoSuchEntry(queue_id)
+        """The entry's current envelope: env/<id>.json once written, else its spool file's."""
+        spool, env, _ = self._file_names(queue_id)
         try:
-            raw = self._env_path(queue_id).read_bytes()
+            with open(env, "rb") as f:
+                raw = f.read()
         except FileNotFoundError:
-            raise NoSuchEntry(queue_id) from None
+            with self._open_spool(queue_id) as f:
+                raw = self._envelope_line(queue_id, f)[0]
+        else:
+            if not os.path.exists(spool):
+                raise NoSuchEntry(queue_id)  # removed: the envelope was next to go
+        return self._decode(queue_id, raw)
+
+    def _decode(self, queue_id: str, raw: bytes) -> QueueEntry:
         try:
             return QueueEntry.from_json(json.loads(raw))
         except (ValueError, TypeError) as e:
@@ -446,51 +411,62 @@ class Queue:
                 continue
 
     def read_message(self, queue_id: str) -> bytes:
+        """The message, as accepted (after the spool file's first line)."""
+        with self._open_spool(queue_id) as f:
+            return self._envelope_line(queue_id, f)[1] + f.readall()
+
+    def _open_spool(self, queue_id: str):
         try:
-            return (self.msg_dir / queue_id).read_bytes()
+            return open(self._file_names(queue_id)[0], "rb", buffering=0)
         except FileNotFoundError:
             raise NoSuchEntry(queue_id) from None
 
-    def message_path(self, queue_id: str) -> Path:
-        return self.msg_dir / queue_id
+    @staticmethod
+    def _envelope_line(queue_id: str, f) -> tuple[bytes, bytes]:
+        """Reads a spool file up to the end of its first line: (that line, what was read
+        past it)."""
+        head = b""
+        while chunk := f.read(_HEAD_READ):
+            end = chunk.find(b"\n")
+            if end >= 0:
+                return head + chunk[:end], chunk[end + 1 :]
+            head += chunk
+        raise QueueError(f"{queue_id}: damaged spool file: no end of envelope")
 
     def clean_orphans(self, older_than: float = 3600.0) -> int:
-        """Remove message files without an envelope and stale tmp files left by a crash, and
-        move envelopes without a message or that do not parse to ``corrupt/`` (they were
-        never acknowledged, see the module docstring)."""
+        """Move spool files a crash left incomplete to ``corrupt/`` (they were never
+        acknowledged, see the module docstring), and remove envelopes without a spool file
+        and stale tmp files older than `older_than` seconds."""
         now = time.time()
         removed = 0
-        envs = set(self.ids())
-        for queue_id in sorted(envs):
+        ids = set(self.ids())
+        for queue_id in sorted(ids):
             try:
-                stored = (self.msg_dir / queue_id).stat().st_size
-            except FileNotFoundError:
-                stored = None
-            bad = stored is None
-            if not bad:
-                try:
-                    entry = self.load(queue_id)
-                except NoSuchEntry:
+                with self._open_spool(queue_id) as f:
+                    head = self._envelope_line(queue_id, f)[0]
+                    size = os.fstat(f.fileno()).st_size
+                accepted = self._decode(queue_id, head)
+            except NoSuchEntry:
+                continue
+            except QueueError:
+                pass
+            else:
+                # The message's data may not have reached the disk before a crash.
+                if size == len(head) + 1 + accepted.size:
                     continue
-                except QueueError:
-                    bad = True
-                else:
-                    # The message's data may not have reached the disk before a crash.
-                    bad = bool(entry.size) and stored != entry.size
-            if bad:
-                with self._lock():
-                    corrupt = self.path / "corrupt"
-                    corrupt.mkdir(exist_ok=True)
-                    try:
-                        os.rename(self._env_path(queue_id), corrupt / f"{queue_id}.json")
-                    except FileNotFoundError:
-                        continue
-                    for extra in (self.msg_dir / queue_id,):
-                        if extra.exists():
-                            os.rename(extra, corrupt / queue_id)
-                envs.discard(queue_id)
-                removed += 1
-        for d, keep in ((self.msg_dir, envs), (self.tmp_dir, set())):
+            with self._lock():
+                corrupt = self.path / "corrupt"
+                corrupt.mkdir(exist_ok=True)
+                spool, env, _ = self._file_names(queue_id)
+                try:
+                    os.rename(spool, corrupt / queue_id)
+                except FileNotFoundError:
+                    continue
+                if os.path.exists(env):
+                    os.rename(env, corrupt / f"{queue_id}.json")
+            ids.discard(queue_id)
+            removed += 1
+        for d, keep in ((self.env_dir, {f"{i}.json" for i in ids}), (self.tmp_dir, set())):
             for name in os.listdir(d):
                 p = d / name
                 if name in keep:
@@ -503,15 +479,57 @@ class Queue:
                     pass
         return removed
 
+    def _adopt_two_file_entries(self) -> None:
+        """Entries left by versions that kept the message (msg/<id>) apart from the envelope
+        (env/<id>.json) become spool files; the envelope stays as the entry's current one.
+        A message without an envelope was never accepted and is dropped."""
+        old = self.path / "msg"
+        if not old.is_dir():
+            return
+        with self._lock():
+            for name in os.listdir(old):
+                if _valid_id(name):
+                    self._adopt(name, old / name)
+                else:
+                    os.unlink(old / name)
+            try:
+                os.rmdir(old)
+            except OSError:
+                pass  # something new in it: the next start looks again
+
+    def _adopt(self, queue_id: str, message: Path) -> None:
+        spool, env, tmp = self._file_names(queue_id)
+        if os.path.exists(spool) or not os.path.exists(env):
+            os.unlink(message)
+            return
+        try:
+            with open(env, "rb") as f:
+                accepted = self._decode(queue_id, f.read())
+        except QueueError:
+            corrupt = self.path / "corrupt"
+            corrupt.mkdir(exist_ok=True)
+            os.rename(env, corrupt / f"{queue_id}.json")
+            os.rename(message, corrupt / queue_id)
+            return
+        write_new_file(tmp, self._spool_bytes(accepted, message.read_bytes()))
+        os.rename(tmp, spool)
+        fsync_dir(self.entry_dir)
+        os.unlink(message)
+
     # -- internals -----------------------------------------------------------------------
 
     def _file_names(self, queue_id: str) -> tuple[str, str, str]:
-        """(message, envelope, envelope in tmp/) as plain strings for the reactor's hot paths:
-        pathlib's joins cost more than the rest of the path handling of a queued message."""
+        """(spool file, envelope, spool file in tmp/) as plain strings for the reactor's hot
+        paths: pathlib's joins cost more than the rest of the path handling of a queued
+        message."""
         if not _valid_id(queue_id):
             raise NoSuchEntry(queue_id)
-        msg, env, tmp = self._dirs
-        return f"{msg}/{queue_id}", f"{env}/{queue_id}.json", f"{tmp}/{queue_id}.json"
+        entries, env, tmp = self._dirs
+        return f"{entries}/{queue_id}", f"{env}/{queue_id}.json", f"{tmp}/{queue_id}"
+
+    def _spool_names(self, queue_id: str) -> tuple[str, str]:
+        spool, _, tmp = self._file_names(queue_id)
+        return spool, tmp
 
     def _env_path(self, queue_id: str) -> Path:
         if not _valid_id(queue_id):
@@ -520,7 +538,12 @@ class Queue:
 
     @staticmethod
     def _encode(entry: QueueEntry) -> bytes:
+        # One line: JSON escapes the line ends inside strings.
         return json.dumps(entry.to_json(), separators=(",", ":")).encode()
+
+    @classmethod
+    def _spool_bytes(cls, entry: QueueEntry, data: bytes) -> bytes:
+        return b"".join((cls._encode(entry), b"\n", data))
 
     @contextmanager
     def _lock(self):

@@ -346,7 +346,7 @@ class QueueRunner(service.Service):
 
         def missing(f) -> None:
             # Usually an entry finished and removed while a re-scan was listing the spool.
-            if self.queue.env_dir.joinpath(f"{entry.id}.json").exists():
+            if self.queue.exists(entry.id):
                 log.warn("relay: {id}: message file unreadable: {e}", id=entry.id, e=f.value)
             self.active.pop(entry.id, None)
             self.entries.pop(entry.id, None)

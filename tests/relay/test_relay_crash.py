@@ -83,7 +83,8 @@ def test_kill_9_during_delivery_then_restart_loses_nothing(tmp_path, sink):
     # Message contents intact (each subject once at least).
     subjects = {t.data.split(b"\r\n")[1] for t in sink.transactions}
     assert len(subjects) == n
-    assert os.listdir(tmp_path / "data" / "queue" / "msg") == []
+    for sub in ("entries", "env", "tmp"):
+        assert os.listdir(tmp_path / "data" / "queue" / sub) == []
 
 
 def test_sigusr1_makes_running_server_reread_queue(tmp_path, sink):

@@ -1,4 +1,5 @@
-"""The spool format of docs/internals.md: msg/<id> + env/<id>.json, envelope last."""
+"""The spool format of docs/internals.md: entries/<id> (envelope line + message), and
+env/<id>.json for the envelope as changed since."""
 
 import dataclasses
 import json
@@ -29,8 +30,9 @@ def test_enqueue_writes_message_and_envelope(tmp_path):
         "c@remote.test",
     ]
     qid = q.enqueue("s@example.test", rcpts, b"Subject: x\r\n\r\nbody\r\n", "hdrs", "ENV1")
-    assert (tmp_path / "queue" / "msg" / qid).read_bytes() == b"Subject: x\r\n\r\nbody\r\n"
-    env = json.loads((tmp_path / "queue" / "env" / f"{qid}.json").read_text())
+    head, _, message = (tmp_path / "queue" / "entries" / qid).read_bytes().partition(b"\n")
+    assert message == b"Subject: x\r\n\r\nbody\r\n"
+    env = json.loads(head)
     assert env["mail_from"] == "s@example.test"
     assert env["dsn_ret"] == "HDRS" and env["dsn_envid"] == "ENV1"
     assert [r["address"] for r in env["recipients"]] == [
@@ -42,6 +44,26 @@ def test_enqueue_writes_message_and_envelope(tmp_path):
     assert all(r["state"] == PENDING for r in env["recipients"])
     assert q.ids() == [qid]
     assert os.listdir(tmp_path / "queue" / "tmp") == []
+    assert os.listdir(tmp_path / "queue" / "env") == []  # nothing changed yet
+
+
+def test_changes_go_to_the_envelope_file_and_the_message_stays(tmp_path):
+    q = Queue(tmp_path)
+    data = b"Subject: x\r\n\r\n" + b"line\r\n" * 20000  # longer than one read of the spool file
+    rcpts = [f"r{i}-" + "x" * 200 + "@r.test" for i in range(100)]  # a long envelope line too
+    qid = q.enqueue("s@x.test", rcpts, data)
+    spool = (tmp_path / "entries" / qid).read_bytes()
+    entry = q.load(qid)
+    entry.attempts = 2
+    entry.recipients[0].state = FAILED
+    assert q.save(entry) == "saved"
+    assert (tmp_path / "entries" / qid).read_bytes() == spool
+    again = Queue(tmp_path).load(qid)
+    assert again.attempts == 2 and again.recipients[0].state == FAILED
+    assert [r.address for r in again.recipients] == rcpts
+    assert q.read_message(qid) == data
+    assert q.remove(qid)
+    assert os.listdir(tmp_path / "entries") == [] and os.listdir(tmp_path / "env") == []
 
 
 def test_ids_sorted_by_arrival_and_unique(tmp_path):
@@ -51,12 +73,35 @@ def test_ids_sorted_by_arrival_and_unique(tmp_path):
     assert len(set(ids)) == 20
 
 
-def test_message_without_envelope_is_not_an_entry(tmp_path):
+def test_leftovers_of_a_crash_are_not_entries(tmp_path):
     q = Queue(tmp_path)
-    (tmp_path / "msg" / "ABC123").write_bytes(b"half written")
+    (tmp_path / "tmp" / "ABC123").write_bytes(b"half written")
+    (tmp_path / "env" / "ABC124.json").write_bytes(b"{}")  # its entry was being removed
     assert q.ids() == []
-    assert q.clean_orphans(older_than=0) == 1
-    assert not (tmp_path / "msg" / "ABC123").exists()
+    with pytest.raises(NoSuchEntry):
+        q.load("ABC124")
+    assert q.clean_orphans(older_than=0) == 2
+    assert os.listdir(tmp_path / "tmp") == [] and os.listdir(tmp_path / "env") == []
+
+
+def test_entries_of_the_two_file_layout_are_adopted(tmp_path):
+    # Earlier versions kept msg/<id> and env/<id>.json; a start after the upgrade keeps them.
+    (tmp_path / "msg").mkdir(parents=True)
+    (tmp_path / "env").mkdir()
+    old = QueueEntry(id="0005A1B2C3D4E5F60708", mail_from="s@x.test", recipients=[], created=1.0)
+    old.recipients = Queue._new_entry(
+        Queue.__new__(Queue), "", ["r@r.test"], b"", None, None, False, None
+    ).recipients
+    old.size, old.attempts = 6, 3
+    (tmp_path / "msg" / old.id).write_bytes(b"m\r\nm\r\n")
+    (tmp_path / "env" / f"{old.id}.json").write_bytes(json.dumps(old.to_json(), indent=1).encode())
+    (tmp_path / "msg" / "0005A1B2C3D4E5F60709").write_bytes(b"never accepted")
+    q = Queue(tmp_path)
+    assert not (tmp_path / "msg").exists()
+    assert q.ids() == [old.id]
+    assert q.load(old.id) == old and q.read_message(old.id) == b"m\r\nm\r\n"
+    assert q.clean_orphans(older_than=0) == 0
+    assert q.remove(old.id) and os.listdir(tmp_path / "env") == []
 
 
 def test_save_does_not_resurrect_deleted_entry(tmp_path):
@@ -106,10 +151,13 @@ def test_entry_whose_message_was_cut_short_by_a_crash_goes_to_corrupt(tmp_path):
     q = Queue(tmp_path)
     qid = q.enqueue("s@x.test", ["r@r.test"], b"Subject: x\r\n\r\nbody\r\n")
     kept = q.enqueue("s@x.test", ["r@r.test"], b"Subject: y\r\n\r\nbody\r\n")
-    (tmp_path / "msg" / qid).write_bytes(b"")  # what a crash before the fsync can leave
-    assert q.clean_orphans() == 1
+    spool = tmp_path / "entries" / qid
+    spool.write_bytes(spool.read_bytes()[:-3])  # what a crash before the fsync can leave
+    unreadable = q.enqueue("s@x.test", ["r@r.test"], b"Subject: z\r\n\r\nbody\r\n")
+    (tmp_path / "entries" / unreadable).write_bytes(b'{"id": ')
+    assert q.clean_orphans() == 2
     assert q.ids() == [kept]
-    assert (tmp_path / "corrupt" / f"{qid}.json").exists()
+    assert sorted(os.listdir(tmp_path / "corrupt")) == sorted([qid, unreadable])
 
 
 def test_envelope_json_round_trip_is_a_deep_copy(tmp_path):
@@ -162,8 +210,8 @@ def test_enqueue_async_that_fails_leaves_nothing(tmp_path, way):
     q = Queue(tmp_path / "queue")
     announced: list = []
     q.add_listener(lambda entry, data: announced.append(entry))
-    os.rmdir(q.env_dir)
-    q.env_dir.write_bytes(b"")  # the envelope's rename fails, after the message was written
+    os.rmdir(q.entry_dir)
+    q.entry_dir.write_bytes(b"")  # the rename fails, after the file was written and fsynced
 
     def attempt():
         d = q.enqueue_async("a@example.test", ["r@remote.test"], b"x\r\n")
@@ -171,18 +219,19 @@ def test_enqueue_async_that_fails_leaves_nothing(tmp_path, way):
 
     kind, err = on_reactor(attempt)
     assert kind == "error" and isinstance(err, OSError)
-    assert os.listdir(q.msg_dir) == [] and os.listdir(q.tmp_dir) == []
+    assert os.listdir(q.tmp_dir) == []
     assert announced == []
 
 
-def test_remove_many_async_removes_envelopes_and_messages(tmp_path, way):
+def test_remove_many_async_removes_spool_files_and_envelopes(tmp_path, way):
     q = Queue(tmp_path / "queue")
     # 100 entries: 200 unlinks, more than one io_uring chain takes (run one after the other).
     ids = [q.enqueue("a@example.test", [f"r{i}@remote.test"], b"x\r\n") for i in range(100)]
-    (q.msg_dir / ids[1]).unlink()  # already gone: the others still go
-    (q.env_dir / f"{ids[2]}.json").unlink()
+    for qid in ids[:50]:
+        q.modify(qid, lambda e: None)  # half of them with an envelope file
+    (q.entry_dir / ids[1]).unlink()  # already gone: the others still go
     assert on_reactor(q.remove_many_async, ids) == 99
-    assert os.listdir(q.env_dir) == [] and os.listdir(q.msg_dir) == []
+    assert os.listdir(q.env_dir) == [] and os.listdir(q.entry_dir) == []
 
 
 def test_remove_many_async_waits_for_the_admin_commands_lock(reactor_running, tmp_path):

@@ -40,7 +40,7 @@ class SmtpServer:
         return files[0].read_bytes()
 
     def queue_entries(self) -> list[Path]:
-        return sorted((self.root / "data" / "queue" / "env").glob("*.json"))
+        return sorted((self.root / "data" / "queue" / "entries").iterdir())
 
 
 def _base_config(data_dir: Path, cert_dir: Path, base: Path, sections: dict):
