@@ -82,44 +82,27 @@ def _uring() -> uring.Ring | None:
 def write_async(path: str, data: bytes, *, rename_to: str | None = None) -> defer.Deferred:
     """write_new_file() called on the reactor thread: create `path`, write `data`, fsync, close,
     then rename it to `rename_to` if given and fsync the directory of the final name.
-    Deferred[None]; on failure (an OSError) no file is left behind."""
-    return write_in_order_async([(path, data, rename_to)])
+    Deferred[None]; on failure (an OSError) no file is left behind.
 
-
-def write_in_order_async(files: list[tuple[str, bytes, str | None]]) -> defer.Deferred:
-    """write_async() for each of `files` (path, data, final name or None), one after the other:
-    each file is durable under its final name, its directory fsynced, before the next one is
-    created, so a later file never exists on disk without the earlier ones.  Deferred[None]; on
-    failure (an OSError) none of the files is left behind.
-
-    Through io_uring the whole sequence is one chain: the reactor submits it in one system
-    call and the kernel wakes one worker for it, where a chain per file cost a submission, a
-    worker wake-up and a round of completions each (measured for the queue's two files: 16 %
-    less reactor time per relayed message).  Elsewhere the files are written as
-    aiofsync.write_files decides and the fsyncs go through aiofsync.  (One difference: the
-    kernel runs a rename, and the later files, even when a file's fsync failed, so on a
-    failing disk they can show under their final names for the moment until they are
-    removed.)"""
+    Through io_uring the steps are one chain: the reactor submits it in one system call, the
+    kernel wakes one worker for it, and the reactor only reads the results.  Elsewhere the file
+    is written as aiofsync.write_files decides and the fsyncs go through aiofsync.  (One
+    difference: the kernel runs the rename even when the file's fsync failed, so on a failing
+    disk the file can show under its final name for the moment until it is removed.)"""
     ring = _uring()
     if ring is None:
-        return _write_apart_in_order(files)
-    steps: list[tuple] = []
-    made = []  # per file: the index of its create step, of its rename step, and its names
-    for path, data, rename_to in files:
-        created = len(steps)
-        steps += [uring.open_new(os.fsencode(path)), uring.write(data), uring.FSYNC, uring.CLOSE]
-        renamed = len(steps) if rename_to else None
-        if rename_to:
-            steps.append(uring.rename(steps[created][1], os.fsencode(rename_to)))
-        final = rename_to or path
-        steps += [uring.open_dir(os.fsencode(os.path.dirname(final))), uring.FSYNC, uring.CLOSE]
-        made.append((created, renamed, path, final))
+        return _write_apart(path, data, rename_to)
+    final = rename_to or path
+    steps = [uring.open_new(os.fsencode(path)), uring.write(data), uring.FSYNC, uring.CLOSE]
+    rename_step = len(steps)
+    if rename_to:
+        steps.append(uring.rename(steps[0][1], os.fsencode(rename_to)))
+    steps += [uring.open_dir(os.fsencode(os.path.dirname(final))), uring.FSYNC, uring.CLOSE]
 
     def failed(failure):
         results = failure.value.results
-        for created, renamed, path, final in made:
-            if results[created] >= 0:  # created by us (an existing file is not ours to remove)
-                discard(final if renamed is not None and results[renamed] >= 0 else path)
+        if results[0] >= 0:  # created by us (an existing file is not ours to remove)
+            discard(rename_to if rename_to and results[rename_step] >= 0 else path)
         return _plain(failure)
 
     return ring.run(steps).addErrback(failed)
@@ -158,24 +141,6 @@ def _plain(failure):
     # OSError(errno, text) is built as its specific subclass (FileNotFoundError, ...).
     err = failure.value
     return Failure(OSError(err.errno, err.strerror))
-
-
-def _write_apart_in_order(files: list[tuple[str, bytes, str | None]]) -> defer.Deferred:
-    written: list[str] = []
-
-    def next_file(_=None) -> defer.Deferred | None:
-        if len(written) == len(files):
-            return None
-        path, data, rename_to = files[len(written)]
-        d = _write_apart(path, data, rename_to)
-        return d.addCallback(lambda _: written.append(rename_to or path)).addCallback(next_file)
-
-    def failed(failure):
-        for final in written:
-            discard(final)
-        return failure
-
-    return defer.succeed(None).addCallback(next_file).addErrback(failed)
 
 
 def _write_apart(path: str, data: bytes, rename_to: str | None) -> defer.Deferred:

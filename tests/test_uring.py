@@ -111,33 +111,6 @@ def test_write_async_with_a_rename(way, tmp_path, size):
     assert os.listdir(tmp_path / "tmp") == [] and (tmp_path / "new" / "k").read_bytes() == data
 
 
-def test_write_in_order_async_writes_each_file_durably_in_turn(way, tmp_path):
-    for sub in ("msg", "tmp", "env"):
-        (tmp_path / sub).mkdir()
-    files = [
-        (str(tmp_path / "msg" / "q"), b"message", None),
-        (str(tmp_path / "tmp" / "q"), b"envelope", str(tmp_path / "env" / "q")),
-    ]
-    assert outcome(lambda: durable.write_in_order_async(files)) == ("ok", None)
-    assert (tmp_path / "msg" / "q").read_bytes() == b"message"
-    assert (tmp_path / "env" / "q").read_bytes() == b"envelope"
-    assert os.listdir(tmp_path / "tmp") == []
-
-
-def test_write_in_order_async_removes_the_earlier_files_when_a_later_one_fails(way, tmp_path):
-    (tmp_path / "msg").mkdir()
-    (tmp_path / "tmp").mkdir()
-    (tmp_path / "env").write_bytes(b"not a folder")
-    files = [
-        (str(tmp_path / "msg" / "q"), b"message", None),
-        (str(tmp_path / "tmp" / "q"), b"envelope", str(tmp_path / "env" / "q")),
-    ]
-    kind, err = outcome(lambda: durable.write_in_order_async(files))
-    assert kind == "error" and isinstance(err, NotADirectoryError)
-    assert os.listdir(tmp_path / "msg") == [] and os.listdir(tmp_path / "tmp") == []
-    assert (tmp_path / "env").read_bytes() == b"not a folder"
-
-
 def test_write_async_leaves_nothing_when_the_rename_fails(way, tmp_path):
     (tmp_path / "tmp").mkdir()
     (tmp_path / "new").write_bytes(b"not a folder")
