@@ -47,6 +47,8 @@ RESCAN_TICKS = 30
 # Messages enqueued in this process up to this size are handed to the runner in memory.
 PRELOAD_MAX = 256 * 1024
 RELAY_THREADS = 8
+# Messages read from disk in one trip to the relay's threads (see QueueRunner._read).
+READ_BATCH = 32
 MAX_ACTIVE = 1000
 MAX_RCPTS_PER_TRANSACTION = 100
 # Seconds an idle connection waits for more mail to the same destination before QUIT.
@@ -300,22 +302,30 @@ class QueueRunner(service.Service):
         now = time.time()
         # A bounded number of entries in flight (Postfix's qmgr_message_active_limit): after an
         # outage the whole backlog is due at once and must not be read into memory at once.
+        to_read: list[tuple[_Active, list[_Job], bytes | None]] = []
         while self.heap and self.heap[0][0] <= now and len(self.active) < MAX_ACTIVE:
             when, qid = heapq.heappop(self.heap)
             entry = self.entries.get(qid)
             if entry is None or qid in self.active or entry.next_attempt != when:
                 continue  # stale heap item
-            self._start(entry)
+            started = self._start(entry)
+            if started is not None:
+                to_read.append(started)
+        for i in range(0, len(to_read), READ_BATCH):
+            batch = to_read[i : i + READ_BATCH]
+            self._in_pool(self._read, batch).addCallback(self._loaded, batch)
         self._spawn_workers()
 
-    def _start(self, entry: QueueEntry) -> None:
+    def _start(self, entry: QueueEntry) -> tuple[_Active, list[_Job], bytes | None] | None:
+        """Make the entry's jobs; they are queued at once when its message is in memory and
+        needs no signing, else returned to have the message read (and signed) in a thread."""
         act = _Active(entry)
         self.active[entry.id] = act
         pending = entry.pending
         if not pending:
             # Only notices are owed (e.g. `queue bounce`): straight to bookkeeping.
             self._finish(act)
-            return
+            return None
         groups: dict[tuple[str, str], list] = defaultdict(list)
         for r in pending:
             domain = r.address.rpartition("@")[2].lower()
@@ -333,28 +343,42 @@ class QueueRunner(service.Service):
         act.attempted = True
 
         preloaded = self.preloaded.pop(entry.id, None)
-
-        def read():
-            data = self.queue.read_message(entry.id) if preloaded is None else preloaded
-            return sign_hook(self.services, entry.mail_from, data)
-
-        def loaded(data: bytes) -> None:
-            act.data = data
+        if preloaded is not None and not self.signing_possible():
+            # In memory and nothing to sign: no disk, no thread.
+            act.data = preloaded
             for job in jobs:
                 self._push_job(job)
-            self._spawn_workers()
+            return None
+        return act, jobs, preloaded
 
-        def missing(f) -> None:
-            # Usually an entry finished and removed while a re-scan was listing the spool.
-            if self.queue.exists(entry.id):
-                log.warn("relay: {id}: message file unreadable: {e}", id=entry.id, e=f.value)
-            self.active.pop(entry.id, None)
-            self.entries.pop(entry.id, None)
+    def _read(self, started: list[tuple[_Active, list[_Job], bytes | None]]) -> list:
+        """In a thread: the messages of entries just started, read and signed, or the error
+        each gave.  One trip to the pool for a batch (after an outage the whole backlog is
+        due at once): each trip costs the reactor a hand-over, and every worker thread that
+        reads at the same time contends with it for the GIL at each system call."""
+        out: list = []
+        for act, _, preloaded in started:
+            try:
+                data = self.queue.read_message(act.entry.id) if preloaded is None else preloaded
+                out.append(sign_hook(self.services, act.entry.mail_from, data))
+            except Exception as e:
+                out.append(e)
+        return out
 
-        if preloaded is not None and not self.signing_possible():
-            loaded(preloaded)  # in memory and nothing to sign: no disk, no thread
-            return
-        self._in_pool(read).addCallbacks(loaded, missing)
+    def _loaded(self, results: list, started: list) -> None:
+        for (act, jobs, _), result in zip(started, results, strict=True):
+            entry = act.entry
+            if isinstance(result, Exception):
+                # Usually an entry finished and removed while a re-scan was listing the spool.
+                if self.queue.exists(entry.id):
+                    log.warn("relay: {id}: message file unreadable: {e}", id=entry.id, e=result)
+                self.active.pop(entry.id, None)
+                self.entries.pop(entry.id, None)
+                continue
+            act.data = result
+            for job in jobs:
+                self._push_job(job)
+        self._spawn_workers()
 
     def _push_job(self, job: _Job) -> None:
         self.jobs[job.dest_key].append(job)

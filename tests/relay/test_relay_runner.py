@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mailsuite.delivery import Recipient
-from mailsuite.relay.queue import FAILED, PENDING
+from mailsuite.relay.queue import FAILED, PENDING, Queue
 from tests.relay.relay_support import Sender, in_reactor, relay_config, wait_for
 
 MSG = b"From: sender@example.test\r\nTo: a@remote.test\r\nSubject: test\r\n\r\nHello there.\r\n"
@@ -359,6 +359,24 @@ def test_runner_rebuilds_state_from_disk(tmp_path, sink):
     assert len(sink.transactions) == 2
     (raw,) = s.mailbox()
     assert parse_dsn(raw)[3][0]["Status"] == "5.1.1"
+
+
+def test_backlog_read_from_disk_goes_out_each_message_to_its_recipient(tmp_path, sink):
+    # More entries than one batch of reads (READ_BATCH), all due at the start.
+    cfg = relay_config(tmp_path, routes={"remote.test": f"127.0.0.1:{sink.port}"})
+    s = Sender(cfg)
+    queue = Queue(s.services.queue.path)  # as `mailsuite deliver` would: nothing kept in memory
+    for i in range(75):
+        data = MSG.replace(b"Subject: test", b"Subject: m%d" % i)
+        queue.enqueue("sender@example.test", [f"r{i}@remote.test"], data)
+    try:
+        s.start()
+        s.wait_empty()
+    finally:
+        s.stop()
+    got = {tuple(t.accepted): t.data.split(b"\r\n")[2] for t in sink.transactions}
+    assert got == {(f"r{i}@remote.test",): b"Subject: m%d" % i for i in range(75)}
+    assert len(sink.transactions) == 75
 
 
 def test_stop_leaves_entry_for_next_start(tmp_path, sink):
