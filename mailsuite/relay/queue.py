@@ -217,7 +217,7 @@ class Queue:
         entry = self._new_entry(
             mail_from, recipients, data, dsn_ret, dsn_envid, is_bounce, next_attempt
         )
-        spool, tmp = self._spool_names(entry.id)
+        spool, _, tmp = self._file_names(entry.id)
         try:
             write_new_file(tmp, self._spool_bytes(entry, data))
             os.rename(tmp, spool)
@@ -243,7 +243,7 @@ class Queue:
             entry = self._new_entry(mail_from, recipients, data, dsn_ret, dsn_envid, False, None)
         except QueueError:
             return defer.fail()
-        spool, tmp = self._spool_names(entry.id)
+        spool, _, tmp = self._file_names(entry.id)
         written = write_async(tmp, self._spool_bytes(entry, data), rename_to=spool)
 
         def announce(_):
@@ -454,16 +454,12 @@ class Queue:
                 # The message's data may not have reached the disk before a crash.
                 if size == len(head) + 1 + accepted.size:
                     continue
+            spool, env, _ = self._file_names(queue_id)
             with self._lock():
-                corrupt = self.path / "corrupt"
-                corrupt.mkdir(exist_ok=True)
-                spool, env, _ = self._file_names(queue_id)
                 try:
-                    os.rename(spool, corrupt / queue_id)
+                    self._set_aside(queue_id, spool, env)
                 except FileNotFoundError:
-                    continue
-                if os.path.exists(env):
-                    os.rename(env, corrupt / f"{queue_id}.json")
+                    continue  # removed meanwhile
             ids.discard(queue_id)
             removed += 1
         for d, keep in ((self.env_dir, {f"{i}.json" for i in ids}), (self.tmp_dir, set())):
@@ -506,15 +502,21 @@ class Queue:
             with open(env, "rb") as f:
                 accepted = self._decode(queue_id, f.read())
         except QueueError:
-            corrupt = self.path / "corrupt"
-            corrupt.mkdir(exist_ok=True)
-            os.rename(env, corrupt / f"{queue_id}.json")
-            os.rename(message, corrupt / queue_id)
+            self._set_aside(queue_id, message, env)
             return
         write_new_file(tmp, self._spool_bytes(accepted, message.read_bytes()))
         os.rename(tmp, spool)
         fsync_dir(self.entry_dir)
         os.unlink(message)
+
+    def _set_aside(self, queue_id: str, spool_or_message: str | Path, env: str) -> None:
+        """Into corrupt/, for a person to look at: the file as <id> and the envelope, if any,
+        as <id>.json."""
+        corrupt = self.path / "corrupt"
+        corrupt.mkdir(exist_ok=True)
+        os.rename(spool_or_message, corrupt / queue_id)
+        if os.path.exists(env):
+            os.rename(env, corrupt / f"{queue_id}.json")
 
     # -- internals -----------------------------------------------------------------------
 
@@ -526,10 +528,6 @@ class Queue:
             raise NoSuchEntry(queue_id)
         entries, env, tmp = self._dirs
         return f"{entries}/{queue_id}", f"{env}/{queue_id}.json", f"{tmp}/{queue_id}"
-
-    def _spool_names(self, queue_id: str) -> tuple[str, str]:
-        spool, _, tmp = self._file_names(queue_id)
-        return spool, tmp
 
     def _env_path(self, queue_id: str) -> Path:
         if not _valid_id(queue_id):

@@ -313,7 +313,11 @@ class QueueRunner(service.Service):
                 to_read.append(started)
         for i in range(0, len(to_read), READ_BATCH):
             batch = to_read[i : i + READ_BATCH]
-            self._in_pool(self._read, batch).addCallback(self._loaded, batch)
+            self._in_pool(self._read, batch).addCallbacks(
+                self._loaded,
+                lambda f, b=batch: self._loaded([f.value] * len(b), b),
+                callbackArgs=(batch,),
+            )
         self._spawn_workers()
 
     def _start(self, entry: QueueEntry) -> tuple[_Active, list[_Job], bytes | None] | None:

@@ -10,7 +10,14 @@ from types import SimpleNamespace
 import pytest
 
 from mailsuite import durable
-from mailsuite.relay.queue import FAILED, PENDING, NoSuchEntry, Queue, QueueEntry
+from mailsuite.relay.queue import (
+    FAILED,
+    PENDING,
+    NoSuchEntry,
+    Queue,
+    QueuedRecipient,
+    QueueEntry,
+)
 from tests.conftest import on_reactor
 
 
@@ -88,18 +95,27 @@ def test_entries_of_the_two_file_layout_are_adopted(tmp_path):
     # Earlier versions kept msg/<id> and env/<id>.json; a start after the upgrade keeps them.
     (tmp_path / "msg").mkdir(parents=True)
     (tmp_path / "env").mkdir()
-    old = QueueEntry(id="0005A1B2C3D4E5F60708", mail_from="s@x.test", recipients=[], created=1.0)
-    old.recipients = Queue._new_entry(
-        Queue.__new__(Queue), "", ["r@r.test"], b"", None, None, False, None
-    ).recipients
-    old.size, old.attempts = 6, 3
+    old = QueueEntry(
+        id="0005A1B2C3D4E5F60708",
+        mail_from="s@x.test",
+        recipients=[QueuedRecipient("r@r.test")],
+        created=1.0,
+        size=6,
+        attempts=3,
+    )
     (tmp_path / "msg" / old.id).write_bytes(b"m\r\nm\r\n")
     (tmp_path / "env" / f"{old.id}.json").write_bytes(json.dumps(old.to_json(), indent=1).encode())
     (tmp_path / "msg" / "0005A1B2C3D4E5F60709").write_bytes(b"never accepted")
+    (tmp_path / "msg" / "0005A1B2C3D4E5F6070A").write_bytes(b"m\r\n")
+    (tmp_path / "env" / "0005A1B2C3D4E5F6070A.json").write_bytes(b'{"id": ')
     q = Queue(tmp_path)
     assert not (tmp_path / "msg").exists()
     assert q.ids() == [old.id]
     assert q.load(old.id) == old and q.read_message(old.id) == b"m\r\nm\r\n"
+    assert sorted(os.listdir(tmp_path / "corrupt")) == [
+        "0005A1B2C3D4E5F6070A",
+        "0005A1B2C3D4E5F6070A.json",
+    ]
     assert q.clean_orphans(older_than=0) == 0
     assert q.remove(old.id) and os.listdir(tmp_path / "env") == []
 
