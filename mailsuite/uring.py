@@ -32,7 +32,8 @@ from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
 _SYS_SETUP, _SYS_ENTER, _SYS_REGISTER = 425, 426, 427
-_OP_FSYNC, _OP_OPENAT, _OP_CLOSE, _OP_WRITE, _OP_RENAMEAT, _OP_UNLINKAT = 3, 18, 19, 23, 35, 36
+_OP_FSYNC, _OP_OPENAT, _OP_CLOSE, _OP_READ, _OP_WRITE = 3, 18, 19, 22, 23
+_OP_RENAMEAT, _OP_UNLINKAT = 35, 36
 _SQE_FIXED_FILE, _SQE_IO_LINK, _SQE_IO_HARDLINK = 1, 4, 8
 _SETUP_CQSIZE, _SETUP_CLAMP, _SETUP_SUBMIT_ALL = 1 << 3, 1 << 4, 1 << 7
 _SETUP_COOP_TASKRUN = 1 << 8
@@ -101,6 +102,17 @@ def open_new(path: bytes) -> tuple:
 def open_dir(path: bytes) -> tuple:
     """Open the directory `path` as the chain's file (after the previous one was closed)."""
     return ("open", path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def open_read(path: bytes) -> tuple:
+    """Open the existing file `path` for reading as the chain's file."""
+    return ("open", path, os.O_RDONLY)
+
+
+def read(buf: bytearray) -> tuple:
+    """Read from the start of the chain's file into `buf`, at most its length; the step's
+    result is the number of bytes read (a short read is no failure)."""
+    return ("read", buf, (ctypes.c_char * len(buf)).from_buffer(buf))
 
 
 def write(data: bytes) -> tuple:
@@ -326,8 +338,9 @@ class Ring:
     # -- submitting -----------------------------------------------------------------------
 
     def run(self, steps: list[tuple], keep_going: bool = False) -> defer.Deferred:
-        """Run `steps` in order, each after the previous one completed: Deferred[None], or a
-        ChainFailed.  With `keep_going` a failed step never stops the ones after it."""
+        """Run `steps` in order, each after the previous one completed: Deferred[list of the
+        steps' results], or a ChainFailed.  With `keep_going` a failed step never stops the
+        ones after it."""
         if not 0 < len(steps) <= MAX_STEPS:
             raise ValueError(f"a chain has 1 to {MAX_STEPS} steps, not {len(steps)}")
         chain = _Chain(steps, _SQE_IO_HARDLINK if keep_going else _SQE_IO_LINK)
@@ -350,7 +363,9 @@ class Ring:
         last = len(chain.steps) - 1
         tail = self._sq_tail
         for i, step in enumerate(chain.steps):
-            flags = 0 if i == last else chain.link
+            # The kernel takes a short read for a failure and cancels the rest of a plain
+            # link; reading less than the buffer holds is what a read is for here.
+            flags = 0 if i == last else _SQE_IO_HARDLINK if step[0] == "read" else chain.link
             self._put(tail, step, flags, slot, chain.id << 8 | i)
             tail = (tail + 1) & _MASK32
         self._enter(tail, len(chain.steps), chain)
@@ -365,6 +380,10 @@ class Ring:
         elif kind == "write":
             data = step[1]
             fields = (_OP_WRITE, flags | _SQE_FIXED_FILE, 0, slot, 0, _address(data), len(data), 0)
+            tail_fields = (user_data, 0, 0, 0, 0, 0)
+        elif kind == "read":
+            addr, size = ctypes.addressof(step[2]), len(step[1])
+            fields = (_OP_READ, flags | _SQE_FIXED_FILE, 0, slot, 0, addr, size, 0)
             tail_fields = (user_data, 0, 0, 0, 0, 0)
         elif kind == "fsync":
             fields = (_OP_FSYNC, flags | _SQE_FIXED_FILE, 0, slot, 0, 0, 0, 0)
@@ -452,6 +471,6 @@ class Ring:
         while self._waiting and self._free and not self._broken:
             self._submit(self._waiting.popleft(), self._free.pop())
         if failure is None:
-            chain.deferred.callback(None)
+            chain.deferred.callback(chain.results)
         else:
             chain.deferred.errback(failure)

@@ -46,8 +46,20 @@ def delivery_steps(tmp: bytes, dest: bytes, data: bytes) -> list[tuple]:
 def test_a_chain_writes_renames_and_syncs(ring, tmp_path):
     tmp, dest = bytes(tmp_path / "a"), bytes(tmp_path / "b")
     data = b"x" * 100_000
-    assert outcome(lambda: ring.run(delivery_steps(tmp, dest, data))) == ("ok", None)
+    kind, results = outcome(lambda: ring.run(delivery_steps(tmp, dest, data)))
+    assert kind == "ok" and results == [0, len(data), 0, 0, 0, 0, 0, 0]
     assert os.listdir(tmp_path) == ["b"] and (tmp_path / "b").read_bytes() == data
+
+
+def test_a_chain_reads_less_than_its_buffer_and_still_closes(ring, tmp_path):
+    (tmp_path / "f").write_bytes(b"short")
+    buf = bytearray(b"-" * 10)
+    steps = [uring.open_read(bytes(tmp_path / "f")), uring.read(buf), uring.CLOSE]
+    assert outcome(lambda: ring.run(steps)) == ("ok", [0, 5, 0])
+    assert buf == b"short-----"
+    assert len(ring._free) == uring._SLOTS  # the slot is free again: the close ran
+    kind, err = outcome(lambda: ring.run([uring.open_read(bytes(tmp_path / "no")), *steps[1:]]))
+    assert kind == "error" and (err.step, err.errno) == (0, errno.ENOENT)
 
 
 def test_a_failed_rename_is_reported_though_the_kernel_runs_the_later_steps(ring, tmp_path):
@@ -127,6 +139,15 @@ def test_write_async_never_removes_a_file_it_did_not_create(way, tmp_path):
     kind, err = outcome(lambda: durable.write_async(str(path), b"mine"))
     assert kind == "error" and isinstance(err, FileExistsError)
     assert path.read_bytes() == b"someone else's"
+
+
+@pytest.mark.parametrize("size", [0, 5, 100_000])
+def test_read_async_reads_up_to_its_limit(way, tmp_path, size):
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    assert outcome(lambda: durable.read_async(str(tmp_path / "f"), 70_000)) == ("ok", data[:70_000])
+    kind, err = outcome(lambda: durable.read_async(str(tmp_path / "missing"), 10))
+    assert kind == "error" and isinstance(err, FileNotFoundError)
 
 
 def test_step_buffers_are_addressed_where_ctypes_finds_them():

@@ -34,7 +34,14 @@ from typing import Any
 
 from twisted.internet import defer, threads
 
-from mailsuite.durable import discard, fsync_dir, unlink_async, write_async, write_new_file
+from mailsuite.durable import (
+    discard,
+    fsync_dir,
+    read_async,
+    unlink_async,
+    write_async,
+    write_new_file,
+)
 
 # Recipient states.  "failed" means a permanent failure whose bounce is still owed (dsn_sent
 # False) or already sent; "delivered" likewise for NOTIFY=SUCCESS notices.
@@ -414,6 +421,27 @@ class Queue:
         """The message, as accepted (after the spool file's first line)."""
         with self._open_spool(queue_id) as f:
             return self._envelope_line(queue_id, f)[1] + f.readall()
+
+    def read_message_async(self, queue_id: str, size: int, pool=None) -> defer.Deferred:
+        """read_message() from the reactor thread, for a message of `size` bytes as its
+        envelope records: Deferred[bytes], or None when the spool file turns out longer than
+        that and an envelope line of up to _HEAD_READ bytes (read it with read_message in a
+        thread then).  Failures as read_message's.  Without io_uring the file is read in a
+        thread of `pool` (durable.read_async)."""
+        limit = size + _HEAD_READ + 1
+        spool = self._file_names(queue_id)[0]
+
+        def message(raw: bytes) -> bytes | None:
+            end = raw.find(b"\n")
+            if end < 0 or len(raw) == limit:
+                return None
+            return raw[end + 1 :]
+
+        def failed(failure):
+            failure.trap(FileNotFoundError)
+            raise NoSuchEntry(queue_id)
+
+        return read_async(spool, limit, pool).addCallbacks(message, failed)
 
     def _open_spool(self, queue_id: str):
         try:

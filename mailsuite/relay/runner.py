@@ -312,17 +312,13 @@ class QueueRunner(service.Service):
             if started is not None:
                 to_read.append(started)
         for i in range(0, len(to_read), READ_BATCH):
-            batch = to_read[i : i + READ_BATCH]
-            self._in_pool(self._read, batch).addCallbacks(
-                self._loaded,
-                lambda f, b=batch: self._loaded([f.value] * len(b), b),
-                callbackArgs=(batch,),
-            )
+            self._read_in_pool(to_read[i : i + READ_BATCH])
         self._spawn_workers()
 
     def _start(self, entry: QueueEntry) -> tuple[_Active, list[_Job], bytes | None] | None:
-        """Make the entry's jobs; they are queued at once when its message is in memory and
-        needs no signing, else returned to have the message read (and signed) in a thread."""
+        """Make the entry's jobs.  Without signing to do, they are queued at once when the
+        message is in memory, or once the kernel has read a small one; otherwise the entry is
+        returned, to have its message read (and signed) in a thread."""
         act = _Active(entry)
         self.active[entry.id] = act
         pending = entry.pending
@@ -347,13 +343,38 @@ class QueueRunner(service.Service):
         act.attempted = True
 
         preloaded = self.preloaded.pop(entry.id, None)
-        if preloaded is not None and not self.signing_possible():
-            # In memory and nothing to sign: no disk, no thread.
-            act.data = preloaded
-            for job in jobs:
-                self._push_job(job)
-            return None
+        if not self.signing_possible():
+            if preloaded is not None:
+                act.data = preloaded
+                for job in jobs:
+                    self._push_job(job)
+                return None
+            if entry.size <= PRELOAD_MAX:
+                self._read_small([(act, jobs, None)])
+                return None
         return act, jobs, preloaded
+
+    def _read_small(self, started: list[tuple[_Active, list[_Job], bytes | None]]) -> None:
+        """A small message with nothing to sign, read by the kernel (Queue.read_message_async):
+        no thread hand-over and no contention for the GIL, which a backlog read in the pool
+        costs the reactor at every system call (measured with bench/relay.py --drain)."""
+        ((act, _, _),) = started
+
+        def read(data: bytes | None) -> None:
+            if data is None:  # a longer spool file than its envelope says: read it all
+                self._read_in_pool(started)
+            else:
+                self._loaded([data], started)
+
+        d = self.queue.read_message_async(act.entry.id, act.entry.size, self.pool)
+        d.addCallbacks(read, lambda f: self._loaded([f.value], started))
+
+    def _read_in_pool(self, started: list[tuple[_Active, list[_Job], bytes | None]]) -> None:
+        self._in_pool(self._read, started).addCallbacks(
+            self._loaded,
+            lambda f: self._loaded([f.value] * len(started), started),
+            callbackArgs=(started,),
+        )
 
     def _read(self, started: list[tuple[_Active, list[_Job], bytes | None]]) -> list:
         """In a thread: the messages of entries just started, read and signed, or the error

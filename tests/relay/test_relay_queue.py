@@ -222,6 +222,26 @@ def test_enqueue_async_writes_an_entry_and_announces_it(tmp_path, way):
     assert os.listdir(q.tmp_dir) == []
 
 
+def test_read_message_async(tmp_path, way):
+    q = Queue(tmp_path / "queue")
+    data = b"Subject: x\r\n\r\n" + b"line\r\n" * 4000
+    qid = q.enqueue("a@example.test", ["r@remote.test"], data)
+    assert on_reactor(q.read_message_async, qid, len(data)) == data
+    # Well beyond the size given (never so, unless written by something else): None, meaning
+    # "read it with read_message".
+    assert on_reactor(q.read_message_async, qid, 10) is None
+    many = q.enqueue("a@example.test", [f"r{i}-{'x' * 300}@remote.test" for i in range(100)], b"m")
+    assert on_reactor(q.read_message_async, many, 1) is None  # an envelope line of 30 KB
+    assert q.read_message(many) == b"m"
+    q.remove(qid)
+
+    def gone():
+        d = q.read_message_async(qid, len(data))
+        return d.addCallbacks(lambda _: None, lambda f: f.value)
+
+    assert isinstance(on_reactor(gone), NoSuchEntry)
+
+
 def test_enqueue_async_that_fails_leaves_nothing(tmp_path, way):
     q = Queue(tmp_path / "queue")
     announced: list = []
