@@ -54,6 +54,19 @@ def serve(conf: str) -> subprocess.Popen:
     )
 
 
+def restart_until_drained(conf: str, queue: Queue) -> None:
+    proc = serve(conf)
+    try:
+        wait_for(lambda: not queue.ids(), timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def test_kill_9_during_delivery_then_restart_loses_nothing(tmp_path, sink):
     # Slow final replies keep several transactions in flight when the kill comes.
     sink.script.slow["DATA-END"] = 0.4
@@ -77,16 +90,7 @@ def test_kill_9_during_delivery_then_restart_loses_nothing(tmp_path, sink):
     remaining = {r.address for e in queue.entries() for r in e.recipients}
     assert remaining | delivered_before == {f"r{i}@remote.test" for i in range(n)}
     sink.script.slow.clear()
-    proc = serve(conf)
-    try:
-        wait_for(lambda: not queue.ids(), timeout=30)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    restart_until_drained(conf, queue)
     delivered = {a for t in sink.transactions for a in t.accepted}
     assert delivered == {f"r{i}@remote.test" for i in range(n)}
     # Message contents intact (each subject once at least).
@@ -142,16 +146,7 @@ def test_kill_9_while_clients_submit_loses_no_acknowledged_message(tmp_path, sin
     queue = Queue(tmp_path / "data" / "queue")
     assert queue.ids(), "the kill came too late to test anything"
     sink.script.slow.clear()
-    proc = serve(conf)
-    try:
-        wait_for(lambda: not queue.ids(), timeout=30)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    restart_until_drained(conf, queue)
     delivered = {a for t in sink.transactions for a in t.accepted}
     assert acknowledged <= delivered
     for t in sink.transactions:  # each message whole, and the one sent to its recipient
