@@ -1,5 +1,6 @@
 """File durability primitives shared by the store and the queue: a message is only "accepted"
-once its bytes and its directory entry are on disk."""
+once its bytes and its directory entry are on disk.  Also the reactor's other file work on
+messages (reading a queued one, removing finished ones) through the same io_uring."""
 
 from __future__ import annotations
 
