@@ -350,15 +350,15 @@ class QueueRunner(service.Service):
                     self._push_job(job)
                 return None
             if entry.size <= PRELOAD_MAX:
-                self._read_small([(act, jobs, None)])
+                self._read_small(act, jobs)
                 return None
         return act, jobs, preloaded
 
-    def _read_small(self, started: list[tuple[_Active, list[_Job], bytes | None]]) -> None:
+    def _read_small(self, act: _Active, jobs: list[_Job]) -> None:
         """A small message with nothing to sign, read by the kernel (Queue.read_message_async):
         no thread hand-over and no contention for the GIL, which a backlog read in the pool
         costs the reactor at every system call (measured with bench/relay.py --drain)."""
-        ((act, _, _),) = started
+        started = [(act, jobs, None)]
 
         def read(data: bytes | None) -> None:
             if data is None:  # a longer spool file than its envelope says: read it all
