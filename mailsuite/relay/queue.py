@@ -164,11 +164,17 @@ def _recipient_from(value: Any) -> QueuedRecipient:
     return QueuedRecipient(address=str(get("address")), notify=notify, orcpt=orcpt)
 
 
-def _write_durable(tmp_dir: Path, final: Path, data: bytes) -> None:
-    """tmp → fsync → rename → fsync dir: the rename is the commit point."""
+def _write_durable(tmp_dir: Path, final: str | Path, data: bytes) -> None:
+    """tmp → fsync → rename → fsync dir: the rename is the commit point.  A failure before the
+    rename leaves nothing in tmp/; after it, `final` is in place but perhaps not durable."""
+    final = Path(final)
     tmp = tmp_dir / f"{final.name}.{os.getpid()}.{secrets.token_hex(4)}"
     write_new_file(tmp, data)
-    os.rename(tmp, final)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        discard(tmp)
+        raise
     fsync_dir(final.parent)
 
 
@@ -224,14 +230,11 @@ class Queue:
         entry = self._new_entry(
             mail_from, recipients, data, dsn_ret, dsn_envid, is_bounce, next_attempt
         )
-        spool, _, tmp = self._file_names(entry.id)
+        spool = self._file_names(entry.id)[0]
         try:
-            write_new_file(tmp, self._spool_bytes(entry, data))
-            os.rename(tmp, spool)
-            fsync_dir(self.entry_dir)
+            _write_durable(self.tmp_dir, spool, self._spool_bytes(entry, data))
         except BaseException:
-            discard(tmp)
-            discard(spool)
+            discard(spool)  # not acknowledged: not to be delivered either
             raise
         self._announce(entry, data)
         return entry.id
@@ -522,7 +525,7 @@ class Queue:
                 pass  # something new in it: the next start looks again
 
     def _adopt(self, queue_id: str, message: Path) -> None:
-        spool, env, tmp = self._file_names(queue_id)
+        spool, env, _ = self._file_names(queue_id)
         if os.path.exists(spool) or not os.path.exists(env):
             os.unlink(message)
             return
@@ -532,9 +535,7 @@ class Queue:
         except QueueError:
             self._set_aside(queue_id, message, env)
             return
-        write_new_file(tmp, self._spool_bytes(accepted, message.read_bytes()))
-        os.rename(tmp, spool)
-        fsync_dir(self.entry_dir)
+        _write_durable(self.tmp_dir, spool, self._spool_bytes(accepted, message.read_bytes()))
         os.unlink(message)
 
     def _set_aside(self, queue_id: str, spool_or_message: str | Path, env: str) -> None:

@@ -259,6 +259,15 @@ def test_enqueue_async_that_fails_leaves_nothing(tmp_path, way):
     assert announced == []
 
 
+def test_enqueue_that_fails_leaves_nothing(tmp_path):
+    q = Queue(tmp_path / "queue")
+    os.rmdir(q.entry_dir)
+    q.entry_dir.write_bytes(b"")  # the rename fails, after the file was written and fsynced
+    with pytest.raises(OSError):
+        q.enqueue("a@example.test", ["r@remote.test"], b"x\r\n")
+    assert os.listdir(q.tmp_dir) == []
+
+
 def test_remove_many_async_removes_spool_files_and_envelopes(tmp_path, way):
     q = Queue(tmp_path / "queue")
     # 100 entries: 200 unlinks, more than one io_uring chain takes (run one after the other).
