@@ -11,6 +11,7 @@ from mailsuite.accounts.db import Accounts
 from mailsuite.accounts.throttle import FailedLoginThrottle
 from mailsuite.config import Config, ConfigError
 from mailsuite.delivery import Delivery
+from mailsuite.imap.server_state import ImapState
 from mailsuite.limits import ConnectionLimiter
 from mailsuite.relay.queue import Queue
 from mailsuite.store import Store
@@ -40,6 +41,7 @@ class Services:
     delivery: Delivery
     queue: Queue
     connections: ConnectionLimiter
+    imap: ImapState  # what the IMAP sessions of this server share about folders
 
     @classmethod
     def create(cls, config: Config, with_tls: bool = True) -> Services:
@@ -68,6 +70,7 @@ class Services:
             connections=ConnectionLimiter(
                 config.limits.connections_total, config.limits.connections_per_ip
             ),
+            imap=ImapState(),
         )
 
     def plaintext_auth_allowed(self, secure: bool, client_ip: str) -> bool:

@@ -173,3 +173,8 @@ def untagged(text: str | bytes) -> bytes:
 
 def continuation(text: str = "Ready") -> bytes:
     return b"+ " + text.encode("utf-8") + CRLF
+
+
+# What a command handler returns when it wrote its own tagged reply (STARTTLS, COMPRESS: the
+# stream changes right after that reply, so the session must not add one).
+ALREADY_ANSWERED = object()

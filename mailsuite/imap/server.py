@@ -1,9 +1,9 @@
-"""The IMAP4 Protocol: bytes from the socket into the command reader, commands to the
-session one at a time, responses back out (optionally DEFLATE-compressed, RFC 4978).
+"""The Twisted adapter of the IMAP session: the socket's bytes into `Session.receive`, the
+session's replies out to the transport (optionally DEFLATE-compressed, RFC 4978), TLS,
+back-pressure through a registered producer, the autologout timer and the connection limit.
 
-Thin on purpose: framing lives in `parser`, state and replies in `session`, behaviour in
-`commands`.  The next pipelined command is parsed only when the previous one has written its
-tagged reply, so STARTTLS and COMPRESS can change the stream between two commands.
+Thin on purpose: framing lives in `parser`, the protocol state machine in `session`, behaviour
+in `commands`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 import socket
 import zlib
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, reactor
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailsuite.imap import response as R
-from mailsuite.imap.parser import Command, CommandReader, NeedContinuation, RejectedCommand
 from mailsuite.imap.session import Session
 from mailsuite.listener import SessionFactory
 
@@ -49,10 +48,7 @@ class ImapProtocol(protocol.Protocol):
     def __init__(self, services, kind: str):
         self.services = services
         self.kind = kind
-        cfg = services.config.imap
-        self.reader = CommandReader(cfg.max_command_line, cfg.max_literal, cfg.append_limit)
         self.session: Session | None = None
-        self.busy = False
         self.closed = False
         self._tls_started = kind == "imaps"
         self._inflate = None
@@ -72,7 +68,7 @@ class ImapProtocol(protocol.Protocol):
             except OSError:
                 pass
         self.transport.registerProducer(self._gate, True)
-        self.session = Session(self.services, self, self.kind, ip)
+        self.session = Session(self.services, self.services.imap, self, self.kind, ip)
         limiter = getattr(self.services, "connections", None)
         if limiter is not None:
             if not limiter.acquire(ip):
@@ -80,8 +76,7 @@ class ImapProtocol(protocol.Protocol):
                 self.close()
                 return
             self._conn_token = ip
-        caps = " ".join(self.session.capabilities())
-        self.write_sequence([R.untagged(f"OK [CAPABILITY {caps}] mailsuite IMAP4rev1 ready")])
+        self.session.greet()
         self._reset_timeout()
 
     def connectionLost(self, reason=None):
@@ -113,8 +108,6 @@ class ImapProtocol(protocol.Protocol):
 
     # -- timeouts -----------------------------------------------------------------------------
     def _reset_timeout(self) -> None:
-        from twisted.internet import reactor
-
         # RFC 3501 §5.4: an autologout timer of at least 30 minutes (config.imap.idle_timeout).
         seconds = self.services.config.imap.idle_timeout
         if self._timeout is not None and self._timeout.active():
@@ -139,73 +132,9 @@ class ImapProtocol(protocol.Protocol):
                 self.close()
                 return
         self._reset_timeout()
-        self.reader.feed(data)
-        if self.reader.in_command:
-            self._quick_ack()
-        self._pump()
+        self.session.receive(data)
 
-    def _pump(self) -> None:
-        session = self.session
-        while not self.closed:
-            if session.line_handler is not None:
-                # A sub-dialogue (AUTHENTICATE response, IDLE's DONE) takes raw lines while
-                # its command is still running.
-                line = self.reader.next_line()
-                if line is None:
-                    if self.reader.buffered() > self.services.config.imap.max_command_line:
-                        self.write_sequence([R.untagged("BYE Line too long")])
-                        self.close()
-                    return
-                try:
-                    session.line_handler(line)
-                except Exception:
-                    log.failure("IMAP line handler crashed")
-                    self.close()
-                continue
-            if self.busy:
-                return
-            ev = self.reader.next_event()
-            if ev is None:
-                return
-            if isinstance(ev, NeedContinuation):
-                self.write_sequence([R.continuation("Ready for literal data")])
-                self._quick_ack()
-            elif isinstance(ev, RejectedCommand):
-                if ev.close:
-                    session.send(R.tagged(ev.tag, ev.error.status, ev.error.text, ev.error.code))
-                    session.send(R.untagged("BYE Literal too large"))
-                    session.flush()
-                    self.close()
-                    return
-                session.reject(ev.tag, ev.error)
-            elif isinstance(ev, Command):
-                self._run_step(session.run, ev)
-
-    def _run_step(self, fn, arg) -> None:
-        try:
-            d = fn(arg)
-        except Exception:
-            log.failure("IMAP handler crashed")
-            self.write_sequence([R.untagged("BYE Internal error")])
-            self.close()
-            return
-        if isinstance(d, defer.Deferred) and not d.called:
-            self.busy = True
-
-            def done(result):
-                self.busy = False
-                if not self.closed:
-                    self._pump()
-                return None
-
-            def crashed(failure):
-                log.failure("IMAP command crashed", failure=failure)
-                self.busy = False
-                self.close()
-
-            d.addCallbacks(done, crashed)
-
-    def _quick_ack(self) -> None:
+    def quick_ack(self) -> None:
         """ACK a literal's data at once: clients (imaplib among them) send the literal and its
         closing CRLF in two writes, and Nagle holds the CRLF until the literal is ACKed, which
         a delayed ACK postpones by 40 ms per APPEND.  Linux only; re-armed per read."""
@@ -259,7 +188,7 @@ class ImapProtocol(protocol.Protocol):
     # -- stream changes -----------------------------------------------------------------------
     def start_tls(self) -> None:
         """RFC 3501 §6.2.1: anything pipelined after STARTTLS is discarded, never run."""
-        self.reader.clear()
+        self.session.reader.clear()
         self.transport.startTLS(self.services.tls.server_options())
         self._tls_started = True
 
@@ -267,10 +196,11 @@ class ImapProtocol(protocol.Protocol):
         """RFC 4978 §3: DEFLATE (raw, no zlib header) both ways from the next byte on."""
         self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
         self._inflate = zlib.decompressobj(-15)
-        pending = self.reader.take_buffer()
+        reader = self.session.reader
+        pending = reader.take_buffer()
         if pending:
             try:
-                self.reader.feed(self._inflate.decompress(pending))
+                reader.feed(self._inflate.decompress(pending))
             except zlib.error:
                 self.close()
 

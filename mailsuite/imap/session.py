@@ -1,258 +1,83 @@
-"""IMAP session state: the connection's state (RFC 3501 §3), its selected-folder view with
-its own message sequence numbers, and the untagged updates owed to the client.
+"""The IMAP protocol state machine: bytes in, replies out, no socket.
 
-The store keeps one shared `Folder` per folder; every session that selects it holds a
-`SelectedView`: the list of messages *as this client knows them*.  Changes made by other
-sessions, POP3 or delivery arrive as folder events and are queued here; they reach the client
-only where RFC 3501 allows (§5.2, §7.4.1): EXPUNGE never during FETCH/STORE/SEARCH, and a
-sequence number never shifts under a command's feet.
+A `Session` takes what the client sent (`receive`), frames it into commands with the pure
+`CommandReader`, runs them one at a time through the command table, enforces the state each
+command needs (RFC 3501 §3), and writes every reply through its `Connection`: whatever carries
+the bytes (the Twisted adapter in `server.py`, or a list in a test).  Folder events reach it
+through its `SelectedView`.  The next pipelined command is taken only when the previous one has
+written its tagged reply, so STARTTLS and COMPRESS change the stream between two commands.
 """
 
 from __future__ import annotations
 
-import bisect
-import time
-import weakref
+from typing import Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mailsuite.imap import response as R
-from mailsuite.imap.commands import (
-    ALREADY_ANSWERED,
-    AUTHENTICATED,
-    COMMANDS,
-    NOT_AUTHENTICATED,
-    SELECTED,
-    load_all,
+from mailsuite.imap.commands.table import COMMANDS, CommandSpec, capabilities
+from mailsuite.imap.parser import (
+    Command,
+    CommandReader,
+    ImapBad,
+    ImapBye,
+    ImapError,
+    ImapNo,
+    NeedContinuation,
+    RejectedCommand,
 )
-from mailsuite.imap.parser import Command, ImapBad, ImapBye, ImapError, ImapNo
-from mailsuite.imap.sequence import SequenceSet, format_sequence_set
+from mailsuite.imap.server_state import ImapState
+from mailsuite.imap.states import AUTHENTICATED, LOGOUT, NOT_AUTHENTICATED, SELECTED
+from mailsuite.imap.view import SelectedView
 
 log = Logger(namespace="mailsuite.imap")
 
-# \Recent (RFC 3501 §2.3.2.3) belongs to exactly one session: the first to see a message.
-# The store does not keep it, so the process remembers, per shared Folder, the highest UID
-# some session has already reported.  After a restart nothing is recent, as with a fresh index.
-_recent_claimed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Untagged output is gathered and written in pieces of about this size (whole responses, few
+# writes; a big FETCH does not sit in memory whole).
+FLUSH_BYTES = 65536
 
 
-def claim_recent(folder) -> set[int]:
-    """Take the messages no session has reported as \\Recent yet; return their UIDs.
+class Connection(Protocol):
+    """What a session needs from whatever carries its bytes."""
 
-    On the first sight of a folder since start, what sits in Maildir `new/` is recent (the
-    Maildir meaning of `new/`, as Dovecot reads it); after that, whatever arrived since."""
-    last = folder.messages[-1].uid if folder.messages else 0
-    prev = _recent_claimed.get(folder)
-    _recent_claimed[folder] = last if prev is None else max(prev, last)
-    if prev is None:
-        return {m.uid for m in folder.messages if m.subdir == "new"}
-    return set(_uids_above(folder, prev))
+    closed: bool
 
+    def is_secure(self) -> bool: ...
 
-def recent_count(folder) -> int:
-    """RECENT for STATUS: messages no session has reported yet."""
-    mark = _recent_claimed.get(folder)
-    if mark is None:
-        return sum(1 for m in folder.messages if m.subdir == "new")
-    return sum(1 for _ in _uids_above(folder, mark))
+    def write_sequence(self, chunks: list[bytes]) -> None: ...
 
+    def wait_writable(self) -> defer.Deferred: ...
 
-# Changes made inside this process reach the shared Folder at once; only other programs'
-# changes need a directory check.  A check right after a flag change rescans the folder (the
-# directory mtime moved), so IMAP asks for one at most once a second per folder.
-REFRESH_INTERVAL = 0.9
-_last_refresh: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    def close(self) -> None: ...
 
+    def start_tls(self) -> None: ...
 
-def refresh_folder(folder, force: bool = False) -> None:
-    """Sync `folder` with the disk unless that was done within REFRESH_INTERVAL."""
-    now = time.monotonic()
-    if not force and now - _last_refresh.get(folder, -1e9) < REFRESH_INTERVAL:
-        return
-    _last_refresh[folder] = now
-    folder.refresh()
+    def start_compression(self) -> None: ...
 
-
-def _uids_above(folder, uid: int):
-    i = bisect.bisect_right(folder.messages, uid, key=lambda m: m.uid)
-    return (m.uid for m in folder.messages[i:])
-
-
-class SelectedView:
-    """One session's view of a selected folder (RFC 3501 §2.3.1.2 sequence numbers)."""
-
-    def __init__(self, session: Session, folder, readonly: bool):
-        self.session = session
-        self.folder = folder
-        self.readonly = readonly
-        self.messages: list = list(folder.messages)
-        self.recent: set[int] = set()
-        if not readonly:
-            self.recent = claim_recent(folder)
-        self.pending_expunge: set[int] = set()
-        self.pending_flags: set[int] = set()
-        self.pending_exists = False
-        self.flag_search_memo = None  # see commands/search.py _flag_only
-        folder.add_listener(self.on_event)
-
-    def close(self) -> None:
-        self.folder.remove_listener(self.on_event)
-
-    # -- folder events ----------------------------------------------------------------------
-    def on_event(self, event) -> None:
-        if event.source is self:
-            return  # our own change: the command answers for it itself
-        if event.kind == "exists":
-            self.pending_exists = True
-        elif event.kind == "flags":
-            self.pending_flags.update(event.uids)
-        elif event.kind == "expunge":
-            self.pending_expunge.update(event.uids)
-        self.session.folder_changed()
-
-    @property
-    def has_pending(self) -> bool:
-        return bool(self.pending_exists or self.pending_flags or self.pending_expunge)
-
-    # -- numbering --------------------------------------------------------------------------
-    @property
-    def exists(self) -> int:
-        return len(self.messages)
-
-    def seq_of_uid(self, uid: int) -> int | None:
-        i = bisect.bisect_left(self.messages, uid, key=lambda m: m.uid)
-        if i < len(self.messages) and self.messages[i].uid == uid:
-            return i + 1
-        return None
-
-    def is_live(self, msg) -> bool:
-        """False once another session or program expunged it (still numbered here).
-
-        Every expunge not made by this session arrives as an event into pending_expunge, so
-        with none pending every message of the view is live (no lookup per message)."""
-        return not self.pending_expunge or self.folder.by_uid(msg.uid) is msg
-
-    def select(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, object]]:
-        """(seq, msg) pairs in this view for a sequence or UID set (RFC 3501 §6.4.8)."""
-        msgs = self.messages
-        if seqset.dollar:
-            saved = set(self.session.saved_uids)
-            return [(i + 1, m) for i, m in enumerate(msgs) if m.uid in saved]
-        if not msgs:
-            return []
-        out: list[tuple[int, object]] = []
-        if not uid:
-            n = len(msgs)
-            for lo, hi in seqset.resolve(n):
-                if lo > n:
-                    continue
-                out.extend((i, msgs[i - 1]) for i in range(lo, min(hi, n) + 1))
-            return out
-        for lo, hi in seqset.resolve(msgs[-1].uid):
-            i = bisect.bisect_left(msgs, lo, key=lambda m: m.uid)
-            j = bisect.bisect_right(msgs, hi, key=lambda m: m.uid)
-            out.extend((k + 1, msgs[k]) for k in range(i, j))
-        return out
-
-    def check_seqset(self, seqset: SequenceSet, uid: bool) -> None:
-        """RFC 3501 §9: a message sequence number beyond EXISTS is an error (not for UIDs).
-
-        A range is accepted when it starts inside the mailbox ("1:1000" on 10 messages), as
-        Dovecot does, and so is any range with "*"; a range wholly beyond the end is BAD."""
-        if uid or seqset.dollar:
-            return
-        n = len(self.messages)
-        for lo, hi in seqset.ranges:
-            if lo is None or hi is None:
-                # "n:*" is "*:n" (RFC 3501 §9): it names the last message whatever n is,
-                # and nothing in an empty mailbox.
-                continue
-            if min(lo, hi) > n:
-                raise ImapBad("Invalid message sequence number")
-
-    def flags_of(self, msg) -> frozenset[str]:
-        if msg.uid in self.recent:
-            return msg.flags | {"\\Recent"}
-        return msg.flags
-
-    # -- updates ----------------------------------------------------------------------------
-    def drain_updates(self, expunge_ok: bool) -> list[bytes]:
-        """Untagged EXPUNGE/VANISHED, EXISTS/RECENT and FETCH lines owed to the client."""
-        out: list[bytes] = []
-        if expunge_ok and self.pending_expunge:
-            out.extend(self.remove_expunged(self.pending_expunge))
-            self.pending_expunge = set()
-        if self.pending_exists:
-            self.pending_exists = False
-            last = self.messages[-1].uid if self.messages else 0
-            fresh = [
-                m for m in self.folder.messages[self._folder_index_after(last) :] if m.uid > last
-            ]
-            if fresh:
-                self.messages.extend(fresh)
-                if not self.readonly:
-                    fresh_uids = {m.uid for m in fresh}
-                    self.recent.update(claim_recent(self.folder) & fresh_uids)
-                out.append(b"* %d EXISTS\r\n" % len(self.messages))
-                out.append(b"* %d RECENT\r\n" % len(self.recent))
-        if self.pending_flags:
-            uids = sorted(self.pending_flags)
-            self.pending_flags = set()
-            for uid in uids:
-                seq = self.seq_of_uid(uid)
-                if seq is None:
-                    continue
-                msg = self.messages[seq - 1]
-                if not self.is_live(msg):
-                    continue
-                out.append(self.flags_fetch(seq, msg))
-        return out
-
-    def _folder_index_after(self, uid: int) -> int:
-        return bisect.bisect_right(self.folder.messages, uid, key=lambda m: m.uid)
-
-    def flags_fetch(self, seq: int, msg, with_uid: bool = True) -> bytes:
-        """`* n FETCH (UID u FLAGS (...) MODSEQ (m))` (RFC 7162 §3.2.4 wants UID with QRESYNC)."""
-        parts = []
-        if with_uid or self.session.qresync:
-            parts.append(b"UID %d" % msg.uid)
-        parts.append(b"FLAGS " + R.flag_list(self.flags_of(msg)))
-        if self.session.condstore:
-            parts.append(b"MODSEQ (%d)" % msg.modseq)
-        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))
-
-    def remove_expunged(self, uids) -> list[bytes]:
-        """Drop messages from the view; EXPUNGE lines (or one VANISHED with QRESYNC)."""
-        uids = set(uids)
-        out: list[bytes] = []
-        if self.session.qresync:
-            gone = [m.uid for m in self.messages if m.uid in uids]
-            if gone:
-                self.messages = [m for m in self.messages if m.uid not in uids]
-                # RFC 7162 §3.2.10: VANISHED replaces EXPUNGE once QRESYNC is enabled.
-                out.append(b"* VANISHED " + format_sequence_set(gone).encode() + b"\r\n")
-        else:
-            # Highest number first: each line's number stays valid as the client applies it.
-            for i in range(len(self.messages) - 1, -1, -1):
-                if self.messages[i].uid in uids:
-                    out.append(b"* %d EXPUNGE\r\n" % (i + 1))
-                    del self.messages[i]
-        self.recent -= uids
-        self.pending_flags -= uids
-        return out
+    def quick_ack(self) -> None: ...
 
 
 class Session:
     """Per-connection state and the one place where results become tagged replies."""
 
-    def __init__(self, services, protocol, kind: str, client_ip: str):
-        load_all()
+    def __init__(
+        self,
+        services,
+        imap_state: ImapState,
+        protocol: Connection,
+        kind: str,
+        client_ip: str,
+    ):
         self.services = services
         self.config = services.config
+        self.imap_state = imap_state
         self.protocol = protocol
         self.kind = kind
         self.client_ip = client_ip
+        cfg = services.config.imap
+        self.reader = CommandReader(cfg.max_command_line, cfg.max_literal, cfg.append_limit)
         self.state = NOT_AUTHENTICATED
         self.user: str | None = None
         self.mailbox = None
@@ -263,6 +88,7 @@ class Session:
         self.idling = None  # the IDLE command's state while idling
         self.compressed = False
         self.bad_commands = 0
+        self.busy = False  # a command's Deferred has not fired yet
         self.current = None
         self._out: list[bytes] = []
         self._out_size = 0
@@ -293,15 +119,105 @@ class Session:
         return False
 
     def capabilities(self) -> list[str]:
-        from mailsuite.imap.commands.misc import capabilities
-
         return capabilities(self)
+
+    # -- events in ----------------------------------------------------------------------------
+    def greet(self) -> None:
+        """The connection is up: RFC 3501 §7.1.1 greeting with the capabilities."""
+        caps = " ".join(self.capabilities())
+        self.send(R.untagged(f"OK [CAPABILITY {caps}] mailsuite IMAP4rev1 ready"))
+        self.flush()
+
+    def receive(self, data: bytes) -> None:
+        """Bytes from the client (already inflated when COMPRESS is active)."""
+        self.reader.feed(data)
+        if self.reader.in_command:
+            self.protocol.quick_ack()
+        self.pump()
+
+    def pump(self) -> None:
+        """Run what the reader holds, one command at a time."""
+        while not self.protocol.closed:
+            if self.line_handler is not None:
+                if not self._feed_line_handler():
+                    return
+                continue
+            if self.busy:
+                return
+            ev = self.reader.next_event()
+            if ev is None:
+                return
+            if isinstance(ev, NeedContinuation):
+                self.protocol.write_sequence([R.continuation("Ready for literal data")])
+                self.protocol.quick_ack()
+            elif isinstance(ev, RejectedCommand):
+                if ev.close:
+                    self.send(R.tagged(ev.tag, ev.error.status, ev.error.text, ev.error.code))
+                    self.send(R.untagged("BYE Literal too large"))
+                    self.flush()
+                    self.protocol.close()
+                    return
+                self.reject(ev.tag, ev.error)
+            elif isinstance(ev, Command):
+                self._run_step(ev)
+
+    def _feed_line_handler(self) -> bool:
+        """A sub-dialogue (AUTHENTICATE response, IDLE's DONE) takes raw lines while its
+        command is still running.  False when no whole line is there yet."""
+        line = self.reader.next_line()
+        if line is None:
+            if self.reader.buffered() > self.config.imap.max_command_line:
+                self.protocol.write_sequence([R.untagged("BYE Line too long")])
+                self.protocol.close()
+            return False
+        try:
+            self.line_handler(line)
+        except Exception:
+            log.failure("IMAP line handler crashed")
+            self.protocol.close()
+        return True
+
+    def _run_step(self, cmd: Command) -> None:
+        try:
+            d = self.run(cmd)
+        except Exception:
+            log.failure("IMAP handler crashed")
+            self.protocol.write_sequence([R.untagged("BYE Internal error")])
+            self.protocol.close()
+            return
+        if isinstance(d, defer.Deferred) and not d.called:
+            self.busy = True
+
+            def done(result):
+                self.busy = False
+                if not self.protocol.closed:
+                    self.pump()
+                return None
+
+            def crashed(failure):
+                log.failure("IMAP command crashed", failure=failure)
+                self.busy = False
+                self.protocol.close()
+
+            d.addCallbacks(done, crashed)
+
+    def folder_changed(self) -> None:
+        """A folder event arrived; IDLE delivers it at once (RFC 2177)."""
+        if self.idling is not None:
+            self.idling.wake()
+
+    def close(self) -> None:
+        """The connection is gone (or LOGOUT): let go of the folder and IDLE's poll."""
+        self.deselect()
+        if self.idling is not None:
+            self.idling.stop()
+            self.idling = None
 
     # -- output -------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
         self._out.append(data)
         self._out_size += len(data)
-        if self._out_size >= 65536:
+        if self._out_size >= FLUSH_BYTES:
             self.flush()
 
     def send_many(self, lines: list[bytes]) -> None:
@@ -321,11 +237,6 @@ class Session:
     def send_updates(self, expunge_ok: bool = True) -> None:
         if self.view is not None:
             self.send_many(self.view.drain_updates(expunge_ok))
-
-    def folder_changed(self) -> None:
-        """A folder event arrived; IDLE delivers it at once (RFC 2177)."""
-        if self.idling is not None:
-            self.idling.wake()
 
     # -- state changes ------------------------------------------------------------------------
     def select(self, folder, readonly: bool) -> SelectedView:
@@ -347,12 +258,6 @@ class Session:
         self.user = address
         self.mailbox = self.services.store.mailbox(address)
         self.state = AUTHENTICATED
-
-    def close(self) -> None:
-        self.deselect()
-        if self.idling is not None:
-            self.idling.stop()
-            self.idling = None
 
     # -- running commands ---------------------------------------------------------------------
     def run(self, cmd: Command) -> defer.Deferred | None:
@@ -376,8 +281,8 @@ class Session:
         self._finish_ok(cmd, spec, result)
         return None
 
-    def _finish_ok(self, cmd: Command, spec, result) -> None:
-        if self.state == "logout" or result is ALREADY_ANSWERED:
+    def _finish_ok(self, cmd: Command, spec: CommandSpec, result) -> None:
+        if self.state == LOGOUT or result is R.ALREADY_ANSWERED:
             self.flush()
             return
         self.send_updates(spec.expunge_ok)
@@ -400,7 +305,7 @@ class Session:
         if not isinstance(error, ImapError):
             log.failure(
                 "IMAP command {name} failed",
-                failure=_failure(error),
+                failure=Failure(error, type(error), error.__traceback__),
                 name=cmd.name,
             )
             error = ImapNo("SERVERBUG", "Internal error, see the server log")
@@ -430,9 +335,3 @@ class Session:
             self.send(R.untagged("BYE Too many invalid commands"))
             self.flush()
             self.protocol.close()
-
-
-def _failure(error: BaseException):
-    from twisted.python.failure import Failure
-
-    return Failure(error, type(error), error.__traceback__)

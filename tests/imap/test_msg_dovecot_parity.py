@@ -283,9 +283,9 @@ def _sort_cases():
 
 @pytest.mark.parametrize("criteria,expected", _sort_cases())
 def test_sort_matches_dovecot(criteria, expected):
+    from mailsuite.imap.commands.sort import parse_sort_command, sort_messages
     from mailsuite.imap.parser import parse_line
     from mailsuite.imap.search import SearchContext, evaluate_seqs
-    from mailsuite.imap.sort import parse_sort_command, sort_messages
 
     msgs = _sort_thread_messages()
 
@@ -299,7 +299,7 @@ def test_sort_matches_dovecot(criteria, expected):
 
 @pytest.mark.parametrize("algorithm", ["REFERENCES", "ORDEREDSUBJECT"])
 def test_thread_matches_dovecot(algorithm):
-    from mailsuite.imap.thread import thread_messages
+    from mailsuite.imap.commands.thread import thread_messages
     from tests.imap.msg_dovecot_sortthread import THREADS
 
     msgs = _sort_thread_messages()
@@ -507,7 +507,7 @@ def test_date_header_parsing_matches_dovecot(value, day):
 
 def test_sort_date_order_matches_dovecot():
     # Dovecot: SORT (DATE) of these (internal dates an hour apart from 2024-01-01 09:06:40)
-    from mailsuite.imap.sort import sent_date
+    from mailsuite.imap.commands.sort import sent_date
 
     values = [
         b"Mon, 1 Jan 2024 23:30:00 -0800",

@@ -7,11 +7,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailsuite.imap import mime
+from mailsuite.imap.commands.sort import base_subject
 from mailsuite.imap.fetch import fetch_response, parse_fetch_items
 from mailsuite.imap.mime import MessageContent, find_part
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo, parse_line
 from mailsuite.imap.search import SearchContext, evaluate, parse_search_command
-from mailsuite.imap.sort import base_subject
 from tests.imap import msg_fixtures as F
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

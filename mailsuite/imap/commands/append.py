@@ -11,7 +11,6 @@ import re
 
 from twisted.internet import defer
 
-from mailsuite.imap.commands import AUTH, command
 from mailsuite.imap.commands.mailbox import mailbox_arg, store_error
 from mailsuite.imap.commands.store import parse_flags
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo, LiteralFile
@@ -86,7 +85,6 @@ def _messages(args: list) -> list[tuple[list[str], float | None, bytes]]:
     return out
 
 
-@command("APPEND", states=AUTH)
 def append(session, cmd):
     if len(cmd.args) < 2:
         raise ImapBad("APPEND needs a mailbox and a message")

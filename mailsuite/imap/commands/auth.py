@@ -10,7 +10,6 @@ from twisted.logger import Logger
 
 from mailsuite import sasl
 from mailsuite.imap import response as R
-from mailsuite.imap.commands import ALREADY_ANSWERED, NOAUTH, command
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
 from mailsuite.store import NoSuchMailbox
 
@@ -28,7 +27,6 @@ def _text(value, what: str) -> str:
     return str(value)
 
 
-@command("STARTTLS", states=NOAUTH)
 def starttls(session, cmd):
     if cmd.args:
         raise ImapBad("STARTTLS takes no arguments")
@@ -39,7 +37,7 @@ def starttls(session, cmd):
     session.send(R.tagged(cmd.tag, "OK", "Begin TLS negotiation now"))
     session.flush()
     session.protocol.start_tls()
-    return ALREADY_ANSWERED
+    return R.ALREADY_ANSWERED
 
 
 def _check_plaintext(session) -> None:
@@ -48,7 +46,6 @@ def _check_plaintext(session) -> None:
         raise ImapNo("PRIVACYREQUIRED", "Plaintext authentication disallowed without TLS")
 
 
-@command("LOGIN", states=NOAUTH)
 def login(session, cmd):
     if len(cmd.args) != 2:
         raise ImapBad("LOGIN needs user name and password")
@@ -89,7 +86,6 @@ def _authenticate(session, username: str, password: str, authzid: str = "") -> d
     return d
 
 
-@command("AUTHENTICATE", states=NOAUTH)
 def authenticate(session, cmd):
     if not cmd.args or not isinstance(cmd.args[0], Atom) or len(cmd.args) > 2:
         raise ImapBad("AUTHENTICATE needs a mechanism name")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from mailsuite.imap.commands import SEL, command
 from mailsuite.imap.commands.expunge import expunge_messages
 from mailsuite.imap.commands.mailbox import mailbox_arg, store_error
 from mailsuite.imap.parser import ImapBad, ImapNo
@@ -64,21 +63,17 @@ def _copy(session, cmd, uid: bool, move: bool):
     return d
 
 
-@command("COPY", states=SEL, expunge_ok=False)
 def copy(session, cmd):
     return _copy(session, cmd, uid=False, move=False)
 
 
-@command("UID COPY", states=SEL)
 def uid_copy(session, cmd):
     return _copy(session, cmd, uid=True, move=False)
 
 
-@command("MOVE", states=SEL)
 def move(session, cmd):
     return _copy(session, cmd, uid=False, move=True)
 
 
-@command("UID MOVE", states=SEL)
 def uid_move(session, cmd):
     return _copy(session, cmd, uid=True, move=True)

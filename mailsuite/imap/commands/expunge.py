@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from mailsuite.imap.commands import SEL, command
 from mailsuite.imap.parser import ImapBad, ImapNo
 from mailsuite.imap.sequence import parse_sequence_set
 
@@ -23,7 +22,6 @@ def _deleted(view, pool) -> list:
     return [m for m in pool if "\\Deleted" in m.flags]
 
 
-@command("EXPUNGE", states=SEL)
 def expunge(session, cmd):
     if cmd.args:
         raise ImapBad("EXPUNGE takes no arguments")
@@ -33,7 +31,6 @@ def expunge(session, cmd):
     expunge_messages(session, _deleted(view, view.messages))
 
 
-@command("UID EXPUNGE", states=SEL)
 def uid_expunge(session, cmd):
     if len(cmd.args) != 1:
         raise ImapBad("UID EXPUNGE needs a UID set")

@@ -12,7 +12,7 @@ from twisted.internet import defer, threads
 
 from mailsuite.imap import fetch as fetch_items
 from mailsuite.imap import mime
-from mailsuite.imap.commands import SEL, command, fetch_fast
+from mailsuite.imap.commands import fetch_fast
 from mailsuite.imap.parser import ImapBad, ImapNo
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
 from mailsuite.store import parsed_cache
@@ -209,11 +209,9 @@ def _write_batches(session, view, req, targets, seen_set, uid):
     return None
 
 
-@command("FETCH", states=SEL, expunge_ok=False)
 def fetch(session, cmd):
     return _fetch(session, cmd, uid=False)
 
 
-@command("UID FETCH", states=SEL)
 def uid_fetch(session, cmd):
     return _fetch(session, cmd, uid=True)

@@ -5,12 +5,9 @@ CREATE-SPECIAL-USE (RFC 6154), CHILDREN (RFC 3348) and STATUS=SIZE (RFC 8438).""
 from __future__ import annotations
 
 import re
-import weakref
 
 from mailsuite.imap import response as R
-from mailsuite.imap.commands import AUTH, command
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
-from mailsuite.imap.session import recent_count, refresh_folder
 from mailsuite.store import BadFolderName, FolderExists, NoSuchFolder, QuotaExceeded
 
 SEP = "/"
@@ -43,7 +40,7 @@ def open_folder(session, name: str, create_hint: bool = False):
         raise ImapNo("CANNOT", f"Invalid mailbox name: {e}") from None
     # SELECT, EXAMINE and STATUS show the folder as it is now, whatever other programs
     # (a `mailsuite deliver` from the MTA, rsync) did a moment ago.
-    refresh_folder(folder, force=True)
+    session.imap_state.refresh(folder, force=True)
     return folder
 
 
@@ -72,7 +69,6 @@ def store_error(e: Exception) -> ImapNo:
 # -- CREATE / DELETE / RENAME ----------------------------------------------------------------
 
 
-@command("CREATE", states=AUTH)
 def create(session, cmd):
     if not cmd.args or len(cmd.args) > 2:
         raise ImapBad("CREATE needs a mailbox name")
@@ -113,7 +109,6 @@ def _create_use(opts) -> str | None:
     raise ImapNo("USEATTR", "Unsupported special-use attribute")
 
 
-@command("DELETE", states=AUTH)
 def delete(session, cmd):
     if len(cmd.args) != 1:
         raise ImapBad("DELETE needs a mailbox name")
@@ -132,7 +127,6 @@ def delete(session, cmd):
         pass
 
 
-@command("RENAME", states=AUTH)
 def rename(session, cmd):
     if len(cmd.args) != 2:
         raise ImapBad("RENAME needs two mailbox names")
@@ -166,7 +160,6 @@ def rename(session, cmd):
                 pass
 
 
-@command("SUBSCRIBE", states=AUTH)
 def subscribe(session, cmd):
     if len(cmd.args) != 1:
         raise ImapBad("SUBSCRIBE needs a mailbox name")
@@ -177,7 +170,6 @@ def subscribe(session, cmd):
         raise store_error(e) from None
 
 
-@command("UNSUBSCRIBE", states=AUTH)
 def unsubscribe(session, cmd):
     if len(cmd.args) != 1:
         raise ImapBad("UNSUBSCRIBE needs a mailbox name")
@@ -296,7 +288,6 @@ def _decode_text(session, value) -> str:
     return raw
 
 
-@command("LIST", states=AUTH)
 def list_command(session, cmd):
     select_opts, ref, patterns, return_opts, extended = _list_args(cmd)
     ret, status_items = _return_options(return_opts)
@@ -359,7 +350,6 @@ def list_command(session, cmd):
     session.send_many(lines)
 
 
-@command("LSUB", states=AUTH)
 def lsub(session, cmd):
     if len(cmd.args) != 2 or any(isinstance(a, list) for a in cmd.args):
         raise ImapBad("LSUB needs a reference and a mailbox pattern")
@@ -418,30 +408,6 @@ def _status_items(items) -> list[str]:
     return out
 
 
-# (unseen, deleted, size) per folder, recomputed only when \Seen or \Deleted changes on some
-# message or messages arrive or leave (iOS and Thunderbird poll STATUS of every folder while
-# other clients toggle \Flagged).
-_COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _counts(folder) -> tuple[int, int, int]:
-    v = folder.flag_versions
-    stamp = (v["S"], v["T"], folder.membership_version, len(folder.messages))
-    hit = _COUNTS.get(folder)
-    if hit is not None and hit[0] == stamp:
-        return hit[1]
-    unseen = deleted = size = 0
-    for m in folder.messages:
-        flags = m.flags
-        if "\\Seen" not in flags:
-            unseen += 1
-        if "\\Deleted" in flags:
-            deleted += 1
-        size += m.wire_size
-    _COUNTS[folder] = (stamp, (unseen, deleted, size))
-    return unseen, deleted, size
-
-
 def status_line(session, name: str, folder, items: list[str]) -> bytes:
     values = []
     msgs = folder.messages
@@ -449,20 +415,20 @@ def status_line(session, name: str, folder, items: list[str]) -> bytes:
         if item == "MESSAGES":
             v = len(msgs)
         elif item == "RECENT":
-            v = recent_count(folder)
+            v = session.imap_state.recent_count(folder)
         elif item == "UIDNEXT":
             v = folder.uidnext
         elif item == "UIDVALIDITY":
             v = folder.uidvalidity
         elif item == "UNSEEN":
-            v = _counts(folder)[0]
+            v = session.imap_state.status_counts(folder)[0]
         elif item == "HIGHESTMODSEQ":
             v = folder.highestmodseq
         elif item == "SIZE":
             # RFC 8438: the total of the messages' RFC822.SIZE.
-            v = _counts(folder)[2]
+            v = session.imap_state.status_counts(folder)[2]
         elif item == "DELETED":
-            v = _counts(folder)[1]
+            v = session.imap_state.status_counts(folder)[1]
         else:
             v = session.config.imap.append_limit
         values.append(f"{item} {v}".encode())
@@ -471,7 +437,6 @@ def status_line(session, name: str, folder, items: list[str]) -> bytes:
     )
 
 
-@command("STATUS", states=AUTH)
 def status(session, cmd):
     if len(cmd.args) != 2:
         raise ImapBad("STATUS needs a mailbox name and items")

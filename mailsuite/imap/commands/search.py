@@ -1,19 +1,16 @@
 """SEARCH / UID SEARCH (RFC 3501 §6.4.4) with ESEARCH (RFC 4731), SEARCHRES (RFC 5182) and
-MODSEQ (RFC 7162); SORT and THREAD (RFC 5256).  The criteria language lives in
-`mailsuite.imap.search`, `sort` and `thread`; this module runs it over the session's view.
+MODSEQ (RFC 7162).  The criteria language lives in `mailsuite.imap.search`; this module runs
+it over the session's view.
 
 Searches that only test index fields run on the reactor; ones that read message text run in
 the thread pool so other sessions are not held up."""
 
 from __future__ import annotations
 
-import importlib
-
 from twisted.internet import defer, threads
 
 from mailsuite.imap import search as search_mod
-from mailsuite.imap.commands import SEL, command
-from mailsuite.imap.parser import ImapBad
+from mailsuite.imap.commands.sort import loader_cache_flush
 from mailsuite.store.flags import SYSTEM_TO_LETTER
 
 
@@ -115,50 +112,13 @@ def _search(session, cmd, uid: bool):
 
 
 def _flush_cache(result, folder):
-    from mailsuite.imap.sort import loader_cache_flush
-
     threads.deferToThread(loader_cache_flush, folder).addErrback(lambda f: None)
     return result
 
 
-@command("SEARCH", states=SEL, expunge_ok=False)
 def search(session, cmd):
     return _search(session, cmd, uid=False)
 
 
-@command("UID SEARCH", states=SEL)
 def uid_search(session, cmd):
     return _search(session, cmd, uid=True)
-
-
-def _module(name: str):
-    try:
-        return importlib.import_module(f"mailsuite.imap.{name}")
-    except ImportError:
-        raise ImapBad(f"{name.upper()} is not supported") from None
-
-
-def _sort_or_thread(session, cmd, uid: bool, kind: str):
-    mod = _module(kind)
-    view = session.view
-    return mod.run_command(session, view, cmd, uid)
-
-
-@command("SORT", states=SEL, expunge_ok=False)
-def sort(session, cmd):
-    return _sort_or_thread(session, cmd, False, "sort")
-
-
-@command("UID SORT", states=SEL)
-def uid_sort(session, cmd):
-    return _sort_or_thread(session, cmd, True, "sort")
-
-
-@command("THREAD", states=SEL, expunge_ok=False)
-def thread(session, cmd):
-    return _sort_or_thread(session, cmd, False, "thread")
-
-
-@command("UID THREAD", states=SEL)
-def uid_thread(session, cmd):
-    return _sort_or_thread(session, cmd, True, "thread")

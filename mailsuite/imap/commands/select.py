@@ -3,7 +3,6 @@ and CLOSE (§6.4.2).  SELECT is answered from the store's in-memory index alone.
 
 from __future__ import annotations
 
-from mailsuite.imap.commands import AUTH, SEL, command
 from mailsuite.imap.commands.mailbox import mailbox_arg, open_folder
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
@@ -64,7 +63,6 @@ def _qresync_args(args: list) -> tuple:
     return uidvalidity, modseq, known, seqmatch
 
 
-@command("SELECT", "EXAMINE", states=AUTH)
 def select(session, cmd):
     if not cmd.args or len(cmd.args) > 2:
         raise ImapBad(f"{cmd.name} needs a mailbox name")
@@ -140,7 +138,6 @@ def _resync(session, view, uidvalidity, modseq, known, seqmatch) -> None:
             session.send(view.flags_fetch(seq, m))
 
 
-@command("CLOSE", states=SEL)
 def close(session, cmd):
     if cmd.args:
         raise ImapBad("CLOSE takes no arguments")
@@ -150,4 +147,11 @@ def close(session, cmd):
         doomed = [m for m in view.messages if "\\Deleted" in m.flags and view.is_live(m)]
         if doomed:
             session.mailbox.expunge(view.folder, doomed, source=view)
+    session.deselect()
+
+
+def unselect(session, cmd):
+    # RFC 3691: like CLOSE, without the expunge.
+    if cmd.args:
+        raise ImapBad("UNSELECT takes no arguments")
     session.deselect()

@@ -4,7 +4,6 @@ Flags live in the store's index and Maildir file names: no message file is read.
 
 from __future__ import annotations
 
-from mailsuite.imap.commands import SEL, command
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
 
@@ -92,11 +91,9 @@ def _store(session, cmd, uid: bool):
     return None
 
 
-@command("STORE", states=SEL, expunge_ok=False)
 def store(session, cmd):
     return _store(session, cmd, uid=False)
 
 
-@command("UID STORE", states=SEL)
 def uid_store(session, cmd):
     return _store(session, cmd, uid=True)

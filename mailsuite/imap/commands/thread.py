@@ -1,6 +1,7 @@
-"""THREAD (RFC 5256 §3): ORDEREDSUBJECT and REFERENCES, and the `* THREAD` response.
+"""THREAD and UID THREAD (RFC 5256 §3): ORDEREDSUBJECT and REFERENCES, the `* THREAD`
+response, and the command handlers.
 
-Usage from the THREAD command module:
+Usage:
 
     algorithm, prog = parse_thread_command(args)      # `REFERENCES UTF-8 ALL`
     hits = search.evaluate_seqs(prog, view, ctx)
@@ -13,10 +14,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from twisted.internet import threads
+
 from mailsuite.imap import mime
+from mailsuite.imap import search as search_mod
+from mailsuite.imap.commands.sort import base_subject, loader_cache_flush, sent_date
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.search import SearchProgram, parse_search
-from mailsuite.imap.sort import base_subject, sent_date
 
 __all__ = ["THREAD_ALGORITHMS", "parse_thread_command", "thread_messages", "thread_response"]
 
@@ -288,11 +292,6 @@ def thread_response(algorithm: str, pairs: list[tuple], loader: Callable, uid: b
 def run_command(session, view, cmd, uid: bool):
     """THREAD / UID THREAD over a selected view (the command module's entry point); the
     search and threading run in the thread pool since they read header fields."""
-    from twisted.internet import threads
-
-    from mailsuite.imap import search as search_mod
-    from mailsuite.imap.sort import loader_cache_flush
-
     algorithm, prog = parse_thread_command(cmd.args)
     ctx = search_mod.context_for(session, view)
     messages = list(view.messages)
@@ -306,3 +305,11 @@ def run_command(session, view, cmd, uid: bool):
     d = threads.deferToThread(work)
     d.addCallback(session.send)
     return d
+
+
+def thread(session, cmd):
+    return run_command(session, session.view, cmd, uid=False)
+
+
+def uid_thread(session, cmd):
+    return run_command(session, session.view, cmd, uid=True)

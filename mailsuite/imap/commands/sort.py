@@ -1,6 +1,7 @@
-"""SORT (RFC 5256 §3): criteria parsing, base-subject extraction, sent dates, ordering.
+"""SORT and UID SORT (RFC 5256 §3): criteria parsing, base-subject extraction, sent dates,
+ordering, and the command handlers.
 
-Usage from the SORT command module:
+Usage:
 
     criteria, prog = parse_sort_command(args)   # `(REVERSE DATE) UTF-8 ALL`; ImapBad / ImapNo
     hits = search.evaluate_seqs(prog, view, ctx)
@@ -16,9 +17,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from twisted.internet import defer, threads
+
 from mailsuite.imap import mime
+from mailsuite.imap import search as search_mod
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.search import SearchProgram, parse_search
+from mailsuite.store.parsed_cache import ParsedCache, maildir_root_of
 
 __all__ = [
     "parse_sort_criteria",
@@ -181,10 +186,6 @@ def run_command(session, view, cmd, uid: bool):
     The only part of this module that knows sessions: it evaluates the search and sorts in
     the thread pool when header fields are needed, then sends `* SORT`.
     """
-    from twisted.internet import defer, threads
-
-    from mailsuite.imap import search as search_mod
-
     criteria, prog = parse_sort_command(cmd.args)
     if prog.wants_modseq:
         session.enabled.add("CONDSTORE")
@@ -215,6 +216,12 @@ def run_command(session, view, cmd, uid: bool):
 
 
 def loader_cache_flush(folder) -> None:
-    from mailsuite.store.parsed_cache import ParsedCache, maildir_root_of
-
     ParsedCache.for_maildir(maildir_root_of(folder)).flush()
+
+
+def sort(session, cmd):
+    return run_command(session, session.view, cmd, uid=False)
+
+
+def uid_sort(session, cmd):
+    return run_command(session, session.view, cmd, uid=True)

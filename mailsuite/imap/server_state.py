@@ -1,0 +1,131 @@
+"""What the IMAP sessions of one server share about folders: who has seen which message as
+\\Recent, when each folder was last checked against the disk, the poll of folders being
+idled on, and the STATUS counts.
+
+One `ImapState` is created per server by `Services` and handed to every session, so two
+servers in one process (tests) never see each other's claims or clocks.  Folders are keys of
+weak dictionaries: a folder nobody holds any more takes its entries with it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+import weakref
+from collections.abc import Callable, Iterator
+
+from twisted.internet import task
+
+# Changes made inside this process reach the shared Folder at once; only other programs'
+# changes need a directory check.  A check right after a flag change rescans the folder (the
+# directory mtime moved), so IMAP asks for one at most once a second per folder.
+REFRESH_INTERVAL = 0.9
+
+# How often IDLE looks for changes made behind the process's back (a file dropped into new/).
+IDLE_POLL_SECONDS = 1.0
+
+
+class ImapState:
+    """Per-server IMAP state keyed by the store's shared Folder objects."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        # \Recent (RFC 3501 §2.3.2.3) belongs to exactly one session: the first to see a
+        # message.  The store does not keep it, so the server remembers, per folder, the
+        # highest UID some session has already reported.  After a restart nothing is recent,
+        # as with a fresh index.
+        self._recent_claimed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._last_refresh: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # (unseen, deleted, size) per folder, recomputed only when \Seen or \Deleted changes
+        # on some message or messages arrive or leave (iOS and Thunderbird poll STATUS of
+        # every folder while other clients toggle \Flagged).
+        self._counts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.idle_poll = FolderPoll(self.refresh, IDLE_POLL_SECONDS)
+
+    # -- \Recent ----------------------------------------------------------------------------
+    def claim_recent(self, folder) -> set[int]:
+        """Take the messages no session has reported as \\Recent yet; return their UIDs.
+
+        On the first sight of a folder since start, what sits in Maildir `new/` is recent (the
+        Maildir meaning of `new/`, as Dovecot reads it); after that, whatever arrived since."""
+        last = folder.messages[-1].uid if folder.messages else 0
+        prev = self._recent_claimed.get(folder)
+        self._recent_claimed[folder] = last if prev is None else max(prev, last)
+        if prev is None:
+            return {m.uid for m in folder.messages if m.subdir == "new"}
+        return set(_uids_above(folder, prev))
+
+    def recent_count(self, folder) -> int:
+        """RECENT for STATUS: messages no session has reported yet."""
+        mark = self._recent_claimed.get(folder)
+        if mark is None:
+            return sum(1 for m in folder.messages if m.subdir == "new")
+        return sum(1 for _ in _uids_above(folder, mark))
+
+    # -- disk checks ------------------------------------------------------------------------
+    def refresh(self, folder, force: bool = False) -> None:
+        """Sync `folder` with the disk unless that was done within REFRESH_INTERVAL."""
+        now = self._clock()
+        if not force and now - self._last_refresh.get(folder, -1e9) < REFRESH_INTERVAL:
+            return
+        self._last_refresh[folder] = now
+        folder.refresh()
+
+    # -- STATUS -----------------------------------------------------------------------------
+    def status_counts(self, folder) -> tuple[int, int, int]:
+        """(unseen, deleted, total wire size) of `folder`, remembered until they can change."""
+        v = folder.flag_versions
+        stamp = (v["S"], v["T"], folder.membership_version, len(folder.messages))
+        hit = self._counts.get(folder)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        unseen = deleted = size = 0
+        for m in folder.messages:
+            flags = m.flags
+            if "\\Seen" not in flags:
+                unseen += 1
+            if "\\Deleted" in flags:
+                deleted += 1
+            size += m.wire_size
+        self._counts[folder] = (stamp, (unseen, deleted, size))
+        return unseen, deleted, size
+
+
+class FolderPoll:
+    """One LoopingCall refreshing every folder that some session idles on (RFC 2177): changes
+    made inside the process arrive as folder events, this catches the others."""
+
+    def __init__(self, refresh: Callable, seconds: float):
+        self._refresh = refresh
+        self._seconds = seconds
+        self.folders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.loop: task.LoopingCall | None = None
+
+    def add(self, folder) -> None:
+        self.folders[folder] = self.folders.get(folder, 0) + 1
+        if self.loop is None:
+            self.loop = task.LoopingCall(self._tick)
+            self.loop.start(self._seconds, now=False)
+
+    def remove(self, folder) -> None:
+        n = self.folders.get(folder, 0) - 1
+        if n <= 0:
+            self.folders.pop(folder, None)
+        else:
+            self.folders[folder] = n
+        if not self.folders and self.loop is not None:
+            if self.loop.running:
+                self.loop.stop()
+            self.loop = None
+
+    def _tick(self) -> None:
+        for folder in list(self.folders.keys()):
+            try:
+                self._refresh(folder)
+            except OSError:
+                pass
+
+
+def _uids_above(folder, uid: int) -> Iterator[int]:
+    i = bisect.bisect_right(folder.messages, uid, key=lambda m: m.uid)
+    return (m.uid for m in folder.messages[i:])

@@ -1,0 +1,181 @@
+"""One session's view of its selected folder (RFC 3501 §2.3.1.2): the messages as this client
+knows them, with its own sequence numbers, and the untagged updates owed to it.
+
+The store keeps one shared `Folder` per folder; every session that selects it holds a
+`SelectedView`.  Changes made by other sessions, POP3 or delivery arrive as folder events and
+are queued here; they reach the client only where RFC 3501 allows (§5.2, §7.4.1): EXPUNGE never
+during FETCH/STORE/SEARCH, and a sequence number never shifts under a command's feet.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from mailsuite.imap import response as R
+from mailsuite.imap.parser import ImapBad
+from mailsuite.imap.sequence import SequenceSet, format_sequence_set
+
+
+class SelectedView:
+    """One session's view of a selected folder (RFC 3501 §2.3.1.2 sequence numbers)."""
+
+    def __init__(self, session, folder, readonly: bool):
+        self.session = session
+        self.folder = folder
+        self.readonly = readonly
+        self.messages: list = list(folder.messages)
+        self.recent: set[int] = set()
+        if not readonly:
+            self.recent = session.imap_state.claim_recent(folder)
+        self.pending_expunge: set[int] = set()
+        self.pending_flags: set[int] = set()
+        self.pending_exists = False
+        self.flag_search_memo = None  # see commands/search.py _flag_only
+        folder.add_listener(self.on_event)
+
+    def close(self) -> None:
+        self.folder.remove_listener(self.on_event)
+
+    # -- folder events ----------------------------------------------------------------------
+    def on_event(self, event) -> None:
+        if event.source is self:
+            return  # our own change: the command answers for it itself
+        if event.kind == "exists":
+            self.pending_exists = True
+        elif event.kind == "flags":
+            self.pending_flags.update(event.uids)
+        elif event.kind == "expunge":
+            self.pending_expunge.update(event.uids)
+        self.session.folder_changed()
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self.pending_exists or self.pending_flags or self.pending_expunge)
+
+    # -- numbering --------------------------------------------------------------------------
+    @property
+    def exists(self) -> int:
+        return len(self.messages)
+
+    def seq_of_uid(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self.messages, uid, key=lambda m: m.uid)
+        if i < len(self.messages) and self.messages[i].uid == uid:
+            return i + 1
+        return None
+
+    def is_live(self, msg) -> bool:
+        """False once another session or program expunged it (still numbered here).
+
+        Every expunge not made by this session arrives as an event into pending_expunge, so
+        with none pending every message of the view is live (no lookup per message)."""
+        return not self.pending_expunge or self.folder.by_uid(msg.uid) is msg
+
+    def select(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, object]]:
+        """(seq, msg) pairs in this view for a sequence or UID set (RFC 3501 §6.4.8)."""
+        msgs = self.messages
+        if seqset.dollar:
+            saved = set(self.session.saved_uids)
+            return [(i + 1, m) for i, m in enumerate(msgs) if m.uid in saved]
+        if not msgs:
+            return []
+        out: list[tuple[int, object]] = []
+        if not uid:
+            n = len(msgs)
+            for lo, hi in seqset.resolve(n):
+                if lo > n:
+                    continue
+                out.extend((i, msgs[i - 1]) for i in range(lo, min(hi, n) + 1))
+            return out
+        for lo, hi in seqset.resolve(msgs[-1].uid):
+            i = bisect.bisect_left(msgs, lo, key=lambda m: m.uid)
+            j = bisect.bisect_right(msgs, hi, key=lambda m: m.uid)
+            out.extend((k + 1, msgs[k]) for k in range(i, j))
+        return out
+
+    def check_seqset(self, seqset: SequenceSet, uid: bool) -> None:
+        """RFC 3501 §9: a message sequence number beyond EXISTS is an error (not for UIDs).
+
+        A range is accepted when it starts inside the mailbox ("1:1000" on 10 messages), as
+        Dovecot does, and so is any range with "*"; a range wholly beyond the end is BAD."""
+        if uid or seqset.dollar:
+            return
+        n = len(self.messages)
+        for lo, hi in seqset.ranges:
+            if lo is None or hi is None:
+                # "n:*" is "*:n" (RFC 3501 §9): it names the last message whatever n is,
+                # and nothing in an empty mailbox.
+                continue
+            if min(lo, hi) > n:
+                raise ImapBad("Invalid message sequence number")
+
+    def flags_of(self, msg) -> frozenset[str]:
+        if msg.uid in self.recent:
+            return msg.flags | {"\\Recent"}
+        return msg.flags
+
+    # -- updates ----------------------------------------------------------------------------
+    def drain_updates(self, expunge_ok: bool) -> list[bytes]:
+        """Untagged EXPUNGE/VANISHED, EXISTS/RECENT and FETCH lines owed to the client."""
+        out: list[bytes] = []
+        if expunge_ok and self.pending_expunge:
+            out.extend(self.remove_expunged(self.pending_expunge))
+            self.pending_expunge = set()
+        if self.pending_exists:
+            self.pending_exists = False
+            last = self.messages[-1].uid if self.messages else 0
+            fresh = [
+                m for m in self.folder.messages[self._folder_index_after(last) :] if m.uid > last
+            ]
+            if fresh:
+                self.messages.extend(fresh)
+                if not self.readonly:
+                    fresh_uids = {m.uid for m in fresh}
+                    claimed = self.session.imap_state.claim_recent(self.folder)
+                    self.recent.update(claimed & fresh_uids)
+                out.append(b"* %d EXISTS\r\n" % len(self.messages))
+                out.append(b"* %d RECENT\r\n" % len(self.recent))
+        if self.pending_flags:
+            uids = sorted(self.pending_flags)
+            self.pending_flags = set()
+            for uid in uids:
+                seq = self.seq_of_uid(uid)
+                if seq is None:
+                    continue
+                msg = self.messages[seq - 1]
+                if not self.is_live(msg):
+                    continue
+                out.append(self.flags_fetch(seq, msg))
+        return out
+
+    def _folder_index_after(self, uid: int) -> int:
+        return bisect.bisect_right(self.folder.messages, uid, key=lambda m: m.uid)
+
+    def flags_fetch(self, seq: int, msg, with_uid: bool = True) -> bytes:
+        """`* n FETCH (UID u FLAGS (...) MODSEQ (m))` (RFC 7162 §3.2.4 wants UID with QRESYNC)."""
+        parts = []
+        if with_uid or self.session.qresync:
+            parts.append(b"UID %d" % msg.uid)
+        parts.append(b"FLAGS " + R.flag_list(self.flags_of(msg)))
+        if self.session.condstore:
+            parts.append(b"MODSEQ (%d)" % msg.modseq)
+        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))
+
+    def remove_expunged(self, uids) -> list[bytes]:
+        """Drop messages from the view; EXPUNGE lines (or one VANISHED with QRESYNC)."""
+        uids = set(uids)
+        out: list[bytes] = []
+        if self.session.qresync:
+            gone = [m.uid for m in self.messages if m.uid in uids]
+            if gone:
+                self.messages = [m for m in self.messages if m.uid not in uids]
+                # RFC 7162 §3.2.10: VANISHED replaces EXPUNGE once QRESYNC is enabled.
+                out.append(b"* VANISHED " + format_sequence_set(gone).encode() + b"\r\n")
+        else:
+            # Highest number first: each line's number stays valid as the client applies it.
+            for i in range(len(self.messages) - 1, -1, -1):
+                if self.messages[i].uid in uids:
+                    out.append(b"* %d EXPUNGE\r\n" % (i + 1))
+                    del self.messages[i]
+        self.recent -= uids
+        self.pending_flags -= uids
+        return out
