@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 import os
+import re
 import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailsuite.imap.commands.client_id import VERSION
 from mailsuite.imap.server_state import ImapState
@@ -131,3 +136,37 @@ def test_refresh_clock_is_per_state(tmp_path):
     now[0] += 1.0
     first.refresh(folder)
     assert len(folder.messages) == 2
+
+
+REPLY = re.compile(rb"^(\* |\+ |[!-~]+ (OK|NO|BAD) )")
+
+
+@pytest.fixture(scope="module")
+def fuzz_services(tmp_path_factory):
+    # No TLS and no plaintext logins: nothing the fuzzer sends can reach the thread pool.
+    return make_services(tmp_path_factory.mktemp("fuzz"), with_tls=False)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=40),
+            st.sampled_from(
+                [b"\r\n", b"a1 ", b"CAPABILITY", b"NOOP", b"ID (", b"{3}", b"{2+}", b'"x"']
+            ),
+        ),
+        max_size=30,
+    )
+)
+def test_random_bytes_get_well_formed_replies(fuzz_services, pieces):
+    """Whatever arrives, in whatever pieces: the session answers with status, untagged or
+    continuation lines, never an internal error, and never raises."""
+    session, conn = open_session(fuzz_services)
+    for piece in pieces:
+        session.receive(piece)
+        if conn.closed:
+            break
+    for line in conn.take():
+        assert REPLY.match(line), line
+        assert b"SERVERBUG" not in line
