@@ -84,12 +84,13 @@ class Session:
         self.view: SelectedView | None = None
         self.enabled: set[str] = set()
         self.saved_uids: list[int] = []
+        self.client_id: list | None = None  # what the client said in ID (RFC 2971)
         self.line_handler = None  # sub-dialogue (AUTHENTICATE, IDLE) takes raw lines
         self.idling = None  # the IDLE command's state while idling
         self.compressed = False
         self.bad_commands = 0
         self.busy = False  # a command's Deferred has not fired yet
-        self.current = None
+        self.current: Command | None = None  # the command running (or the last one)
         self._out: list[bytes] = []
         self._out_size = 0
 
