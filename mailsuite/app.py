@@ -7,7 +7,6 @@ listeners to open (from `[listen]`), wraps the implicit-TLS ones, and handles si
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import signal
 import socket
@@ -25,29 +24,34 @@ from twisted.logger import (
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from mailsuite.config import Config, parse_listen_address
+from mailsuite.imap import server as imap_server
+from mailsuite.pop3 import server as pop3_server
+from mailsuite.relay import runner as relay_runner
 from mailsuite.services import Services
+from mailsuite.smtp import server as smtp_server
 from mailsuite.transport import WriteThroughServer
+from mailsuite.web import site as web_site
 
 log = Logger(namespace="mailsuite")
 
+# Each `[listen]` kind and the front end whose `build_factory(services, kind)` serves it.
 LISTENERS = {
-    "smtp": "mailsuite.smtp.server",
-    "submission": "mailsuite.smtp.server",
-    "submissions": "mailsuite.smtp.server",
-    "pop3": "mailsuite.pop3.server",
-    "pop3s": "mailsuite.pop3.server",
-    "imap": "mailsuite.imap.server",
-    "imaps": "mailsuite.imap.server",
-    "http": "mailsuite.web.site",
-    "https": "mailsuite.web.site",
+    "smtp": smtp_server,
+    "submission": smtp_server,
+    "submissions": smtp_server,
+    "pop3": pop3_server,
+    "pop3s": pop3_server,
+    "imap": imap_server,
+    "imaps": imap_server,
+    "http": web_site,
+    "https": web_site,
 }
 IMPLICIT_TLS = {"submissions", "pop3s", "imaps", "https"}
 INDEX_SAVE_SECONDS = 5.0
 
 
 def build_factory(services: Services, kind: str):
-    module = importlib.import_module(LISTENERS[kind])
-    factory = module.build_factory(services, kind)
+    factory = LISTENERS[kind].build_factory(services, kind)
     factory.noisy = False  # we log listeners ourselves; per-factory start/stop lines are noise
     if kind in IMPLICIT_TLS:
         factory = TLSMemoryBIOFactory(services.tls.server_options(), False, factory)
@@ -104,9 +108,7 @@ class MailServer(service.MultiService):
                 listener = ListenerService(kind, address, build_factory(services, kind))
                 listener.setServiceParent(self)
                 self.listeners.append(listener)
-        runner = _optional_service("mailsuite.relay.runner", services)
-        if runner is not None:
-            runner.setServiceParent(self)
+        relay_runner.build_service(services).setServiceParent(self)
         self._saver = task.LoopingCall(services.store.save_indexes)
 
     def port(self, kind: str) -> int:
@@ -125,18 +127,6 @@ class MailServer(service.MultiService):
         d = super().stopService()
         self.shared.store.save_indexes()
         return d
-
-
-def _optional_service(module_name: str, services: Services):
-    """The relay runner arrives with its own package; without it the queue just fills."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name != module_name:
-            raise
-        log.warn("{module} not available: outbound mail stays queued", module=module_name)
-        return None
-    return module.build_service(services)
 
 
 def _event_text(event: dict) -> str:

@@ -9,25 +9,38 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
-import importlib
 import sys
 from pathlib import Path
 
+from mailsuite import app
 from mailsuite.accounts.db import AccountError, Accounts
-from mailsuite.config import ConfigError, ListenConfig, config_path, load_config
+from mailsuite.config import (
+    ConfigError,
+    ListenConfig,
+    config_path,
+    load_config,
+    parse_listen_address,
+)
+from mailsuite.delivery import Envelope, Recipient, TemporaryFailure, UnknownRecipient
+from mailsuite.relay import admin as relay_admin
+from mailsuite.services import Services, prepare_data_dir
+from mailsuite.store import BadFolderName, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
+from mailsuite.tls import TlsContexts
+from mailsuite.transfer import admin as transfer_admin
+from mailsuite.trust import dnsrecords
 
 EX_USAGE = 64
 EX_NOUSER = 67
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
 
-# Subcommand families that live with the package they manage: (module, function).
-PLUGINS = [
-    ("mailsuite.relay.admin", "add_queue_commands"),
-    ("mailsuite.trust.dnsrecords", "add_dns_command"),
-    ("mailsuite.trust.dnsrecords", "add_dkim_command"),
-    ("mailsuite.transfer.admin", "add_transfer_commands"),
-]
+# Subcommand families that live with the package they manage, each adding its own parsers.
+SUBCOMMAND_FAMILIES = (
+    relay_admin.add_queue_commands,
+    dnsrecords.add_dns_command,
+    dnsrecords.add_dkim_command,
+    transfer_admin.add_transfer_commands,
+)
 
 DEFAULT_TOML = """\
 # mailsuite configuration (written by `mailsuite init`). Paths are relative to this file.
@@ -164,14 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--folder", default="INBOX")
     s.set_defaults(func=cmd_deliver)
 
-    for module_name, function in PLUGINS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name != module_name:
-                raise
-            continue
-        getattr(module, function)(sub)
+    for add_commands in SUBCOMMAND_FAMILIES:
+        add_commands(sub)
     return p
 
 
@@ -197,8 +204,6 @@ class Context:
     @property
     def accounts(self) -> Accounts:
         if self._accounts is None:
-            from mailsuite.services import prepare_data_dir
-
             prepare_data_dir(self.config)
             self._accounts = Accounts(self.config.accounts_db, self.config.domains)
         return self._accounts
@@ -206,14 +211,10 @@ class Context:
     @property
     def store(self):
         if self._store is None:
-            from mailsuite.store import Store
-
             self._store = Store(self.config.mail_dir)
         return self._store
 
-    def services(self):
-        from mailsuite.services import Services
-
+    def services(self) -> Services:
         return Services.create(self.config, with_tls=False)
 
 
@@ -236,17 +237,13 @@ def read_password(args, confirm: bool = True) -> str:
 
 
 def cmd_init(ctx: Context) -> int:
-    from mailsuite.config import load_config as load
-    from mailsuite.services import prepare_data_dir
-    from mailsuite.tls import TlsContexts
-
     target: Path = ctx.args.dir
     target.mkdir(parents=True, exist_ok=True)
     conf = target / "mailsuite.toml"
     if conf.exists():
         raise CliError(f"{conf} exists; not overwriting it")
     conf.write_text(DEFAULT_TOML.format(hostname=ctx.args.hostname, domain=ctx.args.domain))
-    config = load(conf)
+    config = load_config(conf)
     prepare_data_dir(config)
     Accounts(config.accounts_db, config.domains)
     TlsContexts(config)
@@ -256,24 +253,18 @@ def cmd_init(ctx: Context) -> int:
 
 
 def cmd_serve(ctx: Context) -> int:
-    from mailsuite.app import serve
-
-    return serve(ctx.config)
+    return app.serve(ctx.config)
 
 
 def cmd_check(ctx: Context) -> int:
-    from mailsuite.app import IMPLICIT_TLS, LISTENERS
-    from mailsuite.config import parse_listen_address
-
     cfg = ctx.config
     print(f"config {cfg.path}: ok")
     print(f"hostname {cfg.hostname}; domains {', '.join(cfg.domains)}; data in {cfg.data_dir}")
     for f in dataclasses.fields(ListenConfig):
         for addr in getattr(cfg.listen, f.name):
             host, port = parse_listen_address(addr)
-            tls = " (implicit TLS)" if f.name in IMPLICIT_TLS else ""
+            tls = " (implicit TLS)" if f.name in app.IMPLICIT_TLS else ""
             print(f"listen {f.name:<12} {host}:{port}{tls}")
-            importlib.import_module(LISTENERS[f.name])
     return 0
 
 
@@ -376,9 +367,6 @@ def cmd_alias_list(ctx: Context) -> int:
 
 
 def cmd_deliver(ctx: Context) -> int:
-    from mailsuite.delivery import Envelope, Recipient, TemporaryFailure, UnknownRecipient
-    from mailsuite.store import QuotaExceeded
-
     data = sys.stdin.buffer.read()
     if not data.strip():
         raise CliError("empty message on stdin", EX_USAGE)
@@ -415,8 +403,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # the admin command never shows a traceback
-        from mailsuite.store import BadFolderName, NoSuchFolder, NoSuchMailbox
-
         if isinstance(e, (NoSuchMailbox, NoSuchFolder, BadFolderName)):
             print(f"mailsuite: {e.__class__.__name__}: {e}", file=sys.stderr)
             return 1
@@ -430,8 +416,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the importable module's main, so that plugins raising mailsuite.cli.CliError are
-    # caught (under -m this file is __main__, a second copy with its own CliError class).
-    from mailsuite.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

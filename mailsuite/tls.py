@@ -18,6 +18,7 @@ from twisted.internet import ssl
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
+    ISSLTransport,
 )
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -146,8 +147,6 @@ def _tls_connection(transport):
         if conn is not None:
             return conn
     try:
-        from twisted.internet.interfaces import ISSLTransport
-
         if ISSLTransport.providedBy(transport):
             return transport.getHandle()
     except Exception:
@@ -157,8 +156,6 @@ def _tls_connection(transport):
 
 def is_secure(transport) -> bool:
     """True when the transport is TLS (implicit or after STARTTLS)."""
-    from twisted.internet.interfaces import ISSLTransport
-
     return ISSLTransport.providedBy(transport) or _tls_connection(transport) is not None
 
 

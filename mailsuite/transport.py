@@ -8,7 +8,15 @@ straight to the socket when the transport holds no earlier data; whatever the ke
 (or any error) falls back to Twisted's normal buffered path, so ordering, back-pressure for
 producers and connection-loss handling stay Twisted's own.  The listeners use the server side;
 the relay's SMTP client, which writes its commands and each message the same way, the client
-side (through `WriteThroughTCPEndpoint`).
+side (through `WriteThroughTCPEndpoint`).  Measured against Twisted's own `tcp.Server`: POP3
+RETR of a whole maildrop at about twice the rate (Dovecot's peer falls in between), SMTP about
+10 % more messages/s.
+
+Twisted has no public way to do this, so the module reads private state of its transports
+(`FileDescriptor.dataBuffer`/`offset`/`_tempDataLen`/`_writeDisconnected`, `Connection._aborting`)
+and calls private functions (`_newtls.startTLS`, `Connector._makeTransport`,
+`endpoints._WrappingFactory`): pyproject.toml pins Twisted to the releases on which
+tests/test_transport.py, which checks each of them by name, has passed.
 """
 
 from __future__ import annotations

@@ -4,12 +4,13 @@ takes them at once, in part (the rest queued behind), or only after TLS is start
 from __future__ import annotations
 
 import hashlib
+import inspect
 import socket
 import ssl
 import time
 
 import pytest
-from twisted.internet import protocol
+from twisted.internet import _newtls, abstract, base, defer, endpoints, protocol, tcp
 
 from mailsuite.app import ListenerService
 from mailsuite.config import config_from_dict
@@ -178,3 +179,102 @@ def test_nothing_is_sent_after_abort_connection(reactor_running, tmp_path):
     finally:
         on_reactor(listener.stopService)
     assert got in (b"", b"before\n")
+
+
+# -- the private Twisted internals mailsuite.transport relies on --------------------------------
+# Each check names one private attribute or function of Twisted that the write-through transport
+# reads or calls, and the shape it expects. A Twisted release that changes one fails here by
+# name, before it can make a listener lose or reorder bytes; pyproject.toml pins Twisted to the
+# releases these checks (and the tests above) have passed on.
+
+
+class _RecordingReactor:
+    """Just enough of IReactorFDSet for a FileDescriptor that is written to."""
+
+    def __init__(self) -> None:
+        self.writers: set = set()
+
+    def addWriter(self, fd) -> None:
+        self.writers.add(fd)
+
+    def removeWriter(self, fd) -> None:
+        self.writers.discard(fd)
+
+
+def _params(fn) -> list[str]:
+    return [p for p in inspect.signature(fn).parameters if p != "self"]
+
+
+def _check_new_tls_start_tls() -> None:
+    assert _params(_newtls.startTLS) == ["transport", "contextFactory", "normal", "bypass"]
+
+
+def _check_connection_mixin_start_tls() -> None:
+    # The method WriteThroughServer/Client override: the one tcp's connections use.
+    assert tcp.Server.startTLS is _newtls.ConnectionMixin.startTLS
+    assert tcp.Client.startTLS is _newtls.ConnectionMixin.startTLS
+    assert _params(_newtls.ConnectionMixin.startTLS) == ["ctx", "normal"]
+    assert tcp.Connection.TLS is False
+
+
+def _check_data_buffer_and_offset() -> None:
+    # What doWrite has not sent yet is dataBuffer[offset:].
+    assert abstract.FileDescriptor.dataBuffer == b""
+    assert abstract.FileDescriptor.offset == 0
+
+
+def _check_temp_data_len() -> None:
+    # write() queues into _tempDataBuffer and counts it in _tempDataLen.
+    fd = abstract.FileDescriptor(_RecordingReactor())
+    assert fd._tempDataLen == 0
+    fd.connected = True
+    fd.write(b"abc")
+    fd.writeSequence([b"de", b"f"])
+    assert fd._tempDataLen == 6
+    assert b"".join(fd._tempDataBuffer) == b"abcdef"
+    assert fd.reactor.writers == {fd}
+
+
+def _check_write_disconnected() -> None:
+    assert abstract.FileDescriptor._writeDisconnected is False
+
+
+def _check_aborting() -> None:
+    assert tcp.Connection._aborting is False
+
+
+def _check_connector_make_transport() -> None:
+    assert _params(tcp.Connector._makeTransport) == []
+    assert "self._makeTransport()" in inspect.getsource(base.BaseConnector.connect)
+    assert _params(tcp.Connector.__init__) == [
+        "host",
+        "port",
+        "factory",
+        "timeout",
+        "bindAddress",
+        "reactor",
+    ]
+    assert _params(tcp.Client.__init__) == ["host", "port", "bindAddress", "connector", "reactor"]
+
+
+def _check_wrapping_factory() -> None:
+    wrapper = endpoints._WrappingFactory(protocol.Factory.forProtocol(protocol.Protocol))
+    assert isinstance(wrapper._onConnection, defer.Deferred)
+    assert isinstance(wrapper, protocol.ClientFactory)
+
+
+TWISTED_INTERNALS = {
+    "_newtls.startTLS": _check_new_tls_start_tls,
+    "_newtls.ConnectionMixin.startTLS": _check_connection_mixin_start_tls,
+    "abstract.FileDescriptor.dataBuffer+offset": _check_data_buffer_and_offset,
+    "abstract.FileDescriptor._tempDataLen": _check_temp_data_len,
+    "abstract.FileDescriptor._writeDisconnected": _check_write_disconnected,
+    "tcp.Connection._aborting": _check_aborting,
+    "tcp.Connector._makeTransport": _check_connector_make_transport,
+    "endpoints._WrappingFactory._onConnection": _check_wrapping_factory,
+}
+
+
+@pytest.mark.parametrize("name", list(TWISTED_INTERNALS))
+def test_twisted_internal_still_has_the_expected_shape(name):
+    TWISTED_INTERNALS[name]()

@@ -10,6 +10,12 @@ import getpass
 import sys
 from pathlib import Path
 
+from mailsuite.store import NoSuchMailbox
+from mailsuite.transfer.export import ExportError, export_maildir, export_mbox
+from mailsuite.transfer.importimap import ImapImportError, ImapSource, import_imap
+from mailsuite.transfer.importmaildir import import_maildir
+from mailsuite.transfer.importmbox import import_mbox
+from mailsuite.transfer.importusers import import_users
 from mailsuite.transfer.progress import Progress, TransferStats
 
 
@@ -96,8 +102,6 @@ def _reported(run):
 
 
 def _mailbox(ctx, address: str):
-    from mailsuite.store import NoSuchMailbox
-
     if ctx.accounts.get_user(address) is None:
         raise TransferFailed(f"no such user {address}", 67)  # EX_NOUSER
     try:
@@ -113,8 +117,6 @@ def _finish(progress: Progress, stats: TransferStats, verb: str) -> int:
 
 @_reported
 def run_import_mbox(ctx) -> int:
-    from mailsuite.transfer.importmbox import import_mbox
-
     a = ctx.args
     if not a.file.is_file():
         raise TransferFailed(f"{a.file}: not a file")
@@ -125,8 +127,6 @@ def run_import_mbox(ctx) -> int:
 
 @_reported
 def run_import_maildir(ctx) -> int:
-    from mailsuite.transfer.importmaildir import import_maildir
-
     a = ctx.args
     if not (a.path / "cur").is_dir():
         raise TransferFailed(f"{a.path}: not a Maildir (no cur/ directory)")
@@ -149,8 +149,6 @@ def _imap_password(args) -> str:
 
 @_reported
 def run_import_imap(ctx) -> int:
-    from mailsuite.transfer.importimap import ImapImportError, ImapSource, import_imap
-
     a = ctx.args
     mailbox = _mailbox(ctx, a.user_to)
     port = a.port or (993 if a.tls == "implicit" else 143)
@@ -174,8 +172,6 @@ def run_import_imap(ctx) -> int:
 
 @_reported
 def run_import_users(ctx) -> int:
-    from mailsuite.transfer.importusers import import_users
-
     a = ctx.args
     if not a.file.is_file():
         raise TransferFailed(f"{a.file}: not a file")
@@ -187,8 +183,6 @@ def run_import_users(ctx) -> int:
 
 @_reported
 def run_export(ctx) -> int:
-    from mailsuite.transfer.export import ExportError, export_maildir, export_mbox
-
     a = ctx.args
     if ctx.accounts.get_user(a.user) is None:
         raise TransferFailed(f"no such user {a.user}", 67)

@@ -12,7 +12,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.python.failure import Failure
 
 from mailsuite.config import Config
@@ -266,8 +266,6 @@ def format_check(results: list[CheckResult]) -> str:
 
 def _run_on_reactor(make_deferred):
     """Run a Deferred-returning function to completion on a fresh reactor (CLI only)."""
-    from twisted.internet import reactor
-
     box: list = []
 
     def start():

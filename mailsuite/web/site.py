@@ -15,13 +15,9 @@ from urllib.parse import unquote
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from mailsuite.trust.mtasts import mta_sts_policy
 from mailsuite.web import autoconfig, autodiscover, mobileconfig
 from mailsuite.web.settings import BadAddress, ClientSettings, normalize_domain, split_address
-
-try:  # the trust engineer's MTA-STS policy (RFC 8461); absent until that package lands
-    from mailsuite.trust.mtasts import mta_sts_policy
-except ImportError:  # pragma: no cover - depends on which packages exist
-    mta_sts_policy = None
 
 log = Logger()
 
@@ -261,7 +257,7 @@ class ClientSetupResource(resource.Resource):
     def mta_sts(self, request: server.Request) -> bytes:
         # RFC 8461 §3.3: the policy is fetched from https://mta-sts.<domain>/.well-known/...
         domain = _host_domain(request, ("mta-sts.",))
-        if mta_sts_policy is None or not self.serves(domain):
+        if not self.serves(domain):
             raise HttpError(404)
         policy = mta_sts_policy(self.config, domain)
         if not policy:
