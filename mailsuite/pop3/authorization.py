@@ -100,28 +100,31 @@ class AuthorizationCommands:
         return self._login(d, user)
 
     def _auth(self, args):
-        if not self._login_allowed():
+        allowed = self._login_allowed()
+        if not allowed:
             raise Pop3Error(PLAINTEXT_REFUSED, AUTH)
         if not args:
             # Old clients send bare AUTH to get the mechanism list (pre-RFC 5034 behaviour).
             lines = [m.encode("ascii") for m in sasl.MECHANISMS]
             self._write(multiline(ok(), lines))
             return None
-        self.sasl = sasl.SaslDialogue(
-            self.services.authenticator, self.client_ip, "pop3", plaintext_allowed=True
+        dialogue = sasl.SaslDialogue(
+            self.services.authenticator, self.client_ip, "pop3", plaintext_allowed=allowed
         )
-        return self._sasl_outcome(self.sasl.start(args[0], args[1] if len(args) > 1 else None))
+        initial = args[1] if len(args) > 1 else None
+        return self._sasl_outcome(dialogue, dialogue.start(args[0], initial))
 
     def _sasl_step(self, line: bytes):
-        return self._sasl_outcome(self.sasl.respond(line))
+        dialogue, self.sasl = self.sasl, None
+        return self._sasl_outcome(dialogue, dialogue.respond(line))
 
-    def _sasl_outcome(self, outcome: sasl.Outcome):
+    def _sasl_outcome(self, dialogue: sasl.SaslDialogue, outcome: sasl.Outcome):
         """One dialogue outcome on the wire: `+ ` challenge, -ERR, or the login."""
         if isinstance(outcome, sasl.SendChallenge):
+            self.sasl = dialogue  # the next line is the response
             # RFC 5034 §4: a continuation is "+ " and the base64 challenge.
             self._write([b"+ " + outcome.encoded + CRLF])
             return None
-        dialogue, self.sasl = self.sasl, None
         if isinstance(outcome, sasl.Ready):
             return self._login(dialogue.login(outcome.credentials), outcome.credentials.username)
         if isinstance(outcome, sasl.UnknownMechanism):
@@ -198,5 +201,3 @@ class AuthorizationCommands:
             n=count,
         )
         self._write([ok("Logged in.")])
-
-    # -- TRANSACTION ------------------------------------------------------------------------

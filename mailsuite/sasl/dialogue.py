@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet import defer
 
 from mailsuite.accounts.checker import Authenticator
-from mailsuite.sasl.mechanisms import Credentials, SaslError, SaslLogin, SaslPlain, mechanism
+from mailsuite.sasl.mechanisms import (
+    Challenge,
+    Credentials,
+    SaslError,
+    SaslLogin,
+    SaslPlain,
+    mechanism,
+)
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,9 @@ class SaslDialogue:
         """The protocol ended the exchange itself (a line too long, the connection gone)."""
         self._mechanism = None
 
-    def _advance(self, mech: SaslPlain | SaslLogin, step) -> Outcome:
+    def _advance(
+        self, mech: SaslPlain | SaslLogin, step: Callable[[], Challenge | Credentials]
+    ) -> Outcome:
         try:
             result = step()
         except SaslError as e:

@@ -39,10 +39,14 @@ def starttls(session, cmd):
     return ALREADY_ANSWERED
 
 
+def _privacy_required() -> ImapNo:
+    # RFC 3501 §6.2.3 / §7.2.1 LOGINDISABLED; RFC 5530 PRIVACYREQUIRED.
+    return ImapNo("PRIVACYREQUIRED", "Plaintext authentication disallowed without TLS")
+
+
 def _check_plaintext(session) -> None:
     if not session.plaintext_allowed():
-        # RFC 3501 §6.2.3 / §7.2.1 LOGINDISABLED; RFC 5530 PRIVACYREQUIRED.
-        raise ImapNo("PRIVACYREQUIRED", "Plaintext authentication disallowed without TLS")
+        raise _privacy_required()
 
 
 @command("LOGIN", states=NOAUTH)
@@ -108,7 +112,7 @@ def authenticate(session, cmd):
     if isinstance(outcome, sasl.UnknownMechanism):
         raise ImapNo("Unsupported authentication mechanism")
     if isinstance(outcome, sasl.EncryptionRequired):
-        _check_plaintext(session)
+        raise _privacy_required()
     if isinstance(outcome, (sasl.Cancelled, sasl.BadEncoding)):
         raise ImapBad("Invalid base64 in initial response")
     done: defer.Deferred = defer.Deferred()
