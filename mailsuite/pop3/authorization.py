@@ -48,6 +48,8 @@ def _shared_listings(folder, version: tuple) -> dict:
 
 
 class AuthorizationCommands:
+    """The AUTHORIZATION-state commands (and CAPA), for `Pop3Session`."""
+
     def _login_allowed(self) -> bool:
         return self.services.plaintext_auth_allowed(self.conn.is_secure(), self.client_ip)
 

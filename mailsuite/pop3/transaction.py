@@ -34,6 +34,8 @@ SMALL_MESSAGE = 128 * 1024
 
 
 class TransactionCommands:
+    """The TRANSACTION-state commands (and QUIT, which enters UPDATE), for `Pop3Session`."""
+
     def _stat(self, args):
         count, octets = self.maildrop.stat()
         self._write([ok(f"{count} {octets}")])
@@ -173,7 +175,7 @@ class TransactionCommands:
             os.close(fd)
 
     def _mark_seen(self, msg) -> None:
-        # The issue asks RETR to mark Seen for IMAP (as Dovecot does unless
+        # RETR marks the message Seen for IMAP, as Dovecot does (unless
         # pop3_no_flag_updates); TOP only peeks.
         if "\\Seen" in msg.flags or self.folder.by_uid(msg.uid) is not msg:
             return

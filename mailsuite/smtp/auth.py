@@ -21,6 +21,8 @@ def _encryption_required() -> SmtpReply:
 
 
 class AuthCommands:
+    """AUTH and its continuation lines, for `SmtpSession`."""
+
     def smtp_AUTH(self, arg: str) -> None:
         if self.helo is None or not self.esmtp:
             raise SmtpReply(503, "5.5.1", "Error: send EHLO first")

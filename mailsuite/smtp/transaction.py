@@ -51,6 +51,8 @@ class Transaction:
 
 
 class TransactionCommands:
+    """The commands of a mail transaction, for `SmtpSession`."""
+
     def smtp_MAIL(self, arg: str) -> None:
         if self.helo is None:
             raise SmtpReply(503, "5.5.1", "Error: send HELO/EHLO first")
@@ -218,7 +220,7 @@ class TransactionCommands:
         )
         envelope = _make_envelope(tx, self)
         if self.kind == "smtp" and self.user is None:
-            # SPF/DKIM/DMARC for mail from other servers, never for submission (issue 7).
+            # SPF/DKIM/DMARC for mail from other servers, never for submission.
             d = check_inbound(self.services, self.client_ip, self.helo or "", tx.sender, data)
             d.addCallback(self._apply_verdict, envelope, trace, data)
         else:
@@ -259,7 +261,8 @@ class TransactionCommands:
         return self._deliver(envelope, trace + verdict.apply(data))
 
     def _deliver(self, envelope: Envelope, data: bytes) -> defer.Deferred:
-        """The one call into delivery: fires once every copy is safe (docs: Delivery)."""
+        """The one call into delivery: fires once every copy is safe, errbacks with the failure
+        that `_delivery_failure_reply` turns into the reply."""
         return defer.maybeDeferred(self.services.delivery.deliver, envelope, data)
 
     def _submission_rules(self, tx: Transaction, data: bytes) -> bytes:
