@@ -155,6 +155,16 @@ def test_rfc5034_auth_plain_initial_response_logs_in(alice):
     assert session.state == "TRANSACTION"
 
 
+def test_rfc4616_authzid_is_the_user_itself_in_any_case_as_in_smtp_and_imap(alice):
+    session, conn = start(alice)
+    other = base64.b64encode(f"bob@example.test\0{ALICE}\0{DEFAULT_PASSWORD}".encode())
+    assert talk(alice, session, conn, f"AUTH PLAIN {other.decode()}") == [
+        b"-ERR [AUTH] Authorization identity not permitted."
+    ]
+    own = base64.b64encode(f"{ALICE.upper()}\0{ALICE}\0{DEFAULT_PASSWORD}".encode())
+    assert talk(alice, session, conn, f"AUTH PLAIN {own.decode()}") == [b"+OK Logged in."]
+
+
 def test_big_message_is_streamed_through_the_connection(mail_server):
     deliver(mail_server, ALICE, big_message(1))
     session, conn = start(mail_server)
