@@ -138,3 +138,24 @@ def test_failed_logins_go_through_the_common_throttle(server_factory):
     # Past the free failures the next attempt must wait: even the right password is refused.
     out = r.cmd(f'LOGIN {USER} "{DEFAULT_PASSWORD}"'.encode())
     assert out[-1].startswith(b"t NO [UNAVAILABLE]")
+
+
+def test_rfc3501_authenticate_refusals_bad_and_no(imap_server):
+    r = Raw(imap_server.port("imap"))
+    assert r.cmd(b"AUTHENTICATE CRAM-MD5") == [b"t NO Unsupported authentication mechanism"]
+    assert r.cmd(b"AUTHENTICATE PLAIN !!") == [b"t BAD Invalid base64 in initial response"]
+    assert r.cmd(b"AUTHENTICATE PLAIN *") == [b"t BAD Invalid base64 in initial response"]
+    malformed = base64.b64encode(b"no separators")
+    assert r.cmd(b"AUTHENTICATE PLAIN " + malformed) == [
+        b"t BAD Authentication failed: malformed PLAIN response"
+    ]
+    # RFC 4616 §2: no proxy authorization.
+    other = base64.b64encode(f"bob@example.test\0{USER}\0{DEFAULT_PASSWORD}".encode())
+    assert r.cmd(b"AUTHENTICATE PLAIN " + other) == [
+        b"t NO [AUTHORIZATIONFAILED] Authorization identity not permitted"
+    ]
+    r.send(b"a AUTHENTICATE LOGIN\r\n")
+    assert r.line() == b"+ " + base64.b64encode(b"Username:")
+    r.send(b"!!\r\n")
+    assert r.line() == b"a BAD Invalid base64 in response"
+    assert r.cmd(b"NOOP")[-1].startswith(b"t OK")

@@ -667,7 +667,7 @@ def test_retr_to_a_client_that_does_not_read_stops_reading_the_file(server_facto
     c.send(b"RETR 1\r\n")
     time.sleep(0.8)
     session = srv.call(registry_for(srv.services.store).holder, ALICE)
-    streamer = session.streamer
+    streamer = session.conn.streamer
     assert streamer is not None
     position = srv.call(streamer.file.tell)
     # Kernel socket buffers (a few MB on loopback) plus our chunk and its read-ahead.

@@ -1,4 +1,4 @@
-"""Bad input never crashes a session: random and half-valid byte streams fed to SmtpSession.
+"""Bad input never crashes a session: random and half-valid byte streams fed to an SMTP connection.
 
 The session runs on the reactor thread with an in-memory transport (no TLS: STARTTLS answers
 454 here); every byte the server writes must be a well-formed reply line.
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from mailsuite.smtp.server import SmtpSession
+from mailsuite.smtp.server import SmtpProtocol
 from tests.conftest import on_reactor
 
 REPLY_LINE = re.compile(rb"\A\d{3}[ -][^\r\n]*\Z")
@@ -30,7 +30,7 @@ streams = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.binary(max_size=40))
 
 
 def run_session(services, chunks) -> bytes:
-    session = SmtpSession(dataclasses.replace(services, tls=None), "smtp")
+    session = SmtpProtocol(dataclasses.replace(services, tls=None), "smtp")
     transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 4321))
     session.makeConnection(transport)
     for chunk in chunks:

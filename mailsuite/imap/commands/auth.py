@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -40,10 +37,14 @@ def starttls(session, cmd):
     return R.ALREADY_ANSWERED
 
 
+def _privacy_required() -> ImapNo:
+    # RFC 3501 §6.2.3 / §7.2.1 LOGINDISABLED; RFC 5530 PRIVACYREQUIRED.
+    return ImapNo("PRIVACYREQUIRED", "Plaintext authentication disallowed without TLS")
+
+
 def _check_plaintext(session) -> None:
     if not session.plaintext_allowed():
-        # RFC 3501 §6.2.3 / §7.2.1 LOGINDISABLED; RFC 5530 PRIVACYREQUIRED.
-        raise ImapNo("PRIVACYREQUIRED", "Plaintext authentication disallowed without TLS")
+        raise _privacy_required()
 
 
 def login(session, cmd):
@@ -55,13 +56,15 @@ def login(session, cmd):
     return _authenticate(session, username, password)
 
 
-def _authenticate(session, username: str, password: str, authzid: str = "") -> defer.Deferred:
-    if authzid and authzid.lower() != username.lower():
-        # We support no proxy authorization (RFC 4616 §2).
-        return defer.fail(ImapNo("AUTHORIZATIONFAILED", "Authorization identity not permitted"))
+def _authenticate(session, username: str, password: str) -> defer.Deferred:
     d = defer.maybeDeferred(
         session.services.authenticator.login, username, password, session.client_ip, "imap"
     )
+    return _login_result(session, d)
+
+
+def _login_result(session, d: defer.Deferred) -> defer.Deferred:
+    """The tagged reply to a login (LOGIN or AUTHENTICATE) once the Authenticator answers."""
 
     def ok(address: str):
         try:
@@ -89,57 +92,50 @@ def _authenticate(session, username: str, password: str, authzid: str = "") -> d
 def authenticate(session, cmd):
     if not cmd.args or not isinstance(cmd.args[0], Atom) or len(cmd.args) > 2:
         raise ImapBad("AUTHENTICATE needs a mechanism name")
-    try:
-        mech = sasl.mechanism(cmd.args[0])
-    except sasl.SaslError:
-        raise ImapNo("Unsupported authentication mechanism") from None
-    _check_plaintext(session)
     initial = None
     if len(cmd.args) == 2:
         # RFC 4959 §3: initial response, "=" for an empty one.
-        raw = cmd.args[1]
-        if isinstance(raw, list):
+        initial = cmd.args[1]
+        if isinstance(initial, list):
             raise ImapBad("Invalid initial response")
-        try:
-            initial = sasl.decode_response(raw if isinstance(raw, bytes) else raw.encode())
-        except sasl.SaslError:
-            raise ImapBad("Invalid base64 in initial response") from None
+    dialogue = sasl.SaslDialogue(
+        session.services.authenticator,
+        session.client_ip,
+        "imap",
+        plaintext_allowed=session.plaintext_allowed(),
+    )
+    outcome = dialogue.start(cmd.args[0], initial)
+    if isinstance(outcome, sasl.UnknownMechanism):
+        raise ImapNo("Unsupported authentication mechanism")
+    if isinstance(outcome, sasl.EncryptionRequired):
+        raise _privacy_required()
+    if isinstance(outcome, (sasl.Cancelled, sasl.BadEncoding)):
+        raise ImapBad("Invalid base64 in initial response")
     done: defer.Deferred = defer.Deferred()
-    _sasl_step(session, cmd, mech, lambda: mech.start(initial), done)
+    _answer(session, dialogue, outcome, done)
     return done
 
 
-def _sasl_step(session, cmd, mech, step, done: defer.Deferred) -> None:
-    try:
-        result = step()
-    except sasl.SaslCancelled:
-        session.line_handler = None
-        done.errback(ImapBad("Authentication cancelled"))
-        return
-    except sasl.SaslError as e:
-        session.line_handler = None
-        done.errback(ImapBad(f"Authentication failed: {e}"))
-        return
-    if isinstance(result, sasl.Challenge):
-        session.send(b"+ " + base64.b64encode(result.data) + b"\r\n")
+def _answer(session, dialogue: sasl.SaslDialogue, outcome: sasl.Outcome, done) -> None:
+    """The IMAP wire form of one dialogue outcome: `+ challenge`, BAD, or the login."""
+    session.line_handler = None
+    if isinstance(outcome, sasl.SendChallenge):
+        session.send(b"+ " + outcome.encoded + b"\r\n")
         session.flush()
 
         def on_line(line: bytes):
-            session.line_handler = None
-            try:
-                # RFC 3501 §6.2.2: "*" cancels; otherwise base64 (an empty line is empty data).
-                data = sasl.decode_response(line) if line.strip() else b""
-            except sasl.SaslCancelled:
-                done.errback(ImapBad("Authentication cancelled"))
-                return None
-            except (sasl.SaslError, binascii.Error):
-                done.errback(ImapBad("Invalid base64 in response"))
-                return None
-            _sasl_step(session, cmd, mech, lambda: mech.step(data), done)
-            return None
+            # RFC 3501 §6.2.2: "*" cancels; otherwise base64 (an empty line is empty data).
+            _answer(session, dialogue, dialogue.respond(line), done)
 
         session.line_handler = on_line
-        return
-    session.line_handler = None
-    d = _authenticate(session, result.username, result.password, result.authzid)
-    d.chainDeferred(done)
+    elif isinstance(outcome, sasl.Cancelled):
+        done.errback(ImapBad("Authentication cancelled"))
+    elif isinstance(outcome, sasl.BadEncoding):
+        done.errback(ImapBad("Invalid base64 in response"))
+    elif isinstance(outcome, sasl.BadResponse):
+        done.errback(ImapBad(f"Authentication failed: {outcome.reason}"))
+    elif isinstance(outcome, sasl.IdentityRefused):
+        done.errback(ImapNo("AUTHORIZATIONFAILED", "Authorization identity not permitted"))
+    else:
+        d = defer.maybeDeferred(dialogue.login, outcome.credentials)
+        _login_result(session, d).chainDeferred(done)

@@ -1,24 +1,15 @@
-"""SASL PLAIN and LOGIN as pure state machines, shared by SMTP, POP3 and IMAP.
-
-Each protocol frames the exchange its own way (SMTP `334`, IMAP `+`, POP3 `+`), but the
-mechanisms are the same: feed base64 lines in, get a challenge to send or the credentials out.
-"""
+"""SASL PLAIN and LOGIN as pure state machines: decoded responses in, a challenge or the
+credentials out.  The framing around them (base64, `*`, initial responses) is `dialogue.py`."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 
 MECHANISMS = ("PLAIN", "LOGIN")
 
 
 class SaslError(Exception):
-    """The client sent something the mechanism cannot accept (malformed, or cancelled)."""
-
-
-class SaslCancelled(SaslError):
-    """RFC 4954 §4: a line of `*` cancels the exchange."""
+    """The client sent something the mechanism cannot accept."""
 
 
 @dataclass(frozen=True)
@@ -33,25 +24,6 @@ class Challenge:
     """Bytes to send to the client (before base64 encoding)."""
 
     data: bytes
-
-
-def decode_response(line: bytes | str) -> bytes:
-    """Decode one client response line; `=` is an empty initial response (RFC 4954 §4)."""
-    if isinstance(line, str):
-        line = line.encode("ascii", "replace")
-    line = line.strip()
-    if line == b"*":
-        raise SaslCancelled("authentication cancelled")
-    if line == b"=":
-        return b""
-    try:
-        return base64.b64decode(line, validate=True)
-    except (binascii.Error, ValueError):
-        raise SaslError("invalid base64") from None
-
-
-def encode_challenge(data: bytes) -> bytes:
-    return base64.b64encode(data)
 
 
 def _text(raw: bytes) -> str:

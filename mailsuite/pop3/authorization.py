@@ -1,0 +1,205 @@
+"""POP3 AUTHORIZATION state (RFC 1939 §4): CAPA (RFC 2449), STLS (RFC 2595), UTF8 (RFC 6856),
+USER/PASS and AUTH (RFC 5034, the shared SASL dialogue), and opening the maildrop.
+
+A mixin of `Pop3Session`: it uses the session's state and its `conn` and `_write`.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from mailsuite import sasl
+from mailsuite.accounts.checker import AuthFailed, AuthThrottled
+from mailsuite.pop3.maildrop import Entry, Maildrop
+from mailsuite.pop3.parser import (
+    AUTH,
+    CRLF,
+    IN_USE,
+    LOGIN_DELAY,
+    SYS_PERM,
+    SYS_TEMP,
+    CapaOptions,
+    Pop3Error,
+    capa_lines,
+    format_uidl,
+    multiline,
+    ok,
+)
+from mailsuite.store import NoSuchMailbox
+
+log = Logger(namespace="mailsuite.pop3")
+
+AUTHORIZATION, TRANSACTION, UPDATE = "AUTHORIZATION", "TRANSACTION", "UPDATE"
+
+PLAINTEXT_REFUSED = "Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
+
+# Per folder: the listings of its current message set, shared by the sessions that see it.
+_LISTINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _shared_listings(folder, version: tuple) -> dict:
+    held = _LISTINGS.get(folder)
+    if held is None or held[0] != version:
+        held = _LISTINGS[folder] = (version, {})
+    return held[1]
+
+
+class AuthorizationCommands:
+    """The AUTHORIZATION-state commands (and CAPA), for `Pop3Session`."""
+
+    def _login_allowed(self) -> bool:
+        return self.services.plaintext_auth_allowed(self.conn.is_secure(), self.client_ip)
+
+    def _capa(self, args):
+        opts = CapaOptions(
+            stls=self._stls_possible(),
+            login_allowed=self._login_allowed(),
+            transaction=self.state != AUTHORIZATION,
+            sasl_mechanisms=sasl.MECHANISMS,
+            expire=self.config.pop3.expire,
+            login_delay=self.config.pop3.login_delay,
+        )
+        self._write(multiline(ok("Capability list follows"), capa_lines(opts)))
+
+    def _stls_possible(self) -> bool:
+        return self.kind == "pop3" and self.services.tls is not None and not self.conn.is_secure()
+
+    def _stls(self, args):
+        if not self._stls_possible():
+            raise Pop3Error("TLS is already active or not available.")
+        dropped = self.splitter.discard()
+        if dropped:
+            # RFC 2595 §4 / DESIGN: nothing sent in clear after STLS may be executed.
+            log.info("pop3 #{sid} dropped {n} octets after STLS", sid=self.session_id, n=dropped)
+        self.user = None
+        self._write([ok("Begin TLS negotiation now.")])
+        self.conn.start_tls()
+
+    def _utf8(self, args):
+        # RFC 6856 §2: only in AUTHORIZATION; afterwards names and text may be UTF-8.
+        self.utf8 = True
+        self._write([ok("UTF8 enabled.")])
+
+    def _user(self, args):
+        if not self._login_allowed():
+            raise Pop3Error(PLAINTEXT_REFUSED, AUTH)
+        if not args or not args[0]:
+            raise Pop3Error("No username given.", bad=True)
+        self.user = args[0]
+        self._write([ok()])
+
+    def _pass(self, args):
+        if not self._login_allowed():
+            raise Pop3Error(PLAINTEXT_REFUSED, AUTH)
+        if self.user is None:
+            raise Pop3Error("No username given.")
+        user, self.user = self.user, None
+        password = args[0] if args else ""
+        d = self.services.authenticator.login(user, password, self.client_ip, "pop3")
+        return self._login(d, user)
+
+    def _auth(self, args):
+        allowed = self._login_allowed()
+        if not allowed:
+            raise Pop3Error(PLAINTEXT_REFUSED, AUTH)
+        if not args:
+            # Old clients send bare AUTH to get the mechanism list (pre-RFC 5034 behaviour).
+            lines = [m.encode("ascii") for m in sasl.MECHANISMS]
+            self._write(multiline(ok(), lines))
+            return None
+        dialogue = sasl.SaslDialogue(
+            self.services.authenticator, self.client_ip, "pop3", plaintext_allowed=allowed
+        )
+        initial = args[1] if len(args) > 1 else None
+        return self._sasl_outcome(dialogue, dialogue.start(args[0], initial))
+
+    def _sasl_step(self, line: bytes):
+        dialogue, self.sasl = self.sasl, None
+        return self._sasl_outcome(dialogue, dialogue.respond(line))
+
+    def _sasl_outcome(self, dialogue: sasl.SaslDialogue, outcome: sasl.Outcome):
+        """One dialogue outcome on the wire: `+ ` challenge, -ERR, or the login."""
+        if isinstance(outcome, sasl.SendChallenge):
+            self.sasl = dialogue  # the next line is the response
+            # RFC 5034 §4: a continuation is "+ " and the base64 challenge.
+            self._write([b"+ " + outcome.encoded + CRLF])
+            return None
+        if isinstance(outcome, sasl.Ready):
+            return self._login(dialogue.login(outcome.credentials), outcome.credentials.username)
+        if isinstance(outcome, sasl.UnknownMechanism):
+            raise Pop3Error("Unsupported authentication mechanism.")
+        if isinstance(outcome, sasl.EncryptionRequired):
+            raise Pop3Error(PLAINTEXT_REFUSED, AUTH)
+        if isinstance(outcome, sasl.Cancelled):
+            # RFC 5034 §4: "*" cancels; the server answers -ERR.
+            raise Pop3Error("Authentication cancelled.", AUTH)
+        if isinstance(outcome, sasl.IdentityRefused):
+            raise Pop3Error("Authorization identity not permitted.", AUTH)
+        raise Pop3Error("Invalid SASL response.", AUTH)  # BadEncoding, BadResponse
+
+    def _login(self, d: defer.Deferred, username: str) -> defer.Deferred:
+        """The reply to USER/PASS or AUTH once the Authenticator has answered `d`."""
+
+        def failed(failure):
+            if failure.check(AuthFailed):
+                log.info(
+                    "pop3 #{sid} login failed for {user!r} from {ip}",
+                    sid=self.session_id,
+                    user=username,
+                    ip=self.client_ip,
+                )
+                raise Pop3Error("Authentication failed.", AUTH, bad=True)
+            if failure.check(AuthThrottled):
+                raise Pop3Error("Too many failed logins; try again later.", SYS_TEMP)
+            if failure.check(Pop3Error):
+                return failure
+            log.failure("pop3 #{sid} authentication error", failure, sid=self.session_id)
+            raise Pop3Error("Temporary authentication failure.", SYS_TEMP)
+
+        d.addCallbacks(self._open_maildrop, failed)
+        return d
+
+    def _open_maildrop(self, address: str) -> None:
+        if self.lost:
+            return
+        left = self.registry.login_delay_left(address, self.config.pop3.login_delay)
+        if left:
+            # RFC 2449 §8.1.1: logging in again before LOGIN-DELAY has passed.
+            raise Pop3Error(f"Wait {int(left) + 1} seconds before logging in again.", LOGIN_DELAY)
+        if not self.registry.acquire(address, self):
+            raise Pop3Error("Mailbox is locked by another POP3 session.", IN_USE)
+        try:
+            mailbox = self.services.store.mailbox(address)
+            folder = mailbox.folder("INBOX")
+            folder.refresh()
+        except NoSuchMailbox:
+            self.registry.release(address, self)
+            log.warn("pop3 #{sid} {addr} has no mailbox", sid=self.session_id, addr=address)
+            raise Pop3Error("Mailbox unavailable.", SYS_PERM) from None
+        except OSError:
+            self.registry.release(address, self)
+            log.failure("pop3 #{sid} opening INBOX of {addr}", sid=self.session_id, addr=address)
+            raise Pop3Error("Mailbox unavailable.", SYS_TEMP) from None
+        self.address, self.mailbox, self.folder = address, mailbox, folder
+        self.folder_dir = str(folder.path)
+        fmt = self.config.pop3.uidl_format
+        uidvalidity = folder.uidvalidity
+        self.maildrop = Maildrop(
+            (Entry(m.uid, m.wire_size, m.key) for m in folder.messages),
+            lambda e: format_uidl(fmt, e.uid, uidvalidity, e.key),
+            _shared_listings(folder, (folder.membership_version, uidvalidity, fmt)),
+        )
+        self.registry.record_login(address)
+        self.state = TRANSACTION
+        count, octets = self.maildrop.stat()
+        log.info(
+            "pop3 #{sid} login {addr} from {ip}: {n} messages",
+            sid=self.session_id,
+            addr=address,
+            ip=self.client_ip,
+            n=count,
+        )
+        self._write([ok("Logged in.")])

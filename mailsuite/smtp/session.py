@@ -1,0 +1,348 @@
+"""The SMTP session as a state machine: bytes in, replies out, no socket in sight.
+
+Three listener kinds share it: "smtp" (inbound MX, local recipients only unless
+authenticated), "submission" (587, STARTTLS then AUTH) and "submissions" (465, TLS from the
+first byte, RFC 8314).  Every rule the wire must obey lives in `parser.py`; the session keeps
+the state between commands, answers strictly in order and calls the shared services.  What it
+needs from the connection (writes, closing, STARTTLS, timeouts) it asks of an `SmtpConnection`:
+`server.py` is the Twisted one, a test can be another.  Work that returns a Deferred
+(authentication, delivery) holds the input until its reply is written (`_wait`).
+Errors are `SmtpReply` exceptions and become wire replies in `_reply_error` only.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from mailsuite import sasl
+from mailsuite.smtp.auth import AuthCommands
+from mailsuite.smtp.parser import (
+    AUTH_LINE_LIMIT,
+    LINE_TOO_LONG,
+    BodyReader,
+    LineBuffer,
+    SmtpReply,
+    format_reply,
+    parse_command,
+    parse_helo,
+)
+from mailsuite.smtp.transaction import Transaction, TransactionCommands
+
+log = Logger(namespace="mailsuite.smtp")
+
+# Commands we know but do not offer get 502 rather than 500 (RFC 5321 §4.2.4).
+NOT_IMPLEMENTED = {"EXPN", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "BURL"}
+
+
+class SmtpConnection(Protocol):
+    """What the session asks of its connection."""
+
+    def write(self, data: bytes) -> None:
+        """Send one whole reply (or several)."""
+
+    def close(self) -> None:
+        """Close once the replies written so far are sent."""
+
+    def start_tls(self) -> None:
+        """Begin the TLS handshake (after `220 Ready to start TLS`)."""
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """The idle timeout from now on (command or DATA timeout); None: none."""
+
+    def tls_info(self) -> str | None:
+        """Protocol and cipher for the Received header, when the connection is TLS."""
+
+    def processed(self) -> None:
+        """The session ran out of input or waits on a Deferred: time to look at flow control."""
+
+
+class SmtpSession(AuthCommands, TransactionCommands):
+    """One SMTP session: greeting, commands, DATA/BDAT content, replies in order."""
+
+    def __init__(self, services, kind: str, conn: SmtpConnection) -> None:
+        self.services = services
+        self.kind = kind
+        self.conn = conn
+        self.cfg = services.config.smtp
+        self.hostname = services.config.hostname
+        # RFC 4954 §4: AUTH lines may be up to 12288 octets; other commands are cut at
+        # max_command_line after framing (RFC 5321 §4.5.3.1.4).
+        self.lines = LineBuffer(max(AUTH_LINE_LIMIT, self.cfg.max_command_line))
+        self.mode = "command"  # "command" | "data" | "bdat" | "auth" | "closed"
+        self.helo: str | None = None
+        self.esmtp = False
+        self.secure = False
+        self.user: str | None = None
+        self.tx: Transaction | None = None
+        self.body: BodyReader | None = None
+        self.bdat_remaining = 0
+        self.bdat_last = False
+        self.sasl: sasl.SaslDialogue | None = None
+        self.busy = False  # a Deferred is answering the current command
+        self.output_blocked = False  # the connection asked us to stop producing replies
+        self.greeted = False
+        self.bad_commands = 0
+        self.client_ip = ""
+        self._clear_auth_ok: bool | None = None
+        self._processing = False
+        self._bdat_error: SmtpReply | None = None
+
+    # --- events from the connection -----------------------------------------------------------
+
+    def connected(self, client_ip: str, secure: bool) -> None:
+        self.client_ip = client_ip
+        self.secure = secure
+
+    def refuse_connection(self) -> None:
+        """The connection limits are reached: say so instead of greeting."""
+        log.info("smtp {ip}: too many connections", ip=self.client_ip)
+        self.conn.write(format_reply(421, "4.7.0", f"{self.hostname} Error: too many connections"))
+        self._close()
+
+    def greet(self) -> None:
+        if self.mode == "closed":
+            return
+        self.greeted = True
+        self.conn.write(f"220 {self.hostname} ESMTP mailsuite\r\n".encode())
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the client."""
+        if self.mode == "closed":
+            return
+        if not self.greeted:
+            # Talking before the greeting is what spam bots do (Postfix postscreen "PREGREET").
+            log.info("smtp {ip}: pipelining before greeting", ip=self.client_ip)
+            self.conn.write(format_reply(554, "5.5.1", "Error: pipelining before greeting"))
+            self._close()
+            return
+        self.lines.feed(data)
+        self.process()
+
+    def timed_out(self) -> None:
+        # RFC 5321 §4.5.3.2: the server may close after its timeout, with a 421 first.
+        log.info("smtp {ip}: timeout in {mode}", ip=self.client_ip, mode=self.mode)
+        self.conn.write(format_reply(421, "4.4.2", f"{self.hostname} Error: timeout exceeded"))
+        self._close()
+
+    def connection_lost(self) -> None:
+        self.mode = "closed"
+        self.sasl = None
+
+    def _close(self) -> None:
+        self.mode = "closed"
+        self.conn.close()
+
+    # --- input --------------------------------------------------------------------------------
+
+    def process(self) -> None:
+        """Run buffered input until it runs out or a command waits on a Deferred."""
+        if self._processing:
+            return  # a Deferred fired synchronously inside the loop below: let it carry on
+        self._processing = True
+        try:
+            self._process_loop()
+        finally:
+            self._processing = False
+        self.conn.processed()
+
+    def _process_loop(self) -> None:
+        while not self.busy and not self.output_blocked and self.mode != "closed":
+            try:
+                if not self._step():
+                    break
+            except SmtpReply as e:
+                self._reply_error(e)
+            except Exception:
+                log.failure("smtp {ip}: internal error", ip=self.client_ip)
+                self._reply_error(SmtpReply(451, "4.3.0", "Error: internal error", close=True))
+
+    def _step(self) -> bool:
+        """Handle one unit of input; False when more input is needed."""
+        if self.mode == "data":
+            return self._step_data()
+        if self.mode == "bdat":
+            return self._step_bdat()
+        line = self.lines.next_line()
+        if line is None:
+            return False
+        if line is LINE_TOO_LONG:
+            if self.mode == "auth":
+                self.mode = "command"
+                self.sasl = None
+            raise SmtpReply(500, "5.5.2", "Error: line too long")
+        if self.mode == "auth":
+            self._auth_response(line)
+            return True
+        if len(line) + 2 > self.cfg.max_command_line and not line[:5].upper() == b"AUTH ":
+            raise SmtpReply(500, "5.5.2", "Error: line too long")
+        self._command(line)
+        return True
+
+    def _step_data(self) -> bool:
+        chunk = self.lines.take_rest()
+        if not chunk:
+            return False
+        rest = self.body.feed(chunk)
+        if rest is None:
+            return False
+        self.lines.feed(rest)
+        self.mode = "command"
+        self.conn.set_timeout(self.cfg.command_timeout)
+        self._end_of_message()
+        return True
+
+    def _step_bdat(self) -> bool:
+        chunk = self.lines.take_rest()
+        if not chunk and self.bdat_remaining:
+            return False
+        take = chunk[: self.bdat_remaining]
+        self.lines.feed(chunk[self.bdat_remaining :])
+        self.bdat_remaining -= len(take)
+        if self.body is not None:
+            self.body.feed(take)
+        if self.bdat_remaining:
+            return False
+        self.mode = "command"
+        self.conn.set_timeout(self.cfg.command_timeout)
+        self._end_of_chunk()
+        return True
+
+    def _reply_error(self, e: SmtpReply) -> None:
+        """The one place a typed error becomes a wire reply (and counts as a bad command)."""
+        if self.mode == "closed":
+            return
+        self.conn.write(e.to_bytes())
+        if e.close:
+            self._close()
+            return
+        if e.code >= 500:
+            self.bad_commands += 1
+            limit = self.services.config.limits.bad_commands
+            if limit and self.bad_commands >= limit:
+                log.info("smtp {ip}: too many errors", ip=self.client_ip)
+                self.conn.write(
+                    format_reply(421, "4.7.0", f"{self.hostname} Error: too many errors")
+                )
+                self._close()
+
+    def _reply(self, code: int, enhanced: str | None, text: str | list[str]) -> None:
+        if self.mode != "closed":
+            self.conn.write(format_reply(code, enhanced, text))
+
+    def _wait(self, d: defer.Deferred) -> None:
+        """Hold the input until `d` has produced the reply (RFC 2920 §3: replies in order)."""
+        self.busy = True
+
+        def done(result):
+            self.busy = False
+            if self.mode != "closed":
+                self.process()
+            return result
+
+        def failed(failure):
+            if failure.check(SmtpReply):
+                self._reply_error(failure.value)
+            else:
+                log.failure("smtp {ip}: internal error", failure, ip=self.client_ip)
+                self._reply_error(SmtpReply(451, "4.3.0", "Error: internal error", close=True))
+
+        d.addErrback(failed)
+        d.addBoth(done)
+
+    # --- commands -----------------------------------------------------------------------------
+
+    def _command(self, line: bytes) -> None:
+        cmd = parse_command(line)
+        handler = getattr(self, f"smtp_{cmd.verb}", None)
+        if handler is None:
+            if cmd.verb in NOT_IMPLEMENTED:
+                raise SmtpReply(502, "5.5.1", f"Error: command {cmd.verb} not implemented")
+            raise SmtpReply(500, "5.5.2", "Error: command not recognized")
+        handler(cmd.arg)
+
+    def smtp_EHLO(self, arg: str) -> None:
+        self.helo = parse_helo(arg)
+        self.esmtp = True
+        self.tx = None
+        lines = [self.hostname, "PIPELINING", f"SIZE {self.cfg.max_message_size}"]
+        if self._starttls_available():
+            lines.append("STARTTLS")
+        if self._auth_allowed() and self.user is None:
+            lines.append("AUTH " + " ".join(sasl.MECHANISMS))
+        lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING", "HELP"]
+        # RFC 2034 §4: no enhanced codes in the EHLO reply.
+        self._reply(250, None, lines)
+
+    def smtp_HELO(self, arg: str) -> None:
+        self.helo = parse_helo(arg)
+        self.esmtp = False
+        self.tx = None
+        self._reply(250, None, self.hostname)
+
+    def smtp_NOOP(self, arg: str) -> None:
+        self._reply(250, "2.0.0", "Ok")
+
+    def smtp_RSET(self, arg: str) -> None:
+        if arg.strip():
+            raise SmtpReply(501, "5.5.4", "Syntax: RSET")
+        self.tx = None
+        self._reply(250, "2.0.0", "Ok")
+
+    def smtp_VRFY(self, arg: str) -> None:
+        # RFC 5321 §3.5.3: 252 when we will not say; address harvesting gets nothing.
+        self._reply(252, "2.0.0", "Send some mail, I'll try my best")
+
+    def smtp_HELP(self, arg: str) -> None:
+        self._reply(
+            214,
+            "2.0.0",
+            [
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
+                "See RFC 5321",
+            ],
+        )
+
+    def smtp_QUIT(self, arg: str) -> None:
+        self._reply(221, "2.0.0", "Bye")
+        self._close()
+
+    def smtp_STARTTLS(self, arg: str) -> None:
+        if arg.strip():
+            raise SmtpReply(501, "5.5.4", "Syntax: STARTTLS")
+        if self.secure:
+            raise SmtpReply(503, "5.5.1", "Error: TLS already active")
+        if not self._starttls_available():
+            raise SmtpReply(454, "4.7.0", "TLS not available")
+        self._reply(220, "2.0.0", "Ready to start TLS")
+        # RFC 3207 §4.2 / RFC 2920: whatever the client pipelined after STARTTLS was sent in
+        # the clear and is dropped, never executed (the CVE-2011-0411 command injection).
+        dropped = self.lines.take_rest()
+        if dropped:
+            log.info(
+                "smtp {ip}: dropped {n} bytes pipelined after STARTTLS",
+                ip=self.client_ip,
+                n=len(dropped),
+            )
+        self.conn.start_tls()
+        # RFC 3207 §4.2: forget everything learnt before TLS.
+        self.secure = True
+        self.helo = None
+        self.esmtp = False
+        self.tx = None
+        self.user = None
+
+    # --- policy ------------------------------------------------------------------------------
+
+    def _starttls_available(self) -> bool:
+        return not self.secure and getattr(self.services, "tls", None) is not None
+
+    def _auth_allowed(self) -> bool:
+        # RFC 4954 §4 / RFC 8314: passwords only inside TLS (loopback exception configurable).
+        if self.secure:
+            return True
+        if self._clear_auth_ok is None:
+            self._clear_auth_ok = self.services.plaintext_auth_allowed(False, self.client_ip)
+        return self._clear_auth_ok

@@ -1,0 +1,315 @@
+"""SMTP mail transactions (RFC 5321 §3.3): MAIL, RCPT, DATA and BDAT, the end-of-message
+checks and the hand-over to delivery.
+
+A mixin of `SmtpSession`: it uses the session's state (`helo`, `user`, `tx`, `body`, `mode`)
+and its `conn`, `_reply` and `_wait`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mailsuite.delivery import Envelope, Recipient, RecipientResult, UnknownRecipient
+from mailsuite.smtp import headers
+from mailsuite.smtp.parser import (
+    BodyReader,
+    Mailbox,
+    MailFrom,
+    SmtpReply,
+    domain_forms,
+    parse_bdat,
+    parse_mail_from,
+    parse_rcpt_to,
+    quote_local,
+)
+from mailsuite.smtp.received import received_header, with_keyword
+from mailsuite.store import QuotaExceeded
+from mailsuite.trust.inbound import check_inbound
+
+log = Logger(namespace="mailsuite.smtp")
+
+SUBMISSION_KINDS = ("submission", "submissions")
+
+
+@dataclass
+class Transaction:
+    """One mail transaction, MAIL to end of DATA/BDAT LAST (RFC 5321 §3.3)."""
+
+    mail: MailFrom
+    sender: str  # "" for the null reverse-path
+    recipients: list = field(default_factory=list)  # delivery Recipient objects
+    addresses: set[str] = field(default_factory=set)
+    body: BodyReader | None = None  # BDAT chunks accumulate here across commands
+    failed: bool = False  # a BDAT chunk was refused: the rest of the transaction is too
+    # Submission: the addresses the user may send as (envelope and From:), looked up at MAIL.
+    senders: frozenset[str] = frozenset()
+
+
+class TransactionCommands:
+    """The commands of a mail transaction, for `SmtpSession`."""
+
+    def smtp_MAIL(self, arg: str) -> None:
+        if self.helo is None:
+            raise SmtpReply(503, "5.5.1", "Error: send HELO/EHLO first")
+        if self.tx is not None:
+            raise SmtpReply(503, "5.5.1", "Error: nested MAIL command")
+        if self.kind in SUBMISSION_KINDS and self.user is None:
+            # RFC 6409 §4.3 / RFC 4954 §6: submission needs authentication, which needs TLS
+            # first (RFC 3207 §4 wording) unless clear-text AUTH is allowed here.
+            if not self._auth_allowed():
+                raise SmtpReply(530, "5.7.0", "Must issue a STARTTLS command first")
+            raise SmtpReply(530, "5.7.0", "Authentication required")
+        mail = parse_mail_from(arg)
+        if mail.size is not None and mail.size > self.cfg.max_message_size:
+            # RFC 1870 §6: refuse a declared size over the limit before any data.
+            raise SmtpReply(552, "5.3.4", "Message size exceeds fixed limit")
+        sender = mail.sender.address if mail.sender else ""
+        senders: frozenset[str] = frozenset()
+        if self.user is not None:
+            senders = frozenset(
+                a.lower() for a in self.services.accounts.sender_addresses(self.user)
+            )
+            if not sender or sender.lower() not in senders:
+                raise SmtpReply(
+                    553, "5.7.1", f"Sender address <{sender}> not owned by user {self.user}"
+                )
+        self.tx = Transaction(mail, sender, senders=senders)
+        self._reply(250, "2.1.0", "Ok")
+
+    def smtp_RCPT(self, arg: str) -> None:
+        tx = self.tx
+        if tx is None:
+            raise SmtpReply(503, "5.5.1", "Error: need MAIL command")
+        if tx.body is not None:
+            raise SmtpReply(503, "5.5.1", "Error: BDAT in progress")
+        rcpt = parse_rcpt_to(arg, utf8=tx.mail.smtputf8)
+        if len(tx.recipients) >= self.cfg.max_recipients:
+            # RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
+            raise SmtpReply(452, "4.5.3", "Error: too many recipients")
+        address, resolved = self._check_recipient(rcpt.recipient)
+        if tx.mail.size is not None:
+            try:
+                # RFC 1870 §6: with a declared SIZE, refuse a full mailbox now rather than
+                # fail one copy after DATA (a single reply covers all recipients).
+                self.services.delivery.check_quota(address, tx.mail.size, resolved)
+            except QuotaExceeded as e:
+                raise _quota_reply(e, f"<{address}>: Mailbox full") from None
+        if address.lower() not in tx.addresses:
+            tx.addresses.add(address.lower())
+            tx.recipients.append(_make_recipient(address, rcpt.notify, rcpt.orcpt))
+        self._reply(250, "2.1.5", "Ok")
+
+    def _check_recipient(self, mbox: Mailbox) -> tuple[str, RecipientResult | None]:
+        """The address to deliver to and what it resolved to, or the reply refusing it (no
+        open relay)."""
+        if not mbox.domain:
+            # RFC 5321 §4.1.1.3: <Postmaster> without a domain must be accepted.
+            domain = self.services.config.domains[0] if self.services.config.domains else ""
+            return f"postmaster@{domain}", None
+        relay_ok = self.user is not None
+        if not relay_ok and (mbox.has_routing or mbox.is_ip_literal):
+            # user%remote@local, remote!user@local, "user@remote"@local, user@[1.2.3.4]:
+            # sender-specified routing is refused from strangers (Postfix
+            # allow_untrusted_routing=no), so nothing can bounce through us.
+            raise SmtpReply(554, "5.7.1", f"<{mbox.address}>: Relay access denied")
+        local_part = quote_local(mbox.local) if mbox.quoted else mbox.local
+        resolved = None
+        for domain in domain_forms(mbox.domain):
+            address = f"{local_part}@{domain}"
+            resolved = self.services.delivery.resolve(address)
+            if resolved.kind != "remote":
+                break  # a local domain in this form (known user or not)
+        else:
+            address = mbox.address  # remote in every form: no local mailbox to check
+        kind = resolved.kind if resolved is not None else "remote"
+        if kind == "unknown":
+            raise SmtpReply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
+        if kind == "local" or relay_ok:
+            return address, resolved
+        raise SmtpReply(554, "5.7.1", f"<{address}>: Relay access denied")
+
+    def smtp_DATA(self, arg: str) -> None:
+        tx = self._ready_for_content()
+        if arg.strip():
+            raise SmtpReply(501, "5.5.4", "Syntax: DATA")
+        if tx.body is not None:
+            raise SmtpReply(503, "5.5.1", "Error: BDAT in progress")
+        self.body = BodyReader(
+            self.cfg.max_message_size, self.cfg.max_text_line, self.cfg.bare_newline
+        )
+        self.mode = "data"
+        self.conn.set_timeout(self.cfg.data_timeout)
+        self._reply(354, None, "End data with <CR><LF>.<CR><LF>")
+
+    def _ready_for_content(self) -> Transaction:
+        if self.tx is None:
+            raise SmtpReply(503, "5.5.1", "Error: need MAIL command")
+        if not self.tx.recipients:
+            # RFC 2920 §3.1: DATA after every RCPT failed.
+            raise SmtpReply(554, "5.5.1", "Error: no valid recipients")
+        return self.tx
+
+    def smtp_BDAT(self, arg: str) -> None:
+        try:
+            size, last = parse_bdat(arg)
+        except SmtpReply as e:
+            # Without a size we cannot skip the chunk, and running it as commands would be
+            # smuggling: close.
+            raise SmtpReply(e.code, e.enhanced, e.lines, close=True) from None
+        self.bdat_remaining = size
+        self.bdat_last = last
+        self.mode = "bdat"
+        self.conn.set_timeout(self.cfg.data_timeout)
+        # RFC 3030 §3: the chunk is read even when the command is refused.
+        try:
+            tx = self._ready_for_content()
+            if tx.failed:
+                raise SmtpReply(503, "5.5.1", "Error: transaction failed, send RSET")
+        except SmtpReply as e:
+            self.body = None
+            self._bdat_error = e
+            return
+        self._bdat_error = None
+        if tx.body is None:
+            tx.body = BodyReader(
+                self.cfg.max_message_size,
+                self.cfg.max_text_line,
+                self.cfg.bare_newline,
+                dot_stuffed=False,
+            )
+        self.body = tx.body
+
+    def _end_of_chunk(self) -> None:
+        err = self._bdat_error
+        if err is not None:
+            raise err
+        body = self.body
+        if self.bdat_last:
+            body.finish()
+            self._end_of_message()
+            return
+        if body.too_big:
+            self.tx.failed = True
+            raise SmtpReply(552, "5.3.4", "Error: message file too big")
+        self._reply(250, "2.0.0", f"Ok: {body.size} octets received")
+
+    # --- end of message: checks, headers, delivery ---------------------------------------------
+
+    def _end_of_message(self) -> None:
+        tx, body = self.tx, self.body
+        self.body = None
+        self.tx = None
+        data = body.result()  # SmtpReply for size / bare newline / long lines
+        if self.user is not None:
+            data = self._submission_rules(tx, data)
+        queue_id = f"{random.getrandbits(48):012X}"  # names log lines; needs no secrecy
+        proto = with_keyword(self.esmtp, self.secure, self.user is not None, tx.mail.smtputf8)
+        trace = received_header(
+            helo=self.helo or "unknown",
+            client_ip=self.client_ip,
+            hostname=self.hostname,
+            protocol=proto,
+            queue_id=queue_id,
+            tls_info=self.conn.tls_info() if self.secure else None,
+            recipient=tx.recipients[0].address if len(tx.recipients) == 1 else None,
+        )
+        envelope = _make_envelope(tx, self)
+        if self.kind == "smtp" and self.user is None:
+            # SPF/DKIM/DMARC for mail from other servers, never for submission.
+            d = check_inbound(self.services, self.client_ip, self.helo or "", tx.sender, data)
+            d.addCallback(self._apply_verdict, envelope, trace, data)
+        else:
+            d = self._deliver(envelope, trace + data)
+
+        def delivered(report):
+            for rcpt, reason in getattr(report, "failed", ()):
+                # One reply covers every recipient: the others got their copy, this one did
+                # not (e.g. over quota).  Delivery owns bouncing it; say so in the log.
+                log.warn(
+                    "smtp {ip}: {id} not delivered to {rcpt}: {reason}",
+                    ip=self.client_ip,
+                    id=queue_id,
+                    rcpt=rcpt,
+                    reason=repr(reason),
+                )
+            log.info(
+                "smtp {ip}: {id} from=<{sender}> nrcpt={n} size={size}",
+                ip=self.client_ip,
+                id=queue_id,
+                sender=tx.sender,
+                n=len(tx.recipients),
+                size=len(data),
+            )
+            self._reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+
+        def failed(failure):
+            raise _delivery_failure_reply(failure)
+
+        self._wait(d.addCallbacks(delivered, failed))
+
+    def _apply_verdict(self, verdict, envelope: Envelope, trace: bytes, data: bytes):
+        """Refuse (550/451), or deliver to INBOX or Junk with Authentication-Results on top."""
+        if verdict.action in ("reject", "tempfail"):
+            raise SmtpReply(verdict.code, verdict.enhanced, verdict.text)
+        if verdict.action == "junk":
+            envelope.folder = "Junk"
+        return self._deliver(envelope, trace + verdict.apply(data))
+
+    def _deliver(self, envelope: Envelope, data: bytes) -> defer.Deferred:
+        """The one call into delivery: fires once every copy is safe, errbacks with the failure
+        that `_delivery_failure_reply` turns into the reply."""
+        return defer.maybeDeferred(self.services.delivery.deliver, envelope, data)
+
+    def _submission_rules(self, tx: Transaction, data: bytes) -> bytes:
+        """RFC 6409 §8: From: must be the account's, Date:/Message-ID: are added if missing."""
+        fields = headers.header_index(data)
+        found = headers.from_addresses(data, fields)
+        if found is None:
+            data = b"From: <" + tx.sender.encode("utf-8") + b">\r\n" + data
+        elif not found or any(a.lower() not in tx.senders for a in found):
+            raise SmtpReply(553, "5.7.1", f"From: header address not owned by user {self.user}")
+        return headers.add_missing_headers(data, self.hostname, fields=fields)
+
+
+def _make_recipient(address: str, notify, orcpt) -> Recipient:
+    return Recipient(address, tuple(notify) if notify else (), orcpt)
+
+
+def _make_envelope(tx: Transaction, session) -> Envelope:
+    return Envelope(
+        mail_from=tx.sender,
+        recipients=list(tx.recipients),
+        dsn_ret=tx.mail.ret,
+        dsn_envid=tx.mail.envid,
+        authenticated_user=session.user,
+        client_ip=session.client_ip,
+        helo=session.helo or "",
+        smtputf8=tx.mail.smtputf8,
+    )
+
+
+def _quota_reply(e: QuotaExceeded, text: str) -> SmtpReply:
+    """RFC 3463 X.2.2 mailbox full: 452 while it may drain, 552 when the message can never
+    fit (RFC 1870 §6.1 makes the same split for SIZE)."""
+    if getattr(e, "temporary", True):
+        return SmtpReply(452, "4.2.2", text)
+    return SmtpReply(552, "5.2.2", text)
+
+
+def _delivery_failure_reply(failure: Failure) -> SmtpReply:
+    if failure.check(SmtpReply):
+        return failure.value
+    if failure.check(UnknownRecipient):
+        # The account vanished between RCPT and the end of DATA.
+        return SmtpReply(550, "5.1.1", "Error: recipient address rejected: User unknown")
+    if failure.check(QuotaExceeded):
+        return _quota_reply(failure.value, "Error: mailbox full")
+    log.failure("delivery failed", failure)
+    # Nothing is half-delivered: delivery fires only when every copy is safe, and a retry of
+    # the same message after 451 must not duplicate what was stored.
+    return SmtpReply(451, "4.3.0", "Error: temporary failure, try again later")
