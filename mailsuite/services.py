@@ -13,6 +13,7 @@ from mailsuite.config import Config, ConfigError
 from mailsuite.delivery import Delivery
 from mailsuite.imap.server_state import ImapState
 from mailsuite.limits import ConnectionLimiter
+from mailsuite.pop3.server_state import Pop3State
 from mailsuite.relay.queue import Queue
 from mailsuite.store import Store
 from mailsuite.tls import TlsContexts
@@ -42,6 +43,7 @@ class Services:
     queue: Queue
     connections: ConnectionLimiter
     imap: ImapState  # what the IMAP sessions of this server share about folders
+    pop3: Pop3State  # the POP3 sessions' maildrop locks, login times and listings
 
     @classmethod
     def create(cls, config: Config, with_tls: bool = True) -> Services:
@@ -71,6 +73,7 @@ class Services:
                 config.limits.connections_total, config.limits.connections_per_ip
             ),
             imap=ImapState(),
+            pop3=Pop3State(),
         )
 
     def plaintext_auth_allowed(self, secure: bool, client_ip: str) -> bool:

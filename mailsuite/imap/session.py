@@ -113,11 +113,7 @@ class Session:
 
     def plaintext_allowed(self) -> bool:
         """Password logins in the clear: only over TLS unless policy allows loopback."""
-        if self.secure:
-            return True
-        if self.config.auth.plaintext == "loopback":
-            return self.client_ip.startswith("127.") or self.client_ip == "::1"
-        return False
+        return self.services.plaintext_auth_allowed(self.secure, self.client_ip)
 
     def capabilities(self) -> list[str]:
         return capabilities(self)

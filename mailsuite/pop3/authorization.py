@@ -6,8 +6,6 @@ A mixin of `Pop3Session`: it uses the session's state and its `conn` and `_write
 
 from __future__ import annotations
 
-import weakref
-
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -35,16 +33,6 @@ log = Logger(namespace="mailsuite.pop3")
 AUTHORIZATION, TRANSACTION, UPDATE = "AUTHORIZATION", "TRANSACTION", "UPDATE"
 
 PLAINTEXT_REFUSED = "Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
-
-# Per folder: the listings of its current message set, shared by the sessions that see it.
-_LISTINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _shared_listings(folder, version: tuple) -> dict:
-    held = _LISTINGS.get(folder)
-    if held is None or held[0] != version:
-        held = _LISTINGS[folder] = (version, {})
-    return held[1]
 
 
 class AuthorizationCommands:
@@ -165,22 +153,22 @@ class AuthorizationCommands:
     def _open_maildrop(self, address: str) -> None:
         if self.lost:
             return
-        left = self.registry.login_delay_left(address, self.config.pop3.login_delay)
+        left = self.server_state.login_delay_left(address, self.config.pop3.login_delay)
         if left:
             # RFC 2449 §8.1.1: logging in again before LOGIN-DELAY has passed.
             raise Pop3Error(f"Wait {int(left) + 1} seconds before logging in again.", LOGIN_DELAY)
-        if not self.registry.acquire(address, self):
+        if not self.server_state.acquire(address, self):
             raise Pop3Error("Mailbox is locked by another POP3 session.", IN_USE)
         try:
             mailbox = self.services.store.mailbox(address)
             folder = mailbox.folder("INBOX")
             folder.refresh()
         except NoSuchMailbox:
-            self.registry.release(address, self)
+            self.server_state.release(address, self)
             log.warn("pop3 #{sid} {addr} has no mailbox", sid=self.session_id, addr=address)
             raise Pop3Error("Mailbox unavailable.", SYS_PERM) from None
         except OSError:
-            self.registry.release(address, self)
+            self.server_state.release(address, self)
             log.failure("pop3 #{sid} opening INBOX of {addr}", sid=self.session_id, addr=address)
             raise Pop3Error("Mailbox unavailable.", SYS_TEMP) from None
         self.address, self.mailbox, self.folder = address, mailbox, folder
@@ -190,9 +178,11 @@ class AuthorizationCommands:
         self.maildrop = Maildrop(
             (Entry(m.uid, m.wire_size, m.key) for m in folder.messages),
             lambda e: format_uidl(fmt, e.uid, uidvalidity, e.key),
-            _shared_listings(folder, (folder.membership_version, uidvalidity, fmt)),
+            self.server_state.shared_listings(
+                folder, (folder.membership_version, uidvalidity, fmt)
+            ),
         )
-        self.registry.record_login(address)
+        self.server_state.record_login(address)
         self.state = TRANSACTION
         count, octets = self.maildrop.stat()
         log.info(

@@ -33,7 +33,6 @@ from mailsuite.pop3.parser import (
     ok,
     parse_command,
 )
-from mailsuite.pop3.registry import registry_for
 from mailsuite.pop3.streamer import StreamAborted
 from mailsuite.pop3.transaction import TransactionCommands
 
@@ -73,7 +72,7 @@ class Pop3Session(AuthorizationCommands, TransactionCommands):
         self.config = services.config
         self.kind = kind
         self.conn = conn
-        self.registry = registry_for(services.store)
+        self.server_state = services.pop3
         self.state = AUTHORIZATION
         self.splitter = LineSplitter(self.config.pop3.max_command_line)
         self.session_id = next(_session_ids)
@@ -134,7 +133,7 @@ class Pop3Session(AuthorizationCommands, TransactionCommands):
         self.sasl = None
         if self.address is not None:
             # A dropped connection never reaches UPDATE: nothing marked with DELE is removed.
-            self.registry.release(self.address, self)
+            self.server_state.release(self.address, self)
         log.info("pop3 #{sid} disconnected", sid=self.session_id)
 
     # -- input ------------------------------------------------------------------------------

@@ -201,6 +201,6 @@ class TransactionCommands:
             except OSError:
                 log.failure("pop3 #{sid} expunge at QUIT", sid=self.session_id)
                 reply = err("Some deleted messages not removed.", SYS_TEMP)
-        self.registry.release(self.address, self)
+        self.server_state.release(self.address, self)
         self._write([reply])
         self._close()

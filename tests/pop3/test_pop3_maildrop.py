@@ -6,7 +6,7 @@ import pytest
 
 from mailsuite.pop3.maildrop import Entry, Maildrop
 from mailsuite.pop3.parser import Pop3Error
-from mailsuite.pop3.registry import MaildropRegistry, registry_for
+from mailsuite.pop3.server_state import Pop3State
 
 
 def make_drop() -> Maildrop:
@@ -49,7 +49,7 @@ def test_rfc1939_rset_unmarks_everything():
 
 
 def test_one_session_per_mailbox():
-    reg = MaildropRegistry()
+    reg = Pop3State()
     a, b = object(), object()
     assert reg.acquire("U@example.test", a)
     assert reg.acquire("u@example.test", a)  # re-entrant for its holder
@@ -61,7 +61,7 @@ def test_one_session_per_mailbox():
 
 
 def test_rfc2449_login_delay_bookkeeping():
-    reg = MaildropRegistry()
+    reg = Pop3State()
     assert reg.login_delay_left("u@x", 60, now=100.0) == 0
     reg.record_login("u@x", now=100.0)
     assert reg.login_delay_left("u@x", 60, now=130.0) == 30.0
@@ -69,13 +69,15 @@ def test_rfc2449_login_delay_bookkeeping():
     assert reg.login_delay_left("u@x", 0, now=101.0) == 0
 
 
-def test_registry_is_shared_per_store():
-    class FakeStore:
+def test_listings_are_kept_per_folder_until_its_version_changes():
+    class Folder:
         pass
 
-    s1, s2 = FakeStore(), FakeStore()
-    assert registry_for(s1) is registry_for(s1)
-    assert registry_for(s1) is not registry_for(s2)
+    state, a, b = Pop3State(), Folder(), Folder()
+    first = state.shared_listings(a, (1, 7, "uid"))
+    assert state.shared_listings(a, (1, 7, "uid")) is first
+    assert state.shared_listings(b, (1, 7, "uid")) is not first
+    assert state.shared_listings(a, (2, 7, "uid")) is not first
 
 
 def test_full_listings_are_shared_but_a_session_with_deletions_keeps_its_own():

@@ -258,6 +258,21 @@ def test_each_session_lists_the_messages_it_logged_in_to(alice, tls_context):
     second.quit()
 
 
+def test_rfc2449_in_use_lock_belongs_to_one_server(server_factory, tls_context):
+    """Two servers in one process each lock their own maildrops: a session on one never
+    makes the other answer [IN-USE]."""
+    first, second = server_factory("a"), server_factory("b")
+    for srv in (first, second):
+        srv.add_user(ALICE)
+        deliver(srv, ALICE, b"Subject: one\n\nbody\n")
+    assert first.services.pop3 is not second.services.pop3
+    p1 = login_s(first, tls_context)
+    p2 = login_s(second, tls_context)
+    assert p1.stat()[0] == p2.stat()[0] == 1
+    p1.quit()
+    p2.quit()
+
+
 def test_rfc2449_in_use_second_session_refused(alice, tls_context):
     p1 = login_s(alice, tls_context)
     p2 = pop3s(alice, tls_context)
@@ -651,8 +666,6 @@ def test_streamed_retr_after_stls(mail_server, tls_context):
 def test_retr_to_a_client_that_does_not_read_stops_reading_the_file(server_factory):
     """Back-pressure: with the client not reading, the server reads only what fits in the
     socket buffers plus a chunk or two, not the 20 MB message."""
-    from mailsuite.pop3.registry import registry_for
-
     srv = server_factory(auth={"plaintext": "loopback"})
     srv.add_user(ALICE)
     deliver(srv, ALICE, big_message(20))
@@ -666,7 +679,7 @@ def test_retr_to_a_client_that_does_not_read_stops_reading_the_file(server_facto
     c.line(), c.line()
     c.send(b"RETR 1\r\n")
     time.sleep(0.8)
-    session = srv.call(registry_for(srv.services.store).holder, ALICE)
+    session = srv.call(srv.services.pop3.holder, ALICE)
     streamer = session.conn.streamer
     assert streamer is not None
     position = srv.call(streamer.file.tell)

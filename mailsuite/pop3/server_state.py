@@ -1,8 +1,11 @@
-"""Per-process POP3 maildrop locks (IN-USE) and login times (LOGIN-DELAY).
+"""What the POP3 sessions of one server share: maildrop locks (IN-USE), login times
+(LOGIN-DELAY) and the listings of each folder's current message set.
 
 RFC 1939 §8 lets a server refuse a second session on a locked maildrop; RFC 2449 §8.1.1 gives
-the [IN-USE] code for it. One lock per mailbox per process: both POP3 listeners (110 and 995)
+the [IN-USE] code for it. One lock per mailbox per server: both POP3 listeners (110 and 995)
 share it, while IMAP sessions never take it (they see POP3 deletions as expunges instead).
+One `Pop3State` is created per server by `Services`, so two servers in one process (tests)
+never share locks or listings.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ import time
 import weakref
 
 
-class MaildropRegistry:
+class Pop3State:
     def __init__(self) -> None:
         self._holders: dict[str, object] = {}
         self._last_login: dict[str, float] = {}
+        # Per folder: the listings of its current message set, shared by the sessions that
+        # see it (keyed weakly: a folder nobody holds takes its listings with it).
+        self._listings: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def acquire(self, address: str, session: object) -> bool:
         key = address.lower()
@@ -45,13 +51,9 @@ class MaildropRegistry:
     def record_login(self, address: str, now: float | None = None) -> None:
         self._last_login[address.lower()] = time.monotonic() if now is None else now
 
-
-_registries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def registry_for(store: object) -> MaildropRegistry:
-    """The one registry of a store (so the 110 and 995 factories of a process share it)."""
-    reg = _registries.get(store)
-    if reg is None:
-        reg = _registries[store] = MaildropRegistry()
-    return reg
+    def shared_listings(self, folder: object, version: tuple) -> dict:
+        """The listings dict of `folder` at `version` (a new one when the folder changed)."""
+        held = self._listings.get(folder)
+        if held is None or held[0] != version:
+            held = self._listings[folder] = (version, {})
+        return held[1]
