@@ -46,7 +46,7 @@ def claim_recent(folder) -> set[int]:
     prev = _recent_claimed.get(folder)
     _recent_claimed[folder] = last if prev is None else max(prev, last)
     if prev is None:
-        return {m.uid for m in folder.messages if m.subdir == "new"}
+        return {m.uid for m in folder.messages if m.is_new}
     return set(_uids_above(folder, prev))
 
 
@@ -54,7 +54,7 @@ def recent_count(folder) -> int:
     """RECENT for STATUS: messages no session has reported yet."""
     mark = _recent_claimed.get(folder)
     if mark is None:
-        return sum(1 for m in folder.messages if m.subdir == "new")
+        return sum(1 for m in folder.messages if m.is_new)
     return sum(1 for _ in _uids_above(folder, mark))
 
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from mailsuite.imap import mime
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.search import SearchProgram, parse_search
+from mailsuite.message.addresses import parse_addresses
+from mailsuite.message.dates import parse_date_header
+from mailsuite.message.decode import decode_header_value
+from mailsuite.message.headers import first_value
 
 __all__ = [
     "parse_sort_criteria",
@@ -81,7 +84,7 @@ def base_subject(value: bytes | None) -> tuple[str, bool]:
     """(base subject, is_reply_or_forward) of a raw Subject value (RFC 5256 §2.1)."""
     if value is None:
         return "", False
-    s = _WS_RE.sub(" ", mime.decode_header_value(value)).strip()
+    s = _WS_RE.sub(" ", decode_header_value(value)).strip()
     reply = False
     while True:
         # (2) trailing "(fwd)" and whitespace
@@ -115,14 +118,14 @@ def base_subject(value: bytes | None) -> tuple[str, bool]:
 
 def sent_date(fields, internaldate: float) -> float:
     """Date: as UTC seconds; the internal date when missing or unparsable (RFC 5256 §2.2)."""
-    parsed = mime.parse_date_header(mime.first_value(fields, b"date"))
+    parsed = parse_date_header(first_value(fields, b"date"))
     return parsed[1] if parsed else internaldate
 
 
 def _first_mailbox(fields, name: bytes) -> bytes:
     """addr-mailbox of the first address of a header (RFC 5256 §3 CC/FROM/TO), upper-cased
     for i;ascii-casemap."""
-    addrs = mime.parse_addresses(mime.first_value(fields, name))
+    addrs = parse_addresses(first_value(fields, name))
     if not addrs:
         return b""
     # The first address as ENVELOPE lists it; for a group that is the group name (Dovecot
@@ -160,7 +163,7 @@ def sort_messages(
             keyfn = lambda p: sent_date(fields_of(p[1]), p[1].internaldate)  # noqa: E731
         elif key == "SUBJECT":
             keyfn = lambda p: _ascii_upper(  # noqa: E731
-                base_subject(mime.first_value(fields_of(p[1]), b"subject"))[0]
+                base_subject(first_value(fields_of(p[1]), b"subject"))[0]
             )
         else:
             hname = key.lower().encode()
@@ -215,6 +218,4 @@ def run_command(session, view, cmd, uid: bool):
 
 
 def loader_cache_flush(folder) -> None:
-    from mailsuite.store.parsed_cache import ParsedCache, maildir_root_of
-
-    ParsedCache.for_maildir(maildir_root_of(folder)).flush()
+    folder.parsed_cache.flush()

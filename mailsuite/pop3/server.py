@@ -9,7 +9,6 @@ slows the reads down (back-pressure).
 from __future__ import annotations
 
 import itertools
-import os
 import weakref
 
 from twisted.internet import defer, threads
@@ -202,7 +201,6 @@ class Pop3Session(Protocol, TimeoutMixin):
         self.address: str | None = None  # logged-in mailbox
         self.mailbox = None
         self.folder = None
-        self.folder_dir = ""
         self.maildrop: Maildrop | None = None
         # RFC 6856: our replies are ASCII and messages go out as stored, so UTF8 mode only
         # needs remembering (USER/PASS are decoded as UTF-8 in any case).
@@ -505,7 +503,6 @@ class Pop3Session(Protocol, TimeoutMixin):
             log.failure("pop3 #{sid} opening INBOX of {addr}", sid=self.session_id, addr=address)
             raise Pop3Error("Mailbox unavailable.", SYS_TEMP) from None
         self.address, self.mailbox, self.folder = address, mailbox, folder
-        self.folder_dir = str(folder.path)
         fmt = self.config.pop3.uidl_format
         uidvalidity = folder.uidvalidity
         self.maildrop = Maildrop(
@@ -641,33 +638,11 @@ class Pop3Session(Protocol, TimeoutMixin):
         return d
 
     def _open(self, msg):
-        # A string path skips pathlib's parsing and an unbuffered file skips a buffer we do not
-        # need (we read whole files or 64 KiB pieces): together half a small RETR's time. The
-        # store's own open() follows a file renamed behind our back (flags set elsewhere).
-        try:
-            return open(f"{self.folder_dir}/{msg.subdir}/{msg.filename}", "rb", buffering=0)
-        except FileNotFoundError:
-            return self.folder.open(msg)
+        # Unbuffered: we read whole files or 64 KiB pieces, a buffer would only copy.
+        return self.folder.open(msg, buffering=0)
 
     def _read_small(self, msg) -> bytes:
-        """A small message in one read: the size is known, so a read of size + 1 that comes
-        back short has hit the end (two syscalls fewer than a file object's read())."""
-        try:
-            fd = os.open(f"{self.folder_dir}/{msg.subdir}/{msg.filename}", os.O_RDONLY)
-        except FileNotFoundError:
-            with self.folder.open(msg) as f:  # renamed behind our back: the store finds it
-                return f.read()
-        try:
-            want = msg.size + 1
-            data = os.read(fd, want)
-            if len(data) == want:  # bigger than the index says: read on to the end
-                parts = [data]
-                while chunk := os.read(fd, PIECE):
-                    parts.append(chunk)
-                data = b"".join(parts)
-            return data
-        finally:
-            os.close(fd)
+        return self.folder.read(msg)
 
     def _mark_seen(self, msg) -> None:
         # The issue asks RETR to mark Seen for IMAP (as Dovecot does unless

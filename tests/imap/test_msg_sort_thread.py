@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from mailsuite.imap.mime import MessageContent
 from mailsuite.imap.parser import ImapBad, parse_line
 from mailsuite.imap.search import SearchContext, evaluate_seqs
 from mailsuite.imap.sort import base_subject, format_sort, parse_sort_command, sort_messages
 from mailsuite.imap.thread import parse_thread_command, thread_messages, thread_response
+from mailsuite.message.content import MessageContent
 
 
 class Msg:
