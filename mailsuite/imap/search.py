@@ -30,9 +30,14 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mailsuite.imap import mime
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
 from mailsuite.imap.sequence import SequenceSet, format_sequence_set, parse_sequence_set
+from mailsuite.message.addresses import parse_addresses
+from mailsuite.message.dates import parse_date_header
+from mailsuite.message.decode import decode_header_value
+from mailsuite.message.headers import field_value, first_value
+from mailsuite.message.lines import header_end, to_wire
+from mailsuite.message.text import part_text
 
 __all__ = [
     "SearchProgram",
@@ -250,7 +255,7 @@ def _address_text(value: bytes) -> str:
     `Name <local@domain>` (missing parts spelled MISSING_MAILBOX / MISSING_DOMAIN)."""
     out = []
     group = False
-    for name, _adl, local, host in mime.parse_addresses(value) or ():
+    for name, _adl, local, host in parse_addresses(value) or ():
         if host is None:
             if local is not None:
                 out.append(_decode_word(local) + ":")
@@ -265,7 +270,7 @@ def _address_text(value: bytes) -> str:
 
 
 def _decode_word(v: bytes | None) -> str:
-    return mime.decode_header_value(v) if v else ""
+    return decode_header_value(v) if v else ""
 
 
 def decoded_field(env: _Env, name: bytes) -> str | None:
@@ -280,13 +285,13 @@ def decoded_field(env: _Env, name: bytes) -> str | None:
     values = []
     for n, raw in env.content().fields():
         if n == name:
-            value = mime.field_value(raw)
+            value = field_value(raw)
             if name in _ADDRESS_HEADERS:
                 values.append(_address_text(value))
             elif b"=?" not in value and value.isascii():
                 values.append(_squeeze(value).decode("ascii").lower())
             else:
-                values.append(fold(_WSP_STR_RE.sub(" ", mime.decode_header_value(value))))
+                values.append(fold(_WSP_STR_RE.sub(" ", decode_header_value(value))))
     text = "\n".join(values) if values else None
     if key is not None:
         if len(_DECODED) >= _DECODED_MAX:
@@ -332,10 +337,10 @@ def _fast_scan(raw: bytes, needle: bytes, with_header: bool) -> bool | None:
     has RFC 2047 words.
     """
     low = raw.lower()
-    hdr_end = mime._header_end_raw(raw)
+    hdr_end = header_end(raw)
     if with_header:
         if low.find(b"=?", 0, hdr_end) >= 0:
-            if needle.decode("ascii") in _header_text(mime.to_wire(raw[:hdr_end])):
+            if needle.decode("ascii") in _header_text(to_wire(raw[:hdr_end])):
                 return True
         elif b"  " in needle or b"\t" in needle:
             pass  # header values are matched squeezed: such a needle cannot match them
@@ -391,7 +396,7 @@ def _slow_scan(content, needle: str, with_header: bool) -> bool:
         elif not part.has_content_type or part.ctype in ("text", "message"):
             # Binary attachments are not text (Dovecot without FTS agrees); message/*
             # leaves such as delivery-status are.
-            if needle in fold(mime.part_text(wire, part)):
+            if needle in fold(part_text(wire, part)):
                 return True
     return False
 
@@ -402,7 +407,7 @@ def _header_text(block: bytes) -> str:
 
     Decoding the block in one pass (instead of field by field) is what keeps SEARCH TEXT
     cheap; field boundaries stay as line ends, so a needle never spans two fields."""
-    return fold(_WSP_STR_RE.sub(" ", mime.decode_header_value(block)))
+    return fold(_WSP_STR_RE.sub(" ", decode_header_value(block)))
 
 
 class _Env:
@@ -464,10 +469,8 @@ class SearchContext:
 def context_for(session, view) -> SearchContext:
     """The context SEARCH, SORT and THREAD evaluate in: the selected view's \\Recent set, the
     session's saved result (RFC 5182 `$`) and the folder's parsed-message cache."""
-    from mailsuite.store.parsed_cache import folder_loader
-
     return SearchContext(
-        content_loader=folder_loader(view.folder),
+        content_loader=view.folder.parsed_loader(in_thread=True),
         recent_uids=set(view.recent),
         saved_uids=list(getattr(session, "saved_uids", None) or ()),
     )
@@ -740,7 +743,7 @@ def parse_date(text: str) -> tuple[int, int, int] | None:
 
 def sent_day(fields) -> tuple[int, int, int] | None:
     """The Date: header's calendar day as written (its own zone; RFC 3501 §6.4.4)."""
-    parsed = mime.parse_date_header(mime.first_value(fields, b"date"))
+    parsed = parse_date_header(first_value(fields, b"date"))
     return parsed[0] if parsed else None
 
 

@@ -52,14 +52,14 @@ class ImapState:
         prev = self._recent_claimed.get(folder)
         self._recent_claimed[folder] = last if prev is None else max(prev, last)
         if prev is None:
-            return {m.uid for m in folder.messages if m.subdir == "new"}
+            return {m.uid for m in folder.messages if m.is_new}
         return set(_uids_above(folder, prev))
 
     def recent_count(self, folder) -> int:
         """RECENT for STATUS: messages no session has reported yet."""
         mark = self._recent_claimed.get(folder)
         if mark is None:
-            return sum(1 for m in folder.messages if m.subdir == "new")
+            return sum(1 for m in folder.messages if m.is_new)
         return sum(1 for _ in _uids_above(folder, mark))
 
     # -- disk checks ------------------------------------------------------------------------

@@ -172,7 +172,6 @@ class AuthorizationCommands:
             log.failure("pop3 #{sid} opening INBOX of {addr}", sid=self.session_id, addr=address)
             raise Pop3Error("Mailbox unavailable.", SYS_TEMP) from None
         self.address, self.mailbox, self.folder = address, mailbox, folder
-        self.folder_dir = str(folder.path)
         fmt = self.config.pop3.uidl_format
         uidvalidity = folder.uidvalidity
         self.maildrop = Maildrop(

@@ -81,7 +81,6 @@ class Pop3Session(AuthorizationCommands, TransactionCommands):
         self.address: str | None = None  # logged-in mailbox
         self.mailbox = None
         self.folder = None
-        self.folder_dir = ""
         self.maildrop: Maildrop | None = None
         # RFC 6856: our replies are ASCII and messages go out as stored, so UTF8 mode only
         # needs remembering (USER/PASS are decoded as UTF-8 in any case).

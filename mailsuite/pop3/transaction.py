@@ -7,8 +7,6 @@ to send from memory are streamed by the connection (`conn.stream`).
 
 from __future__ import annotations
 
-import os
-
 from twisted.logger import Logger
 
 from mailsuite.pop3.authorization import AUTHORIZATION, UPDATE
@@ -24,7 +22,6 @@ from mailsuite.pop3.parser import (
     parse_line_count,
     parse_message_number,
 )
-from mailsuite.pop3.streamer import PIECE
 
 log = Logger(namespace="mailsuite.pop3")
 
@@ -146,33 +143,11 @@ class TransactionCommands:
         return d
 
     def _open(self, msg):
-        # A string path skips pathlib's parsing and an unbuffered file skips a buffer we do not
-        # need (we read whole files or 64 KiB pieces): together half a small RETR's time. The
-        # store's own open() follows a file renamed behind our back (flags set elsewhere).
-        try:
-            return open(f"{self.folder_dir}/{msg.subdir}/{msg.filename}", "rb", buffering=0)
-        except FileNotFoundError:
-            return self.folder.open(msg)
+        # Unbuffered: we read whole files or 64 KiB pieces, a buffer would only copy.
+        return self.folder.open(msg, buffering=0)
 
     def _read_small(self, msg) -> bytes:
-        """A small message in one read: the size is known, so a read of size + 1 that comes
-        back short has hit the end (two syscalls fewer than a file object's read())."""
-        try:
-            fd = os.open(f"{self.folder_dir}/{msg.subdir}/{msg.filename}", os.O_RDONLY)
-        except FileNotFoundError:
-            with self.folder.open(msg) as f:  # renamed behind our back: the store finds it
-                return f.read()
-        try:
-            want = msg.size + 1
-            data = os.read(fd, want)
-            if len(data) == want:  # bigger than the index says: read on to the end
-                parts = [data]
-                while chunk := os.read(fd, PIECE):
-                    parts.append(chunk)
-                data = b"".join(parts)
-            return data
-        finally:
-            os.close(fd)
+        return self.folder.read(msg)
 
     def _mark_seen(self, msg) -> None:
         # RETR marks the message Seen for IMAP, as Dovecot does (unless

@@ -1,9 +1,15 @@
-"""Parsed-message cache: header block, ENVELOPE and BODY/BODYSTRUCTURE computed once per message.
+"""Parsed-message cache: each message's header block and MIME tree, parsed once.
 
-Why: FETCH of ENVELOPE/BODYSTRUCTURE/header fields is what mail clients do most; parsing the
-same file again for every client (and every reconnect) is wasted work.  Results are kept in
-one SQLite file per user Maildir (`mailsuite-parsed.sqlite` beside `dovecot-uidlist`) and in a
-bounded in-memory LRU, so the second client to ask pays neither the file read nor the parse.
+Why: what mail clients ask most (ENVELOPE, BODYSTRUCTURE, header fields, SORT and SEARCH on
+headers) needs the header and the MIME structure, and parsing the same file again for every
+client (and every reconnect) is wasted work.  Results are kept in one SQLite file per user
+Maildir (`mailsuite-parsed.sqlite` beside `dovecot-uidlist`) and in a bounded in-memory LRU,
+so the second client to ask pays neither the file read nor the parse.
+
+What is kept is protocol-neutral: the header in CRLF form and the tree as
+`mailsuite.message.codec` lays it out; each protocol formats from those.  The layout's
+version is the message package's (`codec.FORMAT_VERSION`): rows of another version are
+dropped when the file is opened.
 
 A Maildir message file never changes content under its key (only its flag suffix), and keys
 are unique names (copies get new ones), so rows are keyed by the message key alone and stay
@@ -11,15 +17,15 @@ valid across folder renames and MOVE; the stored size guards against a reused na
 expunged messages are removed by `discard()` / `prune()` (a stale row is harmless: it is only
 found under a key that no longer exists).
 
-Usage (IMAP FETCH/SEARCH/SORT/THREAD):
+Usage (through the store: `folder.parsed_cache`, `folder.parsed_loader(...)`):
 
-    cache = ParsedCache.for_maildir(mailbox.path)     # one shared instance per Maildir
+    cache = ParsedCache.for_maildir(maildir_root)      # one shared instance per Maildir
     loader = cache.loader(folder.read)                 # msg -> CachedContent
     cache.prefetch(msgs)                               # optional: one query for a batch
-    content = loader(msg)  # .header() .fields() .envelope_bytes() .bodystructure_bytes(ext)
-                           # .raw_bytes() .wire() .tree()  (the last three read the file)
+    content = loader(msg)  # .header() .fields() .envelope() .tree()  (from the cache)
+                           # .raw_bytes() .wire()  (read the file)
     cache.flush()                                      # write pending rows (end of a command)
-    cache.add_message(key, raw)                        # optional: warm at APPEND/delivery
+    cache.add_message(key, raw)                        # parse and keep everything now
 
 Memory: entries of all mailboxes share one process-wide LRU with a byte budget
 (`MemoryLRU`, 32 MiB by default; pass `memory=` for a private one), and each SQLite file keeps
@@ -27,8 +33,7 @@ a 256 KiB page cache, so many open mailboxes do not add up.
 
 Thread safety: every method takes one lock, so a FETCH run in a worker thread and another
 session on the reactor can share the instance.  The SQLite file is a cache: it is written
-without fsync and rebuilt from scratch if it is corrupt or of an older format
-(FORMAT_VERSION is bumped whenever mime.py changes what it produces).
+without fsync and rebuilt from scratch if it is corrupt.
 """
 
 from __future__ import annotations
@@ -40,34 +45,31 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from mailsuite.imap import mime
+from mailsuite.message import codec
+from mailsuite.message.content import MessageContent
+from mailsuite.message.envelope import Envelope, envelope
+from mailsuite.message.headers import parse_fields
+from mailsuite.message.lines import header_block
+from mailsuite.message.structure import MimePart
 
-__all__ = [
-    "ParsedCache",
-    "CachedContent",
-    "MemoryLRU",
-    "CACHE_NAME",
-    "folder_loader",
-    "maildir_root_of",
-]
+__all__ = ["ParsedCache", "CachedContent", "MemoryLRU", "CACHE_NAME"]
 
 CACHE_NAME = "mailsuite-parsed.sqlite"
-# Bump when mime.py changes what it produces, so old rows are recomputed.
-FORMAT_VERSION = 3
-_COLUMNS = ("header", "envelope", "bodystructure", "body")
+# The file's user_version: the message package's layout version, offset so that it differs
+# from every version of files that held other columns.
+LAYOUT = 0x100 + codec.FORMAT_VERSION
+_COLUMNS = ("header", "structure")
 _FLUSH_EVERY = 512  # pending rows
 _FLUSH_SECONDS = 2.0
 
 
 class _Entry:
-    __slots__ = ("size", "header", "envelope", "bodystructure", "body")
+    __slots__ = ("size", "header", "structure")
 
-    def __init__(self, size, header=None, envelope=None, bodystructure=None, body=None):
+    def __init__(self, size, header=None, structure=None):
         self.size = size
-        self.header = header
-        self.envelope = envelope
-        self.bodystructure = bodystructure
-        self.body = body
+        self.header = header  # the top-level header, CRLF line ends, blank line included
+        self.structure = structure  # codec.dump_tree() of the MIME tree
 
 
 class MemoryLRU:
@@ -168,12 +170,12 @@ class ParsedCache:
         db.execute("PRAGMA synchronous=OFF")
         db.execute("PRAGMA cache_size=-256")  # 256 KiB per mailbox: memory stays flat
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version != FORMAT_VERSION:
+        if version != LAYOUT:
             db.execute("DROP TABLE IF EXISTS parsed")
-            db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+            db.execute(f"PRAGMA user_version={LAYOUT}")
         db.execute(
             "CREATE TABLE IF NOT EXISTS parsed (key TEXT PRIMARY KEY, size INTEGER,"
-            " header BLOB, envelope BLOB, bodystructure BLOB, body BLOB) WITHOUT ROWID"
+            " header BLOB, structure BLOB) WITHOUT ROWID"
         )
         return db
 
@@ -201,8 +203,7 @@ class ParsedCache:
             if entry is None and self._db is not None:
                 try:
                     row = self._db.execute(
-                        "SELECT size, header, envelope, bodystructure, body FROM parsed"
-                        " WHERE key=?",
+                        "SELECT size, header, structure FROM parsed WHERE key=?",
                         (key,),
                     ).fetchone()
                 except sqlite3.Error:
@@ -227,7 +228,7 @@ class ParsedCache:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 q = (
-                    "SELECT key, size, header, envelope, bodystructure, body FROM parsed"
+                    "SELECT key, size, header, structure FROM parsed"
                     " WHERE key IN (" + ",".join("?" * len(chunk)) + ")"
                 )
                 try:
@@ -259,25 +260,19 @@ class ParsedCache:
             if not self._pending or self._db is None:
                 self._pending.clear()
                 return
-            rows = [
-                (k, e.size, e.header, e.envelope, e.bodystructure, e.body)
-                for k, e in self._pending.items()
-            ]
+            rows = [(k, e.size, e.header, e.structure) for k, e in self._pending.items()]
             self._pending.clear()
             try:
                 self._db.execute("BEGIN")
                 # Upsert that keeps columns already stored: an entry evicted from memory and
                 # then extended with one new column must not erase the others.
                 self._db.executemany(
-                    "INSERT INTO parsed VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                    "INSERT INTO parsed VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
                     " header=CASE WHEN size=excluded.size THEN coalesce(excluded.header, header)"
                     " ELSE excluded.header END,"
-                    " envelope=CASE WHEN size=excluded.size THEN coalesce(excluded.envelope, envelope)"
-                    " ELSE excluded.envelope END,"
-                    " bodystructure=CASE WHEN size=excluded.size THEN coalesce(excluded.bodystructure, bodystructure)"
-                    " ELSE excluded.bodystructure END,"
-                    " body=CASE WHEN size=excluded.size THEN coalesce(excluded.body, body)"
-                    " ELSE excluded.body END, size=excluded.size",
+                    " structure=CASE WHEN size=excluded.size"
+                    " THEN coalesce(excluded.structure, structure) ELSE excluded.structure END,"
+                    " size=excluded.size",
                     rows,
                 )
                 self._db.execute("COMMIT")
@@ -322,16 +317,20 @@ class ParsedCache:
             )
 
     def add_message(self, key: str, raw: bytes) -> None:
-        """Compute everything for a new message (APPEND/delivery), so no client pays later."""
-        content = mime.MessageContent(raw)
+        """Parse and keep everything of a message (its bytes are in hand already)."""
+        content = MessageContent(raw)
         self.update(
-            key,
-            len(raw),
-            header=content.header(),
-            envelope=content.envelope_bytes(),
-            bodystructure=content.bodystructure_bytes(True),
-            body=content.bodystructure_bytes(False),
+            key, len(raw), header=content.header(), structure=codec.dump_tree(content.tree())
         )
+
+    def add_header(self, key: str, raw: bytes) -> None:
+        """Keep the header of a message whose bytes are in hand (no MIME parse)."""
+        self.update(key, len(raw), header=header_block(raw))
+
+    def missing(self, msg, columns: Iterable[str]) -> bool:
+        """Whether any of `columns` ("header", "structure") is unknown for `msg`."""
+        e = self.get(msg.key, msg.size)
+        return e is None or any(getattr(e, c) is None for c in columns)
 
     # -- content objects ----------------------------------------------------------------------
 
@@ -347,13 +346,14 @@ class ParsedCache:
 
 
 class CachedContent:
-    """The content interface of `mime.MessageContent`, answered from the cache when possible.
+    """The interface of `mailsuite.message.content.MessageContent`, answered from the cache
+    when possible.
 
     The message file is read only for what the cache cannot answer (body sections, SEARCH
-    BODY/TEXT); whatever is computed on the way is stored for the next client.
+    BODY/TEXT); whatever is parsed on the way is stored for the next client.
     """
 
-    __slots__ = ("cache", "msg", "read_raw", "_entry", "_looked", "_content", "_fields")
+    __slots__ = ("cache", "msg", "read_raw", "_entry", "_looked", "_content", "_fields", "_tree")
 
     def __init__(self, cache: ParsedCache, msg, read_raw: Callable, raw: bytes | None = None):
         self.cache = cache
@@ -362,9 +362,10 @@ class CachedContent:
         self._entry: _Entry | None = None
         self._looked = False  # the cache is asked only when a cached column is wanted
         # Bytes already in hand (read ahead in a worker thread) make the header free; the
-        # cache is then only consulted for the parsed structures.
-        self._content = mime.MessageContent(raw) if raw is not None else None
-        self._fields = None
+        # cache is then only consulted for the tree.
+        self._content = MessageContent(raw) if raw is not None else None
+        self._fields: list[tuple[bytes, bytes]] | None = None
+        self._tree: MimePart | None = None
 
     def _lookup(self) -> _Entry | None:
         if not self._looked:
@@ -372,76 +373,50 @@ class CachedContent:
             self._entry = self.cache.get(self.msg.key, self.msg.size)
         return self._entry
 
-    def _full(self) -> mime.MessageContent:
+    def _full(self) -> MessageContent:
         if self._content is None:
-            self._content = mime.MessageContent(self.read_raw(self.msg))
+            self._content = MessageContent(self.read_raw(self.msg))
         return self._content
-
-    def _cached(self, column: str, compute: Callable[[], bytes]) -> bytes:
-        e = self._lookup()
-        value = getattr(e, column) if e is not None else None
-        if value is None:
-            value = compute()
-            self.cache.update(self.msg.key, self.msg.size, **{column: value})
-            self._entry = self.cache.get(self.msg.key, self.msg.size)
-        return value
 
     def header(self) -> bytes:
         if self._content is not None:
             return self._content.header()  # already read: cheaper than a cache query
-        return self._cached("header", lambda: self._full().header())
+        e = self._lookup()
+        if e is not None and e.header is not None:
+            return e.header
+        header = self._full().header()
+        self.cache.update(self.msg.key, self.msg.size, header=header)
+        return header
 
     def fields(self) -> list[tuple[bytes, bytes]]:
         if self._fields is None:
-            self._fields = mime.parse_fields(self.header())
+            self._fields = parse_fields(self.header())
         return self._fields
 
-    def envelope_bytes(self) -> bytes:
-        return self._cached("envelope", lambda: mime.envelope_bytes(self.fields()))
+    def envelope(self) -> Envelope:
+        return envelope(self.fields())
 
-    def bodystructure_bytes(self, extensible: bool = True) -> bytes:
-        column = "bodystructure" if extensible else "body"
-        e = self._lookup()
-        value = getattr(e, column) if e is not None else None
-        if value is None:
-            # One parse gives both forms; store both so BODY after BODYSTRUCTURE is free.
-            full = self._full()
-            bs, body = full.bodystructure_bytes(True), full.bodystructure_bytes(False)
-            self.cache.update(self.msg.key, self.msg.size, bodystructure=bs, body=body)
-            self._entry = self.cache.get(self.msg.key, self.msg.size)
-            value = bs if extensible else body
-        return value
+    def tree(self) -> MimePart:
+        if self._tree is None:
+            e = self._lookup()
+            if e is not None and e.structure is not None:
+                try:
+                    self._tree = codec.load_tree(e.structure)
+                except codec.CorruptTree:
+                    pass
+            if self._tree is None:
+                full = self._full()
+                self._tree = full.tree()
+                self.cache.update(
+                    self.msg.key,
+                    self.msg.size,
+                    header=full.header(),
+                    structure=codec.dump_tree(self._tree),
+                )
+        return self._tree
 
     def raw_bytes(self) -> bytes:
         return self._full().raw_bytes()
 
     def wire(self) -> bytes:
         return self._full().wire()
-
-    def tree(self) -> mime.MimePart:
-        return self._full().tree()
-
-
-def maildir_root_of(folder) -> Path:
-    """The user Maildir holding a store Folder (INBOX is the root; Maildir++ folders are
-    `.Name` directories directly below it)."""
-    path = Path(folder.path)
-    return path.parent if path.name.startswith(".") else path
-
-
-def folder_loader(folder, preloaded: dict | None = None) -> Callable:
-    """`msg -> CachedContent` for a store Folder, usable in a worker thread.
-
-    `preloaded` maps UID to raw bytes already read; other files are read by path (no index
-    refresh, so it is thread-safe); a vanished file reads as empty.
-    """
-    cache = ParsedCache.for_maildir(maildir_root_of(folder))
-
-    def read_raw(msg) -> bytes:
-        try:
-            with open(folder.message_path(msg), "rb") as f:
-                return f.read()
-        except OSError:
-            return b""
-
-    return cache.loader(read_raw, preloaded)

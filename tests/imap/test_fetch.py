@@ -82,12 +82,14 @@ def test_condstore_fetch_includes_modseq_with_flags(imap_server):
     assert b"MODSEQ (" in out[0]
 
 
-def test_fast_renderer_matches_the_general_one(tmp_path):
-    """commands/fetch_fast.py must produce exactly what mailsuite.imap.fetch produces."""
-    from mailsuite.imap import fetch as fetch_items
-    from mailsuite.imap import mime
-    from mailsuite.imap.commands import fetch_fast
+def test_memo_renders_exactly_what_the_content_renders(tmp_path):
+    """Items answered from mailsuite.imap.fetch_memo must equal those rendered from the
+    message content, with every FLAGS/MODSEQ addition."""
+    from mailsuite.imap import fetch as fetch_render
+    from mailsuite.imap.fetch_items import parse_fetch_items
+    from mailsuite.imap.fetch_memo import MEMO
     from mailsuite.imap.parser import parse_line
+    from mailsuite.message.content import MessageContent
     from mailsuite.store import Store
 
     store = Store(tmp_path)
@@ -99,11 +101,11 @@ def test_fast_renderer_matches_the_general_one(tmp_path):
     folder = mbox.folder("INBOX")
     msgs = folder.messages
 
-    def header_of(m):
-        return mime.header_block(folder.read(m))
-
     def loader(m):
-        return mime.MessageContent(folder.read(m))
+        return MessageContent(folder.read(m))
+
+    def no_content(m):
+        raise AssertionError("the memo should have answered")
 
     requests = [
         "(UID FLAGS RFC822.SIZE)",
@@ -112,24 +114,28 @@ def test_fast_renderer_matches_the_general_one(tmp_path):
         "(BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)] UID)",
         "(UID FLAGS BODY.PEEK[HEADER.FIELDS (X-TUID)])",
         "(BODY[HEADER.FIELDS (CC)])",
+        "(UID ENVELOPE BODY BODYSTRUCTURE)",
     ]
+    index_only = {"(UID FLAGS RFC822.SIZE)", "(FLAGS INTERNALDATE UID MODSEQ)"}
     for text in requests:
         cmd = parse_line(b"t FETCH 1:* " + text.encode())
-        req = fetch_items.parse_fetch_items(cmd.args[1:])
-        fast = fetch_fast.compile_request(req, header_of)
-        assert fast is not None, text
+        renderer = fetch_render.FetchRenderer(parse_fetch_items(cmd.args[1:]))
         for seq, m in enumerate(msgs, 1):
             for include_flags, modseq in ((False, False), (True, False), (False, True)):
-                general = b"".join(
-                    fetch_items.fetch_response(
-                        req, seq, m, m.flags, loader, include_flags=include_flags, modseq=modseq
-                    )
-                )
-                assert fast(seq, m, m.flags, include_flags, modseq) == general, text
+                MEMO.clear()
+                assert renderer.needs_content(m) == (text not in index_only), text
+                fresh: list[bytes] = []
+                renderer.render(seq, m, m.flags, loader, fresh, include_flags, modseq)
+                assert not renderer.needs_content(m)
+                again: list[bytes] = []
+                renderer.render(seq, m, m.flags, no_content, again, include_flags, modseq)
+                assert b"".join(again) == b"".join(fresh), text
+    # a partial is cut from the content each time
     cmd = parse_line(b"t FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (FROM)]<0.10>)")
-    assert (
-        fetch_fast.compile_request(fetch_items.parse_fetch_items(cmd.args[1:]), header_of) is None
-    )
+    renderer = fetch_render.FetchRenderer(parse_fetch_items(cmd.args[1:]))
+    out: list[bytes] = []
+    renderer.render(1, msgs[0], msgs[0].flags, loader, out)
+    assert renderer.needs_content(msgs[0])
 
 
 def test_star_ranges_on_an_empty_mailbox_select_nothing(imap_server):

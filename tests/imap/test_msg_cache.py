@@ -1,13 +1,19 @@
-"""mailsuite.store.parsed_cache: parse once per message, served to every later client."""
+"""mailsuite.store.parsed_cache: parse once per message, served to every later client.
+
+`fetch()` empties IMAP's memo of rendered items first, so that what is checked here is the
+parsed cache underneath it."""
 
 from __future__ import annotations
 
 import pytest
 
 from mailsuite.imap.fetch import fetch_response, parse_fetch_items
-from mailsuite.imap.mime import MessageContent
+from mailsuite.imap.fetch_memo import MEMO
 from mailsuite.imap.parser import parse_line
-from mailsuite.store.parsed_cache import CACHE_NAME, MemoryLRU, ParsedCache, maildir_root_of
+from mailsuite.imap.structure_wire import bodystructure_bytes, envelope_bytes
+from mailsuite.message.content import MessageContent
+from mailsuite.store import Store
+from mailsuite.store.parsed_cache import CACHE_NAME, LAYOUT, MemoryLRU, ParsedCache
 from tests.imap import msg_fixtures as F
 
 
@@ -42,6 +48,7 @@ def cache(tmp_path):
 
 
 def fetch(req_text, msg, loader):
+    MEMO.clear()
     req = parse_fetch_items(parse_line(b"a FETCH 1 " + req_text).args[1:])
     return b"".join(fetch_response(req, 1, msg, msg.flags, loader))
 
@@ -56,7 +63,7 @@ def test_second_client_reads_no_file_for_envelope_bodystructure_and_header_field
     assert second == first
     assert reader.reads == ["k1"]
     c = MessageContent(F.NESTED)
-    assert c.envelope_bytes() in first and c.bodystructure_bytes() in first
+    assert envelope_bytes(c.envelope()) in first and bodystructure_bytes(c.tree()) in first
 
 
 def test_cache_survives_a_restart_of_the_process(tmp_path):
@@ -88,13 +95,13 @@ def test_header_only_request_does_not_parse_or_store_structure(cache):
     fetch(b"BODY.PEEK[HEADER.FIELDS (FROM)]", msg, cache.loader(reader))
     cache.flush()
     entry = cache.get("k1", msg.size)
-    assert entry.header is not None and entry.bodystructure is None
+    assert entry.header is not None and entry.structure is None
     # a later BODYSTRUCTURE fills in the rest without losing the header
     fetch(b"BODYSTRUCTURE", msg, cache.loader(reader))
     cache.flush()
     cache._memory.clear()
     entry = cache.get("k1", msg.size)
-    assert entry.header and entry.bodystructure and entry.body
+    assert entry.header and entry.structure
 
 
 def test_size_mismatch_is_a_miss(cache):
@@ -167,21 +174,67 @@ def test_corrupt_cache_file_is_replaced(tmp_path):
         c.close()
 
 
-def test_shared_instance_per_maildir_and_root_of_folders(tmp_path):
+def test_shared_instance_per_maildir_and_folders_use_their_maildirs(tmp_path):
     a = ParsedCache.for_maildir(tmp_path)
     try:
         assert ParsedCache.for_maildir(tmp_path) is a
         assert a.path == tmp_path / CACHE_NAME
     finally:
         a.close()
+    store = Store(tmp_path / "mail")
+    store.create_mailbox("u@example.test")
+    mbox = store.mailbox("u@example.test")
+    mbox.create_folder("Lists/dev")
+    inbox = mbox.folder("INBOX").parsed_cache
+    try:
+        assert inbox.path == mbox.path / CACHE_NAME
+        assert mbox.folder("Sent").parsed_cache is inbox
+        assert mbox.folder("Lists/dev").parsed_cache is inbox
+    finally:
+        inbox.close()
 
-    class Folder:
-        def __init__(self, path):
-            self.path = path
 
-    assert maildir_root_of(Folder(tmp_path)) == tmp_path
-    assert maildir_root_of(Folder(tmp_path / ".Sent")) == tmp_path
-    assert maildir_root_of(Folder(tmp_path / ".Lists.dev")) == tmp_path
+def test_a_file_of_another_layout_is_emptied(tmp_path):
+    import sqlite3
+
+    path = tmp_path / CACHE_NAME
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE parsed (key TEXT PRIMARY KEY, size INTEGER, header BLOB,"
+        " envelope BLOB, bodystructure BLOB, body BLOB)"
+    )
+    db.execute("INSERT INTO parsed VALUES ('k', 3, x'00', x'00', x'00', x'00')")
+    db.execute("PRAGMA user_version=3")
+    db.commit()
+    db.close()
+    c = ParsedCache(path, memory=MemoryLRU())
+    try:
+        assert c.get("k") is None
+        reader = Reader({"k": F.NESTED})
+        out = fetch(b"BODYSTRUCTURE", Msg("k", F.NESTED), c.loader(reader))
+        assert out.startswith(b"* 1 FETCH (BODYSTRUCTURE (((")
+        c.flush()
+    finally:
+        c.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == LAYOUT
+    db.close()
+
+
+def test_imap_memo_answers_repeated_items_without_content(cache):
+    reader = Reader({"k1": F.NESTED})
+    msg = Msg("k1", F.NESTED)
+    req = parse_fetch_items(
+        parse_line(b"a FETCH 1 (ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (FROM)])").args[1:]
+    )
+    first = fetch(
+        b"(ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (FROM)])", msg, cache.loader(reader)
+    )
+
+    def no_content(m):
+        raise AssertionError("content loaded although the memo holds every item")
+
+    assert b"".join(fetch_response(req, 1, msg, msg.flags, no_content)) == first
 
 
 def test_one_memory_budget_for_every_mailbox(tmp_path):

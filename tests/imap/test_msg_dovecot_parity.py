@@ -14,7 +14,9 @@ import re
 
 import pytest
 
-from mailsuite.imap.mime import MessageContent
+from mailsuite.imap.structure_wire import bodystructure_bytes, envelope_bytes
+from mailsuite.message.content import MessageContent
+from mailsuite.message.dates import parse_date_header
 from tests.imap.msg_dovecot_cases import CASES
 
 # name -> which views differ from Dovecot on purpose, and why
@@ -100,9 +102,9 @@ def test_matches_dovecot(name, view):
     raw, bs, body, env = CASES[name]
     c = MessageContent(raw)
     mine = {
-        "bodystructure": c.bodystructure_bytes(True),
-        "body": c.bodystructure_bytes(False),
-        "envelope": c.envelope_bytes(),
+        "bodystructure": bodystructure_bytes(c.tree(), True),
+        "body": bodystructure_bytes(c.tree(), False),
+        "envelope": envelope_bytes(c.envelope()),
     }[view]
     theirs = {"bodystructure": bs, "body": body, "envelope": env}[view]
     assert mine == theirs  # byte for byte, quoting choices included
@@ -114,9 +116,9 @@ def test_deviation_list_is_current():
         raw, bs, body, env = CASES[name]
         c = MessageContent(raw)
         got = {
-            "bodystructure": (c.bodystructure_bytes(True), bs),
-            "body": (c.bodystructure_bytes(False), body),
-            "envelope": (c.envelope_bytes(), env),
+            "bodystructure": (bodystructure_bytes(c.tree(), True), bs),
+            "body": (bodystructure_bytes(c.tree(), False), body),
+            "envelope": (envelope_bytes(c.envelope()), env),
         }
         for v in views:
             mine, theirs = got[v]
@@ -499,7 +501,6 @@ DATE_VALUES = {
 
 @pytest.mark.parametrize("value,day", sorted(DATE_VALUES.items()))
 def test_date_header_parsing_matches_dovecot(value, day):
-    from mailsuite.imap.mime import parse_date_header
 
     parsed = parse_date_header(value.encode())
     assert (parsed[0] if parsed else None) == day

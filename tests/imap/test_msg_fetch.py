@@ -7,8 +7,9 @@ import time
 import pytest
 
 from mailsuite.imap.fetch import fetch_response, format_internaldate, parse_fetch_items
-from mailsuite.imap.mime import MessageContent
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo, parse_line
+from mailsuite.imap.structure_wire import bodystructure_bytes, envelope_bytes
+from mailsuite.message.content import MessageContent
 from tests.imap import msg_fixtures as F
 
 
@@ -242,11 +243,11 @@ def test_envelope_and_bodystructure_items():
     out = respond("(ENVELOPE BODYSTRUCTURE BODY)", F.NESTED)
     assert out == (
         b"* 3 FETCH (ENVELOPE "
-        + c.envelope_bytes()
+        + envelope_bytes(c.envelope())
         + b" BODYSTRUCTURE "
-        + c.bodystructure_bytes(True)
+        + bodystructure_bytes(c.tree(), True)
         + b" BODY "
-        + c.bodystructure_bytes(False)
+        + bodystructure_bytes(c.tree(), False)
         + b")\r\n"
     )
 

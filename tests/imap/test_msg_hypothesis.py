@@ -6,12 +6,23 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailsuite.imap import mime
 from mailsuite.imap.commands.sort import base_subject
 from mailsuite.imap.fetch import fetch_response, parse_fetch_items
-from mailsuite.imap.mime import MessageContent, find_part
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo, parse_line
 from mailsuite.imap.search import SearchContext, evaluate, parse_search_command
+from mailsuite.imap.structure_wire import (
+    bodystructure_bytes,
+    envelope_bytes,
+    envelope_value,
+    format_structure,
+)
+from mailsuite.message.addresses import parse_addresses
+from mailsuite.message.content import MessageContent
+from mailsuite.message.decode import decode_header_value
+from mailsuite.message.headers import filter_fields, first_value
+from mailsuite.message.params import parse_params
+from mailsuite.message.structure import find_part, iter_leaves
+from mailsuite.message.text import part_text
 from tests.imap import msg_fixtures as F
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -54,26 +65,26 @@ def test_mime_never_raises_and_offsets_stay_in_range(raw):
         stack.extend(p.children)
         if p.message is not None:
             stack.append(p.message)
-    c.envelope_bytes()
-    c.bodystructure_bytes(True)
-    c.bodystructure_bytes(False)
+    envelope_bytes(c.envelope())
+    bodystructure_bytes(c.tree(), True)
+    bodystructure_bytes(c.tree(), False)
     for path in [(1,), (1, 1), (2,), (2, 1, 1)]:
         find_part(root, path)
-    for part in mime.iter_leaves(root):
-        mime.part_text(wire, part)
-    base_subject(mime.first_value(c.fields(), b"subject"))
+    for part in iter_leaves(root):
+        part_text(wire, part)
+    base_subject(first_value(c.fields(), b"subject"))
 
 
 @SETTINGS
 @given(st.binary(max_size=300))
 def test_random_bytes_through_every_content_view(raw):
     c = MessageContent(raw)
-    c.envelope_bytes()
-    c.bodystructure_bytes()
-    mime.filter_fields(c.header(), {b"from", b"subject"}, False)
-    mime.decode_header_value(raw)
-    mime.parse_addresses(raw)
-    mime.parse_params(raw)
+    envelope_bytes(c.envelope())
+    bodystructure_bytes(c.tree())
+    filter_fields(c.header(), {b"from", b"subject"}, False)
+    decode_header_value(raw)
+    parse_addresses(raw)
+    parse_params(raw)
 
 
 _FETCH_WORDS = [
@@ -198,8 +209,8 @@ def test_raw_command_lines_through_parser_and_search(line):
 @SETTINGS
 @given(mailish)
 def test_direct_envelope_serializer_matches_the_structure_form(raw):
-    fields = MessageContent(raw).fields()
-    assert mime.envelope_bytes(fields) == mime.format_structure(mime.envelope(fields), False)
+    env = MessageContent(raw).envelope()
+    assert envelope_bytes(env) == format_structure(envelope_value(env), False)
 
 
 # Random well-formed MIME trees: every part must come back byte for byte at its number.

@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from mailsuite.imap.mime import MessageContent
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo, parse_line
 from mailsuite.imap.search import (
     SearchContext,
@@ -18,6 +17,7 @@ from mailsuite.imap.search import (
     parse_search_command,
     saved_result,
 )
+from mailsuite.message.content import MessageContent
 from tests.imap import msg_fixtures as F
 
 

@@ -11,9 +11,9 @@ from mailsuite.imap.commands.sort import (
     sort_messages,
 )
 from mailsuite.imap.commands.thread import parse_thread_command, thread_messages, thread_response
-from mailsuite.imap.mime import MessageContent
 from mailsuite.imap.parser import ImapBad, parse_line
 from mailsuite.imap.search import SearchContext, evaluate_seqs
+from mailsuite.message.content import MessageContent
 
 
 class Msg:

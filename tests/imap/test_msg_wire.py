@@ -13,7 +13,7 @@ import re
 import pytest
 from imapclient import IMAPClient
 
-from mailsuite.imap.mime import MessageContent
+from mailsuite.message.content import MessageContent
 from mailsuite.store.parsed_cache import CACHE_NAME
 from tests.conftest import DEFAULT_PASSWORD
 from tests.imap import msg_fixtures as F

@@ -1,78 +1,65 @@
 """FETCH and UID FETCH (RFC 3501 §6.4.5, §6.4.8) with CHANGEDSINCE/VANISHED (RFC 7162).
 
-Item parsing and rendering belong to `mailsuite.imap.fetch`; this module picks the messages,
-sets \\Seen, loads content only when an item needs it (in the thread pool, a batch at a time)
-and writes responses in batches, waiting for the transport when the client reads slowly."""
+Item parsing belongs to `mailsuite.imap.fetch_items` and rendering to `mailsuite.imap.fetch`;
+this module picks the messages, sets \\Seen, gets content ready only for the messages whose
+items the renderer cannot answer from its memo (through the folder and its parsed cache, in
+the thread pool when a batch is big) and writes responses in batches, waiting for the
+transport when the client reads slowly."""
 
 from __future__ import annotations
 
-import os
-
 from twisted.internet import defer, threads
 
-from mailsuite.imap import fetch as fetch_items
-from mailsuite.imap import mime
-from mailsuite.imap.commands import fetch_fast
+from mailsuite.imap.fetch import FetchRenderer
+from mailsuite.imap.fetch_items import FetchItem, parse_fetch_items
 from mailsuite.imap.parser import ImapBad, ImapNo
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
-from mailsuite.store import parsed_cache
 
 BATCH = 256
 # Batches whose files total at most this are read on the reactor; bigger ones in a thread.
 INLINE_READ = 1536 * 1024
 
 
-def _read_files(paths: list) -> list[bytes | None]:
-    """Thread pool: the raw bytes of each path (None when it was renamed or removed)."""
-    out = []
-    for p in paths:
-        try:
-            with open(p, "rb") as f:
-                out.append(f.read())
-        except OSError:
-            out.append(None)
-    return out
+def _read(folder, msg) -> bytes | None:
+    """The file's bytes, None when it was renamed or removed (the render step then reads it
+    through the store, which follows the rename)."""
+    try:
+        return folder.read_present(msg)
+    except OSError:
+        return None
 
 
 def _cache_columns(req) -> set[str]:
     """Parsed-cache columns that answer the request's content items without the file."""
     cols = set()
     for it in req.items:
-        if it.kind == "ENVELOPE":
-            cols.add("envelope")
-        elif it.kind == "BODYSTRUCTURE":
-            cols.add("bodystructure")
-        elif it.kind == "BODY":
-            cols.add("body")
-        elif it.kind in ("RFC822.HEADER", "BODY[]"):
+        if it.kind in ("BODYSTRUCTURE", "BODY"):
+            cols.add("structure")
+        elif it.kind in ("ENVELOPE", "RFC822.HEADER", "BODY[]"):
             cols.add("header")
     return cols
 
 
-def _prepare_batch(cache, folder, live: list, needs_file: bool, cols: set) -> dict:
+def _prepare_batch(folder, live: list, needs_file: bool, cols: set) -> dict:
     """Thread pool: get a batch ready so that rendering on the reactor reads no file.
 
     Items that need the body: read every file (returned as {uid: raw bytes}).  Items the
     parsed cache answers: load the batch's rows; a message without the needed rows is read
     and parsed here, once, into the cache (header only when that is all that is asked)."""
-    base = str(folder.path)
     if needs_file:
-        paths = [os.path.join(base, m.subdir, m.filename) for m in live]
-        raws = _read_files(paths)
-        return {m.uid: raw for m, raw in zip(live, raws, strict=True) if raw is not None}
+        raws = [(m.uid, _read(folder, m)) for m in live]
+        return {uid: raw for uid, raw in raws if raw is not None}
+    cache = folder.parsed_cache
     cache.prefetch(live)
-    todo = []
-    for m in live:
-        e = cache.get(m.key, m.size)
-        if e is None or any(getattr(e, c) is None for c in cols):
-            todo.append(m)
-    raws = _read_files([os.path.join(base, m.subdir, m.filename) for m in todo])
     preloaded = {}
-    for m, raw in zip(todo, raws, strict=True):
+    for m in live:
+        if not cache.missing(m, cols):
+            continue
+        raw = _read(folder, m)
         if raw is None:
             continue
         if cols <= {"header"}:
-            cache.update(m.key, len(raw), header=mime.header_block(raw))
+            cache.add_header(m.key, raw)
         else:
             cache.add_message(m.key, raw)
         if len(raw) != m.size:
@@ -85,7 +72,7 @@ def _fetch(session, cmd, uid: bool):
         raise ImapBad("FETCH needs a message set and items")
     view = session.view
     seqset = parse_sequence_set(cmd.args[0])
-    req = fetch_items.parse_fetch_items(cmd.args[1:], uid_command=uid)
+    req = parse_fetch_items(cmd.args[1:], uid_command=uid)
     view.check_seqset(seqset, uid)
     if req.vanished and not (uid and session.qresync):
         # RFC 7162 §3.2.6: VANISHED only in UID FETCH, and only with QRESYNC enabled.
@@ -94,7 +81,7 @@ def _fetch(session, cmd, uid: bool):
         raise ImapBad("VANISHED needs CHANGEDSINCE")
     if req.changedsince is not None and "MODSEQ" not in req.kinds():
         # RFC 7162 §3.1.4.1: CHANGEDSINCE implies the MODSEQ item.
-        req.items.append(fetch_items.FetchItem("MODSEQ"))
+        req.items.append(FetchItem("MODSEQ"))
         req.wants_modseq = True
     if req.wants_modseq or req.changedsince is not None:
         session.enabled.add("CONDSTORE")  # RFC 7162 §3.1: CONDSTORE-enabling
@@ -131,45 +118,26 @@ def _send_vanished(session, view, seqset) -> None:
 def _write_batches(session, view, req, targets, seen_set, uid):
     has_flags = "FLAGS" in req.kinds()
     missing = False
-    # Index-only requests (the most frequent) never touch the parsed cache.
-    cache = (
-        parsed_cache.ParsedCache.for_maildir(parsed_cache.maildir_root_of(view.folder))
-        if req.needs_content
-        else None
-    )
+    folder = view.folder
+    renderer = FetchRenderer(req)
     cols = _cache_columns(req)
-    preloaded: dict = {}
-
-    def header_of(m) -> bytes:
-        raw = preloaded.get(m.uid)
-        if raw is None:
-            e = cache.get(m.key, m.size)
-            if e is not None and e.header is not None:
-                return e.header
-            raw = view.folder.read(m)
-        return mime.header_block(raw)
-
-    fast = fetch_fast.compile_request(req, header_of)
     loader = None
     step = BATCH if req.needs_file else 4 * BATCH
     for start in range(0, len(targets), step):
         batch = targets[start : start + step]
-        live = [m for _, m in batch if view.is_live(m)]
-        if fast is not None:
-            todo = [m for m in live if fast.unknown(m)]
-        else:
-            todo = live if req.needs_content else []
-        if todo:
-            if sum(m.size for m in todo) <= INLINE_READ:
+        if req.needs_content:
+            todo = [m for _, m in batch if view.is_live(m) and renderer.needs_content(m)]
+            preloaded: dict = {}
+            if not todo:
+                pass  # index-only requests and memo hits never touch the parsed cache
+            elif sum(m.size for m in todo) <= INLINE_READ:
                 # A thread hop costs more than reading a few small files from the page cache.
-                preloaded = _prepare_batch(cache, view.folder, todo, req.needs_file, cols)
+                preloaded = _prepare_batch(folder, todo, req.needs_file, cols)
             else:
                 preloaded = yield threads.deferToThread(
-                    _prepare_batch, cache, view.folder, todo, req.needs_file, cols
+                    _prepare_batch, folder, todo, req.needs_file, cols
                 )
-            # Whatever the thread could not read (renamed meanwhile) is read through the
-            # store, which follows the rename.
-            loader = cache.loader(view.folder.read, preloaded)
+            loader = folder.parsed_loader(preloaded)
         if session.view is not view:
             return None  # the connection went away meanwhile
         out: list[bytes] = []
@@ -181,28 +149,14 @@ def _write_batches(session, view, req, targets, seen_set, uid):
             include_flags = m.uid in seen_set
             modseq = condstore and (has_flags or include_flags)
             try:
-                if fast is not None:
-                    out.append(fast(seq, m, view.flags_of(m), include_flags, modseq))
-                    continue
-                lines = fetch_items.fetch_response(
-                    req,
-                    seq,
-                    m,
-                    view.flags_of(m),
-                    loader,
-                    include_flags=include_flags,
-                    modseq=modseq,
-                )
+                renderer.render(seq, m, view.flags_of(m), loader, out, include_flags, modseq)
             except FileNotFoundError:
                 missing = True
-                continue
-            out.extend(lines)
         # One write per batch: per-chunk writes cost more than the FETCH itself.
         session.send(b"".join(out))
-        preloaded = {}
         yield session.drain()
     if req.needs_content:
-        threads.deferToThread(cache.flush).addErrback(lambda f: None)
+        threads.deferToThread(folder.parsed_cache.flush).addErrback(lambda f: None)
     if missing and not uid:
         # RFC 5530 EXPUNGEISSUED (RFC 2180 §4.1.2): some messages are gone underneath us.
         raise ImapNo("EXPUNGEISSUED", "Some messages were expunged by another session")

@@ -19,11 +19,13 @@ from collections.abc import Callable
 
 from twisted.internet import defer, threads
 
-from mailsuite.imap import mime
 from mailsuite.imap import search as search_mod
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.search import SearchProgram, parse_search
-from mailsuite.store.parsed_cache import ParsedCache, maildir_root_of
+from mailsuite.message.addresses import parse_addresses
+from mailsuite.message.dates import parse_date_header
+from mailsuite.message.decode import decode_header_value
+from mailsuite.message.headers import first_value
 
 __all__ = [
     "parse_sort_criteria",
@@ -86,7 +88,7 @@ def base_subject(value: bytes | None) -> tuple[str, bool]:
     """(base subject, is_reply_or_forward) of a raw Subject value (RFC 5256 §2.1)."""
     if value is None:
         return "", False
-    s = _WS_RE.sub(" ", mime.decode_header_value(value)).strip()
+    s = _WS_RE.sub(" ", decode_header_value(value)).strip()
     reply = False
     while True:
         # (2) trailing "(fwd)" and whitespace
@@ -120,14 +122,14 @@ def base_subject(value: bytes | None) -> tuple[str, bool]:
 
 def sent_date(fields, internaldate: float) -> float:
     """Date: as UTC seconds; the internal date when missing or unparsable (RFC 5256 §2.2)."""
-    parsed = mime.parse_date_header(mime.first_value(fields, b"date"))
+    parsed = parse_date_header(first_value(fields, b"date"))
     return parsed[1] if parsed else internaldate
 
 
 def _first_mailbox(fields, name: bytes) -> bytes:
     """addr-mailbox of the first address of a header (RFC 5256 §3 CC/FROM/TO), upper-cased
     for i;ascii-casemap."""
-    addrs = mime.parse_addresses(mime.first_value(fields, name))
+    addrs = parse_addresses(first_value(fields, name))
     if not addrs:
         return b""
     # The first address as ENVELOPE lists it; for a group that is the group name (Dovecot
@@ -165,7 +167,7 @@ def sort_messages(
             keyfn = lambda p: sent_date(fields_of(p[1]), p[1].internaldate)  # noqa: E731
         elif key == "SUBJECT":
             keyfn = lambda p: _ascii_upper(  # noqa: E731
-                base_subject(mime.first_value(fields_of(p[1]), b"subject"))[0]
+                base_subject(first_value(fields_of(p[1]), b"subject"))[0]
             )
         else:
             hname = key.lower().encode()
@@ -216,7 +218,7 @@ def run_command(session, view, cmd, uid: bool):
 
 
 def loader_cache_flush(folder) -> None:
-    ParsedCache.for_maildir(maildir_root_of(folder)).flush()
+    folder.parsed_cache.flush()
 
 
 def sort(session, cmd):

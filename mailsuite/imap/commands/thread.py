@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 from twisted.internet import threads
 
-from mailsuite.imap import mime
 from mailsuite.imap import search as search_mod
 from mailsuite.imap.commands.sort import base_subject, loader_cache_flush, sent_date
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.search import SearchProgram, parse_search
+from mailsuite.message.headers import first_value
 
 __all__ = ["THREAD_ALGORITHMS", "parse_thread_command", "thread_messages", "thread_response"]
 
@@ -73,14 +73,14 @@ def _infos(pairs: list[tuple], loader: Callable, uid: bool) -> list[_Info]:
         i.num = msg.uid if uid else seq
         i.seq = seq
         i.date = sent_date(fields, msg.internaldate)
-        i.subject, i.reply = base_subject(mime.first_value(fields, b"subject"))
-        mid = mime.first_value(fields, b"message-id")
+        i.subject, i.reply = base_subject(first_value(fields, b"subject"))
+        mid = first_value(fields, b"message-id")
         m = _MSGID_RE.search(mid) if mid else None
         i.msgid = m.group(1).decode("latin-1") if m else None
-        refs = mime.first_value(fields, b"references")
+        refs = first_value(fields, b"references")
         ids = [x.decode("latin-1") for x in _MSGID_RE.findall(refs)] if refs else []
         if not ids:
-            irt = mime.first_value(fields, b"in-reply-to")
+            irt = first_value(fields, b"in-reply-to")
             ids = [x.decode("latin-1") for x in _MSGID_RE.findall(irt)][:1] if irt else []
         i.refs = ids
         out.append(i)

@@ -1,0 +1,80 @@
+"""A parsed MIME tree as compact bytes and back, for caches that keep parse results.
+
+Why: a message file never changes under its name, so its tree can be parsed once and kept;
+this is the one place that knows how a kept tree is laid out.  `FORMAT_VERSION` changes
+whenever `MimePart` or this layout does, so a cache holding older bytes drops them.
+
+A tree read back keeps, of each part's header fields, only those that describe the part
+(`Content-*`) and, for an encapsulated message, its envelope fields: what BODYSTRUCTURE-like
+descriptions need.  The offsets refer to the message's CRLF form.
+"""
+
+from __future__ import annotations
+
+import marshal
+
+from mailsuite.message.envelope import ENVELOPE_FIELDS
+from mailsuite.message.structure import MimePart
+
+__all__ = ["FORMAT_VERSION", "dump_tree", "load_tree", "CorruptTree"]
+
+FORMAT_VERSION = 1
+
+
+class CorruptTree(ValueError):
+    """Bytes that are not a tree written by this version of `dump_tree`."""
+
+
+def dump_tree(root: MimePart) -> bytes:
+    return marshal.dumps(_pack(root))
+
+
+def load_tree(data: bytes) -> MimePart:
+    try:
+        return _unpack(marshal.loads(data))
+    except (EOFError, ValueError, TypeError, IndexError) as e:
+        raise CorruptTree(str(e)) from None
+
+
+def _pack(part: MimePart, message_root: bool = False) -> tuple:
+    keep = (
+        [(n, raw) for n, raw in part.fields if n.startswith(b"content-") or n in ENVELOPE_FIELDS]
+        if message_root
+        else [(n, raw) for n, raw in part.fields if n.startswith(b"content-")]
+    )
+    return (
+        part.start,
+        part.body_start,
+        part.end,
+        part.lines,
+        keep,
+        part.ctype,
+        part.csubtype,
+        part.type_raw,
+        part.subtype_raw,
+        part.params,
+        part.has_content_type | part.closed_at_end << 1 | part.mime_headers << 2,
+        [_pack(c) for c in part.children],
+        None if part.message is None else _pack(part.message, message_root=True),
+    )
+
+
+def _unpack(t: tuple) -> MimePart:
+    start, body_start, end, lines, fields, ctype, csub, traw, sraw, params, bits, kids, msg = t
+    return MimePart(
+        start,
+        body_start,
+        end,
+        fields,
+        ctype,
+        csub,
+        traw,
+        sraw,
+        params,
+        has_content_type=bool(bits & 1),
+        children=[_unpack(c) for c in kids],
+        message=None if msg is None else _unpack(msg),
+        closed_at_end=bool(bits & 2),
+        lines=lines,
+        mime_headers=bool(bits & 4),
+    )

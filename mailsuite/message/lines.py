@@ -1,0 +1,33 @@
+"""Line ends and the header/body split of raw message bytes (LF as stored or CRLF as sent)."""
+
+from __future__ import annotations
+
+__all__ = ["to_wire", "header_end", "header_block"]
+
+
+def to_wire(raw: bytes) -> bytes:
+    """Bytes with CRLF line ends (RFC 3501 §2.2 / RFC 5322: what a client receives)."""
+    if b"\r\n" in raw:
+        raw = raw.replace(b"\r\n", b"\n")
+    return raw.replace(b"\n", b"\r\n")
+
+
+def header_end(raw: bytes) -> int:
+    """Offset just past the header's blank line in raw (LF or CRLF) data; len(raw) if none."""
+    if raw.startswith(b"\n"):
+        return 1
+    if raw.startswith(b"\r\n"):
+        return 2
+    i = raw.find(b"\n\n")
+    # a CRLF blank line can only come first if it starts before the LF one
+    j = raw.find(b"\n\r\n", 0, len(raw) if i < 0 else i + 2)
+    if i < 0 and j < 0:
+        return len(raw)
+    if j >= 0 and (i < 0 or j < i):
+        return j + 3
+    return i + 2
+
+
+def header_block(raw: bytes) -> bytes:
+    """The top-level header of raw message bytes in wire form, including the blank line."""
+    return to_wire(raw[: header_end(raw)])
