@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from mailsuite.imap.fetch import FetchRenderer, parse_fetch_items
-from mailsuite.imap.fetch_memo import MEMO
 from mailsuite.imap.parser import parse_line
 from mailsuite.imap.search import SearchContext, evaluate, parse_search_command
 from mailsuite.message.content import MessageContent
@@ -131,7 +130,7 @@ def main() -> None:
 
         def run():
             if not memo:
-                MEMO.clear()
+                renderer.memo.clear()
             out: list[bytes] = []
             for i, m in enumerate(msgs):
                 renderer.render(i + 1, m, m.flags, loader, out)

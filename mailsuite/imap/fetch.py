@@ -8,7 +8,7 @@
 The request is compiled once into one small function per item, so that a FETCH of 10,000
 messages pays the item dispatch once, not 10,000 times.  Items that depend only on the
 message's content and are asked over and over (ENVELOPE, BODY, BODYSTRUCTURE, top-level
-HEADER.FIELDS[.NOT]) come from `fetch_memo.MEMO` when rendered before.
+HEADER.FIELDS[.NOT]) come from the server's `fetch_memo.RenderedMemo` when rendered before.
 
 `msg` is a store Message (uid, key, size, wire_size, internaldate, modseq); `flags` the flags
 to report (store flags plus the session's \\Recent); `content_loader(msg)` returns a content
@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 
 from mailsuite.imap.fetch_items import FetchItem, FetchRequest, parse_fetch_items
-from mailsuite.imap.fetch_memo import MEMO, RenderedMemo
+from mailsuite.imap.fetch_memo import RenderedMemo
 from mailsuite.imap.response import flag_list
 from mailsuite.imap.sections import binary_data, section_data
 from mailsuite.imap.structure_wire import bodystructure_bytes, envelope_bytes
@@ -97,8 +97,10 @@ _Part = Callable[[object, object, Callable, list], None]
 class FetchRenderer:
     """The compiled form of a FetchRequest; see the module docstring."""
 
-    def __init__(self, req: FetchRequest, memo: RenderedMemo = MEMO):
-        self.memo = memo
+    def __init__(self, req: FetchRequest, memo: RenderedMemo | None = None, scope: str = ""):
+        # `scope` names the Maildir the messages come from: memo keys are only unique in it.
+        self.memo = RenderedMemo() if memo is None else memo
+        self.scope = scope
         # Steps (kind, argument).  Index items are done inline by `render` (a function call
         # per item would cost as much as the item); for every other kind ("call") the
         # argument is the item's compiled function.
@@ -162,13 +164,13 @@ class FetchRenderer:
     def _memoized(self, label: bytes, tag, compute: Callable[[object], bytes]) -> _Part:
         self._memo_tags.append(tag)
         self._content_items += 1
-        memo = self.memo
+        memo, scope = self.memo, self.scope
 
         def part(m, fl, load, out) -> None:
             key = getattr(m, "key", None)
             value = None
             if key is not None:
-                key = (key, m.size, tag)
+                key = (scope, key, m.size, tag)
                 value = memo.get(key)
             if value is None:
                 value = compute(load(m))
@@ -188,9 +190,8 @@ class FetchRenderer:
         key = getattr(m, "key", None)
         if key is None:
             return True
-        size = m.size
-        memo = self.memo
-        return any((key, size, tag) not in memo for tag in self._memo_tags)
+        size, scope, memo = m.size, self.scope, self.memo
+        return any((scope, key, size, tag) not in memo for tag in self._memo_tags)
 
     def render(
         self,

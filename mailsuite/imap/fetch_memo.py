@@ -3,8 +3,9 @@ HEADER.FIELDS[.NOT] extracts), kept in memory under a byte budget.
 
 Why: clients page through whole mailboxes asking the same items again on every connect, and
 turning parse results into IMAP wire bytes costs more than the rest of such a FETCH.  A
-message file never changes under its key, so (key, size, item) names the bytes for good; the
-memo lives only in memory, so a change to IMAP's formatting never leaves stale bytes behind.
+message file never changes under its key, so (Maildir, key, size, item) names the bytes for
+good (the Maildir because another mailbox may hold a file of the same name and size); one memo
+per server lives in `ImapState`, only in memory, so a change to IMAP's formatting never leaves stale bytes behind.
 The store's parsed cache keeps the protocol-neutral parse results underneath.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-__all__ = ["RenderedMemo", "MEMO"]
+__all__ = ["RenderedMemo"]
 
 
 class RenderedMemo:
@@ -48,6 +49,3 @@ class RenderedMemo:
 
 
 _OVERHEAD = 120  # bytes of a key tuple and the dict slot, roughly
-
-
-MEMO = RenderedMemo()

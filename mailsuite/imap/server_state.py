@@ -1,6 +1,6 @@
 """What the IMAP sessions of one server share about folders: who has seen which message as
 \\Recent, when each folder was last checked against the disk, the poll of folders being
-idled on, and the STATUS counts.
+idled on, the STATUS counts and the memo of rendered FETCH items.
 
 One `ImapState` is created per server by `Services` and handed to every session, so two
 servers in one process (tests) never see each other's claims or clocks.  Folders are keys of
@@ -15,6 +15,8 @@ import weakref
 from collections.abc import Callable, Iterator
 
 from twisted.internet import task
+
+from mailsuite.imap.fetch_memo import RenderedMemo
 
 # Changes made inside this process reach the shared Folder at once; only other programs'
 # changes need a directory check.  A check right after a flag change rescans the folder (the
@@ -41,6 +43,7 @@ class ImapState:
         # every folder while other clients toggle \Flagged).
         self._counts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.idle_poll = FolderPoll(self.refresh, IDLE_POLL_SECONDS)
+        self.rendered = RenderedMemo()
 
     # -- \Recent ----------------------------------------------------------------------------
     def claim_recent(self, folder) -> set[int]:

@@ -87,7 +87,6 @@ def test_memo_renders_exactly_what_the_content_renders(tmp_path):
     message content, with every FLAGS/MODSEQ addition."""
     from mailsuite.imap import fetch as fetch_render
     from mailsuite.imap.fetch_items import parse_fetch_items
-    from mailsuite.imap.fetch_memo import MEMO
     from mailsuite.imap.parser import parse_line
     from mailsuite.message.content import MessageContent
     from mailsuite.store import Store
@@ -122,7 +121,7 @@ def test_memo_renders_exactly_what_the_content_renders(tmp_path):
         renderer = fetch_render.FetchRenderer(parse_fetch_items(cmd.args[1:]))
         for seq, m in enumerate(msgs, 1):
             for include_flags, modseq in ((False, False), (True, False), (False, True)):
-                MEMO.clear()
+                renderer.memo.clear()
                 assert renderer.needs_content(m) == (text not in index_only), text
                 fresh: list[bytes] = []
                 renderer.render(seq, m, m.flags, loader, fresh, include_flags, modseq)

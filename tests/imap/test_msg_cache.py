@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailsuite.imap.fetch import fetch_response, parse_fetch_items
-from mailsuite.imap.fetch_memo import MEMO
+from mailsuite.imap.fetch import FetchRenderer, fetch_response, parse_fetch_items
+from mailsuite.imap.fetch_memo import RenderedMemo
 from mailsuite.imap.parser import parse_line
 from mailsuite.imap.structure_wire import bodystructure_bytes, envelope_bytes
 from mailsuite.message.content import MessageContent
@@ -48,7 +48,7 @@ def cache(tmp_path):
 
 
 def fetch(req_text, msg, loader):
-    MEMO.clear()
+    # A new request renders with a memo of its own: nothing rendered before answers it.
     req = parse_fetch_items(parse_line(b"a FETCH 1 " + req_text).args[1:])
     return b"".join(fetch_response(req, 1, msg, msg.flags, loader))
 
@@ -221,20 +221,40 @@ def test_a_file_of_another_layout_is_emptied(tmp_path):
     db.close()
 
 
+def _render(items: bytes, msg, loader, memo: RenderedMemo, scope: str = "") -> bytes:
+    req = parse_fetch_items(parse_line(b"a FETCH 1 " + items).args[1:])
+    out: list[bytes] = []
+    FetchRenderer(req, memo, scope).render(1, msg, msg.flags, loader, out)
+    return b"".join(out)
+
+
+def no_content(m):
+    raise AssertionError("content loaded although the memo holds every item")
+
+
 def test_imap_memo_answers_repeated_items_without_content(cache):
     reader = Reader({"k1": F.NESTED})
     msg = Msg("k1", F.NESTED)
-    req = parse_fetch_items(
-        parse_line(b"a FETCH 1 (ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (FROM)])").args[1:]
-    )
-    first = fetch(
-        b"(ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (FROM)])", msg, cache.loader(reader)
-    )
+    items = b"(ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (FROM)])"
+    memo = RenderedMemo()
+    first = _render(items, msg, cache.loader(reader), memo)
+    assert first == fetch(items, msg, cache.loader(reader))
+    assert _render(items, msg, no_content, memo) == first
 
-    def no_content(m):
-        raise AssertionError("content loaded although the memo holds every item")
 
-    assert b"".join(fetch_response(req, 1, msg, msg.flags, no_content)) == first
+def test_imap_memo_never_answers_for_another_maildir(cache):
+    """Two mailboxes may hold files of the same name and size with other contents (an
+    import, a copy made behind the server's back): the memo keeps them apart."""
+    memo = RenderedMemo()
+    one = F.NESTED
+    other = one.replace(b"?= nested", b"?= NESTED", 1)  # same name and size, other bytes
+    assert len(other) == len(one) and other != one
+    a, b = Msg("k1", one), Msg("k1", other)
+    items = b"(ENVELOPE)"
+    from_a = _render(items, a, lambda m: MessageContent(one), memo, "/mail/a")
+    from_b = _render(items, b, lambda m: MessageContent(other), memo, "/mail/b")
+    assert from_a != from_b
+    assert _render(items, b, no_content, memo, "/mail/b") == from_b
 
 
 def test_one_memory_budget_for_every_mailbox(tmp_path):

@@ -119,7 +119,7 @@ def _write_batches(session, view, req, targets, seen_set, uid):
     has_flags = "FLAGS" in req.kinds()
     missing = False
     folder = view.folder
-    renderer = FetchRenderer(req)
+    renderer = FetchRenderer(req, session.imap_state.rendered, str(folder.path))
     cols = _cache_columns(req)
     loader = None
     step = BATCH if req.needs_file else 4 * BATCH
