@@ -104,7 +104,9 @@ class MailServer(service.MultiService):
                 listener = ListenerService(kind, address, build_factory(services, kind))
                 listener.setServiceParent(self)
                 self.listeners.append(listener)
-        runner = _optional_service("mailsuite.relay.runner", services)
+        runner = _optional_service(
+            "mailsuite.relay.runner", services, services.delivery.deliver_notice
+        )
         if runner is not None:
             runner.setServiceParent(self)
         self._saver = task.LoopingCall(services.store.save_indexes)
@@ -127,7 +129,7 @@ class MailServer(service.MultiService):
         return d
 
 
-def _optional_service(module_name: str, services: Services):
+def _optional_service(module_name: str, services: Services, *wiring):
     """The relay runner arrives with its own package; without it the queue just fills."""
     try:
         module = importlib.import_module(module_name)
@@ -136,7 +138,7 @@ def _optional_service(module_name: str, services: Services):
             raise
         log.warn("{module} not available: outbound mail stays queued", module=module_name)
         return None
-    return module.build_service(services)
+    return module.build_service(services, *wiring)
 
 
 def _event_text(event: dict) -> str:

@@ -26,7 +26,6 @@ from twisted.logger import Logger
 from twisted.python.threadable import isInIOThread
 from twisted.python.threadpool import ThreadPool
 
-from mailsuite.relay import bounce
 from mailsuite.relay.client import (
     RecipientOutcome,
     SessionParams,
@@ -36,8 +35,10 @@ from mailsuite.relay.client import (
     connect,
 )
 from mailsuite.relay.mx import Destination, MxResolver
-from mailsuite.relay.queue import DELIVERED, FAILED, PENDING, Queue, QueueEntry, QueueError
 from mailsuite.relay.reply import DeliveryFailure
+from mailsuite.spool import bounce
+from mailsuite.spool.queue import DELIVERED, FAILED, PENDING, Queue, QueueEntry, QueueError
+from mailsuite.trust import dkim
 
 log = Logger()
 
@@ -61,13 +62,9 @@ REMOVE_DELAY = 0.01
 
 
 def sign_hook(services, mail_from: str, data: bytes) -> bytes:
-    """The one place outbound mail is DKIM-signed (``mailsuite.trust.dkim.sign``), when that
-    module is present; otherwise the message unchanged.  Blocking (keys, RSA): called in a
+    """The one place outbound mail is DKIM-signed (``mailsuite.trust.dkim.sign``); the message
+    unchanged when signing fails.  Blocking (keys, RSA): called in a
     worker thread together with reading the message."""
-    try:
-        from mailsuite.trust import dkim
-    except ImportError:
-        return data
     try:
         return dkim.sign(services, mail_from.rpartition("@")[2], data)
     except Exception:
@@ -94,18 +91,14 @@ class SigningProbe:
         return self.possible
 
     def _probe(self) -> bool:
-        try:
-            from mailsuite.trust import dkim
-        except ImportError:
-            return False
         config = self.services.config
         trust = getattr(config, "trust", None)
         if trust is not None and not getattr(trust, "dkim_sign", True):
             return False
         try:
             return any(dkim.dkim_dir(config).iterdir())
-        except (OSError, AttributeError):
-            return not hasattr(dkim, "dkim_dir")
+        except OSError:
+            return False
 
 
 @dataclass
@@ -144,13 +137,16 @@ def retry_delay(schedule: list[int], attempts: int) -> int:
 class QueueRunner(service.Service):
     name = "relay"
 
-    def __init__(self, services, reactor=None):
+    def __init__(self, services, deliver_notice=None, reactor=None):
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
         self.reactor = reactor
         self.services = services
+        # Local delivery of notices, given at wiring (Delivery.deliver_notice): the relay sits
+        # above delivery's callers but never imports delivery.
+        self.deliver_notice = deliver_notice
         self.config = services.config
         self.relay = services.config.relay
         self.queue: Queue = getattr(services, "queue", None) or Queue(services.config.queue_dir)
@@ -360,14 +356,10 @@ class QueueRunner(service.Service):
         costs the reactor at every system call (measured with bench/relay.py --drain)."""
         started = [(act, jobs, None)]
 
-        def read(data: bytes | None) -> None:
-            if data is None:  # a longer spool file than its envelope says: read it all
-                self._read_in_pool(started)
-            else:
-                self._loaded([data], started)
-
-        d = self.queue.read_message_async(act.entry.id, act.entry.size, self.pool)
-        d.addCallbacks(read, lambda f: self._loaded([f.value], started))
+        d = self.queue.read_message_async(act.entry.id)
+        d.addCallbacks(
+            lambda data: self._loaded([data], started), lambda f: self._loaded([f.value], started)
+        )
 
     def _read_in_pool(self, started: list[tuple[_Active, list[_Job], bytes | None]]) -> None:
         self._in_pool(self._read, started).addCallbacks(
@@ -740,27 +732,12 @@ class QueueRunner(service.Service):
         )
 
     async def _deliver_locally(self, sender: str, data: bytes) -> bool:
-        """True once the notice is in a local mailbox; False if the sender is not local."""
-        delivery = getattr(self.services, "delivery", None)
-        if delivery is None:
+        """True once the notice is in a local mailbox (or dropped there, RFC 3461 §6.2);
+        False if the sender is not local or there is no local delivery."""
+        if self.deliver_notice is None:
             return False
-        from mailsuite import delivery as delivery_mod
-
-        resolved = delivery.resolve(sender)
-        if getattr(resolved, "kind", None) != "local":
-            return False
-        envelope = delivery_mod.Envelope(
-            mail_from="",
-            recipients=[delivery_mod.Recipient(sender)],
-            helo=self.config.hostname,
-            client_ip="127.0.0.1",
-        )
-        try:
-            await delivery.deliver(envelope, data)
-        except delivery_mod.UnknownRecipient:
-            # RFC 3461 §6.2: a notice that cannot be delivered is dropped, never bounced.
-            log.warn("relay: notice for unknown local sender <{s}> dropped", s=sender)
-        return True
+        delivered = await self.deliver_notice(sender, data, self.config.hostname)
+        return delivered is not False
 
     # -- threads -------------------------------------------------------------------------
 
@@ -810,6 +787,8 @@ class QueueRunner(service.Service):
         return d
 
 
-def build_service(services) -> service.IService:
-    """The queue runner for app.py's MultiService."""
-    return QueueRunner(services)
+def build_service(services, deliver_notice=None) -> service.IService:
+    """The queue runner for app.py's MultiService.  `deliver_notice(recipient, data, helo)`
+    -> Deferred[bool] stores a notice for a local sender (Delivery.deliver_notice); without it
+    every notice is queued."""
+    return QueueRunner(services, deliver_notice)
