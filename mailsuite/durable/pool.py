@@ -15,6 +15,9 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 _STOP = object()
+# A thread with nothing to do for this long ends (with it, what it holds per thread: the
+# accounts database's connection, for one).
+IDLE_SECONDS = 10.0
 
 
 class PoolStopped(RuntimeError):
@@ -29,10 +32,10 @@ class WorkerPool:
         self._size = size
         self._name = name
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._idle = 0
-        self._busy = 0
         self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # threads waiting for work
+        self._queued = 0  # work given and not yet taken by a thread
         self._finished: list[tuple[defer.Deferred, bool, object]] = []
         self._flush_posted = False
         self.stopped = False
@@ -42,23 +45,26 @@ class WorkerPool:
         PoolStopped when the pool cannot take it."""
         if self.stopped:
             raise PoolStopped(f"{self._name} pool stopped")
-        d = defer.Deferred()
         with self._lock:
-            self._busy += 1
-            start = self._idle < self._busy and len(self._threads) < self._size
-        if start:
-            thread = threading.Thread(target=self._run, name=f"{self._name}-{len(self._threads)}")
-            thread.daemon = True
+            self._queued += 1
+            thread = None
+            if self._queued > self._idle and len(self._threads) < self._size:
+                thread = threading.Thread(target=self._run, name=f"{self._name}-worker")
+                thread.daemon = True
+                self._threads.append(thread)
+        if thread is not None:
             try:
                 thread.start()
             except RuntimeError as e:  # the system refused a thread
                 with self._lock:
-                    self._busy -= 1
-                if not self._threads:
+                    self._threads.remove(thread)
+                    alone = not self._threads
+                    if alone:
+                        self._queued -= 1
+                if alone:
                     self.stopped = True
                     raise PoolStopped(str(e)) from e
-            else:
-                self._threads.append(thread)
+        d = defer.Deferred()
         self._jobs.put((d, work, args))
         return d
 
@@ -67,19 +73,30 @@ class WorkerPool:
         if self.stopped:
             return
         self.stopped = True
-        for _ in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+        for _ in threads:
             self._jobs.put(_STOP)
-        for thread in self._threads:
+        for thread in threads:
             thread.join()
-        self._threads.clear()
 
     def _run(self) -> None:
         while True:
             with self._lock:
                 self._idle += 1
-            job = self._jobs.get()
+            try:
+                job = self._jobs.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    self._idle -= 1
+                    if self._queued <= self._idle:  # the others cover the work given
+                        self._threads.remove(threading.current_thread())
+                        return
+                continue
             with self._lock:
                 self._idle -= 1
+                if job is not _STOP:
+                    self._queued -= 1
             if job is _STOP:
                 return
             d, work, args = job
@@ -88,7 +105,6 @@ class WorkerPool:
             except BaseException:
                 outcome = (d, False, Failure())
             with self._lock:
-                self._busy -= 1
                 self._finished.append(outcome)
                 post = not self._flush_posted
                 self._flush_posted = True
