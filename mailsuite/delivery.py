@@ -107,9 +107,14 @@ class Delivery:
     def deliver(self, envelope: Envelope, data: bytes) -> defer.Deferred:
         """Deferred[DeliveryReport], firing once every copy is fsynced; TemporaryFailure when
         nothing could be stored (and nothing was left half-delivered).  Call it on the reactor
-        thread: deliver_blocking runs in the durable-I/O service's pool, then IDLE sessions
-        are told here."""
-        d = self.store.io.submit(self.deliver_blocking, envelope, data)
+        thread: the recipients are resolved here (the accounts' lookup cache RCPT has just
+        warmed), the copies are written by _store in the durable-I/O service's pool, then
+        IDLE sessions are told."""
+        try:
+            routed = self._route(envelope)
+        except Exception:
+            return defer.fail()
+        d = self.store.io.submit(self._store, envelope, data, routed)
 
         def notify(report: DeliveryReport):
             for mailbox, _ in report.local:
@@ -121,9 +126,13 @@ class Delivery:
         return d.addCallback(notify)
 
     def deliver_blocking(self, envelope: Envelope, data: bytes) -> DeliveryReport:
-        """The delivery itself, blocking: deliver() runs it in the durable pool, the admin
-        command (`mailsuite deliver`) in its own thread."""
-        local, remote, failed = self._route(envelope)
+        """The same delivery, blocking, in the caller's thread: the admin command
+        (`mailsuite deliver`) and the notices a delivery owes."""
+        return self._store(envelope, data, self._route(envelope))
+
+    def _store(self, envelope: Envelope, data: bytes, routed) -> DeliveryReport:
+        """Write the local copies and the queue entry (blocking), then conclude."""
+        local, remote, failed = routed
         report = DeliveryReport(failed=failed)
         written: list[tuple[Mailbox, str, str]] = []
         try:

@@ -22,7 +22,7 @@ from twisted.internet import reactor as default_reactor
 from twisted.logger import Logger
 
 from mailsuite.durable.commit import GroupCommit
-from mailsuite.durable.files import create_file, discard, read_head, unlink_each
+from mailsuite.durable.files import create_file, discard, read_all, read_head, unlink_each
 from mailsuite.durable.pool import WorkerPool
 
 log = Logger(namespace="mailsuite.durable")
@@ -147,6 +147,11 @@ class DurableIO:
     def read(path: str | os.PathLike, limit: int) -> bytes:
         """A file's first `limit` bytes."""
         return read_head(path, limit)
+
+    @staticmethod
+    def read_all(path: str | os.PathLike) -> bytes:
+        """A whole file."""
+        return read_all(path)
 
     @staticmethod
     def unlink(paths: list[str]) -> list[int]:

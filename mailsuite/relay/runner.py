@@ -123,6 +123,10 @@ class QueueRunner(service.Service):
         self.removing = False
         self.remove_timer = None
         self.signing_possible = SigningProbe(services)
+        # Entries announced by the queue's listener, from any thread, not yet taken up.
+        self._arrivals: list[QueueEntry] = []
+        self._arrivals_lock = threading.Lock()
+        self._arrivals_posted = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -168,19 +172,35 @@ class QueueRunner(service.Service):
 
     def _enqueued(self, entry: QueueEntry, data: bytes) -> None:
         """The queue's listener, called on whichever thread enqueued (the durable pool's, for
-        SMTP deliveries).  The message itself is read back like any other (the page cache
-        holds it), so there is one way for message bytes to reach the senders."""
+        SMTP deliveries).  Entries announced together are taken up in one reactor turn (one
+        wake-up of the reactor, and their messages read in one trip to the pool).  The
+        message itself is read back like any other (the page cache holds it): there is one
+        way for message bytes to reach the senders."""
+        with self._arrivals_lock:
+            self._arrivals.append(entry)
+            if self._arrivals_posted:
+                return
+            self._arrivals_posted = True
         if isInIOThread():
-            self.reactor.callLater(0, self._add, entry)
+            self.reactor.callLater(0, self._take_arrivals)
         else:
-            self.reactor.callFromThread(self._add, entry)
+            self.reactor.callFromThread(self._take_arrivals)
 
-    def _add(self, entry: QueueEntry) -> None:
+    def _take_arrivals(self) -> None:
+        with self._arrivals_lock:
+            arrivals, self._arrivals = self._arrivals, []
+            self._arrivals_posted = False
+        for entry in arrivals:
+            self._add(entry, run=False)
+        if self.ready:
+            self._run_due()
+
+    def _add(self, entry: QueueEntry, run: bool = True) -> None:
         if entry.id in self.active:
             return
         self.entries[entry.id] = entry
         heapq.heappush(self.heap, (entry.next_attempt, entry.id))
-        if self.ready:
+        if run and self.ready:
             self._run_due()
 
     def rescan(self) -> defer.Deferred:

@@ -366,8 +366,14 @@ class Queue:
 
     def read_message(self, queue_id: str) -> bytes:
         """The message, as accepted (after the spool file's first line)."""
-        with self._open_spool(queue_id) as f:
-            return self._envelope_line(queue_id, f)[1] + f.readall()
+        try:
+            raw = self.io.read_all(self._file_names(queue_id)[0])
+        except FileNotFoundError:
+            raise NoSuchEntry(queue_id) from None
+        end = raw.find(b"\n")
+        if end < 0:
+            raise QueueError(f"{queue_id}: damaged spool file: no end of envelope")
+        return raw[end + 1 :]
 
     def read_message_async(self, queue_id: str) -> defer.Deferred:
         """read_message() run in the durable pool, for the reactor thread: Deferred[bytes]."""
