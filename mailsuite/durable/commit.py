@@ -25,9 +25,12 @@ import threading
 class _Folder:
     """The fsync state of one directory."""
 
-    __slots__ = ("syncing", "waiting", "started", "finished", "errors")
+    __slots__ = ("cond", "syncing", "waiting", "started", "finished", "errors")
 
-    def __init__(self) -> None:
+    def __init__(self, lock: threading.Lock) -> None:
+        # Its own condition on the shared lock: the end of an fsync wakes only the callers
+        # waiting for this folder.
+        self.cond = threading.Condition(lock)
         self.syncing = False
         self.waiting = 0
         self.started = 0  # fsyncs started
@@ -39,7 +42,7 @@ class GroupCommit:
     """Blocking fsync_dir() whose concurrent calls for a folder share one fsync."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._folders: dict[str, _Folder] = {}
         self.syncs = 0  # directory fsyncs run (tests and benchmarks read it)
 
@@ -48,32 +51,32 @@ class GroupCommit:
         finished: the names created or renamed into it before the call are durable.
         OSError if that fsync failed."""
         path = os.fspath(path)
-        with self._cond:
+        with self._lock:
             folder = self._folders.get(path)
             if folder is None:
-                folder = self._folders[path] = _Folder()
+                folder = self._folders[path] = _Folder(self._lock)
             # The next fsync to start is the first that covers this caller.
             mine = folder.started + 1
             folder.waiting += 1
             try:
                 while folder.finished < mine:
                     if folder.syncing:
-                        self._cond.wait()
+                        folder.cond.wait()
                         continue
                     folder.syncing = True
                     folder.started += 1
                     number = folder.started
-                    self._cond.release()
+                    self._lock.release()
                     try:
                         error = _fsync_dir(path)
                     finally:
-                        self._cond.acquire()
+                        self._lock.acquire()
                         folder.syncing = False
                         folder.finished = number
                         self.syncs += 1
                     if error is not None:
                         folder.errors[number] = error
-                    self._cond.notify_all()
+                    folder.cond.notify_all()
                 error = folder.errors.get(mine)
             finally:
                 folder.waiting -= 1
