@@ -39,6 +39,7 @@ class DurableIO:
         self._threads = threads
         self.commit = GroupCommit()
         self._pool = self._new_pool()
+        self._stop_registered = False
         self.fallbacks = 0  # pools replaced after a failure (tests read it)
 
     @classmethod
@@ -59,6 +60,11 @@ class DurableIO:
         """Run `work(*args)` (blocking disk work) in the durable pool; call it on the reactor
         thread.  Deferred with its result or its exception.  A pool that cannot take work (it
         died, or was stopped under us) is replaced by a new one, so deliveries go on."""
+        if not self._stop_registered:
+            # Registered from the reactor thread, at the first use: deliveries in flight
+            # finish before the process exits.
+            self._stop_registered = True
+            self._reactor.addSystemEventTrigger("during", "shutdown", self.stop)
         try:
             return self._pool.submit(work, *args)
         except RuntimeError as e:
@@ -72,9 +78,7 @@ class DurableIO:
         self._pool.stop()
 
     def _new_pool(self) -> WorkerPool:
-        pool = WorkerPool(self._reactor, self._threads)
-        self._reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
-        return pool
+        return WorkerPool(self._reactor, self._threads)
 
     # -- blocking operations: run them inside `work`, or in the admin command's thread -------
 
