@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
 from mailsuite.durable import DurableIO, GroupCommit
+from mailsuite.durable import commit as commit_mod
 from mailsuite.store import Store
 from tests.conftest import on_reactor
 
@@ -137,3 +139,46 @@ def test_a_dead_pool_is_replaced_and_deliveries_go_on(io, tmp_path):
     kind, key = outcome(lambda: mbox.deliver_async(b"Subject: x\r\n\r\nbody\r\n"))
     assert kind == "ok" and io.fallbacks == 1
     assert os.listdir(mbox.folder_path("INBOX") / "new") == [key]
+
+
+def test_a_caller_is_covered_only_by_an_fsync_that_started_after_its_call(tmp_path, monkeypatch):
+    """Callers that arrive while a folder's fsync runs are not covered by it (their renames may
+    have missed it): they share the next one, which starts after all of them."""
+    events: list[tuple[str, float]] = []
+    first_started = threading.Event()
+    release_first = threading.Event()
+    real_fsync = os.fsync
+
+    def observed_fsync(fd):
+        events.append(("start", time.monotonic()))
+        if not first_started.is_set():
+            first_started.set()
+            release_first.wait(5)
+        real_fsync(fd)
+        events.append(("end", time.monotonic()))
+
+    monkeypatch.setattr(commit_mod.os, "fsync", observed_fsync)
+    gc = GroupCommit()
+    returned: dict[str, float] = {}
+    called: dict[str, float] = {}
+
+    def caller(name):
+        called[name] = time.monotonic()
+        gc.fsync_dir(tmp_path)
+        returned[name] = time.monotonic()
+
+    leader = threading.Thread(target=caller, args=("leader",))
+    leader.start()
+    assert first_started.wait(5)
+    late = [threading.Thread(target=caller, args=(f"late{i}",)) for i in range(3)]
+    for t in late:
+        t.start()
+    time.sleep(0.2)  # they are all waiting now, behind the first fsync
+    assert not any(name.startswith("late") for name in returned)
+    release_first.set()
+    for t in [leader, *late]:
+        t.join(5)
+    assert gc.syncs == 2  # one for the leader, one shared by the three that came later
+    second_start = [t for kind, t in events if kind == "start"][1]
+    for i in range(3):
+        assert called[f"late{i}"] < second_start < returned[f"late{i}"]
