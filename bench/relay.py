@@ -162,7 +162,7 @@ routes = {{ "remote.test" = "127.0.0.1:{sink_port}" }}
         self.queue_entries = self.root / "data" / "queue" / "entries"
         self.release_at = None
         if drain:
-            from mailsuite.relay.queue import Queue
+            from mailsuite.spool.queue import Queue
 
             queue = Queue(self.root / "data" / "queue")
             # Leave time for writing the entries (about 1 ms each) and for the server to start.

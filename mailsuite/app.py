@@ -108,7 +108,9 @@ class MailServer(service.MultiService):
                 listener = ListenerService(kind, address, build_factory(services, kind))
                 listener.setServiceParent(self)
                 self.listeners.append(listener)
-        relay_runner.build_service(services).setServiceParent(self)
+        relay_runner.build_service(services, services.delivery.deliver_notice).setServiceParent(
+            self
+        )
         self._saver = task.LoopingCall(services.store.save_indexes)
 
     def port(self, kind: str) -> int:

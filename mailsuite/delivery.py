@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite.accounts.db import Accounts
-from mailsuite.relay import bounce
-from mailsuite.relay.queue import Queue, QueuedRecipient, QueueEntry
+from mailsuite.spool import bounce
+from mailsuite.spool.queue import Queue, QueuedRecipient, QueueEntry
 from mailsuite.store import Mailbox, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
 
 log = Logger(namespace="mailsuite.delivery")
@@ -104,15 +104,17 @@ class Delivery:
             except NoSuchMailbox:
                 continue
 
-    def deliver(self, envelope: Envelope, data: bytes):
+    def deliver(self, envelope: Envelope, data: bytes) -> defer.Deferred:
         """Deferred[DeliveryReport], firing once every copy is fsynced; TemporaryFailure when
         nothing could be stored (and nothing was left half-delivered).  Call it on the reactor
-        thread."""
-        local, remote, failed = self._route(envelope)
-        if local or remote:
-            d = self._deliver_async(envelope, data, local, remote, failed)
-        else:  # nobody to deliver to: deliver_blocking refuses with the reason
-            d = threads.deferToThread(self.deliver_blocking, envelope, data)
+        thread: the recipients are resolved here (the accounts' lookup cache RCPT has just
+        warmed), the copies are written by _store in the durable-I/O service's pool, then
+        IDLE sessions are told."""
+        try:
+            routed = self._route(envelope)
+        except Exception:
+            return defer.fail()
+        d = self.store.io.submit(self._store, envelope, data, routed)
 
         def notify(report: DeliveryReport):
             for mailbox, _ in report.local:
@@ -124,8 +126,13 @@ class Delivery:
         return d.addCallback(notify)
 
     def deliver_blocking(self, envelope: Envelope, data: bytes) -> DeliveryReport:
-        """The same, blocking: for worker threads and the admin command."""
-        local, remote, failed = self._route(envelope)
+        """The same delivery, blocking, in the caller's thread: the admin command
+        (`mailsuite deliver`) and the notices a delivery owes."""
+        return self._store(envelope, data, self._route(envelope))
+
+    def _store(self, envelope: Envelope, data: bytes, routed) -> DeliveryReport:
+        """Write the local copies and the queue entry (blocking), then conclude."""
+        local, remote, failed = routed
         report = DeliveryReport(failed=failed)
         written: list[tuple[Mailbox, str, str]] = []
         try:
@@ -152,61 +159,20 @@ class Delivery:
         self._send_notices(envelope, data, notices)
         return report
 
-    def _deliver_async(
-        self, envelope: Envelope, data: bytes, local: dict, remote: list, failed: list
-    ):
-        """deliver_blocking's work orchestrated from the reactor thread (Mailbox.deliver_async,
-        Queue.enqueue_async): the local copies, then the queue entry, their file work handed to
-        the kernel (mailsuite.durable), instead of a whole delivery run in a thread whose every
-        system call fights the reactor for the GIL."""
-        report = DeliveryReport(failed=failed)
-        copies = []
-        try:
-            for mailbox in local:
-                mbox, folder = self._target(mailbox, envelope.folder)
-                trace = self._trace_headers(envelope.mail_from, mailbox)
-                copies.append((mailbox, mbox, folder, mbox.deliver_async(trace + data, folder)))
-        except (OSError, NoSuchFolder) as e:
-            copies.append((None, None, None, defer.fail(e)))
-        written = []
+    def deliver_notice(self, recipient: str, data: bytes, helo: str) -> defer.Deferred:
+        """A delivery status notice (from the null sender) for `recipient`, stored here when
+        the address is local: Deferred[bool], False when it is not local (the caller queues
+        it).  The relay runner receives this at wiring, as its way into local mailboxes."""
+        if self.resolve(recipient).kind != "local":
+            return defer.succeed(False)
+        envelope = Envelope("", [Recipient(recipient)], helo=helo, client_ip="127.0.0.1")
 
-        def stored(results):
-            error = None
-            for (mailbox, mbox, folder, _), (ok, value) in zip(copies, results, strict=True):
-                if ok:
-                    written.append((mbox, folder, value))
-                    report.local.append((mailbox, value))
-                elif value.check(QuotaExceeded):
-                    report.failed.append((mailbox, value.value))
-                elif error is None:
-                    error = value
-            if error is not None:
-                return error
-            if not remote:
-                return None
-            return self.queue.enqueue_async(
-                envelope.mail_from, remote, data, envelope.dsn_ret, envelope.dsn_envid
-            ).addCallback(queued)
+        def dropped(failure):
+            failure.trap(UnknownRecipient)
+            # RFC 3461 §6.2: a notice that cannot be delivered is dropped, never bounced.
+            log.warn("notice for unknown local sender <{s}> dropped", s=recipient)
 
-        def queued(queue_id: str):
-            report.queue_id = queue_id
-
-        def failed_store(failure):
-            self._undo(written)
-            log.error("delivery failed, nothing kept: {err}", err=str(failure.value))
-            if failure.check(OSError, NoSuchFolder):
-                raise TemporaryFailure(str(failure.value)) from failure.value
-            return failure
-
-        def concluded(_):
-            notices = self._conclude(envelope, data, local, report, len(remote))
-            if not notices:
-                return report
-            d = threads.deferToThread(self._send_notices, envelope, data, notices)
-            return d.addCallback(lambda _: report)
-
-        d = defer.DeferredList([c[3] for c in copies], consumeErrors=True)
-        return d.addCallback(stored).addErrback(failed_store).addCallback(concluded)
+        return self.deliver(envelope, data).addCallbacks(lambda _: True, dropped)
 
     def _route(self, envelope: Envelope):
         """(local mailbox -> the recipient that led to it, remote recipients, unknown ones)."""

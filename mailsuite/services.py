@@ -11,10 +11,11 @@ from mailsuite.accounts.db import Accounts
 from mailsuite.accounts.throttle import FailedLoginThrottle
 from mailsuite.config import Config, ConfigError
 from mailsuite.delivery import Delivery
+from mailsuite.durable import DurableIO
 from mailsuite.imap.server_state import ImapState
 from mailsuite.limits import ConnectionLimiter
 from mailsuite.pop3.server_state import Pop3State
-from mailsuite.relay.queue import Queue
+from mailsuite.spool.queue import Queue
 from mailsuite.store import Store
 from mailsuite.tls import TlsContexts
 
@@ -48,9 +49,10 @@ class Services:
     @classmethod
     def create(cls, config: Config, with_tls: bool = True) -> Services:
         prepare_data_dir(config)
+        io = DurableIO.open(config.data_dir)
         accounts = Accounts(config.accounts_db, config.domains)
-        store = Store(config.mail_dir)
-        queue = Queue(config.queue_dir)
+        store = Store(config.mail_dir, io)
+        queue = Queue(config.queue_dir, io)
         a = config.auth
         throttle = FailedLoginThrottle(
             free_failures=a.free_failures,

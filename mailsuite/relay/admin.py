@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from mailsuite.relay.queue import FAILED, PENDING, NoSuchEntry, Queue, QueueEntry
+from mailsuite.spool.queue import FAILED, PENDING, NoSuchEntry, Queue, QueueEntry
 
 ADMIN_BOUNCE_STATUS = "5.0.0"
 ADMIN_BOUNCE_TEXT = "delivery cancelled by the mail administrator"

@@ -6,6 +6,7 @@ import shutil
 import threading
 from pathlib import Path
 
+from mailsuite.durable import DurableIO
 from mailsuite.store.folder import Folder, FolderEvent, Message
 from mailsuite.store.maildir import (
     DEFAULT_FOLDERS,
@@ -53,8 +54,10 @@ def split_address(address: str) -> tuple[str, str]:
 
 
 class Store:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, io: DurableIO | None = None):
         self.root = Path(root)
+        # The durable-I/O service deliveries go through (Services passes the probed one).
+        self.io = io if io is not None else DurableIO()
         self._mailboxes: dict[str, Mailbox] = {}
         self._lock = threading.Lock()
 
@@ -73,7 +76,7 @@ class Store:
         if not (path / "cur").is_dir():
             raise NoSuchMailbox(address)
         with self._lock:
-            mbox = self._mailboxes.setdefault(key, Mailbox(key, path))
+            mbox = self._mailboxes.setdefault(key, Mailbox(key, path, self.io))
         return mbox
 
     def create_mailbox(

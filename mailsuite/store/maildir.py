@@ -16,10 +16,10 @@ import threading
 import time
 from pathlib import Path
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import Logger
 
-from mailsuite.durable import discard, fsync_dir, write_async, write_new_file
+from mailsuite.durable import DurableIO, create_file
 from mailsuite.store import names
 from mailsuite.store.flags import INFO_SEPARATOR, Keywords, size_in_name, split_filename
 from mailsuite.store.folder import Folder
@@ -67,8 +67,8 @@ _PIECE = 1 << 20
 
 
 def _copy_to_lf(src, path: str, quota: MaildirSize | None) -> tuple[int, int]:
-    """Copy a binary file into a new file at `path` with CRLF turned into LF, in pieces; fsync.
-    Returns (size on disk, size with CRLF line ends).  A CR at the end of one piece is held
+    """Copy a binary file into a new file at `path` with CRLF turned into LF, in pieces, not yet
+    fsynced.  Returns (its open descriptor, size on disk, size with CRLF line ends).  A CR at the end of one piece is held
     back until the next shows whether an LF follows."""
     size = lf_count = 0
     carry = b""
@@ -91,21 +91,20 @@ def _copy_to_lf(src, path: str, quota: MaildirSize | None) -> tuple[int, int]:
             lf_count += out.count(b"\n") - out.count(b"\r\n")
             if not piece:
                 break
-        os.fsync(fd)
     except BaseException:
         os.close(fd)
         os.unlink(path)
         raise
-    os.close(fd)
-    return size, size + lf_count
+    return fd, size, size + lf_count
 
 
 class Mailbox:
     """One user's Maildir++ tree."""
 
-    def __init__(self, address: str, path: Path):
+    def __init__(self, address: str, path: Path, io: DurableIO):
         self.address = address
         self.path = path
+        self.io = io
         self._folders: dict[str, Folder] = {}
         self._lock = threading.Lock()
         self._quota = MaildirSize(path, self._scan_usage)
@@ -337,7 +336,8 @@ class Mailbox:
         internaldate: float | None = None,
         check_quota: bool = True,
     ) -> str:
-        """Durably store one message; blocking (call it in a thread).  Returns its key.
+        """Durably store one message; blocking (imports and the admin command call it in their
+        own thread, deliver_async in the durable pool).  Returns its key.
 
         `data` is bytes, or a binary file positioned at the message (a large IMAP APPEND
         spooled to disk), which is copied in pieces so memory stays flat."""
@@ -347,47 +347,26 @@ class Mailbox:
             body, key = self._stage(data, check_quota)
             size = len(body)
             tmp = f"{base}/tmp/{key}"
-            write_new_file(tmp, body)
+            fd = create_file(tmp, body)
         else:
             tmp = f"{base}/tmp/{unique_name()}.part"
-            size, wire = _copy_to_lf(data, tmp, self._quota if check_quota else None)
+            fd, size, wire = _copy_to_lf(data, tmp, self._quota if check_quota else None)
             key = f"{os.path.basename(tmp)[: -len('.part')]},S={size},W={wire}"
-        if internaldate is not None:
-            os.utime(tmp, (internaldate, internaldate))
         if info:
-            dest_dir = f"{base}/cur"
-            dest = f"{dest_dir}/{key}{INFO_SEPARATOR}{info}"
+            dest = f"{base}/cur/{key}{INFO_SEPARATOR}{info}"
         else:
-            dest_dir = f"{base}/new"
-            dest = f"{dest_dir}/{key}"
-        os.rename(tmp, dest)
-        try:
-            fsync_dir(dest_dir)
-        except OSError:
-            discard(dest)  # not durable: the sender is told to retry, so keep no copy
-            raise
+            dest = f"{base}/new/{key}"
+        # Not durable until new/ (or cur/) is fsynced: on failure no copy is kept, since the
+        # sender is told to retry.
+        self.io.sync_new_file(tmp, fd, dest, internaldate)
         self._quota.add(size, 1)
         return key
 
-    def deliver_async(self, data: bytes, folder: str = names.INBOX) -> defer.Deferred:
-        """deliver() for a message in memory, called on the reactor thread: Deferred[key].
-
-        The same steps in the same order (file fsynced, renamed into new/, new/ fsynced),
-        without blocking the reactor (mailsuite.durable.write_async)."""
-        try:
-            base = self._folder_dir(folder)[1]
-            body, key = self._stage(data, True)
-        except Exception:
-            return defer.fail()
-        size = len(body)
-        self._quota.add(size, 1)  # counted now; taken back on failure
-
-        def not_kept(failure):
-            self._quota.add(-size, -1)
-            return failure
-
-        d = write_async(f"{base}/tmp/{key}", body, rename_to=f"{base}/new/{key}")
-        return d.addCallbacks(lambda _: key, not_kept)
+    def deliver_async(
+        self, data, folder: str = names.INBOX, flags=(), internaldate: float | None = None
+    ) -> defer.Deferred:
+        """deliver() run in the durable pool, for the reactor thread: Deferred[key]."""
+        return self.io.submit(self.deliver, data, folder, flags, internaldate)
 
     def _folder_dir(self, folder: str) -> tuple[str, str]:
         """(the validated folder name, its directory); NoSuchFolder when it does not exist."""
@@ -441,32 +420,32 @@ class Mailbox:
                     os.fsync(f.fileno())
             os.rename(tmp, dest_path / "cur" / (key + INFO_SEPARATOR + info))
             result.append((msg.uid, key))
-        fsync_dir(dest_path / "cur")
+        self.io.fsync_dir(dest_path / "cur")
         self._quota.add(total, len(result))
         return result
 
     # -- asynchronous conveniences for the protocols (reactor thread) --------------------------
 
     def append(self, data: bytes, folder: str = names.INBOX, flags=(), internaldate=None):
-        """Deliver in the thread pool, then index: Deferred firing with (Folder, uid)."""
+        """Deliver in the durable pool, then index: Deferred firing with (Folder, uid)."""
 
         def indexed(key):
             f = self.folder(folder)
             return f, f.index_delivered(key, flags)
 
-        d = threads.deferToThread(self.deliver, data, folder, flags, internaldate)
+        d = self.deliver_async(data, folder, flags, internaldate)
         d.addCallback(indexed)
         return d
 
     def copy(self, src: Folder, msgs, dest_name: str):
-        """Copy in the thread pool, then index: Deferred firing with (dest Folder, [(src, dst)])."""
+        """Copy in the durable pool, then index: Deferred firing with (dest Folder, [(src, dst)])."""
 
         def indexed(pairs):
             dest = self.folder(dest_name)
             dest.refresh(force=True)
             return dest, [(s, dest.uid_of_key(k)) for s, k in pairs if dest.uid_of_key(k)]
 
-        d = threads.deferToThread(self.copy_files, src, list(msgs), dest_name)
+        d = self.io.submit(self.copy_files, src, list(msgs), dest_name)
         d.addCallback(indexed)
         return d
 

@@ -457,7 +457,7 @@ class Sender:
         self.config = config
         self.services = Services.create(config, with_tls=False)
         self.services.accounts.add_user("sender@example.test", "pw")
-        self.runner = build_service(self.services)
+        self.runner = build_service(self.services, self.services.delivery.deliver_notice)
         self.running = False
 
     def start(self) -> None:

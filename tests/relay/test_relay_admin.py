@@ -5,7 +5,7 @@ import time
 import pytest
 
 from mailsuite.cli import main
-from mailsuite.relay.queue import FAILED, Queue
+from mailsuite.spool.queue import FAILED, Queue
 from tests.relay.relay_support import Sender, relay_config, wait_for
 
 MSG = b"From: sender@example.test\r\nSubject: queued\r\n\r\nbody text\r\n"

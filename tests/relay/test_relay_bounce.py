@@ -5,8 +5,8 @@ import email.policy
 
 import pytest
 
-from mailsuite.relay import bounce
-from mailsuite.relay.queue import FAILED, QueuedRecipient, QueueEntry
+from mailsuite.spool import bounce
+from mailsuite.spool.queue import FAILED, QueuedRecipient, QueueEntry
 
 ORIGINAL = b"From: a@example.test\r\nSubject: original\r\n\r\nsecret body\r\n"
 

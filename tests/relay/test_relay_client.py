@@ -5,8 +5,8 @@ import pytest
 
 from mailsuite.relay.client import SessionParams, Timeouts, TlsHandshakeFailed, connect
 from mailsuite.relay.mx import Destination
-from mailsuite.relay.queue import QueuedRecipient
 from mailsuite.relay.reply import DeliveryFailure
+from mailsuite.spool.queue import QueuedRecipient
 from tests.relay.relay_support import in_reactor
 
 MSG = b"From: s@example.test\r\nTo: r@remote.test\r\nSubject: hi\r\n\r\nHello.\r\n"

@@ -11,7 +11,7 @@ import sys
 import threading
 
 from mailsuite.accounts.db import Accounts
-from mailsuite.relay.queue import Queue
+from mailsuite.spool.queue import Queue
 from tests.relay.relay_support import wait_for
 
 MSG = b"From: sender@example.test\r\nSubject: crash test %d\r\n\r\n" + b"line\r\n" * 2000

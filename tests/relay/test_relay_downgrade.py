@@ -55,7 +55,7 @@ def test_ascii_message_untouched():
 def test_client_converts_for_server_without_8bitmime(sink):
     from mailsuite.relay.client import SessionParams, Timeouts, connect
     from mailsuite.relay.mx import Destination
-    from mailsuite.relay.queue import QueuedRecipient
+    from mailsuite.spool.queue import QueuedRecipient
 
     sink.script.extensions = ["PIPELINING"]
     raw = ("Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + TEXT).encode()

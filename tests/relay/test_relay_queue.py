@@ -9,8 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mailsuite import durable
-from mailsuite.relay.queue import (
+from mailsuite.spool.queue import (
     FAILED,
     PENDING,
     NoSuchEntry,
@@ -19,14 +18,6 @@ from mailsuite.relay.queue import (
     QueueEntry,
 )
 from tests.conftest import on_reactor
-
-
-@pytest.fixture(params=["uring", "threads"])
-def way(request, reactor_running, monkeypatch):
-    """Which of mailsuite.durable's ways to the disk an asynchronous queue method takes."""
-    if request.param == "threads":
-        monkeypatch.setattr(durable, "_ring", False)
-    return request.param
 
 
 def test_enqueue_writes_message_and_envelope(tmp_path):
@@ -204,7 +195,7 @@ def test_listeners_each_get_their_own_entry(tmp_path):
     assert second.recipients[0].state == PENDING
 
 
-def test_enqueue_async_writes_an_entry_and_announces_it(tmp_path, way):
+def test_enqueue_async_writes_an_entry_and_announces_it(tmp_path, reactor_running):
     q = Queue(tmp_path / "queue")
     announced: list = []
     q.add_listener(lambda entry, data: announced.append((entry, data)))
@@ -222,27 +213,24 @@ def test_enqueue_async_writes_an_entry_and_announces_it(tmp_path, way):
     assert os.listdir(q.tmp_dir) == []
 
 
-def test_read_message_async(tmp_path, way):
+def test_read_message_async(tmp_path, reactor_running):
     q = Queue(tmp_path / "queue")
     data = b"Subject: x\r\n\r\n" + b"line\r\n" * 4000
     qid = q.enqueue("a@example.test", ["r@remote.test"], data)
-    assert on_reactor(q.read_message_async, qid, len(data)) == data
-    # Well beyond the size given (never so, unless written by something else): None, meaning
-    # "read it with read_message".
-    assert on_reactor(q.read_message_async, qid, 10) is None
+    assert on_reactor(q.read_message_async, qid) == data
     many = q.enqueue("a@example.test", [f"r{i}-{'x' * 300}@remote.test" for i in range(100)], b"m")
-    assert on_reactor(q.read_message_async, many, 1) is None  # an envelope line of 30 KB
+    assert on_reactor(q.read_message_async, many) == b"m"  # an envelope line of 30 KB
     assert q.read_message(many) == b"m"
     q.remove(qid)
 
     def gone():
-        d = q.read_message_async(qid, len(data))
+        d = q.read_message_async(qid)
         return d.addCallbacks(lambda _: None, lambda f: f.value)
 
     assert isinstance(on_reactor(gone), NoSuchEntry)
 
 
-def test_enqueue_async_that_fails_leaves_nothing(tmp_path, way):
+def test_enqueue_async_that_fails_leaves_nothing(tmp_path, reactor_running):
     q = Queue(tmp_path / "queue")
     announced: list = []
     q.add_listener(lambda entry, data: announced.append(entry))
@@ -268,9 +256,9 @@ def test_enqueue_that_fails_leaves_nothing(tmp_path):
     assert os.listdir(q.tmp_dir) == []
 
 
-def test_remove_many_async_removes_spool_files_and_envelopes(tmp_path, way):
+def test_remove_many_async_removes_spool_files_and_envelopes(tmp_path, reactor_running):
     q = Queue(tmp_path / "queue")
-    # 100 entries: 200 unlinks, more than one io_uring chain takes (run one after the other).
+    # 100 entries: 200 unlinks in one batch, spool files first.
     ids = [q.enqueue("a@example.test", [f"r{i}@remote.test"], b"x\r\n") for i in range(100)]
     for qid in ids[:50]:
         q.modify(qid, lambda e: None)  # half of them with an envelope file

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mailsuite.delivery import Recipient
-from mailsuite.relay.queue import FAILED, PENDING, Queue
+from mailsuite.spool.queue import FAILED, PENDING, Queue
 from tests.relay.relay_support import Sender, in_reactor, relay_config, wait_for
 
 MSG = b"From: sender@example.test\r\nTo: a@remote.test\r\nSubject: test\r\n\r\nHello there.\r\n"
@@ -393,7 +393,7 @@ def test_stop_leaves_entry_for_next_start(tmp_path, sink):
     s2.__dict__.update(s.__dict__)
     from mailsuite.relay.runner import build_service
 
-    s2.runner = build_service(s.services)
+    s2.runner = build_service(s.services, s.services.delivery.deliver_notice)
     s2.start()
     try:
         s2.wait_empty()
@@ -458,7 +458,7 @@ def test_outbound_mail_from_local_domain_is_dkim_signed(make_sender, sink):
 
 
 def test_entry_enqueued_by_another_process_is_picked_up_promptly(make_sender, sink):
-    from mailsuite.relay.queue import Queue
+    from mailsuite.spool.queue import Queue
 
     s = make_sender(scan_interval=0.2)
     # A second Queue object without listeners, as `mailsuite deliver` has in its own process.

@@ -134,8 +134,8 @@ def test_orcpt_and_envid_sent_as_xtext():
 @settings(max_examples=200)
 @given(st.text(max_size=40))
 def test_as_xtext_round_trips(value):
-    from mailsuite.relay.bounce import xtext_decode
     from mailsuite.relay.client import _XTEXT, as_xtext
+    from mailsuite.spool.bounce import xtext_decode
 
     encoded = as_xtext(value)
     assert _XTEXT.match(encoded)

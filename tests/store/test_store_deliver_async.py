@@ -1,6 +1,5 @@
-"""Delivery from the reactor thread: the file written and fsynced through io_uring (or written at
-once with fsyncs through Linux AIO, or the thread pool where neither is available), the same
-durable result as the blocking delivery."""
+"""Delivery from the reactor thread: Mailbox.deliver run in the durable-I/O service's pool, the
+same durable result as the blocking delivery, and nothing left behind when it fails."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ import os
 
 import pytest
 
-from mailsuite import aiofsync, durable
 from mailsuite.store import NoSuchFolder, QuotaExceeded
 from tests.conftest import on_reactor
 
@@ -18,56 +16,9 @@ def outcome(d):
     return on_reactor(lambda: d().addCallbacks(lambda v: ("ok", v), lambda f: ("error", f.value)))
 
 
-def test_aio_fsync_completes_and_reports_errors(reactor_running, tmp_path):
-    try:
-        backend = on_reactor(aiofsync.AioFsync)
-    except OSError as e:  # pragma: no cover - a kernel or sandbox without io_setup
-        pytest.fail(f"Linux AIO unavailable here: {e}")
-    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, b"x" * 10000)
-    try:
-        assert outcome(lambda: backend.fsync([fd])[0]) == ("ok", None)
-    finally:
-        os.close(fd)
-    kind, err = outcome(lambda: backend.fsync([10_000])[0])  # not an open descriptor
-    assert kind == "error" and isinstance(err, OSError)
-    dfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        assert outcome(lambda: backend.fsync([dfd])[0]) == ("ok", None)
-    finally:
-        os.close(dfd)
-        on_reactor(backend.close)
-
-
-def test_fsync_dir_of_a_missing_directory_fails(reactor_running, tmp_path):
-    kind, err = outcome(lambda: aiofsync.fsync_dir(str(tmp_path), str(tmp_path / "missing")))
-    assert kind == "error" and isinstance(err, FileNotFoundError)
-
-
-def test_several_fsyncs_in_one_submission_report_the_first_error(reactor_running, tmp_path):
-    fds = [os.open(tmp_path / name, os.O_WRONLY | os.O_CREAT, 0o600) for name in "ab"]
-    try:
-        assert outcome(lambda: aiofsync.fsync(*fds)) == ("ok", None)
-        assert outcome(lambda: aiofsync.fsync_dir(str(tmp_path))) == ("ok", None)
-        kind, err = outcome(lambda: aiofsync.fsync(fds[0], 10_000, fds[1]))
-        assert kind == "error" and isinstance(err, OSError)
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-@pytest.mark.parametrize(
-    ("way", "lines"),
-    [("uring", 1), ("uring", 20_000), ("aio", 1), ("threads", 1), ("aio", 20_000)],
-    ids=["uring", "uring-large", "aio", "thread-pool-fsync", "large-written-in-a-thread"],
-)
-def test_deliver_async_stores_like_deliver(reactor_running, mbox, way, lines, monkeypatch):
-    if way != "uring":
-        monkeypatch.setattr(durable, "_ring", False)
-    if way == "threads":
-        monkeypatch.setattr(aiofsync, "_backend", False)
+@pytest.mark.parametrize("lines", [1, 20_000], ids=["small", "large"])
+def test_deliver_async_stores_like_deliver(reactor_running, mbox, lines):
     data = b"Subject: async\r\n\r\n" + b"line one\r\n.dot line\r\n" * lines
-    assert (len(data) > aiofsync.SMALL_WRITE) == (lines > 1)
     kind, key = outcome(lambda: mbox.deliver_async(data))
     assert kind == "ok"
     base = mbox.folder_path("INBOX")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate
 
-from mailsuite.relay.queue import QueuedRecipient, QueueEntry
+from mailsuite.spool.queue import QueuedRecipient, QueueEntry
 
 # Above this the whole message is not returned, only its header (as Postfix limits bounce size).
 MAX_RETURNED_MESSAGE = 1024 * 1024

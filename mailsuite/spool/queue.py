@@ -12,9 +12,10 @@ short, or whose first line does not parse, was never accepted: it is moved to ``
 the next start.  As in Postfix, the disk is the truth and the runner's memory is a cache
 rebuilt from it at start.
 
-Every method here blocks on the disk (callers on the reactor use ``deferToThread``), except
-``enqueue_async`` and ``remove_many_async``, made for the reactor thread: they hand the file
-work to the kernel (mailsuite.durable).
+Every method here blocks on the disk, in the caller's thread (the admin command, the durable
+pool); the ``*_async`` ones are for the reactor thread and run the same blocking method in the
+durable-I/O service's pool (mailsuite.durable), whose group commit shares fsyncs between
+concurrent writers.
 """
 
 from __future__ import annotations
@@ -32,16 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 
-from mailsuite.durable import (
-    discard,
-    fsync_dir,
-    read_async,
-    unlink_async,
-    write_async,
-    write_new_file,
-)
+from mailsuite.durable import DurableIO
 
 # Recipient states.  "failed" means a permanent failure whose bounce is still owed (dsn_sent
 # False) or already sent; "delivered" likewise for NOTIFY=SUCCESS notices.
@@ -164,20 +158,6 @@ def _recipient_from(value: Any) -> QueuedRecipient:
     return QueuedRecipient(address=str(get("address")), notify=notify, orcpt=orcpt)
 
 
-def _write_durable(tmp_dir: Path, final: str | Path, data: bytes) -> None:
-    """tmp → fsync → rename → fsync dir: the rename is the commit point.  A failure before the
-    rename leaves nothing in tmp/; after it, `final` is in place but perhaps not durable."""
-    final = Path(final)
-    tmp = tmp_dir / f"{final.name}.{os.getpid()}.{secrets.token_hex(4)}"
-    write_new_file(tmp, data)
-    try:
-        os.rename(tmp, final)
-    except BaseException:
-        discard(tmp)
-        raise
-    fsync_dir(final.parent)
-
-
 def new_queue_id() -> str:
     """Sortable by arrival (microsecond time in hex) and unique across processes."""
     return f"{time.time_ns() // 1000:014X}{random.getrandbits(24):06X}"
@@ -190,8 +170,9 @@ def _valid_id(queue_id: str) -> bool:
 class Queue:
     """The spool at ``path``; safe to use from the server and the admin command at once."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, io: DurableIO | None = None):
         self.path = Path(path)
+        self.io = io if io is not None else DurableIO()
         self.entry_dir = self.path / "entries"
         self.env_dir = self.path / "env"
         self.tmp_dir = self.path / "tmp"
@@ -226,16 +207,13 @@ class Queue:
         is_bounce: bool = False,
         next_attempt: float | None = None,
     ) -> str:
-        """Store a message durably and return its id; blocking (fsyncs twice)."""
+        """Store a message durably and return its id; blocking (two fsyncs, group-committed).
+        On failure nothing is left: not acknowledged, so not to be delivered either."""
         entry = self._new_entry(
             mail_from, recipients, data, dsn_ret, dsn_envid, is_bounce, next_attempt
         )
-        spool = self._file_names(entry.id)[0]
-        try:
-            _write_durable(self.tmp_dir, spool, self._spool_bytes(entry, data))
-        except BaseException:
-            discard(spool)  # not acknowledged: not to be delivered either
-            raise
+        spool, _, tmp = self._file_names(entry.id)
+        self.io.write_file(tmp, self._spool_bytes(entry, data), spool)
         self._announce(entry, data)
         return entry.id
 
@@ -247,20 +225,8 @@ class Queue:
         dsn_ret: str | None = None,
         dsn_envid: str | None = None,
     ) -> defer.Deferred:
-        """enqueue() called on the reactor thread: Deferred[id], without blocking it
-        (mailsuite.durable: one io_uring chain).  On failure nothing is left."""
-        try:
-            entry = self._new_entry(mail_from, recipients, data, dsn_ret, dsn_envid, False, None)
-        except QueueError:
-            return defer.fail()
-        spool, _, tmp = self._file_names(entry.id)
-        written = write_async(tmp, self._spool_bytes(entry, data), rename_to=spool)
-
-        def announce(_):
-            self._announce(entry, data)
-            return entry.id
-
-        return written.addCallback(announce)
+        """enqueue() run in the durable pool, for the reactor thread: Deferred[id]."""
+        return self.io.submit(self.enqueue, mail_from, recipients, data, dsn_ret, dsn_envid)
 
     def _new_entry(
         self, mail_from, recipients, data, dsn_ret, dsn_envid, is_bounce, next_attempt
@@ -308,7 +274,7 @@ class Queue:
                 on_disk = entry
             if on_disk.generation != entry.generation:
                 return "stale"
-            _write_durable(self.tmp_dir, self._env_path(entry.id), self._encode(entry))
+            self._write_envelope(entry)
             return "saved"
 
     def remove(self, queue_id: str) -> bool:
@@ -332,30 +298,8 @@ class Queue:
         return existed
 
     def remove_many_async(self, queue_ids: list[str]) -> defer.Deferred:
-        """remove_many() from the reactor thread: Deferred[int].  The queue lock is taken
-        without waiting and the unlinks go to the kernel (durable.unlink_async), so no worker
-        thread contends with the reactor for the GIL after each unlink; while `mailsuite queue`
-        holds the lock, remove_many() waits for it in a thread as before."""
-        names = [self._file_names(q) for q in queue_ids]
-        spools = [spool for spool, _, _ in names]
-        envs = [env for _, env, _ in names]
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return threads.deferToThread(self.remove_many, queue_ids)
-
-        def removed(results: list[int]) -> int:
-            os.close(fd)
-            return sum(1 for r in results[: len(spools)] if r == 0)
-
-        def failed(failure):
-            os.close(fd)
-            return failure
-
-        # Spool files first, as remove_many: a crash half-way leaves orphan envelopes only.
-        return unlink_async(spools + envs).addCallbacks(removed, failed)
+        """remove_many() run in the durable pool, for the reactor thread: Deferred[int]."""
+        return self.io.submit(self.remove_many, queue_ids)
 
     def modify(self, queue_id: str, change) -> QueueEntry:
         """Load, apply ``change(entry)`` and save under the lock (admin retry/bounce)."""
@@ -363,7 +307,7 @@ class Queue:
             entry = self.load(queue_id)
             change(entry)
             entry.generation += 1
-            _write_durable(self.tmp_dir, self._env_path(entry.id), self._encode(entry))
+            self._write_envelope(entry)
             return entry
 
     def trigger(self) -> None:
@@ -422,29 +366,18 @@ class Queue:
 
     def read_message(self, queue_id: str) -> bytes:
         """The message, as accepted (after the spool file's first line)."""
-        with self._open_spool(queue_id) as f:
-            return self._envelope_line(queue_id, f)[1] + f.readall()
+        try:
+            raw = self.io.read_all(self._file_names(queue_id)[0])
+        except FileNotFoundError:
+            raise NoSuchEntry(queue_id) from None
+        end = raw.find(b"\n")
+        if end < 0:
+            raise QueueError(f"{queue_id}: damaged spool file: no end of envelope")
+        return raw[end + 1 :]
 
-    def read_message_async(self, queue_id: str, size: int, pool=None) -> defer.Deferred:
-        """read_message() from the reactor thread, for a message of `size` bytes as its
-        envelope records: Deferred[bytes], or None when the spool file turns out longer than
-        that and an envelope line of up to _HEAD_READ bytes (read it with read_message in a
-        thread then).  Failures as read_message's.  Without io_uring the file is read in a
-        thread of `pool` (durable.read_async)."""
-        limit = size + _HEAD_READ + 1
-        spool = self._file_names(queue_id)[0]
-
-        def message(raw: bytes) -> bytes | None:
-            end = raw.find(b"\n")
-            if end < 0 or len(raw) == limit:
-                return None
-            return raw[end + 1 :]
-
-        def failed(failure):
-            failure.trap(FileNotFoundError)
-            raise NoSuchEntry(queue_id)
-
-        return read_async(spool, limit, pool).addCallbacks(message, failed)
+    def read_message_async(self, queue_id: str) -> defer.Deferred:
+        """read_message() run in the durable pool, for the reactor thread: Deferred[bytes]."""
+        return self.io.submit(self.read_message, queue_id)
 
     def _open_spool(self, queue_id: str):
         try:
@@ -535,7 +468,8 @@ class Queue:
         except QueueError:
             self._set_aside(queue_id, message, env)
             return
-        _write_durable(self.tmp_dir, spool, self._spool_bytes(accepted, message.read_bytes()))
+        tmp = self._file_names(queue_id)[2]
+        self.io.write_file(tmp, self._spool_bytes(accepted, message.read_bytes()), spool)
         os.unlink(message)
 
     def _set_aside(self, queue_id: str, spool_or_message: str | Path, env: str) -> None:
@@ -557,6 +491,12 @@ class Queue:
             raise NoSuchEntry(queue_id)
         entries, env, tmp = self._dirs
         return f"{entries}/{queue_id}", f"{env}/{queue_id}.json", f"{tmp}/{queue_id}"
+
+    def _write_envelope(self, entry: QueueEntry) -> None:
+        """env/<id>.json: tmp → fsync → rename → fsync; a failed directory fsync keeps the new
+        version (the previous one is gone with the rename)."""
+        tmp = f"{self._dirs[2]}/{entry.id}.json.{os.getpid()}.{secrets.token_hex(4)}"
+        self.io.write_file(tmp, self._encode(entry), self._env_path(entry.id), replacing=True)
 
     def _env_path(self, queue_id: str) -> Path:
         if not _valid_id(queue_id):

@@ -1,0 +1,77 @@
+"""The blocking file steps every durable write is made of, shared by the store and the spool.
+
+A message is only "accepted" once its bytes and its directory entry are on disk: create the
+file under a temporary name, write, fsync, rename to its final name, fsync that name's folder.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def create_file(path: str | os.PathLike, data: bytes) -> int:
+    """Create `path` (it must not exist) and write all of `data`; returns the open descriptor,
+    not yet fsynced.  On any error the partial file is removed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    return fd
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make renames and creations in `path` durable (one fsync of its own)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def discard(path: str | os.PathLike) -> None:
+    """Remove a file a failed write left behind; best effort (the failure is what gets reported)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def read_head(path: str | os.PathLike, limit: int) -> bytes:
+    """The first `limit` bytes of a file (all of it, if shorter)."""
+    with open(path, "rb", buffering=0) as f:
+        return f.read(limit)
+
+
+_PIECE = 256 * 1024
+
+
+def read_all(path: str | os.PathLike) -> bytes:
+    """A whole file, in as few system calls as its size allows (one read for a message of up
+    to 256 KiB, and the one that finds the end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        pieces = []
+        while piece := os.read(fd, _PIECE):
+            pieces.append(piece)
+    finally:
+        os.close(fd)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def unlink_each(paths: list[str]) -> list[int]:
+    """Remove `paths` in order, each whatever became of the ones before: 0 or -errno each."""
+    results = []
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError as e:
+            results.append(-e.errno)
+        else:
+            results.append(0)
+    return results

@@ -1,0 +1,122 @@
+"""The durable service's own worker threads: blocking disk work in, Deferreds out.
+
+A pool apart from the reactor's (which serves password checks and other slow work) so that a
+burst of logins never holds deliveries back, nor the reverse.  Finished work is handed back to
+the reactor in batches: the threads a group-commit pass releases together post one wake-up of
+the reactor between them, not one each.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+_STOP = object()
+# A thread with nothing to do for this long ends (with it, what it holds per thread: the
+# accounts database's connection, for one).
+IDLE_SECONDS = 10.0
+
+
+class PoolStopped(RuntimeError):
+    """The pool takes no more work (stopped, or a thread could not be started)."""
+
+
+class WorkerPool:
+    """Up to `size` threads, started as work arrives; `submit` is for the reactor thread."""
+
+    def __init__(self, reactor, size: int = 32, name: str = "durable"):
+        self._reactor = reactor
+        self._size = size
+        self._name = name
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # threads waiting for work
+        self._queued = 0  # work given and not yet taken by a thread
+        self._finished: list[tuple[defer.Deferred, bool, object]] = []
+        self._flush_posted = False
+        self.stopped = False
+
+    def submit(self, work, *args) -> defer.Deferred:
+        """Run work(*args) in a thread: Deferred with its result (or its exception).
+        PoolStopped when the pool cannot take it."""
+        if self.stopped:
+            raise PoolStopped(f"{self._name} pool stopped")
+        with self._lock:
+            self._queued += 1
+            thread = None
+            if self._queued > self._idle and len(self._threads) < self._size:
+                thread = threading.Thread(target=self._run, name=f"{self._name}-worker")
+                thread.daemon = True
+                self._threads.append(thread)
+        if thread is not None:
+            try:
+                thread.start()
+            except RuntimeError as e:  # the system refused a thread
+                with self._lock:
+                    self._threads.remove(thread)
+                    alone = not self._threads
+                    if alone:
+                        self._queued -= 1
+                if alone:
+                    self.stopped = True
+                    raise PoolStopped(str(e)) from e
+        d = defer.Deferred()
+        self._jobs.put((d, work, args))
+        return d
+
+    def stop(self) -> None:
+        """Finish the work already given, then end the threads (blocking, at shutdown)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        with self._lock:
+            threads = list(self._threads)
+        for _ in threads:
+            self._jobs.put(_STOP)
+        for thread in threads:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            try:
+                job = self._jobs.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    self._idle -= 1
+                    if self._queued <= self._idle:  # the others cover the work given
+                        self._threads.remove(threading.current_thread())
+                        return
+                continue
+            with self._lock:
+                self._idle -= 1
+                if job is not _STOP:
+                    self._queued -= 1
+            if job is _STOP:
+                return
+            d, work, args = job
+            try:
+                outcome = (d, True, work(*args))
+            except BaseException:
+                outcome = (d, False, Failure())
+            with self._lock:
+                self._finished.append(outcome)
+                post = not self._flush_posted
+                self._flush_posted = True
+            if post:
+                self._reactor.callFromThread(self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            finished, self._finished = self._finished, []
+            self._flush_posted = False
+        for d, ok, value in finished:
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(value)
