@@ -89,7 +89,13 @@ class Pop3Protocol(Protocol, TimeoutMixin):
         self.transport.startTLS(self.services.tls.server_options())
 
     def stream(self, fileobj: BinaryIO, encoder: WireEncoder) -> defer.Deferred:
-        self.streamer = BodyStreamer(self.transport, fileobj, encoder, self.resetTimeout)
+        self.streamer = BodyStreamer(
+            self.transport,
+            fileobj,
+            encoder,
+            self.session.services.store.io.submit,
+            self.resetTimeout,
+        )
         d = self.streamer.start()
 
         def sent(result):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -29,8 +29,12 @@ class BodyStreamer:
     about two chunks whatever the message size. `deferred` fires once ".CRLF" is written.
     """
 
-    def __init__(self, transport, fileobj, encoder: WireEncoder, on_progress=None):
+    def __init__(
+        self, transport, fileobj, encoder: WireEncoder, read_off_reactor, on_progress=None
+    ):
         self.transport = transport
+        # The durable-I/O service's submit: large reads never wait on the reactor.
+        self.read_off_reactor = read_off_reactor
         self.file = fileobj
         self.encoder = encoder
         self.on_progress = on_progress
@@ -78,7 +82,7 @@ class BodyStreamer:
                 return
         if not self._reading and self._ready is None and not self._eof:
             self._reading = True
-            d = threads.deferToThread(self._read)
+            d = self.read_off_reactor(self._read)
             d.addCallbacks(self._got, self._failed)
 
     def _got(self, result: tuple[list[bytes], bool]) -> None:

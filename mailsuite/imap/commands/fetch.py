@@ -8,7 +8,7 @@ transport when the client reads slowly."""
 
 from __future__ import annotations
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 
 from mailsuite.imap.fetch import FetchRenderer
 from mailsuite.imap.fetch_items import FetchItem, parse_fetch_items
@@ -134,7 +134,7 @@ def _write_batches(session, view, req, targets, seen_set, uid):
                 # A thread hop costs more than reading a few small files from the page cache.
                 preloaded = _prepare_batch(folder, todo, req.needs_file, cols)
             else:
-                preloaded = yield threads.deferToThread(
+                preloaded = yield session.services.store.io.submit(
                     _prepare_batch, folder, todo, req.needs_file, cols
                 )
             loader = folder.parsed_loader(preloaded)
@@ -156,7 +156,7 @@ def _write_batches(session, view, req, targets, seen_set, uid):
         session.send(b"".join(out))
         yield session.drain()
     if req.needs_content:
-        threads.deferToThread(folder.parsed_cache.flush).addErrback(lambda f: None)
+        session.services.store.io.submit(folder.parsed_cache.flush).addErrback(lambda f: None)
     if missing and not uid:
         # RFC 5530 EXPUNGEISSUED (RFC 2180 §4.1.2): some messages are gone underneath us.
         raise ImapNo("EXPUNGEISSUED", "Some messages were expunged by another session")

@@ -107,12 +107,13 @@ def _search(session, cmd, uid: bool):
 
     d.addCallbacks(answer, failed)
     if prog.needs_content:
-        d.addBoth(_flush_cache, view.folder)
+        d.addBoth(_flush_cache, session, view.folder)
     return d
 
 
-def _flush_cache(result, folder):
-    threads.deferToThread(loader_cache_flush, folder).addErrback(lambda f: None)
+def _flush_cache(result, session, folder):
+    # SQLite writes: the durable-I/O service's work, never the reactor's.
+    session.services.store.io.submit(loader_cache_flush, folder).addErrback(lambda f: None)
     return result
 
 
