@@ -208,7 +208,7 @@ routes = {{ "remote.test" = "127.0.0.1:{sink_port}" }}
         return time.monotonic()
 
     def cpu(self) -> tuple[float, float]:
-        """CPU seconds the server has used so far: all its threads (io_uring's workers too),
+        """CPU seconds the server has used so far: all its threads,
         and its main (reactor) thread alone."""
         pid = self.proc.pid
         out = []
