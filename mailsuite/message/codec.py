@@ -1,8 +1,9 @@
-"""A parsed MIME tree as compact bytes and back, for caches that keep parse results.
+"""A parsed MIME tree and a parsed envelope as compact bytes and back, for caches that keep
+parse results.
 
-Why: a message file never changes under its name, so its tree can be parsed once and kept;
-this is the one place that knows how a kept tree is laid out.  `FORMAT_VERSION` changes
-whenever `MimePart` or this layout does, so a cache holding older bytes drops them.
+Why: a message file never changes under its name, so its tree and envelope can be parsed once
+and kept; this is the one place that knows how they are laid out.  `FORMAT_VERSION` changes
+whenever `MimePart`, `Envelope` or this layout does, so a cache holding older bytes drops them.
 
 A tree read back keeps, of each part's header fields, only those that describe the part
 (`Content-*`) and, for an encapsulated message, its envelope fields: what BODYSTRUCTURE-like
@@ -12,17 +13,30 @@ descriptions need.  The offsets refer to the message's CRLF form.
 from __future__ import annotations
 
 import marshal
+from dataclasses import fields as dataclass_fields
 
-from mailsuite.message.envelope import ENVELOPE_FIELDS
+from mailsuite.message.envelope import ENVELOPE_FIELDS, Envelope
 from mailsuite.message.structure import MimePart
 
-__all__ = ["FORMAT_VERSION", "dump_tree", "load_tree", "CorruptTree"]
+__all__ = [
+    "FORMAT_VERSION",
+    "dump_tree",
+    "load_tree",
+    "CorruptTree",
+    "dump_envelope",
+    "load_envelope",
+    "CorruptEnvelope",
+]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CorruptTree(ValueError):
     """Bytes that are not a tree written by this version of `dump_tree`."""
+
+
+class CorruptEnvelope(ValueError):
+    """Bytes that are not an envelope written by this version of `dump_envelope`."""
 
 
 def dump_tree(root: MimePart) -> bytes:
@@ -78,3 +92,36 @@ def _unpack(t: tuple) -> MimePart:
         lines=lines,
         mime_headers=bool(bits & 4),
     )
+
+
+# An envelope is its fields in declaration order; addresses stay the lists
+# `parse_addresses` returns ([name, adl, mailbox, host] each).
+_ENVELOPE_LEN = len(dataclass_fields(Envelope))
+
+
+def dump_envelope(env: Envelope) -> bytes:
+    return marshal.dumps(
+        (
+            env.date,
+            env.subject,
+            env.subject_folded,
+            env.from_,
+            env.sender,
+            env.reply_to,
+            env.to,
+            env.cc,
+            env.bcc,
+            env.in_reply_to,
+            env.message_id,
+        )
+    )
+
+
+def load_envelope(data: bytes) -> Envelope:
+    try:
+        t = marshal.loads(data)
+    except (EOFError, ValueError, TypeError) as e:
+        raise CorruptEnvelope(str(e)) from None
+    if type(t) is not tuple or len(t) != _ENVELOPE_LEN:
+        raise CorruptEnvelope("not an envelope")
+    return Envelope(*t)
