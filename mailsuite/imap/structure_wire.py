@@ -15,6 +15,7 @@ import re
 
 from mailsuite.imap.response import format_value
 from mailsuite.message.envelope import Envelope, envelope
+from mailsuite.message.headers import field_value
 from mailsuite.message.params import parse_params, strip_comments
 from mailsuite.message.structure import MimePart
 
@@ -62,45 +63,51 @@ def envelope_bytes(env: Envelope) -> bytes:
     """ENVELOPE serialized directly (the hot path of FETCH ENVELOPE; same output as
     `format_structure(envelope_value(env), escape=False)`)."""
     frm = _addr_list_bytes(env.from_)
-    sender = _addr_list_bytes(env.sender)
-    reply_to = _addr_list_bytes(env.reply_to)
-    return b" ".join(
-        [
-            b"(" + _nstring(env.date),
-            _nstring(_subject(env)),
-            frm,
-            frm if sender == b"NIL" else sender,
-            frm if reply_to == b"NIL" else reply_to,
-            _addr_list_bytes(env.to),
-            _addr_list_bytes(env.cc),
-            _addr_list_bytes(env.bcc),
-            _nstring(env.in_reply_to),
-            _nstring(env.message_id) + b")",
-        ]
+    sender = _addr_list_bytes(env.sender) if env.sender else frm
+    reply_to = _addr_list_bytes(env.reply_to) if env.reply_to else frm
+    subject = env.subject
+    return b"(%s %s %s %s %s %s %s %s %s %s)" % (
+        _nstring(env.date),
+        _string(_Literal(subject))
+        if env.subject_folded and subject is not None
+        else _nstring(subject),
+        frm,
+        sender,
+        reply_to,
+        _addr_list_bytes(env.to),
+        _addr_list_bytes(env.cc),
+        _addr_list_bytes(env.bcc),
+        _nstring(env.in_reply_to),
+        _nstring(env.message_id),
     )
 
 
-def bodystructure_bytes(root: MimePart, extensible: bool = True) -> bytes:
-    """BODYSTRUCTURE (extensible=True) or BODY (False) of a message's tree, serialized."""
-    return format_structure(bodystructure(root, extensible))
-
-
 def _nstring(v: bytes | None) -> bytes:
-    return b"NIL" if v is None else _string(v)
+    """ENVELOPE's nstring (never a `_Literal`): NIL, quoted (the common case, tested first)
+    or as `_string` says."""
+    if v is None:
+        return b"NIL"
+    if _quotable(v):
+        return b'"%s"' % v
+    return _string(v)
 
 
 def _addr_list_bytes(addrs: list | None) -> bytes:
     if not addrs:
         return b"NIL"
     # RFC 3501 §9: env-from = "(" 1*address ")": addresses follow each other without SP
-    return (
-        b"("
-        + b"".join(
-            b"(%s %s %s %s)" % (_nstring(a[0]), _nstring(a[1]), _nstring(a[2]), _nstring(a[3]))
-            for a in addrs
+    out = []
+    for name, adl, mailbox, host in addrs:
+        out.append(
+            b"(%s %s %s %s)"
+            % (
+                b"NIL" if name is None else _nstring(name),
+                b"NIL" if adl is None else _nstring(adl),
+                b"NIL" if mailbox is None else _nstring(mailbox),
+                b"NIL" if host is None else _nstring(host),
+            )
         )
-        + b")"
-    )
+    return b"(%s)" % b"".join(out)
 
 
 class _Raw(bytes):
@@ -178,25 +185,168 @@ def _ext_common(part: MimePart) -> list:
         dsp = [_b(main), _param_list(params)] if main else None
     else:
         dsp = None
-    lang = part.get(b"content-language")
-    lang_v = None
-    if lang is not None:
-        # RFC 3282 language tags, comments dropped; always a list, as Dovecot sends it
-        text = _b(strip_comments(lang.decode("utf-8", "surrogateescape")))
-        langs = []
-        for item in text.split(b","):
-            words = item.split()
-            if words:
-                langs.append(words[0])
-            if len(words) != 1:
-                break  # a tag list is comma separated; anything else ends it (as in Dovecot)
-        lang_v = langs or None
-    return [dsp, lang_v, part.get(b"content-location")]
+    return [dsp, _languages(part.get(b"content-language")) or None, part.get(b"content-location")]
+
+
+def _languages(lang: bytes | None) -> list[bytes]:
+    """RFC 3282 language tags, comments dropped; always a list, as Dovecot sends it."""
+    if lang is None:
+        return []
+    text = _b(strip_comments(lang.decode("utf-8", "surrogateescape")))
+    langs = []
+    for item in text.split(b","):
+        words = item.split()
+        if words:
+            langs.append(words[0])
+        if len(words) != 1:
+            break  # a tag list is comma separated; anything else ends it (as in Dovecot)
+    return langs
+
+
+def bodystructure_bytes(root: MimePart, extensible: bool = True) -> bytes:
+    """BODYSTRUCTURE (extensible=True) or BODY (False) of a message's tree, serialized
+    directly (the hot path of FETCH BODYSTRUCTURE; same output as
+    `format_structure(bodystructure(root, extensible))`)."""
+    out: list[bytes] = []
+    _body_out(root, extensible, out)
+    return b"".join(out)
+
+
+_CTE = b"content-transfer-encoding"
+_DISPOSITION = b"content-disposition"
+# The fields a body description reports: their index in `_described`'s answer.
+_DESCRIBED = {
+    b"content-id": 0,
+    b"content-description": 1,
+    b"content-md5": 2,
+    b"content-language": 3,
+    b"content-location": 4,
+}
+
+
+def _described(part: MimePart) -> tuple[list, bytes | None, bool]:
+    """In one pass over the fields: the first value of each `_DESCRIBED` field (as
+    `part.get`), the last Content-Disposition (as `part.last`), and whether there is a
+    Content-Transfer-Encoding field at all (`part.encoding_raw` is only asked then)."""
+    values: list = [None, None, None, None, None]
+    if not part.mime_headers:
+        return values, None, False
+    disp = None
+    cte = False
+    for name, raw in part.fields:
+        i = _DESCRIBED.get(name)
+        if i is not None:
+            if values[i] is None:
+                values[i] = field_value(raw)
+        elif name == _DISPOSITION:
+            disp = raw
+        elif name == _CTE:
+            cte = True
+    return values, None if disp is None else field_value(disp), cte
+
+
+def _body_out(part: MimePart, extensible: bool, out: list[bytes]) -> None:
+    """One body (RFC 3501 §9 body) appended to `out`, as `_emit_value` writes `bodystructure`'s
+    value for it."""
+    if part.is_multipart:
+        out.append(b"(")
+        if part.children:
+            # body-type-mpart = 1*body SP media-subtype: the bodies without SP between them
+            for c in part.children:
+                _body_out(c, extensible, out)
+        else:
+            out.append(_EMPTY_TEXT_EXT if extensible else _EMPTY_TEXT_BASIC)
+        out.append(b" ")
+        out.append(_bstring(_b(part.subtype_raw or part.csubtype)))
+        if extensible:
+            values, disp, _ = _described(part)
+            out.append(b" ")
+            out.append(_params_bytes(part.params, False))
+            out.append(b" ")
+            out.append(_ext_bytes(values, disp))
+        out.append(b")")
+        return
+    values, disp, has_cte = _described(part)
+    if part.has_content_type:
+        t = _bstring(_b(part.type_raw or part.ctype))
+        s = _bstring(_b(part.subtype_raw or part.csubtype))
+    else:
+        t, s = b'"text"', b'"plain"'  # RFC 2045 §5.2 default: text/plain; charset=us-ascii
+    # RFC 2045 §5.2: text defaults to us-ascii; Dovecot reports it explicitly
+    default_charset = part.ctype == "text" and part.param("charset") is None
+    cte = part.encoding_raw if has_cte else None
+    out.append(
+        b"(%s %s %s %s %s %s %d"
+        % (
+            t,
+            s,
+            _params_bytes(part.params, default_charset),
+            _nbstring(values[0]),
+            _nbstring(values[1]),
+            _bstring(_b(cte)) if cte else b'"7bit"',
+            part.end - part.body_start,
+        )
+    )
+    if part.is_message:
+        inner = part.message
+        out.append(b" ")
+        out.append(envelope_bytes(envelope(inner.fields)))
+        out.append(b" ")
+        _body_out(inner, extensible, out)
+        out.append(b" %d" % part.lines)
+    elif part.ctype == "text":
+        out.append(b" %d" % part.lines)
+    if extensible:
+        out.append(b" ")
+        out.append(_nbstring(values[2]))
+        out.append(b" ")
+        out.append(_ext_bytes(values, disp))
+    out.append(b")")
+
+
+def _params_bytes(params: list[tuple[str, str]], default_charset: bool) -> bytes:
+    """body-fld-param: `_param_list(params)` (plus charset us-ascii) as written."""
+    if not params:
+        return b'("charset" "us-ascii")' if default_charset else b"NIL"
+    items = []
+    for k, v in params:
+        items.append(_bstring(_b(k)))
+        items.append(_bstring(_b(v)))
+    if default_charset:
+        items.append(b'"charset" "us-ascii"')
+    return b"(%s)" % b" ".join(items)
+
+
+def _ext_bytes(values: list, disp: bytes | None) -> bytes:
+    """body-fld-dsp SP body-fld-lang SP body-fld-loc, as `_ext_common` describes them."""
+    if disp is None:
+        dsp = b"NIL"
+    else:
+        main, params = parse_params(disp)
+        dsp = b"(%s %s)" % (_bstring(_b(main)), _params_bytes(params, False)) if main else b"NIL"
+    return b"%s %s %s" % (dsp, _lang_bytes(values[3]), _nbstring(values[4]))
+
+
+def _lang_bytes(lang: bytes | None) -> bytes:
+    langs = _languages(lang)
+    return b"(%s)" % b" ".join([_bstring(t) for t in langs]) if langs else b"NIL"
+
+
+def _bstring(v: bytes) -> bytes:
+    """A string in BODYSTRUCTURE (escaping allowed): quoted, the common case tested first."""
+    if _quotable(v):
+        return b'"%s"' % v
+    return _string(v, True)
+
+
+def _nbstring(v: bytes | None) -> bytes:
+    return b"NIL" if v is None else _bstring(v)
 
 
 # Quoted unless 8-bit, CR, LF, NUL, or a quoted-special: Dovecot sends `"` and `\` inside a
 # literal rather than escaped, which every client parses (some mishandle the escapes).
 _QUOTABLE_RE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*\Z")
+_quotable = _QUOTABLE_RE.match
 
 
 class _Literal(bytes):
@@ -221,6 +371,11 @@ def _string(v: bytes, escape: bool = False) -> bytes:
         if escape and _ESCAPABLE_RE.match(v):
             return b'"' + v.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return b"{%d}\r\n" % len(v) + v
+
+
+# A multipart without parts, described as one empty text/plain part (see `bodystructure`).
+_EMPTY_TEXT_BASIC = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0)'
+_EMPTY_TEXT_EXT = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL)'
 
 
 def format_structure(value, escape: bool = True) -> bytes:
