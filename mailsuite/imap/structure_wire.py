@@ -11,6 +11,7 @@ goes out as a literal, BODYSTRUCTURE escapes quoted-specials where ENVELOPE uses
 
 from __future__ import annotations
 
+import functools
 import re
 
 from mailsuite.imap.response import format_value
@@ -62,23 +63,19 @@ class _Concat(list):
 def envelope_bytes(env: Envelope) -> bytes:
     """ENVELOPE serialized directly (the hot path of FETCH ENVELOPE; same output as
     `format_structure(envelope_value(env), escape=False)`)."""
-    frm = _addr_list_bytes(env.from_)
-    sender = _addr_list_bytes(env.sender) if env.sender else frm
-    reply_to = _addr_list_bytes(env.reply_to) if env.reply_to else frm
-    subject = env.subject
+    date, subject, folded, frm, sender, reply_to, to, cc, bcc, in_reply_to, message_id = env
+    frm = _addr_list_bytes(frm) if frm else b"NIL"
     return b"(%s %s %s %s %s %s %s %s %s %s)" % (
-        _nstring(env.date),
-        _string(_Literal(subject))
-        if env.subject_folded and subject is not None
-        else _nstring(subject),
+        _nstring(date),
+        _string(_Literal(subject)) if folded and subject is not None else _nstring(subject),
         frm,
-        sender,
-        reply_to,
-        _addr_list_bytes(env.to),
-        _addr_list_bytes(env.cc),
-        _addr_list_bytes(env.bcc),
-        _nstring(env.in_reply_to),
-        _nstring(env.message_id),
+        _addr_list_bytes(sender) if sender else frm,
+        _addr_list_bytes(reply_to) if reply_to else frm,
+        _addr_list_bytes(to) if to else b"NIL",
+        _addr_list_bytes(cc) if cc else b"NIL",
+        _addr_list_bytes(bcc) if bcc else b"NIL",
+        _nstring(in_reply_to),
+        _nstring(message_id),
     )
 
 
@@ -92,20 +89,22 @@ def _nstring(v: bytes | None) -> bytes:
     return _string(v)
 
 
-def _addr_list_bytes(addrs: list | None) -> bytes:
-    if not addrs:
-        return b"NIL"
-    # RFC 3501 §9: env-from = "(" 1*address ")": addresses follow each other without SP
+def _addr_list_bytes(addrs: list) -> bytes:
+    """A non-empty address list.  RFC 3501 §9: env-from = "(" 1*address ")": addresses
+    follow each other without SP."""
     out = []
     for name, adl, mailbox, host in addrs:
+        # The common address, "name" NIL "mailbox" "host" with every string quotable, is
+        # checked with one match (quotable strings are quotable concatenated, and back).
+        if adl is None and mailbox is not None and host is not None and _quotable(mailbox + host):
+            if name is None:
+                out.append(b'(NIL NIL "%s" "%s")' % (mailbox, host))
+                continue
+            if _quotable(name):
+                out.append(b'("%s" NIL "%s" "%s")' % (name, mailbox, host))
+                continue
         out.append(
-            b"(%s %s %s %s)"
-            % (
-                b"NIL" if name is None else _nstring(name),
-                b"NIL" if adl is None else _nstring(adl),
-                b"NIL" if mailbox is None else _nstring(mailbox),
-                b"NIL" if host is None else _nstring(host),
-            )
+            b"(%s %s %s %s)" % (_nstring(name), _nstring(adl), _nstring(mailbox), _nstring(host))
         )
     return b"(%s)" % b"".join(out)
 
@@ -222,33 +221,56 @@ _DESCRIBED = {
     b"content-language": 3,
     b"content-location": 4,
 }
+_NONE_DESCRIBED = (None, None, None, None, None)
+# A Content-Transfer-Encoding value that `MimePart.encoding_raw` takes as it is: one ASCII
+# token (no comment, no white space, nothing its str.strip() could remove).
+_PLAIN_CTE_RE = re.compile(rb"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+\Z")
 
 
-def _described(part: MimePart) -> tuple[list, bytes | None, bool]:
+def _described(part: MimePart) -> tuple:
     """In one pass over the fields: the first value of each `_DESCRIBED` field (as
-    `part.get`), the last Content-Disposition (as `part.last`), and whether there is a
-    Content-Transfer-Encoding field at all (`part.encoding_raw` is only asked then)."""
-    values: list = [None, None, None, None, None]
+    `part.get`), the last Content-Disposition's value (as `part.last`) and the first
+    Content-Transfer-Encoding field (raw), each None when absent."""
     if not part.mime_headers:
-        return values, None, False
-    disp = None
-    cte = False
+        return _NONE_DESCRIBED, None, None
+    values = None
+    disp = cte = None
     for name, raw in part.fields:
         i = _DESCRIBED.get(name)
         if i is not None:
+            if values is None:
+                values = [None, None, None, None, None]
             if values[i] is None:
                 values[i] = field_value(raw)
         elif name == _DISPOSITION:
             disp = raw
-        elif name == _CTE:
-            cte = True
-    return values, None if disp is None else field_value(disp), cte
+        elif name == _CTE and cte is None:
+            cte = raw
+    return (
+        _NONE_DESCRIBED if values is None else values,
+        None if disp is None else field_value(disp),
+        cte,
+    )
+
+
+def _encoding(part: MimePart, cte_field: bytes | None) -> bytes:
+    """body-fld-enc: the first Content-Transfer-Encoding that is one token, "7bit" without
+    one (as `bodystructure` reports it)."""
+    if cte_field is None:
+        return b'"7bit"'
+    # Without unfolding first: a value that is one token after the strip held no line end
+    # but in the white space the strip removed, so `field_value` would give the same bytes.
+    v = cte_field[cte_field.index(b":") + 1 :].strip(b" \t\r\n")
+    if _PLAIN_CTE_RE.match(v):
+        return b'"%s"' % v  # a token is quotable
+    cte = part.encoding_raw
+    return _bstring(_b(cte)) if cte else b'"7bit"'
 
 
 def _body_out(part: MimePart, extensible: bool, out: list[bytes]) -> None:
     """One body (RFC 3501 §9 body) appended to `out`, as `_emit_value` writes `bodystructure`'s
     value for it."""
-    if part.is_multipart:
+    if part.ctype == "multipart" and part.has_content_type:  # part.is_multipart
         out.append(b"(")
         if part.children:
             # body-type-mpart = 1*body SP media-subtype: the bodies without SP between them
@@ -257,7 +279,7 @@ def _body_out(part: MimePart, extensible: bool, out: list[bytes]) -> None:
         else:
             out.append(_EMPTY_TEXT_EXT if extensible else _EMPTY_TEXT_BASIC)
         out.append(b" ")
-        out.append(_bstring(_b(part.subtype_raw or part.csubtype)))
+        out.append(_quoted_name(part.subtype_raw or part.csubtype))
         if extensible:
             values, disp, _ = _described(part)
             out.append(b" ")
@@ -266,37 +288,39 @@ def _body_out(part: MimePart, extensible: bool, out: list[bytes]) -> None:
             out.append(_ext_bytes(values, disp))
         out.append(b")")
         return
-    values, disp, has_cte = _described(part)
+    values, disp, cte = _described(part)
     if part.has_content_type:
-        t = _bstring(_b(part.type_raw or part.ctype))
-        s = _bstring(_b(part.subtype_raw or part.csubtype))
+        t = _quoted_name(part.type_raw or part.ctype)
+        s = _quoted_name(part.subtype_raw or part.csubtype)
     else:
         t, s = b'"text"', b'"plain"'  # RFC 2045 §5.2 default: text/plain; charset=us-ascii
-    # RFC 2045 §5.2: text defaults to us-ascii; Dovecot reports it explicitly
-    default_charset = part.ctype == "text" and part.param("charset") is None
-    cte = part.encoding_raw if has_cte else None
+    is_text = part.ctype == "text"
     out.append(
         b"(%s %s %s %s %s %s %d"
         % (
             t,
             s,
-            _params_bytes(part.params, default_charset),
+            # RFC 2045 §5.2: text defaults to us-ascii; Dovecot reports it explicitly
+            _params_bytes(part.params, is_text),
             _nbstring(values[0]),
             _nbstring(values[1]),
-            _bstring(_b(cte)) if cte else b'"7bit"',
+            _encoding(part, cte),
             part.end - part.body_start,
         )
     )
-    if part.is_message:
-        inner = part.message
+    inner = part.message
+    if inner is not None:
         out.append(b" ")
         out.append(envelope_bytes(envelope(inner.fields)))
         out.append(b" ")
         _body_out(inner, extensible, out)
         out.append(b" %d" % part.lines)
-    elif part.ctype == "text":
+    elif is_text:
         out.append(b" %d" % part.lines)
     if extensible:
+        if values is _NONE_DESCRIBED and disp is None:
+            out.append(b" NIL NIL NIL NIL)")
+            return
         out.append(b" ")
         out.append(_nbstring(values[2]))
         out.append(b" ")
@@ -304,26 +328,29 @@ def _body_out(part: MimePart, extensible: bool, out: list[bytes]) -> None:
     out.append(b")")
 
 
-def _params_bytes(params: list[tuple[str, str]], default_charset: bool) -> bytes:
-    """body-fld-param: `_param_list(params)` (plus charset us-ascii) as written."""
+def _params_bytes(params: list[tuple[str, str]], text: bool) -> bytes:
+    """body-fld-param: `_param_list(params)` as written; for a text part (`text`) without a
+    charset parameter, charset us-ascii is added at the end."""
     if not params:
-        return b'("charset" "us-ascii")' if default_charset else b"NIL"
+        return b'("charset" "us-ascii")' if text else b"NIL"
     items = []
     for k, v in params:
-        items.append(_bstring(_b(k)))
+        items.append(_quoted_name(k))
         items.append(_bstring(_b(v)))
-    if default_charset:
+        if text and k.lower() == "charset":
+            text = False  # MimePart.param("charset") finds it: nothing to add
+    if text:
         items.append(b'"charset" "us-ascii"')
     return b"(%s)" % b" ".join(items)
 
 
-def _ext_bytes(values: list, disp: bytes | None) -> bytes:
+def _ext_bytes(values, disp: bytes | None) -> bytes:
     """body-fld-dsp SP body-fld-lang SP body-fld-loc, as `_ext_common` describes them."""
     if disp is None:
         dsp = b"NIL"
     else:
         main, params = parse_params(disp)
-        dsp = b"(%s %s)" % (_bstring(_b(main)), _params_bytes(params, False)) if main else b"NIL"
+        dsp = b"(%s %s)" % (_quoted_name(main), _params_bytes(params, False)) if main else b"NIL"
     return b"%s %s %s" % (dsp, _lang_bytes(values[3]), _nbstring(values[4]))
 
 
@@ -341,6 +368,18 @@ def _bstring(v: bytes) -> bytes:
 
 def _nbstring(v: bytes | None) -> bytes:
     return b"NIL" if v is None else _bstring(v)
+
+
+def _quoted_name(s: str) -> bytes:
+    """A media type, subtype, parameter or disposition name as a BODYSTRUCTURE string: a
+    small vocabulary that recurs in every message, so each short one is written once (a
+    bounded memo: names come from the messages, and any sender can make up new ones)."""
+    return _quoted_short_name(s) if len(s) <= 64 else _bstring(_b(s))
+
+
+@functools.lru_cache(maxsize=512)
+def _quoted_short_name(s: str) -> bytes:
+    return _bstring(_b(s))
 
 
 # Quoted unless 8-bit, CR, LF, NUL, or a quoted-special: Dovecot sends `"` and `\` inside a

@@ -13,7 +13,6 @@ descriptions need.  The offsets refer to the message's CRLF form.
 from __future__ import annotations
 
 import marshal
-from dataclasses import fields as dataclass_fields
 
 from mailsuite.message.envelope import ENVELOPE_FIELDS, Envelope
 from mailsuite.message.structure import MimePart
@@ -56,25 +55,46 @@ def _pack(part: MimePart, message_root: bool = False) -> tuple:
         if message_root
         else [(n, raw) for n, raw in part.fields if n.startswith(b"content-")]
     )
+    # MimePart's fields in the order of its constructor's parameters: read back positionally.
     return (
         part.start,
         part.body_start,
         part.end,
-        part.lines,
         keep,
         part.ctype,
         part.csubtype,
         part.type_raw,
         part.subtype_raw,
         part.params,
-        part.has_content_type | part.closed_at_end << 1 | part.mime_headers << 2,
+        part.has_content_type,
         [_pack(c) for c in part.children],
         None if part.message is None else _pack(part.message, message_root=True),
+        part.closed_at_end,
+        part.lines,
+        part.mime_headers,
     )
 
 
 def _unpack(t: tuple) -> MimePart:
-    start, body_start, end, lines, fields, ctype, csub, traw, sraw, params, bits, kids, msg = t
+    (
+        start,
+        body_start,
+        end,
+        fields,
+        ctype,
+        csub,
+        traw,
+        sraw,
+        params,
+        has_content_type,
+        kids,
+        msg,
+        closed_at_end,
+        lines,
+        mime_headers,
+    ) = t
+    # Positional arguments: the keyword form takes twice as long, and this runs per part of
+    # every message a client describes.
     return MimePart(
         start,
         body_start,
@@ -85,36 +105,22 @@ def _unpack(t: tuple) -> MimePart:
         traw,
         sraw,
         params,
-        has_content_type=bool(bits & 1),
-        children=[_unpack(c) for c in kids],
-        message=None if msg is None else _unpack(msg),
-        closed_at_end=bool(bits & 2),
-        lines=lines,
-        mime_headers=bool(bits & 4),
+        has_content_type,
+        [_unpack(c) for c in kids],
+        None if msg is None else _unpack(msg),
+        closed_at_end,
+        lines,
+        mime_headers,
     )
 
 
-# An envelope is its fields in declaration order; addresses stay the lists
-# `parse_addresses` returns ([name, adl, mailbox, host] each).
-_ENVELOPE_LEN = len(dataclass_fields(Envelope))
+# An envelope is kept as the plain tuple of its fields, in `Envelope`'s order; addresses stay
+# the lists `parse_addresses` returns ([name, adl, mailbox, host] each).
+_ENVELOPE_LEN = len(Envelope._fields)
 
 
 def dump_envelope(env: Envelope) -> bytes:
-    return marshal.dumps(
-        (
-            env.date,
-            env.subject,
-            env.subject_folded,
-            env.from_,
-            env.sender,
-            env.reply_to,
-            env.to,
-            env.cc,
-            env.bcc,
-            env.in_reply_to,
-            env.message_id,
-        )
-    )
+    return marshal.dumps(tuple(env))
 
 
 def load_envelope(data: bytes) -> Envelope:
@@ -124,4 +130,4 @@ def load_envelope(data: bytes) -> Envelope:
         raise CorruptEnvelope(str(e)) from None
     if type(t) is not tuple or len(t) != _ENVELOPE_LEN:
         raise CorruptEnvelope("not an envelope")
-    return Envelope(*t)
+    return Envelope._make(t)
