@@ -6,6 +6,7 @@ parsed cache underneath it."""
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 
@@ -20,6 +21,7 @@ from mailsuite.message.headers import parse_fields
 from mailsuite.store import Store
 from mailsuite.store.parsed_cache import CACHE_NAME, LAYOUT, MemoryLRU, ParsedCache
 from tests.imap import msg_fixtures as F
+from tests.imap.conftest import USER, append_n, connect
 
 
 class Msg:
@@ -357,3 +359,32 @@ def test_one_memory_budget_for_every_mailbox(tmp_path):
     finally:
         for c in caches:
             c.close()
+
+
+def test_fetch_envelope_through_the_server_keeps_envelopes_and_parses_no_tree(imap_server):
+    """ENVELOPE alone fills the envelope column (what the next client's ENVELOPE reads)
+    and leaves the MIME tree unparsed."""
+    c = connect(imap_server)
+    try:
+        append_n(c, 3)
+        c.select("INBOX")
+        typ, data = c.fetch("1:3", "(ENVELOPE)")
+        assert typ == "OK" and len(data) == 3
+    finally:
+        c.logout()
+    path = imap_server.mailbox(USER).path / CACHE_NAME
+    deadline = time.monotonic() + 10
+    rows: list = []
+    while time.monotonic() < deadline:
+        db = sqlite3.connect(path)
+        try:
+            rows = db.execute("SELECT envelope, structure FROM parsed").fetchall()
+        except sqlite3.OperationalError:
+            rows = []
+        finally:
+            db.close()
+        if len(rows) == 3 and all(env is not None for env, _ in rows):
+            break
+        time.sleep(0.05)
+    assert len(rows) == 3
+    assert all(env is not None and structure is None for env, structure in rows)
