@@ -424,8 +424,11 @@ class CachedContent:
 
     def envelope(self) -> Envelope:
         if self._env is None:
-            # Asked of the cache even when the bytes are in hand: reading the kept envelope
-            # costs a fraction of parsing the header's addresses again.
+            if self._content is not None and not self._looked:
+                # Bytes in hand (read ahead for body items) and the cache not asked yet:
+                # parse them rather than query the cache's file for this alone.
+                self._env = self._content.envelope()
+                return self._env
             e = self._lookup()
             if e is not None and e.envelope is not None:
                 try:
