@@ -1,8 +1,9 @@
-"""A parsed MIME tree as compact bytes and back, for caches that keep parse results.
+"""A parsed MIME tree and a parsed envelope as compact bytes and back, for caches that keep
+parse results.
 
-Why: a message file never changes under its name, so its tree can be parsed once and kept;
-this is the one place that knows how a kept tree is laid out.  `FORMAT_VERSION` changes
-whenever `MimePart` or this layout does, so a cache holding older bytes drops them.
+Why: a message file never changes under its name, so its tree and envelope can be parsed once
+and kept; this is the one place that knows how they are laid out.  `FORMAT_VERSION` changes
+whenever `MimePart`, `Envelope` or this layout does, so a cache holding older bytes drops them.
 
 A tree read back keeps, of each part's header fields, only those that describe the part
 (`Content-*`) and, for an encapsulated message, its envelope fields: what BODYSTRUCTURE-like
@@ -13,16 +14,28 @@ from __future__ import annotations
 
 import marshal
 
-from mailsuite.message.envelope import ENVELOPE_FIELDS
+from mailsuite.message.envelope import ENVELOPE_FIELDS, Envelope
 from mailsuite.message.structure import MimePart
 
-__all__ = ["FORMAT_VERSION", "dump_tree", "load_tree", "CorruptTree"]
+__all__ = [
+    "FORMAT_VERSION",
+    "dump_tree",
+    "load_tree",
+    "CorruptTree",
+    "dump_envelope",
+    "load_envelope",
+    "CorruptEnvelope",
+]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CorruptTree(ValueError):
     """Bytes that are not a tree written by this version of `dump_tree`."""
+
+
+class CorruptEnvelope(ValueError):
+    """Bytes that are not an envelope written by this version of `dump_envelope`."""
 
 
 def dump_tree(root: MimePart) -> bytes:
@@ -42,25 +55,46 @@ def _pack(part: MimePart, message_root: bool = False) -> tuple:
         if message_root
         else [(n, raw) for n, raw in part.fields if n.startswith(b"content-")]
     )
+    # MimePart's fields in the order of its constructor's parameters: read back positionally.
     return (
         part.start,
         part.body_start,
         part.end,
-        part.lines,
         keep,
         part.ctype,
         part.csubtype,
         part.type_raw,
         part.subtype_raw,
         part.params,
-        part.has_content_type | part.closed_at_end << 1 | part.mime_headers << 2,
+        part.has_content_type,
         [_pack(c) for c in part.children],
         None if part.message is None else _pack(part.message, message_root=True),
+        part.closed_at_end,
+        part.lines,
+        part.mime_headers,
     )
 
 
 def _unpack(t: tuple) -> MimePart:
-    start, body_start, end, lines, fields, ctype, csub, traw, sraw, params, bits, kids, msg = t
+    (
+        start,
+        body_start,
+        end,
+        fields,
+        ctype,
+        csub,
+        traw,
+        sraw,
+        params,
+        has_content_type,
+        kids,
+        msg,
+        closed_at_end,
+        lines,
+        mime_headers,
+    ) = t
+    # Positional arguments: the keyword form takes twice as long, and this runs per part of
+    # every message a client describes.
     return MimePart(
         start,
         body_start,
@@ -71,10 +105,29 @@ def _unpack(t: tuple) -> MimePart:
         traw,
         sraw,
         params,
-        has_content_type=bool(bits & 1),
-        children=[_unpack(c) for c in kids],
-        message=None if msg is None else _unpack(msg),
-        closed_at_end=bool(bits & 2),
-        lines=lines,
-        mime_headers=bool(bits & 4),
+        has_content_type,
+        [_unpack(c) for c in kids],
+        None if msg is None else _unpack(msg),
+        closed_at_end,
+        lines,
+        mime_headers,
     )
+
+
+# An envelope is kept as the plain tuple of its fields, in `Envelope`'s order; addresses stay
+# the lists `parse_addresses` returns ([name, adl, mailbox, host] each).
+_ENVELOPE_LEN = len(Envelope._fields)
+
+
+def dump_envelope(env: Envelope) -> bytes:
+    return marshal.dumps(tuple(env))
+
+
+def load_envelope(data: bytes) -> Envelope:
+    try:
+        t = marshal.loads(data)
+    except (EOFError, ValueError, TypeError) as e:
+        raise CorruptEnvelope(str(e)) from None
+    if type(t) is not tuple or len(t) != _ENVELOPE_LEN:
+        raise CorruptEnvelope("not an envelope")
+    return Envelope._make(t)

@@ -4,7 +4,7 @@ fields, In-Reply-To and Message-ID (RFC 5322 §3.6), read the way Dovecot reads 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mailsuite.message.addresses import parse_addresses
 from mailsuite.message.headers import unfold
@@ -17,12 +17,14 @@ ENVELOPE_FIELDS = frozenset(_ADDRESS_FIELDS + _STRING_FIELDS)
 _WSP_RUN_RE = re.compile(rb"[ \t]+")
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(NamedTuple):
     """Values unfolded and otherwise raw (encoded words untouched).  Address fields are lists
     as `parse_addresses` returns them, None when absent or empty; `sender` and `reply_to` are
     what the header says (no defaulting).  `subject_folded` is True when the Subject was
-    folded or held a TAB (IMAP sends such a subject as a literal)."""
+    folded or held a TAB (IMAP sends such a subject as a literal).
+
+    A named tuple: immutable, and rebuilt from a cache's kept tuple in one step
+    (`Envelope._make`), which a frozen dataclass takes several times longer to do."""
 
     date: bytes | None = None
     subject: bytes | None = None

@@ -1,4 +1,4 @@
-"""Parsed-message cache: each message's header block and MIME tree, parsed once.
+"""Parsed-message cache: each message's header block, envelope and MIME tree, parsed once.
 
 Why: what mail clients ask most (ENVELOPE, BODYSTRUCTURE, header fields, SORT and SEARCH on
 headers) needs the header and the MIME structure, and parsing the same file again for every
@@ -6,8 +6,10 @@ client (and every reconnect) is wasted work.  Results are kept in one SQLite fil
 Maildir (`mailsuite-parsed.sqlite` beside `dovecot-uidlist`) and in a bounded in-memory LRU,
 so the second client to ask pays neither the file read nor the parse.
 
-What is kept is protocol-neutral: the header in CRLF form and the tree as
-`mailsuite.message.codec` lays it out; each protocol formats from those.  The layout's
+What is kept is protocol-neutral: the header in CRLF form, and the envelope (RFC 5322 §3.6
+fields as parsed values) and the tree as `mailsuite.message.codec` lays them out; each
+protocol formats from those.  The envelope is kept apart from the header it comes from because
+parsing its addresses costs more than everything else of answering from the cache.  The layout's
 version is the message package's (`codec.FORMAT_VERSION`): rows of another version are
 dropped when the file is opened.
 
@@ -26,6 +28,7 @@ Usage (through the store: `folder.parsed_cache`, `folder.parsed_loader(...)`):
                            # .raw_bytes() .wire()  (read the file)
     cache.flush()                                      # write pending rows (end of a command)
     cache.add_message(key, raw)                        # parse and keep everything now
+    cache.add(key, raw, {"header", "envelope"})        # parse and keep only these columns
 
 Memory: entries of all mailboxes share one process-wide LRU with a byte budget
 (`MemoryLRU`, 32 MiB by default; pass `memory=` for a private one), and each SQLite file keeps
@@ -58,18 +61,19 @@ CACHE_NAME = "mailsuite-parsed.sqlite"
 # The file's user_version: the message package's layout version, offset so that it differs
 # from every version of files that held other columns.
 LAYOUT = 0x100 + codec.FORMAT_VERSION
-_COLUMNS = ("header", "structure")
+_COLUMNS = ("header", "structure", "envelope")
 _FLUSH_EVERY = 512  # pending rows
 _FLUSH_SECONDS = 2.0
 
 
 class _Entry:
-    __slots__ = ("size", "header", "structure")
+    __slots__ = ("size", "header", "structure", "envelope")
 
-    def __init__(self, size, header=None, structure=None):
+    def __init__(self, size, header=None, structure=None, envelope=None):
         self.size = size
         self.header = header  # the top-level header, CRLF line ends, blank line included
         self.structure = structure  # codec.dump_tree() of the MIME tree
+        self.envelope = envelope  # codec.dump_envelope() of the header's envelope
 
 
 class MemoryLRU:
@@ -175,7 +179,7 @@ class ParsedCache:
             db.execute(f"PRAGMA user_version={LAYOUT}")
         db.execute(
             "CREATE TABLE IF NOT EXISTS parsed (key TEXT PRIMARY KEY, size INTEGER,"
-            " header BLOB, structure BLOB) WITHOUT ROWID"
+            " header BLOB, structure BLOB, envelope BLOB) WITHOUT ROWID"
         )
         return db
 
@@ -203,7 +207,7 @@ class ParsedCache:
             if entry is None and self._db is not None:
                 try:
                     row = self._db.execute(
-                        "SELECT size, header, structure FROM parsed WHERE key=?",
+                        "SELECT size, header, structure, envelope FROM parsed WHERE key=?",
                         (key,),
                     ).fetchone()
                 except sqlite3.Error:
@@ -228,7 +232,7 @@ class ParsedCache:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 q = (
-                    "SELECT key, size, header, structure FROM parsed"
+                    "SELECT key, size, header, structure, envelope FROM parsed"
                     " WHERE key IN (" + ",".join("?" * len(chunk)) + ")"
                 )
                 try:
@@ -260,18 +264,22 @@ class ParsedCache:
             if not self._pending or self._db is None:
                 self._pending.clear()
                 return
-            rows = [(k, e.size, e.header, e.structure) for k, e in self._pending.items()]
+            rows = [
+                (k, e.size, e.header, e.structure, e.envelope) for k, e in self._pending.items()
+            ]
             self._pending.clear()
             try:
                 self._db.execute("BEGIN")
                 # Upsert that keeps columns already stored: an entry evicted from memory and
                 # then extended with one new column must not erase the others.
                 self._db.executemany(
-                    "INSERT INTO parsed VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                    "INSERT INTO parsed VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
                     " header=CASE WHEN size=excluded.size THEN coalesce(excluded.header, header)"
                     " ELSE excluded.header END,"
                     " structure=CASE WHEN size=excluded.size"
                     " THEN coalesce(excluded.structure, structure) ELSE excluded.structure END,"
+                    " envelope=CASE WHEN size=excluded.size"
+                    " THEN coalesce(excluded.envelope, envelope) ELSE excluded.envelope END,"
                     " size=excluded.size",
                     rows,
                 )
@@ -318,17 +326,27 @@ class ParsedCache:
 
     def add_message(self, key: str, raw: bytes) -> None:
         """Parse and keep everything of a message (its bytes are in hand already)."""
-        content = MessageContent(raw)
-        self.update(
-            key, len(raw), header=content.header(), structure=codec.dump_tree(content.tree())
-        )
+        self.add(key, raw, _COLUMNS)
 
     def add_header(self, key: str, raw: bytes) -> None:
         """Keep the header of a message whose bytes are in hand (no MIME parse)."""
         self.update(key, len(raw), header=header_block(raw))
 
+    def add(self, key: str, raw: bytes, columns: Iterable[str]) -> None:
+        """Keep the header and whichever of "envelope", "structure" `columns` names, for a
+        message whose bytes are in hand: a batch is made ready in a worker thread this way,
+        so that the reactor parses nothing when it renders it."""
+        columns = set(columns)
+        content = MessageContent(raw)
+        values = {"header": content.header()}
+        if "envelope" in columns:
+            values["envelope"] = codec.dump_envelope(content.envelope())
+        if "structure" in columns:
+            values["structure"] = codec.dump_tree(content.tree())
+        self.update(key, len(raw), **values)
+
     def missing(self, msg, columns: Iterable[str]) -> bool:
-        """Whether any of `columns` ("header", "structure") is unknown for `msg`."""
+        """Whether any of `columns` ("header", "envelope", "structure") is unknown for `msg`."""
         e = self.get(msg.key, msg.size)
         return e is None or any(getattr(e, c) is None for c in columns)
 
@@ -353,7 +371,17 @@ class CachedContent:
     BODY/TEXT); whatever is parsed on the way is stored for the next client.
     """
 
-    __slots__ = ("cache", "msg", "read_raw", "_entry", "_looked", "_content", "_fields", "_tree")
+    __slots__ = (
+        "cache",
+        "msg",
+        "read_raw",
+        "_entry",
+        "_looked",
+        "_content",
+        "_fields",
+        "_tree",
+        "_env",
+    )
 
     def __init__(self, cache: ParsedCache, msg, read_raw: Callable, raw: bytes | None = None):
         self.cache = cache
@@ -366,6 +394,7 @@ class CachedContent:
         self._content = MessageContent(raw) if raw is not None else None
         self._fields: list[tuple[bytes, bytes]] | None = None
         self._tree: MimePart | None = None
+        self._env: Envelope | None = None
 
     def _lookup(self) -> _Entry | None:
         if not self._looked:
@@ -394,7 +423,27 @@ class CachedContent:
         return self._fields
 
     def envelope(self) -> Envelope:
-        return envelope(self.fields())
+        if self._env is None:
+            if self._content is not None and not self._looked:
+                # Bytes in hand (read ahead for body items) and the cache not asked yet:
+                # parse them rather than query the cache's file for this alone.
+                self._env = self._content.envelope()
+                return self._env
+            e = self._lookup()
+            if e is not None and e.envelope is not None:
+                try:
+                    self._env = codec.load_envelope(e.envelope)
+                except codec.CorruptEnvelope:
+                    pass
+            if self._env is None:
+                self._env = envelope(self.fields())
+                self.cache.update(
+                    self.msg.key,
+                    self.msg.size,
+                    header=self.header(),
+                    envelope=codec.dump_envelope(self._env),
+                )
+        return self._env
 
     def tree(self) -> MimePart:
         if self._tree is None:

@@ -5,16 +5,23 @@ parsed cache underneath it."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 import pytest
 
 from mailsuite.imap.fetch import FetchRenderer, fetch_response, parse_fetch_items
 from mailsuite.imap.fetch_memo import RenderedMemo
 from mailsuite.imap.parser import parse_line
 from mailsuite.imap.structure_wire import bodystructure_bytes, envelope_bytes
+from mailsuite.message.codec import dump_envelope
 from mailsuite.message.content import MessageContent
+from mailsuite.message.envelope import envelope
+from mailsuite.message.headers import parse_fields
 from mailsuite.store import Store
 from mailsuite.store.parsed_cache import CACHE_NAME, LAYOUT, MemoryLRU, ParsedCache
 from tests.imap import msg_fixtures as F
+from tests.imap.conftest import USER, append_n, connect
 
 
 class Msg:
@@ -195,8 +202,6 @@ def test_shared_instance_per_maildir_and_folders_use_their_maildirs(tmp_path):
 
 
 def test_a_file_of_another_layout_is_emptied(tmp_path):
-    import sqlite3
-
     path = tmp_path / CACHE_NAME
     db = sqlite3.connect(path)
     db.execute(
@@ -219,6 +224,86 @@ def test_a_file_of_another_layout_is_emptied(tmp_path):
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == LAYOUT
     db.close()
+
+
+def test_envelope_is_kept_and_answered_from_its_own_column(tmp_path):
+    path = tmp_path / CACHE_NAME
+    reader = Reader({"k1": F.NESTED})
+    msg = Msg("k1", F.NESTED)
+    c1 = ParsedCache(path, memory=MemoryLRU())
+    first = fetch(b"ENVELOPE", msg, c1.loader(reader))
+    c1.flush()
+    assert c1.get("k1", msg.size).envelope == dump_envelope(MessageContent(F.NESTED).envelope())
+    c1.close()
+    # The kept envelope answers, not the header: a row whose header says otherwise still
+    # gives the kept envelope (after a restart, from the file).
+    db = sqlite3.connect(path)
+    db.execute("UPDATE parsed SET header=? WHERE key='k1'", (b"Subject: other\r\n\r\n",))
+    db.commit()
+    db.close()
+    c2 = ParsedCache(path, memory=MemoryLRU())
+    try:
+        assert fetch(b"ENVELOPE", msg, c2.loader(reader)) == first
+        assert reader.reads == ["k1"]
+    finally:
+        c2.close()
+
+
+def test_a_corrupt_kept_envelope_is_parsed_again_from_the_header(cache):
+    reader = Reader({"k1": F.NESTED})
+    msg = Msg("k1", F.NESTED)
+    first = fetch(b"ENVELOPE", msg, cache.loader(reader))
+    cache.update("k1", msg.size, envelope=b"not marshal data")
+    assert fetch(b"ENVELOPE", msg, cache.loader(reader)) == first
+    assert reader.reads == ["k1"]  # the header came from the cache
+    cache.flush()
+    assert cache.get("k1", msg.size).envelope == dump_envelope(MessageContent(F.NESTED).envelope())
+
+
+def test_add_keeps_only_the_columns_asked_for(cache):
+    cache.add("h", F.NESTED, {"header"})
+    cache.add("e", F.NESTED, {"header", "envelope"})
+    cache.add("s", F.NESTED, {"header", "structure"})
+    cache.add_message("all", F.NESTED)
+    kept = {
+        k: tuple(getattr(cache.get(k), c) is not None for c in ("header", "envelope", "structure"))
+        for k in ("h", "e", "s", "all")
+    }
+    assert kept == {
+        "h": (True, False, False),
+        "e": (True, True, False),
+        "s": (True, False, True),
+        "all": (True, True, True),
+    }
+    env = MessageContent(F.NESTED).envelope()
+    assert cache.loader(Reader({}))(Msg("e", F.NESTED)).envelope() == env
+    assert envelope(parse_fields(cache.get("h").header)) == env
+
+
+def test_a_file_of_the_previous_layout_is_emptied(tmp_path):
+    """The layout before envelopes were kept: header and structure columns only."""
+    path = tmp_path / CACHE_NAME
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE parsed (key TEXT PRIMARY KEY, size INTEGER, header BLOB,"
+        " structure BLOB) WITHOUT ROWID"
+    )
+    db.execute("INSERT INTO parsed VALUES ('k', ?, x'00', x'00')", (len(F.NESTED),))
+    db.execute(f"PRAGMA user_version={LAYOUT - 1}")
+    db.commit()
+    db.close()
+    c = ParsedCache(path, memory=MemoryLRU())
+    try:
+        assert c.get("k") is None
+        reader = Reader({"k": F.NESTED})
+        out = fetch(b"(ENVELOPE BODYSTRUCTURE)", Msg("k", F.NESTED), c.loader(reader))
+        assert out == fetch(
+            b"(ENVELOPE BODYSTRUCTURE)", Msg("k", F.NESTED), lambda m: MessageContent(F.NESTED)
+        )
+        c.flush()
+        assert c.get("k").envelope is not None
+    finally:
+        c.close()
 
 
 def _render(items: bytes, msg, loader, memo: RenderedMemo, scope: str = "") -> bytes:
@@ -274,3 +359,32 @@ def test_one_memory_budget_for_every_mailbox(tmp_path):
     finally:
         for c in caches:
             c.close()
+
+
+def test_fetch_envelope_through_the_server_keeps_envelopes_and_parses_no_tree(imap_server):
+    """ENVELOPE alone fills the envelope column (what the next client's ENVELOPE reads)
+    and leaves the MIME tree unparsed."""
+    c = connect(imap_server)
+    try:
+        append_n(c, 3)
+        c.select("INBOX")
+        typ, data = c.fetch("1:3", "(ENVELOPE)")
+        assert typ == "OK" and len(data) == 3
+    finally:
+        c.logout()
+    path = imap_server.mailbox(USER).path / CACHE_NAME
+    deadline = time.monotonic() + 10
+    rows: list = []
+    while time.monotonic() < deadline:
+        db = sqlite3.connect(path)
+        try:
+            rows = db.execute("SELECT envelope, structure FROM parsed").fetchall()
+        except sqlite3.OperationalError:
+            rows = []
+        finally:
+            db.close()
+        if len(rows) == 3 and all(env is not None for env, _ in rows):
+            break
+        time.sleep(0.05)
+    assert len(rows) == 3
+    assert all(env is not None and structure is None for env, structure in rows)

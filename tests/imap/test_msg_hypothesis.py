@@ -11,6 +11,7 @@ from mailsuite.imap.fetch import fetch_response, parse_fetch_items
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo, parse_line
 from mailsuite.imap.search import SearchContext, evaluate, parse_search_command
 from mailsuite.imap.structure_wire import (
+    bodystructure,
     bodystructure_bytes,
     envelope_bytes,
     envelope_value,
@@ -209,6 +210,46 @@ def test_raw_command_lines_through_parser_and_search(line):
 @SETTINGS
 @given(mailish)
 def test_direct_envelope_serializer_matches_the_structure_form(raw):
+    env = MessageContent(raw).envelope()
+    assert envelope_bytes(env) == format_structure(envelope_value(env), False)
+
+
+# What a body description reports, with the comments, repeats and oddities it must survive.
+_DESCRIBED_PIECES = _PIECES + [
+    b"MIME-Version: 1.0\n",
+    b"Content-Type: text/plain\n",
+    b'Content-Type: image/png; name="a \\"b\\" c"\n',
+    b'Content-Type: multipart/alternative; boundary=b; x="\xc3\xa9"\n',
+    b"Content-Transfer-Encoding: (c) 8bit\n",
+    b"Content-Transfer-Encoding: x y\n",
+    b"Content-ID: <id@x>\n",
+    b'Content-Description: a "quoted" \\ one\n',
+    b"Content-MD5: Q2hlY2sgSW50ZWdyaXR5IQ==\n",
+    b"Content-Language: en (English), de\n",
+    b"Content-Language: en fr\n",
+    b"Content-Location: http://example.test/a\n",
+    b"Content-Disposition: inline\n",
+    b"Content-Disposition: ; x=y\n",
+    b"To: g: ;\n",
+]
+described_mailish = st.lists(
+    st.sampled_from(_DESCRIBED_PIECES) | st.binary(max_size=20), max_size=40
+).map(b"".join)
+
+
+@SETTINGS
+@given(described_mailish)
+def test_direct_body_serializer_matches_the_structure_form(raw):
+    tree = MessageContent(raw).tree()
+    for extensible in (True, False):
+        assert bodystructure_bytes(tree, extensible) == format_structure(
+            bodystructure(tree, extensible)
+        )
+
+
+@SETTINGS
+@given(described_mailish)
+def test_direct_envelope_serializer_matches_the_structure_form_with_odd_fields(raw):
     env = MessageContent(raw).envelope()
     assert envelope_bytes(env) == format_structure(envelope_value(env), False)
 

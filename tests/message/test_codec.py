@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mailsuite.message.codec import CorruptTree, dump_tree, load_tree
+from mailsuite.message.codec import (
+    CorruptEnvelope,
+    CorruptTree,
+    dump_envelope,
+    dump_tree,
+    load_envelope,
+    load_tree,
+)
 from mailsuite.message.content import MessageContent
 from mailsuite.message.envelope import envelope
 from mailsuite.message.structure import MimePart, find_part, iter_leaves
@@ -72,3 +79,24 @@ def test_lines_counted_for_text_and_message_parts():
 def test_bytes_of_another_layout_raise_corrupt_tree(data):
     with pytest.raises(CorruptTree):
         load_tree(data)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_loaded_envelope_equals_the_parsed_one(name):
+    env = MessageContent(SAMPLES[name]).envelope()
+    assert load_envelope(dump_envelope(env)) == env
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"garbage",
+        b"\xff" * 20,
+        dump_envelope(envelope([]))[:-3],
+        dump_tree(MimePart(0, 0, 0, [])),
+    ],
+)
+def test_bytes_of_another_layout_raise_corrupt_envelope(data):
+    with pytest.raises(CorruptEnvelope):
+        load_envelope(data)

@@ -35,7 +35,9 @@ def _cache_columns(req) -> set[str]:
     for it in req.items:
         if it.kind in ("BODYSTRUCTURE", "BODY"):
             cols.add("structure")
-        elif it.kind in ("ENVELOPE", "RFC822.HEADER", "BODY[]"):
+        elif it.kind == "ENVELOPE":
+            cols.update(("header", "envelope"))
+        elif it.kind in ("RFC822.HEADER", "BODY[]"):
             cols.add("header")
     return cols
 
@@ -58,10 +60,7 @@ def _prepare_batch(folder, live: list, needs_file: bool, cols: set) -> dict:
         raw = _read(folder, m)
         if raw is None:
             continue
-        if cols <= {"header"}:
-            cache.add_header(m.key, raw)
-        else:
-            cache.add_message(m.key, raw)
+        cache.add(m.key, raw, cols)
         if len(raw) != m.size:
             preloaded[m.uid] = raw  # size mismatch: the cache row will not match, keep bytes
     return preloaded
