@@ -48,4 +48,4 @@ class RenderedMemo:
         self.used = 0
 
 
-_OVERHEAD = 120  # bytes of a key tuple and the dict slot, roughly
+_OVERHEAD = 280  # a key tuple, its strings, the dict slot and the bytes header (measured RSS)

@@ -461,7 +461,7 @@ def _emit_value(value, out: list[bytes], escape: bool = True) -> None:
         out.append(format_value(value))
 
 
-# --- the lazy per-message bundle -----------------------------------------------------------
+# --- text to wire bytes ---------------------------------------------------------------------
 
 
 def _b(s: str) -> bytes:

@@ -52,7 +52,6 @@ from mailsuite.message import codec
 from mailsuite.message.content import MessageContent
 from mailsuite.message.envelope import Envelope, envelope
 from mailsuite.message.headers import parse_fields
-from mailsuite.message.lines import header_block
 from mailsuite.message.structure import MimePart
 
 __all__ = ["ParsedCache", "CachedContent", "MemoryLRU", "CACHE_NAME"]
@@ -327,10 +326,6 @@ class ParsedCache:
     def add_message(self, key: str, raw: bytes) -> None:
         """Parse and keep everything of a message (its bytes are in hand already)."""
         self.add(key, raw, _COLUMNS)
-
-    def add_header(self, key: str, raw: bytes) -> None:
-        """Keep the header of a message whose bytes are in hand (no MIME parse)."""
-        self.update(key, len(raw), header=header_block(raw))
 
     def add(self, key: str, raw: bytes, columns: Iterable[str]) -> None:
         """Keep the header and whichever of "envelope", "structure" `columns` names, for a
