@@ -82,8 +82,9 @@ class AuthConfig:
     lockout_failures: int = 10
     # How long a lock-out lasts; failures older than this are forgotten.
     lockout_seconds: int = 300
-    # Outlook.com connects from shared cloud addresses: per-IP lock-out would punish everyone
-    # behind it, so the per-IP limit is looser than the per-account one.
+    # Failures from one client address (an IPv6 /64), over any accounts, that lock the address
+    # out for `lockout_seconds`, except for the accounts known-good there. Outlook.com connects
+    # from shared cloud addresses: this limit is looser than the per-account one.
     ip_lockout_failures: int = 30
 
     # Failures from one client address before its delays start (the account's own delays start
