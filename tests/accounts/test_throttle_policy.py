@@ -8,6 +8,7 @@ server sees different client addresses and networks."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import threading
 
@@ -17,7 +18,7 @@ from mailsuite.accounts.throttle import FailedLoginThrottle, client_address, cli
 from tests.conftest import DEFAULT_PASSWORD
 
 USER = "alice@example.test"
-IMAP_ONLY = {"listen": {"imap": ["127.0.0.1:0"]}}
+IMAP_AND_SUBMISSION = {"listen": {"imap": ["127.0.0.1:0"], "submission": ["127.0.0.1:0"]}}
 
 
 class ImapClient:
@@ -52,7 +53,7 @@ class ImapClient:
 @pytest.fixture
 def server(server_factory):
     srv = server_factory(
-        **IMAP_ONLY,
+        **IMAP_AND_SUBMISSION,
         auth={"plaintext": "loopback"},
         limits={"connections_per_ip": 200, "connections_total": 400},
     )
@@ -74,6 +75,46 @@ def test_sixty_concurrent_guesses_are_verified_no_more_than_the_throttle_allows(
     assert sum(r.startswith(b"a NO [UNAVAILABLE]") for r in replies) == 60 - verified
     # The right password after them, from the same client: still throttled.
     assert clients[0].login(USER, DEFAULT_PASSWORD).startswith(b"a NO [UNAVAILABLE]")
+    for c in clients:
+        c.close()
+
+
+class SmtpClient:
+    """One submission connection, past EHLO, ready for AUTH."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.file = self.sock.makefile("rb")
+        assert self.file.readline().startswith(b"220")
+        self.sock.sendall(b"EHLO client.example\r\n")
+        while not self.file.readline().startswith(b"250 "):
+            pass
+
+    def send_auth(self, user: str, password: str) -> None:
+        plain = base64.b64encode(f"\0{user}\0{password}".encode())
+        self.sock.sendall(b"AUTH PLAIN " + plain + b"\r\n")
+
+    def reply(self) -> bytes:
+        return self.file.readline().rstrip(b"\r\n")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def test_sixty_concurrent_smtp_auth_guesses_likewise(server):
+    allowed = server.config.auth.free_failures
+    clients = [SmtpClient(server.port("submission")) for _ in range(60)]
+    before = server.services.accounts.verifications
+    for c in clients:
+        c.send_auth(USER, "wrong-guess")
+    replies = [c.reply() for c in clients]
+    verified = server.services.accounts.verifications - before
+    assert verified <= allowed, verified
+    assert sum(r.startswith(b"535") for r in replies) == verified
+    assert sum(r.startswith(b"454 4.7.0") for r in replies) == 60 - verified
+    clients[0].send_auth(USER, DEFAULT_PASSWORD)
+    assert clients[0].reply().startswith(b"454 4.7.0")
     for c in clients:
         c.close()
 
