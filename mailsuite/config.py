@@ -66,24 +66,34 @@ class ListenConfig:
 class AuthConfig:
     # "never": password logins only over TLS; "loopback": also in clear from 127/8 and ::1.
     plaintext: str = "never"
-    # Failed-login throttle: after `free_failures` failures the delay doubles from
-    # `base_delay` up to `max_delay`; `lockout_failures` failures lock out for `lockout_seconds`.
+    # Failed-login throttle (docs/production.md): counted per (client network, account), per
+    # client address, and per account in distinct client addresses. After `free_failures`
+    # failures the delay doubles from `base_delay` up to `max_delay`; `lockout_failures`
+    # failures lock out for `lockout_seconds`. A network (/24, IPv6 /64) from which the account
+    # has logged in before is exempt from the per-address and per-account records.
     free_failures: int = 3
     # First delay in seconds once the free failures are used up.
     base_delay: float = 1.0
     # Longest delay in seconds between attempts before the lock-out.
     max_delay: float = 15.0
-    # Failures for one account that lock it out for `lockout_seconds`.
+    # Failures for one account from one client network, or from that many different client
+    # addresses, that lock it out (for that network, or for every network not known-good) for
+    # `lockout_seconds`.
     lockout_failures: int = 10
     # How long a lock-out lasts; failures older than this are forgotten.
     lockout_seconds: int = 300
-    # Outlook.com connects from shared cloud addresses: per-IP lock-out would punish everyone
-    # behind it, so the per-IP limit is looser than the per-account one.
+    # Failures from one client address (an IPv6 /64), over any accounts, that lock the address
+    # out for `lockout_seconds`, except for the accounts known-good there. Outlook.com connects
+    # from shared cloud addresses: this limit is looser than the per-account one.
     ip_lockout_failures: int = 30
 
     # Failures from one client address before its delays start (the account's own delays start
     # after `free_failures`), for the same reason.
     ip_free_failures: int = 10
+
+    # (account, client network) pairs with a successful login that the throttle remembers
+    # (least recently used forgotten first; kept in memory).
+    known_good_entries: int = 10000
 
 
 @dataclass(frozen=True)
@@ -443,6 +453,11 @@ def _validate(cfg: Config) -> None:
             parse_listen_address(addr, f"listen.{f.name}[{i}]")
     if cfg.auth.plaintext not in ("never", "loopback"):
         raise ConfigError("auth.plaintext", 'must be "never" or "loopback"')
+    for name in ("free_failures", "lockout_failures", "ip_lockout_failures", "ip_free_failures"):
+        if getattr(cfg.auth, name) < 0:
+            raise ConfigError(f"auth.{name}", "must not be negative")
+    if cfg.auth.known_good_entries < 0:
+        raise ConfigError("auth.known_good_entries", "must not be negative")
     if cfg.smtp.bare_newline not in ("reject", "normalize"):
         raise ConfigError("smtp.bare_newline", 'must be "reject" or "normalize"')
     if cfg.smtp.max_command_line < 512:

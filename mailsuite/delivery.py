@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite.accounts.db import Accounts
+from mailsuite.logtext import visible
 from mailsuite.spool import bounce
 from mailsuite.spool.queue import Queue, QueuedRecipient, QueueEntry
 from mailsuite.store import Mailbox, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
@@ -153,7 +154,7 @@ class Delivery:
                 )
         except (OSError, NoSuchFolder) as e:
             self._undo(written)
-            log.error("delivery failed, nothing kept: {err}", err=str(e))
+            log.error("delivery failed, nothing kept: {err}", err=visible(str(e)))
             raise TemporaryFailure(str(e)) from e
         notices = self._conclude(envelope, data, local, report, len(remote))
         self._send_notices(envelope, data, notices)
@@ -170,7 +171,7 @@ class Delivery:
         def dropped(failure):
             failure.trap(UnknownRecipient)
             # RFC 3461 §6.2: a notice that cannot be delivered is dropped, never bounced.
-            log.warn("notice for unknown local sender <{s}> dropped", s=recipient)
+            log.warn("notice for unknown local sender <{s}> dropped", s=visible(recipient))
 
         return self.deliver(envelope, data).addCallbacks(lambda _: True, dropped)
 
@@ -206,9 +207,9 @@ class Delivery:
         for mailbox, key in report.local:
             log.info(
                 "delivered {msgid} to {mailbox} from <{sender}> size {size} key {key}",
-                msgid=msgid,
-                mailbox=mailbox,
-                sender=envelope.mail_from,
+                msgid=visible(msgid),
+                mailbox=visible(mailbox),
+                sender=visible(envelope.mail_from),
                 key=key,
                 size=len(data),
             )
@@ -216,7 +217,7 @@ class Delivery:
             log.info(
                 "queued {id} from <{sender}> for {n} remote recipient(s)",
                 id=report.queue_id,
-                sender=envelope.mail_from,
+                sender=visible(envelope.mail_from),
                 n=n_remote,
             )
         return self._notices(envelope, local, report)
@@ -269,7 +270,11 @@ class Delivery:
             else:
                 self.queue.enqueue("", [sender], notice, is_bounce=True)
         except Exception as e:  # a notice that cannot be sent is dropped, never bounced (§6.2)
-            log.warn("notice to <{sender}> dropped: {err}", sender=envelope.mail_from, err=str(e))
+            log.warn(
+                "notice to <{sender}> dropped: {err}",
+                sender=visible(envelope.mail_from),
+                err=visible(str(e)),
+            )
 
     def _mailbox(self, address: str) -> Mailbox:
         try:

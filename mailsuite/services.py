@@ -53,16 +53,7 @@ class Services:
         accounts = Accounts(config.accounts_db, config.domains)
         store = Store(config.mail_dir, io)
         queue = Queue(config.queue_dir, io)
-        a = config.auth
-        throttle = FailedLoginThrottle(
-            free_failures=a.free_failures,
-            base_delay=a.base_delay,
-            max_delay=a.max_delay,
-            lockout_failures=a.lockout_failures,
-            lockout_seconds=a.lockout_seconds,
-            ip_lockout_failures=a.ip_lockout_failures,
-            ip_free_failures=a.ip_free_failures,
-        )
+        throttle = FailedLoginThrottle.from_config(config.auth)
         return cls(
             config=config,
             store=store,

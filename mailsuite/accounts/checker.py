@@ -2,7 +2,8 @@
 
 Password verification (argon2/bcrypt, slow on purpose) runs in the thread pool; the reactor only
 waits on the Deferred.  Failures are logged with the account and client address, never the
-password.
+password, in the one line format fail2ban matches (docs/production.md): the user name is escaped
+to one word (mailsuite.logtext.token), the client address ends the line.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from mailsuite.accounts.db import Accounts
-from mailsuite.accounts.throttle import FailedLoginThrottle
+from mailsuite.accounts.throttle import FailedLoginThrottle, client_network
+from mailsuite.logtext import token
 
 log = Logger(namespace="mailsuite.auth")
 
@@ -70,44 +72,69 @@ class MailRealm:
 
 
 class Authenticator:
+    """Every protocol's password check.  An attempt is counted by the throttle before its
+    password is checked (and taken back when it was right), and attempts for one (client
+    network, account) run one at a time: while one is being verified the next waits for its
+    outcome, then meets the throttle with that outcome counted.  So N concurrent guesses cost
+    N attempts, never N verifications past the throttle, while a client that opens several
+    connections at once with the right password gets them all (after the first, from the
+    verification cache)."""
+
     def __init__(self, accounts: Accounts, throttle: FailedLoginThrottle):
         self.accounts = accounts
         self.throttle = throttle
         self.portal = portal.Portal(MailRealm(), [AccountsChecker(accounts)])
+        # (client network, account) -> attempts waiting for the one being verified
+        self._in_flight: dict[tuple[str, str], list[defer.Deferred]] = {}
 
     def login(self, username: str, password: str, client_ip: str, protocol: str) -> defer.Deferred:
         """Deferred firing with the user's canonical address, or failing with AuthFailed /
         AuthThrottled."""
-        wait = self.throttle.retry_after(client_ip, username)
+        key = (client_network(client_ip), username.lower())
+        waiting = self._in_flight.get(key)
+        if waiting is not None:
+            turn: defer.Deferred = defer.Deferred()
+            waiting.append(turn)
+            return turn.addCallback(lambda _: self.login(username, password, client_ip, protocol))
+        wait = self.throttle.begin(client_ip, username)
         if wait > 0:
             log.info(
                 "{protocol} login throttled for {user} from {ip} ({wait:.0f}s)",
                 protocol=protocol,
-                user=username,
+                user=token(username),
                 ip=client_ip,
                 wait=wait,
             )
             return defer.fail(AuthThrottled(wait))
+        self._in_flight[key] = []
         creds = credentials.UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
         d = self.portal.login(creds, None, IMailUser)
 
         def ok(result):
             _, address, _ = result
-            self.throttle.succeeded(client_ip, username)
+            self.throttle.finish(client_ip, username, ok=True)
             log.info(
-                "{protocol} login {user} from {ip}", protocol=protocol, user=address, ip=client_ip
+                "{protocol} login {user} from {ip}",
+                protocol=protocol,
+                user=token(address),
+                ip=client_ip,
             )
             return address
 
         def failed(failure):
             failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials)
-            self.throttle.failed(client_ip, username)
+            self.throttle.finish(client_ip, username, ok=False)
             log.info(
                 "{protocol} login failed for {user} from {ip}",
                 protocol=protocol,
-                user=username,
+                user=token(username),
                 ip=client_ip,
             )
             raise AuthFailed("authentication failed")
 
-        return d.addCallbacks(ok, failed)
+        def next_turn(result):
+            for turn in self._in_flight.pop(key, ()):
+                turn.callback(None)
+            return result
+
+        return d.addCallbacks(ok, failed).addBoth(next_turn)

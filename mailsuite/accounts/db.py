@@ -85,6 +85,10 @@ class Accounts:
         self._local = threading.local()
         self._secret = os.urandom(32)
         self._verified: dict[str, tuple[bytes, float]] = {}
+        # Password checks asked for (right or wrong, cached or hashed): what a guesser got
+        # tried, read by the throttle's tests and bench/hostile.py.
+        self.verifications = 0
+        self._verifications_lock = threading.Lock()
         conn = self._db().conn
         conn.executescript(SCHEMA)
         self._commits = _commit_watch(self.path, conn)
@@ -387,6 +391,8 @@ class Accounts:
 
     def verify_password(self, address: str, password: str) -> str | None:
         """The canonical address when the password is right and the user enabled; blocking."""
+        with self._verifications_lock:
+            self.verifications += 1
         try:
             address = normalize_address(address)
         except AccountError:

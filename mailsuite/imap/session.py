@@ -31,6 +31,7 @@ from mailsuite.imap.parser import (
 from mailsuite.imap.server_state import ImapState
 from mailsuite.imap.states import AUTHENTICATED, LOGOUT, NOT_AUTHENTICATED, SELECTED
 from mailsuite.imap.view import SelectedView
+from mailsuite.logtext import visible
 
 log = Logger(namespace="mailsuite.imap")
 
@@ -303,7 +304,7 @@ class Session:
             log.failure(
                 "IMAP command {name} failed",
                 failure=Failure(error, type(error), error.__traceback__),
-                name=cmd.name,
+                name=visible(cmd.name),
             )
             error = ImapNo("SERVERBUG", "Internal error, see the server log")
         self.send_updates(expunge_ok=False)
@@ -312,9 +313,9 @@ class Session:
         if isinstance(error, ImapBad):
             log.info(
                 "imap BAD {name} from {ip}: {text}",
-                name=cmd.name,
+                name=visible(cmd.name),
                 ip=self.client_ip,
-                text=error.text,
+                text=visible(error.text),
             )
             self.note_bad()
 
@@ -323,7 +324,9 @@ class Session:
         self.send(R.tagged(tag, error.status, error.text, error.code))
         self.flush()
         if isinstance(error, ImapBad):
-            log.info("imap BAD input from {ip}: {text}", ip=self.client_ip, text=error.text)
+            log.info(
+                "imap BAD input from {ip}: {text}", ip=self.client_ip, text=visible(error.text)
+            )
             self.note_bad()
 
     def note_bad(self) -> None:

@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from mailsuite import sasl
 from mailsuite.accounts.checker import AuthFailed, AuthThrottled
+from mailsuite.logtext import visible
 from mailsuite.pop3.maildrop import Entry, Maildrop
 from mailsuite.pop3.parser import (
     AUTH,
@@ -134,9 +135,9 @@ class AuthorizationCommands:
         def failed(failure):
             if failure.check(AuthFailed):
                 log.info(
-                    "pop3 #{sid} login failed for {user!r} from {ip}",
+                    "pop3 #{sid} login failed for {user} from {ip}",
                     sid=self.session_id,
-                    user=username,
+                    user=visible(username),
                     ip=self.client_ip,
                 )
                 raise Pop3Error("Authentication failed.", AUTH, bad=True)
@@ -165,11 +166,15 @@ class AuthorizationCommands:
             folder.refresh()
         except NoSuchMailbox:
             self.server_state.release(address, self)
-            log.warn("pop3 #{sid} {addr} has no mailbox", sid=self.session_id, addr=address)
+            log.warn(
+                "pop3 #{sid} {addr} has no mailbox", sid=self.session_id, addr=visible(address)
+            )
             raise Pop3Error("Mailbox unavailable.", SYS_PERM) from None
         except OSError:
             self.server_state.release(address, self)
-            log.failure("pop3 #{sid} opening INBOX of {addr}", sid=self.session_id, addr=address)
+            log.failure(
+                "pop3 #{sid} opening INBOX of {addr}", sid=self.session_id, addr=visible(address)
+            )
             raise Pop3Error("Mailbox unavailable.", SYS_TEMP) from None
         self.address, self.mailbox, self.folder = address, mailbox, folder
         fmt = self.config.pop3.uidl_format
@@ -187,7 +192,7 @@ class AuthorizationCommands:
         log.info(
             "pop3 #{sid} login {addr} from {ip}: {n} messages",
             sid=self.session_id,
-            addr=address,
+            addr=visible(address),
             ip=self.client_ip,
             n=count,
         )

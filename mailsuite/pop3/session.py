@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite import sasl
+from mailsuite.logtext import visible
 from mailsuite.pop3.authorization import (
     AUTHORIZATION,
     TRANSACTION,
@@ -190,7 +191,7 @@ class Pop3Session(AuthorizationCommands, TransactionCommands):
         self._write([e.reply()])
         if e.bad:
             # The reason only, never the line: it may hold a password.
-            log.info("pop3 #{sid} bad command: {why}", sid=self.session_id, why=e.text)
+            log.info("pop3 #{sid} bad command: {why}", sid=self.session_id, why=visible(e.text))
             self.bad_commands += 1
             if self.bad_commands >= self.config.limits.bad_commands:
                 log.info("pop3 #{sid} too many bad commands", sid=self.session_id)

@@ -24,6 +24,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mailsuite.logtext import visible
 from mailsuite.relay.downgrade import to_7bit
 from mailsuite.relay.mx import Destination
 from mailsuite.relay.reply import DeliveryFailure, Reply, ReplyParseError, ReplyParser
@@ -282,7 +283,7 @@ class SmtpClientProtocol(protocol.Protocol):
         try:
             self.replies.extend(self.parser.feed(data))
         except ReplyParseError as e:
-            log.warn("relay: bad reply from server: {e}", e=e)
+            log.warn("relay: bad reply from server: {e}", e=visible(e))
             self._fail(e)
             self.transport.abortConnection()
             return

@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite.durable import DurableIO
+from mailsuite.logtext import visible
 from mailsuite.spool import bounce
 from mailsuite.spool.queue import DELIVERED, FAILED, Queue, QueueEntry, QueueError
 
@@ -67,7 +68,7 @@ class Notices:
             try:
                 await self.send(entry, reports)
             except Exception as e:
-                log.error("relay: {id}: notice not sent: {e!r}", id=entry.id, e=e)
+                log.error("relay: {id}: notice not sent: {e}", id=entry.id, e=visible(repr(e)))
                 unsent.update(id(rep.recipient) for rep in reports)
                 if reports[0].action == bounce.DELAYED:
                     entry.delay_warned = False
@@ -90,12 +91,19 @@ class Notices:
         kinds = ",".join(sorted({r.action for r in reports}))
         if await self._deliver_locally(sender, data):
             log.info(
-                "relay: {id}: {k} notice delivered to local <{s}>", id=entry.id, k=kinds, s=sender
+                "relay: {id}: {k} notice delivered to local <{s}>",
+                id=entry.id,
+                k=kinds,
+                s=visible(sender),
             )
             return
         qid = await self.io.submit(lambda: self.queue.enqueue("", [sender], data, is_bounce=True))
         log.info(
-            "relay: {id}: {k} notice to <{s}> queued as {q}", id=entry.id, k=kinds, s=sender, q=qid
+            "relay: {id}: {k} notice to <{s}> queued as {q}",
+            id=entry.id,
+            k=kinds,
+            s=visible(sender),
+            q=qid,
         )
 
     async def _deliver_locally(self, sender: str, data: bytes) -> bool:

@@ -26,6 +26,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.threadable import isInIOThread
 
+from mailsuite.logtext import visible
 from mailsuite.relay.client import RecipientOutcome
 from mailsuite.relay.notices import Notices
 from mailsuite.relay.sending import SMARTHOST, Active, Job, Senders
@@ -350,7 +351,9 @@ class QueueRunner(service.Service):
             if isinstance(result, Exception):
                 # Usually an entry finished and removed while a re-scan was listing the spool.
                 if self.queue.exists(entry.id):
-                    log.warn("relay: {id}: message file unreadable: {e}", id=entry.id, e=result)
+                    log.warn(
+                        "relay: {id}: message file unreadable: {e}", id=entry.id, e=visible(result)
+                    )
                 self.active.pop(entry.id, None)
                 self.entries.pop(entry.id, None)
                 continue
@@ -399,12 +402,12 @@ class QueueRunner(service.Service):
             log.info(
                 "relay: {id}: to=<{to}> relay={mta} status={res} ({diag})",
                 id=job.entry_id,
-                to=r.address,
-                mta=o.remote_mta or "none",
+                to=visible(r.address),
+                mta=visible(o.remote_mta or "none"),
                 res={"delivered": "sent", "permanent": "bounced", "temporary": "deferred"}[
                     o.result
                 ],
-                diag=o.diagnostic or o.status,
+                diag=visible(o.diagnostic or o.status),
             )
         act.outstanding -= 1
         if act.outstanding <= 0:

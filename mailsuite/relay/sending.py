@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from mailsuite.logtext import visible
 from mailsuite.relay.client import (
     RecipientOutcome,
     SessionParams,
@@ -57,7 +58,7 @@ def as_failure(exc: Exception, dest_key: str) -> DeliveryFailure:
     deferred, never bounced, because of our own error."""
     if isinstance(exc, DeliveryFailure):
         return exc
-    log.failure("relay: unexpected error delivering to {d}", d=dest_key)
+    log.failure("relay: unexpected error delivering to {d}", d=visible(dest_key))
     return DeliveryFailure("4.3.0", f"internal error: {exc!r}")
 
 
@@ -193,7 +194,11 @@ class Senders:
                     failures.append(e)
                     continue
                 # Opportunistic TLS that breaks: try the same host in the clear (as Postfix).
-                log.info("relay: TLS with {h} failed ({e}); retrying without", h=dest.host, e=e)
+                log.info(
+                    "relay: TLS with {h} failed ({e}); retrying without",
+                    h=visible(dest.host),
+                    e=visible(e),
+                )
                 try:
                     plain = SessionParams(params.helo, "none", params.timeouts)
                     return await connect(dest, plain, self.reactor)
@@ -243,7 +248,7 @@ class Senders:
                     act.dsn_passed.update(r.address for r in job.recipients)
                 self.job_done(job, outcomes)
         except Exception:
-            log.failure("relay: worker for {d} crashed", d=dest_key)
+            log.failure("relay: worker for {d} crashed", d=visible(dest_key))
         finally:
             # The slot is freed only once the connection is closed, so the limits hold at
             # the remote end too.

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailsuite.delivery import Envelope, Recipient, RecipientResult, UnknownRecipient
+from mailsuite.logtext import visible
 from mailsuite.smtp import headers
 from mailsuite.smtp.parser import (
     BodyReader,
@@ -234,14 +235,14 @@ class TransactionCommands:
                     "smtp {ip}: {id} not delivered to {rcpt}: {reason}",
                     ip=self.client_ip,
                     id=queue_id,
-                    rcpt=rcpt,
-                    reason=repr(reason),
+                    rcpt=visible(rcpt),
+                    reason=visible(repr(reason)),
                 )
             log.info(
                 "smtp {ip}: {id} from=<{sender}> nrcpt={n} size={size}",
                 ip=self.client_ip,
                 id=queue_id,
-                sender=tx.sender,
+                sender=visible(tx.sender),
                 n=len(tx.recipients),
                 size=len(data),
             )

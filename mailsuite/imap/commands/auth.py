@@ -8,6 +8,7 @@ from twisted.logger import Logger
 from mailsuite import sasl
 from mailsuite.imap import response as R
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
+from mailsuite.logtext import visible
 from mailsuite.store import NoSuchMailbox
 
 log = Logger(namespace="mailsuite.imap")
@@ -70,7 +71,7 @@ def _login_result(session, d: defer.Deferred) -> defer.Deferred:
         try:
             session.logged_in(address)
         except NoSuchMailbox:
-            log.warn("login of {user} without a mailbox", user=address)
+            log.warn("login of {user} without a mailbox", user=visible(address))
             raise ImapNo("UNAVAILABLE", "Mailbox is not available") from None
         caps = " ".join(session.capabilities())
         return ("CAPABILITY " + caps, "Logged in")
