@@ -11,14 +11,20 @@ from __future__ import annotations
 from twisted.cred import credentials, error, portal
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet import defer, threads
+from twisted.internet import reactor as default_reactor
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from mailsuite.accounts.db import Accounts
+from mailsuite.accounts.scram_keys import ScramKeys
 from mailsuite.accounts.throttle import FailedLoginThrottle, client_network
 from mailsuite.logtext import token
 
 log = Logger(namespace="mailsuite.auth")
+
+# A SCRAM exchange holds its throttle slot from the key lookup to the client's proof: a client
+# that never sends its proof gives the slot back as a failure after this long.
+SCRAM_PROOF_SECONDS = 30.0
 
 
 class AuthFailed(Exception):
@@ -80,9 +86,10 @@ class Authenticator:
     connections at once with the right password gets them all (after the first, from the
     verification cache)."""
 
-    def __init__(self, accounts: Accounts, throttle: FailedLoginThrottle):
+    def __init__(self, accounts: Accounts, throttle: FailedLoginThrottle, clock=None):
         self.accounts = accounts
         self.throttle = throttle
+        self.clock = default_reactor if clock is None else clock
         self.portal = portal.Portal(MailRealm(), [AccountsChecker(accounts)])
         # (client network, account) -> attempts waiting for the one being verified
         self._in_flight: dict[tuple[str, str], list[defer.Deferred]] = {}
@@ -138,3 +145,96 @@ class Authenticator:
             return result
 
         return d.addCallbacks(ok, failed).addBoth(next_turn)
+
+    def scram_keys(self, username: str, client_ip: str, protocol: str) -> defer.Deferred:
+        """Deferred[ScramAttempt]: the user's SCRAM keys (made-up ones for a user who has none),
+        with the attempt already counted by the throttle, as `login` counts a password before
+        checking it; errbacks with AuthThrottled.  The caller checks the proof and reports the
+        verdict with `ScramAttempt.finish`; attempts for one (client network, account) wait for
+        each other here exactly as logins do."""
+        key = (client_network(client_ip), username.lower())
+        waiting = self._in_flight.get(key)
+        if waiting is not None:
+            turn: defer.Deferred = defer.Deferred()
+            waiting.append(turn)
+            return turn.addCallback(lambda _: self.scram_keys(username, client_ip, protocol))
+        wait = self.throttle.begin(client_ip, username)
+        if wait > 0:
+            log.info(
+                "{protocol} login throttled for {user} from {ip} ({wait:.0f}s)",
+                protocol=protocol,
+                user=token(username),
+                ip=client_ip,
+                wait=wait,
+            )
+            return defer.fail(AuthThrottled(wait))
+        self._in_flight[key] = []
+        d = threads.deferToThread(self.accounts.scram_keys, username)
+
+        def found(result):
+            address, keys = result
+            return ScramAttempt(self, key, username, client_ip, protocol, address, keys)
+
+        def lookup_failed(failure):
+            self.throttle.finish(client_ip, username, ok=False)
+            self._next_turn(key)
+            return failure
+
+        return d.addCallbacks(found, lookup_failed)
+
+    def _next_turn(self, key: tuple[str, str]) -> None:
+        for turn in self._in_flight.pop(key, ()):
+            turn.callback(None)
+
+
+class ScramAttempt:
+    """One SCRAM exchange between its key lookup and its verdict: holds the (client network,
+    account) slot until `finish`, or until SCRAM_PROOF_SECONDS pass (a failure)."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        key: tuple[str, str],
+        username: str,
+        client_ip: str,
+        protocol: str,
+        address: str | None,
+        keys: ScramKeys,
+    ):
+        self._authenticator = authenticator
+        self._key = key
+        self.username = username
+        self.client_ip = client_ip
+        self.protocol = protocol
+        self.address = address  # None: unknown, disabled, or without SCRAM keys
+        self.keys = keys
+        self.done = False
+        self._timer = authenticator.clock.callLater(SCRAM_PROOF_SECONDS, self.finish, False)
+
+    def finish(self, ok: bool) -> str | None:
+        """The proof's verdict: the user's address when it was right, the attempt still open and
+        the user known; else None.  Logs the same lines as `login` (fail2ban matches them)."""
+        if self.done:
+            return None
+        self.done = True
+        if self._timer.active():
+            self._timer.cancel()
+        authn = self._authenticator
+        ok = ok and self.address is not None
+        authn.throttle.finish(self.client_ip, self.username, ok=ok)
+        authn._next_turn(self._key)
+        if ok:
+            log.info(
+                "{protocol} login {user} from {ip}",
+                protocol=self.protocol,
+                user=token(self.address),
+                ip=self.client_ip,
+            )
+            return self.address
+        log.info(
+            "{protocol} login failed for {user} from {ip}",
+            protocol=self.protocol,
+            user=token(self.username),
+            ip=self.client_ip,
+        )
+        return None

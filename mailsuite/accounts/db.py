@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailsuite.accounts.passwords import hash_password, verify_password
+from mailsuite.accounts.scram_keys import ScramKeys, derive_keys, unknown_user_keys
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (name TEXT PRIMARY KEY);
@@ -91,6 +92,8 @@ class Accounts:
         self._verifications_lock = threading.Lock()
         conn = self._db().conn
         conn.executescript(SCHEMA)
+        self._add_scram_column()
+        self._unknown_user_secret: bytes | None = None
         self._commits = _commit_watch(self.path, conn)
         self._watch_conn = conn  # kept open with the mapping (see _commit_watch)
         with self._write() as db:
@@ -170,6 +173,7 @@ class Accounts:
         if not password:
             raise AccountError("empty password")
         hashed = hash_password(password)
+        scram = _scram_column(password)
         with self._write() as db:
             if not db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone():
                 raise AccountError(
@@ -178,17 +182,24 @@ class Accounts:
             if db.execute("SELECT 1 FROM users WHERE address=?", (address,)).fetchone():
                 raise AccountError(f"user {address} exists")
             db.execute(
-                "INSERT INTO users (address, password, quota_bytes, quota_messages) VALUES (?,?,?,?)",
-                (address, hashed, quota_bytes, quota_messages),
+                "INSERT INTO users (address, password, quota_bytes, quota_messages, scram) "
+                "VALUES (?,?,?,?,?)",
+                (address, hashed, quota_bytes, quota_messages, scram),
             )
         return User(address, quota_bytes, quota_messages, True)
 
     def import_user_hash(self, address: str, stored_hash: str) -> None:
-        """Set a hash carried over from another server (Dovecot `{SCHEME}` prefixes kept)."""
+        """Set a hash carried over from another server (Dovecot `{SCHEME}` prefixes kept).  The
+        SCRAM keys cannot be made from a hash: the account offers SCRAM again after its next
+        login with the password (verify_password) or its next password change."""
+        self._set_secrets(address, stored_hash, None)
+
+    def _set_secrets(self, address: str, stored_hash: str, scram: str | None) -> None:
         address = normalize_address(address)
         with self._write() as db:
             if not db.execute(
-                "UPDATE users SET password=? WHERE address=?", (stored_hash, address)
+                "UPDATE users SET password=?, scram=? WHERE address=?",
+                (stored_hash, scram, address),
             ).rowcount:
                 raise AccountError(f"no such user {address}")
         self._verified.pop(address, None)
@@ -203,7 +214,7 @@ class Accounts:
     def set_password(self, address: str, password: str) -> None:
         if not password:
             raise AccountError("empty password")
-        self.import_user_hash(address, hash_password(password))
+        self._set_secrets(address, hash_password(password), _scram_column(password))
 
     def set_enabled(self, address: str, enabled: bool) -> None:
         address = normalize_address(address)
@@ -399,7 +410,7 @@ class Accounts:
             return None
         with self._db() as db:
             row = db.execute(
-                "SELECT password, enabled FROM users WHERE address=?", (address,)
+                "SELECT password, enabled, scram FROM users WHERE address=?", (address,)
             ).fetchone()
         if row is None or not row[1]:
             # Hash anyway so that unknown users cost as much as known ones (no user probing by timing).
@@ -417,6 +428,16 @@ class Accounts:
         ok, new_hash = verify_password(password, stored)
         if not ok:
             return None
+        if row[2] is None:
+            # An account whose hash came from another server gets its SCRAM keys now that
+            # the password itself has been seen.
+            scram = _scram_column(password)
+            if scram is not None:
+                with self._write() as db:
+                    db.execute(
+                        "UPDATE users SET scram=? WHERE address=? AND password=? AND scram IS NULL",
+                        (scram, address, stored),
+                    )
         if new_hash:
             with self._write() as db:
                 db.execute(
@@ -427,6 +448,58 @@ class Accounts:
             tag = hmac.new(self._secret, f"{stored}\0{password}".encode(), hashlib.sha256).digest()
         self._verified[address] = (tag, time.monotonic())
         return address
+
+    def scram_keys(self, address: str) -> tuple[str | None, ScramKeys]:
+        """(canonical address, its SCRAM keys) of an enabled user who has them; else (None,
+        keys that look the same and match no proof).  Blocking: call it off the reactor.  It
+        counts as a verification: it is what gives a guesser one try."""
+        with self._verifications_lock:
+            self.verifications += 1
+        try:
+            address = normalize_address(address)
+        except AccountError:
+            address = address.lower()
+        with self._db() as db:
+            row = db.execute(
+                "SELECT enabled, scram FROM users WHERE address=?", (address,)
+            ).fetchone()
+        keys = ScramKeys.decode(row[1]) if row is not None and row[0] else None
+        if keys is None:
+            return None, unknown_user_keys(self._secret_for_unknown_users(), address)
+        return address, keys
+
+    def _secret_for_unknown_users(self) -> bytes:
+        """The key of the made-up salts, kept in the database so that they stay the same
+        across restarts, as real salts do."""
+        if self._unknown_user_secret is None:
+            with self._write() as db:
+                db.execute(
+                    "INSERT OR IGNORE INTO secrets VALUES ('scram-unknown-user', ?)",
+                    (os.urandom(32),),
+                )
+                row = db.execute(
+                    "SELECT value FROM secrets WHERE name='scram-unknown-user'"
+                ).fetchone()
+            self._unknown_user_secret = bytes(row[0])
+        return self._unknown_user_secret
+
+    def _add_scram_column(self) -> None:
+        """Databases made before SCRAM get the keys' column (empty: those accounts offer SCRAM
+        after their next login or password change) and the secrets table, in place."""
+        with self._write() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)"
+            )
+            columns = {r[1] for r in db.execute("PRAGMA table_info(users)")}
+            if "scram" not in columns:
+                db.execute("ALTER TABLE users ADD COLUMN scram TEXT")
+
+
+def _scram_column(password: str) -> str | None:
+    """The stored SCRAM keys of `password` (slow on purpose: PBKDF2); None if SASLprep
+    refuses it."""
+    keys = derive_keys(password)
+    return keys.encode() if keys is not None else None
 
 
 _DUMMY: list[str] = []

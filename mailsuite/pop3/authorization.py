@@ -116,6 +116,15 @@ class AuthorizationCommands:
             # RFC 5034 §4: a continuation is "+ " and the base64 challenge.
             self._write([b"+ " + outcome.encoded + CRLF])
             return None
+        if isinstance(outcome, sasl.Pending):
+            # SCRAM's key lookup: the session holds the input until the next outcome is out.
+            def resumed(next_outcome: sasl.Outcome):
+                if self.lost:
+                    dialogue.abort()
+                    return None
+                return self._sasl_outcome(dialogue, next_outcome)
+
+            return outcome.deferred.addCallback(resumed)
         if isinstance(outcome, sasl.Ready):
             return self._login(dialogue.login(outcome.credentials), outcome.credentials.username)
         if isinstance(outcome, sasl.UnknownMechanism):

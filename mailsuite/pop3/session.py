@@ -130,6 +130,8 @@ class Pop3Session(AuthorizationCommands, TransactionCommands):
 
     def connection_lost(self) -> None:
         self.lost = True
+        if self.sasl is not None:
+            self.sasl.abort()
         self.sasl = None
         if self.address is not None:
             # A dropped connection never reaches UPDATE: nothing marked with DELE is removed.
@@ -155,6 +157,8 @@ class Pop3Session(AuthorizationCommands, TransactionCommands):
     def _run_line(self, line: bytes | LineTooLong) -> None:
         try:
             if isinstance(line, LineTooLong):
+                if self.sasl is not None:
+                    self.sasl.abort()
                 self.sasl = None
                 raise Pop3Error("Command line too long.", bad=True)
             if self.sasl is not None:

@@ -8,10 +8,12 @@ from mailsuite.sasl.dialogue import (
     EncryptionRequired,
     IdentityRefused,
     Outcome,
+    Pending,
     Ready,
     SaslDialogue,
     SendChallenge,
     UnknownMechanism,
+    Verdict,
     decode_response,
 )
 from mailsuite.sasl.mechanisms import MECHANISMS, Credentials, SaslError, mechanism
@@ -25,11 +27,13 @@ __all__ = [
     "EncryptionRequired",
     "IdentityRefused",
     "Outcome",
+    "Pending",
     "Ready",
     "SaslDialogue",
     "SaslError",
     "SendChallenge",
     "UnknownMechanism",
+    "Verdict",
     "decode_response",
     "mechanism",
 ]

@@ -5,26 +5,29 @@ The protocol feeds events in: the mechanism name with its optional initial respo
 outcome back and maps it to its own reply: a challenge to send (SMTP `334`, POP3 and IMAP `+`),
 a cancellation, a malformed response, a refusal, or credentials ready for the Authenticator.
 The codes, enhanced codes and response codes stay with each protocol.
+
+SCRAM-SHA-256 needs the server in the middle of the exchange: after the client-first message the
+user's keys are looked up (the throttle counting the attempt first, as for a password), so that
+step's outcome is `Pending`; and it checks the client's proof itself, so its `Ready` carries a
+`Verdict` that `login` only reports.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet import defer
 
-from mailsuite.accounts.checker import Authenticator
-from mailsuite.sasl.mechanisms import (
-    Challenge,
-    Credentials,
-    SaslError,
-    SaslLogin,
-    SaslPlain,
-    mechanism,
-)
+from mailsuite.accounts.checker import Authenticator, AuthFailed, AuthThrottled, ScramAttempt
+from mailsuite.sasl.mechanisms import SaslLogin, SaslPlain, mechanism
+from mailsuite.sasl.scram import KeysNeeded, ScramDone, ScramSha256
+from mailsuite.sasl.steps import Challenge, Credentials, SaslError
+
+Mechanism = SaslPlain | SaslLogin | ScramSha256
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,29 @@ class IdentityRefused:
 
 
 @dataclass(frozen=True)
-class Ready:
-    """Credentials complete: authenticate them (`SaslDialogue.login`)."""
+class Verdict:
+    """The outcome of a mechanism that checked the client itself (SCRAM): the user's address,
+    or None when the proof was wrong (or the user unknown), or throttled (seconds to wait)."""
 
-    credentials: Credentials
+    username: str
+    address: str | None
+    throttled: float = 0.0
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The exchange is complete: `SaslDialogue.login` gives the result (it checks a password,
+    or reports a Verdict)."""
+
+    credentials: Credentials | Verdict
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The server is looking something up (SCRAM's keys): `deferred` fires with the next
+    outcome and never fails.  Hold the client's input until then."""
+
+    deferred: defer.Deferred
 
 
 Outcome = (
@@ -90,6 +112,7 @@ Outcome = (
     | EncryptionRequired
     | IdentityRefused
     | Ready
+    | Pending
 )
 
 
@@ -129,7 +152,10 @@ class SaslDialogue:
         self._client_ip = client_ip
         self._protocol = protocol
         self._plaintext_allowed = plaintext_allowed
-        self._mechanism: SaslPlain | SaslLogin | None = None
+        self._mechanism: Mechanism | None = None
+        self._attempt: ScramAttempt | None = None  # SCRAM, from the key lookup to the verdict
+        self._address: str | None = None  # SCRAM: the proof was right
+        self._ended = False
 
     @property
     def waiting(self) -> bool:
@@ -158,29 +184,78 @@ class SaslDialogue:
             raise RuntimeError("no SASL challenge is outstanding")
         decoded = decode_response(line)
         if not isinstance(decoded, bytes):
+            self._fail_attempt()
             return decoded
         return self._advance(mech, lambda: mech.step(decoded))
 
     def abort(self) -> None:
         """The protocol ended the exchange itself (a line too long, the connection gone)."""
         self._mechanism = None
+        self._ended = True
+        self._fail_attempt()
 
-    def _advance(
-        self, mech: SaslPlain | SaslLogin, step: Callable[[], Challenge | Credentials]
-    ) -> Outcome:
+    def _fail_attempt(self) -> None:
+        """An exchange that ends without a right proof counts as a failure (the throttle has
+        counted it already)."""
+        if self._attempt is not None:
+            self._attempt.finish(False)
+
+    def _advance(self, mech: Mechanism, step: Callable[[], object]) -> Outcome:
         try:
             result = step()
         except SaslError as e:
+            if self._attempt is not None:
+                # After the key lookup every failure is a failed login (RFC 5802 §7 reason).
+                self._attempt.finish(False)
+                return Ready(Verdict(self._attempt.username, None))
             return BadResponse(str(e))
-        if not isinstance(result, Credentials):
-            self._mechanism = mech
-            return SendChallenge(result.data)
-        if result.authzid and result.authzid.lower() != result.username.lower():
-            return IdentityRefused()
-        return Ready(result)
+        if isinstance(result, Credentials):
+            if result.authzid and result.authzid.lower() != result.username.lower():
+                return IdentityRefused()
+            return Ready(result)
+        if isinstance(result, KeysNeeded):
+            assert isinstance(mech, ScramSha256)
+            if mech.authzid and mech.authzid.lower() != result.username.lower():
+                return IdentityRefused()
+            return Pending(self._scram_keys(mech, result.username))
+        if isinstance(result, ScramDone):
+            return Ready(Verdict(result.username, self._address))
+        assert isinstance(result, Challenge)
+        if isinstance(mech, ScramSha256) and mech.verified and self._attempt is not None:
+            # The proof matched: the verdict is in before the server-final message goes out.
+            self._address = self._attempt.finish(True)
+            if self._address is None:
+                return Ready(Verdict(mech.username, None))
+        self._mechanism = mech
+        return SendChallenge(result.data)
 
-    def login(self, credentials: Credentials) -> defer.Deferred:
+    def _scram_keys(self, mech: ScramSha256, username: str) -> defer.Deferred:
+        """Deferred[Outcome]: the server-first challenge once the keys are in."""
+        d = self._authenticator.scram_keys(username, self._client_ip, self._protocol)
+
+        def found(attempt: ScramAttempt) -> Outcome:
+            self._attempt = attempt
+            if self._ended:
+                attempt.finish(False)
+                return Cancelled()
+            # RFC 5802 §5.1: the server's part of the nonce, fresh for each exchange.
+            nonce = base64.b64encode(os.urandom(18)).decode("ascii")
+            return self._advance(mech, lambda: mech.server_first(attempt.keys, nonce))
+
+        def throttled(failure) -> Outcome:
+            failure.trap(AuthThrottled)
+            return Ready(Verdict(username, None, throttled=failure.value.retry_after))
+
+        return d.addCallbacks(found, throttled)
+
+    def login(self, credentials: Credentials | Verdict) -> defer.Deferred:
         """Deferred[str] (the user's address); errbacks with AuthFailed or AuthThrottled."""
+        if isinstance(credentials, Verdict):
+            if credentials.throttled:
+                return defer.fail(AuthThrottled(credentials.throttled))
+            if credentials.address is None:
+                return defer.fail(AuthFailed("authentication failed"))
+            return defer.succeed(credentials.address)
         return self._authenticator.login(
             credentials.username, credentials.password, self._client_ip, self._protocol
         )

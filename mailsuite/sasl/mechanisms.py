@@ -1,29 +1,16 @@
-"""SASL PLAIN and LOGIN as pure state machines: decoded responses in, a challenge or the
-credentials out.  The framing around them (base64, `*`, initial responses) is `dialogue.py`."""
+"""The mechanisms we offer: PLAIN and LOGIN as pure state machines (decoded responses in, a
+challenge or the credentials out) and SCRAM-SHA-256 (`scram.py`).  The framing around them
+(base64, `*`, initial responses) is `dialogue.py`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from mailsuite.sasl.scram import ScramSha256
+from mailsuite.sasl.steps import Challenge, Credentials, SaslError
 
-MECHANISMS = ("PLAIN", "LOGIN")
+# The order of EHLO AUTH, CAPA SASL and the IMAP AUTH= capabilities.
+MECHANISMS = ("PLAIN", "LOGIN", "SCRAM-SHA-256")
 
-
-class SaslError(Exception):
-    """The client sent something the mechanism cannot accept."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    authzid: str
-    username: str
-    password: str
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """Bytes to send to the client (before base64 encoding)."""
-
-    data: bytes
+__all__ = ["MECHANISMS", "Challenge", "Credentials", "SaslError", "mechanism"]
 
 
 def _text(raw: bytes) -> str:
@@ -76,9 +63,11 @@ class SaslLogin:
         return Credentials("", self._username, _text(response))
 
 
-def mechanism(name: str) -> SaslPlain | SaslLogin:
+def mechanism(name: str) -> SaslPlain | SaslLogin | ScramSha256:
     """A fresh state machine for `name`; raises SaslError for mechanisms we do not offer."""
     upper = name.upper()
+    if upper == ScramSha256.name:
+        return ScramSha256()
     if upper == "PLAIN":
         return SaslPlain()
     if upper == "LOGIN":

@@ -51,6 +51,10 @@ class AuthCommands:
             # RFC 4954 §4: "334" SP base64 challenge, no enhanced code.
             self.conn.write(b"334 " + outcome.encoded + b"\r\n")
             return
+        if isinstance(outcome, sasl.Pending):
+            # SCRAM's key lookup: the input waits; the next outcome is usually the challenge.
+            self._wait(outcome.deferred.addCallback(self._sasl_resumed))
+            return
         dialogue, self.sasl = self.sasl, None
         if isinstance(outcome, sasl.Ready):
             self._login(dialogue, outcome.credentials)
@@ -65,6 +69,11 @@ class AuthCommands:
             raise SmtpReply(501, "5.5.2", "Cannot decode response")
         else:  # BadResponse, IdentityRefused
             raise _failed()
+
+    def _sasl_resumed(self, outcome: sasl.Outcome) -> None:
+        if self.mode == "closed" or self.sasl is None:
+            return  # connection_lost aborted the dialogue
+        self._sasl_outcome(outcome)
 
     def _login(self, dialogue: sasl.SaslDialogue, creds: sasl.Credentials) -> None:
         d = dialogue.login(creds)

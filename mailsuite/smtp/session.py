@@ -129,6 +129,8 @@ class SmtpSession(AuthCommands, TransactionCommands):
 
     def connection_lost(self) -> None:
         self.mode = "closed"
+        if self.sasl is not None:
+            self.sasl.abort()
         self.sasl = None
 
     def _close(self) -> None:
@@ -171,6 +173,7 @@ class SmtpSession(AuthCommands, TransactionCommands):
         if line is LINE_TOO_LONG:
             if self.mode == "auth":
                 self.mode = "command"
+                self.sasl.abort()
                 self.sasl = None
             raise SmtpReply(500, "5.5.2", "Error: line too long")
         if self.mode == "auth":

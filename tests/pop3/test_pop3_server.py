@@ -100,7 +100,7 @@ def test_rfc2595_plain_port_offers_stls_and_refuses_passwords_before_tls(alice, 
         p._shortcmd("AUTH PLAIN " + base64.b64encode(b"\0a\0b").decode())
     p.stls(tls_context)
     caps = p.capa()
-    assert "STLS" not in caps and "USER" in caps and caps["SASL"] == ["PLAIN", "LOGIN"]
+    assert "STLS" not in caps and "USER" in caps and caps["SASL"] == ["PLAIN", "LOGIN", "SCRAM-SHA-256"]
     for cap in ("TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "UTF8"):
         assert cap in caps
     assert caps["IMPLEMENTATION"] == ["mailsuite"]
@@ -164,7 +164,7 @@ def test_rfc1939_every_command_over_pop3s(alice, tls_context):
 
 def test_rfc5034_auth_plain_login_and_cancel(alice, tls_context):
     p = pop3s(alice, tls_context)
-    assert p._longcmd("AUTH")[1] == [b"PLAIN", b"LOGIN"]
+    assert p._longcmd("AUTH")[1] == [b"PLAIN", b"LOGIN", b"SCRAM-SHA-256"]
     with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
         p._shortcmd("AUTH PLAIN " + base64.b64encode(f"\0{ALICE}\0wrong".encode()).decode())
     # Challenge/response form with "*" cancelling.

@@ -28,7 +28,7 @@ def test_ehlo_advertises_the_extensions_we_implement(server):
         assert not s.has_extn("auth")
         s.starttls(context=Wire.context())
         s.ehlo("client.test")
-        assert s.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
+        assert s.esmtp_features["auth"].split() == ["PLAIN", "LOGIN", "SCRAM-SHA-256"]
         assert not s.has_extn("starttls")
 
 
@@ -96,7 +96,7 @@ def test_rfc3207_commands_pipelined_after_starttls_are_discarded(server):
     code, text = w.cmd("RCPT TO:<alice@example.test>")
     assert code == 503
     code, lines = (w.send(b"EHLO c\r\n"), w.reply())[1]
-    assert code == 250 and "AUTH PLAIN LOGIN" in lines
+    assert code == 250 and "AUTH PLAIN LOGIN SCRAM-SHA-256" in lines
     assert w.cmd("MAIL FROM:<a@remote.test>")[0] == 250
     w.close()
 

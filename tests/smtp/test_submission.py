@@ -109,7 +109,7 @@ def test_loopback_plaintext_exception(smtp_server):
     server = smtp_server(auth={"plaintext": "loopback"})
     w = Wire(server.ports["submission"])
     w.send(b"EHLO c\r\n")
-    assert "AUTH PLAIN LOGIN" in w.reply()[1]
+    assert "AUTH PLAIN LOGIN SCRAM-SHA-256" in w.reply()[1]
     assert w.cmd("AUTH PLAIN " + b64(f"\0alice@example.test\0{PASSWORD}"))[0] == 235
     w.close()
 

@@ -129,6 +129,16 @@ def _answer(session, dialogue: sasl.SaslDialogue, outcome: sasl.Outcome, done) -
             _answer(session, dialogue, dialogue.respond(line), done)
 
         session.line_handler = on_line
+    elif isinstance(outcome, sasl.Pending):
+        # SCRAM's key lookup; the command stays in progress (no line is read) until it is in.
+        def resumed(next_outcome: sasl.Outcome) -> None:
+            if session.protocol.closed:
+                dialogue.abort()
+                done.errback(ImapBad("Connection closed"))
+                return
+            _answer(session, dialogue, next_outcome, done)
+
+        outcome.deferred.addCallback(resumed).addErrback(done.errback)
     elif isinstance(outcome, sasl.Cancelled):
         done.errback(ImapBad("Authentication cancelled"))
     elif isinstance(outcome, sasl.BadEncoding):

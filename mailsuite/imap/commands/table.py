@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mailsuite import sasl
 from mailsuite.imap.commands import (
     append,
     auth,
@@ -145,7 +146,9 @@ ADVERTISED = (
 )
 
 # Capabilities advertised only in some sessions (see `capabilities`).
-CONDITIONAL = ("STARTTLS", "COMPRESS=DEFLATE", "AUTH=PLAIN", "AUTH=LOGIN", "LOGINDISABLED")
+# RFC 3501 §6.2.2, RFC 7677: AUTH=<mechanism>, for the SASL mechanisms of AUTHENTICATE.
+AUTH_CAPABILITIES = tuple(f"AUTH={m}" for m in sasl.MECHANISMS)
+CONDITIONAL = ("STARTTLS", "COMPRESS=DEFLATE", *AUTH_CAPABILITIES, "LOGINDISABLED")
 
 
 def capabilities(session) -> list[str]:
@@ -156,7 +159,9 @@ def capabilities(session) -> list[str]:
         if not session.secure and session.services.tls is not None:
             caps.append("STARTTLS")
         if session.plaintext_allowed():
-            caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
+            # SCRAM keeps the password off the wire, but one policy for every mechanism is
+            # simpler to reason about: all of them, or LOGINDISABLED.
+            caps += AUTH_CAPABILITIES
         else:
             caps.append("LOGINDISABLED")
     if not session.compressed:
