@@ -98,7 +98,8 @@ class Ready:
 @dataclass(frozen=True)
 class Pending:
     """The server is looking something up (SCRAM's keys): `deferred` fires with the next
-    outcome and never fails.  Hold the client's input until then."""
+    outcome (a refusal by the throttle included); it fails only on an internal error, such as
+    the database being unreadable.  Hold the client's input until then."""
 
     deferred: defer.Deferred
 
@@ -213,14 +214,14 @@ class SaslDialogue:
             if result.authzid and result.authzid.lower() != result.username.lower():
                 return IdentityRefused()
             return Ready(result)
-        if isinstance(result, KeysNeeded):
-            assert isinstance(mech, ScramSha256)
+        if isinstance(result, KeysNeeded) and isinstance(mech, ScramSha256):
             if mech.authzid and mech.authzid.lower() != result.username.lower():
                 return IdentityRefused()
             return Pending(self._scram_keys(mech, result.username))
         if isinstance(result, ScramDone):
             return Ready(Verdict(result.username, self._address))
-        assert isinstance(result, Challenge)
+        if not isinstance(result, Challenge):
+            raise TypeError(f"unexpected mechanism step {result!r}")
         if isinstance(mech, ScramSha256) and mech.verified and self._attempt is not None:
             # The proof matched: the verdict is in before the server-final message goes out.
             self._address = self._attempt.finish(True)
