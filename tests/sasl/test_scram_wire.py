@@ -246,3 +246,28 @@ def test_msmtp_submits_with_scram_sha_256(mail_server, tmp_path):
         time.sleep(0.05)
     else:
         raise AssertionError("the message was not delivered")
+
+
+def test_a_connection_lost_mid_exchange_gives_the_slot_back(mail_server):
+    """SMTP and POP3 abort the dialogue when the client goes away after the server-first
+    message: the throttle slot is free at once (counted as a failure), not after the proof's
+    time limit."""
+    authn = mail_server.services.authenticator
+    s = submission(mail_server)
+    code, _ = s.docmd("AUTH", "SCRAM-SHA-256 " + b64(ScramClient(ALICE, "x").client_first()))
+    assert code == 334 and authn._in_flight
+    s.close()
+    p = pop3_stls(mail_server)
+    for _ in range(100):
+        if not authn._in_flight:
+            break
+        time.sleep(0.05)
+    assert not authn._in_flight
+    assert p._shortcmd("AUTH SCRAM-SHA-256 " + b64(ScramClient(ALICE, "x").client_first()))
+    assert authn._in_flight
+    p.close()
+    for _ in range(100):
+        if not authn._in_flight:
+            break
+        time.sleep(0.05)
+    assert not authn._in_flight
