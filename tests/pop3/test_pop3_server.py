@@ -100,7 +100,11 @@ def test_rfc2595_plain_port_offers_stls_and_refuses_passwords_before_tls(alice, 
         p._shortcmd("AUTH PLAIN " + base64.b64encode(b"\0a\0b").decode())
     p.stls(tls_context)
     caps = p.capa()
-    assert "STLS" not in caps and "USER" in caps and caps["SASL"] == ["PLAIN", "LOGIN", "SCRAM-SHA-256"]
+    assert (
+        "STLS" not in caps
+        and "USER" in caps
+        and caps["SASL"] == ["PLAIN", "LOGIN", "SCRAM-SHA-256"]
+    )
     for cap in ("TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "UTF8"):
         assert cap in caps
     assert caps["IMPLEMENTATION"] == ["mailsuite"]
