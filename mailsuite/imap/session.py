@@ -88,6 +88,7 @@ class Session:
         self.client_id: list | None = None  # what the client said in ID (RFC 2971)
         self.line_handler = None  # sub-dialogue (AUTHENTICATE, IDLE) takes raw lines
         self.idling = None  # the IDLE command's state while idling
+        self.sasl = None  # the AUTHENTICATE dialogue while it runs (aborted if the client goes)
         self.compressed = False
         self.bad_commands = 0
         self.busy = False  # a command's Deferred has not fired yet
@@ -205,8 +206,12 @@ class Session:
             self.idling.wake()
 
     def close(self) -> None:
-        """The connection is gone (or LOGOUT): let go of the folder and IDLE's poll."""
+        """The connection is gone (or LOGOUT): let go of the folder, IDLE's poll and an
+        unfinished AUTHENTICATE (its throttle slot is given back as a failure at once)."""
         self.deselect()
+        if self.sasl is not None:
+            self.sasl.abort()
+            self.sasl = None
         if self.idling is not None:
             self.idling.stop()
             self.idling = None

@@ -249,7 +249,7 @@ def test_msmtp_submits_with_scram_sha_256(mail_server, tmp_path):
 
 
 def test_a_connection_lost_mid_exchange_gives_the_slot_back(mail_server):
-    """SMTP and POP3 abort the dialogue when the client goes away after the server-first
+    """SMTP, POP3 and IMAP abort the dialogue when the client goes away after the server-first
     message: the throttle slot is free at once (counted as a failure), not after the proof's
     time limit."""
     authn = mail_server.services.authenticator
@@ -266,6 +266,17 @@ def test_a_connection_lost_mid_exchange_gives_the_slot_back(mail_server):
     assert p._shortcmd("AUTH SCRAM-SHA-256 " + b64(ScramClient(ALICE, "x").client_first()))
     assert authn._in_flight
     p.close()
+    for _ in range(100):
+        if not authn._in_flight:
+            break
+        time.sleep(0.05)
+    assert not authn._in_flight
+    # IMAP (993): the session's close aborts the AUTHENTICATE in progress.
+    c = Line(mail_server.port("imaps"))
+    first = ScramClient(ALICE, "x").client_first()
+    c.send(b"a AUTHENTICATE SCRAM-SHA-256 " + b64(first).encode())
+    assert c.line().startswith(b"+ ") and authn._in_flight
+    c.sock.close()
     for _ in range(100):
         if not authn._in_flight:
             break

@@ -113,8 +113,15 @@ def authenticate(session, cmd):
     if isinstance(outcome, (sasl.Cancelled, sasl.BadEncoding)):
         raise ImapBad("Invalid base64 in initial response")
     done: defer.Deferred = defer.Deferred()
+    session.sasl = dialogue
+    done.addBoth(_finished, session)
     _answer(session, dialogue, outcome, done)
     return done
+
+
+def _finished(result, session):
+    session.sasl = None
+    return result
 
 
 def _answer(session, dialogue: sasl.SaslDialogue, outcome: sasl.Outcome, done) -> None:
