@@ -163,7 +163,8 @@ class ImapConfig:
     # RFC 3501 §5.4: the autologout timer must be at least 30 minutes.
     idle_timeout: int = 1800
     # Seconds from connecting within which a client must log in, however steadily it sends
-    # (the 30 minutes above are for sessions after login, RFC 9051 §5.4); 0: none.
+    # (the autologout timer above measures inactivity, which a trickle of bytes resets);
+    # 0: none.
     login_deadline: int = 60
 
     # Largest message APPEND accepts, advertised as APPENDLIMIT (RFC 7889).
