@@ -34,11 +34,10 @@ CONNECTION_SHARE = 0.5
 # With a very high descriptor limit (systemd's hard limit is 524288) memory is the bound, not
 # descriptors: the automatic total stops here.  An explicit `connections_total` may go higher.
 AUTOMATIC_CEILING = 10000
-# Under pressure, per admission: the candidates for eviction compared (oldest admitted first),
-# and the connections looked at in all, so that admitting stays cheap however many slots
-# there are (established ones move to the back; the next admission looks further).
+# Under pressure, the candidates for eviction compared per admission, oldest admitted first,
+# so that admitting stays cheap however many slots there are.  Established connections met on
+# the way move to the back of the admission order and are not walked past again.
 EVICTION_CANDIDATES = 32
-EVICTION_LOOK = 256
 
 
 class LimitedConnection(Protocol):
@@ -134,15 +133,15 @@ class ConnectionLimiter:
         oldest = 0.0
         candidates = 0
         settled = []
-        for looked, conn in enumerate(self._open, 1):
+        for conn in self._open:
             if conn.is_established():
                 settled.append(conn)
-            else:
-                when = conn.last_activity()
-                if victim is None or when < oldest:
-                    victim, oldest = conn, when
-                candidates += 1
-            if candidates >= EVICTION_CANDIDATES or looked >= EVICTION_LOOK:
+                continue
+            when = conn.last_activity()
+            if victim is None or when < oldest:
+                victim, oldest = conn, when
+            candidates += 1
+            if candidates >= EVICTION_CANDIDATES:
                 break
         for conn in settled:
             self._open[conn] = self._open.pop(conn)

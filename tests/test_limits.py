@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from mailsuite.limits import PER_ADDRESS, SERVER_WIDE, ConnectionLimiter
 from tests.conftest import DEFAULT_PASSWORD, REPO, base_config, toml_dumps
 
 USER = "alice@example.test"
@@ -145,6 +146,48 @@ def test_logged_in_sessions_are_never_evicted(server_factory):
     text = b"-ERR [SYS/TEMP] Too many connections to this server, try again later."
     assert refused.line() == text
     assert active(srv) == 2
+
+
+class Held:
+    """A connection as the limiter sees one (the adapters are the real ones, above)."""
+
+    def __init__(self, established: bool, seen: float):
+        self.established, self.seen, self.evicted = established, seen, False
+
+    def is_established(self) -> bool:
+        return self.established
+
+    def last_activity(self) -> float:
+        return self.seen
+
+    def evict(self) -> None:
+        self.evicted = True
+
+
+def test_room_is_made_past_any_number_of_established_sessions():
+    limiter = ConnectionLimiter(60, 100)
+    held = [Held(True, 0.0) for _ in range(50)] + [Held(False, t) for t in (5.0, 3.0, 4.0)]
+    held += [Held(True, 1.0) for _ in range(7)]
+    for conn in held:
+        assert limiter.admit(conn, "192.0.2.1") is None
+    newcomer = Held(False, 9.0)
+    assert limiter.admit(newcomer, "192.0.2.2") is None
+    assert [c.seen for c in held if c.evicted] == [3.0]  # the quietest not logged in
+    assert limiter.active == 60
+    second = Held(False, 9.0)
+    assert limiter.admit(second, "192.0.2.3") is None
+    assert [c.seen for c in held if c.evicted] == [3.0, 4.0]
+    limiter.release(held[51])  # released after its eviction: nothing changes
+    assert limiter.active == 60
+    for conn in [*held, newcomer, second]:
+        conn.established = True
+    # Only when every slot is held by an established session is a newcomer refused.
+    assert limiter.admit(Held(False, 9.0), "192.0.2.4") == SERVER_WIDE
+    # The per-address limit refuses, and never makes room.
+    limiter = ConnectionLimiter(60, 2)
+    assert limiter.admit(Held(False, 1.0), "192.0.2.1") is None
+    assert limiter.admit(Held(False, 1.0), "192.0.2.1") is None
+    assert limiter.admit(Held(False, 1.0), "192.0.2.1") == PER_ADDRESS
 
 
 # --- deadlines --------------------------------------------------------------------------------
