@@ -114,6 +114,27 @@ def test_idle_sockets_from_many_addresses_cannot_keep_a_client_out(server_factor
     assert refused.closed()
 
 
+def test_500_idle_sockets_from_25_addresses_leave_room_for_a_real_client(server_factory):
+    srv = server_factory(auth={"plaintext": "loopback"}, limits={"connections_total": 500})
+    srv.add_user(USER)
+    idle = []
+    try:
+        for i in range(500):
+            peer = Peer(srv.port("imap" if i % 2 else "pop3"), source=f"127.0.1.{1 + i % 25}")
+            idle.append(peer)
+        for peer in idle:
+            peer.line()
+        assert active(srv) == 500
+        real = Peer(srv.port("imap"), source="127.0.2.1")
+        assert real.line().startswith(b"* OK")
+        real.send(LOGIN)
+        assert real.until(b"a ").startswith(b"a OK")
+        assert active(srv) == 500
+    finally:
+        for peer in idle:
+            peer.close()
+
+
 def test_logged_in_sessions_are_never_evicted(server_factory):
     srv = server_factory(auth={"plaintext": "loopback"}, limits={"connections_total": 2})
     srv.add_user(USER)
