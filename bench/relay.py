@@ -141,6 +141,7 @@ class Mailsuite:
             f"""hostname = "mail.example.test"
 domains = ["example.test"]
 data_dir = "data"
+allow_root = true
 [listen]
 submission = ["127.0.0.1:{self.port}"]
 {empty}

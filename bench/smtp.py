@@ -33,6 +33,7 @@ CONFIG = """\
 hostname = "mx.bench.test"
 domains = ["example.test"]
 data_dir = "data"
+allow_root = true
 
 [listen]
 smtp = ["127.0.0.1:{port}"]

@@ -7,14 +7,19 @@ listeners to open (from `[listen]`), wraps the implicit-TLS ones, and handles si
 from __future__ import annotations
 
 import functools
+import grp
 import json
+import os
+import pwd
 import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass
 
 from twisted.application import service
 from twisted.internet import reactor, task, tcp
+from twisted.internet.error import CannotListenError
 from twisted.logger import (
     Logger,
     LogLevel,
@@ -24,6 +29,7 @@ from twisted.logger import (
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from mailsuite.config import Config, parse_listen_address
+from mailsuite.durable.modes import UMASK, make_private_dirs
 from mailsuite.imap import server as imap_server
 from mailsuite.limits import raise_fd_limit
 from mailsuite.pop3 import server as pop3_server
@@ -49,6 +55,77 @@ LISTENERS = {
 }
 IMPLICIT_TLS = {"submissions", "pop3s", "imaps", "https"}
 INDEX_SAVE_SECONDS = 5.0
+EX_CONFIG = 78  # sysexits.h: a configuration error
+
+
+class StartRefused(Exception):
+    """Why the process will not run as it was started (exit EX_CONFIG)."""
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The account to become: `user` (and `group`) of the config, looked up."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def run_as(config: Config) -> RunAs | None:
+    """The account a process started as root becomes, None when it stays as it is (not root,
+    or root with `allow_root`). StartRefused for root without `user`, or an unknown name."""
+    if os.geteuid() != 0:
+        return None  # nothing to drop; the files it makes are the caller's, as started
+    if not config.user:
+        if config.allow_root:
+            return None
+        raise StartRefused(
+            'refusing to run as root: set `user = "mailsuite"` (an unprivileged account) in '
+            f"{config.path or 'the config'}, or `allow_root = true` to run as root anyway"
+        )
+    try:
+        pw = pwd.getpwnam(config.user)
+    except KeyError:
+        raise StartRefused(f"user: no such user {config.user!r}") from None
+    gid = pw.pw_gid
+    if config.group:
+        try:
+            gid = grp.getgrnam(config.group).gr_gid
+        except KeyError:
+            raise StartRefused(f"group: no such group {config.group!r}") from None
+    if pw.pw_uid == 0 and not config.allow_root:
+        raise StartRefused(f"user: {config.user!r} is root; set `allow_root = true` for that")
+    return RunAs(pw.pw_name, pw.pw_uid, gid)
+
+
+def make_own_folders(account: RunAs | None, folders) -> None:
+    """Make the missing ones of `folders` (0700) and give what was made to `account`: run as
+    root for a process about to become it (data_dir, the certificate's folder). Only folders
+    made here change owner: nothing a user could have planted is ever chowned."""
+    for folder in folders:
+        for created in make_private_dirs(folder):
+            if account is not None:
+                os.chown(created, account.uid, account.gid, follow_symlinks=False)
+
+
+def drop_privileges(account: RunAs | None) -> None:
+    """Become `account` for good: supplementary groups (the user's own, so that a group such
+    as ssl-cert can grant the key), group, then user, in that order (once the uid is gone the
+    groups can no longer change). Checked afterwards: a drop that did not happen is fatal."""
+    if account is None:
+        return
+    os.initgroups(account.name, account.gid)
+    os.setgid(account.gid)
+    os.setuid(account.uid)
+    if account.uid != 0:
+        try:
+            os.setuid(0)
+        except PermissionError:
+            pass
+        else:
+            raise StartRefused("could not drop root privileges")
+    if os.getuid() != account.uid or os.getgid() != account.gid:
+        raise StartRefused(f"could not become {account.name}")
 
 
 def build_factory(services: Services, kind: str):
@@ -61,13 +138,17 @@ def build_factory(services: Services, kind: str):
 
 
 class ListenerService(service.Service):
-    """One listening socket; `port` is the bound port (useful with port 0 in tests)."""
+    """One listening socket; `port` is the bound port (useful with port 0 in tests).
 
-    def __init__(self, kind: str, address: str, factory):
+    `bound` is a socket `bind_listeners` bound before the process gave up root (ports below
+    1024); without it the socket is bound at start."""
+
+    def __init__(self, kind: str, address: str, factory, bound: socket.socket | None = None):
         self.kind = kind
         self.host, self.requested_port = parse_listen_address(address, f"listen.{kind}")
         self.factory = factory
         self.listening = None
+        self.bound = bound
 
     @property
     def port(self) -> int:
@@ -75,7 +156,15 @@ class ListenerService(service.Service):
 
     def startService(self):
         super().startService()
-        self.listening = _Port(self.requested_port, self.factory, 128, self.host, reactor)
+        if self.bound is not None:
+            sock, self.bound = self.bound, None
+            # The Port takes a duplicate of the descriptor (as reactor.adoptStreamPort does).
+            self.listening = _Port._fromListeningDescriptor(
+                reactor, sock.fileno(), sock.family, self.factory
+            )
+            sock.close()
+        else:
+            self.listening = _Port(self.requested_port, self.factory, 128, self.host, reactor)
         self.listening.startListening()
         log.info(
             "listening for {kind} on {host}:{port}", kind=self.kind, host=self.host, port=self.port
@@ -99,14 +188,42 @@ class _Port(tcp.Port):
         return sock
 
 
+def bind_listeners(config: Config) -> dict[str, list[socket.socket]]:
+    """Every `[listen]` socket bound and listening, by kind, before the reactor runs: done
+    while the process may still be root, so ports below 1024 need no other privilege.
+    CannotListenError (its text names the address) when one cannot be bound."""
+    bound: dict[str, list[socket.socket]] = {}
+    try:
+        for kind in LISTENERS:
+            for address in getattr(config.listen, kind):
+                host, port = parse_listen_address(address, f"listen.{kind}")
+                # The same socket options as when the Port binds itself (V6ONLY, REUSEADDR,
+                # non-blocking, close-on-exec).
+                sock = _Port(port, None, 128, host, reactor).createInternetSocket()
+                bound.setdefault(kind, []).append(sock)
+                try:
+                    sock.bind((host, port))
+                except OSError as e:
+                    raise CannotListenError(host, port, e) from None
+                sock.listen(128)
+    except BaseException:
+        for socks in bound.values():
+            for sock in socks:
+                sock.close()
+        raise
+    return bound
+
+
 class MailServer(service.MultiService):
-    def __init__(self, services: Services):
+    def __init__(self, services: Services, bound: dict[str, list[socket.socket]] | None = None):
         super().__init__()
         self.shared = services  # (MultiService keeps its children in .services)
         self.listeners: list[ListenerService] = []
+        bound = {kind: list(socks) for kind, socks in (bound or {}).items()}
         for kind in LISTENERS:
             for address in getattr(services.config.listen, kind):
-                listener = ListenerService(kind, address, build_factory(services, kind))
+                sock = bound[kind].pop(0) if bound.get(kind) else None
+                listener = ListenerService(kind, address, build_factory(services, kind), sock)
                 listener.setServiceParent(self)
                 self.listeners.append(listener)
         relay_runner.build_service(services, services.delivery.deliver_notice).setServiceParent(
@@ -219,14 +336,45 @@ def start_logging(config: Config) -> None:
 
 
 def serve(config: Config) -> int:
+    os.umask(UMASK)
     # Delivery threads hold the GIL between their fsyncs; a shorter switch interval hands it
     # back to the reactor sooner (measured: +3-7 % SMTP deliveries/s at 10 sessions).
     sys.setswitchinterval(0.0005)
+    try:
+        account = run_as(config)
+    except StartRefused as e:
+        print(f"mailsuite: {e}", file=sys.stderr)
+        return EX_CONFIG
     start_logging(config)
     # Before the connection limiter is built: its default total follows this limit.
     fd_limit = raise_fd_limit()
+    # Order matters: listeners bound while root may bind ports below 1024; root given up
+    # before anything under data_dir is opened (mail, accounts, queue, certificate key), so
+    # none of it is ever read with root's rights.
+    try:
+        bound = bind_listeners(config)
+    except CannotListenError as e:
+        # A port in use or refused: stop, as Postfix does, rather than run without it.
+        log.critical("cannot start: {err}", err=str(e))
+        return 1
+    try:
+        if account is not None:
+            make_own_folders(
+                account, (config.data_dir, config.tls.cert.parent, config.tls.key.parent)
+            )
+        drop_privileges(account)
+    except (StartRefused, OSError) as e:
+        log.critical("cannot start: {err}", err=str(e))
+        return EX_CONFIG
+    if account is not None:
+        log.info(
+            "running as {user} (uid {uid}, gid {gid})",
+            user=account.name,
+            uid=account.uid,
+            gid=account.gid,
+        )
     services = Services.create(config)
-    server = MailServer(services)
+    server = MailServer(services, bound)
 
     def on_hup(signum, frame):
         reactor.callFromThread(services.tls.reload)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from mailsuite.config import (
     parse_listen_address,
 )
 from mailsuite.delivery import Envelope, Recipient, TemporaryFailure, UnknownRecipient
+from mailsuite.durable.modes import UMASK
 from mailsuite.relay import admin as relay_admin
 from mailsuite.services import Services, prepare_data_dir
 from mailsuite.store import BadFolderName, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
@@ -33,6 +35,7 @@ EX_USAGE = 64
 EX_NOUSER = 67
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
+EX_CONFIG = app.EX_CONFIG
 
 # Subcommand families that live with the package they manage, each adding its own parsers.
 SUBCOMMAND_FAMILIES = (
@@ -47,7 +50,7 @@ DEFAULT_TOML = """\
 hostname = "{hostname}"
 domains = ["{domain}"]
 data_dir = "data"
-
+{user_line}
 [tls]
 cert = "certs/mail.pem"
 key = "certs/mail.key"
@@ -110,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir", type=Path)
     s.add_argument("--hostname", default="mail.example.test")
     s.add_argument("--domain", default="example.test")
+    s.add_argument(
+        "--user",
+        default="",
+        metavar="NAME",
+        help="the account the server runs as (`user` in the config): run as root, init "
+        "creates the data and the certificate as that user",
+    )
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("serve", help="run the server in the foreground")
@@ -238,12 +248,19 @@ def read_password(args, confirm: bool = True) -> str:
 
 def cmd_init(ctx: Context) -> int:
     target: Path = ctx.args.dir
+    made = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
     conf = target / "mailsuite.toml"
     if conf.exists():
         raise CliError(f"{conf} exists; not overwriting it")
-    conf.write_text(DEFAULT_TOML.format(hostname=ctx.args.hostname, domain=ctx.args.domain))
+    user_line = f'user = "{ctx.args.user}"\n' if ctx.args.user else ""
+    conf.write_text(
+        DEFAULT_TOML.format(hostname=ctx.args.hostname, domain=ctx.args.domain, user_line=user_line)
+    )
     config = load_config(conf)
+    become_service_user(
+        config, (config.tls.cert.parent, config.tls.key.parent), (target,) if made else ()
+    )
     prepare_data_dir(config)
     Accounts(config.accounts_db, config.domains)
     TlsContexts(config)
@@ -388,11 +405,42 @@ def cmd_deliver(ctx: Context) -> int:
     return 0
 
 
+def become_service_user(config, folders=(), enterable=()) -> None:
+    """Run as root with `user` set, become that user (as `mailsuite serve` does) so that what
+    this command creates (accounts DB, Maildirs, spool files, keys) is the server's, and no
+    file a user could have planted under data_dir is ever written with root's rights. data_dir
+    and `folders`, when missing, are made first and given to the user; `enterable` folders
+    (root's, on the way to those) get the user's group and mode 0750 so that it can enter."""
+    if os.geteuid() != 0 or not config.user:
+        return
+    try:
+        account = app.run_as(config)
+    except app.StartRefused as e:
+        raise CliError(str(e), EX_CONFIG) from None
+    try:
+        for folder in enterable:
+            os.chown(folder, -1, account.gid, follow_symlinks=False)
+            os.chmod(folder, 0o750, follow_symlinks=False)
+        app.make_own_folders(account, (config.data_dir, *folders))
+        app.drop_privileges(account)
+    except (app.StartRefused, OSError) as e:
+        raise CliError(str(e), EX_CONFIG) from None
+
+
+# Commands that manage their own privileges (serve) or touch no file (check).
+KEEP_PRIVILEGES = (cmd_init, cmd_serve, cmd_check)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Files a library creates with its own default mode are never world-readable; ours name
+    # their mode (durable.modes).
+    os.umask(UMASK)
     parser = build_parser()
     args = parser.parse_args(argv)
     ctx = Context(args)
     try:
+        if args.func not in KEEP_PRIVILEGES:
+            become_service_user(ctx.config)
         return args.func(ctx) or 0
     except ConfigError as e:
         print(f"mailsuite: config error: {e}", file=sys.stderr)

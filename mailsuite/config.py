@@ -309,6 +309,18 @@ class Config:
     # Maildirs, queue and the accounts database.
     data_dir: Path = Path("data")
 
+    # The account the server runs as: started as root, `mailsuite serve` binds its listeners,
+    # then becomes this user before it opens anything under data_dir; admin commands run as
+    # root become it too, so what they create is its (docs/production.md).
+    user: str = ""
+
+    # The group to run as with `user`; empty: the user's own group.
+    group: str = ""
+
+    # Run as root when no `user` is set: refused otherwise (exit 78), so that a mistake does
+    # not expose the whole machine to the network.
+    allow_root: bool = False
+
     tls: TlsConfig = field(default_factory=TlsConfig)
     listen: ListenConfig = field(default_factory=ListenConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -465,6 +477,12 @@ def _validate(cfg: Config) -> None:
     for f in dataclasses.fields(ListenConfig):
         for i, addr in enumerate(getattr(cfg.listen, f.name)):
             parse_listen_address(addr, f"listen.{f.name}[{i}]")
+    for key in ("user", "group"):
+        name = getattr(cfg, key)
+        if name and (name != name.strip() or ":" in name or "\n" in name):
+            raise ConfigError(key, f"{name!r} is not a user or group name")
+    if cfg.group and not cfg.user:
+        raise ConfigError("group", "needs `user`")
     if cfg.auth.plaintext not in ("never", "loopback"):
         raise ConfigError("auth.plaintext", 'must be "never" or "loopback"')
     for name in ("free_failures", "lockout_failures", "ip_lockout_failures", "ip_free_failures"):

@@ -12,6 +12,7 @@ from mailsuite.accounts.throttle import FailedLoginThrottle
 from mailsuite.config import Config, ConfigError
 from mailsuite.delivery import Delivery
 from mailsuite.durable import DurableIO
+from mailsuite.durable.modes import create_private_file, make_private_dirs
 from mailsuite.imap.server_state import ImapState
 from mailsuite.limits import ConnectionLimiter
 from mailsuite.pop3.server_state import Pop3State
@@ -25,9 +26,9 @@ def prepare_data_dir(config: Config) -> None:
     first delivery."""
     try:
         for path in (config.data_dir, config.mail_dir, config.queue_dir):
-            path.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(path)
         probe = config.data_dir / f".write-test.{os.getpid()}"
-        probe.write_bytes(b"")
+        create_private_file(probe)
         probe.unlink()
     except OSError as e:
         raise ConfigError("data_dir", f"{config.data_dir} is not writable: {e.strerror}") from None

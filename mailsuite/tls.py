@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailsuite.config import Config
+from mailsuite.durable.modes import make_private_dirs
 
 log = Logger(namespace="mailsuite.tls")
 
@@ -57,8 +58,8 @@ def make_self_signed(cert_path: Path, key_path: Path, hostname: str) -> str:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    key_path.parent.mkdir(parents=True, exist_ok=True)
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(key_path.parent)
+    make_private_dirs(cert_path.parent)
     key_bytes = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

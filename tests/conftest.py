@@ -90,6 +90,8 @@ def base_config(root: Path, **overrides) -> dict:
         "hostname": "mail.example.test",
         "domains": ["example.test"],
         "data_dir": str(root / "data"),
+        # The suite runs as root in containers: `mailsuite serve` refuses that without it.
+        "allow_root": True,
         "tls": {"cert": str(root / "certs" / "mail.pem"), "key": str(root / "certs" / "mail.key")},
         "listen": {kind: ["127.0.0.1:0"] for kind in LISTEN_KINDS},
         "auth": {"plaintext": "never"},

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailsuite.accounts.passwords import hash_password, verify_password
+from mailsuite.durable.modes import create_private_file, make_private_dirs
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (name TEXT PRIMARY KEY);
@@ -81,7 +82,8 @@ def validate_domain(domain: str) -> str:
 class Accounts:
     def __init__(self, path: Path, initial_domains=()):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.path.parent)
+        create_private_file(self.path)  # before SQLite creates it (and its -wal, -shm) 0644
         self._local = threading.local()
         self._secret = os.urandom(32)
         self._verified: dict[str, tuple[bytes, float]] = {}

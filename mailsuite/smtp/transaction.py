@@ -109,9 +109,13 @@ class TransactionCommands:
         """The address to deliver to and what it resolved to, or the reply refusing it (no
         open relay)."""
         if not mbox.domain:
-            # RFC 5321 §4.1.1.3: <Postmaster> without a domain must be accepted.
-            domain = self.services.config.domains[0] if self.services.config.domains else ""
-            return f"postmaster@{domain}", None
+            # RFC 5321 §4.1.1.3 and §4.5.1: <Postmaster> without a domain names the postmaster
+            # of this host, here that of the primary domain, checked now as that address would
+            # be (alias or user) so that RCPT never says 250 to what delivery refuses.
+            domains = self.services.config.domains
+            if not domains:
+                raise SmtpReply(550, "5.1.1", "<Postmaster>: Recipient address rejected")
+            mbox = Mailbox("postmaster", domains[0].lower())
         relay_ok = self.user is not None
         if not relay_ok and (mbox.has_routing or mbox.is_ip_literal):
             # user%remote@local, remote!user@local, "user@remote"@local, user@[1.2.3.4]:

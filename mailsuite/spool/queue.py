@@ -476,7 +476,7 @@ class Queue:
         """Into corrupt/, for a person to look at: the file as <id> and the envelope, if any,
         as <id>.json."""
         corrupt = self.path / "corrupt"
-        corrupt.mkdir(exist_ok=True)
+        corrupt.mkdir(exist_ok=True, mode=0o700)
         os.rename(spool_or_message, corrupt / queue_id)
         if os.path.exists(env):
             os.rename(env, corrupt / f"{queue_id}.json")

@@ -12,6 +12,8 @@ import re
 import threading
 from pathlib import Path
 
+from mailsuite.durable.modes import private_opener
+
 SYSTEM_TO_LETTER = {
     "\\Draft": "D",
     "\\Flagged": "F",
@@ -124,7 +126,8 @@ class Keywords:
     def _save(self) -> None:
         lines = "".join(f"{i} {n}\n" for i, n in enumerate(self.names) if n)
         tmp = self.path.with_name(f"dovecot-keywords.tmp{os.getpid()}")
-        tmp.write_text(lines, "utf-8")
+        with open(tmp, "w", encoding="utf-8", opener=private_opener) as f:
+            f.write(lines)
         os.replace(tmp, self.path)
         self._mtime = self.path.stat().st_mtime_ns
 

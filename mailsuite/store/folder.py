@@ -23,6 +23,7 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
+from mailsuite.durable.modes import private_opener
 from mailsuite.store import uidlist as uidlist_mod
 from mailsuite.store.flags import INFO_SEPARATOR, Keywords, size_in_name, split_filename
 from mailsuite.store.message import wire_size
@@ -395,7 +396,7 @@ class Folder:
             del rows
         tmp = self.path / f"{INDEX_NAME}.tmp{os.getpid()}"
         try:
-            with open(tmp, "wb") as f:
+            with open(tmp, "wb", opener=private_opener) as f:
                 f.write(data)
             os.replace(tmp, self.path / INDEX_NAME)
             self._dirty = False

@@ -20,6 +20,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite.durable import DurableIO, create_file
+from mailsuite.durable.modes import make_private_dirs, private_opener
 from mailsuite.store import names
 from mailsuite.store.flags import INFO_SEPARATOR, Keywords, size_in_name, split_filename
 from mailsuite.store.folder import Folder
@@ -60,7 +61,7 @@ def unique_name() -> str:
 
 def make_maildir(path: Path) -> None:
     for sub in ("cur", "new", "tmp"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
+        make_private_dirs(path / sub)
 
 
 _PIECE = 1 << 20
@@ -160,7 +161,7 @@ class Mailbox:
             raise FolderExists(name)
         path = self.folder_path(name)
         make_maildir(path)
-        (path / "maildirfolder").touch()
+        (path / "maildirfolder").touch(mode=0o600)
         if special_use:
             self.set_special_use(name, special_use)
 
@@ -197,7 +198,7 @@ class Mailbox:
         ]
         for src, dst in moves:
             dst_path = self.folder_path(dst)
-            dst_path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(dst_path.parent)
             os.rename(self.folder_path(src), dst_path)
             with self._lock:
                 self._folders.pop(src, None)
@@ -277,7 +278,8 @@ class Mailbox:
 
     def _write_lines(self, filename: str, lines: list[str]) -> None:
         tmp = self.path / f"{filename}.tmp{os.getpid()}.{threading.get_ident()}"
-        tmp.write_text("".join(line + "\n" for line in lines), "utf-8")
+        with open(tmp, "w", encoding="utf-8", opener=private_opener) as f:
+            f.write("".join(line + "\n" for line in lines))
         os.replace(tmp, self.path / filename)
 
     # -- quota -------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from mailsuite.durable.modes import create_private_file
 from mailsuite.message import codec
 from mailsuite.message.content import MessageContent
 from mailsuite.message.envelope import Envelope, envelope
@@ -168,6 +169,10 @@ class ParsedCache:
                 self._db = None  # memory-only operation
 
     def _connect(self) -> sqlite3.Connection:
+        try:
+            create_private_file(self.path)
+        except OSError:
+            pass  # sqlite3 says what is wrong, as the caller expects
         db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")

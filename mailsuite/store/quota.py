@@ -15,6 +15,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailsuite.durable.modes import private_opener
+
 RECALC_AT = 512 * 1024  # ~60,000 deltas
 
 
@@ -74,7 +76,8 @@ class MaildirSize:
         used_b, used_c = self._scan()
         text = f"{limits[0]}S,{limits[1]}C\n{used_b} {used_c}\n"
         tmp = self.path.with_name(f"maildirsize.tmp{os.getpid()}.{threading.get_ident()}")
-        tmp.write_text(text)
+        with open(tmp, "w", encoding="utf-8", opener=private_opener) as f:
+            f.write(text)
         os.replace(tmp, self.path)
         st = self.path.stat()
         self._inode, self._offset = st.st_ino, st.st_size

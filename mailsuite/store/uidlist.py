@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailsuite.durable.modes import private_opener
+
 FILENAME = "dovecot-uidlist"
 LOCKNAME = "dovecot-uidlist.mslock"
 
@@ -152,7 +154,7 @@ class UidlistFile:
             self.rewrite(ul)
             return
         data = b"".join(format_line(uid, key) for uid, key in items)
-        with open(self.path, "ab") as f:
+        with open(self.path, "ab", opener=private_opener) as f:
             f.write(data)
             ul.offset = f.tell()
 
@@ -163,7 +165,7 @@ class UidlistFile:
         )
         data = format_header(ul) + body
         tmp = self.path.with_name(f"{FILENAME}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb", opener=private_opener) as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -194,7 +196,8 @@ def new_uidvalidity(maildir_root: Path | None = None) -> int:
             last = 0
         value = max(now, last + 1) & 0xFFFFFFFF or 1
         tmp = path.with_name(f"{UIDVALIDITY_FILE}.tmp{os.getpid()}")
-        tmp.write_text(f"{value:08x}", "ascii")
+        with open(tmp, "w", encoding="ascii", opener=private_opener) as f:
+            f.write(f"{value:08x}")
         os.replace(tmp, path)
         return value
     finally:

@@ -13,8 +13,10 @@ from mailsuite.config import Config
 
 # RFC 5321 §4.5.3.1.3: a path is at most 256 octets, so an address is at most 254.
 MAX_ADDRESS = 254
+# RFC 5322 §3.2.3 atext and dots only, ASCII: the address goes into XML, plists and a file
+# name, so nothing else (control characters, quotes, non-ASCII) gets that far.
 _ADDRESS = re.compile(
-    r"^[^\s@<>\"(),;:\\\[\]]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z"
 )
 _DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 

@@ -26,6 +26,7 @@ def write_config(tmp_path, port: int, submission: int | None = None) -> str:
         listen = listen.replace("submission = []", f'submission = ["127.0.0.1:{submission}"]')
     text = f"""hostname = "mail.example.test"
 domains = ["example.test"]
+allow_root = true
 data_dir = "{tmp_path / "data"}"
 [listen]
 {listen}

@@ -79,6 +79,39 @@ def test_bare_postmaster_is_accepted_rfc5321_4_1_1_3(server, wire):
     assert w.cmd("RCPT TO:<Postmaster>")[0] == 250
 
 
+@pytest.mark.parametrize("spelling", ["<postmaster>", "<Postmaster>", "<POSTMASTER>"])
+def test_bare_postmaster_is_delivered_to_the_primary_domains_postmaster_rfc5321_4_5_1(
+    server, wire, spelling
+):
+    server.services.accounts.add_alias("postmaster@example.test", ["bob@example.test"])
+    w = wire()
+    w.cmd("EHLO c")
+    assert w.cmd("MAIL FROM:<>")[0] == 250
+    assert w.cmd(f"RCPT TO:{spelling}")[0] == 250
+    assert w.cmd("DATA")[0] == 354
+    assert w.cmd("Subject: to the postmaster\r\n\r\nhello\r\n.")[0] == 250
+    stored = server.message("bob@example.test")
+    assert b"Subject: to the postmaster" in stored
+    assert b"for <postmaster@example.test>;" in stored
+
+
+def test_bare_postmaster_reaches_a_postmaster_user(server, wire):
+    server.services.accounts.add_user("postmaster@example.test", "secret-pw-1")
+    server.services.store.create_mailbox("postmaster@example.test")
+    with smtp(server) as s:
+        s.sendmail("ext@remote.test", ["postmaster"], b"Subject: pm\r\n\r\nx\r\n")
+    assert b"Subject: pm" in server.message("postmaster@example.test")
+
+
+def test_bare_postmaster_without_one_is_refused_at_rcpt_not_after_data(server, wire):
+    w = wire()
+    w.cmd("EHLO c")
+    w.cmd("MAIL FROM:<>")
+    code, text = w.cmd("RCPT TO:<postmaster>")
+    assert code == 550 and text.startswith("5.1.1")
+    assert w.cmd("DATA")[0] == 554  # no valid recipients: nothing was promised
+
+
 RELAY_TRICKS = [
     "victim@remote.test",
     "victim%remote.test@example.test",

@@ -161,3 +161,31 @@ def test_chunked_body_over_the_limit_is_413(web_server):
             data += part
     assert data.startswith(b"HTTP/1.1 413 ")
     assert b"Traceback" not in data
+
+
+UTF16_ENTITY_REQUEST = (
+    '<?xml version="1.0" encoding="UTF-16"?>'
+    '<!DOCTYPE Autodiscover [<!ENTITY who "carol@example.test">]>'
+    "<Autodiscover><Request><EMailAddress>&who;</EMailAddress></Request></Autodiscover>"
+)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_dtd_is_refused_whatever_the_encoding(web, encoding):
+    # The internal entity names a served address: expanding it would answer 200 with settings.
+    body = UTF16_ENTITY_REQUEST.encode(encoding)
+    if encoding == "utf-16-be":
+        body = b"\xfe\xff" + body
+    status, _, resp = web.request("POST", "/autodiscover/autodiscover.xml", body=body)
+    assert status == 400
+    assert b"carol@example.test" not in resp
+
+
+def test_a_doctype_without_entities_is_refused_too(web):
+    body = OUTLOOK_REQUEST.replace(
+        b"\r\n<Autodiscover",
+        b'\r\n<!DOCTYPE Autodiscover SYSTEM "http://127.0.0.1:1/x.dtd">\r\n<Autodiscover',
+        1,
+    )
+    status, _, _ = web.request("POST", "/autodiscover/autodiscover.xml", body=body)
+    assert status == 400

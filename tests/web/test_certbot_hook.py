@@ -57,6 +57,7 @@ def test_hook_installs_and_server_reloads_on_sighup(tmp_path):
                 "hostname": "mail.example.test",
                 "domains": ["example.test"],
                 "data_dir": str(tmp_path / "data"),
+                "allow_root": True,
                 "tls": {
                     "cert": str(tls_dir / "fullchain.pem"),
                     "key": str(tls_dir / "privkey.pem"),

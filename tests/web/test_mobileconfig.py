@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import plistlib
 
+import pytest
+
 from mailsuite.web import mobileconfig
 
 
@@ -52,3 +54,35 @@ def test_profile_for_unknown_domain_is_404(web):
 def test_profile_without_address_is_400(web):
     status, _, _ = web.request("GET", "/apple/mobileconfig")
     assert status == 400
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "%C3%A9%40example.test",  # non-ASCII local part
+        "%01%40example.test",  # a control character
+        "a%01b%40example.test",
+        "erin%0A%40example.test",  # a line feed inside
+        "%3Cx%3E%40example.test",  # markup
+        "e%22rin%40example.test",
+    ],
+)
+def test_profile_for_an_invalid_address_is_400_and_echoes_nothing(web, query):
+    status, headers, body = web.request("GET", "/apple/mobileconfig?emailaddress=" + query)
+    assert status == 400
+    assert headers["content-type"].startswith("text/plain")
+    assert b"Traceback" not in body and b"\x01" not in body and b"<x>" not in body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/mail/config-v1.1.xml?emailaddress=%01%40example.test",
+        "/autodiscover/autodiscover.xml?emailaddress=%C3%A9%40example.test",
+        "/autodiscover/autodiscover.json?Email=%01%40example.test&Protocol=AutodiscoverV1",
+    ],
+)
+def test_every_endpoint_refuses_an_invalid_address_with_400(web, path):
+    status, _, body = web.request("GET", path)
+    assert status == 400
+    assert b"\x01" not in body
