@@ -31,6 +31,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from mailsuite.config import Config, parse_listen_address
 from mailsuite.durable.modes import UMASK, make_private_dirs
 from mailsuite.imap import server as imap_server
+from mailsuite.limits import raise_fd_limit
 from mailsuite.pop3 import server as pop3_server
 from mailsuite.relay import runner as relay_runner
 from mailsuite.services import Services
@@ -345,6 +346,8 @@ def serve(config: Config) -> int:
         print(f"mailsuite: {e}", file=sys.stderr)
         return EX_CONFIG
     start_logging(config)
+    # Before the connection limiter is built: its default total follows this limit.
+    fd_limit = raise_fd_limit()
     # Order matters: listeners bound while root may bind ports below 1024; root given up
     # before anything under data_dir is opened (mail, accounts, queue, certificate key), so
     # none of it is ever read with root's rights.
@@ -396,6 +399,12 @@ def serve(config: Config) -> int:
         "mailsuite serving {host} for {domains}",
         host=config.hostname,
         domains=json.dumps(config.domains),
+    )
+    log.info(
+        "connections: {total} in all, {per_ip} per address (file descriptors: {fds})",
+        total=services.connections.total,
+        per_ip=services.connections.per_ip,
+        fds=fd_limit,
     )
     reactor.run()
     return status

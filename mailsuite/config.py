@@ -98,9 +98,12 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    # Concurrent connections over all listeners (then 421 / BYE / -ERR [SYS/TEMP]).
-    connections_total: int = 500
-    # Concurrent connections from one client address.
+    # Concurrent connections over all listeners; 0: as many as the file-descriptor limit
+    # allows (half of what it leaves after 256 for files, at most 10000). When they are all
+    # taken, the quietest connection that has not logged in is closed to make room; only
+    # when every one has logged in is a newcomer refused (421 / BYE / -ERR [SYS/TEMP]).
+    connections_total: int = 0
+    # Concurrent connections from one client address (then refused, never made room for).
     connections_per_ip: int = 20
     # Malformed or unknown commands in one session before it is closed.
     bad_commands: int = 20
@@ -122,6 +125,10 @@ class SmtpConfig:
     command_timeout: int = 300
     # Seconds to wait for each chunk of message data.
     data_timeout: int = 600
+    # Seconds from connecting within which a client must log in or have a message accepted,
+    # however steadily it sends (a message still arriving then gets `data_timeout` more);
+    # 0: none.
+    session_deadline: int = 300
     # Seconds to wait before the greeting; clients that talk first are refused (pre-greeting
     # pipelining is a spammer habit).
     greeting_delay: float = 0.0
@@ -133,6 +140,9 @@ class Pop3Config:
     max_command_line: int = 512
     # RFC 1939 §3: the autologout timer must be at least 10 minutes.
     idle_timeout: int = 600
+    # Seconds from connecting within which a client must log in, however steadily it sends;
+    # 0: none.
+    login_deadline: int = 60
     # Seconds between logins advertised as LOGIN-DELAY (RFC 2449); 0: not advertised.
     login_delay: int = 0
 
@@ -152,6 +162,10 @@ class ImapConfig:
     max_literal: int = 64 * 1024 * 1024
     # RFC 3501 §5.4: the autologout timer must be at least 30 minutes.
     idle_timeout: int = 1800
+    # Seconds from connecting within which a client must log in, however steadily it sends
+    # (the autologout timer above measures inactivity, which a trickle of bytes resets);
+    # 0: none.
+    login_deadline: int = 60
 
     # Largest message APPEND accepts, advertised as APPENDLIMIT (RFC 7889).
     append_limit: int = 64 * 1024 * 1024

@@ -18,6 +18,8 @@ from zope.interface import implementer
 
 from mailsuite.imap import response as R
 from mailsuite.imap.session import Session
+from mailsuite.imap.states import NOT_AUTHENTICATED
+from mailsuite.limits import PER_ADDRESS, AdmittedConnection
 from mailsuite.listener import SessionFactory
 
 log = Logger(namespace="mailsuite.imap")
@@ -44,7 +46,7 @@ class _WriteGate:
         self.resumeProducing()
 
 
-class ImapProtocol(protocol.Protocol):
+class ImapProtocol(protocol.Protocol, AdmittedConnection):
     def __init__(self, services, kind: str):
         self.services = services
         self.kind = kind
@@ -55,7 +57,6 @@ class ImapProtocol(protocol.Protocol):
         self._deflate = None
         self._timeout = None
         self._gate = _WriteGate()
-        self._conn_token = None
 
     # -- connection ---------------------------------------------------------------------------
     def connectionMade(self):
@@ -69,13 +70,8 @@ class ImapProtocol(protocol.Protocol):
                 pass
         self.transport.registerProducer(self._gate, True)
         self.session = Session(self.services, self.services.imap, self, self.kind, ip)
-        limiter = getattr(self.services, "connections", None)
-        if limiter is not None:
-            if not limiter.acquire(ip):
-                self.write_sequence([R.untagged("BYE Too many connections from your address")])
-                self.close()
-                return
-            self._conn_token = ip
+        if not self._admit(ip):
+            return
         self.session.greet()
         self._reset_timeout()
 
@@ -86,10 +82,7 @@ class ImapProtocol(protocol.Protocol):
         self._timeout = None
         if self.session is not None:
             self.session.close()
-        limiter = getattr(self.services, "connections", None)
-        if self._conn_token is not None and limiter is not None:
-            limiter.release(self._conn_token)
-            self._conn_token = None
+        self.give_back_slot()
         self._gate.resumeProducing()
 
     def is_secure(self) -> bool:
@@ -106,8 +99,38 @@ class ImapProtocol(protocol.Protocol):
             self._gate.resumeProducing()
             self.transport.loseConnection()
 
+    # -- the connection's slot and its deadline (mailsuite.limits) ----------------------------
+    def _admit(self, ip: str) -> bool:
+        refusal = self.take_slot(getattr(self.services, "connections", None), ip)
+        if refusal is not None:
+            # RFC 5530 [UNAVAILABLE]: a temporary condition; the text says which limit.
+            if refusal == PER_ADDRESS:
+                text = "Too many connections from your address"
+            else:
+                text = "Too many connections to this server, try again later"
+            self.write_sequence([R.untagged(f"BYE [UNAVAILABLE] {text}")])
+            self.close()
+            return False
+        self.start_deadline(self.services.config.imap.login_deadline, self._login_deadline)
+        return True
+
+    def is_established(self) -> bool:
+        return self.session is not None and self.session.state != NOT_AUTHENTICATED
+
+    def evict(self) -> None:
+        self.write_sequence([R.untagged("BYE [UNAVAILABLE] Server busy, closing idle connection")])
+        self.close()
+
+    def _login_deadline(self) -> None:
+        if self.closed or self.is_established():
+            return
+        log.info("imap {ip}: login deadline passed", ip=self.session.client_ip)
+        self.write_sequence([R.untagged("BYE No login in time")])
+        self.close()
+
     # -- timeouts -----------------------------------------------------------------------------
     def _reset_timeout(self) -> None:
+        self.note_input()
         # RFC 3501 §5.4: an autologout timer of at least 30 minutes (config.imap.idle_timeout).
         seconds = self.services.config.imap.idle_timeout
         if self._timeout is not None and self._timeout.active():

@@ -16,7 +16,9 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import TimeoutMixin
 
 from mailsuite.config import ConfigError
+from mailsuite.limits import AdmittedConnection
 from mailsuite.listener import SessionFactory
+from mailsuite.pop3.authorization import AUTHORIZATION
 from mailsuite.pop3.parser import WireEncoder, check_uidl_format
 from mailsuite.pop3.session import Pop3Session
 from mailsuite.pop3.streamer import BodyStreamer
@@ -26,7 +28,7 @@ from mailsuite.tls import is_secure
 MAX_PENDING_INPUT = 64 * 1024
 
 
-class Pop3Protocol(Protocol, TimeoutMixin):
+class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
     """One POP3 connection; the `Pop3Connection` its session talks to."""
 
     def __init__(self, services, kind: str):
@@ -35,7 +37,6 @@ class Pop3Protocol(Protocol, TimeoutMixin):
         self.session = Pop3Session(services, kind, self)
         self.streamer: BodyStreamer | None = None
         self.reading_paused = False
-        self.admitted_ip: str | None = None  # holds a connection-limiter slot
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -45,13 +46,8 @@ class Pop3Protocol(Protocol, TimeoutMixin):
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass
-        # Connections per IP and in total (limits.*), shared by every listener.
-        limiter = getattr(self.services, "connections", None)
-        if limiter is not None:
-            if not limiter.acquire(client_ip):
-                self.session.refuse_connection()
-                return
-            self.admitted_ip = client_ip
+        if not self._admit(client_ip):
+            return
         self.setTimeout(self.services.config.pop3.idle_timeout)
         self.session.greet()
 
@@ -61,12 +57,35 @@ class Pop3Protocol(Protocol, TimeoutMixin):
             self.streamer.stopProducing()
             self.streamer = None
         self.session.connection_lost()
-        if self.admitted_ip is not None:
-            self.services.connections.release(self.admitted_ip)
-            self.admitted_ip = None
+        self.give_back_slot()
 
     def timeoutConnection(self) -> None:
         self.session.timed_out()
+
+    # -- the connection's slot and its deadline (mailsuite.limits) --------------------------
+
+    def _admit(self, client_ip: str) -> bool:
+        """Connections per IP and in total (limits.*), shared by every listener."""
+        refusal = self.take_slot(getattr(self.services, "connections", None), client_ip)
+        if refusal is not None:
+            self.session.refuse_connection(refusal)
+            return False
+        self.start_deadline(self.services.config.pop3.login_deadline, self._login_deadline)
+        return True
+
+    def resetTimeout(self) -> None:
+        self.note_input()
+        super().resetTimeout()
+
+    def is_established(self) -> bool:
+        return self.session.state != AUTHORIZATION
+
+    def evict(self) -> None:
+        self.session.evicted()
+
+    def _login_deadline(self) -> None:
+        if self.session.state == AUTHORIZATION and not self.session.closing:
+            self.session.deadline_passed()
 
     def dataReceived(self, data: bytes) -> None:
         if self.session.closing:

@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite import sasl
+from mailsuite.limits import PER_ADDRESS
 from mailsuite.logtext import visible
 from mailsuite.pop3.authorization import (
     AUTHORIZATION,
@@ -100,10 +101,27 @@ class Pop3Session(AuthorizationCommands, TransactionCommands):
     def connected(self, client_ip: str) -> None:
         self.client_ip = client_ip
 
-    def refuse_connection(self) -> None:
-        """The connection limits are reached: say so instead of greeting."""
-        log.info("pop3 refusing {ip}: too many connections", ip=self.client_ip)
-        self.conn.write([err("Too many connections from your address.", SYS_TEMP)])
+    def refuse_connection(self, limit: str) -> None:
+        """A connection limit is reached (`limit`: mailsuite.limits.PER_ADDRESS or
+        SERVER_WIDE): say which instead of greeting (RFC 3206 [SYS/TEMP]: try again later)."""
+        if limit == PER_ADDRESS:
+            log.info("pop3 refusing {ip}: too many connections from it", ip=self.client_ip)
+            text = "Too many connections from your address."
+        else:
+            log.info("pop3 refusing {ip}: too many connections to the server", ip=self.client_ip)
+            text = "Too many connections to this server, try again later."
+        self.conn.write([err(text, SYS_TEMP)])
+        self._close()
+
+    def evicted(self) -> None:
+        """Every slot is taken and this session was the quietest one not logged in."""
+        self.conn.write([err("Server busy, closing idle connection.", SYS_TEMP)])
+        self._close()
+
+    def deadline_passed(self) -> None:
+        """`login_deadline` passed before a login."""
+        log.info("pop3 #{sid} login deadline passed", sid=self.session_id)
+        self.conn.write([err("No login in time, closing connection.")])
         self._close()
 
     def greet(self) -> None:

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from mailsuite.limits import AdmittedConnection
 from mailsuite.listener import SessionFactory
 from mailsuite.smtp.session import SmtpSession
 from mailsuite.tls import is_secure, tls_info
@@ -22,7 +23,7 @@ log = Logger(namespace="mailsuite.smtp")
 PAUSE_BUFFER = 256 * 1024
 
 
-class SmtpProtocol(protocol.Protocol, TimeoutMixin):
+class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
     """One SMTP connection; the `SmtpConnection` its session talks to."""
 
     def __init__(self, services, kind: str) -> None:
@@ -30,7 +31,6 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin):
         self.kind = kind
         self.session = SmtpSession(services, kind, self)
         self._greet_call = None
-        self._holds_slot = False
         self._paused = False
 
     # --- connection -------------------------------------------------------------------------
@@ -45,10 +45,8 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin):
         session = self.session
         session.connected(client_ip, self.kind == "submissions" or is_secure(self.transport))
         self.transport.registerProducer(self, True)
-        if not self.services.connections.acquire(client_ip):
-            session.refuse_connection()
+        if not self._admit(client_ip):
             return
-        self._holds_slot = True
         self.setTimeout(session.cfg.command_timeout)
         delay = session.cfg.greeting_delay
         if delay > 0:
@@ -64,12 +62,47 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin):
         call = self._greet_call
         if call is not None and call.active():
             call.cancel()
-        if self._holds_slot:
-            self._holds_slot = False
-            self.services.connections.release(self.session.client_ip)
+        self.give_back_slot()
 
     def timeoutConnection(self) -> None:
         self.session.timed_out()
+
+    # --- the connection's slot and its deadline (mailsuite.limits) ---------------------------
+
+    def _admit(self, client_ip: str) -> bool:
+        refusal = self.take_slot(self.services.connections, client_ip)
+        if refusal is not None:
+            self.session.refuse_connection(refusal)
+            return False
+        self.start_deadline(self.session.cfg.session_deadline, self._deadline_passed_check)
+        return True
+
+    def resetTimeout(self) -> None:
+        self.note_input()
+        super().resetTimeout()
+
+    def is_established(self) -> bool:
+        """Logged in, or in a mail transaction (or delivering one): never evicted."""
+        session = self.session
+        return session.user is not None or session.tx is not None or session.busy
+
+    def evict(self) -> None:
+        self.session.evicted()
+
+    def _deadline_passed_check(self) -> None:
+        session = self.session
+        if session.mode == "closed" or session.user is not None or session.messages_accepted:
+            return
+        if session.tx is not None or session.busy:
+            # A message is on its way: it gets one data timeout more to arrive.
+            self.start_deadline(session.cfg.data_timeout, self._deadline_grace_over)
+            return
+        session.deadline_passed()
+
+    def _deadline_grace_over(self) -> None:
+        session = self.session
+        if session.mode != "closed" and session.user is None and not session.messages_accepted:
+            session.deadline_passed()
 
     def dataReceived(self, data: bytes) -> None:
         if self.session.mode == "closed":

@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite import sasl
+from mailsuite.limits import PER_ADDRESS
 from mailsuite.smtp.auth import AuthCommands
 from mailsuite.smtp.parser import (
     AUTH_LINE_LIMIT,
@@ -85,6 +86,7 @@ class SmtpSession(AuthCommands, TransactionCommands):
         self.output_blocked = False  # the connection asked us to stop producing replies
         self.greeted = False
         self.bad_commands = 0
+        self.messages_accepted = 0
         self.client_ip = ""
         self._clear_auth_ok: bool | None = None
         self._processing = False
@@ -96,10 +98,31 @@ class SmtpSession(AuthCommands, TransactionCommands):
         self.client_ip = client_ip
         self.secure = secure
 
-    def refuse_connection(self) -> None:
-        """The connection limits are reached: say so instead of greeting."""
-        log.info("smtp {ip}: too many connections", ip=self.client_ip)
-        self.conn.write(format_reply(421, "4.7.0", f"{self.hostname} Error: too many connections"))
+    def refuse_connection(self, limit: str) -> None:
+        """A connection limit is reached (`limit`: mailsuite.limits.PER_ADDRESS or
+        SERVER_WIDE): say which instead of greeting."""
+        if limit == PER_ADDRESS:
+            log.info("smtp {ip}: too many connections from this address", ip=self.client_ip)
+            text = "too many connections from your address"
+        else:
+            log.info("smtp {ip}: too many connections to this server", ip=self.client_ip)
+            text = "too many connections to this server, try again later"
+        self.conn.write(format_reply(421, "4.7.0", f"{self.hostname} Error: {text}"))
+        self._close()
+
+    def evicted(self) -> None:
+        """Every slot is taken and this session was the quietest one not logged in."""
+        self.conn.write(
+            format_reply(421, "4.7.0", f"{self.hostname} Error: server busy, closing idle session")
+        )
+        self._close()
+
+    def deadline_passed(self) -> None:
+        """`session_deadline` passed without a login or an accepted message."""
+        log.info("smtp {ip}: session deadline passed in {mode}", ip=self.client_ip, mode=self.mode)
+        self.conn.write(
+            format_reply(421, "4.4.2", f"{self.hostname} Error: session time limit exceeded")
+        )
         self._close()
 
     def greet(self) -> None:

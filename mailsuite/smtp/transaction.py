@@ -250,6 +250,7 @@ class TransactionCommands:
                 n=len(tx.recipients),
                 size=len(data),
             )
+            self.messages_accepted += 1
             self._reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
         def failed(failure):

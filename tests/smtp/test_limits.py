@@ -113,10 +113,19 @@ def test_data_timeout_421_and_nothing_stored(smtp_server):
 @pytest.mark.parametrize("limit", [{"connections_per_ip": 2}, {"connections_total": 2}])
 def test_connection_limits_421_4_7_0_and_slot_released(smtp_server, limit):
     server = smtp_server(limits=limit)
-    a, b = Wire(server.ports["smtp"]), Wire(server.ports["submission"])
+    per_ip = "connections_per_ip" in limit
+    a, b = Wire(server.ports["smtp"]), Wire(server.ports["submission" if per_ip else "smtp"])
+    if not per_ip:
+        # Sessions in a mail transaction are never closed to make room for a newcomer.
+        for w in (a, b):
+            w.cmd("EHLO c")
+            assert w.cmd("MAIL FROM:<a@remote.test>")[0] == 250
     c = Wire(server.ports["smtp"], greeting=False)
     code, text = c.reply()
     assert (code, text[0][:5]) == (421, "4.7.0")
+    # The refusal says which limit was hit.
+    which = "from your address" if per_ip else "to this server"
+    assert which in text[0]
     assert c.closed()
     a.cmd("QUIT")
     a.closed()
