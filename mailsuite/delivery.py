@@ -202,7 +202,8 @@ class Delivery:
         if not report.local and not report.queue_id and report.failed:
             # Nobody got a copy: let the caller refuse the whole message with the reason.
             raise report.failed[0][1]
-        msgid = message_id(data)
+        # Only the local deliveries' lines name the message.
+        msgid = message_id(data) if report.local else "-"
         for mailbox, key in report.local:
             log.info(
                 "delivered {msgid} to {mailbox} from <{sender}> size {size} key {key}",

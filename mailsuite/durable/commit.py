@@ -27,10 +27,11 @@ class _Folder:
 
     __slots__ = ("cond", "syncing", "waiting", "started", "finished", "errors")
 
-    def __init__(self, lock: threading.Lock) -> None:
-        # Its own condition on the shared lock: the end of an fsync wakes only the callers
-        # waiting for this folder.
-        self.cond = threading.Condition(lock)
+    def __init__(self) -> None:
+        # Its own condition on the shared lock, so that the end of an fsync wakes only the
+        # callers waiting for this folder; made by the first caller that has to wait (a
+        # Condition costs more to make than the rest of an uncontended call).
+        self.cond: threading.Condition | None = None
         self.syncing = False
         self.waiting = 0
         self.started = 0  # fsyncs started
@@ -54,13 +55,15 @@ class GroupCommit:
         with self._lock:
             folder = self._folders.get(path)
             if folder is None:
-                folder = self._folders[path] = _Folder(self._lock)
+                folder = self._folders[path] = _Folder()
             # The next fsync to start is the first that covers this caller.
             mine = folder.started + 1
             folder.waiting += 1
             try:
                 while folder.finished < mine:
                     if folder.syncing:
+                        if folder.cond is None:
+                            folder.cond = threading.Condition(self._lock)
                         folder.cond.wait()
                         continue
                     folder.syncing = True
@@ -76,7 +79,8 @@ class GroupCommit:
                         self.syncs += 1
                     if error is not None:
                         folder.errors[number] = error
-                    folder.cond.notify_all()
+                    if folder.cond is not None:
+                        folder.cond.notify_all()
                 error = folder.errors.get(mine)
             finally:
                 folder.waiting -= 1

@@ -48,6 +48,9 @@ TRIGGER_NAME = "flush.trigger"
 # entries", cheaper for the server than a full re-read.
 NEW_TRIGGER_NAME = "new.trigger"
 
+# One encoder for every envelope: json.dumps with arguments builds a new one each call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
 # A spool file's first line is read in pieces of this size (one read for most envelopes).
 _HEAD_READ = 16 * 1024
 
@@ -506,7 +509,7 @@ class Queue:
     @staticmethod
     def _encode(entry: QueueEntry) -> bytes:
         # One line: JSON escapes the line ends inside strings.
-        return json.dumps(entry.to_json(), separators=(",", ":")).encode()
+        return _ENCODER.encode(entry.to_json()).encode()
 
     @classmethod
     def _spool_bytes(cls, entry: QueueEntry, data: bytes) -> bytes:
