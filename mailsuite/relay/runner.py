@@ -503,7 +503,7 @@ class QueueRunner(service.Service):
             done(None)
 
         ids = [q for q, _ in batch]
-        defer.maybeDeferred(self.queue.remove_many_async, ids).addCallbacks(done, failed)
+        defer.maybeDeferred(self.io.submit, self.queue.remove_many, ids).addCallbacks(done, failed)
 
     # -- for tests and the admin command -------------------------------------------------
 

@@ -12,10 +12,10 @@ short, or whose first line does not parse, was never accepted: it is moved to ``
 the next start.  As in Postfix, the disk is the truth and the runner's memory is a cache
 rebuilt from it at start.
 
-Every method here blocks on the disk, in the caller's thread (the admin command, the durable
-pool); the ``*_async`` ones are for the reactor thread and run the same blocking method in the
-durable-I/O service's pool (mailsuite.durable), whose group commit shares fsyncs between
-concurrent writers.
+Every method here blocks on the disk, in the caller's thread: the admin command's, or the
+durable-I/O service's pool (mailsuite.durable), where the reactor hands them with
+``queue.io.submit(queue.enqueue, ...)`` and whose group commit shares fsyncs between concurrent
+writers.  There is no second, asynchronous version of any of them.
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from twisted.internet import defer
 
 from mailsuite.durable import DurableIO
 
@@ -220,17 +218,6 @@ class Queue:
         self._announce(entry, data)
         return entry.id
 
-    def enqueue_async(
-        self,
-        mail_from: str,
-        recipients: Iterable[Any],
-        data: bytes,
-        dsn_ret: str | None = None,
-        dsn_envid: str | None = None,
-    ) -> defer.Deferred:
-        """enqueue() run in the durable pool, for the reactor thread: Deferred[id]."""
-        return self.io.submit(self.enqueue, mail_from, recipients, data, dsn_ret, dsn_envid)
-
     def _new_entry(
         self, mail_from, recipients, data, dsn_ret, dsn_envid, is_bounce, next_attempt
     ) -> QueueEntry:
@@ -299,10 +286,6 @@ class Queue:
         for _, env, _ in names:
             _unlink_quietly(env)
         return existed
-
-    def remove_many_async(self, queue_ids: list[str]) -> defer.Deferred:
-        """remove_many() run in the durable pool, for the reactor thread: Deferred[int]."""
-        return self.io.submit(self.remove_many, queue_ids)
 
     def modify(self, queue_id: str, change) -> QueueEntry:
         """Load, apply ``change(entry)`` and save under the lock (admin retry/bounce)."""
@@ -377,10 +360,6 @@ class Queue:
         if end < 0:
             raise QueueError(f"{queue_id}: damaged spool file: no end of envelope")
         return raw[end + 1 :]
-
-    def read_message_async(self, queue_id: str) -> defer.Deferred:
-        """read_message() run in the durable pool, for the reactor thread: Deferred[bytes]."""
-        return self.io.submit(self.read_message, queue_id)
 
     def _open_spool(self, queue_id: str):
         try:
