@@ -181,6 +181,9 @@ class Queue:
         self._lock_path = os.fspath(self.path / "lock")
         for d in (self.path, self.entry_dir, self.env_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for d in self._dirs[:2]:
+            # Never removed while the queue is in use: fsynced through a descriptor held open.
+            self.io.commit.hold(d)
         self.trigger_path = self.path / TRIGGER_NAME
         self.new_trigger_path = self.path / NEW_TRIGGER_NAME
         # Called as cb(entry, data) from the enqueueing thread once an entry is durable, so
