@@ -221,3 +221,34 @@ def test_a_call_soon_that_raises_does_not_stop_the_results_after_it(io):
         return "still delivered"
 
     assert outcome(lambda: io.submit(work)) == ("ok", "still delivered")
+
+
+@pytest.mark.parametrize("size", [0, 1, 256 * 1024 - 1, 256 * 1024, 256 * 1024 + 1, 3_000_000])
+def test_read_all_reads_whole_files_of_any_size(io, tmp_path, size):
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    assert outcome(lambda: io.submit(io.read_all, tmp_path / "f")) == ("ok", data)
+
+
+def test_a_held_folder_is_fsynced_through_its_open_descriptor(tmp_path, monkeypatch):
+    held, other = tmp_path / "held", tmp_path / "other"
+    held.mkdir()
+    other.mkdir()
+    group = GroupCommit()
+    group.hold(held)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def no_open(*args, **kwargs):
+        raise PermissionError("opened")
+
+    def fsync(fd):
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(commit_mod.os, "open", no_open)
+    monkeypatch.setattr(commit_mod.os, "fsync", fsync)
+    group.fsync_dir(held)  # no open: the descriptor held since hold()
+    assert len(synced) == 1 and group.syncs == 1
+    with pytest.raises(PermissionError):
+        group.fsync_dir(other)  # any other folder is opened for its fsync
