@@ -110,7 +110,8 @@ class Delivery:
         nothing could be stored (and nothing was left half-delivered).  Call it on the reactor
         thread: the recipients are resolved here (the accounts' lookup cache RCPT has just
         warmed), the copies are written by _store in the durable-I/O service's pool, then
-        IDLE sessions are told."""
+        the delivery is logged and IDLE sessions are told, back on the reactor (log lines
+        written from the pool cost the pool's threads and the reactor each other's GIL)."""
         try:
             routed = self._route(envelope)
         except Exception:
@@ -118,6 +119,7 @@ class Delivery:
         d = self.store.io.submit(self._store, envelope, data, routed)
 
         def notify(report: DeliveryReport):
+            self._log(envelope, data, report, len(routed[1]))
             for mailbox, _ in report.local:
                 self.store.notify_delivery(mailbox, envelope.folder)
                 if envelope.folder != "INBOX":
@@ -129,10 +131,14 @@ class Delivery:
     def deliver_blocking(self, envelope: Envelope, data: bytes) -> DeliveryReport:
         """The same delivery, blocking, in the caller's thread: the admin command
         (`mailsuite deliver`) and the notices a delivery owes."""
-        return self._store(envelope, data, self._route(envelope))
+        routed = self._route(envelope)
+        report = self._store(envelope, data, routed)
+        self._log(envelope, data, report, len(routed[1]))
+        return report
 
     def _store(self, envelope: Envelope, data: bytes, routed) -> DeliveryReport:
-        """Write the local copies and the queue entry (blocking), then conclude."""
+        """Write the local copies and the queue entry (blocking), then conclude; the caller
+        logs the report (_log)."""
         local, remote, failed = routed
         report = DeliveryReport(failed=failed)
         written: list[tuple[Mailbox, str, str]] = []
@@ -156,7 +162,7 @@ class Delivery:
             self._undo(written)
             log.error("delivery failed, nothing kept: {err}", err=visible(str(e)))
             raise TemporaryFailure(str(e)) from e
-        notices = self._conclude(envelope, data, local, report, len(remote))
+        notices = self._conclude(envelope, local, report)
         self._send_notices(envelope, data, notices)
         return report
 
@@ -195,15 +201,19 @@ class Delivery:
         mbox = self._mailbox(mailbox)
         return mbox, folder if mbox.exists(folder) else "INBOX"
 
-    def _conclude(
-        self, envelope: Envelope, data: bytes, local: dict, report: DeliveryReport, n_remote: int
-    ) -> list:
-        """Refuse when nobody got a copy, log what happened, and return the RFC 3461 notices
-        owed to the sender."""
+    def _conclude(self, envelope: Envelope, local: dict, report: DeliveryReport) -> list:
+        """Refuse when nobody got a copy, and return the RFC 3461 notices owed to the
+        sender."""
         if not report.local and not report.queue_id and report.failed:
             # Nobody got a copy: let the caller refuse the whole message with the reason.
             raise report.failed[0][1]
-        msgid = message_id(data)
+        return self._notices(envelope, local, report)
+
+    @staticmethod
+    def _log(envelope: Envelope, data: bytes, report: DeliveryReport, n_remote: int) -> None:
+        """What a delivery did, one line per local copy and one for the queue entry."""
+        # Only the local deliveries' lines name the message.
+        msgid = message_id(data) if report.local else "-"
         for mailbox, key in report.local:
             log.info(
                 "delivered {msgid} to {mailbox} from <{sender}> size {size} key {key}",
@@ -220,7 +230,6 @@ class Delivery:
                 sender=visible(envelope.mail_from),
                 n=n_remote,
             )
-        return self._notices(envelope, local, report)
 
     def _notices(self, envelope: Envelope, local: dict, report: DeliveryReport) -> list:
         """RFC 3461: the message was accepted, so what happened to each local recipient is told

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 
 
 class _Folder:
@@ -27,10 +28,11 @@ class _Folder:
 
     __slots__ = ("cond", "syncing", "waiting", "started", "finished", "errors")
 
-    def __init__(self, lock: threading.Lock) -> None:
-        # Its own condition on the shared lock: the end of an fsync wakes only the callers
-        # waiting for this folder.
-        self.cond = threading.Condition(lock)
+    def __init__(self) -> None:
+        # Its own condition on the shared lock, so that the end of an fsync wakes only the
+        # callers waiting for this folder; made by the first caller that has to wait (a
+        # Condition costs more to make than the rest of an uncontended call).
+        self.cond: threading.Condition | None = None
         self.syncing = False
         self.waiting = 0
         self.started = 0  # fsyncs started
@@ -44,7 +46,23 @@ class GroupCommit:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._folders: dict[str, _Folder] = {}
+        # Folders that live as long as the service (the spool's), kept open: their fsyncs
+        # skip an open and a close, each a trip of the calling thread out of the GIL and back.
+        self._held: dict[str, int] = {}
+        weakref.finalize(self, _close_all, self._held)
         self.syncs = 0  # directory fsyncs run (tests and benchmarks read it)
+
+    def hold(self, path: str | os.PathLike) -> None:
+        """Keep the directory `path` open for its fsyncs from now on (blocking).  Only for a
+        folder that is never removed while the service lives: one removed and made again
+        under the same name would be another directory than the one held."""
+        path = os.fspath(path)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        with self._lock:
+            old = self._held.get(path)
+            self._held[path] = fd
+        if old is not None:
+            os.close(old)
 
     def fsync_dir(self, path: str | os.PathLike) -> None:
         """Return once an fsync of the directory `path` that started after this call has
@@ -54,13 +72,15 @@ class GroupCommit:
         with self._lock:
             folder = self._folders.get(path)
             if folder is None:
-                folder = self._folders[path] = _Folder(self._lock)
+                folder = self._folders[path] = _Folder()
             # The next fsync to start is the first that covers this caller.
             mine = folder.started + 1
             folder.waiting += 1
             try:
                 while folder.finished < mine:
                     if folder.syncing:
+                        if folder.cond is None:
+                            folder.cond = threading.Condition(self._lock)
                         folder.cond.wait()
                         continue
                     folder.syncing = True
@@ -68,7 +88,7 @@ class GroupCommit:
                     number = folder.started
                     self._lock.release()
                     try:
-                        error = _fsync_dir(path)
+                        error = _fsync_dir(path, self._held.get(path))
                     finally:
                         self._lock.acquire()
                         folder.syncing = False
@@ -76,7 +96,8 @@ class GroupCommit:
                         self.syncs += 1
                     if error is not None:
                         folder.errors[number] = error
-                    folder.cond.notify_all()
+                    if folder.cond is not None:
+                        folder.cond.notify_all()
                 error = folder.errors.get(mine)
             finally:
                 folder.waiting -= 1
@@ -86,7 +107,18 @@ class GroupCommit:
             raise error
 
 
-def _fsync_dir(path: str) -> OSError | None:
+def _close_all(held: dict[str, int]) -> None:
+    for fd in held.values():
+        os.close(fd)
+
+
+def _fsync_dir(path: str, held: int | None) -> OSError | None:
+    if held is not None:
+        try:
+            os.fsync(held)
+        except OSError as e:
+            return e
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -52,13 +52,15 @@ _PIECE = 256 * 1024
 
 
 def read_all(path: str | os.PathLike) -> bytes:
-    """A whole file, in as few system calls as its size allows (one read for a message of up
-    to 256 KiB, and the one that finds the end)."""
+    """A whole file, in as few system calls as its size allows: one read for a file of less
+    than 256 KiB, as a read of a regular file returns less than asked only at its end."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         pieces = []
         while piece := os.read(fd, _PIECE):
             pieces.append(piece)
+            if len(piece) < _PIECE:
+                break
     finally:
         os.close(fd)
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)

@@ -12,7 +12,10 @@ import queue
 import threading
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+log = Logger(namespace="mailsuite.durable")
 
 _STOP = object()
 # A thread with nothing to do for this long ends (with it, what it holds per thread: the
@@ -36,7 +39,9 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for work
         self._queued = 0  # work given and not yet taken by a thread
-        self._finished: list[tuple[defer.Deferred, bool, object]] = []
+        # Finished work (Deferred, ok, result) and calls for the reactor (None, fn, args), in
+        # the order they came: handed to the reactor together, by one wake-up.
+        self._finished: list[tuple] = []
         self._flush_posted = False
         self.stopped = False
 
@@ -67,6 +72,17 @@ class WorkerPool:
         d = defer.Deferred()
         self._jobs.put((d, work, args))
         return d
+
+    def call_soon(self, fn, *args) -> None:
+        """Run fn(*args) on the reactor thread, with the next batch of finished work; safe
+        from any thread.  From a worker thread (inside `work`) it costs no wake-up of its own:
+        it rides with the job's result."""
+        with self._lock:
+            self._finished.append((None, fn, args))
+            post = not self._flush_posted
+            self._flush_posted = True
+        if post:
+            self._reactor.callFromThread(self._flush)
 
     def stop(self) -> None:
         """Finish the work already given, then end the threads (blocking, at shutdown)."""
@@ -116,7 +132,12 @@ class WorkerPool:
             finished, self._finished = self._finished, []
             self._flush_posted = False
         for d, ok, value in finished:
-            if ok:
+            if d is None:
+                try:
+                    ok(*value)
+                except Exception:
+                    log.failure("durable: a call handed to the reactor failed")
+            elif ok:
                 d.callback(value)
             else:
                 d.errback(value)

@@ -73,6 +73,12 @@ class DurableIO:
             self._pool = self._new_pool()
             return self._pool.submit(work, *args)
 
+    def call_soon(self, fn, *args) -> None:
+        """Run `fn(*args)` on the reactor thread with the next results the pool hands back;
+        from inside `work` this rides with that job's own result (no wake-up of the reactor
+        of its own).  Safe from any thread."""
+        self._pool.call_soon(fn, *args)
+
     def stop(self) -> None:
         """Finish the work given, end the threads (blocking; the reactor's shutdown calls it)."""
         self._pool.stop()

@@ -87,6 +87,14 @@ class SigningProbe:
             return False
 
 
+def _split(items: list, test) -> tuple[list, list]:
+    """(the items that pass `test`, the others), each in order."""
+    yes, no = [], []
+    for item in items:
+        (yes if test(item) else no).append(item)
+    return yes, no
+
+
 def retry_delay(schedule: list[int], attempts: int) -> int:
     """Growing intervals, then the last one forever (default 5, 10, 20, 40 min, then hourly)."""
     if not schedule:
@@ -125,7 +133,11 @@ class QueueRunner(service.Service):
         self.remove_timer = None
         self.signing_possible = SigningProbe(services)
         # Entries announced by the queue's listener, from any thread, not yet taken up.
-        self._arrivals: list[QueueEntry] = []
+        self._arrivals: list[tuple[QueueEntry, object]] = []
+        # Messages of arrivals read in the job that queued them, for the _run_due of the
+        # reactor turn that takes them up (see _enqueued); message or the exception its read
+        # raised, by entry id.
+        self.preloaded: dict[str, object] = {}
         self._arrivals_lock = threading.Lock()
         self._arrivals_posted = False
 
@@ -172,29 +184,36 @@ class QueueRunner(service.Service):
     # -- learning about entries ---------------------------------------------------------
 
     def _enqueued(self, entry: QueueEntry, data: bytes) -> None:
-        """The queue's listener, called on whichever thread enqueued (the durable pool's, for
-        SMTP deliveries).  Entries announced together are taken up in one reactor turn (one
-        wake-up of the reactor, and their messages read in one trip to the pool).  The
-        message itself is read back like any other (the page cache holds it): there is one
-        way for message bytes to reach the senders."""
+        """The queue's listener, called on whichever thread enqueued: for SMTP deliveries the
+        durable pool's, inside the job that wrote the entry.  There the message is read back
+        from the spool (the page cache holds it) and signed by the same `_read` every entry
+        goes through, so the write and the read share one trip to the pool; and the entry
+        reaches the reactor with that job's result (DurableIO.call_soon), not by a wake-up
+        of its own.  Entries announced together are taken up in one reactor turn."""
+        if isInIOThread():
+            # Written on the reactor thread (tests): read in the pool like a re-scanned entry.
+            arrival = (entry, None)
+        else:
+            arrival = (entry, self._read([entry], self.signing_possible())[0])
         with self._arrivals_lock:
-            self._arrivals.append(entry)
+            self._arrivals.append(arrival)
             if self._arrivals_posted:
                 return
             self._arrivals_posted = True
-        if isInIOThread():
-            self.reactor.callLater(0, self._take_arrivals)
-        else:
-            self.reactor.callFromThread(self._take_arrivals)
+        self.io.call_soon(self._take_arrivals)
 
     def _take_arrivals(self) -> None:
         with self._arrivals_lock:
             arrivals, self._arrivals = self._arrivals, []
             self._arrivals_posted = False
-        for entry in arrivals:
+        for entry, data in arrivals:
+            if data is not None:
+                self.preloaded[entry.id] = data
             self._add(entry, run=False)
         if self.ready:
             self._run_due()
+        # Read ahead only for entries started now; others are read when they fall due.
+        self.preloaded.clear()
 
     def _add(self, entry: QueueEntry, run: bool = True) -> None:
         if entry.id in self.active:
@@ -251,26 +270,6 @@ class QueueRunner(service.Service):
         d.addErrback(lambda f: log.failure("relay: scanning the queue failed", f))
         return d
 
-    def _new_ids(self) -> defer.Deferred:
-        """Pick up entries written by another process (cheap: one listdir)."""
-
-        known = set(self.entries)  # copied here: the thread must not iterate a live dict
-
-        def read():
-            out = []
-            for qid in self.queue.ids():
-                if qid not in known:
-                    try:
-                        out.append(self.queue.load(qid))
-                    except QueueError:
-                        continue
-            return out
-
-        d = self.io.submit(read)
-        d.addCallback(lambda entries: [self._add(e) for e in entries if e.id not in self.entries])
-        d.addErrback(lambda f: log.failure("relay: scanning the queue failed", f))
-        return d
-
     def _tick(self) -> None:
         self.ticks += 1
         if self.queue.take_trigger():
@@ -295,6 +294,11 @@ class QueueRunner(service.Service):
             got = self._start(entry)
             if got is not None:
                 started.append(got)
+        if self.preloaded and started:
+            # Arrivals whose message was read in the job that queued it.
+            have, started = _split(started, lambda s: s[0].entry.id in self.preloaded)
+            if have:
+                self._loaded([self.preloaded.pop(act.entry.id) for act, _ in have], have)
         sign = bool(started) and self.signing_possible()
         for i in range(0, len(started), READ_BATCH):
             self._read_batch(started[i : i + READ_BATCH], sign)
@@ -502,7 +506,7 @@ class QueueRunner(service.Service):
             done(None)
 
         ids = [q for q, _ in batch]
-        defer.maybeDeferred(self.queue.remove_many_async, ids).addCallbacks(done, failed)
+        defer.maybeDeferred(self.io.submit, self.queue.remove_many, ids).addCallbacks(done, failed)
 
     # -- for tests and the admin command -------------------------------------------------
 

@@ -12,10 +12,10 @@ short, or whose first line does not parse, was never accepted: it is moved to ``
 the next start.  As in Postfix, the disk is the truth and the runner's memory is a cache
 rebuilt from it at start.
 
-Every method here blocks on the disk, in the caller's thread (the admin command, the durable
-pool); the ``*_async`` ones are for the reactor thread and run the same blocking method in the
-durable-I/O service's pool (mailsuite.durable), whose group commit shares fsyncs between
-concurrent writers.
+Every method here blocks on the disk, in the caller's thread: the admin command's, or the
+durable-I/O service's pool (mailsuite.durable), where the reactor hands them with
+``queue.io.submit(queue.enqueue, ...)`` and whose group commit shares fsyncs between concurrent
+writers.  There is no second, asynchronous version of any of them.
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer
-
 from mailsuite.durable import DurableIO
 
 # Recipient states.  "failed" means a permanent failure whose bounce is still owed (dsn_sent
@@ -47,6 +45,9 @@ TRIGGER_NAME = "flush.trigger"
 # Touched by an enqueue in a process without a runner (`mailsuite deliver`): "look for new
 # entries", cheaper for the server than a full re-read.
 NEW_TRIGGER_NAME = "new.trigger"
+
+# One encoder for every envelope: json.dumps with arguments builds a new one each call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 # A spool file's first line is read in pieces of this size (one read for most envelopes).
 _HEAD_READ = 16 * 1024
@@ -180,6 +181,9 @@ class Queue:
         self._lock_path = os.fspath(self.path / "lock")
         for d in (self.path, self.entry_dir, self.env_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for d in self._dirs[:2]:
+            # Never removed while the queue is in use: fsynced through a descriptor held open.
+            self.io.commit.hold(d)
         self.trigger_path = self.path / TRIGGER_NAME
         self.new_trigger_path = self.path / NEW_TRIGGER_NAME
         # Called as cb(entry, data) from the enqueueing thread once an entry is durable, so
@@ -216,17 +220,6 @@ class Queue:
         self.io.write_file(tmp, self._spool_bytes(entry, data), spool)
         self._announce(entry, data)
         return entry.id
-
-    def enqueue_async(
-        self,
-        mail_from: str,
-        recipients: Iterable[Any],
-        data: bytes,
-        dsn_ret: str | None = None,
-        dsn_envid: str | None = None,
-    ) -> defer.Deferred:
-        """enqueue() run in the durable pool, for the reactor thread: Deferred[id]."""
-        return self.io.submit(self.enqueue, mail_from, recipients, data, dsn_ret, dsn_envid)
 
     def _new_entry(
         self, mail_from, recipients, data, dsn_ret, dsn_envid, is_bounce, next_attempt
@@ -296,10 +289,6 @@ class Queue:
         for _, env, _ in names:
             _unlink_quietly(env)
         return existed
-
-    def remove_many_async(self, queue_ids: list[str]) -> defer.Deferred:
-        """remove_many() run in the durable pool, for the reactor thread: Deferred[int]."""
-        return self.io.submit(self.remove_many, queue_ids)
 
     def modify(self, queue_id: str, change) -> QueueEntry:
         """Load, apply ``change(entry)`` and save under the lock (admin retry/bounce)."""
@@ -374,10 +363,6 @@ class Queue:
         if end < 0:
             raise QueueError(f"{queue_id}: damaged spool file: no end of envelope")
         return raw[end + 1 :]
-
-    def read_message_async(self, queue_id: str) -> defer.Deferred:
-        """read_message() run in the durable pool, for the reactor thread: Deferred[bytes]."""
-        return self.io.submit(self.read_message, queue_id)
 
     def _open_spool(self, queue_id: str):
         try:
@@ -506,7 +491,7 @@ class Queue:
     @staticmethod
     def _encode(entry: QueueEntry) -> bytes:
         # One line: JSON escapes the line ends inside strings.
-        return json.dumps(entry.to_json(), separators=(",", ":")).encode()
+        return _ENCODER.encode(entry.to_json()).encode()
 
     @classmethod
     def _spool_bytes(cls, entry: QueueEntry, data: bytes) -> bytes:

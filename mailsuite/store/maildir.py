@@ -51,12 +51,25 @@ class FolderExists(ValueError):
     pass
 
 
+# The process id, read once (os.getpid is a system call, one per delivery) and again in a
+# forked child.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def unique_name() -> str:
     """Maildir unique name: time, microseconds, pid and a per-process counter, host."""
     now = time.time()
     sec = int(now)
     usec = int((now - sec) * 1_000_000)
-    return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{_host}"
+    return f"{sec}.M{usec}P{_pid}Q{next(_counter)}.{_host}"
 
 
 def make_maildir(path: Path) -> None:

@@ -9,6 +9,8 @@ import threading
 import time
 
 import pytest
+from twisted.internet import defer
+from twisted.python.threadable import isInIOThread
 
 from mailsuite.durable import DurableIO, GroupCommit
 from mailsuite.durable import commit as commit_mod
@@ -182,3 +184,71 @@ def test_a_caller_is_covered_only_by_an_fsync_that_started_after_its_call(tmp_pa
     second_start = [t for kind, t in events if kind == "start"][1]
     for i in range(3):
         assert called[f"late{i}"] < second_start < returned[f"late{i}"]
+
+
+def test_call_soon_from_a_job_runs_on_the_reactor_with_that_jobs_result(io, tmp_path):
+    seen: list = []
+
+    def work():
+        io.call_soon(lambda tag: seen.append((tag, isInIOThread())), "from the job")
+        return "result"
+
+    def run():
+        return io.submit(work).addCallback(lambda value: seen.append((value, isInIOThread())))
+
+    on_reactor(run)
+    # The call rode with the job's result: both ran on the reactor, the call first.
+    assert seen == [("from the job", True), ("result", True)]
+
+
+def test_call_soon_from_another_thread_runs_on_the_reactor(io):
+    done = threading.Event()
+    seen: list = []
+
+    def call(value):
+        seen.append((value, isInIOThread()))
+        done.set()
+
+    threading.Thread(target=io.call_soon, args=(call, 7)).start()
+    assert done.wait(10)
+    assert seen == [(7, True)]
+    on_reactor(lambda: defer.succeed(None))  # the reactor still runs after it
+
+
+def test_a_call_soon_that_raises_does_not_stop_the_results_after_it(io):
+    def work():
+        io.call_soon(lambda: 1 / 0)
+        return "still delivered"
+
+    assert outcome(lambda: io.submit(work)) == ("ok", "still delivered")
+
+
+@pytest.mark.parametrize("size", [0, 1, 256 * 1024 - 1, 256 * 1024, 256 * 1024 + 1, 3_000_000])
+def test_read_all_reads_whole_files_of_any_size(io, tmp_path, size):
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    assert outcome(lambda: io.submit(io.read_all, tmp_path / "f")) == ("ok", data)
+
+
+def test_a_held_folder_is_fsynced_through_its_open_descriptor(tmp_path, monkeypatch):
+    held, other = tmp_path / "held", tmp_path / "other"
+    held.mkdir()
+    other.mkdir()
+    group = GroupCommit()
+    group.hold(held)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def no_open(*args, **kwargs):
+        raise PermissionError("opened")
+
+    def fsync(fd):
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(commit_mod.os, "open", no_open)
+    monkeypatch.setattr(commit_mod.os, "fsync", fsync)
+    group.fsync_dir(held)  # no open: the descriptor held since hold()
+    assert len(synced) == 1 and group.syncs == 1
+    with pytest.raises(PermissionError):
+        group.fsync_dir(other)  # any other folder is opened for its fsync

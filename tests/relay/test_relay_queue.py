@@ -195,12 +195,14 @@ def test_listeners_each_get_their_own_entry(tmp_path):
     assert second.recipients[0].state == PENDING
 
 
-def test_enqueue_async_writes_an_entry_and_announces_it(tmp_path, reactor_running):
+def test_enqueue_in_the_durable_pool_writes_an_entry_and_announces_it(tmp_path, reactor_running):
     q = Queue(tmp_path / "queue")
     announced: list = []
     q.add_listener(lambda entry, data: announced.append((entry, data)))
     data = b"Subject: x\r\n\r\nbody\r\n"
-    qid = on_reactor(q.enqueue_async, "a@example.test", ["r@remote.test"], data, "HDRS", "env-1")
+    qid = on_reactor(
+        q.io.submit, q.enqueue, "a@example.test", ["r@remote.test"], data, "HDRS", "env-1"
+    )
     assert q.ids() == [qid] and q.read_message(qid) == data
     entry = q.load(qid)
     assert (entry.mail_from, entry.size, entry.dsn_ret, entry.dsn_envid) == (
@@ -213,24 +215,24 @@ def test_enqueue_async_writes_an_entry_and_announces_it(tmp_path, reactor_runnin
     assert os.listdir(q.tmp_dir) == []
 
 
-def test_read_message_async(tmp_path, reactor_running):
+def test_read_message_in_the_durable_pool(tmp_path, reactor_running):
     q = Queue(tmp_path / "queue")
     data = b"Subject: x\r\n\r\n" + b"line\r\n" * 4000
     qid = q.enqueue("a@example.test", ["r@remote.test"], data)
-    assert on_reactor(q.read_message_async, qid) == data
+    assert on_reactor(q.io.submit, q.read_message, qid) == data
     many = q.enqueue("a@example.test", [f"r{i}-{'x' * 300}@remote.test" for i in range(100)], b"m")
-    assert on_reactor(q.read_message_async, many) == b"m"  # an envelope line of 30 KB
+    assert on_reactor(q.io.submit, q.read_message, many) == b"m"  # an envelope line of 30 KB
     assert q.read_message(many) == b"m"
     q.remove(qid)
 
     def gone():
-        d = q.read_message_async(qid)
+        d = q.io.submit(q.read_message, qid)
         return d.addCallbacks(lambda _: None, lambda f: f.value)
 
     assert isinstance(on_reactor(gone), NoSuchEntry)
 
 
-def test_enqueue_async_that_fails_leaves_nothing(tmp_path, reactor_running):
+def test_enqueue_in_the_durable_pool_that_fails_leaves_nothing(tmp_path, reactor_running):
     q = Queue(tmp_path / "queue")
     announced: list = []
     q.add_listener(lambda entry, data: announced.append(entry))
@@ -238,7 +240,7 @@ def test_enqueue_async_that_fails_leaves_nothing(tmp_path, reactor_running):
     q.entry_dir.write_bytes(b"")  # the rename fails, after the file was written and fsynced
 
     def attempt():
-        d = q.enqueue_async("a@example.test", ["r@remote.test"], b"x\r\n")
+        d = q.io.submit(q.enqueue, "a@example.test", ["r@remote.test"], b"x\r\n")
         return d.addCallbacks(lambda qid: ("ok", qid), lambda f: ("error", f.value))
 
     kind, err = on_reactor(attempt)
@@ -256,18 +258,22 @@ def test_enqueue_that_fails_leaves_nothing(tmp_path):
     assert os.listdir(q.tmp_dir) == []
 
 
-def test_remove_many_async_removes_spool_files_and_envelopes(tmp_path, reactor_running):
+def test_remove_many_in_the_durable_pool_removes_spool_files_and_envelopes(
+    tmp_path, reactor_running
+):
     q = Queue(tmp_path / "queue")
     # 100 entries: 200 unlinks in one batch, spool files first.
     ids = [q.enqueue("a@example.test", [f"r{i}@remote.test"], b"x\r\n") for i in range(100)]
     for qid in ids[:50]:
         q.modify(qid, lambda e: None)  # half of them with an envelope file
     (q.entry_dir / ids[1]).unlink()  # already gone: the others still go
-    assert on_reactor(q.remove_many_async, ids) == 99
+    assert on_reactor(q.io.submit, q.remove_many, ids) == 99
     assert os.listdir(q.env_dir) == [] and os.listdir(q.entry_dir) == []
 
 
-def test_remove_many_async_waits_for_the_admin_commands_lock(reactor_running, tmp_path):
+def test_remove_many_in_the_durable_pool_waits_for_the_admin_commands_lock(
+    reactor_running, tmp_path
+):
     import fcntl
     import threading
 
@@ -279,7 +285,7 @@ def test_remove_many_async_waits_for_the_admin_commands_lock(reactor_running, tm
     release.start()
     started = time.monotonic()
     try:
-        assert on_reactor(q.remove_many_async, [qid]) == 1
+        assert on_reactor(q.io.submit, q.remove_many, [qid]) == 1
     finally:
         release.join()
     assert time.monotonic() - started >= 0.25  # it waited for the lock, and the reactor did not

@@ -18,6 +18,7 @@ import pytest
 
 from mailsuite.store import NoSuchFolder, NoSuchMailbox, Store
 from mailsuite.store.flags import split_filename
+from mailsuite.store.maildir import unique_name
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -286,3 +287,19 @@ def test_a_quota_set_by_another_process_applies_at_once(store, make_message):
     with pytest.raises(QuotaExceeded):
         server_side.deliver(make_message(9, 1000))
     assert server_side.quota().limit_bytes == 2000
+
+
+def test_unique_names_carry_the_pid_of_the_process_that_made_them():
+    assert f"P{os.getpid()}Q" in unique_name()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a name of its own, with its own pid
+        os.write(w, unique_name().encode())
+        os._exit(0)
+    os.close(w)
+    try:
+        name = os.read(r, 1000).decode()
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    assert f"P{pid}Q" in name
