@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
 from mailsuite.config import ConfigError
 from mailsuite.listener import SessionFactory
@@ -26,8 +28,10 @@ from mailsuite.tls import is_secure
 MAX_PENDING_INPUT = 64 * 1024
 
 
+@implementer(IPushProducer)
 class Pop3Protocol(Protocol, TimeoutMixin):
-    """One POP3 connection; the `Pop3Connection` its session talks to."""
+    """One POP3 connection; the `Pop3Connection` its session talks to, and the producer of
+    everything its transport sends (replies, and streamed bodies through `BodyStreamer`)."""
 
     def __init__(self, services, kind: str):
         self.services = services
@@ -36,6 +40,8 @@ class Pop3Protocol(Protocol, TimeoutMixin):
         self.streamer: BodyStreamer | None = None
         self.reading_paused = False
         self.admitted_ip: str | None = None  # holds a connection-limiter slot
+        self._turn = None  # the call that resumes the session on the next reactor turn
+        self._producing = False  # registered as the transport's producer
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -45,6 +51,8 @@ class Pop3Protocol(Protocol, TimeoutMixin):
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass
+        self.transport.registerProducer(self, True)
+        self._producing = True
         # Connections per IP and in total (limits.*), shared by every listener.
         limiter = getattr(self.services, "connections", None)
         if limiter is not None:
@@ -57,6 +65,11 @@ class Pop3Protocol(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason=connectionDone) -> None:
         self.setTimeout(None)
+        # Under TLS the transport's producer wrapper and this protocol refer to each other.
+        self._unregister()
+        if self._turn is not None and self._turn.active():
+            self._turn.cancel()
+        self._turn = None
         if self.streamer is not None:
             self.streamer.stopProducing()
             self.streamer = None
@@ -80,7 +93,17 @@ class Pop3Protocol(Protocol, TimeoutMixin):
         self.transport.writeSequence(parts)
 
     def close(self) -> None:
+        if self.streamer is not None:
+            self.streamer.stopProducing()
+            self.streamer = None
+        # TLS waits for a registered producer to go before it sends close_notify.
+        self._unregister()
         self.transport.loseConnection()
+
+    def _unregister(self) -> None:
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
 
     def is_secure(self) -> bool:
         return is_secure(self.transport)
@@ -96,7 +119,7 @@ class Pop3Protocol(Protocol, TimeoutMixin):
             self.session.services.store.io.submit,
             self.resetTimeout,
         )
-        d = self.streamer.start()
+        d = self.streamer.start(paused=self.session.output_blocked)
 
         def sent(result):
             self.streamer = None
@@ -105,14 +128,47 @@ class Pop3Protocol(Protocol, TimeoutMixin):
         return d.addCallback(sent)
 
     def processed(self) -> None:
+        """Stop reading while input piles up behind a running command, unread replies or a
+        yielded turn; come back on the next reactor turn when the session yielded.
+
+        Only buffered input pauses reading: pausing on the transport's signal alone would
+        stall a TLS handshake that has not finished yet."""
         session = self.session
-        if session.busy and session.splitter.pending > MAX_PENDING_INPUT:
-            if not self.reading_paused:
-                self.reading_paused = True
+        if session.lost:
+            return
+        waiting = session.busy or session.output_blocked or session.yielded
+        want_pause = waiting and session.splitter.pending > MAX_PENDING_INPUT
+        if want_pause != self.reading_paused:
+            self.reading_paused = want_pause
+            if want_pause:
                 self.transport.pauseProducing()
-        elif not session.busy and self.reading_paused:
-            self.reading_paused = False
-            self.transport.resumeProducing()
+            else:
+                self.transport.resumeProducing()
+        if session.yielded and self._turn is None:
+            self._turn = reactor.callLater(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        if not self.session.lost:
+            self.session.pump()
+
+    # -- IPushProducer for everything we send: the transport calls these when its buffer
+    # fills up and drains.
+
+    def pauseProducing(self) -> None:
+        self.session.output_blocked = True
+        if self.streamer is not None:
+            self.streamer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.session.output_blocked = False
+        if self.streamer is not None:
+            self.streamer.resumeProducing()
+        if not self.session.lost:
+            self.session.pump()
+
+    def stopProducing(self) -> None:
+        self.session.output_blocked = True
 
 
 def build_factory(services, kind: str) -> SessionFactory:
