@@ -7,7 +7,7 @@ greets (after the optional delay), passes received bytes to the `SmtpSession` st
 
 from __future__ import annotations
 
-from twisted.internet import protocol
+from twisted.internet import protocol, reactor
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -32,6 +32,8 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin):
         self._greet_call = None
         self._holds_slot = False
         self._paused = False
+        self._turn = None  # the call that resumes the session on the next reactor turn
+        self._producing = False  # registered as the transport's producer
 
     # --- connection -------------------------------------------------------------------------
 
@@ -45,6 +47,7 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin):
         session = self.session
         session.connected(client_ip, self.kind == "submissions" or is_secure(self.transport))
         self.transport.registerProducer(self, True)
+        self._producing = True
         if not self.services.connections.acquire(client_ip):
             session.refuse_connection()
             return
@@ -52,18 +55,21 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin):
         self.setTimeout(session.cfg.command_timeout)
         delay = session.cfg.greeting_delay
         if delay > 0:
-            from twisted.internet import reactor
-
             self._greet_call = reactor.callLater(delay, session.greet)
         else:
             session.greet()
 
     def connectionLost(self, reason: Failure = None) -> None:
         self.setTimeout(None)
+        # Under TLS the transport's producer wrapper and this protocol refer to each other.
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
         self.session.connection_lost()
-        call = self._greet_call
-        if call is not None and call.active():
-            call.cancel()
+        for call in (self._greet_call, self._turn):
+            if call is not None and call.active():
+                call.cancel()
+        self._greet_call = self._turn = None
         if self._holds_slot:
             self._holds_slot = False
             self.services.connections.release(self.session.client_ip)
@@ -104,7 +110,7 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin):
         session = self.session
         # Only buffered input pauses reading: pausing on the transport's own signal alone
         # would stall a TLS handshake that has not finished yet.
-        waiting = session.output_blocked or session.busy
+        waiting = session.output_blocked or session.busy or session.yielded
         want_pause = waiting and session.lines.pending() > PAUSE_BUFFER
         if want_pause != self._paused and session.mode != "closed":
             self._paused = want_pause
@@ -112,6 +118,14 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin):
                 self.transport.pauseProducing()
             else:
                 self.transport.resumeProducing()
+        # A session that yielded its turn goes on once the others have had theirs.
+        if session.yielded and self._turn is None and session.mode != "closed":
+            self._turn = reactor.callLater(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        if self.session.mode != "closed":
+            self.session.process()
 
     # --- IPushProducer for our own replies: the transport calls these when its write buffer
     # fills up and drains.
