@@ -104,6 +104,11 @@ class ImapProtocol(protocol.Protocol):
             limiter.release(self._conn_token)
             self._conn_token = None
         self._gate.resumeProducing()
+        # Under TLS the transport's producer wrapper and this protocol refer to each other.
+        try:
+            self.transport.unregisterProducer()
+        except (AttributeError, RuntimeError):
+            pass
         self._let_go()
 
     def _let_go(self) -> None:

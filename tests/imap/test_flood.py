@@ -5,13 +5,12 @@ not read, and nothing of a connection left in memory once it is gone."""
 from __future__ import annotations
 
 import gc
-import socket
 import time
-import weakref
 
 from mailsuite.imap.session import COMMANDS_PER_TURN, Session
 from tests.imap.conftest import Raw
 from tests.imap.session_machine import make_services, open_session
+from tests.session_lifetime import drop_and_wait_freed, live_session
 
 
 def test_pipelined_commands_run_a_bounded_number_per_turn(tmp_path):
@@ -41,14 +40,6 @@ def test_literal_before_login_is_refused_at_once_without_continuation(imap_serve
     r.close()
 
 
-def _live_session(port: int) -> weakref.ref:
-    found = [o for o in gc.get_objects() if isinstance(o, Session) and o.protocol.closed is False]
-    assert len(found) == 1, found
-    ref = weakref.ref(found[0])
-    del found
-    return ref
-
-
 def test_session_is_freed_at_once_when_the_connection_goes(imap_server):
     """Protocol, session and selected view refer to each other: without the references
     dropped on connection loss, each closed connection's buffers wait for the collector."""
@@ -65,12 +56,9 @@ def test_session_is_freed_at_once_when_the_connection_goes(imap_server):
             r.line()
             r.send(b"ab")
             time.sleep(0.2)
-            ref = _live_session(port)
-            r.sock.shutdown(socket.SHUT_RDWR)
-            r.close()
-            deadline = time.monotonic() + 5
-            while ref() is not None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert ref() is None, gc.get_referrers(ref())
+            ref = live_session(
+                Session, lambda s: s.services is imap_server.services and not s.protocol.closed
+            )
+            drop_and_wait_freed(r.sock, ref)
     finally:
         gc.enable()
