@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mailsuite import heap
 from mailsuite.imap import response as R
 from mailsuite.imap.session import Session
 from mailsuite.listener import SessionFactory
@@ -110,6 +111,7 @@ class ImapProtocol(protocol.Protocol):
         except (AttributeError, RuntimeError):
             pass
         self._let_go()
+        heap.release_soon()
 
     def _let_go(self) -> None:
         """Drop the session and the stream state: under TLS the protocol and its transport

@@ -17,6 +17,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
+from mailsuite import heap
 from mailsuite.config import ConfigError
 from mailsuite.listener import SessionFactory
 from mailsuite.pop3.parser import WireEncoder, check_uidl_format
@@ -77,6 +78,7 @@ class Pop3Protocol(Protocol, TimeoutMixin):
         if self.admitted_ip is not None:
             self.services.connections.release(self.admitted_ip)
             self.admitted_ip = None
+        heap.release_soon()
 
     def timeoutConnection(self) -> None:
         self.session.timed_out()

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from mailsuite import heap
 from mailsuite.listener import SessionFactory
 from mailsuite.smtp.session import SmtpSession
 from mailsuite.tls import is_secure, tls_info
@@ -73,6 +74,7 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin):
         if self._holds_slot:
             self._holds_slot = False
             self.services.connections.release(self.session.client_ip)
+        heap.release_soon()
 
     def timeoutConnection(self) -> None:
         self.session.timed_out()
