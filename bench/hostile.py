@@ -65,9 +65,11 @@ class Server:
             input=(PASSWORD + "\n").encode(),
             check=True,
             capture_output=True,
+            cwd=root,
         )
+        # cwd: the mailsuite on PYTHONPATH is imported, not one in the current folder.
         self.proc = subprocess.Popen(
-            [*base, "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [*base, "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=root
         )
         self.ports: dict[str, int] = {}
         pattern = re.compile(r"listening for (\w+) on 127\.0\.0\.1:(\d+)")
