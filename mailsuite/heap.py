@@ -9,15 +9,13 @@ reactor, after connections went away. The heap is the process's, so the one pend
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 from twisted.internet import reactor
 
 
 def _malloc_trim():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
+        return ctypes.CDLL(None).malloc_trim  # the C library the interpreter runs on
     except (OSError, AttributeError):  # not glibc: nothing to do
         return None
 
