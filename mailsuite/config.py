@@ -160,6 +160,9 @@ class ImapConfig:
 
     # Largest literal accepted (NO [TOOBIG] above it, without reading it).
     max_literal: int = 64 * 1024 * 1024
+    # Largest literal accepted before authentication: LOGIN's user name and password need a
+    # few bytes, and a stranger must not make us hold megabytes (NO [TOOBIG] above it).
+    max_literal_before_auth: int = 8192
     # RFC 3501 §5.4: the autologout timer must be at least 30 minutes.
     idle_timeout: int = 1800
     # Seconds from connecting within which a client must log in, however steadily it sends

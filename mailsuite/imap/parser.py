@@ -142,6 +142,8 @@ class CommandReader:
         self._discard_line = False  # skipping the rest of an over-long line
         self._discard_tag = "*"
         self._spool = None  # the temporary file an APPEND literal is streamed into
+        # A smaller ceiling for every literal while it is set (before authentication).
+        self.literal_cap: int | None = None
 
     # -- input ---------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -239,7 +241,10 @@ class CommandReader:
             self._parts.append(line[: m.start()])
             first = self._parts[0]
             limit = self.append_limit if self._is_append(first) else self.max_literal
-            if size > limit or self._literal_total + size > max(limit, self.max_literal):
+            ceiling = max(limit, self.max_literal)
+            if self.literal_cap is not None:
+                limit = ceiling = min(limit, self.literal_cap)
+            if size > limit or self._literal_total + size > ceiling:
                 tag = self._tag_of(first)
                 self._reset_command()
                 # RFC 7889 §4 / RFC 4469: TOOBIG without reading the literal.  A synchronizing

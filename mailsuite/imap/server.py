@@ -2,6 +2,11 @@
 session's replies out to the transport (optionally DEFLATE-compressed, RFC 4978), TLS,
 back-pressure through a registered producer, the autologout timer and the connection limit.
 
+Fairness and memory: the session runs a bounded number of commands per call and yields; the
+adapter resumes it on a later reactor turn. Input waiting for the session is bounded: past
+INPUT_BUFFER the socket is not read, and compressed input is inflated INFLATE_STEP bytes at a
+time, only while the session has room for it, so a deflate bomb is never held inflated.
+
 Thin on purpose: framing lives in `parser`, the protocol state machine in `session`, behaviour
 in `commands`.
 """
@@ -16,6 +21,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mailsuite import heap
 from mailsuite.imap import response as R
 from mailsuite.imap.session import Session
 from mailsuite.imap.states import NOT_AUTHENTICATED
@@ -23,6 +29,12 @@ from mailsuite.limits import PER_ADDRESS, AdmittedConnection
 from mailsuite.listener import SessionFactory
 
 log = Logger(namespace="mailsuite.imap")
+
+# Unprocessed input held for one connection (beyond one command line) before we stop reading
+# from its socket while its commands wait (a running command, unread output, the next turn).
+INPUT_BUFFER = 64 * 1024
+# Bytes inflated from a COMPRESS stream at once (zlib's max_length), one step per turn.
+INFLATE_STEP = 64 * 1024
 
 
 @implementer(IPushProducer)
@@ -57,6 +69,10 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
         self._deflate = None
         self._timeout = None
         self._gate = _WriteGate()
+        self._compressed = b""  # DEFLATE input not inflated yet (zlib's unconsumed tail)
+        self._turn = None  # the call that resumes the session on the next reactor turn
+        self._reading_paused = False
+        self._input_limit = INPUT_BUFFER + services.config.imap.max_command_line
 
     # -- connection ---------------------------------------------------------------------------
     def connectionMade(self):
@@ -80,10 +96,27 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = None
-        if self.session is not None:
-            self.session.close()
         self.give_back_slot()
         self._gate.resumeProducing()
+        # Under TLS the transport's producer wrapper and this protocol refer to each other.
+        try:
+            self.transport.unregisterProducer()
+        except (AttributeError, RuntimeError):
+            pass
+        self._let_go()
+        heap.release_soon()
+
+    def _let_go(self) -> None:
+        """Drop the session and the stream state: under TLS the protocol and its transport
+        refer to each other, and what they hold would otherwise wait for the cycle collector."""
+        if self._turn is not None and self._turn.active():
+            self._turn.cancel()
+        self._turn = None
+        self._compressed = b""
+        self._inflate = self._deflate = None
+        session, self.session = self.session, None
+        if session is not None:
+            session.connection_lost()
 
     def is_secure(self) -> bool:
         return self._tls_started
@@ -147,15 +180,64 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
     def dataReceived(self, data: bytes):
         if self.closed:
             return
-        if self._inflate is not None:
-            try:
-                data = self._inflate.decompress(data)
-            except zlib.error:
-                log.info("bad DEFLATE data from client; closing")
-                self.close()
-                return
         self._reset_timeout()
-        self.session.receive(data)
+        if self._inflate is None:
+            self.session.receive(data)
+            return
+        self._compressed = self._compressed + data if self._compressed else data
+        if self._has_room():
+            self._inflate_step()
+        else:
+            self.processed()
+
+    def _inflate_step(self) -> None:
+        """Inflate at most INFLATE_STEP bytes into the session; the rest of the compressed
+        input waits (paused reading) for a later turn."""
+        try:
+            data = self._inflate.decompress(self._compressed, INFLATE_STEP)
+        except zlib.error:
+            log.info("bad DEFLATE data from client; closing")
+            self.close()
+            return
+        self._compressed = self._inflate.unconsumed_tail
+        if data:
+            self.session.receive(data)
+        else:
+            self.processed()
+
+    def _has_room(self) -> bool:
+        """The session may take more input now: it is waiting for input, or what it holds
+        unprocessed is under the bound."""
+        session = self.session
+        return not session.held or session.reader.buffered() < self._input_limit
+
+    # -- flow control ------------------------------------------------------------------------
+    def processed(self) -> None:
+        """After each run of the session: read from the socket only while the session has
+        room, and come back on the next reactor turn if it yielded or compressed input waits."""
+        if self.closed or self.session is None:
+            return
+        room = self._has_room()
+        self._pause_reading(bool(self._compressed) or not room)
+        if self._turn is None and (self.session.yielded or (self._compressed and room)):
+            self._turn = reactor.callLater(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        if self.closed or self.session is None:
+            return
+        if self._compressed and self._has_room():
+            self._inflate_step()
+        else:
+            self.session.pump()
+
+    def _pause_reading(self, pause: bool) -> None:
+        if pause != self._reading_paused:
+            self._reading_paused = pause
+            if pause:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
 
     def quick_ack(self) -> None:
         """ACK a literal's data at once: clients (imaplib among them) send the literal and its
@@ -219,13 +301,9 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
         """RFC 4978 §3: DEFLATE (raw, no zlib header) both ways from the next byte on."""
         self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
         self._inflate = zlib.decompressobj(-15)
-        reader = self.session.reader
-        pending = reader.take_buffer()
-        if pending:
-            try:
-                reader.feed(self._inflate.decompress(pending))
-            except zlib.error:
-                self.close()
+        # What the client pipelined after COMPRESS is already compressed: it is inflated, a
+        # step per turn, once this command is done (processed()).
+        self._compressed = self.session.reader.take_buffer()
 
 
 def build_factory(services, kind: str) -> SessionFactory:

@@ -39,6 +39,11 @@ log = Logger(namespace="mailsuite.imap")
 # writes; a big FETCH does not sit in memory whole).
 FLUSH_BYTES = 65536
 
+# Commands (and literal or sub-dialogue steps) run for one connection in one call of `pump`;
+# then the session yields and its connection calls `pump` again on a later reactor turn, so a
+# client pipelining thousands of commands never keeps the others waiting.
+COMMANDS_PER_TURN = 32
+
 
 class Connection(Protocol):
     """What a session needs from whatever carries its bytes."""
@@ -58,6 +63,44 @@ class Connection(Protocol):
     def start_compression(self) -> None: ...
 
     def quick_ack(self) -> None: ...
+
+    def processed(self) -> None:
+        """The session has run what it could for now (`Session.yielded`, `Session.held`):
+        time for flow control."""
+
+
+class _Disconnected:
+    """The `Connection` of a session whose connection is gone: holds nothing, so that the
+    session, its view and its buffers are freed at once rather than by the cycle collector."""
+
+    closed = True
+
+    def is_secure(self) -> bool:
+        return False
+
+    def write_sequence(self, chunks: list[bytes]) -> None:
+        pass
+
+    def wait_writable(self) -> defer.Deferred:
+        return defer.succeed(None)
+
+    def close(self) -> None:
+        pass
+
+    def start_tls(self) -> None:
+        pass
+
+    def start_compression(self) -> None:
+        pass
+
+    def quick_ack(self) -> None:
+        pass
+
+    def processed(self) -> None:
+        pass
+
+
+DISCONNECTED = _Disconnected()
 
 
 class Session:
@@ -79,6 +122,8 @@ class Session:
         self.client_ip = client_ip
         cfg = services.config.imap
         self.reader = CommandReader(cfg.max_command_line, cfg.max_literal, cfg.append_limit)
+        # A stranger gets no more than a few KB per literal (LOGIN needs no more).
+        self.reader.literal_cap = cfg.max_literal_before_auth
         self.state = NOT_AUTHENTICATED
         self.user: str | None = None
         self.mailbox = None
@@ -95,6 +140,8 @@ class Session:
         self.current: Command | None = None  # the command running (or the last one)
         self._out: list[bytes] = []
         self._out_size = 0
+        self.yielded = False  # pump stopped at COMMANDS_PER_TURN with input left
+        self._awaiting_output = False  # pump waits for the client to read what we sent
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -134,14 +181,31 @@ class Session:
             self.protocol.quick_ack()
         self.pump()
 
+    @property
+    def held(self) -> bool:
+        """Commands wait for something other than more input: a running command, the client
+        reading our output, or the next reactor turn."""
+        return self.busy or self.yielded or self._awaiting_output
+
     def pump(self) -> None:
-        """Run what the reader holds, one command at a time."""
+        """Run what the reader holds, one command at a time, at most COMMANDS_PER_TURN of
+        them; then `yielded` tells the connection to call again on a later turn."""
+        self.yielded = False
+        self._pump()
+        self.protocol.processed()
+
+    def _pump(self) -> None:
+        steps = 0
         while not self.protocol.closed:
+            if steps >= COMMANDS_PER_TURN:
+                self.yielded = True
+                return
+            steps += 1
             if self.line_handler is not None:
                 if not self._feed_line_handler():
                     return
                 continue
-            if self.busy:
+            if self.busy or self._output_blocked():
                 return
             ev = self.reader.next_event()
             if ev is None:
@@ -159,6 +223,24 @@ class Session:
                 self.reject(ev.tag, ev.error)
             elif isinstance(ev, Command):
                 self._run_step(ev)
+
+    def _output_blocked(self) -> bool:
+        """The transport holds more unsent output than it wants: run nothing more until the
+        client has read it, so a client that never reads cannot make us hold its replies."""
+        if self._awaiting_output:
+            return True
+        d = self.protocol.wait_writable()
+        if d.called:
+            return False
+        self._awaiting_output = True
+
+        def writable(_):
+            self._awaiting_output = False
+            if not self.protocol.closed:
+                self.pump()
+
+        d.addCallback(writable)
+        return True
 
     def _feed_line_handler(self) -> bool:
         """A sub-dialogue (AUTHENTICATE response, IDLE's DONE) takes raw lines while its
@@ -216,6 +298,15 @@ class Session:
             self.idling.stop()
             self.idling = None
 
+    def connection_lost(self) -> None:
+        """The connection is gone: close, and drop every reference back to it and every
+        buffer, so that nothing of this session waits for the cycle collector."""
+        self.close()
+        self.line_handler = None
+        self.reader.clear()
+        self._out, self._out_size = [], 0
+        self.protocol = DISCONNECTED
+
     # -- output -------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
         self._out.append(data)
@@ -261,6 +352,7 @@ class Session:
         self.user = address
         self.mailbox = self.services.store.mailbox(address)
         self.state = AUTHENTICATED
+        self.reader.literal_cap = None
 
     # -- running commands ---------------------------------------------------------------------
     def run(self, cmd: Command) -> defer.Deferred | None:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
+from mailsuite import heap
 from mailsuite.config import ConfigError
 from mailsuite.limits import AdmittedConnection
 from mailsuite.listener import SessionFactory
@@ -28,8 +31,10 @@ from mailsuite.tls import is_secure
 MAX_PENDING_INPUT = 64 * 1024
 
 
+@implementer(IPushProducer)
 class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
-    """One POP3 connection; the `Pop3Connection` its session talks to."""
+    """One POP3 connection; the `Pop3Connection` its session talks to, and the producer of
+    everything its transport sends (replies, and streamed bodies through `BodyStreamer`)."""
 
     def __init__(self, services, kind: str):
         self.services = services
@@ -37,6 +42,8 @@ class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
         self.session = Pop3Session(services, kind, self)
         self.streamer: BodyStreamer | None = None
         self.reading_paused = False
+        self._turn = None  # the call that resumes the session on the next reactor turn
+        self._producing = False  # registered as the transport's producer
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -46,6 +53,8 @@ class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass
+        self.transport.registerProducer(self, True)
+        self._producing = True
         if not self._admit(client_ip):
             return
         self.setTimeout(self.services.config.pop3.idle_timeout)
@@ -53,11 +62,17 @@ class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
 
     def connectionLost(self, reason=connectionDone) -> None:
         self.setTimeout(None)
+        # Under TLS the transport's producer wrapper and this protocol refer to each other.
+        self._unregister()
+        if self._turn is not None and self._turn.active():
+            self._turn.cancel()
+        self._turn = None
         if self.streamer is not None:
             self.streamer.stopProducing()
             self.streamer = None
         self.session.connection_lost()
         self.give_back_slot()
+        heap.release_soon()
 
     def timeoutConnection(self) -> None:
         self.session.timed_out()
@@ -99,7 +114,17 @@ class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
         self.transport.writeSequence(parts)
 
     def close(self) -> None:
+        if self.streamer is not None:
+            self.streamer.stopProducing()
+            self.streamer = None
+        # TLS waits for a registered producer to go before it sends close_notify.
+        self._unregister()
         self.transport.loseConnection()
+
+    def _unregister(self) -> None:
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
 
     def is_secure(self) -> bool:
         return is_secure(self.transport)
@@ -115,7 +140,7 @@ class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
             self.session.services.store.io.submit,
             self.resetTimeout,
         )
-        d = self.streamer.start()
+        d = self.streamer.start(paused=self.session.output_blocked)
 
         def sent(result):
             self.streamer = None
@@ -124,14 +149,47 @@ class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
         return d.addCallback(sent)
 
     def processed(self) -> None:
+        """Stop reading while input piles up behind a running command, unread replies or a
+        yielded turn; come back on the next reactor turn when the session yielded.
+
+        Only buffered input pauses reading: pausing on the transport's signal alone would
+        stall a TLS handshake that has not finished yet."""
         session = self.session
-        if session.busy and session.splitter.pending > MAX_PENDING_INPUT:
-            if not self.reading_paused:
-                self.reading_paused = True
+        if session.lost:
+            return
+        waiting = session.busy or session.output_blocked or session.yielded
+        want_pause = waiting and session.splitter.pending > MAX_PENDING_INPUT
+        if want_pause != self.reading_paused:
+            self.reading_paused = want_pause
+            if want_pause:
                 self.transport.pauseProducing()
-        elif not session.busy and self.reading_paused:
-            self.reading_paused = False
-            self.transport.resumeProducing()
+            else:
+                self.transport.resumeProducing()
+        if session.yielded and self._turn is None:
+            self._turn = reactor.callLater(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        if not self.session.lost:
+            self.session.pump()
+
+    # -- IPushProducer for everything we send: the transport calls these when its buffer
+    # fills up and drains.
+
+    def pauseProducing(self) -> None:
+        self.session.output_blocked = True
+        if self.streamer is not None:
+            self.streamer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.session.output_blocked = False
+        if self.streamer is not None:
+            self.streamer.resumeProducing()
+        if not self.session.lost:
+            self.session.pump()
+
+    def stopProducing(self) -> None:
+        self.session.output_blocked = True
 
 
 def build_factory(services, kind: str) -> SessionFactory:

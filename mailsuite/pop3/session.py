@@ -42,6 +42,11 @@ log = Logger(namespace="mailsuite.pop3")
 
 _session_ids = itertools.count(1)
 
+# Command lines run for one connection in one call of `pump`; then the session yields and its
+# connection calls `pump` again on a later reactor turn, so that one client's pipeline never
+# keeps the others waiting.
+COMMANDS_PER_TURN = 32
+
 
 class Pop3Connection(Protocol):
     """What the session asks of its connection."""
@@ -63,7 +68,35 @@ class Pop3Connection(Protocol):
         errbacks with StreamAborted when the connection goes first."""
 
     def processed(self) -> None:
-        """The session ran out of input or waits on a Deferred: time to look at flow control."""
+        """The session ran out of input, waits on a Deferred or on the client to read its
+        replies (`output_blocked`), or yielded its turn (`yielded`): time for flow control."""
+
+
+class _Disconnected:
+    """The `Pop3Connection` of a session whose connection is gone: holds nothing, so the
+    session and its maildrop are freed at once rather than by the cycle collector."""
+
+    def write(self, parts: list[bytes]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def is_secure(self) -> bool:
+        return False
+
+    def start_tls(self) -> None:
+        pass
+
+    def stream(self, fileobj: BinaryIO, encoder: WireEncoder) -> defer.Deferred:
+        fileobj.close()
+        return defer.fail(StreamAborted())
+
+    def processed(self) -> None:
+        pass
+
+
+DISCONNECTED = _Disconnected()
 
 
 class Pop3Session(AuthorizationCommands, TransactionCommands):
@@ -91,6 +124,8 @@ class Pop3Session(AuthorizationCommands, TransactionCommands):
         self.sasl: sasl.SaslDialogue | None = None
         self.busy = False
         self.pumping = False
+        self.yielded = False  # pump stopped at COMMANDS_PER_TURN with input left
+        self.output_blocked = False  # the connection asked us to stop producing replies
         self.closing = False
         self.lost = False
         self.last_retr = 0  # message number of the last RETR
@@ -155,6 +190,15 @@ class Pop3Session(AuthorizationCommands, TransactionCommands):
             # A dropped connection never reaches UPDATE: nothing marked with DELE is removed.
             self.server_state.release(self.address, self)
         log.info("pop3 #{sid} disconnected", sid=self.session_id)
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Drop the buffers, the maildrop and the reference back to the connection, so that
+        nothing of this session waits for the cycle collector."""
+        self.splitter.discard()
+        self.maildrop = None
+        self.ahead = None
+        self.conn = DISCONNECTED
 
     # -- input ------------------------------------------------------------------------------
 
@@ -162,11 +206,17 @@ class Pop3Session(AuthorizationCommands, TransactionCommands):
         if self.pumping:
             return  # a Deferred that fired at once: the loop below goes on by itself
         self.pumping = True
+        self.yielded = False
+        steps = 0
         try:
-            while not self.busy and not self.closing and not self.lost:
+            while not (self.busy or self.output_blocked or self.closing or self.lost):
+                if steps >= COMMANDS_PER_TURN:
+                    self.yielded = True
+                    break
                 line = self.splitter.next_line()
                 if line is None:
                     break
+                steps += 1
                 self._run_line(line)
         finally:
             self.pumping = False

@@ -24,7 +24,8 @@ class BodyStreamer:
     """Writes one message's wire form from an open file, chunk by chunk, with back-pressure.
 
     Reads and LF→CRLF/dot-stuffing run in the thread pool; writes happen on the reactor. The
-    transport pauses us when its buffer is full and resumes us when it drains. One chunk is
+    connection (the transport's registered producer) pauses us when the transport's buffer is
+    full and resumes us when it drains. One chunk is
     read ahead while paused, so the disk/encoding work overlaps with sending; memory stays at
     about two chunks whatever the message size. `deferred` fires once ".CRLF" is written.
     """
@@ -45,8 +46,9 @@ class BodyStreamer:
         self._eof = False
         self._stopped = False
 
-    def start(self) -> defer.Deferred:
-        self.transport.registerProducer(self, True)
+    def start(self, paused: bool = False) -> defer.Deferred:
+        """Begin; `paused` when the transport's buffer is already full."""
+        self._paused = paused
         self._next()
         return self.deferred
 
@@ -107,7 +109,6 @@ class BodyStreamer:
 
     def _end(self) -> None:
         self._stopped = True
-        self.transport.unregisterProducer()
         self.file.close()
 
     def pauseProducing(self) -> None:

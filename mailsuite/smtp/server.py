@@ -7,11 +7,12 @@ greets (after the optional delay), passes received bytes to the `SmtpSession` st
 
 from __future__ import annotations
 
-from twisted.internet import protocol
+from twisted.internet import protocol, reactor
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from mailsuite import heap
 from mailsuite.limits import AdmittedConnection
 from mailsuite.listener import SessionFactory
 from mailsuite.smtp.session import SmtpSession
@@ -32,6 +33,8 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
         self.session = SmtpSession(services, kind, self)
         self._greet_call = None
         self._paused = False
+        self._turn = None  # the call that resumes the session on the next reactor turn
+        self._producing = False  # registered as the transport's producer
 
     # --- connection -------------------------------------------------------------------------
 
@@ -45,24 +48,29 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
         session = self.session
         session.connected(client_ip, self.kind == "submissions" or is_secure(self.transport))
         self.transport.registerProducer(self, True)
+        self._producing = True
         if not self._admit(client_ip):
             return
         self.setTimeout(session.cfg.command_timeout)
         delay = session.cfg.greeting_delay
         if delay > 0:
-            from twisted.internet import reactor
-
             self._greet_call = reactor.callLater(delay, session.greet)
         else:
             session.greet()
 
     def connectionLost(self, reason: Failure = None) -> None:
         self.setTimeout(None)
+        # Under TLS the transport's producer wrapper and this protocol refer to each other.
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
         self.session.connection_lost()
-        call = self._greet_call
-        if call is not None and call.active():
-            call.cancel()
+        for call in (self._greet_call, self._turn):
+            if call is not None and call.active():
+                call.cancel()
+        self._greet_call = self._turn = None
         self.give_back_slot()
+        heap.release_soon()
 
     def timeoutConnection(self) -> None:
         self.session.timed_out()
@@ -137,7 +145,7 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
         session = self.session
         # Only buffered input pauses reading: pausing on the transport's own signal alone
         # would stall a TLS handshake that has not finished yet.
-        waiting = session.output_blocked or session.busy
+        waiting = session.output_blocked or session.busy or session.yielded
         want_pause = waiting and session.lines.pending() > PAUSE_BUFFER
         if want_pause != self._paused and session.mode != "closed":
             self._paused = want_pause
@@ -145,6 +153,14 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
                 self.transport.pauseProducing()
             else:
                 self.transport.resumeProducing()
+        # A session that yielded its turn goes on once the others have had theirs.
+        if session.yielded and self._turn is None and session.mode != "closed":
+            self._turn = reactor.callLater(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        if self.session.mode != "closed":
+            self.session.process()
 
     # --- IPushProducer for our own replies: the transport calls these when its write buffer
     # fills up and drains.

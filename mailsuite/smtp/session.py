@@ -37,6 +37,11 @@ log = Logger(namespace="mailsuite.smtp")
 # Commands we know but do not offer get 502 rather than 500 (RFC 5321 §4.2.4).
 NOT_IMPLEMENTED = {"EXPN", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "BURL"}
 
+# Units of input (command lines, pieces of message data) handled for one connection in one
+# call of `process`; then the session yields and its connection calls `process` again on a
+# later reactor turn, so that one client's pipeline never keeps the others waiting.
+COMMANDS_PER_TURN = 32
+
 
 class SmtpConnection(Protocol):
     """What the session asks of its connection."""
@@ -57,7 +62,34 @@ class SmtpConnection(Protocol):
         """Protocol and cipher for the Received header, when the connection is TLS."""
 
     def processed(self) -> None:
-        """The session ran out of input or waits on a Deferred: time to look at flow control."""
+        """The session ran out of input, waits on a Deferred or on the client to read its
+        replies, or yielded its turn (`yielded`): time to look at flow control."""
+
+
+class _Disconnected:
+    """The `SmtpConnection` of a session whose connection is gone: holds nothing, so the
+    session and its buffers are freed at once rather than by the cycle collector."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def start_tls(self) -> None:
+        pass
+
+    def set_timeout(self, seconds: float | None) -> None:
+        pass
+
+    def tls_info(self) -> str | None:
+        return None
+
+    def processed(self) -> None:
+        pass
+
+
+DISCONNECTED = _Disconnected()
 
 
 class SmtpSession(AuthCommands, TransactionCommands):
@@ -84,6 +116,7 @@ class SmtpSession(AuthCommands, TransactionCommands):
         self.sasl: sasl.SaslDialogue | None = None
         self.busy = False  # a Deferred is answering the current command
         self.output_blocked = False  # the connection asked us to stop producing replies
+        self.yielded = False  # process stopped at COMMANDS_PER_TURN with input left
         self.greeted = False
         self.bad_commands = 0
         self.messages_accepted = 0
@@ -155,6 +188,11 @@ class SmtpSession(AuthCommands, TransactionCommands):
         if self.sasl is not None:
             self.sasl.abort()
         self.sasl = None
+        # Nothing of this session waits for the cycle collector once the connection is gone.
+        self.lines.take_rest()
+        self.body = None
+        self.tx = None
+        self.conn = DISCONNECTED
 
     def _close(self) -> None:
         self.mode = "closed"
@@ -174,7 +212,13 @@ class SmtpSession(AuthCommands, TransactionCommands):
         self.conn.processed()
 
     def _process_loop(self) -> None:
+        self.yielded = False
+        steps = 0
         while not self.busy and not self.output_blocked and self.mode != "closed":
+            if steps >= COMMANDS_PER_TURN:
+                self.yielded = True
+                return
+            steps += 1
             try:
                 if not self._step():
                     break

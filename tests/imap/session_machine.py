@@ -26,6 +26,7 @@ class MemoryConnection:
         self.closed = False
         self.written: list[bytes] = []
         self.session: Session | None = None
+        self._repumping = False
 
     def is_secure(self) -> bool:
         return self.secure
@@ -49,6 +50,17 @@ class MemoryConnection:
 
     def quick_ack(self) -> None:
         pass
+
+    def processed(self) -> None:
+        # As the adapter does on its next reactor turns: go on while the session yielded.
+        if self.session is None or self._repumping:
+            return
+        self._repumping = True
+        try:
+            while self.session.yielded and not self.closed:
+                self.session.pump()
+        finally:
+            self._repumping = False
 
     def take(self) -> list[bytes]:
         """The lines written since the last call, CRLF removed."""
