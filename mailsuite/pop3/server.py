@@ -124,7 +124,10 @@ class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
     def _unregister(self) -> None:
         if self._producing:
             self._producing = False
-            self.transport.unregisterProducer()
+            try:
+                self.transport.unregisterProducer()
+            except (AttributeError, RuntimeError):
+                pass  # the transport has let go of it already
 
     def is_secure(self) -> bool:
         return is_secure(self.transport)

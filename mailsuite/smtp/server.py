@@ -60,11 +60,14 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
 
     def connectionLost(self, reason: Failure = None) -> None:
         self.setTimeout(None)
+        self.session.connection_lost()
         # Under TLS the transport's producer wrapper and this protocol refer to each other.
         if self._producing:
             self._producing = False
-            self.transport.unregisterProducer()
-        self.session.connection_lost()
+            try:
+                self.transport.unregisterProducer()
+            except (AttributeError, RuntimeError):
+                pass  # the transport has let go of it already
         for call in (self._greet_call, self._turn):
             if call is not None and call.active():
                 call.cancel()
