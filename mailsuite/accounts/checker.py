@@ -98,22 +98,15 @@ class Authenticator:
         """Deferred firing with the user's canonical address, or failing with AuthFailed /
         AuthThrottled."""
         key = (client_network(client_ip), username.lower())
-        waiting = self._in_flight.get(key)
-        if waiting is not None:
-            turn: defer.Deferred = defer.Deferred()
-            waiting.append(turn)
-            return turn.addCallback(lambda _: self.login(username, password, client_ip, protocol))
-        wait = self.throttle.begin(client_ip, username)
-        if wait > 0:
-            log.info(
-                "{protocol} login throttled for {user} from {ip} ({wait:.0f}s)",
-                protocol=protocol,
-                user=token(username),
-                ip=client_ip,
-                wait=wait,
-            )
-            return defer.fail(AuthThrottled(wait))
-        self._in_flight[key] = []
+        held = self._enter(
+            key,
+            username,
+            client_ip,
+            protocol,
+            lambda: self.login(username, password, client_ip, protocol),
+        )
+        if held is not None:
+            return held
         creds = credentials.UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
         d = self.portal.login(creds, None, IMailUser)
 
@@ -140,8 +133,7 @@ class Authenticator:
             raise AuthFailed("authentication failed")
 
         def next_turn(result):
-            for turn in self._in_flight.pop(key, ()):
-                turn.callback(None)
+            self._next_turn(key)
             return result
 
         return d.addCallbacks(ok, failed).addBoth(next_turn)
@@ -153,22 +145,15 @@ class Authenticator:
         verdict with `ScramAttempt.finish`; attempts for one (client network, account) wait for
         each other here exactly as logins do."""
         key = (client_network(client_ip), username.lower())
-        waiting = self._in_flight.get(key)
-        if waiting is not None:
-            turn: defer.Deferred = defer.Deferred()
-            waiting.append(turn)
-            return turn.addCallback(lambda _: self.scram_keys(username, client_ip, protocol))
-        wait = self.throttle.begin(client_ip, username)
-        if wait > 0:
-            log.info(
-                "{protocol} login throttled for {user} from {ip} ({wait:.0f}s)",
-                protocol=protocol,
-                user=token(username),
-                ip=client_ip,
-                wait=wait,
-            )
-            return defer.fail(AuthThrottled(wait))
-        self._in_flight[key] = []
+        held = self._enter(
+            key,
+            username,
+            client_ip,
+            protocol,
+            lambda: self.scram_keys(username, client_ip, protocol),
+        )
+        if held is not None:
+            return held
         d = threads.deferToThread(self.accounts.scram_keys, username)
 
         def found(result):
@@ -181,6 +166,29 @@ class Authenticator:
             return failure
 
         return d.addCallbacks(found, lookup_failed)
+
+    def _enter(self, key, username: str, client_ip: str, protocol: str, again):
+        """Let one attempt at a time through for (client network, account), counted by the
+        throttle before anything is checked.  None: this attempt goes on (and holds the turn
+        until `_next_turn`); else a Deferred to return instead: `again()` once the attempt in
+        flight is over, or AuthThrottled."""
+        waiting = self._in_flight.get(key)
+        if waiting is not None:
+            turn: defer.Deferred = defer.Deferred()
+            waiting.append(turn)
+            return turn.addCallback(lambda _: again())
+        wait = self.throttle.begin(client_ip, username)
+        if wait > 0:
+            log.info(
+                "{protocol} login throttled for {user} from {ip} ({wait:.0f}s)",
+                protocol=protocol,
+                user=token(username),
+                ip=client_ip,
+                wait=wait,
+            )
+            return defer.fail(AuthThrottled(wait))
+        self._in_flight[key] = []
+        return None
 
     def _next_turn(self, key: tuple[str, str]) -> None:
         for turn in self._in_flight.pop(key, ()):
