@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from twisted.logger import Logger
 
 from mailsuite.config import Config
+from mailsuite.durable.modes import make_private_dirs
 
 KEY_TYPES = ("ed25519", "rsa")
 DEFAULT_SELECTORS = {"ed25519": "ed", "rsa": "rsa"}
@@ -84,7 +85,7 @@ def dns_value(key_type: str, public: bytes) -> str:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)  # 0700 at every level it makes, whatever the umask
     # O_EXCL: never overwrite a published key by accident; 0600 from the first byte.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:

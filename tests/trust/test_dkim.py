@@ -75,6 +75,9 @@ def test_keygen_writes_private_key_0600_and_dns_value(config, keys):
         assert pub_path.read_text().strip() == key.dns_value
         assert key.dns_value.startswith(f"v=DKIM1; k={key.key_type}; p=")
     assert key_path.parent == config.data_dir / "dkim" / "example.test"
+    # The key's folders are private too, whatever the umask the keys were made under.
+    for folder in (key_path.parent, key_path.parent.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
 
 
 def test_keygen_refuses_to_overwrite(config, keys):
