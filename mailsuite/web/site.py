@@ -15,6 +15,7 @@ from urllib.parse import unquote
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from mailsuite.logtext import visible
 from mailsuite.trust.mtasts import mta_sts_policy
 from mailsuite.web import autoconfig, autodiscover, mobileconfig
 from mailsuite.web.settings import BadAddress, ClientSettings, normalize_domain, split_address
@@ -170,8 +171,8 @@ class ClientSetupResource(resource.Resource):
             log.info(
                 "web: {code} for {method} {path} from {ip}",
                 code=code,
-                method=request.method.decode("latin-1"),
-                path=request.path[:200].decode("latin-1"),
+                method=visible(request.method, 20),
+                path=visible(request.path),
                 ip=getattr(peer, "host", "?"),
             )
         request.setResponseCode(code)
