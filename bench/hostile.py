@@ -53,6 +53,7 @@ class Server:
         cfg.write_text(
             f'hostname = "mail.example.test"\ndomains = ["example.test"]\n'
             f'data_dir = "{root / "data"}"\n'
+            "allow_root = true\n"
             f'[tls]\ncert = "{root / "mail.pem"}"\nkey = "{root / "mail.key"}"\n'
             f'[auth]\nplaintext = "loopback"\n'
             f"[limits]\nconnections_total = {connections + 100}\n"
@@ -80,7 +81,15 @@ class Server:
             m = pattern.search(line)
             if m:
                 self.ports[m.group(1)] = int(m.group(2))
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        self.log: list[str] = []
+        threading.Thread(target=self._keep_log, daemon=True).start()
+
+    def _keep_log(self) -> None:
+        for line in self.proc.stdout:
+            self.log.append(line)
+
+    def count(self, text: str) -> int:
+        return sum(1 for line in list(self.log) if text in line)
 
     def rss(self) -> float:
         return rss_mb(self.proc.pid)
@@ -206,12 +215,33 @@ def settle_rss(server: Server, seconds: float) -> float:
     return last
 
 
+def concurrent_guesses(port: int, n: int) -> None:
+    """`n` IMAP LOGINs with a wrong password for one account, all at once."""
+
+    def guess() -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+                read_line(sock)
+                sock.sendall(f'g LOGIN {USER} "wrong-guess"\r\n'.encode())
+                while not read_line(sock).startswith(b"g "):
+                    pass
+        except (OSError, EOFError):
+            pass
+
+    threads = [threading.Thread(target=guess) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--connections", type=int, default=500, help="hostile connections at once")
     ap.add_argument("--kb", type=int, default=256, help="KB each hostile connection sends")
     ap.add_argument("--flood-mb", type=int, default=50, help="MB the deflate bomb inflates to")
     ap.add_argument("--samples", type=int, default=12, help="SMTP greetings timed in the flood")
+    ap.add_argument("--guesses", type=int, default=60, help="concurrent wrong IMAP logins")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mailsuite-hostile-") as tmp:
@@ -246,6 +276,11 @@ def main() -> None:
             for s in socks:
                 s.close()
             after = settle_rss(server, 20)
+
+            checked_before = server.count("imap login failed for")
+            concurrent_guesses(server.ports["imap"], args.guesses)
+            time.sleep(1)
+            checked = server.count("imap login failed for") - checked_before
         finally:
             server.stop()
 
@@ -269,6 +304,11 @@ def main() -> None:
             f"{(after - idle) / idle * 100:+.0f} % ({after:.0f} MB; before them "
             f"{before_hostile:.0f} MB)",
             "within 10 %",
+        ),
+        (
+            f"passwords checked during {args.guesses} concurrent wrong logins",
+            f"{checked}",
+            "no more than [auth] free_failures (3)",
         ),
     ]
     width = max(len(r[0]) for r in rows)
