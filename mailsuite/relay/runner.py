@@ -127,7 +127,6 @@ class QueueRunner(service.Service):
         self.ticks = 0
         self.ready = False
         self.scanning = False
-        self._idle_waiters: list[defer.Deferred] = []
         self.to_remove: list[tuple[str, defer.Deferred]] = []
         self.removing = False
         self.remove_timer = None
@@ -434,10 +433,6 @@ class QueueRunner(service.Service):
         self.active.pop(qid, None)
         if self.ready and self.heap and self.heap[0][0] <= time.time():
             self._run_due()
-        if not self.active and not self.senders.busy():
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for d in waiters:
-                d.callback(None)
 
     async def _finish_async(self, act: Active) -> None:
         entry = act.entry
@@ -509,14 +504,6 @@ class QueueRunner(service.Service):
         defer.maybeDeferred(self.io.submit, self.queue.remove_many, ids).addCallbacks(done, failed)
 
     # -- for tests and the admin command -------------------------------------------------
-
-    def when_idle(self) -> defer.Deferred:
-        """Fires when nothing is in flight (tests wait on it)."""
-        if not self.active and not self.senders.busy():
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._idle_waiters.append(d)
-        return d
 
 
 def build_service(services, deliver_notice=None) -> service.IService:

@@ -144,9 +144,6 @@ class Folder:
     def message_path(self, msg: Message) -> Path:
         return self.path / msg.subdir / msg.filename
 
-    def total_size(self) -> int:
-        return sum(m.wire_size for m in self.messages)
-
     def read(self, msg: Message) -> bytes:
         """The stored (LF) bytes; follows a rename made by another program."""
         data = self.read_present(msg)
