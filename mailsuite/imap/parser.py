@@ -431,12 +431,18 @@ def _quoted(text: bytes, i: int) -> tuple[bytes, int]:
     raise ImapBad("Unterminated quoted string")
 
 
+# The FETCH attributes whose "[section]" may hold spaces and parentheses (RFC 3501 §6.4.5,
+# RFC 3516 §6.4.5); everywhere else "[" is an ordinary ATOM-CHAR (RFC 3501 §9).
+_SECTION_ATOMS = frozenset((b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE"))
+
+
 def _atom(text: bytes, i: int) -> tuple[Atom, int]:
     start = i
     n = len(text)
     while i < n:
         c = text[i]
-        if c == 0x5B:  # "[": section spec, kept verbatim up to the matching "]"
+        if c == 0x5B and text[start:i].upper() in _SECTION_ATOMS:
+            # a section spec, kept verbatim up to the matching "]"
             depth = 0
             while i < n:
                 c = text[i]

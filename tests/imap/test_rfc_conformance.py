@@ -1,0 +1,41 @@
+"""Exact RFC behaviour that independent conformance scripts check, over a real socket."""
+
+from __future__ import annotations
+
+from tests.imap.conftest import Raw, append_n, connect, message
+
+
+def test_open_bracket_is_an_atom_char_outside_fetch_sections(imap_server):
+    # RFC 3501 §9: "[" is an ATOM-CHAR; only "]" is a resp-special.
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    out = r.cmd(b"SELECT foo[bar")
+    assert out[-1].startswith(b"t NO "), out
+    assert r.cmd(b"CREATE foo[bar")[-1].startswith(b"t OK"), "CREATE foo[bar"
+    out = r.cmd(b'LIST "" foo[%')
+    assert len(out) == 2 and out[0].startswith(b"* LIST ("), out
+    assert out[0].endswith((b' "foo[bar"', b" foo[bar")), out
+    assert out[-1].startswith(b"t OK"), out
+    out = r.cmd(b"SELECT foo[bar")
+    assert out[-1].startswith(b"t OK"), out
+    # the session stays usable, and FETCH sections keep their meaning
+    r.cmd(b"SELECT INBOX")
+    r.send(b"a APPEND INBOX {%d+}\r\n" % len(message(1)) + message(1) + b"\r\n")
+    assert r.until_tagged(b"a")[-1].startswith(b"a OK")
+    r.cmd(b"SELECT INBOX")
+    out = r.cmd(b"FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert out[-1].startswith(b"t OK"), out
+    assert b"BODY[HEADER.FIELDS (SUBJECT)]" in out[0], out
+    out = r.cmd(b"FETCH 1 BODY.PEEK[HEADER")
+    assert out[-1].startswith(b"t BAD"), out
+    r.close()
+
+
+def test_mailbox_named_with_brackets_round_trips_through_imaplib(imap_server):
+    c = connect(imap_server)
+    assert c.create("[Gmail]/Sent")[0] == "OK"
+    typ, data = c.list('""', "[Gmail]/*")
+    assert typ == "OK" and any(b"[Gmail]/Sent" in d for d in data), data
+    assert c.select("[Gmail]/Sent")[0] == "OK"
+    append_n(c, 1, "[Gmail]/Sent")
+    c.logout()
