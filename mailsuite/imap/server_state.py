@@ -47,23 +47,31 @@ class ImapState:
 
     # -- \Recent ----------------------------------------------------------------------------
     def claim_recent(self, folder) -> set[int]:
-        """Take the messages no session has reported as \\Recent yet; return their UIDs.
+        """Take the messages no session has reported as \\Recent yet; return their UIDs."""
+        recent = self.peek_recent(folder)
+        if folder.messages:
+            prev = self._recent_claimed.get(folder, 0)
+            self._recent_claimed[folder] = max(prev, folder.messages[-1].uid)
+        elif folder not in self._recent_claimed:
+            self._recent_claimed[folder] = 0
+        return recent
+
+    def peek_recent(self, folder) -> set[int]:
+        """The messages no session has reported as \\Recent yet, left unclaimed (EXAMINE,
+        RFC 3501 §6.3.2: the read-only session sees \\Recent but does not take it).
 
         On the first sight of a folder since start, what sits in Maildir `new/` is recent (the
-        Maildir meaning of `new/`, as Dovecot reads it); after that, whatever arrived since."""
-        last = folder.messages[-1].uid if folder.messages else 0
+        Maildir meaning of `new/`, as Dovecot reads it) and so is whatever arrived while this
+        process had the folder open; after that, whatever arrived since the last claim."""
         prev = self._recent_claimed.get(folder)
-        self._recent_claimed[folder] = last if prev is None else max(prev, last)
         if prev is None:
-            return {m.uid for m in folder.messages if m.is_new}
+            mark = folder.uid_at_open
+            return {m.uid for m in folder.messages if m.is_new or m.uid > mark}
         return set(_uids_above(folder, prev))
 
     def recent_count(self, folder) -> int:
         """RECENT for STATUS: messages no session has reported yet."""
-        mark = self._recent_claimed.get(folder)
-        if mark is None:
-            return sum(1 for m in folder.messages if m.is_new)
-        return sum(1 for _ in _uids_above(folder, mark))
+        return len(self.peek_recent(folder))
 
     # -- disk checks ------------------------------------------------------------------------
     def refresh(self, folder, force: bool = False) -> None:

@@ -24,9 +24,10 @@ class SelectedView:
         self.folder = folder
         self.readonly = readonly
         self.messages: list = list(folder.messages)
-        self.recent: set[int] = set()
-        if not readonly:
-            self.recent = session.imap_state.claim_recent(folder)
+        state = session.imap_state
+        self.recent: set[int] = (
+            state.peek_recent(folder) if readonly else state.claim_recent(folder)
+        )
         self.pending_expunge: set[int] = set()
         self.pending_flags: set[int] = set()
         self.pending_exists = False
@@ -128,10 +129,13 @@ class SelectedView:
             ]
             if fresh:
                 self.messages.extend(fresh)
-                if not self.readonly:
-                    fresh_uids = {m.uid for m in fresh}
-                    claimed = self.session.imap_state.claim_recent(self.folder)
-                    self.recent.update(claimed & fresh_uids)
+                state = self.session.imap_state
+                unclaimed = (
+                    state.peek_recent(self.folder)
+                    if self.readonly
+                    else state.claim_recent(self.folder)
+                )
+                self.recent.update(unclaimed & {m.uid for m in fresh})
                 out.append(b"* %d EXISTS\r\n" % len(self.messages))
                 out.append(b"* %d RECENT\r\n" % len(self.recent))
         if self.pending_flags:

@@ -122,6 +122,7 @@ class Folder:
         self._uid_lazy = False  # entries not parsed yet (header values from the index)
         self._dirty = False
         self._listeners: list = []
+        self.uid_at_open = 0
         self._load()
 
     # -- public view -----------------------------------------------------------------------
@@ -242,6 +243,9 @@ class Folder:
         data = self._read_index()
         if data is None or not self._adopt_uidlist(data):
             self._load_uidlist()
+        # Messages above this UID got theirs from this process, wherever they were filed (an
+        # APPEND with flags lands in cur/): IMAP counts them as \Recent.
+        self.uid_at_open = self._uidlist.next_uid - 1
         if data is not None and self._load_index(data):
             return
         self.refresh(force=True)

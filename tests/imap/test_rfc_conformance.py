@@ -39,3 +39,31 @@ def test_mailbox_named_with_brackets_round_trips_through_imaplib(imap_server):
     assert c.select("[Gmail]/Sent")[0] == "OK"
     append_n(c, 1, "[Gmail]/Sent")
     c.logout()
+
+
+def _recent(lines: list[bytes]) -> int:
+    (n,) = [int(x.split()[1]) for x in lines if x.endswith(b" RECENT")]
+    return n
+
+
+def test_append_with_flags_is_recent_and_examine_reports_without_clearing(imap_server):
+    # RFC 3501 §2.3.2: \Recent is set on a message new to the mailbox, however it came and
+    # whatever flags APPEND gave it; §6.3.2: EXAMINE does not take it away.
+    a = connect(imap_server)
+    assert a.append("INBOX", r"(\Seen)", None, message(1))[0] == "OK"
+    assert a.append("INBOX", "($Label1)", None, message(2))[0] == "OK"
+    a.logout()
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    assert _recent(r.cmd(b"EXAMINE INBOX")) == 2
+    out = r.cmd(b"FETCH 1:* FLAGS")
+    assert b"\\Recent" in out[0] and b"\\Seen" in out[0], out
+    assert b"\\Recent" in out[1] and b"$Label1" in out[1], out
+    assert _recent(r.cmd(b"EXAMINE INBOX")) == 2, "EXAMINE must not clear \\Recent"
+    assert _recent(r.cmd(b"SELECT INBOX")) == 2
+    other = Raw(imap_server.port("imap"))
+    other.login()
+    assert _recent(other.cmd(b"SELECT INBOX")) == 0, "one session only reports \\Recent"
+    assert b"\\Recent" not in other.cmd(b"FETCH 1:* FLAGS")[0]
+    other.close()
+    r.close()
