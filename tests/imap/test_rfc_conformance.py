@@ -67,3 +67,20 @@ def test_append_with_flags_is_recent_and_examine_reports_without_clearing(imap_s
     assert b"\\Recent" not in other.cmd(b"FETCH 1:* FLAGS")[0]
     other.close()
     r.close()
+
+
+def test_move_within_one_mailbox_expunges_before_exists(imap_server):
+    c = connect(imap_server)
+    append_n(c, 3)
+    c.logout()
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.cmd(b"SELECT INBOX")
+    out = r.cmd(b"UID MOVE 2 INBOX")
+    assert out[-1].startswith(b"t OK"), out
+    kinds = [x.split()[2] for x in out if x.startswith(b"* ") and x.split()[1].isdigit()]
+    assert [k for k in kinds if k in (b"EXPUNGE", b"EXISTS")] == [b"EXPUNGE", b"EXISTS"], out
+    assert b"* 2 EXPUNGE" in out and b"* 3 EXISTS" in out, out
+    fetched = r.cmd(b"FETCH 1:* UID")
+    assert [x.split()[-1] for x in fetched[:-1]] == [b"1)", b"3)", b"4)"], fetched
+    r.close()

@@ -46,11 +46,13 @@ def _copy(session, cmd, uid: bool, move: bool):
         # RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGE responses.
         session.send(f"* OK [{code}] Moved\r\n".encode())
         if session.view is view:
-            if same:
-                view.pending_exists = True
-                session.send_updates(expunge_ok=False)
             done = {s for s, _ in pairs}
             expunge_messages(session, [m for m in msgs if m.uid in done])
+            if same:
+                # Within one mailbox the sources' EXPUNGEs come first, then the copies' EXISTS:
+                # a client applying them in order never counts a message twice.
+                view.pending_exists = True
+                session.send_updates(expunge_ok=False)
         return None
 
     def failed(failure):
