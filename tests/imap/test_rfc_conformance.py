@@ -84,3 +84,29 @@ def test_move_within_one_mailbox_expunges_before_exists(imap_server):
     fetched = r.cmd(b"FETCH 1:* UID")
     assert [x.split()[-1] for x in fetched[:-1]] == [b"1)", b"3)", b"4)"], fetched
     r.close()
+
+
+def _threaded(mid: str, refs: str = "", subject: str = "Thread") -> bytes:
+    head = f"From: bob@example.test\r\nSubject: {subject}\r\nMessage-ID: <{mid}>\r\n"
+    head += "Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
+    if refs:
+        head += f"References: {refs}\r\n"
+    return (head + "\r\nbody\r\n").encode()
+
+
+def test_thread_references_breaks_a_guessed_parent_that_would_loop(imap_server):
+    # RFC 5256 §3 REFERENCES (1)(C): A's References put n under p and d under n; n's own
+    # References name d, its own descendant: the guessed link to p is broken and no loop is
+    # made, so n heads a thread of its own.
+    c = connect(imap_server)
+    for raw in (
+        _threaded("p@x", subject="P"),
+        _threaded("a@x", "<p@x> <n@x> <d@x>", subject="A"),
+        _threaded("n@x", "<d@x>", subject="N"),
+    ):
+        assert c.append("INBOX", None, None, raw)[0] == "OK"
+    c.select("INBOX")
+    typ, data = c.thread("REFERENCES", "UTF-8", "ALL")
+    assert typ == "OK"
+    assert data == [b"(1)(3 2)"], data
+    c.logout()

@@ -154,15 +154,14 @@ def references(infos: list[_Info]) -> list[_Node]:
             if prev is not None and r.parent is None:
                 link(prev, r)
             prev = r
-        # (1)(C): the message's parent is the last reference, replacing any earlier guess
-        if prev is not None and prev is not node and not prev.has_ancestor(node):
-            if node.parent is not None:
-                node.parent.children.remove(node)
-                node.parent = None
-            link(prev, node)
-        elif prev is None and node.parent is not None:
+        # (1)(C): the message's parent is the last reference.  Its own References outrank a
+        # parent guessed from other messages', so that link is broken first; the new one is
+        # then added unless it would make a loop (the message stays a root).
+        if node.parent is not None:
             node.parent.children.remove(node)
             node.parent = None
+        if prev is not None and prev is not node and not prev.has_ancestor(node):
+            link(prev, node)
     # (2) root set
     roots = [n for n in table.values() if n.parent is None]
     # (4) prune dummies
