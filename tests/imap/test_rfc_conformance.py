@@ -110,3 +110,30 @@ def test_thread_references_breaks_a_guessed_parent_that_would_loop(imap_server):
     assert typ == "OK"
     assert data == [b"(1)(3 2)"], data
     c.logout()
+
+
+def test_list_extended_selection_rules_and_subscriptions_outliving_delete(imap_server):
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    # RFC 5258 §3.1: RECURSIVEMATCH alone (or with only REMOTE) is BAD.
+    assert r.cmd(b'LIST (RECURSIVEMATCH) "" "*"')[-1].startswith(b"t BAD")
+    assert r.cmd(b'LIST (RECURSIVEMATCH REMOTE) "" "*"')[-1].startswith(b"t BAD")
+    for name in (b"Fruit", b"Fruit/Apple", b"Fruit/Peach", b"Vegetable", b"Vegetable/Leek"):
+        assert r.cmd(b"CREATE " + name)[-1].startswith(b"t OK"), name
+    for name in (b"Fruit", b"Fruit/Peach", b"Vegetable/Leek"):
+        assert r.cmd(b"SUBSCRIBE " + name)[-1].startswith(b"t OK"), name
+    # RFC 3501 §6.3.6: DELETE leaves the subscription alone.
+    assert r.cmd(b"DELETE Fruit/Peach")[-1].startswith(b"t OK")
+    out = r.cmd(b'LIST (SUBSCRIBED) "" "Fruit/*"')
+    assert out[:-1] == [b'* LIST (\\Subscribed \\NonExistent) "/" Fruit/Peach'] or out[:-1] == [
+        b'* LIST (\\NonExistent \\Subscribed) "/" Fruit/Peach'
+    ], out
+    lsub = r.cmd(b'LSUB "" "Fruit/*"')
+    assert any(x.endswith(b" Fruit/Peach") for x in lsub), lsub
+    # RFC 5258 §3.5: CHILDINFO only for a parent that does not itself match.
+    out = r.cmd(b'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+    by_name = {x.split(b'"/" ')[1].split(b" ")[0]: x for x in out[:-1]}
+    assert b"CHILDINFO" not in by_name[b"Fruit"], out
+    assert b'("CHILDINFO" ("SUBSCRIBED"))' in by_name[b"Vegetable"], out
+    assert b"\\Subscribed" not in by_name[b"Vegetable"], out
+    r.close()

@@ -121,10 +121,7 @@ def delete(session, cmd):
         session.mailbox.delete_folder(name)
     except (NoSuchFolder, BadFolderName, OSError) as e:
         raise store_error(e) from None
-    try:
-        session.mailbox.unsubscribe(name)
-    except (BadFolderName, OSError):
-        pass
+    # RFC 3501 §6.3.6: the subscription outlives the mailbox (LIST shows it \NonExistent).
 
 
 def rename(session, cmd):
@@ -250,7 +247,8 @@ def _list_args(cmd):
     for opt in select_opts:
         if opt not in ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"):
             raise ImapBad(f"Unknown LIST selection option {opt[:20]}")
-    if "RECURSIVEMATCH" in select_opts and len(select_opts) == 1:
+    if "RECURSIVEMATCH" in select_opts and not set(select_opts) - {"RECURSIVEMATCH", "REMOTE"}:
+        # RFC 5258 §3.1: never alone, nor with REMOTE only
         raise ImapBad("RECURSIVEMATCH needs another selection option")
     return select_opts, ref, patterns, return_opts, extended
 
@@ -326,7 +324,9 @@ def list_command(session, cmd):
             attrs.append("\\NonExistent" if extended else "\\Noselect")
         if name in tree.has_children:
             attrs.append("\\HasChildren")
-        elif exists or extended:
+        elif exists or "CHILDREN" in ret:
+            # a \NonExistent name (a subscription outliving its mailbox) says only that,
+            # unless the client asked for CHILDREN (RFC 5258 §4)
             attrs.append("\\HasNoChildren")
         if show_subscribed and name in tree.subscribed:
             attrs.append("\\Subscribed")
