@@ -152,6 +152,15 @@ class Session:
     def condstore(self) -> bool:
         return "CONDSTORE" in self.enabled
 
+    def enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command ran (RFC 7162 §3.1): the first one while a mailbox is
+        selected reports its HIGHESTMODSEQ before the command's other responses."""
+        if "CONDSTORE" in self.enabled:
+            return
+        self.enabled.add("CONDSTORE")
+        if self.view is not None:
+            self.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % self.view.folder.highestmodseq)
+
     @property
     def qresync(self) -> bool:
         return "QRESYNC" in self.enabled

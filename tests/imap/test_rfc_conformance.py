@@ -137,3 +137,47 @@ def test_list_extended_selection_rules_and_subscriptions_outliving_delete(imap_s
     assert b'("CHILDINFO" ("SUBSCRIBED"))' in by_name[b"Vegetable"], out
     assert b"\\Subscribed" not in by_name[b"Vegetable"], out
     r.close()
+
+
+def test_condstore_enabling_command_reports_highestmodseq_and_esearch_min_max_modseq(
+    imap_server,
+):
+    c = connect(imap_server)
+    append_n(c, 3)
+    c.logout()
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.cmd(b"SELECT INBOX")
+    r.cmd(b"STORE 3 +FLAGS (\\Flagged)")
+    r.cmd(b"STORE 1 +FLAGS (\\Answered)")  # message 1 now has the highest MODSEQ
+    out = r.cmd(b"FETCH 2 (FLAGS MODSEQ)")
+    # RFC 7162 §3.1: the first CONDSTORE-enabling command while selected reports it first
+    assert out[0].startswith(b"* OK [HIGHESTMODSEQ "), out
+    highest = int(out[0].split()[3].rstrip(b"]"))
+    assert b"MODSEQ (" in out[1], out
+    again = r.cmd(b"FETCH 2 (FLAGS MODSEQ)")
+    assert not any(x.startswith(b"* OK [HIGHESTMODSEQ") for x in again), again
+    mods = {}
+    for line in r.cmd(b"FETCH 1:* MODSEQ")[:-1]:
+        mods[int(line.split()[1])] = int(line.split(b"MODSEQ (")[1].split(b")")[0])
+    assert mods[1] == highest
+    out = r.cmd(b"SEARCH RETURN (MAX) MODSEQ 1")
+    assert out[0].endswith(b"MAX 3 MODSEQ %d" % mods[3]), (out, mods)
+    out = r.cmd(b"SEARCH RETURN (MIN MAX) MODSEQ 1")
+    assert out[0].endswith(b"MIN 1 MAX 3 MODSEQ %d" % max(mods[1], mods[3])), out
+    out = r.cmd(b"SEARCH RETURN (COUNT) MODSEQ 1")
+    assert out[0].endswith(b"COUNT 3 MODSEQ %d" % highest), out
+    r.close()
+
+
+def test_store_unchangedsince_as_first_condstore_command_reports_highestmodseq(imap_server):
+    c = connect(imap_server)
+    append_n(c, 1)
+    c.logout()
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.cmd(b"SELECT INBOX")
+    out = r.cmd(b"STORE 1 (UNCHANGEDSINCE 100000) +FLAGS (\\Seen)")
+    assert out[0].startswith(b"* OK [HIGHESTMODSEQ "), out
+    assert out[-1].startswith(b"t OK"), out
+    r.close()

@@ -46,7 +46,8 @@ def test_searchres_rfc5182(imap_server):
 def test_modseq_search_rfc7162(imap_server):
     r = _setup(imap_server)
     out = r.cmd(b"FETCH 4 (MODSEQ)")
-    m = int(out[0].split(b"MODSEQ (")[1].split(b")")[0])
+    assert out[0].startswith(b"* OK [HIGHESTMODSEQ "), out  # RFC 7162 §3.1: first enabling
+    m = int(out[1].split(b"MODSEQ (")[1].split(b")")[0])
     out = r.cmd(b"SEARCH MODSEQ %d" % m)
     assert out[0].startswith(b"* SEARCH 4 (MODSEQ ")
 

@@ -46,7 +46,8 @@ def test_flags_persist_in_maildir_names(imap_server):
 def test_unchangedsince_reports_modified_rfc7162(imap_server):
     r = _setup(imap_server)
     out = r.cmd(b"FETCH 1:3 (MODSEQ)")
-    modseqs = [int(line.split(b"MODSEQ (")[1].split(b")")[0]) for line in out[:-1]]
+    assert out[0].startswith(b"* OK [HIGHESTMODSEQ "), out  # RFC 7162 §3.1: first enabling
+    modseqs = [int(line.split(b"MODSEQ (")[1].split(b")")[0]) for line in out[1:-1]]
     other = connect(imap_server)
     other.select("INBOX")
     other.store("2", "+FLAGS", "(\\Flagged)")

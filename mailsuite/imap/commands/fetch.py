@@ -83,7 +83,7 @@ def _fetch(session, cmd, uid: bool):
         req.items.append(FetchItem("MODSEQ"))
         req.wants_modseq = True
     if req.wants_modseq or req.changedsince is not None:
-        session.enabled.add("CONDSTORE")  # RFC 7162 §3.1: CONDSTORE-enabling
+        session.enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
     targets = view.select(seqset, uid)
     if req.vanished:
         _send_vanished(session, view, seqset)

@@ -443,7 +443,6 @@ def status(session, cmd):
     name = mailbox_arg(session, cmd.args[0])
     items = _status_items(cmd.args[1])
     folder = open_folder(session, name)
-    if "HIGHESTMODSEQ" in items and "CONDSTORE" not in session.enabled:
-        # RFC 7162 §3.1: STATUS HIGHESTMODSEQ is a CONDSTORE-enabling command.
-        session.enabled.add("CONDSTORE")
+    if "HIGHESTMODSEQ" in items:
+        session.enable_condstore()  # RFC 7162 §3.1: STATUS HIGHESTMODSEQ is CONDSTORE-enabling
     session.send(status_line(session, name, folder, items))

@@ -69,7 +69,7 @@ def _search(session, cmd, uid: bool):
     view = session.view
     opts, prog = search_mod.parse_search_command(cmd.args)
     if prog.wants_modseq:
-        session.enabled.add("CONDSTORE")
+        session.enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
     messages = list(view.messages)
     fast = None if prog.needs_content else _flag_only(prog, messages, view)
     if fast is not None:
@@ -84,7 +84,12 @@ def _search(session, cmd, uid: bool):
         if view.pending_expunge:
             hits = [(s, m) for s, m in hits if view.is_live(m)]
         numbers = [m.uid for _, m in hits] if uid else [s for s, _ in hits]
-        modseq = search_mod.highest_modseq([m for _, m in hits]) if prog.wants_modseq else None
+        reported = [m for _, m in hits]
+        if opts.esearch and (opts.min or opts.max) and not (opts.all or opts.count) and hits:
+            # RFC 4731 §3.2 with RFC 7162 §3.1.5: with only MIN and/or MAX returned, MODSEQ is
+            # that of the returned messages (sequence and UID order agree).
+            reported = ([hits[0][1]] if opts.min else []) + ([hits[-1][1]] if opts.max else [])
+        modseq = search_mod.highest_modseq(reported) if prog.wants_modseq else None
         if opts.save:
             session.saved_uids = search_mod.saved_result(opts, [m.uid for _, m in hits])
         if opts.esearch:

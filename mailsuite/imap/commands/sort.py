@@ -190,7 +190,7 @@ def run_command(session, view, cmd, uid: bool):
     """
     criteria, prog = parse_sort_command(cmd.args)
     if prog.wants_modseq:
-        session.enabled.add("CONDSTORE")
+        session.enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
     ctx = search_mod.context_for(session, view)
     messages = list(view.messages)
     needs_headers = prog.needs_content or any(k not in ("ARRIVAL", "SIZE") for k, _ in criteria)

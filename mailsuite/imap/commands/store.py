@@ -52,7 +52,7 @@ def _store(session, cmd, uid: bool):
         if not isinstance(mods[1], Atom) or not mods[1].isdigit():
             raise ImapBad("Invalid UNCHANGEDSINCE value")
         unchanged_since = int(mods[1])
-        session.enabled.add("CONDSTORE")  # RFC 7162 §3.1: a CONDSTORE-enabling command
+        session.enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
     if len(args) < 2 or not isinstance(args[0], Atom):
         raise ImapBad("Invalid STORE data item")
     item = args[0].upper()
