@@ -78,6 +78,7 @@ class UnknownTransferEncoding(Exception):
 
 
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+_QP_TRAILING_SPACE = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
 
 
 def decode_transfer(body: bytes, encoding: str, strict: bool = False) -> bytes:
@@ -94,7 +95,9 @@ def decode_transfer(body: bytes, encoding: str, strict: bool = False) -> bytes:
             return b""
     if enc == "quoted-printable":
         try:
-            return binascii.a2b_qp(body)
+            # RFC 2045 §6.7 rule 3: trailing whitespace on an encoded line is deleted, so "="
+            # followed only by whitespace is a soft line break (rule 5).
+            return binascii.a2b_qp(_QP_TRAILING_SPACE.sub(b"", body))
         except (binascii.Error, ValueError):
             return body
     if strict:

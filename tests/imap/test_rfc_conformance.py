@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.imap.conftest import Raw, append_n, connect, message
 
 
@@ -181,3 +183,26 @@ def test_store_unchangedsince_as_first_condstore_command_reports_highestmodseq(i
     assert out[0].startswith(b"* OK [HIGHESTMODSEQ "), out
     assert out[-1].startswith(b"t OK"), out
     r.close()
+
+
+def test_quoted_printable_trailing_space_and_padded_soft_breaks(imap_server):
+    # RFC 2045 §6.7 rules 3 and 5: trailing whitespace on an encoded line is removed, and "="
+    # followed only by whitespace is a soft line break.
+    raw = (
+        b"From: bob@example.test\r\nSubject: qp\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=us-ascii\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"trailing   \r\nsplendid=  \r\nword=\t\r\nhere=3D1 \r\n"
+    )
+    c = connect(imap_server)
+    assert c.append("INBOX", None, None, raw)[0] == "OK"
+    c.select("INBOX")
+    typ, data = c.fetch("1", "(BINARY.PEEK[1] BINARY.PEEK[])")
+    assert typ == "OK"
+    parts = {
+        re.search(rb"BINARY\[[0-9.]*\]", d[0]).group(): d[1] for d in data if isinstance(d, tuple)
+    }
+    assert parts[b"BINARY[1]"] == b"trailing\r\nsplendidwordhere=1\r\n", parts
+    assert parts[b"BINARY[]"].endswith(b"\r\n\r\ntrailing\r\nsplendidwordhere=1\r\n"), parts
+    assert c.search(None, "BODY", "splendidwordhere")[1] == [b"1"]
+    c.logout()
