@@ -15,6 +15,8 @@ from mailsuite.imap import response as R
 from mailsuite.imap.parser import ImapBad
 from mailsuite.imap.sequence import SequenceSet, format_sequence_set
 
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
 
 class SelectedView:
     """One session's view of a selected folder (RFC 3501 §2.3.1.2 sequence numbers)."""
@@ -28,6 +30,12 @@ class SelectedView:
         self.recent: set[int] = (
             state.peek_recent(folder) if readonly else state.claim_recent(folder)
         )
+        # Keywords announced in FLAGS/PERMANENTFLAGS; anything a message shows beyond these
+        # (and \Recent) must be announced before the FETCH that shows it.
+        self.keywords: set[str] = {
+            f for f in set().union(*(m.flags for m in self.messages)) if not f.startswith("\\")
+        }
+        self._announced = frozenset(self.keywords) | frozenset(SYSTEM_FLAGS) | {"\\Recent"}
         self.pending_expunge: set[int] = set()
         self.pending_flags: set[int] = set()
         self.pending_exists = False
@@ -114,6 +122,32 @@ class SelectedView:
             return msg.flags | {"\\Recent"}
         return msg.flags
 
+    # -- flags announced -------------------------------------------------------------------
+    def flag_lines(self) -> list[bytes]:
+        """`* FLAGS` and `* OK [PERMANENTFLAGS]` for the flags in use (RFC 3501 §7.2.6)."""
+        flags = list(SYSTEM_FLAGS) + sorted(self.keywords)
+        out = [b"* FLAGS (" + " ".join(flags).encode() + b")\r\n"]
+        if self.readonly:
+            out.append(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n")
+        else:
+            perm = " ".join(flags + ["\\*"])
+            out.append(f"* OK [PERMANENTFLAGS ({perm})] Flags permitted\r\n".encode())
+        return out
+
+    def new_keyword_lines(self, msgs) -> list[bytes]:
+        """FLAGS/PERMANENTFLAGS again when one of `msgs` shows a keyword the client has not
+        been told of yet (RFC 3501 §7.2.6: before the FETCH that shows it); else nothing."""
+        known = self._announced
+        new = set()
+        for m in msgs:
+            if not m.flags <= known:
+                new.update(f for f in m.flags - known if not f.startswith("\\"))
+        if not new:
+            return []
+        self.keywords |= new
+        self._announced = known | new
+        return self.flag_lines()
+
     # -- updates ----------------------------------------------------------------------------
     def drain_updates(self, expunge_ok: bool) -> list[bytes]:
         """Untagged EXPUNGE/VANISHED, EXISTS/RECENT and FETCH lines owed to the client."""
@@ -141,14 +175,16 @@ class SelectedView:
         if self.pending_flags:
             uids = sorted(self.pending_flags)
             self.pending_flags = set()
+            changed = []
             for uid in uids:
                 seq = self.seq_of_uid(uid)
                 if seq is None:
                     continue
                 msg = self.messages[seq - 1]
-                if not self.is_live(msg):
-                    continue
-                out.append(self.flags_fetch(seq, msg))
+                if self.is_live(msg):
+                    changed.append((seq, msg))
+            out.extend(self.new_keyword_lines(m for _, m in changed))
+            out.extend(self.flags_fetch(seq, msg) for seq, msg in changed)
         return out
 
     def _folder_index_after(self, uid: int) -> int:

@@ -206,3 +206,43 @@ def test_quoted_printable_trailing_space_and_padded_soft_breaks(imap_server):
     assert parts[b"BINARY[]"].endswith(b"\r\n\r\ntrailing\r\nsplendidwordhere=1\r\n"), parts
     assert c.search(None, "BODY", "splendidwordhere")[1] == [b"1"]
     c.logout()
+
+
+def test_new_keyword_is_announced_before_the_fetch_that_shows_it(imap_server):
+    # RFC 3501 §7.2.6: FLAGS (and PERMANENTFLAGS) name every keyword a FETCH may show.
+    c = connect(imap_server)
+    append_n(c, 2)
+    c.logout()
+    a = Raw(imap_server.port("imap"))
+    a.login()
+    a.cmd(b"SELECT INBOX")
+    b = Raw(imap_server.port("imap"))
+    b.login()
+    b.cmd(b"SELECT INBOX")
+    out = a.cmd(b"STORE 1 +FLAGS ($Forwarded)")
+    flags_at = next(i for i, x in enumerate(out) if x.startswith(b"* FLAGS ("))
+    fetch_at = next(i for i, x in enumerate(out) if b" FETCH " in x)
+    assert flags_at < fetch_at and b"$Forwarded" in out[flags_at], out
+    assert (
+        out[flags_at + 1].startswith(b"* OK [PERMANENTFLAGS (")
+        and b"$Forwarded" in (out[flags_at + 1])
+    ), out
+    # the other session hears of it before the FETCH of the change
+    out = b.cmd(b"NOOP")
+    flags_at = next(i for i, x in enumerate(out) if x.startswith(b"* FLAGS ("))
+    fetch_at = next(i for i, x in enumerate(out) if b" FETCH " in x)
+    assert flags_at < fetch_at and b"$Forwarded" in out[flags_at], out
+    # only once
+    out = a.cmd(b"STORE 2 +FLAGS ($Forwarded)")
+    assert not any(x.startswith(b"* FLAGS") for x in out), out
+    # a keyword arriving with a new message shows up in FLAGS before FETCH FLAGS shows it
+    d = connect(imap_server)
+    assert d.append("INBOX", "($Label9)", None, message(9))[0] == "OK"
+    d.logout()
+    b.cmd(b"NOOP")
+    out = b.cmd(b"FETCH 3 FLAGS")
+    flags_at = next(i for i, x in enumerate(out) if x.startswith(b"* FLAGS ("))
+    fetch_at = next(i for i, x in enumerate(out) if b" FETCH " in x)
+    assert flags_at < fetch_at and b"$Label9" in out[flags_at], out
+    a.close()
+    b.close()

@@ -21,7 +21,10 @@ def test_store_modes_and_silent(imap_server):
     ]
     assert r.cmd(b"STORE 1 -FLAGS.SILENT (\\Flagged)") == [b"t OK STORE completed"]
     out = r.cmd(b"STORE 2 FLAGS ($Work)")
-    assert out[0] == b"* 2 FETCH (FLAGS (\\Recent $Work))"
+    # RFC 3501 §7.2.6: a keyword new to the mailbox is announced before the FETCH showing it
+    assert out[0] == b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)"
+    assert out[1].startswith(b"* OK [PERMANENTFLAGS (") and b"$Work \\*)]" in out[1]
+    assert out[2] == b"* 2 FETCH (FLAGS (\\Recent $Work))"
     out = r.cmd(b"UID STORE 3 +FLAGS \\Answered")
     assert out[0] == b"* 3 FETCH (UID 3 FLAGS (\\Answered \\Recent))"
     out = r.cmd(b"FETCH 1:3 FLAGS")

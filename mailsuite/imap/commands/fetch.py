@@ -116,6 +116,7 @@ def _send_vanished(session, view, seqset) -> None:
 @defer.inlineCallbacks
 def _write_batches(session, view, req, targets, seen_set, uid):
     has_flags = "FLAGS" in req.kinds()
+    shows_flags = has_flags or bool(seen_set)
     missing = False
     folder = view.folder
     renderer = FetchRenderer(req, session.imap_state.rendered, str(folder.path))
@@ -139,7 +140,7 @@ def _write_batches(session, view, req, targets, seen_set, uid):
             loader = folder.parsed_loader(preloaded)
         if session.view is not view:
             return None  # the connection went away meanwhile
-        out: list[bytes] = []
+        out: list[bytes] = view.new_keyword_lines(m for _, m in batch) if shows_flags else []
         condstore = session.condstore
         for seq, m in batch:
             if not view.is_live(m):

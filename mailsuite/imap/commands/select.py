@@ -7,8 +7,6 @@ from mailsuite.imap.commands.mailbox import mailbox_arg, open_folder
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
 
-_SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
-
 
 def _parse_params(session, params) -> tuple[bool, tuple | None]:
     """(condstore, qresync args) from `(CONDSTORE)` / `(QRESYNC (...))`."""
@@ -82,17 +80,7 @@ def select(session, cmd):
     readonly = cmd.name == "EXAMINE"
     view = session.select(folder, readonly)
     msgs = view.messages
-    keywords = sorted(set().union(*(m.flags for m in msgs)) - set(_SYSTEM_FLAGS)) if msgs else []
-    keywords = [k for k in keywords if not k.startswith("\\")]
-    flags = _SYSTEM_FLAGS + keywords
-    out = [
-        b"* FLAGS (" + " ".join(flags).encode() + b")\r\n",
-    ]
-    if readonly:
-        out.append(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n")
-    else:
-        perm = " ".join(flags + ["\\*"])
-        out.append(f"* OK [PERMANENTFLAGS ({perm})] Flags permitted\r\n".encode())
+    out = view.flag_lines()
     out.append(b"* %d EXISTS\r\n" % len(msgs))
     out.append(b"* %d RECENT\r\n" % len(view.recent))
     for i, m in enumerate(msgs):

@@ -72,7 +72,7 @@ def _store(session, cmd, uid: bool):
     )
     changed_uids = {m.uid for m in changed}
     refused_uids = {m.uid for m in refused}
-    lines = []
+    lines = view.new_keyword_lines(changed)
     for seq, m in targets:
         if m.uid in refused_uids:
             continue
