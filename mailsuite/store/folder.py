@@ -203,6 +203,18 @@ class Folder:
         meanwhile then reads as empty."""
         return self.parsed_cache.loader(self._read_or_empty if in_thread else self.read, preloaded)
 
+    def expunged_loader(self, preloaded: dict | None = None):
+        """The loader for a message another session has expunged: what the cache and a file
+        still present can answer; FileNotFoundError for the rest (nothing is guessed, and
+        nothing parsed from a missing file reaches the cache)."""
+        return self.parsed_cache.loader(self._read_or_raise, preloaded)
+
+    def _read_or_raise(self, msg: Message) -> bytes:
+        data = self.read_present(msg)
+        if data is None:
+            raise FileNotFoundError(msg.filename)
+        return data
+
     def _read_or_empty(self, msg: Message) -> bytes:
         try:
             data = self.read_present(msg)

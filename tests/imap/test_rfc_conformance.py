@@ -246,3 +246,29 @@ def test_new_keyword_is_announced_before_the_fetch_that_shows_it(imap_server):
     assert flags_at < fetch_at and b"$Label9" in out[flags_at], out
     a.close()
     b.close()
+
+
+def test_fetch_of_a_message_expunged_by_another_session_answers_ok(imap_server):
+    # RFC 2180 §4.1.1: until the EXPUNGE can be announced, what is still known is returned.
+    c = connect(imap_server)
+    append_n(c, 3)
+    c.logout()
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.cmd(b"SELECT INBOX")
+    assert r.cmd(b"FETCH 2 ENVELOPE")[-1].startswith(b"t OK")  # now in the parsed cache
+    other = connect(imap_server)
+    other.select("INBOX")
+    other.store("2", "+FLAGS", "(\\Deleted)")
+    other.expunge()
+    other.logout()
+    out = r.cmd(b"FETCH 1:3 (UID FLAGS ENVELOPE)")
+    assert out[-1] == b"t OK FETCH completed", out
+    fetched = [x for x in out if b" FETCH (" in x]
+    assert len(fetched) == 3 and b"UID 2 " in fetched[1] and b"ENVELOPE (" in fetched[1], out
+    assert b"Test message 2" in fetched[1], out
+    out = r.cmd(b"UID FETCH 1:3 (BODY.PEEK[])")
+    assert out[-1] == b"t OK UID FETCH completed", out
+    out += r.cmd(b"NOOP")  # UID FETCH may already carry the EXPUNGE (RFC 3501 §7.4.1)
+    assert out.count(b"* 2 EXPUNGE") == 1, out
+    r.close()

@@ -12,7 +12,7 @@ from twisted.internet import defer
 
 from mailsuite.imap.fetch import FetchRenderer
 from mailsuite.imap.fetch_items import FetchItem, parse_fetch_items
-from mailsuite.imap.parser import ImapBad, ImapNo
+from mailsuite.imap.parser import ImapBad
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
 
 BATCH = 256
@@ -117,16 +117,15 @@ def _send_vanished(session, view, seqset) -> None:
 def _write_batches(session, view, req, targets, seen_set, uid):
     has_flags = "FLAGS" in req.kinds()
     shows_flags = has_flags or bool(seen_set)
-    missing = False
     folder = view.folder
     renderer = FetchRenderer(req, session.imap_state.rendered, str(folder.path))
     cols = _cache_columns(req)
-    loader = None
+    loader = gone_loader = None
     step = BATCH if req.needs_file else 4 * BATCH
     for start in range(0, len(targets), step):
         batch = targets[start : start + step]
         if req.needs_content:
-            todo = [m for _, m in batch if view.is_live(m) and renderer.needs_content(m)]
+            todo = [m for _, m in batch if renderer.needs_content(m)]
             preloaded: dict = {}
             if not todo:
                 pass  # index-only requests and memo hits never touch the parsed cache
@@ -138,28 +137,27 @@ def _write_batches(session, view, req, targets, seen_set, uid):
                     _prepare_batch, folder, todo, req.needs_file, cols
                 )
             loader = folder.parsed_loader(preloaded)
+            gone_loader = folder.expunged_loader(preloaded)
         if session.view is not view:
             return None  # the connection went away meanwhile
         out: list[bytes] = view.new_keyword_lines(m for _, m in batch) if shows_flags else []
         condstore = session.condstore
         for seq, m in batch:
-            if not view.is_live(m):
-                missing = True
-                continue
             include_flags = m.uid in seen_set
             modseq = condstore and (has_flags or include_flags)
+            # A message another session expunged, not yet announced here, is answered with
+            # what is still known (flags, cached header and structure, the file while it is
+            # there), as RFC 2180 §4.1.1 allows; one that cannot be is left out.
+            load = loader if view.is_live(m) else gone_loader
             try:
-                renderer.render(seq, m, view.flags_of(m), loader, out, include_flags, modseq)
+                renderer.render(seq, m, view.flags_of(m), load, out, include_flags, modseq)
             except FileNotFoundError:
-                missing = True
+                pass  # gone with its file: nothing left to answer with
         # One write per batch: per-chunk writes cost more than the FETCH itself.
         session.send(b"".join(out))
         yield session.drain()
     if req.needs_content:
         session.services.store.io.submit(folder.parsed_cache.flush).addErrback(lambda f: None)
-    if missing and not uid:
-        # RFC 5530 EXPUNGEISSUED (RFC 2180 §4.1.2): some messages are gone underneath us.
-        raise ImapNo("EXPUNGEISSUED", "Some messages were expunged by another session")
     return None
 
 
