@@ -35,7 +35,7 @@ def test_expunge_from_other_session_waits_for_an_allowed_command(imap_server):
     # FETCH, STORE and SEARCH must not carry EXPUNGE; sequence numbers stay as they were.
     out = r.cmd(b"FETCH 1 (UID)")
     assert not any(line.endswith(b" EXPUNGE") for line in out)
-    # RFC 2180 §4.1.1: what is still known of the expunged message is returned, with OK
+    # RFC 2180 §4.1: what is still known of the expunged message is returned, with OK
     assert out == [b"* 1 FETCH (UID 1)", b"t OK FETCH completed"], out
     out = r.cmd(b"SEARCH ALL")
     assert b"* SEARCH 2 3 4 5" in out and not any(x.endswith(b" EXPUNGE") for x in out)

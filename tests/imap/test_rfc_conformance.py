@@ -249,7 +249,7 @@ def test_new_keyword_is_announced_before_the_fetch_that_shows_it(imap_server):
 
 
 def test_fetch_of_a_message_expunged_by_another_session_answers_ok(imap_server):
-    # RFC 2180 §4.1.1: until the EXPUNGE can be announced, what is still known is returned.
+    # RFC 2180 §4.1: until the EXPUNGE can be announced, what is still known is returned.
     c = connect(imap_server)
     append_n(c, 3)
     c.logout()

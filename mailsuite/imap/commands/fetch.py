@@ -147,7 +147,7 @@ def _write_batches(session, view, req, targets, seen_set, uid):
             modseq = condstore and (has_flags or include_flags)
             # A message another session expunged, not yet announced here, is answered with
             # what is still known (flags, cached header and structure, the file while it is
-            # there), as RFC 2180 §4.1.1 allows; one that cannot be is left out.
+            # there), as RFC 2180 §4.1 allows; one that cannot be is left out.
             load = loader if view.is_live(m) else gone_loader
             try:
                 renderer.render(seq, m, view.flags_of(m), load, out, include_flags, modseq)
