@@ -122,6 +122,8 @@ class Folder:
         self._uid_lazy = False  # entries not parsed yet (header values from the index)
         self._dirty = False
         self._listeners: list = []
+        # UIDs a MOVE is copying out right now: a second MOVE of one of them finds it gone.
+        self._moving: set[int] = set()
         self.uid_at_open = 0
         self._load()
 
@@ -202,6 +204,18 @@ class Folder:
         refreshing the index, so the loader may run in a worker thread; a file gone
         meanwhile then reads as empty."""
         return self.parsed_cache.loader(self._read_or_empty if in_thread else self.read, preloaded)
+
+    def claim_move(self, msgs) -> list[Message]:
+        """Take `msgs` for one MOVE; those another MOVE has taken already are left out.
+
+        Every session shares this Folder, so two MOVEs of one message (their copies run in
+        the durable pool, overlapping) cannot both copy it: the message is moved once."""
+        free = [m for m in msgs if m.uid not in self._moving and self._by_uid.get(m.uid) is m]
+        self._moving.update(m.uid for m in free)
+        return free
+
+    def release_move(self, msgs) -> None:
+        self._moving.difference_update(m.uid for m in msgs)
 
     def expunged_loader(self, preloaded: dict | None = None):
         """The loader for a message another session has expunged: what the cache and a file

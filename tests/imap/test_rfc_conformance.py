@@ -272,3 +272,53 @@ def test_fetch_of_a_message_expunged_by_another_session_answers_ok(imap_server):
     out += r.cmd(b"NOOP")  # UID FETCH may already carry the EXPUNGE (RFC 3501 §7.4.1)
     assert out.count(b"* 2 EXPUNGE") == 1, out
     r.close()
+
+
+def _message_ids(c, folder: str) -> list[bytes]:
+    c.select(folder, readonly=True)
+    typ, data = c.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+    if typ != "OK" or data == [None]:
+        return []
+    return [d[1].strip() for d in data if isinstance(d, tuple)]
+
+
+def test_concurrent_moves_move_each_message_once_and_keep_acknowledged_flags(imap_server):
+    # Two sessions MOVE the same messages while a third sets \Deleted on them, all pipelined
+    # so that their commands overlap in the server: a message lands in the target once, and a
+    # STORE answered OK shows on the moved copy (or the STORE says the message is gone).
+    rounds = 25
+    c = connect(imap_server)
+    c.create("Target")
+    append_n(c, rounds)
+    c.logout()
+    movers = [Raw(imap_server.port("imap")) for _ in range(2)]
+    flagger = Raw(imap_server.port("imap"))
+    for r in movers + [flagger]:
+        r.login()
+        r.cmd(b"SELECT INBOX")
+    flag_ok: set[int] = set()
+    for uid in range(1, rounds + 1):
+        for i, r in enumerate(movers):
+            r.send(b"m%d UID MOVE %d Target\r\n" % (i, uid))
+        flagger.send(b"f UID STORE %d +FLAGS (\\Deleted)\r\n" % uid)
+        for i, r in enumerate(movers):
+            assert r.until_tagged(b"m%d" % i)[-1].startswith(b"m%d OK" % i)
+        answer = flagger.until_tagged(b"f")[-1]
+        assert answer.startswith((b"f OK", b"f NO [EXPUNGEISSUED]")), answer
+        if answer.startswith(b"f OK"):
+            flag_ok.add(uid)
+    for r in movers + [flagger]:
+        r.close()
+    c = connect(imap_server)
+    ids = _message_ids(c, "Target")
+    assert len(ids) == rounds and len(set(ids)) == rounds, ids
+    assert _message_ids(c, "INBOX") == []
+    c.select("Target", readonly=True)
+    typ, data = c.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    deleted = {
+        int(re.search(rb"Test message (\d+)", d[1]).group(1))
+        for d in data
+        if isinstance(d, tuple) and b"\\Deleted" in d[0]
+    }
+    assert flag_ok <= deleted, (flag_ok, deleted)
+    c.logout()

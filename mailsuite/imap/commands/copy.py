@@ -26,7 +26,12 @@ def _copy(session, cmd, uid: bool, move: bool):
         raise store_error(e) from None
     selected = view.select(seqset, uid)
     msgs = [m for _, m in selected if view.is_live(m)]
+    if move:
+        # a message another session is moving right now is as good as gone
+        msgs = view.folder.claim_move(msgs)
     if not uid and len(msgs) != len(selected):
+        if move:
+            view.folder.release_move(msgs)
         # RFC 2180 §4.4.1 / RFC 5530: some messages were expunged by another session.
         raise ImapNo("EXPUNGEISSUED", "Some of the messages no longer exist")
     if not msgs:
@@ -38,6 +43,8 @@ def _copy(session, cmd, uid: bool, move: bool):
         dest, pairs = result
         if not pairs:
             return None
+        if move:
+            _carry_flags(view.folder, dest, pairs)
         src_uids = format_uid_pairs([s for s, _ in pairs])
         dst_uids = format_uid_pairs([d for _, d in pairs])
         code = f"COPYUID {dest.uidvalidity} {src_uids} {dst_uids}"
@@ -62,7 +69,26 @@ def _copy(session, cmd, uid: bool, move: bool):
         return failure
 
     d.addCallbacks(copied, failed)
+    if move:
+        d.addBoth(_released, view.folder, msgs)
     return d
+
+
+def _released(result, folder, msgs):
+    folder.release_move(msgs)
+    return result
+
+
+def _carry_flags(src, dest, pairs) -> None:
+    """A flag change another session made while the copies were being written lands on the
+    copies too: an acknowledged STORE is never lost to a MOVE."""
+    for s, d in pairs:
+        old, new = src.by_uid(s), dest.by_uid(d)
+        if old is None or new is None:
+            continue
+        want = old.flags - {"\\Recent"}
+        if new.flags != want:
+            dest.store_flags([new], sorted(want), "set")
 
 
 def copy(session, cmd):

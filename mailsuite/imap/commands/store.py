@@ -65,7 +65,8 @@ def _store(session, cmd, uid: bool):
     view.check_seqset(seqset, uid)
     if view.readonly:
         raise ImapNo("READ-ONLY", "Mailbox is read-only")
-    targets = [(seq, m) for seq, m in view.select(seqset, uid) if view.is_live(m)]
+    selected = view.select(seqset, uid)
+    targets = [(seq, m) for seq, m in selected if view.is_live(m)]
     before = {m.uid: m.modseq for _, m in targets}
     changed, refused = view.folder.store_flags(
         [m for _, m in targets], flags, modes[base], unchanged_since, source=view
@@ -82,6 +83,10 @@ def _store(session, cmd, uid: bool):
             if not silent or m.modseq != before.get(m.uid):
                 lines.append(view.flags_fetch(seq, m, with_uid=uid))
     session.send_many(lines)
+    if len(targets) != len(selected):
+        # A change to a message another session expunged (or moved) would be lost: say so
+        # (RFC 2180 §4.2, RFC 5530) rather than answer OK.
+        raise ImapNo("EXPUNGEISSUED", "Some messages were expunged by another session")
     if refused:
         if uid:
             nums = [m.uid for m in refused]
