@@ -28,6 +28,8 @@ __all__ = [
     "ImapNo",
     "ImapBye",
     "CommandReader",
+    "Literal8",
+    "LiteralFile",
     "NeedContinuation",
     "RejectedCommand",
     "tokenize",
@@ -318,13 +320,20 @@ def _pieces(parts: list) -> list:
     return out
 
 
+class Literal8(bytes):
+    """A literal8 (`~{n}`, RFC 3516 §4.3): bytes that may be binary, kept apart from `{n}`
+    literals so that APPEND can store them without their line ends being rewritten."""
+
+
 class LiteralFile:
     """An APPEND literal too large to hold in memory, streamed into a temporary file.  The
-    command that receives it reads `file` (positioned at the start) and closes it."""
+    command that receives it reads `file` (positioned at the start) and closes it.
+    `binary`: it came as a literal8."""
 
     def __init__(self, file, size: int):
         self.file = file
         self.size = size
+        self.binary = False
 
     def __len__(self) -> int:
         return self.size
@@ -358,7 +367,13 @@ def tokenize(pieces: list, start: int = 0) -> list:
         if isinstance(piece, _Literal):
             if need_space:
                 raise ImapBad("Missing space before literal")
-            stack[-1].append(piece.data)
+            data = piece.data
+            if piece.literal8:
+                if isinstance(data, LiteralFile):
+                    data.binary = True
+                else:
+                    data = Literal8(data)
+            stack[-1].append(data)
             need_space = True
             after_literal = True
             continue

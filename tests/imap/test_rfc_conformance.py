@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 
 from tests.imap.conftest import Raw, append_n, connect, message
@@ -322,3 +323,46 @@ def test_concurrent_moves_move_each_message_once_and_keep_acknowledged_flags(ima
     }
     assert flag_ok <= deleted, (flag_ok, deleted)
     c.logout()
+
+
+def _binary_message(payload: bytes) -> bytes:
+    return (
+        b"From: bob@example.test\r\nSubject: binary\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+        b"--b1\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        b"--b1\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: binary\r\n\r\n" + payload + b"\r\n--b1--\r\n"
+    )
+
+
+def _fetch_literal(r: Raw, command: bytes) -> bytes:
+    r.send(b"x " + command + b"\r\n")
+    head = r.line()
+    size = int(head[head.rindex(b"{") + 1 : -1])
+    while len(r.buf) < size:
+        r.buf += r.sock.recv(1 << 20)
+    data, r.buf = r.buf[:size], r.buf[size:]
+    rest = r.until_tagged(b"x")
+    assert rest[-1].startswith(b"x OK"), rest
+    return data
+
+
+def test_binary_append_comes_back_byte_for_byte(imap_server):
+    # RFC 3516 §4.3: what APPEND received as a literal8 is what FETCH BINARY returns.
+    small = b"\x00\x01bare\rcr bare\nlf crlf\r\n\xff\xfe" * 50
+    big = bytes(range(256)) * 5000 + b"\r\rend\n"  # spooled to disk on its way in
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    for payload in (small, big):
+        msg = _binary_message(payload)
+        r.send(b"a APPEND INBOX ~{%d+}\r\n" % len(msg) + msg + b"\r\n")
+        assert r.until_tagged(b"a")[-1].startswith(b"a OK"), payload[:10]
+    r.cmd(b"SELECT INBOX")
+    for seq, payload in ((1, small), (2, big)):
+        assert _fetch_literal(r, b"FETCH %d BINARY.PEEK[2]" % seq) == payload
+        out = r.cmd(b"FETCH %d BINARY.SIZE[2]" % seq)
+        assert b"BINARY.SIZE[2] %d" % len(payload) in out[0], out
+        encoded = _fetch_literal(r, b"FETCH %d BODY.PEEK[2]" % seq)
+        assert base64.b64decode(encoded) == payload
+        assert _fetch_literal(r, b"FETCH %d BINARY.PEEK[1]" % seq) == b"see attached"
+    r.close()

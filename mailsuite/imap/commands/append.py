@@ -13,8 +13,9 @@ from twisted.internet import defer
 
 from mailsuite.imap.commands.mailbox import mailbox_arg, store_error
 from mailsuite.imap.commands.store import parse_flags
-from mailsuite.imap.parser import Atom, ImapBad, ImapNo, LiteralFile
+from mailsuite.imap.parser import Atom, ImapBad, ImapNo, Literal8, LiteralFile
 from mailsuite.imap.sequence import format_uid_pairs
+from mailsuite.message.binary import armour_binary_parts
 from mailsuite.store import BadFolderName, NoSuchFolder, QuotaExceeded
 
 _MONTHS = {
@@ -107,11 +108,24 @@ def append(session, cmd):
 
 def _deliver_one(mbox, name: str, flags, date, data):
     """Durable write in the thread pool (a spooled literal is copied from its file), then the
-    one new file is indexed on the reactor."""
+    one new file is indexed on the reactor.
+
+    A literal8 (RFC 3516 §4.3) has its binary parts stored as base64 first, so that
+    FETCH BINARY returns them byte for byte; a spooled one is read and armoured in the pool."""
     if isinstance(data, LiteralFile):
-        d = mbox.append(data.file, name, flags, date)
+        if data.binary:
+            d = mbox.io.submit(_armoured_file, data.file)
+            d.addCallback(lambda raw: mbox.append(raw, name, flags, date))
+        else:
+            d = mbox.append(data.file, name, flags, date)
         return d.addBoth(_closing(data))
+    if isinstance(data, Literal8):
+        data = armour_binary_parts(bytes(data))
     return mbox.append(data, name, flags, date)
+
+
+def _armoured_file(file) -> bytes:
+    return armour_binary_parts(file.read())
 
 
 def _closing(literal: LiteralFile):
