@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 from mailsuite.imap.fetch_items import FetchItem, FetchRequest, parse_fetch_items
 from mailsuite.imap.fetch_memo import RenderedMemo
@@ -39,6 +40,12 @@ __all__ = [
 ]
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _savedate(label: bytes, m, flags, load, out: list[bytes]) -> None:
+    # RFC 8514 §4: the date-time the message was saved into this mailbox, NIL when unknown.
+    saved = m.saved_at
+    out.append(label + (b"NIL" if saved is None else b'"%s"' % format_internaldate(saved).encode()))
 
 
 def format_internaldate(ts: float) -> str:
@@ -129,6 +136,8 @@ class FetchRenderer:
         if kind == "MODSEQ":
             self._has_modseq = True
             return "MODSEQ", sp + b"MODSEQ (%d)"  # RFC 7162 §3.3.2
+        if kind == "SAVEDATE":
+            return "call", partial(_savedate, sp + b"SAVEDATE ")
         return "call", self._compile_call(it, sp)
 
     def _compile_call(self, it: FetchItem, sp: bytes) -> _Part:

@@ -187,6 +187,22 @@ class _InternalDate(_Node):
         return _cmp_day(self.op, (t.tm_year, t.tm_mon, t.tm_mday), self.day)
 
 
+class _SaveDate(_Node):
+    """RFC 8514 §5 SAVEDBEFORE/SAVEDON/SAVEDSINCE: the day the message was saved here; a
+    message without a save date never matches."""
+
+    def __init__(self, op: str, day: tuple[int, int, int]):
+        self.op = op
+        self.day = day
+
+    def test(self, env):
+        saved = env.msg.saved_at
+        if saved is None:
+            return False
+        t = time.localtime(saved)
+        return _cmp_day(self.op, (t.tm_year, t.tm_mon, t.tm_mday), self.day)
+
+
 class _SentDate(_Node):
     cost = HEADER
 
@@ -527,6 +543,9 @@ _DATE_KEYS = {
     "SENTBEFORE": ("sent", "BEFORE"),
     "SENTON": ("sent", "ON"),
     "SENTSINCE": ("sent", "SINCE"),
+    "SAVEDBEFORE": ("saved", "BEFORE"),
+    "SAVEDON": ("saved", "ON"),
+    "SAVEDSINCE": ("saved", "SINCE"),
 }
 _SEQSET_RE = re.compile(r"[0-9*:,]+\Z")
 MAX_DEPTH = 100
@@ -671,7 +690,10 @@ class _Parser:
         if up in _DATE_KEYS:
             which, op = _DATE_KEYS[up]
             day = self.date()
-            return _InternalDate(op, day) if which == "internal" else _SentDate(op, day)
+            node = {"internal": _InternalDate, "sent": _SentDate, "saved": _SaveDate}[which]
+            return node(op, day)
+        if up == "SAVEDATESUPPORTED":
+            return _All()  # RFC 8514 §5: every mailbox here keeps save dates
         if up in ("LARGER", "SMALLER"):
             return _Size(up == "LARGER", self.number())
         if up == "KEYWORD":
@@ -701,7 +723,10 @@ class _Parser:
             self.wants_modseq = True
             return _Modseq(self.number())
         if up in ("OLDER", "YOUNGER"):
-            return _Within(up == "OLDER", self.number())
+            secs = self.number()
+            if secs == 0:
+                raise ImapBad(f"{up} needs an interval of at least one second")  # RFC 5032 §4
+            return _Within(up == "OLDER", secs)
         if t == "$" or _SEQSET_RE.match(t):
             seqset = parse_sequence_set(t, allow_dollar=True)
             self.uses_saved |= seqset.dollar

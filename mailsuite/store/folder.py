@@ -73,6 +73,13 @@ class Message:
         return self.subdir == "new"
 
     @property
+    def saved_at(self) -> float | None:
+        """When the message was saved into this folder: the time its Maildir name starts with
+        (every delivery, APPEND and COPY makes a new name); None for a name without one."""
+        head = self.key.split(".", 1)[0]
+        return float(head) if head.isdigit() and len(head) <= 12 else None
+
+    @property
     def filename(self) -> str:
         if self.subdir == "new" and not self.info:
             return self.key

@@ -1,0 +1,56 @@
+"""IMAP extensions advertised in CAPABILITY, each exercised over a real socket."""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import time
+
+from tests.imap.conftest import Raw, connect, message
+
+
+def _caps(imap_server) -> set[str]:
+    c = connect(imap_server)
+    caps = set(c.capabilities)
+    c.logout()
+    return caps
+
+
+def test_within_older_and_younger(imap_server):
+    # RFC 5032: OLDER/YOUNGER compare the internal date with now, in seconds.
+    assert "WITHIN" in _caps(imap_server)
+    c = connect(imap_server)
+    two_hours_ago = imaplib.Time2Internaldate(time.time() - 7200)
+    assert c.append("INBOX", None, two_hours_ago, message(1))[0] == "OK"
+    assert c.append("INBOX", None, None, message(2))[0] == "OK"
+    c.select("INBOX")
+    assert c.search(None, "OLDER", "3600") == ("OK", [b"1"])
+    assert c.search(None, "YOUNGER", "3600") == ("OK", [b"2"])
+    c.logout()
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.cmd(b"SELECT INBOX")
+    assert r.cmd(b"SEARCH OLDER 0")[-1].startswith(b"t BAD")
+    r.close()
+
+
+def test_savedate_fetch_and_search(imap_server):
+    # RFC 8514: the time a message was saved into the mailbox, apart from its internal date.
+    assert "SAVEDATE" in _caps(imap_server)
+    c = connect(imap_server)
+    long_ago = imaplib.Time2Internaldate(time.mktime((2001, 2, 3, 12, 0, 0, 0, 0, -1)))
+    before = time.time()
+    assert c.append("INBOX", None, long_ago, message(1))[0] == "OK"
+    c.select("INBOX")
+    typ, data = c.fetch("1", "(INTERNALDATE SAVEDATE)")
+    assert typ == "OK" and b'INTERNALDATE "03-Feb-2001' in data[0], data
+    value = re.search(rb'SAVEDATE ("[^"]+")', data[0]).group(1)
+    saved = imaplib.Internaldate2tuple(b"INTERNALDATE " + value)
+    assert saved is not None and abs(time.mktime(saved) - before) < 5, data
+    today = time.strftime("%d-%b-%Y")
+    assert c.search(None, "SAVEDON", today) == ("OK", [b"1"])
+    assert c.search(None, "SAVEDBEFORE", today) == ("OK", [b""])
+    assert c.search(None, "SAVEDSINCE", "01-Jan-2020") == ("OK", [b"1"])
+    assert c.search(None, "SAVEDATESUPPORTED") == ("OK", [b"1"])
+    assert c.search(None, "BEFORE", "01-Jan-2002") == ("OK", [b"1"])
+    c.logout()
