@@ -27,10 +27,11 @@ from functools import partial
 
 from mailsuite.imap.fetch_items import FetchItem, FetchRequest, parse_fetch_items
 from mailsuite.imap.fetch_memo import RenderedMemo
-from mailsuite.imap.response import flag_list
+from mailsuite.imap.response import flag_list, quoted_or_literal
 from mailsuite.imap.sections import binary_data, section_data
 from mailsuite.imap.structure_wire import bodystructure_bytes, envelope_bytes
 from mailsuite.message.headers import filter_fields
+from mailsuite.message.preview import preview_text
 
 __all__ = [
     "FetchRenderer",
@@ -151,6 +152,14 @@ class FetchRenderer:
         if kind == "BODY":
             return self._memoized(
                 sp + b"BODY ", "B", lambda c: bodystructure_bytes(c.tree(), False)
+            )
+        if kind == "PREVIEW":
+            # RFC 8970 §3.3: a string (empty when there is no text), never longer than 256
+            # characters; UTF-8 goes as a literal unless the client enabled UTF8=ACCEPT.
+            return self._memoized(
+                sp + b"PREVIEW ",
+                "P",
+                lambda c: quoted_or_literal(preview_text(c.wire(), c.tree())),
             )
         sec = it.section
         if (

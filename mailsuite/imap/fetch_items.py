@@ -67,8 +67,17 @@ _SIMPLE = {
     "RFC822.HEADER",
     "RFC822.TEXT",
     "SAVEDATE",  # RFC 8514
+    "PREVIEW",  # RFC 8970
 }
-_CONTENT_KINDS = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
+_CONTENT_KINDS = {
+    "ENVELOPE",
+    "BODY",
+    "BODYSTRUCTURE",
+    "RFC822",
+    "RFC822.HEADER",
+    "RFC822.TEXT",
+    "PREVIEW",
+}
 _SECTION_ITEM_RE = re.compile(
     r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d{1,20})(?:\.(\d{1,20}))?>)?\Z",
     re.IGNORECASE,
@@ -99,6 +108,12 @@ def parse_fetch_items(args, uid_command: bool = False) -> FetchRequest:
     else:
         raise ImapBad("Invalid FETCH item")
     for name in names:
+        if isinstance(name, list) and req.items and req.items[-1].kind == "PREVIEW":
+            # RFC 8970 §3.2: PREVIEW (LAZY); a preview is always made at once, so LAZY
+            # changes nothing here.
+            if not name or any(not isinstance(m, Atom) or m.upper() != "LAZY" for m in name):
+                raise ImapBad("Invalid PREVIEW modifier")
+            continue
         if not isinstance(name, Atom):
             raise ImapBad("Invalid FETCH item")
         req.items.append(_parse_item(name))

@@ -54,3 +54,35 @@ def test_savedate_fetch_and_search(imap_server):
     assert c.search(None, "SAVEDATESUPPORTED") == ("OK", [b"1"])
     assert c.search(None, "BEFORE", "01-Jan-2002") == ("OK", [b"1"])
     c.logout()
+
+
+def test_preview_of_plain_html_and_empty_messages(imap_server):
+    # RFC 8970: PREVIEW is the start of the text a reader sees first, at most 256 characters.
+    assert "PREVIEW" in _caps(imap_server)
+    c = connect(imap_server)
+    long_body = "Hello   there,\r\n\r\nthis is\tthe body. " + "word " * 100
+    assert c.append("INBOX", None, None, message(1, body=long_body))[0] == "OK"
+    html_msg = (
+        b"From: a@example.test\r\nSubject: h\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/alternative; boundary="z"\r\n\r\n'
+        b"--z\r\nContent-Type: text/html; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"<html><head><style>p{}</style></head><body><p>Caf=C3=A9 &amp; cr=\r\n"
+        b"=C3=A8me</p></body></html>\r\n--z--\r\n"
+    )
+    assert c.append("INBOX", None, None, html_msg)[0] == "OK"
+    empty = b"From: a@example.test\r\nSubject: none\r\n\r\n"
+    assert c.append("INBOX", None, None, empty)[0] == "OK"
+    c.select("INBOX")
+    typ, data = c.fetch("1:3", "(PREVIEW)")
+    assert typ == "OK"
+    first = data[0].decode()
+    assert 'PREVIEW "Hello there, this is the body. word word' in first, data
+    preview = re.search(r'PREVIEW "([^"]*)"', first).group(1)
+    assert len(preview) <= 256
+    # UTF-8 text comes as a literal (no UTF8=ACCEPT here)
+    assert isinstance(data[1], tuple) and data[1][1].decode("utf-8") == "Café & crème", data
+    assert data[-1].endswith(b'PREVIEW "")'), data
+    typ, data = c.fetch("1", "(UID PREVIEW (LAZY))")
+    assert typ == "OK" and b"PREVIEW" in data[0], data
+    c.logout()
