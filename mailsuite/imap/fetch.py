@@ -31,6 +31,7 @@ from mailsuite.imap.response import flag_list, quoted_or_literal
 from mailsuite.imap.sections import binary_data, section_data
 from mailsuite.imap.structure_wire import bodystructure_bytes, envelope_bytes
 from mailsuite.message.headers import filter_fields
+from mailsuite.message.identity import content_id
 from mailsuite.message.preview import preview_text
 
 __all__ = [
@@ -41,6 +42,10 @@ __all__ = [
 ]
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _constant(text: bytes, m, flags, load, out: list[bytes]) -> None:
+    out.append(text)
 
 
 def _savedate(label: bytes, m, flags, load, out: list[bytes]) -> None:
@@ -139,6 +144,8 @@ class FetchRenderer:
             return "MODSEQ", sp + b"MODSEQ (%d)"  # RFC 7162 §3.3.2
         if kind == "SAVEDATE":
             return "call", partial(_savedate, sp + b"SAVEDATE ")
+        if kind == "THREADID":
+            return "call", partial(_constant, sp + b"THREADID NIL")  # RFC 8474 §5.2: none kept
         return "call", self._compile_call(it, sp)
 
     def _compile_call(self, it: FetchItem, sp: bytes) -> _Part:
@@ -152,6 +159,11 @@ class FetchRenderer:
         if kind == "BODY":
             return self._memoized(
                 sp + b"BODY ", "B", lambda c: bodystructure_bytes(c.tree(), False)
+            )
+        if kind == "EMAILID":
+            # RFC 8474 §5.1: the same for the same content wherever it is copied or moved.
+            return self._memoized(
+                sp + b"EMAILID ", "I", lambda c: b"(%s)" % content_id(c.raw_bytes()).encode()
             )
         if kind == "PREVIEW":
             # RFC 8970 §3.3: a string (empty when there is no text), never longer than 256

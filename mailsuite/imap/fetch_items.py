@@ -68,6 +68,8 @@ _SIMPLE = {
     "RFC822.TEXT",
     "SAVEDATE",  # RFC 8514
     "PREVIEW",  # RFC 8970
+    "EMAILID",  # RFC 8474
+    "THREADID",
 }
 _CONTENT_KINDS = {
     "ENVELOPE",
@@ -77,6 +79,7 @@ _CONTENT_KINDS = {
     "RFC822.HEADER",
     "RFC822.TEXT",
     "PREVIEW",
+    "EMAILID",
 }
 _SECTION_ITEM_RE = re.compile(
     r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d{1,20})(?:\.(\d{1,20}))?>)?\Z",

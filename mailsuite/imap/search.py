@@ -36,6 +36,7 @@ from mailsuite.message.addresses import parse_addresses
 from mailsuite.message.dates import parse_date_header
 from mailsuite.message.decode import decode_header_value
 from mailsuite.message.headers import field_value, first_value
+from mailsuite.message.identity import content_id
 from mailsuite.message.lines import header_end, to_wire
 from mailsuite.message.text import part_text
 
@@ -201,6 +202,18 @@ class _SaveDate(_Node):
             return False
         t = time.localtime(saved)
         return _cmp_day(self.op, (t.tm_year, t.tm_mon, t.tm_mday), self.day)
+
+
+class _EmailId(_Node):
+    """RFC 8474 §6: SEARCH EMAILID (a digest of the content, so the file is read)."""
+
+    cost = BODY
+
+    def __init__(self, wanted: str):
+        self.wanted = wanted
+
+    def test(self, env):
+        return content_id(env.content().raw_bytes()) == self.wanted
 
 
 class _SentDate(_Node):
@@ -692,6 +705,12 @@ class _Parser:
             day = self.date()
             node = {"internal": _InternalDate, "sent": _SentDate, "saved": _SaveDate}[which]
             return node(op, day)
+        if up in ("EMAILID", "THREADID"):
+            wanted = self.next("object id")
+            if not isinstance(wanted, Atom) or not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", wanted):
+                raise ImapBad(f"Invalid {up}")
+            # no THREADID is ever given out (FETCH THREADID is NIL), so none matches
+            return _EmailId(str(wanted)) if up == "EMAILID" else _Not(_All())
         if up == "SAVEDATESUPPORTED":
             return _All()  # RFC 8514 §5: every mailbox here keeps save dates
         if up in ("LARGER", "SMALLER"):

@@ -131,6 +131,7 @@ class Folder:
         self._listeners: list = []
         # UIDs a MOVE is copying out right now: a second MOVE of one of them finds it gone.
         self._moving: set[int] = set()
+        self._dir_ino: int | None = None
         self.uid_at_open = 0
         self._load()
 
@@ -139,6 +140,15 @@ class Folder:
     @property
     def uidvalidity(self) -> int:
         return self._uidlist.uidvalidity
+
+    @property
+    def mailbox_id(self) -> str:
+        """An identifier that stays with this mailbox through RENAME and is never given to
+        another (RFC 8474 §4): its directory's inode, which moves with it, and its
+        UIDVALIDITY, which a mailbox created later under the same name or inode never shares."""
+        if self._dir_ino is None:
+            self._dir_ino = os.stat(self._path_str).st_ino
+        return f"F{self.uidvalidity:x}-{self._dir_ino:x}"
 
     @property
     def uidnext(self) -> int:

@@ -86,3 +86,41 @@ def test_preview_of_plain_html_and_empty_messages(imap_server):
     typ, data = c.fetch("1", "(UID PREVIEW (LAZY))")
     assert typ == "OK" and b"PREVIEW" in data[0], data
     c.logout()
+
+
+def test_objectid_mailboxid_emailid_threadid(imap_server):
+    # RFC 8474: MAILBOXID survives RENAME and is new for a recreated name; EMAILID survives
+    # COPY and MOVE; THREADID is NIL (no thread ids are kept).
+    assert "OBJECTID" in _caps(imap_server)
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    out = r.cmd(b"CREATE Projects")
+    created = re.match(rb"t OK \[MAILBOXID \(([\w-]+)\)\]", out[-1])
+    assert created, out
+    mid = created.group(1)
+    status = r.cmd(b"STATUS Projects (MAILBOXID MESSAGES)")
+    assert b"MAILBOXID (" + mid + b")" in status[0], status
+    assert r.cmd(b"RENAME Projects Finished")[-1].startswith(b"t OK")
+    out = r.cmd(b"SELECT Finished")
+    assert b"* OK [MAILBOXID (" + mid + b")] Ok" in out, out
+    r.cmd(b"UNSELECT")
+    r.cmd(b"DELETE Finished")
+    again = r.cmd(b"CREATE Finished")[-1]
+    assert b"MAILBOXID (" + mid + b")" not in again, again
+    r.close()
+    c = connect(imap_server)
+    c.create("Other")
+    assert c.append("INBOX", None, None, message(1))[0] == "OK"
+    assert c.append("INBOX", None, None, message(2))[0] == "OK"
+    c.select("INBOX")
+    typ, data = c.fetch("1:2", "(EMAILID THREADID)")
+    ids = [re.search(rb"EMAILID \(([\w-]+)\)", d).group(1) for d in data]
+    assert len(set(ids)) == 2 and all(b"THREADID NIL" in d for d in data), data
+    assert c.copy("1", "Other")[0] == "OK"
+    assert c.uid("MOVE", "2", "Other")[0] == "OK"
+    c.select("Other")
+    typ, data = c.fetch("1:2", "(EMAILID)")
+    assert [re.search(rb"EMAILID \(([\w-]+)\)", d).group(1) for d in data] == ids, data
+    assert c.search(None, "EMAILID", ids[1].decode()) == ("OK", [b"2"])
+    assert c.search(None, "THREADID", "T1") == ("OK", [b""])
+    c.logout()

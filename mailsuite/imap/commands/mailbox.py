@@ -91,6 +91,8 @@ def create(session, cmd):
         mbox.create_folder(name, special_use=use)
     except (FolderExists, BadFolderName, OSError) as e:
         raise store_error(e) from None
+    # RFC 8474 §4.1: the new mailbox's MAILBOXID in the tagged OK
+    return (f"MAILBOXID ({open_folder(session, name).mailbox_id})", "CREATE completed")
 
 
 def _create_use(opts) -> str | None:
@@ -393,6 +395,7 @@ _STATUS_ITEMS = (
     "SIZE",
     "DELETED",
     "APPENDLIMIT",
+    "MAILBOXID",  # RFC 8474 §4
 )
 
 
@@ -429,6 +432,8 @@ def status_line(session, name: str, folder, items: list[str]) -> bytes:
             v = session.imap_state.status_counts(folder)[2]
         elif item == "DELETED":
             v = session.imap_state.status_counts(folder)[1]
+        elif item == "MAILBOXID":
+            v = f"({folder.mailbox_id})"
         else:
             v = session.config.imap.append_limit
         values.append(f"{item} {v}".encode())

@@ -88,6 +88,7 @@ def select(session, cmd):
             out.append(b"* OK [UNSEEN %d] First unseen\r\n" % (i + 1))
             break
     out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
+    out.append(b"* OK [MAILBOXID (%s)] Ok\r\n" % folder.mailbox_id.encode())  # RFC 8474 §4.2
     out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
     # RFC 7162 §3.1.2.1: HIGHESTMODSEQ on every successful SELECT/EXAMINE.
     out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % folder.highestmodseq)
