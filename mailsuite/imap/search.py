@@ -804,36 +804,61 @@ class SearchOptions:
     count: bool = False
     all: bool = False
     save: bool = False  # RFC 5182 SEARCHRES
+    partial: str | None = None  # RFC 9394: the range as the client wrote it ("1:100", "-1:-50")
+
+
+def parse_return_options(args: list) -> tuple[SearchOptions, list]:
+    """A leading `RETURN (opts)` (RFC 4731 §3.1; ESORT RFC 5267 §3; PARTIAL RFC 9394 §3)
+    and the arguments after it."""
+    opts = SearchOptions()
+    args = list(args)
+    if not (args and isinstance(args[0], Atom) and args[0].upper() == "RETURN"):
+        return opts, args
+    if len(args) < 2 or not isinstance(args[1], list):
+        raise ImapBad("RETURN needs a list of options")
+    opts.esearch = True
+    items = args[1]
+    i = 0
+    while i < len(items):
+        o = items[i]
+        if not isinstance(o, Atom):
+            raise ImapBad("Invalid RETURN option")
+        up = o.upper()
+        if up in ("MIN", "MAX", "COUNT", "ALL", "SAVE"):
+            setattr(opts, up.lower(), True)
+        elif up == "PARTIAL" and i + 1 < len(items) and isinstance(items[i + 1], Atom):
+            partial_positions(items[i + 1], 1)  # validates
+            opts.partial = str(items[i + 1])
+            i += 1
+        else:
+            raise ImapBad(f"Unknown RETURN option {o[:30]}")
+        i += 1
+    if opts.partial is not None and opts.all:
+        raise ImapBad("PARTIAL and ALL cannot both be returned")  # RFC 9394 §3.1
+    if not (opts.min or opts.max or opts.count or opts.all or opts.save or opts.partial):
+        opts.all = True  # RFC 4731 §3.1: RETURN () means RETURN (ALL)
+    return opts, args[2:]
+
+
+_PARTIAL_RE = re.compile(r"(-?)([1-9][0-9]{0,9}):(-?)([1-9][0-9]{0,9})\Z")
+
+
+def partial_positions(text: str, total: int) -> range:
+    """The 0-based positions a PARTIAL range names among `total` results (RFC 9394 §3.1:
+    "1:100" counts from the first, "-1:-100" from the last, either order of the ends)."""
+    m = _PARTIAL_RE.match(text)
+    if not m or m.group(1) != m.group(3):
+        raise ImapBad("Invalid PARTIAL range")
+    a, b = sorted((int(m.group(2)), int(m.group(4))))
+    if m.group(1):  # from the end: -1 is the last
+        return range(max(total - b, 0), max(total - a + 1, 0))
+    return range(min(a - 1, total), min(b, total))
 
 
 def parse_search_command(args: list) -> tuple[SearchOptions, SearchProgram]:
     """`[RETURN (opts)] [CHARSET cs] criteria` of a SEARCH command (RFC 4731 §3.1)."""
-    opts = SearchOptions()
-    args = list(args)
-    if args and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
-        if len(args) < 2 or not isinstance(args[1], list):
-            raise ImapBad("RETURN needs a list of options")
-        opts.esearch = True
-        for o in args[1]:
-            if not isinstance(o, Atom):
-                raise ImapBad("Invalid RETURN option")
-            up = o.upper()
-            if up == "MIN":
-                opts.min = True
-            elif up == "MAX":
-                opts.max = True
-            elif up == "COUNT":
-                opts.count = True
-            elif up == "ALL":
-                opts.all = True
-            elif up == "SAVE":
-                opts.save = True
-            else:
-                raise ImapBad(f"Unknown RETURN option {o[:30]}")
-        if not (opts.min or opts.max or opts.count or opts.all or opts.save):
-            opts.all = True  # RFC 4731 §3.1: RETURN () means RETURN (ALL)
-        args = args[2:]
-    return opts, parse_search(args)
+    opts, rest = parse_return_options(args)
+    return opts, parse_search(rest)
 
 
 def saved_result(opts: SearchOptions, uids: list[int]) -> list[int]:
@@ -862,11 +887,14 @@ def format_search(numbers, modseq: int | None = None) -> bytes:
 
 
 def format_esearch(
-    tag: str, uid: bool, numbers, opts: SearchOptions, modseq: int | None = None
+    tag: str, uid: bool, numbers, opts: SearchOptions, modseq: int | None = None, ordered=False
 ) -> bytes | None:
-    """`* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [COUNT n] [ALL set] [MODSEQ m]` or None
-    when nothing is to be sent (SAVE alone, RFC 5182 §2.1)."""
-    if opts.save and not (opts.min or opts.max or opts.count or opts.all):
+    """`* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [COUNT n] [ALL set] [PARTIAL (r set)]
+    [MODSEQ m]` or None when nothing is to be sent (SAVE alone, RFC 5182 §2.1).
+
+    `ordered`: `numbers` are in SORT order (ESORT, RFC 5267 §3.1): MIN and MAX are the first
+    and last sorted, ALL keeps the order; otherwise they are ascending."""
+    if opts.save and not (opts.min or opts.max or opts.count or opts.all or opts.partial):
         return None
     out = b'* ESEARCH (TAG "' + tag.encode("ascii", "replace") + b'")'
     if uid:
@@ -874,13 +902,30 @@ def format_esearch(
     nums = list(numbers)
     if nums:
         if opts.min:
-            out += b" MIN %d" % min(nums)
+            out += b" MIN %d" % (nums[0] if ordered else min(nums))
         if opts.max:
-            out += b" MAX %d" % max(nums)
+            out += b" MAX %d" % (nums[-1] if ordered else max(nums))
     if opts.count:
         out += b" COUNT %d" % len(nums)
     if nums and opts.all:
-        out += b" ALL " + format_sequence_set(nums).encode("ascii")
+        out += b" ALL " + _number_set(nums, ordered)
+    if opts.partial is not None:
+        picked = [nums[i] for i in partial_positions(opts.partial, len(nums))]
+        found = _number_set(picked, ordered) if picked else b"NIL"
+        out += b" PARTIAL (" + opts.partial.encode() + b" " + found + b")"
     if nums and modseq is not None:
         out += b" MODSEQ %d" % modseq
     return out + b"\r\n"
+
+
+def _number_set(nums: list[int], ordered: bool) -> bytes:
+    if not ordered:
+        return format_sequence_set(nums).encode("ascii")
+    # RFC 5267 §3.1: the sort order kept, runs of consecutive ascending numbers as ranges
+    runs: list[list[int]] = []
+    for n in nums:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ",".join(f"{a}" if a == b else f"{a}:{b}" for a, b in runs).encode("ascii")

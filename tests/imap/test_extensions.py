@@ -124,3 +124,52 @@ def test_objectid_mailboxid_emailid_threadid(imap_server):
     assert c.search(None, "EMAILID", ids[1].decode()) == ("OK", [b"2"])
     assert c.search(None, "THREADID", "T1") == ("OK", [b""])
     c.logout()
+
+
+def _from(i: int, sender: str, size: int = 0) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: alice@example.test\r\nSubject: s{i}\r\n"
+        f"Message-ID: <{i}@x>\r\n\r\n" + "x" * size + "\r\n"
+    ).encode()
+
+
+def test_sort_display_esort_and_partial(imap_server):
+    caps = _caps(imap_server)
+    assert {"SORT=DISPLAY", "ESORT", "PARTIAL"} <= caps
+    c = connect(imap_server)
+    senders = [
+        '"Zoe Adams" <aaa@example.test>',  # display name Zoe
+        "bob@example.test",  # no display name: the address
+        "=?utf-8?q?=C3=89mile?= <zzz@example.test>",  # Émile
+        '"anna" <yyy@example.test>',
+    ]
+    for i, s in enumerate(senders, 1):
+        assert c.append("INBOX", None, None, _from(i, s, size=100 * (5 - i)))[0] == "OK"
+    c.select("INBOX")
+    # RFC 5957: by display name (or address), case-folded
+    assert c.sort("(DISPLAYFROM)", "UTF-8", "ALL") == ("OK", [b"4 2 1 3"])
+    assert c.sort("(FROM)", "UTF-8", "ALL") == ("OK", [b"1 2 4 3"])
+    c.logout()
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.cmd(b"SELECT INBOX")
+    # RFC 5267 §3: ESEARCH in sort order; MIN/MAX are the first and last sorted
+    out = r.cmd(b"SORT RETURN (MIN MAX COUNT ALL) (DISPLAYFROM) UTF-8 ALL")
+    assert out[0] == b'* ESEARCH (TAG "t") MIN 4 MAX 3 COUNT 4 ALL 4,2,1,3', out
+    out = r.cmd(b"SORT RETURN (ALL) (SIZE) UTF-8 ALL")
+    assert out[0] == b'* ESEARCH (TAG "t") ALL 4,3,2,1', out
+    out = r.cmd(b"UID SORT RETURN (ALL) (REVERSE SIZE) UTF-8 ALL")
+    assert out[0] == b'* ESEARCH (TAG "t") UID ALL 1:4', out
+    # RFC 9394: a window of the results, from the start or the end
+    out = r.cmd(b"SEARCH RETURN (PARTIAL 2:3) ALL")
+    assert out[0] == b'* ESEARCH (TAG "t") PARTIAL (2:3 2:3)', out
+    out = r.cmd(b"SEARCH RETURN (PARTIAL -1:-2 COUNT) ALL")
+    assert out[0] == b'* ESEARCH (TAG "t") COUNT 4 PARTIAL (-1:-2 3:4)', out
+    out = r.cmd(b"SORT RETURN (PARTIAL 1:2) (DISPLAYFROM) UTF-8 ALL")
+    assert out[0] == b'* ESEARCH (TAG "t") PARTIAL (1:2 4,2)', out
+    out = r.cmd(b"SEARCH RETURN (PARTIAL 10:20) ALL")
+    assert out[0] == b'* ESEARCH (TAG "t") PARTIAL (10:20 NIL)', out
+    assert r.cmd(b"SEARCH RETURN (PARTIAL 0:5) ALL")[-1].startswith(b"t BAD")
+    assert r.cmd(b"SEARCH RETURN (PARTIAL 1:-5) ALL")[-1].startswith(b"t BAD")
+    assert r.cmd(b"SEARCH RETURN (PARTIAL 1:5 ALL) ALL")[-1].startswith(b"t BAD")
+    r.close()

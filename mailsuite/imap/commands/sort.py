@@ -21,7 +21,12 @@ from twisted.internet import defer, threads
 
 from mailsuite.imap import search as search_mod
 from mailsuite.imap.parser import Atom, ImapBad
-from mailsuite.imap.search import SearchProgram, parse_search
+from mailsuite.imap.search import (
+    SearchOptions,
+    SearchProgram,
+    parse_return_options,
+    parse_search,
+)
 from mailsuite.message.addresses import parse_addresses
 from mailsuite.message.dates import parse_date_header
 from mailsuite.message.decode import decode_header_value
@@ -37,7 +42,18 @@ __all__ = [
     "SORT_KEYS",
 ]
 
-SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "REVERSE", "SIZE", "SUBJECT", "TO")
+SORT_KEYS = (
+    "ARRIVAL",
+    "CC",
+    "DATE",
+    "FROM",
+    "REVERSE",
+    "SIZE",
+    "SUBJECT",
+    "TO",
+    "DISPLAYFROM",  # RFC 5957
+    "DISPLAYTO",
+)
 
 
 def parse_sort_criteria(arg) -> list[tuple[str, bool]]:
@@ -66,13 +82,20 @@ def parse_sort_criteria(arg) -> list[tuple[str, bool]]:
 
 def parse_sort_command(args: list) -> tuple[list[tuple[str, bool]], SearchProgram]:
     """`(criteria) charset search-key...` (RFC 5256 §3: the charset is mandatory)."""
+    criteria, prog, _ = parse_esort_command(args)
+    return criteria, prog
+
+
+def parse_esort_command(args: list) -> tuple[list[tuple[str, bool]], SearchProgram, SearchOptions]:
+    """`[RETURN (opts)] (criteria) charset search-key...` (ESORT, RFC 5267 §3)."""
+    opts, args = parse_return_options(args)
     if len(args) < 3:
         raise ImapBad("SORT needs criteria, a charset and search keys")
     criteria = parse_sort_criteria(args[0])
     charset = args[1]
     if not isinstance(charset, (str, bytes)):
         raise ImapBad("Invalid charset")
-    return criteria, parse_search(list(args[2:]), charset=charset)
+    return criteria, parse_search(list(args[2:]), charset=charset), opts
 
 
 # --- base subject (RFC 5256 §2.1) --------------------------------------------------------------
@@ -140,6 +163,22 @@ def _first_mailbox(fields, name: bytes) -> bytes:
 # --- ordering ---------------------------------------------------------------------------------
 
 
+def _display_name(fields, name: bytes) -> str:
+    """RFC 5957 §3: the first address's display name, or its addr-spec when it has none;
+    compared case-folded (i;unicode-casemap)."""
+    addrs = parse_addresses(first_value(fields, name))
+    if not addrs:
+        return ""
+    display, _, mailbox, host = addrs[0][:4]
+    if display:
+        text = decode_header_value(display)
+    else:
+        text = (mailbox or b"").decode("utf-8", "replace")
+        if host:
+            text += "@" + host.decode("utf-8", "replace")
+    return _WS_RE.sub(" ", text).strip().casefold()
+
+
 def _ascii_upper(s: str) -> bytes:
     return s.encode("utf-8", "surrogateescape").upper()
 
@@ -169,6 +208,9 @@ def sort_messages(
             keyfn = lambda p: _ascii_upper(  # noqa: E731
                 base_subject(first_value(fields_of(p[1]), b"subject"))[0]
             )
+        elif key in ("DISPLAYFROM", "DISPLAYTO"):
+            hname = key[len("DISPLAY") :].lower().encode()
+            keyfn = lambda p, h=hname: _display_name(fields_of(p[1]), h)  # noqa: E731
         else:
             hname = key.lower().encode()
             keyfn = lambda p, h=hname: _first_mailbox(fields_of(p[1]), h)  # noqa: E731
@@ -188,7 +230,7 @@ def run_command(session, view, cmd, uid: bool):
     The only part of this module that knows sessions: it evaluates the search and sorts in
     the thread pool when header fields are needed, then sends `* SORT`.
     """
-    criteria, prog = parse_sort_command(cmd.args)
+    criteria, prog, opts = parse_esort_command(cmd.args)
     if prog.wants_modseq:
         session.enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
     ctx = search_mod.context_for(session, view)
@@ -206,10 +248,17 @@ def run_command(session, view, cmd, uid: bool):
     def answer(ordered):
         ordered = [(s, m) for s, m in ordered if view.is_live(m)]
         numbers = [m.uid for _, m in ordered] if uid else [s for s, _ in ordered]
+        # RFC 7162 §3.1.5 applies to SORT too: the highest modseq of the results.
+        hi = search_mod.highest_modseq([m for _, m in ordered]) if prog.wants_modseq else None
+        if opts.save:
+            session.saved_uids = search_mod.saved_result(opts, [m.uid for _, m in ordered])
+        if opts.esearch:
+            line = search_mod.format_esearch(cmd.tag, uid, numbers, opts, hi, ordered=True)
+            if line is not None:
+                session.send(line)
+            return
         line = format_sort(numbers)
-        if prog.wants_modseq and numbers:
-            # RFC 7162 §3.1.5 applies to SORT too: the highest modseq of the results.
-            hi = search_mod.highest_modseq([m for _, m in ordered])
+        if hi is not None and numbers:
             line = line[:-2] + b" (MODSEQ %d)\r\n" % hi
         session.send(line)
 
