@@ -173,3 +173,27 @@ def test_sort_display_esort_and_partial(imap_server):
     assert r.cmd(b"SEARCH RETURN (PARTIAL 1:-5) ALL")[-1].startswith(b"t BAD")
     assert r.cmd(b"SEARCH RETURN (PARTIAL 1:5 ALL) ALL")[-1].startswith(b"t BAD")
     r.close()
+
+
+def _dated(mid: str, subject: str, day: int, refs: str = "") -> bytes:
+    head = f"From: b@example.test\r\nSubject: {subject}\r\nMessage-ID: <{mid}>\r\n"
+    head += f"Date: {day:02d} Mar 2024 10:00:00 +0000\r\n"
+    if refs:
+        head += f"References: {refs}\r\n"
+    return (head + "\r\nx\r\n").encode()
+
+
+def test_thread_refs_orders_threads_by_newest_message_without_subject_merging(imap_server):
+    assert "THREAD=REFS" in _caps(imap_server)
+    c = connect(imap_server)
+    for raw in (
+        _dated("a@x", "Plans", 1),
+        _dated("b@x", "Lunch", 2),
+        _dated("c@x", "Re: Plans", 3, "<a@x>"),
+        _dated("d@x", "Plans", 4),  # same subject, no reference: its own thread in REFS
+    ):
+        assert c.append("INBOX", None, None, raw)[0] == "OK"
+    c.select("INBOX")
+    assert c.thread("REFERENCES", "UTF-8", "ALL") == ("OK", [b"((1 3)(4))(2)"])
+    assert c.thread("REFS", "UTF-8", "ALL") == ("OK", [b"(2)(1 3)(4)"])
+    c.logout()

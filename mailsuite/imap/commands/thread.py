@@ -24,7 +24,7 @@ from mailsuite.message.headers import first_value
 
 __all__ = ["THREAD_ALGORITHMS", "parse_thread_command", "thread_messages", "thread_response"]
 
-THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
+THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES", "REFS")
 
 
 def parse_thread_command(args: list) -> tuple[str, SearchProgram]:
@@ -120,8 +120,20 @@ def ordered_subject(infos: list[_Info]) -> list[_Node]:
     return roots
 
 
-def references(infos: list[_Info]) -> list[_Node]:
-    """RFC 5256 §3.2 REFERENCES threading (after Jamie Zawinski's algorithm)."""
+def _latest(node: _Node) -> tuple:
+    """Sort key of a REFS thread: its newest message (sent date, then sequence)."""
+    best = (node.info.date, node.info.seq) if node.info is not None else (0.0, 0)
+    for c in node.children:
+        best = max(best, _latest(c))
+    return best
+
+
+def references(infos: list[_Info], by_subject: bool = True) -> list[_Node]:
+    """RFC 5256 §3.2 REFERENCES threading (after Jamie Zawinski's algorithm).
+
+    `by_subject=False` is REFS (draft-ietf-morg-inthread): threads come from the reference
+    links alone, never merged by subject, and are ordered by their newest message, so the
+    thread that just had a reply sorts last, as a client's list shows it."""
     table: dict[str, _Node] = {}
     unique = 0
 
@@ -170,6 +182,9 @@ def references(infos: list[_Info]) -> list[_Node]:
         r.parent = None
     # (5) sort
     _sort_tree(roots)
+    if not by_subject:
+        roots.sort(key=_latest)
+        return roots
     # (6) group the root set by base subject
     roots = _group_by_subject(roots)
     # (7) sort again (grouping adds children and dummies)
@@ -278,7 +293,10 @@ def _chain(n: _Node) -> str:
 def thread_messages(algorithm: str, pairs: list[tuple], loader: Callable, uid: bool) -> str:
     """The thread-list text `(2)(3 6 (4 23)(44 7 96))` for the matching messages."""
     infos = _infos(pairs, loader, uid)
-    roots = ordered_subject(infos) if algorithm == "ORDEREDSUBJECT" else references(infos)
+    if algorithm == "ORDEREDSUBJECT":
+        roots = ordered_subject(infos)
+    else:
+        roots = references(infos, by_subject=algorithm == "REFERENCES")
     return "".join("(" + _chain(r) + ")" for r in roots)
 
 
