@@ -197,3 +197,33 @@ def test_thread_refs_orders_threads_by_newest_message_without_subject_merging(im
     assert c.thread("REFERENCES", "UTF-8", "ALL") == ("OK", [b"((1 3)(4))(2)"])
     assert c.thread("REFS", "UTF-8", "ALL") == ("OK", [b"(2)(1 3)(4)"])
     c.logout()
+
+
+def test_replace_appends_the_new_message_then_expunges_the_old(imap_server):
+    # RFC 8508: REPLACE saves the new version (APPENDUID in an untagged OK) and expunges the old.
+    assert "REPLACE" in _caps(imap_server)
+    c = connect(imap_server)
+    c.create("Drafts2")
+    c.logout()
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    for i in (1, 2):
+        msg = message(i, subject=f"draft v{i}")
+        r.send(b"a APPEND Drafts2 {%d+}\r\n" % len(msg) + msg + b"\r\n")
+        assert r.until_tagged(b"a")[-1].startswith(b"a OK")
+    r.cmd(b"SELECT Drafts2")
+    new = message(3, subject="draft v3")
+    r.send(b"t REPLACE 1 Drafts2 (\\Draft) {%d+}\r\n" % len(new) + new + b"\r\n")
+    out = r.until_tagged(b"t")
+    assert out[-1].startswith(b"t OK"), out
+    ok = next(x for x in out if x.startswith(b"* OK [APPENDUID "))
+    expunge = out.index(b"* 1 EXPUNGE")
+    assert out.index(ok) < expunge, out
+    subjects = r.cmd(b"FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    text = b"\n".join(subjects)
+    assert b"draft v1" not in text and b"draft v2" in text and b"draft v3" in text, subjects
+    # UID REPLACE of a UID that is not there: NO, nothing appended
+    r.send(b"u UID REPLACE 99 Drafts2 {%d+}\r\n" % len(new) + new + b"\r\n")
+    assert r.until_tagged(b"u")[-1].startswith(b"u NO"), "replacing nothing"
+    assert r.cmd(b"STATUS Drafts2 (MESSAGES)")[0].endswith(b"(MESSAGES 2)")
+    r.close()

@@ -1,4 +1,4 @@
-"""APPEND (RFC 3501 §6.3.11) with MULTIAPPEND (RFC 3502), APPENDUID (RFC 4315 §3),
+"""APPEND (RFC 3501 §6.3.11), REPLACE (RFC 8508), with MULTIAPPEND (RFC 3502), APPENDUID (RFC 4315 §3),
 APPENDLIMIT (RFC 7889) and UTF8=ACCEPT's `UTF8 (literal)` form (RFC 6855 §4).
 
 The literals were received by the command reader, which refused oversized ones before a byte
@@ -11,10 +11,11 @@ import re
 
 from twisted.internet import defer
 
+from mailsuite.imap.commands.expunge import expunge_messages
 from mailsuite.imap.commands.mailbox import mailbox_arg, store_error
 from mailsuite.imap.commands.store import parse_flags
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo, Literal8, LiteralFile
-from mailsuite.imap.sequence import format_uid_pairs
+from mailsuite.imap.sequence import format_uid_pairs, parse_sequence_set
 from mailsuite.message.binary import armour_binary_parts
 from mailsuite.store import BadFolderName, NoSuchFolder, QuotaExceeded
 
@@ -104,6 +105,62 @@ def append(session, cmd):
     except BadFolderName as e:
         raise store_error(e) from None
     return _append_all(session, mbox, name, messages)
+
+
+def _replace(session, cmd, uid: bool):
+    """REPLACE / UID REPLACE (RFC 8508): APPEND the new message, then expunge the old one
+    from the selected mailbox; if the APPEND fails, the old message stays."""
+    if len(cmd.args) < 3:
+        raise ImapBad(f"{cmd.name} needs a message, a mailbox and a message literal")
+    view = session.view
+    number = cmd.args[0]
+    if not isinstance(number, Atom) or not number.isdigit() or len(number) > 10:
+        raise ImapBad("Invalid message number")
+    seqset = parse_sequence_set(number, allow_dollar=False)
+    view.check_seqset(seqset, uid)
+    if view.readonly:
+        raise ImapNo("READ-ONLY", "Mailbox is read-only")
+    old = [m for _, m in view.select(seqset, uid) if view.is_live(m)]
+    if not old:
+        # RFC 8508 §3.3: the message to replace must exist
+        raise ImapNo("EXPUNGEISSUED" if not uid else "NONEXISTENT", "No such message")
+    name = mailbox_arg(session, cmd.args[1])
+    messages = _messages(cmd.args[2:])
+    if len(messages) != 1:
+        raise ImapBad(f"{cmd.name} takes one message")
+    data = messages[0][2]
+    if len(data) > session.config.imap.append_limit:
+        raise ImapNo("TOOBIG", "Message exceeds APPENDLIMIT")
+    if not data:
+        raise ImapNo("Empty message")
+    mbox = session.mailbox
+    try:
+        if not mbox.exists(name):
+            raise ImapNo("TRYCREATE", "Mailbox does not exist")
+    except BadFolderName as e:
+        raise store_error(e) from None
+    d = _append_all(session, mbox, name, messages)
+
+    def replaced(result):
+        if result is not None:
+            # RFC 8508 §3.4: APPENDUID in an untagged OK, before the EXPUNGE
+            session.send(f"* OK [{result[0]}] Replacement message ready\r\n".encode())
+        if session.view is view:
+            expunge_messages(session, old)
+        else:
+            mbox.expunge(view.folder, old)
+        return None
+
+    d.addCallback(replaced)
+    return d
+
+
+def replace(session, cmd):
+    return _replace(session, cmd, uid=False)
+
+
+def uid_replace(session, cmd):
+    return _replace(session, cmd, uid=True)
 
 
 def _deliver_one(mbox, name: str, flags, date, data):

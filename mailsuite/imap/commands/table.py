@@ -103,6 +103,8 @@ COMMANDS: dict[str, CommandSpec] = _table(
     C("UID COPY", copy.uid_copy, SEL),
     C("MOVE", copy.move, SEL, capability="MOVE"),  # RFC 6851
     C("UID MOVE", copy.uid_move, SEL, capability="MOVE"),
+    C("REPLACE", append.replace, SEL, capability="REPLACE"),  # RFC 8508
+    C("UID REPLACE", append.uid_replace, SEL, capability="REPLACE"),
     C("SORT", sort.sort, SEL, expunge_ok=False, capability="SORT"),  # RFC 5256
     C("UID SORT", sort.uid_sort, SEL, capability="SORT"),
     C("THREAD", thread.thread, SEL, expunge_ok=False, capability="THREAD=REFERENCES"),
@@ -122,6 +124,7 @@ ADVERTISED = (
     "NAMESPACE",
     "UIDPLUS",
     "MOVE",
+    "REPLACE",
     "UNSELECT",
     "APPENDLIMIT",  # RFC 7889 (APPEND, STATUS); sent with its value
     "CHILDREN",  # RFC 3348 (LIST)
