@@ -28,6 +28,7 @@ EVERY_COMMAND = {
     # extensions
     "ID", "NAMESPACE", "ENABLE", "IDLE", "GETQUOTAROOT", "GETQUOTA", "SETQUOTA", "COMPRESS",
     "UNSELECT", "UID EXPUNGE", "MOVE", "UID MOVE", "SORT", "UID SORT", "THREAD", "UID THREAD",
+    "REPLACE", "UID REPLACE",
 }  # fmt: skip
 
 
