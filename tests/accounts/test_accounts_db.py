@@ -129,11 +129,26 @@ def test_aliases_one_to_many_local_and_remote(accounts):
 
 
 def test_alias_to_alias_and_loops_are_safe(accounts):
+    """`alias add` refuses a loop; one already in the database (written by an older version or
+    by hand) still resolves without running round."""
     accounts.add_user("alice@example.test", "pw-123456")
     accounts.add_alias("a@example.test", ["b@example.test"])
-    accounts.add_alias("b@example.test", ["a@example.test", "alice@example.test"])
+    with pytest.raises(AccountError, match="alias loop"):
+        accounts.add_alias("b@example.test", ["a@example.test", "alice@example.test"])
+    with pytest.raises(AccountError, match="alias loop"):
+        accounts.add_alias("self@example.test", ["self@example.test"])
+    conn = sqlite3.connect(accounts.path)
+    with conn:
+        conn.executemany(
+            "INSERT INTO aliases VALUES (?, ?)",
+            [
+                ("b@example.test", "a@example.test"),
+                ("b@example.test", "alice@example.test"),
+                ("self@example.test", "self@example.test"),
+            ],
+        )
+    conn.close()
     assert accounts.resolve("a@example.test").local == ("alice@example.test",)
-    accounts.add_alias("self@example.test", ["self@example.test"])
     assert accounts.resolve("self@example.test") is None
 
 
