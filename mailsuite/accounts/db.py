@@ -15,6 +15,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,9 @@ class Accounts:
         conn.executescript(SCHEMA)
         self._add_scram_column()
         self._unknown_user_secret: bytes | None = None
-        self._commits = _commit_watch(self.path, conn)
+        self._commits, shm_fd = _commit_watch(self.path, conn)
+        if shm_fd is not None:
+            weakref.finalize(self, os.close, shm_fd)
         self._watch_conn = conn  # kept open with the mapping (see _commit_watch)
         with self._write() as db:
             for d in initial_domains:
@@ -618,7 +621,7 @@ def _remember(lookups: dict, key: tuple, compute):
     return lookups[key]
 
 
-def _commit_watch(path: Path, conn: sqlite3.Connection) -> mmap.mmap | None:
+def _commit_watch(path: Path, conn: sqlite3.Connection) -> tuple[mmap.mmap | None, int | None]:
     """A read-only mapping of the database's -shm file, whose first 48 bytes (the WAL index
     header: a change counter, the frame count, the salts; sqlite.org/walformat.html) change at
     every commit, checkpoint and WAL restart by any connection, or None where the database is
@@ -629,19 +632,22 @@ def _commit_watch(path: Path, conn: sqlite3.Connection) -> mmap.mmap | None:
     bytes.  `conn` must stay open while the mapping is used: as long as it is, no other
     connection deletes the -shm file and makes a new one."""
     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-        return None
+        return None, None
     try:
         fd = os.open(f"{path}-shm", os.O_RDONLY)
     except OSError:
-        return None
+        return None, None
+    # The descriptor is returned, to be closed only with the Accounts object: closing any
+    # descriptor of a file drops every POSIX lock the process holds on it (fcntl(2)), here
+    # SQLite's own lock that tells other processes the -shm file is in use. Without that lock
+    # the next admin command would take the file as unused and truncate it under this
+    # mapping (SIGBUS at the next read).
     try:
         if os.fstat(fd).st_size < 48:
-            return None
-        return mmap.mmap(fd, 48, access=mmap.ACCESS_READ)
+            return None, fd
+        return mmap.mmap(fd, 48, access=mmap.ACCESS_READ), fd
     except OSError:
-        return None
-    finally:
-        os.close(fd)
+        return None, fd
 
 
 class _Tx:
