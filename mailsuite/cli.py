@@ -8,6 +8,7 @@ from `mailsuite.sysexits`, the same table for every subcommand.
 from __future__ import annotations
 
 import argparse
+import codecs
 import dataclasses
 import errno
 import getpass
@@ -15,6 +16,7 @@ import os
 import pwd
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from mailsuite import app
@@ -567,6 +569,7 @@ def become_service_user(config, folders=(), enterable=()) -> None:
     those) get the user's group and mode 0750 so that it can enter."""
     if os.geteuid() != 0:
         return
+    _load_lazy_modules()
     if not config.user:
         _become_data_owner(config.data_dir)
         return
@@ -582,6 +585,15 @@ def become_service_user(config, folders=(), enterable=()) -> None:
         app.drop_privileges(account)
     except (app.StartRefused, OSError) as e:
         raise CliError(str(e), EX_CONFIG) from None
+
+
+def _load_lazy_modules() -> None:
+    """Load what the standard library imports at first use (codecs, the strptime parser)
+    while root can still read it: after the switch to another account, a Python that only
+    root can read (pyenv under /root) would fail at that first use."""
+    for name in ("ascii", "latin-1", "utf-8", "idna", "utf-16", "cp1252"):
+        codecs.lookup(name)
+    time.strptime("2000", "%Y")
 
 
 def _become_data_owner(data_dir: Path) -> None:

@@ -321,7 +321,8 @@ class Config:
 
     # The account the server runs as: started as root, `mailsuite serve` binds its listeners,
     # then becomes this user before it opens anything under data_dir; admin commands run as
-    # root become it too, so what they create is its (docs/production.md).
+    # root become it too, so what they create is its (docs/production.md). Without `user`,
+    # admin commands run as root become the owner of data_dir when that is not root.
     user: str = ""
 
     # The group to run as with `user`; empty: the user's own group.
