@@ -14,9 +14,9 @@ EX_NOINPUT = 66  # an input file does not exist or cannot be read
 EX_NOUSER = 67  # no such user, alias or local domain
 EX_UNAVAILABLE = 69  # a service the command needs is not there (the server is not running)
 EX_SOFTWARE = 70  # an internal error: a bug, please report it
+EX_CANTCREAT = 73  # cannot create: it exists already, or the mailbox or folder is not there
 EX_IOERR = 74  # reading or writing a file failed
 EX_TEMPFAIL = 75  # a temporary failure: try again later (over quota, remote server down)
-EX_CANTCREAT = 73  # cannot create: it exists already, or the folder cannot be made
 EX_NOPERM = 77  # not allowed: a wrong password, a permission denied, larger than the quota
 EX_CONFIG = 78  # the configuration is wrong
 
@@ -39,7 +39,12 @@ MEANINGS: tuple[tuple[int, str, str], ...] = (
         "a service the command needs is not available (e.g. the server is not running)",
     ),
     (EX_SOFTWARE, "EX_SOFTWARE", "an internal error (a bug: please report it)"),
-    (EX_CANTCREAT, "EX_CANTCREAT", "cannot create: the user, domain or file exists already"),
+    (
+        EX_CANTCREAT,
+        "EX_CANTCREAT",
+        "cannot create: the user, domain or file exists already, a mailbox cannot be made, "
+        "or `deliver --folder` names a folder the mailbox does not have",
+    ),
     (EX_IOERR, "EX_IOERR", "reading or writing a file failed"),
     (
         EX_TEMPFAIL,

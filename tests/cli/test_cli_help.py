@@ -49,3 +49,15 @@ def test_a_subcommands_help_shows_its_description_and_arguments():
     assert "the new user's address, in a local domain" in out
     result = run_cli("queue", "flush", "--help")
     assert "exit 69 when no server takes it" in " ".join(result.stdout.decode().split())
+
+
+def test_the_reference_lists_every_exit_status():
+    from mailsuite import sysexits
+    from tests.conftest import REPO
+
+    listed = {code for code, _, _ in sysexits.MEANINGS}
+    constants = {v for k, v in vars(sysexits).items() if k.startswith("EX_")}
+    assert constants <= listed
+    text = (REPO / "docs" / "cli-reference.md").read_text()
+    for code, name, _ in sysexits.MEANINGS:
+        assert f"| {code} | {f'`{name}`' if name else ''} |" in text, code
