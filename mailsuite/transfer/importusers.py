@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from mailsuite.accounts.addresses import parse_address
 from mailsuite.accounts.db import AccountError, Accounts
 from mailsuite.accounts.passwords import CONTEXT
 from mailsuite.store import NoSuchMailbox, Store
@@ -67,8 +68,8 @@ def _adopt_mailbox(store: Store, address: str) -> None:
 
 def _add_user(accounts: Accounts, store: Store, address: str, stored: str) -> None:
     """A new account with its carried-over hash and its Maildir, or neither."""
-    path = store.path_for(address.lower()) if "/" not in address else None
-    existed = path is None or path.exists()
+    address = parse_address(address)  # before any path is made of it
+    existed = store.path_for(address).exists()
     try:
         accounts.add_user(
             address,
@@ -78,7 +79,7 @@ def _add_user(accounts: Accounts, store: Store, address: str, stored: str) -> No
         )
     except BaseException:
         if not existed:
-            store.delete_mailbox(address.lower())
+            store.delete_mailbox(address)
         raise
 
 
