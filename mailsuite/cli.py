@@ -598,11 +598,11 @@ def _load_lazy_modules() -> None:
 
 def _become_data_owner(data_dir: Path) -> None:
     """Root with no `user` configured: become the owner (user and group) of data_dir if that
-    is not root. Nothing to do for a data_dir root owns or that does not exist yet."""
+    is not root. Nothing to do for a data_dir root owns or that is not there."""
     try:
         st = os.stat(data_dir)
-    except FileNotFoundError:
-        return
+    except OSError:
+        return  # missing, or in the way: said in words where the data folder is opened
     if st.st_uid == 0:
         return
     try:
