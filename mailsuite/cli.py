@@ -345,7 +345,7 @@ def cmd_init(ctx: Context) -> int:
     target.mkdir(parents=True, exist_ok=True)
     conf = target / "mailsuite.toml"
     if conf.exists():
-        raise CliError(f"{conf} exists; not overwriting it")
+        raise CliError(f"{conf} exists; not overwriting it", EX_CANTCREAT)
     user_line = f'user = "{ctx.args.user}"\n' if ctx.args.user else ""
     conf.write_text(
         DEFAULT_TOML.format(hostname=ctx.args.hostname, domain=ctx.args.domain, user_line=user_line)
@@ -524,7 +524,7 @@ def cmd_alias_list(ctx: Context) -> int:
 def cmd_deliver(ctx: Context) -> int:
     data = sys.stdin.buffer.read()
     if not data.strip():
-        raise CliError("empty message on stdin", EX_USAGE)
+        raise CliError("empty message on stdin", EX_DATAERR)
     try:
         folder = validate_folder(ctx.args.folder)
     except BadFolderName as e:

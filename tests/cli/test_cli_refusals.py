@@ -337,3 +337,36 @@ def test_usage_and_config_errors_have_their_sysexits_status(tmp_path):
     bad.write_text("[accounts]\nmin_password_length = 0\n")
     result = run_cli("--config", str(bad), "domain", "list")
     assert result.returncode == 78 and "accounts.min_password_length" in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    "args, stdin, status",
+    [
+        (("user", "add", "x@nowhere.test", "--password-stdin"), GOOD_PASSWORD, 67),
+        (("user", "add", "alice@example.test", "--password-stdin"), GOOD_PASSWORD, 73),
+        (("user", "add", "y@example.test", "--password-stdin"), b"\n", 65),
+        (("user", "add", "y@example.test"), b"", 64),
+        (("user", "add", "not-an-address", "--password-stdin"), GOOD_PASSWORD, 65),
+        (("user", "del", "ghost@example.test"), b"", 67),
+        (("user", "passwd", "ghost@example.test", "--password-stdin"), GOOD_PASSWORD, 67),
+        (("user", "quota", "ghost@example.test"), b"", 67),
+        (("domain", "del", "ghost.test"), b"", 67),
+        (("domain", "add", "example.test"), b"", 73),
+        (("alias", "add", "x@remote.test", "alice@example.test"), b"", 67),
+        (("alias", "del", "ghost@example.test"), b"", 67),
+        (("deliver", "--to", "alice@example.test"), b"", 65),
+        (("queue", "show", "NOSUCH1"), b"", 67),
+        (("export", "--user", "ghost@example.test", "--to", "/nonexistent"), b"", 67),
+        (("import", "mbox", "/nonexistent.mbox", "--user", "alice@example.test"), b"", 66),
+    ],
+)
+def test_each_refusal_has_its_sysexits_status(mail_server, args, stdin, status):
+    result = mail_server.cli(*args, input=stdin)
+    assert result.returncode == status, result
+    one_error_line(result)
+
+
+def test_init_over_an_existing_config_is_cant_create(tmp_path):
+    ok(run_cli("init", str(tmp_path / "site")))
+    result = run_cli("init", str(tmp_path / "site"))
+    assert result.returncode == 73 and "exists" in one_error_line(result)
