@@ -15,6 +15,7 @@ import getpass
 import os
 import pwd
 import shutil
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -691,6 +692,14 @@ def _run(argv: list[str] | None) -> int:
     except OSError as e:
         print(f"mailsuite: {e.strerror or e}: {getattr(e, 'filename', '') or ''}", file=sys.stderr)
         return _os_error_status(e)
+    except sqlite3.OperationalError as e:
+        # The server holds the account database's write lock longer than the busy timeout:
+        # nothing was changed (the transaction rolled back), the same command can be rerun.
+        if "locked" in str(e) or "busy" in str(e):
+            print(f"mailsuite: the account database is busy ({e}): try again", file=sys.stderr)
+            return EX_TEMPFAIL
+        print(f"mailsuite: the account database: {e}", file=sys.stderr)
+        return EX_IOERR
     except Exception as e:  # the admin command never shows a traceback
         print(f"mailsuite: internal error: {e.__class__.__name__}: {e}", file=sys.stderr)
         return EX_SOFTWARE
