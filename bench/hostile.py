@@ -32,7 +32,7 @@ import time
 import zlib
 from pathlib import Path
 
-USER, PASSWORD = "bench@example.test", "bench-Passw0rd"
+USER, PASSWORD = "bench@example.test", "Hostile-Passw0rd-9"
 KINDS = ("smtp", "imap", "imaps", "pop3")
 
 

@@ -1,7 +1,8 @@
 """Write docs/cli-reference.md from the argparse definitions, so the reference cannot drift.
 
 Every subcommand (including those that packages add, such as `queue`, `dns`, `import`) is
-walked from `mailsuite.cli.build_parser()`: its usage line, help text and arguments. Run
+walked from `mailsuite.cli.build_parser()`: its usage line, help text and arguments; the exit
+statuses come from `mailsuite.sysexits.MEANINGS`, the table the command itself uses. Run
 `python docs/gen_cli_reference.py` after changing a command; `--check` exits 1 when the
 committed file differs (a test runs it).
 """
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from mailsuite.cli import build_parser
+from mailsuite.sysexits import MEANINGS
 
 OUT = Path(__file__).resolve().parent / "cli-reference.md"
 WIDTH = 100
@@ -21,8 +23,9 @@ HEADER = """# Admin command reference
 
 `mailsuite [--config PATH] COMMAND ...` manages a mailsuite installation. The config file comes
 from `--config`, else `$MAILSUITE_CONFIG`, else `conf/mailsuite.toml`. Every command works while
-the server runs. Errors are one line on stderr with a non-zero exit status (2: config error,
-64: usage, 67: no such user, 75: temporary failure, try again).
+the server runs. Errors are one line on stderr with a non-zero exit status, the same for every
+command (BSD sysexits, listed [at the end](#exit-status)). Run as root, a command becomes the
+account that owns the data: `user` of the config, else the owner of `data_dir`.
 
 This page is generated from the argparse definitions by `docs/gen_cli_reference.py`.
 """
@@ -108,7 +111,20 @@ def render() -> str:
     lines.append("")
     for name, help_text, sub in _subparsers(parser):
         lines += _section(["mailsuite", name], help_text, sub)
+    lines += _exit_statuses()
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _exit_statuses() -> list[str]:
+    lines = [
+        "## Exit status",
+        "",
+        "| status | name | meaning |",
+        "|---|---|---|",
+    ]
+    for code, name, meaning in MEANINGS:
+        lines.append(f"| {code} | {f'`{name}`' if name else ''} | {_cell(meaning)} |")
+    return [*lines, ""]
 
 
 def main() -> int:

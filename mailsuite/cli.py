@@ -1,20 +1,29 @@
 """The `mailsuite` admin command.
 
 Every subcommand works while the server runs (the account database is shared through SQLite
-WAL, the store through Maildir), and every error is one line on stderr with a non-zero exit.
+WAL, the store through Maildir), and every error is one line on stderr with an exit status
+from `mailsuite.sysexits`, the same table for every subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import dataclasses
+import errno
 import getpass
 import os
+import pwd
+import shutil
+import sqlite3
 import sys
+import time
 from pathlib import Path
 
 from mailsuite import app
+from mailsuite.accounts.addresses import parse_address, parse_domain
 from mailsuite.accounts.db import AccountError, Accounts
+from mailsuite.accounts.passwordpolicy import check_password
 from mailsuite.config import (
     ConfigError,
     ListenConfig,
@@ -27,15 +36,26 @@ from mailsuite.durable.modes import UMASK
 from mailsuite.relay import admin as relay_admin
 from mailsuite.services import Services, prepare_data_dir
 from mailsuite.store import BadFolderName, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
+from mailsuite.store.names import validate as validate_folder
+from mailsuite.sysexits import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_IOERR,
+    EX_NOINPUT,
+    EX_NOPERM,
+    EX_NOUSER,
+    EX_SOFTWARE,
+    EX_TEMPFAIL,
+    EX_USAGE,
+)
 from mailsuite.tls import TlsContexts
 from mailsuite.transfer import admin as transfer_admin
 from mailsuite.trust import dnsrecords
 
-EX_USAGE = 64
-EX_NOUSER = 67
-EX_TEMPFAIL = 75
-EX_NOPERM = 77
-EX_CONFIG = app.EX_CONFIG
+# What a process that found its standard output closed (`mailsuite ... | head`) exits with:
+# 128 + SIGPIPE, as a program the signal ended.
+EX_CLOSED_OUTPUT = 141
 
 # Subcommand families that live with the package they manage, each adding its own parsers.
 SUBCOMMAND_FAMILIES = (
@@ -71,7 +91,9 @@ plaintext = "never"
 
 
 class CliError(Exception):
-    def __init__(self, message: str, code: int = 1):
+    """A refusal of the admin command: one line on stderr, exit status `code` (sysexits)."""
+
+    def __init__(self, message: str, code: int = EX_SOFTWARE):
         super().__init__(message)
         self.code = code
 
@@ -86,16 +108,27 @@ def parse_size(text: str) -> int:
             mult = m
             break
     if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (a number, or e.g. 500M, 2G)")
     return int(text) * mult
 
 
+def count(text: str) -> int:
+    """A number of messages: 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (unlimited) or more, not {value}")
+    return value
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
-    """Usage errors are one line on stderr too (argparse prints the usage block first);
-    subcommand parsers inherit the class."""
+    """Usage errors are one line on stderr too (argparse prints the usage block first), with
+    EX_USAGE like every other usage error; subcommand parsers inherit the class."""
 
     def error(self, message: str):
-        self.exit(2, f"mailsuite: {message} (see: {self.prog} --help)\n")
+        self.exit(EX_USAGE, f"mailsuite: {message} (see: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,9 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser("init", help="write a config, data folders and a certificate into DIR")
-    s.add_argument("dir", type=Path)
-    s.add_argument("--hostname", default="mail.example.test")
-    s.add_argument("--domain", default="example.test")
+    s.add_argument("dir", type=Path, help="the folder to set up (made if missing)")
+    s.add_argument(
+        "--hostname", default="mail.example.test", help="this server's name (`hostname`)"
+    )
+    s.add_argument("--domain", default="example.test", help="the first local domain")
     s.add_argument(
         "--user",
         default="",
@@ -129,67 +164,123 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_check)
 
     dom = sub.add_parser("domain", help="manage local domains").add_subparsers(
-        dest="action", required=True
+        dest="action", metavar="ACTION", required=True
     )
-    s = dom.add_parser("add", help="add a local domain")
-    s.add_argument("domain")
+    s = dom.add_parser("add", help="add a local domain (stored in its ASCII form, xn--...)")
+    s.add_argument("domain", help="the domain name, e.g. example.org or bücher.example")
     s.set_defaults(func=cmd_domain_add)
     s = dom.add_parser("del", help="remove a local domain (it must have no users)")
-    s.add_argument("domain")
+    s.add_argument("domain", help="the local domain to remove")
     s.set_defaults(func=cmd_domain_del)
     s = dom.add_parser("list", help="list local domains")
     s.set_defaults(func=cmd_domain_list)
 
-    usr = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
-    s = usr.add_parser("add", help="add a user and create its mailbox")
-    s.add_argument("address")
-    s.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    s.add_argument(
-        "--quota", type=parse_size, default=0, metavar="SIZE", help="e.g. 2G (0: unlimited)"
+    usr = sub.add_parser("user", help="manage users").add_subparsers(
+        dest="action", metavar="ACTION", required=True
     )
-    s.add_argument("--quota-messages", type=int, default=0, metavar="N")
+    s = usr.add_parser("add", help="add a user and create its mailbox")
+    s.add_argument("address", help="the new user's address, in a local domain")
+    s.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin instead of prompting",
+    )
+    s.add_argument(
+        "--quota",
+        type=parse_size,
+        default=0,
+        metavar="SIZE",
+        help="the mailbox's size limit, e.g. 2G (0: unlimited)",
+    )
+    s.add_argument(
+        "--quota-messages",
+        type=count,
+        default=0,
+        metavar="N",
+        help="the most messages the mailbox holds (0: unlimited)",
+    )
     s.set_defaults(func=cmd_user_add)
     s = usr.add_parser("del", help="remove a user (its mail is kept unless --purge)")
-    s.add_argument("address")
+    s.add_argument("address", help="the user to remove")
     s.add_argument("--purge", action="store_true", help="also delete the user's mail")
     s.set_defaults(func=cmd_user_del)
     s = usr.add_parser("passwd", help="set a user's password")
-    s.add_argument("address")
-    s.add_argument("--password-stdin", action="store_true")
+    s.add_argument("address", help="the user whose password changes")
+    s.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin instead of prompting",
+    )
     s.set_defaults(func=cmd_user_passwd)
     s = usr.add_parser("list", help="list users")
-    s.add_argument("domain", nargs="?")
+    s.add_argument("domain", nargs="?", help="only the users of this local domain")
     s.set_defaults(func=cmd_user_list)
     s = usr.add_parser("quota", help="show or set a user's quota")
-    s.add_argument("address")
-    s.add_argument("--bytes", type=parse_size, metavar="SIZE")
-    s.add_argument("--messages", type=int, metavar="N")
+    s.add_argument("address", help="the user")
+    s.add_argument(
+        "--bytes", type=parse_size, metavar="SIZE", help="set the size limit, e.g. 2G (0: none)"
+    )
+    s.add_argument(
+        "--messages", type=count, metavar="N", help="set the message count limit (0: none)"
+    )
     s.set_defaults(func=cmd_user_quota)
 
-    al = sub.add_parser("alias", help="manage aliases").add_subparsers(dest="action", required=True)
+    al = sub.add_parser("alias", help="manage aliases").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
     s = al.add_parser("add", help="add an alias (SOURCE may be @domain for a catch-all)")
-    s.add_argument("source")
-    s.add_argument("targets", nargs="+")
+    s.add_argument("source", help="the alias address, or @domain for every unknown address")
+    s.add_argument("targets", nargs="+", help="where its mail goes: local or remote addresses")
     s.set_defaults(func=cmd_alias_add)
     s = al.add_parser("del", help="remove an alias, or one of its targets")
-    s.add_argument("source")
-    s.add_argument("target", nargs="?")
+    s.add_argument("source", help="the alias address or @domain")
+    s.add_argument("target", nargs="?", help="remove only this target (default: the whole alias)")
     s.set_defaults(func=cmd_alias_del)
     s = al.add_parser("list", help="list aliases")
     s.set_defaults(func=cmd_alias_list)
 
     s = sub.add_parser(
         "deliver",
-        help="deliver one RFC 5322 message from stdin (exit 67: no such user, 75: try later)",
+        help="deliver one RFC 5322 message from stdin (exit 67: no such user, 73: no such "
+        "folder, 75: try later)",
     )
-    s.add_argument("--to", required=True, action="append", metavar="ADDRESS")
-    s.add_argument("--from", dest="sender", default="", metavar="ADDRESS")
-    s.add_argument("--folder", default="INBOX")
+    s.add_argument(
+        "--to",
+        required=True,
+        action="append",
+        metavar="ADDRESS",
+        help="a recipient (repeat for several)",
+    )
+    s.add_argument(
+        "--from",
+        dest="sender",
+        default="",
+        metavar="ADDRESS",
+        help="the envelope sender (Return-Path; default: empty, as for a bounce)",
+    )
+    s.add_argument(
+        "--folder",
+        default="INBOX",
+        metavar="NAME",
+        help="deliver into this existing folder of every local recipient",
+    )
     s.set_defaults(func=cmd_deliver)
 
     for add_commands in SUBCOMMAND_FAMILIES:
         add_commands(sub)
+    _describe(p)
     return p
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand's own --help the one line its parent lists it with."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                if not sub.description and helps.get(name):
+                    sub.description = helps[name][:1].upper() + helps[name][1:] + "."
+                _describe(sub)
 
 
 # -- context ---------------------------------------------------------------------------------
@@ -228,7 +319,10 @@ class Context:
         return Services.create(self.config, with_tls=False)
 
 
-def read_password(args, confirm: bool = True) -> str:
+def read_password(args, address: str, min_length: int, confirm: bool = True) -> str:
+    """The new password of `address`, from stdin or the prompt; either way the same policy
+    (accounts.passwordpolicy) refuses a weak one with the same words, before anything is
+    written."""
     if args.password_stdin:
         line = sys.stdin.readline()
         password = line.rstrip("\r\n")
@@ -236,10 +330,10 @@ def read_password(args, confirm: bool = True) -> str:
         if not sys.stdin.isatty():
             raise CliError("no terminal for the password prompt: use --password-stdin", EX_USAGE)
         password = getpass.getpass("Password: ")
+        check_password(password, address, min_length)
         if confirm and getpass.getpass("Again: ") != password:
-            raise CliError("passwords differ")
-    if not password:
-        raise CliError("empty password")
+            raise CliError("passwords differ", EX_DATAERR)
+    check_password(password, address, min_length)
     return password
 
 
@@ -252,7 +346,7 @@ def cmd_init(ctx: Context) -> int:
     target.mkdir(parents=True, exist_ok=True)
     conf = target / "mailsuite.toml"
     if conf.exists():
-        raise CliError(f"{conf} exists; not overwriting it")
+        raise CliError(f"{conf} exists; not overwriting it", EX_CANTCREAT)
     user_line = f'user = "{ctx.args.user}"\n' if ctx.args.user else ""
     conf.write_text(
         DEFAULT_TOML.format(hostname=ctx.args.hostname, domain=ctx.args.domain, user_line=user_line)
@@ -286,14 +380,15 @@ def cmd_check(ctx: Context) -> int:
 
 
 def cmd_domain_add(ctx: Context) -> int:
-    ctx.accounts.add_domain(ctx.args.domain)
-    print(f"domain {ctx.args.domain.lower()} added")
+    domain = parse_domain(ctx.args.domain)
+    ctx.accounts.add_domain(domain)
+    print(f"domain {domain} added")
     return 0
 
 
 def cmd_domain_del(ctx: Context) -> int:
-    ctx.accounts.del_domain(ctx.args.domain)
-    print(f"domain {ctx.args.domain.lower()} removed")
+    domain = ctx.accounts.del_domain(ctx.args.domain)
+    print(f"domain {domain} removed")
     return 0
 
 
@@ -304,40 +399,81 @@ def cmd_domain_list(ctx: Context) -> int:
 
 
 def cmd_user_add(ctx: Context) -> int:
-    password = read_password(ctx.args)
-    user = ctx.accounts.add_user(
-        ctx.args.address, password, ctx.args.quota, ctx.args.quota_messages
-    )
+    # The address first: a typo is refused before the password is asked for.
+    address = parse_address(ctx.args.address)
+    password = read_password(ctx.args, address, ctx.config.accounts.min_password_length)
+    store = ctx.store
+    quota_bytes, quota_messages = ctx.args.quota, ctx.args.quota_messages
+    path = store.path_for(address)
+    existed, domain_existed = path.exists(), path.parent.exists()
+
+    def make_mailbox(stored: str) -> None:
+        store.create_mailbox(stored, quota_bytes, quota_messages)
+
     try:
-        ctx.store.create_mailbox(user.address, user.quota_bytes, user.quota_messages)
-    except OSError as e:
-        ctx.accounts.del_user(user.address)
-        raise CliError(f"cannot create the mailbox of {user.address}: {e}") from None
+        # The Maildir is made inside the account's transaction: no row without its Maildir.
+        user = ctx.accounts.add_user(
+            address, password, quota_bytes, quota_messages, before_commit=make_mailbox
+        )
+    except BaseException as e:
+        if not existed:
+            store.delete_mailbox(address)  # what this attempt made, and only that
+        if not domain_existed and path.parent.is_dir() and not any(path.parent.iterdir()):
+            path.parent.rmdir()
+        if isinstance(e, OSError):
+            raise CliError(
+                f"cannot create the mailbox of {address}: {e.strerror or e}", EX_CANTCREAT
+            ) from None
+        raise
     print(f"user {user.address} added")
     return 0
 
 
 def cmd_user_del(ctx: Context) -> int:
-    address = ctx.args.address
-    ctx.accounts.del_user(address)
-    if ctx.args.purge:
-        ctx.store.delete_mailbox(address)
-    print(
-        f"user {address.lower()} removed" + (" with its mail" if ctx.args.purge else " (mail kept)")
-    )
+    purge = ctx.args.purge
+    store = ctx.store
+    set_aside: list[tuple[Path, Path]] = []
+
+    def set_mail_aside(address: str) -> None:
+        # Renamed inside the transaction (one atomic step that can be undone), removed only
+        # once the row is gone for good.
+        path = store.path_for(address)
+        if purge and path.exists():
+            aside = path.with_name(f".deleting-{path.name}-{os.getpid()}")
+            os.rename(path, aside)
+            set_aside.append((path, aside))
+
+    try:
+        address = ctx.accounts.del_user(ctx.args.address, before_commit=set_mail_aside)
+    except BaseException:
+        for path, aside in set_aside:
+            if aside.exists() and not path.exists():
+                os.rename(aside, path)
+        raise
+    for _path, aside in set_aside:
+        store.delete_mailbox(address)  # forget the open Mailbox (nothing is left at `path`)
+        shutil.rmtree(aside)
+    print(f"user {address} removed" + (" with its mail" if purge else " (mail kept)"))
     return 0
 
 
 def cmd_user_passwd(ctx: Context) -> int:
-    if ctx.accounts.get_user(ctx.args.address) is None:
-        raise CliError(f"no such user {ctx.args.address}")
-    ctx.accounts.set_password(ctx.args.address, read_password(ctx.args))
-    print(f"password of {ctx.args.address.lower()} changed")
+    user = ctx.accounts.get_user(ctx.args.address)
+    if user is None:
+        raise CliError(f"no such user {ctx.args.address}", EX_NOUSER)
+    password = read_password(ctx.args, user.address, ctx.config.accounts.min_password_length)
+    ctx.accounts.set_password(user.address, password)
+    print(f"password of {user.address} changed")
     return 0
 
 
 def cmd_user_list(ctx: Context) -> int:
-    for u in ctx.accounts.list_users(ctx.args.domain):
+    domain = ctx.args.domain
+    if domain:
+        domain = parse_domain(domain)
+        if not ctx.accounts.is_local_domain(domain):
+            raise CliError(f"{domain} is not a local domain", EX_NOUSER)
+    for u in ctx.accounts.list_users(domain):
         state = "" if u.enabled else " (disabled)"
         quota = (
             f" quota {u.quota_bytes}B/{u.quota_messages}msgs"
@@ -351,7 +487,7 @@ def cmd_user_list(ctx: Context) -> int:
 def cmd_user_quota(ctx: Context) -> int:
     user = ctx.accounts.get_user(ctx.args.address)
     if user is None:
-        raise CliError(f"no such user {ctx.args.address}")
+        raise CliError(f"no such user {ctx.args.address}", EX_NOUSER)
     if ctx.args.bytes is not None or ctx.args.messages is not None:
         b = ctx.args.bytes if ctx.args.bytes is not None else user.quota_bytes
         m = ctx.args.messages if ctx.args.messages is not None else user.quota_messages
@@ -366,14 +502,17 @@ def cmd_user_quota(ctx: Context) -> int:
 
 
 def cmd_alias_add(ctx: Context) -> int:
-    ctx.accounts.add_alias(ctx.args.source, ctx.args.targets)
-    print(f"alias {ctx.args.source.lower()} -> {', '.join(t.lower() for t in ctx.args.targets)}")
+    source, targets = ctx.accounts.add_alias(ctx.args.source, ctx.args.targets)
+    print(f"alias {source} -> {', '.join(targets)}")
     return 0
 
 
 def cmd_alias_del(ctx: Context) -> int:
-    ctx.accounts.del_alias(ctx.args.source, ctx.args.target)
-    print(f"alias {ctx.args.source.lower()} removed")
+    source = ctx.accounts.del_alias(ctx.args.source, ctx.args.target)
+    if ctx.args.target:
+        print(f"alias {source}: target {ctx.args.target.strip().lower()} removed")
+    else:
+        print(f"alias {source} removed")
     return 0
 
 
@@ -386,14 +525,28 @@ def cmd_alias_list(ctx: Context) -> int:
 def cmd_deliver(ctx: Context) -> int:
     data = sys.stdin.buffer.read()
     if not data.strip():
-        raise CliError("empty message on stdin", EX_USAGE)
+        raise CliError("empty message on stdin", EX_DATAERR)
+    try:
+        folder = validate_folder(ctx.args.folder)
+    except BadFolderName as e:
+        raise CliError(f"--folder {ctx.args.folder!r}: {e}", EX_DATAERR) from None
     services = ctx.services()
     for rcpt in ctx.args.to:
-        if services.delivery.resolve(rcpt).kind == "unknown":
+        res = services.delivery.resolve(rcpt)
+        if res.kind == "unknown":
             raise CliError(f"no such user {rcpt}", EX_NOUSER)
-    envelope = Envelope(
-        ctx.args.sender, [Recipient(a) for a in ctx.args.to], folder=ctx.args.folder
-    )
+        # The server files mail for a folder that is not there into INBOX (a Sieve script
+        # may name one); asked for here by name, a missing folder is a mistake to report.
+        for mailbox in res.local if folder != "INBOX" else ():
+            try:
+                found = services.store.mailbox(mailbox).exists(folder)
+            except NoSuchMailbox:
+                found = False
+            if not found:
+                raise CliError(
+                    f"{mailbox} has no folder {folder!r}: nothing delivered", EX_CANTCREAT
+                )
+    envelope = Envelope(ctx.args.sender, [Recipient(a) for a in ctx.args.to], folder=folder)
     try:
         services.delivery.deliver_blocking(envelope, data)
     except UnknownRecipient as e:
@@ -406,12 +559,20 @@ def cmd_deliver(ctx: Context) -> int:
 
 
 def become_service_user(config, folders=(), enterable=()) -> None:
-    """Run as root with `user` set, become that user (as `mailsuite serve` does) so that what
-    this command creates (accounts DB, Maildirs, spool files, keys) is the server's, and no
-    file a user could have planted under data_dir is ever written with root's rights. data_dir
-    and `folders`, when missing, are made first and given to the user; `enterable` folders
-    (root's, on the way to those) get the user's group and mode 0750 so that it can enter."""
-    if os.geteuid() != 0 or not config.user:
+    """Run as root, become the account that owns the data (as `mailsuite serve` does) so that
+    what this command creates (accounts DB, Maildirs, spool files, keys) is the server's, and
+    no file a user could have planted under data_dir is ever written with root's rights.
+
+    That account is `user` of the config; without one, the owner of an existing data_dir when
+    that is not root (a server run by its own account, `user` unset): a root-owned file there
+    would make that server answer 451 later. With `user`, data_dir and `folders`, when
+    missing, are made first and given to the user; `enterable` folders (root's, on the way to
+    those) get the user's group and mode 0750 so that it can enter."""
+    if os.geteuid() != 0:
+        return
+    _load_lazy_modules()
+    if not config.user:
+        _become_data_owner(config.data_dir)
         return
     try:
         account = app.run_as(config)
@@ -427,40 +588,121 @@ def become_service_user(config, folders=(), enterable=()) -> None:
         raise CliError(str(e), EX_CONFIG) from None
 
 
+def _load_lazy_modules() -> None:
+    """Load what the standard library imports at first use (codecs, the strptime parser)
+    while root can still read it: after the switch to another account, a Python that only
+    root can read (pyenv under /root) would fail at that first use."""
+    for name in ("ascii", "latin-1", "utf-8", "idna", "utf-16", "cp1252"):
+        codecs.lookup(name)
+    time.strptime("2000", "%Y")
+
+
+def _become_data_owner(data_dir: Path) -> None:
+    """Root with no `user` configured: become the owner (user and group) of data_dir if that
+    is not root. Nothing to do for a data_dir root owns or that is not there."""
+    try:
+        st = os.stat(data_dir)
+    except OSError:
+        return  # missing, or in the way: said in words where the data folder is opened
+    if st.st_uid == 0:
+        return
+    try:
+        name = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        name = ""  # an owner with no account entry: no supplementary groups then
+    try:
+        if name:
+            app.drop_privileges(app.RunAs(name, st.st_uid, st.st_gid))
+        else:
+            os.setgroups([st.st_gid])
+            os.setgid(st.st_gid)
+            os.setuid(st.st_uid)
+    except (app.StartRefused, OSError) as e:
+        raise CliError(
+            f"cannot become the owner of {data_dir} (uid {st.st_uid}): {e}", EX_CONFIG
+        ) from None
+
+
 # Commands that manage their own privileges (serve) or touch no file (check).
 KEEP_PRIVILEGES = (cmd_init, cmd_serve, cmd_check)
+
+
+def _os_error_status(e: OSError) -> int:
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return EX_NOPERM
+    if e.errno == errno.ENOENT:
+        return EX_NOINPUT
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return EX_TEMPFAIL
+    return EX_IOERR
+
+
+def _output_closed() -> int:
+    """The reader of our output went away (`mailsuite check | head -1`): say nothing more.
+    Standard output is pointed at /dev/null so that the interpreter's last flush at exit does
+    not fail again with a message."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return EX_CLOSED_OUTPUT
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    return EX_CLOSED_OUTPUT
 
 
 def main(argv: list[str] | None = None) -> int:
     # Files a library creates with its own default mode are never world-readable; ours name
     # their mode (durable.modes).
     os.umask(UMASK)
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        return _output_closed()
+
+
+def _run(argv: list[str] | None) -> int:
+    """Parse, run the subcommand, and turn every refusal into one line on stderr and its
+    exit status (mailsuite.sysexits)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     ctx = Context(args)
     try:
         if args.func not in KEEP_PRIVILEGES:
             become_service_user(ctx.config)
-        return args.func(ctx) or 0
+        status = args.func(ctx) or 0
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        return status
+    except BrokenPipeError:
+        raise
     except ConfigError as e:
         print(f"mailsuite: config error: {e}", file=sys.stderr)
-        return 2
+        return EX_CONFIG
     except (AccountError, CliError) as e:
         print(f"mailsuite: {e}", file=sys.stderr)
-        return getattr(e, "code", 1)
+        return e.code
     except KeyboardInterrupt:
         return 130
+    except (NoSuchMailbox, NoSuchFolder) as e:
+        print(f"mailsuite: {e.__class__.__name__}: {e}", file=sys.stderr)
+        return EX_NOUSER
+    except BadFolderName as e:
+        print(f"mailsuite: bad folder name: {e}", file=sys.stderr)
+        return EX_DATAERR
+    except OSError as e:
+        print(f"mailsuite: {e.strerror or e}: {getattr(e, 'filename', '') or ''}", file=sys.stderr)
+        return _os_error_status(e)
+    except sqlite3.OperationalError as e:
+        # The server holds the account database's write lock longer than the busy timeout:
+        # nothing was changed (the transaction rolled back), the same command can be rerun.
+        if "locked" in str(e) or "busy" in str(e):
+            print(f"mailsuite: the account database is busy ({e}): try again", file=sys.stderr)
+            return EX_TEMPFAIL
+        print(f"mailsuite: the account database: {e}", file=sys.stderr)
+        return EX_IOERR
     except Exception as e:  # the admin command never shows a traceback
-        if isinstance(e, (NoSuchMailbox, NoSuchFolder, BadFolderName)):
-            print(f"mailsuite: {e.__class__.__name__}: {e}", file=sys.stderr)
-            return 1
-        if isinstance(e, OSError):
-            print(
-                f"mailsuite: {e.strerror or e}: {getattr(e, 'filename', '') or ''}", file=sys.stderr
-            )
-            return 1
         print(f"mailsuite: internal error: {e.__class__.__name__}: {e}", file=sys.stderr)
-        return 70
+        return EX_SOFTWARE
 
 
 if __name__ == "__main__":

@@ -289,6 +289,13 @@ class TrustConfig:
 
 
 @dataclass(frozen=True)
+class AccountsConfig:
+    # The shortest password `mailsuite user add` and `user passwd` accept, in characters.
+    # A password may also not be the user's local part or contain it.
+    min_password_length: int = 10
+
+
+@dataclass(frozen=True)
 class LogConfig:
     # "text" or "json" (one JSON object per line).
     format: str = "text"
@@ -314,7 +321,8 @@ class Config:
 
     # The account the server runs as: started as root, `mailsuite serve` binds its listeners,
     # then becomes this user before it opens anything under data_dir; admin commands run as
-    # root become it too, so what they create is its (docs/production.md).
+    # root become it too, so what they create is its (docs/production.md). Without `user`,
+    # admin commands run as root become the owner of data_dir when that is not root.
     user: str = ""
 
     # The group to run as with `user`; empty: the user's own group.
@@ -335,6 +343,7 @@ class Config:
     public: PublicConfig = field(default_factory=PublicConfig)
     log: LogConfig = field(default_factory=LogConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
     path: Path | None = None
 
     @property
@@ -505,6 +514,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("imap.idle_timeout", "RFC 3501 §5.4 requires at least 1800 seconds")
     if cfg.tls.min_version not in ("1.2", "1.3"):
         raise ConfigError("tls.min_version", 'must be "1.2" or "1.3"')
+    if cfg.accounts.min_password_length < 1:
+        raise ConfigError("accounts.min_password_length", "must be 1 or more")
     if cfg.log.format not in ("text", "json"):
         raise ConfigError("log.format", 'must be "text" or "json"')
     for domain, target in cfg.relay.routes.items():

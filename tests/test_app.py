@@ -168,7 +168,7 @@ def test_deliveries_by_the_admin_command_reach_the_running_server(serve):
 
     assert (
         cli(
-            "user", "add", "carol@example.test", "--password-stdin", data=b"Carol-pw-1\n"
+            "user", "add", "carol@example.test", "--password-stdin", data=b"Pw-for-C-123\n"
         ).returncode
         == 0
     )
@@ -177,7 +177,7 @@ def test_deliveries_by_the_admin_command_reach_the_running_server(serve):
     import imaplib
 
     imap = imaplib.IMAP4("127.0.0.1", sp.ports["imap"])
-    imap.login("carol@example.test", "Carol-pw-1")
+    imap.login("carol@example.test", "Pw-for-C-123")
     typ, data = imap.select("INBOX")
     assert typ == "OK" and data == [b"1"]
     typ, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")

@@ -103,13 +103,13 @@ def write_config(tmp_path: Path, **overrides) -> Path:
         ({"tls": {"min_version": "1.0"}}, "tls.min_version"),
     ],
 )
-def test_serve_and_check_with_a_bad_config_exit_2_with_one_line_and_start_nothing(
+def test_serve_and_check_with_a_bad_config_exit_78_with_one_line_and_start_nothing(
     tmp_path, overrides, key
 ):
     conf = write_config(tmp_path, **overrides)
     for command in ("serve", "check"):
         result = run_cli("--config", str(conf), command)
-        assert result.returncode == 2
+        assert result.returncode == 78  # EX_CONFIG
         err = result.stderr.decode().strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err
         assert key in err
@@ -124,7 +124,7 @@ def test_unwritable_data_dir_is_an_error_at_start(tmp_path):
     conf = write_config(tmp_path, data_dir=str(blocker / "data"))
     for args in (("serve",), ("domain", "list")):
         result = run_cli("--config", str(conf), *args)
-        assert result.returncode == 2
+        assert result.returncode == 78  # EX_CONFIG
         err = result.stderr.decode().strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err
         assert "data_dir" in err and str(blocker / "data") in err

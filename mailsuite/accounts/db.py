@@ -15,9 +15,13 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailsuite.accounts.addresses import BadAddress, lookup_domain, parse_address, parse_domain
+from mailsuite.accounts.errors import AccountError, AccountExists, NoSuchAccount
 from mailsuite.accounts.passwords import hash_password, verify_password
 from mailsuite.accounts.scram_keys import ScramKeys, derive_keys, unknown_user_keys
 from mailsuite.durable.modes import create_private_file, make_private_dirs
@@ -45,8 +49,7 @@ LOOKUP_CACHE_ENTRIES = 10_000
 VERIFY_CACHE_SECONDS = 600
 
 
-class AccountError(ValueError):
-    """A request the account database refuses (duplicate, unknown, malformed)."""
+__all__ = ["AccountError", "AccountExists", "Accounts", "BadAddress", "NoSuchAccount", "User"]
 
 
 @dataclass(frozen=True)
@@ -64,20 +67,21 @@ class Resolution:
 
 
 def normalize_address(address: str) -> str:
-    """Lower-case the domain; local parts are compared case-insensitively too (as Postfix's
-    virtual maps do in practice)."""
+    """An address as lookups compare it: lower case (local parts are compared
+    case-insensitively too, as Postfix's virtual maps do in practice), the domain in A-labels.
+    Lenient on purpose: what is looked up need not be valid, only what is stored
+    (addresses.parse_address, at every write)."""
     address = address.strip()
     local, sep, domain = address.rpartition("@")
     if not sep or not local or not domain:
-        raise AccountError(f"{address!r} is not an address")
-    return f"{local.lower()}@{domain.lower().rstrip('.')}"
+        raise BadAddress(f"{address!r} is not an address")
+    return f"{local.lower()}@{lookup_domain(domain)}"
 
 
-def validate_domain(domain: str) -> str:
-    domain = domain.strip().lower().rstrip(".")
-    if not domain or "@" in domain or "/" in domain or " " in domain or domain.startswith("."):
-        raise AccountError(f"{domain!r} is not a domain name")
-    return domain
+# A function the account changes call inside their transaction, before it commits: what it
+# does on disk (the Maildir made or set aside) happens only with the row, and the row only
+# with it (it raises to roll the transaction back).
+BeforeCommit = Callable[[str], None]
 
 
 class Accounts:
@@ -96,11 +100,13 @@ class Accounts:
         conn.executescript(SCHEMA)
         self._add_scram_column()
         self._unknown_user_secret: bytes | None = None
-        self._commits = _commit_watch(self.path, conn)
+        self._commits, shm_fd = _commit_watch(self.path, conn)
+        if shm_fd is not None:
+            weakref.finalize(self, os.close, shm_fd)
         self._watch_conn = conn  # kept open with the mapping (see _commit_watch)
         with self._write() as db:
             for d in initial_domains:
-                db.execute("INSERT OR IGNORE INTO domains VALUES (?)", (validate_domain(d),))
+                db.execute("INSERT OR IGNORE INTO domains VALUES (?)", (parse_domain(d),))
 
     def _db(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -133,27 +139,30 @@ class Accounts:
 
     # -- domains ---------------------------------------------------------------------------
 
-    def add_domain(self, domain: str) -> None:
-        domain = validate_domain(domain)
+    def add_domain(self, domain: str) -> str:
+        """Add a local domain; returns it as stored (A-labels, lower case)."""
+        domain = parse_domain(domain)
         with self._write() as db:
             if db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone():
-                raise AccountError(f"domain {domain} exists")
+                raise AccountExists(f"domain {domain} exists")
             db.execute("INSERT INTO domains VALUES (?)", (domain,))
+        return domain
 
-    def del_domain(self, domain: str) -> None:
-        domain = validate_domain(domain)
+    def del_domain(self, domain: str) -> str:
+        domain = parse_domain(domain)
         with self._write() as db:
             if db.execute("SELECT 1 FROM users WHERE address LIKE ?", (f"%@{domain}",)).fetchone():
                 raise AccountError(f"domain {domain} still has users")
             if not db.execute("DELETE FROM domains WHERE name=?", (domain,)).rowcount:
-                raise AccountError(f"no such domain {domain}")
+                raise NoSuchAccount(f"no such domain {domain}")
+        return domain
 
     def list_domains(self) -> list[str]:
         with self._db() as db:
             return [r[0] for r in db.execute("SELECT name FROM domains ORDER BY name")]
 
     def is_local_domain(self, domain: str) -> bool:
-        return self._domain_known(self._lookups(), domain.lower().rstrip("."))
+        return self._domain_known(self._lookups(), lookup_domain(domain))
 
     def _domain_known(self, lookups: dict, domain: str) -> bool:
         def query() -> bool:
@@ -168,26 +177,42 @@ class Accounts:
     # -- users -----------------------------------------------------------------------------
 
     def add_user(
-        self, address: str, password: str, quota_bytes: int = 0, quota_messages: int = 0
+        self,
+        address: str,
+        password: str,
+        quota_bytes: int = 0,
+        quota_messages: int = 0,
+        *,
+        stored_hash: str | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> User:
-        address = normalize_address(address)
+        """Create an account in one transaction. `stored_hash` (a hash carried over from
+        another server) replaces `password`; `before_commit(address)` runs inside the
+        transaction (makes the Maildir), so that a failure of either leaves neither."""
+        address = parse_address(address)
         domain = address.rpartition("@")[2]
-        if not password:
+        if quota_bytes < 0 or quota_messages < 0:
+            raise AccountError("a quota is 0 (unlimited) or more")
+        if stored_hash is not None:
+            hashed, scram = stored_hash, None
+        elif not password:
             raise AccountError("empty password")
-        hashed = hash_password(password)
-        scram = _scram_column(password)
+        else:
+            hashed, scram = hash_password(password), _scram_column(password)
         with self._write() as db:
             if not db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone():
-                raise AccountError(
+                raise NoSuchAccount(
                     f"{domain} is not a local domain (add it with 'mailsuite domain add')"
                 )
             if db.execute("SELECT 1 FROM users WHERE address=?", (address,)).fetchone():
-                raise AccountError(f"user {address} exists")
+                raise AccountExists(f"user {address} exists")
             db.execute(
                 "INSERT INTO users (address, password, quota_bytes, quota_messages, scram) "
                 "VALUES (?,?,?,?,?)",
                 (address, hashed, quota_bytes, quota_messages, scram),
             )
+            if before_commit is not None:
+                before_commit(address)
         return User(address, quota_bytes, quota_messages, True)
 
     def import_user_hash(self, address: str, stored_hash: str) -> None:
@@ -203,15 +228,20 @@ class Accounts:
                 "UPDATE users SET password=?, scram=? WHERE address=?",
                 (stored_hash, scram, address),
             ).rowcount:
-                raise AccountError(f"no such user {address}")
+                raise NoSuchAccount(f"no such user {address}")
         self._verified.pop(address, None)
 
-    def del_user(self, address: str) -> None:
+    def del_user(self, address: str, *, before_commit: BeforeCommit | None = None) -> str:
+        """Remove an account in one transaction; `before_commit(address)` runs inside it (sets
+        the Maildir aside), so that a failure of either leaves both. Returns the address."""
         address = normalize_address(address)
         with self._write() as db:
             if not db.execute("DELETE FROM users WHERE address=?", (address,)).rowcount:
-                raise AccountError(f"no such user {address}")
+                raise NoSuchAccount(f"no such user {address}")
+            if before_commit is not None:
+                before_commit(address)
         self._verified.pop(address, None)
+        return address
 
     def set_password(self, address: str, password: str) -> None:
         if not password:
@@ -224,18 +254,20 @@ class Accounts:
             if not db.execute(
                 "UPDATE users SET enabled=? WHERE address=?", (int(enabled), address)
             ).rowcount:
-                raise AccountError(f"no such user {address}")
+                raise NoSuchAccount(f"no such user {address}")
         self._verified.pop(address, None)
 
     def set_quota(self, address: str, quota_bytes: int, quota_messages: int) -> None:
         address = normalize_address(address)
+        if quota_bytes < 0 or quota_messages < 0:
+            raise AccountError("a quota is 0 (unlimited) or more")
         with self._write() as db:
             cur = db.execute(
                 "UPDATE users SET quota_bytes=?, quota_messages=? WHERE address=?",
                 (quota_bytes, quota_messages, address),
             )
             if not cur.rowcount:
-                raise AccountError(f"no such user {address}")
+                raise NoSuchAccount(f"no such user {address}")
 
     def get_user(self, address: str) -> User | None:
         try:
@@ -260,7 +292,7 @@ class Accounts:
                 rows = db.execute(
                     "SELECT address, quota_bytes, quota_messages, enabled FROM users "
                     "WHERE address LIKE ? ORDER BY address",
-                    (f"%@{validate_domain(domain)}",),
+                    (f"%@{parse_domain(domain)}",),
                 )
             else:
                 rows = db.execute(
@@ -270,28 +302,40 @@ class Accounts:
 
     # -- aliases ---------------------------------------------------------------------------
 
-    def add_alias(self, source: str, targets: list[str]) -> None:
-        """`source` is an address or `@domain` (catch-all) of a local domain."""
+    def add_alias(self, source: str, targets: list[str]) -> tuple[str, list[str]]:
+        """`source` is an address or `@domain` (catch-all) of a local domain. Refused when it
+        would make a loop (mail going round the aliases and back to `source`). Returns the
+        source and targets as stored."""
         source = self._alias_source(source)
         if not targets:
             raise AccountError("an alias needs at least one target")
-        norm = [normalize_address(t) for t in targets]
+        norm = list(dict.fromkeys(parse_address(t) for t in targets))
         with self._write() as db:
+            loop = self._alias_loop(db, source, norm)
+            if loop:
+                raise AccountError(
+                    "alias loop: " + " -> ".join(loop) + "; mail would come back to " + source
+                )
             for t in norm:
                 db.execute("INSERT OR IGNORE INTO aliases VALUES (?, ?)", (source, t))
+        return source, norm
 
-    def del_alias(self, source: str, target: str | None = None) -> None:
+    def del_alias(self, source: str, target: str | None = None) -> str:
+        """Remove an alias, or one target of it; returns the source as stored."""
         source = self._alias_source(source)
         with self._write() as db:
             if target:
+                target = normalize_address(target)
                 cur = db.execute(
-                    "DELETE FROM aliases WHERE source=? AND target=?",
-                    (source, normalize_address(target)),
+                    "DELETE FROM aliases WHERE source=? AND target=?", (source, target)
                 )
+                if not cur.rowcount and self._alias_targets(db, source):
+                    raise NoSuchAccount(f"alias {source} has no target {target}")
             else:
                 cur = db.execute("DELETE FROM aliases WHERE source=?", (source,))
             if not cur.rowcount:
-                raise AccountError(f"no such alias {source}")
+                raise NoSuchAccount(f"no such alias {source}")
+        return source
 
     def list_aliases(self) -> dict[str, list[str]]:
         result: dict[str, list[str]] = {}
@@ -305,16 +349,73 @@ class Accounts:
     def _alias_source(self, source: str) -> str:
         source = source.strip()
         if source.startswith("@"):
-            domain = validate_domain(source[1:])
+            domain = parse_domain(source[1:])
+            source = "@" + domain
         else:
-            source = normalize_address(source)
+            source = parse_address(source)
             domain = source.rpartition("@")[2]
         if not self.is_local_domain(domain):
-            raise AccountError(f"{domain} is not a local domain")
-        return "@" + domain if source.startswith("@") else source
+            raise NoSuchAccount(f"{domain} is not a local domain")
+        return source
 
     def _alias_targets(self, db, source: str) -> list[str]:
         return [r[0] for r in db.execute("SELECT target FROM aliases WHERE source=?", (source,))]
+
+    def _alias_loop(self, db, source: str, targets: list[str]) -> list[str] | None:
+        """The path by which `source -> targets` would lead mail back to `source`, following
+        the aliases as `_expand` does (exact address, then the base of a +address, then the
+        catch-all of an address that is neither user nor alias); None when there is none.
+
+        A user that names itself among its targets keeps a copy: that is no loop."""
+        is_user = not source.startswith("@") and self._user_row(db, source)
+        if source in targets and not is_user:
+            return [source, source]
+        added = {source: targets}
+        seen: set[str] = set()
+        path = [source]
+
+        def walk(address: str) -> list[str] | None:
+            key, onward = self._forwarding(db, address, added)
+            if key == source:
+                return [*path, address]
+            if key is None or key in seen:
+                return None
+            seen.add(key)
+            path.append(address)
+            for nxt in onward:
+                found = walk(nxt)
+                if found:
+                    return found
+            path.pop()
+            return None
+
+        for t in targets:
+            if t == source:
+                continue
+            found = walk(t)
+            if found:
+                return found
+        return None
+
+    def _forwarding(self, db, address: str, added: dict) -> tuple[str | None, list[str]]:
+        """(the alias entry that decides where `address` goes, the addresses it goes on to);
+        (None, []) for a remote address or one that nothing takes."""
+        localpart, _, domain = address.rpartition("@")
+        if not db.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone():
+            return None, []
+        candidates = [address]
+        if "+" in localpart:
+            candidates.append(localpart.split("+", 1)[0] + "@" + domain)
+        for cand in candidates:
+            targets = self._alias_targets(db, cand) + added.get(cand, [])
+            if targets or self._user_row(db, cand):
+                return cand, [t for t in targets if t != cand]
+        catch_all = "@" + domain
+        targets = self._alias_targets(db, catch_all) + added.get(catch_all, [])
+        return (catch_all, targets) if targets else (None, [])
+
+    def _user_row(self, db, address: str) -> bool:
+        return db.execute("SELECT 1 FROM users WHERE address=?", (address,)).fetchone() is not None
 
     # -- resolution --------------------------------------------------------------------------
 
@@ -334,7 +435,7 @@ class Accounts:
         """Whether `address` is in a local domain, and if so what it resolves to: what RCPT and
         delivery ask, answered with one check of the lookup cache instead of two."""
         lookups = self._lookups()
-        if not self._domain_known(lookups, address.rpartition("@")[2].lower().rstrip(".")):
+        if not self._domain_known(lookups, lookup_domain(address.rpartition("@")[2])):
             return False, None
         try:
             return True, self._resolved(lookups, normalize_address(address))
@@ -520,7 +621,7 @@ def _remember(lookups: dict, key: tuple, compute):
     return lookups[key]
 
 
-def _commit_watch(path: Path, conn: sqlite3.Connection) -> mmap.mmap | None:
+def _commit_watch(path: Path, conn: sqlite3.Connection) -> tuple[mmap.mmap | None, int | None]:
     """A read-only mapping of the database's -shm file, whose first 48 bytes (the WAL index
     header: a change counter, the frame count, the salts; sqlite.org/walformat.html) change at
     every commit, checkpoint and WAL restart by any connection, or None where the database is
@@ -531,19 +632,22 @@ def _commit_watch(path: Path, conn: sqlite3.Connection) -> mmap.mmap | None:
     bytes.  `conn` must stay open while the mapping is used: as long as it is, no other
     connection deletes the -shm file and makes a new one."""
     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-        return None
+        return None, None
     try:
         fd = os.open(f"{path}-shm", os.O_RDONLY)
     except OSError:
-        return None
+        return None, None
+    # The descriptor is returned, to be closed only with the Accounts object: closing any
+    # descriptor of a file drops every POSIX lock the process holds on it (fcntl(2)), here
+    # SQLite's own lock that tells other processes the -shm file is in use. Without that lock
+    # the next admin command would take the file as unused and truncate it under this
+    # mapping (SIGBUS at the next read).
     try:
         if os.fstat(fd).st_size < 48:
-            return None
-        return mmap.mmap(fd, 48, access=mmap.ACCESS_READ)
+            return None, fd
+        return mmap.mmap(fd, 48, access=mmap.ACCESS_READ), fd
     except OSError:
-        return None
-    finally:
-        os.close(fd)
+        return None, fd
 
 
 class _Tx:

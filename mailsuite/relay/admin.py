@@ -4,6 +4,7 @@ Every change is made on disk under the queue lock (queue.Queue.modify/remove), t
 command touches the flush trigger: a running server re-reads the spool within
 ``relay.scan_interval`` (SIGUSR1 to the server does the same).  Without a running server the
 changes wait for the next start; bounces asked for with `queue bounce` are sent by the runner.
+`queue flush` waits for a running server to take the trigger, and says so when none does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ import sys
 import time
 
 from mailsuite.spool.queue import FAILED, PENDING, NoSuchEntry, Queue, QueueEntry
+from mailsuite.sysexits import EX_NOUSER, EX_UNAVAILABLE
+
+# How long `queue flush` waits for a running server to take the trigger: its next scans
+# (relay.scan_interval apart), with room for a busy reactor.
+FLUSH_WAIT_SCANS = 3
+FLUSH_WAIT_EXTRA = 1.0
 
 ADMIN_BOUNCE_STATUS = "5.0.0"
 ADMIN_BOUNCE_TEXT = "delivery cancelled by the mail administrator"
@@ -26,10 +33,14 @@ def add_queue_commands(subparsers) -> None:
     s.add_argument("--json", action="store_true", help="one JSON object per entry")
     s.set_defaults(func=cmd_queue, queue_action="list")
     s = sub.add_parser("show", help="show one entry: envelope, recipient states, header")
-    s.add_argument("id")
+    s.add_argument("id", help="the entry's id, as `queue list` shows it")
     s.add_argument("--body", action="store_true", help="print the whole message")
     s.set_defaults(func=cmd_queue, queue_action="show")
-    s = sub.add_parser("flush", help="retry every queued message now (on the running server)")
+    s = sub.add_parser(
+        "flush",
+        help="make every queued message due now and wake the running server "
+        "(exit 69 when no server takes it)",
+    )
     s.set_defaults(func=cmd_queue, queue_action="flush")
     for name, text in (
         ("retry", "retry these entries now"),
@@ -37,7 +48,7 @@ def add_queue_commands(subparsers) -> None:
         ("bounce", "give up on these entries and send the senders a bounce"),
     ):
         s = sub.add_parser(name, help=text)
-        s.add_argument("ids", nargs="+", metavar="ID")
+        s.add_argument("ids", nargs="+", metavar="ID", help="entry ids, as `queue list` shows them")
         s.set_defaults(func=cmd_queue, queue_action=name)
 
 
@@ -51,13 +62,7 @@ def cmd_queue(ctx) -> int:
     if action == "show":
         return queue_show(queue, ctx.args.id, out, body=ctx.args.body)
     if action == "flush":
-        n = 0
-        for qid in queue.ids():
-            if _try(queue, qid, _due_now):
-                n += 1
-        queue.trigger()
-        print(f"{n} queued message(s) scheduled for immediate delivery", file=out)
-        return 0
+        return queue_flush(queue, ctx.config.relay.scan_interval, out)
     change = {"retry": _due_now, "bounce": _bounce}.get(action)
     status = 0
     for qid in ctx.args.ids:
@@ -67,11 +72,31 @@ def cmd_queue(ctx) -> int:
             ok = _try(queue, qid, change)
         if not ok:
             print(f"mailsuite: queue: no such entry: {qid}", file=sys.stderr)
-            status = 1
+            status = EX_NOUSER
         else:
             print(f"{qid}: {action}", file=out)
     queue.trigger()
     return status
+
+
+def queue_flush(queue: Queue, scan_interval: float, out) -> int:
+    """Mark every entry due now and touch the trigger; then wait for a running server to take
+    it (its runner removes the file at its next scan). Only then is delivery under way; with
+    no server the entries wait, marked due, for the next start (EX_UNAVAILABLE)."""
+    n = sum(1 for qid in queue.ids() if _try(queue, qid, _due_now))
+    queue.trigger()
+    deadline = time.monotonic() + FLUSH_WAIT_SCANS * scan_interval + FLUSH_WAIT_EXTRA
+    while queue.trigger_path.exists() and time.monotonic() < deadline:
+        time.sleep(min(0.05, scan_interval))
+    if queue.trigger_path.exists():
+        print(
+            f"mailsuite: queue: the server is not running: {n} queued message(s) marked due "
+            "now; they are sent when it starts",
+            file=sys.stderr,
+        )
+        return EX_UNAVAILABLE
+    print(f"{n} queued message(s) marked due now; the server is delivering them", file=out)
+    return 0
 
 
 def _exists(queue: Queue, qid: str) -> bool:
@@ -153,7 +178,7 @@ def queue_show(queue: Queue, qid: str, out, body: bool = False) -> int:
         data = queue.read_message(qid)
     except NoSuchEntry:
         print(f"mailsuite: queue: no such entry: {qid}", file=sys.stderr)
-        return 1
+        return EX_NOUSER
     now = time.time()
     print(f"id: {e.id}", file=out)
     print(f"sender: <{e.mail_from}>", file=out)

@@ -18,8 +18,10 @@ from datetime import datetime
 
 import twisted.mail.imap4  # noqa: F401  (registers the "imap4-utf-7" codec)
 
+from mailsuite.logtext import visible
 from mailsuite.store import Mailbox
 from mailsuite.store.flags import canonical_flag
+from mailsuite.sysexits import EX_NOPERM, EX_TEMPFAIL
 from mailsuite.transfer.imapresponse import ListEntry, body_of, parse_fetch, parse_list
 from mailsuite.transfer.progress import Progress, TransferStats
 from mailsuite.transfer.target import ImportTarget
@@ -31,7 +33,20 @@ Fingerprint = tuple[bytes, int, int]  # (Message-ID, internal date, wire size)
 
 
 class ImapImportError(Exception):
-    """Cannot connect or log in: the run stops with this one line."""
+    """Cannot connect or log in: the run stops with this one line and exit status `code`
+    (EX_NOPERM: the server refused the login; EX_TEMPFAIL: it could not be reached)."""
+
+    def __init__(self, message: str, code: int = EX_TEMPFAIL):
+        super().__init__(message)
+        self.code = code
+
+
+def server_text(error: Exception) -> str:
+    """The words of an imaplib error as plain text (imaplib hands over the server's response
+    as bytes, which would print as b'...'), made safe to print."""
+    if len(error.args) == 1 and isinstance(error.args[0], bytes):
+        return visible(error.args[0].decode("utf-8", "replace"))
+    return visible(str(error))
 
 
 @dataclass(frozen=True)
@@ -65,10 +80,26 @@ def connect(src: ImapSource) -> imaplib.IMAP4:
             conn = imaplib.IMAP4(src.host, src.port, timeout=src.timeout)
             if src.tls == "starttls":
                 conn.starttls(_ssl_context(src))
-        conn.login(src.user, src.password)
     except (OSError, imaplib.IMAP4.error, ssl.SSLError) as e:
-        raise ImapImportError(f"{src.host}:{src.port}: {e}") from None
+        raise ImapImportError(f"{src.host}:{src.port}: {server_text(e)}") from None
+    try:
+        conn.login(src.user, src.password)
+    except imaplib.IMAP4.error as e:
+        _close(conn)
+        raise ImapImportError(
+            f"{src.host}:{src.port} refused the login of {visible(src.user)}: {server_text(e)}",
+            EX_NOPERM,
+        ) from None
+    except OSError as e:
+        raise ImapImportError(f"{src.host}:{src.port}: {server_text(e)}") from None
     return conn
+
+
+def _close(conn: imaplib.IMAP4) -> None:
+    try:
+        conn.shutdown()
+    except OSError:
+        pass
 
 
 def quote(name: bytes) -> bytes:

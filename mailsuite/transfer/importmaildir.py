@@ -6,7 +6,8 @@ keywords from the folder's `dovecot-keywords` (letters a-z) or Courier's `courie
 (a `:list` of names and per-message indexes, overridden by newer per-message files); the
 internal date from the file's mtime (what Dovecot reports); UIDs from `dovecot-uidlist` or
 Courier's `courierimapuiddb` (the same format, version 1) when the destination folder is still
-empty.
+empty. Into a folder that holds mail, a message already there (same Message-ID and body) is
+counted as present, not copied again.
 """
 
 from __future__ import annotations
@@ -219,6 +220,7 @@ def import_maildir(root: Path, mailbox: Mailbox, progress: Progress | None = Non
             )
         else:
             for _, what, data, flags, date in _read(src, ordered, target):
-                target.deliver(what, data, dest, flags, date)
+                if not target.already_present(dest, data):
+                    target.deliver(what, data, dest, flags, date)
                 progress.advance()
     return stats

@@ -1,7 +1,8 @@
 """`mailsuite import mbox`: every message of one mbox file into one folder of a user.
 
 Flags come from Status/X-Status/X-Keywords (and Thunderbird's X-Mozilla-Status); the internal
-date from the From_ line, else the Date: header.
+date from the From_ line, else the Date: header. A message the folder holds already (same
+Message-ID and body) is counted as present, not copied again, so a run can be repeated.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def import_mbox(
     progress.start(f"{path.name} → {name}", count_messages(path))
     with open(path, "rb") as f:
         for msg in read_mbox(f):
-            date = msg.date if msg.date is not None else date_from_header(msg.data)
-            target.deliver(f"message {msg.index} of {path.name}", msg.data, name, msg.flags, date)
+            if not target.already_present(name, msg.data):
+                date = msg.date if msg.date is not None else date_from_header(msg.data)
+                what = f"message {msg.index} of {path.name}"
+                target.deliver(what, msg.data, name, msg.flags, date)
             progress.advance()
     return stats

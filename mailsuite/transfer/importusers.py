@@ -4,15 +4,16 @@ Format (Dovecot's passwd-file): `user@domain:{SCHEME}hash:uid:gid:gecos:home:she
 user a line, `#` comments. Only the first two fields matter here. Hashes are stored as they are
 (`{SHA512-CRYPT}`, `{BLF-CRYPT}`, `{ARGON2ID}`, ... or a bare crypt string): the accounts
 database verifies those and upgrades them to the current scheme at the user's next login, so
-users keep their passwords.
+users keep their passwords. A new account and its Maildir are made in one transaction
+(`Accounts.add_user(..., before_commit=...)`): a line that fails leaves neither behind.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from mailsuite.accounts.addresses import parse_address
 from mailsuite.accounts.db import AccountError, Accounts
 from mailsuite.accounts.passwords import CONTEXT
 from mailsuite.store import NoSuchMailbox, Store
@@ -65,6 +66,23 @@ def _adopt_mailbox(store: Store, address: str) -> None:
             mailbox.set_special_use(name, role)
 
 
+def _add_user(accounts: Accounts, store: Store, address: str, stored: str) -> None:
+    """A new account with its carried-over hash and its Maildir, or neither."""
+    address = parse_address(address)  # before any path is made of it
+    existed = store.path_for(address).exists()
+    try:
+        accounts.add_user(
+            address,
+            "",
+            stored_hash=stored,
+            before_commit=lambda canonical: _adopt_mailbox(store, canonical),
+        )
+    except BaseException:
+        if not existed:
+            store.delete_mailbox(address)
+        raise
+
+
 def import_users(
     accounts: Accounts,
     store: Store,
@@ -89,12 +107,12 @@ def import_users(
             progress.note(f"skipped {what}: {why}")
             continue
         try:
-            exists = accounts.get_user(address) is not None
-            if not exists:
-                # A random password is hashed first, then replaced by the carried-over hash.
-                accounts.add_user(address, secrets.token_urlsafe(24))
+            if accounts.get_user(address) is None:
+                _add_user(accounts, store, address, stored)
+                stats.copied += 1
+                continue
             _adopt_mailbox(store, address.lower())
-            if exists and not replace:
+            if not replace:
                 stats.present += 1
                 continue
             accounts.import_user_hash(address, stored)

@@ -10,11 +10,13 @@ UIDs are kept as they were (a Dovecot uidlist, or our own export).
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable
 
 from mailsuite.store import BadFolderName, FolderExists, Mailbox, NoSuchFolder, QuotaExceeded
 from mailsuite.store import uidlist as uidlist_mod
 from mailsuite.store.names import validate as validate_folder
+from mailsuite.transfer.fingerprint import Fingerprint, fingerprint, folder_fingerprints
 from mailsuite.transfer.progress import Progress, TransferStats
 
 
@@ -26,6 +28,7 @@ class ImportTarget:
         self.stats = stats
         self.progress = progress
         self._uidlists: dict[str, tuple[uidlist_mod.UidlistFile, uidlist_mod.Uidlist]] = {}
+        self._present: dict[str, Counter[Fingerprint]] = {}
 
     def ensure_folder(self, name: str) -> str | None:
         """The validated folder name, created if missing; None (reported) if it cannot be."""
@@ -42,6 +45,21 @@ class ImportTarget:
             return None
         self.stats.folders.add(name)
         return name
+
+    def already_present(self, folder: str, data: bytes) -> bool:
+        """Whether `folder` held this message (Message-ID and body) before the run; counted,
+        so each copy there answers for one copy in the source. Counts it in stats.present."""
+        present = self._present.get(folder)
+        if present is None:
+            present = self._present[folder] = folder_fingerprints(self.mailbox, folder)
+        if not present:
+            return False
+        fp = fingerprint(data)
+        if present[fp] <= 0:
+            return False
+        present[fp] -= 1
+        self.stats.present += 1
+        return True
 
     def skip(self, what: str, why: str) -> None:
         self.stats.skipped.append((what, why))

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from twisted.internet import defer, reactor
 from twisted.python.failure import Failure
 
+from mailsuite.accounts.addresses import BadAddress, parse_domain
 from mailsuite.config import Config
+from mailsuite.sysexits import EX_CANTCREAT, EX_DATAERR, EX_NOUSER, EX_USAGE
 from mailsuite.trust import mtasts
 from mailsuite.trust.dkim import (
     DEFAULT_SELECTORS,
@@ -285,18 +287,20 @@ def _run_on_reactor(make_deferred):
 
 
 def add_dns_command(subparsers) -> None:
-    s = subparsers.add_parser("dns", help="print (or --check) the DNS records a domain needs")
-    s.add_argument("domain")
-    s.add_argument("--check", action="store_true", help="look the records up and report")
+    s = subparsers.add_parser(
+        "dns", help="print (or --check) the DNS records a domain needs (exit 1: some missing)"
+    )
+    s.add_argument("domain", help="a local domain")
+    s.add_argument("--check", action="store_true", help="look the records up in the DNS and report")
     s.set_defaults(func=cmd_dns)
 
 
 def add_dkim_command(subparsers) -> None:
     dk = subparsers.add_parser("dkim", help="DKIM signing keys").add_subparsers(
-        dest="action", required=True
+        dest="action", metavar="ACTION", required=True
     )
     s = dk.add_parser("keygen", help="create a DKIM key and print its DNS record")
-    s.add_argument("domain")
+    s.add_argument("domain", help="the local domain the key signs for")
     s.add_argument("--selector", help="selector name (default: 'ed' / 'rsa' by key type)")
     s.add_argument(
         "--type",
@@ -307,13 +311,31 @@ def add_dkim_command(subparsers) -> None:
     s.set_defaults(func=cmd_dkim_keygen)
 
 
-def _domain_arg(ctx) -> str:
-    return ctx.args.domain.lower().rstrip(".")
+def _domain_arg(ctx) -> str | None:
+    """The domain argument as the accounts keep it; None (reported) when it is none."""
+    try:
+        return parse_domain(ctx.args.domain)
+    except BadAddress as e:
+        print(f"mailsuite: {e}", file=sys.stderr)
+        return None
+
+
+def _is_local(ctx, domain: str) -> bool:
+    configured = {d.lower().rstrip(".") for d in ctx.config.domains}
+    return domain in configured or ctx.accounts.is_local_domain(domain)
 
 
 def cmd_dns(ctx) -> int:
     config = ctx.config
     domain = _domain_arg(ctx)
+    if domain is None:
+        return EX_DATAERR
+    if not _is_local(ctx, domain):
+        print(
+            f"mailsuite: warning: {domain} is not a local domain of this server: this server "
+            f"takes no mail for it until `mailsuite domain add {domain}`",
+            file=sys.stderr,
+        )
     if not ctx.args.check:
         sys.stdout.write(zone_text(config, domain))
         return 0
@@ -327,16 +349,16 @@ def cmd_dns(ctx) -> int:
 def cmd_dkim_keygen(ctx) -> int:
     config = ctx.config
     domain = _domain_arg(ctx)
-    if domain not in [d.lower() for d in config.domains] and not ctx.accounts.is_local_domain(
-        domain
-    ):
+    if domain is None:
+        return EX_DATAERR
+    if not _is_local(ctx, domain):
         print(f"mailsuite: {domain} is not a local domain", file=sys.stderr)
-        return 1
+        return EX_NOUSER
     key_type = ctx.args.type or ("both" if ctx.args.selector is None else "rsa")
     types = KEY_TYPES if key_type == "both" else (key_type,)
     if ctx.args.selector and len(types) > 1:
         print("mailsuite: --selector needs --type ed25519 or --type rsa", file=sys.stderr)
-        return 64
+        return EX_USAGE
     for t in types:
         selector = ctx.args.selector or DEFAULT_SELECTORS[t]
         try:
@@ -344,10 +366,10 @@ def cmd_dkim_keygen(ctx) -> int:
         except FileExistsError:
             path = key_paths(config, domain, selector)[0]
             print(f"mailsuite: {path} exists; choose another --selector", file=sys.stderr)
-            return 1
+            return EX_CANTCREAT
         except ValueError as e:
             print(f"mailsuite: {e}", file=sys.stderr)
-            return 64
+            return EX_USAGE
         path = key_paths(config, domain, selector)[0]
         print(f"; {t} key written to {path}; publish:")
         print(zone_line(DnsRecord(key.dns_name, "TXT", key.dns_value, "")))

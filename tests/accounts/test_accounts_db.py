@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -129,11 +131,26 @@ def test_aliases_one_to_many_local_and_remote(accounts):
 
 
 def test_alias_to_alias_and_loops_are_safe(accounts):
+    """`alias add` refuses a loop; one already in the database (written by an older version or
+    by hand) still resolves without running round."""
     accounts.add_user("alice@example.test", "pw-123456")
     accounts.add_alias("a@example.test", ["b@example.test"])
-    accounts.add_alias("b@example.test", ["a@example.test", "alice@example.test"])
+    with pytest.raises(AccountError, match="alias loop"):
+        accounts.add_alias("b@example.test", ["a@example.test", "alice@example.test"])
+    with pytest.raises(AccountError, match="alias loop"):
+        accounts.add_alias("self@example.test", ["self@example.test"])
+    conn = sqlite3.connect(accounts.path)
+    with conn:
+        conn.executemany(
+            "INSERT INTO aliases VALUES (?, ?)",
+            [
+                ("b@example.test", "a@example.test"),
+                ("b@example.test", "alice@example.test"),
+                ("self@example.test", "self@example.test"),
+            ],
+        )
+    conn.close()
     assert accounts.resolve("a@example.test").local == ("alice@example.test",)
-    accounts.add_alias("self@example.test", ["self@example.test"])
     assert accounts.resolve("self@example.test") is None
 
 
@@ -299,3 +316,48 @@ def test_concurrent_writers_wait_for_each_other_instead_of_failing(accounts, tmp
         t.join()
     assert errors == []
     assert len(accounts.list_domains()) == 2 + 8 * 30
+
+
+SERVER_SIDE = """
+import sqlite3, subprocess, sys, time
+from pathlib import Path
+from mailsuite.accounts.db import Accounts
+
+path = Path(sys.argv[1])
+accounts = Accounts(path, ["example.test"])
+accounts.add_user("alice@example.test", "pw-123456")
+# The server is writing (another connection of its own holds the write lock) ...
+writer = sqlite3.connect(path, isolation_level=None)
+writer.execute("BEGIN IMMEDIATE")
+# ... when another process (the admin command) opens the database and waits for the lock ...
+admin = subprocess.Popen([sys.executable, "-c", sys.argv[2], str(path)])
+time.sleep(1)
+# ... and the server looks a user up meanwhile.
+assert accounts.get_user("alice@example.test") is not None
+writer.execute("ROLLBACK")
+assert admin.wait() == 0
+assert accounts.get_user("bob@example.test") is not None
+print("ok")
+"""
+
+ADMIN_SIDE = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)
+conn.execute("INSERT INTO users (address, password) VALUES ('bob@example.test', 'x')")
+conn.close()
+"""
+
+
+def test_another_process_opening_the_database_never_pulls_the_wal_index_away(tmp_path):
+    """The lookup cache watches the WAL index (-shm) through a mapping. The process keeps
+    SQLite's lock on that file while it does (closing any descriptor of the file would drop
+    it), so an admin command opening the database never takes the file for unused and
+    truncates it under the mapping: the server was killed by SIGBUS, its other connections
+    got "locking protocol" errors."""
+    result = subprocess.run(
+        [sys.executable, "-c", SERVER_SIDE, str(tmp_path / "accounts.sqlite"), ADMIN_SIDE],
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr.decode()[-2000:])
+    assert result.stdout == b"ok\n"

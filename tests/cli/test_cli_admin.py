@@ -50,13 +50,13 @@ def test_accounts_managed_while_the_server_runs(mail_server):
     srv = mail_server
     ok(srv.cli("domain", "add", "new.test"))
     assert ok(srv.cli("domain", "list")).split() == ["example.test", "new.test"]
-    added = srv.cli("user", "add", "Bob@New.Test", "--password-stdin", input=b"Bob-Secret-99\n")
+    added = srv.cli("user", "add", "Bob@New.Test", "--password-stdin", input=b"Secret-99-Zebra\n")
     out = ok(added)
     assert "bob@new.test" in out
-    assert b"Bob-Secret-99" not in added.stdout + added.stderr
+    assert b"Secret-99-Zebra" not in added.stdout + added.stderr
     # The running server sees the new user at once: login and delivery.
     authn = srv.services.authenticator
-    assert srv.call(authn.login, "bob@new.test", "Bob-Secret-99", "127.0.0.1", "imap") == (
+    assert srv.call(authn.login, "bob@new.test", "Secret-99-Zebra", "127.0.0.1", "imap") == (
         "bob@new.test"
     )
     assert srv.services.delivery.resolve("bob@new.test").kind == "local"
@@ -65,14 +65,16 @@ def test_accounts_managed_while_the_server_runs(mail_server):
     assert "alice@example.test" in listed and "bob@new.test" in listed
     assert ok(srv.cli("user", "list", "new.test")).split() == ["bob@new.test"]
 
-    changed = srv.cli("user", "passwd", "bob@new.test", "--password-stdin", input=b"Other-99\n")
+    changed = srv.cli(
+        "user", "passwd", "bob@new.test", "--password-stdin", input=b"Other-99-Quartz\n"
+    )
     ok(changed)
-    assert b"Other-99" not in changed.stdout + changed.stderr
+    assert b"Other-99-Quartz" not in changed.stdout + changed.stderr
     from mailsuite.accounts.checker import AuthFailed
 
     with pytest.raises(AuthFailed):
-        srv.call(authn.login, "bob@new.test", "Bob-Secret-99", "127.0.0.1", "imap")
-    assert srv.call(authn.login, "bob@new.test", "Other-99", "127.0.0.2", "imap")
+        srv.call(authn.login, "bob@new.test", "Secret-99-Zebra", "127.0.0.1", "imap")
+    assert srv.call(authn.login, "bob@new.test", "Other-99-Quartz", "127.0.0.2", "imap")
 
     ok(srv.cli("alias", "add", "team@new.test", "bob@new.test", "alice@example.test"))
     ok(srv.cli("alias", "add", "@new.test", "bob@new.test"))
@@ -111,13 +113,17 @@ def test_user_del_keeps_mail_unless_purged(mail_server):
     [
         (
             ("user", "add", "x@nowhere.test", "--password-stdin"),
-            b"pw-12345\n",
+            b"pw-1234567890\n",
             "not a local domain",
         ),
-        (("user", "add", "alice@example.test", "--password-stdin"), b"pw-12345\n", "exists"),
+        (("user", "add", "alice@example.test", "--password-stdin"), b"pw-1234567890\n", "exists"),
         (("user", "add", "y@example.test", "--password-stdin"), b"\n", "empty password"),
         (("user", "add", "y@example.test"), b"", "--password-stdin"),
-        (("user", "add", "not-an-address", "--password-stdin"), b"pw-12345\n", "not an address"),
+        (
+            ("user", "add", "not-an-address", "--password-stdin"),
+            b"pw-1234567890\n",
+            "not an address",
+        ),
         (("user", "del", "ghost@example.test"), None, "no such user"),
         (("user", "passwd", "ghost@example.test", "--password-stdin"), b"pw\n", "no such user"),
         (("user", "quota", "ghost@example.test"), None, "no such user"),
@@ -133,7 +139,7 @@ def test_every_error_is_one_line_and_a_nonzero_exit(mail_server, args, stdin, ex
     result = mail_server.cli(*args, input=stdin if stdin is not None else b"")
     line = one_error_line(result)
     assert expected in line
-    assert b"pw-12345" not in result.stdout + result.stderr
+    assert b"pw-1234567890" not in result.stdout + result.stderr
 
 
 def test_usage_errors_are_one_line_too(tmp_path):
@@ -143,9 +149,9 @@ def test_usage_errors_are_one_line_too(tmp_path):
         assert "usage" not in line.lower() or len(line) < 300
 
 
-def test_missing_config_file_is_one_line_exit_2(tmp_path):
+def test_missing_config_file_is_one_line_exit_78(tmp_path):
     result = run_cli("--config", str(tmp_path / "missing.toml"), "domain", "list")
-    assert result.returncode == 2
+    assert result.returncode == 78  # EX_CONFIG
     assert "missing.toml" in one_error_line(result)
 
 

@@ -37,7 +37,7 @@ def test_list_show_delete_without_server(tmp_path, capsys):
     code, out, _ = run(capsys, conf, "show", "--body", qid)
     assert "body text" in out
     code, _, err = run(capsys, conf, "delete", qid, "NOSUCH1")
-    assert code == 1 and "no such entry: NOSUCH1" in err
+    assert code == 67 and "no such entry: NOSUCH1" in err  # EX_NOUSER
     assert q.ids() == []
     code, out, _ = run(capsys, conf, "list")
     assert "queue is empty" in out

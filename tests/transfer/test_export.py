@@ -68,5 +68,5 @@ def test_export_refuses_a_non_empty_destination(site, tmp_path):
     out.mkdir()
     (out / "something").write_text("x")
     code, _, err = site.run("export", "--user", "ida@example.test", "--to", str(out))
-    assert code == 1 and "not an empty directory" in err
+    assert code == 73 and "not an empty directory" in err  # EX_CANTCREAT
     assert os.listdir(out) == ["something"]

@@ -102,14 +102,17 @@ def test_import_from_a_second_mailsuite_then_resume(server_factory):
     )
 
 
-def test_wrong_password_is_one_line_and_exit_75(server_factory):
+def test_wrong_password_is_one_plain_line_and_exit_77(server_factory):
     src = server_factory("src")
     src.add_user("alice@example.test")
     dst = server_factory("dst")
     dst.add_user("bob@example.test")
     r = run_import(src, dst, password="wrong")
-    assert r.returncode == 75
+    assert r.returncode == 77  # EX_NOPERM: the remote server refused the login
     assert b"Traceback" not in r.stderr and r.stderr.count(b"\n") == 1
+    err = r.stderr.decode()
+    assert "refused the login of alice@example.test: [AUTHENTICATIONFAILED]" in err
+    assert "b'" not in err and 'b"' not in err
 
 
 def test_certificate_is_verified_by_default(server_factory):

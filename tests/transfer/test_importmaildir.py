@@ -136,3 +136,16 @@ def test_courier_maildir_keeps_uids_and_keywords(site, tmp_path):
         (31, frozenset({"todo"}), T0 + 2, b"Subject: c3\n\nthree\n"),
     ]
     assert [m[3] for m in site.contents(mbox, "Sent")] == [b"Subject: s\n\nx\n"]
+
+
+def test_a_second_run_skips_the_messages_already_imported(site, tmp_path):
+    src = tmp_path / "Maildir"
+    dovecot_fixture(src)
+    mbox = site.add_user("eve@example.test")
+    code, out, err = site.run("import", "maildir", str(src), "--user", "eve@example.test")
+    assert code == 0 and out.startswith("imported 5 messages"), (out, err)
+    before = {name: site.contents(mbox, name) for name in mbox.list_folders()}
+    code, out, err = site.run("import", "maildir", str(src), "--user", "eve@example.test")
+    assert code == 0, err
+    assert out.startswith("imported 0 messages") and "5 already present" in out, out
+    assert {name: site.contents(mbox, name) for name in mbox.list_folders()} == before

@@ -100,3 +100,67 @@ def test_imported_messages_are_numbered_in_file_order(site, tmp_path):
     msgs = site.contents(mbox, "INBOX")
     assert [m[0] for m in msgs] == list(range(1, 201))
     assert [m[3] for m in msgs] == [b"Subject: %d\n\nbody\n" % i for i in range(200)]
+
+
+def folder_files(mailbox, name: str = "INBOX") -> list:
+    path = mailbox.folder_path(name)
+    return sorted(p for sub in ("new", "cur", "tmp") for p in (path / sub).glob("*"))
+
+
+def test_a_file_that_is_not_an_mbox_exits_65_having_imported_nothing(site, tmp_path):
+    mbox = site.add_user("ann@example.test")
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"Subject: not an mbox\n\nJust a text file.\nFrom here on\n")
+    code, out, err = site.run("import", "mbox", str(path), "--user", "ann@example.test")
+    assert code == 65, (out, err)
+    assert "not an mbox" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert folder_files(mbox) == []
+
+
+def test_a_folder_outside_the_mailbox_is_refused_with_nothing_written(site, tmp_path):
+    mbox = site.add_user("ann@example.test")
+    path = tmp_path / "old.mbox"
+    path.write_bytes(generated_mbox())
+    before = sorted(p.relative_to(site.root) for p in site.root.rglob("*"))
+    for folder in ("../x", "a//b", "x/../../y"):
+        code, _, err = site.run(
+            "import", "mbox", str(path), "--user", "ann@example.test", "--folder", folder
+        )
+        assert code == 65 and "--folder" in err, (folder, err)
+    assert sorted(p.relative_to(site.root) for p in site.root.rglob("*")) == before
+    assert not (site.root / "data" / "mail" / "example.test" / "x").exists()
+    assert mbox.list_folders() == ["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"]
+
+
+def test_importing_the_same_mbox_again_skips_what_is_there(site, tmp_path):
+    mbox = site.add_user("ann@example.test")
+    path = tmp_path / "old.mbox"
+    path.write_bytes(generated_mbox())
+    code, out, err = site.run("import", "mbox", str(path), "--user", "ann@example.test")
+    assert code == 0, err
+    assert out.startswith("imported 4 messages")
+    code, out, err = site.run("import", "mbox", str(path), "--user", "ann@example.test")
+    assert code == 0, err
+    assert out.startswith("imported 0 messages") and "4 already present" in out, out
+    assert len(site.contents(mbox, "INBOX")) == 4
+    # A message with the same Message-ID but another body is not the same message; two true
+    # copies in the source are two copies.
+    changed = generated_mbox().replace(b"From the start", b"From a changed start") + (
+        b"\nFrom c@remote.test Thu Mar  2 00:00:00 2023\nSubject: four\n\nlast\n"
+    )
+    path.write_bytes(changed)
+    code, out, err = site.run("import", "mbox", str(path), "--user", "ann@example.test")
+    assert code == 0, err
+    assert out.startswith("imported 2 messages") and "3 already present" in out, out
+    bodies = [m[3] for m in site.contents(mbox, "INBOX")]
+    assert bodies.count(b"Subject: four\n\nlast\n") == 2 and len(bodies) == 6
+
+
+def test_nothing_importable_exits_non_zero(site, tmp_path):
+    mbox = site.add_user("ann@example.test")
+    path = tmp_path / "empty-messages.mbox"
+    path.write_bytes(b"From a Mon Jan  2 03:04:05 2023\n\nFrom b Mon Jan  2 03:04:05 2023\n\n")
+    code, out, err = site.run("import", "mbox", str(path), "--user", "ann@example.test")
+    assert code == 65, (out, err)
+    assert "imported 0 messages" in out and "2 skipped" in out
+    assert folder_files(mbox) == []

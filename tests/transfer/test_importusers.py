@@ -60,3 +60,31 @@ def test_in_place_dovecot_maildir_gets_special_use_roles(site, tmp_path):
     assert roles["Sent"] == "\\Sent" and roles["Trash"] == "\\Trash" and "Work" not in roles
     assert [m[3] for m in site.contents(box, "INBOX")] == [b"Subject: kept\n\nx\n"]
     assert site.accounts.verify_password("moved@example.test", "pw") == "moved@example.test"
+
+
+def test_malformed_addresses_are_skipped_and_leave_nothing(site, tmp_path):
+    good = sha512_crypt.using(rounds=5000).hash("pw")
+    passwd = tmp_path / "users"
+    passwd.write_text(
+        f"a/b@example.test:{{SHA512-CRYPT}}{good}\n"
+        f"..@example.test:{{SHA512-CRYPT}}{good}\n"
+        f"sp ace@example.test:{{SHA512-CRYPT}}{good}\n"
+    )
+    mail = site.root / "data" / "mail"
+    before = sorted(mail.rglob("*"))
+    code, out, err = site.run("import", "users", str(passwd))
+    assert code == 65, (out, err)  # nothing could be imported
+    assert "3 skipped" in out and err.count("is not an address") == 3, err
+    assert site.accounts.list_users() == [] and sorted(mail.rglob("*")) == before
+
+
+def test_a_user_whose_maildir_cannot_be_made_is_not_created(site, tmp_path):
+    site.accounts.add_domain("new.test")
+    (site.root / "data" / "mail" / "new.test").write_text("in the way")
+    passwd = tmp_path / "users"
+    passwd.write_text(
+        f"carol@new.test:{{SHA512-CRYPT}}{sha512_crypt.using(rounds=5000).hash('pw')}\n"
+    )
+    code, out, err = site.run("import", "users", str(passwd))
+    assert code == 65 and "1 skipped" in out, (out, err)
+    assert site.accounts.get_user("carol@new.test") is None

@@ -82,9 +82,9 @@ def test_keygen_selector_type_and_errors(admin):
     assert r.returncode == 0, r.stderr
     assert "2026a._domainkey.example.test." in r.stdout
     again = admin("dkim", "keygen", DOMAIN, "--selector", "2026a", "--type", "rsa")
-    assert again.returncode == 1 and "exists" in again.stderr
+    assert again.returncode == 73 and "exists" in again.stderr
     foreign = admin("dkim", "keygen", "not-ours.example")
-    assert foreign.returncode == 1 and "not a local domain" in foreign.stderr
+    assert foreign.returncode == 67 and "not a local domain" in foreign.stderr
 
 
 def test_dns_output_parses_back(admin):
