@@ -22,7 +22,7 @@ from twisted.internet import reactor as default_reactor
 from twisted.logger import Logger
 
 from mailsuite.durable.commit import GroupCommit
-from mailsuite.durable.files import create_file, discard, read_all, read_head, unlink_each
+from mailsuite.durable.files import discard, read_all, read_head, unlink_each, write_synced
 from mailsuite.durable.pool import WorkerPool
 
 log = Logger(namespace="mailsuite.durable")
@@ -102,8 +102,8 @@ class DurableIO:
         retry, so no copy may stay), except with `replacing`: a new version of a file that
         already existed stays under its final name once renamed, as removing it would lose the
         old version too."""
-        fd = create_file(tmp, data)
-        self.sync_new_file(tmp, fd, final, mtime, replacing=replacing)
+        write_synced(tmp, data)
+        self.place(tmp, final, mtime, replacing=replacing)
 
     def sync_new_file(
         self,
