@@ -362,17 +362,24 @@ class Mailbox:
         # when writing into it fails, one system call fewer per delivery.
         folder = names.validate(folder)
         base = os.fspath(self.folder_path(folder))
+        body, key = self._stage(data, False)
+        size = len(body)
         try:
-            body, key = self._stage(data, check_quota)
-            tmp = f"{base}/tmp/{key}"
-            write_synced(tmp, body)
+            self._quota.charge(size, check_quota)
         except (OSError, QuotaExceeded):
             self._folder_dir(folder)  # NoSuchFolder first, as if the folder was checked first
             raise
-        # Not durable until new/ is fsynced: on failure no copy is kept, since the sender is
-        # told to retry.
-        self.io.place(tmp, f"{base}/new/{key}", internaldate)
-        self._quota.add(len(body), 1)
+        try:
+            tmp = f"{base}/tmp/{key}"
+            write_synced(tmp, body)
+            # Not durable until new/ is fsynced: on failure no copy is kept, since the sender
+            # is told to retry.
+            self.io.place(tmp, f"{base}/new/{key}", internaldate)
+        except BaseException as e:
+            self._quota.add(-size, -1)
+            if isinstance(e, OSError):
+                self._folder_dir(folder)
+            raise
         return key
 
     def _deliver_file(self, data, folder, flags, internaldate, check_quota) -> str:
