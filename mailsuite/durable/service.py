@@ -132,22 +132,45 @@ class DurableIO:
         mtime: float | None = None,
         *,
         replacing: bool = False,
+        held: bool = False,
     ) -> None:
         """Give an fsynced file its time and final name, then fsync that name's folder; on
         failure the file is removed under whichever name it has (see write_file for
-        `replacing`)."""
+        `replacing`).  `held`: rename into the folder and fsync it through a descriptor the
+        group commit holds (GroupCommit.folder_fd, which says for which folders)."""
         where = tmp
         try:
             if mtime is not None:
                 os.utime(tmp, (mtime, mtime))
+            fd = None
             if final is not None:
-                os.rename(tmp, final)
+                final = os.fspath(final)
+                if held:
+                    fd = self._rename_held(tmp, final)
+                else:
+                    os.rename(tmp, final)
                 where = final
-            self.commit.fsync_dir(os.path.dirname(os.fspath(where)))
+            self.commit.fsync_dir(os.path.dirname(os.fspath(where)), fd)
         except BaseException:
             if where is tmp or not replacing:
                 discard(where)
             raise
+
+    def _rename_held(self, tmp: str | os.PathLike, final: str) -> int | None:
+        """Rename through the folder's held descriptor, returned for the fsync; by path (and
+        None) when there is none, or its folder was removed."""
+        folder, name = os.path.split(final)
+        fd = self.commit.folder_fd(folder)
+        if fd is not None:
+            try:
+                os.rename(tmp, name, dst_dir_fd=fd)
+                return fd
+            except FileNotFoundError:
+                if not os.path.exists(tmp):
+                    raise
+                self.commit.forget(folder, fd)  # removed: the folder now there is another
+        os.rename(tmp, final)
+        return None
 
     def fsync_dir(self, path: str | os.PathLike) -> None:
         """Make the names created or renamed into `path` so far durable (group-committed)."""

@@ -374,7 +374,8 @@ class Mailbox:
             write_synced(tmp, body)
             # Not durable until new/ is fsynced: on failure no copy is kept, since the sender
             # is told to retry.
-            self.io.place(tmp, f"{base}/new/{key}", internaldate)
+            # INBOX's new/ is never renamed: its descriptor can be held (DurableIO.place).
+            self.io.place(tmp, f"{base}/new/{key}", internaldate, held=folder == names.INBOX)
         except BaseException as e:
             self._quota.add(-size, -1)
             if isinstance(e, OSError):
