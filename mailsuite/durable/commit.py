@@ -22,6 +22,12 @@ import os
 import threading
 import weakref
 
+# Folders held open on demand (`folder_fd`), besides those held for the service's life: a
+# mailbox's new/ gets its renames and fsyncs through one descriptor instead of an open and a
+# close each time.  Bounded, so that a server delivering to many mailboxes keeps its
+# descriptors; past the bound the rest are opened for each fsync.
+HELD_FOLDERS = 256
+
 
 class _Folder:
     """The fsync state of one directory."""
@@ -45,12 +51,46 @@ class GroupCommit:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._folders: dict[str, _Folder] = {}
+        self._folders: dict = {}  # by path, or (path, descriptor) for a held-on-demand one
         # Folders that live as long as the service (the spool's), kept open: their fsyncs
         # skip an open and a close, each a trip of the calling thread out of the GIL and back.
         self._held: dict[str, int] = {}
-        weakref.finalize(self, _close_all, self._held)
+        # Held on demand (folder_fd), apart: only callers that renamed through one have it
+        # fsynced (fsync_dir's `fd`).  Those forgotten since are left open, as another thread
+        # may still be using one, and closed with the service.
+        self._kept: dict[str, int] = {}
+        self._forgotten: list[int] = []
+        weakref.finalize(self, _close_all, self._held, self._kept, self._forgotten)
         self.syncs = 0  # directory fsyncs run (tests and benchmarks read it)
+
+    def folder_fd(self, path: str) -> int | None:
+        """A descriptor of the directory `path` held open (opened now while fewer than
+        HELD_FOLDERS are), for renaming into it (``os.rename(src, name, dst_dir_fd=fd)``)
+        and for its fsyncs; None past the bound.  A rename through it lands in the very
+        directory the fsync covers, even if `path` was removed and made again meanwhile (the
+        rename into a removed directory fails: then `forget` it and rename by path).  Only
+        for a folder that is never renamed while the service lives (a mailbox's own new/):
+        the descriptor would follow it to its new name."""
+        fd = self._kept.get(path)
+        if fd is not None or len(self._kept) + len(self._forgotten) >= HELD_FOLDERS:
+            return fd
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with self._lock:
+            kept = self._kept.setdefault(path, fd)
+        if kept != fd:  # another thread was first
+            os.close(fd)
+        return kept
+
+    def forget(self, path: str, fd: int) -> None:
+        """Stop using `fd` for `path` (its directory was removed); the next folder_fd opens
+        the directory now at `path`."""
+        with self._lock:
+            if self._kept.get(path) == fd:
+                del self._kept[path]
+                self._forgotten.append(fd)
 
     def hold(self, path: str | os.PathLike) -> None:
         """Keep the directory `path` open for its fsyncs from now on (blocking).  Only for a
@@ -64,15 +104,17 @@ class GroupCommit:
         if old is not None:
             os.close(old)
 
-    def fsync_dir(self, path: str | os.PathLike) -> None:
+    def fsync_dir(self, path: str | os.PathLike, fd: int | None = None) -> None:
         """Return once an fsync of the directory `path` that started after this call has
         finished: the names created or renamed into it before the call are durable.
-        OSError if that fsync failed."""
+        OSError if that fsync failed.  `fd`: the descriptor from folder_fd the names were
+        renamed through; that very directory is fsynced (with the callers that name it)."""
         path = os.fspath(path)
+        key = path if fd is None else (path, fd)
         with self._lock:
-            folder = self._folders.get(path)
+            folder = self._folders.get(key)
             if folder is None:
-                folder = self._folders[path] = _Folder()
+                folder = self._folders[key] = _Folder()
             # The next fsync to start is the first that covers this caller.
             mine = folder.started + 1
             folder.waiting += 1
@@ -88,7 +130,7 @@ class GroupCommit:
                     number = folder.started
                     self._lock.release()
                     try:
-                        error = _fsync_dir(path, self._held.get(path))
+                        error = _fsync_dir(path, self._held.get(path) if fd is None else fd)
                     finally:
                         self._lock.acquire()
                         folder.syncing = False
@@ -102,13 +144,13 @@ class GroupCommit:
             finally:
                 folder.waiting -= 1
                 if not folder.waiting and not folder.syncing:
-                    del self._folders[path]
+                    del self._folders[key]
         if error is not None:
             raise error
 
 
-def _close_all(held: dict[str, int]) -> None:
-    for fd in held.values():
+def _close_all(held: dict[str, int], kept: dict[str, int], forgotten: list[int]) -> None:
+    for fd in [*held.values(), *kept.values(), *forgotten]:
         os.close(fd)
 
 

@@ -25,6 +25,25 @@ def create_file(path: str | os.PathLike, data: bytes) -> int:
     return fd
 
 
+def write_synced(path: str | os.PathLike, data: bytes) -> None:
+    """Create `path` (it must not exist) with all of `data` on disk, and close it: an fsynced
+    file in three system calls (open, write, close) instead of four.  Opened O_SYNC, so each
+    write returns once its bytes and the file's metadata are durable, as fsync would make
+    them; `data` goes in one write (a regular file takes all of it at once), so that is one
+    sync.  Each system call lets go of the GIL and must take it back: in the durable pool,
+    one fewer is one fewer wait for the reactor's turn.  On any error the file is removed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_SYNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """Make renames and creations in `path` durable (one fsync of its own)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -22,7 +22,7 @@ from twisted.internet import reactor as default_reactor
 from twisted.logger import Logger
 
 from mailsuite.durable.commit import GroupCommit
-from mailsuite.durable.files import create_file, discard, read_all, read_head, unlink_each
+from mailsuite.durable.files import discard, read_all, read_head, unlink_each, write_synced
 from mailsuite.durable.pool import WorkerPool
 
 log = Logger(namespace="mailsuite.durable")
@@ -102,8 +102,8 @@ class DurableIO:
         retry, so no copy may stay), except with `replacing`: a new version of a file that
         already existed stays under its final name once renamed, as removing it would lose the
         old version too."""
-        fd = create_file(tmp, data)
-        self.sync_new_file(tmp, fd, final, mtime, replacing=replacing)
+        write_synced(tmp, data)
+        self.place(tmp, final, mtime, replacing=replacing)
 
     def sync_new_file(
         self,
@@ -132,22 +132,45 @@ class DurableIO:
         mtime: float | None = None,
         *,
         replacing: bool = False,
+        held: bool = False,
     ) -> None:
         """Give an fsynced file its time and final name, then fsync that name's folder; on
         failure the file is removed under whichever name it has (see write_file for
-        `replacing`)."""
+        `replacing`).  `held`: rename into the folder and fsync it through a descriptor the
+        group commit holds (GroupCommit.folder_fd, which says for which folders)."""
         where = tmp
         try:
             if mtime is not None:
                 os.utime(tmp, (mtime, mtime))
+            fd = None
             if final is not None:
-                os.rename(tmp, final)
+                final = os.fspath(final)
+                if held:
+                    fd = self._rename_held(tmp, final)
+                else:
+                    os.rename(tmp, final)
                 where = final
-            self.commit.fsync_dir(os.path.dirname(os.fspath(where)))
+            self.commit.fsync_dir(os.path.dirname(os.fspath(where)), fd)
         except BaseException:
             if where is tmp or not replacing:
                 discard(where)
             raise
+
+    def _rename_held(self, tmp: str | os.PathLike, final: str) -> int | None:
+        """Rename through the folder's held descriptor, returned for the fsync; by path (and
+        None) when there is none, or its folder was removed."""
+        folder, name = os.path.split(final)
+        fd = self.commit.folder_fd(folder)
+        if fd is not None:
+            try:
+                os.rename(tmp, name, dst_dir_fd=fd)
+                return fd
+            except FileNotFoundError:
+                if not os.path.exists(tmp):
+                    raise
+                self.commit.forget(folder, fd)  # removed: the folder now there is another
+        os.rename(tmp, final)
+        return None
 
     def fsync_dir(self, path: str | os.PathLike) -> None:
         """Make the names created or renamed into `path` so far durable (group-committed)."""

@@ -6,8 +6,9 @@ entries are split into one job per destination (a domain, or the smarthost); a b
 of workers per destination, and in total, take jobs and reuse their connection for the next
 job to the same place (sending.py).  When every job of an entry is done, the entry is updated
 on disk, notices are sent (notices.py), and it is removed once nothing is left to do.  Message
-bytes arrive one way: read from the spool in the durable-I/O service's pool (and DKIM-signed
-there), a batch of due entries at a time.
+bytes are made ready one way (`_ready`, DKIM-signing them in the durable-I/O service's pool):
+read from the spool a batch of due entries at a time, or, for an entry this process has just
+queued, taken from the job that wrote it.
 
 `mailsuite queue flush` reaches a running server by touching ``<queue>/flush.trigger``
 (polled every ``relay.scan_interval``) or by SIGUSR1; both make the runner re-read the spool.
@@ -184,16 +185,17 @@ class QueueRunner(service.Service):
 
     def _enqueued(self, entry: QueueEntry, data: bytes) -> None:
         """The queue's listener, called on whichever thread enqueued: for SMTP deliveries the
-        durable pool's, inside the job that wrote the entry.  There the message is read back
-        from the spool (the page cache holds it) and signed by the same `_read` every entry
-        goes through, so the write and the read share one trip to the pool; and the entry
-        reaches the reactor with that job's result (DurableIO.call_soon), not by a wake-up
-        of its own.  Entries announced together are taken up in one reactor turn."""
+        durable pool's, inside the job that wrote the entry.  There the message is signed by
+        the same `_ready` every entry read from the spool goes through, from `data`, the bytes
+        the spool file has just been made of (reading them back would cost the pool's thread
+        three system calls, each a wait for the GIL); and the entry reaches the reactor with
+        that job's result (DurableIO.call_soon), not by a wake-up of its own.  Entries
+        announced together are taken up in one reactor turn."""
         if isInIOThread():
             # Written on the reactor thread (tests): read in the pool like a re-scanned entry.
             arrival = (entry, None)
         else:
-            arrival = (entry, self._read([entry], self.signing_possible())[0])
+            arrival = (entry, self._ready(entry, data, self.signing_possible()))
         with self._arrivals_lock:
             self._arrivals.append(arrival)
             if self._arrivals_posted:
@@ -342,11 +344,15 @@ class QueueRunner(service.Service):
         out: list = []
         for entry in entries:
             try:
-                data = self.queue.read_message(entry.id)
-                out.append(sign_hook(self.services, entry.mail_from, data) if sign else data)
+                out.append(self._ready(entry, self.queue.read_message(entry.id), sign))
             except Exception as e:
                 out.append(e)
         return out
+
+    def _ready(self, entry: QueueEntry, data: bytes, sign: bool) -> bytes:
+        """The message as it is sent: `data`, the entry's message as spooled, DKIM-signed when
+        `sign` (blocking: in the durable pool)."""
+        return sign_hook(self.services, entry.mail_from, data) if sign else data
 
     def _loaded(self, results: list, started: list) -> None:
         for (act, jobs), result in zip(started, results, strict=True):

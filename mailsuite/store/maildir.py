@@ -19,13 +19,13 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from mailsuite.durable import DurableIO, create_file
+from mailsuite.durable import DurableIO, write_synced
 from mailsuite.durable.modes import make_private_dirs, private_opener
 from mailsuite.store import names
 from mailsuite.store.flags import INFO_SEPARATOR, Keywords, size_in_name, split_filename
 from mailsuite.store.folder import Folder
 from mailsuite.store.message import to_lf, wire_size
-from mailsuite.store.quota import MaildirSize, Quota
+from mailsuite.store.quota import MaildirSize, Quota, QuotaExceeded
 
 log = Logger(namespace="mailsuite.store")
 
@@ -356,13 +356,43 @@ class Mailbox:
 
         `data` is bytes, or a binary file positioned at the message (a large IMAP APPEND
         spooled to disk), which is copied in pieces so memory stays flat."""
+        if flags or not isinstance(data, (bytes, bytearray, memoryview)):
+            return self._deliver_file(data, folder, flags, internaldate, check_quota)
+        # A message in memory without flags (every SMTP delivery): the folder is looked at only
+        # when writing into it fails, one system call fewer per delivery.
+        folder = names.validate(folder)
+        base = os.fspath(self.folder_path(folder))
+        body, key = self._stage(data, False)
+        size = len(body)
+        try:
+            self._quota.charge(size, check_quota)
+        except (OSError, QuotaExceeded):
+            self._folder_dir(folder)  # NoSuchFolder first, as if the folder was checked first
+            raise
+        try:
+            tmp = f"{base}/tmp/{key}"
+            write_synced(tmp, body)
+            # Not durable until new/ is fsynced: on failure no copy is kept, since the sender
+            # is told to retry.
+            # INBOX's new/ is never renamed: its descriptor can be held (DurableIO.place).
+            self.io.place(tmp, f"{base}/new/{key}", internaldate, held=folder == names.INBOX)
+        except BaseException as e:
+            self._quota.add(-size, -1)
+            if isinstance(e, OSError):
+                self._folder_dir(folder)
+            raise
+        return key
+
+    def _deliver_file(self, data, folder, flags, internaldate, check_quota) -> str:
+        """deliver() of a message with flags, or of one in a file."""
         folder, base = self._folder_dir(folder)
         info = self.keywords_for(folder).to_info(flags) if flags else ""
         if isinstance(data, (bytes, bytearray, memoryview)):
             body, key = self._stage(data, check_quota)
             size = len(body)
             tmp = f"{base}/tmp/{key}"
-            fd = create_file(tmp, body)
+            write_synced(tmp, body)
+            fd = None
         else:
             tmp = f"{base}/tmp/{unique_name()}.part"
             fd, size, wire = _copy_to_lf(data, tmp, self._quota if check_quota else None)
@@ -371,9 +401,10 @@ class Mailbox:
             dest = f"{base}/cur/{key}{INFO_SEPARATOR}{info}"
         else:
             dest = f"{base}/new/{key}"
-        # Not durable until new/ (or cur/) is fsynced: on failure no copy is kept, since the
-        # sender is told to retry.
-        self.io.sync_new_file(tmp, fd, dest, internaldate)
+        if fd is None:
+            self.io.place(tmp, dest, internaldate)
+        else:
+            self.io.sync_new_file(tmp, fd, dest, internaldate)
         self._quota.add(size, 1)
         return key
 

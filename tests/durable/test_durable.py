@@ -252,3 +252,51 @@ def test_a_held_folder_is_fsynced_through_its_open_descriptor(tmp_path, monkeypa
     assert len(synced) == 1 and group.syncs == 1
     with pytest.raises(PermissionError):
         group.fsync_dir(other)  # any other folder is opened for its fsync
+
+
+def test_a_held_folder_gets_the_renames_and_its_own_fsync(io, folders, monkeypatch):
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def observed_fsync(fd):
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(commit_mod.os, "fsync", observed_fsync)
+    new = str(folders / "new")
+    for name in ("a", "b"):
+        (folders / "tmp" / name).write_bytes(name.encode())
+        io.place(folders / "tmp" / name, f"{new}/{name}", held=True)
+    assert sorted(os.listdir(new)) == ["a", "b"] and os.listdir(folders / "tmp") == []
+    assert synced == [os.stat(new).st_ino] * 2
+    fd = io.commit.folder_fd(new)
+    assert fd is not None and io.commit.folder_fd(new) == fd  # opened once, then held
+
+
+def test_a_held_folder_removed_and_made_again_gets_the_next_rename_by_path(io, folders):
+    """The held descriptor names the removed directory: the rename through it fails, the
+    file goes into the folder now at that path, and that folder is the one fsynced."""
+    new = folders / "new"
+    (folders / "tmp" / "a").write_bytes(b"a")
+    io.place(folders / "tmp" / "a", new / "a", held=True)
+    old_fd = io.commit.folder_fd(str(new))
+    (new / "a").unlink()
+    new.rmdir()
+    new.mkdir()
+    (folders / "tmp" / "b").write_bytes(b"b")
+    io.place(folders / "tmp" / "b", new / "b", held=True)
+    assert os.listdir(new) == ["b"] and os.listdir(folders / "tmp") == []
+    fresh = io.commit.folder_fd(str(new))
+    assert fresh != old_fd and os.fstat(fresh).st_ino == os.stat(new).st_ino
+
+
+def test_folders_held_on_demand_are_bounded(io, tmp_path, monkeypatch):
+    monkeypatch.setattr(commit_mod, "HELD_FOLDERS", 2)
+    dirs = [tmp_path / str(i) for i in range(3)]
+    for d in dirs:
+        d.mkdir()
+    fds = [io.commit.folder_fd(str(d)) for d in dirs]
+    assert fds[0] is not None and fds[1] is not None and fds[2] is None
+    (tmp_path / "f").write_bytes(b"x")
+    io.place(tmp_path / "f", dirs[2] / "f", held=True)  # past the bound: by path
+    assert os.listdir(dirs[2]) == ["f"]
