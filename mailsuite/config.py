@@ -16,7 +16,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Looked for in the current folder when neither --config nor $MAILSUITE_CONFIG names a file.
 DEFAULT_CONFIG = Path("conf/mailsuite.toml")
+# The embedded default, used when no config file is found: loopback only, unprivileged ports.
+EMBEDDED_CONFIG = Path(__file__).resolve().parent / "default.toml"
 
 
 class ConfigError(Exception):
@@ -29,10 +32,14 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class TlsConfig:
-    # PEM certificate chain (fullchain.pem with Let's Encrypt); made self-signed if missing.
+    # PEM certificate chain (fullchain.pem with Let's Encrypt).
     cert: Path = Path("certs/mail.pem")
     # PEM private key (mode 0600).
     key: Path = Path("certs/mail.key")
+    # Make a self-signed certificate at `cert` and `key` when both are missing. The default is
+    # true when `cert` and `key` are not set and false when either is: a configured path that
+    # does not exist (a typo in a Let's Encrypt path) stops the server instead.
+    self_signed: bool = True
     # Microsoft's inbound servers have had trouble with session tickets; allow turning them off.
     session_tickets: bool = True
     # Lowest TLS version accepted: "1.2" or "1.3".
@@ -295,6 +302,7 @@ class LogConfig:
 
     # "-" for standard output, or a file path (text lines in a file start with the local time,
     # ISO 8601 with milliseconds and UTC offset; on standard output the journal dates them).
+    # Its folder is made (0700) at start if missing.
     file: str = "-"
 
     # "debug", "info", "warn" or "error".
@@ -354,17 +362,36 @@ class Config:
         return self.data_dir / "queue"
 
 
-def config_path(cli_value: str | None) -> Path:
-    """--config wins, then $MAILSUITE_CONFIG, then conf/mailsuite.toml."""
+def config_path(cli_value: str | None) -> Path | None:
+    """--config wins, then $MAILSUITE_CONFIG, then conf/mailsuite.toml if it exists; None:
+    none of them, the embedded default applies."""
     if cli_value:
         return Path(cli_value)
     env = os.environ.get("MAILSUITE_CONFIG")
     if env:
         return Path(env)
-    return DEFAULT_CONFIG
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
-def load_config(path: Path) -> Config:
+def embedded_base() -> Path:
+    """The folder the embedded default's relative paths (data, certificate) are taken in:
+    $XDG_DATA_HOME/mailsuite, else ~/.local/share/mailsuite (XDG Base Directory spec: a
+    relative $XDG_DATA_HOME is invalid and ignored)."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    root = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return root / "mailsuite"
+
+
+def is_embedded(config: Config) -> bool:
+    """True for a Config read from the embedded default."""
+    return config.path == EMBEDDED_CONFIG
+
+
+def load_config(path: Path | None) -> Config:
+    """The config file at `path`, or the embedded default (relative to `embedded_base()`)."""
+    if path is None or path.resolve() == EMBEDDED_CONFIG:
+        data = tomllib.loads(EMBEDDED_CONFIG.read_text(encoding="utf-8"))
+        return config_from_dict(data, base=embedded_base(), path=EMBEDDED_CONFIG)
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -377,7 +404,19 @@ def load_config(path: Path) -> Config:
 
 
 def config_from_dict(data: dict, base: Path, path: Path | None = None) -> Config:
+    """Every path in the config, given or defaulted, is taken relative to `base` (the config
+    file's folder)."""
     cfg = _build(Config, data, "", base)
+    tls_table = data.get("tls") if isinstance(data.get("tls"), dict) else {}
+    if "self_signed" not in tls_table and ("cert" in tls_table or "key" in tls_table):
+        cfg = dataclasses.replace(cfg, tls=dataclasses.replace(cfg.tls, self_signed=False))
+    if cfg.log.file != "-":
+        log_file = os.path.normpath(base / cfg.log.file)
+        cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, file=log_file))
+    ca_file = cfg.relay.smarthost.get("ca_file")
+    if isinstance(ca_file, str) and ca_file:
+        smarthost = dict(cfg.relay.smarthost, ca_file=os.path.normpath(base / ca_file))
+        cfg = dataclasses.replace(cfg, relay=dataclasses.replace(cfg.relay, smarthost=smarthost))
     cfg = dataclasses.replace(cfg, path=path)
     _validate(cfg)
     return cfg
@@ -394,6 +433,10 @@ def _build(cls: type, data: typing.Any, prefix: str, base: Path):
         if key not in names:
             raise ConfigError(dotted, "unknown key")
         kwargs[key] = _convert(hints[key], value, dotted, base)
+    # A table left out is built from its defaults here, so that its paths are resolved too.
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs and f.name in names and dataclasses.is_dataclass(hints[f.name]):
+            kwargs[f.name] = _build(hints[f.name], {}, f"{prefix}.{f.name}".lstrip("."), base)
     obj = cls(**kwargs)
     # Relative paths are relative to the config file's folder, defaults included.
     for f in dataclasses.fields(cls):

@@ -114,9 +114,16 @@ def test_serve_listens_then_stops_cleanly_with_exit_0(serve, sig):
     assert set(sp.ports) == set(LISTEN_KINDS)
     assert smtp_banner(sp.ports["smtp"]).startswith(b"220 ")
     assert sp.stop(sig) == 0
-    # Each event is one line, "<level> <namespace>: <text>".
-    for line in sp.seen:
+    # Each event is one line, "<level> <namespace>: <text>"; the start-up summary, printed
+    # once before the reactor runs, is the one block of other lines (ending with a blank one).
+    first = next(i for i, line in enumerate(sp.seen) if line.startswith("mailsuite "))
+    end = sp.seen.index("", first)
+    summary = sp.seen[first:end]
+    assert any(line.split()[:2] == ["smtp", f"127.0.0.1:{sp.ports['smtp']}"] for line in summary)
+    for line in sp.seen[:first] + sp.seen[end + 1 :]:
         assert re.match(r"^(debug|info|warn|error|critical) [\w.]+: ", line), line
+    # Twisted's own start/stop chatter is not there.
+    assert not any("starting on" in line or "Closed)" in line for line in sp.seen)
     assert not any("Traceback" in line for line in sp.seen)
     # The listeners are closed.
     with pytest.raises(OSError):
