@@ -254,6 +254,10 @@ class MailServer(service.MultiService):
 
     def startService(self):
         super().startService()
+        listening: dict[str, list[tuple[str, int]]] = {}
+        for listener in self.listeners:
+            listening.setdefault(listener.kind, []).append((listener.host, listener.port))
+        self.shared.listening = listening
         self._saver.start(INDEX_SAVE_SECONDS, now=False)
 
     def stopService(self):

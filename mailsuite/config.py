@@ -227,20 +227,72 @@ class RelayConfig:
 
 @dataclass(frozen=True)
 class PublicConfig:
-    """Names and ports clients should use (autoconfig), which may differ from bind addresses."""
+    """Names and ports clients should use (autoconfig, `mailsuite dns`), which may differ from
+    the bind addresses (behind NAT or a port forward)."""
 
-    # Host name clients are told to connect to (autoconfig); "" means `hostname`.
+    # Host name clients are told to connect to; "": `hostname` (autoconfig on a server whose
+    # mail listeners are all on loopback: their loopback address, the only one that answers).
     host: str = ""
 
-    # Ports clients are told to use.
-    imaps_port: int = 993
-    imap_port: int = 143
-    pop3s_port: int = 995
-    pop3_port: int = 110
-    submissions_port: int = 465
-    submission_port: int = 587
-    # Where autodiscover JSON points Outlook for the XML (https://<host>:<https_port>/...).
-    https_port: int = 443
+    # Ports clients are told to use; 0: the port the `[listen]` listener of that kind really
+    # uses (for `mailsuite dns`, only a listener on a non-loopback address counts), else the
+    # standard port (993, 143, 995, 110, 465, 587).
+    imaps_port: int = 0
+    imap_port: int = 0
+    pop3s_port: int = 0
+    pop3_port: int = 0
+    submissions_port: int = 0
+    submission_port: int = 0
+    # Where autodiscover JSON points Outlook for the XML (https://<host>:<https_port>/...); 0:
+    # the https listener's port, else 443 (a reverse proxy in front of the http listener).
+    https_port: int = 0
+
+
+# RFC 6186 / RFC 8314 / IANA: the ports clients assume for each kind.
+STANDARD_PORTS = {
+    "imaps": 993,
+    "imap": 143,
+    "pop3s": 995,
+    "pop3": 110,
+    "submissions": 465,
+    "submission": 587,
+    "https": 443,
+}
+
+
+def advertised_port(
+    config: Config, kind: str, bound: dict | None = None, loopback: bool = False
+) -> int:
+    """The port clients are told for `kind`: `[public]`, else the listener's (its bound port
+    from `bound`, kind -> [(host, port)], when the server runs), else the standard one.
+    `loopback`: a listener on a loopback address counts (autoconfig asked by a local client)."""
+    explicit = getattr(config.public, f"{kind}_port")
+    if explicit:
+        return explicit
+    if bound and bound.get(kind):
+        addresses = bound[kind]
+    else:
+        addresses = [parse_listen_address(a) for a in getattr(config.listen, kind)]
+    for host, port in addresses:
+        if port and (loopback or not ipaddress.ip_address(host).is_loopback):
+            return port
+    return STANDARD_PORTS[kind]
+
+
+def advertised_host(config: Config) -> str:
+    """The host name clients are told (autoconfig): `[public] host`, else `hostname`, unless
+    every mail listener is on a loopback address: then that address, which is what answers."""
+    if config.public.host:
+        return config.public.host
+    hosts = [
+        parse_listen_address(a)[0]
+        for kind in STANDARD_PORTS
+        if kind != "https"
+        for a in getattr(config.listen, kind)
+    ]
+    if hosts and all(ipaddress.ip_address(h).is_loopback for h in hosts):
+        return hosts[0]
+    return config.hostname
 
 
 @dataclass(frozen=True)
