@@ -128,7 +128,7 @@ class SmtpConfig:
     max_text_line: int = 1000
     # "reject" answers 554 5.5.2 to a message with bare LF/CR; "normalize" turns them into CRLF.
     bare_newline: str = "reject"
-    # RFC 5321 §4.5.3.2: server timeout at least 5 minutes.
+    # Seconds to wait for the next command (RFC 5321 §4.5.3.2: at least 5 minutes).
     command_timeout: int = 300
     # Seconds to wait for each chunk of message data.
     data_timeout: int = 600
@@ -145,7 +145,8 @@ class SmtpConfig:
 class Pop3Config:
     # Longest command line accepted (RFC 2449 §4 allows 255 octets; we accept more).
     max_command_line: int = 512
-    # RFC 1939 §3: the autologout timer must be at least 10 minutes.
+    # Seconds of inactivity before the session is closed (RFC 1939 §3: the autologout timer
+    # must be at least 10 minutes).
     idle_timeout: int = 600
     # Seconds from connecting within which a client must log in, however steadily it sends;
     # 0: none.
@@ -170,7 +171,8 @@ class ImapConfig:
     # Largest literal accepted before authentication: LOGIN's user name and password need a
     # few bytes, and a stranger must not make us hold megabytes (NO [TOOBIG] above it).
     max_literal_before_auth: int = 8192
-    # RFC 3501 §5.4: the autologout timer must be at least 30 minutes.
+    # Seconds of inactivity before the session is closed (RFC 3501 §5.4: the autologout timer
+    # must be at least 30 minutes; IDLE clients re-issue it within that time).
     idle_timeout: int = 1800
     # Seconds from connecting within which a client must log in, however steadily it sends
     # (the autologout timer above measures inactivity, which a trickle of bytes resets);
@@ -203,21 +205,23 @@ class RelayConfig:
     # Seconds after which the sender gets a delay warning.
     delay_warning: int = 4 * 3600
 
-    # Concurrent outbound connections to one destination, and in all.
+    # Concurrent outbound connections to one destination (an MX host or route).
     connections_per_destination: int = 5
+    # Concurrent outbound connections in all.
     connections_total: int = 20
 
     # Domains that must be reached over TLS (no plaintext fallback).
     require_tls: list[str] = field(default_factory=list)
 
-    # RFC 5321 §4.5.3.2 client timeouts, in seconds: per command reply, and to connect.
+    # Seconds to wait for each reply to a command (RFC 5321 §4.5.3.2: at least 5 minutes).
     command_timeout: int = 300
+    # Seconds to wait for a TCP connection to a destination.
     connect_timeout: int = 30
 
     # Port used for MX and implicit-MX hosts (25 on the internet; tests point it elsewhere).
     mx_port: int = 25
 
-    # Seconds to wait for a DNS answer.
+    # Seconds to wait for a DNS answer to an MX, A or AAAA lookup.
     dns_timeout: int = 20
     # RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to the final dot.
     data_timeout: int = 600
@@ -234,14 +238,21 @@ class PublicConfig:
     # mail listeners are all on loopback: their loopback address, the only one that answers).
     host: str = ""
 
-    # Ports clients are told to use; 0: the port the `[listen]` listener of that kind really
-    # uses (for `mailsuite dns`, only a listener on a non-loopback address counts), else the
-    # standard port (993, 143, 995, 110, 465, 587).
+    # The IMAP over TLS port clients are told; 0: the `[listen] imaps` listener's port (for
+    # `mailsuite dns` only one on a non-loopback address counts), else 993. The same rule
+    # holds for the ports below.
     imaps_port: int = 0
+    # The IMAP STARTTLS port clients are told; 0: the `[listen] imap` port, else 143.
     imap_port: int = 0
+    # The POP3 over TLS port clients are told; 0: the `[listen] pop3s` port, else 995.
     pop3s_port: int = 0
+    # The POP3 STLS port clients are told; 0: the `[listen] pop3` port, else 110.
     pop3_port: int = 0
+    # The submission over TLS port clients are told; 0: the `[listen] submissions` port,
+    # else 465.
     submissions_port: int = 0
+    # The submission STARTTLS port clients are told; 0: the `[listen] submission` port,
+    # else 587.
     submission_port: int = 0
     # Where autodiscover JSON points Outlook for the XML (https://<host>:<https_port>/...); 0:
     # the https listener's port, else 443 (a reverse proxy in front of the http listener).
@@ -303,27 +314,40 @@ class TrustConfig:
     inbound_checks: bool = True
     # Clients not checked (local scripts, content filters re-injecting), as policyd-spf skips.
     skip_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
-    # Action when DMARC fails and the From: domain publishes p=reject / p=quarantine:
-    # "reject" (550 5.7.1), "junk" (deliver to Junk) or "accept" (header only).
+    # Action when DMARC fails and the From: domain publishes p=reject: "reject" (550 5.7.1),
+    # "junk" (deliver to Junk) or "accept" (deliver, with the result in a header only).
     dmarc_reject: str = "reject"
+    # Action when DMARC fails and the From: domain publishes p=quarantine: "reject", "junk" or
+    # "accept", as for `dmarc_reject`.
     dmarc_quarantine: str = "junk"
-    # SPF "fail" (-all) for MAIL FROM or HELO when no DKIM signature passes; "softfail" (~all).
+    # Action on an SPF "fail" (the domain's -all) for MAIL FROM or HELO when no DKIM
+    # signature passes: "reject", "junk" or "accept".
     spf_fail: str = "reject"
+    # Action on an SPF "softfail" (the domain's ~all) when no DKIM signature passes:
+    # "reject", "junk" or "accept".
     spf_softfail: str = "accept"
     # A DNS failure that could change the verdict: "tempfail" (451, sender retries) or "accept".
     dns_failure: str = "tempfail"
-    # DNS servers ("ip", "ip:port", "[v6]:port"); empty: relay.resolvers, then /etc/resolv.conf.
+    # DNS servers for the SPF, DKIM and DMARC lookups ("ip", "ip:port", "[v6]:port");
+    # empty: relay.resolvers, then /etc/resolv.conf.
     resolvers: list[str] = field(default_factory=list)
+    # Seconds to wait for each DNS answer of those checks (then `dns_failure` applies).
     dns_timeout: float = 5.0
-    # Outbound DKIM signing; selectors to sign with (empty: every key under data_dir/dkim/<domain>/).
+    # Sign outbound mail with DKIM.
     dkim_sign: bool = True
+    # Selectors to sign with; empty: every key under data_dir/dkim/<domain>/.
     dkim_selectors: list[str] = field(default_factory=list)
-    # What `mailsuite dns` proposes and the MTA-STS policy served over HTTPS (RFC 8461 §3.2).
+    # The DMARC policy `mailsuite dns` proposes: "none", "quarantine" or "reject".
     dmarc_policy: str = "quarantine"
-    report_address: str = ""  # rua= for DMARC and TLSRPT; empty: postmaster@<domain>
+    # The rua= address for DMARC and TLSRPT reports; empty: postmaster@<domain>.
+    report_address: str = ""
+    # The MTA-STS policy mode served over HTTPS (RFC 8461 §3.2): "enforce", "testing" or
+    # "none".
     mta_sts_mode: str = "testing"
+    # The MTA-STS policy's max_age in seconds (at most 31557600).
     mta_sts_max_age: int = 604800
-    mta_sts_mx: list[str] = field(default_factory=list)  # empty: the public host name
+    # The MX names the MTA-STS policy lists; empty: the public host name.
+    mta_sts_mx: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         actions = ("reject", "junk", "accept")
