@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         metavar="PATH",
-        help="config file (default: $MAILSUITE_CONFIG or conf/mailsuite.toml)",
+        help="config file (default: $MAILSUITE_CONFIG, else conf/mailsuite.toml if it exists, "
+        "else the embedded default with its data in ~/.local/share/mailsuite)",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
