@@ -29,7 +29,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailsuite.config import Config, TlsConfig, parse_listen_address
+from mailsuite.config import Config, TlsConfig
 from mailsuite.durable.modes import make_private_dirs
 
 log = Logger(namespace="mailsuite.tls")
@@ -48,15 +48,19 @@ class TlsError(Exception):
 
 def certificate_names(config: Config) -> list[str]:
     """The names a certificate for this server must hold: the host name, the public host name,
-    and every specific address the listeners bind (clients on this machine connect to those)."""
+    and every listen address given as a name ("localhost"); listen addresses given as IP
+    addresses are not names a client verifies a server by."""
     names = [config.hostname]
     if config.public.host and config.public.host not in names:
         names.append(config.public.host)
     for f in dataclasses.fields(config.listen):
         for address in getattr(config.listen, f.name):
-            host, _ = parse_listen_address(address, f"listen.{f.name}")
-            if not ipaddress.ip_address(host).is_unspecified and host not in names:
-                names.append(host)
+            host = address.rpartition(":")[0].strip("[]")
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                if host not in ("", "*") and host not in names:
+                    names.append(host)
     return names
 
 

@@ -160,7 +160,7 @@ def test_the_self_signed_certificate_is_an_end_entity_for_every_name(tmp_path):
         tmp_path,
         hostname="mx.tls.test",
         public={"host": "mail.public.test"},
-        listen={"imaps": ["127.0.0.2:0"], "smtp": ["0.0.0.0:0"], "http": ["[::1]:0"]},
+        listen={"imaps": ["127.0.0.2:0"], "smtp": ["localhost:0"], "http": ["[::1]:0"]},
     )
     cfg = config_from_dict(raw, base=tmp_path)
     TlsContexts(cfg)
@@ -170,9 +170,10 @@ def test_the_self_signed_certificate_is_an_end_entity_for_every_name(tmp_path):
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == ["mx.tls.test", "mail.public.test"]
-    ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
-    assert {"127.0.0.1", "127.0.0.2", "::1"} <= ips and "0.0.0.0" not in ips
+    assert san.get_values_for_type(x509.DNSName) == ["mx.tls.test", "mail.public.test", "localhost"]
+    # Listen addresses given as IP addresses are no names: a client reaching the server by
+    # address does not verify it by that address.
+    assert san.get_values_for_type(x509.IPAddress) == []
 
 
 def test_python_verifies_the_self_signed_certificate_as_a_server_certificate(server_factory):
@@ -183,9 +184,6 @@ def test_python_verifies_the_self_signed_certificate_as_a_server_certificate(ser
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT
     with socket.create_connection(("127.0.0.1", srv.port("imaps")), timeout=10) as raw:
         with ctx.wrap_socket(raw, server_hostname="mx.verify.test") as tls:
-            assert tls.recv(100).startswith(b"* OK")
-    with socket.create_connection(("127.0.0.1", srv.port("imaps")), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
             assert tls.recv(100).startswith(b"* OK")
 
 
@@ -243,6 +241,7 @@ def test_a_key_the_server_user_cannot_read_is_permission_denied_in_check_and_ser
     try:
         os.chmod(root, 0o755)
         cert, key = write_pair(root, "site")  # key 0600, root's: nobody cannot read it
+        cert.chmod(0o644)  # the certificate is public
         listen = {kind: [] for kind in ("submission", "submissions", "pop3", "pop3s")}
         listen.update({k: ["127.0.0.1:0"] for k in ("smtp", "imap", "imaps", "http")})
         raw = base_config(root, tls={"cert": str(cert), "key": str(key)}, listen=listen)
