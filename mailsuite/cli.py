@@ -83,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineErrorParser(
         prog="mailsuite", description="A self-hosted mail server and its admin command."
     )
-    p.add_argument("--version", action="version", version=f"mailsuite {app.version_text()}")
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"mailsuite {app.version_text()}",
+        help="print the installed version (from the package metadata) and exit",
+    )
     p.add_argument(
         "--config",
         metavar="PATH",
