@@ -292,3 +292,26 @@ def test_level_gate_passes_what_twisteds_level_filter_passes():
             reference(dict(event))
         assert ours == theirs, level
         assert ours  # every level lets something through
+
+
+def test_twisteds_legacy_chatter_is_dropped_and_its_errors_kept():
+    """ "SessionFactory starting on 2525", "Starting factory <...>", a DNS query's "(UDP Port N
+    Closed)": Twisted's legacy info lines go; a legacy error (log.err) still reaches the log."""
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+    from twisted.python import log as legacy
+
+    from mailsuite.app import level_gate
+
+    seen: list[dict] = []
+    gate = level_gate(seen.append, LogLevel.debug)
+    globalLogPublisher.addObserver(gate)
+    try:
+        legacy.msg("SessionFactory starting on 2525")
+        legacy.msg("Starting factory <twisted.names.client.Resolver object at 0x7f00>")
+        legacy.msg("(UDP Port 53124 Closed)")
+        legacy.err(RuntimeError("a real problem"), "something broke")
+    finally:
+        globalLogPublisher.removeObserver(gate)
+    texts = [formatEvent(e) for e in seen]
+    assert not any("starting on" in t or "Starting factory" in t or "Closed" in t for t in texts)
+    assert any("something broke" in t for t in texts)
