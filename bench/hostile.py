@@ -54,7 +54,7 @@ class Server:
             f'hostname = "mail.example.test"\ndomains = ["example.test"]\n'
             f'data_dir = "{root / "data"}"\n'
             "allow_root = true\n"
-            f'[tls]\ncert = "{root / "mail.pem"}"\nkey = "{root / "mail.key"}"\n'
+            f'[tls]\ncert = "{root / "mail.pem"}"\nkey = "{root / "mail.key"}"\nself_signed = true\n'
             f'[auth]\nplaintext = "loopback"\n'
             f"[limits]\nconnections_total = {connections + 100}\n"
             f"connections_per_ip = {connections + 100}\n"

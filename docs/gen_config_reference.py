@@ -21,11 +21,21 @@ FIELD_RE = re.compile(r"^\s{4}(\w+):\s*[^=]+?(?:=\s*(.*?))?\s*(?:#\s*(.*))?$")
 HEADER = """# Configuration reference
 
 mailsuite reads one TOML file: `--config PATH`, else `$MAILSUITE_CONFIG`, else
-`conf/mailsuite.toml`. Relative paths are relative to the file's folder. An unknown key, a wrong
-type or an unusable value stops the server before anything starts, with one line naming the key
-(exit status 2). `mailsuite check` validates a file and lists the listeners it would open.
+`conf/mailsuite.toml` in the current folder if it exists, else the embedded default
+(`mailsuite/default.toml`: loopback only, unprivileged ports, a self-signed certificate).
+`mailsuite init DIR` writes a copy of that default into `DIR`.
 
-This page is generated from `mailsuite/config.py` by `docs/gen_config_reference.py`.
+Every path in the file, given or left at its default (`data_dir`, `[tls] cert` and `key`,
+`[log] file`, `[relay] smarthost` `ca_file`), is relative to the file's folder; for the
+embedded default, to `$XDG_DATA_HOME/mailsuite` (`~/.local/share/mailsuite`), so that its data
+and certificate land there wherever the server is started.
+
+An unknown key, a wrong type or an unusable value stops the server before anything starts,
+with one line naming the key. `mailsuite check` validates a file, loads the certificate and key
+as `serve` does, checks that the log can be written, and lists the listeners it would open.
+
+This page is generated from the comments of the dataclasses in `mailsuite/config.py` by
+`docs/gen_config_reference.py`; a test checks that it is current.
 """
 
 
@@ -45,7 +55,12 @@ def field_docs(cls) -> dict[str, tuple[str, str]]:
             name, default, trailing = m.groups()
             if pending:
                 shared = " ".join(pending)
-            text = " ".join(t for t in (shared, trailing or "") if t)
+                own = shared
+            else:
+                own = ""
+            # A field's own comment (above it, or beside it) is its text; only a field with
+            # neither takes the comment above the run of fields it belongs to.
+            text = " ".join(t for t in (own, trailing or "") if t) or shared
             docs[name] = ((default or "").strip(), text)
         else:
             shared = ""

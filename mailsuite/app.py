@@ -16,6 +16,8 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 
 from twisted.application import service
 from twisted.internet import reactor, task, tcp
@@ -28,7 +30,7 @@ from twisted.logger import (
 )
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from mailsuite.config import Config, parse_listen_address
+from mailsuite.config import Config, embedded_base, is_embedded, parse_listen_address
 from mailsuite.durable.modes import UMASK, make_private_dirs
 from mailsuite.imap import server as imap_server
 from mailsuite.limits import raise_fd_limit
@@ -36,6 +38,7 @@ from mailsuite.pop3 import server as pop3_server
 from mailsuite.relay import runner as relay_runner
 from mailsuite.services import Services
 from mailsuite.smtp import server as smtp_server
+from mailsuite.tls import TlsError
 from mailsuite.transport import WriteThroughServer
 from mailsuite.web import site as web_site
 
@@ -54,6 +57,18 @@ LISTENERS = {
     "https": web_site,
 }
 IMPLICIT_TLS = {"submissions", "pop3s", "imaps", "https"}
+# What each listener is for, as the start-up summary says it.
+PURPOSES = {
+    "smtp": "inbound MX: mail from other servers",
+    "submission": "submission, STARTTLS then AUTH: your mail programs send here",
+    "submissions": "submission over implicit TLS (RFC 8314)",
+    "pop3": "POP3, STLS",
+    "pop3s": "POP3 over implicit TLS",
+    "imap": "IMAP, STARTTLS",
+    "imaps": "IMAP over implicit TLS",
+    "http": "web: client autoconfiguration (Thunderbird, Outlook, Apple), MTA-STS",
+    "https": "web over TLS: autoconfiguration, Outlook autodiscover, MTA-STS policy",
+}
 INDEX_SAVE_SECONDS = 5.0
 EX_CONFIG = 78  # sysexits.h: a configuration error
 
@@ -239,6 +254,10 @@ class MailServer(service.MultiService):
 
     def startService(self):
         super().startService()
+        listening: dict[str, list[tuple[str, int]]] = {}
+        for listener in self.listeners:
+            listening.setdefault(listener.kind, []).append((listener.host, listener.port))
+        self.shared.listening = listening
         self._saver.start(INDEX_SAVE_SECONDS, now=False)
 
     def stopService(self):
@@ -319,17 +338,46 @@ def level_gate(observer, level: LogLevel):
     Twisted's FilteringLogObserver with a LogLevelFilterPredicate, in one set lookup (theirs
     went through four calls and a sort per event, a few percent of a busy relay's time)."""
     enabled = frozenset(lvl for lvl in LogLevel.iterconstants() if lvl >= level)
+    # Twisted's own legacy lines below a warning ("SessionFactory starting on 2525", "Starting
+    # factory <...>", "(UDP Port 53124 Closed)" for every DNS query) say nothing an operator
+    # needs: our listeners and the relay log what they do themselves.
+    quiet = frozenset((LogLevel.debug, LogLevel.info))
 
     def gate(event: dict) -> None:
-        if event.get("log_level") in enabled and event.get("log_namespace"):
+        namespace = event.get("log_namespace")
+        if event.get("log_level") in enabled and namespace:
+            if namespace == "log_legacy" and event.get("log_level") in quiet:
+                return
             observer(event)
 
     return gate
 
 
+def log_folder_problem(config: Config) -> str | None:
+    """Why the log file could not be written (its folder, or the nearest one that exists to
+    make it in, is not writable), or None: `check` asks before `serve` would fail."""
+    if config.log.file == "-":
+        return None
+    folder = Path(config.log.file).parent
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"log.file: {probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"log.file: the folder {probe} is not writable"
+    log_path = Path(config.log.file)
+    if log_path.exists() and not os.access(log_path, os.W_OK):
+        return f"log.file: {log_path} is not writable"
+    return None
+
+
 def start_logging(config: Config) -> None:
+    """Send log events to standard output or the `[log] file` (its folder made, 0700)."""
     level = LogLevel.levelWithName(config.log.level.lower())
     to_file = config.log.file != "-"
+    if to_file:
+        make_private_dirs(Path(config.log.file).parent)
     out = open(config.log.file, "a", buffering=1) if to_file else sys.stdout  # noqa: SIM115
     observer = log_observer(config.log.format, out, stamped=to_file)
     globalLogBeginner.beginLoggingTo([level_gate(observer, level)], redirectStandardIO=False)
@@ -345,7 +393,11 @@ def serve(config: Config) -> int:
     except StartRefused as e:
         print(f"mailsuite: {e}", file=sys.stderr)
         return EX_CONFIG
-    start_logging(config)
+    try:
+        start_logging(config)
+    except OSError as e:
+        print(f"mailsuite: cannot write the log {config.log.file}: {e.strerror}", file=sys.stderr)
+        return EX_CONFIG
     # Before the connection limiter is built: its default total follows this limit.
     fd_limit = raise_fd_limit()
     # Order matters: listeners bound while root may bind ports below 1024; root given up
@@ -373,7 +425,13 @@ def serve(config: Config) -> int:
             uid=account.uid,
             gid=account.gid,
         )
-    services = Services.create(config)
+    try:
+        services = Services.create(config)
+    except TlsError as e:
+        log.critical("cannot start: {err}", err=str(e))
+        if config.log.file != "-":
+            print(f"mailsuite: cannot start: {e}", file=sys.stderr)
+        return EX_CONFIG
     server = MailServer(services, bound)
 
     def on_hup(signum, frame):
@@ -406,5 +464,58 @@ def serve(config: Config) -> int:
         per_ip=services.connections.per_ip,
         fds=fd_limit,
     )
+    summary = startup_summary(config, services, bound)
+    if config.log.format == "json" and config.log.file == "-":
+        # Standard output is a stream of JSON objects there: the summary is one of them.
+        log.info("{summary}", summary=summary.rstrip("\n"))
+    else:
+        print(summary, flush=True)
     reactor.run()
     return status
+
+
+def _bound_address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def startup_summary(
+    config: Config, services: Services, bound: dict[str, list[socket.socket]]
+) -> str:
+    """What an operator needs at start, printed once: each listener with its address and what
+    it is for, where the data and the certificate are, and how to add a user."""
+    lines = [f"mailsuite {version_text()}: {config.hostname} for {', '.join(config.domains)}"]
+    for kind in LISTENERS:
+        for sock in bound.get(kind, ()):
+            purpose = PURPOSES.get(kind, kind)
+            lines.append(f"  {kind:<12} {_bound_address(sock):<22} {purpose}")
+    if is_embedded(config):
+        lines.append(f"  config       embedded default ({config.path}); paths in {embedded_base()}")
+    else:
+        lines.append(f"  config       {config.path}")
+    lines.append(f"  data         {config.data_dir}")
+    tls = services.tls
+    if tls.made_fingerprint:
+        how = "self-signed, made now"
+    elif config.tls.self_signed:
+        how = "self-signed or your own"
+    else:
+        how = "configured"
+    lines.append(f"  certificate  {config.tls.cert} ({how}; SHA-256 {tls.fingerprint})")
+    lines.append(
+        f"  log          {'standard output' if config.log.file == '-' else config.log.file}"
+    )
+    command = "mailsuite" if is_embedded(config) else f"mailsuite --config {config.path}"
+    users = len(services.accounts.list_users())
+    first = config.domains[0] if config.domains else "example.test"
+    verb = "add the first user" if users == 0 else f"{users} users; add another"
+    lines.append(f"  {verb}: {command} user add postmaster@{first}")
+    return "\n".join(lines) + "\n"
+
+
+def version_text() -> str:
+    """This installation's version, from the package metadata."""
+    try:
+        return metadata.version("mailsuite")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"

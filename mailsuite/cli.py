@@ -12,8 +12,10 @@ import codecs
 import dataclasses
 import errno
 import getpass
+import json
 import os
 import pwd
+import re
 import shutil
 import sqlite3
 import sys
@@ -25,9 +27,12 @@ from mailsuite.accounts.addresses import parse_address, parse_domain
 from mailsuite.accounts.db import AccountError, Accounts
 from mailsuite.accounts.passwordpolicy import check_password
 from mailsuite.config import (
+    EMBEDDED_CONFIG,
     ConfigError,
     ListenConfig,
     config_path,
+    embedded_base,
+    is_embedded,
     load_config,
     parse_listen_address,
 )
@@ -49,7 +54,7 @@ from mailsuite.sysexits import (
     EX_TEMPFAIL,
     EX_USAGE,
 )
-from mailsuite.tls import TlsContexts
+from mailsuite.tls import TlsContexts, TlsError, certificate_status
 from mailsuite.transfer import admin as transfer_admin
 from mailsuite.trust import dnsrecords
 
@@ -64,30 +69,6 @@ SUBCOMMAND_FAMILIES = (
     dnsrecords.add_dkim_command,
     transfer_admin.add_transfer_commands,
 )
-
-DEFAULT_TOML = """\
-# mailsuite configuration (written by `mailsuite init`). Paths are relative to this file.
-hostname = "{hostname}"
-domains = ["{domain}"]
-data_dir = "data"
-{user_line}
-[tls]
-cert = "certs/mail.pem"
-key = "certs/mail.key"
-
-[listen]
-smtp = ["127.0.0.1:2525"]
-submission = ["127.0.0.1:2587"]
-submissions = ["127.0.0.1:2465"]
-pop3 = ["127.0.0.1:2110"]
-pop3s = ["127.0.0.1:2995"]
-imap = ["127.0.0.1:2143"]
-imaps = ["127.0.0.1:2993"]
-http = ["127.0.0.1:8080"]
-
-[auth]
-plaintext = "never"
-"""
 
 
 class CliError(Exception):
@@ -136,9 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mailsuite", description="A self-hosted mail server and its admin command."
     )
     p.add_argument(
+        "--version",
+        action="version",
+        version=f"mailsuite {app.version_text()}",
+        help="print the installed version (from the package metadata) and exit",
+    )
+    p.add_argument(
         "--config",
         metavar="PATH",
-        help="config file (default: $MAILSUITE_CONFIG or conf/mailsuite.toml)",
+        help="config file (default: $MAILSUITE_CONFIG, else conf/mailsuite.toml if it exists, "
+        "else the embedded default with its data in ~/.local/share/mailsuite)",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -340,6 +328,27 @@ def read_password(args, address: str, min_length: int, confirm: bool = True) -> 
 # -- commands --------------------------------------------------------------------------------
 
 
+def init_config_text(hostname: str, domain: str, user: str) -> str:
+    """The embedded default (the one source of the defaults) with this site's names: a `user`
+    replaces `allow_root = true`, which only the loopback default wants."""
+    text = EMBEDDED_CONFIG.read_text(encoding="utf-8")
+    header = (
+        "# mailsuite configuration, written by `mailsuite init` from the embedded default.\n"
+        "# Paths are relative to this file's folder; every key: docs/configuration.md.\n"
+    )
+    lines = [line for line in text.splitlines(keepends=True) if not line.startswith("#")]
+    body = "".join(lines)
+    body = re.sub(r'(?m)^hostname = "[^"]*"', lambda _: f"hostname = {json.dumps(hostname)}", body)
+    body = re.sub(r"(?m)^domains = \[[^\]]*\]", lambda _: f"domains = [{json.dumps(domain)}]", body)
+    if user:
+        body = re.sub(
+            r"(?m)^allow_root = true.*\n(?:^ {20,}#.*\n)*",
+            lambda _: f"user = {json.dumps(user)}\n",
+            body,
+        )
+    return header + body
+
+
 def cmd_init(ctx: Context) -> int:
     target: Path = ctx.args.dir
     made = not target.exists()
@@ -347,10 +356,7 @@ def cmd_init(ctx: Context) -> int:
     conf = target / "mailsuite.toml"
     if conf.exists():
         raise CliError(f"{conf} exists; not overwriting it", EX_CANTCREAT)
-    user_line = f'user = "{ctx.args.user}"\n' if ctx.args.user else ""
-    conf.write_text(
-        DEFAULT_TOML.format(hostname=ctx.args.hostname, domain=ctx.args.domain, user_line=user_line)
-    )
+    conf.write_text(init_config_text(ctx.args.hostname, ctx.args.domain, ctx.args.user))
     config = load_config(conf)
     become_service_user(
         config, (config.tls.cert.parent, config.tls.key.parent), (target,) if made else ()
@@ -368,14 +374,40 @@ def cmd_serve(ctx: Context) -> int:
 
 
 def cmd_check(ctx: Context) -> int:
+    """Validate the config, then load the certificate and key exactly as `serve` does (as the
+    account `serve` runs as), and check that the log can be written."""
     cfg = ctx.config
-    print(f"config {cfg.path}: ok")
+    try:
+        app.drop_privileges(app.run_as(cfg))
+    except app.StartRefused as e:
+        raise CliError(str(e), EX_CONFIG) from None
+    if is_embedded(cfg):
+        print(f"config {cfg.path} (embedded default, paths in {embedded_base()}): ok")
+    else:
+        print(f"config {cfg.path}: ok")
     print(f"hostname {cfg.hostname}; domains {', '.join(cfg.domains)}; data in {cfg.data_dir}")
     for f in dataclasses.fields(ListenConfig):
         for addr in getattr(cfg.listen, f.name):
             host, port = parse_listen_address(addr)
             tls = " (implicit TLS)" if f.name in app.IMPLICIT_TLS else ""
             print(f"listen {f.name:<12} {host}:{port}{tls}")
+    try:
+        status = certificate_status(cfg)
+    except TlsError as e:
+        raise CliError(f"tls: {e}", EX_CONFIG) from None
+    if status.state == "to be made":
+        print(f"certificate {status.cert_path}: missing, made self-signed at start")
+    else:
+        kind = "self-signed" if status.self_signed else "issued"
+        until = status.not_after.date().isoformat() if status.not_after else "?"
+        print(
+            f"certificate {status.cert_path}: ok ({kind}, valid until {until}, "
+            f"SHA-256 {status.fingerprint})"
+        )
+    problem = app.log_folder_problem(cfg)
+    if problem:
+        raise CliError(problem, EX_CONFIG)
+    print(f"log {'standard output' if cfg.log.file == '-' else cfg.log.file}: ok")
     return 0
 
 

@@ -16,7 +16,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Looked for in the current folder when neither --config nor $MAILSUITE_CONFIG names a file.
 DEFAULT_CONFIG = Path("conf/mailsuite.toml")
+# The embedded default, used when no config file is found: loopback only, unprivileged ports.
+EMBEDDED_CONFIG = Path(__file__).resolve().parent / "default.toml"
 
 
 class ConfigError(Exception):
@@ -29,10 +32,14 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class TlsConfig:
-    # PEM certificate chain (fullchain.pem with Let's Encrypt); made self-signed if missing.
+    # PEM certificate chain (fullchain.pem with Let's Encrypt).
     cert: Path = Path("certs/mail.pem")
     # PEM private key (mode 0600).
     key: Path = Path("certs/mail.key")
+    # Make a self-signed certificate at `cert` and `key` when both are missing. The default is
+    # true when `cert` and `key` are not set and false when either is: a configured path that
+    # does not exist (a typo in a Let's Encrypt path) stops the server instead.
+    self_signed: bool = True
     # Microsoft's inbound servers have had trouble with session tickets; allow turning them off.
     session_tickets: bool = True
     # Lowest TLS version accepted: "1.2" or "1.3".
@@ -121,7 +128,7 @@ class SmtpConfig:
     max_text_line: int = 1000
     # "reject" answers 554 5.5.2 to a message with bare LF/CR; "normalize" turns them into CRLF.
     bare_newline: str = "reject"
-    # RFC 5321 §4.5.3.2: server timeout at least 5 minutes.
+    # Seconds to wait for the next command (RFC 5321 §4.5.3.2: at least 5 minutes).
     command_timeout: int = 300
     # Seconds to wait for each chunk of message data.
     data_timeout: int = 600
@@ -138,7 +145,8 @@ class SmtpConfig:
 class Pop3Config:
     # Longest command line accepted (RFC 2449 §4 allows 255 octets; we accept more).
     max_command_line: int = 512
-    # RFC 1939 §3: the autologout timer must be at least 10 minutes.
+    # Seconds of inactivity before the session is closed (RFC 1939 §3: the autologout timer
+    # must be at least 10 minutes).
     idle_timeout: int = 600
     # Seconds from connecting within which a client must log in, however steadily it sends;
     # 0: none.
@@ -163,7 +171,8 @@ class ImapConfig:
     # Largest literal accepted before authentication: LOGIN's user name and password need a
     # few bytes, and a stranger must not make us hold megabytes (NO [TOOBIG] above it).
     max_literal_before_auth: int = 8192
-    # RFC 3501 §5.4: the autologout timer must be at least 30 minutes.
+    # Seconds of inactivity before the session is closed (RFC 3501 §5.4: the autologout timer
+    # must be at least 30 minutes; IDLE clients re-issue it within that time).
     idle_timeout: int = 1800
     # Seconds from connecting within which a client must log in, however steadily it sends
     # (the autologout timer above measures inactivity, which a trickle of bytes resets);
@@ -196,21 +205,23 @@ class RelayConfig:
     # Seconds after which the sender gets a delay warning.
     delay_warning: int = 4 * 3600
 
-    # Concurrent outbound connections to one destination, and in all.
+    # Concurrent outbound connections to one destination (an MX host or route).
     connections_per_destination: int = 5
+    # Concurrent outbound connections in all.
     connections_total: int = 20
 
     # Domains that must be reached over TLS (no plaintext fallback).
     require_tls: list[str] = field(default_factory=list)
 
-    # RFC 5321 §4.5.3.2 client timeouts, in seconds: per command reply, and to connect.
+    # Seconds to wait for each reply to a command (RFC 5321 §4.5.3.2: at least 5 minutes).
     command_timeout: int = 300
+    # Seconds to wait for a TCP connection to a destination.
     connect_timeout: int = 30
 
     # Port used for MX and implicit-MX hosts (25 on the internet; tests point it elsewhere).
     mx_port: int = 25
 
-    # Seconds to wait for a DNS answer.
+    # Seconds to wait for a DNS answer to an MX, A or AAAA lookup.
     dns_timeout: int = 20
     # RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to the final dot.
     data_timeout: int = 600
@@ -220,20 +231,79 @@ class RelayConfig:
 
 @dataclass(frozen=True)
 class PublicConfig:
-    """Names and ports clients should use (autoconfig), which may differ from bind addresses."""
+    """Names and ports clients should use (autoconfig, `mailsuite dns`), which may differ from
+    the bind addresses (behind NAT or a port forward)."""
 
-    # Host name clients are told to connect to (autoconfig); "" means `hostname`.
+    # Host name clients are told to connect to; "": `hostname` (autoconfig on a server whose
+    # mail listeners are all on loopback: their loopback address, the only one that answers).
     host: str = ""
 
-    # Ports clients are told to use.
-    imaps_port: int = 993
-    imap_port: int = 143
-    pop3s_port: int = 995
-    pop3_port: int = 110
-    submissions_port: int = 465
-    submission_port: int = 587
-    # Where autodiscover JSON points Outlook for the XML (https://<host>:<https_port>/...).
-    https_port: int = 443
+    # The IMAP over TLS port clients are told; 0: the `[listen] imaps` listener's port (for
+    # `mailsuite dns` only one on a non-loopback address counts), else 993. The same rule
+    # holds for the ports below.
+    imaps_port: int = 0
+    # The IMAP STARTTLS port clients are told; 0: the `[listen] imap` port, else 143.
+    imap_port: int = 0
+    # The POP3 over TLS port clients are told; 0: the `[listen] pop3s` port, else 995.
+    pop3s_port: int = 0
+    # The POP3 STLS port clients are told; 0: the `[listen] pop3` port, else 110.
+    pop3_port: int = 0
+    # The submission over TLS port clients are told; 0: the `[listen] submissions` port,
+    # else 465.
+    submissions_port: int = 0
+    # The submission STARTTLS port clients are told; 0: the `[listen] submission` port,
+    # else 587.
+    submission_port: int = 0
+    # Where autodiscover JSON points Outlook for the XML (https://<host>:<https_port>/...); 0:
+    # the https listener's port, else 443 (a reverse proxy in front of the http listener).
+    https_port: int = 0
+
+
+# RFC 6186 / RFC 8314 / IANA: the ports clients assume for each kind.
+STANDARD_PORTS = {
+    "imaps": 993,
+    "imap": 143,
+    "pop3s": 995,
+    "pop3": 110,
+    "submissions": 465,
+    "submission": 587,
+    "https": 443,
+}
+
+
+def advertised_port(
+    config: Config, kind: str, bound: dict | None = None, loopback: bool = False
+) -> int:
+    """The port clients are told for `kind`: `[public]`, else the listener's (its bound port
+    from `bound`, kind -> [(host, port)], when the server runs), else the standard one.
+    `loopback`: a listener on a loopback address counts (autoconfig asked by a local client)."""
+    explicit = getattr(config.public, f"{kind}_port")
+    if explicit:
+        return explicit
+    if bound and bound.get(kind):
+        addresses = bound[kind]
+    else:
+        addresses = [parse_listen_address(a) for a in getattr(config.listen, kind)]
+    for host, port in addresses:
+        if port and (loopback or not ipaddress.ip_address(host).is_loopback):
+            return port
+    return STANDARD_PORTS[kind]
+
+
+def advertised_host(config: Config) -> str:
+    """The host name clients are told (autoconfig): `[public] host`, else `hostname`, unless
+    every mail listener is on a loopback address: then that address, which is what answers."""
+    if config.public.host:
+        return config.public.host
+    hosts = [
+        parse_listen_address(a)[0]
+        for kind in STANDARD_PORTS
+        if kind != "https"
+        for a in getattr(config.listen, kind)
+    ]
+    if hosts and all(ipaddress.ip_address(h).is_loopback for h in hosts):
+        return hosts[0]
+    return config.hostname
 
 
 @dataclass(frozen=True)
@@ -244,27 +314,40 @@ class TrustConfig:
     inbound_checks: bool = True
     # Clients not checked (local scripts, content filters re-injecting), as policyd-spf skips.
     skip_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
-    # Action when DMARC fails and the From: domain publishes p=reject / p=quarantine:
-    # "reject" (550 5.7.1), "junk" (deliver to Junk) or "accept" (header only).
+    # Action when DMARC fails and the From: domain publishes p=reject: "reject" (550 5.7.1),
+    # "junk" (deliver to Junk) or "accept" (deliver, with the result in a header only).
     dmarc_reject: str = "reject"
+    # Action when DMARC fails and the From: domain publishes p=quarantine: "reject", "junk" or
+    # "accept", as for `dmarc_reject`.
     dmarc_quarantine: str = "junk"
-    # SPF "fail" (-all) for MAIL FROM or HELO when no DKIM signature passes; "softfail" (~all).
+    # Action on an SPF "fail" (the domain's -all) for MAIL FROM or HELO when no DKIM
+    # signature passes: "reject", "junk" or "accept".
     spf_fail: str = "reject"
+    # Action on an SPF "softfail" (the domain's ~all) when no DKIM signature passes:
+    # "reject", "junk" or "accept".
     spf_softfail: str = "accept"
     # A DNS failure that could change the verdict: "tempfail" (451, sender retries) or "accept".
     dns_failure: str = "tempfail"
-    # DNS servers ("ip", "ip:port", "[v6]:port"); empty: relay.resolvers, then /etc/resolv.conf.
+    # DNS servers for the SPF, DKIM and DMARC lookups ("ip", "ip:port", "[v6]:port");
+    # empty: relay.resolvers, then /etc/resolv.conf.
     resolvers: list[str] = field(default_factory=list)
+    # Seconds to wait for each DNS answer of those checks (then `dns_failure` applies).
     dns_timeout: float = 5.0
-    # Outbound DKIM signing; selectors to sign with (empty: every key under data_dir/dkim/<domain>/).
+    # Sign outbound mail with DKIM.
     dkim_sign: bool = True
+    # Selectors to sign with; empty: every key under data_dir/dkim/<domain>/.
     dkim_selectors: list[str] = field(default_factory=list)
-    # What `mailsuite dns` proposes and the MTA-STS policy served over HTTPS (RFC 8461 §3.2).
+    # The DMARC policy `mailsuite dns` proposes: "none", "quarantine" or "reject".
     dmarc_policy: str = "quarantine"
-    report_address: str = ""  # rua= for DMARC and TLSRPT; empty: postmaster@<domain>
+    # The rua= address for DMARC and TLSRPT reports; empty: postmaster@<domain>.
+    report_address: str = ""
+    # The MTA-STS policy mode served over HTTPS (RFC 8461 §3.2): "enforce", "testing" or
+    # "none".
     mta_sts_mode: str = "testing"
+    # The MTA-STS policy's max_age in seconds (at most 31557600).
     mta_sts_max_age: int = 604800
-    mta_sts_mx: list[str] = field(default_factory=list)  # empty: the public host name
+    # The MX names the MTA-STS policy lists; empty: the public host name.
+    mta_sts_mx: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         actions = ("reject", "junk", "accept")
@@ -302,6 +385,7 @@ class LogConfig:
 
     # "-" for standard output, or a file path (text lines in a file start with the local time,
     # ISO 8601 with milliseconds and UTC offset; on standard output the journal dates them).
+    # Its folder is made (0700) at start if missing.
     file: str = "-"
 
     # "debug", "info", "warn" or "error".
@@ -363,17 +447,36 @@ class Config:
         return self.data_dir / "queue"
 
 
-def config_path(cli_value: str | None) -> Path:
-    """--config wins, then $MAILSUITE_CONFIG, then conf/mailsuite.toml."""
+def config_path(cli_value: str | None) -> Path | None:
+    """--config wins, then $MAILSUITE_CONFIG, then conf/mailsuite.toml if it exists; None:
+    none of them, the embedded default applies."""
     if cli_value:
         return Path(cli_value)
     env = os.environ.get("MAILSUITE_CONFIG")
     if env:
         return Path(env)
-    return DEFAULT_CONFIG
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
-def load_config(path: Path) -> Config:
+def embedded_base() -> Path:
+    """The folder the embedded default's relative paths (data, certificate) are taken in:
+    $XDG_DATA_HOME/mailsuite, else ~/.local/share/mailsuite (XDG Base Directory spec: a
+    relative $XDG_DATA_HOME is invalid and ignored)."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    root = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return root / "mailsuite"
+
+
+def is_embedded(config: Config) -> bool:
+    """True for a Config read from the embedded default."""
+    return config.path == EMBEDDED_CONFIG
+
+
+def load_config(path: Path | None) -> Config:
+    """The config file at `path`, or the embedded default (relative to `embedded_base()`)."""
+    if path is None or path.resolve() == EMBEDDED_CONFIG:
+        data = tomllib.loads(EMBEDDED_CONFIG.read_text(encoding="utf-8"))
+        return config_from_dict(data, base=embedded_base(), path=EMBEDDED_CONFIG)
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -386,7 +489,19 @@ def load_config(path: Path) -> Config:
 
 
 def config_from_dict(data: dict, base: Path, path: Path | None = None) -> Config:
+    """Every path in the config, given or defaulted, is taken relative to `base` (the config
+    file's folder)."""
     cfg = _build(Config, data, "", base)
+    tls_table = data.get("tls") if isinstance(data.get("tls"), dict) else {}
+    if "self_signed" not in tls_table and ("cert" in tls_table or "key" in tls_table):
+        cfg = dataclasses.replace(cfg, tls=dataclasses.replace(cfg.tls, self_signed=False))
+    if cfg.log.file != "-":
+        log_file = os.path.normpath(base / cfg.log.file)
+        cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, file=log_file))
+    ca_file = cfg.relay.smarthost.get("ca_file")
+    if isinstance(ca_file, str) and ca_file:
+        smarthost = dict(cfg.relay.smarthost, ca_file=os.path.normpath(base / ca_file))
+        cfg = dataclasses.replace(cfg, relay=dataclasses.replace(cfg.relay, smarthost=smarthost))
     cfg = dataclasses.replace(cfg, path=path)
     _validate(cfg)
     return cfg
@@ -403,6 +518,10 @@ def _build(cls: type, data: typing.Any, prefix: str, base: Path):
         if key not in names:
             raise ConfigError(dotted, "unknown key")
         kwargs[key] = _convert(hints[key], value, dotted, base)
+    # A table left out is built from its defaults here, so that its paths are resolved too.
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs and f.name in names and dataclasses.is_dataclass(hints[f.name]):
+            kwargs[f.name] = _build(hints[f.name], {}, f"{prefix}.{f.name}".lstrip("."), base)
     obj = cls(**kwargs)
     # Relative paths are relative to the config file's folder, defaults included.
     for f in dataclasses.fields(cls):

@@ -160,7 +160,13 @@ class Delivery:
                 )
         except (OSError, NoSuchFolder) as e:
             self._undo(written)
-            log.error("delivery failed, nothing kept: {err}", err=visible(str(e)))
+            log.error(
+                "delivery of {msgid} from <{sender}> to {to} failed, nothing kept: {err}",
+                msgid=visible(message_id(data)),
+                sender=visible(envelope.mail_from),
+                to=",".join(f"<{visible(r.address)}>" for r in envelope.recipients),
+                err=visible(str(e)),
+            )
             raise TemporaryFailure(str(e)) from e
         notices = self._conclude(envelope, local, report)
         self._send_notices(envelope, data, notices)
@@ -216,12 +222,15 @@ class Delivery:
         msgid = message_id(data) if report.local else "-"
         for mailbox, key in report.local:
             log.info(
-                "delivered {msgid} to {mailbox} from <{sender}> size {size} key {key}",
+                "delivered {msgid} to {mailbox} from <{sender}> size {size} key {key} "
+                "client {ip} helo <{helo}>",
                 msgid=visible(msgid),
                 mailbox=visible(mailbox),
                 sender=visible(envelope.mail_from),
                 key=key,
                 size=len(data),
+                ip=visible(envelope.client_ip or "local"),
+                helo=visible(envelope.helo),
             )
         if report.queue_id:
             log.info(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailsuite.accounts.checker import Authenticator
 from mailsuite.accounts.db import Accounts
@@ -46,6 +46,9 @@ class Services:
     connections: ConnectionLimiter
     imap: ImapState  # what the IMAP sessions of this server share about folders
     pop3: Pop3State  # the POP3 sessions' maildrop locks, login times and listings
+    # kind -> [(host, port)] of the listeners once they listen (app.MailServer): what
+    # autoconfig advertises when `[public]` does not say.
+    listening: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, config: Config, with_tls: bool = True) -> Services:

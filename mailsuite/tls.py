@@ -4,15 +4,21 @@ missing, reloaded on SIGHUP for new connections (certbot renewals) without touch
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
+import ipaddress
 import os
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.interfaces import (
@@ -23,7 +29,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailsuite.config import Config
+from mailsuite.config import Config, TlsConfig
 from mailsuite.durable.modes import make_private_dirs
 
 log = Logger(namespace="mailsuite.tls")
@@ -37,14 +43,46 @@ CIPHERS = (
 
 
 class TlsError(Exception):
-    pass
+    """A certificate or key that cannot be used, said in words an operator can act on."""
 
 
-def make_self_signed(cert_path: Path, key_path: Path, hostname: str) -> str:
-    """Write a self-signed certificate for `hostname` (key mode 0600); returns its SHA-256
-    fingerprint for the log."""
+def certificate_names(config: Config) -> list[str]:
+    """The names a certificate for this server must hold: the host name, the public host name,
+    and every listen address given as a name ("localhost"); listen addresses given as IP
+    addresses are not names a client verifies a server by."""
+    names = [config.hostname]
+    if config.public.host and config.public.host not in names:
+        names.append(config.public.host)
+    for f in dataclasses.fields(config.listen):
+        for address in getattr(config.listen, f.name):
+            host = address.rpartition(":")[0].strip("[]")
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                if host not in ("", "*") and host not in names:
+                    names.append(host)
+    return names
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def make_self_signed(
+    cert_path: Path, key_path: Path, hostname: str, names: Iterable[str] = ()
+) -> str:
+    """Write a self-signed certificate for `hostname` and `names` (key mode 0600); returns its
+    SHA-256 fingerprint for the log.
+
+    It is an end-entity certificate (CA:FALSE, serverAuth): Mozilla's clients refuse a CA
+    certificate used as a server's own (MOZILLA_PKIX_ERROR_CA_CERT_USED_AS_END_ENTITY) even
+    once the user has chosen to trust it."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    sans = [hostname] + [n for n in names if n != hostname]
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -54,8 +92,27 @@ def make_self_signed(cert_path: Path, key_path: Path, hostname: str) -> str:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([_general_name(n) for n in dict.fromkeys(sans)]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     make_private_dirs(key_path.parent)
@@ -76,6 +133,118 @@ def fingerprint(der: bytes) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        raise TlsError(f"permission denied reading the {what} {path}") from None
+    except FileNotFoundError:
+        raise TlsError(f"the {what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise TlsError(f"the {what} {path} is a folder, not a file") from None
+    except OSError as e:
+        raise TlsError(f"cannot read the {what} {path}: {e.strerror}") from None
+
+
+@dataclass(frozen=True)
+class CertificatePair:
+    """A certificate chain and its private key, read and checked (load_certificate_pair)."""
+
+    chain: list[x509.Certificate]
+    key: typing.Any  # a cryptography private key
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return self.chain[0]
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.leaf.public_bytes(serialization.Encoding.DER))
+
+
+def load_certificate_pair(cert_path: Path, key_path: Path) -> CertificatePair:
+    """Read a PEM chain and its key the one way `serve`, SIGHUP and `check` all do; TlsError
+    says what is wrong: unreadable, not PEM, encrypted key, key of another certificate."""
+    cert_data = _read(cert_path, "certificate")
+    key_data = _read(key_path, "key")
+    if b"-----BEGIN CERTIFICATE-----" not in cert_data:
+        raise TlsError(f"{cert_path} is not a PEM certificate (no BEGIN CERTIFICATE block)")
+    try:
+        chain = x509.load_pem_x509_certificates(cert_data)
+    except ValueError as e:
+        raise TlsError(f"{cert_path} is not a PEM certificate: {e}") from None
+    if b"-----BEGIN" not in key_data or b"PRIVATE KEY-----" not in key_data:
+        raise TlsError(f"{key_path} is not a PEM private key (no BEGIN PRIVATE KEY block)")
+    try:
+        key = serialization.load_pem_private_key(key_data, password=None)
+    except TypeError:
+        raise TlsError(
+            f"{key_path} is encrypted with a passphrase; mailsuite needs it without"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise TlsError(f"{key_path} is not a PEM private key: {e}") from None
+    public = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if chain[0].public_key().public_bytes(*public) != key.public_key().public_bytes(*public):
+        raise TlsError(f"the key {key_path} does not match the certificate {cert_path}")
+    return CertificatePair(chain, key)
+
+
+def build_context(pair: CertificatePair, tls_config: TlsConfig) -> SSL.Context:
+    """The server context every TLS listener and STARTTLS uses, from a checked pair."""
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    minimum = SSL.TLS1_3_VERSION if tls_config.min_version == "1.3" else SSL.TLS1_2_VERSION
+    ctx.set_min_proto_version(minimum)
+    options = SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE
+    if not tls_config.session_tickets:
+        options |= SSL.OP_NO_TICKET
+    ctx.set_options(options)
+    ctx.set_cipher_list(CIPHERS.encode())
+    try:
+        ctx.use_certificate(pair.leaf)
+        for extra in pair.chain[1:]:
+            ctx.add_extra_chain_cert(extra)
+        ctx.use_privatekey(pair.key)
+        ctx.check_privatekey()
+    except (SSL.Error, TypeError, ValueError) as e:
+        raise TlsError(f"OpenSSL refused the certificate or key: {e}") from None
+    ctx.set_session_id(b"mailsuite")
+    return ctx
+
+
+@dataclass(frozen=True)
+class CertificateStatus:
+    """What `check` and the start-up summary say about the certificate."""
+
+    cert_path: Path
+    key_path: Path
+    # "loaded" (files present and usable) or "to be made" (a self-signed pair made at start).
+    state: str
+    fingerprint: str = ""
+    self_signed: bool = False
+    not_after: datetime.datetime | None = None
+
+
+def certificate_status(config: Config) -> CertificateStatus:
+    """Check the configured certificate as `serve` would load it, without making anything;
+    TlsError when `serve` would refuse to start."""
+    tls_config = config.tls
+    cert, key = tls_config.cert, tls_config.key
+    if not cert.exists() and not key.exists() and tls_config.self_signed:
+        return CertificateStatus(cert, key, "to be made", self_signed=True)
+    if cert.exists() != key.exists() and tls_config.self_signed:
+        raise TlsError(f"only one of {cert} and {key} exists")
+    pair = load_certificate_pair(cert, key)
+    build_context(pair, tls_config)
+    leaf = pair.leaf
+    return CertificateStatus(
+        cert,
+        key,
+        "loaded",
+        fingerprint=pair.fingerprint(),
+        self_signed=leaf.issuer == leaf.subject,
+        not_after=leaf.not_valid_after_utc,
+    )
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class ReloadableServerOptions:
     """Hands each new connection the current context; `reload()` swaps it."""
@@ -93,46 +262,49 @@ class TlsContexts:
         self.cert_path = config.tls.cert
         self.key_path = config.tls.key
         self.context: SSL.Context | None = None
+        self.made_fingerprint = ""  # set when this start made a self-signed certificate
+        self.fingerprint = ""
         self.ensure_certificate()
         self.reload()
         self._options = ReloadableServerOptions(self)
 
     def ensure_certificate(self) -> None:
+        """Make a self-signed pair when both files are missing and `[tls] self_signed` allows
+        it (the default paths); a configured path that does not exist is an error, never
+        silently replaced (a typo in a Let's Encrypt path must not go unnoticed)."""
         if self.cert_path.exists() and self.key_path.exists():
             return
+        if not self.config.tls.self_signed:
+            missing = self.cert_path if not self.cert_path.exists() else self.key_path
+            what = "certificate" if missing == self.cert_path else "key"
+            raise TlsError(
+                f"the {what} {missing} does not exist (set `[tls] self_signed = true` to make "
+                "a self-signed certificate there)"
+            )
         if self.cert_path.exists() != self.key_path.exists():
             raise TlsError(f"only one of {self.cert_path} and {self.key_path} exists")
-        fp = make_self_signed(self.cert_path, self.key_path, self.config.hostname)
+        names = certificate_names(self.config)
+        fp = make_self_signed(self.cert_path, self.key_path, self.config.hostname, names)
+        self.made_fingerprint = fp
         log.info(
             "made a self-signed certificate for {host} in {path}, SHA-256 fingerprint {fp}",
-            host=self.config.hostname,
+            host=", ".join(names),
             path=str(self.cert_path),
             fp=fp,
         )
 
     def reload(self) -> None:
         """Build a new context from the files; on error keep serving the old one."""
-        ctx = SSL.Context(SSL.TLS_METHOD)
-        minimum = SSL.TLS1_3_VERSION if self.config.tls.min_version == "1.3" else SSL.TLS1_2_VERSION
-        ctx.set_min_proto_version(minimum)
-        options = SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE
-        if not self.config.tls.session_tickets:
-            options |= SSL.OP_NO_TICKET
-        ctx.set_options(options)
-        ctx.set_cipher_list(CIPHERS.encode())
         try:
-            ctx.use_certificate_chain_file(str(self.cert_path))
-            ctx.use_privatekey_file(str(self.key_path))
-            ctx.check_privatekey()
-        except (SSL.Error, OSError) as e:
+            pair = load_certificate_pair(self.cert_path, self.key_path)
+            ctx = build_context(pair, self.config.tls)
+        except TlsError as e:
             if self.context is None:
-                raise TlsError(
-                    f"cannot load certificate {self.cert_path} / key {self.key_path}: {e}"
-                ) from None
+                raise
             log.error("certificate reload failed, keeping the old one: {err}", err=str(e))
             return
-        ctx.set_session_id(b"mailsuite")
         self.context = ctx
+        self.fingerprint = pair.fingerprint()
         log.info("TLS certificate loaded from {path}", path=str(self.cert_path))
 
     def server_options(self) -> ReloadableServerOptions:

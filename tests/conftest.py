@@ -92,7 +92,12 @@ def base_config(root: Path, **overrides) -> dict:
         "data_dir": str(root / "data"),
         # The suite runs as root in containers: `mailsuite serve` refuses that without it.
         "allow_root": True,
-        "tls": {"cert": str(root / "certs" / "mail.pem"), "key": str(root / "certs" / "mail.key")},
+        "tls": {
+            "cert": str(root / "certs" / "mail.pem"),
+            "key": str(root / "certs" / "mail.key"),
+            # A configured path is never made up unless asked for.
+            "self_signed": True,
+        },
         "listen": {kind: ["127.0.0.1:0"] for kind in LISTEN_KINDS},
         "auth": {"plaintext": "never"},
     }

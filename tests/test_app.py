@@ -114,9 +114,16 @@ def test_serve_listens_then_stops_cleanly_with_exit_0(serve, sig):
     assert set(sp.ports) == set(LISTEN_KINDS)
     assert smtp_banner(sp.ports["smtp"]).startswith(b"220 ")
     assert sp.stop(sig) == 0
-    # Each event is one line, "<level> <namespace>: <text>".
-    for line in sp.seen:
+    # Each event is one line, "<level> <namespace>: <text>"; the start-up summary, printed
+    # once before the reactor runs, is the one block of other lines (ending with a blank one).
+    first = next(i for i, line in enumerate(sp.seen) if line.startswith("mailsuite "))
+    end = sp.seen.index("", first)
+    summary = sp.seen[first:end]
+    assert any(line.split()[:2] == ["smtp", f"127.0.0.1:{sp.ports['smtp']}"] for line in summary)
+    for line in sp.seen[:first] + sp.seen[end + 1 :]:
         assert re.match(r"^(debug|info|warn|error|critical) [\w.]+: ", line), line
+    # Twisted's own start/stop chatter is not there.
+    assert not any("starting on" in line or "Closed)" in line for line in sp.seen)
     assert not any("Traceback" in line for line in sp.seen)
     # The listeners are closed.
     with pytest.raises(OSError):
@@ -285,3 +292,26 @@ def test_level_gate_passes_what_twisteds_level_filter_passes():
             reference(dict(event))
         assert ours == theirs, level
         assert ours  # every level lets something through
+
+
+def test_twisteds_legacy_chatter_is_dropped_and_its_errors_kept():
+    """ "SessionFactory starting on 2525", "Starting factory <...>", a DNS query's "(UDP Port N
+    Closed)": Twisted's legacy info lines go; a legacy error (log.err) still reaches the log."""
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+    from twisted.python import log as legacy
+
+    from mailsuite.app import level_gate
+
+    seen: list[dict] = []
+    gate = level_gate(seen.append, LogLevel.debug)
+    globalLogPublisher.addObserver(gate)
+    try:
+        legacy.msg("SessionFactory starting on 2525")
+        legacy.msg("Starting factory <twisted.names.client.Resolver object at 0x7f00>")
+        legacy.msg("(UDP Port 53124 Closed)")
+        legacy.err(RuntimeError("a real problem"), "something broke")
+    finally:
+        globalLogPublisher.removeObserver(gate)
+    texts = [formatEvent(e) for e in seen]
+    assert not any("starting on" in t or "Starting factory" in t or "Closed" in t for t in texts)
+    assert any("something broke" in t for t in texts)

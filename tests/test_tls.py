@@ -3,18 +3,23 @@ is configured (key 0600), and reload() (SIGHUP) swapping the certificate for new
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import ssl
 import stat
+import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailsuite.config import config_from_dict
 from mailsuite.tls import TlsContexts, TlsError, fingerprint, make_self_signed
-from tests.conftest import base_config
+from tests.conftest import base_config, run_cli, toml_dumps
 
 # ssl.TLSVersion.TLSv1(_1) are deprecated: exactly why the test uses them.
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
@@ -89,7 +94,7 @@ def test_unreadable_certificate_is_an_error(tmp_path):
     cfg.tls.cert.parent.mkdir(parents=True)
     cfg.tls.cert.write_text("garbage")
     cfg.tls.key.write_text("garbage")
-    with pytest.raises(TlsError, match="cannot load certificate"):
+    with pytest.raises(TlsError, match="is not a PEM certificate"):
         TlsContexts(cfg)
 
 
@@ -148,3 +153,118 @@ def test_reload_with_broken_files_keeps_serving_the_old_certificate(server_facto
     srv.call(srv.services.tls.reload)
     _, after = handshake(port, ctx)
     assert after == before
+
+
+def test_the_self_signed_certificate_is_an_end_entity_for_every_name(tmp_path):
+    raw = base_config(
+        tmp_path,
+        hostname="mx.tls.test",
+        public={"host": "mail.public.test"},
+        listen={"imaps": ["127.0.0.2:0"], "smtp": ["localhost:0"], "http": ["[::1]:0"]},
+    )
+    cfg = config_from_dict(raw, base=tmp_path)
+    TlsContexts(cfg)
+    cert = x509.load_pem_x509_certificate(cfg.tls.cert.read_bytes())
+    basic = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert basic.value.ca is False and basic.critical
+    usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["mx.tls.test", "mail.public.test", "localhost"]
+    # Listen addresses given as IP addresses are no names: a client reaching the server by
+    # address does not verify it by that address.
+    assert san.get_values_for_type(x509.IPAddress) == []
+
+
+def test_python_verifies_the_self_signed_certificate_as_a_server_certificate(server_factory):
+    """A client that trusts the certificate (as a user who accepted it) verifies the
+    handshake by host name: refused if the certificate were a CA or lacked the name."""
+    srv = server_factory(hostname="mx.verify.test")
+    ctx = ssl.create_default_context(cafile=str(srv.config.tls.cert))
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    with socket.create_connection(("127.0.0.1", srv.port("imaps")), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="mx.verify.test") as tls:
+            assert tls.recv(100).startswith(b"* OK")
+
+
+def test_a_configured_certificate_that_does_not_exist_is_an_error_not_made_up(tmp_path):
+    raw = base_config(tmp_path)
+    del raw["tls"]["self_signed"]
+    cfg = config_from_dict(raw, base=tmp_path)
+    assert cfg.tls.self_signed is False
+    with pytest.raises(TlsError, match=r"certificate .*mail\.pem does not exist"):
+        TlsContexts(cfg)
+    assert not cfg.tls.cert.exists() and not cfg.tls.key.exists()
+    # Left at their defaults, the paths are the self-signed pair's.
+    default = config_from_dict({}, base=tmp_path)
+    assert default.tls.self_signed and default.tls.cert == tmp_path / "certs" / "mail.pem"
+
+
+def write_pair(folder, name: str):
+    make_self_signed(folder / f"{name}.pem", folder / f"{name}.key", f"{name}.test")
+    return folder / f"{name}.pem", folder / f"{name}.key"
+
+
+def broken_sites(tmp_path):
+    """(name, cert, key, the words the operator must read)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cert_a, key_a = write_pair(tmp_path, "a")
+    cert_b, key_b = write_pair(tmp_path, "b")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("this is not a certificate\n")
+    return [
+        ("mismatch", cert_a, key_b, "does not match the certificate"),
+        ("garbage", garbage, key_a, "is not a PEM certificate"),
+        ("key garbage", cert_a, garbage, "is not a PEM private key"),
+        ("missing key", cert_a, tmp_path / "nokey.pem", "nokey.pem does not exist"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_check_and_serve_say_what_is_wrong_with_the_certificate_and_exit_78(tmp_path, index):
+    name, cert, key, words = broken_sites(tmp_path / "pki")[index]
+    raw = base_config(tmp_path, tls={"cert": str(cert), "key": str(key), "self_signed": False})
+    conf = tmp_path / "mailsuite.toml"
+    conf.write_text(toml_dumps(raw))
+    check = run_cli("--config", str(conf), "check")
+    assert check.returncode == 78, (name, check.stdout, check.stderr)
+    assert words in check.stderr.decode(), name
+    served = run_cli("--config", str(conf), "serve")
+    assert served.returncode == 78, (name, served.stdout, served.stderr)
+    assert words in served.stdout.decode() + served.stderr.decode(), name
+    assert "Traceback" not in served.stdout.decode() + served.stderr.decode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start as root and become nobody")
+def test_a_key_the_server_user_cannot_read_is_permission_denied_in_check_and_serve():
+    root = Path(tempfile.mkdtemp(prefix="mailsuite-tls-", dir="/tmp"))
+    try:
+        os.chmod(root, 0o755)
+        cert, key = write_pair(root, "site")  # key 0600, root's: nobody cannot read it
+        cert.chmod(0o644)  # the certificate is public
+        listen = {kind: [] for kind in ("submission", "submissions", "pop3", "pop3s")}
+        listen.update({k: ["127.0.0.1:0"] for k in ("smtp", "imap", "imaps", "http")})
+        raw = base_config(root, tls={"cert": str(cert), "key": str(key)}, listen=listen)
+        raw.update(user="nobody", allow_root=False)
+        raw["tls"]["self_signed"] = False
+        conf = root / "mailsuite.toml"
+        conf.write_text(toml_dumps(raw))
+        for command in ("check", "serve"):
+            result = run_cli("--config", str(conf), command)
+            out = result.stdout.decode() + result.stderr.decode()
+            assert result.returncode == 78, (command, out)
+            assert f"permission denied reading the key {key}" in out, (command, out)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_check_loads_a_good_certificate_as_serve_does(tmp_path):
+    cert, key = write_pair(tmp_path, "good")
+    raw = base_config(tmp_path, tls={"cert": str(cert), "key": str(key)})
+    conf = tmp_path / "mailsuite.toml"
+    conf.write_text(toml_dumps(raw))
+    result = run_cli("--config", str(conf), "check")
+    assert result.returncode == 0, result.stderr
+    der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(Encoding.DER)
+    assert f"certificate {cert}: ok (self-signed" in result.stdout.decode()
+    assert fingerprint(der) in result.stdout.decode()

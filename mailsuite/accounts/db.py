@@ -512,6 +512,7 @@ class Accounts:
         except AccountError:
             return None
         with self._db() as db:
+            address = _login_account(db, address)
             row = db.execute(
                 "SELECT password, enabled, scram FROM users WHERE address=?", (address,)
             ).fetchone()
@@ -563,6 +564,7 @@ class Accounts:
         except AccountError:
             address = address.lower()
         with self._db() as db:
+            address = _login_account(db, address)
             row = db.execute(
                 "SELECT enabled, scram FROM users WHERE address=?", (address,)
             ).fetchone()
@@ -674,3 +676,15 @@ class _Tx:
         if self.depth == 0:
             self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         return False
+
+
+def _login_account(db, address: str) -> str:
+    """The user a login name means, for every protocol's login (passwords and SCRAM): the
+    address itself, else for user+tag@domain the user, as delivery resolves a plus address,
+    so that the name autoconfig hands out (the address typed into the mail program) logs in."""
+    if db.execute("SELECT 1 FROM users WHERE address=?", (address,)).fetchone():
+        return address
+    localpart, _, domain = address.rpartition("@")
+    if "+" in localpart:
+        return localpart.split("+", 1)[0] + "@" + domain
+    return address

@@ -55,6 +55,13 @@ class TransactionCommands:
     """The commands of a mail transaction, for `SmtpSession`."""
 
     def smtp_MAIL(self, arg: str) -> None:
+        try:
+            self._mail(arg)
+        except SmtpReply as e:
+            self._log_refusal("MAIL", e, sender=_path_of(arg))
+            raise
+
+    def _mail(self, arg: str) -> None:
         if self.helo is None:
             raise SmtpReply(503, "5.5.1", "Error: send HELO/EHLO first")
         if self.tx is not None:
@@ -83,6 +90,14 @@ class TransactionCommands:
         self._reply(250, "2.1.0", "Ok")
 
     def smtp_RCPT(self, arg: str) -> None:
+        try:
+            self._rcpt(arg)
+        except SmtpReply as e:
+            sender = self.tx.sender if self.tx is not None else None
+            self._log_refusal("RCPT", e, sender=sender, recipient=_path_of(arg))
+            raise
+
+    def _rcpt(self, arg: str) -> None:
         tx = self.tx
         if tx is None:
             raise SmtpReply(503, "5.5.1", "Error: need MAIL command")
@@ -206,6 +221,14 @@ class TransactionCommands:
     # --- end of message: checks, headers, delivery ---------------------------------------------
 
     def _end_of_message(self) -> None:
+        tx = self.tx
+        try:
+            self._end_of_data()
+        except SmtpReply as e:
+            self._log_refusal("DATA", e, sender=tx.sender, recipients=tx.recipients)
+            raise
+
+    def _end_of_data(self) -> None:
         tx, body = self.tx, self.body
         self.body = None
         self.tx = None
@@ -243,18 +266,25 @@ class TransactionCommands:
                     reason=visible(repr(reason)),
                 )
             log.info(
-                "smtp {ip}: {id} from=<{sender}> nrcpt={n} size={size}",
+                "smtp {ip}: {id} accepted from=<{sender}> to={to} nrcpt={n} size={size} "
+                "helo=<{helo}>",
                 ip=self.client_ip,
                 id=queue_id,
                 sender=visible(tx.sender),
+                to=_addresses(tx.recipients),
                 n=len(tx.recipients),
                 size=len(data),
+                helo=visible(self.helo),
             )
             self.messages_accepted += 1
             self._reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
         def failed(failure):
-            raise _delivery_failure_reply(failure)
+            reply = _delivery_failure_reply(failure, queue_id, tx)
+            self._log_refusal(
+                "DATA", reply, sender=tx.sender, recipients=tx.recipients, size=len(data)
+            )
+            raise reply
 
         self._wait(d.addCallbacks(delivered, failed))
 
@@ -280,6 +310,36 @@ class TransactionCommands:
         elif not found or any(a.lower() not in tx.senders for a in found):
             raise SmtpReply(553, "5.7.1", f"From: header address not owned by user {self.user}")
         return headers.add_missing_headers(data, self.hostname, fields=fields)
+
+    def _log_refusal(
+        self,
+        stage: str,
+        e: SmtpReply,
+        sender: str | None = None,
+        recipient: str | None = None,
+        recipients=(),
+        size: int | None = None,
+    ) -> None:
+        """One line per refused transaction or recipient, as Postfix's smtpd writes it: what
+        was refused, the reply, and who asked (client, HELO, sender, recipient, size). Syntax
+        and sequence errors (500-504) are the client's mistakes, not refused mail: no line."""
+        if e.code < 400 or 500 <= e.code <= 504:
+            return
+        to = f"<{visible(recipient)}>" if recipient is not None else _addresses(recipients)
+        log.info(
+            "smtp {ip}: reject {stage}: {code} {enhanced} {reason}; from=<{sender}> to={to} "
+            "size={size} helo=<{helo}> user={user}",
+            ip=self.client_ip,
+            stage=stage,
+            code=e.code,
+            enhanced=e.enhanced or "-",
+            reason=visible(" / ".join(e.lines)),
+            sender=visible(sender) if sender is not None else "-",
+            to=to or "-",
+            size=size if size is not None else "-",
+            helo=visible(self.helo),
+            user=visible(self.user) if self.user else "-",
+        )
 
 
 def _make_recipient(address: str, notify, orcpt) -> Recipient:
@@ -307,7 +367,18 @@ def _quota_reply(e: QuotaExceeded, text: str) -> SmtpReply:
     return SmtpReply(552, "5.2.2", text)
 
 
-def _delivery_failure_reply(failure: Failure) -> SmtpReply:
+def _path_of(arg: str) -> str:
+    """The <path> of a MAIL/RCPT argument for a log line, as the client wrote it."""
+    _, _, rest = arg.partition(":")
+    path = rest.strip().split(" ", 1)[0] if rest else arg
+    return path.strip().removeprefix("<").removesuffix(">")
+
+
+def _addresses(recipients) -> str:
+    return ",".join(f"<{visible(r.address)}>" for r in recipients)
+
+
+def _delivery_failure_reply(failure: Failure, queue_id: str, tx: Transaction) -> SmtpReply:
     if failure.check(SmtpReply):
         return failure.value
     if failure.check(UnknownRecipient):
@@ -315,7 +386,13 @@ def _delivery_failure_reply(failure: Failure) -> SmtpReply:
         return SmtpReply(550, "5.1.1", "Error: recipient address rejected: User unknown")
     if failure.check(QuotaExceeded):
         return _quota_reply(failure.value, "Error: mailbox full")
-    log.failure("delivery failed", failure)
+    log.failure(
+        "smtp: {id} from=<{sender}> to={to}: delivery failed",
+        failure,
+        id=queue_id,
+        sender=visible(tx.sender),
+        to=_addresses(tx.recipients),
+    )
     # Nothing is half-delivered: delivery fires only when every copy is safe, and a retry of
     # the same message after 451 must not duplicate what was stored.
     return SmtpReply(451, "4.3.0", "Error: temporary failure, try again later")

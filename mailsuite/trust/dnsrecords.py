@@ -16,7 +16,7 @@ from twisted.internet import defer, reactor
 from twisted.python.failure import Failure
 
 from mailsuite.accounts.addresses import BadAddress, parse_domain
-from mailsuite.config import Config
+from mailsuite.config import Config, advertised_port
 from mailsuite.sysexits import EX_CANTCREAT, EX_DATAERR, EX_NOUSER, EX_USAGE
 from mailsuite.trust import mtasts
 from mailsuite.trust.dkim import (
@@ -72,8 +72,14 @@ def required_records(config: Config, domain: str) -> list[DnsRecord]:
     """Every record `domain` needs for mailsuite to receive, send and be found by clients."""
     d = domain.lower().rstrip(".")
     host = config.public_host.rstrip(".")
-    pub = config.public
     rua = f"mailto:{report_address(config, d)}"
+    # MTA-STS policies and Outlook's autodiscover are fetched over HTTPS only (RFC 8461 §3.3).
+    https = (
+        ""
+        if config.listen.https
+        else "; needs HTTPS: add a [listen] https listener, or a reverse proxy serving "
+        "https:// to the http listener"
+    )
     recs = [
         DnsRecord(d, "MX", f"10 {host}", "mail for the domain goes to this server (RFC 5321 §5)"),
         DnsRecord(d, "TXT", "v=spf1 mx -all", "SPF: only the MX hosts send for it (RFC 7208)"),
@@ -88,41 +94,44 @@ def required_records(config: Config, domain: str) -> list[DnsRecord]:
             f"_mta-sts.{d}",
             "TXT",
             mtasts.txt_record(config, d),
-            "MTA-STS policy id (RFC 8461 §3.1)",
+            "MTA-STS policy id (RFC 8461 §3.1)" + https,
         ),
-        DnsRecord(f"mta-sts.{d}", "CNAME", host, "serves the MTA-STS policy over HTTPS"),
+        DnsRecord(f"mta-sts.{d}", "CNAME", host, "serves the MTA-STS policy over HTTPS" + https),
         DnsRecord(
             f"_smtp._tls.{d}", "TXT", f"v=TLSRPTv1; rua={rua}", "TLS failure reports (RFC 8460)"
         ),
         DnsRecord(
             f"_submissions._tcp.{d}",
             "SRV",
-            f"0 1 {pub.submissions_port} {host}",
+            f"0 1 {advertised_port(config, 'submissions')} {host}",
             "submission over TLS (RFC 8314 §5.1)",
         ),
         DnsRecord(
             f"_submission._tcp.{d}",
             "SRV",
-            f"10 1 {pub.submission_port} {host}",
+            f"10 1 {advertised_port(config, 'submission')} {host}",
             "submission with STARTTLS (RFC 6186)",
         ),
         DnsRecord(
-            f"_imaps._tcp.{d}", "SRV", f"0 1 {pub.imaps_port} {host}", "IMAP over TLS (RFC 6186)"
+            f"_imaps._tcp.{d}",
+            "SRV",
+            f"0 1 {advertised_port(config, 'imaps')} {host}",
+            "IMAP over TLS (RFC 6186)",
         ),
         DnsRecord(
             f"_pop3s._tcp.{d}",
             "SRV",
-            f"10 1 {pub.pop3s_port} {host}",
+            f"10 1 {advertised_port(config, 'pop3s')} {host}",
             "POP3 over TLS, after IMAP (RFC 6186 §3.4)",
         ),
         DnsRecord(
             f"_autodiscover._tcp.{d}",
             "SRV",
-            f"0 1 {pub.https_port} {host}",
-            "Outlook autodiscover",
+            f"0 1 {advertised_port(config, 'https')} {host}",
+            "Outlook autodiscover" + https,
         ),
         DnsRecord(f"autoconfig.{d}", "CNAME", host, "Thunderbird autoconfig"),
-        DnsRecord(f"autodiscover.{d}", "CNAME", host, "Outlook autodiscover"),
+        DnsRecord(f"autodiscover.{d}", "CNAME", host, "Outlook autodiscover" + https),
     ]
     return recs
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mailsuite.config import Config
+from mailsuite.config import Config, advertised_host, advertised_port
 
 # RFC 5321 §4.5.3.1.3: a path is at most 256 octets, so an address is at most 254.
 MAX_ADDRESS = 254
@@ -27,7 +27,7 @@ class BadAddress(ValueError):
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """Host name and ports as seen from the internet (config.public, never the bind addresses)."""
+    """Host name and ports clients are told: `[public]`, else what the listeners really use."""
 
     host: str
     imaps_port: int
@@ -39,17 +39,22 @@ class ClientSettings:
     https_port: int
 
     @classmethod
-    def from_config(cls, config: Config) -> ClientSettings:
-        p = config.public
+    def from_config(cls, config: Config, bound: dict | None = None) -> ClientSettings:
+        """From `[public]`, else the listeners this server really has (`bound`: kind ->
+        [(host, port)] once they listen), so that a default setup advertises what answers."""
+
+        def port(kind: str) -> int:
+            return advertised_port(config, kind, bound, loopback=True)
+
         return cls(
-            host=config.public_host,
-            imaps_port=p.imaps_port,
-            imap_port=p.imap_port,
-            pop3s_port=p.pop3s_port,
-            pop3_port=p.pop3_port,
-            submissions_port=p.submissions_port,
-            submission_port=p.submission_port,
-            https_port=p.https_port,
+            host=advertised_host(config),
+            imaps_port=port("imaps"),
+            imap_port=port("imap"),
+            pop3s_port=port("pop3s"),
+            pop3_port=port("pop3"),
+            submissions_port=port("submissions"),
+            submission_port=port("submission"),
+            https_port=port("https"),
         )
 
     def https_url(self, path: str) -> str:

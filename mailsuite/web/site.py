@@ -123,7 +123,7 @@ class ClientSetupResource(resource.Resource):
         super().__init__()
         self.services = services
         self.config = services.config
-        self.settings = ClientSettings.from_config(services.config)
+        self._settings: ClientSettings | None = None
         self.routes: dict[str, tuple[tuple[bytes, ...], Callable[[server.Request], bytes]]] = {
             "/mail/config-v1.1.xml": ((b"GET", b"HEAD"), self.autoconfig),
             "/.well-known/autoconfig/mail/config-v1.1.xml": ((b"GET", b"HEAD"), self.autoconfig),
@@ -132,6 +132,14 @@ class ClientSetupResource(resource.Resource):
             "/apple/mobileconfig": ((b"GET", b"HEAD"), self.apple_profile),
             "/.well-known/mta-sts.txt": ((b"GET", b"HEAD"), self.mta_sts),
         }
+
+    @property
+    def settings(self) -> ClientSettings:
+        """Built at the first request, when every listener has its port (port 0 included)."""
+        if self._settings is None:
+            bound = getattr(self.services, "listening", None)
+            self._settings = ClientSettings.from_config(self.config, bound)
+        return self._settings
 
     # -- dispatch -----------------------------------------------------------------------------
 

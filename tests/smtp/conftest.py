@@ -48,7 +48,11 @@ def _base_config(data_dir: Path, cert_dir: Path, base: Path, sections: dict):
         "hostname": "mx.example.test",
         "domains": ["example.test", "other.test"],
         "data_dir": str(data_dir),
-        "tls": {"cert": str(cert_dir / "mail.pem"), "key": str(cert_dir / "mail.key")},
+        "tls": {
+            "cert": str(cert_dir / "mail.pem"),
+            "key": str(cert_dir / "mail.key"),
+            "self_signed": True,
+        },
         "auth": {"plaintext": "never"},
     }
     for key, value in sections.items():

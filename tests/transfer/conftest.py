@@ -22,7 +22,7 @@ class Site:
         self.conf = root / "mailsuite.toml"
         self.conf.write_text(
             'hostname = "mail.example.test"\ndomains = ["example.test"]\ndata_dir = "data"\n'
-            '[tls]\ncert = "certs/mail.pem"\nkey = "certs/mail.key"\n'
+            '[tls]\ncert = "certs/mail.pem"\nkey = "certs/mail.key"\nself_signed = true\n'
         )
         self.config = load_config(self.conf)
         (root / "data" / "mail").mkdir(parents=True)

@@ -176,3 +176,27 @@ def test_dns_check_reports_missing_and_wrong(admin, zone):
     assert f"DIFFERS  TXT   {DOMAIN}" in out
     assert f"ERROR    TXT   _smtp._tls.{DOMAIN}" in out
     assert 'want: "v=DMARC1; p=reject; rua=mailto:postmaster@example.test"' in out
+
+
+def test_dns_says_the_https_records_need_an_https_listener_or_a_proxy(admin, tmp_path):
+    r = admin("dns", DOMAIN)
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    needs = "needs HTTPS: add a [listen] https listener, or a reverse proxy"
+    for record in (f"_mta-sts.{DOMAIN}.", f"mta-sts.{DOMAIN}.", f"_autodiscover._tcp.{DOMAIN}."):
+        (i,) = [n for n, line in enumerate(lines) if line.startswith(record + " ")]
+        assert needs in lines[i - 1], (record, lines[i - 1])
+    # With an https listener the records stand as they are.
+    conf = tmp_path / "with-https.toml"
+    conf.write_text(
+        f'hostname = "{HOSTNAME}"\ndomains = ["{DOMAIN}"]\ndata_dir = "{tmp_path / "data"}"\n'
+        '[listen]\nhttps = ["127.0.0.1:0"]\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "mailsuite.cli", "--config", str(conf), "dns", DOMAIN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "needs HTTPS" not in r.stdout
