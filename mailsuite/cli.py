@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mailsuite import app
 from mailsuite.accounts.db import AccountError, Accounts
+from mailsuite.acme import admin as acme_admin
 from mailsuite.config import (
     ConfigError,
     ListenConfig,
@@ -43,6 +44,7 @@ SUBCOMMAND_FAMILIES = (
     dnsrecords.add_dns_command,
     dnsrecords.add_dkim_command,
     transfer_admin.add_transfer_commands,
+    acme_admin.add_cert_commands,
 )
 
 DEFAULT_TOML = """\

@@ -1,5 +1,6 @@
 """One TLS setup for every listener: contexts from the configured certificate, self-signed when
-missing, reloaded on SIGHUP for new connections (certbot renewals) without touching open ones.
+missing, reloaded on SIGHUP (certbot renewals) or installed by the ACME client, for new
+connections without touching open ones.
 """
 
 from __future__ import annotations
@@ -7,11 +8,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet import ssl
@@ -87,11 +90,31 @@ class ReloadableServerOptions:
         return SSL.Connection(self._contexts.context, None)
 
 
+# RFC 8737 §6.2: the ALPN protocol ID of the tls-alpn-01 challenge.
+ACME_TLS_ALPN = b"acme-tls/1"
+
+# What answers a tls-alpn-01 validation: server name -> (certificate, key), or None when no
+# challenge is pending for that name.
+AlpnResponder = Callable[[str], "tuple[x509.Certificate, PrivateKeyTypes] | None"]
+
+
 class TlsContexts:
-    def __init__(self, config: Config):
+    """The one server context every TLS listener hands its new connections (implicit TLS and
+    STARTTLS alike). `cert_path`/`key_path` default to `[tls]`; the ACME client passes its own
+    files. With `alpn_responder`, a client offering only the ALPN protocol "acme-tls/1" is
+    answered with the validation certificate the responder returns (RFC 8737 §3)."""
+
+    def __init__(
+        self,
+        config: Config,
+        cert_path: Path | None = None,
+        key_path: Path | None = None,
+        alpn_responder: AlpnResponder | None = None,
+    ):
         self.config = config
-        self.cert_path = config.tls.cert
-        self.key_path = config.tls.key
+        self.cert_path = cert_path or config.tls.cert
+        self.key_path = key_path or config.tls.key
+        self.alpn_responder = alpn_responder
         self.context: SSL.Context | None = None
         self.ensure_certificate()
         self.reload()
@@ -110,8 +133,9 @@ class TlsContexts:
             fp=fp,
         )
 
-    def reload(self) -> None:
-        """Build a new context from the files; on error keep serving the old one."""
+    def build_context(self, cert_path: Path, key_path: Path) -> SSL.Context:
+        """A server context for the pair of files (blocking: it reads them); TlsError when they
+        cannot be used."""
         ctx = SSL.Context(SSL.TLS_METHOD)
         minimum = SSL.TLS1_3_VERSION if self.config.tls.min_version == "1.3" else SSL.TLS1_2_VERSION
         ctx.set_min_proto_version(minimum)
@@ -121,19 +145,49 @@ class TlsContexts:
         ctx.set_options(options)
         ctx.set_cipher_list(CIPHERS.encode())
         try:
-            ctx.use_certificate_chain_file(str(self.cert_path))
-            ctx.use_privatekey_file(str(self.key_path))
+            ctx.use_certificate_chain_file(str(cert_path))
+            ctx.use_privatekey_file(str(key_path))
             ctx.check_privatekey()
         except (SSL.Error, OSError) as e:
+            raise TlsError(f"cannot load certificate {cert_path} / key {key_path}: {e}") from None
+        ctx.set_session_id(b"mailsuite")
+        if self.alpn_responder is not None:
+            ctx.set_alpn_select_callback(self._select_alpn)
+        return ctx
+
+    def _select_alpn(self, conn: SSL.Connection, offered: list[bytes]):
+        """RFC 8737 §3: a validation connection offers "acme-tls/1" and gets the validation
+        certificate for its SNI name; every other connection goes on without ALPN."""
+        if ACME_TLS_ALPN not in offered:
+            return SSL.NO_OVERLAPPING_PROTOCOLS
+        raw = conn.get_servername()
+        pair = self.alpn_responder(raw.decode("ascii", "replace").lower()) if raw else None
+        if pair is None:
+            return SSL.NO_OVERLAPPING_PROTOCOLS
+        cert, key = pair
+        conn.use_certificate(cert)
+        conn.use_privatekey(key)
+        return ACME_TLS_ALPN
+
+    def reload(self) -> None:
+        """Build a new context from the files; on error keep serving the old one."""
+        try:
+            ctx = self.build_context(self.cert_path, self.key_path)
+        except TlsError as e:
             if self.context is None:
-                raise TlsError(
-                    f"cannot load certificate {self.cert_path} / key {self.key_path}: {e}"
-                ) from None
+                raise
             log.error("certificate reload failed, keeping the old one: {err}", err=str(e))
             return
-        ctx.set_session_id(b"mailsuite")
         self.context = ctx
         log.info("TLS certificate loaded from {path}", path=str(self.cert_path))
+
+    def install(self, context: SSL.Context, cert_path: Path, key_path: Path) -> None:
+        """Reactor: serve `context` (built by build_context from these files) to every new
+        connection from now on; open connections keep the context they were made with, and
+        a SIGHUP reloads these files."""
+        self.cert_path, self.key_path = cert_path, key_path
+        self.context = context
+        log.info("TLS certificate now served from {path}", path=str(cert_path))
 
     def server_options(self) -> ReloadableServerOptions:
         return self._options
