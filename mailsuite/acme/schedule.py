@@ -41,7 +41,10 @@ def next_attempt(
 ) -> float:
     """When to try next: now without a certificate (unless a failure's back-off runs), at its
     renewal time otherwise, and never before a failure's back-off has passed."""
-    due = now if not_after is None else renewal_time(not_before or not_after, not_after)
+    if not_after is None:
+        due = now
+    else:
+        due = renewal_time(not_after if not_before is None else not_before, not_after)
     if failures:
         due = max(due, retry_at)
     return due
