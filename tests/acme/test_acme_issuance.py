@@ -12,9 +12,9 @@ from tests.acme.pebble_support import NAMES, issuer_cn, served_certificate, wait
 def san_names(cert) -> list[str]:
     from cryptography import x509
 
-    return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.DNSName
-    )
+    return cert.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName)
 
 
 @pytest.mark.parametrize("challenge", ["http-01", "tls-alpn-01"])
