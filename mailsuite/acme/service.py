@@ -120,14 +120,16 @@ class AcmeService(service.Service):
         try:
             state = self.files.load_state()
             while not self._stopping:
-                forced = self.files.take_renewal_request()
                 now = time.time()
                 due = self._due(now, state)
-                if forced or due <= now:
-                    state = self._attempt(state, forced)
-                    continue
-                self._wake.wait(min(next_wake(now, due) - now, REQUEST_POLL))
-                self._wake.clear()
+                forced = self.files.take_renewal_request()
+                if not forced and due > now:
+                    forced = self._sleep_until(next_wake(now, due))
+                    if self._stopping:
+                        break
+                    if not forced and due > time.time():
+                        continue  # one of the twice-daily checks: look at the certificate again
+                state = self._attempt(state, forced)
         except Exception as e:  # the thread must not die silently: say why ACME stopped
             self._say(
                 "critical",
@@ -137,6 +139,19 @@ class AcmeService(service.Service):
         finally:
             os.close(lock)
             reactor.callFromThread(self._finished, done)
+
+    def _sleep_until(self, wake_at: float) -> bool:
+        """Wait until `wake_at` (the renewal time, or the next of the twice-daily checks)
+        while looking for `cert renew`'s request every REQUEST_POLL; True when one came."""
+        while not self._stopping:
+            if self.files.take_renewal_request():
+                return True
+            left = wake_at - time.time()
+            if left <= 0:
+                return False
+            self._wake.wait(min(left, REQUEST_POLL))
+            self._wake.clear()
+        return False
 
     def _hosts(self) -> list[str]:
         domains = list(self.config.domains)
