@@ -2,8 +2,11 @@
 # certbot deploy hook for mailsuite: install the renewed certificate where the (unprivileged)
 # server can read it, then make the server reload it (SIGHUP through `systemctl reload`).
 #
-# Install:  install -m 0755 conf/certbot-deploy-hook.sh /etc/mailsuite/certbot-deploy-hook.sh
-# Use:      certbot certonly ... --deploy-hook /etc/mailsuite/certbot-deploy-hook.sh
+# Only for certificates from certbot instead of the built-in ACME client ([acme] in the config).
+# Install it first (certbot runs it as soon as it has the first certificate), after the
+# mailsuite user exists (docs/production.md §3, "Alternative: certificates from certbot"):
+#           install -m 0755 conf/certbot-deploy-hook.sh /etc/mailsuite/certbot-deploy-hook.sh
+# Then use: certbot certonly ... --deploy-hook /etc/mailsuite/certbot-deploy-hook.sh
 #           (certbot remembers it for renewals), or copy it into
 #           /etc/letsencrypt/renewal-hooks/deploy/ to run after every certificate's renewal.
 #

@@ -11,6 +11,8 @@ import dataclasses
 import inspect
 import re
 import sys
+import types
+import typing
 from pathlib import Path
 
 from mailsuite import config
@@ -86,6 +88,16 @@ def default_repr(value) -> str:
     return str(value)
 
 
+def optional_table(cls, name: str):
+    """The dataclass of a field typed `Table | None` (a table that is off when absent)."""
+    hint = typing.get_type_hints(cls).get(name)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            if dataclasses.is_dataclass(arg):
+                return arg
+    return None
+
+
 def section(title: str, cls) -> str:
     docs = field_docs(cls)
     instance = cls()
@@ -100,7 +112,7 @@ def section(title: str, cls) -> str:
         ):
             continue
         value = getattr(instance, f.name)
-        if dataclasses.is_dataclass(value):
+        if dataclasses.is_dataclass(value) or optional_table(cls, f.name):
             continue
         text = docs.get(f.name, ("", ""))[1].replace("|", "\\|")
         out.append(f"| `{f.name}` | `{default_repr(value)}` | {text} |")
@@ -113,6 +125,8 @@ def render() -> str:
         value = getattr(config.Config(), f.name)
         if dataclasses.is_dataclass(value):
             parts.append(section(f"[{f.name}]", type(value)))
+        elif table := optional_table(config.Config, f.name):
+            parts.append(section(f"[{f.name}]", table))
     return "".join(parts)
 
 

@@ -244,6 +244,8 @@ class MailServer(service.MultiService):
         relay_runner.build_service(services, services.delivery.deliver_notice).setServiceParent(
             self
         )
+        if services.acme is not None:
+            services.acme.setServiceParent(self)
         self._saver = task.LoopingCall(services.store.save_indexes)
 
     def port(self, kind: str) -> int:

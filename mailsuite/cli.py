@@ -26,6 +26,7 @@ from mailsuite import app
 from mailsuite.accounts.addresses import parse_address, parse_domain
 from mailsuite.accounts.db import AccountError, Accounts
 from mailsuite.accounts.passwordpolicy import check_password
+from mailsuite.acme import admin as acme_admin
 from mailsuite.config import (
     EMBEDDED_CONFIG,
     ConfigError,
@@ -68,6 +69,7 @@ SUBCOMMAND_FAMILIES = (
     dnsrecords.add_dns_command,
     dnsrecords.add_dkim_command,
     transfer_admin.add_transfer_commands,
+    acme_admin.add_cert_commands,
 )
 
 

@@ -371,6 +371,39 @@ class TrustConfig:
             raise ConfigError("trust.mta_sts_max_age", "RFC 8461 allows at most 31557600")
 
 
+# ACME directories known by name (`[acme] directory`).
+ACME_DIRECTORIES = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    """Certificates from an ACME CA (RFC 8555), obtained and renewed by the server itself
+    (mailsuite/acme/, docs/production.md). Without an `[acme]` table ACME is off and `[tls]`
+    names the certificate."""
+
+    # Contact address given to the CA (expiry and policy notices); "" registers without one.
+    email: str = ""
+    # The CA's directory URL, or "letsencrypt" / "letsencrypt-staging" by name.
+    directory: str = "letsencrypt"
+    # Names the certificate covers; empty: `hostname`, plus mta-sts.<domain>, autoconfig.<domain>
+    # and autodiscover.<domain> for each local domain when an http or https listener is on.
+    hosts: list[str] = field(default_factory=list)
+    # PEM file of the CA certificates to trust for the ACME server's HTTPS (a private or test
+    # CA); unset: the system's trusted CAs.
+    ca_file: Path | None = None
+    # "http-01" (answered by the `http` listener, which must be reachable on port 80) or
+    # "tls-alpn-01" (RFC 8737, answered by the TLS listeners; the CA connects to port 443, the
+    # `https` listener).
+    challenge: str = "http-01"
+
+    @property
+    def directory_url(self) -> str:
+        return ACME_DIRECTORIES.get(self.directory, self.directory)
+
+
 @dataclass(frozen=True)
 class AccountsConfig:
     # The shortest password `mailsuite user add` and `user passwd` accept, in characters.
@@ -428,6 +461,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    # Certificates from an ACME CA such as Let's Encrypt; no `[acme]` table: ACME off.
+    acme: AcmeConfig | None = None
     path: Path | None = None
 
     @property
@@ -535,6 +570,10 @@ def _convert(hint, value, key: str, base: Path):
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key, base)
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        tables = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
+        if tables:  # an optional table: present in the file means on
+            return _build(tables[0], value, key, base)
     if hint is Path or (
         origin in (typing.Union, types.UnionType) and Path in typing.get_args(hint)
     ):
@@ -655,6 +694,27 @@ def _validate(cfg: Config) -> None:
             isinstance(sh["ca_file"], str) and os.path.isfile(sh["ca_file"])
         ):
             raise ConfigError("relay.smarthost.ca_file", "must be the path of a PEM file")
+    if cfg.acme is not None:
+        _validate_acme(cfg)
+
+
+def _validate_acme(cfg: Config) -> None:
+    acme = cfg.acme
+    if acme.challenge not in ("http-01", "tls-alpn-01"):
+        raise ConfigError("acme.challenge", 'must be "http-01" or "tls-alpn-01"')
+    if acme.challenge == "http-01" and not cfg.listen.http:
+        raise ConfigError("acme.challenge", "http-01 needs the `http` listener (port 80)")
+    if acme.challenge == "tls-alpn-01" and not cfg.listen.https:
+        raise ConfigError("acme.challenge", "tls-alpn-01 needs the `https` listener (port 443)")
+    if not acme.directory_url.startswith(("https://", "http://")):
+        raise ConfigError(
+            "acme.directory", 'must be an https:// URL, "letsencrypt" or "letsencrypt-staging"'
+        )
+    for i, host in enumerate(acme.hosts):
+        if not host or " " in host or "/" in host or "@" in host:
+            raise ConfigError(f"acme.hosts[{i}]", f"{host!r} is not a host name")
+    if acme.ca_file is not None and not acme.ca_file.is_file():
+        raise ConfigError("acme.ca_file", f"{acme.ca_file} is not a file")
 
 
 def parse_route(text: str, key: str) -> tuple[str, int]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from mailsuite.accounts.checker import Authenticator
 from mailsuite.accounts.db import Accounts
 from mailsuite.accounts.throttle import FailedLoginThrottle
+from mailsuite.acme.service import AcmeService
 from mailsuite.config import Config, ConfigError
 from mailsuite.delivery import Delivery
 from mailsuite.durable import DurableIO
@@ -49,6 +50,7 @@ class Services:
     # kind -> [(host, port)] of the listeners once they listen (app.MailServer): what
     # autoconfig advertises when `[public]` does not say.
     listening: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    acme: AcmeService | None = None  # with [acme]: orders the certificate `tls` serves
 
     @classmethod
     def create(cls, config: Config, with_tls: bool = True) -> Services:
@@ -58,12 +60,14 @@ class Services:
         store = Store(config.mail_dir, io)
         queue = Queue(config.queue_dir, io)
         throttle = FailedLoginThrottle.from_config(config.auth)
+        acme = AcmeService(config, accounts) if with_tls and config.acme is not None else None
+        tls = acme.tls if acme is not None else TlsContexts(config) if with_tls else None
         return cls(
             config=config,
             store=store,
             accounts=accounts,
             authenticator=Authenticator(accounts, throttle),
-            tls=TlsContexts(config) if with_tls else None,
+            tls=tls,
             delivery=Delivery(accounts, store, queue, config.hostname),
             queue=queue,
             connections=ConnectionLimiter(
@@ -71,6 +75,7 @@ class Services:
             ),
             imap=ImapState(),
             pop3=Pop3State(),
+            acme=acme,
         )
 
     def plaintext_auth_allowed(self, secure: bool, client_ip: str) -> bool:

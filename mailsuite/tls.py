@@ -1,5 +1,6 @@
 """One TLS setup for every listener: contexts from the configured certificate, self-signed when
-missing, reloaded on SIGHUP for new connections (certbot renewals) without touching open ones.
+missing, reloaded on SIGHUP (certbot renewals) or installed by the ACME client, for new
+connections without touching open ones.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import hashlib
 import ipaddress
 import os
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet import ssl
@@ -256,11 +258,35 @@ class ReloadableServerOptions:
         return SSL.Connection(self._contexts.context, None)
 
 
+# RFC 8737 §6.2: the ALPN protocol ID of the tls-alpn-01 challenge.
+ACME_TLS_ALPN = b"acme-tls/1"
+
+# What answers a tls-alpn-01 validation: server name -> (certificate, key), or None when no
+# challenge is pending for that name.
+AlpnResponder = Callable[[str], "tuple[x509.Certificate, PrivateKeyTypes] | None"]
+
+
 class TlsContexts:
-    def __init__(self, config: Config):
+    """The one server context every TLS listener hands its new connections (implicit TLS and
+    STARTTLS alike). `cert_path`/`key_path` default to `[tls]`; the ACME client passes its own
+    files, and `self_signed` says whether a missing pair may be made (default: `[tls]
+    self_signed`). With `alpn_responder`, a client offering only the ALPN protocol
+    "acme-tls/1" is answered with the validation certificate the responder returns
+    (RFC 8737 §3)."""
+
+    def __init__(
+        self,
+        config: Config,
+        cert_path: Path | None = None,
+        key_path: Path | None = None,
+        alpn_responder: AlpnResponder | None = None,
+        self_signed: bool | None = None,
+    ):
         self.config = config
-        self.cert_path = config.tls.cert
-        self.key_path = config.tls.key
+        self.cert_path = cert_path or config.tls.cert
+        self.key_path = key_path or config.tls.key
+        self.alpn_responder = alpn_responder
+        self.self_signed = config.tls.self_signed if self_signed is None else self_signed
         self.context: SSL.Context | None = None
         self.made_fingerprint = ""  # set when this start made a self-signed certificate
         self.fingerprint = ""
@@ -274,7 +300,7 @@ class TlsContexts:
         silently replaced (a typo in a Let's Encrypt path must not go unnoticed)."""
         if self.cert_path.exists() and self.key_path.exists():
             return
-        if not self.config.tls.self_signed:
+        if not self.self_signed:
             missing = self.cert_path if not self.cert_path.exists() else self.key_path
             what = "certificate" if missing == self.cert_path else "key"
             raise TlsError(
@@ -293,11 +319,36 @@ class TlsContexts:
             fp=fp,
         )
 
+    def build_context(self, cert_path: Path, key_path: Path) -> SSL.Context:
+        """A server context for the pair of files (blocking: it reads them); TlsError when they
+        cannot be used."""
+        return self._context_for(load_certificate_pair(cert_path, key_path))
+
+    def _context_for(self, pair: CertificatePair) -> SSL.Context:
+        ctx = build_context(pair, self.config.tls)
+        if self.alpn_responder is not None:
+            ctx.set_alpn_select_callback(self._select_alpn)
+        return ctx
+
+    def _select_alpn(self, conn: SSL.Connection, offered: list[bytes]):
+        """RFC 8737 §3: a validation connection offers "acme-tls/1" and gets the validation
+        certificate for its SNI name; every other connection goes on without ALPN."""
+        if ACME_TLS_ALPN not in offered:
+            return SSL.NO_OVERLAPPING_PROTOCOLS
+        raw = conn.get_servername()
+        pair = self.alpn_responder(raw.decode("ascii", "replace").lower()) if raw else None
+        if pair is None:
+            return SSL.NO_OVERLAPPING_PROTOCOLS
+        cert, key = pair
+        conn.use_certificate(cert)
+        conn.use_privatekey(key)
+        return ACME_TLS_ALPN
+
     def reload(self) -> None:
         """Build a new context from the files; on error keep serving the old one."""
         try:
             pair = load_certificate_pair(self.cert_path, self.key_path)
-            ctx = build_context(pair, self.config.tls)
+            ctx = self._context_for(pair)
         except TlsError as e:
             if self.context is None:
                 raise
@@ -306,6 +357,18 @@ class TlsContexts:
         self.context = ctx
         self.fingerprint = pair.fingerprint()
         log.info("TLS certificate loaded from {path}", path=str(self.cert_path))
+
+    def install(self, context: SSL.Context, cert_path: Path, key_path: Path) -> None:
+        """Reactor: serve `context` (built by build_context from these files) to every new
+        connection from now on; open connections keep the context they were made with, and
+        a SIGHUP reloads these files."""
+        self.cert_path, self.key_path = cert_path, key_path
+        self.context = context
+        leaf = SSL.Connection(context, None).get_certificate()
+        if leaf is not None:
+            der = leaf.to_cryptography().public_bytes(serialization.Encoding.DER)
+            self.fingerprint = fingerprint(der)
+        log.info("TLS certificate now served from {path}", path=str(cert_path))
 
     def server_options(self) -> ReloadableServerOptions:
         return self._options

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from mailsuite.acme.challenges import HTTP_CHALLENGE_PREFIX
 from mailsuite.logtext import visible
 from mailsuite.trust.mtasts import mta_sts_policy
 from mailsuite.web import autoconfig, autodiscover, mobileconfig
@@ -158,6 +159,8 @@ class ClientSetupResource(resource.Resource):
             return self._refuse(request, 500, b"Internal error\n")
 
     def _dispatch(self, request: server.Request) -> bytes:
+        if request.path.startswith(HTTP_CHALLENGE_PREFIX.encode()):
+            return self.acme_challenge(request)
         path = unquote(request.path.decode("latin-1")).lower()
         # Outlook asks /autodiscover/autodiscover.json/v1.0/<address>?Protocol=AutodiscoverV1 too.
         if path.startswith("/autodiscover/autodiscover.json/"):
@@ -262,6 +265,19 @@ class ClientSetupResource(resource.Resource):
         name = mobileconfig.filename(address).encode("ascii")
         request.setHeader(b"content-disposition", b'attachment; filename="' + name + b'"')
         return mobileconfig.mobileconfig(self.settings, address)
+
+    def acme_challenge(self, request: server.Request) -> bytes:
+        # RFC 8555 §8.3: the CA fetches the key authorization for its token (case matters, so
+        # the path is not folded); any Host, since the token alone names the challenge.
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            raise HttpError(405, b"Method Not Allowed\n")
+        acme = getattr(self.services, "acme", None)
+        answer = acme.challenges.http_answer(request.path.decode("latin-1")) if acme else None
+        if answer is None:
+            raise HttpError(404)
+        request.setHeader(b"content-type", b"application/octet-stream")
+        return answer.encode("ascii")
 
     def mta_sts(self, request: server.Request) -> bytes:
         # RFC 8461 §3.3: the policy is fetched from https://mta-sts.<domain>/.well-known/...
