@@ -406,6 +406,8 @@ class AcmeConfig:
 
 @dataclass(frozen=True)
 class AccountsConfig:
+    """What the admin command accepts for new accounts (mailsuite/accounts/)."""
+
     # The shortest password `mailsuite user add` and `user passwd` accept, in characters.
     # A password may also not be the user's local part or contain it.
     min_password_length: int = 10

@@ -8,6 +8,9 @@ notes to stderr. A run that could import nothing at all (every message skipped) 
 from __future__ import annotations
 
 import getpass
+import os
+import pwd
+import stat
 import sys
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from mailsuite.sysexits import (
     EX_CANTCREAT,
     EX_DATAERR,
     EX_NOINPUT,
+    EX_NOPERM,
     EX_NOUSER,
     EX_TEMPFAIL,
     EX_USAGE,
@@ -153,6 +157,32 @@ def _finish(progress: Progress, stats: TransferStats, verb: str) -> int:
     return 0
 
 
+def _check_input(path: Path, want_dir: bool) -> None:
+    """Refuse a source that is missing (EX_NOINPUT) or that this process may not read
+    (EX_NOPERM: run as root, the command reads as the owner of the data folder)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise TransferFailed(f"{path}: no such file or directory", EX_NOINPUT) from None
+    except PermissionError:
+        raise TransferFailed(f"{path}: {_denied()}", EX_NOPERM) from None
+    except OSError as e:
+        raise TransferFailed(f"{path}: {e.strerror}", EX_NOINPUT) from None
+    kind_ok = stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)
+    if not kind_ok:
+        raise TransferFailed(f"{path}: not a {'directory' if want_dir else 'file'}", EX_NOINPUT)
+    if not os.access(path, os.R_OK | (os.X_OK if want_dir else 0)):
+        raise TransferFailed(f"{path}: {_denied()}", EX_NOPERM)
+
+
+def _denied() -> str:
+    try:
+        name = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        name = f"uid {os.geteuid()}"
+    return f"permission denied (reading as {name})"
+
+
 def _folder(name: str) -> str:
     try:
         return validate_folder(name)
@@ -163,8 +193,7 @@ def _folder(name: str) -> str:
 @_reported
 def run_import_mbox(ctx) -> int:
     a = ctx.args
-    if not a.file.is_file():
-        raise TransferFailed(f"{a.file}: not a file", EX_NOINPUT)
+    _check_input(a.file, want_dir=False)
     folder = _folder(a.folder)
     try:
         found = count_messages(a.file)
@@ -183,6 +212,7 @@ def run_import_mbox(ctx) -> int:
 @_reported
 def run_import_maildir(ctx) -> int:
     a = ctx.args
+    _check_input(a.path, want_dir=True)
     if not (a.path / "cur").is_dir():
         raise TransferFailed(f"{a.path}: not a Maildir (no cur/ directory)", EX_NOINPUT)
     mailbox = _mailbox(ctx, a.user)
@@ -228,8 +258,7 @@ def run_import_imap(ctx) -> int:
 @_reported
 def run_import_users(ctx) -> int:
     a = ctx.args
-    if not a.file.is_file():
-        raise TransferFailed(f"{a.file}: not a file", EX_NOINPUT)
+    _check_input(a.file, want_dir=False)
     progress = Progress()
     stats = import_users(ctx.accounts, ctx.store, a.file, a.replace, progress)
     progress.finish(stats.summary("imported", "user"))

@@ -65,6 +65,15 @@ def test_admin_commands_as_root_create_files_as_the_data_folders_owner(site, sys
         stdin = b"correct-horse-battery\n" if "--password-stdin" in args else MSG
         result = admin(conf, *args, stdin=stdin)
         assert result.returncode == 0, (args, result.stderr.decode())
+    # A source only root can read is refused in words: the command reads as the account.
+    private = site / "private"
+    private.mkdir(mode=0o700)
+    shutil.copy(mbox, private / "old.mbox")
+    result = admin(
+        conf, "import", "mbox", str(private / "old.mbox"), "--user", "alice@example.test"
+    )
+    assert result.returncode == 77, result.stderr.decode()
+    assert f"permission denied (reading as {system_user.pw_name})" in result.stderr.decode()
     owners = owners_under(data)
     names = {o[0] for o in owners}
     assert {"accounts.sqlite", "mail/example.test/alice/cur", "queue"} <= names
