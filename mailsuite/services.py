@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailsuite.accounts.checker import Authenticator
 from mailsuite.accounts.db import Accounts
@@ -15,6 +15,7 @@ from mailsuite.durable import DurableIO
 from mailsuite.durable.modes import create_private_file, make_private_dirs
 from mailsuite.imap.server_state import ImapState
 from mailsuite.limits import ConnectionLimiter
+from mailsuite.metrics import DISABLED, Metrics
 from mailsuite.pop3.server_state import Pop3State
 from mailsuite.spool.queue import Queue
 from mailsuite.store import Store
@@ -46,6 +47,8 @@ class Services:
     connections: ConnectionLimiter
     imap: ImapState  # what the IMAP sessions of this server share about folders
     pop3: Pop3State  # the POP3 sessions' maildrop locks, login times and listings
+    # Prometheus counters (mailsuite.metrics); DISABLED, counting nothing, with no listener.
+    metrics: Metrics = field(default=DISABLED)
 
     @classmethod
     def create(cls, config: Config, with_tls: bool = True) -> Services:
@@ -55,19 +58,21 @@ class Services:
         store = Store(config.mail_dir, io)
         queue = Queue(config.queue_dir, io)
         throttle = FailedLoginThrottle.from_config(config.auth)
+        metrics = Metrics() if config.listen.metrics else DISABLED
         return cls(
             config=config,
             store=store,
             accounts=accounts,
-            authenticator=Authenticator(accounts, throttle),
+            authenticator=Authenticator(accounts, throttle, metrics=metrics),
             tls=TlsContexts(config) if with_tls else None,
-            delivery=Delivery(accounts, store, queue, config.hostname),
+            delivery=Delivery(accounts, store, queue, config.hostname, metrics=metrics),
             queue=queue,
             connections=ConnectionLimiter(
                 config.limits.connections_total, config.limits.connections_per_ip
             ),
             imap=ImapState(),
             pop3=Pop3State(),
+            metrics=metrics,
         )
 
     def plaintext_auth_allowed(self, secure: bool, client_ip: str) -> bool:

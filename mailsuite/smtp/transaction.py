@@ -251,9 +251,11 @@ class TransactionCommands:
                 size=len(data),
             )
             self.messages_accepted += 1
+            self.services.metrics.message_received(self.kind)
             self._reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
         def failed(failure):
+            self.services.metrics.message_refused(failure.value)
             raise _delivery_failure_reply(failure)
 
         self._wait(d.addCallbacks(delivered, failed))
