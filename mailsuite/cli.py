@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import getpass
 import os
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from mailsuite import app
 from mailsuite.accounts.db import AccountError, Accounts
+from mailsuite.backup import admin as backup_admin
 from mailsuite.config import (
     ConfigError,
     ListenConfig,
@@ -29,6 +31,7 @@ from mailsuite.services import Services, prepare_data_dir
 from mailsuite.store import BadFolderName, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
 from mailsuite.tls import TlsContexts
 from mailsuite.transfer import admin as transfer_admin
+from mailsuite.transfer.progress import Progress
 from mailsuite.trust import dnsrecords
 
 EX_USAGE = 64
@@ -43,6 +46,7 @@ SUBCOMMAND_FAMILIES = (
     dnsrecords.add_dns_command,
     dnsrecords.add_dkim_command,
     transfer_admin.add_transfer_commands,
+    functools.partial(backup_admin.add_backup_commands, progress=Progress),
 )
 
 DEFAULT_TOML = """\
