@@ -28,6 +28,7 @@ from mailsuite.delivery import Envelope, Recipient, TemporaryFailure, UnknownRec
 from mailsuite.durable.modes import UMASK
 from mailsuite.relay import admin as relay_admin
 from mailsuite.services import Services, prepare_data_dir
+from mailsuite.setup import admin as setup_admin
 from mailsuite.store import BadFolderName, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
 from mailsuite.tls import TlsContexts
 from mailsuite.transfer import admin as transfer_admin
@@ -47,6 +48,7 @@ SUBCOMMAND_FAMILIES = (
     dnsrecords.add_dkim_command,
     transfer_admin.add_transfer_commands,
     functools.partial(backup_admin.add_backup_commands, progress=Progress),
+    lambda sub: setup_admin.add_setup_command(sub, become=become_service_user),
 )
 
 DEFAULT_TOML = """\
@@ -432,7 +434,7 @@ def become_service_user(config, folders=(), enterable=()) -> None:
 
 
 # Commands that manage their own privileges (serve) or touch no file (check).
-KEEP_PRIVILEGES = (cmd_init, cmd_serve, cmd_check)
+KEEP_PRIVILEGES = (cmd_init, cmd_serve, cmd_check, setup_admin.run_setup)
 
 
 def main(argv: list[str] | None = None) -> int:
