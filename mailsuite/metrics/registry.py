@@ -112,6 +112,11 @@ class Metrics:
         self._imap_timers: dict[str, Histogram] = {}
         self._local = self._delivered.labels("local")
         self._queued = self._delivered.labels("queued")
+        # Series that alert rules divide or rate() exist from the start, at 0.
+        for result in ("delivered", "temporary", "permanent"):
+            self._relay.labels(result)
+        for reason in (*REFUSAL_REASONS.values(), "error"):
+            self._refused.labels(reason)
 
     # -- events, each called in one line where it happens --------------------------------------
 
