@@ -110,6 +110,7 @@ class Metrics:
         )
         self._listeners: dict[tuple[str, str], bool] = {}
         self._imap_timers: dict[str, Histogram] = {}
+        self._by_kind: dict[str, tuple] = {}
         self._local = self._delivered.labels("local")
         self._queued = self._delivered.labels("queued")
         # Series that alert rules divide or rate() exist from the start, at 0.
@@ -121,11 +122,19 @@ class Metrics:
     # -- events, each called in one line where it happens --------------------------------------
 
     def connected(self, kind: str) -> None:
-        self._connections.labels(kind, "yes" if kind in IMPLICIT_TLS else "no").inc()
-        self._open.labels(kind).inc()
+        children = self._by_kind.get(kind) or self._kind_children(kind)
+        children[0].inc()
+        children[1].inc()
 
     def disconnected(self, kind: str) -> None:
-        self._open.labels(kind).dec()
+        (self._by_kind.get(kind) or self._kind_children(kind))[1].dec()
+
+    def _kind_children(self, kind: str) -> tuple:
+        """A listener kind's connection counter and session gauge, made once."""
+        tls = "yes" if kind in IMPLICIT_TLS else "no"
+        children = (self._connections.labels(kind, tls), self._open.labels(kind))
+        self._by_kind[kind] = children
+        return children
 
     def tls_started(self, kind: str) -> None:
         self._starttls.labels(kind).inc()
