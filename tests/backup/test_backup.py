@@ -7,16 +7,20 @@ from __future__ import annotations
 import imaplib
 import json
 import os
+import pty
 import re
 import smtplib
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 from tests.conftest import (
     DEFAULT_PASSWORD,
+    REPO,
     base_config,
     client_tls_context,
     run_cli,
@@ -215,3 +219,38 @@ def test_restore_refuses_what_is_not_a_backup(tmp_path):
     assert done.returncode == 65
     assert b"not a mailsuite backup" in done.stderr
     assert not (tmp_path / "data" / "mail").exists()
+
+
+def test_backup_draws_a_progress_bar_on_a_terminal_only(server_factory, tmp_path):
+    srv = server_factory()
+    srv.add_user(ALICE)
+    master, slave = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "mailsuite.cli", "--config", str(srv.config_path)]
+            + ["backup", str(tmp_path / "b")],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            timeout=60,
+        )
+        os.close(slave)
+        slave = None
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert done.returncode == 0
+    assert re.search(rb"\rbackup +\[#+\] \d+/\d+", drawn), drawn
+    assert done.stdout.startswith(b"backup ") and b"\r" not in done.stdout
+    piped = srv.cli("backup", str(tmp_path / "c"))
+    assert piped.returncode == 0 and piped.stderr == b""
