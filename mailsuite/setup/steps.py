@@ -17,13 +17,14 @@ import os
 import pwd
 import secrets
 import subprocess
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from mailsuite.accounts.db import Accounts
-from mailsuite.config import Config, load_config
+from mailsuite.config import Config, ConfigError, config_from_dict, load_config
 from mailsuite.durable.modes import make_private_dirs
 from mailsuite.setup.config_text import config_text
 from mailsuite.setup.unit import UnitPaths, unit_text
@@ -207,12 +208,16 @@ def staged_config(request: SetupRequest) -> Config:
 def system_steps(request: SetupRequest, report: SetupReport) -> None:
     """What root does: the user, /etc/mailsuite and the config, the folders, the unit."""
     user = request.user
-    owners = Owners(request, report)
-    ensure_user(request, report)
-    ensure_dir(request, owners, request.etc_dir, "root", user, 0o750)
     text = config_text(
         request.hostname, request.domain, request.admin, request.data_dir, request.log_dir, user
     )
+    try:  # before anything is made: a name the config refuses stops setup here
+        config_from_dict(tomllib.loads(text), base=Path("/"))
+    except ConfigError as e:
+        raise SetupError(f"the config would not load: {e}") from None
+    owners = Owners(request, report)
+    ensure_user(request, report)
+    ensure_dir(request, owners, request.etc_dir, "root", user, 0o750)
     ensure_file(request, owners, request.config_path, text, "root", user, 0o640)
     ensure_dir(request, owners, request.data_dir, user, user, 0o750)
     ensure_dir(request, owners, request.log_dir, user, user, 0o750)

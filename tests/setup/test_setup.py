@@ -225,3 +225,20 @@ def test_setup_without_root_privileges_or_root_dir_is_refused(tmp_path):
     )
     assert done.returncode == 77, done.stderr
     assert b"run it as root, or with --root DIR" in done.stderr
+
+
+def test_a_name_the_config_refuses_stops_setup_before_anything_is_made(tmp_path):
+    done = run_cli(
+        "setup",
+        "--hostname",
+        "mail example org",
+        "--domain",
+        "example.org",
+        "--admin",
+        "you@example.org",
+        "--root",
+        str(tmp_path / "stage"),
+    )
+    assert done.returncode == 64
+    assert b"the config would not load: hostname: must be a host name" in done.stderr
+    assert not (tmp_path / "stage").exists()
