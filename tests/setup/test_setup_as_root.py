@@ -35,8 +35,9 @@ def in_namespace(tmp_path, script: str) -> subprocess.CompletedProcess:
     etc, lib, logs = tmp_path / "etc", tmp_path / "var-lib", tmp_path / "var-log"
     if not etc.exists():
         shutil.copytree("/etc", etc, symlinks=True, ignore_dangling_symlinks=True)
-        lib.mkdir()
-        logs.mkdir()
+        for folder in (lib, logs):
+            folder.mkdir()
+            folder.chmod(0o755)  # as on a system, whatever umask an earlier test left
     mounts = (
         f"mount --bind {etc} /etc && mount --bind {lib} /var/lib && "
         f"mount --bind {logs} /var/log && cd / && "
