@@ -44,6 +44,7 @@ pop3s = []
 imap = []
 imaps = []
 http = []
+metrics = [{metrics}]
 
 [limits]
 connections_total = 1000
@@ -76,10 +77,11 @@ def make_users(conf: Path, users: int) -> None:
         list(pool.map(add, range(1, users + 1)))
 
 
-def start_server(workdir: Path, users: int) -> tuple[subprocess.Popen, int]:
+def start_server(workdir: Path, users: int, metrics: bool = False) -> tuple[subprocess.Popen, int]:
     port = free_port()
     conf = workdir / "mailsuite.toml"
-    conf.write_text(CONFIG.format(port=port, log=workdir / "server.log"))
+    listener = f'"127.0.0.1:{free_port()}"' if metrics else ""
+    conf.write_text(CONFIG.format(port=port, log=workdir / "server.log", metrics=listener))
     make_users(conf, users)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailsuite.cli", "--config", str(conf), "serve"],
@@ -205,6 +207,9 @@ def main() -> int:
     ap.add_argument("--maildir-template", help="with --target: Maildir path with {user}/{addr}")
     ap.add_argument("--server-pid", type=int, help="with --target: pid whose peak RSS to report")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    ap.add_argument(
+        "--metrics", action="store_true", help="with the metrics listener on (counting costs)"
+    )
     args = ap.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-smtp-"))
@@ -219,7 +224,7 @@ def main() -> int:
             pid = args.server_pid
             label = f"{args.target}"
         else:
-            proc, port = start_server(workdir, args.users)
+            proc, port = start_server(workdir, args.users, args.metrics)
             host = "127.0.0.1"
             template = str(workdir / "data" / "mail" / "example.test" / "{user}")
             pid = proc.pid

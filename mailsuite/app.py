@@ -34,12 +34,14 @@ from mailsuite.config import Config, embedded_base, is_embedded, parse_listen_ad
 from mailsuite.durable.modes import UMASK, make_private_dirs
 from mailsuite.imap import server as imap_server
 from mailsuite.limits import raise_fd_limit
+from mailsuite.metrics import DISABLED, Metrics
 from mailsuite.pop3 import server as pop3_server
 from mailsuite.relay import runner as relay_runner
 from mailsuite.services import Services
 from mailsuite.smtp import server as smtp_server
 from mailsuite.tls import TlsError
 from mailsuite.transport import WriteThroughServer
+from mailsuite.web import monitor as web_monitor
 from mailsuite.web import site as web_site
 
 log = Logger(namespace="mailsuite")
@@ -55,6 +57,7 @@ LISTENERS = {
     "imaps": imap_server,
     "http": web_site,
     "https": web_site,
+    "metrics": web_monitor,
 }
 IMPLICIT_TLS = {"submissions", "pop3s", "imaps", "https"}
 # What each listener is for, as the start-up summary says it.
@@ -158,12 +161,22 @@ class ListenerService(service.Service):
     `bound` is a socket `bind_listeners` bound before the process gave up root (ports below
     1024); without it the socket is bound at start."""
 
-    def __init__(self, kind: str, address: str, factory, bound: socket.socket | None = None):
+    def __init__(
+        self,
+        kind: str,
+        address: str,
+        factory,
+        bound: socket.socket | None = None,
+        metrics: Metrics = DISABLED,
+    ):
         self.kind = kind
+        self.address = address
         self.host, self.requested_port = parse_listen_address(address, f"listen.{kind}")
         self.factory = factory
         self.listening = None
         self.bound = bound
+        self.metrics = metrics
+        metrics.listening(kind, address, False)  # /healthz: not up until it listens
 
     @property
     def port(self) -> int:
@@ -181,12 +194,14 @@ class ListenerService(service.Service):
         else:
             self.listening = _Port(self.requested_port, self.factory, 128, self.host, reactor)
         self.listening.startListening()
+        self.metrics.listening(self.kind, self.address, True)
         log.info(
             "listening for {kind} on {host}:{port}", kind=self.kind, host=self.host, port=self.port
         )
 
     def stopService(self):
         super().stopService()
+        self.metrics.listening(self.kind, self.address, False)
         if self.listening is not None:
             return self.listening.stopListening()
 
@@ -238,7 +253,8 @@ class MailServer(service.MultiService):
         for kind in LISTENERS:
             for address in getattr(services.config.listen, kind):
                 sock = bound[kind].pop(0) if bound.get(kind) else None
-                listener = ListenerService(kind, address, build_factory(services, kind), sock)
+                factory = build_factory(services, kind)
+                listener = ListenerService(kind, address, factory, sock, services.metrics)
                 listener.setServiceParent(self)
                 self.listeners.append(listener)
         relay_runner.build_service(services, services.delivery.deliver_notice).setServiceParent(
@@ -247,6 +263,8 @@ class MailServer(service.MultiService):
         if services.acme is not None:
             services.acme.setServiceParent(self)
         self._saver = task.LoopingCall(services.store.save_indexes)
+        if services.metrics.enabled:
+            web_monitor.add_probes(services)
 
     def port(self, kind: str) -> int:
         for listener in self.listeners:

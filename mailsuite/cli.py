@@ -11,6 +11,7 @@ import argparse
 import codecs
 import dataclasses
 import errno
+import functools
 import getpass
 import json
 import os
@@ -27,6 +28,7 @@ from mailsuite.accounts.addresses import parse_address, parse_domain
 from mailsuite.accounts.db import AccountError, Accounts
 from mailsuite.accounts.passwordpolicy import check_password
 from mailsuite.acme import admin as acme_admin
+from mailsuite.backup import admin as backup_admin
 from mailsuite.config import (
     EMBEDDED_CONFIG,
     ConfigError,
@@ -41,6 +43,7 @@ from mailsuite.delivery import Envelope, Recipient, TemporaryFailure, UnknownRec
 from mailsuite.durable.modes import UMASK
 from mailsuite.relay import admin as relay_admin
 from mailsuite.services import Services, prepare_data_dir
+from mailsuite.setup import admin as setup_admin
 from mailsuite.store import BadFolderName, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
 from mailsuite.store.names import validate as validate_folder
 from mailsuite.sysexits import (
@@ -57,6 +60,7 @@ from mailsuite.sysexits import (
 )
 from mailsuite.tls import TlsContexts, TlsError, certificate_status
 from mailsuite.transfer import admin as transfer_admin
+from mailsuite.transfer.progress import Progress
 from mailsuite.trust import dnsrecords
 
 # What a process that found its standard output closed (`mailsuite ... | head`) exits with:
@@ -70,6 +74,8 @@ SUBCOMMAND_FAMILIES = (
     dnsrecords.add_dkim_command,
     transfer_admin.add_transfer_commands,
     acme_admin.add_cert_commands,
+    functools.partial(backup_admin.add_backup_commands, progress=Progress),
+    lambda sub: setup_admin.add_setup_command(sub, become=become_service_user),
 )
 
 
@@ -658,7 +664,7 @@ def _become_data_owner(data_dir: Path) -> None:
 
 
 # Commands that manage their own privileges (serve) or touch no file (check).
-KEEP_PRIVILEGES = (cmd_init, cmd_serve, cmd_check)
+KEEP_PRIVILEGES = (cmd_init, cmd_serve, cmd_check, setup_admin.run_setup)
 
 
 def _os_error_status(e: OSError) -> int:

@@ -67,6 +67,9 @@ class ListenConfig:
     http: list[str] = field(default_factory=lambda: ["127.0.0.1:8080"])
     # The same web endpoints over implicit TLS (certificate from [tls]); empty: none.
     https: list[str] = field(default_factory=list)
+    # Prometheus metrics (/metrics) and the health check (/healthz) over HTTP; empty: off.
+    # Loopback addresses only, unless `metrics.allow_remote` (docs/monitoring.md).
+    metrics: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -414,6 +417,18 @@ class AccountsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The `metrics` listener (docs/monitoring.md)."""
+
+    # Let `listen.metrics` name an address other than loopback: the figures (and /healthz)
+    # then reach whoever can connect, so a firewall or a reverse proxy must guard the port.
+    allow_remote: bool = False
+    # /healthz answers 503 when the certificate the TLS listeners serve expires within this
+    # many days.
+    certificate_days: int = 7
+
+
+@dataclass(frozen=True)
 class LogConfig:
     # "text" or "json" (one JSON object per line).
     format: str = "text"
@@ -465,6 +480,7 @@ class Config:
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     # Certificates from an ACME CA such as Let's Encrypt; no `[acme]` table: ACME off.
     acme: AcmeConfig | None = None
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     path: Path | None = None
 
     @property
@@ -649,6 +665,12 @@ def _validate(cfg: Config) -> None:
     for f in dataclasses.fields(ListenConfig):
         for i, addr in enumerate(getattr(cfg.listen, f.name)):
             parse_listen_address(addr, f"listen.{f.name}[{i}]")
+    for i, addr in enumerate(cfg.listen.metrics):
+        host = parse_listen_address(addr)[0]
+        if not (cfg.metrics.allow_remote or ipaddress.ip_address(host).is_loopback):
+            raise ConfigError(
+                f"listen.metrics[{i}]", "loopback only, unless metrics.allow_remote = true"
+            )
     for key in ("user", "group"):
         name = getattr(cfg, key)
         if name and (name != name.strip() or ":" in name or "\n" in name):

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from mailsuite.accounts.db import Accounts
 from mailsuite.logtext import visible
+from mailsuite.metrics import DISABLED, Metrics
 from mailsuite.spool import bounce
 from mailsuite.spool.queue import Queue, QueuedRecipient, QueueEntry
 from mailsuite.store import Mailbox, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
@@ -77,7 +78,15 @@ def message_id(data: bytes) -> str:
 
 
 class Delivery:
-    def __init__(self, accounts: Accounts, store: Store, queue: Queue, hostname: str = "localhost"):
+    def __init__(
+        self,
+        accounts: Accounts,
+        store: Store,
+        queue: Queue,
+        hostname: str = "localhost",
+        metrics: Metrics = DISABLED,
+    ):
+        self.metrics = metrics
         self.accounts = accounts
         self.store = store
         self.queue = queue
@@ -112,6 +121,7 @@ class Delivery:
         warmed), the copies are written by _store in the durable-I/O service's pool, then
         the delivery is logged and IDLE sessions are told, back on the reactor (log lines
         written from the pool cost the pool's threads and the reactor each other's GIL)."""
+        started = time.monotonic()
         try:
             routed = self._route(envelope)
         except Exception:
@@ -119,6 +129,7 @@ class Delivery:
         d = self.store.io.submit(self._store, envelope, data, routed)
 
         def notify(report: DeliveryReport):
+            self.metrics.delivered(len(report.local), report.queue_id is not None, started)
             self._log(envelope, data, report, len(routed[1]))
             for mailbox, _ in report.local:
                 self.store.notify_delivery(mailbox, envelope.folder)

@@ -16,6 +16,7 @@ from mailsuite.durable import DurableIO
 from mailsuite.durable.modes import create_private_file, make_private_dirs
 from mailsuite.imap.server_state import ImapState
 from mailsuite.limits import ConnectionLimiter
+from mailsuite.metrics import DISABLED, Metrics
 from mailsuite.pop3.server_state import Pop3State
 from mailsuite.spool.queue import Queue
 from mailsuite.store import Store
@@ -51,6 +52,8 @@ class Services:
     # autoconfig advertises when `[public]` does not say.
     listening: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     acme: AcmeService | None = None  # with [acme]: orders the certificate `tls` serves
+    # Prometheus counters (mailsuite.metrics); DISABLED, counting nothing, with no listener.
+    metrics: Metrics = field(default=DISABLED)
 
     @classmethod
     def create(cls, config: Config, with_tls: bool = True) -> Services:
@@ -62,13 +65,14 @@ class Services:
         throttle = FailedLoginThrottle.from_config(config.auth)
         acme = AcmeService(config, accounts) if with_tls and config.acme is not None else None
         tls = acme.tls if acme is not None else TlsContexts(config) if with_tls else None
+        metrics = Metrics() if config.listen.metrics else DISABLED
         return cls(
             config=config,
             store=store,
             accounts=accounts,
-            authenticator=Authenticator(accounts, throttle),
+            authenticator=Authenticator(accounts, throttle, metrics=metrics),
             tls=tls,
-            delivery=Delivery(accounts, store, queue, config.hostname),
+            delivery=Delivery(accounts, store, queue, config.hostname, metrics=metrics),
             queue=queue,
             connections=ConnectionLimiter(
                 config.limits.connections_total, config.limits.connections_per_ip
@@ -76,6 +80,7 @@ class Services:
             imap=ImapState(),
             pop3=Pop3State(),
             acme=acme,
+            metrics=metrics,
         )
 
     def plaintext_auth_allowed(self, secure: bool, client_ip: str) -> bool:

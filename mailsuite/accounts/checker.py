@@ -19,6 +19,7 @@ from mailsuite.accounts.db import Accounts
 from mailsuite.accounts.scram_keys import ScramKeys
 from mailsuite.accounts.throttle import FailedLoginThrottle, client_network
 from mailsuite.logtext import token
+from mailsuite.metrics import DISABLED, Metrics
 
 log = Logger(namespace="mailsuite.auth")
 
@@ -86,26 +87,43 @@ class Authenticator:
     connections at once with the right password gets them all (after the first, from the
     verification cache)."""
 
-    def __init__(self, accounts: Accounts, throttle: FailedLoginThrottle, clock=None):
+    def __init__(
+        self,
+        accounts: Accounts,
+        throttle: FailedLoginThrottle,
+        clock=None,
+        metrics: Metrics = DISABLED,
+    ):
         self.accounts = accounts
         self.throttle = throttle
+        self.metrics = metrics
         self.clock = default_reactor if clock is None else clock
         self.portal = portal.Portal(MailRealm(), [AccountsChecker(accounts)])
         # (client network, account) -> attempts waiting for the one being verified
         self._in_flight: dict[tuple[str, str], list[defer.Deferred]] = {}
 
-    def login(self, username: str, password: str, client_ip: str, protocol: str) -> defer.Deferred:
+    def login(
+        self,
+        username: str,
+        password: str,
+        client_ip: str,
+        protocol: str,
+        mechanism: str = "command",
+    ) -> defer.Deferred:
         """Deferred firing with the user's canonical address, or failing with AuthFailed /
-        AuthThrottled."""
+        AuthThrottled. `mechanism` names the SASL mechanism for the metrics ("command": IMAP
+        LOGIN, POP3 USER/PASS)."""
         key = (client_network(client_ip), username.lower())
         held = self._enter(
             key,
             username,
             client_ip,
             protocol,
-            lambda: self.login(username, password, client_ip, protocol),
+            lambda: self.login(username, password, client_ip, protocol, mechanism),
         )
         if held is not None:
+            if held.called:  # refused by the throttle (a waiter is counted when its turn comes)
+                self.metrics.login(mechanism, "throttled")
             return held
         creds = credentials.UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
         d = self.portal.login(creds, None, IMailUser)
@@ -113,6 +131,7 @@ class Authenticator:
         def ok(result):
             _, address, _ = result
             self.throttle.finish(client_ip, username, ok=True)
+            self.metrics.login(mechanism, "ok")
             log.info(
                 "{protocol} login {user} from {ip}",
                 protocol=protocol,
@@ -124,6 +143,7 @@ class Authenticator:
         def failed(failure):
             failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials)
             self.throttle.finish(client_ip, username, ok=False)
+            self.metrics.login(mechanism, "failed")
             log.info(
                 "{protocol} login failed for {user} from {ip}",
                 protocol=protocol,
@@ -231,6 +251,7 @@ class ScramAttempt:
         ok = ok and self.address is not None
         authn.throttle.finish(self.client_ip, self.username, ok=ok)
         authn._next_turn(self._key)
+        authn.metrics.login("SCRAM-SHA-256", "ok" if ok else "failed")
         if ok:
             log.info(
                 "{protocol} login {user} from {ip}",

@@ -85,6 +85,7 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
             except OSError:
                 pass
         self.transport.registerProducer(self._gate, True)
+        self.services.metrics.connected(self.kind)
         self.session = Session(self.services, self.services.imap, self, self.kind, ip)
         if not self._admit(ip):
             return
@@ -93,6 +94,7 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
 
     def connectionLost(self, reason=None):
         self.closed = True
+        self.services.metrics.disconnected(self.kind)
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = None

@@ -10,6 +10,7 @@ written its tagged reply, so STARTTLS and COMPRESS change the stream between two
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from twisted.internet import defer
@@ -136,6 +137,7 @@ class Session:
         self.sasl = None  # the AUTHENTICATE dialogue while it runs (aborted if the client goes)
         self.compressed = False
         self.bad_commands = 0
+        self.command_started = 0.0  # time.monotonic() when the running command began
         self.busy = False  # a command's Deferred has not fired yet
         self.current: Command | None = None  # the command running (or the last one)
         self._out: list[bytes] = []
@@ -368,6 +370,7 @@ class Session:
         """Run one command; returns a Deferred when it completes later, else None."""
         spec = COMMANDS.get(cmd.name)
         self.current = cmd
+        self.command_started = time.monotonic()
         try:
             if spec is None:
                 raise ImapBad("Unknown command " + cmd.name[:40])
@@ -398,6 +401,7 @@ class Session:
             text = result
         self.send(R.tagged(cmd.tag, "OK", text, code))
         self.flush()
+        self.services.metrics.imap_command(spec.name, self.command_started)
         self.bad_commands = 0 if cmd.name != "NOOP" else self.bad_commands
 
     def _finish_error(self, cmd: Command, error: BaseException) -> None:

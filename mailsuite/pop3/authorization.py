@@ -66,6 +66,7 @@ class AuthorizationCommands:
         self.user = None
         self._write([ok("Begin TLS negotiation now.")])
         self.conn.start_tls()
+        self.services.metrics.tls_started(self.kind)
 
     def _utf8(self, args):
         # RFC 6856 §2: only in AUTHORIZATION; afterwards names and text may be UTF-8.

@@ -48,6 +48,7 @@ class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         client_ip = getattr(peer, "host", "") or ""
+        self.services.metrics.connected(self.kind)
         self.session.connected(client_ip)
         try:
             self.transport.setTcpNoDelay(True)
@@ -62,6 +63,7 @@ class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
 
     def connectionLost(self, reason=connectionDone) -> None:
         self.setTimeout(None)
+        self.services.metrics.disconnected(self.kind)
         # Under TLS the transport's producer wrapper and this protocol refer to each other.
         self._unregister()
         if self._turn is not None and self._turn.active():

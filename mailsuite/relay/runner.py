@@ -402,6 +402,7 @@ class QueueRunner(service.Service):
                 o.remote_mta,
                 now,
             )
+            self.services.metrics.relay_attempt(o.result)
             if o.result == "delivered":
                 r.state = DELIVERED
             elif o.result == "permanent":

@@ -154,6 +154,7 @@ class SaslDialogue:
         self._protocol = protocol
         self._plaintext_allowed = plaintext_allowed
         self._mechanism: Mechanism | None = None
+        self._mechanism_name = ""  # the mechanism started, for the login metrics
         self._attempt: ScramAttempt | None = None  # SCRAM, from the key lookup to the verdict
         self._address: str | None = None  # SCRAM: the proof was right
         self._ended = False
@@ -171,6 +172,7 @@ class SaslDialogue:
             return UnknownMechanism(name)
         if not self._plaintext_allowed:
             return EncryptionRequired()
+        self._mechanism_name = mech.name
         decoded = None
         if initial is not None:
             decoded = decode_response(initial)
@@ -258,5 +260,9 @@ class SaslDialogue:
                 return defer.fail(AuthFailed("authentication failed"))
             return defer.succeed(credentials.address)
         return self._authenticator.login(
-            credentials.username, credentials.password, self._client_ip, self._protocol
+            credentials.username,
+            credentials.password,
+            self._client_ip,
+            self._protocol,
+            self._mechanism_name,
         )

@@ -46,6 +46,7 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
         except (AttributeError, OSError):
             pass
         session = self.session
+        self.services.metrics.connected(self.kind)
         session.connected(client_ip, self.kind == "submissions" or is_secure(self.transport))
         self.transport.registerProducer(self, True)
         self._producing = True
@@ -60,6 +61,7 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
 
     def connectionLost(self, reason: Failure = None) -> None:
         self.setTimeout(None)
+        self.services.metrics.disconnected(self.kind)
         self.session.connection_lost()
         # Under TLS the transport's producer wrapper and this protocol refer to each other.
         if self._producing:

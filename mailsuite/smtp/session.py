@@ -397,6 +397,7 @@ class SmtpSession(AuthCommands, TransactionCommands):
                 n=len(dropped),
             )
         self.conn.start_tls()
+        self.services.metrics.tls_started(self.kind)
         # RFC 3207 §4.2: forget everything learnt before TLS.
         self.secure = True
         self.helo = None

@@ -277,9 +277,11 @@ class TransactionCommands:
                 helo=visible(self.helo),
             )
             self.messages_accepted += 1
+            self.services.metrics.message_received(self.kind)
             self._reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
         def failed(failure):
+            self.services.metrics.message_refused(failure.value)
             reply = _delivery_failure_reply(failure, queue_id, tx)
             self._log_refusal(
                 "DATA", reply, sender=tx.sender, recipients=tx.recipients, size=len(data)

@@ -35,6 +35,7 @@ def starttls(session, cmd):
     session.send(R.tagged(cmd.tag, "OK", "Begin TLS negotiation now"))
     session.flush()
     session.protocol.start_tls()
+    session.services.metrics.tls_started(session.kind)
     return R.ALREADY_ANSWERED
 
 
