@@ -3,7 +3,8 @@
 A fenced block whose info string is `sh test` (or `python test`) in README.md or docs/*.md is
 runnable: the blocks of one page run in order, each as its own `bash -e -o pipefail` script
 (or Python program), against a real `mailsuite serve` that this test starts first. Blocks that
-cannot run here (root, real DNS, systemd, a second foreground server) stay plain `sh`.
+cannot run here (root, real DNS, systemd, a second foreground server) stay plain `sh`; blocks
+that need a harness of their own name it (`sh test-acme`: tests/acme, against pebble).
 
 How the docs and the test meet, without any substitution in the text:
 - The docs use the embedded default: `mailsuite` with no `--config`, the default loopback ports

@@ -1,4 +1,4 @@
-"""The shell blocks of docs/production.md's certificate section marked ```sh test run as
+"""The shell blocks of docs/production.md's certificate section marked ```sh test-acme run as
 written against a local server that has its certificate from a real ACME CA (pebble)."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ def certificate_section_blocks() -> list[str]:
     text = DOC.read_text()
     start = text.index("## 3. Certificates")
     end = text.index("\n## ", start + 1)
-    return re.findall(r"^```sh test\n(.*?)^```", text[start:end], re.S | re.M)
+    return re.findall(r"^```sh test-acme\n(.*?)^```", text[start:end], re.S | re.M)
 
 
 def test_certificate_section_sh_test_blocks_run_against_a_local_server(acme_pair, tmp_path):
     blocks = certificate_section_blocks()
-    assert blocks, "the certificate section has no ```sh test block"
+    assert blocks, "the certificate section has no ```sh test-acme block"
     pebble, server = acme_pair("http-01")
     wait_for_issuer(server.https, "Pebble", timeout=60)
     bin_dir = tmp_path / "bin"
