@@ -9,6 +9,7 @@ runs it on the reactor thread.
 from __future__ import annotations
 
 import os
+import selectors
 import ssl
 import subprocess
 import sys
@@ -172,6 +173,18 @@ def run_cli(
         env=full_env,
         timeout=60,
     )
+
+
+def ready(sock, writing: bool, timeout: float) -> tuple[bool, bool]:
+    """(readable, writable) of a socket within `timeout`: select() cannot watch a descriptor
+    numbered 1024 or more, which a long test run reaches, so this uses the selectors module."""
+    events = selectors.EVENT_READ | (selectors.EVENT_WRITE if writing else 0)
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, events)
+        got = 0
+        for _, mask in sel.select(timeout):
+            got |= mask
+    return bool(got & selectors.EVENT_READ), bool(got & selectors.EVENT_WRITE)
 
 
 def client_tls_context() -> ssl.SSLContext:

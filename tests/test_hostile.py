@@ -3,7 +3,6 @@ another waiting, and a client that never reads cannot make the process grow."""
 
 from __future__ import annotations
 
-import select
 import socket
 import ssl
 import threading
@@ -11,7 +10,7 @@ import time
 import zlib
 from pathlib import Path
 
-from tests.conftest import DEFAULT_PASSWORD, client_tls_context, run_cli
+from tests.conftest import DEFAULT_PASSWORD, client_tls_context, ready, run_cli
 from tests.test_app import ServeProcess
 
 USER = "alice@example.test"
@@ -69,7 +68,7 @@ def compress_flood(port: int, stop: threading.Event) -> None:
     out = memoryview(out + comp.flush(zlib.Z_SYNC_FLUSH))
     sock.setblocking(False)
     while not stop.is_set():
-        readable, writable, _ = select.select([sock], [sock] if out else [], [], 0.2)
+        readable, writable = ready(sock, bool(out), 0.2)
         try:
             if readable or sock.pending():
                 if not sock.recv(65536):
@@ -106,7 +105,7 @@ def send_without_reading(port: int, data: bytes) -> None:
     out = memoryview(data)
     quiet = time.monotonic()
     while out and time.monotonic() - quiet < 2:
-        select.select([], [sock], [], 0.5)
+        ready(sock, True, 0.5)
         try:
             sent = sock.send(out[:65536])
         except BlockingIOError:

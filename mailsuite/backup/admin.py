@@ -24,13 +24,23 @@ def add_backup_commands(subparsers, progress=None) -> None:
         help="copy the data folder into a new snapshot in DEST while the server runs "
         "(messages already in DEST's last snapshot are hard-linked, not copied again)",
     )
-    s.add_argument("dest", type=Path, metavar="DEST")
+    s.add_argument(
+        "dest",
+        type=Path,
+        metavar="DEST",
+        help="the backup folder (made if missing; may hold earlier snapshots)",
+    )
     s.set_defaults(func=run_backup, progress_class=progress)
     s = subparsers.add_parser(
         "restore",
         help="put a backup (DEST, or one snapshot in it) back into an empty data folder",
     )
-    s.add_argument("src", type=Path, metavar="SRC")
+    s.add_argument(
+        "src",
+        type=Path,
+        metavar="SRC",
+        help="a backup folder (its latest snapshot) or one snapshot in it",
+    )
     s.set_defaults(func=run_restore, progress_class=progress)
 
 

@@ -18,7 +18,7 @@ from twisted.internet import reactor
 from mailsuite.app import build_factory
 from mailsuite.config import config_from_dict
 from mailsuite.services import Services
-from tests.conftest import ensure_reactor, on_reactor
+from tests.conftest import ensure_reactor, on_reactor, ready
 
 PASSWORD = "s3cret-pw"
 
@@ -158,7 +158,6 @@ class Wire:
         """Write `data` and read `n` replies at the same time, in one thread: an SSL socket
         must not be read and written from two threads at once (OpenSSL state is not
         thread-safe), and the server may stop reading until its replies are read."""
-        import select
         import ssl
         import time
 
@@ -173,9 +172,7 @@ class Wire:
                         f"{len(out)} bytes unsent, {self.buf.count(crlf)} lines read"
                     )
                 pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
-                readable, writable, _ = select.select(
-                    [self.sock], [self.sock] if out else [], [], 1
-                )
+                readable, writable = ready(self.sock, bool(out), 1)
                 if readable or pending:
                     try:
                         chunk = self.sock.recv(65536)
