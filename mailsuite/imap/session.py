@@ -169,7 +169,13 @@ class Session:
 
     @property
     def utf8(self) -> bool:
-        return "UTF8=ACCEPT" in self.enabled
+        # RFC 9051 §5.1: IMAP4rev2 mailbox names and strings are UTF-8
+        return "UTF8=ACCEPT" in self.enabled or "IMAP4REV2" in self.enabled
+
+    @property
+    def rev2(self) -> bool:
+        """ENABLE IMAP4rev2 was given: RFC 9051's behaviour (appendix E) from now on."""
+        return "IMAP4REV2" in self.enabled
 
     def plaintext_allowed(self) -> bool:
         """Password logins in the clear: only over TLS unless policy allows loopback."""

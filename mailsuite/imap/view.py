@@ -118,7 +118,8 @@ class SelectedView:
                 raise ImapBad("Invalid message sequence number")
 
     def flags_of(self, msg) -> frozenset[str]:
-        if msg.uid in self.recent:
+        # RFC 9051 appendix E: IMAP4rev2 has no \Recent
+        if msg.uid in self.recent and not self.session.rev2:
             return msg.flags | {"\\Recent"}
         return msg.flags
 
@@ -171,7 +172,8 @@ class SelectedView:
                 )
                 self.recent.update(unclaimed & {m.uid for m in fresh})
                 out.append(b"* %d EXISTS\r\n" % len(self.messages))
-                out.append(b"* %d RECENT\r\n" % len(self.recent))
+                if not self.session.rev2:
+                    out.append(b"* %d RECENT\r\n" % len(self.recent))
         if self.pending_flags:
             uids = sorted(self.pending_flags)
             self.pending_flags = set()

@@ -227,3 +227,37 @@ def test_replace_appends_the_new_message_then_expunges_the_old(imap_server):
     assert r.until_tagged(b"u")[-1].startswith(b"u NO"), "replacing nothing"
     assert r.cmd(b"STATUS Drafts2 (MESSAGES)")[0].endswith(b"(MESSAGES 2)")
     r.close()
+
+
+def test_imap4rev2_after_enable(imap_server):
+    # RFC 9051 appendix E: no \Recent or RECENT, SELECT sends a LIST of the mailbox and no
+    # UNSEEN, SEARCH answers with ESEARCH, mailbox names are UTF-8, [CLOSED] on reselect.
+    assert {"IMAP4REV1", "IMAP4REV2"} <= _caps(imap_server)  # imaplib upper-cases them
+    c = connect(imap_server)
+    assert c.append("INBOX", None, None, message(1))[0] == "OK"
+    assert c.append("INBOX", None, None, message(2))[0] == "OK"
+    c.logout()
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    assert r.cmd(b"ENABLE IMAP4rev2")[0] == b"* ENABLED IMAP4rev2"
+    out = r.cmd(b"SELECT INBOX")
+    assert b'* LIST () "/" INBOX' in out, out
+    assert not any(x.endswith(b" RECENT") or b"[UNSEEN " in x for x in out), out
+    assert b"\\Recent" not in b"".join(r.cmd(b"FETCH 1:* FLAGS")), "no \\Recent in IMAP4rev2"
+    assert r.cmd(b"SEARCH ALL")[0] == b'* ESEARCH (TAG "t") ALL 1:2'
+    assert r.cmd(b"UID SEARCH DELETED")[0] == b'* ESEARCH (TAG "t") UID'
+    assert r.cmd('CREATE "Entwürfe"'.encode())[-1].startswith(b"t OK")
+    out = r.cmd(b'LIST "" "Entw*"')
+    assert out[0] == '* LIST (\\HasNoChildren) "/" "Entwürfe"'.encode(), out
+    out = r.cmd('SELECT "Entwürfe"'.encode())
+    assert out[0] == b"* OK [CLOSED] Previous mailbox closed", out
+    assert '* LIST () "/" "Entwürfe"'.encode() in out, out
+    r.close()
+    # a session that did not enable it keeps IMAP4rev1's behaviour
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    out = r.cmd(b"SELECT INBOX")
+    assert any(x.endswith(b" RECENT") for x in out) and not any(b"* LIST" in x for x in out)
+    assert r.cmd(b"SEARCH ALL")[0] == b"* SEARCH 1 2"
+    assert b"Entw&APw-rfe" in b"".join(r.cmd(b'LIST "" "Entw*"'))
+    r.close()

@@ -1,4 +1,5 @@
-"""ENABLE (RFC 5161): CONDSTORE, QRESYNC (RFC 7162) and UTF8=ACCEPT (RFC 6855)."""
+"""ENABLE (RFC 5161): CONDSTORE, QRESYNC (RFC 7162), UTF8=ACCEPT (RFC 6855) and IMAP4rev2
+(RFC 9051 §6.3.1)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from mailsuite.imap import response as R
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.states import AUTHENTICATED
 
-ENABLEABLE = frozenset({"CONDSTORE", "QRESYNC", "UTF8=ACCEPT"})
+ENABLEABLE = frozenset({"CONDSTORE", "QRESYNC", "UTF8=ACCEPT", "IMAP4REV2"})
+# How ENABLED spells each (the capability's own spelling).
+_SPELLING = {"IMAP4REV2": "IMAP4rev2"}
 
 
 def enable(session, cmd):
@@ -26,7 +29,7 @@ def enable(session, cmd):
             # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
             session.enabled.add("CONDSTORE")
             newly.append("CONDSTORE")
-    session.send(R.untagged("ENABLED" + "".join(" " + n for n in newly)))
+    session.send(R.untagged("ENABLED" + "".join(" " + _SPELLING.get(n, n) for n in newly)))
     if "CONDSTORE" in newly and session.view is not None:
         # RFC 7162 §3.1: enabling CONDSTORE while selected reports the HIGHESTMODSEQ.
         hms = session.view.folder.highestmodseq

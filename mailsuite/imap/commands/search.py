@@ -92,6 +92,9 @@ def _search(session, cmd, uid: bool):
         modseq = search_mod.highest_modseq(reported) if prog.wants_modseq else None
         if opts.save:
             session.saved_uids = search_mod.saved_result(opts, [m.uid for _, m in hits])
+        if session.rev2 and not opts.esearch:
+            # RFC 9051 §6.4.4: IMAP4rev2 answers SEARCH with ESEARCH, ALL by default
+            opts.esearch = opts.all = True
         if opts.esearch:
             line = search_mod.format_esearch(cmd.tag, uid, numbers, opts, modseq)
             if line is not None:

@@ -3,6 +3,7 @@ and CLOSE (§6.4.2).  SELECT is answered from the store's in-memory index alone.
 
 from __future__ import annotations
 
+from mailsuite.imap import response as R
 from mailsuite.imap.commands.mailbox import mailbox_arg, open_folder
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
@@ -72,7 +73,8 @@ def select(session, cmd):
     # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected; RFC 7162 §3.2.11:
     # with QRESYNC the end of the old selection is announced with [CLOSED].
     session.deselect()
-    if had_selection and session.qresync:
+    if had_selection and (session.qresync or session.rev2):
+        # RFC 9051 §6.3.2 sends [CLOSED] always
         session.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
     folder = open_folder(session, name)
     if condstore:
@@ -82,11 +84,15 @@ def select(session, cmd):
     msgs = view.messages
     out = view.flag_lines()
     out.append(b"* %d EXISTS\r\n" % len(msgs))
-    out.append(b"* %d RECENT\r\n" % len(view.recent))
-    for i, m in enumerate(msgs):
-        if "\\Seen" not in m.flags:
-            out.append(b"* OK [UNSEEN %d] First unseen\r\n" % (i + 1))
-            break
+    if session.rev2:
+        # RFC 9051 §6.3.2: no RECENT and no UNSEEN; a LIST response with the mailbox's name
+        out.append(b'* LIST () "/" ' + R.encode_mailbox(folder.name, True) + b"\r\n")
+    else:
+        out.append(b"* %d RECENT\r\n" % len(view.recent))
+        for i, m in enumerate(msgs):
+            if "\\Seen" not in m.flags:
+                out.append(b"* OK [UNSEEN %d] First unseen\r\n" % (i + 1))
+                break
     out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
     out.append(b"* OK [MAILBOXID (%s)] Ok\r\n" % folder.mailbox_id.encode())  # RFC 8474 §4.2
     out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)

@@ -116,6 +116,7 @@ COMMANDS: dict[str, CommandSpec] = _table(
 # and tested; nothing is advertised that does not work.
 ADVERTISED = (
     "IMAP4rev1",
+    "IMAP4rev2",  # RFC 9051, after ENABLE IMAP4rev2
     "LITERAL+",  # RFC 7888 (the parser)
     "SASL-IR",  # RFC 4959 (AUTHENTICATE)
     "ID",
