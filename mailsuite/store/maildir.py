@@ -358,8 +358,10 @@ class Mailbox:
         spooled to disk), which is copied in pieces so memory stays flat."""
         if flags or not isinstance(data, (bytes, bytearray, memoryview)):
             return self._deliver_file(data, folder, flags, internaldate, check_quota)
-        # A message in memory without flags (every SMTP delivery): the folder is looked at only
-        # when writing into it fails, one system call fewer per delivery.
+        # A message in memory without flags (every SMTP delivery), in as few system calls as
+        # it takes (in the durable pool each is a wait for the GIL): the folder is looked at
+        # only when something fails, and the message is counted in maildirsize before it is
+        # written (MaildirSize.charge), taken back if the write fails.
         folder = names.validate(folder)
         base = os.fspath(self.folder_path(folder))
         body, key = self._stage(data, False)
