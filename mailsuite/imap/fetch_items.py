@@ -167,7 +167,7 @@ def _parse_item(name: Atom) -> FetchItem:
     if head.startswith("BINARY"):
         # BINARY takes part numbers only (RFC 3516 §6); Dovecot still serves MIME, HEADER
         # and TEXT there as BODY would, and so do we.
-        sec = _parse_section(m.group(2))
+        sec = parse_section(m.group(2))
         if head == "BINARY.SIZE":
             if partial is not None:
                 raise ImapBad("BINARY.SIZE takes no partial")
@@ -175,7 +175,7 @@ def _parse_item(name: Atom) -> FetchItem:
         return FetchItem(
             "BINARY[]", sec, partial, head == "BINARY.PEEK", label=_label(b"BINARY", sec, partial)
         )
-    section = _parse_section(m.group(2))
+    section = parse_section(m.group(2))
     return FetchItem(
         "BODY[]",
         section,
@@ -194,7 +194,7 @@ def _label(head: bytes, section: Section, partial) -> bytes:
     return out
 
 
-def _parse_section(text: str) -> Section:
+def parse_section(text: str) -> Section:
     """RFC 3501 §9 section-spec (inside the brackets)."""
     if not text:
         return Section()

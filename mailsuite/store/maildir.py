@@ -72,6 +72,28 @@ def unique_name() -> str:
     return f"{sec}.M{usec}P{_pid}Q{next(_counter)}.{_host}"
 
 
+def _link_following_renames(src: Folder, msg, tmp: Path):
+    """Hard-link a message's file to `tmp`: True when linked, the source path when the
+    filesystem cannot link (copy it instead), None when the message is gone.
+
+    A flag change renames the file on the reactor while this runs in the durable pool; the
+    message's fields follow right after the rename, so a vanished name is looked up again a
+    few times before the message is taken as expunged (a MOVE must never skip a message that
+    only changed its flags)."""
+    for attempt in range(5):
+        source = src.message_path(msg)
+        try:
+            os.link(source, tmp)
+            return True
+        except FileNotFoundError:
+            if src.by_uid(msg.uid) is not msg:
+                return None
+            time.sleep(0.001 * (attempt + 1))
+        except OSError:
+            return source
+    return None
+
+
 def make_maildir(path: Path) -> None:
     for sub in ("cur", "new", "tmp"):
         make_private_dirs(path / sub)
@@ -457,12 +479,10 @@ class Mailbox:
             key = f"{unique_name()},S={msg.size},W={msg.wire_size}"
             info = dest_kw.to_info(msg.flags - {"\\Recent"})
             tmp = dest_path / "tmp" / key
-            source = src.message_path(msg)
-            try:
-                os.link(source, tmp)
-            except FileNotFoundError:
-                continue
-            except OSError:
+            source = _link_following_renames(src, msg, tmp)
+            if source is None:
+                continue  # expunged meanwhile
+            if source is not True:
                 shutil.copyfile(source, tmp)
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())

@@ -261,3 +261,62 @@ def test_imap4rev2_after_enable(imap_server):
     assert r.cmd(b"SEARCH ALL")[0] == b"* SEARCH 1 2"
     assert b"Entw&APw-rfe" in b"".join(r.cmd(b'LIST "" "Entw*"'))
     r.close()
+
+
+def test_catenate_builds_a_message_from_text_and_urls(imap_server):
+    # RFC 4469: a message put together from literals and parts of messages already stored.
+    assert "CATENATE" in _caps(imap_server)
+    c = connect(imap_server)
+    original = (
+        b"From: bob@example.test\r\nSubject: with attachment\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n"
+        b"--b\r\nContent-Type: application/pdf\r\n\r\nPDFDATA\r\n--b--\r\n"
+    )
+    assert c.append("INBOX", None, None, original)[0] == "OK"
+    c.select("INBOX")
+    uidvalidity = int(c.status("INBOX", "(UIDVALIDITY)")[1][0].split()[-1].rstrip(b")"))
+    c.logout()
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    head = b'From: alice@example.test\r\nSubject: Fwd\r\nContent-Type: multipart/mixed; boundary="n"\r\n\r\n--n\r\n'
+    mid = b"\r\n--n\r\n"
+    tail = b"\r\n--n--\r\n"
+    url = b"/INBOX;UIDVALIDITY=%d/;UID=1/;SECTION=2.MIME" % uidvalidity
+    body_url = b"/INBOX;UIDVALIDITY=%d/;UID=1/;SECTION=2" % uidvalidity
+    r.send(
+        b"a APPEND INBOX CATENATE (TEXT {%d+}\r\n" % len(head)
+        + head
+        + b' URL "'
+        + url
+        + b'" URL "'
+        + body_url
+        + b'"'
+        + b" TEXT {%d+}\r\n" % len(mid)
+        + mid
+        + b' URL "/INBOX/;UID=1/;SECTION=1/;PARTIAL=0.5"'
+        + b" TEXT {%d+}\r\n" % len(tail)
+        + tail
+        + b")\r\n"
+    )
+    out = r.until_tagged(b"a")
+    assert out[-1].startswith(b"a OK [APPENDUID "), out
+    r.cmd(b"SELECT INBOX")
+    r.send(b"x FETCH 2 BODY.PEEK[]\r\n")
+    first = r.line()
+    size = int(first[first.rindex(b"{") + 1 : -1])
+    while len(r.buf) < size:
+        r.buf += r.sock.recv(65536)
+    built = r.buf[:size]
+    r.buf = r.buf[size:]
+    r.until_tagged(b"x")
+    assert built == (
+        head + b"Content-Type: application/pdf\r\n\r\n" + b"PDFDATA" + mid + b"first" + tail
+    ), built
+    # a URL that does not resolve: NO [BADURL], nothing appended
+    for bad in (b"/INBOX;UIDVALIDITY=1/;UID=1", b"/INBOX/;UID=99", b"/Nope/;UID=1"):
+        r.send(b'b APPEND INBOX CATENATE (URL "' + bad + b'")\r\n')
+        answer = r.until_tagged(b"b")[-1]
+        assert answer.startswith(b'b NO [BADURL "' + bad + b'"]'), answer
+    assert r.cmd(b"STATUS INBOX (MESSAGES)")[0].endswith(b"(MESSAGES 2)")
+    r.close()

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import calendar
 import re
+from dataclasses import dataclass
 
 from twisted.internet import defer
 
 from mailsuite.imap.commands.expunge import expunge_messages
-from mailsuite.imap.commands.mailbox import mailbox_arg, store_error
+from mailsuite.imap.commands.mailbox import mailbox_arg, open_folder, store_error
 from mailsuite.imap.commands.store import parse_flags
+from mailsuite.imap.fetch_items import parse_section
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo, Literal8, LiteralFile
+from mailsuite.imap.sections import section_data
 from mailsuite.imap.sequence import format_uid_pairs, parse_sequence_set
+from mailsuite.imap.url import BadUrl, parse_message_url
 from mailsuite.message.binary import armour_binary_parts
+from mailsuite.message.content import MessageContent
 from mailsuite.store import BadFolderName, NoSuchFolder, QuotaExceeded
 
 _MONTHS = {
@@ -78,13 +83,83 @@ def _messages(args: list) -> list[tuple[list[str], float | None, bytes]]:
                 raise ImapBad("Invalid UTF8 APPEND data")
             data = args[i + 1][0]
             i += 1
-        if not isinstance(data, (bytes, LiteralFile)):
+        if isinstance(data, Atom) and data.upper() == "CATENATE":
+            if i + 1 >= len(args) or not isinstance(args[i + 1], list):
+                raise ImapBad("CATENATE needs a list of parts")
+            data = _catenation(args[i + 1])
+            i += 1
+        if not isinstance(data, (bytes, LiteralFile, Catenation)):
             raise ImapBad("APPEND needs a message literal")
         out.append((flags, date, data))
         i += 1
     if not out:
         raise ImapBad("APPEND needs a message literal")
     return out
+
+
+@dataclass
+class Catenation:
+    """CATENATE's parts (RFC 4469 §5): ("TEXT", bytes) and ("URL", url) in order."""
+
+    parts: list[tuple[str, object]]
+
+    def __len__(self) -> int:  # what is known before the URLs are read
+        return sum(len(v) for k, v in self.parts if k == "TEXT")
+
+
+def _catenation(items: list) -> Catenation:
+    if not items or len(items) % 2:
+        raise ImapBad("CATENATE needs TEXT and URL parts")
+    parts: list[tuple[str, object]] = []
+    for kind, value in zip(items[0::2], items[1::2], strict=True):
+        kind = str(kind).upper() if isinstance(kind, Atom) else ""
+        if kind == "TEXT" and isinstance(value, bytes):
+            parts.append(("TEXT", bytes(value)))
+        elif kind == "URL" and isinstance(value, (bytes, Atom)):
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            parts.append(("URL", text))
+        else:
+            raise ImapBad("CATENATE parts are TEXT literal or URL string")
+    return Catenation(parts)
+
+
+@defer.inlineCallbacks
+def _catenated(session, cat: Catenation):
+    """The message CATENATE builds: each URL read (in the durable pool) from the session's own
+    mailboxes, its section and partial cut out (RFC 4469 §5, RFC 5092)."""
+    out = []
+    for kind, value in cat.parts:
+        if kind == "TEXT":
+            out.append(value)
+            continue
+        url = value
+        try:
+            ref = parse_message_url(url)
+            if ref.user is not None and ref.user.lower() != session.user.lower():
+                raise BadUrl("another user's mailbox")
+            folder = open_folder(session, ref.mailbox)
+            if ref.uidvalidity is not None and ref.uidvalidity != folder.uidvalidity:
+                raise BadUrl("UIDVALIDITY does not match")
+            msg = folder.by_uid(ref.uid)
+            if msg is None:
+                raise BadUrl("no such message")
+            section = parse_section(ref.section.upper()) if ref.section else None
+        except (BadUrl, ImapBad, ImapNo):
+            raise ImapNo(f'BADURL "{_quoted(url)}"', "Cannot use that URL") from None
+        raw = yield session.services.store.io.submit(folder.read, msg)
+        content = MessageContent(raw)
+        data = (
+            content.wire() if section is None else section_data(section, section.field_set, content)
+        )
+        if ref.partial is not None:
+            start, length = ref.partial
+            data = data[start:] if length is None else data[start : start + length]
+        out.append(data)
+    return b"".join(out)
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')[:200]
 
 
 def append(session, cmd):
@@ -96,7 +171,7 @@ def append(session, cmd):
     for _, _, data in messages:
         if len(data) > limit:
             raise ImapNo("TOOBIG", "Message exceeds APPENDLIMIT")
-        if not data:
+        if not data and not isinstance(data, Catenation):
             raise ImapNo("Empty message")
     mbox = session.mailbox
     try:
@@ -198,6 +273,12 @@ def _append_all(session, mbox, name, messages):
     results = []
     try:
         for flags, date, data in messages:
+            if isinstance(data, Catenation):
+                data = yield _catenated(session, data)
+                if len(data) > session.config.imap.append_limit:
+                    raise ImapNo("TOOBIG", "Message exceeds APPENDLIMIT")
+                if not data:
+                    raise ImapNo("Empty message")
             folder, uid = yield _deliver_one(mbox, name, flags, date, data)
             results.append((folder, uid))
     except Exception as e:
