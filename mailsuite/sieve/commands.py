@@ -353,9 +353,9 @@ class Checker:
             return arg.value
         if arg.kind == "string":
             value = self.string(arg.value)
-            return [value] if want == L else value
+            return StringList([value]) if want == L else value
         if arg.kind == "list" and want == L:
-            return [self.string(v) for v in arg.value]
+            return StringList(self.string(v) for v in arg.value)
         raise SieveError(arg.line, f"{what} wants a {'string list' if want == L else 'string'}")
 
     def string(self, value: StringValue) -> StringValue:
@@ -426,6 +426,14 @@ class Checker:
         ):
             if not _is_field_name(pos[0].text):
                 raise SieveError(pos[0].line, f"invalid header field name '{pos[0].text}'")
+
+
+class StringList(list):
+    """A string-list argument; `plain` is its texts when none refers to a variable (the
+    interpreter's fast path), worked out on first use."""
+
+    plain: list[str] | None = None
+    checked: bool = False
 
 
 def _as_list(value) -> list[StringValue]:

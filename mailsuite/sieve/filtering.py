@@ -68,8 +68,8 @@ class SieveFilter:
         folders: Callable[[], dict[str, str | None]] | None = None,
     ) -> Outcome | None:
         """The outcome of the account's active script; None when it has none (or Sieve is
-        off).  `folders` lists the account's folders (name -> special use), asked only when a
-        script runs.  Blocking (reads the script when it changed): delivery's durable-I/O
+        off).  `folders` lists the account's folders (name -> special use), called only when
+        the script asks.  Blocking (reads the script when it changed): delivery's durable-I/O
         job."""
         if not self.config.enabled:
             return None
@@ -84,7 +84,7 @@ class SieveFilter:
         if script is None:
             return None
         if folders is not None:
-            message.folders = folders()
+            message.folders = folders
         if message.seen is None:
             state = RunState(store.folder)
             message.seen = state.seen
