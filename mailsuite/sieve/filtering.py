@@ -112,14 +112,16 @@ class SieveFilter:
             pass
 
     def vacation_due(self, maildir: Path, reply: VacationReply, now: datetime) -> bool:
-        """Whether the reply may go (not sent to this sender within its period); when it
-        may, it is recorded as sent."""
+        """Whether the reply may go: none went to this sender within its period."""
         state = RunState(account_folder(maildir))
-        t = now.timestamp()
-        if state.vacation_sent_within(reply.key, reply.recipient, reply.period, t):
-            return False
-        state.record_vacation(reply.key, reply.recipient, reply.period, t)
-        return True
+        return not state.vacation_sent_within(
+            reply.key, reply.recipient, reply.period, now.timestamp()
+        )
+
+    def vacation_sent(self, maildir: Path, reply: VacationReply, now: datetime) -> None:
+        """RFC 5230 §4.2: remember the reply, so the sender gets no other in its period."""
+        state = RunState(account_folder(maildir))
+        state.record_vacation(reply.key, reply.recipient, reply.period, now.timestamp())
 
     def delivered(self, maildir: Path, outcome: Outcome, now: datetime) -> None:
         """RFC 7352 §3: the duplicate ids are remembered once the message is delivered."""
