@@ -26,8 +26,6 @@ EXTENSIONS: tuple[str, ...] = (
     "variables",
     "relational",
     "comparator-i;ascii-numeric",
-    "comparator-i;ascii-casemap",
-    "comparator-i;octet",
     "subaddress",
     "copy",
     "date",
@@ -41,6 +39,9 @@ EXTENSIONS: tuple[str, ...] = (
     "regex",
     "include",
 )
+
+# RFC 5228 §2.7.3: these two are always there; a script may still name them in require.
+BUILT_IN = ("comparator-i;octet", "comparator-i;ascii-casemap")
 
 COMPARATORS = {
     "i;octet": None,
@@ -255,7 +256,7 @@ class Checker:
             names = self.arguments(cmd, spec)
             for value in _as_list(cmd.positional[0]):
                 # RFC 5228 §3.2: an unknown capability makes the whole script an error.
-                if value.text not in EXTENSIONS:
+                if value.text not in EXTENSIONS and value.text not in BUILT_IN:
                     raise SieveError(value.line, f"unsupported extension '{value.text}'")
                 self.required.add(value.text)
             return names

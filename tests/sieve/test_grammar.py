@@ -88,6 +88,11 @@ def test_every_capability_can_be_required_together():
     assert script.required == frozenset(EXTENSIONS)
 
 
+def test_built_in_comparators_may_be_required_but_are_not_advertised():
+    parse('require ["comparator-i;octet", "comparator-i;ascii-casemap"];')
+    assert "comparator-i;octet" not in EXTENSIONS
+
+
 def test_multiline_strings_and_dot_stuffing_rfc5228_2_4_2():
     s = parse('require "variables";\nset "x" text: # comment\nline one\n..dotted\n.\n;\nkeep;')
     assert s.commands[1].positional[1].text == "line one\r\n.dotted\r\n"
