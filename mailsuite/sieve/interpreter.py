@@ -8,6 +8,7 @@ variables are cut at `max_variable_size`. Running out, or any run-time error (RF
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,6 +22,9 @@ from mailsuite.sieve.strings import expand, quote_regex, quote_wildcard
 from mailsuite.sieve.vacation import compose, own_addresses, refusal, state_key
 
 DAY = 86400
+# RFC 3501 flag: "\\" atom or atom (no specials, controls or 8-bit); RFC 5232 §3 lets us
+# ignore the rest.
+_FLAG = re.compile(r'\\?[!#$&\'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+\Z')
 
 
 @dataclass(frozen=True)
@@ -333,7 +337,7 @@ class _Machine:
         out: list[str] = []
         for text in self.texts(values, ctx):
             for flag in text.split():
-                if flag.lower() not in (f.lower() for f in out):
+                if _FLAG.match(flag) and flag.lower() not in (f.lower() for f in out):
                     out.append(flag)
         return out
 
