@@ -24,7 +24,7 @@ from mailsuite.sieve.vacation import compose, own_addresses, refusal, state_key
 DAY = 86400
 # RFC 3501 flag: "\\" atom or atom (no specials, controls or 8-bit); RFC 5232 §3 lets us
 # ignore the rest.
-_FLAG = re.compile(r'\\?[!#$&\'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+\Z')
+_FLAG = re.compile(r"\\?[!#$&\'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+\Z")
 
 
 @dataclass(frozen=True)
