@@ -252,14 +252,6 @@ class Checker:
         spec = COMMANDS.get(cmd.name)
         if spec is None:
             raise SieveError(cmd.line, f"unknown command '{cmd.name}'")
-        if cmd.name == "require":
-            names = self.arguments(cmd, spec)
-            for value in _as_list(cmd.positional[0]):
-                # RFC 5228 §3.2: an unknown capability makes the whole script an error.
-                if value.text not in EXTENSIONS and value.text not in BUILT_IN:
-                    raise SieveError(value.line, f"unsupported extension '{value.text}'")
-                self.required.add(value.text)
-            return names
         self.need(spec.extension, cmd.line, cmd.name)
         self.arguments(cmd, spec)
         self.test_arguments(cmd.name, cmd.line, spec, cmd.tests)
@@ -267,6 +259,13 @@ class Checker:
             raise SieveError(cmd.line, f"{cmd.name} needs a block")
         if not spec.block and cmd.block is not None:
             raise SieveError(cmd.line, f"{cmd.name} takes no block")
+        if cmd.name == "require":
+            for value in cmd.positional[0]:
+                # RFC 5228 §3.2: an unknown capability makes the whole script an error.
+                if value.text not in EXTENSIONS and value.text not in BUILT_IN:
+                    raise SieveError(value.line, f"unsupported extension '{value.text}'")
+                self.required.add(value.text)
+            return
         self.specific(cmd)
         if cmd.block is not None:
             self.block(cmd.block)
@@ -435,10 +434,6 @@ class StringList(list):
 
     plain: list[str] | None = None
     checked: bool = False
-
-
-def _as_list(value) -> list[StringValue]:
-    return value if isinstance(value, list) else [value]
 
 
 def _check_variable_name(value: StringValue, allow_namespace: bool) -> None:

@@ -523,10 +523,7 @@ class _Machine:
             value = _address_part(address, which)
             if value is not None:
                 values.append(value)
-        keys = self.texts(t.positional[1], ctx)
-        if "count" in t.tags:
-            return self.compare(t, ctx, values, keys)
-        return self.compare(t, ctx, values, keys)
+        return self.compare(t, ctx, values, self.texts(t.positional[1], ctx))
 
     def test_body(self, t, ctx):
         if "raw" in t.tags:

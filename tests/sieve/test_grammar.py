@@ -47,6 +47,8 @@ def test_error_carries_the_line_rfc5804_putscript_needs_it():
         ('if true { keep; } "x"', 1, "expected 'identifier'"),
         ("if true;", 1, "needs a block"),
         ("keep { }", 1, "takes no block"),
+        ('require "fileinto" { }', 1, "takes no block"),
+        ('if true { require "fileinto"; }', 1, "before any other command"),
         ("if not (true, false) {}", 1, "exactly one test"),
         ("if allof {}", 1, "needs a test list"),
         ("stop 1;", 1, "takes 0 argument"),
