@@ -15,7 +15,15 @@ from datetime import UTC, datetime
 from mailsuite.sieve.actions import Outcome, Redirect, Reject, Store, VacationReply
 from mailsuite.sieve.dateparts import parse_date_value, parse_zone, part
 from mailsuite.sieve.grammar import Command, StringValue, Test
-from mailsuite.sieve.matching import MatchError, MatchSpec, match, spec_of
+from mailsuite.sieve.matching import (
+    MAX_MATCH_TEXT,
+    MAX_REGEX_TEXT,
+    MatchError,
+    MatchSpec,
+    match,
+    regex_of,
+    spec_of,
+)
 from mailsuite.sieve.message_view import SUBADDRESS_SEPARATOR, MessageInput, MessageView
 from mailsuite.sieve.script import Script
 from mailsuite.sieve.strings import expand, quote_regex, quote_wildcard
@@ -478,12 +486,27 @@ class _Machine:
     def compare(self, t, ctx, values: list[str], keys: list[str]) -> bool:
         """The match with its cost counted, and match variables set on success (§3.2)."""
         spec = _spec(t)
-        self.step(t.line, len(values) * max(len(keys), 1))
+        self.charge(t.line, spec, values, keys)
         ok, groups = match(spec, values, keys)
         if ok and groups is not None and spec.kind in ("matches", "regex"):
             limit = self.limits.max_variable_size
             self.matches = [g[:limit] for g in groups[:10]]
         return ok
+
+    def charge(self, line: int, spec: MatchSpec, values: list[str], keys: list[str]) -> None:
+        """Steps for a match before it runs: one per comparison, and for wildcards and
+        regular expressions (whose work grows with text times pattern) one more per KiB of
+        that product, so that no script buys unbounded matching with one test."""
+        cost = len(values) * max(len(keys), 1)
+        if spec.kind == "matches":
+            longest = max((len(k) for k in keys), default=0)
+            cost += sum(min(len(v), MAX_MATCH_TEXT) for v in values) * longest // 128
+        elif spec.kind == "regex":
+            longest = max((len(regex_of(k, spec.comparator).prog) for k in keys), default=0)
+            cost += sum(min(len(v), MAX_REGEX_TEXT) for v in values) * longest // 128
+        else:
+            cost += sum(len(v) for v in values) // 65536
+        self.step(line, cost)
 
     def _pick(self, t, values: list):
         """:index N (counting from the end with :last), RFC 5260 §3."""
@@ -532,9 +555,9 @@ class _Machine:
             texts = self.view.body_texts("content", self.texts(t.tags["content"], ctx))
         else:
             texts = self.view.body_texts("text", [])
-        self.step(t.line, sum(len(x) for x in texts) // 1024)
         spec = _spec(t)
         keys = self.texts(t.positional[0], ctx)
+        self.charge(t.line, spec, texts, keys)
         # RFC 5173 §5: the body test never sets match variables.
         return match(spec, texts, keys)[0]
 
