@@ -88,7 +88,12 @@ class SieveFilter:
         if message.seen is None:
             state = RunState(store.folder)
             message.seen = state.seen
-        outcome = run(script, message, self.limits)
+        try:
+            outcome = run(script, message, self.limits)
+        except Exception as e:
+            # A fault of ours must not cost the message either: kept, and logged loudly.
+            log.failure("sieve run failed")
+            outcome = Outcome(stores=[Store("INBOX")], errors=[f"internal error: {e!r}"])
         if outcome.errors:
             self._failed(store, message, script.name, "; ".join(outcome.errors))
         return outcome
