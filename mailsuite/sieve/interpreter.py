@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from mailsuite.sieve.actions import Outcome, Redirect, Reject, Store, VacationReply
 from mailsuite.sieve.dateparts import parse_date_value, parse_zone, part
+from mailsuite.sieve.fastpath import address_part, compiled
 from mailsuite.sieve.grammar import Command, StringValue, Test
 from mailsuite.sieve.matching import (
     MAX_MATCH_TEXT,
@@ -24,7 +25,7 @@ from mailsuite.sieve.matching import (
     regex_of,
     spec_of,
 )
-from mailsuite.sieve.message_view import SUBADDRESS_SEPARATOR, MessageInput, MessageView
+from mailsuite.sieve.message_view import MessageInput, MessageView
 from mailsuite.sieve.script import Script
 from mailsuite.sieve.strings import expand, quote_regex, quote_wildcard
 from mailsuite.sieve.vacation import compose, own_addresses, refusal, state_key
@@ -204,14 +205,26 @@ class _Machine:
 
     def block(self, commands: list[Command], ctx: _Context) -> None:
         skip_else = False
+        limit = self.limits.max_steps
         for cmd in commands:
-            self.step(cmd.line)
+            # The step count inline: this loop is most of what a long filter costs.
+            self.steps += 1
+            if self.steps > limit:
+                raise RunError(cmd.line, "the script ran too long")
             name = cmd.name
-            if name == "if":
-                skip_else = self.branch(cmd, ctx)
+            if name == "if" or (name == "elsif" and not skip_else):
+                test = cmd.tests[0]
+                fast = test.__dict__.get("_compiled", False)
+                if fast:
+                    # A compiled test, called straight (test()'s own step is counted here).
+                    self.steps += 1
+                    skip_else = fast(self)
+                else:
+                    skip_else = self.test(test, ctx)
+                if skip_else:
+                    self.block(cmd.block, ctx)
             elif name == "elsif":
-                if not skip_else:
-                    skip_else = self.branch(cmd, ctx)
+                pass
             elif name == "else":
                 if not skip_else:
                     self.block(cmd.block, ctx)
@@ -219,12 +232,6 @@ class _Machine:
             else:
                 skip_else = False
                 self.command(cmd, ctx)
-
-    def branch(self, cmd: Command, ctx: _Context) -> bool:
-        if self.test(cmd.tests[0], ctx):
-            self.block(cmd.block, ctx)
-            return True
-        return False
 
     def command(self, cmd: Command, ctx: _Context) -> None:
         handler = getattr(self, "do_" + cmd.name, None)
@@ -457,7 +464,14 @@ class _Machine:
     # -- tests -----------------------------------------------------------------------------
 
     def test(self, test: Test, ctx: _Context) -> bool:
-        self.step(test.line)
+        self.steps += 1
+        if self.steps > self.limits.max_steps:
+            raise RunError(test.line, "the script ran too long")
+        fast = test.__dict__.get("_compiled", False)
+        if fast is False:
+            fast = compiled(test)
+        if fast is not None:
+            return fast(self)
         handler = getattr(self, "test_" + test.name)
         return handler(test, ctx)
 
@@ -543,7 +557,7 @@ class _Machine:
         which = next((p for p in ("localpart", "domain", "user", "detail") if p in t.tags), "all")
         values = []
         for address in addresses:
-            value = _address_part(address, which)
+            value = address_part(address, which)
             if value is not None:
                 values.append(value)
         return self.compare(t, ctx, values, self.texts(t.positional[1], ctx))
@@ -676,23 +690,6 @@ def _folder_exists(folders: dict, name: str) -> bool:
     if name.upper() == "INBOX":
         return True
     return name in folders
-
-
-def _address_part(address: str, which: str) -> str | None:
-    """RFC 5228 §2.7.4 and RFC 5233 §4: the part of an address a test looks at."""
-    if which == "all":
-        return address
-    local, at, domain = address.rpartition("@")
-    if not at:
-        local, domain = address, ""
-    if which == "localpart":
-        return local
-    if which == "domain":
-        return domain
-    user, sep, detail = local.partition(SUBADDRESS_SEPARATOR)
-    if which == "user":
-        return user
-    return detail if sep else None  # :detail fails when there is no separator
 
 
 def _protected(name: str) -> bool:
