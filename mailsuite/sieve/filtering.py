@@ -41,19 +41,18 @@ class SieveFilter:
             vacation_days=config.vacation_days,
             vacation_min_days=config.vacation_min_days,
         )
-        self._stores: dict[Path, ScriptStore] = {}
+        self._stores: dict[Path, ScriptStore] = {}  # by Maildir
         self._lock = threading.Lock()
 
     def scripts(self, maildir: Path) -> ScriptStore:
         """The ScriptStore of the account whose Maildir is `maildir` (Store.path_for)."""
-        folder = account_folder(maildir)
         with self._lock:
-            store = self._stores.get(folder)
+            store = self._stores.get(maildir)
             if store is None:
                 if len(self._stores) >= MAX_CACHED_ACCOUNTS:
                     self._stores.pop(next(iter(self._stores)))
-                store = self._stores[folder] = ScriptStore(
-                    folder,
+                store = self._stores[maildir] = ScriptStore(
+                    account_folder(maildir),
                     max_scripts=self.config.max_scripts,
                     max_size=self.config.max_script_size,
                     global_folder=self.config.global_dir,
@@ -86,8 +85,8 @@ class SieveFilter:
         if folders is not None:
             message.folders = folders
         if message.seen is None:
-            state = RunState(store.folder)
-            message.seen = state.seen
+            folder = store.folder
+            message.seen = lambda key: RunState(folder).seen(key)
         try:
             outcome = run(script, message, self.limits)
         except Exception as e:
