@@ -58,6 +58,7 @@ class MessageView:
         self._decoded: dict[str, list[str]] = {}
         self._addresses: dict[str, list[list[str]]] = {}
         self._parts: dict[tuple, list[str]] = {}
+        self._by_name: dict[bytes, list[bytes]] | None = None
 
     def folders(self) -> dict[str, str | None]:
         if callable(self.input.folders):
@@ -80,7 +81,13 @@ class MessageView:
 
     def raw_values(self, name: str) -> list[bytes]:
         lname = name.lower().encode("utf-8", "replace")
-        return [field_value(raw) for n, raw in self.fields if n == lname]
+        by_name = self._by_name
+        if by_name is None:
+            # One pass over the header for every name a script asks about.
+            by_name = self._by_name = {}
+            for n, raw in self.fields:
+                by_name.setdefault(n, []).append(raw)
+        return [field_value(raw) for raw in by_name.get(lname, ())]
 
     def address_parts(self, name: str, part: Callable[[str], str | None]) -> list[str]:
         """One part (`part(address)`, None: none) of every address in a header, remembered
@@ -106,8 +113,7 @@ class MessageView:
         return found
 
     def exists(self, name: str) -> bool:
-        lname = name.lower().encode("utf-8", "replace")
-        return any(n == lname for n, _ in self.fields)
+        return bool(self.values(name))
 
     def addresses(self, value: bytes) -> list[str]:
         """The addr-specs of one address header value (group names left out)."""
@@ -208,6 +214,7 @@ class MessageView:
         self._decoded.clear()
         self._addresses.clear()
         self._parts.clear()
+        self._by_name = None
 
     def count(self, name: str) -> int:
         lname = name.lower().encode("utf-8", "replace")
