@@ -39,7 +39,13 @@ from mailsuite.config import (
     load_config,
     parse_listen_address,
 )
-from mailsuite.delivery import Envelope, Recipient, TemporaryFailure, UnknownRecipient
+from mailsuite.delivery import (
+    Envelope,
+    MessageRejected,
+    Recipient,
+    TemporaryFailure,
+    UnknownRecipient,
+)
 from mailsuite.durable.modes import UMASK
 from mailsuite.relay import admin as relay_admin
 from mailsuite.services import Services, prepare_data_dir
@@ -595,6 +601,8 @@ def cmd_deliver(ctx: Context) -> int:
         raise CliError(f"quota exceeded: {e}", EX_TEMPFAIL if e.temporary else EX_NOPERM) from None
     except TemporaryFailure as e:
         raise CliError(f"temporary failure: {e}", EX_TEMPFAIL) from None
+    except MessageRejected as e:
+        raise CliError(f"rejected by the recipient's Sieve script: {e}", EX_NOPERM) from None
     return 0
 
 

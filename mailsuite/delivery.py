@@ -8,7 +8,10 @@ IDLE notification are written once.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -16,9 +19,20 @@ from twisted.logger import Logger
 from mailsuite.accounts.db import Accounts
 from mailsuite.logtext import visible
 from mailsuite.metrics import DISABLED, Metrics
+from mailsuite.sieve.filtering import SieveFilter
+from mailsuite.sieve.message_view import MessageInput
 from mailsuite.spool import bounce
 from mailsuite.spool.queue import Queue, QueuedRecipient, QueueEntry
-from mailsuite.store import Mailbox, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
+from mailsuite.store import (
+    BadFolderName,
+    FolderExists,
+    Mailbox,
+    NoSuchFolder,
+    NoSuchMailbox,
+    QuotaExceeded,
+    Store,
+)
+from mailsuite.store.flags import canonical_flag
 
 log = Logger(namespace="mailsuite.delivery")
 
@@ -29,6 +43,11 @@ class TemporaryFailure(Exception):
 
 class UnknownRecipient(Exception):
     """SMTP 550 5.1.1, sysexits 67."""
+
+
+class MessageRejected(Exception):
+    """The recipient's Sieve script refused the message (RFC 5429): SMTP 550 5.7.1 when it
+    was the only recipient, else a failure notice to the sender."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,7 @@ class DeliveryReport:
     local: list[tuple[str, str]] = field(default_factory=list)  # (mailbox, key)
     queue_id: str | None = None
     failed: list[tuple[str, Exception]] = field(default_factory=list)  # (recipient, reason)
+    filed: list[tuple[str, str]] = field(default_factory=list)  # (mailbox, folder) of copies
 
 
 def message_id(data: bytes) -> str:
@@ -84,6 +104,7 @@ class Delivery:
         store: Store,
         queue: Queue,
         hostname: str = "localhost",
+        sieve: SieveFilter | None = None,
         metrics: Metrics = DISABLED,
     ):
         self.metrics = metrics
@@ -91,6 +112,7 @@ class Delivery:
         self.store = store
         self.queue = queue
         self.hostname = hostname
+        self.sieve = sieve
 
     def resolve(self, address: str) -> RecipientResult:
         domain = address.rpartition("@")[2].lower().rstrip(".")
@@ -131,9 +153,9 @@ class Delivery:
         def notify(report: DeliveryReport):
             self.metrics.delivered(len(report.local), report.queue_id is not None, started)
             self._log(envelope, data, report, len(routed[1]))
-            for mailbox, _ in report.local:
-                self.store.notify_delivery(mailbox, envelope.folder)
-                if envelope.folder != "INBOX":
+            for mailbox, folder in report.filed:
+                self.store.notify_delivery(mailbox, folder)
+                if folder != "INBOX":
                     self.store.notify_delivery(mailbox, "INBOX")
             return report
 
@@ -153,23 +175,31 @@ class Delivery:
         local, remote, failed = routed
         report = DeliveryReport(failed=failed)
         written: list[tuple[Mailbox, str, str]] = []
+        # What Sieve runs owe once every copy is stored: redirects, replies, its state.
+        outgoing: list[Callable[[], None]] = []
         try:
             for mailbox in local:
                 try:
-                    mbox, folder = self._target(mailbox, envelope.folder)
-                    key = mbox.deliver(
-                        self._trace_headers(envelope.mail_from, mailbox) + data, folder
-                    )
-                except QuotaExceeded as e:
+                    copies = self._local_copies(envelope, data, mailbox, local[mailbox], outgoing)
+                    for folder, flags, copy in copies:
+                        mbox = self._mailbox(mailbox)
+                        key = mbox.deliver(
+                            self._trace_headers(envelope.mail_from, mailbox) + copy, folder, flags
+                        )
+                        written.append((mbox, folder, key))
+                        report.filed.append((mailbox, folder))
+                        if len(report.filed) == 1 or report.filed[-2][0] != mailbox:
+                            report.local.append((mailbox, key))
+                except (QuotaExceeded, MessageRejected) as e:
                     report.failed.append((mailbox, e))
                     continue
-                written.append((mbox, folder, key))
-                report.local.append((mailbox, key))
             if remote:
                 report.queue_id = self.queue.enqueue(
                     envelope.mail_from, remote, data, envelope.dsn_ret, envelope.dsn_envid
                 )
-        except (OSError, NoSuchFolder) as e:
+            for send in outgoing:
+                send()
+        except (OSError, NoSuchFolder, TemporaryFailure) as e:
             self._undo(written)
             log.error(
                 "delivery of {msgid} from <{sender}> to {to} failed, nothing kept: {err}",
@@ -218,6 +248,57 @@ class Delivery:
         mbox = self._mailbox(mailbox)
         return mbox, folder if mbox.exists(folder) else "INBOX"
 
+    def _local_copies(self, envelope, data, mailbox, rcpt, outgoing) -> list:
+        """[(folder, flags, bytes)] to store for `mailbox`: where its Sieve script files the
+        message (docs/filtering.md), or the one copy for `envelope.folder`.  Redirects and
+        vacation replies (and the state they leave) are added to `outgoing`, to run once every
+        copy is stored; MessageRejected for a reject."""
+        mbox, folder = self._target(mailbox, envelope.folder)
+        if self.sieve is None:
+            return [(folder, (), data)]
+        now = datetime.now().astimezone()
+        message = MessageInput(data, envelope.mail_from, rcpt.address, mailbox, folder, now)
+        outcome = self.sieve.run(mbox.path, message, lambda: _folders(mbox))
+        if outcome is None:
+            return [(folder, (), data)]
+        plan = self.sieve.plan(mbox.path, message, outcome)
+        if plan.reject is not None:
+            raise MessageRejected(plan.reject)
+        for kind, sender, address, body in plan.sends:
+            outgoing.append(partial(self._send_generated, kind, sender, address, body))
+        outgoing.extend(plan.after)
+        return [
+            (self._sieve_folder(mbox, store), tuple(canonical_flag(f) for f in store.flags), body)
+            for store, body in plan.copies
+        ]
+
+    def _sieve_folder(self, mbox: Mailbox, store) -> str:
+        """The folder a copy goes to, made when the script said :create (RFC 5490)."""
+        if mbox.exists(store.folder):
+            return store.folder
+        try:
+            mbox.create_folder(store.folder, special_use=store.special_use)
+        except FolderExists:
+            pass
+        except (BadFolderName, ValueError) as e:
+            self.sieve.note_error(mbox.path, mbox.address, f"fileinto {store.folder!r}: {e}")
+            return "INBOX"
+        return store.folder
+
+    def _send_generated(self, kind: str, mail_from: str, address: str, data: bytes) -> None:
+        """A redirected copy or a vacation reply: stored here when the address is local,
+        else queued for the relay (which DKIM-signs it)."""
+        log.info("sieve {kind} to <{address}>", kind=kind, address=visible(address))
+        if self.resolve(address).kind == "local":
+            try:
+                self.deliver_blocking(Envelope(mail_from, [Recipient(address)]), data)
+            except (UnknownRecipient, QuotaExceeded, MessageRejected) as e:
+                log.warn(
+                    "sieve: copy for <{a}> not stored: {e}", a=visible(address), e=visible(str(e))
+                )
+            return
+        self.queue.enqueue(mail_from, [address], data, is_bounce=not mail_from)
+
     def _conclude(self, envelope: Envelope, local: dict, report: DeliveryReport) -> list:
         """Refuse when nobody got a copy, and return the RFC 3461 notices owed to the
         sender."""
@@ -261,6 +342,8 @@ class Delivery:
         for address, reason in report.failed:
             rcpt = local.get(address) or Recipient(address)
             status = "5.2.2" if isinstance(reason, QuotaExceeded) else "5.1.1"
+            if isinstance(reason, MessageRejected):
+                status = "5.7.1"
             qr = QueuedRecipient(
                 address,
                 list(rcpt.notify) or None,
@@ -326,3 +409,9 @@ class Delivery:
     def _undo(written) -> None:
         for mbox, folder, key in written:
             mbox.withdraw(folder, key)
+
+
+def _folders(mbox: Mailbox) -> dict[str, str | None]:
+    """The account's folders and their special uses, for mailboxexists and :specialuse."""
+    uses = mbox.special_use()
+    return {name: uses.get(name) for name in mbox.list_folders()}

@@ -18,6 +18,7 @@ from mailsuite.imap.server_state import ImapState
 from mailsuite.limits import ConnectionLimiter
 from mailsuite.metrics import DISABLED, Metrics
 from mailsuite.pop3.server_state import Pop3State
+from mailsuite.sieve.filtering import SieveFilter
 from mailsuite.spool.queue import Queue
 from mailsuite.store import Store
 from mailsuite.tls import TlsContexts
@@ -72,7 +73,14 @@ class Services:
             accounts=accounts,
             authenticator=Authenticator(accounts, throttle, metrics=metrics),
             tls=tls,
-            delivery=Delivery(accounts, store, queue, config.hostname, metrics=metrics),
+            delivery=Delivery(
+                accounts,
+                store,
+                queue,
+                config.hostname,
+                SieveFilter(config.sieve, io),
+                metrics=metrics,
+            ),
             queue=queue,
             connections=ConnectionLimiter(
                 config.limits.connections_total, config.limits.connections_per_ip

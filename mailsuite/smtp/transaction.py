@@ -14,7 +14,13 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailsuite.delivery import Envelope, Recipient, RecipientResult, UnknownRecipient
+from mailsuite.delivery import (
+    Envelope,
+    MessageRejected,
+    Recipient,
+    RecipientResult,
+    UnknownRecipient,
+)
 from mailsuite.logtext import visible
 from mailsuite.smtp import headers
 from mailsuite.smtp.parser import (
@@ -380,6 +386,12 @@ def _addresses(recipients) -> str:
     return ",".join(f"<{visible(r.address)}>" for r in recipients)
 
 
+def _reject_text(reason: str) -> str:
+    """The script's reason as one printable line (it is the user's text, not ours)."""
+    line = " ".join(reason.split())
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in line)[:200] or "rejected"
+
+
 def _delivery_failure_reply(failure: Failure, queue_id: str, tx: Transaction) -> SmtpReply:
     if failure.check(SmtpReply):
         return failure.value
@@ -388,6 +400,9 @@ def _delivery_failure_reply(failure: Failure, queue_id: str, tx: Transaction) ->
         return SmtpReply(550, "5.1.1", "Error: recipient address rejected: User unknown")
     if failure.check(QuotaExceeded):
         return _quota_reply(failure.value, "Error: mailbox full")
+    if failure.check(MessageRejected):
+        # RFC 5429 §2.1: the recipient's Sieve script refused it, said in the dialogue.
+        return SmtpReply(550, "5.7.1", _reject_text(str(failure.value)))
     log.failure(
         "smtp: {id} from=<{sender}> to={to}: delivery failed",
         failure,
