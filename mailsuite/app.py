@@ -32,6 +32,7 @@ from mailsuite.config import Config, parse_listen_address
 from mailsuite.durable.modes import UMASK, make_private_dirs
 from mailsuite.imap import server as imap_server
 from mailsuite.limits import raise_fd_limit
+from mailsuite.managesieve import server as managesieve_server
 from mailsuite.pop3 import server as pop3_server
 from mailsuite.relay import runner as relay_runner
 from mailsuite.services import Services
@@ -52,6 +53,7 @@ LISTENERS = {
     "imaps": imap_server,
     "http": web_site,
     "https": web_site,
+    "managesieve": managesieve_server,
 }
 IMPLICIT_TLS = {"submissions", "pop3s", "imaps", "https"}
 INDEX_SAVE_SECONDS = 5.0

@@ -60,6 +60,8 @@ class ListenConfig:
     http: list[str] = field(default_factory=lambda: ["127.0.0.1:8080"])
     # The same web endpoints over implicit TLS (certificate from [tls]); empty: none.
     https: list[str] = field(default_factory=list)
+    # ManageSieve (RFC 5804) with STARTTLS, 4190: users edit their Sieve filters.
+    managesieve: list[str] = field(default_factory=lambda: ["127.0.0.1:24190"])
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,22 @@ class ImapConfig:
 
 
 @dataclass(frozen=True)
+class ManageSieveConfig:
+    # Longest command line outside literals (RFC 5804 §4 quoted strings are at most 1024
+    # octets; a SASL response line needs a few more).
+    max_command_line: int = 8192
+    # Largest literal accepted before authentication: a stranger must not make us hold
+    # megabytes (the connection is closed above it). After login the bound is the script
+    # size limit of [sieve].
+    max_literal_before_auth: int = 8192
+    # Seconds without a command before the connection is closed.
+    idle_timeout: int = 1800
+    # Seconds from connecting within which a client must log in, however steadily it sends;
+    # 0: none.
+    login_deadline: int = 60
+
+
+@dataclass(frozen=True)
 class RelayConfig:
     # Static routes overriding DNS per domain: "example.net" = "127.0.0.1:2526".
     routes: dict[str, str] = field(default_factory=dict)
@@ -232,6 +250,8 @@ class PublicConfig:
     pop3_port: int = 110
     submissions_port: int = 465
     submission_port: int = 587
+    # ManageSieve with STARTTLS (RFC 5804 §1.8: the `_sieve._tcp` SRV record).
+    managesieve_port: int = 4190
     # Where autodiscover JSON points Outlook for the XML (https://<host>:<https_port>/...).
     https_port: int = 443
 
@@ -331,6 +351,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
     imap: ImapConfig = field(default_factory=ImapConfig)
+    managesieve: ManageSieveConfig = field(default_factory=ManageSieveConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     public: PublicConfig = field(default_factory=PublicConfig)
     log: LogConfig = field(default_factory=LogConfig)
