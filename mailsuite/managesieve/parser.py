@@ -218,6 +218,11 @@ class CommandReader:
         try:
             tokens, literal = tokenize(segment)
         except SyntaxProblem as e:
+            if not self._tokens:
+                # The command's name, for the response, when the line starts with one.
+                m = _ATOM.match(segment)
+                if m:
+                    self._tokens.append(Atom(m.group().decode("ascii")))
             self._fail(Malformed(str(e)))
             m = _LITERAL_END.search(segment)
             return self._announce(int(m.group(1))) if m else self._finish()
