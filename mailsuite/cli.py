@@ -24,6 +24,7 @@ from mailsuite.config import (
 )
 from mailsuite.delivery import Envelope, Recipient, TemporaryFailure, UnknownRecipient
 from mailsuite.durable.modes import UMASK
+from mailsuite.managesieve import admin as sieve_admin
 from mailsuite.relay import admin as relay_admin
 from mailsuite.services import Services, prepare_data_dir
 from mailsuite.store import BadFolderName, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
@@ -43,6 +44,7 @@ SUBCOMMAND_FAMILIES = (
     dnsrecords.add_dns_command,
     dnsrecords.add_dkim_command,
     transfer_admin.add_transfer_commands,
+    sieve_admin.add_sieve_commands,
 )
 
 DEFAULT_TOML = """\
@@ -64,6 +66,7 @@ pop3s = ["127.0.0.1:2995"]
 imap = ["127.0.0.1:2143"]
 imaps = ["127.0.0.1:2993"]
 http = ["127.0.0.1:8080"]
+managesieve = ["127.0.0.1:24190"]
 
 [auth]
 plaintext = "never"
