@@ -22,7 +22,13 @@ from mailsuite.config import (
     load_config,
     parse_listen_address,
 )
-from mailsuite.delivery import Envelope, Recipient, TemporaryFailure, UnknownRecipient
+from mailsuite.delivery import (
+    Envelope,
+    MessageRejected,
+    Recipient,
+    TemporaryFailure,
+    UnknownRecipient,
+)
 from mailsuite.durable.modes import UMASK
 from mailsuite.managesieve import admin as sieve_admin
 from mailsuite.relay import admin as relay_admin
@@ -405,6 +411,8 @@ def cmd_deliver(ctx: Context) -> int:
         raise CliError(f"quota exceeded: {e}", EX_TEMPFAIL if e.temporary else EX_NOPERM) from None
     except TemporaryFailure as e:
         raise CliError(f"temporary failure: {e}", EX_TEMPFAIL) from None
+    except MessageRejected as e:
+        raise CliError(f"rejected by the recipient's Sieve script: {e}", EX_NOPERM) from None
     return 0
 
 

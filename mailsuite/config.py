@@ -322,6 +322,29 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class SieveConfig:
+    # Run each account's active Sieve script at delivery (docs/filtering.md); false: every
+    # message goes to INBOX (or Junk) as if no account had a script.
+    enabled: bool = True
+    # Scripts an account may store (ManageSieve QUOTA/MAXSCRIPTS).
+    max_scripts: int = 20
+    # Largest script in bytes (ManageSieve QUOTA/MAXSIZE).
+    max_script_size: int = 65536
+    # Addresses one message may be redirected to by a script.
+    max_redirects: int = 4
+    # Actions (keep, fileinto, redirect, vacation, reject) one run may take.
+    max_actions: int = 32
+    # Vacation replies go once per sender per this many days when the script gives no :days.
+    vacation_days: int = 7
+    # The shortest period between two replies to one sender a script may ask for (a smaller
+    # :days or :seconds is raised to this); 0 allows a reply to every message.
+    vacation_min_days: float = 1.0
+    # Folder of the scripts `include :global "name"` reads (name.sieve); relative to the
+    # config file; empty: no global scripts.
+    global_dir: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     # This server's name: greeting, HELO, Received, certificate name.
     hostname: str = "mail.example.test"
@@ -356,6 +379,7 @@ class Config:
     public: PublicConfig = field(default_factory=PublicConfig)
     log: LogConfig = field(default_factory=LogConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
+    sieve: SieveConfig = field(default_factory=SieveConfig)
     path: Path | None = None
 
     @property

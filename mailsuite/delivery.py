@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite.accounts.db import Accounts
 from mailsuite.logtext import visible
+from mailsuite.sieve.actions import Outcome
+from mailsuite.sieve.filtering import SieveFilter
+from mailsuite.sieve.message_view import MessageInput
 from mailsuite.spool import bounce
 from mailsuite.spool.queue import Queue, QueuedRecipient, QueueEntry
-from mailsuite.store import Mailbox, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
+from mailsuite.store import (
+    BadFolderName,
+    FolderExists,
+    Mailbox,
+    NoSuchFolder,
+    NoSuchMailbox,
+    QuotaExceeded,
+    Store,
+)
+from mailsuite.store.flags import canonical_flag
 
 log = Logger(namespace="mailsuite.delivery")
 
@@ -28,6 +41,11 @@ class TemporaryFailure(Exception):
 
 class UnknownRecipient(Exception):
     """SMTP 550 5.1.1, sysexits 67."""
+
+
+class MessageRejected(Exception):
+    """The recipient's Sieve script refused the message (RFC 5429): SMTP 550 5.7.1 when it
+    was the only recipient, else a failure notice to the sender."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,7 @@ class DeliveryReport:
     local: list[tuple[str, str]] = field(default_factory=list)  # (mailbox, key)
     queue_id: str | None = None
     failed: list[tuple[str, Exception]] = field(default_factory=list)  # (recipient, reason)
+    filed: list[tuple[str, str]] = field(default_factory=list)  # (mailbox, folder) of copies
 
 
 def message_id(data: bytes) -> str:
@@ -77,11 +96,19 @@ def message_id(data: bytes) -> str:
 
 
 class Delivery:
-    def __init__(self, accounts: Accounts, store: Store, queue: Queue, hostname: str = "localhost"):
+    def __init__(
+        self,
+        accounts: Accounts,
+        store: Store,
+        queue: Queue,
+        hostname: str = "localhost",
+        sieve: SieveFilter | None = None,
+    ):
         self.accounts = accounts
         self.store = store
         self.queue = queue
         self.hostname = hostname
+        self.sieve = sieve
 
     def resolve(self, address: str) -> RecipientResult:
         domain = address.rpartition("@")[2].lower().rstrip(".")
@@ -120,9 +147,9 @@ class Delivery:
 
         def notify(report: DeliveryReport):
             self._log(envelope, data, report, len(routed[1]))
-            for mailbox, _ in report.local:
-                self.store.notify_delivery(mailbox, envelope.folder)
-                if envelope.folder != "INBOX":
+            for mailbox, folder in report.filed:
+                self.store.notify_delivery(mailbox, folder)
+                if folder != "INBOX":
                     self.store.notify_delivery(mailbox, "INBOX")
             return report
 
@@ -142,23 +169,30 @@ class Delivery:
         local, remote, failed = routed
         report = DeliveryReport(failed=failed)
         written: list[tuple[Mailbox, str, str]] = []
+        outgoing: list[tuple[str, str, bytes]] = []  # Sieve's redirects and replies
         try:
             for mailbox in local:
                 try:
-                    mbox, folder = self._target(mailbox, envelope.folder)
-                    key = mbox.deliver(
-                        self._trace_headers(envelope.mail_from, mailbox) + data, folder
-                    )
-                except QuotaExceeded as e:
+                    copies = self._local_copies(envelope, data, mailbox, local[mailbox], outgoing)
+                    for folder, flags, copy in copies:
+                        mbox = self._mailbox(mailbox)
+                        key = mbox.deliver(
+                            self._trace_headers(envelope.mail_from, mailbox) + copy, folder, flags
+                        )
+                        written.append((mbox, folder, key))
+                        report.filed.append((mailbox, folder))
+                        if len(report.filed) == 1 or report.filed[-2][0] != mailbox:
+                            report.local.append((mailbox, key))
+                except (QuotaExceeded, MessageRejected) as e:
                     report.failed.append((mailbox, e))
                     continue
-                written.append((mbox, folder, key))
-                report.local.append((mailbox, key))
             if remote:
                 report.queue_id = self.queue.enqueue(
                     envelope.mail_from, remote, data, envelope.dsn_ret, envelope.dsn_envid
                 )
-        except (OSError, NoSuchFolder) as e:
+            for mail_from, address, message in outgoing:
+                self._send_generated(mail_from, address, message)
+        except (OSError, NoSuchFolder, TemporaryFailure) as e:
             self._undo(written)
             log.error("delivery failed, nothing kept: {err}", err=visible(str(e)))
             raise TemporaryFailure(str(e)) from e
@@ -201,6 +235,73 @@ class Delivery:
         mbox = self._mailbox(mailbox)
         return mbox, folder if mbox.exists(folder) else "INBOX"
 
+    def _local_copies(self, envelope, data, mailbox, rcpt, outgoing) -> list:
+        """[(folder, flags, bytes)] to store for `mailbox`: where its Sieve script files the
+        message (docs/filtering.md), or the one copy for `envelope.folder`.  Redirects and
+        vacation replies are added to `outgoing`; MessageRejected for a reject."""
+        mbox, folder = self._target(mailbox, envelope.folder)
+        if self.sieve is None:
+            return [(folder, (), data)]
+        now = datetime.now().astimezone()
+        message = MessageInput(data, envelope.mail_from, rcpt.address, mailbox, folder, now)
+        outcome = self.sieve.run(mbox.path, message, lambda: _folders(mbox))
+        if outcome is None:
+            return [(folder, (), data)]
+        return self._carry_out(outcome, mbox, mailbox, envelope, data, now, outgoing)
+
+    def _carry_out(self, outcome: Outcome, mbox, mailbox, envelope, data, now, outgoing):
+        """What the run decided, into copies and outgoing messages.  RFC 5228 §4.2 loop
+        control: a message that already carries our Delivered-To is not redirected again."""
+        if outcome.reject is not None:
+            if not envelope.mail_from:
+                return []  # RFC 5429 §2.1: never a rejection to the null sender: discard
+            raise MessageRejected(outcome.reject.reason)
+        message = outcome.message if outcome.message is not None else data
+        copies = []
+        for store in outcome.stores:
+            folder = store.folder
+            if not mbox.exists(folder):
+                try:
+                    mbox.create_folder(folder, special_use=store.special_use)
+                except FolderExists:
+                    pass
+                except (BadFolderName, ValueError) as e:
+                    self.sieve.note_error(mbox.path, mailbox, f"fileinto {folder!r}: {e}")
+                    folder = "INBOX"
+            flags = tuple(canonical_flag(f) for f in store.flags)
+            copies.append((folder, flags, message))
+        redirects = outcome.redirects
+        looped = f"delivered-to: {mailbox}".encode().lower() in _header_of(data).lower()
+        if redirects and looped:
+            self.sieve.note_error(mbox.path, mailbox, "redirect loop: message kept in INBOX")
+            if not copies:
+                copies.append(("INBOX", (), message))
+            redirects = []
+        for redirect in redirects:
+            # The account's own address as envelope sender (no SRS): SPF passes for our
+            # domain, bounces come back to the user; a bounce stays a bounce.
+            sender = mailbox if envelope.mail_from else ""
+            trace = f"Delivered-To: {mailbox}\r\n".encode("utf-8", "surrogateescape")
+            outgoing.append((sender, redirect.address, trace + message))
+        reply = outcome.vacation
+        if reply is not None and self.sieve.vacation_due(mbox.path, reply, now):
+            outgoing.append(("", reply.recipient, reply.message))
+        self.sieve.delivered(mbox.path, outcome, now)
+        return copies
+
+    def _send_generated(self, mail_from: str, address: str, data: bytes) -> None:
+        """A redirected copy or a vacation reply: stored here when the address is local,
+        else queued for the relay (which DKIM-signs it)."""
+        if self.resolve(address).kind == "local":
+            try:
+                self.deliver_blocking(Envelope(mail_from, [Recipient(address)]), data)
+            except (UnknownRecipient, QuotaExceeded, MessageRejected) as e:
+                log.warn(
+                    "sieve: copy for <{a}> not stored: {e}", a=visible(address), e=visible(str(e))
+                )
+            return
+        self.queue.enqueue(mail_from, [address], data, is_bounce=not mail_from)
+
     def _conclude(self, envelope: Envelope, local: dict, report: DeliveryReport) -> list:
         """Refuse when nobody got a copy, and return the RFC 3461 notices owed to the
         sender."""
@@ -241,6 +342,8 @@ class Delivery:
         for address, reason in report.failed:
             rcpt = local.get(address) or Recipient(address)
             status = "5.2.2" if isinstance(reason, QuotaExceeded) else "5.1.1"
+            if isinstance(reason, MessageRejected):
+                status = "5.7.1"
             qr = QueuedRecipient(
                 address,
                 list(rcpt.notify) or None,
@@ -306,3 +409,16 @@ class Delivery:
     def _undo(written) -> None:
         for mbox, folder, key in written:
             mbox.withdraw(folder, key)
+
+
+def _folders(mbox: Mailbox) -> dict[str, str | None]:
+    """The account's folders and their special uses, for mailboxexists and :specialuse."""
+    uses = mbox.special_use()
+    return {name: uses.get(name) for name in mbox.list_folders()}
+
+
+def _header_of(data: bytes) -> bytes:
+    end = data.find(b"\n\r\n")
+    end2 = data.find(b"\n\n")
+    ends = [e for e in (end, end2) if e >= 0]
+    return data[: min(ends) + 1] if ends else data[:65536]

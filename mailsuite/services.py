@@ -16,6 +16,7 @@ from mailsuite.durable.modes import create_private_file, make_private_dirs
 from mailsuite.imap.server_state import ImapState
 from mailsuite.limits import ConnectionLimiter
 from mailsuite.pop3.server_state import Pop3State
+from mailsuite.sieve.filtering import SieveFilter
 from mailsuite.spool.queue import Queue
 from mailsuite.store import Store
 from mailsuite.tls import TlsContexts
@@ -61,7 +62,9 @@ class Services:
             accounts=accounts,
             authenticator=Authenticator(accounts, throttle),
             tls=TlsContexts(config) if with_tls else None,
-            delivery=Delivery(accounts, store, queue, config.hostname),
+            delivery=Delivery(
+                accounts, store, queue, config.hostname, SieveFilter(config.sieve, io)
+            ),
             queue=queue,
             connections=ConnectionLimiter(
                 config.limits.connections_total, config.limits.connections_per_ip

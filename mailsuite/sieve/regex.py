@@ -115,4 +115,4 @@ def _bracket(pattern: str, start: int) -> tuple[int, str]:
 
 @lru_cache(maxsize=256)
 def compile_regex(pattern: str, casefold: bool) -> re.Pattern:
-    return re.compile(translate(pattern), re.S | (re.I if casefold else 0))
+    return re.compile(translate(pattern), re.S | (re.I | re.ASCII if casefold else 0))

@@ -14,7 +14,13 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailsuite.delivery import Envelope, Recipient, RecipientResult, UnknownRecipient
+from mailsuite.delivery import (
+    Envelope,
+    MessageRejected,
+    Recipient,
+    RecipientResult,
+    UnknownRecipient,
+)
 from mailsuite.logtext import visible
 from mailsuite.smtp import headers
 from mailsuite.smtp.parser import (
@@ -307,6 +313,12 @@ def _quota_reply(e: QuotaExceeded, text: str) -> SmtpReply:
     return SmtpReply(552, "5.2.2", text)
 
 
+def _reject_text(reason: str) -> str:
+    """The script's reason as one printable line (it is the user's text, not ours)."""
+    line = " ".join(reason.split())
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in line)[:200] or "rejected"
+
+
 def _delivery_failure_reply(failure: Failure) -> SmtpReply:
     if failure.check(SmtpReply):
         return failure.value
@@ -315,6 +327,9 @@ def _delivery_failure_reply(failure: Failure) -> SmtpReply:
         return SmtpReply(550, "5.1.1", "Error: recipient address rejected: User unknown")
     if failure.check(QuotaExceeded):
         return _quota_reply(failure.value, "Error: mailbox full")
+    if failure.check(MessageRejected):
+        # RFC 5429 §2.1: the recipient's Sieve script refused it, said in the dialogue.
+        return SmtpReply(550, "5.7.1", _reject_text(str(failure.value)))
     log.failure("delivery failed", failure)
     # Nothing is half-delivered: delivery fires only when every copy is safe, and a retry of
     # the same message after 451 must not duplicate what was stored.

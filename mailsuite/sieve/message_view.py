@@ -1,0 +1,210 @@
+"""The message as a Sieve run sees it: the envelope, the header fields (which editheader may
+change, RFC 5293 §5: later tests see the changes), decoded values, addresses and body text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.header import Header
+
+from mailsuite.message.addresses import parse_addresses
+from mailsuite.message.content import MessageContent
+from mailsuite.message.decode import decode_header_value
+from mailsuite.message.headers import field_value, parse_fields
+from mailsuite.message.lines import header_end
+from mailsuite.message.structure import MimePart
+from mailsuite.message.text import part_text
+
+# The body test looks at this much decoded text at most (RFC 5173 leaves it to us).
+MAX_BODY_TEXT = 1024 * 1024
+SUBADDRESS_SEPARATOR = "+"
+
+
+@dataclass
+class MessageInput:
+    raw: bytes  # the message as it would be stored (without Return-Path/Delivered-To)
+    mail_from: str  # envelope sender; "" is the null sender
+    recipient: str  # envelope recipient as the sender wrote it (user+detail@domain)
+    mailbox: str = ""  # the account's address
+    folder: str = "INBOX"  # where the implicit keep goes (Junk when the junk filter said so)
+    now: datetime | None = None  # aware; its zone is the "local" zone of RFC 5260
+    folders: dict[str, str | None] = field(default_factory=dict)  # existing -> special-use
+    # duplicate (RFC 7352): when an id key was last recorded (seconds since the epoch)
+    seen: Callable[[str], float | None] | None = None
+
+
+class MessageView:
+    def __init__(self, msg: MessageInput):
+        self.input = msg
+        end = header_end(msg.raw)
+        head = msg.raw[:end]
+        self.body = msg.raw[end:]
+        # The blank line that ends the header, put back when an edited message is rebuilt.
+        if head.endswith(b"\n\r\n") or head == b"\r\n":
+            self.blank = b"\r\n"
+        elif head.endswith(b"\n\n") or head == b"\n":
+            self.blank = b"\n"
+        else:
+            self.blank = b""
+        self.fields: list[tuple[bytes, bytes]] = parse_fields(head)
+        self.edited = False
+        self.crlf = b"\r\n" in head[:200] or b"\r\n" in self.body[:2]
+        self._content: MessageContent | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.input.raw)
+
+    def values(self, name: str) -> list[str]:
+        """Each occurrence's unfolded value, RFC 2047 words decoded (RFC 5228 §5.7)."""
+        lname = name.lower().encode("utf-8", "replace")
+        return [decode_header_value(field_value(raw)) for n, raw in self.fields if n == lname]
+
+    def raw_values(self, name: str) -> list[bytes]:
+        lname = name.lower().encode("utf-8", "replace")
+        return [field_value(raw) for n, raw in self.fields if n == lname]
+
+    def exists(self, name: str) -> bool:
+        lname = name.lower().encode("utf-8", "replace")
+        return any(n == lname for n, _ in self.fields)
+
+    def addresses(self, value: bytes) -> list[str]:
+        """The addr-specs of one address header value (group names left out)."""
+        out = []
+        for item in parse_addresses(value) or ():
+            if item[2] is None or item[3] is None:
+                continue  # group start/end markers
+            local = item[2].decode("utf-8", "replace")
+            host = item[3].decode("utf-8", "replace")
+            out.append(f"{local}@{host}")
+        return out
+
+    def content(self) -> MessageContent:
+        if self._content is None:
+            self._content = MessageContent(self.input.raw)
+        return self._content
+
+    def body_texts(self, transform: str, types: list[str]) -> list[str]:
+        """RFC 5173: :raw the undecoded body; :text the text parts decoded; :content the
+        parts of the listed types (decoded when they are text)."""
+        if transform == "raw":
+            return [self.body[:MAX_BODY_TEXT].decode("utf-8", "replace")]
+        content = self.content()
+        wire = content.wire()
+        out: list[str] = []
+        budget = [MAX_BODY_TEXT]
+
+        def visit(part: MimePart) -> None:
+            if budget[0] <= 0:
+                return
+            ctype = f"{part.ctype}/{part.csubtype}"
+            wanted = (
+                part.ctype == "text"
+                if transform == "text"
+                else any(_type_matches(t, part.ctype, ctype) for t in types)
+            )
+            if part.is_multipart:
+                if transform == "content" and wanted:
+                    # §5.2: a multipart's own text is its prologue and epilogue; we give the
+                    # whole raw body, which contains them.
+                    out.append(
+                        wire[part.body_start : part.end][: budget[0]].decode("utf-8", "replace")
+                    )
+                for child in part.children:
+                    visit(child)
+                return
+            if part.is_message and part.message is not None:
+                if wanted and transform == "content":
+                    out.append(
+                        wire[part.body_start : part.end][: budget[0]].decode("utf-8", "replace")
+                    )
+                visit(part.message)
+                return
+            if not wanted:
+                return
+            if part.ctype == "text":
+                text = part_text(wire, part)
+            else:
+                text = wire[part.body_start : part.end].decode("utf-8", "replace")
+            text = text[: budget[0]]
+            budget[0] -= len(text)
+            out.append(text)
+
+        visit(content.tree())
+        return out
+
+    # -- editheader (RFC 5293) -----------------------------------------------------------
+
+    def add_field(self, name: str, value: str, last: bool) -> None:
+        line = _encode_field(name, value, b"\r\n" if self.crlf else b"\n")
+        entry = (name.lower().encode(), line)
+        if last:
+            self.fields.append(entry)
+        else:
+            self.fields.insert(0, entry)
+        self.edited = True
+
+    def delete_fields(self, name: str, keep: Callable[[int, str], bool]) -> None:
+        """Remove the occurrences of `name` for which keep(occurrence index, value) is False."""
+        lname = name.lower().encode("utf-8", "replace")
+        out = []
+        count = 0
+        for entry in self.fields:
+            if entry[0] == lname:
+                value = decode_header_value(field_value(entry[1]))
+                if not keep(count, value):
+                    count += 1
+                    self.edited = True
+                    continue
+                count += 1
+            out.append(entry)
+        self.fields = out
+
+    def count(self, name: str) -> int:
+        lname = name.lower().encode("utf-8", "replace")
+        return sum(1 for n, _ in self.fields if n == lname)
+
+    def message_bytes(self) -> bytes:
+        return b"".join(raw for _, raw in self.fields) + self.blank + self.body
+
+
+def _type_matches(want: str, ctype: str, full: str) -> bool:
+    """RFC 5173 §5.2: "" any type, "text" any text/*, "text/plain" exactly."""
+    want = want.lower().strip()
+    if not want:
+        return True
+    return want == full if "/" in want else want == ctype
+
+
+def _encode_field(name: str, value: str, eol: bytes) -> bytes:
+    """A header field line; RFC 5293 §4: non-ASCII values as RFC 2047 words, long lines
+    folded."""
+    value = value.replace("\r", " ").replace("\n", " ")
+    if value.isascii():
+        text = f"{name}: {value}"
+        encoded = _fold_ascii(text)
+    else:
+        encoded = f"{name}: " + Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+    return (
+        encoded.replace("\r\n", "\n").replace("\n", eol.decode()).encode("ascii", "replace") + eol
+    )
+
+
+def _fold_ascii(text: str) -> str:
+    if len(text) <= 78:
+        return text
+    words = text.split(" ")
+    lines, line = [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > 78:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return "\r\n ".join(lines)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
