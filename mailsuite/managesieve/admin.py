@@ -88,7 +88,12 @@ def cmd_sieve(ctx) -> int:
         user = ctx.accounts.get_user(ctx.args.user)
         if user is None:
             raise SieveAdminError(f"no such user {ctx.args.user}", EX_NOUSER)
-        return ctx.args.run(ctx.args, open_store(ctx.store, user.address), user.address) or 0
+        return (
+            ctx.args.run(
+                ctx.args, open_store(ctx.store, user.address, ctx.config.sieve), user.address
+            )
+            or 0
+        )
     except SieveAdminError as e:
         print(f"mailsuite: sieve: {e}", file=sys.stderr)
         return e.code

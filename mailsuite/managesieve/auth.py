@@ -40,6 +40,7 @@ class AuthCommands:
             mechanisms=sasl.MECHANISMS if self.plaintext_allowed() else (),
             starttls=self.state == NONAUTH and self.starttls_possible(),
             owner=self.address,
+            max_redirects=self.config.sieve.max_redirects,
         )
         return [*R.capability_lines(pairs), R.ok(text)]
 
@@ -141,7 +142,7 @@ class AuthCommands:
     def _logged_in(self, address: str) -> None:
         if self.lost:
             return
-        scripts = open_store(self.services.store, address)
+        scripts = open_store(self.services.store, address, self.config.sieve)
         self.address, self.scripts, self.state = address, scripts, AUTHENTICATED
         # After login a literal may be a whole script: up to the size limit; one over it is
         # read past and answered QUOTA/MAXSIZE.

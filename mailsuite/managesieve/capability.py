@@ -17,7 +17,7 @@ VERSION = "1.0"
 
 
 def capability_pairs(
-    *, mechanisms: Sequence[str], starttls: bool, owner: str | None
+    *, mechanisms: Sequence[str], starttls: bool, owner: str | None, max_redirects: int
 ) -> list[tuple[str, str | None]]:
     """The capability lines in order.  SASL may be empty only while STARTTLS is offered
     (RFC 5804 §1.7): a client then knows to start TLS before it authenticates."""
@@ -26,12 +26,9 @@ def capability_pairs(
         ("SASL", " ".join(mechanisms)),
         ("SIEVE", " ".join(sieve.EXTENSIONS)),
     ]
-    max_redirects = getattr(sieve, "MAX_REDIRECTS", None)
-    if max_redirects is not None:
-        pairs.append(("MAXREDIRECTS", str(max_redirects)))
-    notify = [m for m in getattr(sieve, "NOTIFY_METHODS", ()) if m]
-    if notify:
-        pairs.append(("NOTIFY", " ".join(notify)))
+    # RFC 5804 §1.7: the redirects one run may make ([sieve] max_redirects).  No NOTIFY:
+    # the enotify extension is not offered.
+    pairs.append(("MAXREDIRECTS", str(max_redirects)))
     if starttls:
         pairs.append(("STARTTLS", None))
     if owner is not None:

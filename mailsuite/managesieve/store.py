@@ -4,6 +4,7 @@ block: the session calls them in the durable-I/O service's threads."""
 
 from __future__ import annotations
 
+from mailsuite.config import SieveConfig
 from mailsuite.sieve import SieveError, parse
 from mailsuite.sieve.scripts import (
     ActiveScriptError,
@@ -29,10 +30,16 @@ __all__ = [
 ]
 
 
-def open_store(store, address: str) -> ScriptStore:
-    """The ScriptStore of `address` in the mail `store`, writing through the store's durable-I/O
-    service.  Touches no file: what it reads and writes happens in its methods."""
-    return ScriptStore(account_folder(store.path_for(address)), io=store.io)
+def open_store(store, address: str, settings: SieveConfig) -> ScriptStore:
+    """The ScriptStore of `address` in the mail `store` with the `[sieve]` limits, writing
+    through the store's durable-I/O service.  Touches no file: its methods do."""
+    return ScriptStore(
+        account_folder(store.path_for(address)),
+        max_scripts=settings.max_scripts,
+        max_size=settings.max_script_size,
+        global_folder=settings.global_dir,
+        io=store.io,
+    )
 
 
 def check_script(text: str) -> None:

@@ -37,6 +37,7 @@ def test_capabilities_after_starttls_list_every_sieve_extension(client):
     caps = client.capability()
     assert b'"OWNER" "alice@example.test"' in caps
     assert b'"VERSION" "1.0"' in caps
+    assert b'"MAXREDIRECTS" "4"' in caps  # [sieve] max_redirects
 
 
 def test_putscript_listscripts_getscript_setactive(sieve_server, client):

@@ -156,15 +156,23 @@ def test_script_over_the_size_limit_is_read_past_and_refused(raw):
     assert c.final(b"LISTSCRIPTS") == b'OK "Listscripts completed."'
 
 
-def test_maxscripts_quota(raw):
-    c = logged_in(raw)
-    for i in range(20):  # ScriptStore's default max_scripts
+def test_quotas_follow_the_sieve_settings(server_factory):
+    srv = server_factory(listen=LISTENERS, sieve={"max_scripts": 3, "max_script_size": 100})
+    srv.add_user(ALICE)
+    c = RawSieve(srv.port("managesieve"))
+    c.starttls()
+    assert c.final(plain_auth()).startswith(b"OK")
+    for i in range(3):
         assert c.final(b'PUTSCRIPT "s%d" ' % i + literal(b"keep;")).startswith(b"OK")
     assert c.final(b'HAVESPACE "new" 10').startswith(b"NO (QUOTA/MAXSCRIPTS)")
     assert c.final(b'HAVESPACE "s1" 10') == b'OK "Putscript would succeed."'
+    assert c.final(b'HAVESPACE "s1" 101').startswith(b"NO (QUOTA/MAXSIZE)")
     assert c.final(b'PUTSCRIPT "new" ' + literal(b"keep;")).startswith(b"NO (QUOTA/MAXSCRIPTS)")
     # Replacing a script is not one more.
     assert c.final(b'PUTSCRIPT "s1" ' + literal(b"discard;")).startswith(b"OK")
+    big = b"#" * 200 + b"\r\nkeep;"
+    assert c.final(b'PUTSCRIPT "s1" ' + literal(big)).startswith(b"NO (QUOTA/MAXSIZE)")
+    c.close()
 
 
 def test_putscript_error_gives_the_line_number(raw):
