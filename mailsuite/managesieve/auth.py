@@ -6,6 +6,8 @@ A mixin of `ManageSieveSession`: it uses the session's state, reader, `conn` and
 
 from __future__ import annotations
 
+import base64
+
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -69,6 +71,7 @@ class AuthCommands:
                 "AUTHENTICATE needs a mechanism and at most an initial response.", bad=True
             )
         mech = _text(args[0], "mechanism")
+        self.sasl_mechanism = mech.upper()
         initial = args[1] if len(args) > 1 else None
         if isinstance(initial, Atom):
             initial = initial.text.encode("ascii")
@@ -90,6 +93,15 @@ class AuthCommands:
     def _sasl_outcome(self, dialogue: sasl.SaslDialogue, outcome: sasl.Outcome):
         """One dialogue outcome on the wire: a challenge string, NO, or the login."""
         if isinstance(outcome, sasl.SendChallenge):
+            if outcome.data.startswith(b"v=") and self.sasl_mechanism.startswith("SCRAM-"):
+                # RFC 5804 §2.1: SCRAM's server-final message rides in the OK (SASL "...")
+                # that ends the exchange, as Dovecot and Cyrus send it, rather than as a
+                # challenge waiting for an empty response.
+                final = dialogue.respond(b"")
+                if isinstance(final, sasl.Ready):
+                    d = dialogue.login(final.credentials)
+                    return self._login(d, final.credentials.username, outcome.data)
+                return self._sasl_outcome(dialogue, final)
             self.sasl = dialogue  # the next command frame is the response
             # RFC 5804 §2.1: a challenge is a string holding base64.
             self._write([R.string(outcome.encoded) + R.CRLF])
@@ -117,7 +129,9 @@ class AuthCommands:
             raise SieveNo("Authorization identity not permitted.")
         raise SieveNo("Invalid SASL response.")  # BadEncoding, BadResponse
 
-    def _login(self, d: defer.Deferred, username: str) -> defer.Deferred:
+    def _login(
+        self, d: defer.Deferred, username: str, server_final: bytes | None = None
+    ) -> defer.Deferred:
         """The response to AUTHENTICATE once the Authenticator has answered `d`."""
 
         def failed(failure):
@@ -136,10 +150,10 @@ class AuthCommands:
             log.failure("managesieve #{sid} authentication error", failure, sid=self.session_id)
             raise SieveNo("Temporary authentication failure.", R.TRYLATER)
 
-        d.addCallbacks(self._logged_in, failed)
+        d.addCallbacks(self._logged_in, failed, callbackArgs=(server_final,))
         return d
 
-    def _logged_in(self, address: str) -> None:
+    def _logged_in(self, address: str, server_final: bytes | None = None) -> None:
         if self.lost:
             return
         scripts = open_store(self.services.store, address, self.config.sieve)
@@ -154,7 +168,10 @@ class AuthCommands:
             addr=visible(address),
             ip=self.client_ip,
         )
-        self._write([R.ok("Logged in.")])
+        if server_final is not None:
+            self._write([R.ok("Logged in.", "SASL", R.string(base64.b64encode(server_final)))])
+        else:
+            self._write([R.ok("Logged in.")])
 
     def _unauthenticate(self, args):
         if args:
@@ -166,6 +183,7 @@ class AuthCommands:
         self.address, self.scripts, self.state = None, None, NONAUTH
         self.reader.literal_cap = self.settings.max_literal_before_auth
         self.reader.skip_oversized = False
+        self.conn.logged_out()
         self._write([R.ok("Unauthenticate completed.")])
 
 

@@ -3,8 +3,6 @@ and strings in the form the client can read back.  Pure: values in, bytes out.""
 
 from __future__ import annotations
 
-import base64
-
 CRLF = b"\r\n"
 
 # RFC 5804 §1.3 response codes.
@@ -72,11 +70,6 @@ def bye(text: str | None = None, code: str | None = None) -> bytes:
 def tagged_ok(tag: bytes, text: str) -> bytes:
     """RFC 5804 §2.13: NOOP's tag comes back in the TAG response code."""
     return ok(text, "TAG", string(tag))
-
-
-def sasl_ok(data: bytes) -> bytes:
-    """RFC 5804 §2.1: the server's last SASL data (SCRAM's server-final) in the OK response."""
-    return ok(None, "SASL", string(base64.b64encode(data)))
 
 
 def capability_lines(pairs: list[tuple[str, str | None]]) -> list[bytes]:

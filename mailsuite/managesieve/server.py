@@ -59,6 +59,9 @@ class ManageSieveProtocol(Protocol, TimeoutMixin, AdmittedConnection):
         self.setTimeout(settings.idle_timeout)
         self.session.greet()
 
+    def logged_out(self) -> None:
+        self.start_deadline(self.services.config.managesieve.login_deadline, self._login_deadline)
+
     def connectionLost(self, reason=connectionDone) -> None:
         self.setTimeout(None)
         self._unregister()

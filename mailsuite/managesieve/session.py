@@ -54,6 +54,9 @@ class SieveConnection(Protocol):
         """The session ran out of input, waits on a Deferred or on the client to read its
         responses (`output_blocked`), or yielded its turn (`yielded`): time for flow control."""
 
+    def logged_out(self) -> None:
+        """UNAUTHENTICATE: the session is a stranger again, with a new login deadline."""
+
 
 class _Disconnected:
     """The `SieveConnection` of a session whose connection is gone: holds nothing, so the
@@ -72,6 +75,9 @@ class _Disconnected:
         pass
 
     def processed(self) -> None:
+        pass
+
+    def logged_out(self) -> None:
         pass
 
 
@@ -96,6 +102,7 @@ class ManageSieveSession(AuthCommands, ScriptCommands):
         self.address: str | None = None  # the logged-in user
         self.scripts = None  # the user's ScriptStore once logged in
         self.sasl: sasl.SaslDialogue | None = None
+        self.sasl_mechanism = ""  # of the AUTHENTICATE in progress
         self.bad_commands = 0
         self.busy = False
         self.pumping = False

@@ -96,17 +96,27 @@ def test_plain_challenge_when_no_initial_response(raw):
     assert c.final(b'"' + token + b'"') == b'OK "Logged in."'
 
 
-def test_scram_sha_256(raw):
+def test_scram_sha_256_with_the_server_final_in_the_ok(raw):
     c = raw()
     c.starttls()
     scram = ScramClient(ALICE, DEFAULT_PASSWORD)
     c.send(b'AUTHENTICATE "SCRAM-SHA-256" "' + b64(scram.client_first()) + b'"\r\n')
     server_first = base64.b64decode(unquote(c.line()))
-    c.send(b'"' + b64(scram.client_final(server_first)) + b'"\r\n')
-    server_final = base64.b64decode(unquote(c.line()))
-    assert scram.verify(server_final)
-    assert c.final(b'""') == b'OK "Logged in."'
+    response = c.final(b'"' + b64(scram.client_final(server_first)) + b'"')
+    # RFC 5804 §2.1: OK (SASL "<server-final>") ends the exchange.
+    assert response.startswith(b'OK (SASL "') and response.endswith(b'") "Logged in."')
+    assert scram.verify(base64.b64decode(response[len(b'OK (SASL "') : -len(b'") "Logged in."')]))
     assert c.final(b"LISTSCRIPTS").startswith(b"OK")
+
+
+def test_scram_sha_256_wrong_password(raw):
+    c = raw()
+    c.starttls()
+    scram = ScramClient(ALICE, "wrong")
+    c.send(b'AUTHENTICATE "SCRAM-SHA-256" "' + b64(scram.client_first()) + b'"\r\n')
+    server_first = base64.b64decode(unquote(c.line()))
+    response = c.final(b'"' + b64(scram.client_final(server_first)) + b'"')
+    assert response == b'NO "Authentication failed."'
 
 
 def test_cancelled_authentication(raw):
@@ -251,4 +261,18 @@ def test_time_limits(server_factory, setting):
         assert c.response() == [b'BYE "Disconnected for inactivity."']
     assert 0.9 < time.monotonic() - start < 5
     assert c.closed()
+    c.close()
+
+
+def test_unauthenticate_starts_a_new_login_deadline(server_factory):
+    srv = server_factory(listen=LISTENERS, managesieve={"login_deadline": 2})
+    srv.add_user(ALICE)
+    c = RawSieve(srv.port("managesieve"))
+    c.starttls()
+    assert c.final(plain_auth()) == b'OK "Logged in."'
+    time.sleep(2.5)  # past the first deadline: logged in, so it does not apply
+    assert c.final(b"UNAUTHENTICATE") == b'OK "Unauthenticate completed."'
+    start = time.monotonic()
+    assert c.response() == [b'BYE "No login in time, closing connection."']
+    assert 1.5 < time.monotonic() - start < 5
     c.close()
