@@ -260,12 +260,12 @@ class _Machine:
         local, at, domain = address.rpartition("@")
         if not at or not local or not domain or any(c in address for c in " \t\r\n<>,;"):
             raise RunError(cmd.line, f"invalid redirect address {address!r}")
-        if any(r.address.lower() == address.lower() for r in self.redirects):
-            return  # RFC 5228 §2.10.3: the same address twice is one redirect
-        if len(self.redirects) >= self.limits.max_redirects:
-            raise RunError(cmd.line, "too many redirects")
         copy = "copy" in cmd.tags
-        self.redirects.append(Redirect(address, copy))
+        # RFC 5228 §2.10.3: the same address twice is one redirect.
+        if not any(r.address.lower() == address.lower() for r in self.redirects):
+            if len(self.redirects) >= self.limits.max_redirects:
+                raise RunError(cmd.line, "too many redirects")
+            self.redirects.append(Redirect(address, copy))
         if not copy:
             self.implicit_keep = False
 
