@@ -15,7 +15,6 @@ from twisted.python.failure import Failure
 
 from mailsuite.managesieve.parser import CommandReader, Line, LiteralTooLarge, Malformed
 from mailsuite.managesieve.server import build_factory
-from tests.conftest import DEFAULT_PASSWORD
 from tests.managesieve.conftest import ALICE, LISTENERS, plain_auth
 
 WORDS = [
@@ -119,7 +118,6 @@ def test_random_input_to_real_sessions_gets_only_protocol_responses(server_facto
         limits={"bad_commands": 1000},
     )
     srv.add_user(ALICE)
-    assert DEFAULT_PASSWORD
 
     @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.lists(stream, max_size=3), st.booleans())
