@@ -323,6 +323,9 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class SieveConfig:
+    """Server-side filtering (mailsuite/sieve/, docs/filtering.md): the scripts users keep
+    and the limits on what one run may do."""
+
     # Run each account's active Sieve script at delivery (docs/filtering.md); false: every
     # message goes to INBOX (or Junk) as if no account had a script.
     enabled: bool = True

@@ -8,8 +8,10 @@ IDLE notification are written once.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -169,7 +171,8 @@ class Delivery:
         local, remote, failed = routed
         report = DeliveryReport(failed=failed)
         written: list[tuple[Mailbox, str, str]] = []
-        outgoing: list[tuple[str, str, bytes]] = []  # Sieve's redirects and replies
+        # What Sieve runs owe once every copy is stored: redirects, replies, its state.
+        outgoing: list[Callable[[], None]] = []
         try:
             for mailbox in local:
                 try:
@@ -190,8 +193,8 @@ class Delivery:
                 report.queue_id = self.queue.enqueue(
                     envelope.mail_from, remote, data, envelope.dsn_ret, envelope.dsn_envid
                 )
-            for mail_from, address, message in outgoing:
-                self._send_generated(mail_from, address, message)
+            for send in outgoing:
+                send()
         except (OSError, NoSuchFolder, TemporaryFailure) as e:
             self._undo(written)
             log.error("delivery failed, nothing kept: {err}", err=visible(str(e)))
@@ -238,7 +241,8 @@ class Delivery:
     def _local_copies(self, envelope, data, mailbox, rcpt, outgoing) -> list:
         """[(folder, flags, bytes)] to store for `mailbox`: where its Sieve script files the
         message (docs/filtering.md), or the one copy for `envelope.folder`.  Redirects and
-        vacation replies are added to `outgoing`; MessageRejected for a reject."""
+        vacation replies (and the state they leave) are added to `outgoing`, to run once every
+        copy is stored; MessageRejected for a reject."""
         mbox, folder = self._target(mailbox, envelope.folder)
         if self.sieve is None:
             return [(folder, (), data)]
@@ -282,16 +286,22 @@ class Delivery:
             # domain, bounces come back to the user; a bounce stays a bounce.
             sender = mailbox if envelope.mail_from else ""
             trace = f"Delivered-To: {mailbox}\r\n".encode("utf-8", "surrogateescape")
-            outgoing.append((sender, redirect.address, trace + message))
+            outgoing.append(
+                partial(self._send_generated, "redirect", sender, redirect.address, trace + message)
+            )
         reply = outcome.vacation
         if reply is not None and self.sieve.vacation_due(mbox.path, reply, now):
-            outgoing.append(("", reply.recipient, reply.message))
-        self.sieve.delivered(mbox.path, outcome, now)
+            outgoing.append(
+                partial(self._send_generated, "vacation reply", "", reply.recipient, reply.message)
+            )
+            outgoing.append(partial(self.sieve.vacation_sent, mbox.path, reply, now))
+        outgoing.append(partial(self.sieve.delivered, mbox.path, outcome, now))
         return copies
 
-    def _send_generated(self, mail_from: str, address: str, data: bytes) -> None:
+    def _send_generated(self, kind: str, mail_from: str, address: str, data: bytes) -> None:
         """A redirected copy or a vacation reply: stored here when the address is local,
         else queued for the relay (which DKIM-signs it)."""
+        log.info("sieve {kind} to <{address}>", kind=kind, address=visible(address))
         if self.resolve(address).kind == "local":
             try:
                 self.deliver_blocking(Envelope(mail_from, [Recipient(address)]), data)

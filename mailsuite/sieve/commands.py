@@ -26,8 +26,6 @@ EXTENSIONS: tuple[str, ...] = (
     "variables",
     "relational",
     "comparator-i;ascii-numeric",
-    "comparator-i;ascii-casemap",
-    "comparator-i;octet",
     "subaddress",
     "copy",
     "date",
@@ -41,6 +39,9 @@ EXTENSIONS: tuple[str, ...] = (
     "regex",
     "include",
 )
+
+# RFC 5228 §2.7.3: these two are always there; a script may still name them in require.
+BUILT_IN = ("comparator-i;octet", "comparator-i;ascii-casemap")
 
 COMPARATORS = {
     "i;octet": None,
@@ -251,14 +252,6 @@ class Checker:
         spec = COMMANDS.get(cmd.name)
         if spec is None:
             raise SieveError(cmd.line, f"unknown command '{cmd.name}'")
-        if cmd.name == "require":
-            names = self.arguments(cmd, spec)
-            for value in _as_list(cmd.positional[0]):
-                # RFC 5228 §3.2: an unknown capability makes the whole script an error.
-                if value.text not in EXTENSIONS:
-                    raise SieveError(value.line, f"unsupported extension '{value.text}'")
-                self.required.add(value.text)
-            return names
         self.need(spec.extension, cmd.line, cmd.name)
         self.arguments(cmd, spec)
         self.test_arguments(cmd.name, cmd.line, spec, cmd.tests)
@@ -266,6 +259,13 @@ class Checker:
             raise SieveError(cmd.line, f"{cmd.name} needs a block")
         if not spec.block and cmd.block is not None:
             raise SieveError(cmd.line, f"{cmd.name} takes no block")
+        if cmd.name == "require":
+            for value in cmd.positional[0]:
+                # RFC 5228 §3.2: an unknown capability makes the whole script an error.
+                if value.text not in EXTENSIONS and value.text not in BUILT_IN:
+                    raise SieveError(value.line, f"unsupported extension '{value.text}'")
+                self.required.add(value.text)
+            return
         self.specific(cmd)
         if cmd.block is not None:
             self.block(cmd.block)
@@ -353,9 +353,9 @@ class Checker:
             return arg.value
         if arg.kind == "string":
             value = self.string(arg.value)
-            return [value] if want == L else value
+            return StringList([value]) if want == L else value
         if arg.kind == "list" and want == L:
-            return [self.string(v) for v in arg.value]
+            return StringList(self.string(v) for v in arg.value)
         raise SieveError(arg.line, f"{what} wants a {'string list' if want == L else 'string'}")
 
     def string(self, value: StringValue) -> StringValue:
@@ -428,8 +428,12 @@ class Checker:
                 raise SieveError(pos[0].line, f"invalid header field name '{pos[0].text}'")
 
 
-def _as_list(value) -> list[StringValue]:
-    return value if isinstance(value, list) else [value]
+class StringList(list):
+    """A string-list argument; `plain` is its texts when none refers to a variable (the
+    interpreter's fast path), worked out on first use."""
+
+    plain: list[str] | None = None
+    checked: bool = False
 
 
 def _check_variable_name(value: StringValue, allow_namespace: bool) -> None:

@@ -68,8 +68,8 @@ class SieveFilter:
         folders: Callable[[], dict[str, str | None]] | None = None,
     ) -> Outcome | None:
         """The outcome of the account's active script; None when it has none (or Sieve is
-        off).  `folders` lists the account's folders (name -> special use), asked only when a
-        script runs.  Blocking (reads the script when it changed): delivery's durable-I/O
+        off).  `folders` lists the account's folders (name -> special use), called only when
+        the script asks.  Blocking (reads the script when it changed): delivery's durable-I/O
         job."""
         if not self.config.enabled:
             return None
@@ -84,7 +84,7 @@ class SieveFilter:
         if script is None:
             return None
         if folders is not None:
-            message.folders = folders()
+            message.folders = folders
         if message.seen is None:
             state = RunState(store.folder)
             message.seen = state.seen
@@ -112,14 +112,16 @@ class SieveFilter:
             pass
 
     def vacation_due(self, maildir: Path, reply: VacationReply, now: datetime) -> bool:
-        """Whether the reply may go (not sent to this sender within its period); when it
-        may, it is recorded as sent."""
+        """Whether the reply may go: none went to this sender within its period."""
         state = RunState(account_folder(maildir))
-        t = now.timestamp()
-        if state.vacation_sent_within(reply.key, reply.recipient, reply.period, t):
-            return False
-        state.record_vacation(reply.key, reply.recipient, reply.period, t)
-        return True
+        return not state.vacation_sent_within(
+            reply.key, reply.recipient, reply.period, now.timestamp()
+        )
+
+    def vacation_sent(self, maildir: Path, reply: VacationReply, now: datetime) -> None:
+        """RFC 5230 §4.2: remember the reply, so the sender gets no other in its period."""
+        state = RunState(account_folder(maildir))
+        state.record_vacation(reply.key, reply.recipient, reply.period, now.timestamp())
 
     def delivered(self, maildir: Path, outcome: Outcome, now: datetime) -> None:
         """RFC 7352 §3: the duplicate ids are remembered once the message is delivered."""

@@ -8,19 +8,23 @@ variables are cut at `max_variable_size`. Running out, or any run-time error (RF
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from mailsuite.sieve.actions import Outcome, Redirect, Reject, Store, VacationReply
 from mailsuite.sieve.dateparts import parse_date_value, parse_zone, part
 from mailsuite.sieve.grammar import Command, StringValue, Test
-from mailsuite.sieve.matching import MatchError, match, spec_of
+from mailsuite.sieve.matching import MatchError, MatchSpec, match, spec_of
 from mailsuite.sieve.message_view import SUBADDRESS_SEPARATOR, MessageInput, MessageView
 from mailsuite.sieve.script import Script
 from mailsuite.sieve.strings import expand, quote_regex, quote_wildcard
 from mailsuite.sieve.vacation import compose, own_addresses, refusal, state_key
 
 DAY = 86400
+# RFC 3501 flag: "\\" atom or atom (no specials, controls or 8-bit); RFC 5232 §3 lets us
+# ignore the rest.
+_FLAG = re.compile(r"\\?[!#$&\'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+\Z")
 
 
 @dataclass(frozen=True)
@@ -148,13 +152,22 @@ class _Machine:
     def text(self, value: StringValue | None, ctx: _Context) -> str:
         if value is None:
             return ""
-        if not ctx.with_variables:
+        if "${" not in value.text or not ctx.with_variables:
             return value.text
         self.step(value.line)
         return expand(value.text, _Lookup(self, ctx), self.matches, self.limits.max_variable_size)
 
     def texts(self, values: list[StringValue] | None, ctx: _Context) -> list[str]:
-        return [self.text(v, ctx) for v in values or ()]
+        if not values:
+            return []
+        if not getattr(values, "checked", True):
+            values.checked = True
+            if not any("${" in v.text for v in values):
+                values.plain = [v.text for v in values]
+        plain = getattr(values, "plain", None)
+        if plain is not None:
+            return plain
+        return [self.text(v, ctx) for v in values]
 
     def get_variable(self, name: str, ctx: _Context) -> str:
         name = name.lower()
@@ -235,7 +248,7 @@ class _Machine:
             raise RunError(cmd.line, "invalid folder name")
         flags = self.flag_list(cmd.tags["flags"], ctx) if "flags" in cmd.tags else list(self.flags)
         special = self.text(cmd.tags["specialuse"], ctx) if "specialuse" in cmd.tags else None
-        folders = self.view.input.folders
+        folders = self.view.folders()
         if special is not None:
             # RFC 8579 §4: the folder that has this special use wins over the name.
             for name, use in folders.items():
@@ -324,7 +337,7 @@ class _Machine:
         out: list[str] = []
         for text in self.texts(values, ctx):
             for flag in text.split():
-                if flag.lower() not in (f.lower() for f in out):
+                if _FLAG.match(flag) and flag.lower() not in (f.lower() for f in out):
                     out.append(flag)
         return out
 
@@ -464,7 +477,7 @@ class _Machine:
 
     def compare(self, t, ctx, values: list[str], keys: list[str]) -> bool:
         """The match with its cost counted, and match variables set on success (§3.2)."""
-        spec = spec_of(t.tags)
+        spec = _spec(t)
         self.step(t.line, len(values) * max(len(keys), 1))
         ok, groups = match(spec, values, keys)
         if ok and groups is not None and spec.kind in ("matches", "regex"):
@@ -489,8 +502,8 @@ class _Machine:
     def test_address(self, t, ctx):
         addresses: list[str] = []
         for name in self.texts(t.positional[0], ctx):
-            for raw in self._pick(t, self.view.raw_values(name)):
-                addresses.extend(self.view.addresses(raw))
+            for found in self._pick(t, self.view.header_addresses(name)):
+                addresses.extend(found)
         return self._address_match(t, ctx, addresses)
 
     def test_envelope(self, t, ctx):
@@ -510,10 +523,7 @@ class _Machine:
             value = _address_part(address, which)
             if value is not None:
                 values.append(value)
-        keys = self.texts(t.positional[1], ctx)
-        if "count" in t.tags:
-            return self.compare(t, ctx, values, keys)
-        return self.compare(t, ctx, values, keys)
+        return self.compare(t, ctx, values, self.texts(t.positional[1], ctx))
 
     def test_body(self, t, ctx):
         if "raw" in t.tags:
@@ -523,7 +533,7 @@ class _Machine:
         else:
             texts = self.view.body_texts("text", [])
         self.step(t.line, sum(len(x) for x in texts) // 1024)
-        spec = spec_of(t.tags)
+        spec = _spec(t)
         keys = self.texts(t.positional[0], ctx)
         # RFC 5173 §5: the body test never sets match variables.
         return match(spec, texts, keys)[0]
@@ -603,11 +613,11 @@ class _Machine:
         return duplicate
 
     def test_mailboxexists(self, t, ctx):
-        folders = self.view.input.folders
+        folders = self.view.folders()
         return all(_folder_exists(folders, n) for n in self.texts(t.positional[0], ctx))
 
     def test_specialuse_exists(self, t, ctx):
-        folders = self.view.input.folders
+        folders = self.view.folders()
         wanted = [u.lower() for u in self.texts(t.positional[1], ctx)]
         if t.positional[0] is not None:
             name = self.text(t.positional[0], ctx)
@@ -629,6 +639,14 @@ class _Lookup(dict):
 
     def get(self, name, default=""):
         return self.machine.get_variable(name, self.ctx)
+
+
+def _spec(node) -> MatchSpec:
+    """The node's match type and comparator, worked out once per compiled script."""
+    spec = node.__dict__.get("_match_spec")
+    if spec is None:
+        spec = node.__dict__["_match_spec"] = spec_of(node.tags)
+    return spec
 
 
 def _folder_exists(folders: dict, name: str) -> bool:

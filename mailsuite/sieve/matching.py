@@ -38,8 +38,9 @@ def spec_of(tags: dict) -> MatchSpec:
 
 def _fold(text: str, comparator: str) -> str:
     if comparator == "i;ascii-casemap":
-        # Only ASCII letters fold (RFC 4790 §9.2); str.lower would fold others too.
-        return text.translate(_ASCII_LOWER)
+        # Only ASCII letters fold (RFC 4790 §9.2); str.lower would fold others too, so it
+        # serves only for ASCII text (the common case, and much faster than translate).
+        return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
     return text
 
 
@@ -83,6 +84,18 @@ def match(spec: MatchSpec, values: list[str], keys: list[str]) -> tuple[bool, li
         return ok, None
     if spec.comparator == "i;ascii-numeric" and spec.kind in ("contains", "matches", "regex"):
         raise MatchError(f"{spec.comparator} cannot do :{spec.kind}")
+    if spec.kind in ("is", "contains") and spec.comparator != "i;ascii-numeric":
+        # The common case, folded once per key rather than once per comparison.
+        fold = spec.comparator == "i;ascii-casemap"
+        folded = [_fold(k, spec.comparator) for k in keys] if fold else keys
+        for value in values:
+            v = _fold(value[:MAX_MATCH_TEXT], spec.comparator) if fold else value
+            if spec.kind == "is":
+                if v in folded:
+                    return True, None
+            elif any(k in v for k in folded):
+                return True, None
+        return False, None
     for value in values:
         value = value[:MAX_MATCH_TEXT]
         for key in keys:

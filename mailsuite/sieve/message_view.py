@@ -29,7 +29,11 @@ class MessageInput:
     mailbox: str = ""  # the account's address
     folder: str = "INBOX"  # where the implicit keep goes (Junk when the junk filter said so)
     now: datetime | None = None  # aware; its zone is the "local" zone of RFC 5260
-    folders: dict[str, str | None] = field(default_factory=dict)  # existing -> special-use
+    # The account's folders -> special use, or a function that lists them (called only when
+    # the script asks: fileinto, mailboxexists, specialuse_exists).
+    folders: dict[str, str | None] | Callable[[], dict[str, str | None]] = field(
+        default_factory=dict
+    )
     # duplicate (RFC 7352): when an id key was last recorded (seconds since the epoch)
     seen: Callable[[str], float | None] | None = None
 
@@ -51,19 +55,40 @@ class MessageView:
         self.edited = False
         self.crlf = b"\r\n" in head[:200] or b"\r\n" in self.body[:2]
         self._content: MessageContent | None = None
+        self._decoded: dict[str, list[str]] = {}
+        self._addresses: dict[str, list[list[str]]] = {}
+
+    def folders(self) -> dict[str, str | None]:
+        if callable(self.input.folders):
+            self.input.folders = self.input.folders()
+        return self.input.folders
 
     @property
     def size(self) -> int:
         return len(self.input.raw)
 
     def values(self, name: str) -> list[str]:
-        """Each occurrence's unfolded value, RFC 2047 words decoded (RFC 5228 §5.7)."""
-        lname = name.lower().encode("utf-8", "replace")
-        return [decode_header_value(field_value(raw)) for n, raw in self.fields if n == lname]
+        """Each occurrence's unfolded value, RFC 2047 words decoded (RFC 5228 §5.7);
+        remembered per name until editheader changes the fields."""
+        lname = name.lower()
+        found = self._decoded.get(lname)
+        if found is None:
+            found = [decode_header_value(v) for v in self.raw_values(lname)]
+            self._decoded[lname] = found
+        return found
 
     def raw_values(self, name: str) -> list[bytes]:
         lname = name.lower().encode("utf-8", "replace")
         return [field_value(raw) for n, raw in self.fields if n == lname]
+
+    def header_addresses(self, name: str) -> list[list[str]]:
+        """The addresses of each occurrence of an address header, remembered like values."""
+        lname = name.lower()
+        found = self._addresses.get(lname)
+        if found is None:
+            found = [self.addresses(v) for v in self.raw_values(lname)]
+            self._addresses[lname] = found
+        return found
 
     def exists(self, name: str) -> bool:
         lname = name.lower().encode("utf-8", "replace")
@@ -143,23 +168,30 @@ class MessageView:
             self.fields.append(entry)
         else:
             self.fields.insert(0, entry)
-        self.edited = True
+        self._changed()
 
     def delete_fields(self, name: str, keep: Callable[[int, str], bool]) -> None:
         """Remove the occurrences of `name` for which keep(occurrence index, value) is False."""
         lname = name.lower().encode("utf-8", "replace")
         out = []
         count = 0
+        removed = False
         for entry in self.fields:
             if entry[0] == lname:
                 value = decode_header_value(field_value(entry[1]))
-                if not keep(count, value):
-                    count += 1
-                    self.edited = True
+                index, count = count, count + 1
+                if not keep(index, value):
+                    removed = True
                     continue
-                count += 1
             out.append(entry)
-        self.fields = out
+        if removed:
+            self.fields = out
+            self._changed()
+
+    def _changed(self) -> None:
+        self.edited = True
+        self._decoded.clear()
+        self._addresses.clear()
 
     def count(self, name: str) -> int:
         lname = name.lower().encode("utf-8", "replace")

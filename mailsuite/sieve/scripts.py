@@ -275,6 +275,7 @@ class ScriptStore:
 
     def _write(self, final: Path, data: bytes, replacing: bool = False) -> None:
         tmp = final.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{final.name}")
+        discard(tmp)  # one a crash left behind under this name
         if self.io is not None:
             self.io.write_file(tmp, data, final, replacing=replacing)
             return

@@ -522,3 +522,47 @@ def test_implicit_keep_goes_to_the_folder_delivery_chose(server_factory):
     )
     assert result.returncode == 0, result.stderr
     assert len(srv.messages(USER, "Junk")) == 1
+
+
+# -- the recipes of docs/filtering.md ------------------------------------------------------------
+
+
+def test_docs_recipe_lists_into_folders(srv):
+    activate(
+        srv,
+        'require ["fileinto", "mailbox", "variables"];\n'
+        'if header :matches "list-id" "*<*.*>*" {\n    fileinto :create "Lists/${2}";\n    stop;\n}\n',
+    )
+    send(srv, message(extra="List-Id: Devel list <devel.lists.example.org>\r\n"))
+    assert len(srv.messages(USER, "Lists/devel")) == 1
+
+
+def test_docs_recipe_subaddress(srv):
+    activate(
+        srv,
+        'require ["fileinto", "envelope", "subaddress", "mailbox", "variables"];\n'
+        'if envelope :detail :matches "to" "*" {\n'
+        '    if string :is "${1}" "" { keep; stop; }\n'
+        '    fileinto :create "Plus/${1}";\n}\n',
+    )
+    send(srv, message(), rcpts=["alice+shop@example.test"])
+    send(srv, message(), rcpts=["alice+@example.test"])
+    send(srv, message())
+    assert len(srv.messages(USER, "Plus/shop")) == 1
+    assert len(srv.messages(USER)) == 2
+
+
+def test_docs_recipe_spam_override(server_factory):
+    srv = server_factory()
+    srv.add_user(USER)
+    activate(
+        srv,
+        'require ["fileinto", "relational", "comparator-i;ascii-numeric"];\n'
+        'if address :domain "from" "remote.test" { fileinto "INBOX"; stop; }\n'
+        'if header :value "ge" :comparator "i;ascii-numeric" "x-spam-score" "8" { discard; }\n',
+    )
+    result = srv.cli(
+        "deliver", "--from", "bob@remote.test", "--folder", "Junk", "--to", USER, input=message()
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(srv.messages(USER)) == 1 and srv.messages(USER, "Junk") == []

@@ -47,6 +47,8 @@ def test_error_carries_the_line_rfc5804_putscript_needs_it():
         ('if true { keep; } "x"', 1, "expected 'identifier'"),
         ("if true;", 1, "needs a block"),
         ("keep { }", 1, "takes no block"),
+        ('require "fileinto" { }', 1, "takes no block"),
+        ('if true { require "fileinto"; }', 1, "before any other command"),
         ("if not (true, false) {}", 1, "exactly one test"),
         ("if allof {}", 1, "needs a test list"),
         ("stop 1;", 1, "takes 0 argument"),
@@ -86,6 +88,11 @@ def test_refused_at_upload(text, line, words):
 def test_every_capability_can_be_required_together():
     script = parse(f"require {list(EXTENSIONS)!r};".replace("'", '"'))
     assert script.required == frozenset(EXTENSIONS)
+
+
+def test_built_in_comparators_may_be_required_but_are_not_advertised():
+    parse('require ["comparator-i;octet", "comparator-i;ascii-casemap"];')
+    assert "comparator-i;octet" not in EXTENSIONS
 
 
 def test_multiline_strings_and_dot_stuffing_rfc5228_2_4_2():
