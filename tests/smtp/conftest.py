@@ -162,6 +162,9 @@ class Wire:
         self.sock.setblocking(False)
         deadline = time.monotonic() + seconds
         crlf = b"\r\n"
+        # poll, not select: the suite's process may hold more than FD_SETSIZE descriptors.
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
         try:
             while self.buf.count(crlf) < n or out:
                 if time.monotonic() > deadline:
@@ -169,9 +172,12 @@ class Wire:
                         f"{len(out)} bytes unsent, {self.buf.count(crlf)} lines read"
                     )
                 pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
-                readable, writable, _ = select.select(
-                    [self.sock], [self.sock] if out else [], [], 1
+                poller.modify(self.sock, select.POLLIN | (select.POLLOUT if out else 0))
+                events = poller.poll(1000)
+                readable = any(
+                    e & (select.POLLIN | select.POLLHUP | select.POLLERR) for _, e in events
                 )
+                writable = any(e & select.POLLOUT for _, e in events)
                 if readable or pending:
                     try:
                         chunk = self.sock.recv(65536)
