@@ -5,6 +5,7 @@ that sends exactly the bytes a test wants and reads responses with their literal
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import socket
 import ssl
@@ -12,10 +13,9 @@ import ssl
 import pytest
 from sievelib.managesieve import Client
 
-from tests.conftest import DEFAULT_PASSWORD, client_tls_context
+from tests.conftest import DEFAULT_PASSWORD, RunningServer, client_tls_context
 
-ALICE = "alice@example.test"
-BOB = "bob@example.test"
+ALICE = "alice@example.test"  # on servers a test starts itself
 HOSTNAME = "mail.example.test"
 # Only what these tests talk to: ManageSieve, and SMTP to deliver through a script.
 LISTENERS = {k: [] for k in ("submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http")}
@@ -23,12 +23,40 @@ _LITERAL = re.compile(rb"\{(\d+)\+?\}$")
 _FINAL = re.compile(rb"^(OK|NO|BYE)\b")
 
 
+_accounts = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def sieve_server(reactor_running, tmp_path_factory):
+    """One server per test module (each server started costs file descriptors and time); each
+    test logs in as accounts of its own (`alice`, `bob`), so none sees another's scripts, mail
+    or failed logins.  The per-address throttle is loosened for that reason."""
+    srv = RunningServer(
+        tmp_path_factory.mktemp("managesieve"),
+        {
+            "listen": LISTENERS,
+            "limits": {"bad_commands": 5},
+            "auth": {"ip_free_failures": 1000, "ip_lockout_failures": 1000},
+        },
+    )
+    yield srv
+    srv.stop()
+
+
+def _account(srv, name: str) -> str:
+    address = f"{name}{next(_accounts)}@example.test"
+    srv.add_user(address)
+    return address
+
+
 @pytest.fixture
-def sieve_server(server_factory):
-    srv = server_factory(listen=LISTENERS, limits={"bad_commands": 5})
-    srv.add_user(ALICE)
-    srv.add_user(BOB)
-    return srv
+def alice(sieve_server) -> str:
+    return _account(sieve_server, "alice")
+
+
+@pytest.fixture
+def bob(sieve_server) -> str:
+    return _account(sieve_server, "bob")
 
 
 @pytest.fixture
@@ -39,7 +67,7 @@ def trusted_cert(sieve_server, monkeypatch):
     return sieve_server.config.tls.cert
 
 
-def sievelib_client(srv, user: str = ALICE, password: str = DEFAULT_PASSWORD, **kw) -> Client:
+def sievelib_client(srv, user: str, password: str = DEFAULT_PASSWORD, **kw) -> Client:
     """A sievelib Client logged in after STARTTLS with a verified certificate."""
     c = Client("127.0.0.1", srv.port("managesieve"), srvhostname=HOSTNAME)
     assert c.connect(user, password, starttls=True, **kw), c.errmsg
@@ -129,13 +157,13 @@ def raw(sieve_server):
         c.close()
 
 
-def plain_auth(user: str = ALICE, password: str = DEFAULT_PASSWORD) -> bytes:
+def plain_auth(user: str, password: str = DEFAULT_PASSWORD) -> bytes:
     token = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode())
     return b'AUTHENTICATE "PLAIN" "' + token + b'"'
 
 
-def logged_in(raw_connect) -> RawSieve:
+def logged_in(raw_connect, user: str) -> RawSieve:
     c = raw_connect()
     c.starttls()
-    assert c.final(plain_auth()).startswith(b"OK")
+    assert c.final(plain_auth(user)).startswith(b"OK")
     return c

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.managesieve.conftest import ALICE, BOB, sievelib_client
+from tests.managesieve.conftest import sievelib_client
 
 SORT = """require ["fileinto", "mailbox", "imap4flags", "subaddress", "envelope"];
 if header :contains "List-Id" "<dev.lists.example>" {
@@ -43,32 +43,32 @@ def wait_for(srv, address: str, folder: str, n: int = 1) -> list:
 
 
 @pytest.fixture
-def client(sieve_server, trusted_cert):
-    c = sievelib_client(sieve_server)
+def client(sieve_server, trusted_cert, alice):
+    c = sievelib_client(sieve_server, alice)
     yield c
     c.logout()
 
 
-def test_uploaded_and_activated_script_files_smtp_deliveries(sieve_server, client):
+def test_uploaded_and_activated_script_files_smtp_deliveries(sieve_server, client, alice, bob):
     assert client.putscript("sort", SORT), client.errmsg
     assert client.setactive("sort")
-    send(sieve_server, ALICE, "Subject: dev\r\nList-Id: Dev <dev.lists.example>")
-    send(sieve_server, "alice+shop@example.test", "Subject: your order")
-    send(sieve_server, ALICE, "Subject: hello")
-    assert b"Subject: dev" in wait_for(sieve_server, ALICE, "Lists/dev")[0].read_bytes()
-    (shop,) = wait_for(sieve_server, ALICE, "Shopping")
+    send(sieve_server, alice, "Subject: dev\r\nList-Id: Dev <dev.lists.example>")
+    send(sieve_server, alice.replace("@", "+shop@"), "Subject: your order")
+    send(sieve_server, alice, "Subject: hello")
+    assert b"Subject: dev" in wait_for(sieve_server, alice, "Lists/dev")[0].read_bytes()
+    (shop,) = wait_for(sieve_server, alice, "Shopping")
     assert shop.name.rpartition(":2,")[2] == "S"  # \\Seen from addflag, in cur/
-    inbox = wait_for(sieve_server, ALICE, "INBOX")
+    inbox = wait_for(sieve_server, alice, "INBOX")
     assert [b"Subject: hello" in p.read_bytes() for p in inbox] == [True]
     # Bob has no script: his mail stays in INBOX.
-    send(sieve_server, BOB, "Subject: dev\r\nList-Id: Dev <dev.lists.example>")
-    assert len(wait_for(sieve_server, BOB, "INBOX")) == 1
+    send(sieve_server, bob, "Subject: dev\r\nList-Id: Dev <dev.lists.example>")
+    assert len(wait_for(sieve_server, bob, "INBOX")) == 1
 
 
-def test_deactivating_over_managesieve_stops_the_filtering(sieve_server, client):
+def test_deactivating_over_managesieve_stops_the_filtering(sieve_server, client, alice):
     assert client.putscript("sort", SORT)
     assert client.setactive("sort")
     assert client.setactive("")
-    send(sieve_server, ALICE, "Subject: dev\r\nList-Id: Dev <dev.lists.example>")
-    assert len(wait_for(sieve_server, ALICE, "INBOX")) == 1
-    assert not sieve_server.message_files(ALICE, "Lists/dev")
+    send(sieve_server, alice, "Subject: dev\r\nList-Id: Dev <dev.lists.example>")
+    assert len(wait_for(sieve_server, alice, "INBOX")) == 1
+    assert not sieve_server.message_files(alice, "Lists/dev")

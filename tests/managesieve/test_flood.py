@@ -50,8 +50,8 @@ def test_pipelined_commands_run_a_bounded_number_per_turn(sieve_server):
     assert len(conn.written) == 2 * COMMANDS_PER_TURN
 
 
-def test_a_client_that_reads_nothing_stops_getting_replies(sieve_server, raw):
-    c = logged_in(raw)
+def test_a_client_that_reads_nothing_stops_getting_replies(sieve_server, raw, alice):
+    c = logged_in(raw, alice)
     script = b"# " + b"x" * 60_000 + b"\r\nkeep;\r\n"
     assert c.final(b'PUTSCRIPT "big" {%d+}\r\n' % len(script) + script).startswith(b"OK")
     count = 400  # 24 MB of replies
@@ -86,7 +86,7 @@ def test_session_is_freed_at_once_when_the_connection_goes(server_factory):
         # In clear: after STARTTLS, Twisted's TLS layer and the transport refer to each other
         # (as for every protocol's STARTTLS), which only the collector undoes.
         c = RawSieve(srv.port("managesieve"))
-        assert c.final(plain_auth()) == b'OK "Logged in."'
+        assert c.final(plain_auth(ALICE)) == b'OK "Logged in."'
         c.send(b'PUTSCRIPT "half" {100+}\r\nkeep;')  # a literal half-read
         time.sleep(0.2)
         ref = live_session(

@@ -101,7 +101,7 @@ def start_session(srv, logged_in: bool):
     tr = Transport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
     proto.makeConnection(tr)
     if logged_in:
-        proto.dataReceived(plain_auth() + b"\r\n")
+        proto.dataReceived(plain_auth(ALICE) + b"\r\n")
     return proto, tr
 
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from tests.conftest import DEFAULT_PASSWORD
-from tests.managesieve.conftest import ALICE, HOSTNAME
+from tests.managesieve.conftest import HOSTNAME
 
 pytestmark = pytest.mark.skipif(
     shutil.which("sieve-connect") is None, reason="Debian package sieve-connect (.ci/run)"
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(
 RULES = 'require "fileinto";\nif header :contains "subject" "[dev]" { fileinto "Dev"; }\n'
 
 
-def sieve_connect(srv, *args: str, mech: str = "PLAIN") -> subprocess.CompletedProcess:
+def sieve_connect(srv, user: str, *args: str, mech: str = "PLAIN") -> subprocess.CompletedProcess:
     read, write = os.pipe()
     os.write(write, DEFAULT_PASSWORD.encode() + b"\n")
     os.close(write)
@@ -33,7 +33,7 @@ def sieve_connect(srv, *args: str, mech: str = "PLAIN") -> subprocess.CompletedP
                 "--port",
                 str(srv.port("managesieve")),
                 "--user",
-                ALICE,
+                user,
                 "--passwordfd",
                 str(read),
                 "--tlscafile",
@@ -59,12 +59,13 @@ def ok(result: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
-def test_upload_list_activate_download_delete(sieve_server, tmp_path, mech):
+def test_upload_list_activate_download_delete(sieve_server, alice, tmp_path, mech):
     local = tmp_path / "rules.sieve"
     local.write_text(RULES)
     ok(
         sieve_connect(
             sieve_server,
+            alice,
             "--localsieve",
             str(local),
             "--remotesieve",
@@ -73,13 +74,14 @@ def test_upload_list_activate_download_delete(sieve_server, tmp_path, mech):
             mech=mech,
         )
     )
-    ok(sieve_connect(sieve_server, "--remotesieve", "rules", "--activate", mech=mech))
-    listing = ok(sieve_connect(sieve_server, "--list", mech=mech))
+    ok(sieve_connect(sieve_server, alice, "--remotesieve", "rules", "--activate", mech=mech))
+    listing = ok(sieve_connect(sieve_server, alice, "--list", mech=mech))
     assert listing == '"rules" ACTIVE\n'
     fetched = tmp_path / "fetched.sieve"
     ok(
         sieve_connect(
             sieve_server,
+            alice,
             "--localsieve",
             str(fetched),
             "--remotesieve",
@@ -89,14 +91,14 @@ def test_upload_list_activate_download_delete(sieve_server, tmp_path, mech):
         )
     )
     assert fetched.read_text().replace("\r\n", "\n") == RULES
-    ok(sieve_connect(sieve_server, "--deactivate", mech=mech))
-    ok(sieve_connect(sieve_server, "--remotesieve", "rules", "--delete", mech=mech))
-    assert ok(sieve_connect(sieve_server, "--list", mech=mech)) == ""
+    ok(sieve_connect(sieve_server, alice, "--deactivate", mech=mech))
+    ok(sieve_connect(sieve_server, alice, "--remotesieve", "rules", "--delete", mech=mech))
+    assert ok(sieve_connect(sieve_server, alice, "--list", mech=mech)) == ""
 
 
-def test_checkscript_reports_the_line(sieve_server, tmp_path):
+def test_checkscript_reports_the_line(sieve_server, alice, tmp_path):
     local = tmp_path / "bad.sieve"
     local.write_text('require "fileinto";\nfileinto;\n')
-    result = sieve_connect(sieve_server, "--localsieve", str(local), "--checkscript")
+    result = sieve_connect(sieve_server, alice, "--localsieve", str(local), "--checkscript")
     assert result.returncode != 0
     assert "line 2: " in result.stdout + result.stderr
