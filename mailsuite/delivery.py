@@ -18,7 +18,6 @@ from twisted.logger import Logger
 
 from mailsuite.accounts.db import Accounts
 from mailsuite.logtext import visible
-from mailsuite.sieve.actions import Outcome
 from mailsuite.sieve.filtering import SieveFilter
 from mailsuite.sieve.message_view import MessageInput
 from mailsuite.spool import bounce
@@ -251,52 +250,29 @@ class Delivery:
         outcome = self.sieve.run(mbox.path, message, lambda: _folders(mbox))
         if outcome is None:
             return [(folder, (), data)]
-        return self._carry_out(outcome, mbox, mailbox, envelope, data, now, outgoing)
+        plan = self.sieve.plan(mbox.path, message, outcome)
+        if plan.reject is not None:
+            raise MessageRejected(plan.reject)
+        for kind, sender, address, body in plan.sends:
+            outgoing.append(partial(self._send_generated, kind, sender, address, body))
+        outgoing.extend(plan.after)
+        return [
+            (self._sieve_folder(mbox, store), tuple(canonical_flag(f) for f in store.flags), body)
+            for store, body in plan.copies
+        ]
 
-    def _carry_out(self, outcome: Outcome, mbox, mailbox, envelope, data, now, outgoing):
-        """What the run decided, into copies and outgoing messages.  RFC 5228 §4.2 loop
-        control: a message that already carries our Delivered-To is not redirected again."""
-        if outcome.reject is not None:
-            if not envelope.mail_from:
-                return []  # RFC 5429 §2.1: never a rejection to the null sender: discard
-            raise MessageRejected(outcome.reject.reason)
-        message = outcome.message if outcome.message is not None else data
-        copies = []
-        for store in outcome.stores:
-            folder = store.folder
-            if not mbox.exists(folder):
-                try:
-                    mbox.create_folder(folder, special_use=store.special_use)
-                except FolderExists:
-                    pass
-                except (BadFolderName, ValueError) as e:
-                    self.sieve.note_error(mbox.path, mailbox, f"fileinto {folder!r}: {e}")
-                    folder = "INBOX"
-            flags = tuple(canonical_flag(f) for f in store.flags)
-            copies.append((folder, flags, message))
-        redirects = outcome.redirects
-        looped = f"delivered-to: {mailbox}".encode().lower() in _header_of(data).lower()
-        if redirects and looped:
-            self.sieve.note_error(mbox.path, mailbox, "redirect loop: message kept in INBOX")
-            if not copies:
-                copies.append(("INBOX", (), message))
-            redirects = []
-        for redirect in redirects:
-            # The account's own address as envelope sender (no SRS): SPF passes for our
-            # domain, bounces come back to the user; a bounce stays a bounce.
-            sender = mailbox if envelope.mail_from else ""
-            trace = f"Delivered-To: {mailbox}\r\n".encode("utf-8", "surrogateescape")
-            outgoing.append(
-                partial(self._send_generated, "redirect", sender, redirect.address, trace + message)
-            )
-        reply = outcome.vacation
-        if reply is not None and self.sieve.vacation_due(mbox.path, reply, now):
-            outgoing.append(
-                partial(self._send_generated, "vacation reply", "", reply.recipient, reply.message)
-            )
-            outgoing.append(partial(self.sieve.vacation_sent, mbox.path, reply, now))
-        outgoing.append(partial(self.sieve.delivered, mbox.path, outcome, now))
-        return copies
+    def _sieve_folder(self, mbox: Mailbox, store) -> str:
+        """The folder a copy goes to, made when the script said :create (RFC 5490)."""
+        if mbox.exists(store.folder):
+            return store.folder
+        try:
+            mbox.create_folder(store.folder, special_use=store.special_use)
+        except FolderExists:
+            pass
+        except (BadFolderName, ValueError) as e:
+            self.sieve.note_error(mbox.path, mbox.address, f"fileinto {store.folder!r}: {e}")
+            return "INBOX"
+        return store.folder
 
     def _send_generated(self, kind: str, mail_from: str, address: str, data: bytes) -> None:
         """A redirected copy or a vacation reply: stored here when the address is local,
@@ -425,10 +401,3 @@ def _folders(mbox: Mailbox) -> dict[str, str | None]:
     """The account's folders and their special uses, for mailboxexists and :specialuse."""
     uses = mbox.special_use()
     return {name: uses.get(name) for name in mbox.list_folders()}
-
-
-def _header_of(data: bytes) -> bytes:
-    end = data.find(b"\n\r\n")
-    end2 = data.find(b"\n\n")
-    ends = [e for e in (end, end2) if e >= 0]
-    return data[: min(ends) + 1] if ends else data[:65536]

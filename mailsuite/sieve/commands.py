@@ -7,7 +7,6 @@ The checker fills each node's `tags` (tag name -> value, True for a flag) and `p
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from mailsuite.sieve.grammar import Argument, Command, SieveError, StringValue, Test
@@ -449,5 +448,5 @@ def _is_field_name(name: str) -> bool:
 def _check_regex(pattern: str, line: int) -> None:
     try:
         compile_regex(pattern, False)
-    except (re.error, RecursionError, OverflowError, ValueError) as e:
+    except (RecursionError, ValueError) as e:
         raise SieveError(line, f"invalid regular expression: {e}") from None

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from twisted.logger import Logger
@@ -28,6 +30,17 @@ log = Logger(namespace="mailsuite.sieve")
 MAX_CACHED_ACCOUNTS = 4096
 
 
+@dataclass
+class Plan:
+    """A run's outcome as delivery carries it out for one recipient."""
+
+    copies: list[tuple[Store, bytes]] = field(default_factory=list)  # what to store, and where
+    sends: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+    # (kind, envelope sender, recipient, message): redirects and vacation replies
+    reject: str | None = None  # the reason, when the message is to be refused
+    after: list[Callable[[], None]] = field(default_factory=list)  # once the copies are stored
+
+
 class SieveFilter:
     """One per Delivery: the accounts' ScriptStores (and so their compiled scripts) shared by
     every delivery of the process."""
@@ -41,19 +54,18 @@ class SieveFilter:
             vacation_days=config.vacation_days,
             vacation_min_days=config.vacation_min_days,
         )
-        self._stores: dict[Path, ScriptStore] = {}
+        self._stores: dict[Path, ScriptStore] = {}  # by Maildir
         self._lock = threading.Lock()
 
     def scripts(self, maildir: Path) -> ScriptStore:
         """The ScriptStore of the account whose Maildir is `maildir` (Store.path_for)."""
-        folder = account_folder(maildir)
         with self._lock:
-            store = self._stores.get(folder)
+            store = self._stores.get(maildir)
             if store is None:
                 if len(self._stores) >= MAX_CACHED_ACCOUNTS:
                     self._stores.pop(next(iter(self._stores)))
-                store = self._stores[folder] = ScriptStore(
-                    folder,
+                store = self._stores[maildir] = ScriptStore(
+                    account_folder(maildir),
                     max_scripts=self.config.max_scripts,
                     max_size=self.config.max_script_size,
                     global_folder=self.config.global_dir,
@@ -86,9 +98,14 @@ class SieveFilter:
         if folders is not None:
             message.folders = folders
         if message.seen is None:
-            state = RunState(store.folder)
-            message.seen = state.seen
-        outcome = run(script, message, self.limits)
+            folder = store.folder
+            message.seen = lambda key: RunState(folder).seen(key)
+        try:
+            outcome = run(script, message, self.limits)
+        except Exception as e:
+            # A fault of ours must not cost the message either: kept, and logged loudly.
+            log.failure("sieve run failed")
+            outcome = Outcome(stores=[Store("INBOX")], errors=[f"internal error: {e!r}"])
         if outcome.errors:
             self._failed(store, message, script.name, "; ".join(outcome.errors))
         return outcome
@@ -130,3 +147,38 @@ class SieveFilter:
         state = RunState(account_folder(maildir))
         for key, period in outcome.duplicates:
             state.record_duplicate(key, period, now.timestamp())
+
+    def plan(self, maildir: Path, message: MessageInput, outcome: Outcome) -> Plan:
+        """What delivery does with `outcome` for the account at `maildir`.  RFC 5228 §4.2
+        loop control: a message that already carries the account's Delivered-To is not
+        redirected again (it is kept)."""
+        mailbox, mail_from, data = message.mailbox, message.mail_from, message.raw
+        if outcome.reject is not None:
+            # RFC 5429 §2.1: never a rejection to the null sender: the message is discarded.
+            return Plan(reject=outcome.reject.reason if mail_from else None)
+        body = outcome.message if outcome.message is not None else data
+        plan = Plan(copies=[(store, body) for store in outcome.stores])
+        redirects = outcome.redirects
+        if redirects and f"delivered-to: {mailbox}".encode() in _header_of(data).lower():
+            self.note_error(maildir, mailbox, "redirect loop: message kept in INBOX")
+            plan.copies = plan.copies or [(Store("INBOX"), body)]
+            redirects = []
+        for redirect in redirects:
+            # The account's own address as envelope sender (no SRS; docs/filtering.md):
+            # SPF passes for our domain, bounces come back to the user; a bounce stays one.
+            sender = mailbox if mail_from else ""
+            trace = f"Delivered-To: {mailbox}\r\n".encode("utf-8", "surrogateescape")
+            plan.sends.append(("redirect", sender, redirect.address, trace + body))
+        reply = outcome.vacation
+        now = message.now or datetime.now().astimezone()
+        if reply is not None and self.vacation_due(maildir, reply, now):
+            plan.sends.append(("vacation reply", "", reply.recipient, reply.message))
+            plan.after.append(partial(self.vacation_sent, maildir, reply, now))
+        plan.after.append(partial(self.delivered, maildir, outcome, now))
+        return plan
+
+
+def _header_of(data: bytes) -> bytes:
+    """The header block of raw message bytes (LF or CRLF), at most 64 KiB of it."""
+    ends = [e for e in (data.find(b"\n\r\n"), data.find(b"\n\n")) if e >= 0]
+    return data[: min(ends) + 1] if ends else data[:65536]

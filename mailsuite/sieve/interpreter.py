@@ -14,9 +14,18 @@ from datetime import UTC, datetime
 
 from mailsuite.sieve.actions import Outcome, Redirect, Reject, Store, VacationReply
 from mailsuite.sieve.dateparts import parse_date_value, parse_zone, part
+from mailsuite.sieve.fastpath import address_part, compiled
 from mailsuite.sieve.grammar import Command, StringValue, Test
-from mailsuite.sieve.matching import MatchError, MatchSpec, match, spec_of
-from mailsuite.sieve.message_view import SUBADDRESS_SEPARATOR, MessageInput, MessageView
+from mailsuite.sieve.matching import (
+    MAX_MATCH_TEXT,
+    MAX_REGEX_TEXT,
+    MatchError,
+    MatchSpec,
+    match,
+    regex_of,
+    spec_of,
+)
+from mailsuite.sieve.message_view import MessageInput, MessageView
 from mailsuite.sieve.script import Script
 from mailsuite.sieve.strings import expand, quote_regex, quote_wildcard
 from mailsuite.sieve.vacation import compose, own_addresses, refusal, state_key
@@ -196,14 +205,26 @@ class _Machine:
 
     def block(self, commands: list[Command], ctx: _Context) -> None:
         skip_else = False
+        limit = self.limits.max_steps
         for cmd in commands:
-            self.step(cmd.line)
+            # The step count inline: this loop is most of what a long filter costs.
+            self.steps += 1
+            if self.steps > limit:
+                raise RunError(cmd.line, "the script ran too long")
             name = cmd.name
-            if name == "if":
-                skip_else = self.branch(cmd, ctx)
+            if name == "if" or (name == "elsif" and not skip_else):
+                test = cmd.tests[0]
+                fast = test.__dict__.get("_compiled", False)
+                if fast:
+                    # A compiled test, called straight (test()'s own step is counted here).
+                    self.steps += 1
+                    skip_else = fast(self)
+                else:
+                    skip_else = self.test(test, ctx)
+                if skip_else:
+                    self.block(cmd.block, ctx)
             elif name == "elsif":
-                if not skip_else:
-                    skip_else = self.branch(cmd, ctx)
+                pass
             elif name == "else":
                 if not skip_else:
                     self.block(cmd.block, ctx)
@@ -211,12 +232,6 @@ class _Machine:
             else:
                 skip_else = False
                 self.command(cmd, ctx)
-
-    def branch(self, cmd: Command, ctx: _Context) -> bool:
-        if self.test(cmd.tests[0], ctx):
-            self.block(cmd.block, ctx)
-            return True
-        return False
 
     def command(self, cmd: Command, ctx: _Context) -> None:
         handler = getattr(self, "do_" + cmd.name, None)
@@ -449,7 +464,14 @@ class _Machine:
     # -- tests -----------------------------------------------------------------------------
 
     def test(self, test: Test, ctx: _Context) -> bool:
-        self.step(test.line)
+        self.steps += 1
+        if self.steps > self.limits.max_steps:
+            raise RunError(test.line, "the script ran too long")
+        fast = test.__dict__.get("_compiled", False)
+        if fast is False:
+            fast = compiled(test)
+        if fast is not None:
+            return fast(self)
         handler = getattr(self, "test_" + test.name)
         return handler(test, ctx)
 
@@ -478,12 +500,27 @@ class _Machine:
     def compare(self, t, ctx, values: list[str], keys: list[str]) -> bool:
         """The match with its cost counted, and match variables set on success (§3.2)."""
         spec = _spec(t)
-        self.step(t.line, len(values) * max(len(keys), 1))
+        self.charge(t.line, spec, values, keys)
         ok, groups = match(spec, values, keys)
         if ok and groups is not None and spec.kind in ("matches", "regex"):
             limit = self.limits.max_variable_size
             self.matches = [g[:limit] for g in groups[:10]]
         return ok
+
+    def charge(self, line: int, spec: MatchSpec, values: list[str], keys: list[str]) -> None:
+        """Steps for a match before it runs: one per comparison, and for wildcards and
+        regular expressions (whose work grows with text times pattern) one more per KiB of
+        that product, so that no script buys unbounded matching with one test."""
+        cost = len(values) * max(len(keys), 1)
+        if spec.kind == "matches":
+            longest = max((len(k) for k in keys), default=0)
+            cost += sum(min(len(v), MAX_MATCH_TEXT) for v in values) * longest // 128
+        elif spec.kind == "regex":
+            longest = max((len(regex_of(k, spec.comparator).prog) for k in keys), default=0)
+            cost += sum(min(len(v), MAX_REGEX_TEXT) for v in values) * longest // 128
+        else:
+            cost += sum(len(v) for v in values) // 65536
+        self.step(line, cost)
 
     def _pick(self, t, values: list):
         """:index N (counting from the end with :last), RFC 5260 §3."""
@@ -520,7 +557,7 @@ class _Machine:
         which = next((p for p in ("localpart", "domain", "user", "detail") if p in t.tags), "all")
         values = []
         for address in addresses:
-            value = _address_part(address, which)
+            value = address_part(address, which)
             if value is not None:
                 values.append(value)
         return self.compare(t, ctx, values, self.texts(t.positional[1], ctx))
@@ -532,9 +569,9 @@ class _Machine:
             texts = self.view.body_texts("content", self.texts(t.tags["content"], ctx))
         else:
             texts = self.view.body_texts("text", [])
-        self.step(t.line, sum(len(x) for x in texts) // 1024)
         spec = _spec(t)
         keys = self.texts(t.positional[0], ctx)
+        self.charge(t.line, spec, texts, keys)
         # RFC 5173 §5: the body test never sets match variables.
         return match(spec, texts, keys)[0]
 
@@ -653,23 +690,6 @@ def _folder_exists(folders: dict, name: str) -> bool:
     if name.upper() == "INBOX":
         return True
     return name in folders
-
-
-def _address_part(address: str, which: str) -> str | None:
-    """RFC 5228 §2.7.4 and RFC 5233 §4: the part of an address a test looks at."""
-    if which == "all":
-        return address
-    local, at, domain = address.rpartition("@")
-    if not at:
-        local, domain = address, ""
-    if which == "localpart":
-        return local
-    if which == "domain":
-        return domain
-    user, sep, detail = local.partition(SUBADDRESS_SEPARATOR)
-    if which == "user":
-        return user
-    return detail if sep else None  # :detail fails when there is no separator
 
 
 def _protected(name: str) -> bool:

@@ -7,11 +7,13 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from mailsuite.sieve.regex import compile_regex
+from mailsuite.sieve.regex import Regex, compile_regex
 
 # A value longer than this is matched on its first part only: a header or body piece cannot
 # make one match cost more than this much work.
 MAX_MATCH_TEXT = 64 * 1024
+# :regex runs in a VM whose cost is text length times program length: a shorter piece.
+MAX_REGEX_TEXT = 8 * 1024
 
 
 class MatchError(Exception):
@@ -115,9 +117,16 @@ def _one(spec: MatchSpec, value: str, key: str) -> tuple[bool, list[str] | None]
         return _fold(key, comparator) in _fold(value, comparator), None
     if kind == "matches":
         return _glob(_wildcard(key), value, comparator == "i;ascii-casemap")
-    pattern = compile_regex(key, comparator == "i;ascii-casemap")
-    m = pattern.search(value)
-    return (m is not None, [m.group(0), *(g or "" for g in m.groups())] if m else None)
+    groups = regex_of(key, comparator).search(value[:MAX_REGEX_TEXT])
+    return groups is not None, groups
+
+
+def regex_of(key: str, comparator: str) -> Regex:
+    try:
+        return compile_regex(key, comparator == "i;ascii-casemap")
+    except (ValueError, RecursionError) as e:
+        # Only a key built from variables gets here: constant ones were checked at upload.
+        raise MatchError(f"invalid regular expression: {e}") from None
 
 
 @lru_cache(maxsize=512)

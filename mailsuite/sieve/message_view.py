@@ -57,6 +57,7 @@ class MessageView:
         self._content: MessageContent | None = None
         self._decoded: dict[str, list[str]] = {}
         self._addresses: dict[str, list[list[str]]] = {}
+        self._parts: dict[tuple, list[str]] = {}
 
     def folders(self) -> dict[str, str | None]:
         if callable(self.input.folders):
@@ -70,24 +71,38 @@ class MessageView:
     def values(self, name: str) -> list[str]:
         """Each occurrence's unfolded value, RFC 2047 words decoded (RFC 5228 §5.7);
         remembered per name until editheader changes the fields."""
-        lname = name.lower()
-        found = self._decoded.get(lname)
+        found = self._decoded.get(name)
         if found is None:
+            lname = name.lower()
             found = [decode_header_value(v) for v in self.raw_values(lname)]
-            self._decoded[lname] = found
+            self._decoded[name] = found
         return found
 
     def raw_values(self, name: str) -> list[bytes]:
         lname = name.lower().encode("utf-8", "replace")
         return [field_value(raw) for n, raw in self.fields if n == lname]
 
+    def address_parts(self, name: str, part: Callable[[str], str | None]) -> list[str]:
+        """One part (`part(address)`, None: none) of every address in a header, remembered
+        per (name, part) like values."""
+        key = (name, part)
+        found = self._parts.get(key)
+        if found is None:
+            found = []
+            for group in self.header_addresses(name):
+                for address in group:
+                    value = part(address)
+                    if value is not None:
+                        found.append(value)
+            self._parts[key] = found
+        return found
+
     def header_addresses(self, name: str) -> list[list[str]]:
         """The addresses of each occurrence of an address header, remembered like values."""
-        lname = name.lower()
-        found = self._addresses.get(lname)
+        found = self._addresses.get(name)
         if found is None:
-            found = [self.addresses(v) for v in self.raw_values(lname)]
-            self._addresses[lname] = found
+            found = [self.addresses(v) for v in self.raw_values(name)]
+            self._addresses[name] = found
         return found
 
     def exists(self, name: str) -> bool:
@@ -192,6 +207,7 @@ class MessageView:
         self.edited = True
         self._decoded.clear()
         self._addresses.clear()
+        self._parts.clear()
 
     def count(self, name: str) -> int:
         lname = name.lower().encode("utf-8", "replace")

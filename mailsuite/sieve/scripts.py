@@ -136,6 +136,8 @@ class ScriptStore:
             self._write_index(index)
             if old is not None:
                 discard(self.folder / old)
+            if index["active"] == name:
+                self.set_status(name, None)  # the error was the old version's
         return script
 
     def delete(self, name: str) -> None:
@@ -171,6 +173,7 @@ class ScriptStore:
                 raise KeyError(name)
             index["active"] = name
             self._write_index(index)
+            self.set_status(name or "", None)
 
     # -- delivery --------------------------------------------------------------------------
 

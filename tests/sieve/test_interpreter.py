@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -326,3 +327,31 @@ def test_odd_messages_never_raise(raw):
         raw=raw,
     )
     assert not out.errors
+
+
+def test_regex_time_is_linear_even_for_patterns_that_backtrack_elsewhere():
+    """(a|aa)*c and (a+)+c take exponential time in a backtracking engine."""
+    raw = b"Subject: " + b"a" * 6000 + b"\r\n\r\nbody\r\n"
+    start = time.process_time()
+    out = go(
+        'require "regex";\n'
+        'if header :regex "subject" ["(a|aa)*c", "(a+)+c", "^(a*)*$"] { discard; }',
+        raw=raw,
+    )
+    assert out.discarded and not out.errors
+    assert time.process_time() - start < 5
+
+
+def test_wildcards_and_regexes_are_charged_by_their_work():
+    raw = b"Subject: " + b"a" * 60000 + b"\r\n\r\n" + b"a" * 500000 + b"\r\n"
+    star_key = "*a" * 300 + "b"
+    for script in (
+        f'if header :matches "subject" "{star_key}" {{ discard; }}',
+        f'require "body";\nif body :matches "{star_key}" {{ discard; }}',
+        'require ["body", "regex"];\n'
+        + 'if body :regex "(a|b|c)*(a|aa)*[[:alpha:]]{5,100}x" { discard; }\n' * 40,
+    ):
+        start = time.process_time()
+        out = go(script, raw=raw)
+        assert out.stores == [Store("INBOX")]
+        assert time.process_time() - start < 5

@@ -138,6 +138,19 @@ def test_status_is_recorded_and_cleared(store):
     assert store.status() is None
 
 
+def test_a_new_active_script_clears_the_old_error(store):
+    store.put("a", "keep;")
+    store.activate("a")
+    store.set_status("a", "line 1: broken")
+    store.put("b", "keep;")
+    assert store.status() is not None  # another script: the active one's error stays
+    store.put("a", "discard;")
+    assert store.status() is None
+    store.set_status("a", "line 1: broken")
+    store.activate("b")
+    assert store.status() is None
+
+
 def test_two_writers_never_lose_each_others_scripts(tmp_path):
     folder = tmp_path / "s"
     stores = [ScriptStore(folder, max_scripts=100) for _ in range(2)]
