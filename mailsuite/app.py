@@ -34,6 +34,7 @@ from mailsuite.config import Config, embedded_base, is_embedded, parse_listen_ad
 from mailsuite.durable.modes import UMASK, make_private_dirs
 from mailsuite.imap import server as imap_server
 from mailsuite.limits import raise_fd_limit
+from mailsuite.managesieve import server as managesieve_server
 from mailsuite.metrics import DISABLED, Metrics
 from mailsuite.pop3 import server as pop3_server
 from mailsuite.relay import runner as relay_runner
@@ -58,6 +59,7 @@ LISTENERS = {
     "http": web_site,
     "https": web_site,
     "metrics": web_monitor,
+    "managesieve": managesieve_server,
 }
 IMPLICIT_TLS = {"submissions", "pop3s", "imaps", "https"}
 # What each listener is for, as the start-up summary says it.

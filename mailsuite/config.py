@@ -70,6 +70,8 @@ class ListenConfig:
     # Prometheus metrics (/metrics) and the health check (/healthz) over HTTP; empty: off.
     # Loopback addresses only, unless `metrics.allow_remote` (docs/monitoring.md).
     metrics: list[str] = field(default_factory=list)
+    # ManageSieve (RFC 5804) with STARTTLS, 4190: users edit their Sieve filters.
+    managesieve: list[str] = field(default_factory=lambda: ["127.0.0.1:24190"])
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,22 @@ class ImapConfig:
 
 
 @dataclass(frozen=True)
+class ManageSieveConfig:
+    # Longest command line outside literals (RFC 5804 §4 quoted strings are at most 1024
+    # octets; a SASL response line needs a few more).
+    max_command_line: int = 8192
+    # Largest literal accepted before authentication: a stranger must not make us hold
+    # megabytes (the connection is closed above it). After login the bound is the script
+    # size limit of [sieve].
+    max_literal_before_auth: int = 8192
+    # Seconds without a command before the connection is closed.
+    idle_timeout: int = 1800
+    # Seconds from connecting within which a client must log in, however steadily it sends;
+    # 0: none.
+    login_deadline: int = 60
+
+
+@dataclass(frozen=True)
 class RelayConfig:
     # Static routes overriding DNS per domain: "example.net" = "127.0.0.1:2526".
     routes: dict[str, str] = field(default_factory=dict)
@@ -257,6 +275,9 @@ class PublicConfig:
     # The submission STARTTLS port clients are told; 0: the `[listen] submission` port,
     # else 587.
     submission_port: int = 0
+    # The ManageSieve port clients are told (RFC 5804 §1.8: the `_sieve._tcp` SRV record); 0:
+    # the `[listen] managesieve` port, else 4190.
+    managesieve_port: int = 0
     # Where autodiscover JSON points Outlook for the XML (https://<host>:<https_port>/...); 0:
     # the https listener's port, else 443 (a reverse proxy in front of the http listener).
     https_port: int = 0
@@ -271,6 +292,7 @@ STANDARD_PORTS = {
     "submissions": 465,
     "submission": 587,
     "https": 443,
+    "managesieve": 4190,
 }
 
 
@@ -499,6 +521,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
     imap: ImapConfig = field(default_factory=ImapConfig)
+    managesieve: ManageSieveConfig = field(default_factory=ManageSieveConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     public: PublicConfig = field(default_factory=PublicConfig)
     log: LogConfig = field(default_factory=LogConfig)

@@ -25,7 +25,17 @@ from mailsuite.config import config_from_dict
 from mailsuite.services import Services
 
 REPO = Path(__file__).resolve().parent.parent
-LISTEN_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http")
+LISTEN_KINDS = (
+    "smtp",
+    "submission",
+    "submissions",
+    "pop3",
+    "pop3s",
+    "imap",
+    "imaps",
+    "http",
+    "managesieve",
+)
 DEFAULT_PASSWORD = "secret-Passw0rd"
 
 _reactor_thread: threading.Thread | None = None

@@ -45,7 +45,7 @@ def server(tmp_path_factory):
     )
     ports: dict[str, int] = {}
     deadline = time.monotonic() + 30
-    wanted = {"submission", "pop3", "imap"}
+    wanted = {"submission", "pop3", "imap", "managesieve"}
     while not wanted <= ports.keys() and time.monotonic() < deadline:
         if log_file.exists():
             ports = {m[0]: int(m[1]) for m in LISTENING.findall(log_file.read_text())}
@@ -140,11 +140,21 @@ def pop3_user_pass(port: int, user: str) -> None:
     c.close()
 
 
+def managesieve_authenticate(port: int, user: str) -> None:
+    c = Lines(port)
+    while not c.line().startswith(b"OK"):  # the capability greeting
+        pass
+    c.send(b'AUTHENTICATE "PLAIN" "' + b64(f"\0{user}\0wrong") + b'"\r\n')
+    assert c.line().startswith(b"NO")
+    c.close()
+
+
 ATTEMPTS = [
     ("submission", smtp_auth_plain, "smtp", "\n"),
     ("submission", smtp_auth_login, "smtp", "\r\n"),
     ("imap", imap_login_literal, "imap", "\n"),
     ("imap", imap_authenticate, "imap", "\u2028"),
+    ("managesieve", managesieve_authenticate, "managesieve", "\r\n"),
     ("pop3", pop3_auth_plain, "pop3", "\n"),
     # A POP3 command line ends at LF: its user name carries the other line breaks there are.
     ("pop3", pop3_user_pass, "pop3", "\x0b\x1c\x85\r"),
@@ -202,7 +212,7 @@ def test_the_fail2ban_filter_matches_every_failed_login_with_the_real_address(se
         for line in lines
         if f"login failed for f2b-{attempt.__name__}" in line and regex.search(fail2ban_view(line))
     }
-    assert protocols == {"smtp", "imap", "pop3"}
+    assert protocols == {"smtp", "imap", "pop3", "managesieve"}
     assert {m["host"] for m in matched} == {"127.0.0.1"}
 
 

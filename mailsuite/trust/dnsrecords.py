@@ -124,6 +124,7 @@ def required_records(config: Config, domain: str) -> list[DnsRecord]:
             f"10 1 {advertised_port(config, 'pop3s')} {host}",
             "POP3 over TLS, after IMAP (RFC 6186 §3.4)",
         ),
+        *_sieve_records(config, d, host),
         DnsRecord(
             f"_autodiscover._tcp.{d}",
             "SRV",
@@ -134,6 +135,14 @@ def required_records(config: Config, domain: str) -> list[DnsRecord]:
         DnsRecord(f"autodiscover.{d}", "CNAME", host, "Outlook autodiscover" + https),
     ]
     return recs
+
+
+def _sieve_records(config: Config, d: str, host: str) -> list[DnsRecord]:
+    """RFC 5804 §1.8: ManageSieve clients find the server by `_sieve._tcp` (when it listens)."""
+    if not config.listen.managesieve:
+        return []
+    port = advertised_port(config, "managesieve")
+    return [DnsRecord(f"_sieve._tcp.{d}", "SRV", f"0 1 {port} {host}", "ManageSieve (RFC 5804)")]
 
 
 def txt_rdata(text: str) -> str:

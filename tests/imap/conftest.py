@@ -19,7 +19,9 @@ USER = "alice@example.test"
 
 
 # Only the IMAP listeners: starting the others costs time every test pays.
-IMAP_ONLY = {k: [] for k in ("smtp", "submission", "submissions", "pop3", "pop3s", "http")}
+IMAP_ONLY = {
+    k: [] for k in ("smtp", "submission", "submissions", "pop3", "pop3s", "http", "managesieve")
+}
 
 
 @pytest.fixture

@@ -112,6 +112,8 @@ def test_dns_output_parses_back(admin):
     assert srv["_imaps._tcp"] == [(0, 10993, HOSTNAME + ".")]  # [public] imaps_port
     assert srv["_pop3s._tcp"] == [(10, 995, HOSTNAME + ".")]
     assert rdatas(z, f"_autodiscover._tcp.{d}", "SRV")[0].port == 443
+    (sieve,) = rdatas(z, f"_sieve._tcp.{d}", "SRV")  # RFC 5804 §1.8
+    assert (sieve.priority, sieve.port, sieve.target.to_text()) == (0, 4190, HOSTNAME + ".")
     for name in ("autoconfig", "autodiscover", "mta-sts"):
         (cname,) = rdatas(z, f"{name}.{d}", "CNAME")
         assert cname.target.to_text() == HOSTNAME + "."
@@ -155,7 +157,7 @@ def test_dns_check_all_present(admin, zone):
     r = admin("dns", DOMAIN, "--check")
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
-    assert lines[-1] == "15 of 15 records in place"
+    assert lines[-1] == "16 of 16 records in place"
     assert all(line.startswith("OK") for line in lines[:-1])
 
 

@@ -49,7 +49,19 @@ def test_hook_installs_and_server_reloads_on_sighup(tmp_path):
     make_self_signed(tls_dir / "fullchain.pem", tls_dir / "privkey.pem", "old.example.test")
     https, imaps = free_port(), free_port()
     conf = tmp_path / "mailsuite.toml"
-    listen = {k: [] for k in ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "http")}
+    listen = {
+        k: []
+        for k in (
+            "smtp",
+            "submission",
+            "submissions",
+            "pop3",
+            "pop3s",
+            "imap",
+            "http",
+            "managesieve",
+        )
+    }
     listen.update(https=[f"127.0.0.1:{https}"], imaps=[f"127.0.0.1:{imaps}"])
     conf.write_text(
         toml_dumps(

@@ -1,0 +1,331 @@
+"""The ManageSieve session as a state machine (RFC 5804): bytes in, responses out, no socket.
+
+Non-authenticated → authenticated (and back, with UNAUTHENTICATE).  The session frames
+commands with `parser.CommandReader`, looks each up in `COMMANDS` (handler and the states it
+is allowed in), runs one at a time and writes whole responses.  A command that answers through
+a Deferred (a login, any work on the user's scripts, which goes through the durable-I/O
+service) holds the input until it has.  What it needs of the connection it asks of a
+`SieveConnection`: `server.py` is the Twisted one, a test can be another.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Protocol
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from mailsuite import sasl
+from mailsuite.limits import PER_ADDRESS
+from mailsuite.logtext import visible
+from mailsuite.managesieve import response as R
+from mailsuite.managesieve.auth import AUTHENTICATED, NONAUTH, AuthCommands
+from mailsuite.managesieve.parser import CommandReader, Line, LiteralTooLarge, Malformed
+from mailsuite.managesieve.response import SieveNo
+from mailsuite.managesieve.script_commands import ScriptCommands
+
+log = Logger(namespace="mailsuite.managesieve")
+
+_session_ids = itertools.count(1)
+
+# Commands run for one connection in one call of `pump`; then the session yields and its
+# connection calls `pump` again on a later reactor turn, so that one client's pipeline never
+# keeps the others waiting.
+COMMANDS_PER_TURN = 32
+
+
+class SieveConnection(Protocol):
+    """What the session asks of its connection."""
+
+    def write(self, parts: list[bytes]) -> None:
+        """Send whole responses."""
+
+    def close(self) -> None:
+        """Close once the responses written so far are sent."""
+
+    def is_secure(self) -> bool:
+        """TLS is on (after STARTTLS)."""
+
+    def start_tls(self) -> None:
+        """Begin the TLS handshake (after the OK to STARTTLS); later writes go out under TLS."""
+
+    def processed(self) -> None:
+        """The session ran out of input, waits on a Deferred or on the client to read its
+        responses (`output_blocked`), or yielded its turn (`yielded`): time for flow control."""
+
+    def logged_out(self) -> None:
+        """UNAUTHENTICATE: the session is a stranger again, with a new login deadline."""
+
+
+class _Disconnected:
+    """The `SieveConnection` of a session whose connection is gone: holds nothing, so the
+    session is freed at once rather than by the cycle collector."""
+
+    def write(self, parts: list[bytes]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def is_secure(self) -> bool:
+        return False
+
+    def start_tls(self) -> None:
+        pass
+
+    def processed(self) -> None:
+        pass
+
+    def logged_out(self) -> None:
+        pass
+
+
+DISCONNECTED = _Disconnected()
+
+
+class ManageSieveSession(AuthCommands, ScriptCommands):
+    """One ManageSieve session."""
+
+    def __init__(self, services, kind: str, conn: SieveConnection):
+        self.services = services
+        self.config = services.config
+        self.settings = services.config.managesieve
+        self.kind = kind
+        self.conn = conn
+        self.state = NONAUTH
+        self.reader = CommandReader(
+            self.settings.max_command_line, self.settings.max_literal_before_auth
+        )
+        self.session_id = next(_session_ids)
+        self.client_ip = ""
+        self.address: str | None = None  # the logged-in user
+        self.scripts = None  # the user's ScriptStore once logged in
+        self.sasl: sasl.SaslDialogue | None = None
+        self.sasl_mechanism = ""  # of the AUTHENTICATE in progress
+        self.bad_commands = 0
+        self.busy = False
+        self.pumping = False
+        self.yielded = False  # pump stopped at COMMANDS_PER_TURN with input left
+        self.output_blocked = False  # the connection asked us to stop producing responses
+        self.closing = False
+        self.lost = False
+
+    # -- events from the connection ---------------------------------------------------------
+
+    def connected(self, client_ip: str) -> None:
+        self.client_ip = client_ip
+
+    def refuse_connection(self, limit: str) -> None:
+        """A connection limit is reached (mailsuite.limits.PER_ADDRESS or SERVER_WIDE)."""
+        if limit == PER_ADDRESS:
+            log.info("managesieve refusing {ip}: too many connections from it", ip=self.client_ip)
+            text = "Too many connections from your address."
+        else:
+            log.info(
+                "managesieve refusing {ip}: too many connections to the server", ip=self.client_ip
+            )
+            text = "Too many connections to this server, try again later."
+        # RFC 5804 §1.3: TRYLATER, a temporary condition.
+        self.conn.write([R.bye(text, R.TRYLATER)])
+        self._close()
+
+    def evicted(self) -> None:
+        """Every slot is taken and this session was the quietest one not logged in."""
+        self.conn.write([R.bye("Server busy, closing idle connection.", R.TRYLATER)])
+        self._close()
+
+    def deadline_passed(self) -> None:
+        """`managesieve.login_deadline` passed before a login."""
+        log.info("managesieve #{sid} login deadline passed", sid=self.session_id)
+        self.conn.write([R.bye("No login in time, closing connection.")])
+        self._close()
+
+    def greet(self) -> None:
+        log.info("managesieve #{sid} connect from {ip}", sid=self.session_id, ip=self.client_ip)
+        # RFC 5804 §1.7: the greeting is the capability response.
+        self._write(self.capability_response("mailsuite ManageSieve ready."))
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the client."""
+        if self.closing:
+            return
+        self.reader.feed(data)
+        self.pump()
+
+    def timed_out(self) -> None:
+        log.info("managesieve #{sid} idle timeout", sid=self.session_id)
+        self.conn.write([R.bye("Disconnected for inactivity.")])
+        self._close()
+
+    def connection_lost(self) -> None:
+        self.lost = True
+        if self.sasl is not None:
+            self.sasl.abort()
+        self.sasl = None
+        log.info("managesieve #{sid} disconnected", sid=self.session_id)
+        self.reader.discard()
+        self.scripts = None
+        self.conn = DISCONNECTED
+
+    # -- input ------------------------------------------------------------------------------
+
+    def pump(self) -> None:
+        if self.pumping:
+            return  # a Deferred that fired at once: the loop below goes on by itself
+        self.pumping = True
+        self.yielded = False
+        steps = 0
+        try:
+            while not (self.busy or self.output_blocked or self.closing or self.lost):
+                if steps >= COMMANDS_PER_TURN:
+                    self.yielded = True
+                    break
+                frame = self.reader.next()
+                if frame is None:
+                    break
+                steps += 1
+                self._run(frame)
+        finally:
+            self.pumping = False
+        self.conn.processed()
+
+    def _run(self, frame) -> None:
+        try:
+            result = self._dispatch(frame)
+        except SieveNo as e:
+            self._error(e)
+            return
+        except Exception:
+            log.failure("managesieve #{sid} command failed", sid=self.session_id)
+            self._write([R.no("Internal error, try again later.", R.TRYLATER)])
+            return
+        if isinstance(result, defer.Deferred):
+            self.busy = True
+            result.addErrback(self._deferred_error)
+            result.addBoth(self._command_done)
+
+    def _dispatch(self, frame):
+        if isinstance(frame, LiteralTooLarge):
+            return self._literal_too_large(frame)
+        if self.sasl is not None:
+            dialogue, self.sasl = self.sasl, None
+            if isinstance(frame, Malformed):
+                dialogue.abort()
+                raise SieveNo("Invalid SASL response.", bad=True)
+            return self._sasl_response(dialogue, frame)
+        if isinstance(frame, Malformed):
+            raise SieveNo(frame.reason, bad=True)
+        return self._command(frame)
+
+    def _command(self, line: Line):
+        spec = COMMANDS.get(line.name)
+        if spec is None:
+            raise SieveNo("Unknown command.", bad=True)
+        handler, states = spec
+        if self.state not in states:
+            if self.state == NONAUTH:
+                raise SieveNo("Authenticate first.", bad=True)
+            raise SieveNo("Already authenticated.", bad=True)
+        return handler(self, line.args)
+
+    def _literal_too_large(self, frame: LiteralTooLarge):
+        if self.state == NONAUTH:
+            # Before login the octets of a big literal are not read at all: the client has
+            # no business sending them, and ManageSieve cannot refuse a literal in advance.
+            log.info(
+                "managesieve #{sid} literal of {n} octets before login",
+                sid=self.session_id,
+                n=frame.size,
+            )
+            self._write([R.bye("Literal too large before authentication.")])
+            self._close()
+            return None
+        if frame.name in ("PUTSCRIPT", "CHECKSCRIPT"):
+            # RFC 5804 §2.6: a script over the size limit is refused with QUOTA/MAXSIZE.
+            raise SieveNo(f"Script larger than {frame.cap} octets.", R.QUOTA_MAXSIZE)
+        raise SieveNo("Argument too long.", bad=True)
+
+    def _deferred_error(self, failure) -> None:
+        if failure.check(SieveNo):
+            self._error(failure.value)
+        else:
+            log.failure("managesieve #{sid} command failed", failure, sid=self.session_id)
+            self._write([R.no("Internal error, try again later.", R.TRYLATER)])
+
+    def _command_done(self, _=None) -> None:
+        self.busy = False
+        if not self.lost:
+            self.pump()
+
+    def _error(self, e: SieveNo) -> None:
+        self._write([e.reply()])
+        if e.bad:
+            # The reason only, never the line: it may hold a password.
+            log.info(
+                "managesieve #{sid} bad command: {why}", sid=self.session_id, why=visible(e.text)
+            )
+            self.bad_commands += 1
+            if self.bad_commands >= self.config.limits.bad_commands:
+                log.info("managesieve #{sid} too many bad commands", sid=self.session_id)
+                self._write([R.bye("Too many bad commands, closing.")])
+                self._close()
+
+    def _write(self, parts: list[bytes]) -> None:
+        if not self.lost:
+            self.conn.write(parts)
+
+    def _close(self) -> None:
+        self.closing = True
+        self.conn.close()
+
+    # -- commands in any state --------------------------------------------------------------
+
+    def _capability(self, args):
+        self._no_args(args, "CAPABILITY")
+        self._write(self.capability_response("Capability completed."))
+
+    def _noop(self, args):
+        if len(args) > 1:
+            raise SieveNo("NOOP takes at most a tag.", bad=True)
+        if args:
+            # RFC 5804 §2.13: the tag comes back in the TAG response code.
+            tag = args[0]
+            if not isinstance(tag, bytes):
+                raise SieveNo("The tag must be a string.", bad=True)
+            self._write([R.tagged_ok(tag, "Done")])
+        else:
+            self._write([R.ok("Done")])
+
+    def _logout(self, args):
+        self._no_args(args, "LOGOUT")
+        # RFC 5804 §2.3: OK, then the server closes the connection.
+        self._write([R.ok("Logout completed.")])
+        self._close()
+
+    @staticmethod
+    def _no_args(args, name: str) -> None:
+        if args:
+            raise SieveNo(f"{name} takes no arguments.", bad=True)
+
+
+_ANY = (NONAUTH, AUTHENTICATED)
+_NONAUTH = (NONAUTH,)
+_AUTH = (AUTHENTICATED,)
+# Every command, the handler that answers it and the states it is allowed in (RFC 5804 §2).
+COMMANDS = {
+    "CAPABILITY": (ManageSieveSession._capability, _ANY),
+    "NOOP": (ManageSieveSession._noop, _ANY),
+    "LOGOUT": (ManageSieveSession._logout, _ANY),
+    "STARTTLS": (AuthCommands._starttls, _NONAUTH),
+    "AUTHENTICATE": (AuthCommands._authenticate, _NONAUTH),
+    "UNAUTHENTICATE": (AuthCommands._unauthenticate, _AUTH),
+    "HAVESPACE": (ScriptCommands._havespace, _AUTH),
+    "PUTSCRIPT": (ScriptCommands._putscript, _AUTH),
+    "CHECKSCRIPT": (ScriptCommands._checkscript, _AUTH),
+    "LISTSCRIPTS": (ScriptCommands._listscripts, _AUTH),
+    "SETACTIVE": (ScriptCommands._setactive, _AUTH),
+    "GETSCRIPT": (ScriptCommands._getscript, _AUTH),
+    "DELETESCRIPT": (ScriptCommands._deletescript, _AUTH),
+    "RENAMESCRIPT": (ScriptCommands._renamescript, _AUTH),
+}
