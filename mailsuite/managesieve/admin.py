@@ -41,44 +41,52 @@ def add_sieve_commands(subparsers) -> None:
     sub = p.add_subparsers(dest="sieve_action", required=True, metavar="ACTION")
 
     s = sub.add_parser("put", help="check and store a script (FILE, or standard input)")
-    s.add_argument("user", metavar="USER")
-    s.add_argument("name", metavar="NAME")
-    s.add_argument("file", nargs="?", type=Path, metavar="FILE")
+    s.add_argument("user", metavar="USER", help="the account (user@domain)")
+    s.add_argument("name", metavar="NAME", help="the script's name")
+    s.add_argument(
+        "file", nargs="?", type=Path, metavar="FILE", help="the script (default: standard input)"
+    )
     s.add_argument("--activate", action="store_true", help="also make it the active script")
     s.set_defaults(func=cmd_sieve, run=_put)
 
     s = sub.add_parser("get", help="print a script")
-    s.add_argument("user", metavar="USER")
-    s.add_argument("name", metavar="NAME")
+    s.add_argument("user", metavar="USER", help="the account (user@domain)")
+    s.add_argument("name", metavar="NAME", help="the script's name")
     s.set_defaults(func=cmd_sieve, run=_get)
 
     s = sub.add_parser("list", help="the user's scripts, the active one marked, the last error")
-    s.add_argument("user", metavar="USER")
+    s.add_argument("user", metavar="USER", help="the account (user@domain)")
     s.set_defaults(func=cmd_sieve, run=_list)
 
     s = sub.add_parser("activate", help="make NAME the script that runs at delivery")
-    s.add_argument("user", metavar="USER")
-    s.add_argument("name", metavar="NAME")
+    s.add_argument("user", metavar="USER", help="the account (user@domain)")
+    s.add_argument("name", metavar="NAME", help="the script's name")
     s.set_defaults(func=cmd_sieve, run=_activate)
 
     s = sub.add_parser("deactivate", help="run no script for the user")
-    s.add_argument("user", metavar="USER")
+    s.add_argument("user", metavar="USER", help="the account (user@domain)")
     s.set_defaults(func=cmd_sieve, run=_deactivate)
 
     s = sub.add_parser("delete", help="remove a script (not the active one)")
-    s.add_argument("user", metavar="USER")
-    s.add_argument("name", metavar="NAME")
+    s.add_argument("user", metavar="USER", help="the account (user@domain)")
+    s.add_argument("name", metavar="NAME", help="the script's name")
     s.set_defaults(func=cmd_sieve, run=_delete)
 
     s = sub.add_parser("rename", help="give a script another name")
-    s.add_argument("user", metavar="USER")
-    s.add_argument("name", metavar="NAME")
-    s.add_argument("new_name", metavar="NEW")
+    s.add_argument("user", metavar="USER", help="the account (user@domain)")
+    s.add_argument("name", metavar="NAME", help="the script's name")
+    s.add_argument("new_name", metavar="NEW", help="its new name")
     s.set_defaults(func=cmd_sieve, run=_rename)
 
     s = sub.add_parser("check", help="check a script (FILE, or standard input) without storing")
-    s.add_argument("user", metavar="USER")
-    s.add_argument("file", nargs="?", type=Path, metavar="FILE")
+    s.add_argument("user", metavar="USER", help="the account (user@domain)")
+    s.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        metavar="FILE",
+        help="the script to check (default: standard input)",
+    )
     s.set_defaults(func=cmd_sieve, run=_check)
 
 
