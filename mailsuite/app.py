@@ -73,6 +73,8 @@ PURPOSES = {
     "imaps": "IMAP over implicit TLS",
     "http": "web: client autoconfiguration (Thunderbird, Outlook, Apple), MTA-STS",
     "https": "web over TLS: autoconfiguration, Outlook autodiscover, MTA-STS policy",
+    "managesieve": "ManageSieve, STARTTLS: users edit their Sieve filters",
+    "metrics": "Prometheus /metrics and /healthz (loopback)",
 }
 INDEX_SAVE_SECONDS = 5.0
 EX_CONFIG = 78  # sysexits.h: a configuration error
