@@ -8,7 +8,6 @@ what the session asks.
 
 from __future__ import annotations
 
-from twisted.internet import reactor
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import TimeoutMixin
@@ -16,7 +15,7 @@ from zope.interface import implementer
 
 from mailsuite import heap
 from mailsuite.limits import AdmittedConnection
-from mailsuite.listener import SessionFactory
+from mailsuite.listener import PacedReading, SessionFactory
 from mailsuite.managesieve.auth import NONAUTH
 from mailsuite.managesieve.session import ManageSieveSession
 from mailsuite.tls import is_secure
@@ -24,11 +23,10 @@ from mailsuite.tls import is_secure
 # Pipelined input kept while a command runs before we stop reading from the socket.  A
 # literal being read is input the session is waiting for, so this only bounds what waits
 # behind a running command.
-MAX_PENDING_INPUT = 64 * 1024
 
 
 @implementer(IPushProducer)
-class ManageSieveProtocol(Protocol, TimeoutMixin, AdmittedConnection):
+class ManageSieveProtocol(Protocol, TimeoutMixin, AdmittedConnection, PacedReading):
     """One ManageSieve connection; the `SieveConnection` its session talks to, and the producer
     of the responses its transport sends."""
 
@@ -36,13 +34,12 @@ class ManageSieveProtocol(Protocol, TimeoutMixin, AdmittedConnection):
         self.services = services
         self.kind = kind
         self.session = ManageSieveSession(services, kind, self)
-        self.reading_paused = False
-        self._turn = None  # the call that resumes the session on the next reactor turn
         self._producing = False
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         client_ip = getattr(peer, "host", "") or ""
+        self.services.metrics.connected(self.kind)
         self.session.connected(client_ip)
         try:
             self.transport.setTcpNoDelay(True)
@@ -64,10 +61,9 @@ class ManageSieveProtocol(Protocol, TimeoutMixin, AdmittedConnection):
 
     def connectionLost(self, reason=connectionDone) -> None:
         self.setTimeout(None)
+        self.services.metrics.disconnected(self.kind)
         self._unregister()
-        if self._turn is not None and self._turn.active():
-            self._turn.cancel()
-        self._turn = None
+        self.cancel_turn()
         self.session.connection_lost()
         self.give_back_slot()
         heap.release_soon()
@@ -121,30 +117,8 @@ class ManageSieveProtocol(Protocol, TimeoutMixin, AdmittedConnection):
     def start_tls(self) -> None:
         self.transport.startTLS(self.services.tls.server_options())
 
-    def processed(self) -> None:
-        """Stop reading while input piles up behind a running command, unread responses or a
-        yielded turn; come back on the next reactor turn when the session yielded.
-
-        Only buffered input pauses reading: pausing on the transport's signal alone would
-        stall a TLS handshake that has not finished yet."""
-        session = self.session
-        if session.lost:
-            return
-        waiting = session.busy or session.output_blocked or session.yielded
-        want_pause = waiting and session.reader.pending > MAX_PENDING_INPUT
-        if want_pause != self.reading_paused:
-            self.reading_paused = want_pause
-            if want_pause:
-                self.transport.pauseProducing()
-            else:
-                self.transport.resumeProducing()
-        if session.yielded and self._turn is None:
-            self._turn = reactor.callLater(0, self._next_turn)
-
-    def _next_turn(self) -> None:
-        self._turn = None
-        if not self.session.lost:
-            self.session.pump()
+    def pending_input(self) -> int:
+        return self.session.reader.pending
 
     # -- IPushProducer for what we send: the transport calls these when its buffer fills up
     # and drains.

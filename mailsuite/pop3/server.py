@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import TimeoutMixin
@@ -20,7 +20,7 @@ from zope.interface import implementer
 from mailsuite import heap
 from mailsuite.config import ConfigError
 from mailsuite.limits import AdmittedConnection
-from mailsuite.listener import SessionFactory
+from mailsuite.listener import PacedReading, SessionFactory
 from mailsuite.pop3.authorization import AUTHORIZATION
 from mailsuite.pop3.parser import WireEncoder, check_uidl_format
 from mailsuite.pop3.session import Pop3Session
@@ -28,11 +28,10 @@ from mailsuite.pop3.streamer import BodyStreamer
 from mailsuite.tls import is_secure
 
 # Pipelined input kept while a command runs before we stop reading from the socket.
-MAX_PENDING_INPUT = 64 * 1024
 
 
 @implementer(IPushProducer)
-class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
+class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection, PacedReading):
     """One POP3 connection; the `Pop3Connection` its session talks to, and the producer of
     everything its transport sends (replies, and streamed bodies through `BodyStreamer`)."""
 
@@ -41,8 +40,6 @@ class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
         self.kind = kind
         self.session = Pop3Session(services, kind, self)
         self.streamer: BodyStreamer | None = None
-        self.reading_paused = False
-        self._turn = None  # the call that resumes the session on the next reactor turn
         self._producing = False  # registered as the transport's producer
 
     def connectionMade(self) -> None:
@@ -66,9 +63,7 @@ class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
         self.services.metrics.disconnected(self.kind)
         # Under TLS the transport's producer wrapper and this protocol refer to each other.
         self._unregister()
-        if self._turn is not None and self._turn.active():
-            self._turn.cancel()
-        self._turn = None
+        self.cancel_turn()
         if self.streamer is not None:
             self.streamer.stopProducing()
             self.streamer = None
@@ -153,30 +148,8 @@ class Pop3Protocol(Protocol, TimeoutMixin, AdmittedConnection):
 
         return d.addCallback(sent)
 
-    def processed(self) -> None:
-        """Stop reading while input piles up behind a running command, unread replies or a
-        yielded turn; come back on the next reactor turn when the session yielded.
-
-        Only buffered input pauses reading: pausing on the transport's signal alone would
-        stall a TLS handshake that has not finished yet."""
-        session = self.session
-        if session.lost:
-            return
-        waiting = session.busy or session.output_blocked or session.yielded
-        want_pause = waiting and session.splitter.pending > MAX_PENDING_INPUT
-        if want_pause != self.reading_paused:
-            self.reading_paused = want_pause
-            if want_pause:
-                self.transport.pauseProducing()
-            else:
-                self.transport.resumeProducing()
-        if session.yielded and self._turn is None:
-            self._turn = reactor.callLater(0, self._next_turn)
-
-    def _next_turn(self) -> None:
-        self._turn = None
-        if not self.session.lost:
-            self.session.pump()
+    def pending_input(self) -> int:
+        return self.session.splitter.pending
 
     # -- IPushProducer for everything we send: the transport calls these when its buffer
     # fills up and drains.
