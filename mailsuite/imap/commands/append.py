@@ -167,6 +167,12 @@ def append(session, cmd):
         raise ImapBad("APPEND needs a mailbox and a message")
     name = mailbox_arg(session, cmd.args[0])
     messages = _messages(cmd.args[1:])
+    return _append_all(session, _target(session, name, messages), name, messages)
+
+
+def _target(session, name: str, messages):
+    """The mailbox to append to, once the messages' sizes (RFC 7889) and the folder (RFC 3501
+    §6.3.11 TRYCREATE) allow it."""
     limit = session.config.imap.append_limit
     for _, _, data in messages:
         if len(data) > limit:
@@ -179,7 +185,7 @@ def append(session, cmd):
             raise ImapNo("TRYCREATE", "Mailbox does not exist")
     except BadFolderName as e:
         raise store_error(e) from None
-    return _append_all(session, mbox, name, messages)
+    return mbox
 
 
 def _replace(session, cmd, uid: bool):
@@ -203,17 +209,7 @@ def _replace(session, cmd, uid: bool):
     messages = _messages(cmd.args[2:])
     if len(messages) != 1:
         raise ImapBad(f"{cmd.name} takes one message")
-    data = messages[0][2]
-    if len(data) > session.config.imap.append_limit:
-        raise ImapNo("TOOBIG", "Message exceeds APPENDLIMIT")
-    if not data:
-        raise ImapNo("Empty message")
-    mbox = session.mailbox
-    try:
-        if not mbox.exists(name):
-            raise ImapNo("TRYCREATE", "Mailbox does not exist")
-    except BadFolderName as e:
-        raise store_error(e) from None
+    mbox = _target(session, name, messages)
     d = _append_all(session, mbox, name, messages)
 
     def replaced(result):
