@@ -289,6 +289,82 @@ class TrustConfig:
 
 
 @dataclass(frozen=True)
+class JunkConfig:
+    """The junk filter (mailsuite/junk/): a per-user learning filter, DNS lists, greylisting,
+    rspamd."""
+
+    # The built-in per-user filter: learns from moves into and out of Junk; an untrained
+    # filter is neutral (everything goes to INBOX).
+    enabled: bool = True
+    # Score at or above which a message is filed in Junk, and at or above which mail from
+    # outside is refused at DATA (550 5.7.1; 0: never refuse).
+    junk_score: float = 5.0
+    reject_score: float = 15.0
+    # Points the word statistics give: weight × (2 × probability − 1), so −weight … +weight.
+    bayes_weight: float = 6.0
+    # Messages of each kind (junk, not junk) the filter must have learned before it judges.
+    min_trained: int = 10
+    # Read messages left in INBOX this many days are learned as not junk (0: never).
+    learn_read_after_days: int = 3
+    # DNS blocklists and allowlists of client addresses (RFC 5782), each an inline table:
+    # {zone = "zen.spamhaus.org", action = "reject"} refuses a listed client at RCPT (554
+    # 5.7.1); {zone = "...", weight = 3.0} adds points; "codes" lists the answers that count
+    # ("127.0.0.2", "127.0.0.4-127.0.0.7"; default every 127.x except 127.255.255.x errors).
+    dnsbl: list[dict[str, typing.Any]] = field(default_factory=list)
+    # Allowlists: {zone = "list.dnswl.org", weight = -5.0}; a listed client skips greylisting.
+    dnswl: list[dict[str, typing.Any]] = field(default_factory=list)
+    # Domain lists (RFC 5782 §2.2) for the sender's domain and link domains in the body:
+    # {zone = "dbl.spamhaus.org", weight = 4.0}.
+    domain_lists: list[dict[str, typing.Any]] = field(default_factory=list)
+    # Greylisting (RFC 6647): a new (client network, sender, recipient) is told 451 4.7.1 and
+    # passes when it retries after `greylist_delay` seconds; remembered `greylist_expire`.
+    greylist: bool = False
+    greylist_delay: int = 300
+    greylist_expire: int = 35 * 24 * 3600
+    # rspamd's normal worker ("http://127.0.0.1:11333"; empty: not used) and controller
+    # (learning; empty: the same host on port 11334). A failing or slow rspamd (after
+    # `rspamd_timeout` seconds) falls back to the built-in filter.
+    rspamd: str = ""
+    rspamd_controller: str = ""
+    rspamd_password: str = ""
+    rspamd_timeout: float = 10.0
+
+    def __post_init__(self):
+        if self.reject_score and self.reject_score <= self.junk_score:
+            raise ConfigError("junk.reject_score", "must be above junk.junk_score (or 0)")
+        for name in ("dnsbl", "dnswl", "domain_lists"):
+            for i, entry in enumerate(getattr(self, name)):
+                _check_dns_list(entry, f"junk.{name}[{i}]")
+        for name in ("rspamd", "rspamd_controller"):
+            url = getattr(self, name)
+            if url and not url.startswith(("http://", "https://")):
+                raise ConfigError(f"junk.{name}", "must be an http:// or https:// URL")
+
+
+def _check_dns_list(entry: dict, key: str) -> None:
+    known = {"zone", "action", "weight", "codes"}
+    for k in entry:
+        if k not in known:
+            raise ConfigError(f"{key}.{k}", "unknown key")
+    if not isinstance(entry.get("zone"), str) or not entry["zone"].strip("."):
+        raise ConfigError(f"{key}.zone", "must be a DNS zone name")
+    if entry.get("action", "score") not in ("reject", "score"):
+        raise ConfigError(f"{key}.action", 'must be "reject" or "score"')
+    weight = entry.get("weight", 0.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise ConfigError(f"{key}.weight", "must be a number")
+    codes = entry.get("codes", [])
+    if not isinstance(codes, list):
+        raise ConfigError(f"{key}.codes", "must be a list of addresses or ranges")
+    for j, code in enumerate(codes):
+        for part in str(code).split("-", 1):
+            try:
+                ipaddress.IPv4Address(part.strip())
+            except ValueError:
+                raise ConfigError(f"{key}.codes[{j}]", f"{code!r} is not an address") from None
+
+
+@dataclass(frozen=True)
 class LogConfig:
     # "text" or "json" (one JSON object per line).
     format: str = "text"
@@ -335,6 +411,7 @@ class Config:
     public: PublicConfig = field(default_factory=PublicConfig)
     log: LogConfig = field(default_factory=LogConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
+    junk: JunkConfig = field(default_factory=JunkConfig)
     path: Path | None = None
 
     @property

@@ -14,6 +14,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite.accounts.db import Accounts
+from mailsuite.junk.filter import JunkFilter
+from mailsuite.junk.verdict import Verdict
 from mailsuite.logtext import visible
 from mailsuite.spool import bounce
 from mailsuite.spool.queue import Queue, QueuedRecipient, QueueEntry
@@ -48,6 +50,7 @@ class Envelope:
     helo: str | None = None
     smtputf8: bool = False
     folder: str = "INBOX"  # "Junk" when inbound checks say so
+    junk_signals: tuple = ()  # junk.verdict.Signal found before delivery (DNS lists, rspamd)
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,19 @@ def message_id(data: bytes) -> str:
 
 
 class Delivery:
-    def __init__(self, accounts: Accounts, store: Store, queue: Queue, hostname: str = "localhost"):
+    def __init__(
+        self,
+        accounts: Accounts,
+        store: Store,
+        queue: Queue,
+        hostname: str = "localhost",
+        junk: JunkFilter | None = None,
+    ):
         self.accounts = accounts
         self.store = store
         self.queue = queue
         self.hostname = hostname
+        self.junk = junk
 
     def resolve(self, address: str) -> RecipientResult:
         domain = address.rpartition("@")[2].lower().rstrip(".")
@@ -142,12 +153,17 @@ class Delivery:
         local, remote, failed = routed
         report = DeliveryReport(failed=failed)
         written: list[tuple[Mailbox, str, str]] = []
+        # The junk filter's verdict per local recipient (folder and X-Spam-* fields); it
+        # raises JunkRefused when the message is refused for every one of them.
+        verdicts = self.junk.judge(envelope, data, local, remote) if self.junk else {}
         try:
             for mailbox in local:
+                verdict = verdicts.get(mailbox) or Verdict(envelope.folder)
                 try:
-                    mbox, folder = self._target(mailbox, envelope.folder)
+                    mbox, folder = self._target(mailbox, verdict.folder)
                     key = mbox.deliver(
-                        self._trace_headers(envelope.mail_from, mailbox) + data, folder
+                        self._trace_headers(envelope.mail_from, mailbox) + verdict.apply(data),
+                        folder,
                     )
                 except QuotaExceeded as e:
                     report.failed.append((mailbox, e))

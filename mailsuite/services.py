@@ -14,6 +14,7 @@ from mailsuite.delivery import Delivery
 from mailsuite.durable import DurableIO
 from mailsuite.durable.modes import create_private_file, make_private_dirs
 from mailsuite.imap.server_state import ImapState
+from mailsuite.junk.filter import JunkFilter
 from mailsuite.limits import ConnectionLimiter
 from mailsuite.pop3.server_state import Pop3State
 from mailsuite.spool.queue import Queue
@@ -46,6 +47,7 @@ class Services:
     connections: ConnectionLimiter
     imap: ImapState  # what the IMAP sessions of this server share about folders
     pop3: Pop3State  # the POP3 sessions' maildrop locks, login times and listings
+    junk: JunkFilter  # the per-user junk filter (delivery's verdicts, training)
 
     @classmethod
     def create(cls, config: Config, with_tls: bool = True) -> Services:
@@ -55,19 +57,21 @@ class Services:
         store = Store(config.mail_dir, io)
         queue = Queue(config.queue_dir, io)
         throttle = FailedLoginThrottle.from_config(config.auth)
+        junk = JunkFilter(config, store)
         return cls(
             config=config,
             store=store,
             accounts=accounts,
             authenticator=Authenticator(accounts, throttle),
             tls=TlsContexts(config) if with_tls else None,
-            delivery=Delivery(accounts, store, queue, config.hostname),
+            delivery=Delivery(accounts, store, queue, config.hostname, junk),
             queue=queue,
             connections=ConnectionLimiter(
                 config.limits.connections_total, config.limits.connections_per_ip
             ),
             imap=ImapState(),
             pop3=Pop3State(),
+            junk=junk,
         )
 
     def plaintext_auth_allowed(self, secure: bool, client_ip: str) -> bool:

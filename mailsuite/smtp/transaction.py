@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailsuite.delivery import Envelope, Recipient, RecipientResult, UnknownRecipient
+from mailsuite.junk.filter import JunkRefused
 from mailsuite.logtext import visible
 from mailsuite.smtp import headers
 from mailsuite.smtp.parser import (
@@ -310,6 +311,13 @@ def _quota_reply(e: QuotaExceeded, text: str) -> SmtpReply:
 def _delivery_failure_reply(failure: Failure) -> SmtpReply:
     if failure.check(SmtpReply):
         return failure.value
+    if failure.check(JunkRefused):
+        # RFC 3463 X.7.1: refused by policy; the reason names the signals that decided.
+        verdict = failure.value.verdict
+        reasons = "; ".join(verdict.reasons)[:300]
+        return SmtpReply(
+            550, "5.7.1", f"Message refused as junk (score {verdict.score:.1f}: {reasons})"
+        )
     if failure.check(UnknownRecipient):
         # The account vanished between RCPT and the end of DATA.
         return SmtpReply(550, "5.1.1", "Error: recipient address rejected: User unknown")

@@ -1,0 +1,300 @@
+"""The built-in junk filter as delivery and IMAP use it: a verdict per local recipient at
+delivery, and lessons from the user's moves and flags.
+
+`JunkFilter.judge` blocks (it reads the recipient's word counts from SQLite): delivery calls
+it inside its durable-I/O job, before anything is stored.  The training entry points
+(`after_copy`, `after_store`, `learn_messages`) run on the reactor and only hand the work to
+the durable-I/O service, so an IMAP command never waits for the filter.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from mailsuite.config import Config
+from mailsuite.junk import classifier
+from mailsuite.junk.model import HAM, JUNK, MODEL_FILE, FilterData, message_identity
+from mailsuite.junk.tokens import message_tokens
+from mailsuite.junk.verdict import Signal, Verdict, decide
+from mailsuite.logtext import visible
+from mailsuite.message.addresses import parse_addresses
+from mailsuite.message.headers import parse_fields
+from mailsuite.message.lines import header_block
+from mailsuite.store import Mailbox, NoSuchMailbox, Store
+from mailsuite.trust.inbound import skipped_client
+
+log = Logger(namespace="mailsuite.junk")
+
+GLOBAL_LISTS_FILE = "junk-lists.sqlite"
+JUNK_FOLDER = "Junk"
+JUNK_KEYWORD, NOT_JUNK_KEYWORD = "$Junk", "$NotJunk"
+# Open per-account files kept (each holds a descriptor).
+MODEL_CACHE = 128
+_DMARC = re.compile(rb"(?i)\bdmarc=(\w+)")
+
+
+class JunkRefused(Exception):
+    """Every local recipient's verdict is above the refusal mark: SMTP 550 5.7.1 at DATA."""
+
+    def __init__(self, verdict: Verdict):
+        super().__init__(f"message refused as junk (score {verdict.score:.1f})")
+        self.verdict = verdict
+
+
+def junk_folder_of(mbox: Mailbox) -> str:
+    """The folder with special-use \\Junk (RFC 6154), else "Junk"."""
+    for name, role in mbox.special_use().items():
+        if role.lower() == "\\junk":
+            return name
+    return JUNK_FOLDER
+
+
+def trash_folders_of(mbox: Mailbox) -> set[str]:
+    return {n for n, r in mbox.special_use().items() if r.lower() == "\\trash"} | {"Trash"}
+
+
+class JunkFilter:
+    """One per server (Services.junk); the admin command makes its own."""
+
+    def __init__(self, config: Config, store: Store):
+        self.config = config
+        self.junk_config = config.junk
+        self.store = store
+        self.global_lists = FilterData(config.data_dir / GLOBAL_LISTS_FILE)
+        self._models: OrderedDict[str, FilterData] = OrderedDict()
+        self._lock = threading.Lock()
+        # Called on the reactor with (raw message, JUNK or HAM) after each lesson: rspamd.
+        self.learn_listeners: list = []
+
+    # -- per-account data ----------------------------------------------------------------
+
+    def model(self, mbox: Mailbox) -> FilterData:
+        """The account's filter data (blocking to use); a few stay open."""
+        key = mbox.address.lower()
+        with self._lock:
+            data = self._models.get(key)
+            if data is not None:
+                self._models.move_to_end(key)
+                return data
+            data = FilterData(mbox.path / MODEL_FILE)
+            self._models[key] = data
+            while len(self._models) > MODEL_CACHE:
+                _, old = self._models.popitem(last=False)
+                old.close()
+            return data
+
+    def close(self) -> None:
+        with self._lock:
+            models, self._models = list(self._models.values()), OrderedDict()
+        for data in models:
+            data.close()
+        self.global_lists.close()
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def judge(self, envelope, data: bytes, mailboxes: Iterable[str], remote=()) -> dict:
+        """{mailbox: Verdict} for the local recipients of one message (blocking).
+
+        Raises JunkRefused when the message came from outside and every local recipient's
+        verdict says refuse (and nobody remote shares the message)."""
+        mailboxes = list(mailboxes)
+        try:
+            return self._judge(envelope, data, mailboxes, remote)
+        except JunkRefused:
+            raise
+        except Exception:
+            # A broken filter file must not cost mail: deliver as if there were no filter.
+            log.failure("junk: filter failed; delivering without a verdict")
+            return {m: Verdict(envelope.folder) for m in mailboxes}
+
+    def _judge(self, envelope, data: bytes, mailboxes: list[str], remote) -> dict:
+        folder = envelope.folder
+        if envelope.authenticated_user:
+            # The user's own mail: who they write to is never junk for them.
+            self._note_correspondents(envelope.authenticated_user, envelope.recipients)
+            return {m: Verdict(folder) for m in mailboxes}
+        if not self.junk_config.enabled or not mailboxes:
+            return {m: Verdict(folder) for m in mailboxes}
+        signals = list(getattr(envelope, "junk_signals", ()) or ())
+        signals.extend(self._message_signals(data))
+        senders = [envelope.mail_from, *author_addresses(data)]
+        senders = [s for s in dict.fromkeys(a.lower() for a in senders) if s]
+        words_needed = not any(s.replaces_words for s in signals)
+        tokens = message_tokens(data) if words_needed else set()
+        global_match = self.global_lists.list_match(senders)
+        may_refuse = bool(envelope.client_ip) and not skipped_client(
+            self.config, envelope.client_ip
+        )
+        verdicts = {}
+        for mailbox in mailboxes:
+            verdicts[mailbox] = self._judge_one(
+                mailbox, folder, tokens, words_needed, signals, senders, global_match, may_refuse
+            )
+        if may_refuse and not remote and all(v.refuse for v in verdicts.values()):
+            raise JunkRefused(max(verdicts.values(), key=lambda v: v.score))
+        return verdicts
+
+    def _judge_one(
+        self, mailbox, folder, tokens, words_needed, signals, senders, global_match, may_refuse
+    ) -> Verdict:
+        cfg = self.junk_config
+        try:
+            mbox = self.store.mailbox(mailbox)
+        except NoSuchMailbox:
+            return Verdict(folder)  # created by delivery in a moment: nothing learned yet
+        model = self.model(mbox)
+        judgement = None
+        if words_needed:
+            n_junk, n_ham = model.totals()
+            counts = model.counts(tokens) if min(n_junk, n_ham) >= cfg.min_trained else {}
+            judgement = classifier.judge(counts, n_junk, n_ham, cfg.min_trained)
+        listed = model.list_match(senders) or global_match
+        return decide(
+            junk_folder=junk_folder_of(mbox),
+            default_folder=folder,
+            judgement=judgement,
+            signals=signals,
+            listed=listed,
+            correspondent=model.known_correspondent(senders),
+            junk_score=cfg.junk_score,
+            reject_score=cfg.reject_score,
+            bayes_weight=cfg.bayes_weight,
+            may_refuse=may_refuse,
+        )
+
+    def _message_signals(self, data: bytes) -> list[Signal]:
+        """DMARC's verdict from our own Authentication-Results field (trust added it on top)."""
+        block = header_block(data[:65536])
+        for name, raw in parse_fields(block):
+            if name != b"authentication-results":
+                continue
+            value = raw.partition(b":")[2].strip()
+            if value.split(b";", 1)[0].strip().decode("ascii", "replace") != self.config.hostname:
+                continue
+            m = _DMARC.search(value)
+            if m and m.group(1).lower() == b"fail":
+                return [Signal("DMARC fail", 3.0)]
+            return []
+        return []
+
+    def _note_correspondents(self, user: str, recipients) -> None:
+        try:
+            mbox = self.store.mailbox(user)
+        except NoSuchMailbox:
+            return
+        mine = user.lower()
+        self.model(mbox).add_correspondents(
+            r.address for r in recipients if r.address.lower() != mine
+        )
+
+    def note_sent(self, mbox: Mailbox, data: bytes) -> None:
+        """A message the user put in Sent (blocking): its recipients are correspondents."""
+        addresses = []
+        for name, raw in parse_fields(header_block(data[:65536])):
+            if name in (b"to", b"cc", b"bcc"):
+                addresses.extend(_addresses(raw))
+        mine = mbox.address.lower()
+        self.model(mbox).add_correspondents(a for a in addresses if a.lower() != mine)
+
+    # -- training (reactor side) ----------------------------------------------------------
+
+    def after_copy(self, mbox: Mailbox, source, dest, pairs) -> None:
+        """IMAP COPY/MOVE done: into Junk teaches junk, out of Junk (not to Trash) not junk,
+        into Sent records correspondents."""
+        junk = junk_folder_of(mbox)
+        if dest.name == junk and source.name != junk:
+            kind = JUNK
+        elif source.name == junk and dest.name != junk and dest.name not in trash_folders_of(mbox):
+            kind = HAM
+        else:
+            return
+        msgs = [m for m in (dest.by_uid(d) for _, d in pairs) if m is not None]
+        self.learn_messages(mbox, dest, msgs, kind)
+
+    def after_store(self, mbox: Mailbox, folder, msgs, flags, mode: str) -> None:
+        """IMAP STORE done: $Junk set teaches junk, $NotJunk set not junk."""
+        if mode == "remove" or not msgs:
+            return
+        if JUNK_KEYWORD in flags:
+            self.learn_messages(mbox, folder, msgs, JUNK)
+        elif NOT_JUNK_KEYWORD in flags:
+            self.learn_messages(mbox, folder, msgs, HAM)
+
+    def learn_messages(self, mbox: Mailbox, folder, msgs, kind: str) -> defer.Deferred:
+        """Queue lessons for the durable-I/O service; Deferred[int] (messages learned), which
+        never errbacks: a lesson lost to an error is logged, the user's command unaffected."""
+        if not self.junk_config.enabled and not self.learn_listeners:
+            return defer.succeed(0)
+        d = self.store.io.submit(self.learn_blocking, mbox, folder, list(msgs), kind)
+
+        def done(learned):
+            for raw in learned:
+                for listener in self.learn_listeners:
+                    listener(raw, kind)
+            if learned:
+                log.info(
+                    "junk: {user} taught {n} message(s) as {kind}",
+                    user=visible(mbox.address),
+                    n=len(learned),
+                    kind=kind,
+                )
+            return len(learned)
+
+        def failed(failure):
+            log.failure("junk: learning failed for {user}", failure, user=visible(mbox.address))
+            return 0
+
+        return d.addCallbacks(done, failed)
+
+    def learn_blocking(self, mbox: Mailbox, folder, msgs, kind: str) -> list[bytes]:
+        """Read and learn each message (blocking); the raw messages newly learned."""
+        model = self.model(mbox)
+        learned = []
+        for msg in msgs:
+            raw = folder.read_present(msg)
+            if raw is None:
+                continue
+            if model.learn(message_identity(raw), message_tokens(raw), kind):
+                learned.append(raw if self.learn_listeners else b"")
+        return learned
+
+
+def author_addresses(data: bytes) -> list[str]:
+    """The From: addresses of a message."""
+    out: list[str] = []
+    for name, raw in parse_fields(header_block(data[:65536])):
+        if name == b"from":
+            out.extend(_addresses(raw))
+    return out
+
+
+def _addresses(raw_field: bytes) -> list[str]:
+    parsed = parse_addresses(raw_field.partition(b":")[2]) or []
+    out = []
+    for item in parsed:
+        for addr in _flatten(item):
+            out.append(addr)
+    return out
+
+
+def _flatten(item) -> list[str]:
+    """Addresses from parse_addresses' items (mailboxes and groups)."""
+    if isinstance(item, (list, tuple)):
+        if len(item) == 4 and all(isinstance(x, (bytes, str, type(None))) for x in item):
+            _name, _adl, local, domain = item
+            if local and domain:
+                loc = local.decode("utf-8", "replace") if isinstance(local, bytes) else local
+                dom = domain.decode("utf-8", "replace") if isinstance(domain, bytes) else domain
+                return [f"{loc}@{dom}"]
+            return []
+        out = []
+        for x in item:
+            out.extend(_flatten(x))
+        return out
+    return []

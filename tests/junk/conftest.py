@@ -1,0 +1,54 @@
+"""Junk filter fixtures: a server with SMTP and IMAP (clear-text login on loopback), senders
+and readers over real sockets."""
+
+from __future__ import annotations
+
+import imaplib
+import smtplib
+import time
+
+import pytest
+
+from tests.conftest import DEFAULT_PASSWORD
+
+USER = "alice@example.test"
+ONLY = {k: [] for k in ("submissions", "pop3", "pop3s", "imaps", "http")}
+
+
+@pytest.fixture
+def junk_server(server_factory):
+    srv = server_factory(auth={"plaintext": "loopback"}, listen=ONLY)
+    srv.add_user(USER)
+    return srv
+
+
+def send(srv, data: bytes, sender: str = "someone@example.org", rcpt: str = USER) -> None:
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=10) as s:
+        s.sendmail(sender, [rcpt], data)
+
+
+def imap_login(srv, user: str = USER) -> imaplib.IMAP4:
+    c = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=10)
+    c.login(user, DEFAULT_PASSWORD)
+    return c
+
+
+def model(srv, user: str = USER):
+    """The account's filter data as the server holds it (blocking calls from the test)."""
+    return srv.services.junk.model(srv.services.store.mailbox(user))
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def header(data: bytes, name: bytes) -> bytes | None:
+    for line in data.split(b"\n\n", 1)[0].split(b"\n"):
+        if line.lower().startswith(name.lower() + b":"):
+            return line.split(b":", 1)[1].strip()
+    return None
