@@ -24,6 +24,7 @@ from mailsuite.config import (
 )
 from mailsuite.delivery import Envelope, Recipient, TemporaryFailure, UnknownRecipient
 from mailsuite.durable.modes import UMASK
+from mailsuite.junk import admin as junk_admin
 from mailsuite.relay import admin as relay_admin
 from mailsuite.services import Services, prepare_data_dir
 from mailsuite.store import BadFolderName, NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
@@ -43,6 +44,7 @@ SUBCOMMAND_FAMILIES = (
     dnsrecords.add_dns_command,
     dnsrecords.add_dkim_command,
     transfer_admin.add_transfer_commands,
+    junk_admin.add_junk_commands,
 )
 
 DEFAULT_TOML = """\
