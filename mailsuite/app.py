@@ -31,6 +31,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from mailsuite.config import Config, parse_listen_address
 from mailsuite.durable.modes import UMASK, make_private_dirs
 from mailsuite.imap import server as imap_server
+from mailsuite.junk.read_mail import ReadMailLearner
 from mailsuite.limits import raise_fd_limit
 from mailsuite.pop3 import server as pop3_server
 from mailsuite.relay import runner as relay_runner
@@ -229,6 +230,7 @@ class MailServer(service.MultiService):
         relay_runner.build_service(services, services.delivery.deliver_notice).setServiceParent(
             self
         )
+        ReadMailLearner(services.junk).service().setServiceParent(self)
         self._saver = task.LoopingCall(services.store.save_indexes)
 
     def port(self, kind: str) -> int:

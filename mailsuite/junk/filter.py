@@ -193,12 +193,23 @@ class JunkFilter:
             r.address for r in recipients if r.address.lower() != mine
         )
 
-    def note_sent(self, mbox: Mailbox, data: bytes) -> None:
-        """A message the user put in Sent (blocking): its recipients are correspondents."""
+    def after_append(self, mbox: Mailbox, folder, uids) -> None:
+        """IMAP APPEND done: the recipients of messages put in Sent become correspondents."""
+        sent = {n for n, r in mbox.special_use().items() if r.lower() == "\\sent"} | {"Sent"}
+        if folder.name not in sent or not uids:
+            return
+        msgs = [m for m in (folder.by_uid(u) for u in uids) if m is not None]
+        d = self.store.io.submit(self._note_sent, mbox, folder, msgs)
+        d.addErrback(log.failure, "junk: correspondents not recorded", user=visible(mbox.address))
+
+    def _note_sent(self, mbox: Mailbox, folder, msgs) -> None:
+        """Blocking: the To/Cc/Bcc addresses of the messages are correspondents."""
         addresses = []
-        for name, raw in parse_fields(header_block(data[:65536])):
-            if name in (b"to", b"cc", b"bcc"):
-                addresses.extend(_addresses(raw))
+        for msg in msgs:
+            data = folder.read_present(msg)
+            for name, raw in parse_fields(header_block((data or b"")[:65536])):
+                if name in (b"to", b"cc", b"bcc"):
+                    addresses.extend(_addresses(raw))
         mine = mbox.address.lower()
         self.model(mbox).add_correspondents(a for a in addresses if a.lower() != mine)
 

@@ -52,3 +52,12 @@ def header(data: bytes, name: bytes) -> bytes | None:
         if line.lower().startswith(name.lower() + b":"):
             return line.split(b":", 1)[1].strip()
     return None
+
+
+def stored_copy(srv, raw: bytes, folder: str = "INBOX", user: str = USER) -> bytes | None:
+    """The stored copy of `raw` in `folder` (found by its Message-ID), or None."""
+    msgid = header(raw.replace(b"\r\n", b"\n"), b"Message-ID")
+    for data in srv.messages(user, folder):
+        if header(data, b"Message-ID") == msgid:
+            return data
+    return None

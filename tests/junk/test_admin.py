@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mailsuite.junk.model import ALLOW, BLOCK
-from tests.junk.conftest import USER, header, imap_login, model, send, wait_for
+from tests.junk.conftest import USER, header, imap_login, model, send, stored_copy, wait_for
 from tests.junk.corpus import corpus
 
 
@@ -18,8 +18,9 @@ def test_user_block_list_files_a_sender_in_junk_and_allow_takes_it_back(junk_ser
     assert r.returncode == 0, r.stderr
     # An address entry and a domain entry: block wins over allow, so unlist the domain.
     assert junk_server.cli("junk", "unlist", "deals.example", "--user", USER).returncode == 0
-    send(junk_server, corpus("ham", 2)[1], sender="promo@deals.example")
-    stored = junk_server.messages(USER)[-1]
+    raw = corpus("ham", 2)[1]
+    send(junk_server, raw, sender="promo@deals.example")
+    stored = stored_copy(junk_server, raw)
     assert b"allow list promo@deals.example" in header(stored, b"X-Spam-Reason")
     assert model(junk_server).listed() == [("promo@deals.example", ALLOW)]
 

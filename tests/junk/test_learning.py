@@ -10,7 +10,7 @@ import smtplib
 import pytest
 
 from mailsuite.junk.model import HAM, JUNK, message_identity
-from tests.junk.conftest import USER, header, imap_login, model, send, wait_for
+from tests.junk.conftest import USER, header, imap_login, model, send, stored_copy, wait_for
 from tests.junk.corpus import corpus
 
 TRAIN = 50
@@ -53,19 +53,21 @@ def test_trained_on_imap_moves_files_held_out_mail_at_the_stated_rate(junk_serve
     legitimate message does."""
     _train(junk_server)
     in_junk = len(junk_server.messages(USER, "Junk"))
-    for raw in corpus("junk", HELD_OUT, seed=1):
+    held_junk = corpus("junk", HELD_OUT, seed=1)
+    for raw in held_junk:
         send(junk_server, raw)
     caught = len(junk_server.messages(USER, "Junk")) - in_junk
-    for raw in corpus("ham", HELD_OUT, seed=1):
+    held_ham = corpus("ham", HELD_OUT, seed=1)
+    for raw in held_ham:
         send(junk_server, raw)
     misfiled = len(junk_server.messages(USER, "Junk")) - in_junk - caught
     assert caught >= 0.9 * HELD_OUT, caught
     assert misfiled == 0
-    newest_junk = junk_server.messages(USER, "Junk")[-1]
-    assert header(newest_junk, b"X-Spam-Status").startswith(b"Yes, score=")
-    assert b"words 1.00" in header(newest_junk, b"X-Spam-Reason")
-    inbox_last = junk_server.messages(USER)[-1]
-    assert header(inbox_last, b"X-Spam-Status").startswith(b"No, score=-")
+    filed = next(m for m in map(lambda r: stored_copy(junk_server, r, "Junk"), held_junk) if m)
+    assert header(filed, b"X-Spam-Status").startswith(b"Yes, score=")
+    assert b"words 1.00" in header(filed, b"X-Spam-Reason")
+    legit = stored_copy(junk_server, held_ham[0])
+    assert header(legit, b"X-Spam-Status").startswith(b"No, score=-")
 
 
 def test_moving_out_of_junk_unlearns_junk_and_learns_not_junk(junk_server):
@@ -150,7 +152,21 @@ def test_people_the_user_wrote_to_are_never_filed_as_junk(junk_server):
         )
     data = model(junk_server)
     assert data.known_correspondent(["promo@deals.example"])
-    send(junk_server, corpus("junk", 1, seed=11)[0], sender="promo@deals.example")
-    stored = junk_server.messages(USER)[-1]
+    raw = corpus("junk", 1, seed=11)[0]
+    send(junk_server, raw, sender="promo@deals.example")
+    stored = stored_copy(junk_server, raw)
     assert b"known correspondent promo@deals.example" in header(stored, b"X-Spam-Reason")
     assert header(stored, b"X-Spam-Status").startswith(b"No")
+
+
+def test_recipients_of_mail_appended_to_sent_become_correspondents(junk_server):
+    c = imap_login(junk_server)
+    msg = b"From: alice@example.test\r\nTo: Zed <zed@far.example>\r\nCc: yan@far.example\r\nSubject: x\r\n\r\nhi\r\n"
+    typ, _ = c.append("Sent", None, None, msg)
+    assert typ == "OK"
+    c.append("Drafts", None, None, msg.replace(b"zed@", b"wen@"))
+    data = model(junk_server)
+    assert wait_for(lambda: data.known_correspondent(["yan@far.example"]))
+    assert data.known_correspondent(["zed@far.example"])
+    assert not data.known_correspondent(["wen@far.example"])
+    c.logout()
