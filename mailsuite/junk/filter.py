@@ -19,7 +19,10 @@ from twisted.logger import Logger
 
 from mailsuite.config import Config
 from mailsuite.junk import classifier
+from mailsuite.junk.dnslists import DnsListChecker
+from mailsuite.junk.greylist import GREYLIST_FILE, Greylist
 from mailsuite.junk.model import HAM, JUNK, MODEL_FILE, FilterData, message_identity
+from mailsuite.junk.screen import ClientScreen
 from mailsuite.junk.tokens import message_tokens
 from mailsuite.junk.verdict import Signal, Verdict, decide
 from mailsuite.logtext import visible
@@ -28,6 +31,7 @@ from mailsuite.message.headers import parse_fields
 from mailsuite.message.lines import header_block
 from mailsuite.store import Mailbox, NoSuchMailbox, Store
 from mailsuite.trust.inbound import skipped_client
+from mailsuite.trust.resolver import DnsLookup, build_lookup
 
 log = Logger(namespace="mailsuite.junk")
 
@@ -37,6 +41,10 @@ JUNK_KEYWORD, NOT_JUNK_KEYWORD = "$Junk", "$NotJunk"
 # Open per-account files kept (each holds a descriptor).
 MODEL_CACHE = 128
 _DMARC = re.compile(rb"(?i)\bdmarc=(\w+)")
+# RFC 8601 §2.7: "spf=pass ... smtp.mailfrom=user@domain", "dkim=pass ... header.d=domain".
+_PASSED = re.compile(
+    rb"(?i)\b(?:spf=pass[^;]*?smtp\.mailfrom=[^@\s;]*@|dkim=pass[^;]*?header\.d=)([\w.-]+)"
+)
 
 
 class JunkRefused(Exception):
@@ -71,6 +79,27 @@ class JunkFilter:
         self._lock = threading.Lock()
         # Called on the reactor with (raw message, JUNK or HAM) after each lesson: rspamd.
         self.learn_listeners: list = []
+        self.dns_lists = DnsListChecker(config)
+        cfg = config.junk
+        self.greylist = (
+            Greylist(config.data_dir / GREYLIST_FILE, cfg.greylist_delay, cfg.greylist_expire)
+            if cfg.greylist
+            else None
+        )
+        self.rspamd = None  # an RspamdClient when [junk] rspamd is set (app wiring)
+        self._lookup: DnsLookup | None = None
+
+    def lookup(self) -> DnsLookup:
+        """The trust checks' DNS lookup (SPF for greylisting), built on first use."""
+        if self._lookup is None:
+            self._lookup = build_lookup(self.config)
+        return self._lookup
+
+    def screen(self, client_ip: str) -> ClientScreen | None:
+        """The checks for an inbound SMTP connection (None when there are none to run)."""
+        if not (self.dns_lists.active or self.greylist or self.rspamd):
+            return None
+        return ClientScreen(self, client_ip, skipped_client(self.config, client_ip))
 
     # -- per-account data ----------------------------------------------------------------
 
@@ -169,19 +198,26 @@ class JunkFilter:
         )
 
     def _message_signals(self, data: bytes) -> list[Signal]:
-        """DMARC's verdict from our own Authentication-Results field (trust added it on top)."""
-        block = header_block(data[:65536])
-        for name, raw in parse_fields(block):
+        """DMARC's verdict from our own Authentication-Results field (trust added it on
+        top); the domains that passed SPF or DKIM there are remembered for greylisting."""
+        value = self._our_results(data)
+        if value is None:
+            return []
+        if self.greylist is not None:
+            self.greylist.note_domains(m.decode("ascii", "replace") for m in _PASSED.findall(value))
+        m = _DMARC.search(value)
+        if m and m.group(1).lower() == b"fail":
+            return [Signal("DMARC fail", 3.0)]
+        return []
+
+    def _our_results(self, data: bytes) -> bytes | None:
+        for name, raw in parse_fields(header_block(data[:65536])):
             if name != b"authentication-results":
                 continue
             value = raw.partition(b":")[2].strip()
-            if value.split(b";", 1)[0].strip().decode("ascii", "replace") != self.config.hostname:
-                continue
-            m = _DMARC.search(value)
-            if m and m.group(1).lower() == b"fail":
-                return [Signal("DMARC fail", 3.0)]
-            return []
-        return []
+            if value.split(b";", 1)[0].strip().decode("ascii", "replace") == self.config.hostname:
+                return value
+        return None
 
     def _note_correspondents(self, user: str, recipients) -> None:
         try:

@@ -61,3 +61,41 @@ def stored_copy(srv, raw: bytes, folder: str = "INBOX", user: str = USER) -> byt
         if header(data, b"Message-ID") == msgid:
             return data
     return None
+
+
+@pytest.fixture(scope="session")
+def stub_dns(reactor_running):
+    """The trust tests' loopback DNS server (twisted.names over an in-memory zone)."""
+    from tests.conftest import on_reactor
+    from tests.trust.trust_support import StubDnsServer
+
+    srv = on_reactor(StubDnsServer)
+    yield srv
+    on_reactor(srv.udp.stopListening)
+    on_reactor(srv.tcp.stopListening)
+
+
+@pytest.fixture
+def zone(stub_dns):
+    from tests.conftest import on_reactor
+
+    on_reactor(stub_dns.zone.clear)
+    yield stub_dns.zone
+    on_reactor(stub_dns.zone.clear)
+
+
+def listed_server(server_factory, stub_dns, **junk):
+    """A server whose clients (127.0.0.1) are checked like any outside client."""
+    srv = server_factory(
+        auth={"plaintext": "loopback"},
+        listen=ONLY,
+        trust={
+            "resolvers": [stub_dns.address],
+            "dns_timeout": 1.0,
+            "skip_networks": [],
+            "inbound_checks": False,
+        },
+        junk=junk,
+    )
+    srv.add_user(USER)
+    return srv
