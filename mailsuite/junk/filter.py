@@ -22,6 +22,7 @@ from mailsuite.junk import classifier
 from mailsuite.junk.dnslists import DnsListChecker
 from mailsuite.junk.greylist import GREYLIST_FILE, Greylist
 from mailsuite.junk.model import HAM, JUNK, MODEL_FILE, FilterData, message_identity
+from mailsuite.junk.rspamd import RspamdClient
 from mailsuite.junk.screen import ClientScreen
 from mailsuite.junk.tokens import message_tokens
 from mailsuite.junk.verdict import Signal, Verdict, decide
@@ -86,7 +87,9 @@ class JunkFilter:
             if cfg.greylist
             else None
         )
-        self.rspamd = None  # an RspamdClient when [junk] rspamd is set (app wiring)
+        self.rspamd = RspamdClient(config) if cfg.rspamd else None
+        if self.rspamd is not None:
+            self.learn_listeners.append(self.rspamd.learn)
         self._lookup: DnsLookup | None = None
 
     def lookup(self) -> DnsLookup:

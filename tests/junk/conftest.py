@@ -99,3 +99,18 @@ def listed_server(server_factory, stub_dns, **junk):
     )
     srv.add_user(USER)
     return srv
+
+
+@pytest.fixture(scope="session")
+def rspamd(stub_dns, tmp_path_factory):
+    """Debian's rspamd on loopback (skips when the package is missing; .ci/run installs it)."""
+    from tests.junk.rspamd_support import REDIS, RSPAMD, Rspamd
+
+    if not RSPAMD or not REDIS:
+        pytest.skip("rspamd or redis-server is not installed")
+    daemon = Rspamd(tmp_path_factory.mktemp("rspamd"), stub_dns.address)
+    try:
+        daemon.wait_ready()
+        yield daemon
+    finally:
+        daemon.stop()
