@@ -6,6 +6,7 @@ force a verdict, no greylisting, DNS through the tests' stub server.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -48,6 +49,11 @@ def _files(normal: int, controller: int, redis: int, dns: str) -> dict[str, str]
         "maps/reject.map": f"/{REJECT_SUBJECT}/\n",
         "maps/junk.map": f"/{JUNK_SUBJECT}/\n",
     }
+
+
+def _as_root() -> list[str]:
+    """rspamd refuses to run as root unless told which user to be and that it may."""
+    return ["-i", "-u", "root", "-g", "root"] if os.getuid() == 0 else []
 
 
 class Rspamd:
