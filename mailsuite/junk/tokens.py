@@ -39,7 +39,8 @@ _HEADERS = {
 }
 _WORD = re.compile(r"[^\W_](?:[\w'’$€£%.,-]*[^\W_%$€£])?")
 _ADDRESS = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
-_URL = re.compile(r"(?i)\b(?:https?|ftp)://([^\s/?#\"'<>]+)")
+# Applied to lower-cased text (cheaper than a case-insensitive pattern).
+_URL = re.compile(r"(?:https?|ftp)://([^\s/?#\"'<>]+)")
 _TAG = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>")
 _SPACE = re.compile(r"\s+")
 
@@ -91,16 +92,19 @@ def _header_tokens(fields: list[tuple[bytes, bytes]], tokens: set[str]) -> None:
 
 def html_text(markup: str, tokens: set[str]) -> str:
     """HTML reduced to its visible text; the domains of its links go into `tokens`."""
-    for host in _URL.findall(markup):
-        _url_tokens(host, tokens)
+    if "://" in markup:
+        for host in _URL.findall(markup.lower()):
+            _url_tokens(host, tokens)
     text = _TAG.sub(" ", markup)
     return html.unescape(text)
 
 
 def text_tokens(text: str, tokens: set[str]) -> None:
     """Words and link domains of a text, added to `tokens`."""
-    for host in _URL.findall(text):
-        _url_tokens(host, tokens)
+    text = text.lower()
+    if "://" in text:
+        for host in _URL.findall(text):
+            _url_tokens(host, tokens)
     tokens.update(_words(text))
 
 
@@ -132,7 +136,7 @@ def _words(text: str) -> set[str]:
     """The distinct words of a text, lower case; a long run of characters stands as
     "skip:<first letter><length in tens>" ("something long was here", not what it was)."""
     out = set()
-    for word in set(_WORD.findall(text.lower())):
+    for word in set(_WORD.findall(text if text.islower() else text.lower())):
         n = len(word)
         if n > MAX_WORD:
             out.add(f"skip:{word[0]}{n // 10 * 10}")
