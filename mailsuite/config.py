@@ -296,9 +296,9 @@ class JunkConfig:
     # The built-in per-user filter: learns from moves into and out of Junk; an untrained
     # filter is neutral (everything goes to INBOX).
     enabled: bool = True
-    # Score at or above which a message is filed in Junk, and at or above which mail from
-    # outside is refused at DATA (550 5.7.1; 0: never refuse).
+    # Score at or above which a message is filed in the user's Junk folder.
     junk_score: float = 5.0
+    # Score at or above which mail from outside is refused at DATA (550 5.7.1); 0: never.
     reject_score: float = 15.0
     # Points the word statistics give: weight × (2 × probability − 1), so −weight … +weight.
     bayes_weight: float = 6.0
@@ -306,27 +306,39 @@ class JunkConfig:
     min_trained: int = 10
     # Read messages left in INBOX this many days are learned as not junk (0: never).
     learn_read_after_days: int = 3
-    # DNS blocklists and allowlists of client addresses (RFC 5782), each an inline table:
+    # DNS blocklists of client addresses (RFC 5782), each an inline table:
     # {zone = "zen.spamhaus.org", action = "reject"} refuses a listed client at RCPT (554
     # 5.7.1); {zone = "...", weight = 3.0} adds points; "codes" lists the answers that count
-    # ("127.0.0.2", "127.0.0.4-127.0.0.7"; default every 127.x except 127.255.255.x errors).
+    # ("127.0.0.2", "127.0.0.4-127.0.0.7"; default every 127.x but 127.0.0.1 and 127.255.255.x).
     dnsbl: list[dict[str, typing.Any]] = field(default_factory=list)
-    # Allowlists: {zone = "list.dnswl.org", weight = -5.0}; a listed client skips greylisting.
+
+    # DNS allowlists, as dnsbl: {zone = "list.dnswl.org", weight = -3.0}; a listed client is
+    # never greylisted.
     dnswl: list[dict[str, typing.Any]] = field(default_factory=list)
-    # Domain lists (RFC 5782 §2.2) for the sender's domain and link domains in the body:
-    # {zone = "dbl.spamhaus.org", weight = 4.0}.
+
+    # Domain lists (RFC 5782 §2.2) asked about the sender's domain and the link domains in the
+    # message: {zone = "dbl.spamhaus.org", weight = 5.0}.
     domain_lists: list[dict[str, typing.Any]] = field(default_factory=list)
-    # Greylisting (RFC 6647): a new (client network, sender, recipient) is told 451 4.7.1 and
-    # passes when it retries after `greylist_delay` seconds; remembered `greylist_expire`.
+
+    # Greylisting (RFC 6647): a new (client network, sender, recipient) is told 451 4.7.1.
     greylist: bool = False
+
+    # Seconds after the first attempt from which a retry passes.
     greylist_delay: int = 300
+
+    # Seconds a passed triplet is remembered after its last use (35 days).
     greylist_expire: int = 35 * 24 * 3600
-    # rspamd's normal worker ("http://127.0.0.1:11333"; empty: not used) and controller
-    # (learning; empty: the same host on port 11334). A failing or slow rspamd (after
-    # `rspamd_timeout` seconds) falls back to the built-in filter.
+
+    # rspamd's normal worker, "http://127.0.0.1:11333" (empty: rspamd is not used).
     rspamd: str = ""
+
+    # rspamd's controller for learning (empty: the rspamd host on port 11334).
     rspamd_controller: str = ""
+
+    # The controller's password, when it has one.
     rspamd_password: str = ""
+
+    # Seconds rspamd may take; a failing or slow rspamd falls back to the built-in filter.
     rspamd_timeout: float = 10.0
 
     def __post_init__(self):
