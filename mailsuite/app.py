@@ -248,6 +248,7 @@ class MailServer(service.MultiService):
             self._saver.stop()
         d = super().stopService()
         self.shared.store.save_indexes()
+        self.shared.junk.close()
         return d
 
 

@@ -122,11 +122,16 @@ class JunkFilter:
             return data
 
     def close(self) -> None:
+        """Close the open files (server stop); they reopen on next use."""
         with self._lock:
             models, self._models = list(self._models.values()), OrderedDict()
         for data in models:
             data.close()
         self.global_lists.close()
+        if self.greylist is not None:
+            self.greylist.close()
+        if self.rspamd is not None:
+            self.rspamd.close()
 
     # -- delivery ------------------------------------------------------------------------
 

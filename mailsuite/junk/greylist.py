@@ -64,6 +64,12 @@ class Greylist:
             self._db = db
         return self._db
 
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
     def check(self, ip: str, sender: str, recipient: str) -> float:
         """0 when the triplet may pass now, else the seconds until a retry will pass."""
         key = f"{client_network(ip)}\t{sender.lower()}\t{recipient.lower()}"

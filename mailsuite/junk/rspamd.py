@@ -49,10 +49,13 @@ class RspamdClient:
         self.controller = controller_url(config)
         self.timeout = config.junk.rspamd_timeout
         self.clock = clock
-        pool = HTTPConnectionPool(clock, persistent=True)
-        pool.maxPersistentPerHost = 8
-        self.agent = Agent(clock, connectTimeout=self.timeout, pool=pool)
+        self.pool = HTTPConnectionPool(clock, persistent=True)
+        self.pool.maxPersistentPerHost = 8
+        self.agent = Agent(clock, connectTimeout=self.timeout, pool=self.pool)
         self.failures = 0  # checks that fell back to the built-in filter
+
+    def close(self) -> defer.Deferred:
+        return self.pool.closeCachedConnections()
 
     def _post(self, url: str, headers: dict[bytes, list[bytes]], data: bytes) -> defer.Deferred:
         d = self.agent.request(
