@@ -4,8 +4,9 @@ allow and block lists.  The same file layout holds the server-wide lists
 (`<data_dir>/junk-lists.sqlite`, lists only).
 
 Every method blocks (SQLite): the server calls them in durable-I/O jobs, the admin command in
-its own thread, never on the reactor.  WAL lets the admin command write while the server
-reads; a lock per file serialises this process's threads.
+its own thread, never on the reactor.  The file is made by the first write (a lesson, a list
+entry, a correspondent); SQLite's locking lets the admin command and the server share it, a
+lock per file serialises this process's threads.
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ CREATE TABLE IF NOT EXISTS lists (value TEXT PRIMARY KEY, kind TEXT NOT NULL) WI
 """
 
 
+_EMPTY: list[sqlite3.Connection] = []
+
+
+def _empty() -> sqlite3.Connection:
+    """An in-memory database with the schema and no rows (shared, read only)."""
+    if not _EMPTY:
+        db = sqlite3.connect(":memory:", check_same_thread=False)
+        db.executescript(_SCHEMA)
+        _EMPTY.append(db)
+    return _EMPTY[0]
+
+
 def message_identity(raw: bytes) -> str:
     """What tells one learned message from another: its Message-ID, else a digest of its
     first 64 KiB (a copy of a message is the same message to the filter)."""
@@ -58,11 +71,19 @@ class FilterData:
             if not self.path.exists():
                 create_private_file(self.path)  # 0600 before SQLite (and its -wal) use it
             db = sqlite3.connect(str(self.path), timeout=10, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            # A rollback journal: one descriptor per open file (WAL would hold three), and
+            # the admin command's rare writes can wait for the server's short ones.
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             self._db = db
         return self._db
+
+    def _reader(self) -> sqlite3.Connection:
+        """The file for reading; an empty stand-in while it does not exist (an account that
+        has learned nothing has no file, and reading makes none)."""
+        if self._db is None and not self.path.exists():
+            return _empty()
+        return self._conn()
 
     def close(self) -> None:
         with self._lock:
@@ -75,7 +96,7 @@ class FilterData:
     def totals(self) -> tuple[int, int]:
         """(junk messages, ham messages) learned."""
         with self._lock:
-            rows = dict(self._conn().execute("SELECT key, value FROM meta"))
+            rows = dict(self._reader().execute("SELECT key, value FROM meta"))
         return rows.get(JUNK, 0), rows.get(HAM, 0)
 
     def counts(self, tokens) -> dict[str, tuple[int, int]]:
@@ -83,7 +104,7 @@ class FilterData:
         tokens = list(tokens)
         out: dict[str, tuple[int, int]] = {}
         with self._lock:
-            db = self._conn()
+            db = self._reader()
             for i in range(0, len(tokens), _CHUNK):
                 part = tokens[i : i + _CHUNK]
                 marks = ",".join("?" * len(part))
@@ -95,7 +116,7 @@ class FilterData:
     def learned_as(self, identity: str) -> str | None:
         with self._lock:
             row = (
-                self._conn()
+                self._reader()
                 .execute("SELECT class FROM trained WHERE id = ?", (identity,))
                 .fetchone()
             )
@@ -157,14 +178,14 @@ class FilterData:
         """The tokens seen most often in `kind` messages (stats)."""
         column = "junk" if kind == JUNK else "ham"
         with self._lock:
-            rows = self._conn().execute(
+            rows = self._reader().execute(
                 f"SELECT token, junk, ham FROM words ORDER BY {column} DESC LIMIT ?", (limit,)
             )
             return list(rows)
 
     def word_count(self) -> int:
         with self._lock:
-            return self._conn().execute("SELECT count(*) FROM words").fetchone()[0]
+            return self._reader().execute("SELECT count(*) FROM words").fetchone()[0]
 
     # -- correspondents ------------------------------------------------------------------
 
@@ -181,7 +202,7 @@ class FilterData:
     def known_correspondent(self, addresses) -> str | None:
         """The first of `addresses` the user has written to, or None."""
         with self._lock:
-            db = self._conn()
+            db = self._reader()
             for a in addresses:
                 sql = "SELECT 1 FROM correspondents WHERE address = ?"
                 if a and db.execute(sql, (a.lower(),)).fetchone():
@@ -190,7 +211,7 @@ class FilterData:
 
     def correspondent_count(self) -> int:
         with self._lock:
-            return self._conn().execute("SELECT count(*) FROM correspondents").fetchone()[0]
+            return self._reader().execute("SELECT count(*) FROM correspondents").fetchone()[0]
 
     # -- allow and block lists -----------------------------------------------------------
 
@@ -207,7 +228,7 @@ class FilterData:
 
     def listed(self) -> list[tuple[str, str]]:
         with self._lock:
-            return list(self._conn().execute("SELECT value, kind FROM lists ORDER BY value"))
+            return list(self._reader().execute("SELECT value, kind FROM lists ORDER BY value"))
 
     def list_match(self, addresses) -> tuple[str, str] | None:
         """(kind, entry) of the first list entry matching one of `addresses`: the address
@@ -223,7 +244,7 @@ class FilterData:
         if not keys:
             return None
         with self._lock:
-            db = self._conn()
+            db = self._reader()
             marks = ",".join("?" * len(keys))
             rows = db.execute(f"SELECT kind, value FROM lists WHERE value IN ({marks})", keys)
             found = sorted(rows, key=lambda r: r[0] != BLOCK)
