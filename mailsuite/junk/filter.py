@@ -38,7 +38,10 @@ log = Logger(namespace="mailsuite.junk")
 
 GLOBAL_LISTS_FILE = "junk-lists.sqlite"
 JUNK_FOLDER = "Junk"
-JUNK_KEYWORD, NOT_JUNK_KEYWORD = "$Junk", "$NotJunk"
+# Keywords clients set for their junk buttons (RFC 5788's registry has $Junk and $NotJunk;
+# Thunderbird also sets Junk and NonJunk), compared case-insensitively as IMAP does.
+JUNK_KEYWORDS = frozenset({"$junk", "junk"})
+NOT_JUNK_KEYWORDS = frozenset({"$notjunk", "notjunk", "nonjunk"})
 # Open per-account files kept (each holds a descriptor).
 MODEL_CACHE = 128
 _DMARC = re.compile(rb"(?i)\bdmarc=(\w+)")
@@ -273,12 +276,14 @@ class JunkFilter:
         self.learn_messages(mbox, dest, msgs, kind)
 
     def after_store(self, mbox: Mailbox, folder, msgs, flags, mode: str) -> None:
-        """IMAP STORE done: $Junk set teaches junk, $NotJunk set not junk."""
+        """IMAP STORE done: $Junk (or Junk) set teaches junk, $NotJunk (or NonJunk) not
+        junk."""
         if mode == "remove" or not msgs:
             return
-        if JUNK_KEYWORD in flags:
+        names = {f.lower() for f in flags}
+        if names & JUNK_KEYWORDS:
             self.learn_messages(mbox, folder, msgs, JUNK)
-        elif NOT_JUNK_KEYWORD in flags:
+        elif names & NOT_JUNK_KEYWORDS:
             self.learn_messages(mbox, folder, msgs, HAM)
 
     def learn_messages(self, mbox: Mailbox, folder, msgs, kind: str) -> defer.Deferred:

@@ -170,3 +170,19 @@ def test_recipients_of_mail_appended_to_sent_become_correspondents(junk_server):
     assert data.known_correspondent(["zed@far.example"])
     assert not data.known_correspondent(["wen@far.example"])
     c.logout()
+
+
+def test_thunderbird_keywords_teach_too(junk_server):
+    junk_raw, ham_raw = corpus("junk", 1, seed=41)[0], corpus("ham", 1, seed=41)[0]
+    send(junk_server, junk_raw)
+    send(junk_server, ham_raw)
+    c = imap_login(junk_server)
+    c.select("INBOX")
+    for raw, keyword in ((junk_raw, "(Junk)"), (ham_raw, "(NonJunk)")):
+        msgid = header(raw.replace(b"\r\n", b"\n"), b"Message-ID").decode()
+        typ, found = c.uid("SEARCH", "HEADER", "Message-ID", f'"{msgid}"')
+        c.uid("STORE", found[0].decode(), "+FLAGS", keyword)
+    data = model(junk_server)
+    assert wait_for(lambda: data.learned_as(message_identity(junk_raw)) == JUNK)
+    assert wait_for(lambda: data.learned_as(message_identity(ham_raw)) == HAM)
+    c.logout()
