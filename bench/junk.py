@@ -115,6 +115,7 @@ async def load(port: int, n: int, concurrency: int, size: int, users: int) -> in
             seq = todo.pop()
             rcpt = f"user{seq % users + 1}@example.test"
             raw = make_message(("junk", "ham")[seq % 2], seq, seed=5, size=size)
+            raw = raw.replace(b"\r\n.", b"\r\n..")  # RFC 5321 §4.5.2 dot-stuffing
             try:
                 await smtp_bench.send_one("127.0.0.1", port, rcpt, raw)
             except (OSError, RuntimeError) as e:

@@ -103,6 +103,8 @@ def make_message(kind: str, n: int, seed: int = 0, size: int = 0) -> bytes:
         f"Content-Type: {ctype}; charset=utf-8\n"
         f"Content-Transfer-Encoding: {encoding}\n\n"
     )
+    if not body.endswith(b"\n"):
+        body += b"\n"  # quoted-printable output need not end with a line break
     return re.sub(rb"\r?\n", b"\r\n", head.encode() + body)
 
 
