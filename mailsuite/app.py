@@ -33,6 +33,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from mailsuite.config import Config, embedded_base, is_embedded, parse_listen_address
 from mailsuite.durable.modes import UMASK, make_private_dirs
 from mailsuite.imap import server as imap_server
+from mailsuite.junk.read_mail import ReadMailLearner
 from mailsuite.limits import raise_fd_limit
 from mailsuite.managesieve import server as managesieve_server
 from mailsuite.metrics import DISABLED, Metrics
@@ -266,6 +267,7 @@ class MailServer(service.MultiService):
         )
         if services.acme is not None:
             services.acme.setServiceParent(self)
+        ReadMailLearner(services.junk).service().setServiceParent(self)
         self._saver = task.LoopingCall(services.store.save_indexes)
         if services.metrics.enabled:
             web_monitor.add_probes(services)
@@ -289,6 +291,7 @@ class MailServer(service.MultiService):
             self._saver.stop()
         d = super().stopService()
         self.shared.store.save_indexes()
+        self.shared.junk.close()
         return d
 
 

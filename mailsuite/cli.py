@@ -47,6 +47,7 @@ from mailsuite.delivery import (
     UnknownRecipient,
 )
 from mailsuite.durable.modes import UMASK
+from mailsuite.junk import admin as junk_admin
 from mailsuite.managesieve import admin as sieve_admin
 from mailsuite.relay import admin as relay_admin
 from mailsuite.services import Services, prepare_data_dir
@@ -84,6 +85,7 @@ SUBCOMMAND_FAMILIES = (
     functools.partial(backup_admin.add_backup_commands, progress=Progress),
     lambda sub: setup_admin.add_setup_command(sub, become=become_service_user),
     sieve_admin.add_sieve_commands,
+    junk_admin.add_junk_commands,
 )
 
 

@@ -451,6 +451,94 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class JunkConfig:
+    """The junk filter (mailsuite/junk/): a per-user learning filter, DNS lists, greylisting,
+    rspamd."""
+
+    # The built-in per-user filter: learns from moves into and out of Junk; an untrained
+    # filter is neutral (everything goes to INBOX).
+    enabled: bool = True
+    # Score at or above which a message is filed in the user's Junk folder.
+    junk_score: float = 5.0
+    # Score at or above which mail from outside is refused at DATA (550 5.7.1); 0: never.
+    reject_score: float = 15.0
+    # Points the word statistics give: weight × (2 × probability − 1), so −weight … +weight.
+    bayes_weight: float = 6.0
+    # Messages of each kind (junk, not junk) the filter must have learned before it judges.
+    min_trained: int = 10
+    # Read messages left in INBOX this many days are learned as not junk (0: never).
+    learn_read_after_days: int = 3
+    # DNS blocklists of client addresses (RFC 5782), each an inline table:
+    # {zone = "zen.spamhaus.org", action = "reject"} refuses a listed client at RCPT (554
+    # 5.7.1); {zone = "...", weight = 3.0} adds points; "codes" lists the answers that count
+    # ("127.0.0.2", "127.0.0.4-127.0.0.7"; default every 127.x but 127.0.0.1 and 127.255.255.x).
+    dnsbl: list[dict[str, typing.Any]] = field(default_factory=list)
+
+    # DNS allowlists, as dnsbl: {zone = "list.dnswl.org", weight = -3.0}; a listed client is
+    # never greylisted.
+    dnswl: list[dict[str, typing.Any]] = field(default_factory=list)
+
+    # Domain lists (RFC 5782 §2.2) asked about the sender's domain and the link domains in the
+    # message: {zone = "dbl.spamhaus.org", weight = 5.0}.
+    domain_lists: list[dict[str, typing.Any]] = field(default_factory=list)
+
+    # Greylisting (RFC 6647): a new (client network, sender, recipient) is told 451 4.7.1.
+    greylist: bool = False
+
+    # Seconds after the first attempt from which a retry passes.
+    greylist_delay: int = 300
+
+    # Seconds a passed triplet is remembered after its last use (35 days).
+    greylist_expire: int = 35 * 24 * 3600
+
+    # rspamd's normal worker, "http://127.0.0.1:11333" (empty: rspamd is not used).
+    rspamd: str = ""
+
+    # rspamd's controller for learning (empty: the rspamd host on port 11334).
+    rspamd_controller: str = ""
+
+    # The controller's password, when it has one.
+    rspamd_password: str = ""
+
+    # Seconds rspamd may take; a failing or slow rspamd falls back to the built-in filter.
+    rspamd_timeout: float = 10.0
+
+    def __post_init__(self):
+        if self.reject_score and self.reject_score <= self.junk_score:
+            raise ConfigError("junk.reject_score", "must be above junk.junk_score (or 0)")
+        for name in ("dnsbl", "dnswl", "domain_lists"):
+            for i, entry in enumerate(getattr(self, name)):
+                _check_dns_list(entry, f"junk.{name}[{i}]")
+        for name in ("rspamd", "rspamd_controller"):
+            url = getattr(self, name)
+            if url and not url.startswith(("http://", "https://")):
+                raise ConfigError(f"junk.{name}", "must be an http:// or https:// URL")
+
+
+def _check_dns_list(entry: dict, key: str) -> None:
+    known = {"zone", "action", "weight", "codes"}
+    for k in entry:
+        if k not in known:
+            raise ConfigError(f"{key}.{k}", "unknown key")
+    if not isinstance(entry.get("zone"), str) or not entry["zone"].strip("."):
+        raise ConfigError(f"{key}.zone", "must be a DNS zone name")
+    if entry.get("action", "score") not in ("reject", "score"):
+        raise ConfigError(f"{key}.action", 'must be "reject" or "score"')
+    weight = entry.get("weight", 0.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise ConfigError(f"{key}.weight", "must be a number")
+    codes = entry.get("codes", [])
+    if not isinstance(codes, list):
+        raise ConfigError(f"{key}.codes", "must be a list of addresses or ranges")
+    for j, code in enumerate(codes):
+        for part in str(code).split("-", 1):
+            try:
+                ipaddress.IPv4Address(part.strip())
+            except ValueError:
+                raise ConfigError(f"{key}.codes[{j}]", f"{code!r} is not an address") from None
+
+
+@dataclass(frozen=True)
 class LogConfig:
     # "text" or "json" (one JSON object per line).
     format: str = "text"
@@ -531,6 +619,7 @@ class Config:
     acme: AcmeConfig | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     sieve: SieveConfig = field(default_factory=SieveConfig)
+    junk: JunkConfig = field(default_factory=JunkConfig)
     path: Path | None = None
 
     @property

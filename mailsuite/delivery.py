@@ -17,6 +17,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite.accounts.db import Accounts
+from mailsuite.junk.filter import JunkFilter
+from mailsuite.junk.verdict import Verdict
 from mailsuite.logtext import visible
 from mailsuite.metrics import DISABLED, Metrics
 from mailsuite.sieve.filtering import SieveFilter
@@ -68,6 +70,7 @@ class Envelope:
     helo: str | None = None
     smtputf8: bool = False
     folder: str = "INBOX"  # "Junk" when inbound checks say so
+    junk_signals: tuple = ()  # junk.verdict.Signal found before delivery (DNS lists, rspamd)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class Delivery:
         hostname: str = "localhost",
         sieve: SieveFilter | None = None,
         metrics: Metrics = DISABLED,
+        junk: JunkFilter | None = None,
     ):
         self.metrics = metrics
         self.accounts = accounts
@@ -113,6 +117,7 @@ class Delivery:
         self.queue = queue
         self.hostname = hostname
         self.sieve = sieve
+        self.junk = junk
 
     def resolve(self, address: str) -> RecipientResult:
         domain = address.rpartition("@")[2].lower().rstrip(".")
@@ -177,10 +182,23 @@ class Delivery:
         written: list[tuple[Mailbox, str, str]] = []
         # What Sieve runs owe once every copy is stored: redirects, replies, its state.
         outgoing: list[Callable[[], None]] = []
+        # The junk filter's verdict per local recipient (folder and X-Spam-* fields); it
+        # raises JunkRefused when the message is refused for every one of them. Sieve runs
+        # after it, on the message with those fields, its implicit keep in the verdict's folder.
+        verdicts = self.junk.judge(envelope, data, local, remote) if self.junk else {}
         try:
             for mailbox in local:
+                verdict = verdicts.get(mailbox) or Verdict(envelope.folder)
                 try:
-                    copies = self._local_copies(envelope, data, mailbox, local[mailbox], outgoing)
+                    verdict = verdicts.get(mailbox) or Verdict(envelope.folder)
+                    copies = self._local_copies(
+                        envelope,
+                        verdict.apply(data),
+                        mailbox,
+                        local[mailbox],
+                        outgoing,
+                        verdict.folder,
+                    )
                     for folder, flags, copy in copies:
                         mbox = self._mailbox(mailbox)
                         key = mbox.deliver(
@@ -248,12 +266,13 @@ class Delivery:
         mbox = self._mailbox(mailbox)
         return mbox, folder if mbox.exists(folder) else "INBOX"
 
-    def _local_copies(self, envelope, data, mailbox, rcpt, outgoing) -> list:
+    def _local_copies(self, envelope, data, mailbox, rcpt, outgoing, keep_folder) -> list:
         """[(folder, flags, bytes)] to store for `mailbox`: where its Sieve script files the
-        message (docs/filtering.md), or the one copy for `envelope.folder`.  Redirects and
-        vacation replies (and the state they leave) are added to `outgoing`, to run once every
-        copy is stored; MessageRejected for a reject."""
-        mbox, folder = self._target(mailbox, envelope.folder)
+        message (docs/filtering.md), or the one copy for `keep_folder` (the envelope's folder,
+        or Junk by the junk filter's verdict).  Redirects and vacation replies (and the state
+        they leave) are added to `outgoing`, to run once every copy is stored;
+        MessageRejected for a reject."""
+        mbox, folder = self._target(mailbox, keep_folder)
         if self.sieve is None:
             return [(folder, (), data)]
         now = datetime.now().astimezone()

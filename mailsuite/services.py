@@ -15,6 +15,7 @@ from mailsuite.delivery import Delivery
 from mailsuite.durable import DurableIO
 from mailsuite.durable.modes import create_private_file, make_private_dirs
 from mailsuite.imap.server_state import ImapState
+from mailsuite.junk.filter import JunkFilter
 from mailsuite.limits import ConnectionLimiter
 from mailsuite.metrics import DISABLED, Metrics
 from mailsuite.pop3.server_state import Pop3State
@@ -49,6 +50,7 @@ class Services:
     connections: ConnectionLimiter
     imap: ImapState  # what the IMAP sessions of this server share about folders
     pop3: Pop3State  # the POP3 sessions' maildrop locks, login times and listings
+    junk: JunkFilter  # the per-user junk filter (delivery's verdicts, training)
     # kind -> [(host, port)] of the listeners once they listen (app.MailServer): what
     # autoconfig advertises when `[public]` does not say.
     listening: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
@@ -67,6 +69,7 @@ class Services:
         acme = AcmeService(config, accounts) if with_tls and config.acme is not None else None
         tls = acme.tls if acme is not None else TlsContexts(config) if with_tls else None
         metrics = Metrics() if config.listen.metrics else DISABLED
+        junk = JunkFilter(config, store)
         return cls(
             config=config,
             store=store,
@@ -80,6 +83,7 @@ class Services:
                 config.hostname,
                 SieveFilter(config.sieve, io),
                 metrics=metrics,
+                junk=junk,
             ),
             queue=queue,
             connections=ConnectionLimiter(
@@ -89,6 +93,7 @@ class Services:
             pop3=Pop3State(),
             acme=acme,
             metrics=metrics,
+            junk=junk,
         )
 
     def plaintext_auth_allowed(self, secure: bool, client_ip: str) -> bool:

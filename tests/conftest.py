@@ -79,6 +79,8 @@ def toml_dumps(data: dict, prefix: str = "") -> str:
             return f'"{s}"'
         if isinstance(v, list):
             return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):  # an inline table (inside a list)
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
         raise TypeError(type(v))
 
     lines, tables = [], []

@@ -124,12 +124,16 @@ class SmtpSession(AuthCommands, TransactionCommands):
         self._clear_auth_ok: bool | None = None
         self._processing = False
         self._bdat_error: SmtpReply | None = None
+        self.junk_screen = None  # junk.screen.ClientScreen for inbound connections
 
     # --- events from the connection -----------------------------------------------------------
 
     def connected(self, client_ip: str, secure: bool) -> None:
         self.client_ip = client_ip
         self.secure = secure
+        if self.kind == "smtp":
+            # DNS list lookups start now and are ready by RCPT (junk/screen.py).
+            self.junk_screen = self.services.junk.screen(client_ip)
 
     def refuse_connection(self, limit: str) -> None:
         """A connection limit is reached (`limit`: mailsuite.limits.PER_ADDRESS or

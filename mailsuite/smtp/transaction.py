@@ -21,6 +21,9 @@ from mailsuite.delivery import (
     RecipientResult,
     UnknownRecipient,
 )
+from mailsuite.junk.filter import JunkRefused
+from mailsuite.junk.screen import Refusal
+from mailsuite.junk.screen import after_data as screen_after_data
 from mailsuite.logtext import visible
 from mailsuite.smtp import headers
 from mailsuite.smtp.parser import (
@@ -121,10 +124,19 @@ class TransactionCommands:
                 self.services.delivery.check_quota(address, tx.mail.size, resolved)
             except QuotaExceeded as e:
                 raise _quota_reply(e, f"<{address}>: Mailbox full") from None
-        if address.lower() not in tx.addresses:
-            tx.addresses.add(address.lower())
-            tx.recipients.append(_make_recipient(address, rcpt.notify, rcpt.orcpt))
-        self._reply(250, "2.1.5", "Ok")
+
+        def accept(_=None) -> None:
+            if address.lower() not in tx.addresses:
+                tx.addresses.add(address.lower())
+                tx.recipients.append(_make_recipient(address, rcpt.notify, rcpt.orcpt))
+            self._reply(250, "2.1.5", "Ok")
+
+        if self.junk_screen is None or self.user is not None:
+            accept()
+            return
+        # DNS blocklists and greylisting (junk/screen.py) may refuse this recipient.
+        d = self.junk_screen.at_rcpt(tx.sender, address, self.helo or "")
+        self._wait(d.addCallbacks(accept, _screen_refusal))
 
     def _check_recipient(self, mbox: Mailbox) -> tuple[str, RecipientResult | None]:
         """The address to deliver to and what it resolved to, or the reply refusing it (no
@@ -255,7 +267,10 @@ class TransactionCommands:
         envelope = _make_envelope(tx, self)
         if self.kind == "smtp" and self.user is None:
             # SPF/DKIM/DMARC for mail from other servers, never for submission.
+            # The junk checks (domain lists, rspamd) run alongside SPF/DKIM/DMARC.
+            junk = screen_after_data(self.junk_screen, envelope, data)
             d = check_inbound(self.services, self.client_ip, self.helo or "", tx.sender, data)
+            d.addCallback(lambda verdict: junk.addCallback(lambda signals: (verdict, signals)))
             d.addCallback(self._apply_verdict, envelope, trace, data)
         else:
             d = self._deliver(envelope, trace + data)
@@ -296,8 +311,10 @@ class TransactionCommands:
 
         self._wait(d.addCallbacks(delivered, failed))
 
-    def _apply_verdict(self, verdict, envelope: Envelope, trace: bytes, data: bytes):
-        """Refuse (550/451), or deliver to INBOX or Junk with Authentication-Results on top."""
+    def _apply_verdict(self, results, envelope: Envelope, trace: bytes, data: bytes):
+        """Refuse (550/451), or deliver to INBOX or Junk with Authentication-Results on top
+        and the junk checks' signals in the envelope."""
+        verdict, envelope.junk_signals = results[0], tuple(results[1])
         if verdict.action in ("reject", "tempfail"):
             raise SmtpReply(verdict.code, verdict.enhanced, verdict.text)
         if verdict.action == "junk":
@@ -392,9 +409,25 @@ def _reject_text(reason: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 else "?" for c in line)[:200] or "rejected"
 
 
+def _screen_refusal(failure: Failure):
+    failure.trap(Refusal)
+    e = failure.value
+    raise SmtpReply(e.code, e.enhanced, e.text)
+
+
 def _delivery_failure_reply(failure: Failure, queue_id: str, tx: Transaction) -> SmtpReply:
     if failure.check(SmtpReply):
         return failure.value
+    if failure.check(Refusal):
+        e = failure.value
+        return SmtpReply(e.code, e.enhanced, e.text)
+    if failure.check(JunkRefused):
+        # RFC 3463 X.7.1: refused by policy; the reason names the signals that decided.
+        verdict = failure.value.verdict
+        reasons = "; ".join(verdict.reasons)[:300]
+        return SmtpReply(
+            550, "5.7.1", f"Message refused as junk (score {verdict.score:.1f}: {reasons})"
+        )
     if failure.check(UnknownRecipient):
         # The account vanished between RCPT and the end of DATA.
         return SmtpReply(550, "5.1.1", "Error: recipient address rejected: User unknown")

@@ -288,6 +288,8 @@ def _append_all(session, mbox, name, messages):
         raise
     folder = results[-1][0]
     uids = [u for _, u in results if u is not None]
+    # What the user files in Sent names people they write to (queued: no wait here).
+    session.services.junk.after_append(mbox, folder, uids)
     if len(uids) != len(results):
         return None
     # RFC 4315 §3: APPENDUID uidvalidity uid-set.

@@ -45,6 +45,8 @@ def _copy(session, cmd, uid: bool, move: bool):
             return None
         if move:
             _carry_flags(view.folder, dest, pairs)
+        # Into or out of Junk teaches the user's junk filter (queued: no wait here).
+        session.services.junk.after_copy(session.mailbox, view.folder, dest, pairs)
         src_uids = format_uid_pairs([s for s, _ in pairs])
         dst_uids = format_uid_pairs([d for _, d in pairs])
         code = f"COPYUID {dest.uidvalidity} {src_uids} {dst_uids}"

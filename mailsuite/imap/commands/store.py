@@ -71,6 +71,8 @@ def _store(session, cmd, uid: bool):
     changed, refused = view.folder.store_flags(
         [m for _, m in targets], flags, modes[base], unchanged_since, source=view
     )
+    # $Junk / $NotJunk teach the user's junk filter (queued: this command does not wait).
+    session.services.junk.after_store(session.mailbox, view.folder, changed, flags, modes[base])
     changed_uids = {m.uid for m in changed}
     refused_uids = {m.uid for m in refused}
     lines = view.new_keyword_lines(changed)

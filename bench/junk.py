@@ -1,0 +1,175 @@
+"""The junk filter's cost: classification time per message, and SMTP delivered msg/s with the
+filter on vs off.
+
+Classification runs `JunkFilter.judge` (tokenizing, the recipient's word counts from SQLite,
+combining, the verdict) on messages of --size bytes against a filter trained on --train junk
+and as many legitimate messages, as delivery calls it.  Throughput starts `mailsuite serve`
+twice (filter on, trained; filter off) and sends --messages messages of the same size,
+one connection each, --concurrency at a time.
+
+    python bench/junk.py --messages 1000 --concurrency 10 --size 10240
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import smtp as smtp_bench  # noqa: E402  (bench/smtp.py: users, load, Maildir counting)
+
+from mailsuite.config import config_from_dict, load_config  # noqa: E402
+from mailsuite.delivery import Envelope, Recipient  # noqa: E402
+from mailsuite.junk.model import HAM, JUNK, message_identity  # noqa: E402
+from mailsuite.junk.tokens import message_tokens  # noqa: E402
+from mailsuite.services import Services  # noqa: E402
+from tests.junk.corpus import make_message  # noqa: E402
+
+CONFIG_EXTRA = """
+[junk]
+enabled = {enabled}
+"""
+
+
+def train(services: Services, address: str, count: int) -> None:
+    data = services.junk.model(services.store.mailbox(address))
+    for n in range(count):
+        for kind, label in ((JUNK, "junk"), (HAM, "ham")):
+            raw = make_message(label, n, seed=99)
+            data.learn(message_identity(raw), message_tokens(raw), kind)
+
+
+def classification(size: int, train_count: int, rounds: int) -> tuple[float, float, int]:
+    """(ms per message, share of junk filed as junk, bytes per message)."""
+    with tempfile.TemporaryDirectory(prefix="bench-junk-") as tmp:
+        config = config_from_dict(
+            {"data_dir": str(Path(tmp) / "data"), "allow_root": True}, base=Path(tmp)
+        )
+        services = Services.create(config, with_tls=False)
+        address = "user1@example.test"
+        services.accounts.add_user(address, "bench-password")
+        services.store.create_mailbox(address)
+        train(services, address, train_count)
+        messages = [make_message(("junk", "ham")[n % 2], n, seed=7, size=size) for n in range(50)]
+        envelope = Envelope("x@example.org", [Recipient(address)], client_ip="192.0.2.1")
+        for raw in messages[:5]:
+            services.junk.judge(envelope, raw, [address])  # warm the caches
+        caught = 0
+        start = time.perf_counter()
+        for r in range(rounds):
+            for n, raw in enumerate(messages):
+                verdict = services.junk.judge(envelope, raw, [address])[address]
+                if r == 0 and n % 2 == 0 and verdict.junk:
+                    caught += 1
+        elapsed = time.perf_counter() - start
+        services.junk.close()
+        per = elapsed / (rounds * len(messages)) * 1000
+        return per, caught / 25, sum(map(len, messages)) // len(messages)
+
+
+def start(workdir: Path, users: int, enabled: bool, train_count: int):
+    port = smtp_bench.free_port()
+    conf = workdir / "mailsuite.toml"
+    text = smtp_bench.CONFIG.format(port=port, log=workdir / "server.log")
+    conf.write_text(text + CONFIG_EXTRA.format(enabled="true" if enabled else "false"))
+    smtp_bench.make_users(conf, users)
+    if enabled:
+        services = Services.create(load_config(conf), with_tls=False)
+        for i in range(1, users + 1):
+            train(services, f"user{i}@example.test", train_count)
+        services.junk.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailsuite.cli", "--config", str(conf), "serve"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "server.stderr", "wb"),
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+async def load(port: int, n: int, concurrency: int, size: int, users: int) -> int:
+    todo = list(range(n))
+    errors = 0
+
+    async def worker():
+        nonlocal errors
+        while todo:
+            seq = todo.pop()
+            rcpt = f"user{seq % users + 1}@example.test"
+            raw = make_message(("junk", "ham")[seq % 2], seq, seed=5, size=size)
+            raw = raw.replace(b"\r\n.", b"\r\n..")  # RFC 5321 §4.5.2 dot-stuffing
+            try:
+                await smtp_bench.send_one("127.0.0.1", port, rcpt, raw)
+            except (OSError, RuntimeError) as e:
+                errors += 1
+                print(f"message {seq}: {e}", file=sys.stderr)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return errors
+
+
+def throughput(enabled: bool, args) -> float:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-junk-smtp-"))
+    proc = None
+    try:
+        proc, port = start(workdir, args.users, enabled, args.train)
+        dirs = smtp_bench.maildirs(str(workdir / "data/mail/example.test/{user}"), args.users)
+        # Junk is a folder of its own: count it too.
+        dirs += [d.parent / ".Junk" / d.name for d in list(dirs)]
+        begin = time.perf_counter()
+        errors = asyncio.run(load(port, args.messages, args.concurrency, args.size, args.users))
+        expected = args.messages - errors
+        deadline = time.monotonic() + 300
+        while smtp_bench.count(dirs) < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return smtp_bench.count(dirs) / (time.perf_counter() - begin)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, default=10)
+    ap.add_argument("--size", type=int, default=10240, help="bytes per message")
+    ap.add_argument("--users", type=int, default=10)
+    ap.add_argument("--train", type=int, default=200, help="junk and legitimate lessons each")
+    ap.add_argument("--rounds", type=int, default=20, help="classification passes over 50")
+    args = ap.parse_args()
+
+    per, caught, avg = classification(args.size, args.train, args.rounds)
+    print("| measure | value | target |")
+    print("|---|---|---|")
+    print(f"| classification per message ({avg} bytes) | {per:.2f} ms | < 2 ms |")
+    print(f"| held-out junk filed as junk | {caught:.0%} | |")
+    off = throughput(False, args)
+    on = throughput(True, args)
+    print(f"| SMTP delivered msg/s, filter off | {off:.1f} | |")
+    print(f"| SMTP delivered msg/s, filter on | {on:.1f} | >= {0.85 * off:.1f} (-15 %) |")
+    print(f"| change | {(on - off) / off:+.1%} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

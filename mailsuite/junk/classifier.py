@@ -1,0 +1,84 @@
+"""Word statistics to a junk probability: Robinson's per-word probability and Fisher's
+chi-square combining, as SpamBayes does it.  Pure functions, no storage.
+
+Robinson's f(w) pulls words seen a few times toward "unknown" (0.5) so that one sighting
+never decides; Fisher's method asks how unlikely the words' probabilities would be if the
+message were ham, and if it were junk, and weighs the two: a message with strong evidence
+both ways comes out near 0.5 ("unsure"), which the filter files in INBOX.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# Robinson's s (strength of the prior) and x (the prior for a word never seen).
+PRIOR_STRENGTH = 0.45
+PRIOR = 0.5
+# Words nearer to 0.5 than this are left out: they only add noise.
+MIN_STRENGTH = 0.1
+# At most this many of the most decided words are combined.
+MAX_CLUES = 150
+
+
+@dataclass(frozen=True)
+class Judgement:
+    probability: float  # 0 (ham) … 1 (junk); 0.5 when nothing decides
+    clues: tuple[tuple[str, float], ...]  # (token, f(w)), strongest first
+    trained: bool  # False: too little training to judge, probability is 0.5
+
+
+def word_probability(junk: int, ham: int, n_junk: int, n_ham: int) -> float:
+    """Robinson's f(w) for a word seen in `junk` of `n_junk` junk and `ham` of `n_ham` ham
+    messages."""
+    junk_ratio = junk / n_junk if n_junk else 0.0
+    ham_ratio = ham / n_ham if n_ham else 0.0
+    if junk_ratio + ham_ratio == 0:
+        return PRIOR
+    p = junk_ratio / (junk_ratio + ham_ratio)
+    n = junk + ham
+    return (PRIOR_STRENGTH * PRIOR + n * p) / (PRIOR_STRENGTH + n)
+
+
+def chi2_q(x2: float, dof: int) -> float:
+    """P(chi² with `dof` (even) degrees of freedom >= x2): the series for even dof."""
+    m = x2 / 2.0
+    term = math.exp(-m)
+    total = term
+    for i in range(1, dof // 2):
+        term *= m / i
+        total += term
+    return min(total, 1.0)
+
+
+def combine(probabilities: list[float]) -> float:
+    """Fisher-Robinson combining of word probabilities into one (0.5 for none)."""
+    n = len(probabilities)
+    if not n:
+        return PRIOR
+    ln_junk = ln_ham = 0.0
+    for p in probabilities:
+        ln_ham += math.log(p)
+        ln_junk += math.log(1.0 - p)
+    junkiness = 1.0 - chi2_q(-2.0 * ln_junk, 2 * n)
+    hamminess = 1.0 - chi2_q(-2.0 * ln_ham, 2 * n)
+    return (junkiness - hamminess + 1.0) / 2.0
+
+
+def judge(
+    counts: dict[str, tuple[int, int]], n_junk: int, n_ham: int, min_trained: int
+) -> Judgement:
+    """The probability that a message is junk from the (junk, ham) counts of its tokens.
+
+    Until both classes have `min_trained` messages the answer is 0.5 (untrained), so a new
+    account's filter files everything in INBOX rather than guessing."""
+    if n_junk < min_trained or n_ham < min_trained:
+        return Judgement(PRIOR, (), False)
+    clues = []
+    for token, (junk, ham) in counts.items():
+        f = word_probability(junk, ham, n_junk, n_ham)
+        if abs(f - PRIOR) >= MIN_STRENGTH:
+            clues.append((token, min(max(f, 0.0001), 0.9999)))
+    clues.sort(key=lambda c: abs(c[1] - PRIOR), reverse=True)
+    clues = clues[:MAX_CLUES]
+    return Judgement(combine([f for _, f in clues]), tuple(clues), True)

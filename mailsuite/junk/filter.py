@@ -1,0 +1,360 @@
+"""The built-in junk filter as delivery and IMAP use it: a verdict per local recipient at
+delivery, and lessons from the user's moves and flags.
+
+`JunkFilter.judge` blocks (it reads the recipient's word counts from SQLite): delivery calls
+it inside its durable-I/O job, before anything is stored.  The training entry points
+(`after_copy`, `after_store`, `learn_messages`) run on the reactor and only hand the work to
+the durable-I/O service, so an IMAP command never waits for the filter.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from mailsuite.config import Config
+from mailsuite.junk import classifier
+from mailsuite.junk.dnslists import DnsListChecker
+from mailsuite.junk.greylist import GREYLIST_FILE, Greylist
+from mailsuite.junk.model import HAM, JUNK, MODEL_FILE, FilterData, message_identity
+from mailsuite.junk.rspamd import RspamdClient
+from mailsuite.junk.screen import ClientScreen
+from mailsuite.junk.tokens import message_tokens
+from mailsuite.junk.verdict import Signal, Verdict, decide
+from mailsuite.logtext import visible
+from mailsuite.message.addresses import parse_addresses
+from mailsuite.message.headers import parse_fields
+from mailsuite.message.lines import header_block
+from mailsuite.store import Mailbox, NoSuchMailbox, Store
+from mailsuite.trust.inbound import skipped_client
+from mailsuite.trust.resolver import DnsLookup, build_lookup
+
+log = Logger(namespace="mailsuite.junk")
+
+GLOBAL_LISTS_FILE = "junk-lists.sqlite"
+JUNK_FOLDER = "Junk"
+# Keywords clients set for their junk buttons (RFC 5788's registry has $Junk and $NotJunk;
+# Thunderbird also sets Junk and NonJunk), compared case-insensitively as IMAP does.
+JUNK_KEYWORDS = frozenset({"$junk", "junk"})
+NOT_JUNK_KEYWORDS = frozenset({"$notjunk", "notjunk", "nonjunk"})
+# Open per-account files kept (each holds a descriptor).
+MODEL_CACHE = 128
+_DMARC = re.compile(rb"(?i)\bdmarc=(\w+)")
+# RFC 8601 §2.7: "spf=pass ... smtp.mailfrom=user@domain", "dkim=pass ... header.d=domain".
+_PASSED = re.compile(
+    rb"(?i)\b(?:spf=pass[^;]*?smtp\.mailfrom=[^@\s;]*@|dkim=pass[^;]*?header\.d=)([\w.-]+)"
+)
+
+
+class JunkRefused(Exception):
+    """Every local recipient's verdict is above the refusal mark: SMTP 550 5.7.1 at DATA."""
+
+    def __init__(self, verdict: Verdict):
+        super().__init__(f"message refused as junk (score {verdict.score:.1f})")
+        self.verdict = verdict
+
+
+def junk_folder_of(mbox: Mailbox) -> str:
+    """The folder with special-use \\Junk (RFC 6154), else "Junk"."""
+    for name, role in mbox.special_use().items():
+        if role.lower() == "\\junk":
+            return name
+    return JUNK_FOLDER
+
+
+def trash_folders_of(mbox: Mailbox) -> set[str]:
+    return {n for n, r in mbox.special_use().items() if r.lower() == "\\trash"} | {"Trash"}
+
+
+class JunkFilter:
+    """One per server (Services.junk); the admin command makes its own."""
+
+    def __init__(self, config: Config, store: Store):
+        self.config = config
+        self.junk_config = config.junk
+        self.store = store
+        self.global_lists = FilterData(config.data_dir / GLOBAL_LISTS_FILE)
+        self._models: OrderedDict[str, FilterData] = OrderedDict()
+        self._lock = threading.Lock()
+        # Called on the reactor with (raw message, JUNK or HAM) after each lesson: rspamd.
+        self.learn_listeners: list = []
+        self.dns_lists = DnsListChecker(config)
+        cfg = config.junk
+        self.greylist = (
+            Greylist(config.data_dir / GREYLIST_FILE, cfg.greylist_delay, cfg.greylist_expire)
+            if cfg.greylist
+            else None
+        )
+        self.rspamd = RspamdClient(config) if cfg.rspamd else None
+        if self.rspamd is not None:
+            self.learn_listeners.append(self.rspamd.learn)
+        self._lookup: DnsLookup | None = None
+
+    def lookup(self) -> DnsLookup:
+        """The trust checks' DNS lookup (SPF for greylisting), built on first use."""
+        if self._lookup is None:
+            self._lookup = build_lookup(self.config)
+        return self._lookup
+
+    def screen(self, client_ip: str) -> ClientScreen | None:
+        """The checks for an inbound SMTP connection (None when there are none to run)."""
+        if not (self.dns_lists.active or self.greylist or self.rspamd):
+            return None
+        return ClientScreen(self, client_ip, skipped_client(self.config, client_ip))
+
+    # -- per-account data ----------------------------------------------------------------
+
+    def model(self, mbox: Mailbox) -> FilterData:
+        """The account's filter data (blocking to use); a few stay open."""
+        key = mbox.address.lower()
+        with self._lock:
+            data = self._models.get(key)
+            if data is not None:
+                self._models.move_to_end(key)
+                return data
+            data = FilterData(mbox.path / MODEL_FILE)
+            self._models[key] = data
+            while len(self._models) > MODEL_CACHE:
+                _, old = self._models.popitem(last=False)
+                old.close()
+            return data
+
+    def close(self) -> None:
+        """Close the open files (server stop); they reopen on next use."""
+        with self._lock:
+            models, self._models = list(self._models.values()), OrderedDict()
+        for data in models:
+            data.close()
+        self.global_lists.close()
+        if self.greylist is not None:
+            self.greylist.close()
+        if self.rspamd is not None:
+            self.rspamd.close()
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def judge(self, envelope, data: bytes, mailboxes: Iterable[str], remote=()) -> dict:
+        """{mailbox: Verdict} for the local recipients of one message (blocking).
+
+        Raises JunkRefused when the message came from outside and every local recipient's
+        verdict says refuse (and nobody remote shares the message)."""
+        mailboxes = list(mailboxes)
+        try:
+            return self._judge(envelope, data, mailboxes, remote)
+        except JunkRefused:
+            raise
+        except Exception:
+            # A broken filter file must not cost mail: deliver as if there were no filter.
+            log.failure("junk: filter failed; delivering without a verdict")
+            return {m: Verdict(envelope.folder) for m in mailboxes}
+
+    def _judge(self, envelope, data: bytes, mailboxes: list[str], remote) -> dict:
+        folder = envelope.folder
+        if envelope.authenticated_user:
+            # The user's own mail: who they write to is never junk for them.
+            self._note_correspondents(envelope.authenticated_user, envelope.recipients)
+            return {m: Verdict(folder) for m in mailboxes}
+        if not self.junk_config.enabled or not mailboxes:
+            return {m: Verdict(folder) for m in mailboxes}
+        signals = list(getattr(envelope, "junk_signals", ()) or ())
+        signals.extend(self._message_signals(data))
+        senders = [envelope.mail_from, *author_addresses(data)]
+        senders = [s for s in dict.fromkeys(a.lower() for a in senders) if s]
+        words_needed = not any(s.replaces_words for s in signals)
+        tokens = message_tokens(data) if words_needed else set()
+        global_match = self.global_lists.list_match(senders)
+        may_refuse = bool(envelope.client_ip) and not skipped_client(
+            self.config, envelope.client_ip
+        )
+        verdicts = {}
+        for mailbox in mailboxes:
+            verdicts[mailbox] = self._judge_one(
+                mailbox, folder, tokens, words_needed, signals, senders, global_match, may_refuse
+            )
+        if may_refuse and not remote and all(v.refuse for v in verdicts.values()):
+            raise JunkRefused(max(verdicts.values(), key=lambda v: v.score))
+        return verdicts
+
+    def _judge_one(
+        self, mailbox, folder, tokens, words_needed, signals, senders, global_match, may_refuse
+    ) -> Verdict:
+        cfg = self.junk_config
+        try:
+            mbox = self.store.mailbox(mailbox)
+        except NoSuchMailbox:
+            return Verdict(folder)  # created by delivery in a moment: nothing learned yet
+        model = self.model(mbox)
+        judgement = None
+        if words_needed:
+            n_junk, n_ham = model.totals()
+            counts = model.counts(tokens) if min(n_junk, n_ham) >= cfg.min_trained else {}
+            judgement = classifier.judge(counts, n_junk, n_ham, cfg.min_trained)
+        listed = model.list_match(senders) or global_match
+        return decide(
+            junk_folder=junk_folder_of(mbox),
+            default_folder=folder,
+            judgement=judgement,
+            signals=signals,
+            listed=listed,
+            correspondent=model.known_correspondent(senders),
+            junk_score=cfg.junk_score,
+            reject_score=cfg.reject_score,
+            bayes_weight=cfg.bayes_weight,
+            may_refuse=may_refuse,
+        )
+
+    def _message_signals(self, data: bytes) -> list[Signal]:
+        """DMARC's verdict from our own Authentication-Results field (trust added it on
+        top); the domains that passed SPF or DKIM there are remembered for greylisting."""
+        value = self._our_results(data)
+        if value is None:
+            return []
+        if self.greylist is not None:
+            self.greylist.note_domains(m.decode("ascii", "replace") for m in _PASSED.findall(value))
+        m = _DMARC.search(value)
+        if m and m.group(1).lower() == b"fail":
+            return [Signal("DMARC fail", 3.0)]
+        return []
+
+    def _our_results(self, data: bytes) -> bytes | None:
+        for name, raw in parse_fields(header_block(data[:65536])):
+            if name != b"authentication-results":
+                continue
+            value = raw.partition(b":")[2].strip()
+            if value.split(b";", 1)[0].strip().decode("ascii", "replace") == self.config.hostname:
+                return value
+        return None
+
+    def _note_correspondents(self, user: str, recipients) -> None:
+        try:
+            mbox = self.store.mailbox(user)
+        except NoSuchMailbox:
+            return
+        mine = user.lower()
+        self.model(mbox).add_correspondents(
+            r.address for r in recipients if r.address.lower() != mine
+        )
+
+    def after_append(self, mbox: Mailbox, folder, uids) -> None:
+        """IMAP APPEND done: the recipients of messages put in Sent become correspondents."""
+        sent = {n for n, r in mbox.special_use().items() if r.lower() == "\\sent"} | {"Sent"}
+        if folder.name not in sent or not uids:
+            return
+        msgs = [m for m in (folder.by_uid(u) for u in uids) if m is not None]
+        d = self.store.io.submit(self._note_sent, mbox, folder, msgs)
+        d.addErrback(log.failure, "junk: correspondents not recorded", user=visible(mbox.address))
+
+    def _note_sent(self, mbox: Mailbox, folder, msgs) -> None:
+        """Blocking: the To/Cc/Bcc addresses of the messages are correspondents."""
+        addresses = []
+        for msg in msgs:
+            data = folder.read_present(msg)
+            for name, raw in parse_fields(header_block((data or b"")[:65536])):
+                if name in (b"to", b"cc", b"bcc"):
+                    addresses.extend(_addresses(raw))
+        mine = mbox.address.lower()
+        self.model(mbox).add_correspondents(a for a in addresses if a.lower() != mine)
+
+    # -- training (reactor side) ----------------------------------------------------------
+
+    def after_copy(self, mbox: Mailbox, source, dest, pairs) -> None:
+        """IMAP COPY/MOVE done: into Junk teaches junk, out of Junk (not to Trash) not junk,
+        into Sent records correspondents."""
+        junk = junk_folder_of(mbox)
+        if dest.name == junk and source.name != junk:
+            kind = JUNK
+        elif source.name == junk and dest.name != junk and dest.name not in trash_folders_of(mbox):
+            kind = HAM
+        else:
+            return
+        msgs = [m for m in (dest.by_uid(d) for _, d in pairs) if m is not None]
+        self.learn_messages(mbox, dest, msgs, kind)
+
+    def after_store(self, mbox: Mailbox, folder, msgs, flags, mode: str) -> None:
+        """IMAP STORE done: $Junk (or Junk) set teaches junk, $NotJunk (or NonJunk) not
+        junk."""
+        if mode == "remove" or not msgs:
+            return
+        names = {f.lower() for f in flags}
+        if names & JUNK_KEYWORDS:
+            self.learn_messages(mbox, folder, msgs, JUNK)
+        elif names & NOT_JUNK_KEYWORDS:
+            self.learn_messages(mbox, folder, msgs, HAM)
+
+    def learn_messages(self, mbox: Mailbox, folder, msgs, kind: str) -> defer.Deferred:
+        """Queue lessons for the durable-I/O service; Deferred[int] (messages learned), which
+        never errbacks: a lesson lost to an error is logged, the user's command unaffected."""
+        if not self.junk_config.enabled and not self.learn_listeners:
+            return defer.succeed(0)
+        d = self.store.io.submit(self.learn_blocking, mbox, folder, list(msgs), kind)
+
+        def done(learned):
+            for raw in learned:
+                for listener in self.learn_listeners:
+                    listener(raw, kind)
+            if learned:
+                log.info(
+                    "junk: {user} taught {n} message(s) as {kind}",
+                    user=visible(mbox.address),
+                    n=len(learned),
+                    kind=kind,
+                )
+            return len(learned)
+
+        def failed(failure):
+            log.failure("junk: learning failed for {user}", failure, user=visible(mbox.address))
+            return 0
+
+        return d.addCallbacks(done, failed)
+
+    def learn_blocking(self, mbox: Mailbox, folder, msgs, kind: str) -> list[bytes]:
+        """Read and learn each message (blocking); the raw messages newly learned."""
+        model = self.model(mbox)
+        learned = []
+        for msg in msgs:
+            raw = folder.read_present(msg)
+            if raw is None:
+                continue
+            if model.learn(message_identity(raw), message_tokens(raw), kind):
+                learned.append(raw if self.learn_listeners else b"")
+        return learned
+
+
+def author_addresses(data: bytes) -> list[str]:
+    """The From: addresses of a message."""
+    out: list[str] = []
+    for name, raw in parse_fields(header_block(data[:65536])):
+        if name == b"from":
+            out.extend(_addresses(raw))
+    return out
+
+
+def _addresses(raw_field: bytes) -> list[str]:
+    parsed = parse_addresses(raw_field.partition(b":")[2]) or []
+    out = []
+    for item in parsed:
+        for addr in _flatten(item):
+            out.append(addr)
+    return out
+
+
+def _flatten(item) -> list[str]:
+    """Addresses from parse_addresses' items (mailboxes and groups)."""
+    if isinstance(item, (list, tuple)):
+        if len(item) == 4 and all(isinstance(x, (bytes, str, type(None))) for x in item):
+            _name, _adl, local, domain = item
+            if local and domain:
+                loc = local.decode("utf-8", "replace") if isinstance(local, bytes) else local
+                dom = domain.decode("utf-8", "replace") if isinstance(domain, bytes) else domain
+                return [f"{loc}@{dom}"]
+            return []
+        out = []
+        for x in item:
+            out.extend(_flatten(x))
+        return out
+    return []

@@ -1,0 +1,257 @@
+"""One account's filter data, in `mailsuite-junk.sqlite` beside its Maildir's folders: word
+counts, which messages were learned as what, the people the user writes to, and the user's
+allow and block lists.  The same file layout holds the server-wide lists
+(`<data_dir>/junk-lists.sqlite`, lists only).
+
+Every method blocks (SQLite): the server calls them in durable-I/O jobs, the admin command in
+its own thread, never on the reactor.  The file is made by the first write (a lesson, a list
+entry, a correspondent); SQLite's locking lets the admin command and the server share it, a
+lock per file serialises this process's threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from mailsuite.durable.modes import create_private_file
+from mailsuite.message.headers import first_value, parse_fields
+from mailsuite.message.lines import header_block
+
+MODEL_FILE = "mailsuite-junk.sqlite"
+JUNK, HAM = "junk", "ham"
+ALLOW, BLOCK = "allow", "block"
+_CHUNK = 400  # SQLite's default limit on host parameters is 999 (older builds)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS words (
+    token TEXT PRIMARY KEY, junk INTEGER NOT NULL, ham INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trained (id TEXT PRIMARY KEY, class TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS correspondents (
+    address TEXT PRIMARY KEY, last REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lists (value TEXT PRIMARY KEY, kind TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+
+_EMPTY: list[sqlite3.Connection] = []
+
+
+def _empty() -> sqlite3.Connection:
+    """An in-memory database with the schema and no rows (shared, read only)."""
+    if not _EMPTY:
+        db = sqlite3.connect(":memory:", check_same_thread=False)
+        db.executescript(_SCHEMA)
+        _EMPTY.append(db)
+    return _EMPTY[0]
+
+
+def message_identity(raw: bytes) -> str:
+    """What tells one learned message from another: its Message-ID, else a digest of its
+    first 64 KiB (a copy of a message is the same message to the filter)."""
+    value = first_value(parse_fields(header_block(raw[:65536])), b"message-id")
+    if value and value.strip():
+        return "id:" + value.strip().decode("utf-8", "replace").lower()[:250]
+    return "sha:" + hashlib.sha256(raw[:65536]).hexdigest()
+
+
+class FilterData:
+    """The SQLite file of one account (or of the server-wide lists)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            if not self.path.exists():
+                create_private_file(self.path)  # 0600 before SQLite (and its -wal) use it
+            db = sqlite3.connect(str(self.path), timeout=10, check_same_thread=False)
+            # A rollback journal: one descriptor per open file (WAL would hold three), and
+            # the admin command's rare writes can wait for the server's short ones.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
+    def _reader(self) -> sqlite3.Connection:
+        """The file for reading; an empty stand-in while it does not exist (an account that
+        has learned nothing has no file, and reading makes none)."""
+        if self._db is None and not self.path.exists():
+            return _empty()
+        return self._conn()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # -- word statistics -----------------------------------------------------------------
+
+    def totals(self) -> tuple[int, int]:
+        """(junk messages, ham messages) learned."""
+        with self._lock:
+            rows = dict(self._reader().execute("SELECT key, value FROM meta"))
+        return rows.get(JUNK, 0), rows.get(HAM, 0)
+
+    def counts(self, tokens) -> dict[str, tuple[int, int]]:
+        """(junk, ham) counts of the tokens that have been seen."""
+        tokens = list(tokens)
+        out: dict[str, tuple[int, int]] = {}
+        with self._lock:
+            db = self._reader()
+            for i in range(0, len(tokens), _CHUNK):
+                part = tokens[i : i + _CHUNK]
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT token, junk, ham FROM words WHERE token IN ({marks})"
+                for token, junk, ham in db.execute(sql, part):
+                    out[token] = (junk, ham)
+        return out
+
+    def learned_as(self, identity: str) -> str | None:
+        with self._lock:
+            row = (
+                self._reader()
+                .execute("SELECT class FROM trained WHERE id = ?", (identity,))
+                .fetchone()
+            )
+        return row[0] if row else None
+
+    def learn(self, identity: str, tokens: set[str], kind: str) -> bool:
+        """Count a message as `kind` (JUNK or HAM), taking back an earlier opposite lesson;
+        False when it was already learned so."""
+        with self._lock:
+            db = self._conn()
+            row = db.execute("SELECT class FROM trained WHERE id = ?", (identity,)).fetchone()
+            if row and row[0] == kind:
+                return False
+            with db:
+                if row:
+                    self._add(db, tokens, row[0], -1)
+                self._add(db, tokens, kind, +1)
+                db.execute("INSERT OR REPLACE INTO trained VALUES (?, ?)", (identity, kind))
+            return True
+
+    def forget(self, identity: str, tokens: set[str]) -> bool:
+        """Take back whatever the message was learned as."""
+        with self._lock:
+            db = self._conn()
+            row = db.execute("SELECT class FROM trained WHERE id = ?", (identity,)).fetchone()
+            if not row:
+                return False
+            with db:
+                self._add(db, tokens, row[0], -1)
+                db.execute("DELETE FROM trained WHERE id = ?", (identity,))
+            return True
+
+    @staticmethod
+    def _add(db: sqlite3.Connection, tokens: set[str], kind: str, step: int) -> None:
+        junk, ham = (step, 0) if kind == JUNK else (0, step)
+        db.executemany(
+            "INSERT INTO words VALUES (?, max(?, 0), max(?, 0)) ON CONFLICT(token) DO UPDATE"
+            " SET junk = max(junk + ?, 0), ham = max(ham + ?, 0)",
+            [(t, junk, ham, junk, ham) for t in tokens],
+        )
+        if step < 0:
+            db.execute("DELETE FROM words WHERE junk = 0 AND ham = 0")
+        db.execute(
+            "INSERT INTO meta VALUES (?, max(?, 0)) ON CONFLICT(key) DO UPDATE"
+            " SET value = max(value + ?, 0)",
+            (kind, step, step),
+        )
+
+    def reset(self) -> None:
+        """Forget every lesson (retrain starts here); lists and correspondents stay."""
+        with self._lock:
+            db = self._conn()
+            with db:
+                db.execute("DELETE FROM words")
+                db.execute("DELETE FROM trained")
+                db.execute("DELETE FROM meta")
+
+    def strongest(self, kind: str, limit: int = 10) -> list[tuple[str, int, int]]:
+        """The tokens seen most often in `kind` messages (stats)."""
+        column = "junk" if kind == JUNK else "ham"
+        with self._lock:
+            rows = self._reader().execute(
+                f"SELECT token, junk, ham FROM words ORDER BY {column} DESC LIMIT ?", (limit,)
+            )
+            return list(rows)
+
+    def word_count(self) -> int:
+        with self._lock:
+            return self._reader().execute("SELECT count(*) FROM words").fetchone()[0]
+
+    # -- correspondents ------------------------------------------------------------------
+
+    def add_correspondents(self, addresses) -> None:
+        now = time.time()
+        rows = [(a.lower(), now) for a in addresses if "@" in a]
+        if not rows:
+            return
+        with self._lock:
+            db = self._conn()
+            with db:
+                db.executemany("INSERT OR REPLACE INTO correspondents VALUES (?, ?)", rows)
+
+    def known_correspondent(self, addresses) -> str | None:
+        """The first of `addresses` the user has written to, or None."""
+        with self._lock:
+            db = self._reader()
+            for a in addresses:
+                sql = "SELECT 1 FROM correspondents WHERE address = ?"
+                if a and db.execute(sql, (a.lower(),)).fetchone():
+                    return a
+        return None
+
+    def correspondent_count(self) -> int:
+        with self._lock:
+            return self._reader().execute("SELECT count(*) FROM correspondents").fetchone()[0]
+
+    # -- allow and block lists -----------------------------------------------------------
+
+    def set_listed(self, value: str, kind: str | None) -> None:
+        """Put an address or domain on the allow or block list (kind None: off both)."""
+        value = normalise_entry(value)
+        with self._lock:
+            db = self._conn()
+            with db:
+                if kind is None:
+                    db.execute("DELETE FROM lists WHERE value = ?", (value,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO lists VALUES (?, ?)", (value, kind))
+
+    def listed(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._reader().execute("SELECT value, kind FROM lists ORDER BY value"))
+
+    def list_match(self, addresses) -> tuple[str, str] | None:
+        """(kind, entry) of the first list entry matching one of `addresses`: the address
+        itself, then its domain and each parent domain; block wins over allow."""
+        keys: list[str] = []
+        for a in addresses:
+            a = (a or "").lower()
+            if "@" not in a:
+                continue
+            keys.append(a)
+            labels = a.rpartition("@")[2].split(".")
+            keys.extend(".".join(labels[i:]) for i in range(len(labels) - 1))
+        if not keys:
+            return None
+        with self._lock:
+            db = self._reader()
+            marks = ",".join("?" * len(keys))
+            rows = db.execute(f"SELECT kind, value FROM lists WHERE value IN ({marks})", keys)
+            found = sorted(rows, key=lambda r: r[0] != BLOCK)
+        return (found[0][0], found[0][1]) if found else None
+
+
+def normalise_entry(value: str) -> str:
+    """ "@example.com" and "example.com" are the same domain entry; addresses as lower case."""
+    value = value.strip().lower().rstrip(".")
+    return value[1:] if value.startswith("@") else value

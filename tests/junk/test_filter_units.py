@@ -1,0 +1,135 @@
+"""The filter's pure parts: tokens, word statistics, verdicts, and its SQLite file."""
+
+from __future__ import annotations
+
+import stat
+
+from mailsuite.junk import classifier
+from mailsuite.junk.dnslists import DnsList, reversed_name
+from mailsuite.junk.model import HAM, JUNK, FilterData, message_identity
+from mailsuite.junk.tokens import message_tokens, url_domains
+from mailsuite.junk.verdict import Signal, decide, strip_forged
+
+
+def test_tokens_come_from_decoded_headers_text_and_html_links():
+    raw = (
+        b"From: =?utf-8?b?V2lubmVy?= <a@prize.example>\r\nSubject: =?utf-8?q?Gro=C3=9Fer_Preis?=\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"Y2xhaW0geW91ciBwcml6ZQ==\r\n"
+        b"--b\r\nContent-Type: text/html\r\n\r\n<p>Visit <a href='http://x.win.example/a'>us</a>"
+        b"<script>var hidden = 1</script>&amp; enjoy</p>\r\n--b--\r\n"
+    )
+    tokens = message_tokens(raw)
+    assert {"from:winner", "from:@prize.example", "subject:großer", "subject:preis"} <= tokens
+    assert {"claim", "your", "prize", "visit", "enjoy"} <= tokens
+    assert {"url:x.win.example", "url:win.example", "part:text/html"} <= tokens
+    assert "hidden" not in tokens and "script" not in tokens
+    assert url_domains(raw) == ["win.example", "x.win.example"]
+
+
+def test_our_own_headers_are_not_words():
+    raw = b"X-Spam-Status: Yes, score=9\r\nReceived: from mx.here\r\nSubject: hello\r\n\r\nbody\r\n"
+    tokens = message_tokens(raw)
+    assert "yes" not in tokens and "here" not in tokens
+    assert "subject:hello" in tokens
+
+
+def test_fisher_combining_is_unsure_with_evidence_both_ways():
+    assert classifier.combine([]) == 0.5
+    assert classifier.combine([0.99] * 10) > 0.99
+    assert classifier.combine([0.01] * 10) < 0.01
+    assert abs(classifier.combine([0.99] * 10 + [0.01] * 10) - 0.5) < 0.01
+
+
+def test_untrained_judgement_is_neutral():
+    j = classifier.judge({"viagra": (9, 0)}, 9, 20, min_trained=10)
+    assert (j.probability, j.trained) == (0.5, False)
+
+
+def test_allow_list_and_correspondents_keep_mail_out_of_junk_block_list_files_it():
+    base = dict(
+        junk_folder="Junk",
+        default_folder="INBOX",
+        judgement=classifier.Judgement(1.0, (("cheap", 0.99),), True),
+        signals=[Signal("DNSBL bl.example 127.0.0.2", 4.0)],
+        junk_score=5.0,
+        reject_score=9.0,
+        bayes_weight=6.0,
+        may_refuse=True,
+    )
+    v = decide(listed=None, correspondent=None, **base)
+    assert (v.folder, v.junk, v.refuse, v.score) == ("Junk", True, True, 10.0)
+    assert "DNSBL bl.example 127.0.0.2 (+4.0)" in v.reasons
+    v = decide(listed=("allow", "example.org"), correspondent=None, **base)
+    assert (v.folder, v.refuse) == ("INBOX", False)
+    v = decide(listed=None, correspondent="bob@example.org", **base)
+    assert (v.folder, v.refuse) == ("INBOX", False)
+    base["judgement"] = classifier.Judgement(0.0, (), True)
+    base["signals"] = []
+    v = decide(listed=("block", "spam.example"), correspondent=None, **base)
+    assert (v.folder, v.junk, v.refuse) == ("Junk", True, False)
+
+
+def test_forged_spam_fields_are_stripped_from_the_header_only():
+    data = b"X-Spam-Score: -50\r\n\tcontinued\r\nSubject: s\r\n\r\nX-Spam-Score: body stays\r\n"
+    assert strip_forged(data) == b"Subject: s\r\n\r\nX-Spam-Score: body stays\r\n"
+
+
+def test_learning_twice_counts_once_and_relearning_moves_the_counts(tmp_path):
+    data = FilterData(tmp_path / "f.sqlite")
+    assert data.learn("id:1", {"a", "b"}, JUNK)
+    assert not data.learn("id:1", {"a", "b"}, JUNK)
+    assert data.counts({"a", "c"}) == {"a": (1, 0)}
+    assert data.learn("id:1", {"a", "b"}, HAM)
+    assert data.totals() == (0, 1)
+    assert data.counts({"a"}) == {"a": (0, 1)}
+    assert data.forget("id:1", {"a", "b"})
+    assert data.counts({"a"}) == {} and data.totals() == (0, 0)
+    assert stat.S_IMODE((tmp_path / "f.sqlite").stat().st_mode) == 0o600
+
+
+def test_list_entries_match_addresses_and_parent_domains(tmp_path):
+    data = FilterData(tmp_path / "f.sqlite")
+    data.set_listed("@Example.ORG", "allow")
+    data.set_listed("bad@mail.example.org", "block")
+    assert data.list_match(["x@sub.example.org"]) == ("allow", "example.org")
+    assert data.list_match(["bad@mail.example.org"]) == ("block", "bad@mail.example.org")
+    assert data.list_match(["x@example.com"]) is None
+
+
+def test_message_identity_is_the_message_id_else_a_digest():
+    assert message_identity(b"Message-ID: <A@B>\r\n\r\nx") == "id:<a@b>"
+    assert message_identity(b"Subject: x\r\n\r\nx").startswith("sha:")
+
+
+def test_dns_list_names_and_codes():
+    assert reversed_name("192.0.2.99") == "99.2.0.192"
+    assert reversed_name("2001:db8::1").startswith("1.0.0.0.") and reversed_name("x") is None
+    default = DnsList.from_config({"zone": "bl.example"})
+    assert default.counts("127.0.0.2") and not default.counts("127.0.0.1")
+    assert not default.counts("127.255.255.254") and not default.counts("10.0.0.2")
+    coded = DnsList.from_config({"zone": "bl.example", "codes": ["127.0.0.4-127.0.0.7"]})
+    assert coded.counts("127.0.0.5") and not coded.counts("127.0.0.2")
+
+
+def test_junk_config_is_checked_key_by_key(tmp_path):
+    import pytest
+
+    from mailsuite.config import ConfigError, config_from_dict
+
+    def load(junk):
+        return config_from_dict({"junk": junk}, base=tmp_path)
+
+    assert load({}).junk.enabled is True
+    for junk, key in (
+        ({"dnsbl": [{"zone": "bl.example", "weigth": 1}]}, "junk.dnsbl[0].weigth"),
+        ({"dnsbl": [{"zone": "bl.example", "action": "drop"}]}, "junk.dnsbl[0].action"),
+        ({"dnswl": [{"zone": "wl.example", "codes": ["127.0.0.x"]}]}, "junk.dnswl[0].codes[0]"),
+        ({"domain_lists": [{"weight": 1}]}, "junk.domain_lists[0].zone"),
+        ({"junk_score": 6.0, "reject_score": 5.0}, "junk.reject_score"),
+        ({"rspamd": "127.0.0.1:11333"}, "junk.rspamd"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            load(junk)
+        assert err.value.key == key
