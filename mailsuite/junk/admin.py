@@ -34,10 +34,10 @@ def add_junk_commands(subparsers) -> None:
     s.add_argument("--user", metavar="U", help="this user's lists (default: the server's)")
     s.set_defaults(func=cmd_junk, junk_action="lists")
     s = sub.add_parser("stats", help="what a user's filter has learned")
-    s.add_argument("--user", metavar="U", required=True)
+    s.add_argument("--user", metavar="U", required=True, help="the account (user@domain)")
     s.set_defaults(func=cmd_junk, junk_action="stats")
     s = sub.add_parser("retrain", help="rebuild a user's filter from Junk (junk) and INBOX")
-    s.add_argument("--user", metavar="U", required=True)
+    s.add_argument("--user", metavar="U", required=True, help="the account (user@domain)")
     s.set_defaults(func=cmd_junk, junk_action="retrain")
 
 
