@@ -11,7 +11,6 @@ import argparse
 import codecs
 import dataclasses
 import errno
-import functools
 import getpass
 import json
 import os
@@ -68,7 +67,6 @@ from mailsuite.sysexits import (
 )
 from mailsuite.tls import TlsContexts, TlsError, certificate_status
 from mailsuite.transfer import admin as transfer_admin
-from mailsuite.transfer.progress import Progress
 from mailsuite.trust import dnsrecords
 
 # What a process that found its standard output closed (`mailsuite ... | head`) exits with:
@@ -82,7 +80,7 @@ SUBCOMMAND_FAMILIES = (
     dnsrecords.add_dkim_command,
     transfer_admin.add_transfer_commands,
     acme_admin.add_cert_commands,
-    functools.partial(backup_admin.add_backup_commands, progress=Progress),
+    backup_admin.add_backup_commands,
     lambda sub: setup_admin.add_setup_command(sub, become=become_service_user),
     sieve_admin.add_sieve_commands,
     junk_admin.add_junk_commands,

@@ -1,8 +1,6 @@
 """The `mailsuite backup DEST` and `mailsuite restore SRC` subcommands.
 
-The progress bar is handed in by the admin command (`progress=`: a class with the shape of
-mailsuite.transfer.progress.Progress: start, advance, finish), which draws on a terminal
-only. Errors are one line with a sysexits code: 65 (EX_DATAERR) for SRC that is not a backup,
+The progress bar (`mailsuite.progress`) draws on a terminal only. Errors are one line with a sysexits code: 65 (EX_DATAERR) for SRC that is not a backup,
 73 (EX_CANTCREAT) for a data folder that is not empty or a DEST that cannot be written.
 """
 
@@ -13,12 +11,11 @@ from pathlib import Path
 
 from mailsuite.backup.restore import DataDirNotEmpty, NotABackup, restore_snapshot
 from mailsuite.backup.snapshot import BackupError, make_snapshot
+from mailsuite.progress import Progress
+from mailsuite.sysexits import EX_CANTCREAT, EX_DATAERR
 
-EX_DATAERR = 65
-EX_CANTCREAT = 73
 
-
-def add_backup_commands(subparsers, progress=None) -> None:
+def add_backup_commands(subparsers) -> None:
     s = subparsers.add_parser(
         "backup",
         help="copy the data folder into a new snapshot in DEST while the server runs "
@@ -30,7 +27,7 @@ def add_backup_commands(subparsers, progress=None) -> None:
         metavar="DEST",
         help="the backup folder (made if missing; may hold earlier snapshots)",
     )
-    s.set_defaults(func=run_backup, progress_class=progress)
+    s.set_defaults(func=run_backup)
     s = subparsers.add_parser(
         "restore",
         help="put a backup (DEST, or one snapshot in it) back into an empty data folder",
@@ -41,21 +38,18 @@ def add_backup_commands(subparsers, progress=None) -> None:
         metavar="SRC",
         help="a backup folder (its latest snapshot) or one snapshot in it",
     )
-    s.set_defaults(func=run_restore, progress_class=progress)
+    s.set_defaults(func=run_restore)
 
 
-def _bar(ctx, label: str):
-    """(started, advance, finish) for the bar, or do-nothing ones without a progress class."""
-    cls = getattr(ctx.args, "progress_class", None)
-    if cls is None:
-        return None, None, lambda text: print(text)
-    bar = cls()
+def _bar(label: str):
+    """(started, advance, finish) of a progress bar for `label`."""
+    bar = Progress()
     return (lambda total: bar.start(label, total)), bar.advance, bar.finish
 
 
 def run_backup(ctx) -> int:
     config = ctx.config
-    started, advance, finish = _bar(ctx, "backup")
+    started, advance, finish = _bar("backup")
     try:
         out = make_snapshot(
             config.data_dir, ctx.args.dest, config.hostname, progress=advance, started=started
@@ -78,7 +72,7 @@ def run_backup(ctx) -> int:
 
 def run_restore(ctx) -> int:
     config = ctx.config
-    started, advance, finish = _bar(ctx, "restore")
+    started, advance, finish = _bar("restore")
     try:
         done = restore_snapshot(ctx.args.src, config.data_dir, progress=advance, started=started)
     except NotABackup as e:

@@ -8,12 +8,12 @@ server: the server sees a list change at its next delivery.
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
 
 from mailsuite.junk.filter import GLOBAL_LISTS_FILE, junk_folder_of
 from mailsuite.junk.model import ALLOW, BLOCK, HAM, JUNK, MODEL_FILE, FilterData, message_identity
 from mailsuite.junk.tokens import message_tokens
+from mailsuite.progress import Progress
 from mailsuite.store import Mailbox, Store
 
 
@@ -123,36 +123,3 @@ def retrain(mbox: Mailbox, data: FilterData, progress: Progress) -> tuple[int, i
             progress.advance()
     progress.finish()
     return learned[JUNK], learned[HAM]
-
-
-class Progress:
-    """A one-line bar on a terminal (redrawn at most ten times a second), nothing on a pipe."""
-
-    def __init__(self, stream: TextIO | None = None, width: int = 30):
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.width = width
-        self.label, self.total, self.done, self._last = "", 0, 0, 0.0
-
-    def start(self, label: str, total: int) -> None:
-        self.label, self.total, self.done = label, total, 0
-        self._draw(True)
-
-    def advance(self) -> None:
-        self.done += 1
-        self._draw(self.done >= self.total)
-
-    def _draw(self, force: bool) -> None:
-        now = time.monotonic()
-        if not self.tty or (not force and now - self._last < 0.1):
-            return
-        self._last = now
-        filled = self.width * self.done // max(self.total, 1)
-        bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r{self.label[:30]:<30} [{bar}] {self.done}/{self.total}\x1b[K")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        if self.tty:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from mailsuite.accounts.addresses import BadAddress, parse_address
+from mailsuite.progress import Progress
 from mailsuite.store import BadFolderName, NoSuchMailbox
 from mailsuite.store.names import validate as validate_folder
 from mailsuite.sysexits import (
@@ -31,7 +32,7 @@ from mailsuite.transfer.importimap import ImapImportError, ImapSource, import_im
 from mailsuite.transfer.importmaildir import import_maildir
 from mailsuite.transfer.importmbox import count_messages, import_mbox
 from mailsuite.transfer.importusers import import_users
-from mailsuite.transfer.progress import Progress, TransferStats
+from mailsuite.transfer.progress import TransferStats
 
 
 def add_transfer_commands(subparsers) -> None:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import twisted.mail.imap4  # noqa: F401  (registers the "imap4-utf-7" codec)
 
+from mailsuite.progress import Progress
 from mailsuite.store import Folder, Mailbox
 from mailsuite.store import uidlist as uidlist_mod
 from mailsuite.store.flags import KEYWORD_LETTERS, SYSTEM_TO_LETTER
 from mailsuite.transfer.mboxfile import format_message
-from mailsuite.transfer.progress import Progress, TransferStats
+from mailsuite.transfer.progress import TransferStats
 
 
 class ExportError(Exception):

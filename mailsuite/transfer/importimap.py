@@ -19,11 +19,12 @@ from datetime import datetime
 import twisted.mail.imap4  # noqa: F401  (registers the "imap4-utf-7" codec)
 
 from mailsuite.logtext import visible
+from mailsuite.progress import Progress
 from mailsuite.store import Mailbox
 from mailsuite.store.flags import canonical_flag
 from mailsuite.sysexits import EX_NOPERM, EX_TEMPFAIL
 from mailsuite.transfer.imapresponse import ListEntry, body_of, parse_fetch, parse_list
-from mailsuite.transfer.progress import Progress, TransferStats
+from mailsuite.transfer.progress import TransferStats
 from mailsuite.transfer.target import ImportTarget
 
 BATCH = 50  # messages per UID FETCH of bodies ...

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import twisted.mail.imap4  # noqa: F401  (registers the "imap4-utf-7" codec)
 
+from mailsuite.progress import Progress
 from mailsuite.store import Mailbox
 from mailsuite.store import uidlist as uidlist_mod
 from mailsuite.store.flags import LETTER_TO_SYSTEM
-from mailsuite.transfer.progress import Progress, TransferStats
+from mailsuite.transfer.progress import TransferStats
 from mailsuite.transfer.target import ImportTarget
 
 

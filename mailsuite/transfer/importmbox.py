@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mailsuite.progress import Progress
 from mailsuite.store import Mailbox
 from mailsuite.transfer.mboxfile import date_from_header, read_mbox
-from mailsuite.transfer.progress import Progress, TransferStats
+from mailsuite.transfer.progress import TransferStats
 from mailsuite.transfer.target import ImportTarget
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from mailsuite.accounts.addresses import parse_address
 from mailsuite.accounts.db import AccountError, Accounts
 from mailsuite.accounts.passwords import CONTEXT
+from mailsuite.progress import Progress
 from mailsuite.store import NoSuchMailbox, Store
 from mailsuite.store.maildir import DEFAULT_FOLDERS
-from mailsuite.transfer.progress import Progress, TransferStats
+from mailsuite.transfer.progress import TransferStats
 
 # Dovecot schemes whose hash is a crypt string the accounts CryptContext verifies.
 KNOWN_PREFIXES = {

@@ -13,11 +13,12 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 
+from mailsuite.progress import Progress
 from mailsuite.store import BadFolderName, FolderExists, Mailbox, NoSuchFolder, QuotaExceeded
 from mailsuite.store import uidlist as uidlist_mod
 from mailsuite.store.names import validate as validate_folder
 from mailsuite.transfer.fingerprint import Fingerprint, fingerprint, folder_fingerprints
-from mailsuite.transfer.progress import Progress, TransferStats
+from mailsuite.transfer.progress import TransferStats
 
 
 class ImportTarget:

@@ -7,8 +7,9 @@ import io
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailsuite.progress import Progress
 from mailsuite.transfer.imapresponse import ResponseError, parse_fetch, parse_list
-from mailsuite.transfer.progress import Progress, TransferStats
+from mailsuite.transfer.progress import TransferStats
 
 
 class Terminal(io.StringIO):
