@@ -80,7 +80,7 @@ def classification(size: int, train_count: int, rounds: int) -> tuple[float, flo
 def start(workdir: Path, users: int, enabled: bool, train_count: int):
     port = smtp_bench.free_port()
     conf = workdir / "mailsuite.toml"
-    text = smtp_bench.CONFIG.format(port=port, log=workdir / "server.log")
+    text = smtp_bench.CONFIG.format(port=port, log=workdir / "server.log", metrics="")
     conf.write_text(text + CONFIG_EXTRA.format(enabled="true" if enabled else "false"))
     smtp_bench.make_users(conf, users)
     if enabled:

@@ -72,7 +72,7 @@ def start(workdir: Path, users: int, script: str | None) -> tuple[subprocess.Pop
     """Users (and their scripts) first, then `mailsuite serve`."""
     port = free_port()
     conf = workdir / "mailsuite.toml"
-    conf.write_text(CONFIG.format(port=port, log=workdir / "server.log"))
+    conf.write_text(CONFIG.format(port=port, log=workdir / "server.log", metrics=""))
     make_users(conf, users)
     if script is not None:
         place_scripts(workdir, users, script)

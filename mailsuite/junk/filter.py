@@ -9,6 +9,7 @@ the durable-I/O service, so an IMAP command never waits for the filter.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections import OrderedDict
@@ -166,7 +167,8 @@ class JunkFilter:
         senders = [envelope.mail_from, *author_addresses(data)]
         senders = [s for s in dict.fromkeys(a.lower() for a in senders) if s]
         words_needed = not any(s.replaces_words for s in signals)
-        tokens = message_tokens(data) if words_needed else set()
+        # the message's words, made once and only for an account trained enough to use them
+        tokens = functools.cache(lambda: message_tokens(data))
         global_match = self.global_lists.list_match(senders)
         may_refuse = bool(envelope.client_ip) and not skipped_client(
             self.config, envelope.client_ip
@@ -190,18 +192,27 @@ class JunkFilter:
             return Verdict(folder)  # created by delivery in a moment: nothing learned yet
         model = self.model(mbox)
         judgement = None
-        if words_needed:
-            n_junk, n_ham = model.totals()
-            counts = model.counts(tokens) if min(n_junk, n_ham) >= cfg.min_trained else {}
-            judgement = classifier.judge(counts, n_junk, n_ham, cfg.min_trained)
-        listed = model.list_match(senders) or global_match
+        if model.is_empty():
+            # an account that has learned and listed nothing: neutral words, no lists, no
+            # correspondents, without a query
+            if words_needed:
+                judgement = classifier.judge({}, 0, 0, cfg.min_trained)
+            listed, correspondent = global_match, None
+        else:
+            if words_needed:
+                n_junk, n_ham = model.totals()
+                trained = min(n_junk, n_ham) >= cfg.min_trained
+                counts = model.counts(tokens()) if trained else {}
+                judgement = classifier.judge(counts, n_junk, n_ham, cfg.min_trained)
+            listed = model.list_match(senders) or global_match
+            correspondent = model.known_correspondent(senders)
         return decide(
-            junk_folder=junk_folder_of(mbox),
+            junk_folder=lambda: junk_folder_of(mbox),
             default_folder=folder,
             judgement=judgement,
             signals=signals,
             listed=listed,
-            correspondent=model.known_correspondent(senders),
+            correspondent=correspondent,
             junk_score=cfg.junk_score,
             reject_score=cfg.reject_score,
             bayes_weight=cfg.bayes_weight,

@@ -10,6 +10,7 @@ its score; block lists file it there.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailsuite.junk.classifier import Judgement
@@ -73,7 +74,7 @@ def bayes_points(judgement: Judgement, weight: float) -> float:
 
 def decide(
     *,
-    junk_folder: str,
+    junk_folder: str | Callable[[], str],
     default_folder: str,
     judgement: Judgement | None,
     signals: list[Signal],
@@ -107,7 +108,10 @@ def decide(
         reasons.insert(0, f"known correspondent {correspondent}")
         is_junk = refuse = False
     # A folder chosen before the filter (trust's DMARC quarantine) is kept.
-    folder = junk_folder if is_junk else default_folder
+    folder = default_folder
+    if is_junk:
+        # asked only for junk: finding the account's \Junk folder reads a file
+        folder = junk_folder() if callable(junk_folder) else junk_folder
     status = "Yes" if is_junk else "No"
     lines = (
         ("X-Spam-Status", f"{status}, score={score:.1f} required={junk_score:.1f}"),
