@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from mailsuite.durable import create_file, discard, fsync_dir
+from mailsuite.durable import replace_file
 from mailsuite.durable.modes import make_private_dirs
 
 
@@ -75,22 +75,9 @@ class AcmeFiles:
     # -- writing --------------------------------------------------------------------------------
 
     def write(self, path: Path, data: bytes) -> None:
-        """Replace `path` whole (0600): a temporary file, fsync, rename, fsync the folder, so a
-        reader sees the old file or the new one."""
+        """Replace `path` whole (0600), so a reader sees the old file or the new one."""
         self.make_folder()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        discard(tmp)
-        fd = create_file(tmp, data)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            discard(tmp)
-            raise
-        fsync_dir(self.folder)
+        replace_file(path, data)
 
     def save_certificate(self, chain_pem: bytes, key_pem: bytes) -> None:
         """The key first, then the chain: the pair on disk is only new once both are."""

@@ -3,7 +3,7 @@ commit, reads and removals of message files, in a pool of its own for the reacto
 in the caller's thread for the admin command."""
 
 from mailsuite.durable.commit import GroupCommit
-from mailsuite.durable.files import create_file, discard, fsync_dir, write_synced
+from mailsuite.durable.files import create_file, discard, fsync_dir, replace_file, write_synced
 from mailsuite.durable.pool import PoolStopped, WorkerPool
 from mailsuite.durable.service import DurableIO
 
@@ -16,4 +16,5 @@ __all__ = [
     "discard",
     "fsync_dir",
     "write_synced",
+    "replace_file",
 ]

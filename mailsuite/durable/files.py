@@ -7,6 +7,7 @@ file under a temporary name, write, fsync, rename to its final name, fsync that 
 from __future__ import annotations
 
 import os
+import threading
 
 
 def create_file(path: str | os.PathLike, data: bytes) -> int:
@@ -42,6 +43,24 @@ def write_synced(path: str | os.PathLike, data: bytes) -> None:
         os.unlink(path)
         raise
     os.close(fd)
+
+
+def replace_file(final: str | os.PathLike, data: bytes) -> None:
+    """Put `data` at `final` durably, replacing what was there: written synced under a
+    temporary name beside it, renamed over it, the folder fsynced.  A reader, or a crash,
+    sees the old file or the new one, never half of one (blocking: the durable pool or an
+    admin command's own thread)."""
+    final = os.fspath(final)
+    folder, name = os.path.split(final)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    discard(tmp)  # one a crash left behind under this name
+    write_synced(tmp, data)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        discard(tmp)
+        raise
+    fsync_dir(folder or ".")
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

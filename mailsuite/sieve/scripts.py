@@ -22,7 +22,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from mailsuite.durable import DurableIO, create_file, discard, fsync_dir
+from mailsuite.durable import DurableIO, discard, replace_file
 from mailsuite.durable.modes import make_private_dirs, private_opener
 from mailsuite.sieve.grammar import SieveError
 from mailsuite.sieve.script import Script, parse
@@ -277,22 +277,12 @@ class ScriptStore:
         self._write(self.folder / INDEX, data, replacing=True)
 
     def _write(self, final: Path, data: bytes, replacing: bool = False) -> None:
+        if self.io is None:
+            replace_file(final, data)
+            return
         tmp = final.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{final.name}")
         discard(tmp)  # one a crash left behind under this name
-        if self.io is not None:
-            self.io.write_file(tmp, data, final, replacing=replacing)
-            return
-        fd = create_file(tmp, data)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.rename(tmp, final)
-        except BaseException:
-            discard(tmp)
-            raise
-        fsync_dir(final.parent)
+        self.io.write_file(tmp, data, final, replacing=replacing)
 
     @contextmanager
     def _locked(self):
