@@ -19,6 +19,48 @@ class SessionFactory(protocol.ServerFactory):
         return session
 
 
+# Units of input a session handles per call before it lets other connections have the
+# reactor (its adapter calls it again on the next turn).
+COMMANDS_PER_TURN = 32
+
+
+class TurnTaking:
+    """Mixed into a line-protocol session (POP3, ManageSieve): `pump` runs what its reader
+    holds, at most COMMANDS_PER_TURN units a call, while nothing else holds it (`busy`,
+    `output_blocked`, `closing`, `lost`), then tells its connection (`conn.processed()`).
+    The session says where input comes from and how one unit is run."""
+
+    pumping = False
+    yielded = False  # pump stopped at COMMANDS_PER_TURN with input left
+
+    def next_input(self):
+        """The next complete unit of input, or None."""
+        raise NotImplementedError
+
+    def run_input(self, unit) -> None:
+        raise NotImplementedError
+
+    def pump(self) -> None:
+        if self.pumping:
+            return  # a Deferred that fired at once: the loop below goes on by itself
+        self.pumping = True
+        self.yielded = False
+        steps = 0
+        try:
+            while not (self.busy or self.output_blocked or self.closing or self.lost):
+                if steps >= COMMANDS_PER_TURN:
+                    self.yielded = True
+                    break
+                unit = self.next_input()
+                if unit is None:
+                    break
+                steps += 1
+                self.run_input(unit)
+        finally:
+            self.pumping = False
+        self.conn.processed()
+
+
 class PacedReading:
     """Mixed into a Twisted adapter whose `session` takes turns (`busy`, `output_blocked`,
     `yielded`, `lost`, `pump()`): reading stops while input piles up behind a running command,

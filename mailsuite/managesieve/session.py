@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from mailsuite import sasl
 from mailsuite.limits import PER_ADDRESS
+from mailsuite.listener import TurnTaking
 from mailsuite.logtext import visible
 from mailsuite.managesieve import response as R
 from mailsuite.managesieve.auth import AUTHENTICATED, NONAUTH, AuthCommands
@@ -32,7 +33,6 @@ _session_ids = itertools.count(1)
 # Commands run for one connection in one call of `pump`; then the session yields and its
 # connection calls `pump` again on a later reactor turn, so that one client's pipeline never
 # keeps the others waiting.
-COMMANDS_PER_TURN = 32
 
 
 class SieveConnection(Protocol):
@@ -84,7 +84,7 @@ class _Disconnected:
 DISCONNECTED = _Disconnected()
 
 
-class ManageSieveSession(AuthCommands, ScriptCommands):
+class ManageSieveSession(AuthCommands, ScriptCommands, TurnTaking):
     """One ManageSieve session."""
 
     def __init__(self, services, kind: str, conn: SieveConnection):
@@ -105,8 +105,6 @@ class ManageSieveSession(AuthCommands, ScriptCommands):
         self.sasl_mechanism = ""  # of the AUTHENTICATE in progress
         self.bad_commands = 0
         self.busy = False
-        self.pumping = False
-        self.yielded = False  # pump stopped at COMMANDS_PER_TURN with input left
         self.output_blocked = False  # the connection asked us to stop producing responses
         self.closing = False
         self.lost = False
@@ -170,25 +168,11 @@ class ManageSieveSession(AuthCommands, ScriptCommands):
 
     # -- input ------------------------------------------------------------------------------
 
-    def pump(self) -> None:
-        if self.pumping:
-            return  # a Deferred that fired at once: the loop below goes on by itself
-        self.pumping = True
-        self.yielded = False
-        steps = 0
-        try:
-            while not (self.busy or self.output_blocked or self.closing or self.lost):
-                if steps >= COMMANDS_PER_TURN:
-                    self.yielded = True
-                    break
-                frame = self.reader.next()
-                if frame is None:
-                    break
-                steps += 1
-                self._run(frame)
-        finally:
-            self.pumping = False
-        self.conn.processed()
+    def next_input(self):
+        return self.reader.next()
+
+    def run_input(self, unit) -> None:
+        self._run(unit)
 
     def _run(self, frame) -> None:
         try:

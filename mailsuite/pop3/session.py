@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from mailsuite import sasl
 from mailsuite.limits import PER_ADDRESS
+from mailsuite.listener import TurnTaking
 from mailsuite.logtext import visible
 from mailsuite.pop3.authorization import (
     AUTHORIZATION,
@@ -45,7 +46,6 @@ _session_ids = itertools.count(1)
 # Command lines run for one connection in one call of `pump`; then the session yields and its
 # connection calls `pump` again on a later reactor turn, so that one client's pipeline never
 # keeps the others waiting.
-COMMANDS_PER_TURN = 32
 
 
 class Pop3Connection(Protocol):
@@ -99,7 +99,7 @@ class _Disconnected:
 DISCONNECTED = _Disconnected()
 
 
-class Pop3Session(AuthorizationCommands, TransactionCommands):
+class Pop3Session(AuthorizationCommands, TransactionCommands, TurnTaking):
     """One POP3 session: AUTHORIZATION → TRANSACTION → UPDATE (RFC 1939 §3)."""
 
     def __init__(self, services, kind: str, conn: Pop3Connection):
@@ -123,8 +123,6 @@ class Pop3Session(AuthorizationCommands, TransactionCommands):
         self.bad_commands = 0
         self.sasl: sasl.SaslDialogue | None = None
         self.busy = False
-        self.pumping = False
-        self.yielded = False  # pump stopped at COMMANDS_PER_TURN with input left
         self.output_blocked = False  # the connection asked us to stop producing replies
         self.closing = False
         self.lost = False
@@ -202,25 +200,11 @@ class Pop3Session(AuthorizationCommands, TransactionCommands):
 
     # -- input ------------------------------------------------------------------------------
 
-    def pump(self) -> None:
-        if self.pumping:
-            return  # a Deferred that fired at once: the loop below goes on by itself
-        self.pumping = True
-        self.yielded = False
-        steps = 0
-        try:
-            while not (self.busy or self.output_blocked or self.closing or self.lost):
-                if steps >= COMMANDS_PER_TURN:
-                    self.yielded = True
-                    break
-                line = self.splitter.next_line()
-                if line is None:
-                    break
-                steps += 1
-                self._run_line(line)
-        finally:
-            self.pumping = False
-        self.conn.processed()
+    def next_input(self):
+        return self.splitter.next_line()
+
+    def run_input(self, unit) -> None:
+        self._run_line(unit)
 
     def _run_line(self, line: bytes | LineTooLong) -> None:
         try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import gc
 import time
 
-from mailsuite.pop3.session import COMMANDS_PER_TURN, Pop3Session
+from mailsuite.listener import COMMANDS_PER_TURN
+from mailsuite.pop3.session import Pop3Session
 from tests.conftest import DEFAULT_PASSWORD
 from tests.pop3.test_pop3_server import ALICE, raw_pop3s
 from tests.pop3.test_pop3_state_machine import start
