@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -88,21 +86,7 @@ def start(workdir: Path, users: int, enabled: bool, train_count: int):
         for i in range(1, users + 1):
             train(services, f"user{i}@example.test", train_count)
         services.junk.close()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mailsuite.cli", "--config", str(conf), "serve"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "server.stderr", "wb"),
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
+    return smtp_bench.serve(conf, workdir, port), port
 
 
 async def load(port: int, n: int, concurrency: int, size: int, users: int) -> int:
@@ -136,11 +120,7 @@ def throughput(enabled: bool, args) -> float:
         dirs += [d.parent / ".Junk" / d.name for d in list(dirs)]
         begin = time.perf_counter()
         errors = asyncio.run(load(port, args.messages, args.concurrency, args.size, args.users))
-        expected = args.messages - errors
-        deadline = time.monotonic() + 300
-        while smtp_bench.count(dirs) < expected and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return smtp_bench.count(dirs) / (time.perf_counter() - begin)
+        return smtp_bench.delivered_rate(dirs, args.messages - errors, begin)
     finally:
         if proc is not None:
             proc.terminate()

@@ -21,10 +21,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 
-from bench.smtp import CONFIG, clean, count, free_port, maildirs, make_users, run_load  # noqa: E402
+from bench.smtp import (  # noqa: E402
+    CONFIG,
+    clean,
+    delivered_rate,
+    free_port,
+    maildirs,
+    make_users,
+    run_load,
+    serve,
+)
 
 FOLDERS = ["Lists", "Work", "Family", "Receipts", "Newsletters"]
 
@@ -76,23 +84,7 @@ def start(workdir: Path, users: int, script: str | None) -> tuple[subprocess.Pop
     make_users(conf, users)
     if script is not None:
         place_scripts(workdir, users, script)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mailsuite.cli", "--config", str(conf), "serve"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "server.stderr", "wb"),
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, port
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit((workdir / "server.stderr").read_text()) from None
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
+    return serve(conf, workdir, port), port
 
 
 def one_run(args, script: str | None) -> float:
@@ -112,10 +104,7 @@ def one_run(args, script: str | None) -> float:
         )
         if errors:
             raise SystemExit(f"{errors} messages failed")
-        deadline = time.monotonic() + 300
-        while count(dirs) < args.messages and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return count(dirs) / (time.perf_counter() - start_time)
+        return delivered_rate(dirs, args.messages, start_time)
     finally:
         if proc is not None:
             proc.terminate()

@@ -83,6 +83,11 @@ def start_server(workdir: Path, users: int, metrics: bool = False) -> tuple[subp
     listener = f'"127.0.0.1:{free_port()}"' if metrics else ""
     conf.write_text(CONFIG.format(port=port, log=workdir / "server.log", metrics=listener))
     make_users(conf, users)
+    return serve(conf, workdir, port), port
+
+
+def serve(conf: Path, workdir: Path, port: int) -> subprocess.Popen:
+    """`mailsuite serve` on `conf`, once its SMTP listener on `port` accepts connections."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailsuite.cli", "--config", str(conf), "serve"],
         cwd=ROOT,
@@ -93,7 +98,7 @@ def start_server(workdir: Path, users: int, metrics: bool = False) -> tuple[subp
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, port
+            return proc
         except OSError:
             if proc.poll() is not None:
                 err = (workdir / "server.stderr").read_text()
@@ -101,6 +106,14 @@ def start_server(workdir: Path, users: int, metrics: bool = False) -> tuple[subp
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("server did not start")
+
+
+def delivered_rate(dirs: list[Path], expected: int, began: float) -> float:
+    """Messages per second since `began`, once `expected` files are in `dirs` (or 300 s on)."""
+    deadline = time.monotonic() + 300
+    while count(dirs) < expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return count(dirs) / (time.perf_counter() - began)
 
 
 def peak_rss_kib(pid: int) -> int:
