@@ -5,7 +5,15 @@ from __future__ import annotations
 import base64
 import re
 
-from tests.imap.conftest import Raw, append_n, connect, message
+from tests.imap.conftest import Raw, append_n, connect, message, selected
+
+
+def _inbox_of(imap_server, n: int) -> Raw:
+    """A raw session with INBOX selected, after `n` messages were appended to it."""
+    c = connect(imap_server)
+    append_n(c, n)
+    c.logout()
+    return selected(imap_server)
 
 
 def test_open_bracket_is_an_atom_char_outside_fetch_sections(imap_server):
@@ -73,12 +81,7 @@ def test_append_with_flags_is_recent_and_examine_reports_without_clearing(imap_s
 
 
 def test_move_within_one_mailbox_expunges_before_exists(imap_server):
-    c = connect(imap_server)
-    append_n(c, 3)
-    c.logout()
-    r = Raw(imap_server.port("imap"))
-    r.login()
-    r.cmd(b"SELECT INBOX")
+    r = _inbox_of(imap_server, 3)
     out = r.cmd(b"UID MOVE 2 INBOX")
     assert out[-1].startswith(b"t OK"), out
     kinds = [x.split()[2] for x in out if x.startswith(b"* ") and x.split()[1].isdigit()]
@@ -145,12 +148,7 @@ def test_list_extended_selection_rules_and_subscriptions_outliving_delete(imap_s
 def test_condstore_enabling_command_reports_highestmodseq_and_esearch_min_max_modseq(
     imap_server,
 ):
-    c = connect(imap_server)
-    append_n(c, 3)
-    c.logout()
-    r = Raw(imap_server.port("imap"))
-    r.login()
-    r.cmd(b"SELECT INBOX")
+    r = _inbox_of(imap_server, 3)
     r.cmd(b"STORE 3 +FLAGS (\\Flagged)")
     r.cmd(b"STORE 1 +FLAGS (\\Answered)")  # message 1 now has the highest MODSEQ
     out = r.cmd(b"FETCH 2 (FLAGS MODSEQ)")
@@ -174,12 +172,7 @@ def test_condstore_enabling_command_reports_highestmodseq_and_esearch_min_max_mo
 
 
 def test_store_unchangedsince_as_first_condstore_command_reports_highestmodseq(imap_server):
-    c = connect(imap_server)
-    append_n(c, 1)
-    c.logout()
-    r = Raw(imap_server.port("imap"))
-    r.login()
-    r.cmd(b"SELECT INBOX")
+    r = _inbox_of(imap_server, 1)
     out = r.cmd(b"STORE 1 (UNCHANGEDSINCE 100000) +FLAGS (\\Seen)")
     assert out[0].startswith(b"* OK [HIGHESTMODSEQ "), out
     assert out[-1].startswith(b"t OK"), out
@@ -251,12 +244,7 @@ def test_new_keyword_is_announced_before_the_fetch_that_shows_it(imap_server):
 
 def test_fetch_of_a_message_expunged_by_another_session_answers_ok(imap_server):
     # RFC 2180 §4.1: until the EXPUNGE can be announced, what is still known is returned.
-    c = connect(imap_server)
-    append_n(c, 3)
-    c.logout()
-    r = Raw(imap_server.port("imap"))
-    r.login()
-    r.cmd(b"SELECT INBOX")
+    r = _inbox_of(imap_server, 3)
     assert r.cmd(b"FETCH 2 ENVELOPE")[-1].startswith(b"t OK")  # now in the parsed cache
     other = connect(imap_server)
     other.select("INBOX")
