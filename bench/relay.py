@@ -135,7 +135,17 @@ class Mailsuite:
         self.root.mkdir(parents=True)
         self.port = free_port()
         empty = "\n".join(
-            f"{k} = []" for k in ("smtp", "submissions", "pop3", "pop3s", "imap", "imaps", "http")
+            f"{k} = []"
+            for k in (
+                "smtp",
+                "submissions",
+                "pop3",
+                "pop3s",
+                "imap",
+                "imaps",
+                "http",
+                "managesieve",
+            )
         )
         (self.root / "mailsuite.toml").write_text(
             f"""hostname = "mail.example.test"

@@ -44,6 +44,7 @@ pop3s = []
 imap = []
 imaps = []
 http = []
+managesieve = []
 metrics = [{metrics}]
 
 [limits]
