@@ -78,11 +78,14 @@ def make_users(conf: Path, users: int) -> None:
         list(pool.map(add, range(1, users + 1)))
 
 
-def start_server(workdir: Path, users: int, metrics: bool = False) -> tuple[subprocess.Popen, int]:
+def start_server(
+    workdir: Path, users: int, metrics: bool = False, io: str = "threads"
+) -> tuple[subprocess.Popen, int]:
     port = free_port()
     conf = workdir / "mailsuite.toml"
     listener = f'"127.0.0.1:{free_port()}"' if metrics else ""
-    conf.write_text(CONFIG.format(port=port, log=workdir / "server.log", metrics=listener))
+    text = CONFIG.format(port=port, log=workdir / "server.log", metrics=listener)
+    conf.write_text(f'{text}\n[storage]\nio = "{io}"\n')
     make_users(conf, users)
     return serve(conf, workdir, port), port
 
@@ -222,6 +225,9 @@ def main() -> int:
     ap.add_argument("--server-pid", type=int, help="with --target: pid whose peak RSS to report")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     ap.add_argument(
+        "--io", choices=("threads", "uring"), default="threads", help="[storage] io of the server"
+    )
+    ap.add_argument(
         "--metrics", action="store_true", help="with the metrics listener on (counting costs)"
     )
     args = ap.parse_args()
@@ -238,7 +244,7 @@ def main() -> int:
             pid = args.server_pid
             label = f"{args.target}"
         else:
-            proc, port = start_server(workdir, args.users, args.metrics)
+            proc, port = start_server(workdir, args.users, args.metrics, args.io)
             host = "127.0.0.1"
             template = str(workdir / "data" / "mail" / "example.test" / "{user}")
             pid = proc.pid

@@ -439,6 +439,21 @@ class AccountsConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """How durable writes reach the disk (mailsuite/durable/)."""
+
+    # "threads": plain system calls from a pool of threads, on every system. "uring": each
+    # write handed to the kernel as one io_uring chain from those threads (Linux 5.15 or
+    # later; faster under load: docs/production.md). Where io_uring does not work, the
+    # server says so in its log and uses threads.
+    io: str = "threads"
+
+    def __post_init__(self):
+        if self.io not in ("threads", "uring"):
+            raise ConfigError("storage.io", 'must be "threads" or "uring"')
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """The `metrics` listener (docs/monitoring.md)."""
 
@@ -618,6 +633,7 @@ class Config:
     # Certificates from an ACME CA such as Let's Encrypt; no `[acme]` table: ACME off.
     acme: AcmeConfig | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     sieve: SieveConfig = field(default_factory=SieveConfig)
     junk: JunkConfig = field(default_factory=JunkConfig)
     path: Path | None = None

@@ -61,7 +61,7 @@ class Services:
     @classmethod
     def create(cls, config: Config, with_tls: bool = True) -> Services:
         prepare_data_dir(config)
-        io = DurableIO.open(config.data_dir)
+        io = DurableIO.open(config.data_dir, backend=config.storage.io)
         accounts = Accounts(config.accounts_db, config.domains)
         store = Store(config.mail_dir, io)
         queue = Queue(config.queue_dir, io)

@@ -63,6 +63,7 @@ def test_defaults_and_relative_paths_resolve_against_the_config_folder(tmp_path)
             {"relay": {"smarthost": {"host": "relay.test", "ca_file": "/nonexistent/ca.pem"}}},
             "relay.smarthost.ca_file",
         ),
+        ({"storage": {"io": "aio"}}, "storage.io"),
     ],
 )
 def test_bad_values_name_their_key(tmp_path, overrides, key):

@@ -394,12 +394,16 @@ class Mailbox:
             self._folder_dir(folder)  # NoSuchFolder first, as if the folder was checked first
             raise
         try:
-            tmp = f"{base}/tmp/{key}"
-            write_synced(tmp, body)
             # Not durable until new/ is fsynced: on failure no copy is kept, since the sender
             # is told to retry.
             # INBOX's new/ is never renamed: its descriptor can be held (DurableIO.place).
-            self.io.place(tmp, f"{base}/new/{key}", internaldate, held=folder == names.INBOX)
+            self.io.write_file(
+                f"{base}/tmp/{key}",
+                body,
+                f"{base}/new/{key}",
+                internaldate,
+                held=folder == names.INBOX,
+            )
         except BaseException as e:
             self._quota.add(-size, -1)
             if isinstance(e, OSError):

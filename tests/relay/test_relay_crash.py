@@ -20,7 +20,17 @@ MSG = b"From: sender@example.test\r\nSubject: crash test %d\r\n\r\n" + b"line\r\
 def write_config(tmp_path, port: int, submission: int | None = None) -> str:
     listen = "\n".join(
         f"{k} = []"
-        for k in ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http")
+        for k in (
+            "smtp",
+            "submission",
+            "submissions",
+            "pop3",
+            "pop3s",
+            "imap",
+            "imaps",
+            "http",
+            "managesieve",
+        )
     )
     if submission is not None:
         listen = listen.replace("submission = []", f'submission = ["127.0.0.1:{submission}"]')
