@@ -163,7 +163,10 @@ class MailsuiteProcess:
         folder.mkdir(parents=True, exist_ok=True)
         self.imaps = free_port()
         self.http, self.https = http, https
-        listen = {k: [] for k in ("smtp", "submission", "submissions", "pop3", "pop3s", "imap")}
+        listen = {
+            k: []
+            for k in ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "managesieve")
+        }
         listen.update(
             http=[f"127.0.0.1:{http}"],
             https=[f"127.0.0.1:{https}"],
