@@ -15,7 +15,14 @@ from twisted.python.failure import Failure
 from mailsuite.logtext import visible
 from mailsuite.smtp.parser import SmtpReply
 from mailsuite.smtp.transaction import SUBMISSION_KINDS, Transaction
-from mailsuite.urlauth import BadUrl, NotAuthorized, NotFound, Requester, TrustRequired
+from mailsuite.urlauth import (
+    BadUrl,
+    NotAuthorized,
+    NotFound,
+    Requester,
+    TrustRequired,
+    without_token,
+)
 
 log = Logger(namespace="mailsuite.smtp")
 
@@ -104,7 +111,7 @@ class BurlCommands:
                 "smtp {ip}: BURL refused for {user}: {url}: {why}",
                 ip=self.client_ip,
                 user=visible(self.user),
-                url=visible(url),
+                url=visible(without_token(url)),
                 why=str(failure.value),
             )
         # RFC 4468 §3.2: a URL that cannot be fetched fails the whole transaction.

@@ -12,7 +12,13 @@ from mailsuite.urlauth.resolver import (
     UrlAuthority,
     UrlRefused,
 )
-from mailsuite.urlauth.url import BadUrl, ImapUrl, parse_message_url, parse_url_rump
+from mailsuite.urlauth.url import (
+    BadUrl,
+    ImapUrl,
+    parse_message_url,
+    parse_url_rump,
+    without_token,
+)
 
 __all__ = [
     "MECHANISMS",
@@ -27,4 +33,5 @@ __all__ = [
     "UrlRefused",
     "parse_message_url",
     "parse_url_rump",
+    "without_token",
 ]

@@ -28,45 +28,55 @@ KEY_BYTES = 32
 
 
 class AccessKeys:
-    """The mailbox access key tables of a store's accounts, cached once read."""
+    """The mailbox access key tables of a store's accounts, cached once read.
+
+    A key belongs to one incarnation of a mailbox (its UIDVALIDITY): a mailbox deleted and
+    made again under the same name, or one renamed into its place, gets a new key, so a URL
+    without ;UIDVALIDITY= never opens another message under the old UID."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._tables: dict[str, dict[str, bytes]] = {}
+        self._tables: dict[str, dict[str, tuple[bytes, int]]] = {}
         self._lock = threading.Lock()
 
-    def existing(self, owner: str, mailbox: str) -> bytes | None:
+    def existing(self, owner: str, mailbox: str, uidvalidity: int) -> bytes | None:
         """The key of `mailbox` in `owner`'s table; None when there is none (or no owner)."""
         with self._lock:
             try:
-                return self._table(owner).get(mailbox)
+                entry = self._table(owner).get(mailbox)
             except NoSuchMailbox:
                 return None
+        return entry[0] if entry is not None and entry[1] == uidvalidity else None
 
-    def key_for(self, owner: str, mailbox: str) -> bytes:
+    def key_for(self, owner: str, mailbox: str, uidvalidity: int) -> bytes:
         """The key of `mailbox`, made and stored first if the table has none (RFC 4467 §7:
         GENURLAUTH needs no RESETKEY before its first use)."""
         with self._lock:
             table = self._table(owner)
-            key = table.get(mailbox)
-            if key is None:
-                key = secrets.token_bytes(KEY_BYTES)
-                self._save(owner, {**table, mailbox: key})
+            entry = table.get(mailbox)
+            if entry is not None and entry[1] == uidvalidity:
+                return entry[0]
+            key = secrets.token_bytes(KEY_BYTES)
+            self._save(owner, {**table, mailbox: (key, uidvalidity)})
             return key
 
-    def reset(self, owner: str, mailbox: str | None = None) -> None:
-        """RESETKEY (RFC 4467 §7): a new key for `mailbox`, or no keys at all without one."""
+    def reset(self, owner: str, mailbox: str, uidvalidity: int) -> None:
+        """RESETKEY <mailbox> (RFC 4467 §7): a new key, revoking the URLs of the old one."""
         with self._lock:
             table = self._table(owner)
-            if mailbox is None:
-                self._save(owner, {})
-            else:
-                self._save(owner, {**table, mailbox: secrets.token_bytes(KEY_BYTES)})
+            key = secrets.token_bytes(KEY_BYTES)
+            self._save(owner, {**table, mailbox: (key, uidvalidity)})
+
+    def reset_all(self, owner: str) -> None:
+        """RESETKEY without a mailbox: every key of the user goes, and every URL with it."""
+        with self._lock:
+            self._table(owner)
+            self._save(owner, {})
 
     def _path(self, owner: str):
         return self.store.path_for(owner) / KEYS_FILE
 
-    def _table(self, owner: str) -> dict[str, bytes]:
+    def _table(self, owner: str) -> dict[str, tuple[bytes, int]]:
         owner = owner.lower()
         table = self._tables.get(owner)
         if table is None:
@@ -76,11 +86,14 @@ class AccessKeys:
             table = self._tables[owner] = self._read(path)
         return table
 
-    def _read(self, path) -> dict[str, bytes]:
+    def _read(self, path) -> dict[str, tuple[bytes, int]]:
         try:
             with open(path, "rb") as f:
                 data = json.loads(f.read())
-            return {str(k): bytes.fromhex(v) for k, v in data["keys"].items()}
+            return {
+                str(name): (bytes.fromhex(entry["key"]), int(entry["uidvalidity"]))
+                for name, entry in data["keys"].items()
+            }
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -89,10 +102,14 @@ class AccessKeys:
             log.error("urlauth: unreadable key table {path}: {e}", path=str(path), e=repr(e))
             return {}
 
-    def _save(self, owner: str, table: dict[str, bytes]) -> None:
+    def _save(self, owner: str, table: dict[str, tuple[bytes, int]]) -> None:
         owner = owner.lower()
-        data = {"version": 1, "keys": {k: v.hex() for k, v in sorted(table.items())}}
-        replace_file(self._path(owner), json.dumps(data, indent=1).encode() + b"\n")
+        keys = {
+            name: {"key": key.hex(), "uidvalidity": uidvalidity}
+            for name, (key, uidvalidity) in sorted(table.items())
+        }
+        data = json.dumps({"version": 1, "keys": keys}, indent=1).encode() + b"\n"
+        replace_file(self._path(owner), data)
         self._tables[owner] = table
 
     def forget(self) -> None:

@@ -20,7 +20,6 @@ from twisted.internet import defer
 
 from mailsuite.message.lines import to_wire
 from mailsuite.store import BadFolderName, NoSuchFolder, NoSuchMailbox, Store
-from mailsuite.store import names as folder_names
 from mailsuite.urlauth.keys import KEY_BYTES, AccessKeys
 from mailsuite.urlauth.url import BadUrl, ImapUrl, parse_message_url, parse_url_rump
 
@@ -92,6 +91,15 @@ class UrlAuthority:
 
     # --- GENURLAUTH / RESETKEY ---------------------------------------------------------------
 
+    def _folder(self, owner: str, mailbox: str):
+        """The owner's folder, synced with disk (reactor); NotFound when there is none."""
+        try:
+            folder = self.store.mailbox(owner).folder(mailbox)
+        except (NoSuchMailbox, NoSuchFolder, BadFolderName):
+            raise NotFound("no such mailbox") from None
+        folder.refresh()
+        return folder
+
     def generate(self, owner: str, rump_url: str, mechanism: str) -> defer.Deferred:
         """Deferred[str]: the URLAUTH-authorized URL (RFC 4467 §5); BadUrl for what §7 makes a
         BAD: no owner or access identifier, another user's key table, a missing mailbox."""
@@ -101,28 +109,26 @@ class UrlAuthority:
             ref = parse_url_rump(rump_url)
             if not _same_user(ref.user, owner):
                 raise BadUrl("only the owner's mailbox access keys can sign")
-            mailbox = folder_names.validate(ref.mailbox)
-        except BadFolderName:
-            return defer.fail(BadUrl("invalid mailbox name"))
+            folder = self._folder(owner, ref.mailbox)
+        except NotFound:
+            return defer.fail(BadUrl("no such mailbox"))
         except BadUrl as e:
             return defer.fail(e)
-        return self.store.io.submit(self._sign, owner, mailbox, ref.auth.rump)
+        return self.store.io.submit(self._sign, owner, folder, ref.auth.rump)
 
-    def _sign(self, owner: str, mailbox: str, rump: str) -> str:
-        if not self.store.mailbox(owner).exists(mailbox):
-            raise BadUrl("no such mailbox")
-        return f"{rump}:internal:{self._token(self.keys.key_for(owner, mailbox), rump)}"
+    def _sign(self, owner: str, folder, rump: str) -> str:
+        key = self.keys.key_for(owner, folder.name, folder.uidvalidity)
+        return f"{rump}:internal:{self._token(key, rump)}"
 
     def reset(self, owner: str, mailbox: str | None = None) -> defer.Deferred:
-        """RESETKEY (RFC 4467 §7): NoSuchFolder when the named mailbox does not exist."""
-        return self.store.io.submit(self._reset, owner, mailbox)
-
-    def _reset(self, owner: str, mailbox: str | None) -> None:
-        if mailbox is not None:
-            mailbox = folder_names.validate(mailbox)
-            if not self.store.mailbox(owner).exists(mailbox):
-                raise NoSuchFolder(mailbox)
-        self.keys.reset(owner, mailbox)
+        """RESETKEY (RFC 4467 §7); NotFound when the named mailbox does not exist."""
+        if mailbox is None:
+            return self.store.io.submit(self.keys.reset_all, owner)
+        try:
+            folder = self._folder(owner, mailbox)
+        except NotFound as e:
+            return defer.fail(e)
+        return self.store.io.submit(self.keys.reset, owner, folder.name, folder.uidvalidity)
 
     # --- resolution ---------------------------------------------------------------------------
 
@@ -131,20 +137,24 @@ class UrlAuthority:
 
         A URLAUTH URL is checked against its token, expiry and access identifier; with
         `plain`, a URL without URLAUTH is read as the requester's own (RFC 5092); otherwise it
-        is TrustRequired.  Errbacks with BadUrl or a UrlRefused."""
+        is TrustRequired.  Errbacks with BadUrl or a UrlRefused.  For a URLAUTH URL nothing
+        but its syntax, expiry and access identifier is told before the token is checked: a
+        missing mailbox or message fails that check like a wrong token (RFC 4467 §6)."""
         try:
             ref, owner = self._authorize(url, requester, plain)
-            mailbox = folder_names.validate(ref.mailbox)
-        except BadFolderName:
-            return defer.fail(NotFound("invalid mailbox name"))
+            folder = self._folder(owner, ref.mailbox)
+        except NotFound as e:
+            if ref.auth is None:
+                return defer.fail(e)
+            folder = None
         except (BadUrl, UrlRefused) as e:
             return defer.fail(e)
-        if ref.auth is None:
-            d = defer.succeed(None)
-        else:
-            d = self.store.io.submit(self._verify, owner, mailbox, ref.auth.rump, ref.auth.token)
-        d.addCallback(lambda _: self._read(ref, owner, mailbox))
-        return d
+        msg = None
+        if folder is not None and ref.uidvalidity in (None, folder.uidvalidity):
+            msg = folder.by_uid(ref.uid)
+        if ref.auth is None and msg is None:
+            return defer.fail(NotFound("no such message"))
+        return self.store.io.submit(self._resolve, owner, folder, msg, ref)
 
     def _authorize(self, url: str, requester: Requester, plain: bool) -> tuple[ImapUrl, str]:
         """The URL and the user whose mailbox it reads, once the requester may use it."""
@@ -178,29 +188,20 @@ class UrlAuthority:
             return _same_user(access_user, requester.user)
         return kind in ("authuser", "anonymous")
 
-    def _verify(self, owner: str, mailbox: str, rump: str, token: str) -> None:
-        key = self.keys.existing(owner, mailbox)
-        if key is None:
-            # RFC 4467 §6: a "plausible" key for an unknown mailbox, so that the time taken
-            # does not tell which mailboxes exist.
-            key = secrets.token_bytes(KEY_BYTES)
-        if not hmac.compare_digest(self._token(key, rump), token):
-            raise NotAuthorized("token does not match")
-
-    def _read(self, ref: ImapUrl, owner: str, mailbox: str) -> defer.Deferred:
-        try:
-            folder = self.store.mailbox(owner).folder(mailbox)
-        except (NoSuchMailbox, NoSuchFolder, BadFolderName):
-            raise NotFound("no such mailbox") from None
-        folder.refresh()
-        if ref.uidvalidity is not None and ref.uidvalidity != folder.uidvalidity:
-            raise NotFound("UIDVALIDITY does not match")
-        msg = folder.by_uid(ref.uid)
-        if msg is None:
-            raise NotFound("no such message")
-        return self.store.io.submit(self._extract, folder, msg, ref)
-
-    def _extract(self, folder, msg, ref: ImapUrl) -> bytes:
+    def _resolve(self, owner: str, folder, msg, ref: ImapUrl) -> bytes:
+        """In the durable pool: the token checked in constant time, then the data read."""
+        if ref.auth is not None:
+            key = None
+            if folder is not None:
+                key = self.keys.existing(owner, folder.name, folder.uidvalidity)
+            if key is None:
+                # RFC 4467 §6: a "plausible" key for a mailbox that cannot be identified, so
+                # that the time taken does not tell which mailboxes exist.
+                key = secrets.token_bytes(KEY_BYTES)
+            if not hmac.compare_digest(self._token(key, ref.auth.rump), ref.auth.token):
+                raise NotAuthorized("token does not match")
+            if msg is None:
+                raise NotFound("no such message")
         raw = folder.read_present(msg)
         if raw is None:
             raise NotFound("the message was expunged")

@@ -20,6 +20,7 @@ __all__ = [
     "ImapUrl",
     "parse_message_url",
     "parse_url_rump",
+    "without_token",
 ]
 
 ACCESS_KINDS = ("submit", "user", "authuser", "anonymous")
@@ -69,6 +70,7 @@ _URLAUTH = re.compile(
     r"(?::(?P<mech>[A-Za-z0-9.-]+):(?P<token>[0-9A-Fa-f]{32,}))?$"
 )
 _AUTH_MARK = re.compile(r"(?i);(?:EXPIRE|URLAUTH)=")
+_TOKEN_TAIL = re.compile(r"(?i)(;URLAUTH=[^:]*):[^:]*:[0-9a-f]*$")
 
 
 def _decode(text: str) -> str:
@@ -156,3 +158,9 @@ def parse_url_rump(url: str) -> ImapUrl:
     if ref.auth.token is not None:
         raise BadUrl("the URL is already authorized")
     return ref
+
+
+def without_token(url: str) -> str:
+    """The URL with its ":<mech>:<token>" cut off, for a log line: the token is a credential
+    (whoever holds the whole URL may use it)."""
+    return _TOKEN_TAIL.sub(r"\1:…", url)

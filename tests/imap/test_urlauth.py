@@ -353,3 +353,29 @@ def test_burl_refusals_carry_rfc4468_s6_codes(srv):
     b.rcpt(ALICE)
     assert b.docmd("BURL", f"{for_alice} LAST")[:2][0] == 554
     assert srv.messages(BOB) == []
+
+
+def test_a_mailbox_made_again_under_the_same_name_gets_a_new_key(srv):
+    """A URL without ;UIDVALIDITY= must not open whatever now has its UID in a new mailbox
+    of the old name: the key belongs to the mailbox's UIDVALIDITY."""
+    a = Client(srv)
+    assert a.cmd(b"CREATE Box")[-1].startswith(b"t OK")
+    m = message(12)
+    uid = append(a, m, "Box")
+    url = genurlauth(a, rump(ALICE, uid, "authuser", folder="Box"))
+    b = Client(srv, BOB)
+    assert urlfetch(b, url) == [m]
+    assert a.cmd(b"DELETE Box")[-1].startswith(b"t OK")
+    assert a.cmd(b"CREATE Box")[-1].startswith(b"t OK")
+    assert append(a, message(13), "Box") == uid
+    assert urlfetch(b, url) == [None]
+
+
+def test_refusals_are_logged_without_the_token(srv, logs):
+    a = Client(srv)
+    uid = append(a, message(14))
+    url = genurlauth(a, rump(ALICE, uid, "user+alice%40example.test"))
+    assert urlfetch(Client(srv, BOB), url) == [None]
+    token = url.rsplit(":", 1)[1]
+    lines = logs.matching("URLFETCH refused")
+    assert lines and not any(token in line for line in lines)

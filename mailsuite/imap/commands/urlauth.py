@@ -17,8 +17,7 @@ from mailsuite.imap.response import quoted_or_literal
 from mailsuite.imap.sections import section_data
 from mailsuite.logtext import visible
 from mailsuite.message.content import MessageContent
-from mailsuite.store import BadFolderName, NoSuchFolder
-from mailsuite.urlauth import MECHANISMS, BadUrl, Requester, UrlRefused
+from mailsuite.urlauth import MECHANISMS, BadUrl, NotFound, Requester, UrlRefused, without_token
 
 log = Logger(namespace="mailsuite.imap")
 
@@ -89,7 +88,7 @@ def resetkey(session, cmd):
         _mechanism(mech)
 
     def missing(failure):
-        failure.trap(NoSuchFolder, BadFolderName)
+        failure.trap(NotFound)
         raise ImapNo("NONEXISTENT", "Mailbox does not exist")
 
     d = authority.reset(session.user, name)
@@ -118,7 +117,7 @@ def urlfetch(session, cmd):
                 log.info(
                     "imap {user}: URLFETCH refused {url}: {why}",
                     user=session.user,
-                    url=visible(url),
+                    url=visible(without_token(url)),
                     why=str(value.value),
                 )
                 value = None
