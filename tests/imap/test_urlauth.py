@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD, RunningServer
+from tests.conftest import DEFAULT_PASSWORD, RunningServer, client_tls_context
 from tests.imap.conftest import Raw, message
 
 ALICE = "alice@example.test"
@@ -379,3 +379,25 @@ def test_refusals_are_logged_without_the_token(srv, logs):
     token = url.rsplit(":", 1)[1]
     lines = logs.matching("URLFETCH refused")
     assert lines and not any(token in line for line in lines)
+
+
+def test_burl_pipelined_after_auth_on_465_replies_in_order_rfc4468_s3_4(srv):
+    """The whole transaction in one write over implicit TLS (RFC 8314): each reply in order,
+    the BURL's only once its URL is resolved and the message delivered."""
+    a = Client(srv)
+    m = message(15, extra="").replace(
+        b"From: Bob <bob@example.test>", b"From: <alice@example.test>"
+    )
+    uid = append(a, m, "Sent")
+    url = genurlauth(a, rump(ALICE, uid, "submit+alice%40example.test", folder="Sent"))
+    s = smtplib.SMTP_SSL(
+        "127.0.0.1", srv.port("submissions"), context=client_tls_context(), timeout=20
+    )
+    s.ehlo("c")
+    s.login(ALICE, DEFAULT_PASSWORD)
+    s.send(f"MAIL FROM:<{ALICE}>\r\nRCPT TO:<{BOB}>\r\nBURL {url} LAST\r\nNOOP\r\n".encode())
+    replies = [s.getreply() for _ in range(4)]
+    assert [code for code, _ in replies] == [250, 250, 250, 250]
+    assert replies[2][1].startswith(b"2.0.0 Ok: queued")
+    got = delivered(srv, BOB, 1)[0]
+    assert got.endswith(m.split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"\n"))
