@@ -114,10 +114,12 @@ class UrlAuthority:
             return defer.fail(BadUrl("no such mailbox"))
         except BadUrl as e:
             return defer.fail(e)
-        return self.store.io.submit(self._sign, owner, folder, ref.auth.rump)
+        return self.store.io.submit(
+            self._sign, owner, folder.name, folder.uidvalidity, ref.auth.rump
+        )
 
-    def _sign(self, owner: str, folder, rump: str) -> str:
-        key = self.keys.key_for(owner, folder.name, folder.uidvalidity)
+    def _sign(self, owner: str, mailbox: str, uidvalidity: int, rump: str) -> str:
+        key = self.keys.key_for(owner, mailbox, uidvalidity)
         return f"{rump}:internal:{self._token(key, rump)}"
 
     def reset(self, owner: str, mailbox: str | None = None) -> defer.Deferred:
@@ -150,11 +152,14 @@ class UrlAuthority:
         except (BadUrl, UrlRefused) as e:
             return defer.fail(e)
         msg = None
-        if folder is not None and ref.uidvalidity in (None, folder.uidvalidity):
-            msg = folder.by_uid(ref.uid)
+        keyed = None  # (mailbox, uidvalidity): whose access key signs the URL
+        if folder is not None:
+            keyed = (folder.name, folder.uidvalidity)
+            if ref.uidvalidity in (None, folder.uidvalidity):
+                msg = folder.by_uid(ref.uid)
         if ref.auth is None and msg is None:
             return defer.fail(NotFound("no such message"))
-        return self.store.io.submit(self._resolve, owner, folder, msg, ref)
+        return self.store.io.submit(self._resolve, owner, keyed, folder, msg, ref)
 
     def _authorize(self, url: str, requester: Requester, plain: bool) -> tuple[ImapUrl, str]:
         """The URL and the user whose mailbox it reads, once the requester may use it."""
@@ -188,12 +193,12 @@ class UrlAuthority:
             return _same_user(access_user, requester.user)
         return kind in ("authuser", "anonymous")
 
-    def _resolve(self, owner: str, folder, msg, ref: ImapUrl) -> bytes:
+    def _resolve(self, owner: str, keyed, folder, msg, ref: ImapUrl) -> bytes:
         """In the durable pool: the token checked in constant time, then the data read."""
         if ref.auth is not None:
             key = None
-            if folder is not None:
-                key = self.keys.existing(owner, folder.name, folder.uidvalidity)
+            if keyed is not None:
+                key = self.keys.existing(owner, *keyed)
             if key is None:
                 # RFC 4467 §6: a "plausible" key for a mailbox that cannot be identified, so
                 # that the time taken does not tell which mailboxes exist.
