@@ -14,6 +14,7 @@ from mailsuite.config import Config, ConfigError
 from mailsuite.delivery import Delivery
 from mailsuite.durable import DurableIO
 from mailsuite.durable.modes import create_private_file, make_private_dirs
+from mailsuite.imap.commands.urlauth import section_bytes
 from mailsuite.imap.server_state import ImapState
 from mailsuite.junk.filter import JunkFilter
 from mailsuite.limits import ConnectionLimiter
@@ -23,6 +24,7 @@ from mailsuite.sieve.filtering import SieveFilter
 from mailsuite.spool.queue import Queue
 from mailsuite.store import Store
 from mailsuite.tls import TlsContexts
+from mailsuite.urlauth import AccessKeys, UrlAuthority
 
 
 def prepare_data_dir(config: Config) -> None:
@@ -51,6 +53,8 @@ class Services:
     imap: ImapState  # what the IMAP sessions of this server share about folders
     pop3: Pop3State  # the POP3 sessions' maildrop locks, login times and listings
     junk: JunkFilter  # the per-user junk filter (delivery's verdicts, training)
+    # URLAUTH (RFC 4467): the access keys and the resolver of URLFETCH and BURL.
+    urlauth: UrlAuthority
     # kind -> [(host, port)] of the listeners once they listen (app.MailServer): what
     # autoconfig advertises when `[public]` does not say.
     listening: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
@@ -94,6 +98,7 @@ class Services:
             acme=acme,
             metrics=metrics,
             junk=junk,
+            urlauth=UrlAuthority(store, AccessKeys(store), section_reader=section_bytes),
         )
 
     def plaintext_auth_allowed(self, secure: bool, client_ip: str) -> bool:

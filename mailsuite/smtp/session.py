@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from mailsuite import sasl
 from mailsuite.limits import PER_ADDRESS
 from mailsuite.smtp.auth import AuthCommands
+from mailsuite.smtp.burl import BurlCommands
 from mailsuite.smtp.parser import (
     AUTH_LINE_LIMIT,
     LINE_TOO_LONG,
@@ -35,7 +36,7 @@ from mailsuite.smtp.transaction import Transaction, TransactionCommands
 log = Logger(namespace="mailsuite.smtp")
 
 # Commands we know but do not offer get 502 rather than 500 (RFC 5321 §4.2.4).
-NOT_IMPLEMENTED = {"EXPN", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "BURL"}
+NOT_IMPLEMENTED = {"EXPN", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML"}
 
 # Units of input (command lines, pieces of message data) handled for one connection in one
 # call of `process`; then the session yields and its connection calls `process` again on a
@@ -92,7 +93,7 @@ class _Disconnected:
 DISCONNECTED = _Disconnected()
 
 
-class SmtpSession(AuthCommands, TransactionCommands):
+class SmtpSession(AuthCommands, TransactionCommands, BurlCommands):
     """One SMTP session: greeting, commands, DATA/BDAT content, replies in order."""
 
     def __init__(self, services, kind: str, conn: SmtpConnection) -> None:
@@ -347,6 +348,7 @@ class SmtpSession(AuthCommands, TransactionCommands):
         if self._auth_allowed() and self.user is None:
             lines.append("AUTH " + " ".join(sasl.MECHANISMS))
         lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING", "HELP"]
+        lines += self.ehlo_burl()
         # RFC 2034 §4: no enhanced codes in the EHLO reply.
         self._reply(250, None, lines)
 

@@ -213,6 +213,10 @@ class TransactionCommands:
             self._bdat_error = e
             return
         self._bdat_error = None
+        self.body = self.message_body(tx)
+
+    def message_body(self, tx: Transaction) -> BodyReader:
+        """The content BDAT chunks and BURL data (RFC 4468 §3.2) are added to, in order."""
         if tx.body is None:
             tx.body = BodyReader(
                 self.cfg.max_message_size,
@@ -220,7 +224,7 @@ class TransactionCommands:
                 self.cfg.bare_newline,
                 dot_stuffed=False,
             )
-        self.body = tx.body
+        return tx.body
 
     def _end_of_chunk(self) -> None:
         err = self._bdat_error

@@ -19,10 +19,10 @@ from mailsuite.imap.fetch_items import parse_section
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo, Literal8, LiteralFile
 from mailsuite.imap.sections import section_data
 from mailsuite.imap.sequence import format_uid_pairs, parse_sequence_set
-from mailsuite.imap.url import BadUrl, parse_message_url
 from mailsuite.message.binary import armour_binary_parts
 from mailsuite.message.content import MessageContent
 from mailsuite.store import BadFolderName, NoSuchFolder, QuotaExceeded
+from mailsuite.urlauth.url import BadUrl, parse_message_url
 
 _MONTHS = {
     m: i

@@ -98,6 +98,8 @@ def select(session, cmd):
     out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
     # RFC 7162 §3.1.2.1: HIGHESTMODSEQ on every successful SELECT/EXAMINE.
     out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % folder.highestmodseq)
+    # RFC 4467 §8: the URLAUTH mechanisms, in an untagged OK to SELECT and EXAMINE.
+    out.append(b"* OK [URLMECH INTERNAL] URLAUTH mechanisms\r\n")
     session.send_many(out)
     if qresync is not None:
         _resync(session, view, *qresync)

@@ -36,6 +36,7 @@ from mailsuite.imap.commands import (
     sort,
     store,
     thread,
+    urlauth,
 )
 from mailsuite.imap.states import ANY, AUTH, NOAUTH, NOT_AUTHENTICATED, SEL
 
@@ -87,6 +88,9 @@ COMMANDS: dict[str, CommandSpec] = _table(
     C("GETQUOTA", quota.getquota, AUTH, capability="QUOTA"),
     C("SETQUOTA", quota.setquota, AUTH, capability="QUOTA"),
     C("COMPRESS", compress.compress, AUTH, capability="COMPRESS=DEFLATE"),  # RFC 4978
+    C("GENURLAUTH", urlauth.genurlauth, AUTH, capability="URLAUTH"),  # RFC 4467
+    C("RESETKEY", urlauth.resetkey, AUTH, capability="URLAUTH"),
+    C("URLFETCH", urlauth.urlfetch, AUTH, capability="URLAUTH"),
     # RFC 3501 §6.4: selected.
     C("CHECK", noop.check, SEL),
     C("CLOSE", select.close, SEL),
@@ -140,6 +144,8 @@ ADVERTISED = (
     "QUOTA=RES-MESSAGE",
     "MULTIAPPEND",  # RFC 3502 (APPEND)
     "CATENATE",  # RFC 4469 (APPEND CATENATE)
+    "URLAUTH",  # RFC 4467 (GENURLAUTH, RESETKEY, URLFETCH; BURL on submission)
+    "URL-PARTIAL",  # RFC 5550 (;PARTIAL= in URLFETCH and CATENATE URLs)
     "ESEARCH",  # RFC 4731 (SEARCH)
     "SEARCHRES",  # RFC 5182
     "WITHIN",  # RFC 5032 (SEARCH OLDER/YOUNGER)
