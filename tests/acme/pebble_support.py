@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import toml_dumps
+from tests.conftest import LISTEN_KINDS, toml_dumps
 
 PEBBLE = shutil.which("pebble") or "/usr/bin/pebble"
 HOSTNAME = "mail.example.test"
@@ -163,10 +163,7 @@ class MailsuiteProcess:
         folder.mkdir(parents=True, exist_ok=True)
         self.imaps = free_port()
         self.http, self.https = http, https
-        listen = {
-            k: []
-            for k in ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "managesieve")
-        }
+        listen = {k: [] for k in LISTEN_KINDS}
         listen.update(
             http=[f"127.0.0.1:{http}"],
             https=[f"127.0.0.1:{https}"],

@@ -12,26 +12,14 @@ import threading
 
 from mailsuite.accounts.db import Accounts
 from mailsuite.spool.queue import Queue
+from tests.conftest import LISTEN_KINDS
 from tests.relay.relay_support import wait_for
 
 MSG = b"From: sender@example.test\r\nSubject: crash test %d\r\n\r\n" + b"line\r\n" * 2000
 
 
 def write_config(tmp_path, port: int, submission: int | None = None) -> str:
-    listen = "\n".join(
-        f"{k} = []"
-        for k in (
-            "smtp",
-            "submission",
-            "submissions",
-            "pop3",
-            "pop3s",
-            "imap",
-            "imaps",
-            "http",
-            "managesieve",
-        )
-    )
+    listen = "\n".join(f"{k} = []" for k in LISTEN_KINDS)
     if submission is not None:
         listen = listen.replace("submission = []", f'submission = ["127.0.0.1:{submission}"]')
     text = f"""hostname = "mail.example.test"
