@@ -170,12 +170,14 @@ class Notifier:
             return
         if kind == "deleted":
             self._lines.append(self._list_line("\\NonExistent", name))
-        elif kind == "created":
-            self._lines.append(self._list_line("", name))
+            return
+        attrs = "\\Subscribed" if name in subs else ""
+        if kind == "created":
+            self._lines.append(self._list_line(attrs, name))
         else:
             # RFC 5465 §5.4: a rename is a LIST of the new name with its OLDNAME.
             old_wire = R.encode_mailbox(old, self.session.utf8)
-            self._lines.append(self._list_line("", name, b' ("OLDNAME" (' + old_wire + b"))"))
+            self._lines.append(self._list_line(attrs, name, b' ("OLDNAME" (' + old_wire + b"))"))
 
     def _overflow(self) -> None:
         """RFC 5465 §5.8: too far behind; say so once and act as after NOTIFY NONE."""
