@@ -341,3 +341,20 @@ def test_a_client_that_stops_reading_overflows_and_costs_only_itself(imap_server
     busy.cmd(b"CREATE Later")
     assert nothing_more(slow) == []
     other.logout()
+
+
+def test_messagenew_attributes_may_ask_for_header_fields_without_setting_seen(imap_server):
+    r = notifying(
+        imap_server,
+        b"(selected (MessageNew (UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)]) MessageExpunge))",
+        b"INBOX",
+    )
+    c = connect(imap_server)
+    c.append("INBOX", None, None, message(1, subject="pushed"))
+    lines = unsolicited(r, 4)
+    assert lines[:2] == [b"* 1 EXISTS", b"* 1 RECENT"]
+    assert lines[2].startswith(b"* 1 FETCH (UID 1 FLAGS (\\Recent) BODY[HEADER.FIELDS (SUBJECT)] {")
+    assert lines[3] == b"Subject: pushed"
+    c.select("INBOX")
+    assert c.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS ())"]
+    c.logout()
