@@ -358,3 +358,12 @@ def test_messagenew_attributes_may_ask_for_header_fields_without_setting_seen(im
     c.select("INBOX")
     assert c.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS ())"]
     c.logout()
+
+
+def test_messagenew_attributes_follow_an_exists_sent_at_a_command_end(imap_server):
+    r = notifying(imap_server, b"(selected (MessageNew (UID) MessageExpunge))", b"INBOX")
+    data = message(1)
+    r.send(b"a APPEND INBOX {%d+}\r\n%s\r\n" % (len(data), data))
+    out = r.until_tagged(b"a")
+    assert out[:3] == [b"* 1 EXISTS", b"* 1 RECENT", b"* 1 FETCH (UID 1)"], out
+    assert out[-1].startswith(b"a OK")

@@ -66,6 +66,8 @@ class Notifier:
         self._waiting_output = False
         self._subscribed = set(self.mailbox.subscriptions())
         self._polled: list = []
+        # (view, highest UID) the client had been told of when MessageNew's FETCH last ran.
+        self._told_uid: tuple | None = None
         self.stopped = False
         self.mailbox.add_listener(self._heard)
         self._poll_watched()
@@ -188,9 +190,12 @@ class Notifier:
 
     # -- responses out ------------------------------------------------------------------------
     def drain(self) -> list[bytes]:
-        """The STATUS and LIST responses owed, computed now (a STATUS shows the mailbox as it
-        is when it goes out, so many changes to one mailbox make one response)."""
-        out, self._lines = self._lines, []
+        """What is owed after the view's own updates: MessageNew's FETCH of arrivals, then
+        the LIST and STATUS responses, the latter computed now (a STATUS shows the mailbox as
+        it is when it goes out, so many changes to one mailbox make one response)."""
+        out = self._fetch_arrivals()
+        out.extend(self._lines)
+        self._lines = []
         names, self._status = list(self._status), {}
         for name in names:
             if not self._is_selected(name):
@@ -248,18 +253,28 @@ class Notifier:
         held = set()
         if FLAG_CHANGE not in f.events:
             held, view.pending_flags = view.pending_flags, set()
-        last = view.messages[-1].uid if view.messages else 0
         out = view.drain_updates(expunge_ok=f.kind == "SELECTED")
         view.pending_flags |= held
-        if f.fetch is not None:
-            out.extend(self._fetch_new(view, last, f.fetch))
+        out.extend(self._fetch_arrivals())
         return out
 
-    def _fetch_new(self, view, last_uid: int, req) -> list[bytes]:
-        i = bisect.bisect_right(view.messages, last_uid, key=lambda m: m.uid)
+    def _fetch_arrivals(self) -> list[bytes]:
+        """RFC 5465 §5.2: a FETCH of MessageNew's attributes for each message the client
+        has been told of (EXISTS) since the last time, whoever sent the EXISTS (this push or
+        the end of a command)."""
+        f = self.spec.selected
+        view = self.session.view
+        if f is None or f.fetch is None or view is None or MESSAGE_NEW not in f.events:
+            return []
+        told = self._told_uid
+        self._told_uid = (view, view.messages[-1].uid if view.messages else 0)
+        if told is None or told[0] is not view:
+            return []  # a mailbox just selected: its messages are not arrivals
+        i = bisect.bisect_right(view.messages, told[1], key=lambda m: m.uid)
         fresh = view.messages[i:]
         if not fresh:
             return []
+        req = f.fetch
         if req.needs_content and sum(m.size for m in fresh) > INLINE_FETCH_BYTES:
             return []
         folder = view.folder
