@@ -90,6 +90,13 @@ def test_admin_deliver_reaches_a_notifying_session_without_a_command(imap_server
     assert status_of(line)[1]["MESSAGES"] == 1
 
 
+def test_admin_deliver_into_the_selected_mailbox_is_pushed(imap_server):
+    r = notifying(imap_server, b"(selected (MessageNew MessageExpunge))", b"INBOX")
+    res = imap_server.cli("deliver", "--to", USER, input=message().replace(b"\r\n", b"\n"))
+    assert res.returncode == 0, res.stderr
+    assert unsolicited(r, 2, seconds=4) == [b"* 1 EXISTS", b"* 1 RECENT"]
+
+
 def test_other_sessions_append_and_flags_are_status_with_highestmodseq(imap_server):
     r = Raw(imap_server.port("imap"))
     r.login()

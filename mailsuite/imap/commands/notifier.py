@@ -193,6 +193,9 @@ class Notifier:
         """What is owed after the view's own updates: MessageNew's FETCH of arrivals, then
         the LIST and STATUS responses, the latter computed now (a STATUS shows the mailbox as
         it is when it goes out, so many changes to one mailbox make one response)."""
+        f, view = self.spec.selected, self.session.view
+        if f is not None and view is not None and MESSAGE_NEW in f.events:
+            self._poll(view.folder)  # another program's delivery is pushed too
         out = self._fetch_arrivals()
         out.extend(self._lines)
         self._lines = []
