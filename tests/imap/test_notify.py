@@ -221,6 +221,18 @@ def test_idle_carries_notifications_of_other_mailboxes(imap_server):
     c.logout()
 
 
+def test_idle_without_a_selected_mailbox_carries_notifications(imap_server):
+    r = notifying(imap_server, b"(personal (MailboxName))")
+    r.send(b"i IDLE\r\n")
+    assert r.line() == b"+ idling"
+    c = connect(imap_server)
+    c.create("Fresh")
+    assert unsolicited(r, 1) == [b'* LIST () "/" Fresh']
+    r.send(b"DONE\r\n")
+    assert r.line() == b"i OK IDLE completed"
+    c.logout()
+
+
 def test_a_created_mailbox_already_subscribed_says_so(imap_server):
     c = connect(imap_server)
     c.subscribe("Future")

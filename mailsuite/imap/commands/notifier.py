@@ -220,7 +220,9 @@ class Notifier:
         if s.protocol.closed or s.notifier is not self:
             return
         if s.idling is not None:
-            s.idling.wake()  # IDLE sends every update at once
+            # IDLE sends every update at once, with a mailbox selected or not (RFC 2177).
+            s.send_updates(expunge_ok=True)
+            s.flush()
             return
         if s.busy or s.line_handler is not None:
             return  # the running command sends them before its tagged reply
