@@ -7,6 +7,7 @@ import re
 import smtplib
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -337,10 +338,11 @@ def test_a_client_that_stops_reading_overflows_and_costs_only_itself(imap_server
         imap_server.call(mbox.create_folder, f"P/{i:03d}{'x' * 190}")
     out = slow.cmd(b"NOTIFY SET (personal (MailboxName))", b"n")
     assert out[-1].startswith(b"n OK")
-    # The kernel holds up to 4 MiB for a reader that does not read (tcp_wmem), then the
+    # The kernel holds up to tcp_wmem's maximum for a reader that does not read, then the
     # server's transport its own bound: a few MiB of LIST responses before the session is
-    # behind at all, then QUEUE_LIMIT more.
-    renames = 100
+    # behind at all, then QUEUE_LIMIT more (about 420 bytes a LIST here).
+    kernel = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    renames = (kernel + (1 << 20)) // (children * 420) + 1
     for i in range(renames):
         old, new = (b"P", b"Q") if i % 2 == 0 else (b"Q", b"P")
         assert busy.cmd(b"RENAME %s %s" % (old, new))[-1].startswith(b"t OK")
