@@ -134,6 +134,7 @@ class Session:
         self.client_id: list | None = None  # what the client said in ID (RFC 2971)
         self.line_handler = None  # sub-dialogue (AUTHENTICATE, IDLE) takes raw lines
         self.idling = None  # the IDLE command's state while idling
+        self.notifier = None  # the NOTIFY SET in force (commands/notifier.py), RFC 5465
         self.sasl = None  # the AUTHENTICATE dialogue while it runs (aborted if the client goes)
         self.compressed = False
         self.bad_commands = 0
@@ -300,14 +301,20 @@ class Session:
             d.addCallbacks(done, crashed)
 
     def folder_changed(self) -> None:
-        """A folder event arrived; IDLE delivers it at once (RFC 2177)."""
+        """A folder event arrived; IDLE delivers it at once (RFC 2177), and so does NOTIFY
+        between commands (RFC 5465 §5)."""
         if self.idling is not None:
             self.idling.wake()
+        elif self.notifier is not None:
+            self.notifier.wake()
 
     def close(self) -> None:
         """The connection is gone (or LOGOUT): let go of the folder, IDLE's poll and an
         unfinished AUTHENTICATE (its throttle slot is given back as a failure at once)."""
         self.deselect()
+        if self.notifier is not None:
+            self.notifier.stop()
+            self.notifier = None
         if self.sasl is not None:
             self.sasl.abort()
             self.sasl = None
@@ -348,6 +355,8 @@ class Session:
     def send_updates(self, expunge_ok: bool = True) -> None:
         if self.view is not None:
             self.send_many(self.view.drain_updates(expunge_ok))
+        if self.notifier is not None:
+            self.send_many(self.notifier.drain())
 
     # -- state changes ------------------------------------------------------------------------
     def select(self, folder, readonly: bool) -> SelectedView:

@@ -12,6 +12,7 @@ from mailsuite.store.maildir import (
     DEFAULT_FOLDERS,
     FolderExists,
     Mailbox,
+    MailboxEvent,
     NoSuchFolder,
     make_maildir,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "FolderEvent",
     "FolderExists",
     "Mailbox",
+    "MailboxEvent",
     "Message",
     "NoSuchFolder",
     "NoSuchMailbox",
@@ -110,7 +112,8 @@ class Store:
             mbox.save_indexes()
 
     def notify_delivery(self, address: str, folder: str = "INBOX") -> None:
-        """Reactor thread: refresh an open folder after an in-process delivery (wakes IDLE)."""
+        """Reactor thread: refresh an open folder after an in-process delivery (wakes IDLE);
+        a folder nobody has open is named to the mailbox's watchers (IMAP NOTIFY) instead."""
         with self._lock:
             mbox = self._mailboxes.get(address.lower())
         if mbox is None:
@@ -118,3 +121,6 @@ class Store:
         for f in mbox.open_folders():
             if f.name == folder:
                 f.refresh(force=True)
+                return
+        if mbox.watched:
+            mbox.announce(MailboxEvent("messages", folder))

@@ -8,12 +8,14 @@ listing a folder needs neither a stat nor a read.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shutil
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.internet import defer
@@ -23,7 +25,7 @@ from mailsuite.durable import DurableIO, write_synced
 from mailsuite.durable.modes import make_private_dirs, private_opener
 from mailsuite.store import names
 from mailsuite.store.flags import INFO_SEPARATOR, Keywords, size_in_name, split_filename
-from mailsuite.store.folder import Folder
+from mailsuite.store.folder import Folder, FolderEvent
 from mailsuite.store.message import to_lf, wire_size
 from mailsuite.store.quota import MaildirSize, Quota, QuotaExceeded
 
@@ -49,6 +51,19 @@ class NoSuchFolder(KeyError):
 
 class FolderExists(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class MailboxEvent:
+    """A change anywhere in one user's Maildir, for whoever watches the whole tree (IMAP
+    NOTIFY): kind "created", "deleted", "renamed" (`old_name` set), "subscribed",
+    "unsubscribed", or "messages" (`folder_event` is the open folder's event, or None when a
+    delivery went into a folder nobody has open)."""
+
+    kind: str
+    name: str
+    old_name: str | None = None
+    folder_event: FolderEvent | None = None
 
 
 # The process id, read once (os.getpid is a system call, one per delivery) and again in a
@@ -145,6 +160,34 @@ class Mailbox:
         self._lock = threading.Lock()
         self._quota = MaildirSize(path, self._scan_usage)
         self._keywords: dict[str, Keywords] = {}
+        self._listeners: list = []
+
+    # -- watchers of the whole tree ------------------------------------------------------------
+
+    def add_listener(self, callback) -> None:
+        """`callback(MailboxEvent)` for every change made through this process.  It runs in
+        the thread that made the change (a Sieve `fileinto :create` runs in a worker)."""
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    @property
+    def watched(self) -> bool:
+        return bool(self._listeners)
+
+    def announce(self, event: MailboxEvent) -> None:
+        for cb in list(self._listeners):
+            try:
+                cb(event)
+            except Exception:
+                log.failure("mailbox listener failed")
+
+    def _folder_event(self, folder: Folder, event: FolderEvent) -> None:
+        # A Folder left behind by a RENAME or DELETE speaks no more for its old name.
+        if self._listeners and self._folders.get(folder.name) is folder:
+            self.announce(MailboxEvent("messages", folder.name, folder_event=event))
 
     # -- folders -----------------------------------------------------------------------------
 
@@ -183,6 +226,7 @@ class Mailbox:
                 kw = self._keywords.get(name) or Keywords(self.folder_path(name))
                 self._keywords[name] = kw
                 folder = Folder(name, self.folder_path(name), kw)
+                folder.add_listener(functools.partial(self._folder_event, folder))
                 self._folders[name] = folder
             return folder
 
@@ -199,6 +243,7 @@ class Mailbox:
         (path / "maildirfolder").touch(mode=0o600)
         if special_use:
             self.set_special_use(name, special_use)
+        self.announce(MailboxEvent("created", name))
 
     def delete_folder(self, name: str) -> None:
         name = names.validate(name)
@@ -214,6 +259,7 @@ class Mailbox:
             self._quota.add(*self._negative_usage(self.folder_path(name)))
         shutil.rmtree(self.folder_path(name))
         self._drop_special_use(name)
+        self.announce(MailboxEvent("deleted", name))
 
     def rename_folder(self, old: str, new: str) -> None:
         """RFC 3501 §6.3.5: children move along; renaming INBOX moves its messages."""
@@ -242,6 +288,8 @@ class Mailbox:
             if src in uses:
                 self._drop_special_use(src)
                 self.set_special_use(dst, uses[src])
+        for src, dst in moves:
+            self.announce(MailboxEvent("renamed", dst, old_name=src))
 
     def _rename_inbox(self, new: str) -> None:
         self.create_folder(new)
@@ -298,12 +346,14 @@ class Mailbox:
         subs = self.subscriptions()
         if name not in subs:
             self._write_subscriptions(subs + [name])
+            self.announce(MailboxEvent("subscribed", name))
 
     def unsubscribe(self, name: str) -> None:
         subs = self.subscriptions()
         if name in subs:
             subs.remove(name)
             self._write_subscriptions(subs)
+            self.announce(MailboxEvent("unsubscribed", name))
 
     def _write_subscriptions(self, subs: list[str]) -> None:
         """Written as Dovecot 2.3 writes it (version 2), so Dovecot can take the Maildir back."""

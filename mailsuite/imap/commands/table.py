@@ -30,6 +30,7 @@ from mailsuite.imap.commands import (
     mailbox,
     namespace,
     noop,
+    notify,
     quota,
     search,
     select,
@@ -84,6 +85,7 @@ COMMANDS: dict[str, CommandSpec] = _table(
     C("NAMESPACE", namespace.namespace, AUTH, capability="NAMESPACE"),  # RFC 2342
     C("ENABLE", enable.enable, AUTH, capability="ENABLE"),  # RFC 5161
     C("IDLE", idle.idle, AUTH, capability="IDLE"),  # RFC 2177
+    C("NOTIFY", notify.notify, AUTH, capability="NOTIFY"),  # RFC 5465
     C("GETQUOTAROOT", quota.getquotaroot, AUTH, capability="QUOTA"),  # RFC 9208
     C("GETQUOTA", quota.getquota, AUTH, capability="QUOTA"),
     C("SETQUOTA", quota.setquota, AUTH, capability="QUOTA"),
@@ -126,6 +128,7 @@ ADVERTISED = (
     "ID",
     "ENABLE",
     "IDLE",
+    "NOTIFY",  # RFC 5465
     "NAMESPACE",
     "UIDPLUS",
     "MOVE",

@@ -1,0 +1,38 @@
+"""NOTIFY (RFC 5465 §3): `NOTIFY SET [STATUS] (filter events) ...` and `NOTIFY NONE`.
+
+The parsing is `notify_spec`'s, the listening and pushing the session's `Notifier`'s; this
+module only swaps one for another."""
+
+from __future__ import annotations
+
+from mailsuite.imap.commands.mailbox import mailbox_arg
+from mailsuite.imap.commands.notifier import Notifier
+from mailsuite.imap.commands.notify_spec import parse_notify_set
+from mailsuite.imap.parser import Atom, ImapBad
+
+
+def notify(session, cmd):
+    if not cmd.args or not isinstance(cmd.args[0], Atom):
+        raise ImapBad("NOTIFY needs SET or NONE")
+    verb = cmd.args[0].upper()
+    if verb == "NONE":
+        if len(cmd.args) != 1:
+            raise ImapBad("NOTIFY NONE takes no arguments")
+        stop_notify(session)
+        return "NOTIFY completed"
+    if verb != "SET":
+        raise ImapBad("NOTIFY needs SET or NONE")
+    spec = parse_notify_set(cmd.args[1:], lambda value: mailbox_arg(session, value))
+    # RFC 5465 §3: a new NOTIFY SET replaces the one in force.
+    stop_notify(session)
+    notifier = Notifier(session, spec)
+    session.notifier = notifier
+    if spec.status:
+        session.send_many(notifier.initial_status())
+    return "NOTIFY completed"
+
+
+def stop_notify(session) -> None:
+    if session.notifier is not None:
+        session.notifier.stop()
+        session.notifier = None
