@@ -106,6 +106,12 @@ class UpdatingSearches:
         frozen = search_mod.freeze_numbers(program, messages, ctx)
         search = UpdatingSearch(tag, uid, frozen, key_of, needs_thread)
         if len(self.searches) >= max(self.limit, 1):
+            # RFC 5267 §6: contexts cost the server; a refusal is worth a line in the log.
+            log.info(
+                "imap updating search refused for {user}: {n} already",
+                user=session.user,
+                n=len(self.searches),
+            )
             session.send(
                 b'* NO [NOUPDATE "'
                 + tag.encode("ascii", "replace")

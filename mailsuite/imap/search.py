@@ -149,14 +149,15 @@ class _SeqSet(_Node):
 
 
 class _UidIn(_Node):
-    """A message set fixed to the UIDs it named when the command was received (RFC 5267
-    §4.3: sequence numbers, `*` and `$` of an updating search do not move with the mailbox)."""
+    """A message set fixed when the command was received (RFC 5267 §4.3: the message numbers
+    and `$` of an updating search do not move with the mailbox): a test of the UID, by a
+    set of UIDs or by UID ranges with `*` resolved."""
 
-    def __init__(self, uids: frozenset[int]):
-        self.uids = uids
+    def __init__(self, member: Callable[[int], bool]):
+        self.member = member
 
     def test(self, env):
-        return env.msg.uid in self.uids
+        return self.member(env.msg.uid)
 
 
 class _Size(_Node):
@@ -544,27 +545,25 @@ def evaluate(program: SearchProgram, messages, context: SearchContext) -> list:
 
 
 def freeze_numbers(program: SearchProgram, messages, context: SearchContext) -> SearchProgram:
-    """The program with every message set (sequence numbers, UID ranges with `*`, `$`)
-    replaced by the UIDs it names now among `messages`, for a search that is evaluated again
-    as the mailbox changes (RFC 5267 §4.3: such numbers are evaluated when the command is
-    received)."""
-    context.count = len(messages)
-    context.max_uid = messages[-1].uid if messages else 0
-    context.saved_uids_set = frozenset(context.saved_uids or ())
-    context._matchers = {}
-    env = _Env(context)
+    """The program with its message sets fixed as they are now among `messages` (sequence
+    numbers to the UIDs they name, `*` to the highest UID, `$` to the saved result), for a
+    search evaluated again as the mailbox changes (RFC 5267 §4.3: such numbers are evaluated
+    when the command is received)."""
+    count = len(messages)
+    max_uid = messages[-1].uid if messages else 0
 
-    def named(node: _SeqSet) -> frozenset[int]:
-        out = set()
-        for i, m in enumerate(messages):
-            env.msg, env.seq = m, i + 1
-            if node.test(env):
-                out.add(m.uid)
-        return frozenset(out)
+    def fixed(node: _SeqSet) -> _UidIn:
+        if node.seqset.dollar:
+            return _UidIn(frozenset(context.saved_uids or ()).__contains__)
+        if node.uid:
+            # A UID range keeps naming the UIDs it names, new ones too; only `*` is fixed.
+            return _UidIn(node.seqset.matcher(max_uid))
+        member = node.seqset.matcher(count)
+        return _UidIn(frozenset(m.uid for i, m in enumerate(messages, 1) if member(i)).__contains__)
 
     def walk(node: _Node) -> _Node:
         if isinstance(node, _SeqSet):
-            return _UidIn(named(node))
+            return fixed(node)
         if isinstance(node, _And):
             return _And([walk(c) for c in node.children])
         if isinstance(node, _Or):
