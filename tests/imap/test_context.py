@@ -402,3 +402,94 @@ def test_updating_sort_orders_as_plain_sort_does(imap_server):
         plain = r.cmd(b"UID SORT RETURN (ALL) " + crit + b" UTF-8 ALL", b"p")[0]
         live = r.cmd(b"UID SORT RETURN (UPDATE ALL) " + crit + b" UTF-8 ALL", b"u%d" % n)[0]
         assert plain.split(b" ALL ")[1] == live.split(b" ALL ")[1], crit
+
+
+def _expand(text: bytes) -> list[int]:
+    out: list[int] = []
+    for part in text.split(b","):
+        a, _, b = part.partition(b":")
+        lo, hi = int(a), int(b or a)
+        out.extend(range(min(lo, hi), max(lo, hi) + 1))
+    return out
+
+
+class _Mirror:
+    """What a client keeps of an updating search: the result, changed as RFC 5267 §4.3.3 and
+    §4.3.4 say (and, for message numbers, renumbered by EXPUNGE)."""
+
+    def __init__(self, tag: str, first: bytes, uid: bool):
+        self.mark = b'* ESEARCH (TAG "' + tag.encode() + b'")'
+        self.uid = uid
+        self.result = _expand(first.split(b" ALL ")[1]) if b" ALL " in first else []
+
+    def feed(self, line: bytes) -> None:
+        if line.endswith(b" EXPUNGE"):
+            if self.uid:
+                return
+            n = int(line.split()[1])
+            assert n not in self.result  # REMOVEFROM came first
+            self.result = [x - 1 if x > n else x for x in self.result]
+            return
+        if not line.startswith(self.mark):
+            return
+        words = line[len(self.mark) :].split(b" ", 2)
+        kind, pairs = (words[1], words[2]) if words[0] == b"" else (words[0], words[1])
+        if kind == b"UID":
+            kind, _, pairs = pairs.partition(b" ")
+        items = pairs.strip(b"()").split(b" ")
+        for pos, nums in zip(items[::2], items[1::2], strict=True):
+            p, nums = int(pos) - 1, _expand(nums)
+            if kind == b"ADDTO":
+                self.result[p:p] = nums
+            else:
+                assert self.result[p : p + len(nums)] == nums, (line, self.result)
+                del self.result[p : p + len(nums)]
+
+
+def test_random_changes_keep_the_client_mirror_equal_to_a_new_search(imap_server):
+    import random
+
+    rnd = random.Random(5267)
+    c = connect(imap_server)
+    for i in range(12):
+        c.append("INBOX", None, None, message(i, subject=rnd.choice(["a", "b", "c", "d"])))
+    c.select("INBOX")
+    r = selected(imap_server)
+    searches = {
+        "q1": b"SEARCH RETURN (UPDATE ALL) UNSEEN UNDELETED",
+        "q2": b"UID SEARCH RETURN (UPDATE ALL) OR FLAGGED SUBJECT b",
+        "q3": b"UID SORT RETURN (UPDATE ALL) (REVERSE SUBJECT ARRIVAL) UTF-8 UNFLAGGED",
+        "q4": b"SORT RETURN (UPDATE ALL) (SIZE REVERSE ARRIVAL) UTF-8 UNSEEN",
+    }
+    mirrors = {
+        t: _Mirror(t, r.cmd(q, t.encode())[0], q.startswith(b"UID")) for t, q in searches.items()
+    }
+    for step in range(40):
+        n = int(c.select("INBOX")[1][0])
+        op = rnd.random()
+        if op < 0.25 or n < 3:
+            size = b"x" * rnd.randrange(50)
+            subject = rnd.choice(["a", "b", "c", "d"])
+            flags = rnd.choice([None, "(\\Seen)", "(\\Flagged)"])
+            c.append("INBOX", flags, None, message(100 + step, subject=subject) + size)
+        elif op < 0.4:
+            c.store(str(rnd.randint(1, n)), "+FLAGS", "(\\Deleted)")
+            c.expunge()
+        else:
+            which = f"{rnd.randint(1, n)}:{rnd.randint(1, n)}"
+            sign = rnd.choice("+-")
+            c.store(which, sign + "FLAGS", rnd.choice(["(\\Seen)", "(\\Flagged)", "(\\Deleted)"]))
+        if step % 5 == 4:
+            for t, q in searches.items():
+                # Header keys are evaluated in the thread pool: their updates may take a turn.
+                for _ in range(50):
+                    lines = r.cmd(b"NOOP")  # EXPUNGEs delivered: the numbering settles
+                    lines += r.cmd(q.replace(b"UPDATE ", b""), b"f")
+                    for line in lines:
+                        for m in mirrors.values():
+                            m.feed(line)
+                    fresh = _Mirror("f", _esearch(lines, "f")[0], True).result
+                    if mirrors[t].result == fresh:
+                        break
+                    time.sleep(0.02)
+                assert mirrors[t].result == fresh, (t, step)
