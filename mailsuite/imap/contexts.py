@@ -134,8 +134,13 @@ class UpdatingSearches:
             self.answers.clear()
 
     def close(self) -> None:
+        """The view is closing: no more updates, and no reference back to it (the view,
+        its session and this object are freed at once, not by the cycle collector)."""
         self._closed = True
         self.searches.clear()
+        self._pending.clear()
+        self.answers.clear()
+        self.view = None
 
     # -- folder events ------------------------------------------------------------------
     def on_event(self, event) -> None:
@@ -218,23 +223,27 @@ class UpdatingSearches:
             return
         searches, msgs = self._pending.pop(0)
         self._running = True
-        loader = self.view.folder.parsed_loader(in_thread=True)
+        folder = self.view.folder
+        loader = folder.parsed_loader(in_thread=True)
         recent = set(self.view.recent)  # copied here: the reactor changes the view's set
 
         def work():
-            return [(s, self._verdicts(s, msgs, loader, recent)) for s in searches]
+            verdicts = [(s, self._verdicts(s, msgs, loader, recent)) for s in searches]
+            folder.parsed_cache.flush()  # SQLite writes stay off the reactor, as for SORT
+            return verdicts
 
         def done(results):
+            if self._closed:
+                return
             self.answers.extend(results)
-            self.view.folder.parsed_cache.flush()
             self._next_batch()
-            if not self._closed:
-                # IDLE reports at once; otherwise the next command's updates carry it.
-                self.view.session.folder_changed()
+            # IDLE reports at once; otherwise the next command's updates carry it.
+            self.view.session.folder_changed()
 
         def failed(failure):
             log.failure("updating search evaluation failed", failure=failure)
-            self._next_batch()
+            if not self._closed:
+                self._next_batch()
 
         threads.deferToThread(work).addCallbacks(done, failed)
 

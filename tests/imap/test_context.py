@@ -493,3 +493,34 @@ def test_random_changes_keep_the_client_mirror_equal_to_a_new_search(imap_server
                         break
                     time.sleep(0.02)
                 assert mirrors[t].result == fresh, (t, step)
+
+
+def test_session_with_updating_searches_is_freed_at_once(imap_server):
+    """The view and its updating searches refer to each other while selected; closing the
+    connection must not leave them to the cycle collector."""
+    import gc
+
+    from mailsuite.imap.session import Session
+    from tests.session_lifetime import drop_and_wait_freed, live_session
+
+    c = connect(imap_server)
+    c.append("INBOX", None, None, message(1, subject="needle"))
+    gc.collect()
+    gc.disable()
+    try:
+        r = selected(imap_server)
+        r.cmd(b"UID SEARCH RETURN (UPDATE) UNSEEN", b"a")
+        r.cmd(b"UID SORT RETURN (UPDATE) (SUBJECT) UTF-8 SUBJECT needle", b"b")
+        c.select("INBOX")
+        c.store("1", "+FLAGS", "(\\Seen)")
+        ref = live_session(
+            Session,
+            lambda s: (
+                s.services is imap_server.services
+                and s.view is not None
+                and bool(s.view.contexts.searches)
+            ),
+        )
+        drop_and_wait_freed(r.sock, ref)
+    finally:
+        gc.enable()
