@@ -524,3 +524,19 @@ def test_session_with_updating_searches_is_freed_at_once(imap_server):
         drop_and_wait_freed(r.sock, ref)
     finally:
         gc.enable()
+
+
+def test_removefrom_precedes_vanished_with_qresync_and_a_move_away(imap_server):
+    c = connect(imap_server)
+    append_n(c, 3)
+    c.create("Archive")
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.cmd(b"ENABLE QRESYNC")
+    r.cmd(b"SELECT INBOX")
+    r.cmd(b"UID SEARCH RETURN (UPDATE) ALL", b"s1")
+    c.select("INBOX")
+    typ, _ = c.uid("MOVE", "2", "Archive")
+    assert typ == "OK"
+    out = r.cmd(b"NOOP")
+    assert out.index(b'* ESEARCH (TAG "s1") UID REMOVEFROM (2 2)') < out.index(b"* VANISHED 2")
