@@ -186,6 +186,9 @@ class ImapConfig:
 
     # Largest message APPEND accepts, advertised as APPENDLIMIT (RFC 7889).
     append_limit: int = 64 * 1024 * 1024
+    # Searches (SEARCH/SORT RETURN (UPDATE), RFC 5267) one session may keep updated at a
+    # time; one more is answered without updates (NOUPDATE). At least 1 is kept.
+    max_updating_searches: int = 10
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,8 @@ __all__ = [
     "format_esearch",
     "saved_result",
     "highest_modseq",
+    "freeze_numbers",
+    "format_context_update",
     "parse_date",
     "decode_search_string",
     "SUPPORTED_CHARSETS",
@@ -144,6 +146,18 @@ class _SeqSet(_Node):
         if self.uid:
             return env.ctx.member(self, env.msg.uid, env.ctx.max_uid)
         return env.ctx.member(self, env.seq, env.ctx.count)
+
+
+class _UidIn(_Node):
+    """A message set fixed when the command was received (RFC 5267 §4.3: the message numbers
+    and `$` of an updating search do not move with the mailbox): a test of the UID, by a
+    set of UIDs or by UID ranges with `*` resolved."""
+
+    def __init__(self, member: Callable[[int], bool]):
+        self.member = member
+
+    def test(self, env):
+        return self.member(env.msg.uid)
 
 
 class _Size(_Node):
@@ -530,6 +544,39 @@ def evaluate(program: SearchProgram, messages, context: SearchContext) -> list:
     return [m for _, m in evaluate_seqs(program, messages, context)]
 
 
+def freeze_numbers(program: SearchProgram, messages, context: SearchContext) -> SearchProgram:
+    """The program with its message sets fixed as they are now among `messages` (sequence
+    numbers to the UIDs they name, `*` to the highest UID, `$` to the saved result), for a
+    search evaluated again as the mailbox changes (RFC 5267 §4.3: such numbers are evaluated
+    when the command is received)."""
+    count = len(messages)
+    max_uid = messages[-1].uid if messages else 0
+
+    def fixed(node: _SeqSet) -> _UidIn:
+        if node.seqset.dollar:
+            return _UidIn(frozenset(context.saved_uids or ()).__contains__)
+        if node.uid:
+            # A UID range keeps naming the UIDs it names, new ones too; only `*` is fixed.
+            return _UidIn(node.seqset.matcher(max_uid))
+        member = node.seqset.matcher(count)
+        return _UidIn(frozenset(m.uid for i, m in enumerate(messages, 1) if member(i)).__contains__)
+
+    def walk(node: _Node) -> _Node:
+        if isinstance(node, _SeqSet):
+            return fixed(node)
+        if isinstance(node, _And):
+            return _And([walk(c) for c in node.children])
+        if isinstance(node, _Or):
+            return _Or(walk(node.a), walk(node.b))
+        if isinstance(node, _Not):
+            return _Not(walk(node.a))
+        return node
+
+    return SearchProgram(
+        walk(program.root), program.charset, program.wants_modseq, program.uses_saved
+    )
+
+
 def highest_modseq(messages) -> int:
     return max((m.modseq for m in messages), default=0)
 
@@ -804,12 +851,14 @@ class SearchOptions:
     count: bool = False
     all: bool = False
     save: bool = False  # RFC 5182 SEARCHRES
+    update: bool = False  # RFC 5267 §4.3: report later changes to the result
+    context: bool = False  # RFC 5267 §4.2: a hint only
     partial: str | None = None  # RFC 9394: the range as the client wrote it ("1:100", "-1:-50")
 
 
 def parse_return_options(args: list) -> tuple[SearchOptions, list]:
-    """A leading `RETURN (opts)` (RFC 4731 §3.1; ESORT RFC 5267 §3; PARTIAL RFC 9394 §3)
-    and the arguments after it."""
+    """A leading `RETURN (opts)` (RFC 4731 §3.1; ESORT RFC 5267 §3; CONTEXT and UPDATE
+    RFC 5267 §4; PARTIAL RFC 9394 §3) and the arguments after it."""
     opts = SearchOptions()
     args = list(args)
     if not (args and isinstance(args[0], Atom) and args[0].upper() == "RETURN"):
@@ -824,7 +873,7 @@ def parse_return_options(args: list) -> tuple[SearchOptions, list]:
         if not isinstance(o, Atom):
             raise ImapBad("Invalid RETURN option")
         up = o.upper()
-        if up in ("MIN", "MAX", "COUNT", "ALL", "SAVE"):
+        if up in ("MIN", "MAX", "COUNT", "ALL", "SAVE", "UPDATE", "CONTEXT"):
             setattr(opts, up.lower(), True)
         elif up == "PARTIAL" and i + 1 < len(items) and isinstance(items[i + 1], Atom):
             partial_positions(items[i + 1], 1)  # validates
@@ -835,7 +884,7 @@ def parse_return_options(args: list) -> tuple[SearchOptions, list]:
         i += 1
     if opts.partial is not None and opts.all:
         raise ImapBad("PARTIAL and ALL cannot both be returned")  # RFC 9394 §3.1
-    if not (opts.min or opts.max or opts.count or opts.all or opts.save or opts.partial):
+    if not items:
         opts.all = True  # RFC 4731 §3.1: RETURN () means RETURN (ALL)
     return opts, args[2:]
 
@@ -916,6 +965,17 @@ def format_esearch(
     if nums and modseq is not None:
         out += b" MODSEQ %d" % modseq
     return out + b"\r\n"
+
+
+def format_context_update(tag: str, uid: bool, kind: str, runs: list[tuple[int, list[int]]]):
+    """`* ESEARCH (TAG "t") [UID] ADDTO (pos set pos set ...)` or `REMOVEFROM (...)`
+    (RFC 5267 §4.3.3, §4.3.4): each run is a context position and the numbers that start
+    there, in the requested order."""
+    out = b'* ESEARCH (TAG "' + tag.encode("ascii", "replace") + b'")'
+    if uid:
+        out += b" UID"
+    body = b" ".join(b"%d " % pos + _number_set(nums, True) for pos, nums in runs)
+    return out + b" " + kind.encode() + b" (" + body + b")\r\n"
 
 
 def _number_set(nums: list[int], ordered: bool) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 
 from mailsuite.imap import response as R
+from mailsuite.imap.contexts import UpdatingSearches
 from mailsuite.imap.parser import ImapBad
 from mailsuite.imap.sequence import SequenceSet, format_sequence_set
 
@@ -40,13 +41,17 @@ class SelectedView:
         self.pending_flags: set[int] = set()
         self.pending_exists = False
         self.flag_search_memo = None  # see commands/search.py _flag_only
+        # RFC 5267 §4.3: searches that report their changes; they see every event, ours too.
+        self.contexts = UpdatingSearches(self)
         folder.add_listener(self.on_event)
 
     def close(self) -> None:
         self.folder.remove_listener(self.on_event)
+        self.contexts.close()
 
     # -- folder events ----------------------------------------------------------------------
     def on_event(self, event) -> None:
+        self.contexts.on_event(event)
         if event.source is self:
             return  # our own change: the command answers for it itself
         if event.kind == "exists":
@@ -187,6 +192,8 @@ class SelectedView:
                     changed.append((seq, msg))
             out.extend(self.new_keyword_lines(m for _, m in changed))
             out.extend(self.flags_fetch(seq, msg) for seq, msg in changed)
+        # RFC 5267 §4.3.2: ADDTO/REMOVEFROM with the FETCH/EXISTS that caused them.
+        out.extend(self.contexts.drain())
         return out
 
     def _folder_index_after(self, uid: int) -> int:
@@ -205,7 +212,8 @@ class SelectedView:
     def remove_expunged(self, uids) -> list[bytes]:
         """Drop messages from the view; EXPUNGE lines (or one VANISHED with QRESYNC)."""
         uids = set(uids)
-        out: list[bytes] = []
+        # RFC 5267 §4.3.4: REMOVEFROM before the EXPUNGE, while its numbers are valid.
+        out: list[bytes] = self.contexts.expunged(uids)
         if self.session.qresync:
             gone = [m.uid for m in self.messages if m.uid in uids]
             if gone:

@@ -11,6 +11,7 @@ from twisted.internet import defer, threads
 
 from mailsuite.imap import search as search_mod
 from mailsuite.imap.commands.sort import loader_cache_flush
+from mailsuite.imap.parser import ImapBad
 from mailsuite.store.flags import SYSTEM_TO_LETTER
 
 
@@ -59,6 +60,11 @@ def _flag_only(prog, messages, view=None):
     return hits
 
 
+def _uid_key(msg, loader) -> int:
+    """A SEARCH result's order is mailbox order (RFC 5267 §4.1)."""
+    return msg.uid
+
+
 def _run(program_needs_content: bool, fn, *args):
     if program_needs_content:
         return threads.deferToThread(fn, *args)
@@ -71,6 +77,12 @@ def _search(session, cmd, uid: bool):
     if prog.wants_modseq:
         session.enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
     messages = list(view.messages)
+    update = None
+    if opts.update:
+        # RFC 5267 §4.3: remembered before it runs, so changes meanwhile are reported after.
+        update = view.contexts.begin(
+            cmd.tag, uid, prog, messages, _uid_key, needs_thread=prog.needs_content
+        )
     fast = None if prog.needs_content else _flag_only(prog, messages, view)
     if fast is not None:
         d = defer.succeed(fast)
@@ -92,6 +104,8 @@ def _search(session, cmd, uid: bool):
         modseq = search_mod.highest_modseq(reported) if prog.wants_modseq else None
         if opts.save:
             session.saved_uids = search_mod.saved_result(opts, [m.uid for _, m in hits])
+        if update is not None:
+            update.install([(m.uid, m.uid) for _, m in hits])
         if session.rev2 and not opts.esearch:
             # RFC 9051 §6.4.4: IMAP4rev2 answers SEARCH with ESEARCH, ALL by default
             opts.esearch = opts.all = True
@@ -111,6 +125,8 @@ def _search(session, cmd, uid: bool):
         if opts.save:
             # RFC 5182 §2.1: a failed SAVE search empties the saved result.
             session.saved_uids = []
+        if update is not None:
+            view.contexts.drop(cmd.tag)
         return failure
 
     d.addCallbacks(answer, failed)
@@ -123,6 +139,18 @@ def _flush_cache(result, session, folder):
     # SQLite writes: the durable-I/O service's work, never the reactor's.
     session.services.store.io.submit(loader_cache_flush, folder).addErrback(lambda f: None)
     return result
+
+
+def cancelupdate(session, cmd):
+    """CANCELUPDATE "tag" ... (RFC 5267 §4.3.5): no more updates for those searches.  A tag
+    without one (never updating, refused with NOUPDATE, already cancelled) is ignored."""
+    if not cmd.args or not all(isinstance(a, (bytes, str)) for a in cmd.args):
+        raise ImapBad("CANCELUPDATE needs the tags of updating searches")
+    for tag in cmd.args:
+        # The grammar says quoted; an atom names the same tag.
+        name = tag.decode("ascii", "replace") if isinstance(tag, bytes) else str(tag)
+        session.view.contexts.drop(name)
+    return "No further updates"
 
 
 def search(session, cmd):

@@ -219,6 +219,56 @@ def sort_messages(
     return items
 
 
+class _Descending:
+    """A sort key compared the other way round (REVERSE in a composite key)."""
+
+    __slots__ = ("v",)
+
+    def __init__(self, v):
+        self.v = v
+
+    def __lt__(self, other) -> bool:
+        return other.v < self.v
+
+    def __eq__(self, other) -> bool:
+        return self.v == other.v
+
+    def __hash__(self) -> int:
+        return hash(self.v)
+
+
+def order_key(criteria: list[tuple[str, bool]]) -> Callable:
+    """`key(msg, content_loader) -> tuple` ordering messages as `sort_messages` does, for
+    keeping a sorted result up to date one message at a time (RFC 5267 CONTEXT=SORT): the
+    criteria in turn, REVERSE ones inverted, then the UID (ties keep mailbox order, RFC
+    5256 §3)."""
+
+    def key(msg, content_loader):
+        fields = None
+        parts: list = []
+        for name, reverse in criteria:
+            if name == "ARRIVAL":
+                v = msg.internaldate
+            elif name == "SIZE":
+                v = msg.wire_size
+            else:
+                if fields is None:
+                    fields = content_loader(msg).fields()
+                if name == "DATE":
+                    v = sent_date(fields, msg.internaldate)
+                elif name == "SUBJECT":
+                    v = _ascii_upper(base_subject(first_value(fields, b"subject"))[0])
+                elif name in ("DISPLAYFROM", "DISPLAYTO"):
+                    v = _display_name(fields, name[len("DISPLAY") :].lower().encode())
+                else:
+                    v = _first_mailbox(fields, name.lower().encode())
+            parts.append(_Descending(v) if reverse else v)
+        parts.append(msg.uid)
+        return tuple(parts)
+
+    return key
+
+
 def format_sort(numbers) -> bytes:
     """`* SORT 2 3 1` (RFC 5256 §4)."""
     return b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n"
@@ -236,10 +286,22 @@ def run_command(session, view, cmd, uid: bool):
     ctx = search_mod.context_for(session, view)
     messages = list(view.messages)
     needs_headers = prog.needs_content or any(k not in ("ARRIVAL", "SIZE") for k, _ in criteria)
+    update = None
+    keyed: list = []
+    if opts.update:
+        # RFC 5267 §4.3: remembered before it runs, so changes meanwhile are reported after.
+        key_of = order_key(criteria)
+        update = view.contexts.begin(cmd.tag, uid, prog, messages, key_of, needs_headers)
 
     def work():
         hits = search_mod.evaluate_seqs(prog, messages, ctx)
-        ordered = sort_messages(criteria, hits, ctx.content_loader)
+        if update is None:
+            ordered = sort_messages(criteria, hits, ctx.content_loader)
+        else:
+            # One ordering for the answer and for the positions of later updates.
+            keys = {m.uid: key_of(m, ctx.content_loader) for _, m in hits}
+            ordered = sorted(hits, key=lambda p: keys[p[1].uid])
+            keyed[:] = [(keys[m.uid], m.uid) for _, m in ordered]
         loader_cache_flush(view.folder)
         return ordered
 
@@ -247,6 +309,9 @@ def run_command(session, view, cmd, uid: bool):
 
     def answer(ordered):
         ordered = [(s, m) for s, m in ordered if view.is_live(m)]
+        if update is not None:
+            live = {m.uid for _, m in ordered}
+            update.install([k for k in keyed if k[1] in live])
         numbers = [m.uid for _, m in ordered] if uid else [s for s, _ in ordered]
         # RFC 7162 §3.1.5 applies to SORT too: the highest modseq of the results.
         hi = search_mod.highest_modseq([m for _, m in ordered]) if prog.wants_modseq else None
@@ -262,7 +327,12 @@ def run_command(session, view, cmd, uid: bool):
             line = line[:-2] + b" (MODSEQ %d)\r\n" % hi
         session.send(line)
 
-    d.addCallback(answer)
+    def failed(failure):
+        if update is not None:
+            view.contexts.drop(cmd.tag)
+        return failure
+
+    d.addCallbacks(answer, failed)
     return d
 
 

@@ -113,6 +113,7 @@ COMMANDS: dict[str, CommandSpec] = _table(
     C("UID REPLACE", append.uid_replace, SEL, capability="REPLACE"),
     C("SORT", sort.sort, SEL, expunge_ok=False, capability="SORT"),  # RFC 5256
     C("UID SORT", sort.uid_sort, SEL, capability="SORT"),
+    C("CANCELUPDATE", search.cancelupdate, SEL, capability="CONTEXT=SEARCH"),  # RFC 5267
     C("THREAD", thread.thread, SEL, expunge_ok=False, capability="THREAD=REFERENCES"),
     C("UID THREAD", thread.uid_thread, SEL, capability="THREAD=REFERENCES"),
 )
@@ -158,6 +159,8 @@ ADVERTISED = (
     "SORT",
     "SORT=DISPLAY",  # RFC 5957
     "ESORT",  # RFC 5267 (SORT RETURN)
+    "CONTEXT=SEARCH",  # RFC 5267 §4 (SEARCH RETURN (UPDATE CONTEXT), CANCELUPDATE)
+    "CONTEXT=SORT",  # RFC 5267 §4 (SORT RETURN (UPDATE CONTEXT))
     "PARTIAL",  # RFC 9394 (SEARCH/SORT RETURN (PARTIAL range))
     "THREAD=ORDEREDSUBJECT",
     "THREAD=REFERENCES",
