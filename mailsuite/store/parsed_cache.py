@@ -262,6 +262,11 @@ class ParsedCache:
             ):
                 self.flush()
 
+    @property
+    def has_pending(self) -> bool:
+        """Rows wait to be written: only then is a flush worth a hand-over to a worker."""
+        return bool(self._pending)
+
     def flush(self) -> None:
         with self._lock:
             self._last_flush = time.monotonic()

@@ -153,10 +153,12 @@ def _write_batches(session, view, req, targets, seen_set, uid):
                 renderer.render(seq, m, view.flags_of(m), load, out, include_flags, modseq)
             except FileNotFoundError:
                 pass  # gone with its file: nothing left to answer with
-        # One write per batch: per-chunk writes cost more than the FETCH itself.
+        # One write per batch: per-chunk writes cost more than the FETCH itself.  The last
+        # batch stays buffered, to leave in the same write as the tagged reply.
         session.send(b"".join(out))
-        yield session.drain()
-    if req.needs_content:
+        if start + step < len(targets):
+            yield session.drain()
+    if req.needs_content and folder.parsed_cache.has_pending:
         session.services.store.io.submit(folder.parsed_cache.flush).addErrback(lambda f: None)
     return None
 

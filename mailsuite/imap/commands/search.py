@@ -121,7 +121,8 @@ def _search(session, cmd, uid: bool):
 
 def _flush_cache(result, session, folder):
     # SQLite writes: the durable-I/O service's work, never the reactor's.
-    session.services.store.io.submit(loader_cache_flush, folder).addErrback(lambda f: None)
+    if folder.parsed_cache.has_pending:
+        session.services.store.io.submit(loader_cache_flush, folder).addErrback(lambda f: None)
     return result
 
 
