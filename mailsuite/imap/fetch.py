@@ -211,6 +211,38 @@ class FetchRenderer:
 
         return part
 
+    @property
+    def index_only(self) -> bool:
+        """Every item comes from the index (UID, FLAGS, RFC822.SIZE, MODSEQ, INTERNALDATE):
+        `render_index_batch` can answer a whole batch."""
+        return all(what != "call" for what, _ in self._plan)
+
+    def render_index_batch(self, batch: list, flags: list, out: list[bytes], modseq: bool) -> None:
+        """Append the responses of an index-only request for `batch` [(seq, msg)], `flags`
+        the flags to report per message, `modseq` as for `render`.
+
+        Why: this is what clients sync flags with over whole mailboxes.  One column per item,
+        each a comprehension, zipped into one format string per line, costs half of
+        rendering the messages one by one."""
+        msgs = [m for _, m in batch]
+        fmt = [b"* %d FETCH ("]
+        columns: list[list] = [[seq for seq, _ in batch]]
+        for what, arg in self._plan:
+            if what == "FLAGS":
+                fmt.append(arg + b"%s")
+                columns.append(list(map(flag_list, flags)))
+            else:
+                fmt.append(arg)
+                columns.append(_index_column(what, msgs))
+        if modseq and not self._has_flags:
+            fmt.append(b" FLAGS %s")
+            columns.append(list(map(flag_list, flags)))
+        if modseq and not self._has_modseq:
+            fmt.append(b" MODSEQ (%d)")
+            columns.append([m.modseq for m in msgs])
+        fmt.append(b")\r\n")
+        out.extend(map(b"".join(fmt).__mod__, zip(*columns, strict=True)))
+
     def needs_content(self, m) -> bool:
         """Whether rendering `m` loads its content (file or parsed cache)."""
         if self._loads:
@@ -288,6 +320,17 @@ def fetch_response(
     out: list[bytes] = []
     renderer.render(seq, msg, flags, content_loader, out, include_flags, modseq)
     return out
+
+
+def _index_column(what: str, msgs: list) -> list:
+    """One index item's values for `msgs`, in the form its format string takes."""
+    if what == "UID":
+        return [m.uid for m in msgs]
+    if what == "RFC822.SIZE":
+        return [m.wire_size for m in msgs]
+    if what == "MODSEQ":
+        return [m.modseq for m in msgs]
+    return [format_internaldate(m.internaldate).encode() for m in msgs]
 
 
 def _wire_size(msg) -> int:

@@ -6,7 +6,12 @@ import time
 
 import pytest
 
-from mailsuite.imap.fetch import fetch_response, format_internaldate, parse_fetch_items
+from mailsuite.imap.fetch import (
+    FetchRenderer,
+    fetch_response,
+    format_internaldate,
+    parse_fetch_items,
+)
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo, parse_line
 from mailsuite.imap.structure_wire import bodystructure_bytes, envelope_bytes
 from mailsuite.message.content import MessageContent
@@ -260,3 +265,37 @@ def test_flags_and_modseq_added_after_seen_change_and_condstore():
 def test_single_atom_argument_is_accepted():
     req = parse_fetch_items(Atom("FLAGS"))
     assert [i.kind for i in req.items] == ["FLAGS"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(UID FLAGS RFC822.SIZE)",
+        "FLAGS",
+        "(FLAGS UID)",
+        "(UID MODSEQ FLAGS)",
+        "(INTERNALDATE RFC822.SIZE)",
+        "(RFC822.SIZE INTERNALDATE UID FLAGS MODSEQ)",
+    ],
+)
+@pytest.mark.parametrize("modseq", [False, True])
+def test_index_batch_renders_what_one_message_at_a_time_does(text, modseq):
+    # The whole-batch renderer is only a faster path: byte for byte the same responses.
+    req = items(text, uid=True)
+    renderer = FetchRenderer(req)
+    assert renderer.index_only
+    msgs = [Msg(F.SIMPLE * (1 + i % 3), uid=10 + i, modseq=100 + i) for i in range(5)]
+    flags = [frozenset({"\\Seen", "\\Recent"}), frozenset(), frozenset({"$Junk", "\\Flagged"})]
+    batch = [(i + 1, m) for i, m in enumerate(msgs)]
+    flag_sets = [flags[i % 3] for i in range(5)]
+    one_by_one: list[bytes] = []
+    for (seq, m), fl in zip(batch, flag_sets, strict=True):
+        renderer.render(seq, m, fl, None, one_by_one, modseq=modseq)
+    at_once: list[bytes] = []
+    renderer.render_index_batch(batch, flag_sets, at_once, modseq)
+    assert b"".join(at_once) == b"".join(one_by_one)
+
+
+def test_content_items_are_not_index_only():
+    assert not FetchRenderer(items("(UID ENVELOPE)")).index_only
+    assert not FetchRenderer(items("(FLAGS SAVEDATE)")).index_only

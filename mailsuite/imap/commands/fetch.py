@@ -121,6 +121,8 @@ def _write_batches(session, view, req, targets, seen_set, uid):
     renderer = FetchRenderer(req, session.imap_state.rendered, str(folder.path))
     cols = _cache_columns(req)
     loader = gone_loader = None
+    # \Seen is only ever set by content items, so an index-only request reports no extra FLAGS.
+    index_only = renderer.index_only and not seen_set
     step = BATCH if req.needs_file else 4 * BATCH
     for start in range(0, len(targets), step):
         batch = targets[start : start + step]
@@ -142,6 +144,10 @@ def _write_batches(session, view, req, targets, seen_set, uid):
             return None  # the connection went away meanwhile
         out: list[bytes] = view.new_keyword_lines(m for _, m in batch) if shows_flags else []
         condstore = session.condstore
+        if index_only:
+            flags = view.flags_column([m for _, m in batch])
+            renderer.render_index_batch(batch, flags, out, condstore and has_flags)
+            batch = []
         for seq, m in batch:
             include_flags = m.uid in seen_set
             modseq = condstore and (has_flags or include_flags)
