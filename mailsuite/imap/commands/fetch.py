@@ -121,13 +121,20 @@ def _write_batches(session, view, req, targets, seen_set, uid):
     renderer = FetchRenderer(req, session.imap_state.rendered, str(folder.path))
     cols = _cache_columns(req)
     loader = gone_loader = None
-    # \Seen is only ever set by content items, so an index-only request reports no extra FLAGS.
-    index_only = renderer.index_only and not seen_set
+    # \Seen is only ever set by BODY[] sections, which are not columnar: such a request
+    # never reports FLAGS it was not asked for.
+    columnar = renderer.columnar and not seen_set
+    known = None
     step = BATCH if req.needs_file else 4 * BATCH
     for start in range(0, len(targets), step):
         batch = targets[start : start + step]
+        if columnar:
+            known = renderer.memo_lookup([m for _, m in batch])
         if req.needs_content:
-            todo = [m for _, m in batch if renderer.needs_content(m)]
+            if columnar:
+                todo = renderer.misses([m for _, m in batch], known)
+            else:
+                todo = [m for _, m in batch if renderer.needs_content(m)]
             preloaded: dict = {}
             if not todo:
                 pass  # index-only requests and memo hits never touch the parsed cache
@@ -144,9 +151,13 @@ def _write_batches(session, view, req, targets, seen_set, uid):
             return None  # the connection went away meanwhile
         out: list[bytes] = view.new_keyword_lines(m for _, m in batch) if shows_flags else []
         condstore = session.condstore
-        if index_only:
+        if columnar:
             flags = view.flags_column([m for _, m in batch])
-            renderer.render_index_batch(batch, flags, out, condstore and has_flags)
+
+            def load_either(m, live=loader, gone=gone_loader):
+                return (live if view.is_live(m) else gone)(m)
+
+            renderer.render_batch(batch, flags, out, condstore and has_flags, known, load_either)
             batch = []
         for seq, m in batch:
             include_flags = m.uid in seen_set
