@@ -171,8 +171,12 @@ def _write_batches(session, view, req, targets, seen_set, uid):
             except FileNotFoundError:
                 pass  # gone with its file: nothing left to answer with
         # One write per batch: per-chunk writes cost more than the FETCH itself.  The last
-        # batch stays buffered, to leave in the same write as the tagged reply.
-        session.send(b"".join(out))
+        # batch stays buffered, to leave in the same write as the tagged reply.  Message
+        # bodies are handed on as they are, not copied into one string.
+        if req.needs_file:
+            session.send_many(out)
+        else:
+            session.send(b"".join(out))
         if start + step < len(targets):
             yield session.drain()
     if req.needs_content and folder.parsed_cache.has_pending:
