@@ -121,6 +121,7 @@ class Folder:
         # messages arriving or leaving.
         self.flag_versions: collections.Counter[str] = collections.Counter()
         self.membership_version = 0
+        self._parsed: ParsedCache | None = None  # the Maildir's cache, while it stays open
         # File names the index holds, per subdirectory (built at the first listing).
         self._names: dict[str, set[str]] | None = None
         # The uidlist file state (inode, size, mtime) our in-memory copy fully reflects, or None;
@@ -210,8 +211,12 @@ class Folder:
 
     @property
     def parsed_cache(self) -> ParsedCache:
-        """The parsed-message cache of the Maildir this folder belongs to."""
-        return ParsedCache.for_maildir(self._maildir_root())
+        """The parsed-message cache of the Maildir this folder belongs to (kept: a FETCH asks
+        for it several times, and finding it by path costs more than the FETCH's own work)."""
+        cache = self._parsed
+        if cache is None or not cache.is_shared():
+            cache = self._parsed = ParsedCache.for_maildir(self._maildir_root())
+        return cache
 
     def parsed_loader(self, preloaded: dict | None = None, in_thread: bool = False):
         """`msg -> content` (header, fields, envelope, tree, wire, raw bytes) answered from

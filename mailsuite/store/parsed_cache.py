@@ -154,6 +154,10 @@ class ParsedCache:
                 inst = cls._instances[path] = cls(path)
             return inst
 
+    def is_shared(self) -> bool:
+        """Still the process-wide instance for its Maildir (not closed since)."""
+        return self._instances.get(self._owner) is self
+
     # -- database ---------------------------------------------------------------------------
 
     def _open(self) -> None:
