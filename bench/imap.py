@@ -13,8 +13,10 @@ on loopback.  With --port it measures another server instead, e.g. the Dovecot p
 Operations timed (median of --repeat fresh sessions, each on the same mailbox):
 connect+LOGIN, SELECT, UID FETCH 1:* (UID FLAGS RFC822.SIZE),
 FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)]), UID SEARCH UNSEEN,
-SEARCH TEXT, STORE 1:1000 +FLAGS, FETCH of a 1 MB message; then --clients processes doing
-mixed operations for --duration seconds (ops/s), then --idle connections held in IDLE.
+SEARCH TEXT, STORE 1:1000 +FLAGS, 100 FETCHes of one small message's BODY.PEEK[] each, FETCH
+of a 1 MB message; then --clients processes doing mixed operations for --duration seconds
+(ops/s and the median and 90th percentile latency of one operation), then --idle connections
+held in IDLE.
 """
 
 from __future__ import annotations
@@ -253,6 +255,12 @@ def run_sequence(a, results: dict) -> None:
         lambda: check(c.store(f"1:{top}", "+FLAGS", "(\\Flagged)"), "STORE"),
     )
     n = int(check(c.select(a.mailbox), "SELECT")[0])
+
+    def small_bodies():
+        for i in range(100):
+            check(c.fetch(str(1 + (i * 37) % (n - 1)), "(BODY.PEEK[])"), "FETCH")
+
+    timed(results, "100 x FETCH n (BODY.PEEK[]) of a small message", small_bodies)
     timed(results, "FETCH 1 MB BODY.PEEK[]", lambda: check(c.fetch(str(n), "(BODY.PEEK[])"), "F"))
     c.logout()
 
@@ -261,9 +269,10 @@ def mixed_worker(a, seed: int, q) -> None:
     rng = random.Random(seed)
     c = connect(a)
     n = int(check(c.select(a.mailbox), "SELECT")[0])
-    ops = 0
+    latencies = []
     end = time.monotonic() + a.duration
     while time.monotonic() < end:
+        t0 = time.perf_counter()
         r = rng.random()
         lo = rng.randint(1, max(1, n - 50))
         if r < 0.25:
@@ -280,20 +289,22 @@ def mixed_worker(a, seed: int, q) -> None:
             c.noop()
         else:
             c.status(a.mailbox, "(MESSAGES UNSEEN UIDNEXT)")
-        ops += 1
+        latencies.append(time.perf_counter() - t0)
     c.logout()
-    q.put(ops)
+    q.put(latencies)
 
 
-def run_mixed(a) -> float:
+def run_mixed(a) -> tuple[float, float, float]:
+    """(ops/s, median latency s, 90th percentile latency s) of the mixed load."""
     q = mp.Queue()
     procs = [mp.Process(target=mixed_worker, args=(a, i, q)) for i in range(a.clients)]
     for p in procs:
         p.start()
-    total = sum(q.get(timeout=a.duration + 120) for _ in procs)
+    latencies = sorted(t for _ in procs for t in q.get(timeout=a.duration + 120))
     for p in procs:
         p.join()
-    return total / a.duration
+    p90 = latencies[int(len(latencies) * 0.9)]
+    return len(latencies) / a.duration, statistics.median(latencies), p90
 
 
 def hold_idle(a) -> tuple[float, float | None]:
@@ -376,9 +387,12 @@ def main() -> None:
         for name, times in results.items():
             print(f"{name:<76} {statistics.median(times):>10.4f} {min(times):>9.4f}")
         if a.clients:
-            ops = run_mixed(a)
+            ops, median, p90 = run_mixed(a)
             print(
                 f"{f'mixed load, {a.clients} clients, {a.duration:.0f} s (ops/s)':<76} {ops:>10.1f}"
+            )
+            print(
+                f"{'mixed load latency (median s / 90th percentile s)':<76} {median:>10.4f} {p90:>9.4f}"
             )
         if a.idle:
             dt, rss = hold_idle(a)

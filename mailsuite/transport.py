@@ -27,6 +27,8 @@ from twisted.internet import _newtls, abstract, defer, endpoints, tcp
 from twisted.internet.interfaces import IStreamClientEndpoint
 from zope.interface import implementer
 
+BIG_PIECE = 64 * 1024  # writeSequence: pieces from this size on are not joined with others
+
 
 def _send_now(fd: abstract.FileDescriptor, data: bytes) -> bytes:
     """Send what the kernel takes now if nothing is queued ahead of `data`; return the rest."""
@@ -57,7 +59,19 @@ class _WriteThrough(abstract.FileDescriptor):
                 abstract.FileDescriptor.write(self, rest)
 
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
-        _WriteThrough.write(self, b"".join(iovec))
+        # Small pieces go in one send; a big one (a message body) is written as it is, not
+        # copied into a joined string first.
+        run: list[bytes] = []
+        for piece in iovec:
+            if len(piece) < BIG_PIECE:
+                run.append(piece)
+                continue
+            if run:
+                _WriteThrough.write(self, b"".join(run))
+                run = []
+            _WriteThrough.write(self, piece)
+        if run:
+            _WriteThrough.write(self, b"".join(run))
 
 
 class _WriteThroughConnection:

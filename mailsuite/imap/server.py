@@ -280,8 +280,11 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
         if self.transport is None or getattr(self.transport, "disconnected", False):
             return
         if self._deflate is not None:
-            data = self._deflate.compress(b"".join(chunks)) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
-            self.transport.write(data)
+            # Piece by piece: a message body is compressed where it lies, not joined first.
+            deflate = self._deflate
+            out = [deflate.compress(chunk) for chunk in chunks]
+            out.append(deflate.flush(zlib.Z_SYNC_FLUSH))
+            self.transport.writeSequence(out)
         else:
             self.transport.writeSequence(chunks)
 

@@ -42,6 +42,9 @@ class ImapState:
         # on some message or messages arrive or leave (iOS and Thunderbird poll STATUS of
         # every folder while other clients toggle \Flagged).
         self._counts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # Answers of one-flag searches (UNSEEN, FLAGGED...) over a folder's whole message list,
+        # which clients poll on every reconnect, per folder and search.
+        self._flag_searches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.idle_poll = FolderPoll(self.refresh, IDLE_POLL_SECONDS)
         self.rendered = RenderedMemo()
 
@@ -81,6 +84,19 @@ class ImapState:
             return
         self._last_refresh[folder] = now
         folder.refresh()
+
+    # -- searches ---------------------------------------------------------------------------
+    def flag_search(self, folder, search: tuple, stamp: tuple, compute: Callable[[], list]) -> list:
+        """`compute()`'s (seq, msg) hits of the one-flag `search` over `folder.messages`, kept
+        until `stamp` (what the answer depends on: that flag's changes, arrivals, expunges)
+        moves."""
+        memo = self._flag_searches.setdefault(folder, {})
+        hit = memo.get(search)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        hits = compute()
+        memo[search] = (stamp, hits)
+        return hits
 
     # -- STATUS -----------------------------------------------------------------------------
     def status_counts(self, folder) -> tuple[int, int, int]:

@@ -19,6 +19,20 @@ from mailsuite.imap.sequence import SequenceSet, format_sequence_set
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
+_WITH_RECENT: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _with_recent(flags: frozenset[str]) -> frozenset[str]:
+    """`flags` plus \\Recent, one shared set per combination: a new set per message would be
+    hashed again by every lookup that follows (flag_list, the keyword check)."""
+    out = _WITH_RECENT.get(flags)
+    if out is None:
+        if len(_WITH_RECENT) > 4096:
+            _WITH_RECENT.clear()
+        out = _WITH_RECENT[flags] = flags | {"\\Recent"}
+    return out
+
+
 class SelectedView:
     """One session's view of a selected folder (RFC 3501 §2.3.1.2 sequence numbers)."""
 
@@ -125,8 +139,15 @@ class SelectedView:
     def flags_of(self, msg) -> frozenset[str]:
         # RFC 9051 appendix E: IMAP4rev2 has no \Recent
         if msg.uid in self.recent and not self.session.rev2:
-            return msg.flags | {"\\Recent"}
+            return _with_recent(msg.flags)
         return msg.flags
+
+    def flags_column(self, msgs: list) -> list[frozenset[str]]:
+        """`flags_of` for many messages at once (FETCH FLAGS of a whole mailbox)."""
+        recent = self.recent
+        if not recent or self.session.rev2:
+            return [m.flags for m in msgs]
+        return [_with_recent(m.flags) if m.uid in recent else m.flags for m in msgs]
 
     # -- flags announced -------------------------------------------------------------------
     def flag_lines(self) -> list[bytes]:
@@ -145,9 +166,10 @@ class SelectedView:
         been told of yet (RFC 3501 §7.2.6: before the FETCH that shows it); else nothing."""
         known = self._announced
         new = set()
-        for m in msgs:
-            if not m.flags <= known:
-                new.update(f for f in m.flags - known if not f.startswith("\\"))
+        # Few distinct flag sets in a mailbox: test each once.
+        for flags in {m.flags for m in msgs}:
+            if not flags <= known:
+                new.update(f for f in flags - known if not f.startswith("\\"))
         if not new:
             return []
         self.keywords |= new

@@ -7,7 +7,8 @@ __all__ = ["to_wire", "header_end", "header_block"]
 
 def to_wire(raw: bytes) -> bytes:
     """Bytes with CRLF line ends (RFC 3501 §2.2 / RFC 5322: what a client receives)."""
-    if b"\r\n" in raw:
+    # `b"\r" in` is one memchr, cheaper than looking for the pair in a message stored with LF.
+    if b"\r" in raw and b"\r\n" in raw:
         raw = raw.replace(b"\r\n", b"\n")
     return raw.replace(b"\n", b"\r\n")
 

@@ -121,6 +121,7 @@ class Folder:
         # messages arriving or leaving.
         self.flag_versions: collections.Counter[str] = collections.Counter()
         self.membership_version = 0
+        self._parsed: ParsedCache | None = None  # the Maildir's cache, while it stays open
         # File names the index holds, per subdirectory (built at the first listing).
         self._names: dict[str, set[str]] | None = None
         # The uidlist file state (inode, size, mtime) our in-memory copy fully reflects, or None;
@@ -210,8 +211,12 @@ class Folder:
 
     @property
     def parsed_cache(self) -> ParsedCache:
-        """The parsed-message cache of the Maildir this folder belongs to."""
-        return ParsedCache.for_maildir(self._maildir_root())
+        """The parsed-message cache of the Maildir this folder belongs to (kept: a FETCH asks
+        for it several times, and finding it by path costs more than the FETCH's own work)."""
+        cache = self._parsed
+        if cache is None or not cache.is_shared():
+            cache = self._parsed = ParsedCache.for_maildir(self._maildir_root())
+        return cache
 
     def parsed_loader(self, preloaded: dict | None = None, in_thread: bool = False):
         """`msg -> content` (header, fields, envelope, tree, wire, raw bytes) answered from
@@ -661,43 +666,65 @@ class Folder:
         flags = frozenset(f for f in flags if f != "\\Recent")
         changed, refused = [], []
         in_sync = None  # whether the index matched the folder, checked before the first rename
-        for msg in msgs:
-            if unchanged_since is not None and msg.modseq > unchanged_since:
-                refused.append(msg)
-                continue
-            if mode == "set":
-                new = flags
-            elif mode == "add":
-                new = msg.flags | flags
-            else:
-                new = msg.flags - flags
-            if new == msg.flags:
-                continue
-            if in_sync is None:
-                in_sync = self._dir_signature() == self._dir_sig
-            info = self.keywords.to_info(new)
-            old_name = msg.filename
-            new_name = msg.key + INFO_SEPARATOR + info
-            # Plain strings: pathlib's joins cost more than the rename itself.
-            old_dir = self._sub_paths[0] if msg.subdir == "new" else self._sub_paths[1]
-            try:
-                os.rename(f"{old_dir}/{old_name}", f"{self._sub_paths[1]}/{new_name}")
-            except FileNotFoundError:
-                continue  # removed or renamed by another program; refresh will tell
-            if self._names is not None:
-                self._names[msg.subdir].discard(old_name)
-                self._names["cur"].add(new_name)
-            self.flag_versions.update(set(msg.info) ^ set(info))
-            msg.subdir, msg.info = "cur", info
-            msg.flags = self.keywords.to_flags(info)
-            self.highestmodseq += 1
-            msg.modseq = self.highestmodseq
-            changed.append(msg)
+        # (info letters, flags) before -> (new info, new flags, letters changed), or None for
+        # no change: a STORE over many messages meets few distinct flag sets, each worked out
+        # once.
+        transitions: dict[tuple, tuple | None] = {}
+        touched: collections.Counter[str] = collections.Counter()
+        new_dir = self._sub_paths[1]
+        try:
+            for msg in msgs:
+                if unchanged_since is not None and msg.modseq > unchanged_since:
+                    refused.append(msg)
+                    continue
+                state = (msg.info, msg.flags)
+                if state in transitions:
+                    step = transitions[state]
+                else:
+                    step = transitions[state] = self._transition(msg, flags, mode)
+                if step is None:
+                    continue
+                info, new_flags, letters = step
+                if in_sync is None:
+                    in_sync = self._dir_signature() == self._dir_sig
+                old_name = msg.filename
+                new_name = msg.key + INFO_SEPARATOR + info
+                # Plain strings: pathlib's joins cost more than the rename itself.
+                old_dir = self._sub_paths[0] if msg.subdir == "new" else new_dir
+                try:
+                    os.rename(f"{old_dir}/{old_name}", f"{new_dir}/{new_name}")
+                except FileNotFoundError:
+                    continue  # removed or renamed by another program; refresh will tell
+                if self._names is not None:
+                    self._names[msg.subdir].discard(old_name)
+                    self._names["cur"].add(new_name)
+                touched.update(letters)
+                msg.subdir, msg.info = "cur", info
+                msg.flags = new_flags
+                self.highestmodseq += 1
+                msg.modseq = self.highestmodseq
+                changed.append(msg)
+        finally:
+            self.flag_versions.update(touched)
         if changed:
             self._dirty = True
             self._advance_signature(in_sync)
             self._notify("flags", [m.uid for m in changed], source)
         return changed, refused
+
+    def _transition(self, msg: Message, flags: frozenset[str], mode: str) -> tuple | None:
+        """What `store_flags` does to a message with `msg`'s info letters: (new info, new
+        flags, info letters changed), or None when its flags stay as they are."""
+        if mode == "set":
+            new = flags
+        elif mode == "add":
+            new = msg.flags | flags
+        else:
+            new = msg.flags - flags
+        if new == msg.flags:
+            return None
+        info = self.keywords.to_info(new)
+        return info, self.keywords.to_flags(info), tuple(set(msg.info) ^ set(info))
 
     def _advance_signature(self, in_sync: bool) -> None:
         """After our own renames or unlinks: when the index matched the directories before

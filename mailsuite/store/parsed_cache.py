@@ -154,6 +154,10 @@ class ParsedCache:
                 inst = cls._instances[path] = cls(path)
             return inst
 
+    def is_shared(self) -> bool:
+        """Still the process-wide instance for its Maildir (not closed since)."""
+        return self._instances.get(self._owner) is self
+
     # -- database ---------------------------------------------------------------------------
 
     def _open(self) -> None:
@@ -261,6 +265,11 @@ class ParsedCache:
                 or time.monotonic() - self._last_flush > _FLUSH_SECONDS
             ):
                 self.flush()
+
+    @property
+    def has_pending(self) -> bool:
+        """Rows wait to be written: only then is a flush worth a hand-over to a worker."""
+        return bool(self._pending)
 
     def flush(self) -> None:
         with self._lock:

@@ -87,6 +87,29 @@ def test_compress_deflate_rfc4978(imap_server):
     assert b"c NO [COMPRESSIONACTIVE]" in data
 
 
+def test_a_big_body_arrives_whole_through_compress_deflate(imap_server):
+    # The body is compressed piece by piece (never joined with the rest of the response).
+    line = b"0123456789abcdefghijklmnopqrstuvwxyz" * 2 + b"\r\n"
+    big = b"Subject: big\r\n\r\n" + line * (1536 * 1024 // len(line))
+    c = connect(imap_server)
+    assert c.append("INBOX", None, None, big)[0] == "OK"
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.send(b"z COMPRESS DEFLATE\r\n")
+    assert r.line() == b"z OK DEFLATE active"
+    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+    dec = zlib.decompressobj(-15)
+    r.sock.sendall(
+        comp.compress(b"a SELECT INBOX\r\nb FETCH 1 (BODY.PEEK[])\r\n")
+        + comp.flush(zlib.Z_SYNC_FLUSH)
+    )
+    data = b""
+    while b"\r\nb OK" not in data:
+        data += dec.decompress(r.sock.recv(65536))
+    literal = b"* 1 FETCH (BODY[] {%d}\r\n" % len(big)
+    assert literal + big + b")\r\nb OK" in data
+
+
 def test_logout_says_bye(imap_server):
     r = Raw(imap_server.port("imap"))
     out = r.cmd(b"LOGOUT")

@@ -6,7 +6,12 @@ import time
 
 import pytest
 
-from mailsuite.imap.fetch import fetch_response, format_internaldate, parse_fetch_items
+from mailsuite.imap.fetch import (
+    FetchRenderer,
+    fetch_response,
+    format_internaldate,
+    parse_fetch_items,
+)
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo, parse_line
 from mailsuite.imap.structure_wire import bodystructure_bytes, envelope_bytes
 from mailsuite.message.content import MessageContent
@@ -260,3 +265,90 @@ def test_flags_and_modseq_added_after_seen_change_and_condstore():
 def test_single_atom_argument_is_accepted():
     req = parse_fetch_items(Atom("FLAGS"))
     assert [i.kind for i in req.items] == ["FLAGS"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(UID FLAGS RFC822.SIZE)",
+        "FLAGS",
+        "(FLAGS UID)",
+        "(UID MODSEQ FLAGS)",
+        "(INTERNALDATE RFC822.SIZE)",
+        "(RFC822.SIZE INTERNALDATE UID FLAGS MODSEQ)",
+    ],
+)
+@pytest.mark.parametrize("modseq", [False, True])
+def test_index_batch_renders_what_one_message_at_a_time_does(text, modseq):
+    # The whole-batch renderer is only a faster path: byte for byte the same responses.
+    req = items(text, uid=True)
+    renderer = FetchRenderer(req)
+    assert renderer.columnar
+    msgs = [Msg(F.SIMPLE * (1 + i % 3), uid=10 + i, modseq=100 + i) for i in range(5)]
+    flags = [frozenset({"\\Seen", "\\Recent"}), frozenset(), frozenset({"$Junk", "\\Flagged"})]
+    batch = [(i + 1, m) for i, m in enumerate(msgs)]
+    flag_sets = [flags[i % 3] for i in range(5)]
+    one_by_one: list[bytes] = []
+    for (seq, m), fl in zip(batch, flag_sets, strict=True):
+        renderer.render(seq, m, fl, None, one_by_one, modseq=modseq)
+    at_once: list[bytes] = []
+    renderer.render_batch(batch, flag_sets, at_once, modseq)
+    assert b"".join(at_once) == b"".join(one_by_one)
+
+
+def test_content_items_are_not_columnar():
+    assert not FetchRenderer(items("(UID BODY.PEEK[TEXT])")).columnar
+    assert not FetchRenderer(items("(FLAGS SAVEDATE)")).columnar
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(UID BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)])",
+        '(FLAGS BODY.PEEK[HEADER.FIELDS.NOT ("X-100%")] ENVELOPE BODYSTRUCTURE)',
+        "(ENVELOPE RFC822.SIZE BODY)",
+    ],
+)
+def test_batch_with_memoized_items_renders_what_one_message_at_a_time_does(text):
+    req = items(text)
+    raws = [F.SIMPLE, F.NESTED, F.SIMPLE + b"more\n"]
+    msgs = [Msg(raw, uid=20 + i) for i, raw in enumerate(raws)]
+    contents = {m.uid: MessageContent(raw) for m, raw in zip(msgs, raws, strict=True)}
+    flag_sets = [m.flags for m in msgs]
+    batch = [(i + 1, m) for i, m in enumerate(msgs)]
+    one_by_one: list[bytes] = []
+    for seq, m in batch:
+        FetchRenderer(req).render(seq, m, m.flags, lambda m: contents[m.uid], one_by_one)
+    renderer = FetchRenderer(req)
+    assert renderer.columnar
+    loads = []
+
+    def load(m):
+        loads.append(m.uid)
+        return contents[m.uid]
+
+    # The first batch renders (and keeps) every item, the second comes from the memo alone.
+    for _ in range(2):
+        known = renderer.memo_lookup(msgs)
+        first = not loads
+        assert renderer.misses(msgs, known) == (msgs if first else [])
+        at_once: list[bytes] = []
+        renderer.render_batch(batch, flag_sets, at_once, False, known, load)
+        assert b"".join(at_once) == b"".join(one_by_one)
+    assert loads == [m.uid for m in msgs]  # once per message, however many items need it
+
+
+def test_batch_leaves_out_a_message_whose_file_is_gone():
+    req = items("(UID ENVELOPE)")
+    msgs = [Msg(F.SIMPLE, uid=u) for u in (1, 2, 3)]
+
+    def load(m):
+        if m.uid == 2:
+            raise FileNotFoundError(m.key)
+        return MessageContent(F.SIMPLE)
+
+    out: list[bytes] = []
+    FetchRenderer(req).render_batch(
+        [(i + 1, m) for i, m in enumerate(msgs)], [m.flags for m in msgs], out, False, None, load
+    )
+    assert [line.split(b" (UID ")[0] for line in out] == [b"* 1 FETCH", b"* 3 FETCH"]

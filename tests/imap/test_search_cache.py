@@ -58,3 +58,26 @@ def test_unseen_answer_follows_arrivals_expunges_and_other_programs(imap_server)
     a.select("INBOX")
     assert _uids(a, "UNSEEN") == [3, 4]
     assert _status_unseen(a) == 2
+
+
+def test_sessions_share_an_answer_only_while_they_number_messages_alike(imap_server):
+    a, b = connect(imap_server), connect(imap_server)
+    append_n(a, 5)
+    a.select("INBOX")
+    b.select("INBOX")
+    assert _uids(a, "UNSEEN") == [1, 2, 3, 4, 5]
+    assert b.search(None, "UNSEEN") == ("OK", [b"1 2 3 4 5"])
+    b.uid("STORE", "2", "+FLAGS.SILENT", "(\\Deleted)")
+    b.expunge()
+    # b numbers the four left as 1-4; a has not been told of the expunge (no command since
+    # that may announce it), so it still numbers five, and UID 2 is not among its hits.
+    assert b.search(None, "UNSEEN") == ("OK", [b"1 2 3 4"])
+    typ, data = a.search(None, "UNSEEN")
+    assert typ == "OK" and data[0].split() in ([b"1", b"3", b"4", b"5"], [b"1", b"2", b"3", b"4"])
+    c = connect(imap_server)
+    c.select("INBOX")
+    assert c.search(None, "UNSEEN") == ("OK", [b"1 2 3 4"])
+    assert _uids(c, "UNSEEN") == [1, 3, 4, 5]
+    c.uid("STORE", "4", "+FLAGS.SILENT", "(\\Seen)")
+    assert _uids(b, "UNSEEN") == [1, 3, 5]
+    assert _uids(c, "UNSEEN") == [1, 3, 5]

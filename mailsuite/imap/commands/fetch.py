@@ -121,11 +121,20 @@ def _write_batches(session, view, req, targets, seen_set, uid):
     renderer = FetchRenderer(req, session.imap_state.rendered, str(folder.path))
     cols = _cache_columns(req)
     loader = gone_loader = None
+    # \Seen is only ever set by BODY[] sections, which are not columnar: such a request
+    # never reports FLAGS it was not asked for.
+    columnar = renderer.columnar and not seen_set
+    known = None
     step = BATCH if req.needs_file else 4 * BATCH
     for start in range(0, len(targets), step):
         batch = targets[start : start + step]
+        if columnar:
+            known = renderer.memo_lookup([m for _, m in batch])
         if req.needs_content:
-            todo = [m for _, m in batch if renderer.needs_content(m)]
+            if columnar:
+                todo = renderer.misses([m for _, m in batch], known)
+            else:
+                todo = [m for _, m in batch if renderer.needs_content(m)]
             preloaded: dict = {}
             if not todo:
                 pass  # index-only requests and memo hits never touch the parsed cache
@@ -142,6 +151,14 @@ def _write_batches(session, view, req, targets, seen_set, uid):
             return None  # the connection went away meanwhile
         out: list[bytes] = view.new_keyword_lines(m for _, m in batch) if shows_flags else []
         condstore = session.condstore
+        if columnar:
+            flags = view.flags_column([m for _, m in batch])
+
+            def load_either(m, live=loader, gone=gone_loader):
+                return (live if view.is_live(m) else gone)(m)
+
+            renderer.render_batch(batch, flags, out, condstore and has_flags, known, load_either)
+            batch = []
         for seq, m in batch:
             include_flags = m.uid in seen_set
             modseq = condstore and (has_flags or include_flags)
@@ -153,10 +170,16 @@ def _write_batches(session, view, req, targets, seen_set, uid):
                 renderer.render(seq, m, view.flags_of(m), load, out, include_flags, modseq)
             except FileNotFoundError:
                 pass  # gone with its file: nothing left to answer with
-        # One write per batch: per-chunk writes cost more than the FETCH itself.
-        session.send(b"".join(out))
-        yield session.drain()
-    if req.needs_content:
+        # One write per batch: per-chunk writes cost more than the FETCH itself.  The last
+        # batch stays buffered, to leave in the same write as the tagged reply.  Message
+        # bodies are handed on as they are, not copied into one string.
+        if req.needs_file:
+            session.send_many(out)
+        else:
+            session.send(b"".join(out))
+        if start + step < len(targets):
+            yield session.drain()
+    if req.needs_content and folder.parsed_cache.has_pending:
         session.services.store.io.submit(folder.parsed_cache.flush).addErrback(lambda f: None)
     return None
 
