@@ -9,7 +9,9 @@ Usage:
     "* SORT " + numbers (seq or uid) + "\\r\\n"                 # format_sort()
 
 Only ARRIVAL and SIZE come from the index; the other keys read header fields through the
-content loader (the parsed cache makes that a lookup, not a file read).
+content loader (the parsed cache makes that a lookup, not a file read).  Text keys compare with
+i;unicode-casemap (RFC 5051), as RFC 5255 §4.4 asks of an I18NLEVEL=1 server; each message's
+keys are computed once and kept (`_KEYS`), so a repeated SORT reads no header again.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mailsuite.imap.search import (
     parse_search,
 )
 from mailsuite.message.addresses import parse_addresses
+from mailsuite.message.casemap import casemap
 from mailsuite.message.dates import parse_date_header
 from mailsuite.message.decode import decode_header_value
 from mailsuite.message.headers import first_value
@@ -149,23 +152,23 @@ def sent_date(fields, internaldate: float) -> float:
     return parsed[1] if parsed else internaldate
 
 
-def _first_mailbox(fields, name: bytes) -> bytes:
-    """addr-mailbox of the first address of a header (RFC 5256 §3 CC/FROM/TO), upper-cased
-    for i;ascii-casemap."""
+def _first_mailbox(fields, name: bytes) -> str:
+    """addr-mailbox of the first address of a header (RFC 5256 §3 CC/FROM/TO) in
+    i;unicode-casemap form (a UTF-8 local part, RFC 6532, compares as text too)."""
     addrs = parse_addresses(first_value(fields, name))
     if not addrs:
-        return b""
+        return ""
     # The first address as ENVELOPE lists it; for a group that is the group name (Dovecot
     # reads RFC 5256 the same way).
-    return (addrs[0][2] or b"").upper()
+    return casemap((addrs[0][2] or b"").decode("utf-8", "replace"))
 
 
 # --- ordering ---------------------------------------------------------------------------------
 
 
 def _display_name(fields, name: bytes) -> str:
-    """RFC 5957 §3: the first address's display name, or its addr-spec when it has none;
-    compared case-folded (i;unicode-casemap)."""
+    """RFC 5957 §3: the first address's display name (RFC 2047 words decoded), or its
+    addr-spec when it has none; in i;unicode-casemap form."""
     addrs = parse_addresses(first_value(fields, name))
     if not addrs:
         return ""
@@ -176,11 +179,32 @@ def _display_name(fields, name: bytes) -> str:
         text = (mailbox or b"").decode("utf-8", "replace")
         if host:
             text += "@" + host.decode("utf-8", "replace")
-    return _WS_RE.sub(" ", text).strip().casefold()
+    return casemap(_WS_RE.sub(" ", text).strip())
 
 
-def _ascii_upper(s: str) -> bytes:
-    return s.encode("utf-8", "surrogateescape").upper()
+def _subject_key(fields) -> str:
+    """RFC 5256 §2.1 base subject (encoded words decoded first, step 1) in i;unicode-casemap
+    form (RFC 5255 §4.4)."""
+    return casemap(base_subject(first_value(fields, b"subject"))[0])
+
+
+def _header_key(criterion: str) -> Callable:
+    """fields -> the sort key of SUBJECT, FROM, TO, CC, DISPLAYFROM or DISPLAYTO."""
+    if criterion == "SUBJECT":
+        return _subject_key
+    if criterion in ("DISPLAYFROM", "DISPLAYTO"):
+        name = criterion[len("DISPLAY") :].lower().encode()
+        return lambda fields: _display_name(fields, name)
+    name = criterion.lower().encode()
+    return lambda fields: _first_mailbox(fields, name)
+
+
+# Header sort keys by (message key, size, criterion): a message file (and its internal date)
+# never changes under its key, so a key computed once (fields read, words decoded, base subject
+# extracted, case mapped) serves every later SORT of any session.  Bounded by clearing, like
+# SEARCH's decoded fields.
+_KEYS: dict[tuple[str, int, str], object] = {}
+_KEYS_MAX = 200_000
 
 
 def sort_messages(
@@ -197,23 +221,33 @@ def sort_messages(
             cache[id(msg)] = f
         return f
 
+    def kept(criterion: str, compute: Callable) -> Callable:
+        def keyfn(p):
+            msg = p[1]
+            mkey = getattr(msg, "key", None)
+            if mkey is None:
+                return compute(msg)
+            k = (mkey, msg.size, criterion)
+            v = _KEYS.get(k)
+            if v is None:
+                v = compute(msg)
+                if len(_KEYS) >= _KEYS_MAX:
+                    _KEYS.clear()
+                _KEYS[k] = v
+            return v
+
+        return keyfn
+
     for key, reverse in reversed(criteria):
         if key == "ARRIVAL":
             keyfn = lambda p: p[1].internaldate  # noqa: E731
         elif key == "SIZE":
             keyfn = lambda p: p[1].wire_size  # noqa: E731
         elif key == "DATE":
-            keyfn = lambda p: sent_date(fields_of(p[1]), p[1].internaldate)  # noqa: E731
-        elif key == "SUBJECT":
-            keyfn = lambda p: _ascii_upper(  # noqa: E731
-                base_subject(first_value(fields_of(p[1]), b"subject"))[0]
-            )
-        elif key in ("DISPLAYFROM", "DISPLAYTO"):
-            hname = key[len("DISPLAY") :].lower().encode()
-            keyfn = lambda p, h=hname: _display_name(fields_of(p[1]), h)  # noqa: E731
+            keyfn = kept(key, lambda msg: sent_date(fields_of(msg), msg.internaldate))
         else:
-            hname = key.lower().encode()
-            keyfn = lambda p, h=hname: _first_mailbox(fields_of(p[1]), h)  # noqa: E731
+            of_fields = _header_key(key)
+            keyfn = kept(key, lambda msg, f=of_fields: f(fields_of(msg)))
         # Python's sort is stable for reverse=True as well, so equal keys keep their order.
         items.sort(key=keyfn, reverse=reverse)
     return items

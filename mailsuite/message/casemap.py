@@ -1,0 +1,63 @@
+"""i;unicode-casemap (RFC 5051): the one comparison form of text for case-insensitive matching
+and ordering.
+
+IMAP SEARCH, SORT and THREAD compare with it (RFC 5255 §4.4, I18NLEVEL=1): two strings are
+equal when their forms are equal, one contains the other when its form does, and they order
+as their forms do (code point order, which is UTF-8 octet order).
+
+    casemap("Straße")  -> "STRAßE"   (ß has no one-character titlecase: it stays)
+    casemap("café")    -> "CAFE\u0301"
+    casemap("ﬁsh")     -> "FISH"
+
+The mapping is per character and comes from the Unicode Character Database alone, as the RFC
+says: the simple titlecase mapping, then the decomposition mapping (canonical or
+compatibility, the tag dropped), both again on every character a decomposition yields.  It is
+not NFKD plus casefold: SpecialCasing's many-character mappings (ß -> SS), canonical
+reordering of combining marks and the algorithmic Hangul decomposition are not part of it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+__all__ = ["casemap", "casemap_char"]
+
+
+def casemap(text: str) -> str:
+    """The titlecased canonical form of text (RFC 5051 §2)."""
+    if text.isascii():
+        # ASCII has no decompositions and titlecase is uppercase: the common case in one call.
+        return text.upper()
+    return text.translate(_FORMS)
+
+
+def casemap_char(ch: str) -> str:
+    """The form of one character: RFC 5051 §2 steps (1) and (2), repeated on the result."""
+    # (1) the simple titlecase mapping (UnicodeData field 14).  str.title() gives the full
+    # mapping; where that is one character it is the simple one, and where it is longer
+    # (SpecialCasing: ß -> Ss, ﬁ -> Fi) the simple mapping is the character itself.
+    titled = ch.title()
+    if len(titled) != 1:
+        titled = ch
+    # (2) the decomposition mapping (UnicodeData field 5), any tag such as <compat> or <wide>
+    # dropped; each character it yields is mapped again from (1).
+    decomposition = unicodedata.decomposition(titled).split()
+    if decomposition and decomposition[0].startswith("<"):
+        decomposition = decomposition[1:]
+    if not decomposition:
+        return titled
+    return "".join(casemap_char(chr(int(code, 16))) for code in decomposition)
+
+
+class _Forms(dict):
+    """Code point -> form, filled on first use (str.translate's table).  The table is bounded
+    by the characters that occur, each computed once; worker threads share it safely since a
+    form never changes and a dict store is atomic."""
+
+    def __missing__(self, code: int) -> str:
+        form = casemap_char(chr(code))
+        self[code] = form
+        return form
+
+
+_FORMS = _Forms()
