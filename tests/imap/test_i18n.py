@@ -11,7 +11,13 @@ decomposition un-titlecased; RFC 5051 maps them again.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mailsuite.imap.commands.sort import parse_sort_command, sort_messages
+from mailsuite.imap.parser import parse_line
+from mailsuite.message.casemap import casemap
+from mailsuite.message.content import MessageContent
 from tests.imap.conftest import Raw, connect
 
 # (subject as sent, display name of From as sent, From local part)
@@ -176,3 +182,45 @@ def test_thread_orderedsubject_groups_by_casemap_rfc5256(mailbox):
     # groups by base subject form, each under its earliest sent message, threads in order
     # of their first message's date (the Date minutes are the sequence numbers)
     assert out[0] == b"* THREAD (1 3)(2)(4 5)(6)(7 8)(9 10)(11 12)(13 (14)(16))(15)"
+
+
+# --- the comparator's consistency in SORT ------------------------------------------------------
+
+TRICKY = "aAbBzZ _éÉeE\u0301\u0327ßẞsSſıiIİσςΣﬁfFＡａΩΩKkǆǅǄ대한0123"
+
+
+class _Msg:
+    def __init__(self, uid: int, subject: str):
+        self.uid = uid
+        self.raw = ("Subject: " + subject + "\n\nbody\n").encode()
+        self.size = self.wire_size = len(self.raw)
+        self.internaldate = 0.0
+        self.modseq = 1
+        self.flags = frozenset()
+
+
+def _sorted_seqs(criteria: bytes, msgs: list[_Msg]) -> list[int]:
+    crit, _ = parse_sort_command(parse_line(b"a SORT (" + criteria + b") UTF-8 ALL").args)
+    pairs = list(enumerate(msgs, 1))
+    return [seq for seq, _ in sort_messages(crit, pairs, lambda m: MessageContent(m.raw))]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(alphabet=TRICKY, max_size=6), max_size=12))
+def test_sort_subject_groups_equal_forms_in_sequence_order(subjects):
+    """RFC 5256 §3 with i;unicode-casemap: ordered by form; equal forms together, in sequence
+    order, under REVERSE too."""
+    msgs = [_Msg(i, s) for i, s in enumerate(subjects, 1)]
+    form = {i: casemap(" ".join(s.split())) for i, s in enumerate(subjects, 1)}
+    order = _sorted_seqs(b"SUBJECT", msgs)
+    assert sorted(order) == list(range(1, len(msgs) + 1))
+    keys = [form[s] for s in order]
+    assert keys == sorted(keys)
+    for x, y in zip(order, order[1:], strict=False):
+        if form[x] == form[y]:
+            assert x < y
+    reverse = _sorted_seqs(b"REVERSE SUBJECT", msgs)
+    assert [form[s] for s in reverse] == sorted(keys, reverse=True)
+    for x, y in zip(reverse, reverse[1:], strict=False):
+        if form[x] == form[y]:
+            assert x < y
