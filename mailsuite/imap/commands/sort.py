@@ -182,21 +182,27 @@ def _display_name(fields, name: bytes) -> str:
     return casemap(_WS_RE.sub(" ", text).strip())
 
 
-def _subject_key(fields) -> str:
+def _subject_key(fields, msg=None) -> str:
     """RFC 5256 §2.1 base subject (encoded words decoded first, step 1) in i;unicode-casemap
     form (RFC 5255 §4.4)."""
     return casemap(base_subject(first_value(fields, b"subject"))[0])
 
 
+def _date_key(fields, msg) -> float:
+    return sent_date(fields, msg.internaldate)
+
+
 def _header_key(criterion: str) -> Callable:
-    """fields -> the sort key of SUBJECT, FROM, TO, CC, DISPLAYFROM or DISPLAYTO."""
+    """(fields, msg) -> the sort key of DATE, SUBJECT, FROM, TO, CC, DISPLAYFROM or DISPLAYTO."""
+    if criterion == "DATE":
+        return _date_key
     if criterion == "SUBJECT":
         return _subject_key
     if criterion in ("DISPLAYFROM", "DISPLAYTO"):
         name = criterion[len("DISPLAY") :].lower().encode()
-        return lambda fields: _display_name(fields, name)
+        return lambda fields, msg: _display_name(fields, name)
     name = criterion.lower().encode()
-    return lambda fields: _first_mailbox(fields, name)
+    return lambda fields, msg: _first_mailbox(fields, name)
 
 
 # Header sort keys by (message key, size, criterion): a message file (and its internal date)
@@ -221,19 +227,18 @@ def sort_messages(
             cache[id(msg)] = f
         return f
 
-    def kept(criterion: str, compute: Callable) -> Callable:
+    # Store messages have a key; a message without one (a test's stand-in) is never kept.
+    keyed = bool(pairs) and hasattr(pairs[0][1], "key")
+    if keyed and len(_KEYS) + len(pairs) * len(criteria) > _KEYS_MAX:
+        _KEYS.clear()
+
+    def kept(criterion: str, of_fields: Callable) -> Callable:
         def keyfn(p):
             msg = p[1]
-            mkey = getattr(msg, "key", None)
-            if mkey is None:
-                return compute(msg)
-            k = (mkey, msg.size, criterion)
+            k = (msg.key, msg.size, criterion)
             v = _KEYS.get(k)
             if v is None:
-                v = compute(msg)
-                if len(_KEYS) >= _KEYS_MAX:
-                    _KEYS.clear()
-                _KEYS[k] = v
+                v = _KEYS[k] = of_fields(fields_of(msg), msg)
             return v
 
         return keyfn
@@ -243,11 +248,11 @@ def sort_messages(
             keyfn = lambda p: p[1].internaldate  # noqa: E731
         elif key == "SIZE":
             keyfn = lambda p: p[1].wire_size  # noqa: E731
-        elif key == "DATE":
-            keyfn = kept(key, lambda msg: sent_date(fields_of(msg), msg.internaldate))
+        elif keyed:
+            keyfn = kept(key, _header_key(key))
         else:
             of_fields = _header_key(key)
-            keyfn = kept(key, lambda msg, f=of_fields: f(fields_of(msg)))
+            keyfn = lambda p, f=of_fields: f(fields_of(p[1]), p[1])  # noqa: E731
         # Python's sort is stable for reverse=True as well, so equal keys keep their order.
         items.sort(key=keyfn, reverse=reverse)
     return items
