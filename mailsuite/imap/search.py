@@ -568,7 +568,7 @@ MAX_DEPTH = 100
 
 def fold(text: str) -> str:
     """Comparison form of text: i;unicode-casemap (RFC 5051), the comparator SEARCH uses at
-    I18NLEVEL=1 (RFC 5255 §4.4), so "jose" finds "José" and "ΣΟΦΟΣ" finds "σοφος"."""
+    I18NLEVEL=1 (RFC 5255 §4.2, §4.3), so "jose" finds "José" and "ΣΟΦΟΣ" finds "σοφος"."""
     return casemap(text)
 
 

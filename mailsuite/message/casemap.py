@@ -1,7 +1,7 @@
 """i;unicode-casemap (RFC 5051): the one comparison form of text for case-insensitive matching
 and ordering.
 
-IMAP SEARCH, SORT and THREAD compare with it (RFC 5255 §4.4, I18NLEVEL=1): two strings are
+IMAP SEARCH, SORT and THREAD compare with it (RFC 5255 §4.2, I18NLEVEL=1): two strings are
 equal when their forms are equal, one contains the other when its form does, and they order
 as their forms do (code point order, which is UTF-8 octet order).
 

@@ -146,7 +146,7 @@ def test_sort_display_esort_and_partial(imap_server):
     for i, s in enumerate(senders, 1):
         assert c.append("INBOX", None, None, _from(i, s, size=100 * (5 - i)))[0] == "OK"
     c.select("INBOX")
-    # RFC 5957: by display name (or address) under i;unicode-casemap (RFC 5255 §4.4): Émile
+    # RFC 5957: by display name (or address) under i;unicode-casemap (RFC 5255 §4.2): Émile
     # is E + U+0301, so it sorts among the E's, before Zoe (Dovecot 2.3 answers the same)
     assert c.sort("(DISPLAYFROM)", "UTF-8", "ALL") == ("OK", [b"4 2 3 1"])
     assert c.sort("(FROM)", "UTF-8", "ALL") == ("OK", [b"1 2 4 3"])

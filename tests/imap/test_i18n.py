@@ -1,4 +1,4 @@
-"""I18NLEVEL=1 (RFC 5255 §4.4) over a real socket: SEARCH, SORT and THREAD compare with
+"""I18NLEVEL=1 (RFC 5255 §4.2, §4.3) over a real socket: SEARCH, SORT and THREAD compare with
 i;unicode-casemap (RFC 5051) after RFC 2047 encoded words are decoded.
 
 Each expectation follows from RFC 5051 §2 (simple titlecase mapping, then the decomposition
@@ -182,6 +182,26 @@ def test_thread_orderedsubject_groups_by_casemap_rfc5256(mailbox):
     # groups by base subject form, each under its earliest sent message, threads in order
     # of their first message's date (the Date minutes are the sequence numbers)
     assert out[0] == b"* THREAD (1 3)(2)(4 5)(6)(7 8)(9 10)(11 12)(13 (14)(16))(15)"
+
+
+def test_base_subject_prefixes_are_compared_with_the_comparator_rfc5255(imap_server):
+    """RFC 5256 §2.1 under i;unicode-casemap: fullwidth "Ｒｅ:", "ＲＥ：", "［list］", "（ｆｗｄ）"
+    and "Ｆｗｄ:" are the ASCII ones once mapped, so all these have the base subject HELLO
+    (Dovecot 2.3 answers these same SORT and THREAD lines)."""
+    subjects = ["hello", "Ｒｅ: hello", "ＲＥ： hello", "［list］ hello", "hello （ｆｗｄ）"]
+    subjects += ["=?utf-8?b?77ym772X772EOiBoZWxsbw==?=", "zzz"]  # Ｆｗｄ: hello, encoded
+    c = connect(imap_server)
+    for i, subject in enumerate(subjects, 1):
+        raw = _raw_message(i, subject, "x", "x")
+        assert c.append("INBOX", None, None, raw)[0] == "OK"
+    c.logout()
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.cmd(b"SELECT INBOX")
+    assert sort(r, b"REVERSE SUBJECT") == [7, 1, 2, 3, 4, 5, 6]
+    out = r.cmd(b"THREAD ORDEREDSUBJECT UTF-8 ALL")
+    assert out[0] == b"* THREAD (1 (2)(3)(4)(5)(6))(7)", out
+    r.close()
 
 
 # --- the comparator's consistency in SORT ------------------------------------------------------

@@ -10,7 +10,7 @@ Usage:
 
 Only ARRIVAL and SIZE come from the index; the other keys read header fields through the
 content loader (the parsed cache makes that a lookup, not a file read).  Text keys compare with
-i;unicode-casemap (RFC 5051), as RFC 5255 §4.4 asks of an I18NLEVEL=1 server; each message's
+i;unicode-casemap (RFC 5051), as RFC 5255 §4.2 asks of an I18NLEVEL=1 server; each message's
 keys are computed once and kept (`_KEYS`), so a repeated SORT reads no header again.
 """
 
@@ -41,6 +41,7 @@ __all__ = [
     "sort_messages",
     "format_sort",
     "base_subject",
+    "subject_form",
     "sent_date",
     "SORT_KEYS",
 ]
@@ -114,7 +115,23 @@ def base_subject(value: bytes | None) -> tuple[str, bool]:
     """(base subject, is_reply_or_forward) of a raw Subject value (RFC 5256 §2.1)."""
     if value is None:
         return "", False
-    s = _WS_RE.sub(" ", decode_header_value(value)).strip()
+    return _extract_base(_WS_RE.sub(" ", decode_header_value(value)).strip())
+
+
+def subject_form(value: bytes | None) -> tuple[str, bool]:
+    """(base subject in i;unicode-casemap form, is_reply_or_forward): what SORT SUBJECT and
+    THREAD compare (RFC 5255 §4.2).
+
+    The decoded text is case-mapped before the extraction, so the comparator also decides
+    what a "Re:" or "[blob]" is: "Ｒｅ：", "ＦＷＤ:" and "［list］" are the ASCII ones once
+    mapped (Dovecot extracts the same way)."""
+    if value is None:
+        return "", False
+    return _extract_base(_WS_RE.sub(" ", casemap(decode_header_value(value))).strip())
+
+
+def _extract_base(s: str) -> tuple[str, bool]:
+    """RFC 5256 §2.1 steps (2)-(6) on a decoded, whitespace-squeezed subject."""
     reply = False
     while True:
         # (2) trailing "(fwd)" and whitespace
@@ -183,9 +200,7 @@ def _display_name(fields, name: bytes) -> str:
 
 
 def _subject_key(fields, msg=None) -> str:
-    """RFC 5256 §2.1 base subject (encoded words decoded first, step 1) in i;unicode-casemap
-    form (RFC 5255 §4.4)."""
-    return casemap(base_subject(first_value(fields, b"subject"))[0])
+    return subject_form(first_value(fields, b"subject"))[0]
 
 
 def _date_key(fields, msg) -> float:

@@ -17,10 +17,9 @@ from collections.abc import Callable
 from twisted.internet import threads
 
 from mailsuite.imap import search as search_mod
-from mailsuite.imap.commands.sort import base_subject, loader_cache_flush, sent_date
+from mailsuite.imap.commands.sort import loader_cache_flush, sent_date, subject_form
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.search import SearchProgram, parse_search
-from mailsuite.message.casemap import casemap
 from mailsuite.message.headers import first_value
 
 __all__ = ["THREAD_ALGORITHMS", "parse_thread_command", "thread_messages", "thread_response"]
@@ -77,9 +76,8 @@ def _infos(pairs: list[tuple], loader: Callable, uid: bool) -> list[_Info]:
         i.num = msg.uid if uid else seq
         i.seq = seq
         i.date = sent_date(fields, msg.internaldate)
-        subject, i.reply = base_subject(first_value(fields, b"subject"))
-        # RFC 5255 §4.4: base subjects are grouped and ordered by i;unicode-casemap.
-        i.subject = casemap(subject)
+        # RFC 5255 §4.2: base subjects are grouped and ordered by i;unicode-casemap.
+        i.subject, i.reply = subject_form(first_value(fields, b"subject"))
         mid = first_value(fields, b"message-id")
         m = _MSGID_RE.search(mid) if mid else None
         i.msgid = m.group(1).decode("latin-1") if m else None
