@@ -15,9 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailsuite.imap.commands.sort import parse_sort_command, sort_messages
-from mailsuite.imap.parser import parse_line
+from mailsuite.imap.parser import Atom, parse_line
+from mailsuite.imap.search import SearchContext, evaluate_seqs, parse_search
 from mailsuite.message.casemap import casemap
 from mailsuite.message.content import MessageContent
+from mailsuite.message.text import part_text
 from tests.imap.conftest import Raw, connect
 
 # (subject as sent, display name of From as sent, From local part)
@@ -244,3 +246,53 @@ def test_sort_subject_groups_equal_forms_in_sequence_order(subjects):
     for x, y in zip(reverse, reverse[1:], strict=False):
         if form[x] == form[y]:
             assert x < y
+
+
+# --- SEARCH's byte fast path agrees with the comparator ------------------------------------------
+
+_WORDS = st.text(alphabet="abcxyzABCXYZ éÉeE\u0301ßsSıiIİσςΣﬁfＡａK", min_size=0, max_size=8)
+
+
+class _Stored:
+    def __init__(self, uid: int, raw: bytes):
+        self.uid = uid
+        self.raw = raw
+        self.size = self.wire_size = len(raw)
+        self.internaldate = 0.0
+        self.modseq = 1
+        self.flags = frozenset()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_WORDS, min_size=1, max_size=4),
+    _WORDS,
+    st.sampled_from(["BODY", "TEXT"]),
+    st.sampled_from(["utf-8", "iso-8859-7"]),
+)
+def test_search_body_matches_the_casemap_of_the_decoded_text(bodies, needle, key, charset):
+    """BODY/TEXT answer (fast byte scan or decoding) is exactly: the needle's form is in the
+    form of the decoded text (RFC 5255 §4.2, RFC 5051 substring)."""
+    msgs, texts = [], []
+    for i, body in enumerate(bodies, 1):
+        try:
+            data = body.encode(charset)
+        except UnicodeEncodeError:
+            data = body.encode("utf-8")
+            charset = "utf-8"
+        raw = (
+            (b"Subject: s\r\nContent-Type: text/plain; charset=" + charset.encode() + b"\r\n\r\n")
+            + data
+            + b"\r\n"
+        )
+        msgs.append(_Stored(i, raw))
+        content = MessageContent(raw)
+        text = part_text(content.wire(), content.tree())
+        if key == "TEXT":
+            text = "Subject: s\nContent-Type: text/plain; charset=" + charset + "\n" + text
+        texts.append(casemap(text))
+    form = casemap(needle)
+    expected = [i for i, t in enumerate(texts, 1) if form in t]
+    prog = parse_search([Atom(key), needle.encode()], charset="UTF-8")
+    ctx = SearchContext(content_loader=lambda m: MessageContent(m.raw))
+    assert [seq for seq, _ in evaluate_seqs(prog, msgs, ctx)] == expected
