@@ -225,7 +225,7 @@ def _header_key(criterion: str) -> Callable:
 # extracted, case mapped) serves every later SORT of any session.  Bounded by clearing, like
 # SEARCH's decoded fields.
 _KEYS: dict[tuple[str, int, str], object] = {}
-_KEYS_MAX = 200_000
+_KEYS_MAX = 100_000  # about 20 MB at most
 
 
 def sort_messages(
