@@ -29,6 +29,8 @@ CASES = [
     ("ſ", "S"),
     ("K", "K"),  # KELVIN SIGN: a canonical singleton decomposition
     ("½", "1\u20442"),
+    # beyond the Basic Multilingual Plane too: mathematical bold A, Deseret small long i
+    ("\U0001d400b\U00010428", "AB\U00010400"),
     # canonical decompositions: é and e + U+0301 have one form
     ("café", "CAFE\u0301"),
     ("cafe\u0301", "CAFE\u0301"),
@@ -51,7 +53,12 @@ def test_every_character_maps_to_characters_that_map_to_themselves():
             assert casemap_char(ch) == ch, hex(code)
 
 
-TRICKY = "aAbBzZ _[]éÉeE\u0301\u0327ßẞsSſıiIİσςΣﬁfFＡａΩΩKkǆǅǄ대한0123"
+def test_the_translation_table_holds_each_characters_form():
+    text = "".join(chr(code) for code in range(0x80, 0x10000))
+    assert casemap(text) == "".join(casemap_char(ch) for ch in text)
+
+
+TRICKY = "\U0001d400\U00010428aAbBzZ _[]éÉeE\u0301\u0327ßẞsSſıiIİσςΣﬁfFＡａΩΩKkǆǅǄ대한0123"
 
 
 @settings(max_examples=300, deadline=None)
