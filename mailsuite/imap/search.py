@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
 from mailsuite.imap.sequence import SequenceSet, format_sequence_set, parse_sequence_set
 from mailsuite.message.addresses import parse_addresses
-from mailsuite.message.casemap import casemap
+from mailsuite.message.casemap import casemap, substring_test
 from mailsuite.message.dates import parse_date_header
 from mailsuite.message.decode import decode_header_value
 from mailsuite.message.headers import field_value, first_value
@@ -338,6 +338,7 @@ class _BodyText(_Node):
         self.with_header = with_header
         self.ascii = needle.isascii()
         self.needle_b = needle.encode("utf-8")
+        self.contains = substring_test(needle)
 
     def test(self, env):
         if not self.needle:
@@ -348,7 +349,7 @@ class _BodyText(_Node):
             verdict = _fast_scan(raw, self.needle_b, self.with_header)
             if verdict is not None:
                 return verdict
-        return _slow_scan(content, self.needle, self.with_header)
+        return _slow_scan(content, self.needle, self.with_header, self.contains)
 
 
 _ENCODED_MARKERS = (b"BASE64", b"QUOTED-PRINTABLE", b"UTF-16", b"UTF-32", b"UTF-7")
@@ -410,7 +411,7 @@ _WSP_RE = re.compile(rb"[ \t]+")
 _WSP_STR_RE = re.compile(r"[ \t]+")
 
 
-def _slow_scan(content, needle: str, with_header: bool) -> bool:
+def _slow_scan(content, needle: str, with_header: bool, contains: Callable) -> bool:
     """BODY: the decoded text parts; TEXT: also every header (the message's, each part's
     MIME header and encapsulated messages' headers), as Dovecot searches them."""
     wire = content.wire()
@@ -427,7 +428,7 @@ def _slow_scan(content, needle: str, with_header: bool) -> bool:
         elif not part.has_content_type or part.ctype in ("text", "message"):
             # Binary attachments are not text (Dovecot without FTS agrees); message/*
             # leaves such as delivery-status are.
-            if needle in fold(part_text(wire, part)):
+            if contains(part_text(wire, part)):
                 return True
     return False
 

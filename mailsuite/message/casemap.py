@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 
-__all__ = ["casemap", "casemap_char"]
+__all__ = ["casemap", "casemap_char", "substring_test"]
 
 
 def casemap(text: str) -> str:
@@ -80,3 +81,52 @@ def _bmp_table() -> list:
         table.append(code if form == chr(code) else form)
     _BMP[:] = table
     return _BMP
+
+
+def substring_test(form: str) -> Callable[[str], bool]:
+    """text -> whether `form` (a needle already in casemap form) occurs in casemap(text): the
+    RFC 5051 substring operation, for one needle against many texts.
+
+    Mapping a long text costs more than scanning it, so a text is mapped only when, for each
+    of the needle's characters (up to six), it holds a character whose form contains that
+    one: a text without cannot contain the needle.  (Texts beyond the Basic Multilingual
+    Plane are always mapped.)"""
+    if not form:
+        return lambda text: True
+    sieves: list[re.Pattern] = []
+
+    def contains(text: str) -> bool:
+        if text.isascii():
+            return form in text.upper()
+        if _ASTRAL.search(text) is None:
+            if not sieves:
+                sieves.extend(_sieves_for(form))
+            for sieve in sieves:
+                if sieve.search(text) is None:
+                    return False
+        return form in casemap(text)
+
+    return contains
+
+
+def _sieves_for(form: str) -> list[re.Pattern]:
+    """Character classes of the BMP characters whose forms hold each character of `form`,
+    the characters fewest others map to first."""
+    sources = _sources()
+    chars = sorted(set(form), key=lambda ch: len(sources.get(ch, "")))[:6]
+    return [re.compile("[" + re.escape(sources.get(ch, ch)) + "]") for ch in chars]
+
+
+_SOURCES: dict[str, str] = {}
+
+
+def _sources() -> dict[str, str]:
+    """Character -> the BMP characters whose forms contain it (built once, about 30 ms)."""
+    if not _SOURCES:
+        found: dict[str, list[str]] = {}
+        for code, form in enumerate(_BMP or _bmp_table()):
+            ch = chr(code)
+            for part in set(ch if isinstance(form, int) else form):
+                found.setdefault(part, []).append(ch)
+        _SOURCES.update((k, "".join(v)) for k, v in found.items())
+    return _SOURCES

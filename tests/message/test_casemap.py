@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailsuite.message.casemap import casemap, casemap_char
+from mailsuite.message.casemap import casemap, casemap_char, substring_test
 
 CASES = [
     # ASCII: titlecase of a letter is its upper case; nothing else changes
@@ -69,6 +69,15 @@ def test_casemap_is_per_character_and_idempotent(a, b):
     # substring under the comparator: a value contains the needle's form iff its form does
     if a in b:
         assert casemap(a) in casemap(b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=TRICKY, max_size=4), st.lists(st.text(alphabet=TRICKY, max_size=30)))
+def test_substring_test_is_the_rfc5051_substring_operation(needle, texts):
+    """The sieve before the mapping never changes an answer."""
+    contains = substring_test(casemap(needle))
+    for text in texts:
+        assert contains(text) == (casemap(needle) in casemap(text))
 
 
 _CASED = st.characters(
