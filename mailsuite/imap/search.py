@@ -26,13 +26,13 @@ from __future__ import annotations
 import codecs
 import re
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
 from mailsuite.imap.sequence import SequenceSet, format_sequence_set, parse_sequence_set
 from mailsuite.message.addresses import parse_addresses
+from mailsuite.message.casemap import casemap, substring_test
 from mailsuite.message.dates import parse_date_header
 from mailsuite.message.decode import decode_header_value
 from mailsuite.message.headers import field_value, first_value
@@ -268,9 +268,10 @@ class _Header(_Node):
         return False
 
 
-# Decoded, casefolded header values by (message key, size, field name): SEARCH FROM/SUBJECT/...
-# over a big folder is then a dict lookup per message after the first time.  Message files
-# never change under their key, so entries never go stale; the table is bounded by clearing.
+# Decoded header values in i;unicode-casemap form by (message key, size, field name): SEARCH
+# FROM/SUBJECT/... over a big folder is then a dict lookup per message after the first time.
+# Message files never change under their key, so entries never go stale; the table is bounded
+# by clearing.
 _DECODED: dict[tuple[str, int, bytes], str | None] = {}
 _DECODED_MAX = 200_000
 _MISSING = object()
@@ -317,7 +318,7 @@ def _decode_word(v: bytes | None) -> str:
 
 
 def decoded_field(env: _Env, name: bytes) -> str | None:
-    """All `name` fields of the message, RFC 2047-decoded and casefolded, joined by newlines;
+    """All `name` fields of the message, RFC 2047-decoded and case-mapped, joined by newlines;
     None when the message has no such field."""
     key = getattr(env.msg, "key", None)
     if key is not None:
@@ -332,7 +333,7 @@ def decoded_field(env: _Env, name: bytes) -> str | None:
             if name in _ADDRESS_HEADERS:
                 values.append(_address_text(value))
             elif b"=?" not in value and value.isascii():
-                values.append(_squeeze(value).decode("ascii").lower())
+                values.append(_squeeze(value).decode("ascii").upper())
             else:
                 values.append(fold(_WSP_STR_RE.sub(" ", decode_header_value(value))))
     text = "\n".join(values) if values else None
@@ -351,6 +352,7 @@ class _BodyText(_Node):
         self.with_header = with_header
         self.ascii = needle.isascii()
         self.needle_b = needle.encode("utf-8")
+        self.contains = substring_test(needle)
 
     def test(self, env):
         if not self.needle:
@@ -361,50 +363,51 @@ class _BodyText(_Node):
             verdict = _fast_scan(raw, self.needle_b, self.with_header)
             if verdict is not None:
                 return verdict
-        return _slow_scan(content, self.needle, self.with_header)
+        return _slow_scan(content, self.needle, self.with_header, self.contains)
 
 
-_ENCODED_MARKERS = (b"base64", b"quoted-printable", b"utf-16", b"utf-32", b"utf-7")
+_ENCODED_MARKERS = (b"BASE64", b"QUOTED-PRINTABLE", b"UTF-16", b"UTF-32", b"UTF-7")
 
 
-_TOP_CT_RE = re.compile(rb"^content-type[ \t]*:[ \t]*([^;\r\n]*)", re.MULTILINE)
+_TOP_CT_RE = re.compile(rb"^CONTENT-TYPE[ \t]*:[ \t]*([^;\r\n]*)", re.MULTILINE)
 
 
 def _fast_scan(raw: bytes, needle: bytes, with_header: bool) -> bool | None:
     """Answer from the raw bytes when that is exact; None when decoding is needed.
 
-    A lower-cased ASCII needle absent from the lower-cased raw bytes cannot appear after
-    decoding either, unless something is encoded (base64, QP, UTF-16/7 charsets).  A body hit
+    An ASCII needle (upper case: its i;unicode-casemap form) absent from the upper-cased raw
+    bytes cannot appear after decoding either, unless something is encoded (base64, QP,
+    UTF-16/7 charsets) or non-ASCII text could map to ASCII letters.  A body hit
     counts only for a single text part, where no MIME headers, boundaries or binary
     attachments can produce it.  The top header is decided on its own: decoded only when it
     has RFC 2047 words.
     """
-    low = raw.lower()
+    up = raw.upper()
     hdr_end = header_end(raw)
     if with_header:
-        if low.find(b"=?", 0, hdr_end) >= 0:
+        if up.find(b"=?", 0, hdr_end) >= 0:
             if needle.decode("ascii") in _header_text(to_wire(raw[:hdr_end])):
                 return True
         elif b"  " in needle or b"\t" in needle:
             pass  # header values are matched squeezed: such a needle cannot match them
-        elif low.find(needle, 0, hdr_end) >= 0:
+        elif up.find(needle, 0, hdr_end) >= 0:
             return True
-        elif b" " in needle and needle in _squeeze(low[:hdr_end]):
+        elif b" " in needle and needle in _squeeze(up[:hdr_end]):
             return True  # only a needle with a space can match across a fold or a run
-    m = _TOP_CT_RE.search(low, 0, hdr_end)
-    ctype = m.group(1).strip() if m else b"text/plain"
-    simple = ctype.startswith(b"text/")
+    m = _TOP_CT_RE.search(up, 0, hdr_end)
+    ctype = m.group(1).strip() if m else b"TEXT/PLAIN"
+    simple = ctype.startswith(b"TEXT/")
     # A single part's encoding and charset are in the top header; parts of a multipart
     # carry their own, anywhere in the body.
-    scan_end = hdr_end if simple else len(low)
+    scan_end = hdr_end if simple else len(up)
     for marker in _ENCODED_MARKERS:
-        if low.find(marker, 0, scan_end) >= 0:
+        if up.find(marker, 0, scan_end) >= 0:
             return None
-    if low.find(needle, 0 if with_header else hdr_end) < 0:
+    if up.find(needle, 0 if with_header else hdr_end) < 0:
         # Absent from the bytes: absent from the text too, unless non-ASCII letters could
         # decompose into it ("josé" holds "jose" once decomposed).
-        return False if low.isascii() else None
-    return True if simple and low.find(needle, hdr_end) >= 0 else None
+        return False if up.isascii() else None
+    return True if simple and up.find(needle, hdr_end) >= 0 else None
 
 
 def _squeeze(text: bytes) -> bytes:
@@ -422,7 +425,7 @@ _WSP_RE = re.compile(rb"[ \t]+")
 _WSP_STR_RE = re.compile(r"[ \t]+")
 
 
-def _slow_scan(content, needle: str, with_header: bool) -> bool:
+def _slow_scan(content, needle: str, with_header: bool, contains: Callable) -> bool:
     """BODY: the decoded text parts; TEXT: also every header (the message's, each part's
     MIME header and encapsulated messages' headers), as Dovecot searches them."""
     wire = content.wire()
@@ -439,14 +442,14 @@ def _slow_scan(content, needle: str, with_header: bool) -> bool:
         elif not part.has_content_type or part.ctype in ("text", "message"):
             # Binary attachments are not text (Dovecot without FTS agrees); message/*
             # leaves such as delivery-status are.
-            if needle in fold(part_text(wire, part)):
+            if contains(part_text(wire, part)):
                 return True
     return False
 
 
 def _header_text(block: bytes) -> str:
     """A header block as searchable text: unfolded, RFC 2047 words decoded, whitespace runs
-    squeezed, casefolded.
+    squeezed, case-mapped.
 
     Decoding the block in one pass (instead of field by field) is what keeps SEARCH TEXT
     cheap; field boundaries stay as line ends, so a needle never spans two fields."""
@@ -612,14 +615,13 @@ MAX_DEPTH = 100
 
 
 def fold(text: str) -> str:
-    """Comparison form of text: case folded and decomposed (NFKD), close to the
-    i;unicode-casemap comparator (RFC 5051) Dovecot searches with, so "jose" finds "José"."""
-    text = text.casefold()
-    return text if text.isascii() else unicodedata.normalize("NFKD", text)
+    """Comparison form of text: i;unicode-casemap (RFC 5051), the comparator SEARCH uses at
+    I18NLEVEL=1 (RFC 5255 §4.2, §4.3), so "jose" finds "José" and "ΣΟΦΟΣ" finds "σοφος"."""
+    return casemap(text)
 
 
 def decode_search_string(value, charset: str) -> str:
-    """A search string (bytes or Atom) in the given charset, casefolded for matching."""
+    """A search string (bytes or Atom) in the given charset, case-mapped for matching."""
     if isinstance(value, list):
         raise ImapBad("Expected a string")
     if isinstance(value, str):

@@ -146,8 +146,9 @@ def test_sort_display_esort_and_partial(imap_server):
     for i, s in enumerate(senders, 1):
         assert c.append("INBOX", None, None, _from(i, s, size=100 * (5 - i)))[0] == "OK"
     c.select("INBOX")
-    # RFC 5957: by display name (or address), case-folded
-    assert c.sort("(DISPLAYFROM)", "UTF-8", "ALL") == ("OK", [b"4 2 1 3"])
+    # RFC 5957: by display name (or address) under i;unicode-casemap (RFC 5255 §4.2): Émile
+    # is E + U+0301, so it sorts among the E's, before Zoe (Dovecot 2.3 answers the same)
+    assert c.sort("(DISPLAYFROM)", "UTF-8", "ALL") == ("OK", [b"4 2 3 1"])
     assert c.sort("(FROM)", "UTF-8", "ALL") == ("OK", [b"1 2 4 3"])
     c.logout()
     r = Raw(imap_server.port("imap"))
@@ -155,7 +156,7 @@ def test_sort_display_esort_and_partial(imap_server):
     r.cmd(b"SELECT INBOX")
     # RFC 5267 §3: ESEARCH in sort order; MIN/MAX are the first and last sorted
     out = r.cmd(b"SORT RETURN (MIN MAX COUNT ALL) (DISPLAYFROM) UTF-8 ALL")
-    assert out[0] == b'* ESEARCH (TAG "t") MIN 4 MAX 3 COUNT 4 ALL 4,2,1,3', out
+    assert out[0] == b'* ESEARCH (TAG "t") MIN 4 MAX 1 COUNT 4 ALL 4,2:3,1', out
     out = r.cmd(b"SORT RETURN (ALL) (SIZE) UTF-8 ALL")
     assert out[0] == b'* ESEARCH (TAG "t") ALL 4,3,2,1', out
     out = r.cmd(b"UID SORT RETURN (ALL) (REVERSE SIZE) UTF-8 ALL")

@@ -9,7 +9,9 @@ Usage:
     "* SORT " + numbers (seq or uid) + "\\r\\n"                 # format_sort()
 
 Only ARRIVAL and SIZE come from the index; the other keys read header fields through the
-content loader (the parsed cache makes that a lookup, not a file read).
+content loader (the parsed cache makes that a lookup, not a file read).  Text keys compare with
+i;unicode-casemap (RFC 5051), as RFC 5255 §4.2 asks of an I18NLEVEL=1 server; each message's
+keys are computed once and kept (`_KEYS`), so a repeated SORT reads no header again.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mailsuite.imap.search import (
     parse_search,
 )
 from mailsuite.message.addresses import parse_addresses
+from mailsuite.message.casemap import casemap
 from mailsuite.message.dates import parse_date_header
 from mailsuite.message.decode import decode_header_value
 from mailsuite.message.headers import first_value
@@ -38,6 +41,7 @@ __all__ = [
     "sort_messages",
     "format_sort",
     "base_subject",
+    "subject_form",
     "sent_date",
     "SORT_KEYS",
 ]
@@ -111,7 +115,23 @@ def base_subject(value: bytes | None) -> tuple[str, bool]:
     """(base subject, is_reply_or_forward) of a raw Subject value (RFC 5256 §2.1)."""
     if value is None:
         return "", False
-    s = _WS_RE.sub(" ", decode_header_value(value)).strip()
+    return _extract_base(_WS_RE.sub(" ", decode_header_value(value)).strip())
+
+
+def subject_form(value: bytes | None) -> tuple[str, bool]:
+    """(base subject in i;unicode-casemap form, is_reply_or_forward): what SORT SUBJECT and
+    THREAD compare (RFC 5255 §4.2).
+
+    The decoded text is case-mapped before the extraction, so the comparator also decides
+    what a "Re:" or "[blob]" is: "Ｒｅ：", "ＦＷＤ:" and "［list］" are the ASCII ones once
+    mapped (Dovecot extracts the same way)."""
+    if value is None:
+        return "", False
+    return _extract_base(_WS_RE.sub(" ", casemap(decode_header_value(value))).strip())
+
+
+def _extract_base(s: str) -> tuple[str, bool]:
+    """RFC 5256 §2.1 steps (2)-(6) on a decoded, whitespace-squeezed subject."""
     reply = False
     while True:
         # (2) trailing "(fwd)" and whitespace
@@ -149,23 +169,23 @@ def sent_date(fields, internaldate: float) -> float:
     return parsed[1] if parsed else internaldate
 
 
-def _first_mailbox(fields, name: bytes) -> bytes:
-    """addr-mailbox of the first address of a header (RFC 5256 §3 CC/FROM/TO), upper-cased
-    for i;ascii-casemap."""
+def _first_mailbox(fields, name: bytes) -> str:
+    """addr-mailbox of the first address of a header (RFC 5256 §3 CC/FROM/TO) in
+    i;unicode-casemap form (a UTF-8 local part, RFC 6532, compares as text too)."""
     addrs = parse_addresses(first_value(fields, name))
     if not addrs:
-        return b""
+        return ""
     # The first address as ENVELOPE lists it; for a group that is the group name (Dovecot
     # reads RFC 5256 the same way).
-    return (addrs[0][2] or b"").upper()
+    return casemap((addrs[0][2] or b"").decode("utf-8", "replace"))
 
 
 # --- ordering ---------------------------------------------------------------------------------
 
 
 def _display_name(fields, name: bytes) -> str:
-    """RFC 5957 §3: the first address's display name, or its addr-spec when it has none;
-    compared case-folded (i;unicode-casemap)."""
+    """RFC 5957 §3: the first address's display name (RFC 2047 words decoded), or its
+    addr-spec when it has none; in i;unicode-casemap form."""
     addrs = parse_addresses(first_value(fields, name))
     if not addrs:
         return ""
@@ -176,11 +196,36 @@ def _display_name(fields, name: bytes) -> str:
         text = (mailbox or b"").decode("utf-8", "replace")
         if host:
             text += "@" + host.decode("utf-8", "replace")
-    return _WS_RE.sub(" ", text).strip().casefold()
+    return casemap(_WS_RE.sub(" ", text).strip())
 
 
-def _ascii_upper(s: str) -> bytes:
-    return s.encode("utf-8", "surrogateescape").upper()
+def _subject_key(fields, msg=None) -> str:
+    return subject_form(first_value(fields, b"subject"))[0]
+
+
+def _date_key(fields, msg) -> float:
+    return sent_date(fields, msg.internaldate)
+
+
+def _header_key(criterion: str) -> Callable:
+    """(fields, msg) -> the sort key of DATE, SUBJECT, FROM, TO, CC, DISPLAYFROM or DISPLAYTO."""
+    if criterion == "DATE":
+        return _date_key
+    if criterion == "SUBJECT":
+        return _subject_key
+    if criterion in ("DISPLAYFROM", "DISPLAYTO"):
+        name = criterion[len("DISPLAY") :].lower().encode()
+        return lambda fields, msg: _display_name(fields, name)
+    name = criterion.lower().encode()
+    return lambda fields, msg: _first_mailbox(fields, name)
+
+
+# Header sort keys by (message key, size, criterion): a message file (and its internal date)
+# never changes under its key, so a key computed once (fields read, words decoded, base subject
+# extracted, case mapped) serves every later SORT of any session.  Bounded by clearing, like
+# SEARCH's decoded fields.
+_KEYS: dict[tuple[str, int, str], object] = {}
+_KEYS_MAX = 100_000  # about 20 MB at most
 
 
 def sort_messages(
@@ -197,23 +242,32 @@ def sort_messages(
             cache[id(msg)] = f
         return f
 
+    # Store messages have a key; a message without one (a test's stand-in) is never kept.
+    keyed = bool(pairs) and hasattr(pairs[0][1], "key")
+    if keyed and len(_KEYS) + len(pairs) * len(criteria) > _KEYS_MAX:
+        _KEYS.clear()
+
+    def kept(criterion: str, of_fields: Callable) -> Callable:
+        def keyfn(p):
+            msg = p[1]
+            k = (msg.key, msg.size, criterion)
+            v = _KEYS.get(k)
+            if v is None:
+                v = _KEYS[k] = of_fields(fields_of(msg), msg)
+            return v
+
+        return keyfn
+
     for key, reverse in reversed(criteria):
         if key == "ARRIVAL":
             keyfn = lambda p: p[1].internaldate  # noqa: E731
         elif key == "SIZE":
             keyfn = lambda p: p[1].wire_size  # noqa: E731
-        elif key == "DATE":
-            keyfn = lambda p: sent_date(fields_of(p[1]), p[1].internaldate)  # noqa: E731
-        elif key == "SUBJECT":
-            keyfn = lambda p: _ascii_upper(  # noqa: E731
-                base_subject(first_value(fields_of(p[1]), b"subject"))[0]
-            )
-        elif key in ("DISPLAYFROM", "DISPLAYTO"):
-            hname = key[len("DISPLAY") :].lower().encode()
-            keyfn = lambda p, h=hname: _display_name(fields_of(p[1]), h)  # noqa: E731
+        elif keyed:
+            keyfn = kept(key, _header_key(key))
         else:
-            hname = key.lower().encode()
-            keyfn = lambda p, h=hname: _first_mailbox(fields_of(p[1]), h)  # noqa: E731
+            of_fields = _header_key(key)
+            keyfn = lambda p, f=of_fields: f(fields_of(p[1]), p[1])  # noqa: E731
         # Python's sort is stable for reverse=True as well, so equal keys keep their order.
         items.sort(key=keyfn, reverse=reverse)
     return items

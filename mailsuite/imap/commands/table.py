@@ -165,6 +165,7 @@ ADVERTISED = (
     "THREAD=ORDEREDSUBJECT",
     "THREAD=REFERENCES",
     "THREAD=REFS",  # draft-ietf-morg-inthread (THREAD REFS)
+    "I18NLEVEL=1",  # RFC 5255 §4.3 (SEARCH, SORT, THREAD compare with i;unicode-casemap)
     "BINARY",  # RFC 3516 (FETCH)
     "UTF8=ACCEPT",  # RFC 6855 (ENABLE)
     "STATUS=SIZE",  # RFC 8438

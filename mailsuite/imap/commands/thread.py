@@ -17,7 +17,7 @@ from collections.abc import Callable
 from twisted.internet import threads
 
 from mailsuite.imap import search as search_mod
-from mailsuite.imap.commands.sort import base_subject, loader_cache_flush, sent_date
+from mailsuite.imap.commands.sort import loader_cache_flush, sent_date, subject_form
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.search import SearchProgram, parse_search
 from mailsuite.message.headers import first_value
@@ -41,6 +41,9 @@ def parse_thread_command(args: list) -> tuple[str, SearchProgram]:
 
 
 class _Info:
+    """One message as threading sees it; `subject` is its base subject in i;unicode-casemap
+    form (compared, never sent)."""
+
     __slots__ = ("num", "seq", "date", "subject", "reply", "msgid", "refs")
 
 
@@ -73,7 +76,8 @@ def _infos(pairs: list[tuple], loader: Callable, uid: bool) -> list[_Info]:
         i.num = msg.uid if uid else seq
         i.seq = seq
         i.date = sent_date(fields, msg.internaldate)
-        i.subject, i.reply = base_subject(first_value(fields, b"subject"))
+        # RFC 5255 §4.2: base subjects are grouped and ordered by i;unicode-casemap.
+        i.subject, i.reply = subject_form(first_value(fields, b"subject"))
         mid = first_value(fields, b"message-id")
         m = _MSGID_RE.search(mid) if mid else None
         i.msgid = m.group(1).decode("latin-1") if m else None
@@ -105,12 +109,12 @@ def _sort_tree(nodes: list[_Node]) -> None:
 
 def ordered_subject(infos: list[_Info]) -> list[_Node]:
     """RFC 5256 §3.1: group by base subject, each group a flat thread under its first message."""
-    ordered = sorted(infos, key=lambda i: (i.subject.upper(), i.date, i.seq))
+    ordered = sorted(infos, key=lambda i: (i.subject, i.date, i.seq))
     roots: list[_Node] = []
     current: _Node | None = None
     for info in ordered:
         node = _Node(info=info)
-        if current is not None and current.info.subject.upper() == info.subject.upper():
+        if current is not None and current.info.subject == info.subject:
             node.parent = current
             current.children.append(node)
         else:
@@ -221,7 +225,7 @@ def _group_by_subject(roots: list[_Node]) -> list[_Node]:
         subj, reply = _subject_of(n)
         if not subj:
             continue
-        key = subj.upper()
+        key = subj
         old = table.get(key)
         if (
             old is None
@@ -235,7 +239,7 @@ def _group_by_subject(roots: list[_Node]) -> list[_Node]:
         if id(n) in consumed:
             continue
         subj, reply = _subject_of(n)
-        key = subj.upper()
+        key = subj
         other = table.get(key) if subj else None
         if other is None or other is n:
             out.append(n)
