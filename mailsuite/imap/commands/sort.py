@@ -308,14 +308,7 @@ def order_key(criteria: list[tuple[str, bool]]) -> Callable:
             else:
                 if fields is None:
                     fields = content_loader(msg).fields()
-                if name == "DATE":
-                    v = sent_date(fields, msg.internaldate)
-                elif name == "SUBJECT":
-                    v = _ascii_upper(base_subject(first_value(fields, b"subject"))[0])
-                elif name in ("DISPLAYFROM", "DISPLAYTO"):
-                    v = _display_name(fields, name[len("DISPLAY") :].lower().encode())
-                else:
-                    v = _first_mailbox(fields, name.lower().encode())
+                v = _header_key(name)(fields, msg)
             parts.append(_Descending(v) if reverse else v)
         parts.append(msg.uid)
         return tuple(parts)
