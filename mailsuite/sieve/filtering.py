@@ -21,7 +21,7 @@ from mailsuite.sieve.actions import Outcome, Store, VacationReply
 from mailsuite.sieve.grammar import SieveError
 from mailsuite.sieve.interpreter import Limits, run
 from mailsuite.sieve.message_view import MessageInput
-from mailsuite.sieve.scripts import ScriptStore, account_folder
+from mailsuite.sieve.scripts import ScriptStore, account_folder, index_stamp
 from mailsuite.sieve.state import RunState
 
 log = Logger(namespace="mailsuite.sieve")
@@ -85,11 +85,12 @@ class SieveFilter:
         job."""
         if not self.config.enabled:
             return None
-        if not (maildir / "sieve").is_dir():
-            return None  # the common case: one stat, nothing more
+        stamp = index_stamp(account_folder(maildir))
+        if stamp is None:
+            return None  # the common case: no script ever stored, one stat and nothing more
         store = self.scripts(maildir)
         try:
-            script = store.active()
+            script = store.active(stamp)
         except (SieveError, OSError) as e:
             self._failed(store, message, store.active_name() or "", str(e))
             return Outcome(stores=[Store("INBOX")], errors=[str(e)])

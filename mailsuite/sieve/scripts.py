@@ -35,12 +35,14 @@ __all__ = [
     "SieveError",
     "account_folder",
     "check_name",
+    "index_stamp",
 ]
 
 INDEX = "index.json"
 STATUS = "status.json"
 # RFC 5804 §1.6: script names are at most 1024 octets (we take that as our limit too).
 MAX_NAME_OCTETS = 1024
+_NOT_TAKEN = object()  # ScriptStore.active's stamp when the caller has none
 
 
 class QuotaError(Exception):
@@ -177,11 +179,12 @@ class ScriptStore:
 
     # -- delivery --------------------------------------------------------------------------
 
-    def active(self) -> Script | None:
+    def active(self, stamp: tuple | None | object = _NOT_TAKEN) -> Script | None:
         """The active script compiled, with its includes; cached while the index and the
         included files keep their size and time, so a delivery does not parse again.
-        SieveError when it (or an include) no longer parses."""
-        index_stamp = _stamp(self.folder / INDEX)
+        SieveError when it (or an include) no longer parses.  `stamp`: the folder's
+        `index_stamp`, when the caller has just taken it (a delivery: one stat, not two)."""
+        index_stamp = _stamp(self.folder / INDEX) if stamp is _NOT_TAKEN else stamp
         with self._lock:
             cached = self._cached
         if cached is not None and cached[0][0] == index_stamp:
@@ -295,7 +298,13 @@ class ScriptStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _stamp(path: Path) -> tuple | None:
+def index_stamp(folder: Path) -> tuple | None:
+    """What tells whether the scripts of the sieve folder `folder` changed (the index's
+    time, size and inode), None when it has no index: no script was ever stored."""
+    return _stamp(f"{folder}/{INDEX}")
+
+
+def _stamp(path: Path | str) -> tuple | None:
     try:
         st = os.stat(path)
     except OSError:
