@@ -355,3 +355,41 @@ def test_wildcards_and_regexes_are_charged_by_their_work():
         out = go(script, raw=raw)
         assert out.stores == [Store("INBOX")]
         assert time.process_time() - start < 5
+
+
+def _steps_needed(script: str) -> int:
+    """The smallest step budget `script` runs in without running out."""
+    for budget in range(1, 500):
+        if not go(script, limits=Limits(max_steps=budget)).errors:
+            return budget
+    raise AssertionError("no budget was enough")
+
+
+@pytest.mark.parametrize(
+    ("test", "key"),
+    [
+        ('header :matches "subject" KEY', "* [*] *"),
+        ('header :matches ["x-tag", "subject"] ["nothing", KEY]', "s*d"),
+        ('header :matches :comparator "i;octet" "subject" KEY', "*[NEWS]*"),
+        ('header :matches :comparator "i;octet" "subject" KEY', "*[news]*"),
+        ('address :matches :domain "to" KEY', "*.test"),
+        ('address :localpart :matches ["to", "cc"] KEY', "?a*"),
+        ('envelope :matches :localpart "to" KEY', "alice+*"),
+        ('allof (size :under 1M, header :matches "from" KEY)', "bob *"),
+        ('anyof (header :is "x-tag" "none", not header :matches "subject" KEY)', "*weekly"),
+        ('header :contains "x-tag" ["eco", KEY]', "hir"),
+        ('address :is :domain ["from", "to"] KEY', "example.test"),
+    ],
+)
+def test_compiled_tests_decide_charge_and_capture_as_the_general_path(test, key):
+    """A test with constant arguments runs compiled; the same test with a key from a
+    variable takes the general path: the same verdict, the same match variables, and the
+    same steps (but the one that expanding the variable costs)."""
+    s = f'require ["variables", "fileinto", "mailbox", "envelope"];\nset "k" "{key}";\n'
+    tail = ' { fileinto :create "hit-${1}-${2}"; }\n'
+    compiled = s + "if " + test.replace("KEY", f'"{key}"') + tail
+    general = s + "if " + test.replace("KEY", '"${k}"') + tail
+    fast, slow = go(compiled), go(general)
+    assert not fast.errors and not slow.errors
+    assert folders(fast) == folders(slow)
+    assert _steps_needed(general) == _steps_needed(compiled) + 1
