@@ -21,7 +21,7 @@ from mailsuite.sieve.actions import Outcome, Store, VacationReply
 from mailsuite.sieve.grammar import SieveError
 from mailsuite.sieve.interpreter import Limits, run
 from mailsuite.sieve.message_view import MessageInput
-from mailsuite.sieve.scripts import ScriptStore, account_folder, index_stamp
+from mailsuite.sieve.scripts import ParsedScripts, ScriptStore, account_folder, index_stamp
 from mailsuite.sieve.state import RunState
 
 log = Logger(namespace="mailsuite.sieve")
@@ -55,6 +55,7 @@ class SieveFilter:
             vacation_min_days=config.vacation_min_days,
         )
         self._stores: dict[Path, ScriptStore] = {}  # by Maildir
+        self._parsed = ParsedScripts()
         self._lock = threading.Lock()
 
     def scripts(self, maildir: Path) -> ScriptStore:
@@ -70,6 +71,7 @@ class SieveFilter:
                     max_size=self.config.max_script_size,
                     global_folder=self.config.global_dir,
                     io=self.io,
+                    parsed=self._parsed,
                 )
             return store
 

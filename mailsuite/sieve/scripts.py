@@ -19,7 +19,10 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from mailsuite.durable import DurableIO, discard, replace_file
@@ -30,6 +33,7 @@ from mailsuite.sieve.script import Script, parse
 __all__ = [
     "ActiveScriptError",
     "BadNameError",
+    "ParsedScripts",
     "QuotaError",
     "ScriptStore",
     "SieveError",
@@ -80,6 +84,34 @@ def check_name(name: str) -> None:
             raise BadNameError("script name has a control character")
 
 
+class ParsedScripts:
+    """Compiled scripts by their text, shared by the accounts of a process: a script that many
+    accounts use (a default the admin gave everybody) is parsed once, not once per account,
+    and deliveries that find one not parsed yet wait for the one parse instead of each doing
+    it.  Only scripts without include: what an include brings in depends on the account."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._scripts: OrderedDict[str, Script] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str, parse_it: Callable[[], Script]) -> Script:
+        """The compiled form of `text`, from parse_it() when not known (SieveError from it
+        is raised and nothing is kept).  The caller must not change what it gets."""
+        with self._lock:
+            script = self._scripts.get(text)
+            if script is not None:
+                self._scripts.move_to_end(text)
+                return script
+            # Parsed under the lock: the same text arriving meanwhile waits for this parse.
+            script = parse_it()
+            if not script.included:
+                self._scripts[text] = script
+                if len(self._scripts) > self.size:
+                    self._scripts.popitem(last=False)
+            return script
+
+
 class ScriptStore:
     def __init__(
         self,
@@ -89,8 +121,10 @@ class ScriptStore:
         max_size: int = 64 * 1024,
         global_folder: Path | None = None,
         io: DurableIO | None = None,
+        parsed: ParsedScripts | None = None,
     ):
         self.folder = Path(folder)
+        self.parsed = parsed  # shared with other accounts' stores
         self.max_scripts = max_scripts
         self.max_size = max_size
         self.global_folder = Path(global_folder) if global_folder else None
@@ -195,8 +229,13 @@ class ScriptStore:
         script = None
         used: list[Path] = []
         if name is not None:
-            script = parse(self._read(index["scripts"][name]), includes=self._resolver(used))
-            script.name = name
+            text = self._read(index["scripts"][name])
+            resolver = self._resolver(used)
+            if self.parsed is None:
+                script = parse(text, includes=resolver)
+            else:
+                script = self.parsed.get(text, lambda: parse(text, includes=resolver))
+            script = replace(script, name=name)
         key = (index_stamp, tuple((path, _stamp(path)) for path in used))
         with self._lock:
             self._cached = (key, script)
