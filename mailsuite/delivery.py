@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
 
 from twisted.internet import defer
@@ -21,6 +20,7 @@ from mailsuite.junk.filter import JunkFilter
 from mailsuite.junk.verdict import Verdict
 from mailsuite.logtext import visible
 from mailsuite.metrics import DISABLED, Metrics
+from mailsuite.sieve.dateparts import local_now
 from mailsuite.sieve.filtering import SieveFilter
 from mailsuite.sieve.message_view import MessageInput
 from mailsuite.spool import bounce
@@ -275,7 +275,7 @@ class Delivery:
         mbox, folder = self._target(mailbox, keep_folder)
         if self.sieve is None:
             return [(folder, (), data)]
-        now = datetime.now().astimezone()
+        now = local_now()
         message = MessageInput(data, envelope.mail_from, rcpt.address, mailbox, folder, now)
         outcome = self.sieve.run(mbox.path, message, lambda: _folders(mbox))
         if outcome is None:

@@ -18,6 +18,7 @@ from mailsuite.config import SieveConfig
 from mailsuite.durable import DurableIO
 from mailsuite.logtext import visible
 from mailsuite.sieve.actions import Outcome, Store, VacationReply
+from mailsuite.sieve.dateparts import local_now
 from mailsuite.sieve.grammar import SieveError
 from mailsuite.sieve.interpreter import Limits, run
 from mailsuite.sieve.message_view import MessageInput
@@ -87,7 +88,7 @@ class SieveFilter:
         job."""
         if not self.config.enabled:
             return None
-        stamp = index_stamp(account_folder(maildir))
+        stamp = index_stamp(maildir)
         if stamp is None:
             return None  # the common case: no script ever stored, one stat and nothing more
         store = self.scripts(maildir)
@@ -173,7 +174,7 @@ class SieveFilter:
             trace = f"Delivered-To: {mailbox}\r\n".encode("utf-8", "surrogateescape")
             plan.sends.append(("redirect", sender, redirect.address, trace + body))
         reply = outcome.vacation
-        now = message.now or datetime.now().astimezone()
+        now = message.now or local_now()
         if reply is not None and self.vacation_due(maildir, reply, now):
             plan.sends.append(("vacation reply", "", reply.recipient, reply.message))
             plan.after.append(partial(self.vacation_sent, maildir, reply, now))

@@ -337,10 +337,11 @@ class ScriptStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def index_stamp(folder: Path) -> tuple | None:
-    """What tells whether the scripts of the sieve folder `folder` changed (the index's
-    time, size and inode), None when it has no index: no script was ever stored."""
-    return _stamp(f"{folder}/{INDEX}")
+def index_stamp(maildir: Path) -> tuple | None:
+    """What tells whether the scripts of the account whose Maildir is `maildir` changed (its
+    index's time, size and inode), None when it has no index: no script was ever stored.
+    The path by string (account_folder's join, in pathlib, cost more than the stat)."""
+    return _stamp(f"{maildir}/sieve/{INDEX}")
 
 
 def _stamp(path: Path | str) -> tuple | None:

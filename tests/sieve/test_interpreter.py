@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -393,3 +396,21 @@ def test_compiled_tests_decide_charge_and_capture_as_the_general_path(test, key)
     assert not fast.errors and not slow.errors
     assert folders(fast) == folders(slow)
     assert _steps_needed(general) == _steps_needed(compiled) + 1
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "America/St_Johns", "Asia/Kathmandu"])
+def test_local_now_is_the_machines_zone(zone):
+    """A delivery's "now" (RFC 5260's local zone) is what datetime.now().astimezone() says,
+    in a child process whose TZ is `zone` (half- and quarter-hour offsets included)."""
+    code = (
+        "from datetime import datetime\n"
+        "from mailsuite.sieve.dateparts import local_now\n"
+        "a = local_now(); b = datetime.now().astimezone(); c = local_now()\n"
+        "print(a.utcoffset() == b.utcoffset() == c.utcoffset(), a.tzname() == b.tzname(),"
+        " a <= b <= c)\n"
+    )
+    env = {**os.environ, "TZ": zone}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["True", "True", "True"]
