@@ -277,7 +277,9 @@ class Delivery:
             return [(folder, (), data)]
         now = local_now()
         message = MessageInput(data, envelope.mail_from, rcpt.address, mailbox, folder, now)
-        outcome = self.sieve.run(mbox.path, message, lambda: _folders(mbox))
+        outcome = self.sieve.run(
+            mbox.path, message, lambda: _folders(mbox), partial(_folder_exists, mbox)
+        )
         if outcome is None:
             return [(folder, (), data)]
         plan = self.sieve.plan(mbox.path, message, outcome)
@@ -428,6 +430,14 @@ class Delivery:
     def _undo(written) -> None:
         for mbox, folder, key in written:
             mbox.withdraw(folder, key)
+
+
+def _folder_exists(mbox: Mailbox, name: str) -> bool:
+    """Whether `mbox` has the folder `name` (a name the store refuses: no such folder)."""
+    try:
+        return mbox.exists(name)
+    except BadFolderName:
+        return False
 
 
 def _folders(mbox: Mailbox) -> dict[str, str | None]:

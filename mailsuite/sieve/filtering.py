@@ -81,10 +81,12 @@ class SieveFilter:
         maildir: Path,
         message: MessageInput,
         folders: Callable[[], dict[str, str | None]] | None = None,
+        exists: Callable[[str], bool] | None = None,
     ) -> Outcome | None:
         """The outcome of the account's active script; None when it has none (or Sieve is
         off).  `folders` lists the account's folders (name -> special use), called only when
-        the script asks.  Blocking (reads the script when it changed): delivery's durable-I/O
+        the script asks; `exists` says whether one folder exists, so that filing into one
+        does not list them all.  Blocking (reads the script when it changed): delivery's durable-I/O
         job."""
         if not self.config.enabled:
             return None
@@ -101,6 +103,8 @@ class SieveFilter:
             return None
         if folders is not None:
             message.folders = folders
+        if exists is not None:
+            message.exists = exists
         if message.seen is None:
             folder = store.folder
             message.seen = lambda key: RunState(folder).seen(key)

@@ -36,6 +36,9 @@ class MessageInput:
     )
     # duplicate (RFC 7352): when an id key was last recorded (seconds since the epoch)
     seen: Callable[[str], float | None] | None = None
+    # Whether the account has one folder, asked without listing them all (fileinto without
+    # :specialuse, mailboxexists); None: looked up in `folders`.
+    exists: Callable[[str], bool] | None = None
 
 
 class MessageView:
@@ -64,6 +67,16 @@ class MessageView:
         if callable(self.input.folders):
             self.input.folders = self.input.folders()
         return self.input.folders
+
+    def folder_exists(self, name: str) -> bool:
+        """Whether the account has the folder `name` (INBOX always): one question to the
+        store while the folders are not listed (filing into a folder is common, and listing
+        them costs a look at each), else from the list."""
+        if name.upper() == "INBOX":
+            return True
+        if self.input.exists is not None and callable(self.input.folders):
+            return self.input.exists(name)
+        return name in self.folders()
 
     @property
     def size(self) -> int:

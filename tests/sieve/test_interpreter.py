@@ -414,3 +414,24 @@ def test_local_now_is_the_machines_zone(zone):
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["True", "True", "True"]
+
+
+def test_filing_asks_for_one_folder_and_lists_them_only_for_special_use():
+    asked: list[str] = []
+    listed: list[bool] = []
+
+    def exists(name: str) -> bool:
+        asked.append(name)
+        return name in ("Lists", "Spam")
+
+    def listing() -> dict:
+        listed.append(True)
+        return {"Lists": None, "Spam": "\\Junk"}
+
+    s = 'require ["fileinto", "mailbox", "special-use"];\n'
+    out = go(s + 'if mailboxexists "Lists" { fileinto "Lists"; }', folders=listing, exists=exists)
+    assert folders(out) == ["Lists"] and asked == ["Lists", "Lists"] and not listed
+    out = go(s + 'fileinto "Nowhere";', folders=listing, exists=exists)
+    assert folders(out) == ["INBOX"] and "does not exist" in out.errors[0] and not listed
+    out = go(s + 'fileinto :specialuse "\\\\Junk" "Lists";', folders=listing, exists=exists)
+    assert folders(out) == ["Spam"] and listed == [True]
