@@ -66,61 +66,70 @@ def _build(test: Test) -> Compiled | None:
     if comparator not in _SIMPLE_COMPARATORS:
         return None
     line = test.line
-    if "matches" in tags:
+    matches = "matches" in tags
+    if matches:
         judge = _wildcards(keys, comparator, line)
     else:
         judge = _plain(keys, comparator, "contains" in tags, line)
-
+    # :is and :contains compare folded values: folded once per message and kept in the
+    # view's memo under this test's key, for the other tests that look at the same thing.
+    fold = _same if matches or comparator == "i;octet" else _lower
     if name == "header":
         lnames = tuple(n.lower() for n in names)
-        if len(lnames) == 1:
-            (lname,) = lnames
-
-            def header_one(m) -> bool:
-                values = m.view.values(lname)
-                if not values:
-                    return False
-                return judge(m, values)
-
-            return header_one
+        key = ("header", lnames, fold)
 
         def header(m) -> bool:
-            return judge(m, [v for n in lnames for v in m.view.values(n)])
+            memo = m.view.memo
+            values = memo.get(key)
+            if values is None:
+                values = memo[key] = [fold(v) for n in lnames for v in m.view.values(n)]
+            if not values:
+                return False
+            return judge(m, values)
 
         return header
     part = next((p for p in _ADDRESS_PARTS if p in tags), "all")
     if name == "address":
         lnames = tuple(n.lower() for n in names)
         take = _PART_FUNCTIONS[part]
+        key = ("address", lnames, part, fold)
 
         def address(m) -> bool:
-            values = []
-            for n in lnames:
-                values += m.view.address_parts(n, take)
+            memo = m.view.memo
+            values = memo.get(key)
+            if values is None:
+                view = m.view
+                values = [fold(v) for n in lnames for v in view.address_parts(n, take)]
+                memo[key] = values
             if not values:
                 return False
             return judge(m, values)
 
         return address
-    parts = [n.lower() for n in names]
+    parts = tuple(n.lower() for n in names)
     if any(p not in ("from", "to") for p in parts):
         return None
+    key = ("envelope", parts, part, fold)
 
     def envelope(m) -> bool:
-        message = m.view.input
-        values = []
-        for p in parts:
-            v = address_part(message.mail_from if p == "from" else message.recipient, part)
-            if v is not None:
-                values.append(v)
+        memo = m.view.memo
+        values = memo.get(key)
+        if values is None:
+            message = m.view.input
+            values = []
+            for p in parts:
+                v = address_part(message.mail_from if p == "from" else message.recipient, part)
+                if v is not None:
+                    values.append(fold(v))
+            memo[key] = values
         return judge(m, values)
 
     return envelope
 
 
 def _plain(keys: list[str], comparator: str, contains: bool, line: int):
-    """judge(machine, values) for :is and :contains: one step per comparison, as the general
-    path charges."""
+    """judge(machine, folded values) for :is and :contains: one step per comparison, as the
+    general path charges."""
     fold = _lower if comparator == "i;ascii-casemap" else _same
     folded = tuple(fold(k) for k in keys)
     wanted = frozenset(folded)
@@ -131,13 +140,12 @@ def _plain(keys: list[str], comparator: str, contains: bool, line: int):
         # Plain loops: cheaper than generators for the one or two values a header has.
         if contains:
             for v in values:
-                v = fold(v)
                 for k in folded:
                     if k in v:
                         return True
             return False
         for v in values:
-            if fold(v) in wanted:
+            if v in wanted:
                 return True
         return False
 

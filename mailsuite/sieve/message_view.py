@@ -62,6 +62,9 @@ class MessageView:
         self._addresses: dict[str, list[list[str]]] = {}
         self._parts: dict[tuple, list[str]] = {}
         self._by_name: dict[bytes, list[bytes]] | None = None
+        # What compiled tests derive from the fields (fastpath: folded values), by their key;
+        # forgotten, like the rest, when editheader changes the fields.
+        self.memo: dict[tuple, list[str]] = {}
 
     def folders(self) -> dict[str, str | None]:
         if callable(self.input.folders):
@@ -227,6 +230,7 @@ class MessageView:
         self._decoded.clear()
         self._addresses.clear()
         self._parts.clear()
+        self.memo.clear()
         self._by_name = None
 
     def count(self, name: str) -> int:

@@ -435,3 +435,19 @@ def test_filing_asks_for_one_folder_and_lists_them_only_for_special_use():
     assert folders(out) == ["INBOX"] and "does not exist" in out.errors[0] and not listed
     out = go(s + 'fileinto :specialuse "\\\\Junk" "Lists";', folders=listing, exists=exists)
     assert folders(out) == ["Spam"] and listed == [True]
+
+
+def test_compiled_tests_see_editheader_changes_rfc5293_5():
+    """Compiled tests keep what they fold per message; an edit of the fields drops it."""
+    out = go(
+        'require ["editheader", "fileinto", "mailbox"];\n'
+        'if header :contains "x-tag" "sec" { fileinto :create "before"; }\n'
+        'deleteheader "x-tag";\n'
+        'addheader "X-Tag" "Later";\n'
+        'if header :contains "x-tag" "sec" { fileinto :create "stale"; }\n'
+        'if header :is "x-tag" "later" { fileinto :create "after"; }\n'
+        'if address :is :domain "from" "remote.test" { fileinto :create "from-before"; }\n'
+        'deleteheader "from";\n'
+        'if address :is :domain "from" "remote.test" { fileinto :create "from-stale"; }\n'
+    )
+    assert folders(out) == ["before", "after", "from-before"]
