@@ -12,9 +12,6 @@ _MJD_EPOCH = date(1858, 11, 17)
 _ZONE = re.compile(r"([+-])([0-9]{2})([0-9]{2})\Z")
 
 
-UTC = UTC
-
-
 class _LocalZone:
     """The machine's zone as a fixed offset, looked up again when the minute changes: finding
     it (datetime.astimezone() with no zone: a stat of /etc/localtime and a conversion) cost

@@ -216,7 +216,7 @@ class ScriptStore:
     def active(self, stamp: tuple | None | object = _NOT_TAKEN) -> Script | None:
         """The active script compiled, with its includes; cached while the index and the
         included files keep their size and time, so a delivery does not parse again.
-        SieveError when it (or an include) no longer parses.  `stamp`: the folder's
+        SieveError when it (or an include) no longer parses.  `stamp`: the account's
         `index_stamp`, when the caller has just taken it (a delivery: one stat, not two)."""
         index_stamp = _stamp(self.folder / INDEX) if stamp is _NOT_TAKEN else stamp
         with self._lock:
