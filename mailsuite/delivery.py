@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
 
 from twisted.internet import defer
@@ -21,6 +20,7 @@ from mailsuite.junk.filter import JunkFilter
 from mailsuite.junk.verdict import Verdict
 from mailsuite.logtext import visible
 from mailsuite.metrics import DISABLED, Metrics
+from mailsuite.sieve.dateparts import local_now
 from mailsuite.sieve.filtering import SieveFilter
 from mailsuite.sieve.message_view import MessageInput
 from mailsuite.spool import bounce
@@ -275,9 +275,11 @@ class Delivery:
         mbox, folder = self._target(mailbox, keep_folder)
         if self.sieve is None:
             return [(folder, (), data)]
-        now = datetime.now().astimezone()
+        now = local_now()
         message = MessageInput(data, envelope.mail_from, rcpt.address, mailbox, folder, now)
-        outcome = self.sieve.run(mbox.path, message, lambda: _folders(mbox))
+        outcome = self.sieve.run(
+            mbox.path, message, lambda: _folders(mbox), partial(_folder_exists, mbox)
+        )
         if outcome is None:
             return [(folder, (), data)]
         plan = self.sieve.plan(mbox.path, message, outcome)
@@ -428,6 +430,14 @@ class Delivery:
     def _undo(written) -> None:
         for mbox, folder, key in written:
             mbox.withdraw(folder, key)
+
+
+def _folder_exists(mbox: Mailbox, name: str) -> bool:
+    """Whether `mbox` has the folder `name` (a name the store refuses: no such folder)."""
+    try:
+        return mbox.exists(name)
+    except BadFolderName:
+        return False
 
 
 def _folders(mbox: Mailbox) -> dict[str, str | None]:

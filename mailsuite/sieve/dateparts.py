@@ -4,10 +4,42 @@ from __future__ import annotations
 
 import email.utils
 import re
-from datetime import date, datetime, timedelta, timezone
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 
 _MJD_EPOCH = date(1858, 11, 17)
 _ZONE = re.compile(r"([+-])([0-9]{2})([0-9]{2})\Z")
+
+
+class _LocalZone:
+    """The machine's zone as a fixed offset, looked up again when the minute changes: finding
+    it (datetime.astimezone() with no zone: a stat of /etc/localtime and a conversion) cost
+    more than the rest of a short filter, and offsets only ever change on a whole minute."""
+
+    def __init__(self):
+        self._minute = -1
+        self._zone: tzinfo = UTC
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        stamp = time.time()
+        minute = int(stamp // 60)
+        with self._lock:
+            if minute != self._minute:
+                self._zone = datetime.fromtimestamp(stamp).astimezone().tzinfo or UTC
+                self._minute = minute
+            zone = self._zone
+        return datetime.fromtimestamp(stamp, zone)
+
+
+_local_zone = _LocalZone()
+
+
+def local_now() -> datetime:
+    """Now in the machine's local zone (RFC 5260 §4.2's "local" zone, the one a delivery's
+    Sieve run sees); the same as datetime.now().astimezone()."""
+    return _local_zone.now()
 
 
 def parse_zone(text: str) -> timezone | None:

@@ -1,5 +1,6 @@
 """Compiled forms of the tests most scripts are made of: header, address, envelope and exists
-with constant arguments, :is or :contains, the default or octet comparator; size, true, false.
+with constant arguments, :is, :contains or :matches, the default or octet comparator; size,
+true, false, and allof/anyof/not over those.
 
 A filter of fifty rules runs on every delivery, so these skip the general path (variable
 expansion, match-type dispatch, match variables) and compare folded strings directly.  Each is
@@ -12,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mailsuite.sieve.grammar import Test
+from mailsuite.sieve.matching import MAX_MATCH_TEXT, MatchSpec, match
 from mailsuite.sieve.message_view import SUBADDRESS_SEPARATOR
 
 _SIMPLE_COMPARATORS = ("i;ascii-casemap", "i;octet")
 _ADDRESS_PARTS = ("all", "localpart", "domain", "user", "detail")
 
-# fn(machine) -> bool; the machine offers .view and .step(line, cost)
+# fn(machine) -> bool; the machine offers .view, .step(line, cost), .limits and .matches
 Compiled = Callable[[object], bool]
 
 
@@ -58,82 +60,118 @@ def _build(test: Test) -> Compiled | None:
     keys = _constant(test.positional[1])
     if keys is None or "index" in tags or "last" in tags:
         return None
-    if any(k in tags for k in ("matches", "regex", "value", "count")):
+    if any(k in tags for k in ("regex", "value", "count")):
         return None
     comparator = tags["comparator"].text if "comparator" in tags else "i;ascii-casemap"
     if comparator not in _SIMPLE_COMPARATORS:
         return None
-    fold = _lower if comparator == "i;ascii-casemap" else _same
-    contains = "contains" in tags
-    folded = tuple(fold(k) for k in keys)
-    wanted = frozenset(folded)
-    n_keys = max(len(keys), 1)
     line = test.line
-
-    def found(values: list[str]) -> bool:
-        # Plain loops: cheaper than generators for the one or two values a header has.
-        if contains:
-            for v in values:
-                v = fold(v)
-                for k in folded:
-                    if k in v:
-                        return True
-            return False
-        for v in values:
-            if fold(v) in wanted:
-                return True
-        return False
-
+    matches = "matches" in tags
+    if matches:
+        judge = _wildcards(keys, comparator, line)
+    else:
+        judge = _plain(keys, comparator, "contains" in tags, line)
+    # :is and :contains compare folded values: folded once per message and kept in the
+    # view's memo under this test's key, for the other tests that look at the same thing.
+    fold = _same if matches or comparator == "i;octet" else _lower
     if name == "header":
         lnames = tuple(n.lower() for n in names)
-        if len(lnames) == 1:
-            (lname,) = lnames
-
-            def header_one(m) -> bool:
-                values = m.view.values(lname)
-                if not values:
-                    return False
-                m.step(line, len(values) * n_keys)
-                return found(values)
-
-            return header_one
+        key = ("header", lnames, fold)
 
         def header(m) -> bool:
-            values = [v for n in lnames for v in m.view.values(n)]
-            m.step(line, len(values) * n_keys)
-            return found(values)
+            memo = m.view.memo
+            values = memo.get(key)
+            if values is None:
+                values = memo[key] = [fold(v) for n in lnames for v in m.view.values(n)]
+            if not values:
+                return False
+            return judge(m, values)
 
         return header
     part = next((p for p in _ADDRESS_PARTS if p in tags), "all")
     if name == "address":
         lnames = tuple(n.lower() for n in names)
         take = _PART_FUNCTIONS[part]
+        key = ("address", lnames, part, fold)
 
         def address(m) -> bool:
-            values = []
-            for n in lnames:
-                values += m.view.address_parts(n, take)
+            memo = m.view.memo
+            values = memo.get(key)
+            if values is None:
+                view = m.view
+                values = [fold(v) for n in lnames for v in view.address_parts(n, take)]
+                memo[key] = values
             if not values:
                 return False
-            m.step(line, len(values) * n_keys)
-            return found(values)
+            return judge(m, values)
 
         return address
-    parts = [n.lower() for n in names]
+    parts = tuple(n.lower() for n in names)
     if any(p not in ("from", "to") for p in parts):
         return None
+    key = ("envelope", parts, part, fold)
 
     def envelope(m) -> bool:
-        message = m.view.input
-        values = []
-        for p in parts:
-            v = address_part(message.mail_from if p == "from" else message.recipient, part)
-            if v is not None:
-                values.append(v)
-        m.step(line, len(values) * n_keys)
-        return found(values)
+        memo = m.view.memo
+        values = memo.get(key)
+        if values is None:
+            message = m.view.input
+            values = []
+            for p in parts:
+                v = address_part(message.mail_from if p == "from" else message.recipient, part)
+                if v is not None:
+                    values.append(fold(v))
+            memo[key] = values
+        return judge(m, values)
 
     return envelope
+
+
+def _plain(keys: list[str], comparator: str, contains: bool, line: int):
+    """judge(machine, folded values) for :is and :contains: one step per comparison, as the
+    general path charges."""
+    fold = _lower if comparator == "i;ascii-casemap" else _same
+    folded = tuple(fold(k) for k in keys)
+    wanted = frozenset(folded)
+    n_keys = max(len(keys), 1)
+
+    def judge(m, values: list[str]) -> bool:
+        m.step(line, len(values) * n_keys)
+        # Plain loops: cheaper than generators for the one or two values a header has.
+        if contains:
+            for v in values:
+                for k in folded:
+                    if k in v:
+                        return True
+            return False
+        for v in values:
+            if v in wanted:
+                return True
+        return False
+
+    return judge
+
+
+def _wildcards(keys: list[str], comparator: str, line: int):
+    """judge(machine, values) for :matches: the general path's match and its cost (one step
+    per comparison and one per 128 of text times pattern length), and on success the match
+    variables of RFC 5229 §3.2."""
+    spec = MatchSpec("matches", comparator)
+    longest = max((len(k) for k in keys), default=0)
+    n_keys = max(len(keys), 1)
+
+    def judge(m, values: list[str]) -> bool:
+        text = 0
+        for v in values:
+            text += min(len(v), MAX_MATCH_TEXT)
+        m.step(line, len(values) * n_keys + text * longest // 128)
+        ok, groups = match(spec, values, keys)
+        if ok and groups is not None:
+            limit = m.limits.max_variable_size
+            m.matches = [g[:limit] for g in groups[:10]]
+        return ok
+
+    return judge
 
 
 def _combined(test: Test) -> Compiled | None:

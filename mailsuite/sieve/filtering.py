@@ -18,10 +18,11 @@ from mailsuite.config import SieveConfig
 from mailsuite.durable import DurableIO
 from mailsuite.logtext import visible
 from mailsuite.sieve.actions import Outcome, Store, VacationReply
+from mailsuite.sieve.dateparts import local_now
 from mailsuite.sieve.grammar import SieveError
 from mailsuite.sieve.interpreter import Limits, run
 from mailsuite.sieve.message_view import MessageInput
-from mailsuite.sieve.scripts import ScriptStore, account_folder
+from mailsuite.sieve.scripts import ParsedScripts, ScriptStore, account_folder, index_stamp
 from mailsuite.sieve.state import RunState
 
 log = Logger(namespace="mailsuite.sieve")
@@ -55,6 +56,7 @@ class SieveFilter:
             vacation_min_days=config.vacation_min_days,
         )
         self._stores: dict[Path, ScriptStore] = {}  # by Maildir
+        self._parsed = ParsedScripts()
         self._lock = threading.Lock()
 
     def scripts(self, maildir: Path) -> ScriptStore:
@@ -70,6 +72,7 @@ class SieveFilter:
                     max_size=self.config.max_script_size,
                     global_folder=self.config.global_dir,
                     io=self.io,
+                    parsed=self._parsed,
                 )
             return store
 
@@ -78,18 +81,21 @@ class SieveFilter:
         maildir: Path,
         message: MessageInput,
         folders: Callable[[], dict[str, str | None]] | None = None,
+        exists: Callable[[str], bool] | None = None,
     ) -> Outcome | None:
         """The outcome of the account's active script; None when it has none (or Sieve is
         off).  `folders` lists the account's folders (name -> special use), called only when
-        the script asks.  Blocking (reads the script when it changed): delivery's durable-I/O
+        the script asks; `exists` says whether one folder exists, so that filing into one
+        does not list them all.  Blocking (reads the script when it changed): delivery's durable-I/O
         job."""
         if not self.config.enabled:
             return None
-        if not (maildir / "sieve").is_dir():
-            return None  # the common case: one stat, nothing more
+        stamp = index_stamp(maildir)
+        if stamp is None:
+            return None  # the common case: no script ever stored, one stat and nothing more
         store = self.scripts(maildir)
         try:
-            script = store.active()
+            script = store.active(stamp)
         except (SieveError, OSError) as e:
             self._failed(store, message, store.active_name() or "", str(e))
             return Outcome(stores=[Store("INBOX")], errors=[str(e)])
@@ -97,6 +103,8 @@ class SieveFilter:
             return None
         if folders is not None:
             message.folders = folders
+        if exists is not None:
+            message.exists = exists
         if message.seen is None:
             folder = store.folder
             message.seen = lambda key: RunState(folder).seen(key)
@@ -170,7 +178,7 @@ class SieveFilter:
             trace = f"Delivered-To: {mailbox}\r\n".encode("utf-8", "surrogateescape")
             plan.sends.append(("redirect", sender, redirect.address, trace + body))
         reply = outcome.vacation
-        now = message.now or datetime.now().astimezone()
+        now = message.now or local_now()
         if reply is not None and self.vacation_due(maildir, reply, now):
             plan.sends.append(("vacation reply", "", reply.recipient, reply.message))
             plan.after.append(partial(self.vacation_sent, maildir, reply, now))

@@ -263,14 +263,13 @@ class _Machine:
             raise RunError(cmd.line, "invalid folder name")
         flags = self.flag_list(cmd.tags["flags"], ctx) if "flags" in cmd.tags else list(self.flags)
         special = self.text(cmd.tags["specialuse"], ctx) if "specialuse" in cmd.tags else None
-        folders = self.view.folders()
         if special is not None:
             # RFC 8579 §4: the folder that has this special use wins over the name.
-            for name, use in folders.items():
+            for name, use in self.view.folders().items():
                 if use and special.lower() in use.lower().split():
                     folder = name
                     break
-        exists = _folder_exists(folders, folder)
+        exists = self.view.folder_exists(folder)
         if not exists and "create" not in cmd.tags:
             raise RunError(cmd.line, f"folder {folder!r} does not exist")
         if folder.upper() == "INBOX":
@@ -650,8 +649,7 @@ class _Machine:
         return duplicate
 
     def test_mailboxexists(self, t, ctx):
-        folders = self.view.folders()
-        return all(_folder_exists(folders, n) for n in self.texts(t.positional[0], ctx))
+        return all(self.view.folder_exists(n) for n in self.texts(t.positional[0], ctx))
 
     def test_specialuse_exists(self, t, ctx):
         folders = self.view.folders()

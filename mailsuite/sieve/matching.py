@@ -116,7 +116,8 @@ def _one(spec: MatchSpec, value: str, key: str) -> tuple[bool, list[str] | None]
     if kind == "contains":
         return _fold(key, comparator) in _fold(value, comparator), None
     if kind == "matches":
-        return _glob(_wildcard(key), value, comparator == "i;ascii-casemap")
+        casefold = comparator == "i;ascii-casemap"
+        return _glob(_wildcard(key, casefold), value, casefold)
     groups = regex_of(key, comparator).search(value[:MAX_REGEX_TEXT])
     return groups is not None, groups
 
@@ -130,9 +131,10 @@ def regex_of(key: str, comparator: str) -> Regex:
 
 
 @lru_cache(maxsize=512)
-def _wildcard(key: str) -> tuple:
+def _wildcard(key: str, casefold: bool = False) -> tuple:
     """RFC 5228 §2.7.1: "*" any sequence, "?" one character, "\\" quotes the next.  The
-    pattern as a tuple of single characters and the markers STAR and ONE."""
+    pattern as a tuple of single characters (folded with `casefold`) and the markers STAR
+    and ONE."""
     out: list = []
     i = 0
     while i < len(key):
@@ -147,6 +149,8 @@ def _wildcard(key: str) -> tuple:
         else:
             out.append(ONE if c == "?" else c)
         i += 1
+    if casefold:
+        return tuple(_fold(t, "i;ascii-casemap") if isinstance(t, str) else t for t in out)
     return tuple(out)
 
 
@@ -156,12 +160,9 @@ STAR, ONE = object(), object()
 def _glob(tokens: tuple, text: str, casefold: bool) -> tuple[bool, list[str] | None]:
     """Wildcard matching in O(len(text) * len(tokens)) (the last star takes one more
     character on a mismatch; earlier ones stay as short as possible), with the text each
-    wildcard took: RFC 5229 §3.2's ${1}..${N}, ${0} the whole value."""
-    if casefold:
-        text_cmp = _fold(text, "i;ascii-casemap")
-        tokens = tuple(_fold(t, "i;ascii-casemap") if isinstance(t, str) else t for t in tokens)
-    else:
-        text_cmp = text
+    wildcard took: RFC 5229 §3.2's ${1}..${N}, ${0} the whole value.  `tokens` are folded
+    already when `casefold` (_wildcard)."""
+    text_cmp = _fold(text, "i;ascii-casemap") if casefold else text
     n, m = len(text), len(tokens)
     i = p = 0
     star_p, star_i = -1, 0

@@ -36,6 +36,9 @@ class MessageInput:
     )
     # duplicate (RFC 7352): when an id key was last recorded (seconds since the epoch)
     seen: Callable[[str], float | None] | None = None
+    # Whether the account has one folder, asked without listing them all (fileinto without
+    # :specialuse, mailboxexists); None: looked up in `folders`.
+    exists: Callable[[str], bool] | None = None
 
 
 class MessageView:
@@ -59,11 +62,24 @@ class MessageView:
         self._addresses: dict[str, list[list[str]]] = {}
         self._parts: dict[tuple, list[str]] = {}
         self._by_name: dict[bytes, list[bytes]] | None = None
+        # What compiled tests derive from the fields (fastpath: folded values), by their key;
+        # forgotten, like the rest, when editheader changes the fields.
+        self.memo: dict[tuple, list[str]] = {}
 
     def folders(self) -> dict[str, str | None]:
         if callable(self.input.folders):
             self.input.folders = self.input.folders()
         return self.input.folders
+
+    def folder_exists(self, name: str) -> bool:
+        """Whether the account has the folder `name` (INBOX always): one question to the
+        store while the folders are not listed (filing into a folder is common, and listing
+        them costs a look at each), else from the list."""
+        if name.upper() == "INBOX":
+            return True
+        if self.input.exists is not None and callable(self.input.folders):
+            return self.input.exists(name)
+        return name in self.folders()
 
     @property
     def size(self) -> int:
@@ -214,6 +230,7 @@ class MessageView:
         self._decoded.clear()
         self._addresses.clear()
         self._parts.clear()
+        self.memo.clear()
         self._by_name = None
 
     def count(self, name: str) -> int:

@@ -19,7 +19,10 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from mailsuite.durable import DurableIO, discard, replace_file
@@ -30,17 +33,20 @@ from mailsuite.sieve.script import Script, parse
 __all__ = [
     "ActiveScriptError",
     "BadNameError",
+    "ParsedScripts",
     "QuotaError",
     "ScriptStore",
     "SieveError",
     "account_folder",
     "check_name",
+    "index_stamp",
 ]
 
 INDEX = "index.json"
 STATUS = "status.json"
 # RFC 5804 §1.6: script names are at most 1024 octets (we take that as our limit too).
 MAX_NAME_OCTETS = 1024
+_NOT_TAKEN = object()  # ScriptStore.active's stamp when the caller has none
 
 
 class QuotaError(Exception):
@@ -78,6 +84,34 @@ def check_name(name: str) -> None:
             raise BadNameError("script name has a control character")
 
 
+class ParsedScripts:
+    """Compiled scripts by their text, shared by the accounts of a process: a script that many
+    accounts use (a default the admin gave everybody) is parsed once, not once per account,
+    and deliveries that find one not parsed yet wait for the one parse instead of each doing
+    it.  Only scripts without include: what an include brings in depends on the account."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._scripts: OrderedDict[str, Script] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str, parse_it: Callable[[], Script]) -> Script:
+        """The compiled form of `text`, from parse_it() when not known (SieveError from it
+        is raised and nothing is kept).  The caller must not change what it gets."""
+        with self._lock:
+            script = self._scripts.get(text)
+            if script is not None:
+                self._scripts.move_to_end(text)
+                return script
+            # Parsed under the lock: the same text arriving meanwhile waits for this parse.
+            script = parse_it()
+            if not script.included:
+                self._scripts[text] = script
+                if len(self._scripts) > self.size:
+                    self._scripts.popitem(last=False)
+            return script
+
+
 class ScriptStore:
     def __init__(
         self,
@@ -87,8 +121,10 @@ class ScriptStore:
         max_size: int = 64 * 1024,
         global_folder: Path | None = None,
         io: DurableIO | None = None,
+        parsed: ParsedScripts | None = None,
     ):
         self.folder = Path(folder)
+        self.parsed = parsed  # shared with other accounts' stores
         self.max_scripts = max_scripts
         self.max_size = max_size
         self.global_folder = Path(global_folder) if global_folder else None
@@ -177,11 +213,12 @@ class ScriptStore:
 
     # -- delivery --------------------------------------------------------------------------
 
-    def active(self) -> Script | None:
+    def active(self, stamp: tuple | None | object = _NOT_TAKEN) -> Script | None:
         """The active script compiled, with its includes; cached while the index and the
         included files keep their size and time, so a delivery does not parse again.
-        SieveError when it (or an include) no longer parses."""
-        index_stamp = _stamp(self.folder / INDEX)
+        SieveError when it (or an include) no longer parses.  `stamp`: the account's
+        `index_stamp`, when the caller has just taken it (a delivery: one stat, not two)."""
+        index_stamp = _stamp(self.folder / INDEX) if stamp is _NOT_TAKEN else stamp
         with self._lock:
             cached = self._cached
         if cached is not None and cached[0][0] == index_stamp:
@@ -192,8 +229,13 @@ class ScriptStore:
         script = None
         used: list[Path] = []
         if name is not None:
-            script = parse(self._read(index["scripts"][name]), includes=self._resolver(used))
-            script.name = name
+            text = self._read(index["scripts"][name])
+            resolver = self._resolver(used)
+            if self.parsed is None:
+                script = parse(text, includes=resolver)
+            else:
+                script = self.parsed.get(text, lambda: parse(text, includes=resolver))
+            script = replace(script, name=name)
         key = (index_stamp, tuple((path, _stamp(path)) for path in used))
         with self._lock:
             self._cached = (key, script)
@@ -295,7 +337,14 @@ class ScriptStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _stamp(path: Path) -> tuple | None:
+def index_stamp(maildir: Path) -> tuple | None:
+    """What tells whether the scripts of the account whose Maildir is `maildir` changed (its
+    index's time, size and inode), None when it has no index: no script was ever stored.
+    The path by string (account_folder's join, in pathlib, cost more than the stat)."""
+    return _stamp(f"{maildir}/sieve/{INDEX}")
+
+
+def _stamp(path: Path | str) -> tuple | None:
     try:
         st = os.stat(path)
     except OSError:

@@ -21,7 +21,7 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from mailsuite.durable import DurableIO, write_synced
+from mailsuite.durable import DurableIO
 from mailsuite.durable.modes import make_private_dirs, private_opener
 from mailsuite.store import names
 from mailsuite.store.flags import INFO_SEPARATOR, Keywords, size_in_name, split_filename
@@ -428,61 +428,55 @@ class Mailbox:
 
         `data` is bytes, or a binary file positioned at the message (a large IMAP APPEND
         spooled to disk), which is copied in pieces so memory stays flat."""
-        if flags or not isinstance(data, (bytes, bytearray, memoryview)):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
             return self._deliver_file(data, folder, flags, internaldate, check_quota)
-        # A message in memory without flags (every SMTP delivery), in as few system calls as
-        # it takes (in the durable pool each is a wait for the GIL): the folder is looked at
-        # only when something fails, and the message is counted in maildirsize before it is
-        # written (MaildirSize.charge), taken back if the write fails.
+        # A message in memory (every SMTP delivery, flagged or filed by Sieve or not), in as
+        # few system calls as it takes (in the durable pool each is a wait for the GIL): the
+        # folder is looked at only when something fails, the keywords' letters come from
+        # memory, and the message is counted in maildirsize before it is written
+        # (MaildirSize.charge), taken back if the write fails.
         folder = names.validate(folder)
         base = os.fspath(self.folder_path(folder))
+        try:
+            info = self.keywords_for(folder).to_info(flags) if flags else ""
+        except OSError:
+            self._no_such_folder(folder)  # a new keyword's file cannot be written there
+            raise
         body, key = self._stage(data, False)
         size = len(body)
         try:
             self._quota.charge(size, check_quota)
         except (OSError, QuotaExceeded):
-            self._folder_dir(folder)  # NoSuchFolder first, as if the folder was checked first
+            self._no_such_folder(folder)  # NoSuchFolder first, as if it was checked first
             raise
         try:
-            # Not durable until new/ is fsynced: on failure no copy is kept, since the sender
-            # is told to retry.
-            # INBOX's new/ is never renamed: its descriptor can be held (DurableIO.place).
+            # Maildir: a message with flags goes straight to cur/ with its info suffix.
+            dest = f"{base}/cur/{key}{INFO_SEPARATOR}{info}" if info else f"{base}/new/{key}"
+            # Not durable until that folder is fsynced: on failure no copy is kept, since the
+            # sender is told to retry.  INBOX's new/ and cur/ are never renamed: their
+            # descriptors can be held (DurableIO.place).
             self.io.write_file(
-                f"{base}/tmp/{key}",
-                body,
-                f"{base}/new/{key}",
-                internaldate,
-                held=folder == names.INBOX,
+                f"{base}/tmp/{key}", body, dest, internaldate, held=folder == names.INBOX
             )
         except BaseException as e:
             self._quota.add(-size, -1)
             if isinstance(e, OSError):
-                self._folder_dir(folder)
+                self._no_such_folder(folder)
             raise
         return key
 
     def _deliver_file(self, data, folder, flags, internaldate, check_quota) -> str:
-        """deliver() of a message with flags, or of one in a file."""
+        """deliver() of a message in a file: copied in pieces, counted once its size is known."""
         folder, base = self._folder_dir(folder)
         info = self.keywords_for(folder).to_info(flags) if flags else ""
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            body, key = self._stage(data, check_quota)
-            size = len(body)
-            tmp = f"{base}/tmp/{key}"
-            write_synced(tmp, body)
-            fd = None
-        else:
-            tmp = f"{base}/tmp/{unique_name()}.part"
-            fd, size, wire = _copy_to_lf(data, tmp, self._quota if check_quota else None)
-            key = f"{os.path.basename(tmp)[: -len('.part')]},S={size},W={wire}"
+        tmp = f"{base}/tmp/{unique_name()}.part"
+        fd, size, wire = _copy_to_lf(data, tmp, self._quota if check_quota else None)
+        key = f"{os.path.basename(tmp)[: -len('.part')]},S={size},W={wire}"
         if info:
             dest = f"{base}/cur/{key}{INFO_SEPARATOR}{info}"
         else:
             dest = f"{base}/new/{key}"
-        if fd is None:
-            self.io.place(tmp, dest, internaldate)
-        else:
-            self.io.sync_new_file(tmp, fd, dest, internaldate)
+        self.io.sync_new_file(tmp, fd, dest, internaldate)
         self._quota.add(size, 1)
         return key
 
@@ -491,6 +485,17 @@ class Mailbox:
     ) -> defer.Deferred:
         """deliver() run in the durable pool, for the reactor thread: Deferred[key]."""
         return self.io.submit(self.deliver, data, folder, flags, internaldate)
+
+    def _no_such_folder(self, folder: str) -> None:
+        """NoSuchFolder when `folder` does not exist (after a failed delivery into it: the
+        letters its keywords were given in memory are dropped with it)."""
+        try:
+            self._folder_dir(folder)
+        except NoSuchFolder:
+            with self._lock:
+                if folder not in self._folders:
+                    self._keywords.pop(folder, None)
+            raise
 
     def _folder_dir(self, folder: str) -> tuple[str, str]:
         """(the validated folder name, its directory); NoSuchFolder when it does not exist."""

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -355,3 +358,96 @@ def test_wildcards_and_regexes_are_charged_by_their_work():
         out = go(script, raw=raw)
         assert out.stores == [Store("INBOX")]
         assert time.process_time() - start < 5
+
+
+def _steps_needed(script: str) -> int:
+    """The smallest step budget `script` runs in without running out."""
+    for budget in range(1, 500):
+        if not go(script, limits=Limits(max_steps=budget)).errors:
+            return budget
+    raise AssertionError("no budget was enough")
+
+
+@pytest.mark.parametrize(
+    ("test", "key"),
+    [
+        ('header :matches "subject" KEY', "* [*] *"),
+        ('header :matches ["x-tag", "subject"] ["nothing", KEY]', "s*d"),
+        ('header :matches :comparator "i;octet" "subject" KEY', "*[NEWS]*"),
+        ('header :matches :comparator "i;octet" "subject" KEY', "*[news]*"),
+        ('address :matches :domain "to" KEY', "*.test"),
+        ('address :localpart :matches ["to", "cc"] KEY', "?a*"),
+        ('envelope :matches :localpart "to" KEY', "alice+*"),
+        ('allof (size :under 1M, header :matches "from" KEY)', "bob *"),
+        ('anyof (header :is "x-tag" "none", not header :matches "subject" KEY)', "*weekly"),
+        ('header :contains "x-tag" ["eco", KEY]', "hir"),
+        ('address :is :domain ["from", "to"] KEY', "example.test"),
+    ],
+)
+def test_compiled_tests_decide_charge_and_capture_as_the_general_path(test, key):
+    """A test with constant arguments runs compiled; the same test with a key from a
+    variable takes the general path: the same verdict, the same match variables, and the
+    same steps (but the one that expanding the variable costs)."""
+    s = f'require ["variables", "fileinto", "mailbox", "envelope"];\nset "k" "{key}";\n'
+    tail = ' { fileinto :create "hit-${1}-${2}"; }\n'
+    compiled = s + "if " + test.replace("KEY", f'"{key}"') + tail
+    general = s + "if " + test.replace("KEY", '"${k}"') + tail
+    fast, slow = go(compiled), go(general)
+    assert not fast.errors and not slow.errors
+    assert folders(fast) == folders(slow)
+    assert _steps_needed(general) == _steps_needed(compiled) + 1
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "America/St_Johns", "Asia/Kathmandu"])
+def test_local_now_is_the_machines_zone(zone):
+    """A delivery's "now" (RFC 5260's local zone) is what datetime.now().astimezone() says,
+    in a child process whose TZ is `zone` (half- and quarter-hour offsets included)."""
+    code = (
+        "from datetime import datetime\n"
+        "from mailsuite.sieve.dateparts import local_now\n"
+        "a = local_now(); b = datetime.now().astimezone(); c = local_now()\n"
+        "print(a.utcoffset() == b.utcoffset() == c.utcoffset(), a.tzname() == b.tzname(),"
+        " a <= b <= c)\n"
+    )
+    env = {**os.environ, "TZ": zone}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["True", "True", "True"]
+
+
+def test_filing_asks_for_one_folder_and_lists_them_only_for_special_use():
+    asked: list[str] = []
+    listed: list[bool] = []
+
+    def exists(name: str) -> bool:
+        asked.append(name)
+        return name in ("Lists", "Spam")
+
+    def listing() -> dict:
+        listed.append(True)
+        return {"Lists": None, "Spam": "\\Junk"}
+
+    s = 'require ["fileinto", "mailbox", "special-use"];\n'
+    out = go(s + 'if mailboxexists "Lists" { fileinto "Lists"; }', folders=listing, exists=exists)
+    assert folders(out) == ["Lists"] and asked == ["Lists", "Lists"] and not listed
+    out = go(s + 'fileinto "Nowhere";', folders=listing, exists=exists)
+    assert folders(out) == ["INBOX"] and "does not exist" in out.errors[0] and not listed
+    out = go(s + 'fileinto :specialuse "\\\\Junk" "Lists";', folders=listing, exists=exists)
+    assert folders(out) == ["Spam"] and listed == [True]
+
+
+def test_compiled_tests_see_editheader_changes_rfc5293_5():
+    """Compiled tests keep what they fold per message; an edit of the fields drops it."""
+    out = go(
+        'require ["editheader", "fileinto", "mailbox"];\n'
+        'if header :contains "x-tag" "sec" { fileinto :create "before"; }\n'
+        'deleteheader "x-tag";\n'
+        'addheader "X-Tag" "Later";\n'
+        'if header :contains "x-tag" "sec" { fileinto :create "stale"; }\n'
+        'if header :is "x-tag" "later" { fileinto :create "after"; }\n'
+        'if address :is :domain "from" "remote.test" { fileinto :create "from-before"; }\n'
+        'deleteheader "from";\n'
+        'if address :is :domain "from" "remote.test" { fileinto :create "from-stale"; }\n'
+    )
+    assert folders(out) == ["before", "after", "from-before"]

@@ -12,6 +12,7 @@ from mailsuite.sieve import SieveError
 from mailsuite.sieve.scripts import (
     ActiveScriptError,
     BadNameError,
+    ParsedScripts,
     QuotaError,
     ScriptStore,
     account_folder,
@@ -116,6 +117,47 @@ def test_active_is_cached_until_a_change(store):
     second = store.active()
     assert second is not first
     assert second.included[("personal", "b")].commands[0].name == "discard"
+
+
+def test_accounts_with_the_same_script_share_one_parse(tmp_path):
+    """Eight accounts with the same script, their first deliveries at once: one parse between
+    them (the same commands), each with its own name; a script that includes another is
+    each account's own, since the include resolves in that account."""
+    parsed = ParsedScripts()
+    text = 'require "fileinto";\nif header :is "list-id" "x" { fileinto "Lists"; }\n'
+    stores = []
+    for i in range(8):
+        store = ScriptStore(tmp_path / f"u{i}" / "sieve", parsed=parsed)
+        store.put(f"rules{i}", text)
+        store.activate(f"rules{i}")
+        stores.append(store)
+    got: list = [None] * len(stores)
+    start = threading.Barrier(len(stores))
+
+    def first_delivery(i: int) -> None:
+        start.wait()
+        got[i] = stores[i].active()
+
+    threads = [threading.Thread(target=first_delivery, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(script.commands is got[0].commands for script in got)
+    assert [script.name for script in got] == [f"rules{i}" for i in range(8)]
+    # A changed script is parsed anew; the other accounts keep theirs.
+    stores[0].put("rules0", "discard;")
+    assert stores[0].active().commands[0].name == "discard"
+    assert stores[1].active() is got[1]
+
+    including = 'require "include";\ninclude "part";\n'
+    for store, action in ((stores[2], "keep;"), (stores[3], "discard;")):
+        store.put("part", action)
+        store.put("main", including)
+        store.activate("main")
+    two, three = stores[2].active(), stores[3].active()
+    assert two.included[("personal", "part")].commands[0].name == "keep"
+    assert three.included[("personal", "part")].commands[0].name == "discard"
 
 
 def test_global_includes_are_read_from_the_global_folder(tmp_path):

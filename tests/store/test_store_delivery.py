@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mailsuite.store import NoSuchFolder, NoSuchMailbox, Store
+from mailsuite.store import NoSuchFolder, NoSuchMailbox, QuotaExceeded, Store
 from mailsuite.store.flags import split_filename
 from mailsuite.store.maildir import unique_name
 
@@ -79,6 +79,39 @@ def test_delivery_with_flags_goes_to_cur_with_info(mbox):
     assert name == key + ":2,DS"
     folder = mbox.folder("Drafts")
     assert folder.messages[0].flags == {"\\Draft", "\\Seen"}
+
+
+def test_keyword_delivered_into_inbox_lands_in_cur_named_and_counted(store, mbox):
+    """A flagged message in memory (what a Sieve addflag gives) goes straight to cur/ with
+    its letters, the keyword named in dovecot-keywords, and counted in maildirsize."""
+    key = mbox.deliver(b"Subject: k\r\n\r\nx\r\n", flags=["$Bench", "\\Seen"])
+    key2 = mbox.deliver(b"Subject: k2\r\n\r\ny\r\n", flags=["$bench"])
+    assert os.listdir(mbox.path / "new") == [] and os.listdir(mbox.path / "tmp") == []
+    assert sorted(os.listdir(mbox.path / "cur")) == sorted([key + ":2,Sa", key2 + ":2,a"])
+    assert (mbox.path / "dovecot-keywords").read_text() == "0 $Bench\n"
+    folder = mbox.folder("INBOX")
+    assert folder.by_uid(folder.uid_of_key(key)).flags == {"$Bench", "\\Seen"}
+    # Another process (a fresh Store) reads the same count from maildirsize.
+    used = Store(store.root).mailbox("alice@example.test").quota()
+    assert (used.used_messages, used.used_bytes) == (2, 2 * len(b"Subject: k\n\nx\n") + 1)
+
+
+def test_flagged_delivery_to_a_missing_folder_or_over_quota_leaves_nothing(mbox):
+    for flags in (["$Label"], ["\\Seen"]):
+        with pytest.raises(NoSuchFolder):
+            mbox.deliver(b"Subject: x\r\n\r\nx\r\n", folder="Nope", flags=flags)
+    assert not (mbox.path / ".Nope").exists()
+    assert mbox.quota().used_messages == 0
+    # The folder made afterwards starts its keyword letters afresh, from its own file.
+    mbox.create_folder("Nope")
+    key = mbox.deliver(b"Subject: x\r\n\r\nx\r\n", folder="Nope", flags=["$Other"])
+    assert os.listdir(mbox.path / ".Nope" / "cur") == [key + ":2,a"]
+    assert (mbox.path / ".Nope" / "dovecot-keywords").read_text() == "0 $Other\n"
+    mbox.set_quota(0, 1)
+    with pytest.raises(QuotaExceeded):
+        mbox.deliver(b"Subject: y\r\n\r\ny\r\n", flags=["$Label"])
+    assert os.listdir(mbox.path / "cur") == [] and os.listdir(mbox.path / "tmp") == []
+    assert mbox.quota().used_messages == 1
 
 
 def test_internaldate_is_kept(mbox):
