@@ -253,6 +253,7 @@ class Mailbox:
             raise NoSuchFolder(name)
         with self._lock:
             folder = self._folders.pop(name, None)
+            self._keywords.pop(name, None)  # a folder made again under the name starts afresh
         if folder is not None:
             folder.expunge(list(folder.messages), quota=self._quota)
         else:
@@ -283,6 +284,7 @@ class Mailbox:
             os.rename(self.folder_path(src), dst_path)
             with self._lock:
                 self._folders.pop(src, None)
+                self._keywords.pop(src, None)  # it names the old path
         uses = self.special_use()
         for src, dst in moves:
             if src in uses:

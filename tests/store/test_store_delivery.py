@@ -336,3 +336,24 @@ def test_unique_names_carry_the_pid_of_the_process_that_made_them():
         os.close(r)
         os.waitpid(pid, 0)
     assert f"P{pid}Q" in name
+
+
+@pytest.mark.parametrize("how", ["renamed", "deleted"])
+def test_a_folder_made_again_under_an_old_name_has_its_own_keywords(mbox, how):
+    """The keyword letters of a folder renamed away or deleted stay with it; the folder made
+    again under its name numbers its keywords from its own (new) dovecot-keywords."""
+    mbox.create_folder("Lists")
+    mbox.deliver(b"Subject: a\r\n\r\na\r\n", folder="Lists", flags=["$First", "$Second"])
+    if how == "renamed":
+        mbox.rename_folder("Lists", "Old")
+    else:
+        mbox.delete_folder("Lists")
+    mbox.create_folder("Lists")
+    key = mbox.deliver(b"Subject: b\r\n\r\nb\r\n", folder="Lists", flags=["$Second"])
+    assert os.listdir(mbox.path / ".Lists" / "cur") == [key + ":2,a"]
+    assert (mbox.path / ".Lists" / "dovecot-keywords").read_text() == "0 $Second\n"
+    folder = mbox.folder("Lists")
+    assert folder.by_uid(folder.uid_of_key(key)).flags == {"$Second"}
+    if how == "renamed":
+        old = mbox.folder("Old")
+        assert [m.flags for m in old.messages] == [{"$First", "$Second"}]
