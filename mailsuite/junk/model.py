@@ -65,6 +65,7 @@ class FilterData:
         self.path = path
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._seen = False  # the file exists
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -80,13 +81,17 @@ class FilterData:
 
     def is_empty(self) -> bool:
         """Nothing learned or listed yet: reads answer at once, without SQLite (a delivery
-        to an account that never taught its filter costs a stat, not four queries)."""
-        return self._db is None and not self.path.exists()
+        to an account that never taught its filter costs a stat, not four queries).  A file
+        once seen is not looked for again: nothing removes it (a retrain empties it)."""
+        if self._db is not None or self._seen:
+            return False
+        self._seen = self.path.exists()
+        return not self._seen
 
     def _reader(self) -> sqlite3.Connection:
         """The file for reading; an empty stand-in while it does not exist (an account that
         has learned nothing has no file, and reading makes none)."""
-        if self._db is None and not self.path.exists():
+        if self.is_empty():
             return _empty()
         return self._conn()
 
