@@ -63,16 +63,20 @@ def test_quota_exceeded_on_append_is_overquota(server_factory):
     assert typ == "NO" and b"OVERQUOTA" in data[0]
 
 
-def test_compress_deflate_rfc4978(imap_server):
-    append_n(connect(imap_server), 3)
-    c = IMAPClient("127.0.0.1", port=imap_server.port("imap"), ssl=False, timeout=10)
-    c.login(USER, DEFAULT_PASSWORD)
+def _deflating(imap_server):
+    """A logged-in raw session after COMPRESS DEFLATE, with its deflater and inflater."""
     r = Raw(imap_server.port("imap"))
     r.login()
     r.send(b"z COMPRESS DEFLATE\r\n")
     assert r.line() == b"z OK DEFLATE active"
-    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
-    dec = zlib.decompressobj(-15)
+    return r, zlib.compressobj(6, zlib.DEFLATED, -15), zlib.decompressobj(-15)
+
+
+def test_compress_deflate_rfc4978(imap_server):
+    append_n(connect(imap_server), 3)
+    c = IMAPClient("127.0.0.1", port=imap_server.port("imap"), ssl=False, timeout=10)
+    c.login(USER, DEFAULT_PASSWORD)
+    r, comp, dec = _deflating(imap_server)
     r.sock.sendall(
         comp.compress(b"a SELECT INBOX\r\nb FETCH 1:* (UID)\r\n") + comp.flush(zlib.Z_SYNC_FLUSH)
     )
@@ -93,12 +97,7 @@ def test_a_big_body_arrives_whole_through_compress_deflate(imap_server):
     big = b"Subject: big\r\n\r\n" + line * (1536 * 1024 // len(line))
     c = connect(imap_server)
     assert c.append("INBOX", None, None, big)[0] == "OK"
-    r = Raw(imap_server.port("imap"))
-    r.login()
-    r.send(b"z COMPRESS DEFLATE\r\n")
-    assert r.line() == b"z OK DEFLATE active"
-    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
-    dec = zlib.decompressobj(-15)
+    r, comp, dec = _deflating(imap_server)
     r.sock.sendall(
         comp.compress(b"a SELECT INBOX\r\nb FETCH 1 (BODY.PEEK[])\r\n")
         + comp.flush(zlib.Z_SYNC_FLUSH)
