@@ -165,8 +165,8 @@ class Ring:
     def write_durably(self, tmp: str, data: bytes, final: str | None, dir_fd: int | None) -> None:
         """Create `tmp` (it must not exist), write `data`, fsync, close, rename it to `final`
         (if given; by name in the held folder `dir_fd` if given) and fsync the final name's
-        folder.  OSError of the first step that failed; the caller removes what was made.
-        RingBroken: nothing was run, do it the plain way."""
+        folder.  ChainFailed names the first step that failed and where the file was left
+        (the caller removes it); RingBroken: nothing was run, do it the plain way."""
         tmp_b = os.fsencode(tmp)
         where = final if final is not None else tmp
         steps: list[tuple] = [
