@@ -26,6 +26,7 @@ peer instance of ../shared/peers is not touched).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import smtplib
@@ -135,18 +136,12 @@ class Mailsuite:
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
         self.port = free_port()
+        sys.path.insert(0, str(REPO))
+        from mailsuite.config import ListenConfig
+
+        # Every other listener kind closed, whatever kinds there are.
         empty = "\n".join(
-            f"{k} = []"
-            for k in (
-                "smtp",
-                "submissions",
-                "pop3",
-                "pop3s",
-                "imap",
-                "imaps",
-                "http",
-                "managesieve",
-            )
+            f"{f.name} = []" for f in dataclasses.fields(ListenConfig) if f.name != "submission"
         )
         (self.root / "mailsuite.toml").write_text(
             f"""hostname = "mail.example.test"
@@ -166,7 +161,6 @@ routes = {{ "remote.test" = "127.0.0.1:{sink_port}" }}
 io = "{self.IO}"
 """
         )
-        sys.path.insert(0, str(REPO))
         from mailsuite.accounts.db import Accounts
 
         (self.root / "data").mkdir()
