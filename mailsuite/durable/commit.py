@@ -69,7 +69,7 @@ class GroupCommit:
         and for its fsyncs; None past the bound.  A rename through it lands in the very
         directory the fsync covers, even if `path` was removed and made again meanwhile (the
         rename into a removed directory fails: then `forget` it and rename by path).  Only
-        for a folder that is never renamed while the service lives (a mailbox's own new/):
+        for a folder that is never renamed while the service lives (a mailbox's own new/ and cur/):
         the descriptor would follow it to its new name."""
         fd = self._kept.get(path)
         if fd is not None or len(self._kept) + len(self._forgotten) >= HELD_FOLDERS:

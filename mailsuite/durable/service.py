@@ -48,7 +48,7 @@ class DurableIO:
         self.commit = GroupCommit()
         self._pool = self._new_pool()
         self._stop_registered = False
-        self.fallbacks = 0  # pools replaced after a failure (tests read it)
+        self.fallbacks = 0  # pools replaced, or io_uring given up, after a failure (tests)
 
     @classmethod
     def open(
@@ -62,7 +62,7 @@ class DurableIO:
         probe = os.path.join(data_dir, f".durable-probe.{os.getpid()}.{secrets.token_hex(4)}")
         if io.backend == "uring":
             try:
-                io._write_chained(probe + ".tmp", b"probe\n", probe, False, False)
+                io._write_chained(probe + ".tmp", b"probe\n", probe, held=False, replacing=False)
                 discard(probe)
             except OSError as e:
                 log.warn("durable: io_uring does not work here ({err}); using threads", err=str(e))
