@@ -17,8 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite import sasl
-from mailsuite.limits import PER_ADDRESS
-from mailsuite.listener import TurnTaking
+from mailsuite.line_session import LineSession
 from mailsuite.logtext import visible
 from mailsuite.managesieve import response as R
 from mailsuite.managesieve.auth import AUTHENTICATED, NONAUTH, AuthCommands
@@ -29,10 +28,6 @@ from mailsuite.managesieve.script_commands import ScriptCommands
 log = Logger(namespace="mailsuite.managesieve")
 
 _session_ids = itertools.count(1)
-
-# Commands run for one connection in one call of `pump`; then the session yields and its
-# connection calls `pump` again on a later reactor turn, so that one client's pipeline never
-# keeps the others waiting.
 
 
 class SieveConnection(Protocol):
@@ -84,10 +79,15 @@ class _Disconnected:
 DISCONNECTED = _Disconnected()
 
 
-class ManageSieveSession(AuthCommands, ScriptCommands, TurnTaking):
+class ManageSieveSession(AuthCommands, ScriptCommands, LineSession):
     """One ManageSieve session."""
 
+    name = "managesieve"
+    login_state = NONAUTH
+    disconnected = DISCONNECTED
+
     def __init__(self, services, kind: str, conn: SieveConnection):
+        self.log = log  # an instance attribute: a Logger on the class binds to the session
         self.services = services
         self.config = services.config
         self.settings = services.config.managesieve
@@ -104,67 +104,21 @@ class ManageSieveSession(AuthCommands, ScriptCommands, TurnTaking):
         self.sasl: sasl.SaslDialogue | None = None
         self.sasl_mechanism = ""  # of the AUTHENTICATE in progress
         self.bad_commands = 0
-        self.busy = False
-        self.output_blocked = False  # the connection asked us to stop producing responses
-        self.closing = False
-        self.lost = False
 
-    # -- events from the connection ---------------------------------------------------------
+    # -- events from the connection (the rest: LineSession) ------------------------------
 
-    def connected(self, client_ip: str) -> None:
-        self.client_ip = client_ip
-
-    def refuse_connection(self, limit: str) -> None:
-        """A connection limit is reached (mailsuite.limits.PER_ADDRESS or SERVER_WIDE)."""
-        if limit == PER_ADDRESS:
-            log.info("managesieve refusing {ip}: too many connections from it", ip=self.client_ip)
-            text = "Too many connections from your address."
-        else:
-            log.info(
-                "managesieve refusing {ip}: too many connections to the server", ip=self.client_ip
-            )
-            text = "Too many connections to this server, try again later."
+    def goodbye(self, text: str, temporary: bool = False) -> bytes:
         # RFC 5804 §1.3: TRYLATER, a temporary condition.
-        self.conn.write([R.bye(text, R.TRYLATER)])
-        self._close()
-
-    def evicted(self) -> None:
-        """Every slot is taken and this session was the quietest one not logged in."""
-        self.conn.write([R.bye("Server busy, closing idle connection.", R.TRYLATER)])
-        self._close()
-
-    def deadline_passed(self) -> None:
-        """`managesieve.login_deadline` passed before a login."""
-        log.info("managesieve #{sid} login deadline passed", sid=self.session_id)
-        self.conn.write([R.bye("No login in time, closing connection.")])
-        self._close()
+        return R.bye(text, R.TRYLATER if temporary else None)
 
     def greet(self) -> None:
         log.info("managesieve #{sid} connect from {ip}", sid=self.session_id, ip=self.client_ip)
         # RFC 5804 §1.7: the greeting is the capability response.
         self._write(self.capability_response("mailsuite ManageSieve ready."))
 
-    def feed(self, data: bytes) -> None:
-        """Bytes from the client."""
-        if self.closing:
-            return
-        self.reader.feed(data)
-        self.pump()
-
-    def timed_out(self) -> None:
-        log.info("managesieve #{sid} idle timeout", sid=self.session_id)
-        self.conn.write([R.bye("Disconnected for inactivity.")])
-        self._close()
-
-    def connection_lost(self) -> None:
-        self.lost = True
-        if self.sasl is not None:
-            self.sasl.abort()
-        self.sasl = None
-        log.info("managesieve #{sid} disconnected", sid=self.session_id)
-        self.reader.discard()
+    def _let_go(self) -> None:
         self.scripts = None
-        self.conn = DISCONNECTED
+        super()._let_go()
 
     # -- input ------------------------------------------------------------------------------
 
@@ -258,10 +212,6 @@ class ManageSieveSession(AuthCommands, ScriptCommands, TurnTaking):
     def _write(self, parts: list[bytes]) -> None:
         if not self.lost:
             self.conn.write(parts)
-
-    def _close(self) -> None:
-        self.closing = True
-        self.conn.close()
 
     # -- commands in any state --------------------------------------------------------------
 

@@ -59,7 +59,7 @@ class AuthorizationCommands:
     def _stls(self, args):
         if not self._stls_possible():
             raise Pop3Error("TLS is already active or not available.")
-        dropped = self.splitter.discard()
+        dropped = self.reader.discard()
         if dropped:
             # RFC 2595 §4 / DESIGN: nothing sent in clear after STLS may be executed.
             log.info("pop3 #{sid} dropped {n} octets after STLS", sid=self.session_id, n=dropped)

@@ -17,8 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite import sasl
-from mailsuite.limits import PER_ADDRESS
-from mailsuite.listener import TurnTaking
+from mailsuite.line_session import LineSession
 from mailsuite.logtext import visible
 from mailsuite.pop3.authorization import (
     AUTHORIZATION,
@@ -42,10 +41,6 @@ from mailsuite.pop3.transaction import TransactionCommands
 log = Logger(namespace="mailsuite.pop3")
 
 _session_ids = itertools.count(1)
-
-# Command lines run for one connection in one call of `pump`; then the session yields and its
-# connection calls `pump` again on a later reactor turn, so that one client's pipeline never
-# keeps the others waiting.
 
 
 class Pop3Connection(Protocol):
@@ -99,17 +94,23 @@ class _Disconnected:
 DISCONNECTED = _Disconnected()
 
 
-class Pop3Session(AuthorizationCommands, TransactionCommands, TurnTaking):
+class Pop3Session(AuthorizationCommands, TransactionCommands, LineSession):
     """One POP3 session: AUTHORIZATION → TRANSACTION → UPDATE (RFC 1939 §3)."""
 
+    name = "pop3"
+    login_state = AUTHORIZATION
+    disconnected = DISCONNECTED
+
     def __init__(self, services, kind: str, conn: Pop3Connection):
+        self.log = log  # an instance attribute: a Logger on the class binds to the session
         self.services = services
         self.config = services.config
         self.kind = kind
         self.conn = conn
         self.server_state = services.pop3
         self.state = AUTHORIZATION
-        self.splitter = LineSplitter(self.config.pop3.max_command_line)
+        self.settings = services.config.pop3
+        self.reader = LineSplitter(self.settings.max_command_line)
         self.session_id = next(_session_ids)
         self.client_ip = ""
         self.user: str | None = None  # from USER, waiting for PASS
@@ -122,40 +123,14 @@ class Pop3Session(AuthorizationCommands, TransactionCommands, TurnTaking):
         self.utf8 = False
         self.bad_commands = 0
         self.sasl: sasl.SaslDialogue | None = None
-        self.busy = False
-        self.output_blocked = False  # the connection asked us to stop producing replies
-        self.closing = False
-        self.lost = False
         self.last_retr = 0  # message number of the last RETR
         self.ahead: tuple[int, bytes] | None = None  # read-ahead: (UID, wire form) of the next
 
-    # -- events from the connection ---------------------------------------------------------
+    # -- events from the connection (the rest: LineSession) ------------------------------
 
-    def connected(self, client_ip: str) -> None:
-        self.client_ip = client_ip
-
-    def refuse_connection(self, limit: str) -> None:
-        """A connection limit is reached (`limit`: mailsuite.limits.PER_ADDRESS or
-        SERVER_WIDE): say which instead of greeting (RFC 3206 [SYS/TEMP]: try again later)."""
-        if limit == PER_ADDRESS:
-            log.info("pop3 refusing {ip}: too many connections from it", ip=self.client_ip)
-            text = "Too many connections from your address."
-        else:
-            log.info("pop3 refusing {ip}: too many connections to the server", ip=self.client_ip)
-            text = "Too many connections to this server, try again later."
-        self.conn.write([err(text, SYS_TEMP)])
-        self._close()
-
-    def evicted(self) -> None:
-        """Every slot is taken and this session was the quietest one not logged in."""
-        self.conn.write([err("Server busy, closing idle connection.", SYS_TEMP)])
-        self._close()
-
-    def deadline_passed(self) -> None:
-        """`login_deadline` passed before a login."""
-        log.info("pop3 #{sid} login deadline passed", sid=self.session_id)
-        self.conn.write([err("No login in time, closing connection.")])
-        self._close()
+    def goodbye(self, text: str, temporary: bool = False) -> bytes:
+        # RFC 3206: [SYS/TEMP], a condition to try again later.
+        return err(text, SYS_TEMP if temporary else None)
 
     def greet(self) -> None:
         log.info(
@@ -166,42 +141,19 @@ class Pop3Session(AuthorizationCommands, TransactionCommands, TurnTaking):
         )
         self.conn.write([ok("mailsuite ready.")])
 
-    def feed(self, data: bytes) -> None:
-        """Bytes from the client."""
-        if self.closing:
-            return
-        self.splitter.feed(data)
-        self.pump()
-
-    def timed_out(self) -> None:
-        # RFC 1939 §3: the autologout timer closes without entering UPDATE.
-        log.info("pop3 #{sid} idle timeout", sid=self.session_id)
-        self.conn.write([err("Disconnected for inactivity.")])
-        self._close()
-
-    def connection_lost(self) -> None:
-        self.lost = True
-        if self.sasl is not None:
-            self.sasl.abort()
-        self.sasl = None
-        if self.address is not None:
-            # A dropped connection never reaches UPDATE: nothing marked with DELE is removed.
-            self.server_state.release(self.address, self)
-        log.info("pop3 #{sid} disconnected", sid=self.session_id)
-        self._let_go()
-
     def _let_go(self) -> None:
-        """Drop the buffers, the maildrop and the reference back to the connection, so that
-        nothing of this session waits for the cycle collector."""
-        self.splitter.discard()
+        if self.address is not None:
+            # RFC 1939 §6: a dropped connection never reaches UPDATE, so nothing marked with
+            # DELE is removed; the maildrop is free for the next session.
+            self.server_state.release(self.address, self)
         self.maildrop = None
         self.ahead = None
-        self.conn = DISCONNECTED
+        super()._let_go()
 
     # -- input ------------------------------------------------------------------------------
 
     def next_input(self):
-        return self.splitter.next_line()
+        return self.reader.next_line()
 
     def run_input(self, unit) -> None:
         self._run_line(unit)
@@ -257,10 +209,6 @@ class Pop3Session(AuthorizationCommands, TransactionCommands, TurnTaking):
     def _write(self, parts: list[bytes]) -> None:
         if not self.lost:
             self.conn.write(parts)
-
-    def _close(self) -> None:
-        self.closing = True
-        self.conn.close()
 
     def _dispatch(self, cmd):
         handler = _COMMANDS.get(cmd.name)

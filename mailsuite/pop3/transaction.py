@@ -86,7 +86,7 @@ class TransactionCommands:
         once (a quarter of the server's time per message here). Not when the next command is
         already waiting; a message the client then skips has cost one small read."""
         self.ahead = None
-        if self.splitter.pending or number > len(self.maildrop.entries):
+        if self.reader.pending or number > len(self.maildrop.entries):
             return
         entry = self.maildrop.entries[number - 1]
         msg = self.folder.by_uid(entry.uid)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 import time
 
-from mailsuite.listener import COMMANDS_PER_TURN
+from mailsuite.line_session import COMMANDS_PER_TURN
 from mailsuite.managesieve.server import ManageSieveProtocol
 from mailsuite.managesieve.session import ManageSieveSession
 from tests.managesieve.conftest import ALICE, LISTENERS, RawSieve, logged_in, plain_auth

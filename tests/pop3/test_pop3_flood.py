@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import time
 
-from mailsuite.listener import COMMANDS_PER_TURN
+from mailsuite.line_session import COMMANDS_PER_TURN
 from mailsuite.pop3.session import Pop3Session
 from tests.conftest import DEFAULT_PASSWORD
 from tests.pop3.test_pop3_server import ALICE, raw_pop3s
