@@ -29,6 +29,8 @@ def notify(session, cmd):
         return _start(session, spec)
 
     def known(names):
+        if session.protocol.closed:
+            return "NOTIFY completed"  # nobody left to notify: nothing to start (or stop)
         spec.inboxes = names
         return _start(session, spec)
 
