@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from mailsuite.imap.parser import ImapNo
+from mailsuite.message.binary import data_domain
 from mailsuite.message.decode import UnknownTransferEncoding, decode_transfer
 from mailsuite.message.headers import filter_fields
 from mailsuite.message.structure import MimePart, find_part
@@ -102,22 +103,26 @@ _CTE_FIELD_RE = re.compile(
 )
 
 
-def _binary_header(header: bytes) -> bytes:
-    """The header with its Content-Transfer-Encoding replaced by `binary`, placed last (as
+def _binary_header(header: bytes, encoding: bytes = b"binary") -> bytes:
+    """The header with its Content-Transfer-Encoding replaced by `encoding`, placed last (as
     Dovecot writes it)."""
     header = _CTE_FIELD_RE.sub(b"", header)
-    cte = b"Content-Transfer-Encoding: binary\r\n"
+    cte = b"Content-Transfer-Encoding: " + encoding + b"\r\n"
     if header.endswith(b"\r\n\r\n") or header == b"\r\n":
         return header[:-2] + cte + b"\r\n"
     return header + cte
 
 
-def binary_entity(wire: bytes, part: MimePart, with_header: bool) -> tuple[bytes, bool]:
+def binary_entity(
+    wire: bytes, part: MimePart, with_header: bool, domain: bool = False
+) -> tuple[bytes, bool]:
     """RFC 3516 §4: a section with every leaf's Content-Transfer-Encoding undone.
 
     Returns (data, decoded_anything).  Decoded leaves get `Content-Transfer-Encoding: binary`
     in their header, so that a whole message or multipart stays self-describing (Dovecot
-    does the same).  Raises UnknownTransferEncoding for an encoding we cannot undo.
+    does the same); with `domain`, the narrowest of 7bit, 8bit and binary that describes the
+    decoded bytes (RFC 5524's BODYPARTSTRUCTURE of BINARY data is read from it).  Raises
+    UnknownTransferEncoding for an encoding we cannot undo.
     """
     header = wire[part.start : part.body_start]
     if part.is_multipart:
@@ -126,14 +131,14 @@ def binary_entity(wire: bytes, part: MimePart, with_header: bool) -> tuple[bytes
         pos = part.body_start
         for c in part.children:
             chunks.append(wire[pos : c.start])
-            data, ch = binary_entity(wire, c, True)
+            data, ch = binary_entity(wire, c, True, domain)
             chunks.append(data)
             changed |= ch
             pos = max(pos, c.end)
         chunks.append(wire[pos : part.end])
         body = b"".join(chunks)
     elif part.is_message:
-        body, changed = binary_entity(wire, part.message, True)
+        body, changed = binary_entity(wire, part.message, True, domain)
     else:
         raw = wire[part.body_start : part.end]
         enc = part.transfer_encoding
@@ -141,5 +146,5 @@ def binary_entity(wire: bytes, part: MimePart, with_header: bool) -> tuple[bytes
             body, changed = raw, False
         else:
             body, changed = decode_transfer(raw, enc, strict=True), True
-            header = _binary_header(header)
+            header = _binary_header(header, data_domain(body).encode() if domain else b"binary")
     return (header + body if with_header else body), changed

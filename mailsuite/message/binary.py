@@ -14,18 +14,28 @@ import re
 
 from mailsuite.message.structure import iter_leaves, parse_message
 
-__all__ = ["needs_armour", "armour_binary_parts"]
+__all__ = ["data_domain", "needs_armour", "armour_binary_parts"]
 
 _NOT_TEXT = re.compile(rb"\x00|\r(?!\n)|(?<!\r)\n")
 _CTE_FIELD = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:.*\r\n(?:[ \t].*\r\n)*")
 # Encodings whose bodies are stored as they are (RFC 2045 §6.2 identity encodings).
 _IDENTITY = ("", "7bit", "8bit", "binary")
 _LINE = 76  # RFC 2045 §6.8: encoded lines of at most 76 characters
+# RFC 2045 §2.8: 7bit and 8bit data come in lines of at most 998 octets before the CRLF.
+_LONG_LINE = re.compile(rb"[^\r\n]{999}")
 
 
 def needs_armour(data: bytes) -> bool:
     """True when `data` holds bytes a line-oriented store would not keep as they are."""
     return _NOT_TEXT.search(data) is not None
+
+
+def data_domain(data: bytes) -> str:
+    """RFC 2045 §2.7-2.9: "7bit", "8bit" or "binary", the narrowest domain `data` is in as it
+    stands; what a Content-Transfer-Encoding may say of it once its encoding is undone."""
+    if needs_armour(data) or _LONG_LINE.search(data):
+        return "binary"
+    return "7bit" if data.isascii() else "8bit"
 
 
 def armour_binary_parts(raw: bytes) -> bytes:

@@ -39,6 +39,9 @@ _TOKEN_VERSION = "01"
 # The bytes a section names in a message's stored bytes (None: no such part); IMAP's
 # BODY[section] rules, handed in at wiring so that this layer needs no IMAP code.
 SectionReader = Callable[[bytes, str], "bytes | None"]
+# What a caller makes of the stored message a URL names (IMAP's extended URLFETCH: the part
+# decoded, its structure); run in the durable-I/O pool, it raises NotFound for no such part.
+Extractor = Callable[[bytes, ImapUrl], object]
 
 
 class UrlRefused(Exception):
@@ -134,8 +137,15 @@ class UrlAuthority:
 
     # --- resolution ---------------------------------------------------------------------------
 
-    def fetch(self, url: str, requester: Requester, plain: bool = True) -> defer.Deferred:
-        """Deferred[bytes]: what the URL names, with CRLF line ends (RFC 4467 §7 URLFETCH).
+    def fetch(
+        self,
+        url: str,
+        requester: Requester,
+        plain: bool = True,
+        extract: Extractor | None = None,
+    ) -> defer.Deferred:
+        """Deferred[bytes]: what the URL names, with CRLF line ends (RFC 4467 §7 URLFETCH);
+        with `extract`, what extract(stored message, parsed URL) returns instead.
 
         A URLAUTH URL is checked against its token, expiry and access identifier; with
         `plain`, a URL without URLAUTH is read as the requester's own (RFC 5092); otherwise it
@@ -159,7 +169,7 @@ class UrlAuthority:
                 msg = folder.by_uid(ref.uid)
         if ref.auth is None and msg is None:
             return defer.fail(NotFound("no such message"))
-        return self.store.io.submit(self._resolve, owner, keyed, folder, msg, ref)
+        return self.store.io.submit(self._resolve, owner, keyed, folder, msg, ref, extract)
 
     def _authorize(self, url: str, requester: Requester, plain: bool) -> tuple[ImapUrl, str]:
         """The URL and the user whose mailbox it reads, once the requester may use it."""
@@ -193,7 +203,7 @@ class UrlAuthority:
             return _same_user(access_user, requester.user)
         return kind in ("authuser", "anonymous")
 
-    def _resolve(self, owner: str, keyed, folder, msg, ref: ImapUrl) -> bytes:
+    def _resolve(self, owner: str, keyed, folder, msg, ref: ImapUrl, extract=None):
         """In the durable pool: the token checked in constant time, then the data read."""
         if ref.auth is not None:
             key = None
@@ -210,6 +220,8 @@ class UrlAuthority:
         raw = folder.read_present(msg)
         if raw is None:
             raise NotFound("the message was expunged")
+        if extract is not None:
+            return extract(raw, ref)
         if not ref.section:
             data = to_wire(raw)
         elif self.section_reader is None:

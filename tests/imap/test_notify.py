@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.imap.conftest import USER, Raw, append_n, connect, message
+from tests.managesieve.conftest import sievelib_client
 
 
 def notifying(srv, spec: bytes, select: bytes | None = None) -> Raw:
@@ -388,3 +389,70 @@ def test_messagenew_attributes_follow_an_exists_sent_at_a_command_end(imap_serve
     out = r.until_tagged(b"a")
     assert out[:3] == [b"* 1 EXISTS", b"* 1 RECENT", b"* 1 FETCH (UID 1)"], out
     assert out[-1].startswith(b"a OK")
+
+
+# --- inboxes: INBOX and where the Sieve script files mail (RFC 5465 §6) ---------------------
+
+LIST_ID = "List-Id: Dev <dev.lists.example>\r\n"
+
+
+def lists_script(folder: str) -> bytes:
+    return (
+        'require ["fileinto", "mailbox"];\n'
+        f'if header :contains "List-Id" "dev.lists.example" {{ fileinto :create "{folder}"; }}\n'
+    ).encode()
+
+
+def put_script(srv, text: bytes, name: str = "lists") -> None:
+    """Through the admin command: another process, as an administrator would."""
+    for args, data in ((("put", USER, name), text), (("activate", USER, name), None)):
+        res = srv.cli("sieve", *args, input=data)
+        assert res.returncode == 0, res.stderr
+
+
+def test_inboxes_covers_the_folders_the_sieve_script_files_into_rfc5465_6(full_server):
+    put_script(full_server, lists_script("Lists"))
+    r = notifying(full_server, b"(inboxes (MessageNew MessageExpunge))")
+    start = time.monotonic()
+    smtp_deliver(full_server, message(1, extra=LIST_ID))
+    [line] = unsolicited(r, 1)
+    assert time.monotonic() - start < 1.5
+    name, items = status_of(line)
+    assert name == b"Lists" and items["MESSAGES"] == 1
+    # The script's default (its implicit keep) is INBOX, covered as before.
+    smtp_deliver(full_server, message(2))
+    assert status_of(unsolicited(r, 1)[0])[0] == b"INBOX"
+    # A folder no delivery goes to is not an inbox.
+    c = connect(full_server)
+    append_n(c, 1, "Archive")
+    assert nothing_more(r) == []
+    c.logout()
+
+
+def test_inboxes_follow_a_script_changed_over_managesieve(full_server, monkeypatch):
+    put_script(full_server, lists_script("Lists"))
+    r = notifying(full_server, b"(inboxes (MessageNew MessageExpunge))")
+    monkeypatch.setenv("SSL_CERT_FILE", str(full_server.config.tls.cert))
+    sieve = sievelib_client(full_server, USER)
+    assert sieve.putscript("lists", lists_script("Dev").decode()), sieve.errmsg
+    sieve.logout()
+    start = time.monotonic()
+    smtp_deliver(full_server, message(1, extra=LIST_ID))
+    [line] = unsolicited(r, 1)
+    # At once, not at the next periodic look at the script.
+    assert time.monotonic() - start < 2.5
+    assert status_of(line)[0] == b"Dev"
+    assert full_server.message_files(USER, "Lists") == []
+
+
+def test_inboxes_follow_a_script_changed_and_used_by_other_programs(imap_server):
+    """The admin command changes the script and delivers (two other processes): the session
+    learns of the new inbox at its next look at the script and tells its STATUS."""
+    r = notifying(imap_server, b"(inboxes (MessageNew MessageExpunge))")
+    put_script(imap_server, lists_script("Lists"))
+    res = imap_server.cli("deliver", "--to", USER, input=message(1, extra=LIST_ID))
+    assert res.returncode == 0, res.stderr
+    assert len(imap_server.message_files(USER, "Lists")) == 1
+    [line] = unsolicited(r, 1, seconds=12)
+    name, items = status_of(line)
+    assert name == b"Lists" and items["MESSAGES"] == 1

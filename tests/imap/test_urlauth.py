@@ -401,3 +401,41 @@ def test_burl_pipelined_after_auth_on_465_replies_in_order_rfc4468_s3_4(srv):
     assert replies[2][1].startswith(b"2.0.0 Ok: queued")
     got = delivered(srv, BOB, 1)[0]
     assert got.endswith(m.split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"\n"))
+
+
+def test_resetkey_revokes_at_once_for_every_session_and_burl_rfc4467_s7(srv):
+    """RESETKEY's OK means the old key is gone everywhere: another session of the same user,
+    another user and the submission server, each of which resolved the URL before (so any
+    copy of the key they kept would show), refuse it right after."""
+    a, again, b = Client(srv), Client(srv), Client(srv, BOB)
+    m = message(16)
+    uid = append(a, m)
+    own = genurlauth(a, rump(ALICE, uid, "user+alice%40example.test"))
+    anyone = genurlauth(a, rump(ALICE, uid, "authuser"))
+    submit = genurlauth(a, rump(ALICE, uid, "submit+alice%40example.test"))
+    assert urlfetch(again, own, anyone) == [m, m]
+    assert urlfetch(b, anyone) == [m]
+    s = submission(srv)
+    s.mail(ALICE)
+    s.rcpt(BOB)
+    assert s.docmd("BURL", submit)[0] == 250
+    s.rset()
+    # The RESETKEY and, pipelined behind it in the same write, a URLFETCH of the same session.
+    a.send(b"r RESETKEY INBOX\r\nf URLFETCH " + f'"{own}"'.encode() + b"\r\n")
+    assert a.until_tagged(b"r")[-1].startswith(b"r OK")
+    fetched = a.until_tagged(b"f")
+    assert fetched[-1].startswith(b"f OK") and fetched[0].endswith(b" NIL"), fetched
+    assert urlfetch(again, own, anyone) == [None, None]
+    assert urlfetch(b, anyone) == [None]
+    s.mail(ALICE)
+    s.rcpt(BOB)
+    code, text = s.docmd("BURL", f"{submit} LAST")
+    assert (code, text[:5]) == (554, b"5.7.0")
+    s.rset()
+    # RESETKEY without a mailbox likewise, for the URLs made with the new key.
+    fresh = genurlauth(a, rump(ALICE, uid, "authuser"))
+    assert urlfetch(b, fresh) == [m]
+    assert a.cmd(b"RESETKEY")[-1].startswith(b"t OK")
+    assert urlfetch(b, fresh) == [None]
+    assert urlfetch(again, fresh) == [None]
+    assert srv.messages(BOB) == []

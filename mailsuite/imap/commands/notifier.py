@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import bisect
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, task
+from twisted.logger import Logger
 from twisted.python import threadable
 
 from mailsuite.imap import response as R
 from mailsuite.imap.commands.mailbox import status_line
 from mailsuite.imap.commands.notify_spec import (
     FLAG_CHANGE,
+    INBOX_ONLY,
     MAILBOX_NAME,
     MESSAGE_EXPUNGE,
     MESSAGE_NEW,
@@ -32,7 +34,11 @@ from mailsuite.imap.commands.notify_spec import (
     NotifySpec,
 )
 from mailsuite.imap.fetch import FetchRenderer
+from mailsuite.sieve import SieveError
+from mailsuite.sieve.targets import fileinto_folders
 from mailsuite.store import NoSuchFolder
+
+log = Logger(namespace="mailsuite.imap")
 
 # Notifications waiting for one session (a STATUS per mailbox, a LIST per name change).
 QUEUE_LIMIT = 1000
@@ -46,9 +52,35 @@ POLL_LIMIT = 200
 # the client fetches them itself.
 INLINE_FETCH_BYTES = 1536 * 1024
 
+# How often a session whose NOTIFY covers `inboxes` looks whether the user's Sieve script
+# now files into other folders (a stat while it has not changed): what another program
+# delivers there (`mailsuite deliver`) is then heard too.  A change this process makes into
+# such a folder is checked for at once.
+INBOXES_CHECK_SECONDS = 5.0
+
 _FOLDER_EVENTS = {"exists": MESSAGE_NEW, "expunge": MESSAGE_EXPUNGE, "flags": FLAG_CHANGE}
 
 OVERFLOW = b"* OK [NOTIFICATIONOVERFLOW] Too many notifications waiting; NOTIFY is off\r\n"
+
+
+def inbox_names(session) -> defer.Deferred:
+    """Deferred[frozenset[str]]: RFC 5465 §6 `inboxes`, the mailboxes mail is delivered to:
+    INBOX, and each folder the user's active Sieve script files into (read in the durable-I/O
+    pool; the script store keeps the parse until the script changes)."""
+    services = session.services
+    sieve = services.delivery.sieve
+    if sieve is None or not services.config.sieve.enabled:
+        return defer.succeed(INBOX_ONLY)
+    maildir = services.store.path_for(session.user)
+    return services.store.io.submit(_inbox_names, sieve, maildir)
+
+
+def _inbox_names(sieve, maildir) -> frozenset[str]:
+    try:
+        script = sieve.scripts(maildir).active()
+    except (SieveError, OSError, KeyError, ValueError):
+        script = None  # a script that cannot run files nothing: its mail stays in INBOX
+    return INBOX_ONLY | fileinto_folders(script)
 
 
 class Notifier:
@@ -68,9 +100,18 @@ class Notifier:
         self._polled: list = []
         # (view, highest UID) the client had been told of when MessageNew's FETCH last ran.
         self._told_uid: tuple | None = None
+        # Mailboxes that changed outside `inboxes` as last known, and the event: covered if
+        # the Sieve script now files into them (`_check_inboxes`).
+        self._unsure: dict[str, str] = {}
+        self._checking = False
+        self._check_loop: task.LoopingCall | None = None
         self.stopped = False
         self.mailbox.add_listener(self._heard)
         self._poll_watched()
+        if spec.has_inboxes:
+            self._check_loop = task.LoopingCall(self._check_inboxes)
+            self._check_loop.clock = clock
+            self._check_loop.start(INBOXES_CHECK_SECONDS, now=False)
 
     # -- lifetime -----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -85,6 +126,9 @@ class Notifier:
         if self._push_call is not None and self._push_call.active():
             self._push_call.cancel()
         self._push_call = None
+        if self._check_loop is not None and self._check_loop.running:
+            self._check_loop.stop()
+        self._check_loop = None
 
     def _poll_watched(self) -> None:
         """Have the server's one poll look at the watched folders (opened as STATUS opens
@@ -143,6 +187,9 @@ class Notifier:
                 return  # the view has it (and the selected filter says when it goes out)
             if what and self.spec.wants(name, what, self._subscribed):
                 self._status[name] = None
+            elif what and self._may_be_inbox(name, what):
+                self._unsure[name] = what
+                self._check_inboxes()
         elif kind in ("subscribed", "unsubscribed"):
             if kind == "subscribed":
                 self._subscribed.add(name)
@@ -180,6 +227,56 @@ class Notifier:
             # RFC 5465 §5.4: a rename is a LIST of the new name with its OLDNAME.
             old_wire = R.encode_mailbox(old, self.session.utf8)
             self._lines.append(self._list_line(attrs, name, b' ("OLDNAME" (' + old_wire + b"))"))
+
+    # -- inboxes (RFC 5465 §6) ----------------------------------------------------------------
+    def _may_be_inbox(self, name: str, what: str) -> bool:
+        """Whether `name` would be told of under `inboxes` if the Sieve script files into it."""
+        spec = self.spec
+        if name in spec.inboxes or len(self._unsure) >= QUEUE_LIMIT:
+            return False
+        return any(f.kind == "INBOXES" and what in f.events for f in spec.filters)
+
+    def _check_inboxes(self) -> None:
+        """Read `inboxes` again (one read at a time); the mailboxes that changed meanwhile
+        are told of if they are inboxes now."""
+        if self._checking or self.stopped:
+            return
+        self._checking = True
+        inbox_names(self.session).addCallbacks(self._inboxes_known, self._inboxes_unknown)
+
+    def _inboxes_known(self, names: frozenset[str]) -> None:
+        self._checking = False
+        if self.stopped:
+            return
+        unsure, self._unsure = self._unsure, {}
+        old, self.spec.inboxes = self.spec.inboxes, names
+        for name in old - names:
+            if not self._covers(name):
+                self._unpoll(name)
+        polled = {f.name for f in self._polled}
+        for name in sorted(names - polled):
+            if len(self._polled) >= POLL_LIMIT:
+                break
+            if self._covers(name) and self.mailbox.exists(name):
+                try:
+                    self._poll(self.mailbox.folder(name))
+                except (NoSuchFolder, ValueError):
+                    continue
+                # What another program delivered before the folder was watched is in it
+                # already, unannounced: its STATUS says so.
+                unsure.setdefault(name, MESSAGE_NEW)
+        for name, what in unsure.items():
+            if not self._is_selected(name) and self.spec.wants(name, what, self._subscribed):
+                self._status[name] = None
+        if self._status:
+            if len(self._status) + len(self._lines) > QUEUE_LIMIT:
+                self._overflow()
+            self.wake()
+
+    def _inboxes_unknown(self, failure) -> None:
+        self._checking = False
+        self._unsure.clear()
+        log.failure("imap: reading the Sieve script for NOTIFY inboxes failed", failure)
 
     def _overflow(self) -> None:
         """RFC 5465 §5.8: too far behind; say so once and act as after NOTIFY NONE."""

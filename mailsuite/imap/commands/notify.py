@@ -6,7 +6,7 @@ module only swaps one for another."""
 from __future__ import annotations
 
 from mailsuite.imap.commands.mailbox import mailbox_arg
-from mailsuite.imap.commands.notifier import Notifier
+from mailsuite.imap.commands.notifier import Notifier, inbox_names
 from mailsuite.imap.commands.notify_spec import parse_notify_set
 from mailsuite.imap.parser import Atom, ImapBad
 
@@ -25,6 +25,20 @@ def notify(session, cmd):
     spec = parse_notify_set(cmd.args[1:], lambda value: mailbox_arg(session, value))
     # RFC 5465 §3: a new NOTIFY SET replaces the one in force.
     stop_notify(session)
+    if not spec.has_inboxes:
+        return _start(session, spec)
+
+    def known(names):
+        if session.protocol.closed:
+            return "NOTIFY completed"  # nobody left to notify: nothing to start (or stop)
+        spec.inboxes = names
+        return _start(session, spec)
+
+    # RFC 5465 §6: which mailboxes `inboxes` are is known before anything is watched.
+    return inbox_names(session).addCallback(known)
+
+
+def _start(session, spec) -> str:
     notifier = Notifier(session, spec)
     session.notifier = notifier
     if spec.status:

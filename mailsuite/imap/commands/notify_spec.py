@@ -29,6 +29,8 @@ SELECTED_KINDS = ("SELECTED", "SELECTED-DELAYED")
 NAMED_KINDS = ("SUBTREE", "MAILBOXES")
 PLAIN_KINDS = ("INBOXES", "PERSONAL", "SUBSCRIBED")
 
+INBOX_ONLY = frozenset({"INBOX"})
+
 
 @dataclass
 class Filter:
@@ -37,12 +39,12 @@ class Filter:
     names: tuple[str, ...] = ()
     fetch: FetchRequest | None = None  # MessageNew's attributes (selected filters only)
 
-    def matches(self, name: str, subscribed: set[str]) -> bool:
+    def matches(self, name: str, subscribed: set[str], inboxes=INBOX_ONLY) -> bool:
         """Whether mailbox `name` (not the selected one) falls under this filter (§6)."""
         if self.kind == "PERSONAL":
             return True  # every mailbox is in the one personal namespace
         if self.kind == "INBOXES":
-            return name == "INBOX"  # where the MDA delivers
+            return name in inboxes
         if self.kind == "SUBSCRIBED":
             return name in subscribed
         if self.kind == "MAILBOXES":
@@ -56,15 +58,22 @@ class Filter:
 class NotifySpec:
     filters: list[Filter] = field(default_factory=list)
     status: bool = False  # NOTIFY SET STATUS: STATUS of every matched mailbox at once
+    # RFC 5465 §6 `inboxes`: the mailboxes mail is delivered to, INBOX and those the user's
+    # Sieve script files into (the session's notifier keeps it current).
+    inboxes: frozenset[str] = INBOX_ONLY
 
     @property
     def selected(self) -> Filter | None:
         return next((f for f in self.filters if f.kind in SELECTED_KINDS), None)
 
+    @property
+    def has_inboxes(self) -> bool:
+        return any(f.kind == "INBOXES" for f in self.filters)
+
     def filter_for(self, name: str, subscribed: set[str]) -> Filter | None:
         """The first filter other than `selected` that covers mailbox `name`."""
         for f in self.filters:
-            if f.kind not in SELECTED_KINDS and f.matches(name, subscribed):
+            if f.kind not in SELECTED_KINDS and f.matches(name, subscribed, self.inboxes):
                 return f
         return None
 

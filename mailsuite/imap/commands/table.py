@@ -38,6 +38,7 @@ from mailsuite.imap.commands import (
     store,
     thread,
     urlauth,
+    urlfetch,
 )
 from mailsuite.imap.states import ANY, AUTH, NOAUTH, NOT_AUTHENTICATED, SEL
 
@@ -92,7 +93,7 @@ COMMANDS: dict[str, CommandSpec] = _table(
     C("COMPRESS", compress.compress, AUTH, capability="COMPRESS=DEFLATE"),  # RFC 4978
     C("GENURLAUTH", urlauth.genurlauth, AUTH, capability="URLAUTH"),  # RFC 4467
     C("RESETKEY", urlauth.resetkey, AUTH, capability="URLAUTH"),
-    C("URLFETCH", urlauth.urlfetch, AUTH, capability="URLAUTH"),
+    C("URLFETCH", urlfetch.urlfetch, AUTH, capability="URLAUTH"),  # and RFC 5524
     # RFC 3501 §6.4: selected.
     C("CHECK", noop.check, SEL),
     C("CLOSE", select.close, SEL),
@@ -150,6 +151,7 @@ ADVERTISED = (
     "CATENATE",  # RFC 4469 (APPEND CATENATE)
     "URLAUTH",  # RFC 4467 (GENURLAUTH, RESETKEY, URLFETCH; BURL on submission)
     "URL-PARTIAL",  # RFC 5550 (;PARTIAL= in URLFETCH and CATENATE URLs)
+    "URLAUTH=BINARY",  # RFC 5524 (URLFETCH (url BINARY BODYPARTSTRUCTURE))
     "ESEARCH",  # RFC 4731 (SEARCH)
     "SEARCHRES",  # RFC 5182
     "WITHIN",  # RFC 5032 (SEARCH OLDER/YOUNGER)
