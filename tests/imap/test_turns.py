@@ -9,7 +9,9 @@ import pytest
 
 from mailsuite.imap import turns
 from mailsuite.imap.commands import expunge, store
+from mailsuite.imap.session import Session
 from tests.imap.conftest import USER, Raw, selected
+from tests.session_lifetime import live_session
 
 N = 10_000
 
@@ -119,3 +121,17 @@ def test_a_session_that_leaves_during_a_long_store_costs_nothing_more(
     b = Raw(imap_server.port("imap"))
     b.login()
     assert b.cmd(b"NOOP", b"n")[-1] == b"n OK NOOP completed"
+
+
+def test_fetch_over_many_messages_leaves_turns_to_others(imap_server, every_step_yields):
+    """The reactor runs other work between a big FETCH's batches: a call handed to it while
+    the FETCH is under way runs while the FETCH is still busy."""
+    fill(imap_server, N)
+    a = selected(imap_server)
+    session = live_session(Session, lambda s: s.view is not None)
+    a.send(b"f FETCH 1:* (ENVELOPE)\r\n")
+    a.line()  # under way
+    assert imap_server.call(lambda: session().busy)
+    out = a.until_tagged(b"f")
+    assert out[-1] == b"f OK FETCH completed"
+    assert len(fetch_lines(out)) == N - 1
