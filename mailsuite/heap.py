@@ -42,9 +42,9 @@ def _trim() -> None:
 # of each generation between two of the next.  Python's defaults (700, 10, 10) suit small
 # programs; a server holding the indexes of big folders (a few objects per message) spent its
 # time in full collections that found nothing: 16 pauses of 30-240 ms while one client worked
-# through a folder of 50,000 messages, each pause holding every other client.  With these, 8
-# pauses (bench: /tmp-free scripts in docs/internals.md "Fairness"), and the young generation
-# stays small (at most this many objects of cyclic garbage wait for their collection).
+# through a folder of 50,000 messages (bench/big_folder.py), each pause holding every other
+# client; with these, 6 pauses.  The young generation stays small: at most this many objects
+# of cyclic garbage wait for their collection.
 COLLECTOR_THRESHOLDS = (50_000, 50, 100)
 
 
