@@ -217,9 +217,8 @@ def _replace(session, cmd, uid: bool):
             # RFC 8508 §3.4: APPENDUID in an untagged OK, before the EXPUNGE
             session.send(f"* OK [{result[0]}] Replacement message ready\r\n".encode())
         if session.view is view:
-            expunge_messages(session, old)
-        else:
-            mbox.expunge(view.folder, old)
+            return expunge_messages(session, old)
+        mbox.expunge(view.folder, old)
         return None
 
     d.addCallback(replaced)

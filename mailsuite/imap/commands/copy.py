@@ -54,15 +54,16 @@ def _copy(session, cmd, uid: bool, move: bool):
             return (code, f"{cmd.name} completed")
         # RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGE responses.
         session.send(f"* OK [{code}] Moved\r\n".encode())
-        if session.view is view:
-            done = {s for s, _ in pairs}
-            expunge_messages(session, [m for m in msgs if m.uid in done])
-            if same:
-                # Within one mailbox the sources' EXPUNGEs come first, then the copies' EXISTS:
-                # a client applying them in order never counts a message twice.
-                view.pending_exists = True
-                session.send_updates(expunge_ok=False)
-        return None
+        if session.view is not view:
+            return None
+        done = {s for s, _ in pairs}
+        expunged = expunge_messages(session, [m for m in msgs if m.uid in done])
+        if not same:
+            return expunged
+        if expunged is None:
+            _announce_copies(session, view)
+            return None
+        return expunged.addCallback(lambda _: _announce_copies(session, view))
 
     def failed(failure):
         e = failure.value
@@ -74,6 +75,14 @@ def _copy(session, cmd, uid: bool, move: bool):
     if move:
         d.addBoth(_released, view.folder, msgs)
     return d
+
+
+def _announce_copies(session, view) -> None:
+    """Within one mailbox the sources' EXPUNGEs come first, then the copies' EXISTS: a client
+    applying them in order never counts a message twice."""
+    if session.view is view:
+        view.pending_exists = True
+        session.send_updates(expunge_ok=False)
 
 
 def _released(result, folder, msgs):

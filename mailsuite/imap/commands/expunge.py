@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+from twisted.internet import defer
+
 from mailsuite.imap.parser import ImapBad, ImapNo
 from mailsuite.imap.sequence import parse_sequence_set
+from mailsuite.imap.turns import Turns
 
 
-def expunge_messages(session, msgs) -> None:
-    """Remove `msgs` from the folder and tell the client (EXPUNGE lines or VANISHED)."""
+def expunge_messages(session, msgs) -> defer.Deferred | None:
+    """Remove `msgs` from the folder and tell the client (EXPUNGE lines or VANISHED); many
+    messages in steps that leave the reactor to the other connections between them
+    (mailsuite.imap.turns): a Deferred then, None when done at once."""
     view = session.view
+    if len(msgs) <= STEP:
+        _expunge_step(session, view, msgs)
+        return None
+    return _in_turns(session, view, msgs)
+
+
+# Messages removed between two looks at the clock: an unlink each, and one pass over the
+# folder's index per step.
+STEP = 2000
+
+
+@defer.inlineCallbacks
+def _in_turns(session, view, msgs):
+    turns = Turns()
+    for start in range(0, len(msgs), STEP):
+        if start and turns.spent():
+            yield turns.next()
+            if session.view is not view:
+                return  # the connection went meanwhile
+        _expunge_step(session, view, msgs[start : start + STEP])
+
+
+def _expunge_step(session, view, msgs) -> None:
     live = [m for m in msgs if view.is_live(m)]
     uids = session.mailbox.expunge(view.folder, live, source=view) if live else []
     # Messages other sessions removed are reported along with ours (we may: this command
@@ -28,7 +56,7 @@ def expunge(session, cmd):
     view = session.view
     if view.readonly:
         raise ImapNo("READ-ONLY", "Mailbox is read-only")
-    expunge_messages(session, _deleted(view, view.messages))
+    return expunge_messages(session, _deleted(view, view.messages))
 
 
 def uid_expunge(session, cmd):
@@ -39,4 +67,4 @@ def uid_expunge(session, cmd):
     if view.readonly:
         raise ImapNo("READ-ONLY", "Mailbox is read-only")
     # RFC 4315 §2.1: only messages both in the set and marked \Deleted.
-    expunge_messages(session, _deleted(view, [m for _, m in view.select(seqset, uid=True)]))
+    return expunge_messages(session, _deleted(view, [m for _, m in view.select(seqset, uid=True)]))

@@ -14,6 +14,7 @@ from mailsuite.imap.fetch import FetchRenderer
 from mailsuite.imap.fetch_items import FetchItem, parse_fetch_items
 from mailsuite.imap.parser import ImapBad
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
+from mailsuite.imap.turns import Turns
 
 BATCH = 256
 # Batches whose files total at most this are read on the reactor; bigger ones in a thread.
@@ -126,6 +127,7 @@ def _write_batches(session, view, req, targets, seen_set, uid):
     columnar = renderer.columnar and not seen_set
     known = None
     step = BATCH if req.needs_file else 4 * BATCH
+    turns = Turns()
     for start in range(0, len(targets), step):
         batch = targets[start : start + step]
         if columnar:
@@ -179,6 +181,10 @@ def _write_batches(session, view, req, targets, seen_set, uid):
             session.send(b"".join(out))
         if start + step < len(targets):
             yield session.drain()
+            if turns.spent():
+                yield turns.next()  # the other connections' turn (mailsuite.imap.turns)
+                if session.view is not view:
+                    return None
     if req.needs_content and folder.parsed_cache.has_pending:
         session.services.store.io.submit(folder.parsed_cache.flush).addErrback(lambda f: None)
     return None

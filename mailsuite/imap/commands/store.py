@@ -4,8 +4,11 @@ Flags live in the store's index and Maildir file names: no message file is read.
 
 from __future__ import annotations
 
+from twisted.internet import defer
+
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
+from mailsuite.imap.turns import Turns
 
 SYSTEM_FLAGS = {
     "\\SEEN": "\\Seen",
@@ -65,37 +68,82 @@ def _store(session, cmd, uid: bool):
     view.check_seqset(seqset, uid)
     if view.readonly:
         raise ImapNo("READ-ONLY", "Mailbox is read-only")
+    run = _StoreRun(session, view, flags, modes[base], unchanged_since, silent, uid)
     selected = view.select(seqset, uid)
-    targets = [(seq, m) for seq, m in selected if view.is_live(m)]
-    before = {m.uid: m.modseq for _, m in targets}
-    changed, refused = view.folder.store_flags(
-        [m for _, m in targets], flags, modes[base], unchanged_since, source=view
-    )
-    # $Junk / $NotJunk teach the user's junk filter (queued: this command does not wait).
-    session.services.junk.after_store(session.mailbox, view.folder, changed, flags, modes[base])
-    changed_uids = {m.uid for m in changed}
-    refused_uids = {m.uid for m in refused}
-    lines = view.new_keyword_lines(changed)
-    for seq, m in targets:
-        if m.uid in refused_uids:
-            continue
-        # RFC 3501 §6.4.6: FETCH FLAGS for each message unless .SILENT; RFC 7162 §3.1.3:
-        # with UNCHANGEDSINCE, a changed message's new MODSEQ is reported even when silent.
-        if not silent or (unchanged_since is not None and m.uid in changed_uids):
-            if not silent or m.modseq != before.get(m.uid):
-                lines.append(view.flags_fetch(seq, m, with_uid=uid))
-    session.send_many(lines)
-    if len(targets) != len(selected):
-        # A change to a message another session expunged (or moved) would be lost: say so
-        # (RFC 2180 §4.2, RFC 5530) rather than answer OK.
-        raise ImapNo("EXPUNGEISSUED", "Some messages were expunged by another session")
-    if refused:
-        if uid:
-            nums = [m.uid for m in refused]
-        else:
-            nums = [seq for seq, m in targets if m.uid in refused_uids]
-        return (f"MODIFIED {format_sequence_set(nums)}", "Conditional STORE failed")
-    return None
+    if len(selected) <= STEP:
+        run.step(selected)
+        return run.outcome()
+    return _in_turns(run, selected)
+
+
+# Messages changed between two looks at the clock (turns.Turns): a rename each, ~10 µs.
+STEP = 256
+
+
+@defer.inlineCallbacks
+def _in_turns(run, selected):
+    """A STORE over many messages, in steps that leave the reactor to the other connections
+    between them (see mailsuite.imap.turns).  Each step is whole: a message another session
+    expunges or moves meanwhile is either changed before it goes (MOVE carries the flags over)
+    or found gone by its step and reported."""
+    turns = Turns()
+    for start in range(0, len(selected), STEP):
+        if start and turns.spent():
+            yield turns.next()
+            if run.session.view is not run.view:
+                return None  # the connection went meanwhile
+        run.step(selected[start : start + STEP])
+    return run.outcome()
+
+
+class _StoreRun:
+    """One STORE command's changes and replies, made step by step."""
+
+    def __init__(self, session, view, flags, mode, unchanged_since, silent, uid):
+        self.session, self.view = session, view
+        self.flags, self.mode = flags, mode
+        self.unchanged_since, self.silent, self.uid = unchanged_since, silent, uid
+        self.changed: list = []
+        self.refused: list[tuple[int, object]] = []  # (seq, message)
+        self.gone = 0
+
+    def step(self, selected) -> None:
+        view = self.view
+        targets = [(seq, m) for seq, m in selected if view.is_live(m)]
+        self.gone += len(selected) - len(targets)
+        before = {m.uid: m.modseq for _, m in targets}
+        changed, refused = view.folder.store_flags(
+            [m for _, m in targets], self.flags, self.mode, self.unchanged_since, source=view
+        )
+        self.changed.extend(changed)
+        changed_uids = {m.uid for m in changed}
+        refused_uids = {m.uid for m in refused}
+        lines = view.new_keyword_lines(changed)
+        for seq, m in targets:
+            if m.uid in refused_uids:
+                self.refused.append((seq, m))
+                continue
+            # RFC 3501 §6.4.6: FETCH FLAGS for each message unless .SILENT; RFC 7162 §3.1.3:
+            # with UNCHANGEDSINCE, a changed message's new MODSEQ is reported even when silent.
+            if not self.silent or (self.unchanged_since is not None and m.uid in changed_uids):
+                if not self.silent or m.modseq != before.get(m.uid):
+                    lines.append(view.flags_fetch(seq, m, with_uid=self.uid))
+        self.session.send_many(lines)
+
+    def outcome(self):
+        session, view = self.session, self.view
+        # $Junk / $NotJunk teach the user's junk filter (queued: this command does not wait).
+        session.services.junk.after_store(
+            session.mailbox, view.folder, self.changed, self.flags, self.mode
+        )
+        if self.gone:
+            # A change to a message another session expunged (or moved) would be lost: say so
+            # (RFC 2180 §4.2, RFC 5530) rather than answer OK.
+            raise ImapNo("EXPUNGEISSUED", "Some messages were expunged by another session")
+        if self.refused:
+            nums = [m.uid if self.uid else seq for seq, m in self.refused]
+            return (f"MODIFIED {format_sequence_set(nums)}", "Conditional STORE failed")
+        return None
 
 
 def store(session, cmd):
