@@ -10,6 +10,7 @@ import pytest
 from mailsuite.imap import turns
 from mailsuite.imap.commands import expunge, store
 from mailsuite.imap.session import Session
+from mailsuite.store.names import to_dirname
 from tests.imap.conftest import USER, Raw, selected
 from tests.session_lifetime import live_session
 
@@ -25,9 +26,11 @@ def every_step_yields(monkeypatch):
     monkeypatch.setattr(expunge, "STEP", 100)
 
 
-def fill(srv, n: int, deleted=lambda i: False) -> None:
-    """n messages written straight into INBOX (as another program would), some \\Deleted."""
+def fill(srv, n: int, deleted=lambda i: False, folder: str = "INBOX") -> None:
+    """n messages written straight into a folder (as another program would), some \\Deleted."""
     base = srv.services.store.path_for(USER)
+    if folder != "INBOX":
+        base = base / to_dirname(folder)
     for i in range(1, n + 1):
         body = b"From: b@example.test\nSubject: m%d\nMessage-ID: <%d@example.test>\n\nhi\n" % (
             i,
@@ -135,3 +138,25 @@ def test_fetch_over_many_messages_leaves_turns_to_others(imap_server, every_step
     out = a.until_tagged(b"f")
     assert out[-1] == b"f OK FETCH completed"
     assert len(fetch_lines(out)) == N - 1
+
+
+def test_the_first_select_of_a_big_folder_builds_its_index_off_the_reactor(imap_server):
+    mailbox = imap_server.mailbox(USER)
+    imap_server.call(mailbox.create_folder, "Big")
+    fill(imap_server, N, folder="Big")
+    assert not mailbox.is_loaded("Big")
+    a = Raw(imap_server.port("imap"))
+    a.login()
+    session = live_session(Session, lambda s: s.user == USER)
+    a.send(b"s SELECT Big\r\n")
+    # The reactor runs other work while the index is built: the SELECT is seen under way,
+    # its folder not loaded yet.
+    seen_loading = False
+    for _ in range(400):
+        if imap_server.call(lambda: session().busy and not mailbox.is_loaded("Big")):
+            seen_loading = True
+            break
+    out = a.until_tagged(b"s")
+    assert out[-1] == b"s OK [READ-WRITE] SELECT completed"
+    assert b"* %d EXISTS" % N in out
+    assert seen_loading

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from twisted.internet import defer
+
 from mailsuite.imap import response as R
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
 from mailsuite.store import BadFolderName, FolderExists, NoSuchFolder, QuotaExceeded
@@ -42,6 +44,36 @@ def open_folder(session, name: str, create_hint: bool = False):
     # (a `mailsuite deliver` from the MTA, rsync) did a moment ago.
     session.imap_state.refresh(folder, force=True)
     return folder
+
+
+# A folder whose directories are bigger than this (some thousands of files) is first loaded
+# in the durable pool; a smaller one loads faster than the hand-over to a thread.
+LOAD_IN_POOL_BYTES = 256 * 1024
+
+
+def loads_slowly(session, name: str) -> bool:
+    """Whether opening `name` first builds a big index: a folder other programs filled
+    (each file without its sizes in its name is read) takes a second for 50,000 messages,
+    which the other clients must not wait for (`open_folder_in_pool`)."""
+    mailbox = session.mailbox
+    try:
+        return not mailbox.is_loaded(name) and mailbox.listing_bytes(name) >= LOAD_IN_POOL_BYTES
+    except BadFolderName:
+        return False  # open_folder answers it
+
+
+def open_folder_in_pool(session, name: str) -> defer.Deferred:
+    """Deferred[Folder]: open_folder, the folder's first load done in the durable pool."""
+    d = session.services.store.io.submit(_load, session.mailbox, name)
+    d.addCallback(lambda _: open_folder(session, name))
+    return d
+
+
+def _load(mailbox, name: str) -> None:
+    try:
+        mailbox.folder(name)
+    except (NoSuchFolder, BadFolderName, OSError):
+        pass  # open_folder tries again and says what is wrong, on the reactor
 
 
 def folder_exists(session, name: str) -> bool:

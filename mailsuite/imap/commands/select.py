@@ -4,7 +4,12 @@ and CLOSE (§6.4.2).  SELECT is answered from the store's in-memory index alone.
 from __future__ import annotations
 
 from mailsuite.imap import response as R
-from mailsuite.imap.commands.mailbox import mailbox_arg, open_folder
+from mailsuite.imap.commands.mailbox import (
+    loads_slowly,
+    mailbox_arg,
+    open_folder,
+    open_folder_in_pool,
+)
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
 
@@ -76,7 +81,13 @@ def select(session, cmd):
     if had_selection and (session.qresync or session.rev2):
         # RFC 9051 §6.3.2 sends [CLOSED] always
         session.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
-    folder = open_folder(session, name)
+    if loads_slowly(session, name):
+        d = open_folder_in_pool(session, name)
+        return d.addCallback(lambda folder: _selected(session, cmd, folder, condstore, qresync))
+    return _selected(session, cmd, open_folder(session, name), condstore, qresync)
+
+
+def _selected(session, cmd, folder, condstore: bool, qresync):
     if condstore:
         session.enabled.add("CONDSTORE")
     readonly = cmd.name == "EXAMINE"
