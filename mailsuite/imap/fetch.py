@@ -122,7 +122,7 @@ class FetchRenderer:
         self._memo_tags: list = []  # what the memo answers, per message
         self._loads = False  # some item always needs the content
         self._content_items = 0  # items that may need it
-        self._has_flags = self._has_modseq = False
+        self.has_flags = self._has_modseq = False
         for i, it in enumerate(req.items):
             # Every item after the first starts with its separating space.
             self._plan.append(self._compile(it, b" " if i else b""))
@@ -134,7 +134,7 @@ class FetchRenderer:
         if kind == "UID":
             return "UID", sp + b"UID %d"
         if kind == "FLAGS":
-            self._has_flags = True
+            self.has_flags = True
             return "FLAGS", sp + b"FLAGS "
         if kind == "RFC822.SIZE":
             return "RFC822.SIZE", sp + b"RFC822.SIZE %d"
@@ -281,7 +281,7 @@ class FetchRenderer:
             else:
                 fmt.append(arg)
                 columns.append(_index_column(what, msgs))
-        if modseq and not self._has_flags:
+        if modseq and not self.has_flags:
             fmt.append(b" FLAGS %s")
             columns.append(flag_column or _flag_lists(flags))
         if modseq and not self._has_modseq:
@@ -376,7 +376,7 @@ class FetchRenderer:
         except BaseException:
             del out[start:]
             raise
-        if (include_flags or modseq) and not self._has_flags:
+        if (include_flags or modseq) and not self.has_flags:
             out.append(b" FLAGS " + flag_list(flags))
         if modseq and not self._has_modseq:
             out.append(b" MODSEQ (%d)" % m.modseq)

@@ -165,13 +165,12 @@ class _Batches:
         self.renderer = renderer
         self.seen_set = seen_set
         self.folder = view.folder
-        self.has_flags = "FLAGS" in req.kinds()
+        self.has_flags = renderer.has_flags
         self.shows_flags = self.has_flags or bool(seen_set)
         # \\Seen is only ever set by BODY[] sections, which are not columnar: such a request
         # never reports FLAGS it was not asked for.
         self.columnar = renderer.columnar and not seen_set
         self.step = BATCH if req.needs_file else 4 * BATCH
-        self.cols = _cache_columns(req) if req.needs_content else set()
         self.loader = self.gone_loader = None
 
     def todo(self, msgs: list, known) -> list:
@@ -187,7 +186,9 @@ class _Batches:
         that the memo answers whole needs none)."""
         if self.req.needs_content and (todo or not self.columnar):
             self.loader = self.folder.parsed_loader(preloaded)
-            self.gone_loader = self.folder.expunged_loader(preloaded)
+            # Only messages expunged by others meanwhile need this one (see `write`).
+            if self.view.pending_expunge:
+                self.gone_loader = self.folder.expunged_loader(preloaded)
 
     def inline(self, todo: list) -> bool:
         # A thread hop costs more than reading a few small files from the page cache.
@@ -195,7 +196,9 @@ class _Batches:
 
     def prepare_inline(self, todo: list) -> None:
         preloaded = (
-            _prepare_batch(self.folder, todo, self.req.needs_file, self.cols) if todo else None
+            _prepare_batch(self.folder, todo, self.req.needs_file, _cache_columns(self.req))
+            if todo
+            else None
         )
         self.prepare(todo, preloaded)
 
@@ -268,7 +271,7 @@ def _write_batches_later(run: _Batches, targets: list):
             run.prepare_inline(todo)
         else:
             preloaded = yield session.services.store.io.submit(
-                _prepare_batch, run.folder, todo, run.req.needs_file, run.cols
+                _prepare_batch, run.folder, todo, run.req.needs_file, _cache_columns(run.req)
             )
             run.prepare(todo, preloaded)
         if session.view is not view:
