@@ -16,6 +16,7 @@ from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
 
 BATCH = 256
+FIRST_BATCH = 128
 # Batches whose files total at most this are read on the reactor; bigger ones in a thread.
 INLINE_READ = 1536 * 1024
 
@@ -261,9 +262,9 @@ def _write_batches(run: _Batches, targets: list):
 
 @defer.inlineCallbacks
 def _write_batches_later(run: _Batches, targets: list):
-    session, view, step = run.session, run.view, run.step
-    for start in range(0, len(targets), step):
-        batch = targets[start : start + step]
+    session, view = run.session, run.view
+    for start, end in _spans(len(targets), run.step):
+        batch = targets[start:end]
         msgs = [m for _, m in batch]
         known = run.renderer.memo_lookup(msgs) if run.columnar else None
         todo = run.todo(msgs, known)
@@ -277,10 +278,20 @@ def _write_batches_later(run: _Batches, targets: list):
         if session.view is not view:
             return None  # the connection went away meanwhile
         run.write(batch, known)
-        if start + step < len(targets):
+        if end < len(targets):
             yield session.drain()
     run.finish()
     return None
+
+
+def _spans(total: int, step: int):
+    """(start, end) of each batch: the first one small, so that the client is reading the
+    first responses while the server renders the rest."""
+    start, size = 0, min(step, FIRST_BATCH)
+    while start < total:
+        yield start, min(start + size, total)
+        start += size
+        size = step
 
 
 def fetch(session, cmd):
