@@ -17,6 +17,7 @@ from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
 
 BATCH = 256
 FIRST_BATCH = 128
+COLUMNAR_FROM = 16  # messages
 # Batches whose files total at most this are read on the reactor; bigger ones in a thread.
 INLINE_READ = 1536 * 1024
 
@@ -100,7 +101,7 @@ def _fetch(session, cmd, uid: bool):
             seen_set = {m.uid for m in changed}
     if renderer is None:
         renderer = FetchRenderer(req, session.imap_state.rendered, str(view.folder.path))
-    return _write_batches(_Batches(session, view, req, renderer, seen_set), targets)
+    return _write_batches(_Batches(session, view, req, renderer, seen_set, len(targets)), targets)
 
 
 # Compiled requests kept per selected folder: clients repeat the same few FETCHes.
@@ -159,7 +160,9 @@ def _send_vanished(session, view, seqset) -> None:
 class _Batches:
     """One FETCH's responses, written a batch at a time."""
 
-    def __init__(self, session, view, req: FetchRequest, renderer: FetchRenderer, seen_set):
+    def __init__(
+        self, session, view, req: FetchRequest, renderer: FetchRenderer, seen_set, count: int
+    ):
         self.session = session
         self.view = view
         self.req = req
@@ -169,8 +172,9 @@ class _Batches:
         self.has_flags = renderer.has_flags
         self.shows_flags = self.has_flags or bool(seen_set)
         # \\Seen is only ever set by BODY[] sections, which are not columnar: such a request
-        # never reports FLAGS it was not asked for.
-        self.columnar = renderer.columnar and not seen_set
+        # never reports FLAGS it was not asked for.  A few messages are rendered one by one:
+        # setting up the columns costs more than it saves on them.
+        self.columnar = renderer.columnar and not seen_set and count >= COLUMNAR_FROM
         self.step = BATCH if req.needs_file else 4 * BATCH
         self.loader = self.gone_loader = None
 
