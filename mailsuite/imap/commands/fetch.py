@@ -127,8 +127,9 @@ def _compiled(session, view, args: list, uid: bool) -> tuple[FetchRequest, Fetch
 
 
 def _args_key(args: list):
-    """A hashable form of parsed arguments that keeps atoms, strings and lists apart; None
-    for anything else (a literal spooled to a file)."""
+    """A hashable form of parsed arguments made of atoms and lists; None for anything else
+    (a string or a literal is never a valid item, so such a FETCH is parsed, and refused,
+    each time)."""
     key = []
     for a in args:
         if isinstance(a, list):
@@ -136,8 +137,8 @@ def _args_key(args: list):
             if inner is None:
                 return None
             key.append(inner)
-        elif isinstance(a, (Atom, bytes)):
-            key.append((type(a), a))
+        elif isinstance(a, Atom):
+            key.append(a)
         else:
             return None
     return tuple(key)
