@@ -18,6 +18,8 @@ from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
 BATCH = 256
 FIRST_BATCH = 128
 COLUMNAR_FROM = 16  # messages
+# Compiled requests kept per selected folder: clients repeat the same few FETCHes.
+PLANS_KEPT = 32
 # Batches whose files total at most this are read on the reactor; bigger ones in a thread.
 INLINE_READ = 1536 * 1024
 
@@ -102,10 +104,6 @@ def _fetch(session, cmd, uid: bool):
     if renderer is None:
         renderer = FetchRenderer(req, session.imap_state.rendered, str(view.folder.path))
     return _write_batches(_Batches(session, view, req, renderer, seen_set, len(targets)), targets)
-
-
-# Compiled requests kept per selected folder: clients repeat the same few FETCHes.
-PLANS_KEPT = 32
 
 
 def _compiled(session, view, args: list, uid: bool) -> tuple[FetchRequest, FetchRenderer | None]:
