@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import partial
+from itertools import compress
 
 from mailsuite.imap.fetch_items import FetchItem, FetchRequest, parse_fetch_items
 from mailsuite.imap.fetch_memo import RenderedMemo
@@ -113,7 +114,7 @@ class FetchRenderer:
     def __init__(self, req: FetchRequest, memo: RenderedMemo | None = None, scope: str = ""):
         # `scope` names the Maildir the messages come from: memo keys are only unique in it.
         self.memo = RenderedMemo() if memo is None else memo
-        self.scope = scope
+        self.scope = self.memo.canonical(scope)
         # Steps (kind, argument).  Index items are done inline by `render` (a function call
         # per item would cost as much as the item); for every other kind ("call") the
         # argument is the item's compiled function.
@@ -121,7 +122,7 @@ class FetchRenderer:
         self._memo_tags: list = []  # what the memo answers, per message
         self._loads = False  # some item always needs the content
         self._content_items = 0  # items that may need it
-        self._has_flags = self._has_modseq = False
+        self.has_flags = self._has_modseq = False
         for i, it in enumerate(req.items):
             # Every item after the first starts with its separating space.
             self._plan.append(self._compile(it, b" " if i else b""))
@@ -133,7 +134,7 @@ class FetchRenderer:
         if kind == "UID":
             return "UID", sp + b"UID %d"
         if kind == "FLAGS":
-            self._has_flags = True
+            self.has_flags = True
             return "FLAGS", sp + b"FLAGS "
         if kind == "RFC822.SIZE":
             return "RFC822.SIZE", sp + b"RFC822.SIZE %d"
@@ -194,9 +195,10 @@ class FetchRenderer:
     def _memoized(
         self, label: bytes, tag, compute: Callable[[object], bytes]
     ) -> tuple[str, object]:
+        memo, scope = self.memo, self.scope
+        tag = memo.canonical(tag)
         self._memo_tags.append(tag)
         self._content_items += 1
-        memo, scope = self.memo, self.scope
 
         def part(m, fl, load, out) -> None:
             key = getattr(m, "key", None)
@@ -234,8 +236,10 @@ class FetchRenderer:
     def misses(msgs: list, known: list[list]) -> list:
         """The messages of `msgs` whose content `render_batch` needs (`known` from
         `memo_lookup`)."""
-        if not known:
+        if not any(None in column for column in known):
             return []
+        if len(known) == 1:
+            return [m for m, value in zip(msgs, known[0], strict=True) if value is None]
         return [m for m, *row in zip(msgs, *known, strict=True) if None in row]
 
     def render_batch(
@@ -261,10 +265,12 @@ class FetchRenderer:
         memo_columns = iter(known if known is not None else self.memo_lookup(msgs))
         contents: dict[int, object] = {}
         gone: set[int] = set()
+        flag_column = None
         for what, arg in self._plan:
             if what == "FLAGS":
                 fmt.append(arg + b"%s")
-                columns.append(list(map(flag_list, flags)))
+                flag_column = _flag_lists(flags)
+                columns.append(flag_column)
             elif what == "memo":
                 label, tag, compute, _ = arg
                 fmt.append(label.replace(b"%", b"%%") + b"%s")
@@ -275,17 +281,26 @@ class FetchRenderer:
             else:
                 fmt.append(arg)
                 columns.append(_index_column(what, msgs))
-        if modseq and not self._has_flags:
+        if modseq and not self.has_flags:
             fmt.append(b" FLAGS %s")
-            columns.append(list(map(flag_list, flags)))
+            columns.append(flag_column or _flag_lists(flags))
         if modseq and not self._has_modseq:
             fmt.append(b" MODSEQ (%d)")
             columns.append([m.modseq for m in msgs])
         fmt.append(b")\r\n")
-        rows = zip(*columns, strict=True)
         if gone:
-            rows = (row for i, row in enumerate(rows) if i not in gone)
-        out.extend(map(b"".join(fmt).__mod__, rows))
+            keep = [i not in gone for i in range(len(msgs))]
+            columns = [list(compress(column, keep)) for column in columns]
+        rows = len(columns[0])
+        if not rows:
+            return
+        # One format for the whole batch, its arguments laid out row after row: a third
+        # faster than formatting each line and joining them.
+        width = len(columns)
+        values: list = [None] * (rows * width)
+        for i, column in enumerate(columns):
+            values[i::width] = column
+        out.append((b"".join(fmt) * rows) % tuple(values))
 
     def _fill(self, column, msgs, tag, compute, load, contents, gone) -> None:
         """Render what the memo lacked, and keep it there."""
@@ -361,7 +376,7 @@ class FetchRenderer:
         except BaseException:
             del out[start:]
             raise
-        if (include_flags or modseq) and not self._has_flags:
+        if (include_flags or modseq) and not self.has_flags:
             out.append(b" FLAGS " + flag_list(flags))
         if modseq and not self._has_modseq:
             out.append(b" MODSEQ (%d)" % m.modseq)
@@ -386,6 +401,12 @@ def fetch_response(
     out: list[bytes] = []
     renderer.render(seq, msg, flags, content_loader, out, include_flags, modseq)
     return out
+
+
+def _flag_lists(flags: list) -> list[bytes]:
+    """`flag_list` of each set; a batch holds a handful of distinct sets."""
+    rendered = {f: flag_list(f) for f in set(flags)}
+    return list(map(rendered.__getitem__, flags))
 
 
 def _index_column(what: str, msgs: list) -> list:

@@ -26,6 +26,16 @@ class RenderedMemo:
         self.used = 0
         self._items: OrderedDict[tuple, bytes] = OrderedDict()
         self.get = self._items.get
+        self._canonical: dict = {}
+
+    def canonical(self, part):
+        """One shared object per equal key part (a Maildir path, an item's tag): keys built
+        from it then compare by identity, not element by element (a tag holds a set of
+        header names)."""
+        canonical = self._canonical
+        if len(canonical) >= _CANONICAL_KEPT:
+            canonical.clear()  # only the speed of a lookup depends on it
+        return canonical.setdefault(part, part)
 
     def put(self, key: tuple, value: bytes) -> None:
         items = self._items
@@ -48,4 +58,5 @@ class RenderedMemo:
         self.used = 0
 
 
+_CANONICAL_KEPT = 1024
 _OVERHEAD = 280  # a key tuple, its strings, the dict slot and the bytes header (measured RSS)

@@ -230,7 +230,7 @@ class CommandReader:
                 tag = self._tag_of(self._first_text() or line)
                 self._reset_command()
                 return RejectedCommand(tag, ImapBad("TOOBIG", "Command line too long"))
-            m = _LITERAL_AT_END.search(line)
+            m = _LITERAL_AT_END.search(line) if line.endswith(b"}") else None
             if m is None:
                 self._parts.append(line)
                 parts = self._parts
@@ -298,11 +298,10 @@ class CommandReader:
 
     def _build(self, parts: list):
         # parts: text, marker, literal, text, marker, literal, ..., text
-        tag = self._tag_of(parts[0])
         try:
             return parse_command(_pieces(parts))
         except ImapError as e:
-            return RejectedCommand(tag, e)
+            return RejectedCommand(self._tag_of(parts[0]), e)
 
 
 def _pieces(parts: list) -> list:
@@ -451,31 +450,37 @@ def _quoted(text: bytes, i: int) -> tuple[bytes, int]:
 _SECTION_ATOMS = frozenset((b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE"))
 
 
+# Runs of atom characters up to a possible section's "[", and of section characters up to
+# the next bracket or forbidden byte: the regex engine walks them, not a Python loop per byte.
+_ATOM_RUN = re.compile(b"[^" + re.escape(bytes(sorted(_ATOM_STOP | {0x5B}))) + b"]*")
+_SECTION_RUN = re.compile(rb"[^\[\]\r\n\x00]*")
+
+
 def _atom(text: bytes, i: int) -> tuple[Atom, int]:
     start = i
     n = len(text)
-    while i < n:
-        c = text[i]
-        if c == 0x5B and text[start:i].upper() in _SECTION_ATOMS:
-            # a section spec, kept verbatim up to the matching "]"
-            depth = 0
-            while i < n:
-                c = text[i]
-                if c == 0x5B:
-                    depth += 1
-                elif c == 0x5D:
-                    depth -= 1
-                    if depth == 0:
-                        break
-                elif c in (0x0D, 0x0A, 0x00):
-                    raise ImapBad("Bad character in section")
-                i += 1
+    while True:
+        i = _ATOM_RUN.match(text, i).end()
+        if i >= n or text[i] != 0x5B:
+            break
+        if text[start:i].upper() not in _SECTION_ATOMS:
+            i += 1  # an ordinary "[" (RFC 3501 §9 ATOM-CHAR)
+            continue
+        # a section spec, kept verbatim up to the matching "]"
+        depth = 0
+        while True:
+            c = text[i]
+            if c == 0x5B:
+                depth += 1
+            elif c == 0x5D:
+                depth -= 1
+                if depth == 0:
+                    break
+            else:
+                raise ImapBad("Bad character in section")
+            i = _SECTION_RUN.match(text, i + 1).end()
             if i >= n:
                 raise ImapBad("Unterminated [ in argument")
-            i += 1
-            continue
-        if c in _ATOM_STOP:
-            break
         i += 1
     if i == start:
         raise ImapBad("Empty argument")
@@ -483,6 +488,9 @@ def _atom(text: bytes, i: int) -> tuple[Atom, int]:
         return Atom(text[start:i].decode("utf-8")), i
     except UnicodeDecodeError:
         raise ImapBad("Argument is not valid UTF-8") from None
+
+
+_COMMAND_NAME = re.compile(r"[A-Z0-9][A-Z0-9._-]*( [A-Z0-9._-]+)?")
 
 
 def parse_command(pieces: list) -> Command:
@@ -506,7 +514,7 @@ def parse_command(pieces: list) -> Command:
             raise ImapBad("UID needs a command")
         name = "UID " + args[0].upper()
         args = args[1:]
-    if not re.fullmatch(r"[A-Z0-9][A-Z0-9._-]*( [A-Z0-9._-]+)?", name):
+    if not _COMMAND_NAME.fullmatch(name):
         raise ImapBad("Invalid command name")
     return Command(tag.decode("ascii"), name, args)
 

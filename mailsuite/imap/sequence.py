@@ -139,6 +139,11 @@ def parse_sequence_set(text, allow_dollar: bool = True) -> SequenceSet:
         return SequenceSet((), dollar=True)
     if not text:
         raise ImapBad("Invalid sequence set")
+    if text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= 10:
+        n = int(text)  # one number, what clients fetch a single message with
+        if n > MAX_NUMBER:
+            raise ImapBad("Sequence number out of range")
+        return SequenceSet(((n, n),))
     ranges = []
     pieces = text.split(",")
     if len(pieces) > 1 and pieces[-1] == "":

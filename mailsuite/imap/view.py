@@ -33,6 +33,10 @@ def _with_recent(flags: frozenset[str]) -> frozenset[str]:
     return out
 
 
+def _uid_of(msg) -> int:
+    return msg.uid
+
+
 class SelectedView:
     """One session's view of a selected folder (RFC 3501 §2.3.1.2 sequence numbers)."""
 
@@ -55,6 +59,7 @@ class SelectedView:
         self.pending_flags: set[int] = set()
         self.pending_exists = False
         self.flag_search_memo = None  # see commands/search.py _flag_only
+        self.fetch_plans: dict = {}  # compiled FETCH requests, see commands/fetch.py
         # RFC 5267 §4.3: searches that report their changes; they see every event, ours too.
         self.contexts = UpdatingSearches(self)
         folder.add_listener(self.on_event)
@@ -112,12 +117,13 @@ class SelectedView:
             for lo, hi in seqset.resolve(n):
                 if lo > n:
                     continue
-                out.extend((i, msgs[i - 1]) for i in range(lo, min(hi, n) + 1))
+                hi = min(hi, n)
+                out.extend(zip(range(lo, hi + 1), msgs[lo - 1 : hi], strict=True))
             return out
         for lo, hi in seqset.resolve(msgs[-1].uid):
-            i = bisect.bisect_left(msgs, lo, key=lambda m: m.uid)
-            j = bisect.bisect_right(msgs, hi, key=lambda m: m.uid)
-            out.extend((k + 1, msgs[k]) for k in range(i, j))
+            i = bisect.bisect_left(msgs, lo, key=_uid_of)
+            j = bisect.bisect_right(msgs, hi, key=_uid_of)
+            out.extend(zip(range(i + 1, j + 1), msgs[i:j], strict=True))
         return out
 
     def check_seqset(self, seqset: SequenceSet, uid: bool) -> None:

@@ -53,6 +53,9 @@ def canonical_flag(flag: str) -> str:
     return flag
 
 
+_FLAG_SETS_KEPT = 4096
+
+
 class Keywords:
     """The letter <-> keyword table of one folder, persisted in `dovecot-keywords`."""
 
@@ -61,6 +64,10 @@ class Keywords:
         self._lock = threading.Lock()
         self._mtime = None
         self.names: list[str | None] = [None] * 26
+        # One frozenset per info string: a folder's messages then share a handful of sets,
+        # which every reader that hashes or compares them (IMAP's FLAGS rendering, keyword
+        # checks) tests by identity instead of element by element.
+        self._flags_of: dict[str, frozenset[str]] = {}
         self._load()
 
     def _load(self) -> None:
@@ -80,10 +87,15 @@ class Keywords:
             if idx.isdigit() and int(idx) < 26 and name:
                 names[int(idx)] = name
         self.names = names
+        self._flags_of = {}
         self._mtime = st.st_mtime_ns
 
     def to_flags(self, info: str) -> frozenset[str]:
+        known = self._flags_of.get(info)
+        if known is not None:
+            return known
         flags = set()
+        unnamed = False
         for ch in info:
             if ch in LETTER_TO_SYSTEM:
                 flags.add(LETTER_TO_SYSTEM[ch])
@@ -94,7 +106,14 @@ class Keywords:
                     name = self.names[ord(ch) - 97]
                 if name:
                     flags.add(name)
-        return frozenset(flags)
+                else:
+                    unnamed = True  # asked again next time: the file may name it by then
+        out = frozenset(flags)
+        if not unnamed:
+            if len(self._flags_of) >= _FLAG_SETS_KEPT:
+                self._flags_of = {}
+            self._flags_of[info] = out
+        return out
 
     def to_info(self, flags) -> str:
         """Info letters for `flags`, allocating letters for new keywords (26 at most)."""
@@ -119,6 +138,7 @@ class Keywords:
             for i, name in enumerate(self.names):
                 if name is None:
                     self.names[i] = keyword
+                    self._flags_of = {}
                     self._save()
                     return KEYWORD_LETTERS[i]
         return None  # more than 26 keywords: Maildir cannot hold it

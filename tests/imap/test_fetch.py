@@ -4,7 +4,7 @@
 from imapclient import IMAPClient
 
 from tests.conftest import DEFAULT_PASSWORD
-from tests.imap.conftest import USER, Raw, append_n, connect, message
+from tests.imap.conftest import USER, Raw, append_n, connect, message, selected
 
 
 def client(srv) -> IMAPClient:
@@ -153,3 +153,45 @@ def test_star_alone_is_the_last_message(imap_server):
     r.cmd(b"SELECT INBOX")
     assert r.cmd(b"FETCH * (UID)")[0] == b"* 2 FETCH (UID 2)"
     assert r.cmd(b"FETCH 3:* (UID)")[0] == b"* 2 FETCH (UID 2)"
+
+
+def test_a_repeated_fetch_is_parsed_by_what_it_says_not_by_its_text(imap_server):
+    """The compiled form of a FETCH is kept for the next one with the same arguments: a
+    quoted string or a list where an earlier FETCH had an atom is still judged on its own
+    (RFC 3501 §6.4.5: items are atoms), and CHANGEDSINCE is never carried over."""
+    append_n(connect(imap_server), 2)
+    r = selected(imap_server)
+    r.cmd(b"ENABLE CONDSTORE")
+    for _ in range(2):
+        assert r.cmd(b"FETCH 1 FLAGS")[-1] == b"t OK FETCH completed"
+        assert r.cmd(b'FETCH 1 "FLAGS"')[-1].startswith(b"t BAD")
+        assert r.cmd(b"FETCH 1 (FLAGS)")[-1] == b"t OK FETCH completed"
+        assert r.cmd(b"FETCH 1 ((FLAGS))")[-1].startswith(b"t BAD")
+    r.cmd(b"STORE 2 +FLAGS.SILENT (\\Flagged)")
+    top = int(r.cmd(b"FETCH 2 (MODSEQ)")[0].split(b"MODSEQ (")[1].split(b")")[0])
+    assert r.cmd(b"FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % (top - 1))[:-1] == [
+        b"* 2 FETCH (FLAGS (\\Flagged \\Recent) MODSEQ (%d))" % top
+    ]
+    # The same items without the modifier again answer every message, without MODSEQ
+    # unless CONDSTORE reports it with FLAGS (RFC 7162 §3.2.4).
+    out = r.cmd(b"FETCH 1:* (FLAGS)")
+    assert len(out) == 3 and all(b"MODSEQ (" in line for line in out[:2])
+    assert r.cmd(b"FETCH 1:* (UID)")[:-1] == [b"* 1 FETCH (UID 1)", b"* 2 FETCH (UID 2)"]
+
+
+def test_few_and_many_messages_are_answered_alike(imap_server):
+    """A FETCH of a few messages is rendered one message at a time, one of many column by
+    column: the lines must not differ (flags, keywords announced first, header fields)."""
+    mbox = imap_server.mailbox(USER)
+    for i in range(40):
+        mbox.deliver(message(i), flags=["\\Seen", "$Work"] if i % 3 else [])
+    r = selected(imap_server)
+    items = b"(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])"
+    many = r.cmd(b"FETCH 1:40 " + items)
+    few = []
+    for lo in range(1, 41, 4):
+        few += r.cmd(b"FETCH %d:%d %s" % (lo, lo + 3, items))[:-1]
+    assert [line for line in many[:-1] if b"FETCH" in line] == [
+        line for line in few if b"FETCH" in line
+    ]
+    assert len([line for line in few if b"FETCH" in line]) == 40

@@ -351,4 +351,5 @@ def test_batch_leaves_out_a_message_whose_file_is_gone():
     FetchRenderer(req).render_batch(
         [(i + 1, m) for i, m in enumerate(msgs)], [m.flags for m in msgs], out, False, None, load
     )
-    assert [line.split(b" (UID ")[0] for line in out] == [b"* 1 FETCH", b"* 3 FETCH"]
+    lines = b"".join(out).splitlines()
+    assert [line.split(b" (UID ")[0] for line in lines] == [b"* 1 FETCH", b"* 3 FETCH"]

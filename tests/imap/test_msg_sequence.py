@@ -47,11 +47,18 @@ def test_dollar_only_when_allowed():
 
 
 @pytest.mark.parametrize(
-    "text", ["", "0", "1:0", "a", "1,,2", "1:", ":2", "1:2:3", "*:", "4294967296", "1 2", "-1"]
+    "text",
+    ["", "0", "1:0", "a", "1,,2", "1:", ":2", "1:2:3", "*:", "4294967296", "1 2", "-1"]
+    + ["01", "00", "12345678901", "\u0663", "1\u0663", "+1"],  # one number read on its own
 )
 def test_invalid_sets_are_bad(text):
     with pytest.raises(ImapBad):
         parse_sequence_set(text)
+
+
+def test_one_number_is_one_range():
+    assert parse_sequence_set(Atom("7")).ranges == ((7, 7),)
+    assert parse_sequence_set("4294967295").ranges == ((4294967295, 4294967295),)
 
 
 def test_quoted_string_is_not_a_sequence_set():

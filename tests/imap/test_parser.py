@@ -1,5 +1,6 @@
 """The pure IMAP command reader and tokenizer (RFC 3501 §2.2, §4.3, §9; RFC 7888 LITERAL+)."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -185,3 +186,25 @@ def test_imapclient_multiappend_double_space_between_literals_is_accepted():
     assert cmd == Command("a", "APPEND", [Atom("INBOX"), b"x", b"y"])
     (bad,) = events(b"a APPEND  INBOX\r\n")
     assert isinstance(bad, RejectedCommand)
+
+
+def test_section_atoms_and_ordinary_brackets_scan_alike():
+    """Atoms are scanned in runs up to a "[" that may open a FETCH section (RFC 3501 §9:
+    "[" is an ATOM-CHAR elsewhere); the section is kept verbatim to its matching "]"."""
+    args = parse_line(
+        b"t FETCH 1 (BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.100> foo[bar] BODY[1][2] X])"
+    ).args
+    assert args[1] == [
+        Atom("BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.100>"),
+        Atom("foo[bar]"),
+        Atom("BODY[1][2]"),
+        Atom("X]"),
+    ]
+    assert parse_line(b"t SELECT foo[bar").args == [Atom("foo[bar")]
+    for bad, why in (
+        (b"t FETCH 1 BODY[HEADER", "Unterminated"),
+        (b"t FETCH 1 BODY[a[b]", "Unterminated"),
+        (b"t FETCH 1 BODY[\x00]", "Bad character"),
+    ):
+        with pytest.raises(ImapBad, match=why):
+            parse_line(bad)

@@ -81,3 +81,19 @@ def test_more_than_26_keywords_are_not_stored(tmp_path):
     info = kw.to_info(frozenset(names))
     assert len(info) == 26
     assert len(kw.to_flags(info)) == 26
+
+
+def test_messages_with_one_info_share_one_flag_set(tmp_path):
+    """Readers that hash or compare flag sets (IMAP's FLAGS rendering) get one shared set per
+    info string; a letter another process names later is still seen once it is named."""
+    kw = Keywords(tmp_path)
+    info = kw.to_info(frozenset({"\\Seen", "$Work"}))
+    assert kw.to_flags(info) is kw.to_flags(info) == frozenset({"\\Seen", "$Work"})
+    other = Keywords(tmp_path)
+    later = other.to_info(frozenset({"$Later"}))  # written to dovecot-keywords by another
+    assert kw.to_flags(info + later) == frozenset({"\\Seen", "$Work", "$Later"})
+    # A letter nobody has named reads as nothing, and is looked up again next time.
+    unnamed = chr(ord(later) + 1)
+    assert kw.to_flags("S" + unnamed) == frozenset({"\\Seen"})
+    Keywords(tmp_path).to_info(frozenset({"$Third"}))
+    assert kw.to_flags("S" + unnamed) == frozenset({"\\Seen", "$Third"})

@@ -11,12 +11,16 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from mailsuite.imap.fetch import FetchRenderer
-from mailsuite.imap.fetch_items import FetchItem, parse_fetch_items
-from mailsuite.imap.parser import ImapBad
+from mailsuite.imap.fetch_items import FetchItem, FetchRequest, parse_fetch_items
+from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
 from mailsuite.imap.turns import Turns
 
 BATCH = 256
+FIRST_BATCH = 128
+COLUMNAR_FROM = 16  # messages
+# Compiled requests kept per selected folder: clients repeat the same few FETCHes.
+PLANS_KEPT = 32
 # Batches whose files total at most this are read on the reactor; bigger ones in a thread.
 INLINE_READ = 1536 * 1024
 
@@ -72,7 +76,7 @@ def _fetch(session, cmd, uid: bool):
         raise ImapBad("FETCH needs a message set and items")
     view = session.view
     seqset = parse_sequence_set(cmd.args[0])
-    req = parse_fetch_items(cmd.args[1:], uid_command=uid)
+    req, renderer = _compiled(session, view, cmd.args[1:], uid)
     view.check_seqset(seqset, uid)
     if req.vanished and not (uid and session.qresync):
         # RFC 7162 §3.2.6: VANISHED only in UID FETCH, and only with QRESYNC enabled.
@@ -83,6 +87,7 @@ def _fetch(session, cmd, uid: bool):
         # RFC 7162 §3.1.4.1: CHANGEDSINCE implies the MODSEQ item.
         req.items.append(FetchItem("MODSEQ"))
         req.wants_modseq = True
+        renderer = None
     if req.wants_modseq or req.changedsince is not None:
         session.enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
     targets = view.select(seqset, uid)
@@ -92,12 +97,50 @@ def _fetch(session, cmd, uid: bool):
         targets = [(s, m) for s, m in targets if m.modseq > req.changedsince]
     seen_set: set[int] = set()
     if req.sets_seen and not view.readonly:
-        # RFC 3501 §6.4.5: BODY[...] (not PEEK) sets \Seen; the FETCH then reports FLAGS.
+        # RFC 3501 §6.4.5: BODY[...] (not PEEK) sets \\Seen; the FETCH then reports FLAGS.
         unseen = [m for _, m in targets if "\\Seen" not in m.flags and view.is_live(m)]
         if unseen:
             changed, _ = view.folder.store_flags(unseen, ["\\Seen"], "add", source=view)
             seen_set = {m.uid for m in changed}
-    return _write_batches(session, view, req, targets, seen_set, uid)
+    if renderer is None:
+        renderer = FetchRenderer(req, session.imap_state.rendered, str(view.folder.path))
+    return _write_batches(_Batches(session, view, req, renderer, seen_set, len(targets)), targets)
+
+
+def _compiled(session, view, args: list, uid: bool) -> tuple[FetchRequest, FetchRenderer | None]:
+    """The parsed request and its renderer; both are shared by later FETCHes with the same
+    arguments, so neither may be changed (a request with modifiers is never shared)."""
+    key = _args_key(args)
+    plans = view.fetch_plans
+    plan = plans.get((uid, key)) if key is not None else None
+    if plan is not None:
+        return plan
+    req = parse_fetch_items(args, uid_command=uid)
+    if key is None or req.changedsince is not None or req.vanished:
+        return req, None
+    plan = req, FetchRenderer(req, session.imap_state.rendered, str(view.folder.path))
+    if len(plans) >= PLANS_KEPT:
+        plans.clear()
+    plans[(uid, key)] = plan
+    return plan
+
+
+def _args_key(args: list):
+    """A hashable form of parsed arguments made of atoms and lists; None for anything else
+    (a string or a literal is never a valid item, so such a FETCH is parsed, and refused,
+    each time)."""
+    key = []
+    for a in args:
+        if isinstance(a, list):
+            inner = _args_key(a)
+            if inner is None:
+                return None
+            key.append(inner)
+        elif isinstance(a, Atom):
+            key.append(a)
+        else:
+            return None
+    return tuple(key)
 
 
 def _send_vanished(session, view, seqset) -> None:
@@ -114,60 +157,80 @@ def _send_vanished(session, view, seqset) -> None:
         session.send(b"* VANISHED (EARLIER) " + format_sequence_set(gone).encode() + b"\r\n")
 
 
-@defer.inlineCallbacks
-def _write_batches(session, view, req, targets, seen_set, uid):
-    has_flags = "FLAGS" in req.kinds()
-    shows_flags = has_flags or bool(seen_set)
-    folder = view.folder
-    renderer = FetchRenderer(req, session.imap_state.rendered, str(folder.path))
-    cols = _cache_columns(req)
-    loader = gone_loader = None
-    # \Seen is only ever set by BODY[] sections, which are not columnar: such a request
-    # never reports FLAGS it was not asked for.
-    columnar = renderer.columnar and not seen_set
-    known = None
-    step = BATCH if req.needs_file else 4 * BATCH
-    turns = Turns()
-    for start in range(0, len(targets), step):
-        batch = targets[start : start + step]
-        if columnar:
-            known = renderer.memo_lookup([m for _, m in batch])
-        if req.needs_content:
-            if columnar:
-                todo = renderer.misses([m for _, m in batch], known)
-            else:
-                todo = [m for _, m in batch if renderer.needs_content(m)]
-            preloaded: dict = {}
-            if not todo:
-                pass  # index-only requests and memo hits never touch the parsed cache
-            elif sum(m.size for m in todo) <= INLINE_READ:
-                # A thread hop costs more than reading a few small files from the page cache.
-                preloaded = _prepare_batch(folder, todo, req.needs_file, cols)
-            else:
-                preloaded = yield session.services.store.io.submit(
-                    _prepare_batch, folder, todo, req.needs_file, cols
-                )
-            loader = folder.parsed_loader(preloaded)
-            gone_loader = folder.expunged_loader(preloaded)
-        if session.view is not view:
-            return None  # the connection went away meanwhile
-        out: list[bytes] = view.new_keyword_lines(m for _, m in batch) if shows_flags else []
-        condstore = session.condstore
-        if columnar:
+class _Batches:
+    """One FETCH's responses, written a batch at a time."""
+
+    def __init__(
+        self, session, view, req: FetchRequest, renderer: FetchRenderer, seen_set, count: int
+    ):
+        self.session = session
+        self.view = view
+        self.req = req
+        self.renderer = renderer
+        self.seen_set = seen_set
+        self.folder = view.folder
+        self.has_flags = renderer.has_flags
+        self.shows_flags = self.has_flags or bool(seen_set)
+        # \\Seen is only ever set by BODY[] sections, which are not columnar: such a request
+        # never reports FLAGS it was not asked for.  A few messages are rendered one by one:
+        # setting up the columns costs more than it saves on them.
+        self.columnar = renderer.columnar and not seen_set and count >= COLUMNAR_FROM
+        self.step = BATCH if req.needs_file else 4 * BATCH
+        self.loader = self.gone_loader = None
+
+    def todo(self, msgs: list, known) -> list:
+        """The messages of a batch whose content the renderer needs."""
+        if not self.req.needs_content:
+            return []
+        if self.columnar:
+            return self.renderer.misses(msgs, known)
+        return [m for m in msgs if self.renderer.needs_content(m)]
+
+    def prepare(self, todo: list, preloaded: dict | None = None) -> None:
+        """Loaders for the batch, given what `_prepare_batch` returned (a columnar batch
+        that the memo answers whole needs none)."""
+        if self.req.needs_content and (todo or not self.columnar):
+            self.loader = self.folder.parsed_loader(preloaded)
+            # Only messages expunged by others meanwhile need this one (see `write`).
+            if self.view.pending_expunge:
+                self.gone_loader = self.folder.expunged_loader(preloaded)
+
+    def inline(self, todo: list) -> bool:
+        # A thread hop costs more than reading a few small files from the page cache.
+        return not todo or sum(m.size for m in todo) <= INLINE_READ
+
+    def prepare_inline(self, todo: list) -> None:
+        preloaded = (
+            _prepare_batch(self.folder, todo, self.req.needs_file, _cache_columns(self.req))
+            if todo
+            else None
+        )
+        self.prepare(todo, preloaded)
+
+    def write(self, batch: list, known) -> None:
+        view, renderer, seen_set = self.view, self.renderer, self.seen_set
+        out: list[bytes] = view.new_keyword_lines(m for _, m in batch) if self.shows_flags else []
+        condstore = self.session.condstore
+        if self.columnar:
             flags = view.flags_column([m for _, m in batch])
+            loader, gone_loader = self.loader, self.gone_loader
+            if view.pending_expunge:
 
-            def load_either(m, live=loader, gone=gone_loader):
-                return (live if view.is_live(m) else gone)(m)
+                def load(m):
+                    return (loader if view.is_live(m) else gone_loader)(m)
 
-            renderer.render_batch(batch, flags, out, condstore and has_flags, known, load_either)
+            else:
+                load = loader
+            modseq = condstore and self.has_flags
+            renderer.render_batch(batch, flags, out, modseq, known, load)
             batch = []
         for seq, m in batch:
             include_flags = m.uid in seen_set
-            modseq = condstore and (has_flags or include_flags)
+            modseq = condstore and (self.has_flags or include_flags)
             # A message another session expunged, not yet announced here, is answered with
             # what is still known (flags, cached header and structure, the file while it is
             # there), as RFC 2180 §4.1 allows; one that cannot be is left out.
-            load = loader if view.is_live(m) else gone_loader
+            load = self.loader if view.is_live(m) else self.gone_loader
             try:
                 renderer.render(seq, m, view.flags_of(m), load, out, include_flags, modseq)
             except FileNotFoundError:
@@ -175,19 +238,69 @@ def _write_batches(session, view, req, targets, seen_set, uid):
         # One write per batch: per-chunk writes cost more than the FETCH itself.  The last
         # batch stays buffered, to leave in the same write as the tagged reply.  Message
         # bodies are handed on as they are, not copied into one string.
-        if req.needs_file:
-            session.send_many(out)
+        if self.req.needs_file:
+            self.session.send_many(out)
         else:
-            session.send(b"".join(out))
-        if start + step < len(targets):
+            self.session.send(b"".join(out))
+
+    def finish(self) -> None:
+        cache = self.folder.parsed_cache if self.req.needs_content else None
+        if cache is not None and cache.has_pending:
+            self.session.services.store.io.submit(cache.flush).addErrback(lambda f: None)
+
+
+def _write_batches(run: _Batches, targets: list):
+    """Write every response: at once when one batch answers all from memory and the page
+    cache (no Deferred, no turn of the reactor), else batch by batch."""
+    if len(targets) <= run.step:
+        msgs = [m for _, m in targets]
+        known = run.renderer.memo_lookup(msgs) if run.columnar else None
+        todo = run.todo(msgs, known)
+        if run.inline(todo):
+            run.prepare_inline(todo)
+            run.write(targets, known)
+            run.finish()
+            return None
+    return _write_batches_later(run, targets)
+
+
+@defer.inlineCallbacks
+def _write_batches_later(run: _Batches, targets: list):
+    session, view = run.session, run.view
+    turns = Turns()
+    for start, end in _spans(len(targets), run.step):
+        batch = targets[start:end]
+        msgs = [m for _, m in batch]
+        known = run.renderer.memo_lookup(msgs) if run.columnar else None
+        todo = run.todo(msgs, known)
+        if run.inline(todo):
+            run.prepare_inline(todo)
+        else:
+            preloaded = yield session.services.store.io.submit(
+                _prepare_batch, run.folder, todo, run.req.needs_file, _cache_columns(run.req)
+            )
+            run.prepare(todo, preloaded)
+        if session.view is not view:
+            return None  # the connection went away meanwhile
+        run.write(batch, known)
+        if end < len(targets):
             yield session.drain()
             if turns.spent():
                 yield turns.next()  # the other connections' turn (mailsuite.imap.turns)
                 if session.view is not view:
                     return None
-    if req.needs_content and folder.parsed_cache.has_pending:
-        session.services.store.io.submit(folder.parsed_cache.flush).addErrback(lambda f: None)
+    run.finish()
     return None
+
+
+def _spans(total: int, step: int):
+    """(start, end) of each batch: the first one small, so that the client is reading the
+    first responses while the server renders the rest."""
+    start, size = 0, min(step, FIRST_BATCH)
+    while start < total:
+        yield start, min(start + size, total)
+        start += size
+        size = step
 
 
 def fetch(session, cmd):
