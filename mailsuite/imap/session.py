@@ -50,6 +50,9 @@ class Connection(Protocol):
     """What a session needs from whatever carries its bytes."""
 
     closed: bool
+    # write_sequence also takes `mailsuite.imap.literal.MessageLiteral`s and streams them
+    # (FETCH then answers big bodies with them instead of their bytes).
+    streams_literals: bool
 
     def is_secure(self) -> bool: ...
 
@@ -75,6 +78,7 @@ class _Disconnected:
     session, its view and its buffers are freed at once rather than by the cycle collector."""
 
     closed = True
+    streams_literals = False
 
     def is_secure(self) -> bool:
         return False

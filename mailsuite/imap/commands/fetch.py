@@ -18,6 +18,9 @@ from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
 BATCH = 256
 # Batches whose files total at most this are read on the reactor; bigger ones in a thread.
 INLINE_READ = 1536 * 1024
+# A batch that reads files ends before its files pass this size (a message bigger than it
+# makes a batch alone): a FETCH of many big messages holds a bounded part of them at a time.
+READ_BUDGET = 16 * 1024 * 1024
 
 
 def _read(folder, msg) -> bytes | None:
@@ -113,21 +116,43 @@ def _send_vanished(session, view, seqset) -> None:
         session.send(b"* VANISHED (EARLIER) " + format_sequence_set(gone).encode() + b"\r\n")
 
 
+def _batches(targets: list, needs_file: bool) -> list[list]:
+    """BATCH messages at a time (4x that when no file is read), and no more than READ_BUDGET
+    bytes of files."""
+    if not needs_file:
+        step = 4 * BATCH
+        return [targets[i : i + step] for i in range(0, len(targets), step)]
+    batches: list[list] = []
+    batch: list = []
+    size = 0
+    for target in targets:
+        m = target[1]
+        if batch and (len(batch) >= BATCH or size + m.size > READ_BUDGET):
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append(target)
+        size += m.size
+    if batch:
+        batches.append(batch)
+    return batches
+
+
 @defer.inlineCallbacks
 def _write_batches(session, view, req, targets, seen_set, uid):
     has_flags = "FLAGS" in req.kinds()
     shows_flags = has_flags or bool(seen_set)
     folder = view.folder
-    renderer = FetchRenderer(req, session.imap_state.rendered, str(folder.path))
+    # Big bodies are streamed from their files by a connection that can (the Twisted one).
+    streams = view if getattr(session.protocol, "streams_literals", False) else None
+    renderer = FetchRenderer(req, session.imap_state.rendered, str(folder.path), streams)
     cols = _cache_columns(req)
     loader = gone_loader = None
     # \Seen is only ever set by BODY[] sections, which are not columnar: such a request
     # never reports FLAGS it was not asked for.
     columnar = renderer.columnar and not seen_set
     known = None
-    step = BATCH if req.needs_file else 4 * BATCH
-    for start in range(0, len(targets), step):
-        batch = targets[start : start + step]
+    batches = _batches(targets, req.needs_file)
+    for number, batch in enumerate(batches, 1):
         if columnar:
             known = renderer.memo_lookup([m for _, m in batch])
         if req.needs_content:
@@ -177,7 +202,7 @@ def _write_batches(session, view, req, targets, seen_set, uid):
             session.send_many(out)
         else:
             session.send(b"".join(out))
-        if start + step < len(targets):
+        if number < len(batches):
             yield session.drain()
     if req.needs_content and folder.parsed_cache.has_pending:
         session.services.store.io.submit(folder.parsed_cache.flush).addErrback(lambda f: None)
