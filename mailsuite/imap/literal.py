@@ -13,9 +13,11 @@ stored bytes are not the wire bytes: `WireCursor` converts them piece by piece, 
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from mailsuite.message.lines import to_wire
 
-__all__ = ["STREAM_FROM", "MessageLiteral", "WireCursor"]
+__all__ = ["STREAM_FROM", "MessageLiteral", "WireCursor", "WirePositions"]
 
 # Messages from this size on (stored bytes) are streamed from their files; smaller ones are
 # read whole with their FETCH batch.  Measured (server CPU per FETCH BODY[]): whole reads cost
@@ -73,3 +75,37 @@ class WireCursor:
         self.after_cr = raw[-1:] == b"\r"
         self.wire_pos += len(out)
         return out
+
+
+class WirePositions:
+    """Where earlier streams of a message were, by wire offset: (file offset, wire offset, a CR
+    ended the bytes before), at the start of the last chunk each one read.
+
+    Stored bytes and wire bytes differ in length, so a <partial> FETCH from far into a big
+    message converts everything before its range; a client that fetches a big message in
+    pieces, each starting where the last ended (Thunderbird does, 64 KB and up at a time),
+    would convert it again for every piece.  Resuming where the previous piece ended makes
+    the whole download cost one pass.  Kept for the most recent `entries` messages, in the
+    reactor thread only."""
+
+    def __init__(self, entries: int = 1024):
+        self.entries = entries
+        self._marks: OrderedDict[tuple, tuple[int, int, bool]] = OrderedDict()
+        self.resumed = 0  # streams that started from a remembered position
+
+    def before(self, key: tuple, wire_offset: int) -> tuple[int, int, bool] | None:
+        """A remembered position at or before `wire_offset` of the message `key`."""
+        mark = self._marks.get(key)
+        if mark is None or mark[1] > wire_offset:
+            return None
+        self._marks.move_to_end(key)
+        self.resumed += 1
+        return mark
+
+    def remember(self, key: tuple, mark: tuple[int, int, bool]) -> None:
+        if mark[1] == 0:
+            return
+        self._marks[key] = mark
+        self._marks.move_to_end(key)
+        if len(self._marks) > self.entries:
+            self._marks.popitem(last=False)

@@ -54,8 +54,10 @@ class LiteralStream:
         lead: list[bytes],
         on_done: Callable[[list], None],
         on_failed: Callable[[], None],
+        positions: WirePositions | None = None,
     ):
         self.literal = literal
+        self._positions = positions
         self._io = io
         self._write = write
         self._paused = paused
@@ -72,9 +74,17 @@ class LiteralStream:
         self._ready: deque[tuple[list, bool]] = deque()
         self._stopped = False
         self._retried = False
+        self._mark: tuple[int, int, bool] = (0, 0, False)  # where the last chunk began
+        self._from_file = False  # chunks were read (not the whole file, not NIL)
+        msg = literal.msg
+        self._key = (str(literal.folder.path), msg.key, msg.size)
 
     # -- reactor side ---------------------------------------------------------------------------
     def start(self) -> None:
+        if self._positions is not None and self._start:
+            mark = self._positions.before(self._key, self._start)
+            if mark is not None:
+                self._file_pos, self._cursor.wire_pos, self._cursor.after_cr = mark
         self._run(self._path())
 
     def resume(self) -> None:
@@ -141,6 +151,8 @@ class LiteralStream:
             if last:
                 self._stopped = True
                 self._close()
+                if self._positions is not None and self._from_file:
+                    self._positions.remember(self._key, self._mark)
                 self._on_done(pieces)
                 return
             self._write(pieces)
@@ -186,6 +198,7 @@ class LiteralStream:
             os.close(fd)
             raise
         self._fd = fd
+        self._from_file = True
         self._lead.append(b"{%d}\r\n" % (self._end - self._start))
         return True
 
@@ -193,7 +206,7 @@ class LiteralStream:
         parts = []
         while piece := os.read(fd, 1 << 20):
             parts.append(piece)
-        wire = self._cursor.feed(b"".join(parts))
+        wire = WireCursor().feed(b"".join(parts))
         origin, length = self.literal.origin, self.literal.length
         data = wire[origin:] if length is None else wire[origin : origin + length]
         data = data.replace(b"\x00", b"\x80") if b"\x00" in data else data
@@ -205,6 +218,7 @@ class LiteralStream:
         pieces, self._lead = self._lead, []
         cursor, start, end = self._cursor, self._start, self._end
         while cursor.wire_pos < end:
+            self._mark = (self._file_pos, cursor.wire_pos, cursor.after_cr)
             raw = os.pread(self._fd, CHUNK, self._file_pos)
             if not raw:
                 raise BodyVanished(f"message file ended at {self._file_pos} bytes")

@@ -342,6 +342,7 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
             lead,
             self._streamed,
             self._stream_failed,
+            self.services.imap.wire_positions,
         )
         gate.stream.start()
 

@@ -332,3 +332,28 @@ def test_many_big_messages_fetched_in_byte_bounded_batches_all_arrive(imap_serve
     assert typ == "OK"
     bodies = [d[1] for d in data if isinstance(d, tuple)]
     assert bodies == [(b"%d" % i) * (7 * MiB) + b"\r\n" for i in range(6)]
+
+
+def test_a_big_body_fetched_in_pieces_resumes_where_the_last_piece_ended(two_big):
+    """Thunderbird's way of downloading a big message: <partial> pieces one after another.
+    Each piece is right, and the server remembers where the previous one ended in the file,
+    so the last piece starts there instead of converting 19 MB again."""
+    srv, big = two_big
+    c = connect(srv)
+    c.select("INBOX")
+    wire, piece = big.wires[1], 1 * MiB + 17
+    positions = srv.services.imap.wire_positions
+    resumed = positions.resumed
+    got = b""
+    for origin in range(0, len(wire), piece):
+        typ, data = c.fetch("2", f"(BODY.PEEK[]<{origin}.{piece}>)")
+        assert typ == "OK"
+        got += data[0][1]
+    assert got == wire
+    folder = srv.call(lambda: srv.services.store.mailbox(USER).folder("INBOX"))
+    msg = folder.messages[1]
+    key = (str(folder.path), msg.key, msg.size)
+    assert positions.resumed - resumed == len(range(piece, len(wire), piece))
+    # Where the last chunk read began: within the last piece, not at the start.
+    mark = srv.call(positions.before, key, len(wire))
+    assert mark is not None and origin - 2 * CHUNK < mark[1] <= len(wire), (mark, origin)
