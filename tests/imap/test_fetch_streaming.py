@@ -357,3 +357,40 @@ def test_a_big_body_fetched_in_pieces_resumes_where_the_last_piece_ended(two_big
     # Where the last chunk read began: within the last piece, not at the start.
     mark = srv.call(positions.before, key, len(wire))
     assert mark is not None and origin - 2 * CHUNK < mark[1] <= len(wire), (mark, origin)
+
+
+def test_a_file_whose_size_differs_from_its_name_is_counted_from_its_bytes(imap_server):
+    # ,S= and ,W= written wrong by another program: the count comes from the file itself.
+    stored = stored_message(3, 4)
+    cur = imap_server.services.store.path_for(USER) / "cur"
+    name = f"1700000009.M9P1.other,S={len(stored) + 10},W={wire_size(stored) + 12}:2,"
+    (cur / name).write_bytes(stored)
+    c = connect(imap_server)
+    c.select("INBOX")
+    wire = reference_wire(stored)
+    typ, data = c.fetch("1", "(BODY.PEEK[] BODY.PEEK[]<7.100>)")
+    assert typ == "OK"
+    assert data[0][0].endswith(b"BODY[] {%d}" % len(wire)) and data[0][1] == wire
+    assert data[1][0].endswith(b"BODY[]<7> {100}") and data[1][1] == wire[7:107]
+
+
+def test_a_body_shorter_than_its_announced_count_closes_the_connection(imap_server, logs):
+    # ,W= too big for the file's bytes: the count is out before the shortfall shows, and
+    # the only honest end is to close rather than send a wrong literal.
+    stored = stored_message(3, 5)
+    cur = imap_server.services.store.path_for(USER) / "cur"
+    name = f"1700000010.M10P1.other,S={len(stored)},W={wire_size(stored) + 5}:2,"
+    (cur / name).write_bytes(stored)
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.cmd(b"SELECT INBOX")
+    r.send(b"f FETCH 1 (BODY.PEEK[])\r\n")
+    got = r.buf
+    try:
+        while chunk := r.sock.recv(1 << 20):
+            got += chunk
+    except ConnectionResetError:
+        pass  # aborted: what was in flight may be dropped
+    assert got.startswith(b"* 1 FETCH (BODY[] {%d}\r\n" % (wire_size(stored) + 5))
+    assert b"f OK" not in got
+    assert logs.matching("streaming a message body failed")
