@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 
-from mailsuite.imap.literal import MessageLiteral, WireCursor
+from mailsuite.imap.literal import MessageLiteral, WireCursor, WirePositions
 
 log = Logger(namespace="mailsuite.imap")
 

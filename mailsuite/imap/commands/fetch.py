@@ -199,7 +199,7 @@ def _write_batches(session, view, req, targets, seen_set, uid):
         # batch stays buffered, to leave in the same write as the tagged reply.  Message
         # bodies are handed on as they are, not copied into one string.
         if req.needs_file:
-            session.send_many(out)
+            session.send_batch(out)
         else:
             session.send(b"".join(out))
         if number < len(batches):
