@@ -21,7 +21,8 @@ tests/test_transport.py, which checks each of them by name, has passed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from twisted.internet import _newtls, abstract, defer, endpoints, tcp
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -85,6 +86,9 @@ class _WriteThrough(abstract.FileDescriptor):
 
     def write(self, data: bytes | memoryview) -> None:
         if data:
+            if self._gathered is not None:
+                self._gathered.append(data)
+                return
             rest = _send_now(self, data)
             if rest:
                 _buffer(self, rest)
@@ -92,6 +96,9 @@ class _WriteThrough(abstract.FileDescriptor):
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
         # Small pieces are joined; a big one (a message body) is passed on as it is, not
         # copied into a joined string; all go to the kernel in one system call.
+        if self._gathered is not None:
+            self._gathered.extend(iovec)
+            return
         pieces: list = []
         run: list[bytes] = []
         for piece in iovec:
@@ -112,8 +119,40 @@ class _WriteThrough(abstract.FileDescriptor):
                 _buffer(self, rest)
 
 
+def _send_gathered(fd: abstract.FileDescriptor, pieces: list) -> None:
+    for start in range(0, len(pieces), MAX_PIECES):
+        group = pieces[start : start + MAX_PIECES]
+        for rest in _send_all_now(fd, group):
+            if rest:
+                _buffer(fd, rest)
+
+
+@contextmanager
+def gathered_writes(transport) -> Iterator[None]:
+    """Writes to the TCP connection under `transport` (itself, or beneath its TLS layer) made
+    inside the block go to the kernel together when it ends, in one sendmsg.
+
+    Why: a TLS layer writes a record (16 KiB) at a time, and here each write is a system call
+    and a TCP segment of its own: 64 of them for a 1 MB body, where one does."""
+    fd = transport if isinstance(transport, _WriteThroughConnection) else None
+    if fd is None:
+        fd = getattr(transport, "transport", None)
+    if not isinstance(fd, _WriteThroughConnection) or fd._gathered is not None:
+        yield
+        return
+    fd._gathered = []
+    try:
+        yield
+    finally:
+        pieces, fd._gathered = fd._gathered, None
+        if pieces:
+            _send_gathered(fd, pieces)
+
+
 class _WriteThroughConnection:
     """The write-through writes for a `tcp.Connection` subclass (mixed in before it)."""
+
+    _gathered: list | None = None  # writes held by gathered_writes
 
     def write(self, data: bytes) -> None:
         if self.TLS:

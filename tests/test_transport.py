@@ -15,13 +15,19 @@ from twisted.internet import _newtls, abstract, base, defer, endpoints, protocol
 from mailsuite.app import ListenerService
 from mailsuite.config import config_from_dict
 from mailsuite.tls import TlsContexts
-from mailsuite.transport import WriteThroughClient, WriteThroughServer, WriteThroughTCPEndpoint
+from mailsuite.transport import (
+    WriteThroughClient,
+    WriteThroughServer,
+    WriteThroughTCPEndpoint,
+    gathered_writes,
+)
 from tests.conftest import base_config, client_tls_context, on_reactor
 
 # A 1 MiB piece (more than the socket takes at once: sent in part, the rest queued), then 5 MiB
 # in pieces from 1 byte to 256 KiB that queue behind it.
 PIECES = [b"\xfe" * (1 << 20)] + [bytes([i % 251]) * (1 + (i * 7919) % 262144) for i in range(48)]
 PAYLOAD = b"".join(PIECES)
+HELD: list[int] = []  # writes a gathered_writes block held, per "HELD" request
 
 
 class Sender(protocol.Protocol):
@@ -40,6 +46,13 @@ class Sender(protocol.Protocol):
             write_pieces(self.transport)
         elif data.startswith(b"SEQ"):
             write_gathered(self.transport)
+        elif data.startswith(b"HELD"):
+            # Everything written in the block (TLS records, beneath) leaves at its end.
+            with gathered_writes(self.transport):
+                for piece in PIECES:
+                    self.transport.write(piece)
+                HELD.append(len(self.transport._gathered or ()))
+            self.transport.loseConnection()
 
 
 def write_pieces(transport) -> None:
@@ -139,6 +152,25 @@ def test_writes_after_starttls_are_encrypted_whole_and_in_order(sender_port):
                 pass  # closed without close_notify is fine here: we count the bytes
     got = b"".join(chunks)
     assert len(got) == len(PAYLOAD)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(PAYLOAD).digest()
+
+
+def test_writes_gathered_under_starttls_leave_together_whole_and_in_order(sender_port):
+    with connect(sender_port.port) as raw:
+        raw.sendall(b"TLS\n")
+        assert raw.recv(100) == b"READY\n"
+        with client_tls_context().wrap_socket(raw) as tls:
+            tls.sendall(b"HELD\n")
+            time.sleep(0.2)
+            chunks = []
+            try:
+                while chunk := tls.recv(1 << 16):
+                    chunks.append(chunk)
+            except ssl.SSLEOFError:
+                pass
+    got = b"".join(chunks)
+    # The TLS layer wrote its records (16 KiB each) into the block, not to the socket.
+    assert HELD and HELD[-1] > len(PAYLOAD) // 16384
     assert hashlib.sha256(got).digest() == hashlib.sha256(PAYLOAD).digest()
 
 

@@ -31,6 +31,7 @@ from mailsuite.imap.session import Session
 from mailsuite.imap.states import NOT_AUTHENTICATED
 from mailsuite.limits import PER_ADDRESS, AdmittedConnection
 from mailsuite.listener import SessionFactory
+from mailsuite.transport import gathered_writes
 
 log = Logger(namespace="mailsuite.imap")
 
@@ -325,9 +326,18 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
             deflate = self._deflate
             out = [deflate.compress(chunk) for chunk in chunks]
             out.append(deflate.flush(zlib.Z_SYNC_FLUSH))
-            self.transport.writeSequence(out)
+            self._send(out)
         else:
-            self.transport.writeSequence(chunks)
+            self._send(chunks)
+
+    def _send(self, pieces: list) -> None:
+        """To the transport; under TLS the records of one write leave in one system call
+        (`mailsuite.transport.gathered_writes`), not one each."""
+        if self._tls_started:
+            with gathered_writes(self.transport):
+                self.transport.writeSequence(pieces)
+        else:
+            self.transport.writeSequence(pieces)
 
     def _stream(self, literal: MessageLiteral, lead: list) -> None:
         if self.closed:
@@ -336,7 +346,7 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
         gate.stream = LiteralStream(
             literal,
             self.services.store.io,
-            self.transport.writeSequence,
+            self._send,
             lambda: gate.paused,
             self._deflate,
             lead,
@@ -352,7 +362,7 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
         self._gate.stream = None
         queued, self._queued = self._queued, []
         if self._deflate is not None:
-            self.transport.writeSequence(last)  # compressed by the stream already
+            self._send(last)  # compressed by the stream already
             last = []
         self.write_sequence(last + queued)
         self._gate.release()
