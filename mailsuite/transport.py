@@ -21,7 +21,8 @@ tests/test_transport.py, which checks each of them by name, has passed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from twisted.internet import _newtls, abstract, defer, endpoints, tcp
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -30,16 +31,25 @@ from zope.interface import implementer
 BIG_PIECE = 64 * 1024  # writeSequence: pieces from this size on are not joined with others
 
 
-def _send_now(fd: abstract.FileDescriptor, data: bytes) -> bytes:
-    """Send what the kernel takes now if nothing is queued ahead of `data`; return the rest."""
-    if (
+# sendmsg: at most this many pieces in one system call (Linux's IOV_MAX is 1024).
+MAX_PIECES = 512
+
+
+def _idle(fd: abstract.FileDescriptor) -> bool:
+    """Nothing is queued ahead of new data, and the connection may still send."""
+    return not (
         fd._tempDataLen
         or len(fd.dataBuffer) > fd.offset
         or fd.disconnecting
         or not fd.connected
         or fd._writeDisconnected
         or getattr(fd, "_aborting", False)  # abortConnection(): nothing more may leave
-    ):
+    )
+
+
+def _send_now(fd: abstract.FileDescriptor, data: bytes | memoryview) -> bytes | memoryview:
+    """Send what the kernel takes now if nothing is queued ahead of `data`; return the rest."""
+    if not _idle(fd):
         return data
     try:
         sent = fd.socket.send(data)
@@ -49,33 +59,100 @@ def _send_now(fd: abstract.FileDescriptor, data: bytes) -> bytes:
     return data[sent:] if sent < len(data) else b""
 
 
+def _send_all_now(fd: abstract.FileDescriptor, pieces: list) -> list:
+    """`_send_now` for several pieces in one system call (sendmsg gathers them where they
+    lie, nothing is joined); returns what the kernel did not take."""
+    if not _idle(fd):
+        return pieces
+    try:
+        sent = fd.socket.sendmsg(pieces)
+    except OSError:
+        return pieces
+    for i, piece in enumerate(pieces):
+        if sent < len(piece):
+            return ([memoryview(piece)[sent:]] if sent else []) + pieces[i + (1 if sent else 0) :]
+        sent -= len(piece)
+    return []
+
+
+def _buffer(fd: abstract.FileDescriptor, data: bytes | memoryview) -> None:
+    # Twisted's buffer takes bytes only: what the kernel left of a memoryview (a slice of a
+    # streamed chunk) is copied, as a bytes rest would be by slicing.
+    abstract.FileDescriptor.write(fd, data if type(data) is bytes else bytes(data))
+
+
 class _WriteThrough(abstract.FileDescriptor):
     """Write methods used unbound on a TCP connection, both directly and beneath TLS."""
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if data:
+            if self._gathered is not None:
+                self._gathered.append(data)
+                return
             rest = _send_now(self, data)
             if rest:
-                abstract.FileDescriptor.write(self, rest)
+                _buffer(self, rest)
 
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
-        # Small pieces go in one send; a big one (a message body) is written as it is, not
-        # copied into a joined string first.
+        # Small pieces are joined; a big one (a message body) is passed on as it is, not
+        # copied into a joined string; all go to the kernel in one system call.
+        if self._gathered is not None:
+            self._gathered.extend(iovec)
+            return
+        pieces: list = []
         run: list[bytes] = []
         for piece in iovec:
             if len(piece) < BIG_PIECE:
                 run.append(piece)
                 continue
             if run:
-                _WriteThrough.write(self, b"".join(run))
+                pieces.append(run[0] if len(run) == 1 else b"".join(run))
                 run = []
-            _WriteThrough.write(self, piece)
+            pieces.append(piece)
         if run:
-            _WriteThrough.write(self, b"".join(run))
+            pieces.append(run[0] if len(run) == 1 else b"".join(run))
+        if len(pieces) == 1:
+            _WriteThrough.write(self, pieces[0])
+            return
+        for rest in _send_all_now(self, pieces[:MAX_PIECES]) + pieces[MAX_PIECES:]:
+            if rest:
+                _buffer(self, rest)
+
+
+def _send_gathered(fd: abstract.FileDescriptor, pieces: list) -> None:
+    for start in range(0, len(pieces), MAX_PIECES):
+        group = pieces[start : start + MAX_PIECES]
+        for rest in _send_all_now(fd, group):
+            if rest:
+                _buffer(fd, rest)
+
+
+@contextmanager
+def gathered_writes(transport) -> Iterator[None]:
+    """Writes to the TCP connection under `transport` (itself, or beneath its TLS layer) made
+    inside the block go to the kernel together when it ends, in one sendmsg.
+
+    Why: a TLS layer writes a record (16 KiB) at a time, and here each write is a system call
+    and a TCP segment of its own: 64 of them for a 1 MB body, where one does."""
+    fd = transport if isinstance(transport, _WriteThroughConnection) else None
+    if fd is None:
+        fd = getattr(transport, "transport", None)
+    if not isinstance(fd, _WriteThroughConnection) or fd._gathered is not None:
+        yield
+        return
+    fd._gathered = []
+    try:
+        yield
+    finally:
+        pieces, fd._gathered = fd._gathered, None
+        if pieces:
+            _send_gathered(fd, pieces)
 
 
 class _WriteThroughConnection:
     """The write-through writes for a `tcp.Connection` subclass (mixed in before it)."""
+
+    _gathered: list | None = None  # writes held by gathered_writes
 
     def write(self, data: bytes) -> None:
         if self.TLS:

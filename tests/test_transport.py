@@ -15,13 +15,19 @@ from twisted.internet import _newtls, abstract, base, defer, endpoints, protocol
 from mailsuite.app import ListenerService
 from mailsuite.config import config_from_dict
 from mailsuite.tls import TlsContexts
-from mailsuite.transport import WriteThroughClient, WriteThroughServer, WriteThroughTCPEndpoint
+from mailsuite.transport import (
+    WriteThroughClient,
+    WriteThroughServer,
+    WriteThroughTCPEndpoint,
+    gathered_writes,
+)
 from tests.conftest import base_config, client_tls_context, on_reactor
 
 # A 1 MiB piece (more than the socket takes at once: sent in part, the rest queued), then 5 MiB
 # in pieces from 1 byte to 256 KiB that queue behind it.
 PIECES = [b"\xfe" * (1 << 20)] + [bytes([i % 251]) * (1 + (i * 7919) % 262144) for i in range(48)]
 PAYLOAD = b"".join(PIECES)
+HELD: list[int] = []  # writes a gathered_writes block held, per "HELD" request
 
 
 class Sender(protocol.Protocol):
@@ -38,6 +44,15 @@ class Sender(protocol.Protocol):
             self.transport.startTLS(self.factory.tls)
         elif data.startswith(b"GO"):
             write_pieces(self.transport)
+        elif data.startswith(b"SEQ"):
+            write_gathered(self.transport)
+        elif data.startswith(b"HELD"):
+            # Everything written in the block (TLS records, beneath) leaves at its end.
+            with gathered_writes(self.transport):
+                for piece in PIECES:
+                    self.transport.write(piece)
+                HELD.append(len(self.transport._gathered or ()))
+            self.transport.loseConnection()
 
 
 def write_pieces(transport) -> None:
@@ -47,6 +62,23 @@ def write_pieces(transport) -> None:
             transport.writeSequence([piece[:7], piece[7:]])
         else:
             transport.write(piece)
+    transport.loseConnection()
+
+
+def gathered() -> list:
+    """A FETCH's way of writing: small lines around big bodies, memoryview slices among
+    them, in writeSequence calls of several pieces."""
+    body = bytes(range(256)) * 4096  # 1 MiB
+    return [
+        [b"* 1 FETCH (BODY[] {%d}\r\n" % len(body), memoryview(body)[5:], b")\r\n"],
+        [b"a", b"b" * 70000, memoryview(body)[:300000], b"c" * 10, b"d"],
+        [memoryview(body)[7:20], b"tail\r\n"],
+    ]
+
+
+def write_gathered(transport) -> None:
+    for pieces in gathered():
+        transport.writeSequence(pieces)
     transport.loseConnection()
 
 
@@ -91,6 +123,18 @@ def test_plain_writes_arrive_whole_and_in_order(sender_port):
     assert hashlib.sha256(got).digest() == hashlib.sha256(PAYLOAD).digest()
 
 
+def test_gathered_writes_with_memoryviews_arrive_whole_and_in_order(sender_port):
+    # sendmsg takes the pieces in one call; what the small send buffer leaves of a piece
+    # (a memoryview's tail too) is queued, in order.
+    with connect(sender_port.port) as sock:
+        sock.sendall(b"SEQ\n")
+        time.sleep(0.2)
+        got = read_all(sock)
+    expected = b"".join(bytes(p) for pieces in gathered() for p in pieces)
+    assert len(got) == len(expected)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(expected).digest()
+
+
 def test_writes_after_starttls_are_encrypted_whole_and_in_order(sender_port):
     with connect(sender_port.port) as raw:
         raw.sendall(b"TLS\n")
@@ -108,6 +152,25 @@ def test_writes_after_starttls_are_encrypted_whole_and_in_order(sender_port):
                 pass  # closed without close_notify is fine here: we count the bytes
     got = b"".join(chunks)
     assert len(got) == len(PAYLOAD)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(PAYLOAD).digest()
+
+
+def test_writes_gathered_under_starttls_leave_together_whole_and_in_order(sender_port):
+    with connect(sender_port.port) as raw:
+        raw.sendall(b"TLS\n")
+        assert raw.recv(100) == b"READY\n"
+        with client_tls_context().wrap_socket(raw) as tls:
+            tls.sendall(b"HELD\n")
+            time.sleep(0.2)
+            chunks = []
+            try:
+                while chunk := tls.recv(1 << 16):
+                    chunks.append(chunk)
+            except ssl.SSLEOFError:
+                pass
+    got = b"".join(chunks)
+    # The TLS layer wrote its records (16 KiB each) into the block, not to the socket.
+    assert HELD and HELD[-1] > len(PAYLOAD) // 16384
     assert hashlib.sha256(got).digest() == hashlib.sha256(PAYLOAD).digest()
 
 
@@ -278,3 +341,25 @@ TWISTED_INTERNALS = {
 @pytest.mark.parametrize("name", list(TWISTED_INTERNALS))
 def test_twisted_internal_still_has_the_expected_shape(name):
     TWISTED_INTERNALS[name]()
+
+
+class _TakesSome:
+    """A socket whose kernel takes exactly `n` bytes of a sendmsg."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def sendmsg(self, pieces) -> int:
+        return min(self.n, sum(len(p) for p in pieces))
+
+
+def test_what_sendmsg_leaves_is_the_exact_rest_wherever_it_stops():
+    from mailsuite import transport
+
+    pieces = [b"ab", memoryview(b"0123456789")[2:], b"", b"xyz"]
+    whole = b"".join(bytes(p) for p in pieces)
+    for n in range(len(whole) + 1):
+        fd = abstract.FileDescriptor()
+        fd.connected, fd.socket = True, _TakesSome(n)
+        rest = transport._send_all_now(fd, list(pieces))
+        assert b"".join(bytes(p) for p in rest) == whole[n:], n

@@ -28,6 +28,7 @@ from itertools import compress
 
 from mailsuite.imap.fetch_items import FetchItem, FetchRequest, parse_fetch_items
 from mailsuite.imap.fetch_memo import RenderedMemo
+from mailsuite.imap.literal import STREAM_FROM, MessageLiteral
 from mailsuite.imap.response import flag_list, quoted_or_literal
 from mailsuite.imap.sections import binary_data, section_data
 from mailsuite.imap.structure_wire import bodystructure_bytes, envelope_bytes
@@ -111,10 +112,21 @@ _Part = Callable[[object, object, Callable, list], None]
 class FetchRenderer:
     """The compiled form of a FetchRequest; see the module docstring."""
 
-    def __init__(self, req: FetchRequest, memo: RenderedMemo | None = None, scope: str = ""):
+    def __init__(
+        self,
+        req: FetchRequest,
+        memo: RenderedMemo | None = None,
+        scope: str = "",
+        stream_view=None,
+    ):
         # `scope` names the Maildir the messages come from: memo keys are only unique in it.
         self.memo = RenderedMemo() if memo is None else memo
         self.scope = self.memo.canonical(scope)
+        # Given the selected view the messages are in (its `folder`, `is_live(msg)`), BODY[]
+        # and RFC822 of big live messages (whole or <partial>) are answered with a
+        # `MessageLiteral` that the connection streams from the file, instead of the bytes.
+        self.stream_view = stream_view
+        self._streamed_only = stream_view is not None  # every loading item can stream
         # Steps (kind, argument).  Index items are done inline by `render` (a function call
         # per item would cost as much as the item); for every other kind ("call") the
         # argument is the item's compiled function.
@@ -190,7 +202,11 @@ class FetchRenderer:
             return self._memoized(sp + it.label + b" ", (field_set, exclude), fields)
         self._loads = True
         self._content_items += 1
-        return "call", _content_part(it, sp)
+        part = _content_part(it, sp)
+        if self.stream_view is None or not _streamable(it):
+            self._streamed_only = False
+            return "call", part
+        return "call", _streamed_part(it, sp, part, self.stream_view)
 
     def _memoized(
         self, label: bytes, tag, compute: Callable[[object], bytes]
@@ -324,7 +340,9 @@ class FetchRenderer:
 
     def needs_content(self, m) -> bool:
         """Whether rendering `m` loads its content (file or parsed cache)."""
-        if self._loads:
+        if self._loads and not (
+            self._streamed_only and m.size >= STREAM_FROM and self.stream_view.is_live(m)
+        ):
             return True
         if not self._memo_tags:
             return False
@@ -457,6 +475,31 @@ def _content_part(it: FetchItem, sp: bytes) -> _Part:
             label + b" %d" % len(binary_data(sec, load(m))[0])
         )
     raise ValueError(f"unknown FETCH item {kind}")
+
+
+def _streamable(it: FetchItem) -> bool:
+    """The item is a range of the whole message's wire bytes (BODY[], RFC822, <partial>)."""
+    if it.kind == "RFC822":
+        return True
+    sec = it.section
+    return it.kind == "BODY[]" and not sec.part and sec.text == ""
+
+
+def _streamed_part(it: FetchItem, sp: bytes, small: _Part, view) -> _Part:
+    """A `MessageLiteral` for big live messages; `small` for the others (a message expunged
+    by another session is answered from what is still there, as before)."""
+    label = sp + (b"RFC822" if it.kind == "RFC822" else it.label) + b" "
+    origin, length = it.partial if it.partial is not None else (0, None)
+    folder, is_live = view.folder, view.is_live
+
+    def part(m, fl, load, out) -> None:
+        if m.size < STREAM_FROM or not is_live(m):
+            small(m, fl, load, out)
+            return
+        out.append(label)
+        out.append(MessageLiteral(folder, m, origin, length))
+
+    return part
 
 
 def _partial_out(name: bytes, data, partial, out: list[bytes], binary: bool) -> None:

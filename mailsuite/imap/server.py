@@ -1,6 +1,8 @@
 """The Twisted adapter of the IMAP session: the socket's bytes into `Session.receive`, the
 session's replies out to the transport (optionally DEFLATE-compressed, RFC 4978), TLS,
 back-pressure through a registered producer, the autologout timer and the connection limit.
+Big message bodies in the replies (`MessageLiteral`) are streamed from their files by
+`LiteralStream`; what the session writes meanwhile waits behind them, in order.
 
 Fairness and memory: the session runs a bounded number of commands per call and yields; the
 adapter resumes it on a later reactor turn. Input waiting for the session is bounded: past
@@ -23,10 +25,13 @@ from zope.interface import implementer
 
 from mailsuite import heap
 from mailsuite.imap import response as R
+from mailsuite.imap.literal import MessageLiteral
+from mailsuite.imap.literal_stream import LiteralStream
 from mailsuite.imap.session import Session
 from mailsuite.imap.states import NOT_AUTHENTICATED
 from mailsuite.limits import PER_ADDRESS, AdmittedConnection
 from mailsuite.listener import SessionFactory
+from mailsuite.transport import gathered_writes
 
 log = Logger(namespace="mailsuite.imap")
 
@@ -39,10 +44,13 @@ INFLATE_STEP = 64 * 1024
 
 @implementer(IPushProducer)
 class _WriteGate:
-    """Registered as the transport's producer so big FETCHes pause when the peer is slow."""
+    """Registered as the transport's producer so big FETCHes pause when the peer is slow:
+    a streaming literal waits, and so do the session's commands (`waiters`) until the
+    transport is drained and no literal is streaming."""
 
     def __init__(self):
         self.paused = False
+        self.stream: LiteralStream | None = None
         self.waiters: list[defer.Deferred] = []
 
     def pauseProducing(self):
@@ -50,15 +58,31 @@ class _WriteGate:
 
     def resumeProducing(self):
         self.paused = False
+        if self.stream is not None:
+            self.stream.resume()
+        self.release()
+
+    def release(self) -> None:
+        """Fire the waiters if the output is drained: not paused, nothing streaming."""
+        if self.paused or self.stream is not None:
+            return
         waiters, self.waiters = self.waiters, []
         for d in waiters:
             d.callback(None)
 
     def stopProducing(self):
+        self.end_stream()
         self.resumeProducing()
+
+    def end_stream(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.stop()
 
 
 class ImapProtocol(protocol.Protocol, AdmittedConnection):
+    streams_literals = True  # write_sequence takes MessageLiterals (session.Connection)
+
     def __init__(self, services, kind: str):
         self.services = services
         self.kind = kind
@@ -73,6 +97,7 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
         self._turn = None  # the call that resumes the session on the next reactor turn
         self._reading_paused = False
         self._input_limit = INPUT_BUFFER + services.config.imap.max_command_line
+        self._queued: list = []  # output written while a literal streams, sent after it
 
     # -- connection ---------------------------------------------------------------------------
     def connectionMade(self):
@@ -99,6 +124,8 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
             self._timeout.cancel()
         self._timeout = None
         self.give_back_slot()
+        self._queued = []
+        self._gate.end_stream()
         self._gate.resumeProducing()
         # Under TLS the transport's producer wrapper and this protocol refer to each other.
         try:
@@ -131,6 +158,8 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
                 self.transport.unregisterProducer()
             except (AttributeError, RuntimeError):
                 pass
+            self._queued = []
+            self._gate.end_stream()
             self._gate.resumeProducing()
             self.transport.loseConnection()
 
@@ -276,23 +305,79 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
         return None
 
     # -- output -------------------------------------------------------------------------------
-    def write_sequence(self, chunks: list[bytes]) -> None:
+    def write_sequence(self, chunks: list) -> None:
+        """Write replies: bytes, and `MessageLiteral`s streamed from their files.  While a
+        literal streams, what comes after it waits, in order."""
         if self.transport is None or getattr(self.transport, "disconnected", False):
             return
+        if self._gate.stream is not None:
+            self._queued.extend(chunks)
+            return
+        for i, chunk in enumerate(chunks):
+            if type(chunk) is MessageLiteral:
+                self._queued = chunks[i + 1 :]
+                self._stream(chunk, chunks[:i])
+                return
+        self._write_now(chunks)
+
+    def _write_now(self, chunks: list) -> None:
         if self._deflate is not None:
             # Piece by piece: a message body is compressed where it lies, not joined first.
             deflate = self._deflate
             out = [deflate.compress(chunk) for chunk in chunks]
             out.append(deflate.flush(zlib.Z_SYNC_FLUSH))
-            self.transport.writeSequence(out)
+            self._send(out)
         else:
-            self.transport.writeSequence(chunks)
+            self._send(chunks)
+
+    def _send(self, pieces: list) -> None:
+        """To the transport; under TLS the records of one write leave in one system call
+        (`mailsuite.transport.gathered_writes`), not one each."""
+        if self._tls_started:
+            with gathered_writes(self.transport):
+                self.transport.writeSequence(pieces)
+        else:
+            self.transport.writeSequence(pieces)
+
+    def _stream(self, literal: MessageLiteral, lead: list) -> None:
+        if self.closed:
+            return
+        gate = self._gate
+        gate.stream = LiteralStream(
+            literal,
+            self.services.store.io,
+            self._send,
+            lambda: gate.paused,
+            self._deflate,
+            lead,
+            self._streamed,
+            self._stream_failed,
+            self.services.imap.wire_positions,
+        )
+        gate.stream.start()
+
+    def _streamed(self, last: list) -> None:
+        """The literal is out but for its last piece: send that with what waited behind it
+        (the rest of the response, the tagged reply), then the next literal, if any."""
+        self._gate.stream = None
+        queued, self._queued = self._queued, []
+        if self._deflate is not None:
+            self._send(last)  # compressed by the stream already
+            last = []
+        self.write_sequence(last + queued)
+        self._gate.release()
+
+    def _stream_failed(self) -> None:
+        self._gate.stream = None
+        self._queued = []
+        self.transport.abortConnection()
 
     def wait_writable(self) -> defer.Deferred:
-        if not self._gate.paused or self.closed:
+        gate = self._gate
+        if (not gate.paused and gate.stream is None) or self.closed:
             return defer.succeed(None)
         d = defer.Deferred()
-        self._gate.waiters.append(d)
+        gate.waiters.append(d)
         return d
 
     # -- stream changes -----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from twisted.internet import task
 
 from mailsuite.imap.fetch_memo import RenderedMemo
+from mailsuite.imap.literal import WirePositions
 
 # Changes made inside this process reach the shared Folder at once; only other programs'
 # changes need a directory check.  A check right after a flag change rescans the folder (the
@@ -47,6 +48,7 @@ class ImapState:
         self._flag_searches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.idle_poll = FolderPoll(self.refresh, IDLE_POLL_SECONDS)
         self.rendered = RenderedMemo()
+        self.wire_positions = WirePositions()  # where streamed big bodies were (literal.py)
 
     # -- \Recent ----------------------------------------------------------------------------
     def claim_recent(self, folder) -> set[int]:

@@ -50,6 +50,9 @@ class Connection(Protocol):
     """What a session needs from whatever carries its bytes."""
 
     closed: bool
+    # write_sequence also takes `mailsuite.imap.literal.MessageLiteral`s and streams them
+    # (FETCH then answers big bodies with them instead of their bytes).
+    streams_literals: bool
 
     def is_secure(self) -> bool: ...
 
@@ -75,6 +78,7 @@ class _Disconnected:
     session, its view and its buffers are freed at once rather than by the cycle collector."""
 
     closed = True
+    streams_literals = False
 
     def is_secure(self) -> bool:
         return False
@@ -341,6 +345,13 @@ class Session:
     def send_many(self, lines: list[bytes]) -> None:
         for line in lines:
             self.send(line)
+
+    def send_batch(self, pieces: list) -> None:
+        """Queue a batch of responses already built (FETCH's) to leave in one write with
+        what follows them: the next batch's wait for the transport flushes them, and the last
+        batch goes with the tagged reply (one system call for a 1 MB body and its OK)."""
+        self._out.extend(pieces)
+        self._out_size += sum(map(len, pieces))
 
     def flush(self) -> None:
         if self._out:

@@ -23,6 +23,9 @@ COLUMNAR_FROM = 16  # messages
 PLANS_KEPT = 32
 # Batches whose files total at most this are read on the reactor; bigger ones in a thread.
 INLINE_READ = 1536 * 1024
+# A batch that reads files ends before its files pass this size (a message bigger than it
+# makes a batch alone): a FETCH of many big messages holds a bounded part of them at a time.
+READ_BUDGET = 16 * 1024 * 1024
 
 
 def _read(folder, msg) -> bytes | None:
@@ -103,7 +106,7 @@ def _fetch(session, cmd, uid: bool):
             changed, _ = view.folder.store_flags(unseen, ["\\Seen"], "add", source=view)
             seen_set = {m.uid for m in changed}
     if renderer is None:
-        renderer = FetchRenderer(req, session.imap_state.rendered, str(view.folder.path))
+        renderer = _renderer(session, view, req)
     return _write_batches(_Batches(session, view, req, renderer, seen_set, len(targets)), targets)
 
 
@@ -118,11 +121,17 @@ def _compiled(session, view, args: list, uid: bool) -> tuple[FetchRequest, Fetch
     req = parse_fetch_items(args, uid_command=uid)
     if key is None or req.changedsince is not None or req.vanished:
         return req, None
-    plan = req, FetchRenderer(req, session.imap_state.rendered, str(view.folder.path))
+    plan = req, _renderer(session, view, req)
     if len(plans) >= PLANS_KEPT:
         plans.clear()
     plans[(uid, key)] = plan
     return plan
+
+
+def _renderer(session, view, req: FetchRequest) -> FetchRenderer:
+    # Big bodies are streamed from their files by a connection that can (the Twisted one).
+    streams = view if getattr(session.protocol, "streams_literals", False) else None
+    return FetchRenderer(req, session.imap_state.rendered, str(view.folder.path), streams)
 
 
 def _args_key(args: list):
@@ -239,7 +248,7 @@ class _Batches:
         # batch stays buffered, to leave in the same write as the tagged reply.  Message
         # bodies are handed on as they are, not copied into one string.
         if self.req.needs_file:
-            self.session.send_many(out)
+            self.session.send_batch(out)
         else:
             self.session.send(b"".join(out))
 
@@ -268,8 +277,8 @@ def _write_batches(run: _Batches, targets: list):
 def _write_batches_later(run: _Batches, targets: list):
     session, view = run.session, run.view
     turns = Turns()
-    for start, end in _spans(len(targets), run.step):
-        batch = targets[start:end]
+    batches = _batches(targets, run.step, run.req.needs_file)
+    for number, batch in enumerate(batches, 1):
         msgs = [m for _, m in batch]
         known = run.renderer.memo_lookup(msgs) if run.columnar else None
         todo = run.todo(msgs, known)
@@ -283,7 +292,7 @@ def _write_batches_later(run: _Batches, targets: list):
         if session.view is not view:
             return None  # the connection went away meanwhile
         run.write(batch, known)
-        if end < len(targets):
+        if number < len(batches):
             yield session.drain()
             if turns.spent():
                 yield turns.next()  # the other connections' turn (mailsuite.imap.turns)
@@ -293,14 +302,23 @@ def _write_batches_later(run: _Batches, targets: list):
     return None
 
 
-def _spans(total: int, step: int):
-    """(start, end) of each batch: the first one small, so that the client is reading the
-    first responses while the server renders the rest."""
-    start, size = 0, min(step, FIRST_BATCH)
-    while start < total:
-        yield start, min(start + size, total)
-        start += size
-        size = step
+def _batches(targets: list, step: int, needs_file: bool) -> list[list]:
+    """The batches: the first one small, so that the client is reading the first responses
+    while the server renders the rest, then `step` messages each; with files to read, also
+    no more than READ_BUDGET bytes of them."""
+    batches: list[list] = []
+    batch: list = []
+    limit, size = min(step, FIRST_BATCH), 0
+    for target in targets:
+        m = target[1]
+        if batch and (len(batch) >= limit or (needs_file and size + m.size > READ_BUDGET)):
+            batches.append(batch)
+            batch, limit, size = [], step, 0
+        batch.append(target)
+        size += m.size
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def fetch(session, cmd):
