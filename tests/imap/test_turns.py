@@ -131,7 +131,9 @@ def test_fetch_over_many_messages_leaves_turns_to_others(imap_server, every_step
     the FETCH is under way runs while the FETCH is still busy."""
     fill(imap_server, N)
     a = selected(imap_server)
-    session = live_session(Session, lambda s: s.view is not None)
+    session = live_session(
+        Session, lambda s: s.services is imap_server.services and s.view is not None
+    )
     a.send(b"f FETCH 1:* (ENVELOPE)\r\n")
     a.line()  # under way
     assert imap_server.call(lambda: session().busy)
@@ -147,7 +149,7 @@ def test_the_first_select_of_a_big_folder_builds_its_index_off_the_reactor(imap_
     assert not mailbox.is_loaded("Big")
     a = Raw(imap_server.port("imap"))
     a.login()
-    session = live_session(Session, lambda s: s.user == USER)
+    session = live_session(Session, lambda s: s.services is imap_server.services and s.user == USER)
     a.send(b"s SELECT Big\r\n")
     # The reactor runs other work while the index is built: the SELECT is seen under way,
     # its folder not loaded yet.
