@@ -199,13 +199,12 @@ class JunkFilter:
                 judgement = classifier.judge({}, 0, 0, cfg.min_trained)
             listed, correspondent = global_match, None
         else:
+            n_junk, n_ham, listed, correspondent = model.evidence(senders)
             if words_needed:
-                n_junk, n_ham = model.totals()
                 trained = min(n_junk, n_ham) >= cfg.min_trained
                 counts = model.counts(tokens()) if trained else {}
                 judgement = classifier.judge(counts, n_junk, n_ham, cfg.min_trained)
-            listed = model.list_match(senders) or global_match
-            correspondent = model.known_correspondent(senders)
+            listed = listed or global_match
         return decide(
             junk_folder=lambda: junk_folder_of(mbox),
             default_folder=folder,

@@ -4,7 +4,11 @@ allow and block lists.  The same file layout holds the server-wide lists
 (`<data_dir>/junk-lists.sqlite`, lists only).
 
 Every method blocks (SQLite): the server calls them in durable-I/O jobs, the admin command in
-its own thread, never on the reactor.  The file is made by the first write (a lesson, a list
+its own thread, never on the reactor.  What a delivery reads is asked in as few statements as
+possible, each answering in one row (`evidence`, `counts`): the sqlite3 module lets go of the
+GIL for every row it steps to, and a delivery thread that lets go of it while the reactor or
+another delivery wants it waits to get it back, a hundred times per message when each of its
+words was a row.  The file is made by the first write (a lesson, a list
 entry, a correspondent); SQLite's locking lets the admin command and the server share it, a
 lock per file serialises this process's threads.
 """
@@ -12,6 +16,7 @@ lock per file serialises this process's threads.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import threading
 import time
@@ -24,7 +29,24 @@ from mailsuite.message.lines import header_block
 MODEL_FILE = "mailsuite-junk.sqlite"
 JUNK, HAM = "junk", "ham"
 ALLOW, BLOCK = "allow", "block"
-_CHUNK = 400  # SQLite's default limit on host parameters is 999 (older builds)
+# The tokens and addresses go in as one JSON array each (one statement, prepared once, for any
+# number), the counts come back as one JSON object (one row).
+_COUNTS = (
+    "SELECT json_group_object(token, json_array(junk, ham)) FROM words"
+    " WHERE token IN (SELECT value FROM json_each(?))"
+)
+# (junk lessons, ham lessons, "kind<TAB>entry" of the first list match, first correspondent):
+# block wins over allow, then the earlier key (the address before its domains); the
+# correspondent first among the addresses.
+_EVIDENCE = """
+SELECT
+    (SELECT value FROM meta WHERE key = 'junk'),
+    (SELECT value FROM meta WHERE key = 'ham'),
+    (SELECT l.kind || char(9) || l.value FROM json_each(?1) AS k JOIN lists AS l
+        ON l.value = k.value ORDER BY l.kind != 'block', k.key LIMIT 1),
+    (SELECT c.address FROM json_each(?2) AS a JOIN correspondents AS c
+        ON c.address = a.value ORDER BY a.key LIMIT 1)
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -112,20 +134,28 @@ class FilterData:
         return rows.get(JUNK, 0), rows.get(HAM, 0)
 
     def counts(self, tokens) -> dict[str, tuple[int, int]]:
-        """(junk, ham) counts of the tokens that have been seen."""
-        out: dict[str, tuple[int, int]] = {}
+        """(junk, ham) counts of the tokens that have been seen (one statement, one row)."""
         if self.is_empty():
-            return out
-        tokens = list(tokens)
+            return {}
+        param = json.dumps(list(tokens))
         with self._lock:
-            db = self._reader()
-            for i in range(0, len(tokens), _CHUNK):
-                part = tokens[i : i + _CHUNK]
-                marks = ",".join("?" * len(part))
-                sql = f"SELECT token, junk, ham FROM words WHERE token IN ({marks})"
-                for token, junk, ham in db.execute(sql, part):
-                    out[token] = (junk, ham)
-        return out
+            row = self._reader().execute(_COUNTS, (param,)).fetchone()
+        found = json.loads(row[0]) if row and row[0] else {}
+        return {token: (junk, ham) for token, (junk, ham) in found.items()}
+
+    def evidence(self, addresses) -> tuple[int, int, tuple[str, str] | None, str | None]:
+        """What a delivery asks of an account besides its words, in one statement: (junk
+        lessons, ham lessons, list_match(addresses), known_correspondent(addresses))."""
+        if self.is_empty():
+            return 0, 0, None, None
+        keys = json.dumps(_list_keys(addresses))
+        lowered = json.dumps([a.lower() for a in addresses if a])
+        with self._lock:
+            junk, ham, listed, correspondent = (
+                self._reader().execute(_EVIDENCE, (keys, lowered)).fetchone()
+            )
+        match = tuple(listed.split("\t", 1)) if listed else None
+        return junk or 0, ham or 0, match, correspondent
 
     def learned_as(self, identity: str) -> str | None:
         with self._lock:
@@ -249,14 +279,7 @@ class FilterData:
     def list_match(self, addresses) -> tuple[str, str] | None:
         """(kind, entry) of the first list entry matching one of `addresses`: the address
         itself, then its domain and each parent domain; block wins over allow."""
-        keys: list[str] = []
-        for a in addresses:
-            a = (a or "").lower()
-            if "@" not in a:
-                continue
-            keys.append(a)
-            labels = a.rpartition("@")[2].split(".")
-            keys.extend(".".join(labels[i:]) for i in range(len(labels) - 1))
+        keys = _list_keys(addresses)
         if not keys or self.is_empty():
             return None
         with self._lock:
@@ -265,6 +288,20 @@ class FilterData:
             rows = db.execute(f"SELECT kind, value FROM lists WHERE value IN ({marks})", keys)
             found = sorted(rows, key=lambda r: r[0] != BLOCK)
         return (found[0][0], found[0][1]) if found else None
+
+
+def _list_keys(addresses) -> list[str]:
+    """The list entries that would match `addresses`, in order: each address, then its domain
+    and each parent domain."""
+    keys: list[str] = []
+    for a in addresses:
+        a = (a or "").lower()
+        if "@" not in a:
+            continue
+        keys.append(a)
+        labels = a.rpartition("@")[2].split(".")
+        keys.extend(".".join(labels[i:]) for i in range(len(labels) - 1))
+    return keys
 
 
 def normalise_entry(value: str) -> str:

@@ -98,6 +98,40 @@ def test_list_entries_match_addresses_and_parent_domains(tmp_path):
     assert data.list_match(["x@example.com"]) is None
 
 
+def test_counts_of_many_tokens_come_in_one_statement(tmp_path):
+    data = FilterData(tmp_path / "f.sqlite")
+    learned = {f"word{n}" for n in range(1500)} | {'quote"d', "tab\there", "ünïcode", "ctrl\x01"}
+    data.learn("id:1", learned, JUNK)
+    data.learn("id:2", {"word7", "other"}, HAM)
+    asked = learned | {"unseen", "never"}  # more than SQLite's 999 parameters of old builds
+    counts = data.counts(asked)
+    assert counts == {**{t: (1, 0) for t in learned}, "word7": (1, 1)}
+    assert data.counts([]) == {}
+    assert FilterData(tmp_path / "none.sqlite").counts({"a"}) == {}
+
+
+def test_evidence_is_totals_list_match_and_correspondent_at_once(tmp_path):
+    data = FilterData(tmp_path / "f.sqlite")
+    assert FilterData(tmp_path / "none.sqlite").evidence(["a@b.example"]) == (0, 0, None, None)
+    data.learn("id:1", {"a"}, JUNK)
+    data.learn("id:2", {"a"}, JUNK)
+    data.learn("id:3", {"b"}, HAM)
+    data.set_listed("example.org", "allow")
+    data.set_listed("sub.example.org", "block")
+    data.set_listed("x@example.net", "allow")
+    data.add_correspondents(["Pal@Friends.example", "x@example.net"])
+    senders = ["x@sub.example.org", "pal@friends.example", "x@example.net"]
+    # block wins over allow; the first known correspondent among the senders
+    assert data.evidence(senders) == (2, 1, ("block", "sub.example.org"), "pal@friends.example")
+    assert data.evidence(senders) == (
+        *data.totals(),
+        data.list_match(senders),
+        data.known_correspondent(senders),
+    )
+    assert data.evidence(["X@Example.NET"]) == (2, 1, ("allow", "x@example.net"), "x@example.net")
+    assert data.evidence(["", "nobody@else.example"]) == (2, 1, None, None)
+
+
 def test_message_identity_is_the_message_id_else_a_digest():
     assert message_identity(b"Message-ID: <A@B>\r\n\r\nx") == "id:<a@b>"
     assert message_identity(b"Subject: x\r\n\r\nx").startswith("sha:")
