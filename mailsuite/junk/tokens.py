@@ -136,13 +136,11 @@ def _words(text: str) -> set[str]:
     """The distinct words of a text, lower case: split at white space (as SpamBayes does;
     a regular expression over the whole text costs several times more), punctuation around
     a word dropped.  A long run of characters stands as "skip:<first letter><length in
-    tens>" ("something long was here", not what it was)."""
-    out = set()
-    for chunk in set(text.split()):
-        word = chunk.strip(_PUNCTUATION)
-        n = len(word)
-        if n > MAX_WORD:
-            out.add(f"skip:{word[0]}{n // 10 * 10}")
-        elif n >= MIN_WORD:
-            out.add(word)
-    return out
+    tens>" ("something long was here", not what it was).  Comprehensions over the distinct
+    chunks: this runs for every text part of every judged message."""
+    words = {chunk.strip(_PUNCTUATION) for chunk in set(text.split())}
+    return {
+        w if len(w) <= MAX_WORD else f"skip:{w[0]}{len(w) // 10 * 10}"
+        for w in words
+        if len(w) >= MIN_WORD
+    }
