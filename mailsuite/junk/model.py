@@ -8,9 +8,12 @@ its own thread, never on the reactor.  What a delivery reads is asked in as few 
 possible, each answering in one row (`evidence`, `counts`): the sqlite3 module lets go of the
 GIL for every row it steps to, and a delivery thread that lets go of it while the reactor or
 another delivery wants it waits to get it back, a hundred times per message when each of its
-words was a row.  The file is made by the first write (a lesson, a list
-entry, a correspondent); SQLite's locking lets the admin command and the server share it, a
-lock per file serialises this process's threads.
+words was a row.  An account's word counts are also held in memory while its table is small
+(WORDS_IN_MEMORY, RESIDENT_WORDS for the process): its lessons update them as they update the
+file, and a write by another connection (the admin command's retrain) is seen through SQLite's
+data_version, which makes them be read again.  The file is made by the first write (a lesson,
+a list entry, a correspondent); SQLite's locking lets the admin command and the server share
+it, a lock per file serialises this process's threads.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ from mailsuite.message.lines import header_block
 MODEL_FILE = "mailsuite-junk.sqlite"
 JUNK, HAM = "junk", "ham"
 ALLOW, BLOCK = "allow", "block"
+# An account's word counts are held in memory while it has at most this many words (about
+# 150 bytes each), and all accounts together at most RESIDENT_WORDS; beyond, each delivery
+# asks the file.
+WORDS_IN_MEMORY = 50_000
+RESIDENT_WORDS = 250_000
 # The tokens and addresses go in as one JSON array each (one statement, prepared once, for any
 # number), the counts come back as one JSON object (one row).
 _COUNTS = (
@@ -48,6 +56,11 @@ SELECT
         ON c.address = a.value ORDER BY a.key LIMIT 1)
 """
 
+_DATA_VERSION = "SELECT data_version FROM pragma_data_version"
+# (data_version, words in the table)
+_SIZE = "SELECT (SELECT data_version FROM pragma_data_version), (SELECT count(*) FROM words)"
+_ALL_WORDS = "SELECT json_group_object(token, json_array(junk, ham)) FROM words"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS words (
@@ -60,6 +73,29 @@ CREATE TABLE IF NOT EXISTS lists (value TEXT PRIMARY KEY, kind TEXT NOT NULL) WI
 
 
 _EMPTY: list[sqlite3.Connection] = []
+
+
+class _Resident:
+    """How many words the process holds in memory, all accounts together."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.words = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if self.words + n > self.limit:
+                return False
+            self.words += n
+            return True
+
+    def give_back(self, n: int) -> None:
+        with self._lock:
+            self.words -= n
+
+
+_RESIDENT = _Resident(RESIDENT_WORDS)
 
 
 def _empty() -> sqlite3.Connection:
@@ -88,6 +124,12 @@ class FilterData:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._seen = False  # the file exists
+        # The word table in memory ({token: (junk, ham)}) as of data_version `_version`, the
+        # words it holds counted in _RESIDENT; None while not held.  `_version` without
+        # `_words`: at that version the table was too large to hold.
+        self._words: dict[str, tuple[int, int]] | None = None
+        self._held = 0
+        self._version: int | None = None
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -119,9 +161,54 @@ class FilterData:
 
     def close(self) -> None:
         with self._lock:
+            self._drop_words()
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+    def _drop_words(self) -> None:
+        """Stop holding the word table in memory (the lock held)."""
+        self._words = None
+        self._version = None
+        if self._held:
+            _RESIDENT.give_back(self._held)
+            self._held = 0
+
+    def _words_in_memory(self, db: sqlite3.Connection) -> dict[str, tuple[int, int]] | None:
+        """The word table held in memory, read again when another connection wrote the file
+        since; None when it is too large to hold (the lock held)."""
+        (version,) = db.execute(_DATA_VERSION).fetchone()
+        if version == self._version:
+            return self._words
+        self._drop_words()
+        version, size = db.execute(_SIZE).fetchone()
+        self._version = version
+        if size > WORDS_IN_MEMORY or not _RESIDENT.take(size):
+            return None
+        self._held = size
+        (text,) = db.execute(_ALL_WORDS).fetchone()
+        self._words = {t: (j, h) for t, (j, h) in json.loads(text or "{}").items()}
+        return self._words
+
+    def _mirror(self, tokens, kind: str, step: int) -> None:
+        """A committed lesson (_add) applied to the words held in memory (the lock held)."""
+        words = self._words
+        if words is None:
+            return
+        add_junk, add_ham = (step, 0) if kind == JUNK else (0, step)
+        for token in tokens:
+            junk, ham = words.get(token, (0, 0))
+            junk, ham = max(junk + add_junk, 0), max(ham + add_ham, 0)
+            if junk or ham:
+                words[token] = (junk, ham)
+            else:
+                words.pop(token, None)
+        if len(words) > self._held:
+            grown = len(words) - self._held
+            if len(words) > WORDS_IN_MEMORY or not _RESIDENT.take(grown):
+                self._drop_words()
+                return
+            self._held += grown
 
     # -- word statistics -----------------------------------------------------------------
 
@@ -134,12 +221,16 @@ class FilterData:
         return rows.get(JUNK, 0), rows.get(HAM, 0)
 
     def counts(self, tokens) -> dict[str, tuple[int, int]]:
-        """(junk, ham) counts of the tokens that have been seen (one statement, one row)."""
+        """(junk, ham) counts of the tokens that have been seen: from memory, else in one
+        statement answering in one row."""
         if self.is_empty():
             return {}
-        param = json.dumps(list(tokens))
         with self._lock:
-            row = self._reader().execute(_COUNTS, (param,)).fetchone()
+            db = self._reader()
+            words = self._words_in_memory(db)
+            if words is not None:
+                return {t: words[t] for t in tokens if t in words}
+            row = db.execute(_COUNTS, (json.dumps(list(tokens)),)).fetchone()
         found = json.loads(row[0]) if row and row[0] else {}
         return {token: (junk, ham) for token, (junk, ham) in found.items()}
 
@@ -179,6 +270,9 @@ class FilterData:
                     self._add(db, tokens, row[0], -1)
                 self._add(db, tokens, kind, +1)
                 db.execute("INSERT OR REPLACE INTO trained VALUES (?, ?)", (identity, kind))
+            if row:
+                self._mirror(tokens, row[0], -1)
+            self._mirror(tokens, kind, +1)
             return True
 
     def forget(self, identity: str, tokens: set[str]) -> bool:
@@ -191,6 +285,7 @@ class FilterData:
             with db:
                 self._add(db, tokens, row[0], -1)
                 db.execute("DELETE FROM trained WHERE id = ?", (identity,))
+            self._mirror(tokens, row[0], -1)
             return True
 
     @staticmethod
@@ -217,6 +312,8 @@ class FilterData:
                 db.execute("DELETE FROM words")
                 db.execute("DELETE FROM trained")
                 db.execute("DELETE FROM meta")
+            if self._words is not None:
+                self._words.clear()
 
     def strongest(self, kind: str, limit: int = 10) -> list[tuple[str, int, int]]:
         """The tokens seen most often in `kind` messages (stats)."""

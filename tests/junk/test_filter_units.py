@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 
-from mailsuite.junk import classifier
+from mailsuite.junk import classifier, model
 from mailsuite.junk.dnslists import DnsList, reversed_name
 from mailsuite.junk.model import HAM, JUNK, FilterData, message_identity
 from mailsuite.junk.tokens import message_tokens, url_domains
@@ -108,6 +108,47 @@ def test_counts_of_many_tokens_come_in_one_statement(tmp_path):
     assert counts == {**{t: (1, 0) for t in learned}, "word7": (1, 1)}
     assert data.counts([]) == {}
     assert FilterData(tmp_path / "none.sqlite").counts({"a"}) == {}
+
+
+def test_words_held_in_memory_follow_lessons_and_other_connections(tmp_path):
+    resident = model._RESIDENT.words
+    data = FilterData(tmp_path / "f.sqlite")
+    data.learn("id:1", {"a", "b"}, JUNK)
+    assert data.counts({"a", "c"}) == {"a": (1, 0)}  # now held in memory
+    assert data._words is not None
+    data.learn("id:1", {"a", "b"}, HAM)  # relearned: moved in the file and in memory
+    data.learn("id:2", {"b", "c"}, HAM)
+    assert data.counts({"a", "b", "c"}) == {"a": (0, 1), "b": (0, 2), "c": (0, 1)}
+    data.forget("id:1", {"a", "b"})
+    assert data.counts({"a", "b", "c"}) == {"b": (0, 1), "c": (0, 1)}
+    # another connection (the admin command's) writes: read again from the file
+    other = FilterData(tmp_path / "f.sqlite")
+    other.learn("id:3", {"c", "d"}, JUNK)
+    assert data.counts({"a", "b", "c", "d"}) == {"b": (0, 1), "c": (1, 1), "d": (1, 0)}
+    other.reset()
+    assert data.counts({"b", "c", "d"}) == {}
+    data.learn("id:4", {"e"}, JUNK)
+    assert data.counts({"e"}) == {"e": (1, 0)} == other.counts({"e"})
+    data.reset()
+    assert data.counts({"e"}) == {}
+    other.close()
+    data.close()
+    assert model._RESIDENT.words == resident  # closing gives the memory back
+
+
+def test_a_word_table_too_large_for_memory_is_asked_each_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(model, "WORDS_IN_MEMORY", 3)
+    resident = model._RESIDENT.words
+    data = FilterData(tmp_path / "f.sqlite")
+    data.learn("id:1", {"a", "b"}, JUNK)
+    assert data.counts({"a"}) == {"a": (1, 0)}
+    assert data._words is not None
+    data.learn("id:2", {"c", "d"}, HAM)  # grown past the bound: no longer held
+    assert data._words is None
+    assert data.counts({"a", "d"}) == {"a": (1, 0), "d": (0, 1)}
+    assert data._words is None
+    assert model._RESIDENT.words == resident
+    data.close()
 
 
 def test_evidence_is_totals_list_match_and_correspondent_at_once(tmp_path):
