@@ -39,8 +39,11 @@ _HEADERS = {
 }
 _PUNCTUATION = "\"'`()[]{}<>.,;:!?*|~^=+#&/\\-_«»“”‘’„…·•"
 _ADDRESS = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
-# Applied to lower-cased text (cheaper than a case-insensitive pattern).
-_URL = re.compile(r"(?:https?|ftp)://([^\s/?#\"'<>]+)")
+# Links: "://" and the host after it, in lower-cased text, where the scheme before it is one of
+# _SCHEMES.  A pattern that starts with a literal is searched for fast; one that starts with
+# "(?:https?|ftp)" is tried at every character of the text.
+_LINK = re.compile(r"://(?=([^\s/?#\"'<>]+))")
+_SCHEMES = ("http", "https", "ftp")
 _TAG = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>")
 _SPACE = re.compile(r"\s+")
 
@@ -93,7 +96,7 @@ def _header_tokens(fields: list[tuple[bytes, bytes]], tokens: set[str]) -> None:
 def html_text(markup: str, tokens: set[str]) -> str:
     """HTML reduced to its visible text; the domains of its links go into `tokens`."""
     if "://" in markup:
-        for host in set(_URL.findall(markup.lower())):
+        for host in set(_link_hosts(markup.lower())):
             _url_tokens(host, tokens)
     text = _TAG.sub(" ", markup)
     return html.unescape(text)
@@ -103,9 +106,22 @@ def text_tokens(text: str, tokens: set[str]) -> None:
     """Words and link domains of a text, added to `tokens`."""
     text = text.lower()
     if "://" in text:
-        for host in set(_URL.findall(text)):
+        for host in set(_link_hosts(text)):
             _url_tokens(host, tokens)
     tokens.update(_words(text))
+
+
+def _link_hosts(text: str) -> list[str]:
+    """The hosts of the http, https and ftp links in lower-cased text, left to right; a
+    "://" within the host of the link before is not another link."""
+    hosts: list[str] = []
+    end = 0
+    for m in _LINK.finditer(text):
+        start = m.start()
+        if start >= end and text.endswith(_SCHEMES, 0, start):
+            hosts.append(m[1])
+            end = start + 3 + len(m[1])
+    return hosts
 
 
 def _url_tokens(host: str, tokens: set[str]) -> None:

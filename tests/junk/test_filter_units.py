@@ -7,7 +7,7 @@ import stat
 from mailsuite.junk import classifier, model
 from mailsuite.junk.dnslists import DnsList, reversed_name
 from mailsuite.junk.model import HAM, JUNK, FilterData, message_identity
-from mailsuite.junk.tokens import message_tokens, url_domains
+from mailsuite.junk.tokens import _link_hosts, message_tokens, url_domains
 from mailsuite.junk.verdict import Signal, decide, strip_forged
 
 
@@ -26,6 +26,18 @@ def test_tokens_come_from_decoded_headers_text_and_html_links():
     assert {"url:x.win.example", "url:win.example", "part:text/html"} <= tokens
     assert "hidden" not in tokens and "script" not in tokens
     assert url_domains(raw) == ["win.example", "x.win.example"]
+
+
+def test_link_hosts_follow_a_known_scheme_and_do_not_overlap():
+    assert _link_hosts("see http://a.example/x and https://b.example?q") == [
+        "a.example",
+        "b.example",
+    ]
+    assert _link_hosts("://ftphttp://x.y/") == ["x.y"]  # a bare "://" is no link
+    assert _link_hosts("http://http://x") == ["http:"]  # "://" inside a host: not another
+    assert _link_hosts("sftp://files.example") == ["files.example"]
+    assert _link_hosts("http:///nohost http://ok") == ["ok"]
+    assert _link_hosts("mailto:x@y gopher://no") == []
 
 
 def test_our_own_headers_are_not_words():
