@@ -314,6 +314,8 @@ class FilterData:
                 db.execute("DELETE FROM meta")
             if self._words is not None:
                 self._words.clear()
+                _RESIDENT.give_back(self._held)
+                self._held = 0
 
     def strongest(self, kind: str, limit: int = 10) -> list[tuple[str, int, int]]:
         """The tokens seen most often in `kind` messages (stats)."""
