@@ -89,10 +89,10 @@ def judge(
             continue  # f is the prior itself: never a clue
         n = junk + ham
         f = (prior_weight + n * (junk_ratio / (junk_ratio + ham_ratio))) / (PRIOR_STRENGTH + n)
-        strength = abs(f - PRIOR)
-        if strength >= MIN_STRENGTH:
-            ranked.append((strength, token, min(max(f, 0.0001), 0.9999)))
-    # strongest first; among equals, in the order the counts came (a stable sort on strength)
+        if abs(f - PRIOR) >= MIN_STRENGTH:
+            f = min(max(f, 0.0001), 0.9999)
+            ranked.append((abs(f - PRIOR), token, f))
+    # strongest first (as clamped); among equals in the order the counts came (a stable sort)
     ranked.sort(key=_strength, reverse=True)
     clues = tuple((token, f) for _, token, f in ranked[:MAX_CLUES])
     return Judgement(combine([f for _, f in clues]), clues, True)

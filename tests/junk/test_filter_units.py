@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import stat
 
 from mailsuite.junk import classifier, model
@@ -90,6 +91,29 @@ def test_fisher_combining_is_unsure_with_evidence_both_ways():
     assert classifier.combine([0.99] * 10) > 0.99
     assert classifier.combine([0.01] * 10) < 0.01
     assert abs(classifier.combine([0.99] * 10 + [0.01] * 10) - 0.5) < 0.01
+
+
+def test_clues_are_the_strongest_words_as_clamped_and_as_word_probability_says():
+    counts = {"a": (3000, 0), "b": (9000, 0), "c": (5, 5), "d": (0, 40), "e": (2, 0)}
+    j = classifier.judge(counts, 10_000, 10_000, min_trained=10)
+    # a and b both clamp to 0.9999: equally strong, in the order they came; c is no clue
+    assert [t for t, _ in j.clues] == ["a", "b", "d", "e"]
+    assert j.clues[0][1] == j.clues[1][1] == 0.9999
+    for token, f in j.clues[2:]:
+        assert f == classifier.word_probability(*counts[token], 10_000, 10_000)
+    assert chi2_series(50.0, 300) == classifier.chi2_q(50.0, 300)
+    assert chi2_series(700.0, 300) == classifier.chi2_q(700.0, 300)
+    assert chi2_series(1600.0, 300) == classifier.chi2_q(1600.0, 300) == 0.0  # exp underflows
+
+
+def chi2_series(x2: float, dof: int) -> float:
+    """The series of chi2_q summed to its last term."""
+    m = x2 / 2.0
+    term = total = math.exp(-m)
+    for i in range(1, dof // 2):
+        term *= m / i
+        total += term
+    return min(total, 1.0)
 
 
 def test_untrained_judgement_is_neutral():
