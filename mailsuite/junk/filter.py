@@ -163,8 +163,10 @@ class JunkFilter:
         if not self.junk_config.enabled or not mailboxes:
             return {m: Verdict(folder) for m in mailboxes}
         signals = list(getattr(envelope, "junk_signals", ()) or ())
-        signals.extend(self._message_signals(data))
-        senders = [envelope.mail_from, *author_addresses(data)]
+        # the header parsed once, for our Authentication-Results and the authors
+        fields = parse_fields(header_block(data[:65536]))
+        signals.extend(self._message_signals(fields))
+        senders = [envelope.mail_from, *author_addresses(fields)]
         senders = [s for s in dict.fromkeys(a.lower() for a in senders) if s]
         words_needed = not any(s.replaces_words for s in signals)
         # the message's words, made once and only for an account trained enough to use them
@@ -199,13 +201,12 @@ class JunkFilter:
                 judgement = classifier.judge({}, 0, 0, cfg.min_trained)
             listed, correspondent = global_match, None
         else:
+            n_junk, n_ham, listed, correspondent = model.evidence(senders)
             if words_needed:
-                n_junk, n_ham = model.totals()
                 trained = min(n_junk, n_ham) >= cfg.min_trained
                 counts = model.counts(tokens()) if trained else {}
                 judgement = classifier.judge(counts, n_junk, n_ham, cfg.min_trained)
-            listed = model.list_match(senders) or global_match
-            correspondent = model.known_correspondent(senders)
+            listed = listed or global_match
         return decide(
             junk_folder=lambda: junk_folder_of(mbox),
             default_folder=folder,
@@ -219,10 +220,10 @@ class JunkFilter:
             may_refuse=may_refuse,
         )
 
-    def _message_signals(self, data: bytes) -> list[Signal]:
+    def _message_signals(self, fields: list[tuple[bytes, bytes]]) -> list[Signal]:
         """DMARC's verdict from our own Authentication-Results field (trust added it on
         top); the domains that passed SPF or DKIM there are remembered for greylisting."""
-        value = self._our_results(data)
+        value = self._our_results(fields)
         if value is None:
             return []
         if self.greylist is not None:
@@ -232,8 +233,8 @@ class JunkFilter:
             return [Signal("DMARC fail", 3.0)]
         return []
 
-    def _our_results(self, data: bytes) -> bytes | None:
-        for name, raw in parse_fields(header_block(data[:65536])):
+    def _our_results(self, fields: list[tuple[bytes, bytes]]) -> bytes | None:
+        for name, raw in fields:
             if name != b"authentication-results":
                 continue
             value = raw.partition(b":")[2].strip()
@@ -336,10 +337,10 @@ class JunkFilter:
         return learned
 
 
-def author_addresses(data: bytes) -> list[str]:
-    """The From: addresses of a message."""
+def author_addresses(fields: list[tuple[bytes, bytes]]) -> list[str]:
+    """The From: addresses of a message, from its parsed header fields."""
     out: list[str] = []
-    for name, raw in parse_fields(header_block(data[:65536])):
+    for name, raw in fields:
         if name == b"from":
             out.extend(_addresses(raw))
     return out

@@ -9,6 +9,8 @@ def to_wire(raw: bytes) -> bytes:
     """Bytes with CRLF line ends (RFC 3501 §2.2 / RFC 5322: what a client receives)."""
     # `b"\r" in` is one memchr, cheaper than looking for the pair in a message stored with LF.
     if b"\r" in raw and b"\r\n" in raw:
+        if type(raw) is bytes and raw.count(b"\n") == raw.count(b"\r\n"):
+            return raw  # already CRLF throughout (as SMTP hands it over): two scans, no copy
         raw = raw.replace(b"\r\n", b"\n")
     return raw.replace(b"\n", b"\r\n")
 

@@ -17,6 +17,7 @@ in an Authentication-Results header and decides, by the [trust] configuration:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from email.utils import getaddresses
@@ -77,10 +78,16 @@ def skipped_client(config, client_ip: str) -> bool:
     except ValueError:
         return False
     for net in config.trust.skip_networks:
-        network = ipaddress.ip_network(net, strict=False)
+        network = _network(net)
         if ip.version == network.version and ip in network:
             return True
     return False
+
+
+@functools.lru_cache(maxsize=256)
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A skip_networks entry parsed once (each inbound message asks; parsing is most of it)."""
+    return ipaddress.ip_network(text, strict=False)
 
 
 def author_domains(data: bytes) -> list[str]:

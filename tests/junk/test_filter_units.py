@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import math
 import stat
 
-from mailsuite.junk import classifier
+from mailsuite.junk import classifier, model
 from mailsuite.junk.dnslists import DnsList, reversed_name
 from mailsuite.junk.model import HAM, JUNK, FilterData, message_identity
-from mailsuite.junk.tokens import message_tokens, url_domains
+from mailsuite.junk.tokens import MAX_TEXT, _link_hosts, message_tokens, url_domains
 from mailsuite.junk.verdict import Signal, decide, strip_forged
+from tests.junk.corpus import make_message
 
 
 def test_tokens_come_from_decoded_headers_text_and_html_links():
@@ -28,6 +31,54 @@ def test_tokens_come_from_decoded_headers_text_and_html_links():
     assert url_domains(raw) == ["win.example", "x.win.example"]
 
 
+def test_link_hosts_follow_a_known_scheme_and_do_not_overlap():
+    assert _link_hosts("see http://a.example/x and https://b.example?q") == [
+        "a.example",
+        "b.example",
+    ]
+    assert _link_hosts("://ftphttp://x.y/") == ["x.y"]  # a bare "://" is no link
+    assert _link_hosts("http://http://x") == ["http:"]  # "://" inside a host: not another
+    assert _link_hosts("sftp://files.example") == ["files.example"]
+    assert _link_hosts("http:///nohost http://ok") == ["ok"]
+    assert _link_hosts("mailto:x@y gopher://no") == []
+
+
+def test_text_is_read_up_to_its_budget_and_after_large_attachments():
+    filler = b"plain words here " * (MAX_TEXT // 16)
+    head = b"Subject: s\r\nContent-Type: text/plain\r\n\r\n"
+    assert "zebracorn" in message_tokens(head + b"zebracorn " + filler)
+    assert "zebracorn" not in message_tokens(head + filler + b" zebracorn")
+    attachment = base64.encodebytes(bytes(range(256)) * 400)  # 100 KB before the text
+    mixed = (
+        b'Subject: s\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: image/png; name=a.png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + attachment
+        + b"\r\n--b\r\nContent-Type: text/plain\r\n\r\nzebracorn\r\n--b--\r\n"
+    )
+    assert {"zebracorn", "part:image/png", "filename:png"} <= message_tokens(mixed)
+
+
+def test_long_messages_are_told_apart_at_the_stated_rate(tmp_path):
+    """Trained on 50 + 50 messages of 30 KB, judged on 25 + 25 held out: at least 90 % of the
+    junk is junk, no legitimate message is (the rate of the IMAP-trained server test), with
+    only the first MAX_TEXT of their text read."""
+    data = FilterData(tmp_path / "f.sqlite")
+    for n in range(50):
+        for kind, label in ((JUNK, "junk"), (HAM, "ham")):
+            raw = make_message(label, n, seed=11, size=30_000)
+            data.learn(message_identity(raw), message_tokens(raw), kind)
+    n_junk, n_ham = data.totals()
+
+    def probability(raw: bytes) -> float:
+        tokens = message_tokens(raw)
+        return classifier.judge(data.counts(tokens), n_junk, n_ham, 10).probability
+
+    junk = [probability(make_message("junk", n, seed=12, size=30_000)) for n in range(25)]
+    ham = [probability(make_message("ham", n, seed=12, size=30_000)) for n in range(25)]
+    assert sum(p >= 0.95 for p in junk) >= 0.9 * 25, junk  # 6 × (2p − 1) >= 5: Junk
+    assert not any(p >= 0.5 for p in ham), ham
+
+
 def test_our_own_headers_are_not_words():
     raw = b"X-Spam-Status: Yes, score=9\r\nReceived: from mx.here\r\nSubject: hello\r\n\r\nbody\r\n"
     tokens = message_tokens(raw)
@@ -40,6 +91,29 @@ def test_fisher_combining_is_unsure_with_evidence_both_ways():
     assert classifier.combine([0.99] * 10) > 0.99
     assert classifier.combine([0.01] * 10) < 0.01
     assert abs(classifier.combine([0.99] * 10 + [0.01] * 10) - 0.5) < 0.01
+
+
+def test_clues_are_the_strongest_words_as_clamped_and_as_word_probability_says():
+    counts = {"a": (3000, 0), "b": (9000, 0), "c": (5, 5), "d": (0, 40), "e": (2, 0)}
+    j = classifier.judge(counts, 10_000, 10_000, min_trained=10)
+    # a and b both clamp to 0.9999: equally strong, in the order they came; c is no clue
+    assert [t for t, _ in j.clues] == ["a", "b", "d", "e"]
+    assert j.clues[0][1] == j.clues[1][1] == 0.9999
+    for token, f in j.clues[2:]:
+        assert f == classifier.word_probability(*counts[token], 10_000, 10_000)
+    assert chi2_series(50.0, 300) == classifier.chi2_q(50.0, 300)
+    assert chi2_series(700.0, 300) == classifier.chi2_q(700.0, 300)
+    assert chi2_series(1600.0, 300) == classifier.chi2_q(1600.0, 300) == 0.0  # exp underflows
+
+
+def chi2_series(x2: float, dof: int) -> float:
+    """The series of chi2_q summed to its last term."""
+    m = x2 / 2.0
+    term = total = math.exp(-m)
+    for i in range(1, dof // 2):
+        term *= m / i
+        total += term
+    return min(total, 1.0)
 
 
 def test_untrained_judgement_is_neutral():
@@ -96,6 +170,81 @@ def test_list_entries_match_addresses_and_parent_domains(tmp_path):
     assert data.list_match(["x@sub.example.org"]) == ("allow", "example.org")
     assert data.list_match(["bad@mail.example.org"]) == ("block", "bad@mail.example.org")
     assert data.list_match(["x@example.com"]) is None
+
+
+def test_counts_of_many_tokens_come_in_one_statement(tmp_path):
+    data = FilterData(tmp_path / "f.sqlite")
+    learned = {f"word{n}" for n in range(1500)} | {'quote"d', "tab\there", "ünïcode", "ctrl\x01"}
+    data.learn("id:1", learned, JUNK)
+    data.learn("id:2", {"word7", "other"}, HAM)
+    asked = learned | {"unseen", "never"}  # more than SQLite's 999 parameters of old builds
+    counts = data.counts(asked)
+    assert counts == {**{t: (1, 0) for t in learned}, "word7": (1, 1)}
+    assert data.counts([]) == {}
+    assert FilterData(tmp_path / "none.sqlite").counts({"a"}) == {}
+
+
+def test_words_held_in_memory_follow_lessons_and_other_connections(tmp_path):
+    resident = model._RESIDENT.words
+    data = FilterData(tmp_path / "f.sqlite")
+    data.learn("id:1", {"a", "b"}, JUNK)
+    assert data.counts({"a", "c"}) == {"a": (1, 0)}  # now held in memory
+    assert data._words is not None
+    data.learn("id:1", {"a", "b"}, HAM)  # relearned: moved in the file and in memory
+    data.learn("id:2", {"b", "c"}, HAM)
+    assert data.counts({"a", "b", "c"}) == {"a": (0, 1), "b": (0, 2), "c": (0, 1)}
+    data.forget("id:1", {"a", "b"})
+    assert data.counts({"a", "b", "c"}) == {"b": (0, 1), "c": (0, 1)}
+    # another connection (the admin command's) writes: read again from the file
+    other = FilterData(tmp_path / "f.sqlite")
+    other.learn("id:3", {"c", "d"}, JUNK)
+    assert data.counts({"a", "b", "c", "d"}) == {"b": (0, 1), "c": (1, 1), "d": (1, 0)}
+    other.reset()
+    assert data.counts({"b", "c", "d"}) == {}
+    data.learn("id:4", {"e"}, JUNK)
+    assert data.counts({"e"}) == {"e": (1, 0)} == other.counts({"e"})
+    data.reset()
+    assert data.counts({"e"}) == {}
+    other.close()
+    data.close()
+    assert model._RESIDENT.words == resident  # closing gives the memory back
+
+
+def test_a_word_table_too_large_for_memory_is_asked_each_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(model, "WORDS_IN_MEMORY", 3)
+    resident = model._RESIDENT.words
+    data = FilterData(tmp_path / "f.sqlite")
+    data.learn("id:1", {"a", "b"}, JUNK)
+    assert data.counts({"a"}) == {"a": (1, 0)}
+    assert data._words is not None
+    data.learn("id:2", {"c", "d"}, HAM)  # grown past the bound: no longer held
+    assert data._words is None
+    assert data.counts({"a", "d"}) == {"a": (1, 0), "d": (0, 1)}
+    assert data._words is None
+    assert model._RESIDENT.words == resident
+    data.close()
+
+
+def test_evidence_is_totals_list_match_and_correspondent_at_once(tmp_path):
+    data = FilterData(tmp_path / "f.sqlite")
+    assert FilterData(tmp_path / "none.sqlite").evidence(["a@b.example"]) == (0, 0, None, None)
+    data.learn("id:1", {"a"}, JUNK)
+    data.learn("id:2", {"a"}, JUNK)
+    data.learn("id:3", {"b"}, HAM)
+    data.set_listed("example.org", "allow")
+    data.set_listed("sub.example.org", "block")
+    data.set_listed("x@example.net", "allow")
+    data.add_correspondents(["Pal@Friends.example", "x@example.net"])
+    senders = ["x@sub.example.org", "pal@friends.example", "x@example.net"]
+    # block wins over allow; the first known correspondent among the senders
+    assert data.evidence(senders) == (2, 1, ("block", "sub.example.org"), "pal@friends.example")
+    assert data.evidence(senders) == (
+        *data.totals(),
+        data.list_match(senders),
+        data.known_correspondent(senders),
+    )
+    assert data.evidence(["X@Example.NET"]) == (2, 1, ("allow", "x@example.net"), "x@example.net")
+    assert data.evidence(["", "nobody@else.example"]) == (2, 1, None, None)
 
 
 def test_message_identity_is_the_message_id_else_a_digest():

@@ -25,3 +25,20 @@ def test_part_text_decodes_transfer_encoding_and_charset():
     assert part_text(c.wire(), c.tree()) == "Hello Zebracorn and Grüße"
     n = MessageContent(F.NESTED)
     assert part_text(n.wire(), find_part(n.tree(), (1, 1))) == "Café au lait"
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        # RFC 2045 §6.7 rule 3: white space at a line end is deleted, so "=" followed by
+        # white space is a soft line break (rule 5)
+        (b"soft = \r\nbreak", b"soft break"),
+        (b"soft =\t\nbreak", b"soft break"),
+        (b"tab\t\r\nend ", b"tab\r\nend"),
+        (b"spaces   \nend\t", b"spaces\nend"),
+        # encoded white space stays, and so does white space inside a line
+        (b"kept =20\r\nin=20 the middle", b"kept  \r\nin  the middle"),
+    ],
+)
+def test_quoted_printable_drops_white_space_at_line_ends(body, text):
+    assert decode_transfer(body, "quoted-printable") == text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mailsuite.message.codec import dump_tree
 from mailsuite.message.content import MessageContent
+from mailsuite.message.lines import to_wire
 from mailsuite.message.structure import find_part
 from tests.imap import msg_fixtures as F
 
@@ -23,6 +24,15 @@ def test_lf_and_crlf_storage_give_identical_wire_bytes_and_structure():
     assert b"\n" not in lf.wire().replace(b"\r\n", b"")
     assert dump_tree(lf.tree()) == dump_tree(crlf.tree())
     assert lf.header() == crlf.header()
+
+
+def test_to_wire_makes_every_line_end_crlf():
+    assert to_wire(b"a\nb\r\nc\n") == b"a\r\nb\r\nc\r\n"  # mixed
+    assert to_wire(b"a\r\nb\r\n") == b"a\r\nb\r\n"  # already CRLF: unchanged
+    assert to_wire(b"a\r\r\nb\rc\r\n") == b"a\r\r\nb\rc\r\n"  # a lone CR stays
+    assert to_wire(b"a\r\nb\n\r\n") == b"a\r\nb\r\n\r\n"
+    assert to_wire(b"no line end") == b"no line end"
+    assert to_wire(bytearray(b"a\r\n")) == b"a\r\n"
 
 
 def test_part_numbers_into_multipart_and_encapsulated_message():
