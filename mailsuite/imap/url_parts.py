@@ -21,6 +21,16 @@ from mailsuite.message.content import MessageContent
 from mailsuite.message.decode import UnknownTransferEncoding
 from mailsuite.message.structure import MimePart, find_part, parse_message
 
+
+def url_text(value) -> str:
+    """A URL argument (an astring) as text; ImapBad for anything else."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return str(value)
+    raise ImapBad("Expected a URL string")
+
+
 __all__ = ["NoSuchSection", "UrlPart", "section_bytes", "url_part"]
 
 # Sections whose data is a header block: no Content-Transfer-Encoding applies to them.

@@ -10,7 +10,6 @@ import re
 import pytest
 
 from tests.conftest import DEFAULT_PASSWORD
-from tests.imap.conftest import Raw
 from tests.imap.test_urlauth import ALICE, BOB, SETTINGS, Client, append, genurlauth, rump
 
 NULS = b"\x00\x01PNG\r\n\x1a\n\x00\x00\xff\xfe bare\rCR and bare\nLF" * 5
@@ -76,22 +75,9 @@ class Lit(bytes):
 _MARK = re.compile(rb"(~?)\{(\d+)\}$")
 
 
-class Wire(Raw):
+class Wire(Client):
     """A raw session whose responses are read as IMAP tokens: atoms (bytes; NIL as None,
     numbers as int), quoted strings (str), literals (Lit) and parenthesized lists."""
-
-    def __init__(self, srv, user: str = ALICE):
-        super().__init__(srv.port("imap"))
-        self.login(user)
-
-    def exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError(self.buf)
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
 
     def read_response(self) -> list:
         segments: list = []

@@ -12,7 +12,7 @@ from twisted.internet import defer
 from mailsuite.imap.commands.mailbox import mailbox_arg
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
 from mailsuite.imap.response import quoted_or_literal
-from mailsuite.imap.url_parts import section_bytes
+from mailsuite.imap.url_parts import section_bytes, url_text
 from mailsuite.logtext import visible
 from mailsuite.urlauth import MECHANISMS, BadUrl, NotFound
 
@@ -21,19 +21,10 @@ __all__ = ["URLMECH", "genurlauth", "resetkey", "section_bytes"]
 URLMECH = "URLMECH " + " ".join(MECHANISMS)
 
 
-def _text(value) -> str:
-    """A URL argument (astring) as text."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, str):
-        return str(value)
-    raise ImapBad("Expected a URL string")
-
-
 def _mechanism(value) -> str:
     if not isinstance(value, (Atom, bytes)):
         raise ImapBad("Expected a URLAUTH mechanism")
-    name = _text(value).upper()
+    name = url_text(value).upper()
     if name not in MECHANISMS:
         raise ImapBad(f"Unknown URLAUTH mechanism {visible(name, 40)}")
     return name
@@ -46,7 +37,7 @@ def genurlauth(session, cmd):
         raise ImapBad("GENURLAUTH takes URL and mechanism pairs")
     authority = session.services.urlauth
     pending = [
-        authority.generate(session.user, _text(url), _mechanism(mech))
+        authority.generate(session.user, url_text(url), _mechanism(mech))
         for url, mech in zip(args[0::2], args[1::2], strict=True)
     ]
     d = defer.gatherResults(pending, consumeErrors=True)

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
 from mailsuite.imap.response import quoted_or_literal
-from mailsuite.imap.url_parts import NoSuchSection, UrlPart, url_part
+from mailsuite.imap.url_parts import NoSuchSection, UrlPart, url_part, url_text
 from mailsuite.logtext import visible
 from mailsuite.urlauth import BadUrl, NotFound, Requester, UrlRefused, without_token
 
@@ -38,17 +38,9 @@ class UrlRequest:
     params: tuple[str, ...] = ()  # in the client's order; () for RFC 4467's plain form
 
 
-def _text(value) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, str):
-        return str(value)
-    raise ImapBad("Expected a URL string")
-
-
 def _request(arg) -> UrlRequest:
     if not isinstance(arg, list):
-        return UrlRequest(_text(arg))
+        return UrlRequest(url_text(arg))
     # RFC 5524 §5: url-fetch-ext = "(" url-full *(SP url-fetch-param) ")"
     if not arg:
         raise ImapBad("Expected a URL in the parentheses")
@@ -66,7 +58,7 @@ def _request(arg) -> UrlRequest:
     if BODY in params and BINARY in params:
         raise ImapBad("URLFETCH takes BINARY or BODY, not both")
     # RFC 5524 §3: a URL in parentheses without parameters is the RFC 4467 form.
-    return UrlRequest(_text(arg[0]), tuple(params))
+    return UrlRequest(url_text(arg[0]), tuple(params))
 
 
 def parse_urlfetch(args: list) -> list[UrlRequest]:
