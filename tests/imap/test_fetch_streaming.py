@@ -219,6 +219,18 @@ def slow_client(srv, tls: bool) -> socket.socket:
     return sock
 
 
+def streaming_fetch(srv, command: bytes) -> socket.socket:
+    """A client that reads slowly, logged in with INBOX selected, whose `command` is under
+    way: a body is streaming to it."""
+    sock = slow_client(srv, False)
+    sock.sendall(f'a LOGIN {USER} "{DEFAULT_PASSWORD}"\r\nb SELECT INBOX\r\n'.encode())
+    read_until(sock, b"", b"b OK [READ-WRITE] SELECT completed\r\n")
+    sock.sendall(command + b"\r\n")
+    time.sleep(0.5)
+    assert srv.call(streaming_protocols)
+    return sock
+
+
 def read_until(sock, data: bytes, end: bytes) -> bytes:
     while not data.endswith(end):
         chunk = sock.recv(1 << 20)
@@ -255,12 +267,7 @@ def test_a_client_that_stops_reading_holds_a_bounded_part_of_the_message(two_big
 
 def test_a_message_expunged_while_its_body_streams_arrives_whole(two_big):
     srv, big = two_big
-    sock = slow_client(srv, False)
-    sock.sendall(f'a LOGIN {USER} "{DEFAULT_PASSWORD}"\r\nb SELECT INBOX\r\n'.encode())
-    read_until(sock, b"", b"b OK [READ-WRITE] SELECT completed\r\n")
-    sock.sendall(b"c FETCH 2 (BODY.PEEK[])\r\n")
-    time.sleep(0.5)
-    assert srv.call(streaming_protocols)
+    sock = streaming_fetch(srv, b"c FETCH 2 (BODY.PEEK[])")
     other = connect(srv)
     other.select("INBOX")
     assert other.store("2", "+FLAGS", "(\\Deleted)")[0] == "OK"
@@ -279,12 +286,9 @@ def test_a_body_whose_file_is_gone_before_its_turn_is_nil(one_batch):
     # RFC 2180 §4.1: a message expunged by another session but not yet announced here may
     # be answered with what can still be returned; its body cannot, once its file is gone.
     srv, big = one_batch
-    sock = slow_client(srv, False)
-    sock.sendall(f'a LOGIN {USER} "{DEFAULT_PASSWORD}"\r\nb SELECT INBOX\r\n'.encode())
-    read_until(sock, b"", b"b OK [READ-WRITE] SELECT completed\r\n")
-    sock.sendall(b"c FETCH 1:2 (UID BODY.PEEK[])\r\n")
-    time.sleep(0.5)
-    assert srv.call(streaming_protocols)  # message 1's body, with 2's waiting behind it
+    sock = streaming_fetch(
+        srv, b"c FETCH 1:2 (UID BODY.PEEK[])"
+    )  # message 1's body, with 2's waiting behind it
     other = connect(srv)
     other.select("INBOX")
     assert other.store("2", "+FLAGS", "(\\Deleted)")[0] == "OK"
@@ -301,12 +305,7 @@ def test_a_body_whose_file_is_gone_before_its_turn_is_nil(one_batch):
 
 def test_a_body_renamed_by_a_flag_change_before_its_turn_arrives_whole(one_batch):
     srv, big = one_batch
-    sock = slow_client(srv, False)
-    sock.sendall(f'a LOGIN {USER} "{DEFAULT_PASSWORD}"\r\nb SELECT INBOX\r\n'.encode())
-    read_until(sock, b"", b"b OK [READ-WRITE] SELECT completed\r\n")
-    sock.sendall(b"c FETCH 1:2 (BODY.PEEK[])\r\n")
-    time.sleep(0.5)
-    assert srv.call(streaming_protocols)
+    sock = streaming_fetch(srv, b"c FETCH 1:2 (BODY.PEEK[])")
     other = connect(srv)
     other.select("INBOX")
     assert other.store("2", "+FLAGS", "(\\Flagged)")[0] == "OK"  # a new file name
