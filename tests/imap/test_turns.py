@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -162,3 +163,19 @@ def test_the_first_select_of_a_big_folder_builds_its_index_off_the_reactor(imap_
     assert out[-1] == b"s OK [READ-WRITE] SELECT completed"
     assert b"* %d EXISTS" % N in out
     assert seen_loading
+
+
+def test_a_client_gone_while_its_big_folder_loads_leaves_no_view_behind(imap_server):
+    mailbox = imap_server.mailbox(USER)
+    imap_server.call(mailbox.create_folder, "Big")
+    fill(imap_server, N, folder="Big")
+    a = Raw(imap_server.port("imap"))
+    a.login()
+    a.send(b"s SELECT Big\r\n")
+    a.close()
+    deadline = time.monotonic() + 30
+    while not mailbox.is_loaded("Big") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    folder = imap_server.call(mailbox.folder, "Big")
+    time.sleep(0.2)  # the load's callback has run on the reactor
+    assert imap_server.call(lambda: len(folder._listeners)) == 1  # the Mailbox's own

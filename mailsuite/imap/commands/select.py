@@ -82,8 +82,13 @@ def select(session, cmd):
         # RFC 9051 §6.3.2 sends [CLOSED] always
         session.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
     if loads_slowly(session, name):
-        d = open_folder_in_pool(session, name)
-        return d.addCallback(lambda folder: _selected(session, cmd, folder, condstore, qresync))
+
+        def loaded(folder):
+            if session.protocol.closed:
+                return None  # gone meanwhile: nothing to select for
+            return _selected(session, cmd, folder, condstore, qresync)
+
+        return open_folder_in_pool(session, name).addCallback(loaded)
     return _selected(session, cmd, open_folder(session, name), condstore, qresync)
 
 
