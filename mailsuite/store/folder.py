@@ -558,7 +558,11 @@ class Folder:
             appeared.extend((sub, n) for n in fresh if not n.startswith("."))
         return appeared, vanished
 
-    def _add_new(self, keys: list[str], on_disk: dict[str, tuple[str, str]]) -> list[Message]:
+    def _add_new(
+        self, keys: list[str], on_disk: dict[str, tuple[str, str]], facts: dict | None = None
+    ) -> list[Message]:
+        """Index new files; `facts`: (size, wire size, internal date) by key where they are
+        known already (the copies this process just made), so their files are not looked at."""
         known = self._uidlist.entries
         missing = [k for k in keys if k not in known]
         if missing:
@@ -583,8 +587,11 @@ class Folder:
         for key in keys:
             sub, info = on_disk[key]
             filename = key + INFO_SEPARATOR + info if (info or sub == "cur") else key
-            path = self.path / sub / filename
-            size, wire, date = self._file_facts(key, path)
+            known_facts = facts.get(key) if facts else None
+            if known_facts is not None:
+                size, wire, date = known_facts
+            else:
+                size, wire, date = self._file_facts(key, self.path / sub / filename)
             if size is None:
                 continue  # vanished or unreadable: skipped with a log line
             self.highestmodseq += 1
@@ -735,6 +742,21 @@ class Folder:
         if in_sync:
             self._dir_sig = self._dir_signature()
             self._unverified = True
+
+    def index_copies(self, copies: list[tuple[str, str, int, int, float]]) -> dict[str, int]:
+        """Index the files `Mailbox.copy_files` has just made in cur/ ((key, info, size, wire
+        size, internal date) each), without listing the folder or looking at each file: a
+        COPY of 20,000 messages would otherwise stat them all on the reactor.  UIDs by key."""
+        fresh = [c for c in copies if c[0] not in self._by_key]
+        if fresh:
+            added = self._add_new(
+                [c[0] for c in fresh],
+                {c[0]: ("cur", c[1]) for c in fresh},
+                {c[0]: c[2:] for c in fresh},
+            )
+            if added:
+                self._notify("exists", [m.uid for m in added])
+        return {key: m.uid for key, *_ in copies if (m := self._by_key.get(key)) is not None}
 
     def index_delivered(self, key: str, flags=()) -> int | None:
         """Index one file this process has just delivered (Mailbox.deliver's key and flags),

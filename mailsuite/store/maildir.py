@@ -544,9 +544,10 @@ class Mailbox:
             return
         self._quota.add(-size, -1)
 
-    def copy_files(self, src: Folder, msgs, dest_name: str) -> list[tuple[int, str]]:
+    def copy_files(self, src: Folder, msgs, dest_name: str) -> list[tuple]:
         """Durable copies (hard links when possible) into another folder; blocking.
-        Returns (source uid, new key) pairs; flags and internal dates are kept."""
+        Returns (source uid, (new key, info, size, wire size, internal date)) pairs; flags and
+        internal dates are kept."""
         dest_path = self.folder_path(names.validate(dest_name))
         if not (dest_path / "cur").is_dir():
             raise NoSuchFolder(dest_name)
@@ -565,8 +566,10 @@ class Mailbox:
                 shutil.copyfile(source, tmp)
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())
+                # RFC 3501 §6.4.7: the copy keeps the internal date (a link keeps it anyway).
+                os.utime(tmp, (msg.internaldate, msg.internaldate))
             os.rename(tmp, dest_path / "cur" / (key + INFO_SEPARATOR + info))
-            result.append((msg.uid, key))
+            result.append((msg.uid, (key, info, msg.size, msg.wire_size, msg.internaldate)))
         self.io.fsync_dir(dest_path / "cur")
         self._quota.add(total, len(result))
         return result
@@ -589,8 +592,8 @@ class Mailbox:
 
         def indexed(pairs):
             dest = self.folder(dest_name)
-            dest.refresh(force=True)
-            return dest, [(s, dest.uid_of_key(k)) for s, k in pairs if dest.uid_of_key(k)]
+            uids = dest.index_copies([copy for _, copy in pairs])
+            return dest, [(s, uids[copy[0]]) for s, copy in pairs if copy[0] in uids]
 
         d = self.io.submit(self.copy_files, src, list(msgs), dest_name)
         d.addCallback(indexed)
