@@ -551,6 +551,9 @@ class Mailbox:
         dest_path = self.folder_path(names.validate(dest_name))
         if not (dest_path / "cur").is_dir():
             raise NoSuchFolder(dest_name)
+        # Loaded here, before the copies exist, when it is not yet: its index is built in this
+        # thread, and the copies are then indexed from what is known of them (index_copies).
+        self.folder(dest_name)
         dest_kw = self.keywords_for(dest_name)
         total = sum(m.size for m in msgs)
         self._quota.check(total)
