@@ -35,3 +35,18 @@ class Turns:
 
     def _renew(self) -> None:
         self._until = time.monotonic() + self._seconds
+
+
+@defer.inlineCallbacks
+def in_steps(session, view, items: list, size: int, step):
+    """`step(part)` over `items`, `size` at a time, waiting for a later reactor turn after a
+    part that ends the command's share.  Deferred[bool]: False when the session's selection
+    went meanwhile (its connection closed), and the rest was left undone."""
+    turns = Turns()
+    for start in range(0, len(items), size):
+        if start and turns.spent():
+            yield turns.next()
+            if session.view is not view:
+                return False
+        step(items[start : start + size])
+    return True

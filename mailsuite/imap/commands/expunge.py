@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 from twisted.internet import defer
 
 from mailsuite.imap.parser import ImapBad, ImapNo
 from mailsuite.imap.sequence import parse_sequence_set
-from mailsuite.imap.turns import Turns
+from mailsuite.imap.turns import in_steps
 
 
 def expunge_messages(session, msgs) -> defer.Deferred | None:
@@ -17,23 +19,13 @@ def expunge_messages(session, msgs) -> defer.Deferred | None:
     if len(msgs) <= STEP:
         _expunge_step(session, view, msgs)
         return None
-    return _in_turns(session, view, msgs)
+    d = in_steps(session, view, msgs, STEP, functools.partial(_expunge_step, session, view))
+    return d.addCallback(lambda _: None)
 
 
 # Messages removed between two looks at the clock: an unlink each, and one pass over the
 # folder's index per step.
 STEP = 2000
-
-
-@defer.inlineCallbacks
-def _in_turns(session, view, msgs):
-    turns = Turns()
-    for start in range(0, len(msgs), STEP):
-        if start and turns.spent():
-            yield turns.next()
-            if session.view is not view:
-                return  # the connection went meanwhile
-        _expunge_step(session, view, msgs[start : start + STEP])
 
 
 def _expunge_step(session, view, msgs) -> None:

@@ -4,11 +4,9 @@ Flags live in the store's index and Maildir file names: no message file is read.
 
 from __future__ import annotations
 
-from twisted.internet import defer
-
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
-from mailsuite.imap.turns import Turns
+from mailsuite.imap.turns import in_steps
 
 SYSTEM_FLAGS = {
     "\\SEEN": "\\Seen",
@@ -73,27 +71,15 @@ def _store(session, cmd, uid: bool):
     if len(selected) <= STEP:
         run.step(selected)
         return run.outcome()
-    return _in_turns(run, selected)
+    # In steps (mailsuite.imap.turns), each whole: a message another session expunges or
+    # moves meanwhile is either changed before it goes (MOVE carries the flags over) or found
+    # gone by its step and reported.
+    d = in_steps(session, view, selected, STEP, run.step)
+    return d.addCallback(lambda done: run.outcome() if done else None)
 
 
 # Messages changed between two looks at the clock (turns.Turns): a rename each, ~10 µs.
 STEP = 256
-
-
-@defer.inlineCallbacks
-def _in_turns(run, selected):
-    """A STORE over many messages, in steps that leave the reactor to the other connections
-    between them (see mailsuite.imap.turns).  Each step is whole: a message another session
-    expunges or moves meanwhile is either changed before it goes (MOVE carries the flags over)
-    or found gone by its step and reported."""
-    turns = Turns()
-    for start in range(0, len(selected), STEP):
-        if start and turns.spent():
-            yield turns.next()
-            if run.session.view is not run.view:
-                return None  # the connection went meanwhile
-        run.step(selected[start : start + STEP])
-    return run.outcome()
 
 
 class _StoreRun:
