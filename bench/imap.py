@@ -102,6 +102,7 @@ def serve(data_dir: Path, port_file: Path) -> None:
 
     from twisted.internet import reactor
 
+    from mailsuite import heap
     from mailsuite.app import _Port
     from mailsuite.config import Config
     from mailsuite.imap.server import build_factory
@@ -115,6 +116,10 @@ def serve(data_dir: Path, port_file: Path) -> None:
         tls=dataclasses.replace(cfg.tls, cert=data_dir / "cert.pem", key=data_dir / "key.pem"),
     )
     services = Services.create(cfg)
+    # The process settings `mailsuite serve` starts with (app.serve): the collector's
+    # thresholds for a server holding big folder indexes, the shorter GIL switch interval.
+    sys.setswitchinterval(0.0005)
+    heap.tune_collector()
     # The listening socket class `mailsuite serve` uses (its write-through transport), with a
     # deeper backlog for the benchmark's bursts of connections.
     port = _Port(0, build_factory(services, "imap"), 1024, "127.0.0.1", reactor)
