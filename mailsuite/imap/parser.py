@@ -48,7 +48,7 @@ class Atom(str):
         return f"Atom({str.__repr__(self)})"
 
 
-@dataclass
+@dataclass(slots=True)
 class Command:
     tag: str
     name: str
@@ -115,7 +115,8 @@ class RejectedCommand:
 # of tens of MB would otherwise sit in memory while they arrive).
 SPOOL_LITERALS_ABOVE = 1 << 20
 _LITERAL_AT_END = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
-_TAG_OK = re.compile(rb"^[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c\x7d\x7e]+$")
+_TAG_CHARS = rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c\x7d\x7e]"
+_TAG_OK = re.compile(rb"^" + _TAG_CHARS + rb"+$")
 
 
 class CommandReader:
@@ -232,11 +233,19 @@ class CommandReader:
                 return RejectedCommand(tag, ImapBad("TOOBIG", "Command line too long"))
             m = _LITERAL_AT_END.search(line) if line.endswith(b"}") else None
             if m is None:
+                if not self._parts:
+                    # A whole command on one line, what nearly every command is: nothing to
+                    # join, and nothing else of a command to forget.
+                    self._line_total = 0
+                    if not line or line.isspace():
+                        continue  # RFC 3501 is silent; Dovecot ignores empty lines
+                    try:
+                        return parse_command([line])
+                    except ImapError as e:
+                        return RejectedCommand(self._tag_of(line), e)
                 self._parts.append(line)
                 parts = self._parts
                 self._reset_command()
-                if not parts or (len(parts) == 1 and not parts[0].strip()):
-                    continue  # RFC 3501 is silent; Dovecot ignores empty lines
                 return self._build(parts)
             size = int(m.group(2))
             sync = not m.group(3)
@@ -417,8 +426,17 @@ def tokenize(pieces: list, start: int = 0) -> list:
             if c == 0x7B or (c == 0x7E and i + 1 < n and text[i + 1] == 0x7B):
                 # a literal marker that is not at the end of a line
                 raise ImapBad("Literal must end the line")
-            value, i = _atom(text, i)
-            stack[-1].append(value)
+            run = _ATOMS.match(text, i)
+            if run is not None:
+                # Plain atoms one space apart, taken in one step (what most arguments are).
+                i = run.end()
+                try:
+                    stack[-1].extend(map(Atom, text[run.start() : i].decode("utf-8").split(" ")))
+                except UnicodeDecodeError:
+                    raise ImapBad("Argument is not valid UTF-8") from None
+            else:
+                value, i = _atom(text, i)
+                stack[-1].append(value)
             need_space = True
     if len(stack) != 1:
         raise ImapBad("Unbalanced parenthesis")
@@ -454,6 +472,16 @@ _SECTION_ATOMS = frozenset((b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"
 # the next bracket or forbidden byte: the regex engine walks them, not a Python loop per byte.
 _ATOM_RUN = re.compile(b"[^" + re.escape(bytes(sorted(_ATOM_STOP | {0x5B}))) + b"]*")
 _SECTION_RUN = re.compile(rb"[^\[\]\r\n\x00]*")
+# Atoms separated by single spaces, each ending where an argument may end (a space, ")" or
+# the end): atoms without "[", and section atoms whose section holds no space and no inner
+# bracket (`BODY.PEEK[]<0.100>`); `_atom` takes anything else (`foo[bar`, `BODY[HEADER.FIELDS
+# (FROM)]`) whole.
+_ATOM_CHARS = re.escape(bytes(sorted(_ATOM_STOP)))
+_PLAIN_ATOM = (
+    b"(?:(?i:BODY|BODY\\.PEEK|BINARY|BINARY\\.PEEK|BINARY\\.SIZE)\\[[^\\[\\]\\r\\n\\x00 ]*\\]"
+    b"[^" + _ATOM_CHARS + b"]*|[^" + _ATOM_CHARS + b"\\[]+)(?=[ )]|\\Z)"
+)
+_ATOMS = re.compile(_PLAIN_ATOM + b"(?: " + _PLAIN_ATOM + b")*")
 
 
 def _atom(text: bytes, i: int) -> tuple[Atom, int]:
@@ -493,9 +521,31 @@ def _atom(text: bytes, i: int) -> tuple[Atom, int]:
 _COMMAND_NAME = re.compile(r"[A-Z0-9][A-Z0-9._-]*( [A-Z0-9._-]+)?")
 
 
+# The tag and a plain command name, each ending at a space (or, the name, at the end), and
+# UID's command: what `parse_command` would take them to be, found in one step.
+_HEAD = re.compile(b"(" + _TAG_CHARS + rb"+) ([A-Za-z0-9][A-Za-z0-9._-]*)(?= |\Z)")
+_UID_COMMAND = re.compile(rb" ([A-Za-z0-9._-]+)(?= |\Z)")
+
+
 def parse_command(pieces: list) -> Command:
     """Parse one complete command (text and literal pieces) into a `Command`."""
     first = pieces[0]
+    head = _HEAD.match(first) if type(first) is bytes else None
+    if head is not None:
+        name = head[2].decode("ascii").upper()
+        end = head.end()
+        if name == "UID":
+            sub = _UID_COMMAND.match(first, end)
+            if sub is None:
+                head = None
+            else:
+                name = "UID " + sub[1].decode("ascii").upper()
+                end = sub.end()
+        if head is not None and (end < len(first) or len(pieces) == 1):
+            # The arguments start after the space that ends the name, as the tokenizer
+            # would have taken it.
+            args = tokenize(pieces, end + 1) if end < len(first) else []
+            return Command(head[1].decode("ascii"), name, args)
     if isinstance(first, _Literal):
         raise ImapBad("Missing tag")
     tag_end = first.find(b" ")
