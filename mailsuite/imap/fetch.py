@@ -140,6 +140,10 @@ class FetchRenderer:
             self._plan.append(self._compile(it, b" " if i else b""))
         if not self._plan:
             raise ValueError("a FETCH request has at least one item")
+        # Every item comes from the index (UID, FLAGS, RFC822.SIZE, MODSEQ, INTERNALDATE) or
+        # the memo (ENVELOPE, BODYSTRUCTURE, header fields...): `render_batch` can answer a
+        # whole batch.
+        self.columnar = all(what != "call" for what, _ in self._plan)
 
     def _compile(self, it: FetchItem, sp: bytes) -> tuple[str, object]:
         kind = it.kind
@@ -230,13 +234,6 @@ class FetchRenderer:
             out.append(value)
 
         return "memo", (label, tag, compute, part)
-
-    @property
-    def columnar(self) -> bool:
-        """Every item comes from the index (UID, FLAGS, RFC822.SIZE, MODSEQ, INTERNALDATE)
-        or the memo (ENVELOPE, BODYSTRUCTURE, header fields...): `render_batch` can answer a
-        whole batch."""
-        return all(what != "call" for what, _ in self._plan)
 
     def memo_lookup(self, msgs: list) -> list[list]:
         """For a columnar request: per memoized item, its rendered bytes for each of `msgs`
@@ -509,7 +506,7 @@ def _partial_out(name: bytes, data, partial, out: list[bytes], binary: bool) -> 
             data = data[origin:] if length is None else data[origin : origin + length]
     if data is None:
         out.append(name + b" NIL")
-    elif binary or b"\x00" in data and name.lstrip(b" ").startswith(b"BINARY"):
+    elif binary or (name.lstrip(b" ").startswith(b"BINARY") and b"\x00" in data):
         # RFC 3516 §4.2: literal8 for decoded content (it may hold any octet, NUL included)
         out.append(name + b" ~{%d}\r\n" % len(data))
         out.append(data)

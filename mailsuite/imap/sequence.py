@@ -43,6 +43,11 @@ class SequenceSet:
 
     def resolve(self, max_value: int) -> list[tuple[int, int]]:
         """Sorted, merged, inclusive ranges with `*` = max_value (RFC 3501 §9: n:m == m:n)."""
+        if len(self.ranges) == 1:  # nothing to sort or merge
+            a, b = self.ranges[0]
+            a = max_value if a is None else a
+            b = max_value if b is None else b
+            return [(a, b) if a <= b else (b, a)]
         spans = []
         for a, b in self.ranges:
             a = max_value if a is None else a

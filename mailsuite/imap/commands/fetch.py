@@ -75,11 +75,13 @@ def _prepare_batch(folder, live: list, needs_file: bool, cols: set) -> dict:
 
 
 def _fetch(session, cmd, uid: bool):
-    if len(cmd.args) < 2:
+    args = cmd.args
+    if len(args) < 2:
         raise ImapBad("FETCH needs a message set and items")
     view = session.view
-    seqset = parse_sequence_set(cmd.args[0])
-    req, renderer = _compiled(session, view, cmd.args[1:], uid)
+    seqset = parse_sequence_set(args[0])
+    plan = _compiled(session, view, args, uid)
+    req, renderer = plan.req, plan.renderer
     view.check_seqset(seqset, uid)
     if req.vanished and not (uid and session.qresync):
         # RFC 7162 §3.2.6: VANISHED only in UID FETCH, and only with QRESYNC enabled.
@@ -106,22 +108,36 @@ def _fetch(session, cmd, uid: bool):
             changed, _ = view.folder.store_flags(unseen, ["\\Seen"], "add", source=view)
             seen_set = {m.uid for m in changed}
     if renderer is None:
-        renderer = _renderer(session, view, req)
-    return _write_batches(_Batches(session, view, req, renderer, seen_set, len(targets)), targets)
+        plan = _Plan(req, _renderer(session, view, req))
+    return _write_batches(_Batches(session, view, plan, seen_set, len(targets)), targets)
 
 
-def _compiled(session, view, args: list, uid: bool) -> tuple[FetchRequest, FetchRenderer | None]:
-    """The parsed request and its renderer; both are shared by later FETCHes with the same
-    arguments, so neither may be changed (a request with modifiers is never shared)."""
-    key = _args_key(args)
+class _Plan:
+    """A parsed request, its renderer and what running it needs that follows from them."""
+
+    __slots__ = ("req", "renderer", "columns", "step", "columnar")
+
+    def __init__(self, req: FetchRequest, renderer: FetchRenderer | None):
+        self.req = req
+        self.renderer = renderer
+        self.columns = _cache_columns(req)
+        self.step = BATCH if req.needs_file else 4 * BATCH
+        self.columnar = renderer is not None and renderer.columnar
+
+
+def _compiled(session, view, args: list, uid: bool) -> _Plan:
+    """The request (FETCH's arguments after the message set) parsed and compiled; the plan is
+    shared by later FETCHes with the same arguments, so nothing of it may be changed (one
+    with modifiers is never shared, and has no renderer yet)."""
+    key = _args_key(args, 1)
     plans = view.fetch_plans
     plan = plans.get((uid, key)) if key is not None else None
     if plan is not None:
         return plan
-    req = parse_fetch_items(args, uid_command=uid)
+    req = parse_fetch_items(args[1:], uid_command=uid)
     if key is None or req.changedsince is not None or req.vanished:
-        return req, None
-    plan = req, _renderer(session, view, req)
+        return _Plan(req, None)
+    plan = _Plan(req, _renderer(session, view, req))
     if len(plans) >= PLANS_KEPT:
         plans.clear()
     plans[(uid, key)] = plan
@@ -134,12 +150,13 @@ def _renderer(session, view, req: FetchRequest) -> FetchRenderer:
     return FetchRenderer(req, session.imap_state.rendered, str(view.folder.path), streams)
 
 
-def _args_key(args: list):
-    """A hashable form of parsed arguments made of atoms and lists; None for anything else
-    (a string or a literal is never a valid item, so such a FETCH is parsed, and refused,
-    each time)."""
+def _args_key(args: list, start: int = 0):
+    """A hashable form of parsed arguments (from `start` on) made of atoms and lists; None for
+    anything else (a string or a literal is never a valid item, so such a FETCH is parsed,
+    and refused, each time)."""
     key = []
-    for a in args:
+    for i in range(start, len(args)):
+        a = args[i]
         if isinstance(a, list):
             inner = _args_key(a)
             if inner is None:
@@ -169,13 +186,12 @@ def _send_vanished(session, view, seqset) -> None:
 class _Batches:
     """One FETCH's responses, written a batch at a time."""
 
-    def __init__(
-        self, session, view, req: FetchRequest, renderer: FetchRenderer, seen_set, count: int
-    ):
+    def __init__(self, session, view, plan: _Plan, seen_set, count: int):
         self.session = session
         self.view = view
-        self.req = req
-        self.renderer = renderer
+        self.req = plan.req
+        self.renderer = renderer = plan.renderer
+        self.columns = plan.columns
         self.seen_set = seen_set
         self.folder = view.folder
         self.has_flags = renderer.has_flags
@@ -183,8 +199,8 @@ class _Batches:
         # \\Seen is only ever set by BODY[] sections, which are not columnar: such a request
         # never reports FLAGS it was not asked for.  A few messages are rendered one by one:
         # setting up the columns costs more than it saves on them.
-        self.columnar = renderer.columnar and not seen_set and count >= COLUMNAR_FROM
-        self.step = BATCH if req.needs_file else 4 * BATCH
+        self.columnar = plan.columnar and not seen_set and count >= COLUMNAR_FROM
+        self.step = plan.step
         self.loader = self.gone_loader = None
 
     def todo(self, msgs: list, known) -> list:
@@ -210,9 +226,7 @@ class _Batches:
 
     def prepare_inline(self, todo: list) -> None:
         preloaded = (
-            _prepare_batch(self.folder, todo, self.req.needs_file, _cache_columns(self.req))
-            if todo
-            else None
+            _prepare_batch(self.folder, todo, self.req.needs_file, self.columns) if todo else None
         )
         self.prepare(todo, preloaded)
 
@@ -286,7 +300,7 @@ def _write_batches_later(run: _Batches, targets: list):
             run.prepare_inline(todo)
         else:
             preloaded = yield session.services.store.io.submit(
-                _prepare_batch, run.folder, todo, run.req.needs_file, _cache_columns(run.req)
+                _prepare_batch, run.folder, todo, run.req.needs_file, run.columns
             )
             run.prepare(todo, preloaded)
         if session.view is not view:
@@ -306,9 +320,13 @@ def _batches(targets: list, step: int, needs_file: bool) -> list[list]:
     """The batches: the first one small, so that the client is reading the first responses
     while the server renders the rest, then `step` messages each; with files to read, also
     no more than READ_BUDGET bytes of them."""
+    first = min(step, FIRST_BATCH)
+    if not needs_file and targets:
+        # No file sizes to count: the batches are slices.
+        return [targets[:first]] + [targets[i : i + step] for i in range(first, len(targets), step)]
     batches: list[list] = []
     batch: list = []
-    limit, size = min(step, FIRST_BATCH), 0
+    limit, size = first, 0
     for target in targets:
         m = target[1]
         if batch and (len(batch) >= limit or (needs_file and size + m.size > READ_BUDGET)):
