@@ -131,7 +131,7 @@ class FetchRenderer:
         # per item would cost as much as the item); for every other kind ("call") the
         # argument is the item's compiled function.
         self._plan: list[tuple[str, object]] = []
-        self._memo_tags: list = []  # what the memo answers, per message
+        self._memo_shelves: list[dict] = []  # what the memo answers, per message
         self._loads = False  # some item always needs the content
         self._content_items = 0  # items that may need it
         self.has_flags = self._has_modseq = False
@@ -215,34 +215,32 @@ class FetchRenderer:
     def _memoized(
         self, label: bytes, tag, compute: Callable[[object], bytes]
     ) -> tuple[str, object]:
-        memo, scope = self.memo, self.scope
-        tag = memo.canonical(tag)
-        self._memo_tags.append(tag)
+        memo = self.memo
+        shelf = memo.shelf(self.scope, memo.canonical(tag))
+        self._memo_shelves.append(shelf)
         self._content_items += 1
 
         def part(m, fl, load, out) -> None:
             key = getattr(m, "key", None)
             value = None
             if key is not None:
-                key = (scope, key, m.size, tag)
-                value = memo.get(key)
+                key = (key, m.size)
+                value = shelf.get(key)
             if value is None:
                 value = compute(load(m))
                 if key is not None:
-                    memo.put(key, value)
+                    memo.put(shelf, key, value)
             out.append(label)
             out.append(value)
 
-        return "memo", (label, tag, compute, part)
+        return "memo", (label, shelf, compute, part)
 
     def memo_lookup(self, msgs: list) -> list[list]:
         """For a columnar request: per memoized item, its rendered bytes for each of `msgs`
         (None where the memo lacks them)."""
-        get, scope = self.memo.get, self.scope
         return [
-            [get((scope, m.key, m.size, arg[1])) for m in msgs]
-            for what, arg in self._plan
-            if what == "memo"
+            [get((m.key, m.size)) for m in msgs]
+            for get in [arg[1].get for what, arg in self._plan if what == "memo"]
         ]
 
     @staticmethod
@@ -285,11 +283,11 @@ class FetchRenderer:
                 flag_column = _flag_lists(flags)
                 columns.append(flag_column)
             elif what == "memo":
-                label, tag, compute, _ = arg
+                label, shelf, compute, _ = arg
                 fmt.append(label.replace(b"%", b"%%") + b"%s")
                 column = next(memo_columns)
                 if None in column:
-                    self._fill(column, msgs, tag, compute, load, contents, gone)
+                    self._fill(column, msgs, shelf, compute, load, contents, gone)
                 columns.append(column)
             else:
                 fmt.append(arg)
@@ -315,11 +313,11 @@ class FetchRenderer:
             values[i::width] = column
         out.append((b"".join(fmt) * rows) % tuple(values))
 
-    def _fill(self, column, msgs, tag, compute, load, contents, gone) -> None:
+    def _fill(self, column, msgs, shelf, compute, load, contents, gone) -> None:
         """Render what the memo lacked, and keep it there."""
         if load is None:
             load = _no_loader
-        memo, scope = self.memo, self.scope
+        memo = self.memo
         for i, value in enumerate(column):
             if value is not None or i in gone:
                 continue
@@ -332,7 +330,7 @@ class FetchRenderer:
             except FileNotFoundError:
                 gone.add(i)
                 continue
-            memo.put((scope, m.key, m.size, tag), value)
+            memo.put(shelf, (m.key, m.size), value)
             column[i] = value
 
     def needs_content(self, m) -> bool:
@@ -341,13 +339,13 @@ class FetchRenderer:
             self._streamed_only and m.size >= STREAM_FROM and self.stream_view.is_live(m)
         ):
             return True
-        if not self._memo_tags:
+        if not self._memo_shelves:
             return False
         key = getattr(m, "key", None)
         if key is None:
             return True
-        size, scope, memo = m.size, self.scope, self.memo
-        return any((scope, key, size, tag) not in memo for tag in self._memo_tags)
+        key = (key, m.size)
+        return any(key not in shelf for shelf in self._memo_shelves)
 
     def render(
         self,
