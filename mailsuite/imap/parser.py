@@ -478,8 +478,9 @@ _SECTION_RUN = re.compile(rb"[^\[\]\r\n\x00]*")
 # (FROM)]`) whole.
 _ATOM_CHARS = re.escape(bytes(sorted(_ATOM_STOP)))
 _PLAIN_ATOM = (
-    b"(?:(?i:BODY|BODY\\.PEEK|BINARY|BINARY\\.PEEK|BINARY\\.SIZE)\\[[^\\[\\]\\r\\n\\x00 ]*\\]"
-    b"[^" + _ATOM_CHARS + b"]*|[^" + _ATOM_CHARS + b"\\[]+)(?=[ )]|\\Z)"
+    b"(?:[^" + _ATOM_CHARS + b"\\[]+"
+    b"|(?i:BODY|BODY\\.PEEK|BINARY|BINARY\\.PEEK|BINARY\\.SIZE)\\[[^\\[\\]\\r\\n\\x00 ]*\\]"
+    b"[^" + _ATOM_CHARS + b"]*)(?=[ )]|\\Z)"
 )
 _ATOMS = re.compile(_PLAIN_ATOM + b"(?: " + _PLAIN_ATOM + b")*")
 
