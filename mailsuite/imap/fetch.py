@@ -118,14 +118,18 @@ class FetchRenderer:
         memo: RenderedMemo | None = None,
         scope: str = "",
         stream_view=None,
+        bodies: RenderedMemo | None = None,
     ):
         # `scope` names the Maildir the messages come from: memo keys are only unique in it.
         self.memo = RenderedMemo() if memo is None else memo
         self.scope = self.memo.canonical(scope)
         # Given the selected view the messages are in (its `folder`, `is_live(msg)`), BODY[]
         # and RFC822 of big live messages (whole or <partial>) are answered with a
-        # `MessageLiteral` that the connection streams from the file, instead of the bytes.
+        # `MessageLiteral` that the connection streams from the file, instead of the bytes;
+        # those of the other live messages come from `bodies`, the memo of message bodies in
+        # wire form, when given and holding them.
         self.stream_view = stream_view
+        self._bodies = None if bodies is None else (bodies, bodies.shelf(self.scope, "wire"))
         self._streamed_only = stream_view is not None  # every loading item can stream
         # Steps (kind, argument).  Index items are done inline by `render` (a function call
         # per item would cost as much as the item); for every other kind ("call") the
@@ -210,7 +214,7 @@ class FetchRenderer:
         if self.stream_view is None or not _streamable(it):
             self._streamed_only = False
             return "call", part
-        return "call", _streamed_part(it, sp, part, self.stream_view)
+        return "call", _streamed_part(it, sp, part, self.stream_view, self._bodies)
 
     def _memoized(
         self, label: bytes, tag, compute: Callable[[object], bytes]
@@ -336,7 +340,9 @@ class FetchRenderer:
     def needs_content(self, m) -> bool:
         """Whether rendering `m` loads its content (file or parsed cache)."""
         if self._loads and not (
-            self._streamed_only and m.size >= STREAM_FROM and self.stream_view.is_live(m)
+            self._streamed_only
+            and (m.size >= STREAM_FROM or self._body_known(m))
+            and self.stream_view.is_live(m)
         ):
             return True
         if not self._memo_shelves:
@@ -346,6 +352,9 @@ class FetchRenderer:
             return True
         key = (key, m.size)
         return any(key not in shelf for shelf in self._memo_shelves)
+
+    def _body_known(self, m) -> bool:
+        return self._bodies is not None and (m.key, m.size) in self._bodies[1]
 
     def render(
         self,
@@ -480,19 +489,44 @@ def _streamable(it: FetchItem) -> bool:
     return it.kind == "BODY[]" and not sec.part and sec.text == ""
 
 
-def _streamed_part(it: FetchItem, sp: bytes, small: _Part, view) -> _Part:
-    """A `MessageLiteral` for big live messages; `small` for the others (a message expunged
-    by another session is answered from what is still there, as before)."""
+def _streamed_part(it: FetchItem, sp: bytes, small: _Part, view, bodies) -> _Part:
+    """A `MessageLiteral` for big live messages; for the other live ones the wire bytes kept
+    in `bodies` (memo, shelf), which the first FETCH of each puts there; `small` for messages
+    expunged by another session (answered from what is still there, as before).
+
+    Why keep bodies: the stored form has LF line ends, so every FETCH of a body reads the file
+    and converts it; a client (or a second device) fetching a message again gets the bytes
+    as they go out, without either."""
     label = sp + (b"RFC822" if it.kind == "RFC822" else it.label) + b" "
-    origin, length = it.partial if it.partial is not None else (0, None)
+    partial = it.partial
+    origin, length = partial if partial is not None else (0, None)
     folder, is_live = view.folder, view.is_live
 
     def part(m, fl, load, out) -> None:
-        if m.size < STREAM_FROM or not is_live(m):
+        if not is_live(m):
             small(m, fl, load, out)
             return
+        if m.size >= STREAM_FROM:
+            out.append(label)
+            out.append(MessageLiteral(folder, m, origin, length))
+            return
+        if bodies is None:
+            small(m, fl, load, out)
+            return
+        memo, shelf = bodies
+        key = (m.key, m.size)
+        data = shelf.get(key)
+        if data is None:
+            data = load(m).wire()
+            # RFC 3501 §4.3: a literal cannot carry NUL; 0x80 stands in, as in Dovecot
+            if b"\x00" in data:
+                data = data.replace(b"\x00", b"\x80")
+            memo.put(shelf, key, data)
+        if partial is not None:
+            data = data[origin:] if length is None else data[origin : origin + length]
         out.append(label)
-        out.append(MessageLiteral(folder, m, origin, length))
+        out.append(b"{%d}\r\n" % len(data))
+        out.append(data)
 
     return part
 

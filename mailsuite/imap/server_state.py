@@ -26,6 +26,9 @@ REFRESH_INTERVAL = 0.9
 
 # How often IDLE looks for changes made behind the process's back (a file dropped into new/).
 IDLE_POLL_SECONDS = 1.0
+# Memory for message bodies kept in wire form (what FETCH sends again without reading and
+# converting the file); each is below literal.STREAM_FROM.
+BODIES_BUDGET = 16 * 1024 * 1024
 
 
 class ImapState:
@@ -48,6 +51,8 @@ class ImapState:
         self._flag_searches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.idle_poll = FolderPoll(self.refresh, IDLE_POLL_SECONDS)
         self.rendered = RenderedMemo()
+        # Bodies below `literal.STREAM_FROM` in wire form, as FETCH sent them (fetch.py).
+        self.bodies = RenderedMemo(BODIES_BUDGET)
         self.wire_positions = WirePositions()  # where streamed big bodies were (literal.py)
 
     # -- \Recent ----------------------------------------------------------------------------

@@ -146,8 +146,11 @@ def _compiled(session, view, args: list, uid: bool) -> _Plan:
 
 def _renderer(session, view, req: FetchRequest) -> FetchRenderer:
     # Big bodies are streamed from their files by a connection that can (the Twisted one).
-    streams = view if getattr(session.protocol, "streams_literals", False) else None
-    return FetchRenderer(req, session.imap_state.rendered, str(view.folder.path), streams)
+    # Bodies come from the memo of bodies on such a connection too.
+    state = session.imap_state
+    if getattr(session.protocol, "streams_literals", False):
+        return FetchRenderer(req, state.rendered, str(view.folder.path), view, state.bodies)
+    return FetchRenderer(req, state.rendered, str(view.folder.path))
 
 
 def _args_key(args: list, start: int = 0):
