@@ -97,6 +97,7 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
         self._turn = None  # the call that resumes the session on the next reactor turn
         self._reading_paused = False
         self._input_limit = INPUT_BUFFER + services.config.imap.max_command_line
+        self._idle_seconds = services.config.imap.idle_timeout
         self._queued: list = []  # output written while a literal streams, sent after it
 
     # -- connection ---------------------------------------------------------------------------
@@ -196,11 +197,11 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
     def _reset_timeout(self) -> None:
         self.note_input()
         # RFC 3501 §5.4: an autologout timer of at least 30 minutes (config.imap.idle_timeout).
-        seconds = self.services.config.imap.idle_timeout
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.reset(seconds)
+        timer = self._timeout
+        if timer is not None and timer.active():
+            timer.reset(self._idle_seconds)
         else:
-            self._timeout = reactor.callLater(seconds, self._timed_out)
+            self._timeout = reactor.callLater(self._idle_seconds, self._timed_out)
 
     def _timed_out(self) -> None:
         self._timeout = None
@@ -372,10 +373,14 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
         self._queued = []
         self.transport.abortConnection()
 
-    def wait_writable(self) -> defer.Deferred:
+    def writable(self) -> bool:
         gate = self._gate
-        if (not gate.paused and gate.stream is None) or self.closed:
+        return (not gate.paused and gate.stream is None) or self.closed
+
+    def wait_writable(self) -> defer.Deferred:
+        if self.writable():
             return defer.succeed(None)
+        gate = self._gate
         d = defer.Deferred()
         gate.waiters.append(d)
         return d

@@ -60,6 +60,10 @@ class Connection(Protocol):
 
     def wait_writable(self) -> defer.Deferred: ...
 
+    def writable(self) -> bool:
+        """`wait_writable()` would fire at once (asked before every command, so it costs no
+        Deferred)."""
+
     def close(self) -> None: ...
 
     def start_tls(self) -> None: ...
@@ -88,6 +92,9 @@ class _Disconnected:
 
     def wait_writable(self) -> defer.Deferred:
         return defer.succeed(None)
+
+    def writable(self) -> bool:
+        return True
 
     def close(self) -> None:
         pass
@@ -251,6 +258,8 @@ class Session:
         client has read it, so a client that never reads cannot make us hold its replies."""
         if self._awaiting_output:
             return True
+        if self.protocol.writable():
+            return False
         d = self.protocol.wait_writable()
         if d.called:
             return False

@@ -37,6 +37,9 @@ class MemoryConnection:
     def wait_writable(self) -> defer.Deferred:
         return defer.succeed(None)
 
+    def writable(self) -> bool:
+        return True
+
     def close(self) -> None:
         self.closed = True
 

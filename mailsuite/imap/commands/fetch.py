@@ -218,10 +218,16 @@ class _Batches:
         """Loaders for the batch, given what `_prepare_batch` returned (a columnar batch
         that the memo answers whole needs none)."""
         if self.req.needs_content and (todo or not self.columnar):
-            self.loader = self.folder.parsed_loader(preloaded)
+            folder = self.folder
+            if todo:
+                self.loader = folder.parsed_loader(preloaded)
+            else:
+                # Nothing to load as far as can be told now (memo and bodies answer): a
+                # loader is made only if one is asked for after all.
+                self.loader = _when_asked(folder.parsed_loader)
             # Only messages expunged by others meanwhile need this one (see `write`).
             if self.view.pending_expunge:
-                self.gone_loader = self.folder.expunged_loader(preloaded)
+                self.gone_loader = folder.expunged_loader(preloaded)
 
     def inline(self, todo: list) -> bool:
         # A thread hop costs more than reading a few small files from the page cache.
@@ -273,6 +279,18 @@ class _Batches:
         cache = self.folder.parsed_cache if self.req.needs_content else None
         if cache is not None and cache.has_pending:
             self.session.services.store.io.submit(cache.flush).addErrback(lambda f: None)
+
+
+def _when_asked(make_loader):
+    """A loader that `make_loader()` makes at its first call."""
+    made = []
+
+    def load(msg):
+        if not made:
+            made.append(make_loader())
+        return made[0](msg)
+
+    return load
 
 
 def _write_batches(run: _Batches, targets: list):
