@@ -297,7 +297,7 @@ class Session:
             self.protocol.write_sequence([R.untagged("BYE Internal error")])
             self.protocol.close()
             return
-        if isinstance(d, defer.Deferred) and not d.called:
+        if d is not None and not d.called:
             self.busy = True
 
             def done(result):
@@ -415,7 +415,9 @@ class Session:
         except Exception as e:
             self._finish_error(cmd, e)
             return None
-        if isinstance(result, defer.Deferred):
+        # (Deferred's metaclass is an ABC's: its isinstance is slow, and most results are
+        # None or text.)
+        if result is not None and type(result) is not str and isinstance(result, defer.Deferred):
             d = result
             d.addCallback(lambda r: self._finish_ok(cmd, spec, r))
             d.addErrback(lambda f: self._finish_error(cmd, f.value))

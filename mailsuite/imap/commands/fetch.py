@@ -160,7 +160,9 @@ def _args_key(args: list, start: int = 0):
     key = []
     for i in range(start, len(args)):
         a = args[i]
-        if isinstance(a, list):
+        if type(a) is list and all(type(x) is Atom for x in a):
+            key.append(tuple(a))  # what nearly every request's item list is
+        elif isinstance(a, list):
             inner = _args_key(a)
             if inner is None:
                 return None
