@@ -45,6 +45,9 @@ FLUSH_BYTES = 65536
 # client pipelining thousands of commands never keeps the others waiting.
 COMMANDS_PER_TURN = 32
 
+# " OK <NAME> completed" + CRLF by command name (only names of the command table get here).
+_COMPLETED: dict[str, bytes] = {}
+
 
 class Connection(Protocol):
     """What a session needs from whatever carries its bytes."""
@@ -430,13 +433,20 @@ class Session:
             self.flush()
             return
         self.send_updates(spec.expunge_ok)
-        code = None
-        text = f"{cmd.name} completed"
-        if isinstance(result, tuple):
-            code, text = result
-        elif isinstance(result, str):
-            text = result
-        self.send(R.tagged(cmd.tag, "OK", text, code))
+        if result is None:
+            # `tag OK <NAME> completed`, its tail made once per command name.
+            tail = _COMPLETED.get(cmd.name)
+            if tail is None:
+                tail = _COMPLETED[cmd.name] = R.tagged("", "OK", f"{cmd.name} completed")
+            self.send(cmd.tag.encode("ascii") + tail)
+        else:
+            code = None
+            text = f"{cmd.name} completed"
+            if isinstance(result, tuple):
+                code, text = result
+            elif isinstance(result, str):
+                text = result
+            self.send(R.tagged(cmd.tag, "OK", text, code))
         self.flush()
         self.services.metrics.imap_command(spec.name, self.command_started)
         self.bad_commands = 0 if cmd.name != "NOOP" else self.bad_commands

@@ -207,6 +207,8 @@ class _Batches:
         self.columnar = plan.columnar and not seen_set and count >= COLUMNAR_FROM
         self.step = plan.step
         self.loader = self.gone_loader = None
+        self.loaded = False  # some content was loaded (the parsed cache may have rows to write)
+        self._asked_loader = None
 
     def todo(self, msgs: list, known) -> list:
         """The messages of a batch whose content the renderer needs."""
@@ -223,13 +225,21 @@ class _Batches:
             folder = self.folder
             if todo:
                 self.loader = folder.parsed_loader(preloaded)
+                self.loaded = True
             else:
                 # Nothing to load as far as can be told now (memo and bodies answer): a
                 # loader is made only if one is asked for after all.
-                self.loader = _when_asked(folder.parsed_loader)
+                self.loader = self._load_when_asked
             # Only messages expunged by others meanwhile need this one (see `write`).
             if self.view.pending_expunge:
                 self.gone_loader = folder.expunged_loader(preloaded)
+                self.loaded = True
+
+    def _load_when_asked(self, msg):
+        if self._asked_loader is None:
+            self._asked_loader = self.folder.parsed_loader()
+            self.loaded = True
+        return self._asked_loader(msg)
 
     def inline(self, todo: list) -> bool:
         # A thread hop costs more than reading a few small files from the page cache.
@@ -278,21 +288,9 @@ class _Batches:
             self.session.send(b"".join(out))
 
     def finish(self) -> None:
-        cache = self.folder.parsed_cache if self.req.needs_content else None
+        cache = self.folder.parsed_cache if self.loaded else None
         if cache is not None and cache.has_pending:
             self.session.services.store.io.submit(cache.flush).addErrback(lambda f: None)
-
-
-def _when_asked(make_loader):
-    """A loader that `make_loader()` makes at its first call."""
-    made = []
-
-    def load(msg):
-        if not made:
-            made.append(make_loader())
-        return made[0](msg)
-
-    return load
 
 
 def _write_batches(run: _Batches, targets: list):
