@@ -303,7 +303,7 @@ def _event_text(event: dict) -> str:
     fmt = event.get("log_format")
     if fmt is not None and "()" not in fmt:
         try:
-            return fmt.format(**event)
+            return fmt.format_map(event)
         except Exception:
             pass
     return formatEvent(event)

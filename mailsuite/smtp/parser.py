@@ -141,17 +141,22 @@ def parse_command(line: bytes) -> Command:
 
     The line is UTF-8 (RFC 6531 allows it in addresses); anything else is a syntax error.
     """
+    return Command(*split_command(line))
+
+
+def split_command(line: bytes) -> tuple[str, str]:
+    """parse_command's (verb, argument) as a plain pair, for the session's every command."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise SmtpReply(500, "5.5.2", "Error: invalid characters in command") from None
-    if any(c in text for c in "\0\r\n"):
+    if "\0" in text or "\r" in text or "\n" in text:
         raise SmtpReply(500, "5.5.2", "Error: invalid characters in command")
     verb, _, arg = text.partition(" ")
     if not _VERB.match(verb):
         raise SmtpReply(500, "5.5.2", "Error: command not recognized")
     # "MAIL FROM:" is two words; keep the rest intact and let the verb handler parse it.
-    return Command(verb.upper(), arg)
+    return verb.upper(), arg
 
 
 # ---------------------------------------------------------------------------------------------

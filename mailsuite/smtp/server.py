@@ -126,7 +126,7 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
     # --- SmtpConnection: what the session asks for -------------------------------------------
 
     def write(self, data: bytes) -> None:
-        self.transport.writeSequence([data])
+        self.transport.write(data)
 
     def close(self) -> None:
         self.setTimeout(None)

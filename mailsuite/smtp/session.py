@@ -28,8 +28,8 @@ from mailsuite.smtp.parser import (
     LineBuffer,
     SmtpReply,
     format_reply,
-    parse_command,
     parse_helo,
+    split_command,
 )
 from mailsuite.smtp.transaction import Transaction, TransactionCommands
 
@@ -330,13 +330,13 @@ class SmtpSession(AuthCommands, TransactionCommands, BurlCommands):
     # --- commands -----------------------------------------------------------------------------
 
     def _command(self, line: bytes) -> None:
-        cmd = parse_command(line)
-        handler = getattr(self, f"smtp_{cmd.verb}", None)
+        verb, arg = split_command(line)
+        handler = getattr(self, f"smtp_{verb}", None)
         if handler is None:
-            if cmd.verb in NOT_IMPLEMENTED:
-                raise SmtpReply(502, "5.5.1", f"Error: command {cmd.verb} not implemented")
+            if verb in NOT_IMPLEMENTED:
+                raise SmtpReply(502, "5.5.1", f"Error: command {verb} not implemented")
             raise SmtpReply(500, "5.5.2", "Error: command not recognized")
-        handler(cmd.arg)
+        handler(arg)
 
     def smtp_EHLO(self, arg: str) -> None:
         self.helo = parse_helo(arg)
