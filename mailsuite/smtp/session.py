@@ -43,6 +43,9 @@ NOT_IMPLEMENTED = {"EXPN", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML"}
 # later reactor turn, so that one client's pipeline never keeps the others waiting.
 COMMANDS_PER_TURN = 32
 
+# EHLO replies made so far, by what decides them (SmtpSession.smtp_EHLO).
+_EHLO_REPLIES: dict[tuple, bytes] = {}
+
 
 class SmtpConnection(Protocol):
     """What the session asks of its connection."""
@@ -342,15 +345,26 @@ class SmtpSession(AuthCommands, TransactionCommands, BurlCommands):
         self.helo = parse_helo(arg)
         self.esmtp = True
         self.tx = None
-        lines = [self.hostname, "PIPELINING", f"SIZE {self.cfg.max_message_size}"]
-        if self._starttls_available():
-            lines.append("STARTTLS")
-        if self._auth_allowed() and self.user is None:
-            lines.append("AUTH " + " ".join(sasl.MECHANISMS))
-        lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING", "HELP"]
-        lines += self.ehlo_burl()
-        # RFC 2034 §4: no enhanced codes in the EHLO reply.
-        self._reply(250, None, lines)
+        starttls = self._starttls_available()
+        auth = self._auth_allowed() and self.user is None
+        burl = tuple(self.ehlo_burl())
+        # The same few replies over and over: each made once (per server name and size).
+        key = (self.hostname, self.cfg.max_message_size, starttls, auth, burl)
+        reply = _EHLO_REPLIES.get(key)
+        if reply is None:
+            lines = [self.hostname, "PIPELINING", f"SIZE {self.cfg.max_message_size}"]
+            if starttls:
+                lines.append("STARTTLS")
+            if auth:
+                lines.append("AUTH " + " ".join(sasl.MECHANISMS))
+            lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING", "HELP"]
+            lines += burl
+            # RFC 2034 §4: no enhanced codes in the EHLO reply.
+            reply = format_reply(250, None, lines)
+            if len(_EHLO_REPLIES) < 64:
+                _EHLO_REPLIES[key] = reply
+        if self.mode != "closed":
+            self.conn.write(reply)
 
     def smtp_HELO(self, arg: str) -> None:
         self.helo = parse_helo(arg)
