@@ -16,6 +16,7 @@ from mailsuite.limits import AdmittedConnection
 from mailsuite.listener import SessionFactory
 from mailsuite.smtp.session import SmtpSession
 from mailsuite.tls import is_secure, tls_info
+from mailsuite.transport import close_if_sent
 
 log = Logger(namespace="mailsuite.smtp")
 
@@ -125,7 +126,8 @@ class SmtpProtocol(protocol.Protocol, AdmittedConnection):
 
     def close(self) -> None:
         self.set_idle_timeout(None)
-        self.transport.loseConnection()
+        if not close_if_sent(self.transport):
+            self.transport.loseConnection()
 
     def start_tls(self) -> None:
         self.transport.startTLS(self.services.tls.server_options())
