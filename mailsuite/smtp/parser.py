@@ -198,9 +198,17 @@ def _is_atext(c: str, utf8: bool) -> bool:
     return c.isascii() and (c.isalnum() or c in _ATEXT) or (utf8 and ord(c) >= 0x80)
 
 
+# An ASCII Dot-string (RFC 5321 §4.1.2), matched at once instead of a character at a time.
+_ASCII_DOT_STRING = re.compile(
+    r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(?:\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*\Z"
+)
+
+
 def _is_dot_string(s: str, utf8: bool) -> bool:
     if not s:
         return False
+    if s.isascii():
+        return _ASCII_DOT_STRING.match(s) is not None
     for atom in s.split("."):
         if not atom or not all(_is_atext(c, utf8) for c in atom):
             return False
@@ -452,12 +460,14 @@ def _address_error(code: str, utf8: bool, text: str) -> SmtpReply:
     return SmtpReply(501, code, f"Bad {what} address syntax")
 
 
+_MAIL_PARAMETERS = frozenset(("SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH"))
+
+
 def parse_mail_from(arg: str) -> MailFrom:
     path_text, words = _split_path_and_params(arg, "FROM:")
     params = parse_params(words)
-    known = {"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH"}
     for key in params:
-        if key not in known:
+        if key not in _MAIL_PARAMETERS:
             raise SmtpReply(555, "5.5.4", f"Unsupported parameter {key}")
     utf8 = "SMTPUTF8" in params
     if utf8 and params["SMTPUTF8"] is not None:
