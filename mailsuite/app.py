@@ -6,6 +6,7 @@ listeners to open (from `[listen]`), wraps the implicit-TLS ones, and handles si
 
 from __future__ import annotations
 
+import atexit
 import functools
 import grp
 import json
@@ -14,6 +15,7 @@ import pwd
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -303,7 +305,7 @@ def _event_text(event: dict) -> str:
     fmt = event.get("log_format")
     if fmt is not None and "()" not in fmt:
         try:
-            return fmt.format(**event)
+            return fmt.format_map(event)
         except Exception:
             pass
     return formatEvent(event)
@@ -361,6 +363,48 @@ def log_observer(fmt: str, out, stamped: bool):
     return observer
 
 
+class LinesByTurn:
+    """The log output, written once per reactor turn for the lines the reactor logs during
+    the turn (with those any other thread logs meanwhile, in the order they came).
+
+    Why: each write to the log is a system call, and on the reactor every system call lets
+    the durable pool's threads take the interpreter lock (that the reactor then waits to get
+    back); a busy SMTP server logs two lines per message.  Lines from other threads, or
+    while the reactor is not running, are written at once; what is held is written at the
+    end of the turn, at shutdown and at exit."""
+
+    def __init__(self, out, the_reactor=reactor) -> None:
+        self._out = out
+        self._reactor = the_reactor
+        self._reactor_thread = threading.get_ident()
+        self._held: list[str] = []
+        self._posted = False
+        # Reentrant: a signal handler (Twisted's, on SIGTERM) logs in the reactor's thread,
+        # maybe while that thread is in here.
+        self._lock = threading.RLock()
+
+    def write(self, text: str) -> None:
+        if self._reactor.running and threading.get_ident() == self._reactor_thread:
+            with self._lock:
+                self._held.append(text)
+                if self._posted:
+                    return
+                self._posted = True
+            self._reactor.callLater(0, self.flush)
+            return
+        with self._lock:
+            held, self._held = self._held, []
+            held.append(text)
+            self._out.write("".join(held))
+
+    def flush(self) -> None:
+        with self._lock:
+            self._posted = False
+            held, self._held = self._held, []
+            if held:
+                self._out.write("".join(held))
+
+
 def level_gate(observer, level: LogLevel):
     """`observer` for the events of `level` and above that have a namespace: the rule of
     Twisted's FilteringLogObserver with a LogLevelFilterPredicate, in one set lookup (theirs
@@ -407,7 +451,10 @@ def start_logging(config: Config) -> None:
     if to_file:
         make_private_dirs(Path(config.log.file).parent)
     out = open(config.log.file, "a", buffering=1) if to_file else sys.stdout  # noqa: SIM115
-    observer = log_observer(config.log.format, out, stamped=to_file)
+    lines = LinesByTurn(out)
+    reactor.addSystemEventTrigger("after", "shutdown", lines.flush)
+    atexit.register(lines.flush)
+    observer = log_observer(config.log.format, lines, stamped=to_file)
     globalLogBeginner.beginLoggingTo([level_gate(observer, level)], redirectStandardIO=False)
 
 

@@ -160,8 +160,8 @@ class ConnectionLimiter:
 
 
 class AdmittedConnection:
-    """Mixin for the protocol adapters: the connection's slot, its last activity and its
-    absolute deadline.
+    """Mixin for the protocol adapters: the connection's slot, its last activity, its idle
+    timeout and its absolute deadline.
 
     The adapter adds `is_established()` and `evict()` (the words are the protocol's) and so
     becomes the `LimitedConnection` the limiter asks when it must make room.
@@ -170,6 +170,9 @@ class AdmittedConnection:
     _limiter: ConnectionLimiter | None = None
     _last_input = 0.0
     _deadline = None
+    _idle_seconds: float | None = None
+    _idle_from = 0.0  # the idle time is counted from here: the last input or timeout change
+    _idle_call = None
 
     def take_slot(self, limiter: ConnectionLimiter | None, ip: str) -> str | None:
         """Ask the limiter for a slot: None when admitted, else why not (PER_ADDRESS or
@@ -190,7 +193,40 @@ class AdmittedConnection:
             limiter.release(self)
 
     def note_input(self) -> None:
-        self._last_input = reactor.seconds()
+        self._last_input = self._idle_from = reactor.seconds()
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Call `idle_timed_out()` once the client has sent nothing for `seconds`, counted
+        from now and again from each input (`note_input`); None: no idle timeout.
+
+        Why not Twisted's TimeoutMixin: it moves its timer at every input, where here input
+        only notes its time and a timer that fires early sets itself for the time left."""
+        self._idle_seconds = seconds
+        call = self._idle_call
+        if seconds is None:
+            self._idle_call = None
+            if call is not None and call.active():
+                call.cancel()
+            return
+        now = self._idle_from = reactor.seconds()
+        if call is None or not call.active():
+            self._idle_call = reactor.callLater(seconds, self._idle_check)
+        elif call.getTime() > now + seconds:
+            call.reset(seconds)
+
+    def idle_timed_out(self) -> None:
+        """The client was silent for the idle timeout (the adapter says so and closes)."""
+
+    def _idle_check(self) -> None:
+        self._idle_call = None
+        seconds = self._idle_seconds
+        if seconds is None:
+            return
+        left = self._idle_from + seconds - reactor.seconds()
+        if left > 0:
+            self._idle_call = reactor.callLater(left, self._idle_check)
+            return
+        self.idle_timed_out()
 
     def last_activity(self) -> float:
         return self._last_input

@@ -24,8 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from twisted.internet import _newtls, abstract, defer, endpoints, tcp
+from twisted.internet import _newtls, abstract, defer, endpoints, main, tcp
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 BIG_PIECE = 64 * 1024  # writeSequence: pieces from this size on are not joined with others
@@ -173,6 +174,22 @@ class _WriteThroughConnection:
 
 class WriteThroughServer(_WriteThroughConnection, tcp.Server):
     pass
+
+
+def close_if_sent(transport) -> bool:
+    """Close a plain TCP connection now, when everything written to it has been sent: what
+    loseConnection does on a later reactor turn (the socket shut down and closed, the
+    protocol's connectionLost called with CONNECTION_DONE), without first asking epoll to
+    report the socket writable and sending it nothing.  False, and nothing done, when data
+    is still queued, under TLS (its close_notify must go out first) or for another kind of
+    transport: then call loseConnection.  The protocol's connectionLost runs before this
+    returns, as it does in loseConnection for a connection whose writing side is gone."""
+    if not isinstance(transport, WriteThroughServer) or transport.TLS or not _idle(transport):
+        return False
+    transport.stopReading()
+    transport.stopWriting()
+    transport.connectionLost(Failure(main.CONNECTION_DONE))
+    return True
 
 
 class WriteThroughClient(_WriteThroughConnection, tcp.Client):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mailsuite.tls import fingerprint, make_self_signed
-from tests.conftest import LISTEN_KINDS, base_config, client_tls_context, toml_dumps
+from tests.conftest import LISTEN_KINDS, base_config, client_tls_context, on_reactor, toml_dumps
 
 LISTENING = re.compile(r"listening for (\w+) on 127\.0\.0\.1:(\d+)")
 
@@ -315,3 +315,44 @@ def test_twisteds_legacy_chatter_is_dropped_and_its_errors_kept():
     texts = [formatEvent(e) for e in seen]
     assert not any("starting on" in t or "Starting factory" in t or "Closed" in t for t in texts)
     assert any("something broke" in t for t in texts)
+
+
+def test_log_lines_the_reactor_writes_leave_once_per_turn_in_order(reactor_running):
+    import io
+
+    from mailsuite.app import LinesByTurn
+
+    class Out(io.StringIO):
+        writes = 0
+
+        def write(self, text):
+            self.writes += 1
+            return super().write(text)
+
+    out = Out()
+    lines = on_reactor(LinesByTurn, out)
+
+    def turn():
+        lines.write("a\n")
+        lines.write("b\n")
+        return out.getvalue()
+
+    assert on_reactor(turn) == ""  # held until the turn ends
+    deadline = time.monotonic() + 10
+    while not out.writes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (out.getvalue(), out.writes) == ("a\nb\n", 1)
+
+    def turn_with_another_thread():
+        lines.write("c\n")
+        other = threading.Thread(target=lines.write, args=("d\n",))
+        other.start()
+        other.join()
+        # Another thread's line went out at once, after the line the reactor held.
+        return out.getvalue()
+
+    assert on_reactor(turn_with_another_thread) == "a\nb\nc\nd\n"
+    time.sleep(0.1)
+    assert (out.getvalue(), out.writes) == ("a\nb\nc\nd\n", 2)
+    lines.write("e\n")  # not the reactor's thread: at once
+    assert out.getvalue().endswith("d\ne\n")

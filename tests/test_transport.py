@@ -19,6 +19,7 @@ from mailsuite.transport import (
     WriteThroughClient,
     WriteThroughServer,
     WriteThroughTCPEndpoint,
+    close_if_sent,
     gathered_writes,
 )
 from tests.conftest import base_config, client_tls_context, on_reactor
@@ -28,15 +29,21 @@ from tests.conftest import base_config, client_tls_context, on_reactor
 PIECES = [b"\xfe" * (1 << 20)] + [bytes([i % 251]) * (1 + (i * 7919) % 262144) for i in range(48)]
 PAYLOAD = b"".join(PIECES)
 HELD: list[int] = []  # writes a gathered_writes block held, per "HELD" request
+CLOSED: list[tuple] = []  # per "BYE"/"BIG" request: (close_if_sent's answer, lost by then)
 
 
 class Sender(protocol.Protocol):
     """On "GO" writes PIECES (alternating write and writeSequence) and closes; on "TLS"
     starts TLS first."""
 
+    lost = False
+
     def connectionMade(self) -> None:
         # A small send buffer makes the kernel take only part of the larger writes.
         self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+
+    def connectionLost(self, reason) -> None:
+        self.lost = True
 
     def dataReceived(self, data: bytes) -> None:
         if data.startswith(b"TLS"):
@@ -46,6 +53,12 @@ class Sender(protocol.Protocol):
             write_pieces(self.transport)
         elif data.startswith(b"SEQ"):
             write_gathered(self.transport)
+        elif data.startswith(b"BYE") or data.startswith(b"BIG"):
+            self.transport.write(b"221 Bye\r\n" if data.startswith(b"BYE") else PAYLOAD)
+            closed = close_if_sent(self.transport)
+            CLOSED.append((closed, self.lost))
+            if not closed:
+                self.transport.loseConnection()
         elif data.startswith(b"HELD"):
             # Everything written in the block (TLS records, beneath) leaves at its end.
             with gathered_writes(self.transport):
@@ -133,6 +146,23 @@ def test_gathered_writes_with_memoryviews_arrive_whole_and_in_order(sender_port)
     expected = b"".join(bytes(p) for pieces in gathered() for p in pieces)
     assert len(got) == len(expected)
     assert hashlib.sha256(got).digest() == hashlib.sha256(expected).digest()
+
+
+def test_close_if_sent_closes_at_once_when_all_was_sent(sender_port):
+    with connect(sender_port.port) as sock:
+        sock.sendall(b"BYE\n")
+        assert read_all(sock) == b"221 Bye\r\n"  # then the end of the stream
+    # The protocol heard of the loss before close_if_sent returned.
+    assert CLOSED[-1] == (True, True)
+
+
+def test_close_if_sent_leaves_queued_data_to_loseconnection(sender_port):
+    with connect(sender_port.port) as sock:
+        sock.sendall(b"BIG\n")
+        time.sleep(0.2)
+        got = read_all(sock)
+    assert CLOSED[-1] == (False, False)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(PAYLOAD).digest()
 
 
 def test_writes_after_starttls_are_encrypted_whole_and_in_order(sender_port):

@@ -435,6 +435,15 @@ class Accounts:
         """Whether `address` is in a local domain, and if so what it resolves to: what RCPT and
         delivery ask, answered with one check of the lookup cache instead of two."""
         lookups = self._lookups()
+        # RCPT asks, then delivery asks again for the same address: the answer is kept as
+        # it was asked, with the lookups it was made from (and emptied with them).
+        key = ("route", address)
+        found = lookups.get(key)
+        if found is None:
+            found = lookups[key] = self._route(lookups, address)
+        return found
+
+    def _route(self, lookups: dict, address: str) -> tuple[bool, Resolution | None]:
         if not self._domain_known(lookups, lookup_domain(address.rpartition("@")[2])):
             return False, None
         try:

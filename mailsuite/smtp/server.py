@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from twisted.internet import protocol, reactor
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from mailsuite import heap
@@ -17,6 +16,7 @@ from mailsuite.limits import AdmittedConnection
 from mailsuite.listener import SessionFactory
 from mailsuite.smtp.session import SmtpSession
 from mailsuite.tls import is_secure, tls_info
+from mailsuite.transport import close_if_sent
 
 log = Logger(namespace="mailsuite.smtp")
 
@@ -24,7 +24,7 @@ log = Logger(namespace="mailsuite.smtp")
 PAUSE_BUFFER = 256 * 1024
 
 
-class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
+class SmtpProtocol(protocol.Protocol, AdmittedConnection):
     """One SMTP connection; the `SmtpConnection` its session talks to."""
 
     def __init__(self, services, kind: str) -> None:
@@ -52,7 +52,7 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
         self._producing = True
         if not self._admit(client_ip):
             return
-        self.setTimeout(session.cfg.command_timeout)
+        self.set_idle_timeout(session.cfg.command_timeout)
         delay = session.cfg.greeting_delay
         if delay > 0:
             self._greet_call = reactor.callLater(delay, session.greet)
@@ -60,7 +60,7 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
             session.greet()
 
     def connectionLost(self, reason: Failure = None) -> None:
-        self.setTimeout(None)
+        self.set_idle_timeout(None)
         self.services.metrics.disconnected(self.kind)
         self.session.connection_lost()
         # Under TLS the transport's producer wrapper and this protocol refer to each other.
@@ -77,7 +77,7 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
         self.give_back_slot()
         heap.release_soon()
 
-    def timeoutConnection(self) -> None:
+    def idle_timed_out(self) -> None:
         self.session.timed_out()
 
     # --- the connection's slot and its deadline (mailsuite.limits) ---------------------------
@@ -89,10 +89,6 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
             return False
         self.start_deadline(self.session.cfg.session_deadline, self._deadline_passed_check)
         return True
-
-    def resetTimeout(self) -> None:
-        self.note_input()
-        super().resetTimeout()
 
     def is_established(self) -> bool:
         """Logged in, or in a mail transaction (or delivering one): never evicted."""
@@ -120,23 +116,24 @@ class SmtpProtocol(protocol.Protocol, TimeoutMixin, AdmittedConnection):
     def dataReceived(self, data: bytes) -> None:
         if self.session.mode == "closed":
             return
-        self.resetTimeout()
+        self.note_input()
         self.session.feed(data)
 
     # --- SmtpConnection: what the session asks for -------------------------------------------
 
     def write(self, data: bytes) -> None:
-        self.transport.writeSequence([data])
+        self.transport.write(data)
 
     def close(self) -> None:
-        self.setTimeout(None)
-        self.transport.loseConnection()
+        self.set_idle_timeout(None)
+        if not close_if_sent(self.transport):
+            self.transport.loseConnection()
 
     def start_tls(self) -> None:
         self.transport.startTLS(self.services.tls.server_options())
 
     def set_timeout(self, seconds: float | None) -> None:
-        self.setTimeout(seconds)
+        self.set_idle_timeout(seconds)
 
     def tls_info(self) -> str | None:
         return tls_info(self.transport)

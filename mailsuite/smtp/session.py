@@ -28,8 +28,8 @@ from mailsuite.smtp.parser import (
     LineBuffer,
     SmtpReply,
     format_reply,
-    parse_command,
     parse_helo,
+    split_command,
 )
 from mailsuite.smtp.transaction import Transaction, TransactionCommands
 
@@ -42,6 +42,9 @@ NOT_IMPLEMENTED = {"EXPN", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML"}
 # call of `process`; then the session yields and its connection calls `process` again on a
 # later reactor turn, so that one client's pipeline never keeps the others waiting.
 COMMANDS_PER_TURN = 32
+
+# EHLO replies made so far, by what decides them (SmtpSession.smtp_EHLO).
+_EHLO_REPLIES: dict[tuple, bytes] = {}
 
 
 class SmtpConnection(Protocol):
@@ -330,27 +333,38 @@ class SmtpSession(AuthCommands, TransactionCommands, BurlCommands):
     # --- commands -----------------------------------------------------------------------------
 
     def _command(self, line: bytes) -> None:
-        cmd = parse_command(line)
-        handler = getattr(self, f"smtp_{cmd.verb}", None)
+        verb, arg = split_command(line)
+        handler = getattr(self, f"smtp_{verb}", None)
         if handler is None:
-            if cmd.verb in NOT_IMPLEMENTED:
-                raise SmtpReply(502, "5.5.1", f"Error: command {cmd.verb} not implemented")
+            if verb in NOT_IMPLEMENTED:
+                raise SmtpReply(502, "5.5.1", f"Error: command {verb} not implemented")
             raise SmtpReply(500, "5.5.2", "Error: command not recognized")
-        handler(cmd.arg)
+        handler(arg)
 
     def smtp_EHLO(self, arg: str) -> None:
         self.helo = parse_helo(arg)
         self.esmtp = True
         self.tx = None
-        lines = [self.hostname, "PIPELINING", f"SIZE {self.cfg.max_message_size}"]
-        if self._starttls_available():
-            lines.append("STARTTLS")
-        if self._auth_allowed() and self.user is None:
-            lines.append("AUTH " + " ".join(sasl.MECHANISMS))
-        lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING", "HELP"]
-        lines += self.ehlo_burl()
-        # RFC 2034 §4: no enhanced codes in the EHLO reply.
-        self._reply(250, None, lines)
+        starttls = self._starttls_available()
+        auth = self._auth_allowed() and self.user is None
+        burl = tuple(self.ehlo_burl())
+        # The same few replies over and over: each made once (per server name and size).
+        key = (self.hostname, self.cfg.max_message_size, starttls, auth, burl)
+        reply = _EHLO_REPLIES.get(key)
+        if reply is None:
+            lines = [self.hostname, "PIPELINING", f"SIZE {self.cfg.max_message_size}"]
+            if starttls:
+                lines.append("STARTTLS")
+            if auth:
+                lines.append("AUTH " + " ".join(sasl.MECHANISMS))
+            lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING", "HELP"]
+            lines += burl
+            # RFC 2034 §4: no enhanced codes in the EHLO reply.
+            reply = format_reply(250, None, lines)
+            if len(_EHLO_REPLIES) < 64:
+                _EHLO_REPLIES[key] = reply
+        if self.mode != "closed":
+            self.conn.write(reply)
 
     def smtp_HELO(self, arg: str) -> None:
         self.helo = parse_helo(arg)

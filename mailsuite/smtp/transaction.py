@@ -328,7 +328,10 @@ class TransactionCommands:
     def _deliver(self, envelope: Envelope, data: bytes) -> defer.Deferred:
         """The one call into delivery: fires once every copy is safe, errbacks with the failure
         that `_delivery_failure_reply` turns into the reply."""
-        return defer.maybeDeferred(self.services.delivery.deliver, envelope, data)
+        try:
+            return self.services.delivery.deliver(envelope, data)
+        except Exception:
+            return defer.fail()
 
     def _submission_rules(self, tx: Transaction, data: bytes) -> bytes:
         """RFC 6409 §8: From: must be the account's, Date:/Message-ID: are added if missing."""

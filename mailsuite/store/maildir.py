@@ -208,6 +208,8 @@ class Mailbox:
         return [names.INBOX] + [n for n in found if n != names.INBOX]
 
     def exists(self, name: str) -> bool:
+        if name == names.INBOX:
+            return True  # every delivery asks: valid, and always there
         name = names.validate(name)
         return name == names.INBOX or (self.folder_path(name) / "cur").is_dir()
 
@@ -455,7 +457,8 @@ class Mailbox:
         # folder is looked at only when something fails, the keywords' letters come from
         # memory, and the message is counted in maildirsize before it is written
         # (MaildirSize.charge), taken back if the write fails.
-        folder = names.validate(folder)
+        if folder != names.INBOX:  # INBOX, most deliveries' folder, is valid as it is
+            folder = names.validate(folder)
         base = os.fspath(self.folder_path(folder))
         try:
             info = self.keywords_for(folder).to_info(flags) if flags else ""

@@ -114,6 +114,15 @@ def _header_fields(data: bytes) -> tuple[list[bytes], int]:
     return fields, pos
 
 
+def _header_section(data: bytes) -> bytes:
+    """The header section and perhaps a little more: everything up to the first empty line
+    (or the whole message when it has none)."""
+    end = data.find(b"\n\r\n")
+    lf = data.find(b"\n\n", 0, end if end >= 0 else len(data))
+    end = lf if lf >= 0 else end
+    return data[: end + 1] if end >= 0 else data
+
+
 def is_ours(raw_field: bytes, our_id: str) -> bool:
     """Whether a raw header field is an Authentication-Results claiming `our_id`."""
     name, colon, value = raw_field.partition(b":")
@@ -125,6 +134,8 @@ def is_ours(raw_field: bytes, our_id: str) -> bool:
 
 def strip_forged(data: bytes, our_id: str) -> tuple[bytes, int]:
     """Remove Authentication-Results fields that claim `our_id`; returns (data, how many)."""
+    if _FIELD_NAME not in _header_section(data).lower():
+        return data, 0  # most messages: no such field to look at, no split into fields
     fields, end = _header_fields(data)
     kept = [f for f in fields if not is_ours(f, our_id)]
     removed = len(fields) - len(kept)

@@ -58,6 +58,12 @@ class InboundVerdict:
         return self.header + stripped
 
 
+@functools.lru_cache(maxsize=8)
+def _accepted(authserv_id: str) -> InboundVerdict:
+    """The verdict for a client that is not checked (frozen, so one is shared)."""
+    return InboundVerdict("accept", authserv_id=authserv_id)
+
+
 def lookup_for(services) -> DnsLookup:
     """The DNS lookup function: ``services.dns_lookup`` if set, else one built from config."""
     injected = getattr(services, "dns_lookup", None)
@@ -73,11 +79,19 @@ def lookup_for(services) -> DnsLookup:
 
 def skipped_client(config, client_ip: str) -> bool:
     """Clients in ``trust.skip_networks`` (loopback by default) are not checked."""
+    return _skipped(tuple(config.trust.skip_networks), client_ip)
+
+
+@functools.lru_cache(maxsize=1024)
+def _skipped(networks: tuple[str, ...], client_ip: str) -> bool:
+    """skipped_client, answered once per client address and list: every inbound message asks
+    three times (junk screen, junk filter, trust checks), and parsing the address was most of
+    each answer."""
     try:
         ip = spf.client_address(client_ip)
     except ValueError:
         return False
-    for net in config.trust.skip_networks:
+    for net in networks:
         network = _network(net)
         if ip.version == network.version and ip in network:
             return True
@@ -209,8 +223,6 @@ def _spf_info(res: spf.SpfResult, prop: str, value: str) -> ResInfo:
 async def _check(services, client_ip: str, helo: str, mail_from: str, data: bytes):
     config = services.config
     authserv_id = config.hostname
-    if not config.trust.inbound_checks or skipped_client(config, client_ip):
-        return InboundVerdict("accept", authserv_id=authserv_id)
     lookup = lookup_for(services)
     spf_mfrom, spf_helo, dkim_results = await defer.gatherResults(
         [
@@ -267,6 +279,10 @@ def check_inbound(
     `InboundVerdict`; never errbacks (an unexpected error yields a 451 tempfail and a log line),
     so a bug here can delay mail but never lose or wrongly refuse it.
     """
+    config = services.config
+    if not config.trust.inbound_checks or skipped_client(config, client_ip):
+        # Nothing to look up: answered at once, without a coroutine to drive.
+        return defer.succeed(_accepted(config.hostname))
     d = defer.Deferred.fromCoroutine(_check(services, client_ip, helo, mail_from, data))
 
     def crashed(failure):

@@ -99,6 +99,20 @@ def test_command_timeout_421_4_4_2(smtp_server):
     assert w.closed()
 
 
+def test_input_keeps_the_command_timeout_away_and_it_counts_from_the_last(smtp_server):
+    server = smtp_server(smtp={"command_timeout": 1})
+    w = session(server)
+    start = time.monotonic()
+    while time.monotonic() - start < 2.2:  # twice the timeout, and more, in commands
+        assert w.cmd("NOOP")[0] == 250
+        time.sleep(0.3)
+    last = time.monotonic()
+    code, text = w.reply()
+    assert (code, text[0][:5]) == (421, "4.4.2")
+    assert 0.6 < time.monotonic() - last < 2.5
+    assert w.closed()
+
+
 def test_data_timeout_421_and_nothing_stored(smtp_server):
     server = smtp_server(smtp={"data_timeout": 1, "command_timeout": 30})
     w = session(server)
