@@ -4,7 +4,8 @@ Like Postfix's qmgr, it keeps only a cache of the spool in memory, rebuilt from 
 (so a kill -9 loses nothing: anything not finished is still on disk and is tried again).  Due
 entries are split into one job per destination (a domain, or the smarthost); a bounded number
 of workers per destination, and in total, take jobs and reuse their connection for the next
-job to the same place (sending.py).  When every job of an entry is done, the entry is updated
+job to the same place (sending.py); an entry is started when it falls due (one timer, for
+the earliest waiting).  When every job of an entry is done, the entry is updated
 on disk, notices are sent (notices.py), and it is removed once nothing is left to do.  Message
 bytes are made ready one way (`_ready`, DKIM-signing them in the durable-I/O service's pool):
 read from the spool a batch of due entries at a time, or, for an entry this process has just
@@ -131,6 +132,9 @@ class QueueRunner(service.Service):
         self.to_remove: list[tuple[str, defer.Deferred]] = []
         self.removing = False
         self.remove_timer = None
+        # Wakes the runner when the earliest waiting entry falls due (at due_at, wall clock).
+        self.due_timer = None
+        self.due_at = 0.0
         self.signing_possible = SigningProbe(services)
         # Entries announced by the queue's listener, from any thread, not yet taken up.
         self._arrivals: list[tuple[QueueEntry, object]] = []
@@ -169,6 +173,8 @@ class QueueRunner(service.Service):
         self.queue.remove_listener(self._enqueued)
         if self.loop is not None and self.loop.running:
             self.loop.stop()
+        if self.due_timer is not None and self.due_timer.active():
+            self.due_timer.cancel()
         # In-flight work is still on disk; it is tried again at the next start.
         self.senders.abort()
         if self.remove_timer is not None and self.remove_timer.active():
@@ -220,7 +226,7 @@ class QueueRunner(service.Service):
         if entry.id in self.active:
             return
         self.entries[entry.id] = entry
-        heapq.heappush(self.heap, (entry.next_attempt, entry.id))
+        self._push(entry)
         if run and self.ready:
             self._run_due()
 
@@ -304,6 +310,30 @@ class QueueRunner(service.Service):
         for i in range(0, len(started), READ_BATCH):
             self._read_batch(started[i : i + READ_BATCH], sign)
         self.senders.spawn()
+        if self.heap and len(self.active) < MAX_ACTIVE:
+            self._wake_at(self.heap[0][0])
+
+    def _push(self, entry: QueueEntry) -> None:
+        """Schedule the entry for its next attempt (what falls due now is started by the
+        caller's _run_due; a later time gets the due timer)."""
+        heapq.heappush(self.heap, (entry.next_attempt, entry.id))
+        if self.ready and entry.next_attempt > time.time():
+            self._wake_at(entry.next_attempt)
+
+    def _wake_at(self, when: float) -> None:
+        """Run _run_due at `when` (wall clock): an entry is tried when it falls due, not up
+        to a scan interval later.  One timer, for the earliest time asked."""
+        timer = self.due_timer
+        if timer is not None and timer.active():
+            if self.due_at <= when:
+                return
+            timer.cancel()
+        self.due_at = when
+        self.due_timer = self.reactor.callLater(max(0.0, when - time.time()), self._due)
+
+    def _due(self) -> None:
+        self.due_timer = None
+        self._run_due()
 
     def _start(self, entry: QueueEntry) -> tuple[Active, list[Job]] | None:
         """Make the entry's jobs, to be queued once its message is read; None when it owes
@@ -430,7 +460,7 @@ class QueueRunner(service.Service):
             # Never leave an entry behind in memory only: try it again later.
             log.failure("relay: {id}: bookkeeping failed", f, id=act.entry.id)
             act.entry.next_attempt = time.time() + retry_delay(self.relay.retry_schedule, 1)
-            heapq.heappush(self.heap, (act.entry.next_attempt, act.entry.id))
+            self._push(act.entry)
 
         defer.Deferred.fromCoroutine(self._finish_async(act)).addErrback(failed).addBoth(
             lambda _: self._settled(act.entry.id)
@@ -478,7 +508,7 @@ class QueueRunner(service.Service):
                 self.active.pop(entry.id, None)
                 self.rescan()
             return
-        heapq.heappush(self.heap, (entry.next_attempt, entry.id))
+        self._push(entry)
 
     def _remove(self, qid: str) -> defer.Deferred:
         """Finished entries are removed in batches: one lock and one trip to the durable pool

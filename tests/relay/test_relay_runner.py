@@ -71,6 +71,21 @@ def test_4xx_then_success_is_retried(make_sender, sink):
     assert s.mailbox() == []  # no bounce, no delay warning yet
 
 
+def test_retry_is_tried_when_it_falls_due_not_at_the_next_scan(make_sender, sink):
+    # The scan interval is far longer than the retry delay: only the due timer can start it.
+    sink.script.data_end = ["451 4.3.0 greylisted", "250 2.0.0 ok"]
+    s = make_sender(retry_schedule=[1], scan_interval=30.0)
+    s.submit("sender@example.test", ["a@remote.test"], MSG)
+    wait_for(lambda: sink.data_count == 1)
+    (qid,) = s.queue_ids()
+    wait_for(lambda: s.services.queue.load(qid).attempts == 1)
+    due = s.services.queue.load(qid).next_attempt
+    wait_for(lambda: sink.data_count == 2, timeout=5)
+    tried = time.time()
+    assert due <= tried < due + 1.0
+    s.wait_empty()
+
+
 def test_5xx_for_one_of_three_bounces_to_local_sender(make_sender, sink):
     sink.script.rcpt["b@remote.test"] = "550 5.1.1 <b@remote.test>: no such user"
     s = make_sender()
