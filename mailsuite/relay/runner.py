@@ -129,7 +129,9 @@ class QueueRunner(service.Service):
         self.ticks = 0
         self.ready = False
         self.scanning = False
-        self.to_remove: list[tuple[str, defer.Deferred]] = []
+        # Finished entries waiting for their batch removal (_remove); each stays active until
+        # its spool file is gone.
+        self.to_remove: list[str] = []
         self.removing = False
         self.remove_timer = None
         # Wakes the runner when the earliest waiting entry falls due (at due_at, wall clock).
@@ -183,7 +185,7 @@ class QueueRunner(service.Service):
             self.remove_timer.cancel()
             batch, self.to_remove = self.to_remove, []
             try:
-                self.queue.remove_many([qid for qid, _ in batch])
+                self.queue.remove_many(batch)
             except OSError as e:
                 log.error("relay: removing finished entries failed: {e}", e=e)
 
@@ -456,24 +458,34 @@ class QueueRunner(service.Service):
     # -- bookkeeping and notices --------------------------------------------------------
 
     def _finish(self, act: Active) -> None:
-        def failed(f) -> None:
-            # Never leave an entry behind in memory only: try it again later.
-            log.failure("relay: {id}: bookkeeping failed", f, id=act.entry.id)
-            act.entry.next_attempt = time.time() + retry_delay(self.relay.retry_schedule, 1)
-            self._push(act.entry)
-
-        defer.Deferred.fromCoroutine(self._finish_async(act)).addErrback(failed).addBoth(
-            lambda _: self._settled(act.entry.id)
-        )
-
-    def _settled(self, qid: str) -> None:
-        self.active.pop(qid, None)
-        if self.ready and self.heap and self.heap[0][0] <= time.time():
-            self._run_due()
-
-    async def _finish_async(self, act: Active) -> None:
+        """An entry's attempt is over: what it owes, then removed or saved for its next
+        attempt.  The usual end, delivered with no notice owed, takes no coroutine: only the
+        batch removal (_remove)."""
         entry = act.entry
         now = time.time()
+        try:
+            owed = self._owed(act, now)
+            if not owed:
+                self._notified(entry, set())
+                if entry.finished:
+                    self._remove(entry.id)
+                    return
+            d = defer.Deferred.fromCoroutine(self._finish_async(act, owed, now))
+        except Exception:
+            d = defer.fail()
+        d.addErrback(self._finish_failed, entry)
+        d.addCallback(lambda removing: removing or self._settled(entry.id))
+
+    def _finish_failed(self, f, entry: QueueEntry) -> None:
+        # Never leave an entry behind in memory only: try it again later.
+        log.failure("relay: {id}: bookkeeping failed", f, id=entry.id)
+        entry.next_attempt = time.time() + retry_delay(self.relay.retry_schedule, 1)
+        self._push(entry)
+
+    def _owed(self, act: Active, now: float) -> list[list]:
+        """Counts the attempt, fails what has waited too long, and returns the notices the
+        entry owes now (Notices.owed)."""
+        entry = act.entry
         if act.attempted:
             entry.attempts += 1
         if entry.pending and now - entry.created >= self.relay.max_age:
@@ -485,19 +497,33 @@ class QueueRunner(service.Service):
                     "delivery time expired"
                 )
                 r.updated = now
-        unsent = await self.notices.send_all(entry, self.notices.owed(entry, act.dsn_passed, now))
-        expired = now - entry.created >= self.relay.max_age
-        if unsent and expired:
-            # A notice that could not be handed on for the whole retry period is given up.
-            log.error("relay: {id}: giving up on an undeliverable notice", id=entry.id)
-            unsent.clear()
+        return self.notices.owed(entry, act.dsn_passed, now)
+
+    def _notified(self, entry: QueueEntry, unsent: set[int]) -> None:
+        """Every final state has had its notice, except the recipients in `unsent`."""
         for r in entry.recipients:
             if r.state != PENDING and id(r) not in unsent:
                 r.dsn_sent = True
-        if entry.finished:
-            await self._remove(entry.id)
-            self.entries.pop(entry.id, None)
-            return
+
+    def _settled(self, qid: str) -> None:
+        self.active.pop(qid, None)
+        if self.ready and self.heap and self.heap[0][0] <= time.time():
+            self._run_due()
+
+    async def _finish_async(self, act: Active, owed: list[list], now: float) -> bool:
+        """The rest of _finish, for an entry that owes notices or stays queued: True when its
+        removal settles it (_removed)."""
+        entry = act.entry
+        if owed:
+            unsent = await self.notices.send_all(entry, owed)
+            if unsent and now - entry.created >= self.relay.max_age:
+                # A notice that could not be handed on for the whole retry period is given up.
+                log.error("relay: {id}: giving up on an undeliverable notice", id=entry.id)
+                unsent.clear()
+            self._notified(entry, unsent)
+            if entry.finished:
+                self._remove(entry.id)
+                return True
         if act.attempted or not entry.pending:
             entry.next_attempt = now + retry_delay(self.relay.retry_schedule, entry.attempts)
         saved = await self.io.submit(self.queue.save, entry)
@@ -507,18 +533,18 @@ class QueueRunner(service.Service):
             if saved == "stale":
                 self.active.pop(entry.id, None)
                 self.rescan()
-            return
+            return False
         self._push(entry)
+        return False
 
-    def _remove(self, qid: str) -> defer.Deferred:
+    def _remove(self, qid: str) -> None:
         """Finished entries are removed in batches: one lock and one trip to the durable pool
-        for all that finished within REMOVE_DELAY or while the previous batch was removed."""
-        d: defer.Deferred = defer.Deferred()
-        self.to_remove.append((qid, d))
+        for all that finished within REMOVE_DELAY or while the previous batch was removed.
+        Each is settled (_removed) once its batch is done."""
+        self.to_remove.append(qid)
         if not self.removing:
             self.removing = True
             self.remove_timer = self.reactor.callLater(REMOVE_DELAY, self._remove_batch)
-        return d
 
     def _remove_batch(self) -> None:
         self.remove_timer = None
@@ -529,16 +555,21 @@ class QueueRunner(service.Service):
         self.removing = True
 
         def done(result):
-            for _, d in batch:
-                d.callback(None)
+            for qid in batch:
+                self._removed(qid)
             self._remove_batch()
 
         def failed(f):
             log.failure("relay: removing finished entries failed", f)
             done(None)
 
-        ids = [q for q, _ in batch]
-        defer.maybeDeferred(self.io.submit, self.queue.remove_many, ids).addCallbacks(done, failed)
+        defer.maybeDeferred(self.io.submit, self.queue.remove_many, batch).addCallbacks(
+            done, failed
+        )
+
+    def _removed(self, qid: str) -> None:
+        self.entries.pop(qid, None)
+        self._settled(qid)
 
     # -- for tests and the admin command -------------------------------------------------
 
