@@ -250,6 +250,26 @@ def test_concurrency_limit_per_destination_and_connection_reuse(make_sender, sin
     assert sink.connections < 12  # sessions carry several transactions (RSET between)
 
 
+def test_idle_connection_is_reused_while_it_lingers_and_closed_after(
+    make_sender, sink, monkeypatch
+):
+    from mailsuite.relay import sending
+
+    monkeypatch.setattr(sending, "LINGER", 0.6)
+    s = make_sender()
+    s.submit("sender@example.test", ["a@remote.test"], MSG)
+    s.wait_empty()
+    time.sleep(0.2)  # within LINGER: the same session takes the next message
+    s.submit("sender@example.test", ["b@remote.test"], MSG)
+    s.wait_empty()
+    assert len(sink.transactions) == 2 and sink.connections == 1
+    assert sink.active == 1
+    idle = time.monotonic()
+    wait_for(lambda: sink.active == 0, timeout=5)
+    assert 0.4 < time.monotonic() - idle < 2.0
+    assert sink.commands[-1] == "QUIT"
+
+
 def test_total_connection_limit(make_sender, sink):
     sink.script.slow["DATA-END"] = 0.1
     routes = {f"d{i}.test": f"127.0.0.1:{sink.port}" for i in range(6)}
