@@ -507,7 +507,14 @@ class QueueRunner(service.Service):
 
     def _settled(self, qid: str) -> None:
         self.active.pop(qid, None)
-        if self.ready and self.heap and self.heap[0][0] <= time.time():
+        # A backlog held back by MAX_ACTIVE is taken up a read batch at a time, not one entry
+        # (one trip to the durable pool) for every entry that settles.
+        if (
+            self.ready
+            and len(self.active) <= MAX_ACTIVE - READ_BATCH
+            and self.heap
+            and self.heap[0][0] <= time.time()
+        ):
             self._run_due()
 
     async def _finish_async(self, act: Active, owed: list[list], now: float) -> bool:

@@ -414,6 +414,35 @@ def test_backlog_read_from_disk_goes_out_each_message_to_its_recipient(tmp_path,
     assert len(sink.transactions) == 75
 
 
+def test_backlog_beyond_the_active_limit_is_taken_up_a_batch_at_a_time(tmp_path, sink, monkeypatch):
+    from mailsuite.relay import runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "MAX_ACTIVE", 10)
+    monkeypatch.setattr(runner_mod, "READ_BATCH", 4)
+    cfg = relay_config(tmp_path, routes={"remote.test": f"127.0.0.1:{sink.port}"})
+    s = Sender(cfg)
+    queue = Queue(s.services.queue.path)
+    for i in range(43):
+        queue.enqueue("sender@example.test", [f"r{i}@remote.test"], MSG)
+    submits = []
+    submit = s.services.queue.io.submit
+    monkeypatch.setattr(
+        s.services.queue.io, "submit", lambda work, *a: submits.append(work) or submit(work, *a)
+    )
+    try:
+        s.start()
+        s.wait_empty()
+        assert len(s.runner.active) == 0
+    finally:
+        s.stop()
+    assert sorted(t.accepted[0] for t in sink.transactions) == sorted(
+        f"r{i}@remote.test" for i in range(43)
+    )
+    # Read in batches of READ_BATCH, never one entry per trip once the backlog is held back.
+    reads = [w for w in submits if getattr(w, "__name__", "") == "_read"]
+    assert len(reads) <= 43 // 4 + 3
+
+
 def test_stop_leaves_entry_for_next_start(tmp_path, sink):
     sink.script.slow["DATA-END"] = 1.0
     cfg = relay_config(tmp_path, routes={"remote.test": f"127.0.0.1:{sink.port}"})
