@@ -304,13 +304,26 @@ class Postfix:
         subprocess.run(["postfix", "-c", str(self.conf), "stop"], capture_output=True)
 
 
+def print_cpu(name: str, n: int, before: tuple[float, float], after: tuple[float, float]) -> None:
+    (all0, main0), (all1, main1) = before, after
+    print(
+        f"    {name} CPU per message: {(all1 - all0) / n * 1e3:.3f} ms, "
+        f"of which the reactor thread {(main1 - main0) / n * 1e3:.3f} ms",
+        flush=True,
+    )
+
+
 def drain_run(kind, n: int, size: int, run: int) -> float:
     sink, sink_port = start_sink()
     server = kind(sink_port, run, drain=n, size=size)
     try:
         t0 = server.release()
+        cpu = getattr(server, "cpu", None)
+        cpu0 = cpu() if cpu else (0.0, 0.0)
         wait_drained(server.queued)
         total = time.monotonic() - t0
+        if cpu:
+            print_cpu(server.name, n, cpu0, cpu())
     finally:
         server.stop()
         sink.terminate()
@@ -333,12 +346,7 @@ def one_run(kind, n: int, clients: int, size: int, run: int) -> tuple[float, flo
         busy = (machine_busy() - busy0) / total / os.cpu_count() * 100
         print(f"    {server.name}: the machine's CPUs {busy:.0f} % busy during the run", flush=True)
         if cpu:
-            (all1, main1), (all0, main0) = cpu(), cpu0
-            print(
-                f"    {server.name} CPU per message: {(all1 - all0) / n * 1e3:.3f} ms, "
-                f"of which the reactor thread {(main1 - main0) / n * 1e3:.3f} ms",
-                flush=True,
-            )
+            print_cpu(server.name, n, cpu0, cpu())
     finally:
         server.stop()
         sink.terminate()

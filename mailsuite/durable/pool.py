@@ -43,6 +43,9 @@ class WorkerPool:
         # the order they came: handed to the reactor together, by one wake-up.
         self._finished: list[tuple] = []
         self._flush_posted = False
+        # Set in a worker thread while it runs a job: its call_soon calls wait for the job's
+        # result to post the wake-up.
+        self._in_job = threading.local()
         self.stopped = False
 
     def submit(self, work, *args) -> defer.Deferred:
@@ -79,6 +82,8 @@ class WorkerPool:
         it rides with the job's result."""
         with self._lock:
             self._finished.append((None, fn, args))
+            if getattr(self._in_job, "active", False):
+                return  # the job's result, handed over after it, posts the wake-up
             post = not self._flush_posted
             self._flush_posted = True
         if post:
@@ -116,10 +121,12 @@ class WorkerPool:
             if job is _STOP:
                 return
             d, work, args = job
+            self._in_job.active = True
             try:
                 outcome = (d, True, work(*args))
             except BaseException:
                 outcome = (d, False, Failure())
+            self._in_job.active = False
             with self._lock:
                 self._finished.append(outcome)
                 post = not self._flush_posted

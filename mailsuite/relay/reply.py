@@ -63,43 +63,61 @@ class ReplyParser:
         self._code: bytes | None = None
 
     def feed(self, data: bytes) -> list[Reply]:
-        self._buf += data
+        buf = self._buf + data if self._buf else data
+        *lines, self._buf = buf.split(b"\n")
         out: list[Reply] = []
-        while True:
-            idx = self._buf.find(b"\n")
-            if idx < 0:
-                if len(self._buf) > MAX_REPLY_LINE:
-                    raise ReplyParseError("reply line too long")
-                return out
-            line, self._buf = self._buf[:idx].rstrip(b"\r"), self._buf[idx + 1 :]
-            reply = self._line(line)
+        for line in lines:
+            reply = self._line(line.rstrip(b"\r"))
             if reply is not None:
                 out.append(reply)
+        if len(self._buf) > MAX_REPLY_LINE:
+            raise ReplyParseError("reply line too long")
+        return out
 
     def _line(self, line: bytes) -> Reply | None:
         # RFC 5321 §4.2: "ddd-text" continues, "ddd text" or "ddd" ends the reply.
-        if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3:4] not in b" -"):
+        code, sep = line[:3], line[3:4]
+        if len(code) < 3 or not code.isdigit() or sep not in b" -":
             raise ReplyParseError(f"not an SMTP reply line: {line[:80]!r}")
-        code = line[:3]
-        if self._code is not None and code != self._code:
+        if self._code is None:
+            if sep != b"-":
+                return _one_line(line)
+        elif code != self._code:
             raise ReplyParseError("reply code changed within a multi-line reply")
         self._code = code
         self._lines.append(line[4:])
         if len(self._lines) > MAX_REPLY_LINES:
             raise ReplyParseError("too many reply lines")
-        if line[3:4] == b"-":
+        if sep == b"-":
             return None
         lines, self._lines, self._code = self._lines, [], None
         return make_reply(int(code), lines)
 
 
-def make_reply(code: int, raw_lines: list[bytes]) -> Reply:
+# One-line replies by their line: a server says the same few ("250 2.1.0 Ok", "354 ...") for
+# every message, and a Reply is immutable, so each is parsed once.  Bounded: lines that differ
+# every time ("250 2.0.0 queued as ...") fill it, and it is emptied when full.
+_ONE_LINE_CACHE: dict[bytes, Reply] = {}
+ONE_LINE_CACHED = 512
+
+
+def _one_line(line: bytes) -> Reply:
+    reply = _ONE_LINE_CACHE.get(line)
+    if reply is None:
+        reply = make_reply(int(line[:3]), (line[4:],))
+        if len(_ONE_LINE_CACHE) >= ONE_LINE_CACHED:
+            _ONE_LINE_CACHE.clear()
+        _ONE_LINE_CACHE[line] = reply
+    return reply
+
+
+def make_reply(code: int, raw_lines) -> Reply:
+    """A Reply from its code and the text of its lines (bytes, after "ddd" and its separator)."""
     enhanced = ""
     texts = []
-    for i, raw in enumerate(raw_lines):
-        m = _ENHANCED.match(raw)
-        if m:
-            if i == 0:
+    for raw in raw_lines:
+        if raw[:1] in b"245" and (m := _ENHANCED.match(raw)):
+            if not texts:
                 enhanced = b".".join(m.groups()).decode()
             raw = raw[m.end() :]
         texts.append(raw.decode("utf-8", "replace"))

@@ -4,7 +4,8 @@ Like Postfix's qmgr, it keeps only a cache of the spool in memory, rebuilt from 
 (so a kill -9 loses nothing: anything not finished is still on disk and is tried again).  Due
 entries are split into one job per destination (a domain, or the smarthost); a bounded number
 of workers per destination, and in total, take jobs and reuse their connection for the next
-job to the same place (sending.py).  When every job of an entry is done, the entry is updated
+job to the same place (sending.py); an entry is started when it falls due (one timer, for
+the earliest waiting).  When every job of an entry is done, the entry is updated
 on disk, notices are sent (notices.py), and it is removed once nothing is left to do.  Message
 bytes are made ready one way (`_ready`, DKIM-signing them in the durable-I/O service's pool):
 read from the spool a batch of due entries at a time, or, for an entry this process has just
@@ -128,9 +129,14 @@ class QueueRunner(service.Service):
         self.ticks = 0
         self.ready = False
         self.scanning = False
-        self.to_remove: list[tuple[str, defer.Deferred]] = []
+        # Finished entries waiting for their batch removal (_remove); each stays active until
+        # its spool file is gone.
+        self.to_remove: list[str] = []
         self.removing = False
         self.remove_timer = None
+        # Wakes the runner when the earliest waiting entry falls due (at due_at, wall clock).
+        self.due_timer = None
+        self.due_at = 0.0
         self.signing_possible = SigningProbe(services)
         # Entries announced by the queue's listener, from any thread, not yet taken up.
         self._arrivals: list[tuple[QueueEntry, object]] = []
@@ -169,6 +175,8 @@ class QueueRunner(service.Service):
         self.queue.remove_listener(self._enqueued)
         if self.loop is not None and self.loop.running:
             self.loop.stop()
+        if self.due_timer is not None and self.due_timer.active():
+            self.due_timer.cancel()
         # In-flight work is still on disk; it is tried again at the next start.
         self.senders.abort()
         if self.remove_timer is not None and self.remove_timer.active():
@@ -177,7 +185,7 @@ class QueueRunner(service.Service):
             self.remove_timer.cancel()
             batch, self.to_remove = self.to_remove, []
             try:
-                self.queue.remove_many([qid for qid, _ in batch])
+                self.queue.remove_many(batch)
             except OSError as e:
                 log.error("relay: removing finished entries failed: {e}", e=e)
 
@@ -220,7 +228,7 @@ class QueueRunner(service.Service):
         if entry.id in self.active:
             return
         self.entries[entry.id] = entry
-        heapq.heappush(self.heap, (entry.next_attempt, entry.id))
+        self._push(entry)
         if run and self.ready:
             self._run_due()
 
@@ -304,6 +312,30 @@ class QueueRunner(service.Service):
         for i in range(0, len(started), READ_BATCH):
             self._read_batch(started[i : i + READ_BATCH], sign)
         self.senders.spawn()
+        if self.heap and len(self.active) < MAX_ACTIVE:
+            self._wake_at(self.heap[0][0])
+
+    def _push(self, entry: QueueEntry) -> None:
+        """Schedule the entry for its next attempt (what falls due now is started by the
+        caller's _run_due; a later time gets the due timer)."""
+        heapq.heappush(self.heap, (entry.next_attempt, entry.id))
+        if self.ready and entry.next_attempt > time.time():
+            self._wake_at(entry.next_attempt)
+
+    def _wake_at(self, when: float) -> None:
+        """Run _run_due at `when` (wall clock): an entry is tried when it falls due, not up
+        to a scan interval later.  One timer, for the earliest time asked."""
+        timer = self.due_timer
+        if timer is not None and timer.active():
+            if self.due_at <= when:
+                return
+            timer.cancel()
+        self.due_at = when
+        self.due_timer = self.reactor.callLater(max(0.0, when - time.time()), self._due)
+
+    def _due(self) -> None:
+        self.due_timer = None
+        self._run_due()
 
     def _start(self, entry: QueueEntry) -> tuple[Active, list[Job]] | None:
         """Make the entry's jobs, to be queued once its message is read; None when it owes
@@ -426,24 +458,34 @@ class QueueRunner(service.Service):
     # -- bookkeeping and notices --------------------------------------------------------
 
     def _finish(self, act: Active) -> None:
-        def failed(f) -> None:
-            # Never leave an entry behind in memory only: try it again later.
-            log.failure("relay: {id}: bookkeeping failed", f, id=act.entry.id)
-            act.entry.next_attempt = time.time() + retry_delay(self.relay.retry_schedule, 1)
-            heapq.heappush(self.heap, (act.entry.next_attempt, act.entry.id))
-
-        defer.Deferred.fromCoroutine(self._finish_async(act)).addErrback(failed).addBoth(
-            lambda _: self._settled(act.entry.id)
-        )
-
-    def _settled(self, qid: str) -> None:
-        self.active.pop(qid, None)
-        if self.ready and self.heap and self.heap[0][0] <= time.time():
-            self._run_due()
-
-    async def _finish_async(self, act: Active) -> None:
+        """An entry's attempt is over: what it owes, then removed or saved for its next
+        attempt.  The usual end, delivered with no notice owed, takes no coroutine: only the
+        batch removal (_remove)."""
         entry = act.entry
         now = time.time()
+        try:
+            owed = self._owed(act, now)
+            if not owed:
+                self._notified(entry, set())
+                if entry.finished:
+                    self._remove(entry.id)
+                    return
+            d = defer.Deferred.fromCoroutine(self._finish_async(act, owed, now))
+        except Exception:
+            d = defer.fail()
+        d.addErrback(self._finish_failed, entry)
+        d.addCallback(lambda removing: removing or self._settled(entry.id))
+
+    def _finish_failed(self, f, entry: QueueEntry) -> None:
+        # Never leave an entry behind in memory only: try it again later.
+        log.failure("relay: {id}: bookkeeping failed", f, id=entry.id)
+        entry.next_attempt = time.time() + retry_delay(self.relay.retry_schedule, 1)
+        self._push(entry)
+
+    def _owed(self, act: Active, now: float) -> list[list]:
+        """Counts the attempt, fails what has waited too long, and returns the notices the
+        entry owes now (Notices.owed)."""
+        entry = act.entry
         if act.attempted:
             entry.attempts += 1
         if entry.pending and now - entry.created >= self.relay.max_age:
@@ -455,19 +497,40 @@ class QueueRunner(service.Service):
                     "delivery time expired"
                 )
                 r.updated = now
-        unsent = await self.notices.send_all(entry, self.notices.owed(entry, act.dsn_passed, now))
-        expired = now - entry.created >= self.relay.max_age
-        if unsent and expired:
-            # A notice that could not be handed on for the whole retry period is given up.
-            log.error("relay: {id}: giving up on an undeliverable notice", id=entry.id)
-            unsent.clear()
+        return self.notices.owed(entry, act.dsn_passed, now)
+
+    def _notified(self, entry: QueueEntry, unsent: set[int]) -> None:
+        """Every final state has had its notice, except the recipients in `unsent`."""
         for r in entry.recipients:
             if r.state != PENDING and id(r) not in unsent:
                 r.dsn_sent = True
-        if entry.finished:
-            await self._remove(entry.id)
-            self.entries.pop(entry.id, None)
-            return
+
+    def _settled(self, qid: str) -> None:
+        self.active.pop(qid, None)
+        # A backlog held back by MAX_ACTIVE is taken up a read batch at a time, not one entry
+        # (one trip to the durable pool) for every entry that settles.
+        if (
+            self.ready
+            and len(self.active) <= MAX_ACTIVE - READ_BATCH
+            and self.heap
+            and self.heap[0][0] <= time.time()
+        ):
+            self._run_due()
+
+    async def _finish_async(self, act: Active, owed: list[list], now: float) -> bool:
+        """The rest of _finish, for an entry that owes notices or stays queued: True when its
+        removal settles it (_removed)."""
+        entry = act.entry
+        if owed:
+            unsent = await self.notices.send_all(entry, owed)
+            if unsent and now - entry.created >= self.relay.max_age:
+                # A notice that could not be handed on for the whole retry period is given up.
+                log.error("relay: {id}: giving up on an undeliverable notice", id=entry.id)
+                unsent.clear()
+            self._notified(entry, unsent)
+            if entry.finished:
+                self._remove(entry.id)
+                return True
         if act.attempted or not entry.pending:
             entry.next_attempt = now + retry_delay(self.relay.retry_schedule, entry.attempts)
         saved = await self.io.submit(self.queue.save, entry)
@@ -477,18 +540,18 @@ class QueueRunner(service.Service):
             if saved == "stale":
                 self.active.pop(entry.id, None)
                 self.rescan()
-            return
-        heapq.heappush(self.heap, (entry.next_attempt, entry.id))
+            return False
+        self._push(entry)
+        return False
 
-    def _remove(self, qid: str) -> defer.Deferred:
+    def _remove(self, qid: str) -> None:
         """Finished entries are removed in batches: one lock and one trip to the durable pool
-        for all that finished within REMOVE_DELAY or while the previous batch was removed."""
-        d: defer.Deferred = defer.Deferred()
-        self.to_remove.append((qid, d))
+        for all that finished within REMOVE_DELAY or while the previous batch was removed.
+        Each is settled (_removed) once its batch is done."""
+        self.to_remove.append(qid)
         if not self.removing:
             self.removing = True
             self.remove_timer = self.reactor.callLater(REMOVE_DELAY, self._remove_batch)
-        return d
 
     def _remove_batch(self) -> None:
         self.remove_timer = None
@@ -499,16 +562,21 @@ class QueueRunner(service.Service):
         self.removing = True
 
         def done(result):
-            for _, d in batch:
-                d.callback(None)
+            for qid in batch:
+                self._removed(qid)
             self._remove_batch()
 
         def failed(f):
             log.failure("relay: removing finished entries failed", f)
             done(None)
 
-        ids = [q for q, _ in batch]
-        defer.maybeDeferred(self.io.submit, self.queue.remove_many, ids).addCallbacks(done, failed)
+        defer.maybeDeferred(self.io.submit, self.queue.remove_many, batch).addCallbacks(
+            done, failed
+        )
+
+    def _removed(self, qid: str) -> None:
+        self.entries.pop(qid, None)
+        self._settled(qid)
 
     # -- for tests and the admin command -------------------------------------------------
 

@@ -81,7 +81,11 @@ class Senders:
         self.job_done = job_done
         self.jobs: dict[str, deque[Job]] = defaultdict(deque)
         self.workers: dict[str, int] = defaultdict(int)
-        self.lingering: dict[str, deque[defer.Deferred]] = {}
+        # Idle connections waiting for more mail to their destination, oldest first: (the
+        # end of their wait, reactor.seconds(); the Deferred that wakes them: True for a job).
+        self.lingering: dict[str, deque[tuple[float, defer.Deferred]]] = {}
+        # One timer ends the waits that are over (_end_lingering), instead of one per wait.
+        self.linger_timer = None
         self.total_workers = 0
         self.connections: set[SmtpConnection] = set()
         self.running = False
@@ -100,7 +104,7 @@ class Senders:
         self.jobs[job.dest_key].append(job)
         waiters = self.lingering.get(job.dest_key)
         if waiters:
-            waiters.popleft().callback(True)
+            waiters.popleft()[1].callback(True)
 
     def spawn(self) -> None:
         """Start workers for waiting jobs, within the per-destination and total limits."""
@@ -117,9 +121,9 @@ class Senders:
                 defer.Deferred.fromCoroutine(self._worker(key))
             if jobs and self.total_workers >= limit_total:
                 # Idle cached connections to other places make way for waiting work.
-                for other, waiters in self.lingering.items():
+                for other, waiters in list(self.lingering.items()):
                     while other != key and waiters:
-                        waiters.popleft().callback(False)
+                        waiters.popleft()[1].callback(False)
             if not jobs and not self.workers[key]:
                 del self.jobs[key]
 
@@ -141,18 +145,33 @@ class Senders:
         if conn is None or not conn.usable or not self.running:
             return None
         d: defer.Deferred = defer.Deferred()
-        waiters = self.lingering.setdefault(dest_key, deque())
-        waiters.append(d)
-        timer = self.reactor.callLater(LINGER, lambda: d.called or d.callback(False))
+        self.lingering.setdefault(dest_key, deque()).append((self.reactor.seconds() + LINGER, d))
+        if self.linger_timer is None:
+            self.linger_timer = self.reactor.callLater(LINGER, self._end_lingering)
         got = await d
-        if timer.active():
-            timer.cancel()
-        if d in waiters:
-            waiters.remove(d)
         queue = self.jobs[dest_key]
         if got and queue:
             return queue.popleft()
         return None
+
+    def _end_lingering(self) -> None:
+        """Wake (with False) the idle connections whose LINGER is over; then wait for the
+        next wait to end."""
+        self.linger_timer = None
+        now = self.reactor.seconds()
+        soonest = None
+        for waiters in list(self.lingering.values()):
+            while waiters and waiters[0][0] <= now:
+                waiters.popleft()[1].callback(False)
+            if waiters and (soonest is None or waiters[0][0] < soonest):
+                soonest = waiters[0][0]
+        if soonest is None:
+            return
+        timer = self.linger_timer  # set again by a wait that a wake-up above started
+        if timer is None:
+            self.linger_timer = self.reactor.callLater(soonest - now, self._end_lingering)
+        elif timer.getTime() > soonest:
+            timer.reset(soonest - now)
 
     def _params(self, dest_key: str) -> SessionParams:
         timeouts = Timeouts.from_config(self.relay)

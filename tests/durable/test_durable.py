@@ -201,6 +201,18 @@ def test_call_soon_from_a_job_runs_on_the_reactor_with_that_jobs_result(io, tmp_
     assert seen == [("from the job", True), ("result", True)]
 
 
+def test_call_soon_from_a_job_wakes_the_reactor_only_with_that_jobs_result(io):
+    events: list = []
+
+    def work():
+        io.call_soon(lambda: events.append("call"))
+        time.sleep(0.3)  # a reactor woken by the call_soon itself would run it meanwhile
+        events.append("job returned")
+
+    on_reactor(lambda: io.submit(work))
+    assert events == ["job returned", "call"]
+
+
 def test_call_soon_from_another_thread_runs_on_the_reactor(io):
     done = threading.Event()
     seen: list = []

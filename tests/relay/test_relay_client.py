@@ -1,6 +1,8 @@
 """The ESMTP client against the scripted server on loopback: pipelining, dot-stuffing across
 16 KiB chunk boundaries, per-recipient results, STARTTLS, SIZE, SMTPUTF8, timeouts, drops."""
 
+import time
+
 import pytest
 
 from mailsuite.relay.client import SessionParams, Timeouts, TlsHandshakeFailed, connect
@@ -165,6 +167,32 @@ def test_slow_final_reply_waits_for_data_timeout(sink):
     sink.script.slow["DATA-END"] = 0.6
     outcomes, _ = send(sink, rcpts("a@remote.test"), command=0.3, data_end=2)
     assert outcomes[0].result == "delivered"
+
+
+def test_short_timeout_after_a_long_one_on_the_same_session_still_holds(sink):
+    # The session's one timer was set for the long wait of the first end of data; the
+    # second transaction's MAIL must still time out after its own, shorter, timeout.
+    sink.script.slow["DATA-END"] = 0.3
+    timeouts = Timeouts(connect=2, greeting=2, command=0.5, data_init=2, data_block=2, data_end=5)
+    params = SessionParams("mail.example.test", "none", timeouts)
+
+    async def go():
+        conn = await connect(Destination("sink.test", "127.0.0.1", sink.port), params)
+        first = await conn.send_message("s@example.test", rcpts("a@remote.test"), MSG)
+        sink.script.slow = {"MAIL": 3.0}
+        started = time.monotonic()
+        try:
+            await conn.send_message("s@example.test", rcpts("b@remote.test"), MSG)
+        except DeliveryFailure as e:
+            return first, e, time.monotonic() - started
+        finally:
+            conn.abort()
+        raise AssertionError("the slow MAIL did not time out")
+
+    first, failure, waited = in_reactor(go)
+    assert first[0].result == "delivered"
+    assert failure.status == "4.4.2" and "no reply within 0.5 s" in failure.text
+    assert 0.4 < waited < 1.5
 
 
 def test_connection_dropped_mid_data_is_temporary(sink):

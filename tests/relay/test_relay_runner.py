@@ -71,6 +71,21 @@ def test_4xx_then_success_is_retried(make_sender, sink):
     assert s.mailbox() == []  # no bounce, no delay warning yet
 
 
+def test_retry_is_tried_when_it_falls_due_not_at_the_next_scan(make_sender, sink):
+    # The scan interval is far longer than the retry delay: only the due timer can start it.
+    sink.script.data_end = ["451 4.3.0 greylisted", "250 2.0.0 ok"]
+    s = make_sender(retry_schedule=[1], scan_interval=30.0)
+    s.submit("sender@example.test", ["a@remote.test"], MSG)
+    wait_for(lambda: sink.data_count == 1)
+    (qid,) = s.queue_ids()
+    wait_for(lambda: s.services.queue.load(qid).attempts == 1)
+    due = s.services.queue.load(qid).next_attempt
+    wait_for(lambda: sink.data_count == 2, timeout=5)
+    tried = time.time()
+    assert due <= tried < due + 1.0
+    s.wait_empty()
+
+
 def test_5xx_for_one_of_three_bounces_to_local_sender(make_sender, sink):
     sink.script.rcpt["b@remote.test"] = "550 5.1.1 <b@remote.test>: no such user"
     s = make_sender()
@@ -235,6 +250,26 @@ def test_concurrency_limit_per_destination_and_connection_reuse(make_sender, sin
     assert sink.connections < 12  # sessions carry several transactions (RSET between)
 
 
+def test_idle_connection_is_reused_while_it_lingers_and_closed_after(
+    make_sender, sink, monkeypatch
+):
+    from mailsuite.relay import sending
+
+    monkeypatch.setattr(sending, "LINGER", 0.6)
+    s = make_sender()
+    s.submit("sender@example.test", ["a@remote.test"], MSG)
+    s.wait_empty()
+    time.sleep(0.2)  # within LINGER: the same session takes the next message
+    s.submit("sender@example.test", ["b@remote.test"], MSG)
+    s.wait_empty()
+    assert len(sink.transactions) == 2 and sink.connections == 1
+    assert sink.active == 1
+    idle = time.monotonic()
+    wait_for(lambda: sink.active == 0, timeout=5)
+    assert 0.4 < time.monotonic() - idle < 2.0
+    assert sink.commands[-1] == "QUIT"
+
+
 def test_total_connection_limit(make_sender, sink):
     sink.script.slow["DATA-END"] = 0.1
     routes = {f"d{i}.test": f"127.0.0.1:{sink.port}" for i in range(6)}
@@ -377,6 +412,35 @@ def test_backlog_read_from_disk_goes_out_each_message_to_its_recipient(tmp_path,
     got = {tuple(t.accepted): t.data.split(b"\r\n")[2] for t in sink.transactions}
     assert got == {(f"r{i}@remote.test",): b"Subject: m%d" % i for i in range(75)}
     assert len(sink.transactions) == 75
+
+
+def test_backlog_beyond_the_active_limit_is_taken_up_a_batch_at_a_time(tmp_path, sink, monkeypatch):
+    from mailsuite.relay import runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "MAX_ACTIVE", 10)
+    monkeypatch.setattr(runner_mod, "READ_BATCH", 4)
+    cfg = relay_config(tmp_path, routes={"remote.test": f"127.0.0.1:{sink.port}"})
+    s = Sender(cfg)
+    queue = Queue(s.services.queue.path)
+    for i in range(43):
+        queue.enqueue("sender@example.test", [f"r{i}@remote.test"], MSG)
+    submits = []
+    submit = s.services.queue.io.submit
+    monkeypatch.setattr(
+        s.services.queue.io, "submit", lambda work, *a: submits.append(work) or submit(work, *a)
+    )
+    try:
+        s.start()
+        s.wait_empty()
+        assert len(s.runner.active) == 0
+    finally:
+        s.stop()
+    assert sorted(t.accepted[0] for t in sink.transactions) == sorted(
+        f"r{i}@remote.test" for i in range(43)
+    )
+    # Read in batches of READ_BATCH, never one entry per trip once the backlog is held back.
+    reads = [w for w in submits if getattr(w, "__name__", "") == "_read"]
+    assert len(reads) <= 43 // 4 + 3
 
 
 def test_stop_leaves_entry_for_next_start(tmp_path, sink):

@@ -55,6 +55,52 @@ def test_reply_parser_never_crashes(data):
         pass
 
 
+def test_one_line_replies_are_parsed_once_and_their_cache_stays_bounded():
+    from mailsuite.relay import reply
+
+    p = ReplyParser()
+    (a,) = p.feed(b"250 2.1.0 Ok\r\n")
+    (b,) = p.feed(b"250 2.1.0 Ok\r\n")
+    assert a is b and a.code == 250 and a.enhanced == "2.1.0" and a.lines == ("Ok",)
+    for i in range(reply.ONE_LINE_CACHED * 2 + 3):
+        (r,) = p.feed(b"250 2.0.0 queued as %d\r\n" % i)
+        assert r.text == f"queued as {i}"
+    assert len(reply._ONE_LINE_CACHE) <= reply.ONE_LINE_CACHED
+    (r,) = p.feed(b"354\r\n")
+    assert r.code == 354 and r.lines == ("",) and r.enhanced == ""
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"250", b"354", b"451", b"550"]),
+            st.lists(
+                st.sampled_from([b"", b"2.1.0 Ok", b"5.1.1 no", b"x y", b"\xc3\xa9"]),
+                min_size=1,
+                max_size=3,
+            ),
+        ),
+        max_size=6,
+    ),
+    st.integers(1, 20),
+)
+def test_replies_fed_in_any_pieces_parse_as_fed_whole(replies, step):
+    stream = b"".join(
+        b"".join(
+            code + (b" " if i == len(lines) - 1 else b"-") + t + b"\r\n"
+            for i, t in enumerate(lines)
+        )
+        for code, lines in replies
+    )
+    whole = ReplyParser().feed(stream)
+    p = ReplyParser()
+    pieces = [r for i in range(0, len(stream), step) for r in p.feed(stream[i : i + step])]
+    assert pieces == whole and len(whole) == len(replies)
+    for r, (code, lines) in zip(whole, replies, strict=True):
+        assert r.code == int(code) and len(r.lines) == len(lines)
+
+
 def test_encode_data_stuffs_dots_and_normalises_line_ends():
     assert encode_data(b".hidden\n..two\nend") == b"..hidden\r\n...two\r\nend\r\n.\r\n"
     assert encode_data(b"a\r\n.\r\nb\r\n") == b"a\r\n..\r\nb\r\n.\r\n"
