@@ -194,19 +194,13 @@ class JunkFilter:
             return Verdict(folder)  # created by delivery in a moment: nothing learned yet
         model = self.model(mbox)
         judgement = None
-        if model.is_empty():
-            # an account that has learned and listed nothing: neutral words, no lists, no
-            # correspondents, without a query
-            if words_needed:
-                judgement = classifier.judge({}, 0, 0, cfg.min_trained)
-            listed, correspondent = global_match, None
-        else:
-            n_junk, n_ham, listed, correspondent = model.evidence(senders)
-            if words_needed:
-                trained = min(n_junk, n_ham) >= cfg.min_trained
-                counts = model.counts(tokens()) if trained else {}
-                judgement = classifier.judge(counts, n_junk, n_ham, cfg.min_trained)
-            listed = listed or global_match
+        n_junk, n_ham, listed, correspondent = model.evidence(senders)
+        if words_needed:
+            if min(n_junk, n_ham) >= cfg.min_trained:
+                judgement = model.judge(tokens())
+            else:
+                judgement = classifier.UNTRAINED
+        listed = listed or global_match
         return decide(
             junk_folder=lambda: junk_folder_of(mbox),
             default_folder=folder,
