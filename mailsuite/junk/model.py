@@ -130,7 +130,7 @@ def message_identity(raw: bytes) -> str:
     return "sha:" + hashlib.sha256(raw[:65536]).hexdigest()
 
 
-def _stat_key(path: Path) -> tuple:
+def stat_key(path: Path) -> tuple:
     """What tells one state of the file from another (_MISSING when there is none)."""
     try:
         st = os.stat(path)
@@ -179,7 +179,7 @@ class FilterData:
     def _fresh(self) -> bool:
         """Make what is held current (one stat when the file did not change); False when
         there is no file (nothing learned or listed: reading makes none)."""
-        key = _stat_key(self.path)
+        key = stat_key(self.path)
         if key != self._key:
             with self._lock:
                 self._refresh(key)
@@ -201,7 +201,7 @@ class FilterData:
             if self._version is None or db.execute(_DATA_VERSION).fetchone()[0] != self._version:
                 self._load(db)
             if key is _MISSING:
-                key = _stat_key(self.path)  # made by _conn
+                key = stat_key(self.path)  # made by _conn
         trusted = key is not _MISSING and time.time_ns() - key[2] > STAT_TRUSTED_AFTER * 1e9
         self._key = key if trusted or key is _MISSING else None
 
@@ -321,11 +321,14 @@ class FilterData:
 
     def evidence(self, addresses) -> tuple[int, int, tuple[str, str] | None, str | None]:
         """What a delivery asks of an account besides its words: (junk lessons, ham lessons,
-        list_match(addresses), the first of them the user has written to)."""
+        list_match(addresses), the first of them the user has written to).  `addresses` may
+        be a function that makes them, called only when there are lists or correspondents."""
         if not self._fresh():
             return 0, 0, None, None
-        lowered = [a.lower() for a in addresses if a]
         correspondents = self._correspondents
+        if callable(addresses):
+            addresses = addresses() if self._lists or correspondents != set() else ()
+        lowered = [a.lower() for a in addresses if a]
         if correspondents is not None:
             correspondent = next((a for a in lowered if a in correspondents), None)
         else:
@@ -474,10 +477,11 @@ class FilterData:
 
     def list_match(self, addresses) -> tuple[str, str] | None:
         """(kind, entry) of the first list entry matching one of `addresses`: the address
-        itself, then its domain and each parent domain; block wins over allow."""
-        if not self._fresh():
+        itself, then its domain and each parent domain; block wins over allow.  `addresses`
+        may be a function that makes them, called only when there are lists."""
+        if not self._fresh() or not self._lists:
             return None
-        return _match(self._lists, _list_keys(addresses))
+        return _match(self._lists, _list_keys(addresses() if callable(addresses) else addresses))
 
 
 def _match(lists: dict[str, str], keys: list[str]) -> tuple[str, str] | None:

@@ -83,7 +83,7 @@ def decide(
     junk_score: float,
     reject_score: float,
     bayes_weight: float,
-    may_refuse: bool,
+    may_refuse: bool | Callable[[], bool],
 ) -> Verdict:
     """The verdict for one recipient (see the module docstring)."""
     score = sum(s.points for s in signals)
@@ -98,7 +98,9 @@ def decide(
         else:
             reasons.append("words untrained")
     is_junk = score >= junk_score
-    refuse = may_refuse and reject_score > 0 and score >= reject_score
+    refuse = reject_score > 0 and score >= reject_score
+    # asked only for a score that high: whether the client is outside costs an address parse
+    refuse = refuse and (may_refuse() if callable(may_refuse) else may_refuse)
     if listed is not None:
         kind, entry = listed
         reasons.insert(0, f"{kind} list {entry}")
