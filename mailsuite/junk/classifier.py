@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from operator import itemgetter
 
 # Robinson's s (strength of the prior) and x (the prior for a word never seen).
 PRIOR_STRENGTH = 0.45
@@ -75,9 +76,9 @@ def _combine_logs(n: int, ln_ham: float, ln_junk: float) -> float:
 
 UNTRAINED = Judgement(PRIOR, (), False)
 
-# A clue: (strength |f - 0.5| as clamped, token, f, ln f, ln(1 - f)).  The logarithms are
+# A clue: (strength |f - 0.5| as clamped, (token, f), ln f, ln(1 - f)).  The logarithms are
 # what combining sums: worked out once per word, not once per message.
-Clue = tuple[float, str, float, float, float]
+Clue = tuple[float, tuple[str, float], float, float]
 
 
 def clue(token: str, junk: int, ham: int, n_junk: int, n_ham: int) -> Clue | None:
@@ -94,7 +95,7 @@ def clue(token: str, junk: int, ham: int, n_junk: int, n_ham: int) -> Clue | Non
     if abs(f - PRIOR) < MIN_STRENGTH:
         return None
     f = min(max(f, 0.0001), 0.9999)
-    return (abs(f - PRIOR), token, f, math.log(f), math.log(1.0 - f))
+    return (abs(f - PRIOR), (token, f), math.log(f), math.log(1.0 - f))
 
 
 def judge(
@@ -113,14 +114,14 @@ def judge(
 def from_clues(clues: list[Clue]) -> Judgement:
     """The judgement of a trained filter from its clues, in the order the words came: the
     MAX_CLUES strongest (as clamped; among equals the earlier, a stable sort) combined."""
-    clues.sort(key=_strength, reverse=True)
+    clues.sort(key=_STRENGTH, reverse=True)
     del clues[MAX_CLUES:]
+    # C-level loops (itemgetter), the sums added in the same order as one by one
     return Judgement(
-        _combine_logs(len(clues), sum(c[3] for c in clues), sum(c[4] for c in clues)),
-        tuple((c[1], c[2]) for c in clues),
+        _combine_logs(len(clues), sum(map(_LN_F, clues)), sum(map(_LN_NOT_F, clues))),
+        tuple(map(_TOKEN_F, clues)),
         True,
     )
 
 
-def _strength(c: Clue) -> float:
-    return c[0]
+_STRENGTH, _TOKEN_F, _LN_F, _LN_NOT_F = (itemgetter(i) for i in range(4))

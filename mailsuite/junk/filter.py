@@ -25,7 +25,7 @@ from mailsuite.junk.greylist import GREYLIST_FILE, Greylist
 from mailsuite.junk.model import HAM, JUNK, MODEL_FILE, FilterData, message_identity, stat_key
 from mailsuite.junk.rspamd import RspamdClient
 from mailsuite.junk.screen import ClientScreen
-from mailsuite.junk.tokens import message_tokens
+from mailsuite.junk.tokens import message_head, message_tokens
 from mailsuite.junk.verdict import Signal, Verdict, decide
 from mailsuite.logtext import visible
 from mailsuite.message.addresses import parse_addresses
@@ -169,13 +169,14 @@ class JunkFilter:
             return {m: Verdict(folder) for m in mailboxes}
         signals = list(getattr(envelope, "junk_signals", ()) or ())
         # the header parsed once, for our Authentication-Results and the authors
-        fields = parse_fields(header_block(data[:65536]))
+        head = message_head(data)
+        fields = head[1].fields
         signals.extend(self._message_signals(fields))
         # Made once, and only when asked: the senders by an account (or the server) with
         # lists or correspondents, the words by an account trained enough to use them,
         # whether the client may be refused by a score that high.
         senders = functools.cache(lambda: _senders(envelope.mail_from, fields))
-        tokens = functools.cache(lambda: message_tokens(data))
+        tokens = functools.cache(lambda: message_tokens(data, head))
         may_refuse = functools.cache(
             lambda: bool(envelope.client_ip) and not skipped_client(self.config, envelope.client_ip)
         )

@@ -309,14 +309,12 @@ class FilterData:
         words = self._words
         if words is None:
             return classifier.judge(self.counts(tokens), n_junk, n_ham, 0)
-        clues = []
-        for token in words.keys() & tokens:
-            found = known.get(token, _UNSEEN)
-            if found is _UNSEEN:
-                junk, ham = words.get(token, _UNSEEN)
-                found = known[token] = classifier.clue(token, junk, ham, n_junk, n_ham)
-            if found is not None:
-                clues.append(found)
+        # the words not met since the totals last changed, worked out; then every clue
+        # looked up in C-level loops (a Python step per word was most of this)
+        for token in (tokens - known.keys()) & words.keys():
+            junk, ham = words.get(token, _UNSEEN)
+            known[token] = classifier.clue(token, junk, ham, n_junk, n_ham)
+        clues = list(filter(None, map(known.get, known.keys() & tokens)))
         return classifier.from_clues(clues)
 
     def evidence(self, addresses) -> tuple[int, int, tuple[str, str] | None, str | None]:
