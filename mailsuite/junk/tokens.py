@@ -17,10 +17,11 @@ from mailsuite.message.decode import decode_charset, decode_header_value, decode
 from mailsuite.message.lines import header_end, to_wire
 from mailsuite.message.structure import MimePart, iter_leaves, parse_message
 
-# Text read from a message, at most (about 1300 words): the words that decide sit near the
-# top, and past this each further KB cost the delivery thread about 20 µs of the GIL while
-# adding few new words (a message's words are a set).
-MAX_TEXT = 8 * 1024
+# Text read from a message, at most (about 600 words, four times the MAX_CLUES strongest the
+# classifier combines): the words that decide sit near the top, and each further KB costs
+# the delivery thread about 14 µs of the GIL while adding few new words (a message's words
+# are a set).
+MAX_TEXT = 4 * 1024
 # The bytes parsed: text parts after large attachments are still found.
 MAX_RAW = 256 * 1024
 # The header read, at most.
