@@ -9,7 +9,6 @@ the durable-I/O service, so an IMAP command never waits for the filter.
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 from collections import OrderedDict
@@ -175,9 +174,9 @@ class JunkFilter:
         # Made once, and only when asked: the senders by an account (or the server) with
         # lists or correspondents, the words by an account trained enough to use them,
         # whether the client may be refused by a score that high.
-        senders = functools.cache(lambda: _senders(envelope.mail_from, fields))
-        tokens = functools.cache(lambda: message_tokens(data, head))
-        may_refuse = functools.cache(
+        senders = _Once(lambda: _senders(envelope.mail_from, fields))
+        tokens = _Once(lambda: message_tokens(data, head))
+        may_refuse = _Once(
             lambda: bool(envelope.client_ip) and not skipped_client(self.config, envelope.client_ip)
         )
         words_needed = not any(s.replaces_words for s in signals)
@@ -366,6 +365,25 @@ class JunkFilter:
             if model.learn(message_identity(raw), message_tokens(raw), kind):
                 learned.append(raw if self.learn_listeners else b"")
         return learned
+
+
+class _Once:
+    """A value made by the first call and given back by the others (functools.cache's
+    wrapper costs more to make than the value it saves, for a few calls per message)."""
+
+    __slots__ = ("_make", "_value")
+
+    def __init__(self, make):
+        self._make = make
+        self._value = _UNMADE
+
+    def __call__(self):
+        if self._value is _UNMADE:
+            self._value = self._make()
+        return self._value
+
+
+_UNMADE = object()
 
 
 def _senders(mail_from: str, fields: list[tuple[bytes, bytes]]) -> list[str]:
