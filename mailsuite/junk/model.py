@@ -44,6 +44,8 @@ WORDS_IN_MEMORY = 50_000
 RESIDENT_WORDS = 250_000
 # Correspondents held in memory per account, at most (beyond, a delivery asks the file).
 CORRESPONDENTS_IN_MEMORY = 20_000
+# Tokens never learned that a delivery's judgement remembers as such, per account, at most.
+CLUES_UNSEEN = 20_000
 # A file whose last change is older than this (seconds) is known unchanged while its stat is.
 STAT_TRUSTED_AFTER = 2.0
 # The tokens and addresses go in as one JSON array each (one statement, prepared once, for any
@@ -309,13 +311,18 @@ class FilterData:
         words = self._words
         if words is None:
             return classifier.judge(self.counts(tokens), n_junk, n_ham, 0)
-        # the words not met since the totals last changed, worked out; then every clue
-        # looked up in C-level loops (a Python step per word was most of this)
-        for token in (tokens - known.keys()) & words.keys():
-            junk, ham = words.get(token, _UNSEEN)
-            known[token] = classifier.clue(token, junk, ham, n_junk, n_ham)
-        clues = list(filter(None, map(known.get, known.keys() & tokens)))
-        return classifier.from_clues(clues)
+        # The tokens not met since the totals last changed are worked out (None: unseen or
+        # no clue, also remembered, up to a bound); then every clue is looked up in C-level
+        # loops (a Python step per token was most of this).
+        new = tokens - known.keys()
+        if new:
+            if len(known) + len(new) > len(words) + CLUES_UNSEEN:
+                known.clear()
+                new = tokens
+            for token in new:
+                counts = words.get(token)
+                known[token] = counts and classifier.clue(token, *counts, n_junk, n_ham)
+        return classifier.from_clues(list(filter(None, map(known.get, tokens))))
 
     def evidence(self, addresses) -> tuple[int, int, tuple[str, str] | None, str | None]:
         """What a delivery asks of an account besides its words: (junk lessons, ham lessons,
