@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -21,7 +22,15 @@ from mailsuite.config import Config
 from mailsuite.junk import classifier
 from mailsuite.junk.dnslists import DnsListChecker
 from mailsuite.junk.greylist import GREYLIST_FILE, Greylist
-from mailsuite.junk.model import HAM, JUNK, MODEL_FILE, FilterData, message_identity, stat_key
+from mailsuite.junk.model import (
+    HAM,
+    JUNK,
+    MODEL_FILE,
+    RECHECK_AFTER,
+    FilterData,
+    message_identity,
+    stat_key,
+)
 from mailsuite.junk.rspamd import RspamdClient
 from mailsuite.junk.screen import ClientScreen
 from mailsuite.junk.tokens import message_head, message_tokens
@@ -84,8 +93,8 @@ class JunkFilter:
         self._lock = threading.Lock()
         # {(folder, judgement): verdict} of messages with nothing to go by
         self._neutral: dict = {}
-        # {account: (special-use file's stat, its junk folder)}
-        self._junk_folders: dict[str, tuple[tuple, str]] = {}
+        # {account: (special-use file's stat, its junk folder, when to look again)}
+        self._junk_folders: dict[str, tuple[tuple, str, float]] = {}
         # Called on the reactor with (raw message, JUNK or HAM) after each lesson: rspamd.
         self.learn_listeners: list = []
         self.dns_lists = DnsListChecker(config)
@@ -236,18 +245,19 @@ class JunkFilter:
         return verdict
 
     def _junk_folder(self, mbox: Mailbox) -> str:
-        """junk_folder_of(mbox), read again only when the special-use file changed (one
-        stat instead of reading it for every message filed as junk)."""
+        """junk_folder_of(mbox), read again only when the special-use file changed (a stat
+        at most every RECHECK_AFTER seconds instead of reading it for every message filed as
+        junk)."""
         key = mbox.address.lower()
-        path = mbox.path / SPECIAL_USE_FILE
-        state = stat_key(path)
+        now = time.monotonic()
         known = self._junk_folders.get(key)
-        if known is not None and known[0] == state:
+        if known is not None and now < known[2]:
             return known[1]
-        name = junk_folder_of(mbox)
+        state = stat_key(mbox.path / SPECIAL_USE_FILE)
+        name = known[1] if known is not None and known[0] == state else junk_folder_of(mbox)
         if len(self._junk_folders) >= MODEL_CACHE:
             self._junk_folders.clear()
-        self._junk_folders[key] = (state, name)
+        self._junk_folders[key] = (state, name, now + RECHECK_AFTER)
         return name
 
     def _message_signals(self, fields: list[tuple[bytes, bytes]]) -> list[Signal]:

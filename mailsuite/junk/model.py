@@ -46,6 +46,11 @@ RESIDENT_WORDS = 250_000
 CORRESPONDENTS_IN_MEMORY = 20_000
 # Tokens never learned that a delivery's judgement remembers as such, per account, at most.
 CLUES_UNSEEN = 20_000
+# A file's stat is looked at again after this long (seconds) when it was trusted: another
+# process's change (the admin command's lists or retrain) shows at the first delivery after
+# that.  A stat per delivery let go of the GIL twice more per message, which under load cost
+# the delivery thread and the reactor about ten futex calls each time.
+RECHECK_AFTER = 0.1
 # A file whose last change is older than this (seconds) is known unchanged while its stat is.
 STAT_TRUSTED_AFTER = 2.0
 # The tokens and addresses go in as one JSON array each (one statement, prepared once, for any
@@ -151,6 +156,7 @@ class FilterData:
         # What is held in memory: as of data_version `_version` of the file (None: nothing
         # read yet), trusted without asking SQLite while the file's stat is `_key`.
         self._key: tuple | None = None
+        self._recheck = 0.0  # time.monotonic() after which the stat is looked at again
         self._version: int | None = None
         self._totals = (0, 0)
         self._lists: dict[str, str] = {}  # entry -> ALLOW or BLOCK
@@ -179,12 +185,17 @@ class FilterData:
         return self._db
 
     def _fresh(self) -> bool:
-        """Make what is held current (one stat when the file did not change); False when
-        there is no file (nothing learned or listed: reading makes none)."""
+        """Make what is held current (one stat when the file did not change, at most every
+        RECHECK_AFTER seconds while its stat is trusted); False when there is no file
+        (nothing learned or listed: reading makes none)."""
+        now = time.monotonic()
+        if now < self._recheck and self._key is not None:
+            return self._key is not _MISSING
         key = stat_key(self.path)
         if key != self._key:
             with self._lock:
                 self._refresh(key)
+        self._recheck = now + RECHECK_AFTER
         return key is not _MISSING
 
     def is_empty(self) -> bool:
