@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from operator import itemgetter
 
 # Robinson's s (strength of the prior) and x (the prior for a word never seen).
 PRIOR_STRENGTH = 0.45
@@ -57,16 +58,44 @@ def chi2_q(x2: float, dof: int) -> float:
 
 def combine(probabilities: list[float]) -> float:
     """Fisher-Robinson combining of word probabilities into one (0.5 for none)."""
-    n = len(probabilities)
+    return _combine_logs(
+        len(probabilities),
+        sum(math.log(p) for p in probabilities),
+        sum(math.log(1.0 - p) for p in probabilities),
+    )
+
+
+def _combine_logs(n: int, ln_ham: float, ln_junk: float) -> float:
+    """Fisher-Robinson combining from the sums of ln f and of ln(1 - f) over n words."""
     if not n:
         return PRIOR
-    ln_junk = ln_ham = 0.0
-    for p in probabilities:
-        ln_ham += math.log(p)
-        ln_junk += math.log(1.0 - p)
     junkiness = 1.0 - chi2_q(-2.0 * ln_junk, 2 * n)
     hamminess = 1.0 - chi2_q(-2.0 * ln_ham, 2 * n)
     return (junkiness - hamminess + 1.0) / 2.0
+
+
+UNTRAINED = Judgement(PRIOR, (), False)
+
+# A clue: (strength |f - 0.5| as clamped, (token, f), ln f, ln(1 - f)).  The logarithms are
+# what combining sums: worked out once per word, not once per message.
+Clue = tuple[float, tuple[str, float], float, float]
+
+
+def clue(token: str, junk: int, ham: int, n_junk: int, n_ham: int) -> Clue | None:
+    """The clue a word seen in `junk` junk and `ham` ham messages gives (f(w) clamped to
+    0.0001 … 0.9999), None when it is too near 0.5 to count."""
+    junk_ratio = junk / n_junk if n_junk else 0.0
+    ham_ratio = ham / n_ham if n_ham else 0.0
+    if junk_ratio + ham_ratio == 0:
+        return None  # f is the prior itself: never a clue
+    n = junk + ham
+    f = (PRIOR_STRENGTH * PRIOR + n * (junk_ratio / (junk_ratio + ham_ratio))) / (
+        PRIOR_STRENGTH + n
+    )
+    if abs(f - PRIOR) < MIN_STRENGTH:
+        return None
+    f = min(max(f, 0.0001), 0.9999)
+    return (abs(f - PRIOR), (token, f), math.log(f), math.log(1.0 - f))
 
 
 def judge(
@@ -77,26 +106,22 @@ def judge(
     Until both classes have `min_trained` messages the answer is 0.5 (untrained), so a new
     account's filter files everything in INBOX rather than guessing."""
     if n_junk < min_trained or n_ham < min_trained:
-        return Judgement(PRIOR, (), False)
-    # word_probability's arithmetic, written out: this loop runs for every word of every
-    # message judged, and a call per word was a third of its time.
-    prior_weight = PRIOR_STRENGTH * PRIOR
-    ranked = []
-    for token, (junk, ham) in counts.items():
-        junk_ratio = junk / n_junk if n_junk else 0.0
-        ham_ratio = ham / n_ham if n_ham else 0.0
-        if junk_ratio + ham_ratio == 0:
-            continue  # f is the prior itself: never a clue
-        n = junk + ham
-        f = (prior_weight + n * (junk_ratio / (junk_ratio + ham_ratio))) / (PRIOR_STRENGTH + n)
-        if abs(f - PRIOR) >= MIN_STRENGTH:
-            f = min(max(f, 0.0001), 0.9999)
-            ranked.append((abs(f - PRIOR), token, f))
-    # strongest first (as clamped); among equals in the order the counts came (a stable sort)
-    ranked.sort(key=_strength, reverse=True)
-    clues = tuple((token, f) for _, token, f in ranked[:MAX_CLUES])
-    return Judgement(combine([f for _, f in clues]), clues, True)
+        return UNTRAINED
+    found = (clue(token, junk, ham, n_junk, n_ham) for token, (junk, ham) in counts.items())
+    return from_clues([c for c in found if c is not None])
 
 
-def _strength(ranked: tuple[float, str, float]) -> float:
-    return ranked[0]
+def from_clues(clues: list[Clue]) -> Judgement:
+    """The judgement of a trained filter from its clues, in the order the words came: the
+    MAX_CLUES strongest (as clamped; among equals the earlier, a stable sort) combined."""
+    clues.sort(key=_STRENGTH, reverse=True)
+    del clues[MAX_CLUES:]
+    # C-level loops (itemgetter), the sums added in the same order as one by one
+    return Judgement(
+        _combine_logs(len(clues), sum(map(_LN_F, clues)), sum(map(_LN_NOT_F, clues))),
+        tuple(map(_TOKEN_F, clues)),
+        True,
+    )
+
+
+_STRENGTH, _TOKEN_F, _LN_F, _LN_NOT_F = (itemgetter(i) for i in range(4))

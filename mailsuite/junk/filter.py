@@ -9,9 +9,9 @@ the durable-I/O service, so an IMAP command never waits for the filter.
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -22,16 +22,25 @@ from mailsuite.config import Config
 from mailsuite.junk import classifier
 from mailsuite.junk.dnslists import DnsListChecker
 from mailsuite.junk.greylist import GREYLIST_FILE, Greylist
-from mailsuite.junk.model import HAM, JUNK, MODEL_FILE, FilterData, message_identity
+from mailsuite.junk.model import (
+    HAM,
+    JUNK,
+    MODEL_FILE,
+    RECHECK_AFTER,
+    FilterData,
+    message_identity,
+    stat_key,
+)
 from mailsuite.junk.rspamd import RspamdClient
 from mailsuite.junk.screen import ClientScreen
-from mailsuite.junk.tokens import message_tokens
+from mailsuite.junk.tokens import message_head, message_tokens
 from mailsuite.junk.verdict import Signal, Verdict, decide
 from mailsuite.logtext import visible
 from mailsuite.message.addresses import parse_addresses
 from mailsuite.message.headers import parse_fields
 from mailsuite.message.lines import header_block
 from mailsuite.store import Mailbox, NoSuchMailbox, Store
+from mailsuite.store.maildir import SPECIAL_USE_FILE
 from mailsuite.trust.inbound import skipped_client
 from mailsuite.trust.resolver import DnsLookup, build_lookup
 
@@ -82,6 +91,10 @@ class JunkFilter:
         self.global_lists = FilterData(config.data_dir / GLOBAL_LISTS_FILE)
         self._models: OrderedDict[str, FilterData] = OrderedDict()
         self._lock = threading.Lock()
+        # {(folder, judgement): verdict} of messages with nothing to go by
+        self._neutral: dict = {}
+        # {account: (special-use file's stat, its junk folder, when to look again)}
+        self._junk_folders: dict[str, tuple[tuple, str, float]] = {}
         # Called on the reactor with (raw message, JUNK or HAM) after each lesson: rspamd.
         self.learn_listeners: list = []
         self.dns_lists = DnsListChecker(config)
@@ -164,23 +177,25 @@ class JunkFilter:
             return {m: Verdict(folder) for m in mailboxes}
         signals = list(getattr(envelope, "junk_signals", ()) or ())
         # the header parsed once, for our Authentication-Results and the authors
-        fields = parse_fields(header_block(data[:65536]))
+        head = message_head(data)
+        fields = head[1].fields
         signals.extend(self._message_signals(fields))
-        senders = [envelope.mail_from, *author_addresses(fields)]
-        senders = [s for s in dict.fromkeys(a.lower() for a in senders) if s]
-        words_needed = not any(s.replaces_words for s in signals)
-        # the message's words, made once and only for an account trained enough to use them
-        tokens = functools.cache(lambda: message_tokens(data))
-        global_match = self.global_lists.list_match(senders)
-        may_refuse = bool(envelope.client_ip) and not skipped_client(
-            self.config, envelope.client_ip
+        # Made once, and only when asked: the senders by an account (or the server) with
+        # lists or correspondents, the words by an account trained enough to use them,
+        # whether the client may be refused by a score that high.
+        senders = _Once(lambda: _senders(envelope.mail_from, fields))
+        tokens = _Once(lambda: message_tokens(data, head))
+        may_refuse = _Once(
+            lambda: bool(envelope.client_ip) and not skipped_client(self.config, envelope.client_ip)
         )
+        words_needed = not any(s.replaces_words for s in signals)
+        global_match = self.global_lists.list_match(senders)
         verdicts = {}
         for mailbox in mailboxes:
             verdicts[mailbox] = self._judge_one(
                 mailbox, folder, tokens, words_needed, signals, senders, global_match, may_refuse
             )
-        if may_refuse and not remote and all(v.refuse for v in verdicts.values()):
+        if not remote and all(v.refuse for v in verdicts.values()):
             raise JunkRefused(max(verdicts.values(), key=lambda v: v.score))
         return verdicts
 
@@ -194,21 +209,27 @@ class JunkFilter:
             return Verdict(folder)  # created by delivery in a moment: nothing learned yet
         model = self.model(mbox)
         judgement = None
-        if model.is_empty():
-            # an account that has learned and listed nothing: neutral words, no lists, no
-            # correspondents, without a query
-            if words_needed:
-                judgement = classifier.judge({}, 0, 0, cfg.min_trained)
-            listed, correspondent = global_match, None
-        else:
-            n_junk, n_ham, listed, correspondent = model.evidence(senders)
-            if words_needed:
-                trained = min(n_junk, n_ham) >= cfg.min_trained
-                counts = model.counts(tokens()) if trained else {}
-                judgement = classifier.judge(counts, n_junk, n_ham, cfg.min_trained)
-            listed = listed or global_match
-        return decide(
-            junk_folder=lambda: junk_folder_of(mbox),
+        n_junk, n_ham, listed, correspondent = model.evidence(senders)
+        if words_needed:
+            if min(n_junk, n_ham) >= cfg.min_trained:
+                judgement = model.judge(tokens())
+            else:
+                judgement = classifier.UNTRAINED
+        listed = listed or global_match
+        neutral = (
+            not signals
+            and listed is None
+            and correspondent is None
+            and judgement in (None, classifier.UNTRAINED)
+        )
+        if neutral:
+            # the same verdict for every message (an untrained filter, nothing else to go
+            # by): made once
+            verdict = self._neutral.get((folder, judgement))
+            if verdict is not None:
+                return verdict
+        verdict = decide(
+            junk_folder=lambda: self._junk_folder(mbox),
             default_folder=folder,
             judgement=judgement,
             signals=signals,
@@ -219,6 +240,25 @@ class JunkFilter:
             bayes_weight=cfg.bayes_weight,
             may_refuse=may_refuse,
         )
+        if neutral and not verdict.junk:
+            self._neutral[folder, judgement] = verdict
+        return verdict
+
+    def _junk_folder(self, mbox: Mailbox) -> str:
+        """junk_folder_of(mbox), read again only when the special-use file changed (a stat
+        at most every RECHECK_AFTER seconds instead of reading it for every message filed as
+        junk)."""
+        key = mbox.address.lower()
+        now = time.monotonic()
+        known = self._junk_folders.get(key)
+        if known is not None and now < known[2]:
+            return known[1]
+        state = stat_key(mbox.path / SPECIAL_USE_FILE)
+        name = known[1] if known is not None and known[0] == state else junk_folder_of(mbox)
+        if len(self._junk_folders) >= MODEL_CACHE:
+            self._junk_folders.clear()
+        self._junk_folders[key] = (state, name, now + RECHECK_AFTER)
+        return name
 
     def _message_signals(self, fields: list[tuple[bytes, bytes]]) -> list[Signal]:
         """DMARC's verdict from our own Authentication-Results field (trust added it on
@@ -335,6 +375,31 @@ class JunkFilter:
             if model.learn(message_identity(raw), message_tokens(raw), kind):
                 learned.append(raw if self.learn_listeners else b"")
         return learned
+
+
+class _Once:
+    """A value made by the first call and given back by the others (functools.cache's
+    wrapper costs more to make than the value it saves, for a few calls per message)."""
+
+    __slots__ = ("_make", "_value")
+
+    def __init__(self, make):
+        self._make = make
+        self._value = _UNMADE
+
+    def __call__(self):
+        if self._value is _UNMADE:
+            self._value = self._make()
+        return self._value
+
+
+_UNMADE = object()
+
+
+def _senders(mail_from: str, fields: list[tuple[bytes, bytes]]) -> list[str]:
+    """The envelope sender and the From: addresses, lower case, each once."""
+    senders = [mail_from, *author_addresses(fields)]
+    return [s for s in dict.fromkeys(a.lower() for a in senders) if s]
 
 
 def author_addresses(fields: list[tuple[bytes, bytes]]) -> list[str]:

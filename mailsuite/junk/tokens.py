@@ -10,21 +10,30 @@ teach the filter its own verdicts or this server's name.
 
 from __future__ import annotations
 
+import binascii
 import html
 import re
 
-from mailsuite.message.decode import decode_header_value
-from mailsuite.message.lines import to_wire
-from mailsuite.message.structure import iter_leaves, parse_message
-from mailsuite.message.text import part_text
+from mailsuite.message.decode import decode_charset, decode_header_value, decode_transfer
+from mailsuite.message.lines import header_end, to_wire
+from mailsuite.message.structure import MimePart, iter_leaves, parse_message
 
-# Text read from a message, at most (about 1300 words): the words that decide sit near the
-# top, and past this each further KB cost the delivery thread about 20 µs of the GIL while
-# adding few new words (a message's words are a set).
-MAX_TEXT = 8 * 1024
+# Text read from a message, at most (about 600 words, four times the MAX_CLUES strongest the
+# classifier combines): the words that decide sit near the top, and each further KB costs
+# the delivery thread about 14 µs of the GIL while adding few new words (a message's words
+# are a set).
+MAX_TEXT = 4 * 1024
 # The bytes parsed: text parts after large attachments are still found.
 MAX_RAW = 256 * 1024
+# The header read, at most.
+MAX_HEADER = 64 * 1024
 MAX_PARTS = 50
+# Encoded bytes first decoded per character of text wanted: enough for base64 (four per
+# three, and the line ends) and for quoted-printable or UTF-8 text that is mostly ASCII; a
+# part whose start gives fewer characters is decoded whole.
+_BYTES_PER_CHAR = 1.5
+# Charsets decoded as UTF-8 (else Latin-1), as decode_charset does.
+_UTF8_LIKE = frozenset({"", "us-ascii", "ascii", "utf-8", "utf8"})
 # Words shorter than this say little; longer ones are mostly encoded junk.
 MIN_WORD, MAX_WORD = 3, 24
 
@@ -52,33 +61,104 @@ _TAG = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>")
 _SPACE = re.compile(r"\s+")
 
 
-def message_tokens(raw: bytes) -> set[str]:
-    """The distinct tokens of a message (LF or CRLF line ends)."""
+def message_head(raw: bytes) -> tuple[int, MimePart]:
+    """(where the body starts, the message's header parsed as a part with no body): what the
+    filter reads of the header, and message_tokens starts from."""
+    end = message_header_end(raw[:MAX_HEADER])
+    return end, parse_message(to_wire(raw[:end]))
+
+
+def message_tokens(raw: bytes, head: tuple[int, MimePart] | None = None) -> set[str]:
+    """The distinct tokens of a message (LF or CRLF line ends); `head`: its message_head
+    when already made."""
     try:
-        wire = to_wire(raw[:MAX_RAW] if len(raw) > MAX_RAW else raw)
-        root = parse_message(wire)
+        end, root = head or message_head(raw)
+        wire = None
+        if root.is_multipart or root.is_message:
+            wire = to_wire(raw[:MAX_RAW] if len(raw) > MAX_RAW else raw)
+            root = parse_message(wire)
     except Exception:  # the message package does not raise; this guards the filter anyway
         return {"shape:unparsable"}
     tokens: set[str] = set()
     _header_tokens(root.fields, tokens)
+    if wire is None:
+        # One part, the message's own body: neither the whole message brought to CRLF nor
+        # parsed, only the start of its body.
+        _part_tokens(raw[end:MAX_RAW], root, MAX_TEXT, tokens)
+        return tokens
     budget = MAX_TEXT
     for n, part in enumerate(iter_leaves(root)):
         if n >= MAX_PARTS or budget <= 0:
             break
-        mime = f"{part.ctype}/{part.csubtype}"
-        if part.ctype != "text":
-            tokens.add(f"part:{mime}")
-            name = part.param("name") or ""
-            if "." in name:
-                tokens.add("filename:" + name.rpartition(".")[2].lower()[:8])
-            continue
-        text = part_text(wire, part)[:budget]
-        budget -= len(text)
-        if part.csubtype == "html":
-            tokens.add("part:text/html")
-            text = html_text(text, tokens)
-        text_tokens(text, tokens)
+        budget -= _part_tokens(wire[part.body_start : part.end], part, budget, tokens)
     return tokens
+
+
+def message_header_end(raw: bytes) -> int:
+    """header_end(raw), found fast in a message with CRLF line ends (as SMTP hands it over):
+    its blank line looked for first, the LF forms only before it."""
+    i = raw.find(b"\r\n\r\n")
+    return header_end(raw[: i + 4] if i >= 0 else raw)
+
+
+def _part_tokens(body: bytes, part: MimePart, budget: int, tokens: set[str]) -> int:
+    """The tokens of one leaf part (its body as stored or sent) into `tokens`; the characters
+    of text read (at most `budget`)."""
+    if part.ctype != "text":
+        tokens.add(f"part:{part.ctype}/{part.csubtype}")
+        name = part.param("name") or ""
+        if "." in name:
+            tokens.add("filename:" + name.rpartition(".")[2].lower()[:8])
+        return 0
+    text = _leading_text(body, part, budget)
+    if part.csubtype == "html":
+        tokens.add("part:text/html")
+        text_tokens(html_text(text, tokens), tokens)
+    else:
+        text_tokens(text, tokens)
+    return len(text)
+
+
+def _leading_text(body: bytes, part: MimePart, budget: int) -> str:
+    """The first `budget` characters of a text part's decoded text.  Where a line feed can
+    only be a line end (UTF-8 and ASCII) only the start of a long body is decoded, up to its
+    last whole line: undoing base64 or quoted-printable and decoding the charset are line by
+    line, so that start reads as the whole does (a body whose UTF-8 is broken past it is read
+    as UTF-8 there, where the whole would be Latin-1)."""
+    limit = int(budget * _BYTES_PER_CHAR)
+    if len(body) > limit and _line_feed_is_line_end(part.param("charset")):
+        data = _undo_transfer(to_wire(body[: body.rfind(b"\n", 0, limit) + 1]), part)
+        cut = data.rfind(b"\n") + 1
+        text = decode_charset(data[:cut], "utf-8")
+        if len(text) >= budget:
+            return text[:budget]
+    data = decode_transfer(to_wire(body), part.transfer_encoding)
+    return decode_charset(data, part.param("charset"))[:budget]
+
+
+def _undo_transfer(lines: bytes, part: MimePart) -> bytes:
+    """decode_transfer of whole lines in wire form, by binascii alone where that gives the
+    same: well-formed base64 (dropping the line ends by a regular expression first costs
+    twice the decoding), quoted-printable with no line ending in white space (RFC 2045 §6.7
+    rule 3's case, which needs the white space dropped first)."""
+    encoding = part.transfer_encoding
+    try:
+        if encoding == "base64":
+            return binascii.a2b_base64(lines)
+        if (
+            encoding == "quoted-printable"
+            and b" \r\n" not in lines
+            and b"\t\r\n" not in lines
+            and not lines.endswith((b" ", b"\t"))
+        ):
+            return binascii.a2b_qp(lines)
+    except (binascii.Error, ValueError):
+        pass  # broken base64: its tolerant reading
+    return decode_transfer(lines, encoding)
+
+
+def _line_feed_is_line_end(charset: str | None) -> bool:
+    return (charset or "").strip().strip('"').lower() in _UTF8_LIKE
 
 
 def _header_tokens(fields: list[tuple[bytes, bytes]], tokens: set[str]) -> None:
@@ -156,11 +236,10 @@ def _words(text: str) -> set[str]:
     """The distinct words of a text, lower case: split at white space (as SpamBayes does;
     a regular expression over the whole text costs several times more), punctuation around
     a word dropped.  A long run of characters stands as "skip:<first letter><length in
-    tens>" ("something long was here", not what it was).  Comprehensions over the distinct
-    chunks: this runs for every text part of every judged message."""
-    words = {chunk.strip(_PUNCTUATION) for chunk in set(text.split())}
+    tens>" ("something long was here", not what it was).  One comprehension over the
+    distinct chunks: this runs for every text part of every judged message."""
     return {
         w if len(w) <= MAX_WORD else f"skip:{w[0]}{len(w) // 10 * 10}"
-        for w in words
-        if len(w) >= MIN_WORD
+        for chunk in set(text.split())
+        if len(w := chunk.strip(_PUNCTUATION)) >= MIN_WORD
     }

@@ -58,8 +58,10 @@ class Verdict:
 
 def strip_forged(data: bytes) -> bytes:
     """`data` without X-Spam-Status/Score/Reason fields in its header."""
-    end = data.find(b"\n\n")
+    # the CRLF blank line first (as SMTP hands messages over): the LF one is then looked for
+    # only before it, not through the whole body
     end2 = data.find(b"\r\n\r\n")
+    end = data.find(b"\n\n", 0, len(data) if end2 < 0 else end2)
     ends = [e for e in (end, end2) if e >= 0]
     cut = min(ends) + 1 if ends else len(data)
     head = data[:cut]
@@ -83,7 +85,7 @@ def decide(
     junk_score: float,
     reject_score: float,
     bayes_weight: float,
-    may_refuse: bool,
+    may_refuse: bool | Callable[[], bool],
 ) -> Verdict:
     """The verdict for one recipient (see the module docstring)."""
     score = sum(s.points for s in signals)
@@ -98,7 +100,9 @@ def decide(
         else:
             reasons.append("words untrained")
     is_junk = score >= junk_score
-    refuse = may_refuse and reject_score > 0 and score >= reject_score
+    refuse = reject_score > 0 and score >= reject_score
+    # asked only for a score that high: whether the client is outside costs an address parse
+    refuse = refuse and (may_refuse() if callable(may_refuse) else may_refuse)
     if listed is not None:
         kind, entry = listed
         reasons.insert(0, f"{kind} list {entry}")
@@ -123,9 +127,13 @@ def decide(
 
 def _printable(text: str) -> str:
     """One header line: no control characters (names and words come from the message)."""
+    if text.isprintable():
+        return text  # the usual case, told by one C loop
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def _word(token: str) -> str:
     # Header words keep their prefix ("subject:free"); no control characters in a header.
+    if token.isprintable() and "," not in token and ";" not in token:
+        return token[:40]
     return "".join(ch if ch.isprintable() and ch not in ";," else "?" for ch in token)[:40]
