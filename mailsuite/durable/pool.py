@@ -102,15 +102,15 @@ class WorkerPool:
             thread.join()
 
     def _run(self) -> None:
+        with self._lock:
+            self._idle += 1
         while True:
-            with self._lock:
-                self._idle += 1
             try:
                 job = self._jobs.get(timeout=IDLE_SECONDS)
             except queue.Empty:
                 with self._lock:
-                    self._idle -= 1
-                    if self._queued <= self._idle:  # the others cover the work given
+                    if self._queued < self._idle:  # the others cover the work given
+                        self._idle -= 1
                         self._threads.remove(threading.current_thread())
                         return
                 continue
@@ -127,10 +127,14 @@ class WorkerPool:
             except BaseException:
                 outcome = (d, False, Failure())
             self._in_job.active = False
+            # One hold of the lock hands the result over and counts this thread idle again:
+            # each hold the reactor's submit or flush may be waiting on costs both a futex
+            # round.
             with self._lock:
                 self._finished.append(outcome)
                 post = not self._flush_posted
                 self._flush_posted = True
+                self._idle += 1
             if post:
                 self._reactor.callFromThread(self._flush)
 

@@ -39,6 +39,7 @@ __all__ = [
     "SieveError",
     "account_folder",
     "check_name",
+    "forget_stamps",
     "index_stamp",
 ]
 
@@ -47,6 +48,16 @@ STATUS = "status.json"
 # RFC 5804 §1.6: script names are at most 1024 octets (we take that as our limit too).
 MAX_NAME_OCTETS = 1024
 _NOT_TAKEN = object()  # ScriptStore.active's stamp when the caller has none
+# How long (seconds) an account's index stamp is believed before it is taken again.  A stat per
+# delivery let go of the GIL in the durable pool, which under load cost that thread and the
+# reactor several futex rounds for each message; a change this process makes (ManageSieve, a
+# script stored by the server) forgets every stamp at once, another process's change (the
+# admin command) shows at the first delivery this long after it.
+RECHECK_AFTER = 0.1
+MAX_STAMPS = 4096  # accounts whose stamps are held; past it they are all taken again
+# Index path -> (monotonic time until which it is believed, its stamp or None).
+_stamps: dict[str, tuple[float, tuple | None]] = {}
+_forgotten = [0]  # how many times they were forgotten: a stat taken before is not kept
 
 
 class QuotaError(Exception):
@@ -316,7 +327,10 @@ class ScriptStore:
 
     def _write_index(self, index: dict) -> None:
         data = json.dumps(index, ensure_ascii=False, sort_keys=True).encode("utf-8")
-        self._write(self.folder / INDEX, data, replacing=True)
+        try:
+            self._write(self.folder / INDEX, data, replacing=True)
+        finally:
+            forget_stamps()
 
     def _write(self, final: Path, data: bytes, replacing: bool = False) -> None:
         if self.io is None:
@@ -340,8 +354,27 @@ class ScriptStore:
 def index_stamp(maildir: Path) -> tuple | None:
     """What tells whether the scripts of the account whose Maildir is `maildir` changed (its
     index's time, size and inode), None when it has no index: no script was ever stored.
-    The path by string (account_folder's join, in pathlib, cost more than the stat)."""
-    return _stamp(f"{maildir}/sieve/{INDEX}")
+    Taken from the disk at most every RECHECK_AFTER seconds per account (see there).  The
+    path by string (account_folder's join, in pathlib, cost more than the stat)."""
+    path = f"{maildir}/sieve/{INDEX}"
+    now = time.monotonic()
+    held = _stamps.get(path)
+    if held is not None and now < held[0]:
+        return held[1]
+    generation = _forgotten[0]
+    stamp = _stamp(path)
+    if len(_stamps) >= MAX_STAMPS:
+        _stamps.clear()
+    if generation == _forgotten[0]:
+        _stamps[path] = (now + RECHECK_AFTER, stamp)
+    return stamp
+
+
+def forget_stamps() -> None:
+    """Take every index stamp from the disk again: this process changed a script (also for
+    code that writes an account's sieve folder itself, as a restore does)."""
+    _forgotten[0] += 1
+    _stamps.clear()
 
 
 def _stamp(path: Path | str) -> tuple | None:

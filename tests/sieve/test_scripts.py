@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 
 import pytest
 
-from mailsuite.sieve import SieveError
+from mailsuite.sieve import SieveError, scripts
 from mailsuite.sieve.scripts import (
     ActiveScriptError,
     BadNameError,
@@ -16,6 +17,8 @@ from mailsuite.sieve.scripts import (
     QuotaError,
     ScriptStore,
     account_folder,
+    forget_stamps,
+    index_stamp,
 )
 
 
@@ -208,3 +211,34 @@ def test_two_writers_never_lose_each_others_scripts(tmp_path):
         t.join()
     assert len(stores[0].names()) == 40
     assert len([f for f in os.listdir(folder) if f.endswith(".sieve")]) == 40
+
+
+def test_index_stamp_is_taken_again_at_once_after_this_process_changes_a_script(tmp_path):
+    maildir = tmp_path / "maildir"
+    assert index_stamp(maildir) is None
+    store = ScriptStore(account_folder(maildir))
+    store.put("a", "discard;")
+    first = index_stamp(maildir)
+    assert first is not None
+    store.activate("a")
+    assert index_stamp(maildir) not in (None, first)
+
+
+def test_index_stamp_sees_another_writers_change_after_recheck_after(tmp_path, monkeypatch):
+    """Another process's change (here: the index written by hand) shows once RECHECK_AFTER
+    has passed, and not one stat is taken for the account before that."""
+    maildir = tmp_path / "maildir"
+    forget_stamps()
+    began = time.monotonic()
+    assert index_stamp(maildir) is None
+    taken = []
+    real_stat = os.stat
+    monkeypatch.setattr(scripts.os, "stat", lambda p, *a, **k: taken.append(p) or real_stat(p))
+    folder = account_folder(maildir)
+    folder.mkdir(parents=True)
+    (folder / "index.json").write_text('{"active": null, "scripts": {}}')
+    stamp = index_stamp(maildir)
+    if time.monotonic() - began < scripts.RECHECK_AFTER:
+        assert stamp is None and taken == []
+    time.sleep(scripts.RECHECK_AFTER)
+    assert index_stamp(maildir) is not None and len(taken) == 1
