@@ -183,6 +183,16 @@ class SelectedView:
         return self.flag_lines()
 
     # -- updates ----------------------------------------------------------------------------
+    def has_updates(self, expunge_ok: bool) -> bool:
+        """Whether `drain_updates` has anything to say (asked after every command, so that
+        the usual answer, nothing, costs no list)."""
+        return bool(
+            (expunge_ok and self.pending_expunge)
+            or self.pending_exists
+            or self.pending_flags
+            or self.contexts.searches
+        )
+
     def drain_updates(self, expunge_ok: bool) -> list[bytes]:
         """Untagged EXPUNGE/VANISHED, EXISTS/RECENT and FETCH lines owed to the client."""
         out: list[bytes] = []
