@@ -114,6 +114,12 @@ class SelectedView:
         out: list[tuple[int, object]] = []
         if not uid:
             n = len(msgs)
+            ranges = seqset.ranges
+            if len(ranges) == 1:
+                lo, hi = ranges[0]
+                if lo == hi and lo is not None and lo >= 1:
+                    # One message, what a client reading messages one by one asks for.
+                    return [(lo, msgs[lo - 1])] if lo <= n else []
             for lo, hi in seqset.resolve(n):
                 if lo > n:
                     continue
