@@ -483,6 +483,26 @@ _PLAIN_ATOM = (
     b"[^" + _ATOM_CHARS + b"]*)(?=[ )]|\\Z)"
 )
 _ATOMS = re.compile(_PLAIN_ATOM + b"(?: " + _PLAIN_ATOM + b")*")
+# A whole argument text of such atoms, with at most one parenthesized list of them at its end
+# (`37 (BODY.PEEK[])`, `1:* (UID FLAGS)`, `INBOX`): what `tokenize` would make of it, read in
+# one match rather than a step per token.
+_FLAT_ARGS = re.compile(b"(" + _ATOMS.pattern + b")?(?:(?(1) )\\((" + _ATOMS.pattern + b")\\))?\\Z")
+
+
+def _flat_args(text: bytes, start: int) -> list | None:
+    """`tokenize([text], start)` for the common shapes `_FLAT_ARGS` takes; None for anything
+    else (which `tokenize` then reads, and refuses where it must)."""
+    m = _FLAT_ARGS.match(text, start)
+    if m is None or m.end() == start:
+        return None
+    atoms, inner = m.group(1, 2)
+    try:
+        args = list(map(Atom, atoms.decode("utf-8").split(" "))) if atoms else []
+        if inner is not None:
+            args.append(list(map(Atom, inner.decode("utf-8").split(" "))))
+    except UnicodeDecodeError:
+        return None
+    return args
 
 
 def _atom(text: bytes, i: int) -> tuple[Atom, int]:
@@ -545,7 +565,14 @@ def parse_command(pieces: list) -> Command:
         if head is not None and (end < len(first) or len(pieces) == 1):
             # The arguments start after the space that ends the name, as the tokenizer
             # would have taken it.
-            args = tokenize(pieces, end + 1) if end < len(first) else []
+            if end >= len(first):
+                args = []
+            elif len(pieces) == 1:
+                args = _flat_args(first, end + 1)
+                if args is None:
+                    args = tokenize(pieces, end + 1)
+            else:
+                args = tokenize(pieces, end + 1)
             return Command(head[1].decode("ascii"), name, args)
     if isinstance(first, _Literal):
         raise ImapBad("Missing tag")

@@ -131,6 +131,13 @@ class SequenceSet:
         return ",".join(parts)
 
 
+# Sets of one number by their text, shared (a SequenceSet is immutable): a client reading
+# messages one by one sends the same few thousand numbers again and again, and a frozen
+# dataclass costs more to make than the rest of parsing it.
+SINGLES_KEPT = 4096
+_SINGLES: dict[str, SequenceSet] = {}
+
+
 def parse_sequence_set(text, allow_dollar: bool = True) -> SequenceSet:
     """`1:*,5,7:9` (or `$` when allowed) into a SequenceSet; ImapBad for anything else.
 
@@ -144,11 +151,18 @@ def parse_sequence_set(text, allow_dollar: bool = True) -> SequenceSet:
         return SequenceSet((), dollar=True)
     if not text:
         raise ImapBad("Invalid sequence set")
+    single = _SINGLES.get(text)
+    if single is not None:
+        return single
     if text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= 10:
         n = int(text)  # one number, what clients fetch a single message with
         if n > MAX_NUMBER:
             raise ImapBad("Sequence number out of range")
-        return SequenceSet(((n, n),))
+        single = SequenceSet(((n, n),))
+        if len(_SINGLES) >= SINGLES_KEPT:
+            _SINGLES.clear()
+        _SINGLES[str(text)] = single
+        return single
     ranges = []
     pieces = text.split(",")
     if len(pieces) > 1 and pieces[-1] == "":

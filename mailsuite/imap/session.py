@@ -242,7 +242,9 @@ class Session:
             ev = self.reader.next_event()
             if ev is None:
                 return
-            if isinstance(ev, NeedContinuation):
+            if type(ev) is Command:  # what nearly every event is, asked first
+                self._run_step(ev)
+            elif isinstance(ev, NeedContinuation):
                 self.protocol.write_sequence([R.continuation("Ready for literal data")])
                 self.protocol.quick_ack()
             elif isinstance(ev, RejectedCommand):
@@ -253,8 +255,6 @@ class Session:
                     self.protocol.close()
                     return
                 self.reject(ev.tag, ev.error)
-            elif isinstance(ev, Command):
-                self._run_step(ev)
 
     def _output_blocked(self) -> bool:
         """The transport holds more unsent output than it wants: run nothing more until the
@@ -376,8 +376,9 @@ class Session:
         return self.protocol.wait_writable()
 
     def send_updates(self, expunge_ok: bool = True) -> None:
-        if self.view is not None:
-            self.send_many(self.view.drain_updates(expunge_ok))
+        view = self.view
+        if view is not None and view.has_updates(expunge_ok):
+            self.send_many(view.drain_updates(expunge_ok))
         if self.notifier is not None:
             self.send_many(self.notifier.drain())
 

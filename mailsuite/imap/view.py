@@ -114,6 +114,12 @@ class SelectedView:
         out: list[tuple[int, object]] = []
         if not uid:
             n = len(msgs)
+            ranges = seqset.ranges
+            if len(ranges) == 1:
+                lo, hi = ranges[0]
+                if lo == hi and lo is not None and lo >= 1:
+                    # One message, what a client reading messages one by one asks for.
+                    return [(lo, msgs[lo - 1])] if lo <= n else []
             for lo, hi in seqset.resolve(n):
                 if lo > n:
                     continue
@@ -183,6 +189,16 @@ class SelectedView:
         return self.flag_lines()
 
     # -- updates ----------------------------------------------------------------------------
+    def has_updates(self, expunge_ok: bool) -> bool:
+        """Whether `drain_updates` has anything to say (asked after every command, so that
+        the usual answer, nothing, costs no list)."""
+        return bool(
+            (expunge_ok and self.pending_expunge)
+            or self.pending_exists
+            or self.pending_flags
+            or self.contexts.searches
+        )
+
     def drain_updates(self, expunge_ok: bool) -> list[bytes]:
         """Untagged EXPUNGE/VANISHED, EXISTS/RECENT and FETCH lines owed to the client."""
         out: list[bytes] = []

@@ -101,3 +101,14 @@ def test_random_text_parses_or_is_bad(text):
     except ImapBad:
         return
     s.resolve(10)
+
+
+def test_one_number_parsed_again_is_the_same_set():
+    # Sets of one number are kept by their text: the next parse of it answers the same.
+    first = parse_sequence_set("42")
+    assert parse_sequence_set(Atom("42")) == first == SequenceSet(((42, 42),))
+    assert parse_sequence_set("42").resolve(10) == [(42, 42)]
+    for bad in ("0", "042", "4294967296"):
+        for _ in range(2):
+            with pytest.raises(ImapBad):
+                parse_sequence_set(bad)

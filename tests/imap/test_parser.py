@@ -1,5 +1,7 @@
 """The pure IMAP command reader and tokenizer (RFC 3501 §2.2, §4.3, §9; RFC 7888 LITERAL+)."""
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,8 +13,10 @@ from mailsuite.imap.parser import (
     ImapBad,
     NeedContinuation,
     RejectedCommand,
+    _flat_args,
     parse_line,
     parse_sequence_set,
+    tokenize,
 )
 from mailsuite.imap.response import (
     decode_mailbox,
@@ -208,3 +212,31 @@ def test_section_atoms_and_ordinary_brackets_scan_alike():
     ):
         with pytest.raises(ImapBad, match=why):
             parse_line(bad)
+
+
+def test_flat_args_read_as_the_tokenizer_reads_them():
+    # The one-match reading of plain arguments gives what the tokenizer gives (types too),
+    # and leaves everything else to it.
+    pieces = [b"a", b"B", b"1", b" ", b"(", b")", b"[", b"]", b"BODY[", b"BODY.PEEK[", b"<"]
+    pieces += [b".", b'"', b"{", b"~", "é".encode(), b"\xff", b"*", b":", b"\\", b"\x00", b"\r"]
+    rng = random.Random(7)
+    taken = 0
+    for _ in range(50_000):
+        text = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+        flat = _flat_args(text, 0)
+        if flat is None:
+            continue
+        taken += 1
+        try:
+            tokens = tokenize([text])
+        except ImapBad:
+            raise AssertionError(f"{text!r} read, but the tokenizer refuses it") from None
+        assert flat == tokens, text
+        assert [type(a) for a in flat] == [type(t) for t in tokens], text
+        for a, t in zip(flat, tokens, strict=True):
+            if type(a) is list:
+                assert [type(x) for x in a] == [type(x) for x in t], text
+    assert taken > 1000
+    assert _flat_args(b"c1 FETCH 37 (BODY.PEEK[])", 9) == ["37", ["BODY.PEEK[]"]]
+    assert _flat_args(b"1 (BODY.PEEK[HEADER.FIELDS (FROM)])", 0) is None
+    assert _flat_args(b"1 ()", 0) is None

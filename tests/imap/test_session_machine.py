@@ -170,3 +170,22 @@ def test_random_bytes_get_well_formed_replies(fuzz_services, pieces):
     for line in conn.take():
         assert REPLY.match(line), line
         assert b"SERVERBUG" not in line
+
+
+def test_fetch_of_one_number_answers_as_its_range_rfc3501_6_4_5(tmp_path):
+    # One message by its number (read the short way) gets what the range n:n gets.
+    services = make_services(tmp_path, with_tls=False)
+    for i in range(3):
+        drop_into_new(services, f"M{i}")
+    session, conn = open_session(services)
+    session.logged_in(USER)
+    session.receive(b"s1 SELECT INBOX\r\n")
+    assert b"* 3 EXISTS" in conn.take()
+    for n in (1, 2, 3):
+        session.receive(b"a FETCH %d (UID FLAGS BODY.PEEK[])\r\n" % n)
+        one = conn.take()
+        session.receive(b"a FETCH %d:%d (UID FLAGS BODY.PEEK[])\r\n" % (n, n))
+        assert conn.take() == one
+        assert one[0].startswith(b"* %d FETCH (UID " % n) and one[-1] == b"a OK FETCH completed"
+    session.receive(b"b FETCH 4 (UID)\r\n")
+    assert conn.take() == [b"b BAD Invalid message sequence number"]

@@ -153,6 +153,9 @@ def _renderer(session, view, req: FetchRequest) -> FetchRenderer:
     return FetchRenderer(req, state.rendered, str(view.folder.path))
 
 
+_ATOMS_ONLY = {Atom}
+
+
 def _args_key(args: list, start: int = 0):
     """A hashable form of parsed arguments (from `start` on) made of atoms and lists; None for
     anything else (a string or a literal is never a valid item, so such a FETCH is parsed,
@@ -160,7 +163,7 @@ def _args_key(args: list, start: int = 0):
     key = []
     for i in range(start, len(args)):
         a = args[i]
-        if type(a) is list and all(type(x) is Atom for x in a):
+        if type(a) is list and set(map(type, a)) == _ATOMS_ONLY:
             key.append(tuple(a))  # what nearly every request's item list is
         elif isinstance(a, list):
             inner = _args_key(a)
