@@ -24,6 +24,12 @@ log = Logger(namespace="mailsuite.limits")
 PER_ADDRESS = "per-address"
 SERVER_WIDE = "server-wide"
 
+# Units of input (command lines, literal or message-data pieces, sub-dialogue steps) a session
+# of any protocol handles for one connection in one call; then it yields and its adapter calls
+# it again on a later reactor turn, so that one client pipelining thousands of commands never
+# keeps the others waiting.
+COMMANDS_PER_TURN = 32
+
 # File descriptors kept back from connections when the total follows the limit: the listeners,
 # the accounts database and its WAL, Maildir and spool files being read or written by the
 # durable-I/O threads, the per-Maildir parse caches, the relay's outbound connections, logs.

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from mailsuite.limits import PER_ADDRESS
-
-# Units of input a session handles per call before it lets other connections have the
-# reactor (its adapter calls it again on the next turn).
-COMMANDS_PER_TURN = 32
+from mailsuite.limits import COMMANDS_PER_TURN, PER_ADDRESS
 
 
 class TurnTaking:

@@ -32,6 +32,7 @@ from mailsuite.imap.parser import (
 from mailsuite.imap.server_state import ImapState
 from mailsuite.imap.states import AUTHENTICATED, LOGOUT, NOT_AUTHENTICATED, SELECTED
 from mailsuite.imap.view import SelectedView
+from mailsuite.limits import COMMANDS_PER_TURN
 from mailsuite.logtext import visible
 
 log = Logger(namespace="mailsuite.imap")
@@ -40,10 +41,6 @@ log = Logger(namespace="mailsuite.imap")
 # writes; a big FETCH does not sit in memory whole).
 FLUSH_BYTES = 65536
 
-# Commands (and literal or sub-dialogue steps) run for one connection in one call of `pump`;
-# then the session yields and its connection calls `pump` again on a later reactor turn, so a
-# client pipelining thousands of commands never keeps the others waiting.
-COMMANDS_PER_TURN = 32
 
 # " OK <NAME> completed" + CRLF by command name (only names of the command table get here).
 _COMPLETED: dict[str, bytes] = {}

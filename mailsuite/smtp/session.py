@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite import sasl
-from mailsuite.limits import PER_ADDRESS
+from mailsuite.limits import COMMANDS_PER_TURN, PER_ADDRESS
 from mailsuite.smtp.auth import AuthCommands
 from mailsuite.smtp.burl import BurlCommands
 from mailsuite.smtp.parser import (
@@ -38,10 +38,6 @@ log = Logger(namespace="mailsuite.smtp")
 # Commands we know but do not offer get 502 rather than 500 (RFC 5321 §4.2.4).
 NOT_IMPLEMENTED = {"EXPN", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML"}
 
-# Units of input (command lines, pieces of message data) handled for one connection in one
-# call of `process`; then the session yields and its connection calls `process` again on a
-# later reactor turn, so that one client's pipeline never keeps the others waiting.
-COMMANDS_PER_TURN = 32
 
 # EHLO replies made so far, by what decides them (SmtpSession.smtp_EHLO).
 _EHLO_REPLIES: dict[tuple, bytes] = {}
