@@ -17,6 +17,7 @@ from zope.interface import implementer
 from mailsuite import heap
 from mailsuite.limits import AdmittedConnection
 from mailsuite.tls import is_secure
+from mailsuite.transport import unregister_producer
 
 
 class PacedReading:
@@ -149,10 +150,7 @@ class LineProtocol(Protocol, TimeoutMixin, AdmittedConnection, PacedReading):
     def _unregister(self) -> None:
         if self._producing:
             self._producing = False
-            try:
-                self.transport.unregisterProducer()
-            except (AttributeError, RuntimeError):
-                pass  # the transport has let go of it already
+            unregister_producer(self.transport)
 
     def is_secure(self) -> bool:
         return is_secure(self.transport)

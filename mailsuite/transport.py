@@ -176,6 +176,17 @@ class WriteThroughServer(_WriteThroughConnection, tcp.Server):
     pass
 
 
+def unregister_producer(transport) -> None:
+    """Take the protocol's producer off `transport` if the transport still holds one.  Under
+    TLS the producer wrapper and the protocol refer to each other, and TLS sends close_notify
+    only once no producer is registered; a transport that already let go of it (or never had
+    one) raises, which here means there is nothing left to do."""
+    try:
+        transport.unregisterProducer()
+    except (AttributeError, RuntimeError):
+        pass
+
+
 def close_if_sent(transport) -> bool:
     """Close a plain TCP connection now, when everything written to it has been sent: what
     loseConnection does on a later reactor turn (the socket shut down and closed, the

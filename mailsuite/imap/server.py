@@ -31,7 +31,7 @@ from mailsuite.imap.session import Session
 from mailsuite.imap.states import NOT_AUTHENTICATED
 from mailsuite.limits import PER_ADDRESS, AdmittedConnection
 from mailsuite.listener import SessionFactory
-from mailsuite.transport import gathered_writes
+from mailsuite.transport import gathered_writes, unregister_producer
 
 log = Logger(namespace="mailsuite.imap")
 
@@ -129,10 +129,7 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
         self._gate.end_stream()
         self._gate.resumeProducing()
         # Under TLS the transport's producer wrapper and this protocol refer to each other.
-        try:
-            self.transport.unregisterProducer()
-        except (AttributeError, RuntimeError):
-            pass
+        unregister_producer(self.transport)
         self._let_go()
         heap.release_soon()
 
@@ -155,10 +152,7 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
         if not self.closed:
             self.closed = True
             # TLS waits for a registered producer to go before it sends close_notify.
-            try:
-                self.transport.unregisterProducer()
-            except (AttributeError, RuntimeError):
-                pass
+            unregister_producer(self.transport)
             self._queued = []
             self._gate.end_stream()
             self._gate.resumeProducing()

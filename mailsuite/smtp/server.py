@@ -16,7 +16,7 @@ from mailsuite.limits import AdmittedConnection
 from mailsuite.listener import SessionFactory
 from mailsuite.smtp.session import SmtpSession
 from mailsuite.tls import is_secure, tls_info
-from mailsuite.transport import close_if_sent
+from mailsuite.transport import close_if_sent, unregister_producer
 
 log = Logger(namespace="mailsuite.smtp")
 
@@ -66,10 +66,7 @@ class SmtpProtocol(protocol.Protocol, AdmittedConnection):
         # Under TLS the transport's producer wrapper and this protocol refer to each other.
         if self._producing:
             self._producing = False
-            try:
-                self.transport.unregisterProducer()
-            except (AttributeError, RuntimeError):
-                pass  # the transport has let go of it already
+            unregister_producer(self.transport)
         for call in (self._greet_call, self._turn):
             if call is not None and call.active():
                 call.cancel()
