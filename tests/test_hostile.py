@@ -10,7 +10,14 @@ import time
 import zlib
 from pathlib import Path
 
-from tests.conftest import DEFAULT_PASSWORD, client_tls_context, ready, run_cli
+from tests.conftest import (
+    DEFAULT_PASSWORD,
+    base_config,
+    client_tls_context,
+    ready,
+    run_cli,
+    toml_dumps,
+)
 from tests.test_app import ServeProcess
 
 USER = "alice@example.test"
@@ -24,10 +31,15 @@ def rss_mb(pid: int) -> float:
 
 
 def start(tmp_path: Path) -> ServeProcess:
-    sp = ServeProcess(tmp_path / "serve")
+    """A server with USER, added before it starts: an admin command and the server's first
+    start racing to create the account database is not what these tests are about."""
+    root = tmp_path / "serve"
+    root.mkdir(parents=True)
+    config_path = root / "mailsuite.toml"
+    config_path.write_text(toml_dumps(base_config(root)))
     result = run_cli(
         "--config",
-        str(sp.config_path),
+        str(config_path),
         "user",
         "add",
         USER,
@@ -35,6 +47,7 @@ def start(tmp_path: Path) -> ServeProcess:
         input=(DEFAULT_PASSWORD + "\n").encode(),
     )
     assert result.returncode == 0, result.stderr
+    sp = ServeProcess(root)
     sp.wait_listening()
     return sp
 
