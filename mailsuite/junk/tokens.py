@@ -64,7 +64,7 @@ _SPACE = re.compile(r"\s+")
 def message_head(raw: bytes) -> tuple[int, MimePart]:
     """(where the body starts, the message's header parsed as a part with no body): what the
     filter reads of the header, and message_tokens starts from."""
-    end = message_header_end(raw[:MAX_HEADER])
+    end = header_end(raw[:MAX_HEADER])
     return end, parse_message(to_wire(raw[:end]))
 
 
@@ -92,13 +92,6 @@ def message_tokens(raw: bytes, head: tuple[int, MimePart] | None = None) -> set[
             break
         budget -= _part_tokens(wire[part.body_start : part.end], part, budget, tokens)
     return tokens
-
-
-def message_header_end(raw: bytes) -> int:
-    """header_end(raw), found fast in a message with CRLF line ends (as SMTP hands it over):
-    its blank line looked for first, the LF forms only before it."""
-    i = raw.find(b"\r\n\r\n")
-    return header_end(raw[: i + 4] if i >= 0 else raw)
 
 
 def _part_tokens(body: bytes, part: MimePart, budget: int, tokens: set[str]) -> int:

@@ -15,20 +15,32 @@ def to_wire(raw: bytes) -> bytes:
     return raw.replace(b"\n", b"\r\n")
 
 
+# The first stretch of a message searched for its header's blank line; then eight times more,
+# and so on: a header is a few KB, and a search of the whole message for the blank-line form it
+# does not use (LF in a CRLF message, as SMTP hands it over) would be a pass over its body.
+HEADER_WINDOW = 8192
+
+
 def header_end(raw: bytes) -> int:
     """Offset just past the header's blank line in raw (LF or CRLF) data; len(raw) if none."""
     if raw.startswith(b"\n"):
         return 1
     if raw.startswith(b"\r\n"):
         return 2
-    i = raw.find(b"\n\n")
-    # a CRLF blank line can only come first if it starts before the LF one
-    j = raw.find(b"\n\r\n", 0, len(raw) if i < 0 else i + 2)
-    if i < 0 and j < 0:
-        return len(raw)
-    if j >= 0 and (i < 0 or j < i):
-        return j + 3
-    return i + 2
+    window = HEADER_WINDOW
+    while True:
+        # A blank line found within the window comes before any that crosses its end.
+        stop = min(window, len(raw))
+        i = raw.find(b"\n\n", 0, stop)
+        # a CRLF blank line can only come first if it starts before the LF one
+        j = raw.find(b"\n\r\n", 0, stop if i < 0 else i + 2)
+        if j >= 0 and (i < 0 or j < i):
+            return j + 3
+        if i >= 0:
+            return i + 2
+        if stop == len(raw):
+            return len(raw)
+        window *= 8
 
 
 def header_block(raw: bytes) -> bytes:

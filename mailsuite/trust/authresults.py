@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mailsuite.message.lines import header_end
+
 # RFC 2045 token characters (RFC 8601 §2.2: value = token / quoted-string).
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+\Z")
 _FIELD_NAME = b"authentication-results"
@@ -114,15 +116,6 @@ def _header_fields(data: bytes) -> tuple[list[bytes], int]:
     return fields, pos
 
 
-def _header_section(data: bytes) -> bytes:
-    """The header section and perhaps a little more: everything up to the first empty line
-    (or the whole message when it has none)."""
-    end = data.find(b"\n\r\n")
-    lf = data.find(b"\n\n", 0, end if end >= 0 else len(data))
-    end = lf if lf >= 0 else end
-    return data[: end + 1] if end >= 0 else data
-
-
 def is_ours(raw_field: bytes, our_id: str) -> bool:
     """Whether a raw header field is an Authentication-Results claiming `our_id`."""
     name, colon, value = raw_field.partition(b":")
@@ -134,7 +127,7 @@ def is_ours(raw_field: bytes, our_id: str) -> bool:
 
 def strip_forged(data: bytes, our_id: str) -> tuple[bytes, int]:
     """Remove Authentication-Results fields that claim `our_id`; returns (data, how many)."""
-    if _FIELD_NAME not in _header_section(data).lower():
+    if _FIELD_NAME not in data[: header_end(data)].lower():
         return data, 0  # most messages: no such field to look at, no split into fields
     fields, end = _header_fields(data)
     kept = [f for f in fields if not is_ours(f, our_id)]
