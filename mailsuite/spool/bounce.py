@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate
 
+from mailsuite.message.lines import header_end
 from mailsuite.spool.queue import QueuedRecipient, QueueEntry
 
 # Above this the whole message is not returned, only its header (as Postfix limits bounce size).
@@ -60,14 +61,6 @@ def should_notify(entry: QueueEntry) -> bool:
 class Report:
     recipient: QueuedRecipient
     action: str
-
-
-def _header_section(message: bytes) -> bytes:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        idx = message.find(sep)
-        if idx >= 0:
-            return message[: idx + len(sep)]
-    return message
 
 
 def _crlf(data: bytes) -> bytes:
@@ -186,7 +179,7 @@ def compose_dsn(
             returned += b"\r\n"
         third = b"Content-Description: Undelivered Message\r\nContent-Type: message/rfc822\r\n"
     else:
-        returned = _crlf(_header_section(original))
+        returned = _crlf(original[: header_end(original)])
         third = b"Content-Description: Message Headers\r\nContent-Type: text/rfc822-headers\r\n"
     body += f"--{boundary}\r\n".encode() + third + b"\r\n" + returned
     body += f"\r\n--{boundary}--\r\n".encode()

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from mailsuite.config import Config
 from mailsuite.durable.modes import make_private_dirs
+from mailsuite.message.lines import header_end
 
 KEY_TYPES = ("ed25519", "rsa")
 DEFAULT_SELECTORS = {"ed25519": "ed", "rsa": "rsa"}
@@ -161,15 +162,15 @@ def load_keys(config: Config, domain: str) -> list[DkimKey]:
     return [load_key(config, domain, s) for s in selectors]
 
 
-def _header_section(data: bytes) -> bytes:
-    m = re.search(rb"\r?\n\r?\n", data)
-    return data[: m.start()] if m else data
+def _header_lines(data: bytes) -> list[bytes]:
+    """The header's lines (folded as they come), without the blank line that ends it."""
+    return re.split(rb"\r?\n", data[: header_end(data)].rstrip(b"\r\n"))
 
 
 def header_names(data: bytes) -> list[str]:
     """Lower-case names of the header fields, in order."""
     names = []
-    for line in re.split(rb"\r?\n", _header_section(data)):
+    for line in _header_lines(data):
         if line[:1] in (b" ", b"\t") or b":" not in line:
             continue
         names.append(line.split(b":", 1)[0].strip().decode("ascii", "replace").lower())
@@ -199,7 +200,7 @@ def from_domain(data: bytes) -> str | None:
 
 def unfolded_headers(data: bytes) -> list[bytes]:
     out: list[bytes] = []
-    for line in re.split(rb"\r?\n", _header_section(data)):
+    for line in _header_lines(data):
         if line[:1] in (b" ", b"\t") and out:
             out[-1] += line
         else:

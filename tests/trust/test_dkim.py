@@ -227,3 +227,13 @@ def test_verify_malformed_signature_and_none(lookup, zone):
     assert [r.result for r in results] == ["permerror"]
     assert "lacks" in results[0].reason
     assert verify_all(lookup, MESSAGE) == []
+
+
+def test_header_ends_at_the_first_blank_line_whatever_its_line_ends():
+    """A From: line in the body is not a header field, whether the message is stored with LF,
+    sent with CRLF, or starts with the blank line (no header at all: RFC 5322 §2.1)."""
+    for nl in (b"\n", b"\r\n"):
+        data = nl.join([b"Subject: x", b"From: a@one.test", b"", b"From: b@two.test", b""])
+        assert dkim.header_names(data) == ["subject", "from"]
+        assert dkim.from_domain(data) == "one.test"
+        assert dkim.header_names(nl + b"From: b@two.test" + nl + nl + b"text") == []
