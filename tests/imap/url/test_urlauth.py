@@ -10,23 +10,9 @@ import stat
 import time
 from datetime import UTC, datetime
 
-import pytest
-
 from tests.conftest import DEFAULT_PASSWORD, RunningServer, client_tls_context
 from tests.imap.conftest import Raw, message
-
-ALICE = "alice@example.test"
-BOB = "bob@example.test"
-LISTEN = {k: [] for k in ("smtp", "pop3", "pop3s", "http", "managesieve")}
-SETTINGS = {"auth": {"plaintext": "loopback"}, "listen": LISTEN}
-
-
-@pytest.fixture
-def srv(server_factory):
-    s = server_factory(**SETTINGS)
-    s.add_user(ALICE)
-    s.add_user(BOB)
-    return s
+from tests.imap.url.conftest import ALICE, BOB, SETTINGS
 
 
 class Client(Raw):

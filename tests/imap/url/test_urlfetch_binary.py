@@ -10,7 +10,8 @@ import re
 import pytest
 
 from tests.conftest import DEFAULT_PASSWORD
-from tests.imap.test_urlauth import ALICE, BOB, SETTINGS, Client, append, genurlauth, rump
+from tests.imap.url.conftest import ALICE, BOB
+from tests.imap.url.test_urlauth import Client, append, genurlauth, rump
 
 NULS = b"\x00\x01PNG\r\n\x1a\n\x00\x00\xff\xfe bare\rCR and bare\nLF" * 5
 QP_BODY = b"Caf=C3=A9 au lait =E2=80=94 tr=C3=A8s bon  \r\nline =\r\ntwo"
@@ -56,14 +57,6 @@ def multipart(parts) -> bytes:
 
 MESSAGE = multipart(PARTS)
 DECODABLE = multipart(PARTS[:3] + PARTS[4:])  # without the part in an unknown encoding
-
-
-@pytest.fixture
-def srv(server_factory):
-    s = server_factory(**SETTINGS)
-    s.add_user(ALICE)
-    s.add_user(BOB)
-    return s
 
 
 class Lit(bytes):
