@@ -79,13 +79,15 @@ def make_users(conf: Path, users: int) -> None:
 
 
 def start_server(
-    workdir: Path, users: int, metrics: bool = False, io: str = "threads"
+    workdir: Path, users: int, metrics: bool = False, junk: bool = True
 ) -> tuple[subprocess.Popen, int]:
     port = free_port()
     conf = workdir / "mailsuite.toml"
     listener = f'"127.0.0.1:{free_port()}"' if metrics else ""
     text = CONFIG.format(port=port, log=workdir / "server.log", metrics=listener)
-    conf.write_text(f'{text}\n[storage]\nio = "{io}"\n')
+    if not junk:
+        text += "\n[junk]\nenabled = false\n"
+    conf.write_text(text)
     make_users(conf, users)
     return serve(conf, workdir, port), port
 
@@ -233,7 +235,10 @@ def main() -> int:
     ap.add_argument("--server-pid", type=int, help="with --target: pid whose peak RSS to report")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     ap.add_argument(
-        "--io", choices=("threads", "uring"), default="threads", help="[storage] io of the server"
+        "--junk",
+        choices=("on", "off"),
+        default="on",
+        help="the junk filter ([junk] enabled), to tell its cost from the rest",
     )
     ap.add_argument(
         "--metrics", action="store_true", help="with the metrics listener on (counting costs)"
@@ -252,7 +257,7 @@ def main() -> int:
             pid = args.server_pid
             label = f"{args.target}"
         else:
-            proc, port = start_server(workdir, args.users, args.metrics, args.io)
+            proc, port = start_server(workdir, args.users, args.metrics, args.junk == "on")
             host = "127.0.0.1"
             template = str(workdir / "data" / "mail" / "example.test" / "{user}")
             pid = proc.pid
