@@ -10,11 +10,14 @@ import threading
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.python.threadable import isInIOThread
 
 from mailsuite.durable import DurableIO, GroupCommit
 from mailsuite.durable import commit as commit_mod
+from mailsuite.durable.service import split_path
 from mailsuite.store import Store
 from tests.conftest import on_reactor
 
@@ -326,3 +329,8 @@ def test_a_config_naming_the_old_uring_backend_starts_on_threads_and_says_so(ser
     assert len(bodies) == 5 and all(b"body " in b for b in bodies)
     assert logs.matching('[storage] io = "uring" is no longer offered; using threads')
     assert logs.matching("durable writes: 32 threads with group commit")
+
+
+@given(st.text(alphabet="ab/.", max_size=10))
+def test_split_path_is_os_path_split(path):
+    assert split_path(path) == os.path.split(path)
