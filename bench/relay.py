@@ -129,7 +129,6 @@ def wait_drained(count, timeout: float = 600) -> None:
 class Mailsuite:
     name = "mailsuite"
     RELEASE_DELAY = 5.0
-    IO = "threads"  # its [storage] io (--io)
 
     def __init__(self, sink_port: int, run: int, drain: int = 0, size: int = 0):
         self.root = BASE / f"mailsuite-{run}"
@@ -157,8 +156,6 @@ plaintext = "loopback"
 file = "{self.root / "mailsuite.log"}"
 [relay]
 routes = {{ "remote.test" = "127.0.0.1:{sink_port}" }}
-[storage]
-io = "{self.IO}"
 """
         )
         from mailsuite.accounts.db import Accounts
@@ -362,9 +359,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--postfix", action="store_true", help="also run the Postfix peer, interleaved")
     p.add_argument("--drain", action="store_true", help="relay only: queue first, then release")
-    p.add_argument("--io", choices=("threads", "uring"), default="threads", help="[storage] io")
     args = p.parse_args()
-    Mailsuite.IO = args.io
     kinds = [Mailsuite] + ([Postfix] if args.postfix else [])
     if args.drain:
         drained: dict[str, list[float]] = {k.name: [] for k in kinds}

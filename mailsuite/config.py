@@ -445,10 +445,9 @@ class AccountsConfig:
 class StorageConfig:
     """How durable writes reach the disk (mailsuite/durable/)."""
 
-    # "threads": plain system calls from a pool of threads, on every system. "uring": each
-    # write handed to the kernel as one io_uring chain from those threads (Linux 5.15 or
-    # later; faster under load: docs/production.md). Where io_uring does not work, the
-    # server says so in its log and uses threads.
+    # "threads": plain system calls from a pool of threads with group commit, on every
+    # system; the one way there is. "uring", an opt-in backend of earlier versions, is still
+    # accepted: the server says in its log that it uses threads.
     io: str = "threads"
 
     def __post_init__(self):

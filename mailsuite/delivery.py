@@ -20,7 +20,6 @@ from mailsuite.junk.filter import JunkFilter
 from mailsuite.junk.verdict import Verdict
 from mailsuite.logtext import visible
 from mailsuite.metrics import DISABLED, Metrics
-from mailsuite.sieve.dateparts import local_now
 from mailsuite.sieve.filtering import SieveFilter
 from mailsuite.sieve.message_view import MessageInput
 from mailsuite.spool import bounce
@@ -283,8 +282,8 @@ class Delivery:
         mbox, folder = self._target(mailbox, keep_folder)
         if self.sieve is None:
             return [(folder, (), data)]
-        now = local_now()
-        message = MessageInput(data, envelope.mail_from, rcpt.address, mailbox, folder, now)
+        # Its time (`now`) is taken by the run, only for an account that has a script.
+        message = MessageInput(data, envelope.mail_from, rcpt.address, mailbox, folder)
         outcome = self.sieve.run(
             mbox.path, message, lambda: _folders(mbox), partial(_folder_exists, mbox)
         )

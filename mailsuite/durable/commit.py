@@ -84,10 +84,6 @@ class GroupCommit:
             os.close(fd)
         return kept
 
-    def held_fd(self, path: str) -> int | None:
-        """The descriptor `hold` keeps for the directory `path`, if any."""
-        return self._held.get(path)
-
     def forget(self, path: str, fd: int) -> None:
         """Stop using `fd` for `path` (its directory was removed); the next folder_fd opens
         the directory now at `path`."""

@@ -37,8 +37,11 @@ class WorkerPool:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._idle = 0  # threads waiting for work
-        self._queued = 0  # work given and not yet taken by a thread
+        # Work given and not yet finished.  Against the threads' count it says what a count
+        # of idle threads and one of work not yet taken would (more work than threads: more
+        # work than idle threads), and a thread changes it once per job, in the hold of the
+        # lock that hands its result over, not in a second hold when it takes the job.
+        self._pending = 0
         # Finished work (Deferred, ok, result) and calls for the reactor (None, fn, args), in
         # the order they came: handed to the reactor together, by one wake-up.
         self._finished: list[tuple] = []
@@ -54,9 +57,10 @@ class WorkerPool:
         if self.stopped:
             raise PoolStopped(f"{self._name} pool stopped")
         with self._lock:
-            self._queued += 1
+            self._pending += 1
             thread = None
-            if self._queued > self._idle and len(self._threads) < self._size:
+            running = len(self._threads)
+            if self._pending > running and running < self._size:
                 thread = threading.Thread(target=self._run, name=f"{self._name}-worker")
                 thread.daemon = True
                 self._threads.append(thread)
@@ -68,7 +72,7 @@ class WorkerPool:
                     self._threads.remove(thread)
                     alone = not self._threads
                     if alone:
-                        self._queued -= 1
+                        self._pending -= 1
                 if alone:
                     self.stopped = True
                     raise PoolStopped(str(e)) from e
@@ -102,22 +106,15 @@ class WorkerPool:
             thread.join()
 
     def _run(self) -> None:
-        with self._lock:
-            self._idle += 1
         while True:
             try:
                 job = self._jobs.get(timeout=IDLE_SECONDS)
             except queue.Empty:
                 with self._lock:
-                    if self._queued < self._idle:  # the others cover the work given
-                        self._idle -= 1
+                    if self._pending < len(self._threads):  # the others cover the work given
                         self._threads.remove(threading.current_thread())
                         return
                 continue
-            with self._lock:
-                self._idle -= 1
-                if job is not _STOP:
-                    self._queued -= 1
             if job is _STOP:
                 return
             d, work, args = job
@@ -127,14 +124,14 @@ class WorkerPool:
             except BaseException:
                 outcome = (d, False, Failure())
             self._in_job.active = False
-            # One hold of the lock hands the result over and counts this thread idle again:
+            # One hold of the lock per job hands the result over and counts the work done:
             # each hold the reactor's submit or flush may be waiting on costs both a futex
             # round.
             with self._lock:
                 self._finished.append(outcome)
                 post = not self._flush_posted
                 self._flush_posted = True
-                self._idle += 1
+                self._pending -= 1
             if post:
                 self._reactor.callFromThread(self._flush)
 

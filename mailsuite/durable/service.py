@@ -14,7 +14,6 @@ share passes over the disk whichever thread they run in.
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 
@@ -25,30 +24,23 @@ from twisted.logger import Logger
 from mailsuite.durable.commit import GroupCommit
 from mailsuite.durable.files import discard, read_all, read_head, unlink_each, write_synced
 from mailsuite.durable.pool import WorkerPool
-from mailsuite.durable.uring import ChainFailed, RingBroken, for_this_thread
 
 log = Logger(namespace="mailsuite.durable")
 
 # Deliveries in flight at once; every one beyond the first waits mostly for a group commit.
 DEFAULT_THREADS = 32
-# The ways a durable write can be carried out: plain system calls from the pool's threads
-# (the default, everywhere), or one io_uring chain per write from those same threads.
-BACKENDS = ("threads", "uring")
 
 
 class DurableIO:
     """Durable file work: blocking operations plus `submit` to run them off the reactor."""
 
-    def __init__(self, threads: int = DEFAULT_THREADS, reactor=None, backend: str = "threads"):
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown durable I/O backend {backend!r}")
+    def __init__(self, threads: int = DEFAULT_THREADS, reactor=None):
         self._reactor = reactor if reactor is not None else default_reactor
         self._threads = threads
-        self.backend = backend
         self.commit = GroupCommit()
         self._pool = self._new_pool()
         self._stop_registered = False
-        self.fallbacks = 0  # pools replaced, or io_uring given up, after a failure (tests)
+        self.fallbacks = 0  # pools replaced after a failure (tests)
 
     @classmethod
     def open(
@@ -56,23 +48,20 @@ class DurableIO:
     ) -> DurableIO:
         """The service for `data_dir`, after a probe write on that folder's own filesystem
         (blocking: call it before the reactor runs).  A filesystem that cannot create, fsync,
-        rename and sync a directory fails here, at start, not at the first delivery; a
-        `backend` that does not work there is replaced by the default, with a log line."""
-        io = cls(threads, backend=backend)
+        rename and sync a directory fails here, at start, not at the first delivery.
+        `backend` is `[storage] io`: the pool of threads is the one way there is, and a
+        configuration that still names "uring" (once an opt-in backend) is run on it, with a
+        log line, so that it keeps starting."""
+        if backend != "threads":
+            log.warn(
+                'durable: [storage] io = "{backend}" is no longer offered; using threads',
+                backend=backend,
+            )
+        io = cls(threads)
         probe = os.path.join(data_dir, f".durable-probe.{os.getpid()}.{secrets.token_hex(4)}")
-        if io.backend == "uring":
-            try:
-                io._write_chained(probe + ".tmp", b"probe\n", probe, held=False, replacing=False)
-                discard(probe)
-            except OSError as e:
-                log.warn("durable: io_uring does not work here ({err}); using threads", err=str(e))
-                io.backend = "threads"
         io.write_file(probe + ".tmp", b"probe\n", probe)
         discard(probe)
-        if io.backend == "uring":
-            log.info("durable writes: {n} threads, each with an io_uring", n=threads)
-        else:
-            log.info("durable writes: {n} threads with group commit", n=threads)
+        log.info("durable writes: {n} threads with group commit", n=threads)
         return io
 
     # -- the asynchronous interface ----------------------------------------------------------
@@ -124,35 +113,8 @@ class DurableIO:
         retry, so no copy may stay), except with `replacing`: a new version of a file that
         already existed stays under its final name once renamed, as removing it would lose the
         old version too.  `held`: as for place."""
-        if self.backend == "uring" and mtime is None and type(data) is bytes:
-            try:
-                self._write_chained(os.fspath(tmp), data, final, held, replacing)
-                return
-            except RingBroken as e:
-                # Nothing of this write was run: it is done below, and every later one too.
-                log.error("durable: io_uring failed ({err}); using plain calls", err=str(e))
-                self.backend = "threads"
-                self.fallbacks += 1
         write_synced(tmp, data)
         self.place(tmp, final, mtime, replacing=replacing, held=held)
-
-    def _write_chained(self, tmp: str, data: bytes, final, held: bool, replacing: bool) -> None:
-        """write_file as one io_uring chain run by this thread's ring."""
-        ring = for_this_thread()
-        final = os.fspath(final) if final is not None else None
-        folder = os.path.dirname(final if final is not None else tmp)
-        fd = self.commit.folder_fd(folder) if held else self.commit.held_fd(folder)
-        try:
-            ring.write_durably(tmp, data, final, fd)
-        except ChainFailed as e:
-            if held and fd is not None and e.step == 4 and e.error.errno == errno.ENOENT:
-                # The held folder was removed (and maybe made again): by name, as place does.
-                self.commit.forget(folder, fd)
-                self.place(tmp, final, replacing=replacing)
-                return
-            if e.left_at is not None and (e.left_at == tmp or not replacing):
-                discard(e.left_at)
-            raise e.error from None
 
     def sync_new_file(
         self,
@@ -194,21 +156,26 @@ class DurableIO:
             fd = None
             if final is not None:
                 final = os.fspath(final)
+                folder, name = split_path(final)
                 if held:
-                    fd = self._rename_held(tmp, final)
+                    fd = self._rename_held(tmp, final, folder, name)
                 else:
                     os.rename(tmp, final)
                 where = final
-            self.commit.fsync_dir(os.path.dirname(os.fspath(where)), fd)
+            else:
+                folder = split_path(os.fspath(tmp))[0]
+            self.commit.fsync_dir(folder, fd)
         except BaseException:
             if where is tmp or not replacing:
                 discard(where)
             raise
 
-    def _rename_held(self, tmp: str | os.PathLike, final: str) -> int | None:
+    def _rename_held(
+        self, tmp: str | os.PathLike, final: str, folder: str, name: str
+    ) -> int | None:
         """Rename through the folder's held descriptor, returned for the fsync; by path (and
-        None) when there is none, or its folder was removed."""
-        folder, name = os.path.split(final)
+        None) when there is none, or its folder was removed.  `folder` and `name`: `final`
+        split."""
         fd = self.commit.folder_fd(folder)
         if fd is not None:
             try:
@@ -239,3 +206,13 @@ class DurableIO:
     def unlink(paths: list[str]) -> list[int]:
         """Remove files in order, unsynced (a removal lost in a crash is only done again)."""
         return unlink_each(paths)
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """os.path.split(path), in one C call for the common form (a folder and a name joined by
+    one slash, as every delivery's paths are): in the durable pool, the pure-Python split was
+    a tenth of a delivery's own interpreter time, held under the GIL the reactor waits for."""
+    folder, _, name = path.rpartition("/")
+    if not folder or folder[-1] == "/":
+        return os.path.split(path)  # no slash, the root, or slashes doubled
+    return folder, name

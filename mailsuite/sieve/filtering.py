@@ -101,6 +101,10 @@ class SieveFilter:
             return Outcome(stores=[Store("INBOX")], errors=[str(e)])
         if script is None:
             return None
+        if message.now is None:
+            # RFC 5260 §4.2: the run's "local" zone is the machine's; taken only now, as
+            # most accounts have no script to run.
+            message.now = local_now()
         if folders is not None:
             message.folders = folders
         if exists is not None:

@@ -5,15 +5,19 @@ it fails instead of failing deliveries."""
 from __future__ import annotations
 
 import os
+import smtplib
 import threading
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.python.threadable import isInIOThread
 
 from mailsuite.durable import DurableIO, GroupCommit
 from mailsuite.durable import commit as commit_mod
+from mailsuite.durable.service import split_path
 from mailsuite.store import Store
 from tests.conftest import on_reactor
 
@@ -312,3 +316,21 @@ def test_folders_held_on_demand_are_bounded(io, tmp_path, monkeypatch):
     (tmp_path / "f").write_bytes(b"x")
     io.place(tmp_path / "f", dirs[2] / "f", held=True)  # past the bound: by path
     assert os.listdir(dirs[2]) == ["f"]
+
+
+def test_a_config_naming_the_old_uring_backend_starts_on_threads_and_says_so(server_factory, logs):
+    # A self-hoster's configuration from before must never stop the server at upgrade.
+    server = server_factory(storage={"io": "uring"})
+    server.add_user("alice@example.test")
+    with smtplib.SMTP("127.0.0.1", server.port("smtp")) as s:
+        for i in range(5):
+            s.sendmail("a@remote.test", ["alice@example.test"], f"Subject: {i}\r\n\r\nbody {i}\r\n")
+    bodies = server.messages("alice@example.test")
+    assert len(bodies) == 5 and all(b"body " in b for b in bodies)
+    assert logs.matching('[storage] io = "uring" is no longer offered; using threads')
+    assert logs.matching("durable writes: 32 threads with group commit")
+
+
+@given(st.text(alphabet="ab/.", max_size=10))
+def test_split_path_is_os_path_split(path):
+    assert split_path(path) == os.path.split(path)
