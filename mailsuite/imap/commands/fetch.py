@@ -116,6 +116,8 @@ def _fetch(session, cmd, uid: bool):
     if req.wants_modseq or req.changedsince is not None:
         session.enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
     targets = view.select(seqset, uid)
+    if len(targets) == 1 and renderer is not None and _fetch_one(session, view, plan, targets):
+        return None
     if req.vanished:
         _send_vanished(session, view, seqset)
     if req.changedsince is not None:
@@ -130,6 +132,34 @@ def _fetch(session, cmd, uid: bool):
     if renderer is None:
         plan = _Plan(req, _renderer(session, view, req))
     return _write_batches(_Batches(session, view, plan, seen_set, len(targets)), targets)
+
+
+def _fetch_one(session, view, plan: _Plan, targets: list) -> bool:
+    """Answer a FETCH of one message that the index and the memos answer whole (a client
+    reading messages one by one, again), without the batch machinery; False, with nothing
+    done, for any other FETCH.
+
+    Why: for such a FETCH the batches' set-up costs as much as rendering the response."""
+    req, renderer = plan.req, plan.renderer
+    if (
+        renderer.has_flags  # FLAGS may need new keywords announced first (RFC 3501 §7.2.6)
+        or req.wants_modseq
+        or req.changedsince is not None
+        or req.vanished
+        or (req.sets_seen and not view.readonly)
+        or view.pending_expunge
+    ):
+        return False
+    seq, m = targets[0]
+    if req.needs_content and renderer.needs_content(m):
+        return False
+    out: list = []
+    renderer.render(seq, m, view.flags_of(m), None, out)
+    if req.needs_file:
+        session.send_batch(out)  # a body is handed on as it is, not copied (see _Batches)
+    else:
+        session.send(b"".join(out))
+    return True
 
 
 class _Plan:
