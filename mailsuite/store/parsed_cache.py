@@ -331,35 +331,31 @@ class ParsedCache:
                 (k, e.size, e.header, e.structure, e.envelope) for k, e in self._pending.items()
             ]
             self._pending.clear()
-            try:
-                self._db.execute("BEGIN")
-                # Upsert that keeps columns already stored: an entry evicted from memory and
-                # then extended with one new column must not erase the others.
-                self._db.executemany(
-                    "INSERT INTO parsed VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
-                    " header=CASE WHEN size=excluded.size THEN coalesce(excluded.header, header)"
-                    " ELSE excluded.header END,"
-                    " structure=CASE WHEN size=excluded.size"
-                    " THEN coalesce(excluded.structure, structure) ELSE excluded.structure END,"
-                    " envelope=CASE WHEN size=excluded.size"
-                    " THEN coalesce(excluded.envelope, envelope) ELSE excluded.envelope END,"
-                    " size=excluded.size",
-                    rows,
-                )
-                self._db.execute("COMMIT")
-            except sqlite3.Error:
-                try:
-                    self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+            # Upsert that keeps columns already stored: an entry evicted from memory and then
+            # extended with one new column must not erase the others.
+            self._write(
+                "INSERT INTO parsed VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                " header=CASE WHEN size=excluded.size THEN coalesce(excluded.header, header)"
+                " ELSE excluded.header END,"
+                " structure=CASE WHEN size=excluded.size"
+                " THEN coalesce(excluded.structure, structure) ELSE excluded.structure END,"
+                " envelope=CASE WHEN size=excluded.size"
+                " THEN coalesce(excluded.envelope, envelope) ELSE excluded.envelope END,"
+                " size=excluded.size",
+                rows,
+            )
 
     def _flush_rendered(self) -> None:
         rows, self._pending_rendered = self._pending_rendered, []
-        if self._db is None:
-            return
+        if self._db is not None:
+            self._write("INSERT OR REPLACE INTO rendered VALUES (?, ?, ?, ?)", rows)
+
+    def _write(self, statement: str, rows: list) -> None:
+        """`statement` for every row in one transaction; a failure leaves the file as it was
+        (it is a cache: the rows are computed again when next needed)."""
         try:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO rendered VALUES (?, ?, ?, ?)", rows)
+            self._db.executemany(statement, rows)
             self._db.execute("COMMIT")
         except sqlite3.Error:
             try:
