@@ -14,7 +14,9 @@ Operations timed (median of --repeat fresh sessions, each on the same mailbox):
 connect+LOGIN, SELECT, UID FETCH 1:* (UID FLAGS RFC822.SIZE),
 FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)]), UID SEARCH UNSEEN,
 SEARCH TEXT, STORE 1:1000 +FLAGS, 100 FETCHes of one small message's BODY.PEEK[] each, FETCH
-of a 1 MB message; then --clients processes doing mixed operations for --duration seconds
+of a 1 MB message (with --cpu also the server's CPU time for each, read from the scheduler's
+figures of every thread of the process that holds the session's socket, so it works for a
+process-per-session server such as Dovecot too); then --clients processes doing mixed operations for --duration seconds
 (ops/s and the median and 90th percentile latency of one operation), then --idle connections
 held in IDLE.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import imaplib
 import multiprocessing as mp
+import os
 import random
 import resource
 import shutil
@@ -182,6 +185,50 @@ def peak_rss_mb(pid: int | None, key: str = "VmHWM:") -> float | None:
 # -- client ----------------------------------------------------------------------------------
 
 
+def _socket_inode(local_port: int) -> str | None:
+    """The inode of the server side of our connection: the socket whose remote port is ours."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if int(f[2].rsplit(":", 1)[1], 16) == local_port and f[3] == "01":
+                return f[9]
+    return None
+
+
+def session_pids(c: imaplib.IMAP4) -> list[int]:
+    """The processes holding the server's end of this client's connection."""
+    inode = _socket_inode(c.sock.getsockname()[1])
+    if inode is None:
+        return []
+    target = f"socket:[{inode}]"
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """Time on the CPU of every thread of these processes (schedstat: nanoseconds)."""
+    total = 0
+    for pid in pids:
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                total += int((task / "schedstat").read_text().split()[0])
+        except OSError:
+            continue
+    return total
+
+
 def connect(a) -> imaplib.IMAP4:
     c = imaplib.IMAP4(a.host, a.port, timeout=300)
     c.login(a.user, a.password)
@@ -219,10 +266,13 @@ def preload(a) -> None:
     c.logout()
 
 
-def timed(results: dict, name: str, fn) -> None:
+def timed(results: dict, name: str, fn, pids: list[int] | None = None) -> None:
+    c0 = cpu_ns(pids) if pids else 0
     t0 = time.perf_counter()
     fn()
     results.setdefault(name, []).append(time.perf_counter() - t0)
+    if pids:
+        results.setdefault(("cpu", name), []).append((cpu_ns(pids) - c0) / 1e9)
 
 
 def run_sequence(a, results: dict) -> None:
@@ -233,13 +283,15 @@ def run_sequence(a, results: dict) -> None:
     for _ in range(5):
         timed(results, "connect+LOGIN", login)
     c = connect(a)
+    pids = session_pids(c) if a.cpu else None
     c.select(a.mailbox)
     c.unselect()
-    timed(results, "SELECT", lambda: check(c.select(a.mailbox), "SELECT"))
+    timed(results, "SELECT", lambda: check(c.select(a.mailbox), "SELECT"), pids)
     timed(
         results,
         "UID FETCH 1:* (UID FLAGS RFC822.SIZE)",
         lambda: check(c.uid("FETCH", "1:*", "(UID FLAGS RFC822.SIZE)"), "FETCH"),
+        pids,
     )
     timed(
         results,
@@ -247,10 +299,19 @@ def run_sequence(a, results: dict) -> None:
         lambda: check(
             c.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)])"), "FETCH"
         ),
+        pids,
     )
-    timed(results, "UID SEARCH UNSEEN", lambda: check(c.uid("SEARCH", None, "UNSEEN"), "SEARCH"))
     timed(
-        results, f"SEARCH TEXT {TEXT_WORD}", lambda: check(c.search(None, "TEXT", TEXT_WORD), "S")
+        results,
+        "UID SEARCH UNSEEN",
+        lambda: check(c.uid("SEARCH", None, "UNSEEN"), "SEARCH"),
+        pids,
+    )
+    timed(
+        results,
+        f"SEARCH TEXT {TEXT_WORD}",
+        lambda: check(c.search(None, "TEXT", TEXT_WORD), "S"),
+        pids,
     )
     top = min(1000, a.messages)
     c.store(f"1:{top}", "-FLAGS.SILENT", "(\\Flagged)")
@@ -258,6 +319,7 @@ def run_sequence(a, results: dict) -> None:
         results,
         f"STORE 1:{top} +FLAGS (\\Flagged)",
         lambda: check(c.store(f"1:{top}", "+FLAGS", "(\\Flagged)"), "STORE"),
+        pids,
     )
     n = int(check(c.select(a.mailbox), "SELECT")[0])
 
@@ -265,8 +327,13 @@ def run_sequence(a, results: dict) -> None:
         for i in range(100):
             check(c.fetch(str(1 + (i * 37) % (n - 1)), "(BODY.PEEK[])"), "FETCH")
 
-    timed(results, "100 x FETCH n (BODY.PEEK[]) of a small message", small_bodies)
-    timed(results, "FETCH 1 MB BODY.PEEK[]", lambda: check(c.fetch(str(n), "(BODY.PEEK[])"), "F"))
+    timed(results, "100 x FETCH n (BODY.PEEK[]) of a small message", small_bodies, pids)
+    timed(
+        results,
+        "FETCH 1 MB BODY.PEEK[]",
+        lambda: check(c.fetch(str(n), "(BODY.PEEK[])"), "F"),
+        pids,
+    )
     c.logout()
 
 
@@ -370,6 +437,12 @@ def main() -> None:
     ap.add_argument(
         "--reuse", action="store_true", help="keep a mailbox that already holds --messages + 1"
     )
+    ap.add_argument(
+        "--cpu",
+        action="store_true",
+        help="also the median server CPU time of each operation (the session's process, "
+        "found by its socket; needs the right to read its /proc entries)",
+    )
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--port-file", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -388,9 +461,14 @@ def main() -> None:
         for _ in range(max(1, a.repeat)):
             run_sequence(a, results)
         print()
-        print(f"{'operation':<76} {'median s':>10} {'min s':>9}")
+        cpu_head = f" {'server CPU s':>12}" if a.cpu else ""
+        print(f"{'operation':<76} {'median s':>10} {'min s':>9}{cpu_head}")
         for name, times in results.items():
-            print(f"{name:<76} {statistics.median(times):>10.4f} {min(times):>9.4f}")
+            if isinstance(name, tuple):
+                continue
+            cpu = results.get(("cpu", name))
+            cpu_text = f" {statistics.median(cpu):>12.5f}" if cpu else ""
+            print(f"{name:<76} {statistics.median(times):>10.4f} {min(times):>9.4f}{cpu_text}")
         if a.clients:
             ops, median, p90 = run_mixed(a)
             print(

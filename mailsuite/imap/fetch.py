@@ -21,6 +21,7 @@ then, as the RFC expects a tagged NO.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from functools import partial
@@ -42,6 +43,27 @@ __all__ = [
     "format_internaldate",
     "parse_fetch_items",
 ]
+
+# The version of the rendered items IMAP keeps in the store's parsed cache (`kept_names`):
+# raise it whenever the wire form of a memoized item changes, so that older rows are never read.
+KEPT_VERSION = 1
+_KEPT_ITEMS = {"E": "ENVELOPE", "S": "BODYSTRUCTURE", "B": "BODY", "I": "EMAILID", "P": "PREVIEW"}
+# Field names that name themselves unambiguously in a kept item's name (RFC 5322 §3.6.8's
+# printable characters but the colon); others are rendered again after a restart.
+_PLAIN_FIELD = re.compile(rb"[!-9;-~]+\Z")
+
+
+def _kept_name(tag) -> str | None:
+    """The name under which the rendered form of a memoized item is kept in the store."""
+    if isinstance(tag, tuple):
+        field_set, exclude = tag
+        if not all(_PLAIN_FIELD.match(n) for n in field_set):
+            return None
+        names = " ".join(sorted(n.decode("ascii") for n in field_set))
+        return f"imap{KEPT_VERSION} HEADER.FIELDS{'.NOT' if exclude else ''} ({names})"
+    item = _KEPT_ITEMS.get(tag)
+    return None if item is None else f"imap{KEPT_VERSION} {item}"
+
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -136,6 +158,9 @@ class FetchRenderer:
         # argument is the item's compiled function.
         self._plan: list[tuple[str, object]] = []
         self._memo_shelves: list[dict] = []  # what the memo answers, per message
+        # Per memoized item (the order of `memo_lookup`'s columns): its name in the store's
+        # parsed cache, where its rendered form is kept across restarts (None: not kept).
+        self.kept_names: list[str | None] = []
         self._loads = False  # some item always needs the content
         self._content_items = 0  # items that may need it
         self.has_flags = self._has_modseq = False
@@ -222,6 +247,7 @@ class FetchRenderer:
         memo = self.memo
         shelf = memo.shelf(self.scope, memo.canonical(tag))
         self._memo_shelves.append(shelf)
+        self.kept_names.append(_kept_name(tag))
         self._content_items += 1
 
         def part(m, fl, load, out) -> None:
@@ -246,6 +272,33 @@ class FetchRenderer:
             [get((m.key, m.size)) for m in msgs]
             for get in [arg[1].get for what, arg in self._plan if what == "memo"]
         ]
+
+    def recall_kept(self, msgs: list, known: list[list], kept: dict[str, dict]) -> None:
+        """Fill the gaps of `known` (from `memo_lookup`) with the rendered forms the store kept
+        (`kept`: {name: {message key: bytes}}), and put them in the memo."""
+        memo = self.memo
+        for name, column, shelf in zip(self.kept_names, known, self._memo_shelves, strict=True):
+            found = kept.get(name) if name is not None else None
+            if not found:
+                continue
+            for i, value in enumerate(column):
+                if value is None:
+                    m = msgs[i]
+                    value = found.get(m.key)
+                    if value is not None:
+                        column[i] = value
+                        memo.put(shelf, (m.key, m.size), value)
+
+    def rendered_items(self, msg) -> list[tuple[str, bytes]]:
+        """(kept name, rendered bytes) of `msg`'s memoized items that the memo holds."""
+        key = (msg.key, msg.size)
+        found = []
+        for name, shelf in zip(self.kept_names, self._memo_shelves, strict=True):
+            if name is not None:
+                value = shelf.get(key)
+                if value is not None:
+                    found.append((name, value))
+        return found
 
     @staticmethod
     def misses(msgs: list, known: list[list]) -> list:

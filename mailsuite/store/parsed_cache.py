@@ -13,6 +13,12 @@ parsing its addresses costs more than everything else of answering from the cach
 version is the message package's (`codec.FORMAT_VERSION`): rows of another version are
 dropped when the file is opened.
 
+Beside them, a protocol may keep what it rendered from them (`keep_rendered` / `rendered`),
+under names of its own that carry its formatting version: after a restart, the first client to
+page through a mailbox then costs one query per batch instead of loading and formatting every
+header again.  Those rows are the protocol's business; a change of its formatting is a new
+name, and the cache's own layout never depends on them.
+
 A Maildir message file never changes content under its key (only its flag suffix), and keys
 are unique names (copies get new ones), so rows are keyed by the message key alone and stay
 valid across folder renames and MOVE; the stored size guards against a reused name.  Rows of
@@ -29,6 +35,8 @@ Usage (through the store: `folder.parsed_cache`, `folder.parsed_loader(...)`):
     cache.flush()                                      # write pending rows (end of a command)
     cache.add_message(key, raw)                        # parse and keep everything now
     cache.add(key, raw, {"header", "envelope"})        # parse and keep only these columns
+    cache.keep_rendered([(name, key, size, value)])    # a protocol's rendered items (flush)
+    cache.rendered(name, msgs) -> {key: value}         # those of msgs kept under name
 
 Memory: entries of all mailboxes share one process-wide LRU with a byte budget
 (`MemoryLRU`, 32 MiB by default; pass `memory=` for a private one), and each SQLite file keeps
@@ -138,6 +146,7 @@ class ParsedCache:
         self._memory = memory if memory is not None else _SHARED_MEMORY
         self._lock = threading.RLock()
         self._pending: dict[str, _Entry] = {}
+        self._pending_rendered: list[tuple[str, str, int, bytes]] = []
         self._last_flush = time.monotonic()
         self._db: sqlite3.Connection | None = None
         self.hits = 0
@@ -184,10 +193,16 @@ class ParsedCache:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version != LAYOUT:
             db.execute("DROP TABLE IF EXISTS parsed")
+            db.execute("DROP TABLE IF EXISTS rendered")
             db.execute(f"PRAGMA user_version={LAYOUT}")
         db.execute(
             "CREATE TABLE IF NOT EXISTS parsed (key TEXT PRIMARY KEY, size INTEGER,"
             " header BLOB, structure BLOB, envelope BLOB) WITHOUT ROWID"
+        )
+        # Looked up by name and a batch of keys: the name leads the key.
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS rendered (name TEXT, key TEXT, size INTEGER,"
+            " value BLOB, PRIMARY KEY (name, key)) WITHOUT ROWID"
         )
         return db
 
@@ -266,14 +281,49 @@ class ParsedCache:
             ):
                 self.flush()
 
+    def rendered(self, name: str, msgs: Iterable) -> dict[str, bytes]:
+        """{key: value} of what was kept under `name` for those of `msgs` (objects with .key
+        and .size) whose row matches their size; few queries for a batch."""
+        found: dict[str, bytes] = {}
+        with self._lock:
+            if self._db is None:
+                return found
+            sizes = {m.key: m.size for m in msgs}
+            keys = list(sizes)
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                q = (
+                    "SELECT key, size, value FROM rendered WHERE name=? AND key IN ("
+                    + ",".join("?" * len(chunk))
+                    + ")"
+                )
+                try:
+                    rows = self._db.execute(q, [name, *chunk]).fetchall()
+                except sqlite3.Error:
+                    return found
+                for key, size, value in rows:
+                    if sizes.get(key) == size:
+                        found[key] = value
+        return found
+
+    def keep_rendered(self, rows: Iterable[tuple[str, str, int, bytes]]) -> None:
+        """Keep a protocol's rendered forms of messages' items, rows of (name, key, size,
+        value), written at the next flush."""
+        with self._lock:
+            if self._db is None:
+                return
+            self._pending_rendered.extend(rows)
+
     @property
     def has_pending(self) -> bool:
         """Rows wait to be written: only then is a flush worth a hand-over to a worker."""
-        return bool(self._pending)
+        return bool(self._pending) or bool(self._pending_rendered)
 
     def flush(self) -> None:
         with self._lock:
             self._last_flush = time.monotonic()
+            if self._pending_rendered:
+                self._flush_rendered()
             if not self._pending or self._db is None:
                 self._pending.clear()
                 return
@@ -281,27 +331,37 @@ class ParsedCache:
                 (k, e.size, e.header, e.structure, e.envelope) for k, e in self._pending.items()
             ]
             self._pending.clear()
+            # Upsert that keeps columns already stored: an entry evicted from memory and then
+            # extended with one new column must not erase the others.
+            self._write(
+                "INSERT INTO parsed VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                " header=CASE WHEN size=excluded.size THEN coalesce(excluded.header, header)"
+                " ELSE excluded.header END,"
+                " structure=CASE WHEN size=excluded.size"
+                " THEN coalesce(excluded.structure, structure) ELSE excluded.structure END,"
+                " envelope=CASE WHEN size=excluded.size"
+                " THEN coalesce(excluded.envelope, envelope) ELSE excluded.envelope END,"
+                " size=excluded.size",
+                rows,
+            )
+
+    def _flush_rendered(self) -> None:
+        rows, self._pending_rendered = self._pending_rendered, []
+        if self._db is not None:
+            self._write("INSERT OR REPLACE INTO rendered VALUES (?, ?, ?, ?)", rows)
+
+    def _write(self, statement: str, rows: list) -> None:
+        """`statement` for every row in one transaction; a failure leaves the file as it was
+        (it is a cache: the rows are computed again when next needed)."""
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany(statement, rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
             try:
-                self._db.execute("BEGIN")
-                # Upsert that keeps columns already stored: an entry evicted from memory and
-                # then extended with one new column must not erase the others.
-                self._db.executemany(
-                    "INSERT INTO parsed VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
-                    " header=CASE WHEN size=excluded.size THEN coalesce(excluded.header, header)"
-                    " ELSE excluded.header END,"
-                    " structure=CASE WHEN size=excluded.size"
-                    " THEN coalesce(excluded.structure, structure) ELSE excluded.structure END,"
-                    " envelope=CASE WHEN size=excluded.size"
-                    " THEN coalesce(excluded.envelope, envelope) ELSE excluded.envelope END,"
-                    " size=excluded.size",
-                    rows,
-                )
-                self._db.execute("COMMIT")
+                self._db.execute("ROLLBACK")
             except sqlite3.Error:
-                try:
-                    self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+                pass
 
     def discard(self, keys: Iterable[str]) -> None:
         """Forget expunged messages."""
@@ -313,6 +373,15 @@ class ParsedCache:
             if self._db is not None and keys:
                 try:
                     self._db.executemany("DELETE FROM parsed WHERE key=?", [(k,) for k in keys])
+                    # Keyed by name first: one pass over the table per chunk of keys.
+                    for i in range(0, len(keys), 500):
+                        chunk = keys[i : i + 500]
+                        self._db.execute(
+                            "DELETE FROM rendered WHERE key IN ("
+                            + ",".join("?" * len(chunk))
+                            + ")",
+                            chunk,
+                        )
                 except sqlite3.Error:
                     pass
 
@@ -323,7 +392,8 @@ class ParsedCache:
             self.flush()
             if self._db is None:
                 return 0
-            dead = [k for (k,) in self._db.execute("SELECT key FROM parsed") if k not in live]
+            stored = self._db.execute("SELECT key FROM parsed UNION SELECT key FROM rendered")
+            dead = [k for (k,) in stored if k not in live]
         self.discard(dead)
         return len(dead)
 

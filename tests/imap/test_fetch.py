@@ -195,3 +195,36 @@ def test_few_and_many_messages_are_answered_alike(imap_server):
         line for line in few if b"FETCH" in line
     ]
     assert len([line for line in few if b"FETCH" in line]) == 40
+
+
+def test_one_message_answers_as_it_does_among_many_rfc3501_6_4_5(imap_server):
+    """A FETCH of one message that the memos answer takes a short path: each response is
+    byte for byte the one the same message gets in a FETCH of many (batched, columnar)."""
+    c = connect(imap_server)
+    append_n(c, 20)
+    c.logout()
+    r = selected(imap_server)
+    requests = [
+        b"(BODY.PEEK[])",
+        b"(UID RFC822.SIZE INTERNALDATE)",
+        b"(ENVELOPE BODYSTRUCTURE)",
+        b"(BODY.PEEK[HEADER.FIELDS (SUBJECT DATE)])",
+        b"(BODY.PEEK[]<0.10> RFC822.SIZE)",
+        b"(BODY.PEEK[TEXT])",
+    ]
+    for items in requests:
+        for _ in range(2):  # the second time the memos answer
+            many = b"\r\n".join(r.cmd(b"FETCH 1:20 " + items)[:-1])
+            one = r.cmd(b"FETCH 7 " + items)
+            assert one[-1].startswith(b"t OK"), (items, one)
+            assert one[0].startswith(b"* 7 FETCH ("), (items, one)
+            assert b"\r\n".join(one[:-1]) in many, items
+            uid_one = r.cmd(b"UID FETCH 7 " + items)
+            assert uid_one[0].startswith(b"* 7 FETCH ("), (items, uid_one)
+    # Read-only: BODY[] sets no \Seen and reports no FLAGS (RFC 3501 §6.3.2).
+    r.cmd(b"EXAMINE INBOX")
+    out = r.cmd(b"FETCH 3 (BODY[])")
+    assert out[-1].startswith(b"t OK") and b"FLAGS" not in out[0]
+    r.cmd(b"SELECT INBOX")
+    out = r.cmd(b"FETCH 3 (BODY[])")
+    assert out[-1].startswith(b"t OK") and b"FLAGS (\\Seen)" in b"\r\n".join(out)

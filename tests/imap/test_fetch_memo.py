@@ -39,3 +39,42 @@ def test_clear_empties_the_shelves_renderers_hold(monkeypatch):
     memo.put(held, ("k", 1), b"x")  # a renderer still holding it goes on using it
     memo.clear()
     assert not held and memo.used == 0
+
+
+# sha256 of the wire form of every item kind whose rendering the parsed cache keeps, over the
+# message fixtures, by `mailsuite.imap.fetch.KEPT_VERSION`.
+KEPT_WIRE_DIGESTS = {1: "20f5b520c1414dec60042584646c52375cf6f5b8b11dab80fafefdfbde0ef8f4"}
+
+
+class _Msg:
+    def __init__(self, raw):
+        self.key, self.uid, self.size = "k", 1, len(raw)
+        self.wire_size, self.internaldate, self.modseq = len(raw), 1700000000.0, 1
+        self.flags = frozenset()
+
+
+def test_the_kept_version_changes_with_the_wire_form_of_kept_items():
+    """FETCH keeps what it rendered in the parsed cache across restarts, under names carrying
+    `KEPT_VERSION`: a change of these items' wire form must come with a new version (and a new
+    digest here), or a restarted server would go on answering with the old form."""
+    import hashlib
+
+    from mailsuite.imap.fetch import KEPT_VERSION, fetch_response, parse_fetch_items
+    from mailsuite.imap.parser import parse_line
+    from mailsuite.message.content import MessageContent
+    from tests.imap import msg_fixtures as F
+
+    items = (
+        b"(ENVELOPE BODYSTRUCTURE BODY EMAILID PREVIEW BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)]"
+        b" BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)])"
+    )
+    req = parse_fetch_items(parse_line(b"a FETCH 1 " + items).args[1:])
+    digest = hashlib.sha256()
+    for raw in (F.SIMPLE, F.NO_MIME, F.NESTED, F.EIGHT_BIT, F.BINARY_NUL, F.DIGEST, F.HEADER_ONLY):
+        msg = _Msg(raw)
+        digest.update(
+            b"".join(fetch_response(req, 1, msg, msg.flags, lambda m, raw=raw: MessageContent(raw)))
+        )
+    assert digest.hexdigest() == KEPT_WIRE_DIGESTS.get(KEPT_VERSION), (
+        "the wire form of a kept FETCH item changed: raise fetch.KEPT_VERSION"
+    )

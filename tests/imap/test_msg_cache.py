@@ -388,3 +388,118 @@ def test_fetch_envelope_through_the_server_keeps_envelopes_and_parses_no_tree(im
         time.sleep(0.05)
     assert len(rows) == 3
     assert all(env is not None and structure is None for env, structure in rows)
+
+
+def test_rendered_items_are_kept_by_name_and_size(tmp_path):
+    path = tmp_path / CACHE_NAME
+    c1 = ParsedCache(path, memory=MemoryLRU())
+    c1.keep_rendered(
+        [
+            ("imap1 ENVELOPE", "a", 10, b"(env a)"),
+            ("imap1 ENVELOPE", "b", 20, b"(env b)"),
+            ("imap1 BODY", "a", 10, b"(body a)"),
+        ]
+    )
+    assert c1.has_pending
+    c1.close()
+    c2 = ParsedCache(path, memory=MemoryLRU())
+    try:
+        msgs = [Msg("a", b"x" * 10), Msg("b", b"x" * 21), Msg("c", b"x" * 5)]
+        # b's row is of another size (a reused name): not answered; c was never kept.
+        assert c2.rendered("imap1 ENVELOPE", msgs) == {"a": b"(env a)"}
+        assert c2.rendered("imap1 BODY", msgs) == {"a": b"(body a)"}
+        assert c2.rendered("imap2 ENVELOPE", msgs) == {}
+        c2.discard(["a"])
+        assert c2.rendered("imap1 ENVELOPE", msgs) == {}
+        c2.keep_rendered([("imap1 ENVELOPE", "c", 5, b"(env c)")])
+        c2.flush()
+        assert c2.rendered("imap1 ENVELOPE", msgs) == {"c": b"(env c)"}
+        assert c2.prune(["x"]) == 2  # b's and c's rows
+        assert c2.rendered("imap1 ENVELOPE", msgs) == {}
+    finally:
+        c2.close()
+
+
+def test_a_layout_change_drops_kept_rendered_items(tmp_path):
+    path = tmp_path / CACHE_NAME
+    c1 = ParsedCache(path, memory=MemoryLRU())
+    c1.keep_rendered([("imap1 ENVELOPE", "a", 10, b"(env a)")])
+    c1.close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version={LAYOUT - 1}")
+    db.close()
+    c2 = ParsedCache(path, memory=MemoryLRU())
+    try:
+        assert c2.rendered("imap1 ENVELOPE", [Msg("a", b"x" * 10)]) == {}
+    finally:
+        c2.close()
+
+
+def _rendered_rows(path) -> list:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT name, key, value FROM rendered").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+
+
+def test_first_header_fetch_after_a_restart_is_answered_from_the_kept_rendering(imap_server):
+    """A whole-mailbox FETCH of header fields keeps what it rendered in the parsed cache; with
+    IMAP's memo and the cache's memory empty (as after a restart), the same FETCH answers from
+    those rows alone: byte for byte the first answer, though the header rows it would
+    otherwise render from now say something else."""
+    request = "(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM DATE)])"
+    c = connect(imap_server)
+    try:
+        append_n(c, 20)
+        c.select("INBOX")
+        typ, first = c.fetch("1:*", request)
+        assert typ == "OK" and len([d for d in first if isinstance(d, tuple)]) == 20
+    finally:
+        c.logout()
+    mbox = imap_server.mailbox(USER)
+    path = mbox.path / CACHE_NAME
+    deadline = time.monotonic() + 10
+    rows: list = []
+    while time.monotonic() < deadline and len(rows) < 20:
+        rows = _rendered_rows(path)
+        time.sleep(0.05)
+    assert len(rows) == 20
+    assert {name for name, _, _ in rows} == {"imap1 HEADER.FIELDS (date from subject)"}
+    kept = {value for _, _, value in rows}
+    assert all(b"{%d}\r\n" % len(d[1]) + d[1] in kept for d in first if isinstance(d, tuple))
+
+    def forget():
+        cache = imap_server.services.store.mailbox(USER).folder("INBOX").parsed_cache
+        cache.flush()
+        db = sqlite3.connect(path)
+        db.execute("UPDATE parsed SET header = ?", (b"Subject: not this\r\n\r\n",))
+        db.commit()
+        db.close()
+        cache._memory.clear()  # the process's memory of parsed rows, as after a restart
+        imap_server.services.imap.rendered.clear()
+
+    imap_server.call(forget)
+    c = connect(imap_server)
+    try:
+        c.select("INBOX")
+        typ, again = c.fetch("1:*", request)
+        assert typ == "OK" and again == first
+        # A field set never kept is rendered from the (changed) header rows as usual.
+        typ, other = c.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert other[0][1] == b"Subject: not this\r\n\r\n"
+    finally:
+        c.logout()
+
+
+def test_kept_names_stand_for_exactly_one_item():
+    from mailsuite.imap.fetch import KEPT_VERSION, _kept_name
+
+    assert _kept_name("E") == f"imap{KEPT_VERSION} ENVELOPE"
+    a = _kept_name((frozenset({b"from", b"to"}), False))
+    assert a == f"imap{KEPT_VERSION} HEADER.FIELDS (from to)"
+    assert _kept_name((frozenset({b"from", b"to"}), True)) != a
+    assert _kept_name((frozenset({b"from to"}), False)) is None  # a quoted name with a space
+    assert _kept_name((frozenset({b"x\xff"}), False)) is None

@@ -105,3 +105,22 @@ def test_repeated_flag_search_follows_changes_from_other_sessions(imap_server):
     other.store("6", "+FLAGS", "(\\Deleted)")
     other.expunge()
     assert r.cmd(b"UID SEARCH UNSEEN")[0] == b"* SEARCH 3 5"
+
+
+def test_a_polled_flag_search_answers_by_number_and_by_uid_rfc3501_6_4_4(imap_server):
+    """The one-flag answers polled again and again are made once per change, and a SEARCH
+    (numbers) and a UID SEARCH of the same flag are never taken for each other."""
+    r = _setup(imap_server)
+    r.cmd(b"STORE 1 +FLAGS.SILENT (\\Deleted)")
+    r.cmd(b"EXPUNGE")  # numbers and UIDs now differ by one
+    for _ in range(2):
+        assert r.cmd(b"UID SEARCH UNSEEN")[0] == b"* SEARCH 3 5 6"
+        assert r.cmd(b"SEARCH UNSEEN")[0] == b"* SEARCH 2 4 5"
+    other = connect(imap_server)
+    other.select("INBOX")
+    assert other.search(None, "UNSEEN") == ("OK", [b"2 4 5"])
+    other.store("2", "+FLAGS", "(\\Seen)")
+    assert r.cmd(b"UID SEARCH UNSEEN")[0] == b"* SEARCH 5 6"
+    assert r.cmd(b"SEARCH UNSEEN")[0] == b"* SEARCH 4 5"
+    assert r.cmd(b"SEARCH RETURN (COUNT) UNSEEN")[0] == b'* ESEARCH (TAG "t") COUNT 2'
+    other.logout()

@@ -50,15 +50,35 @@ def _cache_columns(req) -> set[str]:
     return cols
 
 
-def _prepare_batch(folder, live: list, needs_file: bool, cols: set) -> dict:
+class _Prepared:
+    """What `_prepare_batch` got ready: file bytes by UID (`preloaded`), the rendered items
+    the parsed cache kept ({name: {key: bytes}}) and the messages left to render (`computed`)."""
+
+    __slots__ = ("preloaded", "kept", "computed")
+
+    def __init__(self, preloaded: dict, kept: dict, computed: list):
+        self.preloaded = preloaded
+        self.kept = kept
+        self.computed = computed
+
+
+def _prepare_batch(folder, live: list, needs_file: bool, cols: set, names=()) -> _Prepared:
     """Thread pool: get a batch ready so that rendering on the reactor reads no file.
 
-    Items that need the body: read every file (returned as {uid: raw bytes}).  Items the
-    parsed cache answers: load the batch's rows; a message without the needed rows is read
-    and parsed here, once, into the cache (header only when that is all that is asked)."""
+    Rendered items that the parsed cache kept (`names`, of a columnar request) are loaded
+    first: a message they answer whole needs nothing more.  Items that need the body: read
+    every file (returned as {uid: raw bytes}).  Items the parsed cache answers: load the
+    batch's rows; a message without the needed rows is read and parsed here, once, into the
+    cache (header only when that is all that is asked)."""
+    kept = {}
+    if names:
+        cache = folder.parsed_cache
+        kept = {name: cache.rendered(name, live) for name in names}
+        if all(kept.values()):
+            live = [m for m in live if any(m.key not in found for found in kept.values())]
     if needs_file:
         raws = [(m.uid, _read(folder, m)) for m in live]
-        return {uid: raw for uid, raw in raws if raw is not None}
+        return _Prepared({uid: raw for uid, raw in raws if raw is not None}, kept, live)
     cache = folder.parsed_cache
     cache.prefetch(live)
     preloaded = {}
@@ -71,7 +91,7 @@ def _prepare_batch(folder, live: list, needs_file: bool, cols: set) -> dict:
         cache.add(m.key, raw, cols)
         if len(raw) != m.size:
             preloaded[m.uid] = raw  # size mismatch: the cache row will not match, keep bytes
-    return preloaded
+    return _Prepared(preloaded, kept, live)
 
 
 def _fetch(session, cmd, uid: bool):
@@ -96,6 +116,8 @@ def _fetch(session, cmd, uid: bool):
     if req.wants_modseq or req.changedsince is not None:
         session.enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
     targets = view.select(seqset, uid)
+    if len(targets) == 1 and renderer is not None and _fetch_one(session, view, plan, targets):
+        return None
     if req.vanished:
         _send_vanished(session, view, seqset)
     if req.changedsince is not None:
@@ -112,10 +134,38 @@ def _fetch(session, cmd, uid: bool):
     return _write_batches(_Batches(session, view, plan, seen_set, len(targets)), targets)
 
 
+def _fetch_one(session, view, plan: _Plan, targets: list) -> bool:
+    """Answer a FETCH of one message that the index and the memos answer whole (a client
+    reading messages one by one, again), without the batch machinery; False, with nothing
+    done, for any other FETCH.
+
+    Why: for such a FETCH the batches' set-up costs as much as rendering the response."""
+    req, renderer = plan.req, plan.renderer
+    if (
+        renderer.has_flags  # FLAGS may need new keywords announced first (RFC 3501 §7.2.6)
+        or req.wants_modseq
+        or req.changedsince is not None
+        or req.vanished
+        or (req.sets_seen and not view.readonly)
+        or view.pending_expunge
+    ):
+        return False
+    seq, m = targets[0]
+    if req.needs_content and renderer.needs_content(m):
+        return False
+    out: list = []
+    renderer.render(seq, m, view.flags_of(m), None, out)
+    if req.needs_file:
+        session.send_batch(out)  # a body is handed on as it is, not copied (see _Batches)
+    else:
+        session.send(b"".join(out))
+    return True
+
+
 class _Plan:
     """A parsed request, its renderer and what running it needs that follows from them."""
 
-    __slots__ = ("req", "renderer", "columns", "step", "columnar")
+    __slots__ = ("req", "renderer", "columns", "step", "columnar", "kept_names")
 
     def __init__(self, req: FetchRequest, renderer: FetchRenderer | None):
         self.req = req
@@ -123,6 +173,10 @@ class _Plan:
         self.columns = _cache_columns(req)
         self.step = BATCH if req.needs_file else 4 * BATCH
         self.columnar = renderer is not None and renderer.columnar
+        # Items whose rendered form the parsed cache keeps (a columnar request's, when it
+        # keeps every memoized item of it: a message they answer needs nothing else).
+        names = renderer.kept_names if self.columnar else []
+        self.kept_names = tuple(dict.fromkeys(names)) if all(names) else ()
 
 
 def _compiled(session, view, args: list, uid: bool) -> _Plan:
@@ -209,6 +263,7 @@ class _Batches:
         # setting up the columns costs more than it saves on them.
         self.columnar = plan.columnar and not seen_set and count >= COLUMNAR_FROM
         self.step = plan.step
+        self.kept_names = plan.kept_names if self.columnar else ()
         self.loader = self.gone_loader = None
         self.loaded = False  # some content was loaded (the parsed cache may have rows to write)
         self._asked_loader = None
@@ -221,9 +276,10 @@ class _Batches:
             return self.renderer.misses(msgs, known)
         return [m for m in msgs if self.renderer.needs_content(m)]
 
-    def prepare(self, todo: list, preloaded: dict | None = None) -> None:
+    def prepare(self, todo: list, prepared: _Prepared | None = None) -> None:
         """Loaders for the batch, given what `_prepare_batch` returned (a columnar batch
         that the memo answers whole needs none)."""
+        preloaded = prepared.preloaded if prepared is not None else None
         if self.req.needs_content and (todo or not self.columnar):
             folder = self.folder
             if todo:
@@ -248,11 +304,37 @@ class _Batches:
         # A thread hop costs more than reading a few small files from the page cache.
         return not todo or sum(m.size for m in todo) <= INLINE_READ
 
-    def prepare_inline(self, todo: list) -> None:
-        preloaded = (
-            _prepare_batch(self.folder, todo, self.req.needs_file, self.columns) if todo else None
+    def prepare_inline(self, todo: list) -> _Prepared | None:
+        prepared = (
+            _prepare_batch(self.folder, todo, self.req.needs_file, self.columns, self.kept_names)
+            if todo
+            else None
         )
-        self.prepare(todo, preloaded)
+        self.prepare(todo, prepared)
+        return prepared
+
+    def recall_kept(self, msgs: list, known, prepared: _Prepared | None) -> None:
+        """The rendered items the parsed cache kept go into `known` and the memo."""
+        if prepared is not None and prepared.kept and known is not None:
+            self.renderer.recall_kept(msgs, known, prepared.kept)
+
+    def keep_rendered(self, prepared: _Prepared | None) -> None:
+        """Hand what this batch rendered anew to the parsed cache, which keeps it for the
+        first FETCH after a restart (written with the cache's next flush)."""
+        if prepared is None or not self.kept_names or not prepared.computed:
+            return
+        kept = prepared.kept
+        rendered_items = self.renderer.rendered_items
+        rows = [
+            (name, m.key, m.size, value)
+            for m in prepared.computed
+            for name, value in rendered_items(m)
+            if m.key not in kept.get(name, ())
+        ]
+        if rows:
+            self.folder.parsed_cache.keep_rendered(rows)
+            self.loaded = True
+            self.finish()  # written batch by batch: a big FETCH holds none of it long
 
     def write(self, batch: list, known) -> None:
         view, renderer, seen_set = self.view, self.renderer, self.seen_set
@@ -304,8 +386,10 @@ def _write_batches(run: _Batches, targets: list):
         known = run.renderer.memo_lookup(msgs) if run.columnar else None
         todo = run.todo(msgs, known)
         if run.inline(todo):
-            run.prepare_inline(todo)
+            prepared = run.prepare_inline(todo)
+            run.recall_kept(msgs, known, prepared)
             run.write(targets, known)
+            run.keep_rendered(prepared)
             run.finish()
             return None
     return _write_batches_later(run, targets)
@@ -321,15 +405,17 @@ def _write_batches_later(run: _Batches, targets: list):
         known = run.renderer.memo_lookup(msgs) if run.columnar else None
         todo = run.todo(msgs, known)
         if run.inline(todo):
-            run.prepare_inline(todo)
+            prepared = run.prepare_inline(todo)
         else:
-            preloaded = yield session.services.store.io.submit(
-                _prepare_batch, run.folder, todo, run.req.needs_file, run.columns
+            prepared = yield session.services.store.io.submit(
+                _prepare_batch, run.folder, todo, run.req.needs_file, run.columns, run.kept_names
             )
-            run.prepare(todo, preloaded)
+            run.prepare(todo, prepared)
         if session.view is not view:
             return None  # the connection went away meanwhile
+        run.recall_kept(msgs, known, prepared)
         run.write(batch, known)
+        run.keep_rendered(prepared)
         if number < len(batches):
             yield session.drain()
             if turns.spent():

@@ -59,16 +59,42 @@ def _flag_only(prog, messages, view=None):
     return hits
 
 
-def _flag_hits(flag: str, present: bool, letter: str | None, messages: list) -> list:
+class _FlagHits(list):
+    """A one-flag search's (seq, msg) hits, with the plain `* SEARCH` lines made from them
+    (by UID and by number) once: formatting thousands of numbers costs more than the search,
+    and the hits are shared by every poll until the flag changes."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, hits):
+        super().__init__(hits)
+        self.lines: dict[bool, bytes] = {}
+
+    def line(self, uid: bool) -> bytes:
+        line = self.lines.get(uid)
+        if line is None:
+            line = self.lines[uid] = _search_line(
+                [m.uid for _, m in self] if uid else [s for s, _ in self]
+            )
+        return line
+
+
+def _search_line(numbers: list[int]) -> bytes:
+    """`* SEARCH` with the numbers, formatted in one pass (thousands of numbers per poll)."""
+    text = " ".join(map(str, numbers))
+    return ("* SEARCH " + text if text else "* SEARCH").encode() + b"\r\n"
+
+
+def _flag_hits(flag: str, present: bool, letter: str | None, messages: list) -> _FlagHits:
     if letter is not None:
         # The Maildir info letters hold the same facts as m.flags; a substring test on a short
         # str is the cheapest check Python has (UNSEEN over 10,000 messages in ~0.4 ms).
         if present:
-            return [(i, m) for i, m in enumerate(messages, 1) if letter in m.info]
-        return [(i, m) for i, m in enumerate(messages, 1) if letter not in m.info]
+            return _FlagHits((i, m) for i, m in enumerate(messages, 1) if letter in m.info)
+        return _FlagHits((i, m) for i, m in enumerate(messages, 1) if letter not in m.info)
     if present:
-        return [(i, m) for i, m in enumerate(messages, 1) if flag in m.flags]
-    return [(i, m) for i, m in enumerate(messages, 1) if flag not in m.flags]
+        return _FlagHits((i, m) for i, m in enumerate(messages, 1) if flag in m.flags)
+    return _FlagHits((i, m) for i, m in enumerate(messages, 1) if flag not in m.flags)
 
 
 def _uid_key(msg, loader) -> int:
@@ -104,6 +130,15 @@ def _search(session, cmd, uid: bool):
         d = _run(prog.needs_content, search_mod.evaluate_seqs, prog, messages, ctx)
 
     def answer(hits):
+        if (
+            type(hits) is _FlagHits
+            and not (view.pending_expunge or opts.esearch or opts.save or session.rev2)
+            and update is None
+            and not prog.wants_modseq
+        ):
+            # The answer clients poll for: its line is made once per change of the flag.
+            session.send(hits.line(uid))
+            return None
         if view.pending_expunge:
             hits = [(s, m) for s, m in hits if view.is_live(m)]
         numbers = [m.uid for _, m in hits] if uid else [s for s, _ in hits]
@@ -125,9 +160,7 @@ def _search(session, cmd, uid: bool):
             if line is not None:
                 session.send(line)
         elif modseq is None:
-            # The common answer, formatted in one pass (thousands of numbers per poll).
-            text = " ".join(map(str, numbers))
-            session.send(("* SEARCH " + text if text else "* SEARCH").encode() + b"\r\n")
+            session.send(_search_line(numbers))
         else:
             session.send(search_mod.format_search(numbers, modseq))
         return None
