@@ -234,37 +234,10 @@ def _words(text: str) -> set[str]:
     """The distinct words of a text, lower case: split at white space (as SpamBayes does;
     a regular expression over the whole text costs several times more), punctuation around
     a word dropped.  A long run of characters stands as "skip:<first letter><length in
-    tens>" ("something long was here", not what it was).
-
-    This runs for every text part of every judged message: what each distinct chunk comes to
-    is remembered (_CHUNK_WORDS), so that a chunk met before costs a dictionary look-up in a
-    C loop, not a Python step."""
-    chunks = set(text.split())
-    known = _CHUNK_WORDS
-    new = chunks.difference(known)
-    if new:
-        if len(known) + len(new) > CHUNK_WORDS:
-            known.clear()
-        for chunk in new:
-            known[chunk] = _chunk_word(chunk)
-    words = set(map(known.get, chunks))
-    if None in words:
-        # another thread emptied the dictionary in between: this text the slow way
-        words = set(map(_chunk_word, chunks))
-    words.discard("")
-    return words
-
-
-def _chunk_word(chunk: str) -> str:
-    """The word a chunk of text between white space stands for ("" for none)."""
-    w = chunk.strip(_PUNCTUATION)
-    if len(w) < MIN_WORD:
-        return ""
-    return w if len(w) <= MAX_WORD else f"skip:{w[0]}{len(w) // 10 * 10}"
-
-
-# {chunk of lower-cased text: its word or ""}, shared by the delivery threads (each step is
-# one dictionary operation, atomic under the GIL); emptied when it would hold more than
-# CHUNK_WORDS (about 100 bytes each, most values being their key itself).
-_CHUNK_WORDS: dict[str, str] = {}
-CHUNK_WORDS = 50_000
+    tens>" ("something long was here", not what it was).  One comprehension over the
+    distinct chunks: this runs for every text part of every judged message."""
+    return {
+        w if len(w) <= MAX_WORD else f"skip:{w[0]}{len(w) // 10 * 10}"
+        for chunk in set(text.split())
+        if len(w := chunk.strip(_PUNCTUATION)) >= MIN_WORD
+    }
