@@ -69,9 +69,25 @@ def _combine_logs(n: int, ln_ham: float, ln_junk: float) -> float:
     """Fisher-Robinson combining from the sums of ln f and of ln(1 - f) over n words."""
     if not n:
         return PRIOR
-    junkiness = 1.0 - chi2_q(-2.0 * ln_junk, 2 * n)
-    hamminess = 1.0 - chi2_q(-2.0 * ln_ham, 2 * n)
+    junkiness = 1.0 - _chi2_q_unless_negligible(-2.0 * ln_junk, 2 * n)
+    hamminess = 1.0 - _chi2_q_unless_negligible(-2.0 * ln_ham, 2 * n)
     return (junkiness - hamminess + 1.0) / 2.0
+
+
+def _chi2_q_unless_negligible(x2: float, dof: int) -> float:
+    """chi2_q(x2, dof), or 0.0 when it is too small to change 1.0 - it (below 2**-54, 1.0 -
+    q rounds to 1.0): told from a bound in two library calls, where the series would take
+    a Python step per word of a message with clear evidence.  The series' terms e^-m m^i/i!
+    grow up to i = m; when m is past the last, the sum is at most dof/2 times that last."""
+    m = x2 / 2.0
+    k = dof // 2
+    if m >= k and math.log(k) - m + (k - 1) * math.log(m) - math.lgamma(k) < _NEGLIGIBLE:
+        return 0.0
+    return chi2_q(x2, dof)
+
+
+# ln 2**-54 is -37.4: with margin for the rounding of the bound itself.
+_NEGLIGIBLE = -40.0
 
 
 UNTRAINED = Judgement(PRIOR, (), False)

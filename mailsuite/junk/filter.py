@@ -33,7 +33,7 @@ from mailsuite.junk.model import (
 )
 from mailsuite.junk.rspamd import RspamdClient
 from mailsuite.junk.screen import ClientScreen
-from mailsuite.junk.tokens import message_head, message_tokens
+from mailsuite.junk.tokens import MAX_HEADER, message_head, message_tokens
 from mailsuite.junk.verdict import Signal, Verdict, decide
 from mailsuite.logtext import visible
 from mailsuite.message.addresses import parse_addresses
@@ -176,15 +176,16 @@ class JunkFilter:
         if not self.junk_config.enabled or not mailboxes:
             return {m: Verdict(folder) for m in mailboxes}
         signals = list(getattr(envelope, "junk_signals", ()) or ())
-        # the header parsed once, for our Authentication-Results and the authors
-        head = message_head(data)
-        fields = head[1].fields
-        signals.extend(self._message_signals(fields))
-        # Made once, and only when asked: the senders by an account (or the server) with
-        # lists or correspondents, the words by an account trained enough to use them,
-        # whether the client may be refused by a score that high.
-        senders = _Once(lambda: _senders(envelope.mail_from, fields))
-        tokens = _Once(lambda: message_tokens(data, head))
+        # Made once, and only when asked: the header parsed (for our Authentication-Results,
+        # the authors, the words), the senders by an account (or the server) with lists or
+        # correspondents, the words by an account trained enough to use them, whether the
+        # client may be refused by a score that high.  An untrained account with no lists
+        # costs no parse of the message.
+        head = _Once(lambda: message_head(data))
+        if _may_have_results(data):
+            signals.extend(self._message_signals(head()[1].fields))
+        senders = _Once(lambda: _senders(envelope.mail_from, head()[1].fields))
+        tokens = _Once(lambda: message_tokens(data, head()))
         may_refuse = _Once(
             lambda: bool(envelope.client_ip) and not skipped_client(self.config, envelope.client_ip)
         )
@@ -375,6 +376,14 @@ class JunkFilter:
             if model.learn(message_identity(raw), message_tokens(raw), kind):
                 learned.append(raw if self.learn_listeners else b"")
         return learned
+
+
+def _may_have_results(data: bytes) -> bool:
+    """Whether the header may hold an Authentication-Results field (False only when it
+    certainly does not: trust adds one for mail from outside, none for loopback or
+    submission)."""
+    end = data.find(b"\r\n\r\n", 0, MAX_HEADER)
+    return end < 0 or b"authentication-results" in data[:end].lower()
 
 
 class _Once:

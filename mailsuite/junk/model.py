@@ -325,7 +325,7 @@ class FilterData:
         # The tokens not met since the totals last changed are worked out (None: unseen or
         # no clue, also remembered, up to a bound); then every clue is looked up in C-level
         # loops (a Python step per token was most of this).
-        new = tokens - known.keys()
+        new = tokens.difference(known)
         if new:
             if len(known) + len(new) > len(words) + CLUES_UNSEEN:
                 known.clear()

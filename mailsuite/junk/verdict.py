@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from mailsuite.junk.classifier import Judgement
 
@@ -46,6 +47,11 @@ class Verdict:
 
     def headers(self) -> bytes:
         """The X-Spam-* fields to prepend (CRLF; the store writes LF)."""
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
+        # made once per verdict: the one of an untrained account serves every message
         return b"".join(f"{n}: {v}\r\n".encode("utf-8", "replace") for n, v in self.header_lines)
 
     def apply(self, data: bytes) -> bytes:
