@@ -19,7 +19,7 @@ Postfix: mail accepted into the hold queue (smtpd_end_of_data_restrictions = sta
 `postsuper -H ALL` + `postqueue -f` (the clock includes those two commands).
 
 Usage: bench/relay.py [-n 2000] [--clients 4] [--size 2048] [--runs 3] [--postfix] [--drain]
-Needs root for --postfix (a private instance in /tmp/relaybench/postfix, port 12625; the shared
+Needs root for --postfix (a private instance in $TMPDIR/relaybench/postfix, port 12625; the shared
 peer instance of ../shared/peers is not touched).
 """
 
@@ -34,12 +34,15 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BASE = Path("/tmp/relaybench")
+# Under TMPDIR (see bench/smtp.py: a folder of its own keeps rounds from paying for the inodes
+# earlier rounds freed).
+BASE = Path(tempfile.gettempdir()) / "relaybench"
 PEER_CONF = Path("/tmp/peers/postfix-conf")
 POSTFIX_PORT = 12625
 
