@@ -68,9 +68,10 @@ class GroupCommit:
         HELD_FOLDERS are), for renaming into it (``os.rename(src, name, dst_dir_fd=fd)``)
         and for its fsyncs; None past the bound.  A rename through it lands in the very
         directory the fsync covers, even if `path` was removed and made again meanwhile (the
-        rename into a removed directory fails: then `forget` it and rename by path).  Only
-        for a folder that is never renamed while the service lives (a mailbox's own new/ and cur/):
-        the descriptor would follow it to its new name."""
+        rename into a removed directory fails: then `forget` it and rename by path).  A folder
+        renamed while held is `release`d after its rename: the descriptor follows it to its
+        new name, where a rename through it still lands until then (as one just before the
+        folder's rename would have)."""
         fd = self._kept.get(path)
         if fd is not None or len(self._kept) + len(self._forgotten) >= HELD_FOLDERS:
             return fd
@@ -90,6 +91,14 @@ class GroupCommit:
         with self._lock:
             if self._kept.get(path) == fd:
                 del self._kept[path]
+                self._forgotten.append(fd)
+
+    def release(self, path: str) -> None:
+        """Stop using the descriptor held for `path`, if one is (its directory was renamed
+        away): the next folder_fd opens whatever directory is at `path` then."""
+        with self._lock:
+            fd = self._kept.pop(path, None)
+            if fd is not None:
                 self._forgotten.append(fd)
 
     def hold(self, path: str | os.PathLike) -> None:

@@ -60,6 +60,14 @@ _PASSED = re.compile(
     rb"(?i)\b(?:spf=pass[^;]*?smtp\.mailfrom=[^@\s;]*@|dkim=pass[^;]*?header\.d=)([\w.-]+)"
 )
 
+# A From value that is one address in dot-atom form (RFC 5322 §3.4.1), bare or in angle
+# brackets after a name of letters, digits, spaces, "_" and "-": its address, group 2.
+_ATOM = rb"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(
+    rb"[ \t]*(?:[A-Za-z0-9 _-]*(<))?(" + _ATOM + rb"(?:\." + _ATOM + rb")*@"
+    rb"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)(?(1)>)[ \t]*\r?\n?"
+)
+
 
 class JunkRefused(Exception):
     """Every local recipient's verdict is above the refusal mark: SMTP 550 5.7.1 at DATA."""
@@ -421,7 +429,13 @@ def author_addresses(fields: list[tuple[bytes, bytes]]) -> list[str]:
 
 
 def _addresses(raw_field: bytes) -> list[str]:
-    parsed = parse_addresses(raw_field.partition(b":")[2]) or []
+    value = raw_field.partition(b":")[2]
+    plain = _PLAIN_ADDRESS.fullmatch(value)
+    if plain is not None:
+        # one address in dot-atom form, with a plain name or none (most mail): what the
+        # address parser would find, without its token list and structures
+        return [plain[2].decode("ascii")]
+    parsed = parse_addresses(value) or []
     out = []
     for item in parsed:
         for addr in _flatten(item):

@@ -15,7 +15,9 @@ import html
 import re
 
 from mailsuite.message.decode import decode_charset, decode_header_value, decode_transfer
+from mailsuite.message.headers import field_value
 from mailsuite.message.lines import header_end, to_wire
+from mailsuite.message.params import is_token, parse_params, strip_comments
 from mailsuite.message.structure import MimePart, iter_leaves, parse_message
 
 # Text read from a message, at most (about 300 words, twice the MAX_CLUES strongest the
@@ -50,6 +52,14 @@ _HEADERS = {
     b"precedence": "precedence",
     b"content-type": "ctype",
 }
+# The fields of a header that judging a message reads: the words' (_HEADERS), the MIME ones
+# that tell how to read the body, Authentication-Results (the filter's DMARC signal); each
+# found by the line end before it, without its own.
+_READ_FIELD = re.compile(
+    rb"(?i)\n((?:subject|from|reply-to|to|cc|x-mailer|user-agent|list-id|list-unsubscribe"
+    rb"|precedence|content-type|content-transfer-encoding|mime-version|authentication-results)"
+    rb"[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*)"
+)
 _PUNCTUATION = "\"'`()[]{}<>.,;:!?*|~^=+#&/\\-_«»“”‘’„…·•"
 _ADDRESS = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
 # Links: "://" and the host after it, in lower-cased text, where the scheme before it is one of
@@ -62,13 +72,62 @@ _SPACE = re.compile(r"\s+")
 
 
 def message_head(raw: bytes) -> tuple[int, MimePart]:
-    """(where the body starts, the message's header parsed as a part with no body): what the
-    filter reads of the header, and message_tokens starts from."""
+    """(where the body starts, the message's header as a part with no body: the fields the
+    filter reads, and how to read the body): what message_tokens starts from."""
     # A message as SMTP hands it over ends its header with a CRLF blank line: header_end looks
     # only before it (not through the first 8 KB for an LF one the message lacks).
     crlf = raw.find(b"\r\n\r\n", 0, MAX_HEADER)
     end = header_end(raw[: crlf + 4] if crlf >= 0 else raw[:MAX_HEADER])
-    return end, parse_message(to_wire(raw[:end]))
+    # Only the fields read are found (one search from line start to line start), and a
+    # message of one part (most) is read without the MIME parser's tree.
+    fields = [
+        (f[: f.index(b":")].rstrip(b" \t").lower(), f + b"\n")
+        for f in _READ_FIELD.findall(b"\n" + raw[:end])
+    ]
+    leaf = _Leaf(fields)
+    if leaf.ctype in ("multipart", "message"):
+        return end, parse_message(to_wire(raw[:end]))
+    return end, leaf
+
+
+class _Leaf:
+    """A message header that is not multipart nor message/*, as message_tokens reads it:
+    its fields (those _READ_FIELD finds), and its type, parameters and transfer encoding as
+    message.structure.MimePart tells them."""
+
+    __slots__ = ("fields", "ctype", "csubtype", "params")
+    is_multipart = is_message = False
+
+    def __init__(self, fields: list[tuple[bytes, bytes]]):
+        self.fields = fields
+        self.ctype, self.csubtype = "text", "plain"
+        self.params: list[tuple[str, str]] = []
+        for name, raw in fields:
+            if name == b"content-type":
+                main, self.params = parse_params(field_value(raw))
+                t, sep, sub = main.partition("/")
+                t, sub = t.strip(), sub.strip()
+                if sep and is_token(t) and is_token(sub):
+                    self.ctype, self.csubtype = t.lower(), sub.lower()
+                break
+
+    def param(self, name: str) -> str | None:
+        name = name.lower()
+        for k, v in self.params:
+            if k.lower() == name:
+                return v
+        return None
+
+    @property
+    def transfer_encoding(self) -> str:
+        """The first Content-Transfer-Encoding that is one token, else 7bit (with or
+        without MIME-Version)."""
+        for name, raw in self.fields:
+            if name == b"content-transfer-encoding":
+                v = strip_comments(field_value(raw).decode("utf-8", "surrogateescape")).strip()
+                if v and is_token(v):
+                    return v.lower()
+        return "7bit"
 
 
 def message_tokens(raw: bytes, head: tuple[int, MimePart] | None = None) -> set[str]:

@@ -7,10 +7,16 @@ import math
 import stat
 
 from mailsuite.junk import classifier, model
+from mailsuite.junk import tokens as tokens_module
 from mailsuite.junk.dnslists import DnsList, reversed_name
+from mailsuite.junk.filter import author_addresses
 from mailsuite.junk.model import HAM, JUNK, FilterData, message_identity
 from mailsuite.junk.tokens import MAX_TEXT, _link_hosts, message_tokens, url_domains
 from mailsuite.junk.verdict import Signal, decide, strip_forged
+from mailsuite.message.addresses import parse_addresses
+from mailsuite.message.headers import unfold
+from mailsuite.message.lines import header_end, to_wire
+from mailsuite.message.structure import parse_message
 from tests.junk.corpus import make_message
 
 
@@ -282,3 +288,63 @@ def test_junk_config_is_checked_key_by_key(tmp_path):
         with pytest.raises(ConfigError) as err:
             load(junk)
         assert err.value.key == key
+
+
+HEADERS = [
+    b"From: a@b.example\r\nSubject: hi\r\n\r\n",
+    b"Received: from x\r\n\tfrom y; to z\r\nSUBJECT : Folded\r\n words\r\nfrom:\r\n  c@d.example\r\n\r\n",
+    b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+    b"Content-Transfer-Encoding: (c) Quoted-Printable\r\n\r\n",
+    b"Content-Type: text/plain;\n charset*0=utf; charset*1=-8\nContent-Transfer-Encoding: x y\n"
+    b"Content-Transfer-Encoding: BASE64\n\n",
+    b"Content-Type: bogus\r\n\r\n",
+    b"Content-Type: text/\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+    b'content-type : TEXT/HTML; CHARSET="utf-8"\r\n\r\n',
+    b"Content-Type: application/pdf; name=x.pdf\r\n\r\n",
+    b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\n",
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+    b"X-Other: 1\r\nTo: e@f.example\r\nCc: g@h.example\r\nAuthentication-Results: mx; dmarc=fail\r\n\r\n",
+    b"Subject: no body",
+]
+
+
+def test_the_header_read_tells_what_the_mime_parser_does():
+    """message_head reads only the fields judging needs, and a one-part message's type,
+    parameters and transfer encoding without the MIME parser: the same as its tree says."""
+    wanted = {b"subject", b"from", b"to", b"cc", b"content-type", b"authentication-results"}
+    for raw in HEADERS:
+        end, head = tokens_module.message_head(raw + b"body words here\r\n")
+        full = parse_message(to_wire((raw + b"body words here\r\n")[:end]))
+        assert end == header_end(raw + b"body words here\r\n")
+        assert (head.ctype, head.csubtype) == (full.ctype, full.csubtype), raw
+        assert head.transfer_encoding == full.transfer_encoding, raw
+        assert head.param("charset") == full.param("charset") and head.param("name") == full.param(
+            "name"
+        )
+        assert (head.is_multipart, head.is_message) == (full.is_multipart, full.is_message)
+        assert [(n, unfold(v).rstrip(b"\r\n")) for n, v in head.fields if n in wanted] == [
+            (n, unfold(v).rstrip(b"\r\n")) for n, v in full.fields if n in wanted
+        ], raw
+
+
+def test_a_plain_from_reads_as_the_address_parser_reads_it():
+    values = [
+        b" carol@example.net\r\n",
+        b" Carol Jones <carol.jones+x@mail.example.net>\r\n",
+        b" <a@b.example>\r\n",
+        b" a@b.example>\r\n",
+        b" <a@b.example\r\n",
+        b' "Q, R" <a@b.example>\r\n',
+        b" a@b.example, d@e.example\r\n",
+        b" a..b@c.example\r\n",
+        b" a@b.example (comment)\r\n",
+        b" Jo\r\n <a@b.example>\r\n",
+        b" G: a@b.example;\r\n",
+        b" a@[192.0.2.1]\r\n",
+        b" =?utf-8?q?J=C3=B6?= <a@b.example>\r\n",
+        b" a@b.example",
+    ]
+    for value in values:
+        parsed = parse_addresses(value) or []
+        expected = [f"{m[2].decode()}@{m[3].decode()}" for m in parsed if m[2] and m[3]]
+        assert author_addresses([(b"from", b"From:" + value)]) == expected, value

@@ -357,3 +357,23 @@ def test_a_folder_made_again_under_an_old_name_has_its_own_keywords(mbox, how):
     if how == "renamed":
         old = mbox.folder("Old")
         assert [m.flags for m in old.messages] == [{"$First", "$Second"}]
+
+
+@pytest.mark.parametrize("how", ["renamed", "deleted"])
+def test_a_folder_made_again_under_an_old_name_gets_the_new_deliveries(mbox, how):
+    """Deliveries rename into a folder's new/ through a descriptor held across them: once
+    the folder is renamed away (the descriptor would follow it) or deleted, a folder made
+    again under its name gets the next delivery, the renamed one keeps only its own."""
+    mbox.create_folder("Lists")
+    first = mbox.deliver(b"Subject: a\r\n\r\na\r\n", folder="Lists")
+    if how == "renamed":
+        mbox.rename_folder("Lists", "Old")
+    else:
+        mbox.delete_folder("Lists")
+    mbox.create_folder("Lists")
+    second = mbox.deliver(b"Subject: b\r\n\r\nb\r\n", folder="Lists")
+    assert os.listdir(mbox.path / ".Lists" / "new") == [second]
+    if how == "renamed":
+        assert os.listdir(mbox.path / ".Old" / "new") == [first]
+    third = mbox.deliver(b"Subject: c\r\n\r\nc\r\n", folder="Lists")
+    assert sorted(os.listdir(mbox.path / ".Lists" / "new")) == sorted([second, third])
