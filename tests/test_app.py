@@ -33,7 +33,9 @@ class ServeProcess:
         self.raw = base_config(root, **overrides)
         self.config_path.write_text(toml_dumps(self.raw))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mailsuite.cli", "--config", str(self.config_path), "serve"],
+            # faulthandler: a server that does not stop is made to print every thread's stack
+            [sys.executable, "-X", "faulthandler", "-m", "mailsuite.cli"]
+            + ["--config", str(self.config_path), "serve"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -72,6 +74,13 @@ class ServeProcess:
         self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler prints each thread's stack
+            self.proc.wait()
+            self.drain()
+            raise AssertionError(
+                f"still running 30 s after signal {sig}; its output:\n" + "\n".join(self.seen)
+            ) from None
         finally:
             self.drain()
 
