@@ -17,8 +17,8 @@ import re
 from mailsuite.message.decode import decode_charset, decode_header_value, decode_transfer
 from mailsuite.message.headers import field_value
 from mailsuite.message.lines import header_end, to_wire
-from mailsuite.message.params import is_token, parse_params, strip_comments
-from mailsuite.message.structure import MimePart, iter_leaves, parse_message
+from mailsuite.message.params import is_token, param_value, parse_params
+from mailsuite.message.structure import MimePart, encoding_field, iter_leaves, parse_message
 
 # Text read from a message, at most (about 300 words, twice the MAX_CLUES strongest the
 # classifier combines): the words that decide sit near the top, and each further KB costs
@@ -112,22 +112,13 @@ class _Leaf:
                 break
 
     def param(self, name: str) -> str | None:
-        name = name.lower()
-        for k, v in self.params:
-            if k.lower() == name:
-                return v
-        return None
+        return param_value(self.params, name)
 
     @property
     def transfer_encoding(self) -> str:
         """The first Content-Transfer-Encoding that is one token, else 7bit (with or
         without MIME-Version)."""
-        for name, raw in self.fields:
-            if name == b"content-transfer-encoding":
-                v = strip_comments(field_value(raw).decode("utf-8", "surrogateescape")).strip()
-                if v and is_token(v):
-                    return v.lower()
-        return "7bit"
+        return (encoding_field(self.fields) or "7bit").lower()
 
 
 def message_tokens(raw: bytes, head: tuple[int, MimePart] | None = None) -> set[str]:

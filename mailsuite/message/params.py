@@ -7,13 +7,22 @@ import re
 
 from mailsuite.message.decode import decode_charset
 
-__all__ = ["is_token", "strip_comments", "parse_params", "decode_rfc2231"]
+__all__ = ["is_token", "strip_comments", "parse_params", "param_value", "decode_rfc2231"]
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~\x80-\U0010ffff]+\Z")
 
 
 def is_token(s: str) -> bool:
     return bool(_TOKEN_RE.match(s))
+
+
+def param_value(params: list[tuple[str, str]], name: str) -> str | None:
+    """The value of parameter `name` in parse_params' list (names compare in any case)."""
+    name = name.lower()
+    for k, v in params:
+        if k.lower() == name:
+            return v
+    return None
 
 
 def strip_comments(s: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mailsuite.message.headers import field_value, first_value, parse_fields
-from mailsuite.message.params import is_token, parse_params, strip_comments
+from mailsuite.message.params import is_token, param_value, parse_params, strip_comments
 
 __all__ = [
     "MimePart",
@@ -19,6 +19,7 @@ __all__ = [
     "find_part",
     "iter_leaves",
     "header_end_in",
+    "encoding_field",
     "MAX_DEPTH",
     "MAX_PARTS",
 ]
@@ -81,24 +82,12 @@ class MimePart:
         return value
 
     def param(self, name: str) -> str | None:
-        name = name.lower()
-        for k, v in self.params:
-            if k.lower() == name:
-                return v
-        return None
+        return param_value(self.params, name)
 
     @property
     def encoding_raw(self) -> str | None:
-        """The Content-Transfer-Encoding as written: the first field whose value is one
-        token (an invalid one is skipped, as Dovecot does)."""
-        if not self.mime_headers:
-            return None
-        for name, raw in self.fields:
-            if name == b"content-transfer-encoding":
-                v = strip_comments(field_value(raw).decode("utf-8", "surrogateescape")).strip()
-                if v and is_token(v):
-                    return v
-        return None
+        """The Content-Transfer-Encoding as written (encoding_field)."""
+        return encoding_field(self.fields) if self.mime_headers else None
 
     @property
     def encoding(self) -> str:
@@ -116,6 +105,17 @@ class MimePart:
             return self.encoding
         finally:
             self.mime_headers = False
+
+
+def encoding_field(fields: list[tuple[bytes, bytes]]) -> str | None:
+    """The Content-Transfer-Encoding as written: the first field whose value is one token (an
+    invalid one is skipped, as Dovecot does)."""
+    for name, raw in fields:
+        if name == b"content-transfer-encoding":
+            v = strip_comments(field_value(raw).decode("utf-8", "surrogateescape")).strip()
+            if v and is_token(v):
+                return v
+    return None
 
 
 def header_end_in(data: bytes, start: int, end: int) -> int:
