@@ -24,6 +24,15 @@ from tests.conftest import LISTEN_KINDS, base_config, client_tls_context, on_rea
 LISTENING = re.compile(r"listening for (\w+) on 127\.0\.0\.1:(\d+)")
 
 
+# `python -m mailsuite.cli`, with SIGINT as a terminal's Ctrl-C leaves it: a test suite run as a
+# background job inherits SIGINT ignored, and a program keeps a signal ignored at its start (as
+# Twisted does), so the server would not see the SIGINT these tests send.
+AS_FROM_A_TERMINAL = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('mailsuite.cli', run_name='__main__', alter_sys=True)"
+)
+
+
 class ServeProcess:
     """`mailsuite serve` in a child process, its output read line by line."""
 
@@ -34,7 +43,7 @@ class ServeProcess:
         self.config_path.write_text(toml_dumps(self.raw))
         self.proc = subprocess.Popen(
             # faulthandler: a server that does not stop is made to print every thread's stack
-            [sys.executable, "-X", "faulthandler", "-m", "mailsuite.cli"]
+            [sys.executable, "-X", "faulthandler", "-c", AS_FROM_A_TERMINAL]
             + ["--config", str(self.config_path), "serve"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
