@@ -17,7 +17,7 @@ import re
 from mailsuite.message.decode import decode_charset, decode_header_value, decode_transfer
 from mailsuite.message.headers import field_value
 from mailsuite.message.lines import header_end, to_wire
-from mailsuite.message.params import is_token, param_value, parse_params
+from mailsuite.message.params import content_type, param_value
 from mailsuite.message.structure import MimePart, encoding_field, iter_leaves, parse_message
 
 # Text read from a message, at most (about 300 words, twice the MAX_CLUES strongest the
@@ -104,10 +104,8 @@ class _Leaf:
         self.params: list[tuple[str, str]] = []
         for name, raw in fields:
             if name == b"content-type":
-                main, self.params = parse_params(field_value(raw))
-                t, sep, sub = main.partition("/")
-                t, sub = t.strip(), sub.strip()
-                if sep and is_token(t) and is_token(sub):
+                t, sub, self.params = content_type(field_value(raw))
+                if t is not None:
                     self.ctype, self.csubtype = t.lower(), sub.lower()
                 break
 

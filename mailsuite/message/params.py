@@ -7,13 +7,31 @@ import re
 
 from mailsuite.message.decode import decode_charset
 
-__all__ = ["is_token", "strip_comments", "parse_params", "param_value", "decode_rfc2231"]
+__all__ = [
+    "is_token",
+    "strip_comments",
+    "parse_params",
+    "param_value",
+    "content_type",
+    "decode_rfc2231",
+]
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~\x80-\U0010ffff]+\Z")
 
 
 def is_token(s: str) -> bool:
     return bool(_TOKEN_RE.match(s))
+
+
+def content_type(value: bytes) -> tuple[str | None, str | None, list[tuple[str, str]]]:
+    """(type, subtype, parameters) of a Content-Type value, type and subtype as written, or
+    None and None when they are not two tokens (the default type then applies)."""
+    main, params = parse_params(value)
+    t, sep, s = main.partition("/")
+    t, s = t.strip(), s.strip()
+    if sep and is_token(t) and is_token(s):
+        return t, s, params
+    return None, None, params
 
 
 def param_value(params: list[tuple[str, str]], name: str) -> str | None:

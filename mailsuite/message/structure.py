@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mailsuite.message.headers import field_value, first_value, parse_fields
-from mailsuite.message.params import is_token, param_value, parse_params, strip_comments
+from mailsuite.message.params import content_type, is_token, param_value, strip_comments
 
 __all__ = [
     "MimePart",
@@ -150,10 +150,8 @@ def _parse_entity(
     if message_root and ct is None and first_value(fields, b"mime-version") is None:
         part.mime_headers = False
     if ct is not None:
-        main, params = parse_params(ct)
-        t, sep, s = main.partition("/")
-        t, s = t.strip(), s.strip()
-        if sep and is_token(t) and is_token(s):
+        t, s, params = content_type(ct)
+        if t is not None:
             part.ctype, part.csubtype = t.lower(), s.lower()
             part.type_raw, part.subtype_raw = t, s
             part.has_content_type = True
