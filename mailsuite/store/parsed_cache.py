@@ -252,11 +252,10 @@ class ParsedCache:
             if self._db is None:
                 return
             keys = [m.key for m in msgs if self._recall(m.key) is None]
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
+            for chunk, marks in _in_chunks(keys):
                 q = (
                     "SELECT key, size, header, structure, envelope FROM parsed"
-                    " WHERE key IN (" + ",".join("?" * len(chunk)) + ")"
+                    f" WHERE key IN ({marks})"
                 )
                 try:
                     rows = self._db.execute(q, chunk).fetchall()
@@ -290,13 +289,8 @@ class ParsedCache:
                 return found
             sizes = {m.key: m.size for m in msgs}
             keys = list(sizes)
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                q = (
-                    "SELECT key, size, value FROM rendered WHERE name=? AND key IN ("
-                    + ",".join("?" * len(chunk))
-                    + ")"
-                )
+            for chunk, marks in _in_chunks(keys):
+                q = f"SELECT key, size, value FROM rendered WHERE name=? AND key IN ({marks})"
                 try:
                     rows = self._db.execute(q, [name, *chunk]).fetchall()
                 except sqlite3.Error:
@@ -374,14 +368,8 @@ class ParsedCache:
                 try:
                     self._db.executemany("DELETE FROM parsed WHERE key=?", [(k,) for k in keys])
                     # Keyed by name first: one pass over the table per chunk of keys.
-                    for i in range(0, len(keys), 500):
-                        chunk = keys[i : i + 500]
-                        self._db.execute(
-                            "DELETE FROM rendered WHERE key IN ("
-                            + ",".join("?" * len(chunk))
-                            + ")",
-                            chunk,
-                        )
+                    for chunk, marks in _in_chunks(keys):
+                        self._db.execute(f"DELETE FROM rendered WHERE key IN ({marks})", chunk)
                 except sqlite3.Error:
                     pass
 
@@ -548,3 +536,11 @@ class CachedContent:
 
     def wire(self) -> bytes:
         return self._full().wire()
+
+
+def _in_chunks(keys: list[str]):
+    """(chunk, its "?,?,..." placeholders) for `key IN (...)` over `keys`, a few hundred at a
+    time: SQLite bounds the parameters of one statement."""
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        yield chunk, ",".join("?" * len(chunk))
