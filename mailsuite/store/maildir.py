@@ -226,6 +226,14 @@ class Mailbox:
             self._dirs[name] = known
         return known
 
+    def _release_held(self, name: str) -> None:
+        """Let go of the descriptors deliveries held on the folder's new/ and cur/ (it was
+        renamed, and they followed it, or removed): the next delivery to `name` opens what is
+        there then."""
+        base = os.fspath(self.folder_path(name))
+        for sub in ("/new", "/cur"):
+            self.io.commit.release(base + sub)
+
     def exists(self, name: str) -> bool:
         if name == names.INBOX:
             return True  # every delivery asks: valid, and always there
@@ -298,8 +306,7 @@ class Mailbox:
         else:
             self._quota.add(*self._negative_usage(self.folder_path(name)))
         shutil.rmtree(self.folder_path(name))
-        for sub in ("new", "cur"):
-            self.io.commit.release(os.fspath(self.folder_path(name) / sub))
+        self._release_held(name)
         self._drop_special_use(name)
         self.announce(MailboxEvent("deleted", name))
 
@@ -323,10 +330,7 @@ class Mailbox:
             dst_path = self.folder_path(dst)
             make_private_dirs(dst_path.parent)
             os.rename(self.folder_path(src), dst_path)
-            for sub in ("new", "cur"):
-                # the held descriptors followed the folder: deliveries to the old name
-                # reopen what is there now
-                self.io.commit.release(os.fspath(self.folder_path(src) / sub))
+            self._release_held(src)
             with self._lock:
                 self._folders.pop(src, None)
                 self._keywords.pop(src, None)  # it names the old path
@@ -548,9 +552,8 @@ class Mailbox:
 
     def _folder_dir(self, folder: str) -> tuple[str, str]:
         """(the validated folder name, its directory); NoSuchFolder when it does not exist."""
-        folder = names.validate(folder)
         # Plain strings: pathlib's joins were a fifth of the CPU a delivery costs.
-        base = os.fspath(self.folder_path(folder))
+        folder, base = self._dir(folder)
         if not os.path.isdir(base + "/cur"):
             raise NoSuchFolder(folder)
         return folder, base
