@@ -26,7 +26,9 @@ import json
 import os
 import random
 import secrets
+import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -179,6 +181,14 @@ class Queue:
         self.tmp_dir = self.path / "tmp"
         self._dirs = tuple(os.fspath(d) for d in (self.entry_dir, self.env_dir, self.tmp_dir))
         self._lock_path = os.fspath(self.path / "lock")
+        # The lock file, opened at its first use and held open (see _lock); the thread lock
+        # orders this process's own users of it.
+        self._lock_fd: int | None = None
+        self._thread_lock = threading.Lock()
+        # Entries whose envelope is still their spool file's first line, as far as this
+        # process knows (it queued them, or read them when they had no env/<id>.json): their
+        # removal skips the unlink of an envelope that is not there.
+        self._bare: set[str] = set()
         for d in (self.path, self.entry_dir, self.env_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         for d in self._dirs[:2]:
@@ -218,6 +228,7 @@ class Queue:
         )
         spool, _, tmp = self._file_names(entry.id)
         self.io.write_file(tmp, self._spool_bytes(entry, data), spool)
+        self._bare.add(entry.id)
         self._announce(entry, data)
         return entry.id
 
@@ -280,14 +291,23 @@ class Queue:
         batches); returns how many existed.
 
         No fsync: a removal lost in a crash means one more delivery, never a lost message
-        (Postfix does not sync deletions either).
+        (Postfix does not sync deletions either).  An entry this process knows to have no
+        envelope of its own (`_bare`: most relayed messages, delivered at the first attempt)
+        costs one unlink, not two; should another process have written one meanwhile (the
+        admin command's `queue retry` while the delivery was under way), that envelope is
+        left without its spool file, which makes it nobody's: no entry can take it up (ids
+        are never reused) and clean_orphans removes it at the next start or flush.
         """
         names = [self._file_names(q) for q in queue_ids]
         with self._lock():
             existed = sum(_unlink_quietly(spool) for spool, _, _ in names)
         # Without its spool file an envelope is nobody's; it can go outside the lock.
-        for _, env, _ in names:
-            _unlink_quietly(env)
+        bare = self._bare
+        for queue_id, (_, env, _) in zip(queue_ids, names, strict=True):
+            if queue_id in bare:
+                bare.discard(queue_id)
+            else:
+                _unlink_quietly(env)
         return existed
 
     def modify(self, queue_id: str, change) -> QueueEntry:
@@ -334,7 +354,9 @@ class Queue:
         except FileNotFoundError:
             with self._open_spool(queue_id) as f:
                 raw = self._envelope_line(queue_id, f)[0]
+            self._bare.add(queue_id)
         else:
+            self._bare.discard(queue_id)
             if not os.path.exists(spool):
                 raise NoSuchEntry(queue_id)  # removed: the envelope was next to go
         return self._decode(queue_id, raw)
@@ -389,6 +411,9 @@ class Queue:
         now = time.time()
         removed = 0
         ids = set(self.ids())
+        # Forget entries removed by another process (dropping one queued since the listing
+        # only costs its removal the unlink that finds no envelope).
+        self._bare.intersection_update(ids)
         for queue_id in sorted(ids):
             try:
                 with self._open_spool(queue_id) as f:
@@ -460,6 +485,7 @@ class Queue:
     def _set_aside(self, queue_id: str, spool_or_message: str | Path, env: str) -> None:
         """Into corrupt/, for a person to look at: the file as <id> and the envelope, if any,
         as <id>.json."""
+        self._bare.discard(queue_id)
         corrupt = self.path / "corrupt"
         corrupt.mkdir(exist_ok=True, mode=0o700)
         os.rename(spool_or_message, corrupt / queue_id)
@@ -481,6 +507,7 @@ class Queue:
         """env/<id>.json: tmp → fsync → rename → fsync; a failed directory fsync keeps the new
         version (the previous one is gone with the rename)."""
         tmp = f"{self._dirs[2]}/{entry.id}.json.{os.getpid()}.{secrets.token_hex(4)}"
+        self._bare.discard(entry.id)  # before: a failed write may still leave the new file
         self.io.write_file(tmp, self._encode(entry), self._env_path(entry.id), replacing=True)
 
     def _env_path(self, queue_id: str) -> Path:
@@ -499,12 +526,25 @@ class Queue:
 
     @contextmanager
     def _lock(self):
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
+        """The spool's lock, against the other processes that use it (the admin command) and
+        this process's other threads.  The file is opened once and held: a use costs a flock
+        and an unlock, not an open, a flock and a close (each a trip of a durable-pool thread
+        out of the GIL and back).  Between processes it excludes as a fresh open each time
+        did: flock belongs to the open file description, and every other process opens its
+        own.  Within this process all threads share the one description, on which a second
+        flock would succeed at once; the thread lock, taken first, orders them instead.  The
+        lock file is never removed, so the one held is the one everybody opens."""
+        with self._thread_lock:
+            fd = self._lock_fd
+            if fd is None:
+                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._lock_fd = fd
+                weakref.finalize(self, os.close, fd)
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 __all__ = [

@@ -290,3 +290,73 @@ def test_remove_many_in_the_durable_pool_waits_for_the_admin_commands_lock(
         release.join()
     assert time.monotonic() - started >= 0.25  # it waited for the lock, and the reactor did not
     assert q.ids() == []
+
+
+def test_removal_of_an_entry_without_envelope_file_unlinks_only_its_spool_file(
+    tmp_path, monkeypatch
+):
+    q = Queue(tmp_path / "queue")
+    queued = q.enqueue("a@example.test", ["r@remote.test"], b"x\r\n")  # queued here
+    changed = q.enqueue("a@example.test", ["r@remote.test"], b"x\r\n")
+    q.modify(changed, lambda e: None)  # has env/<id>.json
+    other = Queue(tmp_path / "queue")
+    read = other.enqueue("a@example.test", ["r@remote.test"], b"x\r\n")
+    q.load(read)  # read here from its spool file: no envelope file
+    unlinked = []
+    real_unlink = os.unlink
+    monkeypatch.setattr(os, "unlink", lambda p, *a, **k: (unlinked.append(p), real_unlink(p))[1])
+    assert q.remove_many([queued, changed, read]) == 3
+    names = sorted(os.path.relpath(p, q.path) for p in unlinked)
+    assert names == sorted(
+        [f"entries/{queued}", f"entries/{changed}", f"env/{changed}.json", f"entries/{read}"]
+    )
+    assert os.listdir(q.env_dir) == [] and q.ids() == []
+
+
+def test_envelope_written_by_another_process_during_delivery_is_left_nobodys_then_cleaned(
+    tmp_path,
+):
+    server = Queue(tmp_path / "queue")
+    qid = server.enqueue("a@example.test", ["r@remote.test"], b"x\r\n")
+    Queue(tmp_path / "queue").modify(qid, lambda e: None)  # `queue retry` meanwhile
+    assert server.remove_many([qid]) == 1
+    admin = Queue(tmp_path / "queue")
+    assert admin.ids() == [] and list(admin.entries()) == []
+    with pytest.raises(NoSuchEntry):
+        admin.load(qid)
+    assert admin.clean_orphans(older_than=0) == 1
+    assert os.listdir(admin.env_dir) == []
+
+
+def test_queue_lock_held_open_still_orders_threads_and_lets_other_processes_in(tmp_path):
+    import fcntl
+    import threading
+
+    q = Queue(tmp_path / "queue")
+    qid = q.enqueue("a@example.test", ["r@remote.test"], b"x\r\n")
+    inside, leave = threading.Event(), threading.Event()
+
+    def change(entry):
+        inside.set()
+        assert leave.wait(5)
+        entry.attempts = 7
+
+    modifier = threading.Thread(target=q.modify, args=(qid, change))
+    modifier.start()
+    assert inside.wait(5)
+    removed = []
+    remover = threading.Thread(target=lambda: removed.append(q.remove_many([qid])))
+    remover.start()
+    remover.join(0.3)
+    assert remover.is_alive()  # waits for the other thread's hold of the lock
+    other = os.open(q.path / "lock", os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):  # and so does another process
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        leave.set()
+        modifier.join(5)
+        remover.join(5)
+        assert removed == [1] and q.ids() == []
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # let go after each use
+    finally:
+        os.close(other)
