@@ -12,6 +12,9 @@ mailsuite takes the messages on its submission listener with AUTH PLAIN (auth.pl
 Each run also prints how busy the machine's CPUs were, and for mailsuite the CPU time per
 message of the whole server and of its reactor thread alone (the single-core limit).
 
+--maildir gives the sending account its Maildir, as `mailsuite user add` does (without it the
+account has none): its junk filter data then notes the people it writes to, as for a real user.
+
 --drain measures the relay alone, without the cost of accepting the mail: the N messages are
 queued first and then released at once; the clock runs from the release until the queue is empty.
 mailsuite: entries written with the spool API before the server starts, due 5 s after it starts;
@@ -19,6 +22,7 @@ Postfix: mail accepted into the hold queue (smtpd_end_of_data_restrictions = sta
 `postsuper -H ALL` + `postqueue -f` (the clock includes those two commands).
 
 Usage: bench/relay.py [-n 2000] [--clients 4] [--size 2048] [--runs 3] [--postfix] [--drain]
+                      [--maildir]
 Needs root for --postfix (a private instance in $TMPDIR/relaybench/postfix, port 12625; the shared
 peer instance of ../shared/peers is not touched).
 """
@@ -133,7 +137,9 @@ class Mailsuite:
     name = "mailsuite"
     RELEASE_DELAY = 5.0
 
-    def __init__(self, sink_port: int, run: int, drain: int = 0, size: int = 0):
+    def __init__(
+        self, sink_port: int, run: int, drain: int = 0, size: int = 0, maildir: bool = False
+    ):
         self.root = BASE / f"mailsuite-{run}"
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
@@ -167,6 +173,12 @@ routes = {{ "remote.test" = "127.0.0.1:{sink_port}" }}
         Accounts(self.root / "data" / "accounts.sqlite", ["example.test"]).add_user(
             "bench@example.test", "benchpass"
         )
+        if maildir:
+            from mailsuite.config import load_config
+            from mailsuite.store import Store
+
+            config = load_config(self.root / "mailsuite.toml")
+            Store(config.mail_dir).create_mailbox("bench@example.test")
         self.queue_entries = self.root / "data" / "queue" / "entries"
         self.release_at = None
         if drain:
@@ -238,7 +250,9 @@ class Postfix:
     name = "postfix"
     QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
 
-    def __init__(self, sink_port: int, run: int, drain: int = 0, size: int = 0):
+    def __init__(
+        self, sink_port: int, run: int, drain: int = 0, size: int = 0, maildir: bool = False
+    ):
         if not PEER_CONF.is_dir():
             raise SystemExit(f"{PEER_CONF} missing: run ../shared/peers/setup.sh first")
         self.root = BASE / "postfix"
@@ -331,9 +345,11 @@ def drain_run(kind, n: int, size: int, run: int) -> float:
     return n / total
 
 
-def one_run(kind, n: int, clients: int, size: int, run: int) -> tuple[float, float]:
+def one_run(
+    kind, n: int, clients: int, size: int, run: int, maildir: bool = False
+) -> tuple[float, float]:
     sink, sink_port = start_sink()
-    server = kind(sink_port, run)
+    server = kind(sink_port, run, maildir=maildir)
     try:
         time.sleep(0.5)  # let the server settle (runner scan, postfix daemons)
         cpu = getattr(server, "cpu", None)
@@ -362,6 +378,9 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--postfix", action="store_true", help="also run the Postfix peer, interleaved")
     p.add_argument("--drain", action="store_true", help="relay only: queue first, then release")
+    p.add_argument(
+        "--maildir", action="store_true", help="the sending account has its Maildir (mailsuite)"
+    )
     args = p.parse_args()
     kinds = [Mailsuite] + ([Postfix] if args.postfix else [])
     if args.drain:
@@ -381,7 +400,7 @@ def main() -> int:
     results: dict[str, list[tuple[float, float]]] = {k.name: [] for k in kinds}
     for run in range(args.runs):
         for kind in kinds:
-            acc, dlv = one_run(kind, args.n, args.clients, args.size, run)
+            acc, dlv = one_run(kind, args.n, args.clients, args.size, run, args.maildir)
             results[kind.name].append((acc, dlv))
             print(
                 f"run {run + 1} {kind.name:<10} accepted {acc:8.1f} msg/s   "
@@ -389,7 +408,8 @@ def main() -> int:
                 flush=True,
             )
     print()
-    print(f"N={args.n} clients={args.clients} size={args.size} runs={args.runs}")
+    maildir = " maildir" if args.maildir else ""
+    print(f"N={args.n} clients={args.clients} size={args.size} runs={args.runs}{maildir}")
     print("| server | accepted msg/s (median) | delivered msg/s (median) | runs delivered |")
     print("|---|---|---|---|")
     for name, rs in results.items():
