@@ -54,6 +54,11 @@ JUNK_KEYWORDS = frozenset({"$junk", "junk"})
 NOT_JUNK_KEYWORDS = frozenset({"$notjunk", "notjunk", "nonjunk"})
 # Open per-account files kept (each holds a descriptor).
 MODEL_CACHE = 128
+# An account found without a Maildir (so without filter data to note its correspondents in)
+# is looked for again after this long, in seconds, not at each message it sends: the look
+# (a stat) lets a delivery thread go of the GIL and wait to get it back.  Mail sent in that
+# time after the Maildir is made is not noted.
+NO_MAILDIR_RECHECK = 5.0
 _DMARC = re.compile(rb"(?i)\bdmarc=(\w+)")
 # RFC 8601 §2.7: "spf=pass ... smtp.mailfrom=user@domain", "dkim=pass ... header.d=domain".
 _PASSED = re.compile(
@@ -103,6 +108,8 @@ class JunkFilter:
         self._neutral: dict = {}
         # {account: (special-use file's stat, its junk folder, when to look again)}
         self._junk_folders: dict[str, tuple[tuple, str, float]] = {}
+        # {account: when (time.monotonic) to look for its Maildir again}
+        self._no_maildir: dict[str, float] = {}
         # Called on the reactor with (raw message, JUNK or HAM) after each lesson: rspamd.
         self.learn_listeners: list = []
         self.dns_lists = DnsListChecker(config)
@@ -292,11 +299,18 @@ class JunkFilter:
         return None
 
     def _note_correspondents(self, user: str, recipients) -> None:
+        mine = user.lower()
+        now = time.monotonic()
+        if self._no_maildir.get(mine, 0.0) > now:
+            return
         try:
             mbox = self.store.mailbox(user)
         except NoSuchMailbox:
+            if len(self._no_maildir) > MODEL_CACHE * 64:
+                self._no_maildir.clear()
+            self._no_maildir[mine] = now + NO_MAILDIR_RECHECK
             return
-        mine = user.lower()
+        self._no_maildir.pop(mine, None)
         self.model(mbox).add_correspondents(
             r.address for r in recipients if r.address.lower() != mine
         )

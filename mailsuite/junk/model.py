@@ -64,6 +64,10 @@ _CORRESPONDENT = (
     "SELECT c.address FROM json_each(?) AS a JOIN correspondents AS c"
     " ON c.address = a.value ORDER BY a.key LIMIT 1"
 )
+# Which of the addresses (a JSON array) are correspondents.
+_KNOWN_CORRESPONDENTS = (
+    "SELECT address FROM correspondents WHERE address IN (SELECT value FROM json_each(?))"
+)
 _DATA_VERSION = "SELECT data_version FROM pragma_data_version"
 # Everything a delivery reads, in one statement (one read transaction, one row): the data
 # version, the totals and the lists as JSON objects, the correspondents as a JSON array (NULL
@@ -444,10 +448,29 @@ class FilterData:
     # -- correspondents ------------------------------------------------------------------
 
     def add_correspondents(self, addresses) -> None:
-        now = time.time()
-        rows = [(a.lower(), now) for a in addresses if "@" in a]
-        if not rows:
+        """Remember `addresses` as people the user writes to.  Only those not known yet are
+        written: most mail goes to people written to before, and a write transaction for
+        each message sent cost its delivery thread a dozen system calls (each a wait for the
+        GIL the reactor holds) to change nothing that is read (`last` is kept for the file's
+        readers, not consulted).  All of them held: nothing to ask even of the file's stat,
+        as nothing removes a correspondent from the file (a file replaced behind our back is
+        read again at the next delivery's look, and who is missing is then written again)."""
+        wanted = {a.lower() for a in addresses if "@" in a}
+        held = self._correspondents
+        if held is not None and wanted <= held:
             return
+        if wanted and self._fresh():
+            held = self._correspondents
+            if held is not None:
+                wanted -= held
+            else:
+                with self._lock:
+                    known = self._conn().execute(_KNOWN_CORRESPONDENTS, (json.dumps(list(wanted)),))
+                    wanted -= {address for (address,) in known}
+        if not wanted:
+            return
+        now = time.time()
+        rows = [(a, now) for a in sorted(wanted)]
         with self._lock:
             db = self._writing()
             with db:
