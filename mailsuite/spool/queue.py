@@ -529,11 +529,12 @@ class Queue:
         """The spool's lock, against the other processes that use it (the admin command) and
         this process's other threads.  The file is opened once and held: a use costs a flock
         and an unlock, not an open, a flock and a close (each a trip of a durable-pool thread
-        out of the GIL and back).  Between processes it excludes as a fresh open each time
-        did: flock belongs to the open file description, and every other process opens its
-        own.  Within this process all threads share the one description, on which a second
-        flock would succeed at once; the thread lock, taken first, orders them instead.  The
-        lock file is never removed, so the one held is the one everybody opens."""
+        out of the GIL and back).  Between processes it excludes as any flock does: the lock
+        belongs to the open file description, and every other process opens its own (the
+        descriptor is close-on-exec; nothing that uses the queue forks without exec).  Within
+        this process all threads share the one description, on which a second flock would
+        succeed at once; the thread lock, taken first, orders them instead.  The lock file is
+        never removed, so the one held is the one everybody opens."""
         with self._thread_lock:
             fd = self._lock_fd
             if fd is None:
