@@ -30,6 +30,12 @@ SERVER_WIDE = "server-wide"
 # keeps the others waiting.
 COMMANDS_PER_TURN = 32
 
+# A command line that has passed its protocol's limit is skipped up to its end, then refused;
+# past this many octets without an end the client is not sending commands any more (a stream
+# of junk, a decompression bomb after COMPRESS): the session refuses it and closes, instead of
+# reading it for as long as the client cares to send.  No client's real command comes near.
+RUNAWAY_LINE = 1 << 20
+
 # File descriptors kept back from connections when the total follows the limit: the listeners,
 # the accounts database and its WAL, Maildir and spool files being read or written by the
 # durable-I/O threads, the per-Maildir parse caches, the relay's outbound connections, logs.

@@ -21,6 +21,8 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 
+from mailsuite.limits import RUNAWAY_LINE
+
 __all__ = [
     "Atom",
     "Command",
@@ -102,8 +104,9 @@ class NeedContinuation:
 class RejectedCommand:
     """A command refused before or while reading it: reply `tag status [code] text`.
 
-    `close` asks the protocol to say BYE and drop the connection (used when the rest of the
-    stream can no longer be trusted, e.g. an oversized non-synchronizing literal).
+    `close` asks the protocol to say BYE (with the error's text) and drop the connection (used
+    when the rest of the stream can no longer be trusted: an oversized non-synchronizing
+    literal, a command line still without an end past RUNAWAY_LINE octets).
     """
 
     tag: str
@@ -143,6 +146,7 @@ class CommandReader:
         self._literal_left = 0  # >0 while reading literal content
         self._literal_chunks: list[bytes] = []
         self._discard_line = False  # skipping the rest of an over-long line
+        self._discarded = 0  # octets of it skipped so far
         self._discard_tag = "*"
         self._spool = None  # the temporary file an APPEND literal is streamed into
         # A smaller ceiling for every literal while it is set (before authentication).
@@ -208,7 +212,11 @@ class CommandReader:
             idx = self._buf.find(b"\n")
             if self._discard_line:
                 if idx < 0:
+                    self._discarded += len(self._buf)
                     self._buf.clear()
+                    if self._discarded > RUNAWAY_LINE:
+                        err = ImapBad("TOOBIG", "Command line too long")
+                        return RejectedCommand(self._discard_tag, err, close=True)
                     return None
                 del self._buf[: idx + 1]
                 self._discard_line = False
@@ -219,6 +227,7 @@ class CommandReader:
                 if len(self._buf) + self._line_total > self.max_line:
                     # RFC 7162 §4 / RFC 3501 §2.2: refuse without buffering the rest.
                     self._discard_tag = self._tag_of(self._first_text() or bytes(self._buf))
+                    self._discarded = len(self._buf)
                     self._buf.clear()
                     self._discard_line = True
                 return None

@@ -24,6 +24,7 @@ encodings and charsets (RFC 3501 §6.4.4; RFC 9051 §6.4.4.1).
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import re
 import time
 from collections.abc import Callable
@@ -482,10 +483,19 @@ class SearchProgram:
     charset: str = "UTF-8"
     wants_modseq: bool = False  # a MODSEQ key was used (RFC 7162 §3.1.5)
     uses_saved: bool = False  # `$` appears (RFC 5182)
+    keys: int = 1  # search keys and parenthesized groups in it, all levels together
 
     @property
     def needs_content(self) -> bool:
         return self.root.cost > INDEX
+
+    def runs_inline(self, messages: int) -> bool:
+        """Cheap enough to evaluate on the reactor over `messages` messages: index fields
+        only, and at most INLINE_TESTS key tests in all.  Why the bound: a command line
+        holds thousands of keys ("1:* 1:* ..."), and keys times messages is the work; past
+        it the search runs in the thread pool like one that reads message text, so no
+        client's search holds the other sessions up for longer than that."""
+        return not self.needs_content and self.keys * messages <= INLINE_TESTS
 
     @property
     def needs_body(self) -> bool:
@@ -575,9 +585,7 @@ def freeze_numbers(program: SearchProgram, messages, context: SearchContext) -> 
             return _Not(walk(node.a))
         return node
 
-    return SearchProgram(
-        walk(program.root), program.charset, program.wants_modseq, program.uses_saved
-    )
+    return dataclasses.replace(program, root=walk(program.root))
 
 
 def highest_modseq(messages) -> int:
@@ -612,6 +620,8 @@ _DATE_KEYS = {
 }
 _SEQSET_RE = re.compile(r"[0-9*:,]+\Z")
 MAX_DEPTH = 100
+# Key tests (keys times messages) a search may make on the reactor: about 10 ms.
+INLINE_TESTS = 50_000
 
 
 def fold(text: str) -> str:
@@ -670,16 +680,17 @@ def parse_search(args: list, charset: str | None = None) -> SearchProgram:
     while p.pos < len(args):
         keys.append(p.key(0))
     root = keys[0] if len(keys) == 1 else _And(keys)
-    return SearchProgram(root, cs, p.wants_modseq, p.uses_saved)
+    return SearchProgram(root, cs, p.wants_modseq, p.uses_saved, p.keys[0])
 
 
 class _Parser:
-    def __init__(self, tokens: list, charset: str):
+    def __init__(self, tokens: list, charset: str, keys: list[int] | None = None):
         self.tokens = tokens
         self.pos = 0
         self.charset = charset
         self.wants_modseq = False
         self.uses_saved = False
+        self.keys = keys if keys is not None else [0]  # shared with the nested parsers
 
     def next(self, what: str):
         if self.pos >= len(self.tokens):
@@ -718,11 +729,12 @@ class _Parser:
     def key(self, depth: int) -> _Node:
         if depth > MAX_DEPTH:
             raise ImapBad("Search criteria nested too deeply")
+        self.keys[0] += 1
         t = self.next("search key")
         if isinstance(t, list):
             if not t:
                 raise ImapBad("Empty parenthesized search key")
-            sub = _Parser(t, self.charset)
+            sub = _Parser(t, self.charset, self.keys)
             keys = []
             while sub.pos < len(t):
                 keys.append(sub.key(depth + 1))

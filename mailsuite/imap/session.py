@@ -246,8 +246,11 @@ class Session:
                 self.protocol.quick_ack()
             elif isinstance(ev, RejectedCommand):
                 if ev.close:
+                    log.info(
+                        "imap {ip}: {text}, closing", ip=self.client_ip, text=visible(ev.error.text)
+                    )
                     self.send(R.tagged(ev.tag, ev.error.status, ev.error.text, ev.error.code))
-                    self.send(R.untagged("BYE Literal too large"))
+                    self.send(R.untagged("BYE " + ev.error.text))
                     self.flush()
                     self.protocol.close()
                     return

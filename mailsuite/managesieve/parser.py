@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mailsuite.limits import RUNAWAY_LINE
+
 CRLF = b"\r\n"
 
 # The characters of an atom: printable ASCII except SP and the specials of RFC 5804 §4
@@ -57,10 +59,12 @@ class Line:
 
 @dataclass(frozen=True)
 class Malformed:
-    """A command that is not ManageSieve syntax; the whole of it has been read past."""
+    """A command that is not ManageSieve syntax; the whole of it has been read past, or, when
+    `endless`, a line still without an end past RUNAWAY_LINE octets (the session closes)."""
 
     reason: str
     name: str = ""
+    endless: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,7 @@ class CommandReader:
         self._literal: int | None = None  # octets of the literal still to read
         self._skip = 0  # octets of an oversized literal still to drop
         self._long_line = False  # dropping the rest of an overlong line
+        self._dropped = 0  # octets of it dropped so far
         self._failure: Malformed | LiteralTooLarge | None = None
         self._reported = False  # the failure went out already (an oversized literal, at once)
 
@@ -191,7 +196,10 @@ class CommandReader:
                     self._used = self.max_line
                     self._long_line = True
                     # Keep the tail: a literal announced at the line's end is still seen.
+                    self._dropped += max(len(self._buf) - _TAIL, 0)
                     del self._buf[:-_TAIL]
+                    if self._dropped > RUNAWAY_LINE:
+                        return Malformed("Command line too long.", endless=True)
                 return None
             segment = bytes(self._buf[:i])
             del self._buf[: i + 1]

@@ -144,6 +144,14 @@ class ManageSieveSession(AuthCommands, ScriptCommands, LineSession):
             result.addBoth(self._command_done)
 
     def _dispatch(self, frame):
+        if isinstance(frame, Malformed) and frame.endless:
+            log.info("managesieve #{sid} command line without end, closing", sid=self.session_id)
+            if self.sasl is not None:
+                self.sasl.abort()
+                self.sasl = None
+            self._write([R.bye(frame.reason)])
+            self._close()
+            return None
         if isinstance(frame, LiteralTooLarge):
             return self._literal_too_large(frame)
         if self.sasl is not None:

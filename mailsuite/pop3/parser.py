@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from mailsuite.limits import RUNAWAY_LINE
+
 CRLF = b"\r\n"
 TERMINATOR = b".\r\n"
 
@@ -107,9 +109,11 @@ def parse_line_count(text: str) -> int:
 
 @dataclass(frozen=True)
 class LineTooLong:
-    """Marker returned by LineSplitter for a line over the limit (its bytes are dropped)."""
+    """Marker returned by LineSplitter for a line over the limit (its bytes are dropped);
+    `endless` when it was still going past RUNAWAY_LINE octets (reported then, not at its end)."""
 
     length: int
+    endless: bool = False
 
 
 class LineSplitter:
@@ -117,7 +121,8 @@ class LineSplitter:
 
     Lines end at LF with an optional CR before it (RFC 1939 says CRLF; bare LF costs nothing to
     accept). A line longer than `max_line` octets (line end included) is reported once as
-    LineTooLong and skipped up to its end, so a client cannot make us buffer without limit.
+    LineTooLong and skipped up to its end, so a client cannot make us buffer without limit;
+    one still without an end past RUNAWAY_LINE octets is reported then, as endless.
     """
 
     def __init__(self, max_line: int):
@@ -146,6 +151,8 @@ class LineSplitter:
                 if i < 0:
                     self._skipped += len(self._buf)
                     self._buf.clear()
+                    if self._skipped > RUNAWAY_LINE:
+                        return LineTooLong(self._skipped, endless=True)
                     return None
                 self._skipped += i + 1
                 del self._buf[: i + 1]

@@ -164,6 +164,11 @@ class Pop3Session(AuthorizationCommands, TransactionCommands, LineSession):
                 if self.sasl is not None:
                     self.sasl.abort()
                 self.sasl = None
+                if line.endless:
+                    log.info("pop3 #{sid} command line without end, closing", sid=self.session_id)
+                    self._write([err("Command line too long, closing.")])
+                    self._close()
+                    return
                 raise Pop3Error("Command line too long.", bad=True)
             if self.sasl is not None:
                 result = self._sasl_step(line)

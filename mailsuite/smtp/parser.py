@@ -11,6 +11,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from mailsuite.limits import RUNAWAY_LINE
+
 # RFC 4954 §4: the AUTH command line, and each SASL response line, may be up to 12288 octets.
 AUTH_LINE_LIMIT = 12288
 
@@ -71,6 +73,8 @@ class LineTooLong:
 
 
 LINE_TOO_LONG = LineTooLong()
+# Returned instead when the line being skipped has gone on past limits.RUNAWAY_LINE octets.
+LINE_RUNAWAY = LineTooLong()
 
 
 class LineBuffer:
@@ -79,13 +83,15 @@ class LineBuffer:
     A line ends at LF; a preceding CR is dropped.  Bare-LF command lines are accepted (as
     Postfix does by default): only DATA content is subject to the bare-newline policy, because
     that is where SMTP smuggling happens.  A line longer than the limit is discarded up to its
-    end and reported once as `LINE_TOO_LONG` (RFC 5321 §4.5.3.1.4: 512 octets with CRLF).
+    end and reported once as `LINE_TOO_LONG` (RFC 5321 §4.5.3.1.4: 512 octets with CRLF);
+    one that runs on past `RUNAWAY_LINE` octets without an end, as `LINE_RUNAWAY`.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._buf = b""
         self._discarding = False
+        self._discarded = 0  # octets of the line being skipped so far
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -100,20 +106,22 @@ class LineBuffer:
         return len(self._buf)
 
     def next_line(self, limit: int | None = None) -> bytes | LineTooLong | None:
-        """The next complete line without its line end, LINE_TOO_LONG, or None (need more)."""
+        """The next complete line without its line end, LINE_TOO_LONG, LINE_RUNAWAY, or None
+        (need more)."""
         limit = self.limit if limit is None else limit
         while True:
             nl = self._buf.find(b"\n")
             if self._discarding:
                 if nl < 0:
+                    self._discarded += len(self._buf)
                     self._buf = b""
-                    return None
+                    return LINE_RUNAWAY if self._discarded > RUNAWAY_LINE else None
                 self._buf = self._buf[nl + 1 :]
                 self._discarding = False
                 return LINE_TOO_LONG
             if nl < 0:
                 if len(self._buf) > limit:
-                    self._buf = b""
+                    self._discarded = 0
                     self._discarding = True
                     continue
                 return None

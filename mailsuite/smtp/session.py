@@ -23,6 +23,7 @@ from mailsuite.smtp.auth import AuthCommands
 from mailsuite.smtp.burl import BurlCommands
 from mailsuite.smtp.parser import (
     AUTH_LINE_LIMIT,
+    LINE_RUNAWAY,
     LINE_TOO_LONG,
     BodyReader,
     LineBuffer,
@@ -240,6 +241,11 @@ class SmtpSession(AuthCommands, TransactionCommands, BurlCommands):
             return self._step_bdat()
         line = self.lines.next_line()
         if line is None:
+            return False
+        if line is LINE_RUNAWAY:
+            log.info("smtp {ip}: command line without end, closing", ip=self.client_ip)
+            self.conn.write(format_reply(421, "4.7.0", f"{self.hostname} Error: line too long"))
+            self._close()
             return False
         if line is LINE_TOO_LONG:
             if self.mode == "auth":

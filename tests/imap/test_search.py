@@ -1,6 +1,9 @@
 """SEARCH / UID SEARCH through the server (RFC 3501 §6.4.4), ESEARCH (4731), SEARCHRES (5182),
 MODSEQ search (7162)."""
 
+import threading
+import time
+
 from tests.imap.conftest import Raw, append_n, connect, message
 
 
@@ -124,3 +127,49 @@ def test_a_polled_flag_search_answers_by_number_and_by_uid_rfc3501_6_4_4(imap_se
     assert r.cmd(b"SEARCH UNSEEN")[0] == b"* SEARCH 4 5"
     assert r.cmd(b"SEARCH RETURN (COUNT) UNSEEN")[0] == b'* ESEARCH (TAG "t") COUNT 2'
     other.logout()
+
+
+def test_a_search_runs_on_the_reactor_only_while_keys_times_messages_is_small():
+    from mailsuite.imap import search as search_mod
+    from mailsuite.imap.parser import parse_line
+
+    def program(keys: bytes):
+        return search_mod.parse_search(parse_line(b"t SEARCH " + keys).args)
+
+    nested = program(b"OR (UNSEEN 1:5) NOT (FLAGGED (UID 3:* DELETED))")
+    assert nested.keys == 10  # every key and parenthesized group counts, however deep
+    assert nested.runs_inline(search_mod.INLINE_TESTS // 10)
+    assert not nested.runs_inline(search_mod.INLINE_TESTS // 10 + 1)
+    assert program(b"UNSEEN").runs_inline(10_000)
+    assert not program(b"1:* " * 5000).runs_inline(100)
+    assert not program(b"BODY x").runs_inline(1)  # reads message text: never inline
+
+
+def test_a_search_of_thousands_of_keys_leaves_other_sessions_answered(imap_server):
+    """12,000 keys over 300 messages takes the searching thread a second or more; another
+    session's NOOP, sent while it runs, is answered before it ends (run on the reactor, the
+    search held every session until it was done)."""
+    c = connect(imap_server)
+    append_n(c, 300)
+    c.logout()
+    busy = Raw(imap_server.port("imap"))
+    busy.login()
+    busy.cmd(b"SELECT INBOX")
+    other = Raw(imap_server.port("imap"))
+    other.login()
+    answered: dict[str, float] = {}
+
+    def search():
+        busy.sock.settimeout(60)
+        lines = busy.cmd(b"SEARCH " + b"1:* " * 12_000 + b"ALL", b"s")
+        answered["search"] = time.monotonic()
+        answered["hits"] = len(lines[0].split()) - 2
+
+    searching = threading.Thread(target=search)
+    searching.start()
+    time.sleep(0.2)  # the search line is in and running
+    assert other.cmd(b"NOOP", b"n")[-1] == b"n OK NOOP completed"
+    answered["noop"] = time.monotonic()
+    searching.join()
+    assert answered["hits"] == 300
+    assert answered["noop"] < answered["search"]

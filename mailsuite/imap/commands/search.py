@@ -2,8 +2,9 @@
 MODSEQ (RFC 7162).  The criteria language lives in `mailsuite.imap.search`; this module runs
 it over the session's view.
 
-Searches that only test index fields run on the reactor; ones that read message text run in
-the thread pool so other sessions are not held up."""
+Searches that only test index fields, and not too many of them (`SearchProgram.runs_inline`),
+run on the reactor; ones that read message text, or would take long, run in the thread pool so
+other sessions are not held up."""
 
 from __future__ import annotations
 
@@ -102,10 +103,10 @@ def _uid_key(msg, loader) -> int:
     return msg.uid
 
 
-def _run(program_needs_content: bool, fn, *args):
-    if program_needs_content:
-        return threads.deferToThread(fn, *args)
-    return defer.maybeDeferred(fn, *args)
+def _run(inline: bool, fn, *args):
+    if inline:
+        return defer.maybeDeferred(fn, *args)
+    return threads.deferToThread(fn, *args)
 
 
 def _search(session, cmd, uid: bool):
@@ -127,7 +128,8 @@ def _search(session, cmd, uid: bool):
         # Header keys are answered by the parsed cache; BODY/TEXT read the files (in a
         # thread).  Opened only here: the flag polls above need no cache at all.
         ctx = search_mod.context_for(session, view)
-        d = _run(prog.needs_content, search_mod.evaluate_seqs, prog, messages, ctx)
+        inline = prog.runs_inline(len(messages))
+        d = _run(inline, search_mod.evaluate_seqs, prog, messages, ctx)
 
     def answer(hits):
         if (

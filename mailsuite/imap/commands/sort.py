@@ -352,7 +352,8 @@ def run_command(session, view, cmd, uid: bool):
         loader_cache_flush(view.folder)
         return ordered
 
-    d = threads.deferToThread(work) if needs_headers else defer.maybeDeferred(work)
+    inline = not needs_headers and prog.runs_inline(len(messages))
+    d = defer.maybeDeferred(work) if inline else threads.deferToThread(work)
 
     def answer(ordered):
         ordered = [(s, m) for s, m in ordered if view.is_live(m)]
