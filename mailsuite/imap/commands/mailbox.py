@@ -4,11 +4,10 @@ CREATE-SPECIAL-USE (RFC 6154), CHILDREN (RFC 3348) and STATUS=SIZE (RFC 8438).""
 
 from __future__ import annotations
 
-import re
-
 from twisted.internet import defer
 
 from mailsuite.imap import response as R
+from mailsuite.imap.commands.list_pattern import MailboxPattern
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
 from mailsuite.store import BadFolderName, FolderExists, NoSuchFolder, QuotaExceeded
 
@@ -211,20 +210,13 @@ def unsubscribe(session, cmd):
 # -- LIST / LSUB -----------------------------------------------------------------------------
 
 
-def pattern_regex(pattern: str) -> re.Pattern:
-    """RFC 3501 §6.3.8: `*` matches anything, `%` anything but the separator."""
+def mailbox_pattern(pattern: str) -> MailboxPattern:
+    """RFC 3501 §6.3.8: `*` matches anything, `%` anything but the separator; INBOX in any
+    case names INBOX (§5.1)."""
     head, sep, rest = pattern.partition(SEP)
     if head.upper() == "INBOX":
         pattern = "INBOX" + sep + rest
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append("[^/]*")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
+    return MailboxPattern(pattern)
 
 
 class _Tree:
@@ -330,7 +322,7 @@ def list_command(session, cmd):
         session.send(b'* LIST (\\Noselect) "/" ""\r\n')
         return
     tree = _Tree(session)
-    regexes = [pattern_regex(reference + p) for p in pats if p != ""]
+    matchers = [mailbox_pattern(reference + p) for p in pats if p != ""]
     subscribed_only = "SUBSCRIBED" in select_opts
     special_only = "SPECIAL-USE" in select_opts
     recursive = "RECURSIVEMATCH" in select_opts
@@ -341,7 +333,7 @@ def list_command(session, cmd):
         candidates += sorted(n for n in tree.subscribed if n not in set(candidates))
     lines: list[bytes] = []
     for name in candidates:
-        if not any(r.fullmatch(name) for r in regexes):
+        if not any(m.matches(name) for m in matchers):
             continue
         exists = name in tree.existing
         childinfo = False
@@ -393,18 +385,18 @@ def lsub(session, cmd):
         session.send(b'* LSUB (\\Noselect) "/" ""\r\n')
         return
     tree = _Tree(session)
-    regex = pattern_regex(reference + pattern)
+    matcher = mailbox_pattern(reference + pattern)
     lines = []
     seen = set()
     for name in sorted(tree.subscribed, key=lambda n: (n != "INBOX", n)):
-        if regex.fullmatch(name):
+        if matcher.matches(name):
             attrs = [] if name in tree.existing else ["\\Noselect"]
             lines.append(_lsub_line(session, name, attrs))
             seen.add(name)
     if "%" in pattern:
         # RFC 3501 §6.3.9: "%" matching a parent of subscribed names lists it \Noselect.
         for name in sorted(tree.sub_children - seen):
-            if regex.fullmatch(name) and name not in tree.subscribed:
+            if matcher.matches(name) and name not in tree.subscribed:
                 lines.append(_lsub_line(session, name, ["\\Noselect"]))
     session.send_many(lines)
 
