@@ -120,6 +120,9 @@ def parse_fetch_items(args, uid_command: bool = False) -> FetchRequest:
         if not isinstance(name, Atom):
             raise ImapBad("Invalid FETCH item")
         req.items.append(_parse_item(name))
+    # An item asked for twice is answered once: "FLAGS FLAGS ..." in a 64 KB command line would
+    # otherwise make each message's response thousands of times longer than the request.
+    req.items = list(dict.fromkeys(req.items))
     if len(args) == 2:
         _parse_modifiers(args[1], req)
     if uid_command and not any(i.kind == "UID" for i in req.items):

@@ -228,3 +228,33 @@ def test_one_message_answers_as_it_does_among_many_rfc3501_6_4_5(imap_server):
     r.cmd(b"SELECT INBOX")
     out = r.cmd(b"FETCH 3 (BODY[])")
     assert out[-1].startswith(b"t OK") and b"FLAGS (\\Seen)" in b"\r\n".join(out)
+
+
+def test_an_item_asked_for_twice_is_answered_once(imap_server):
+    c = connect(imap_server)
+    append_n(c, 2)
+    c.logout()
+    r = selected(imap_server)
+    out = r.cmd(b"FETCH 1:2 (FLAGS UID " + b"FLAGS " * 5000 + b"UID RFC822.SIZE)", b"f")
+    assert [line.count(b"FLAGS") for line in out[:2]] == [1, 1]
+    assert out[0].startswith(b"* 1 FETCH (FLAGS (") and b"UID 1 RFC822.SIZE " in out[0]
+    assert out[-1] == b"f OK FETCH completed"
+
+
+def test_a_request_of_thousands_of_items_takes_few_messages_a_batch():
+    from mailsuite.imap.commands.fetch import BATCH, ITEMS_PER_BATCH, _Plan
+    from mailsuite.imap.fetch_items import parse_fetch_items
+    from mailsuite.imap.parser import parse_line
+
+    def plan(items: bytes):
+        return _Plan(parse_fetch_items(parse_line(b"t FETCH 1:* " + items).args[1:]), None)
+
+    # What clients ask keeps the usual batches.
+    assert plan(b"(UID FLAGS RFC822.SIZE)").step == 4 * BATCH
+    headers = b"(UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Subject Date)])"
+    assert plan(headers).step == 4 * BATCH
+    assert plan(b"(UID FLAGS BODY.PEEK[])").step == BATCH  # files to read
+    # Thousands of sections: a batch of two messages, about as much rendering as one usual.
+    many = plan(b"(" + b" ".join(b"BODY.PEEK[%d]" % n for n in range(1, 3001)) + b")")
+    assert many.step == ITEMS_PER_BATCH // 3000 == 2
+

@@ -17,7 +17,7 @@ from tests.imap.conftest import Raw
 def reference(pattern: str, name: str) -> bool:
     """The rule read literally: try every split at each wildcard (memoized, so finite)."""
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def match(p: int, n: int) -> bool:
         if p == len(pattern):
             return n == len(name)

@@ -18,6 +18,9 @@ from mailsuite.imap.turns import Turns
 
 BATCH = 256
 FIRST_BATCH = 128
+# Items rendered in one batch at most (messages times the request's items): a usual request,
+# of up to eight items, keeps the batches above.
+ITEMS_PER_BATCH = 8 * 4 * BATCH
 COLUMNAR_FROM = 16  # messages
 # Compiled requests kept per selected folder: clients repeat the same few FETCHes.
 PLANS_KEPT = 32
@@ -171,7 +174,11 @@ class _Plan:
         self.req = req
         self.renderer = renderer
         self.columns = _cache_columns(req)
-        self.step = BATCH if req.needs_file else 4 * BATCH
+        # Each message of a batch renders every item: a request of many items (thousands of
+        # BODY[n] fit in a command line) takes fewer messages a batch, so that a batch, which
+        # runs in one reactor turn, stays about as much work as a usual one.
+        step = BATCH if req.needs_file else 4 * BATCH
+        self.step = max(1, min(step, ITEMS_PER_BATCH // max(len(req.items), 1)))
         self.columnar = renderer is not None and renderer.columnar
         # Items whose rendered form the parsed cache keeps (a columnar request's, when it
         # keeps every memoized item of it: a message they answer needs nothing else).
