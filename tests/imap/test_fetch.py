@@ -257,4 +257,3 @@ def test_a_request_of_thousands_of_items_takes_few_messages_a_batch():
     # Thousands of sections: a batch of two messages, about as much rendering as one usual.
     many = plan(b"(" + b" ".join(b"BODY.PEEK[%d]" % n for n in range(1, 3001)) + b")")
     assert many.step == ITEMS_PER_BATCH // 3000 == 2
-
