@@ -127,6 +127,9 @@ class SmtpConfig:
     max_message_size: int = 50 * 1024 * 1024
     # Recipients per message; then 452 4.5.3.
     max_recipients: int = 100
+    # Received header fields a message may carry; one with more has been passed around in a
+    # loop and is refused (554 5.4.6 too many hops; RFC 5321 §6.3). Postfix's hopcount_limit.
+    max_hops: int = 50
     # RFC 5321 §4.5.3.1.4: command line length, CRLF included (at least 512).
     max_command_line: int = 512
     # RFC 5321 §4.5.3.1.6: message text line length, CRLF included (at least 1000).
@@ -847,6 +850,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("smtp.max_command_line", "RFC 5321 §4.5.3.1.4 requires at least 512")
     if cfg.smtp.max_text_line < 1000:
         raise ConfigError("smtp.max_text_line", "RFC 5321 §4.5.3.1.6 requires at least 1000")
+    if cfg.smtp.max_hops < 1:
+        raise ConfigError("smtp.max_hops", "must be at least 1 (every relayed message has one)")
     if cfg.pop3.idle_timeout < 600:
         raise ConfigError("pop3.idle_timeout", "RFC 1939 requires at least 600 seconds")
     if cfg.imap.idle_timeout < 1800:

@@ -6,7 +6,14 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = ["parse_fields", "field_value", "first_value", "filter_fields", "unfold"]
+__all__ = [
+    "parse_fields",
+    "field_value",
+    "first_value",
+    "filter_fields",
+    "field_count",
+    "unfold",
+]
 
 # One field: a name (any printable but ":", 8-bit tolerated), optional WSP (obsolete syntax),
 # colon, the rest of the line and any continuation lines (RFC 5322 §2.2.3 folding).  Lines
@@ -84,3 +91,14 @@ def _fields_regex(names: frozenset[bytes]) -> re.Pattern:
         rb"^(?:" + alts + rb")[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*",
         re.IGNORECASE | re.MULTILINE,
     )
+
+
+def field_count(block: bytes, name: bytes) -> int:
+    """How many fields named `name` (any case) the header `block` has, each found where its
+    line starts: a folded line of another field (which starts with white space) is not one."""
+    return len(_name_regex(name).findall(block))
+
+
+@functools.lru_cache(maxsize=16)
+def _name_regex(name: bytes) -> re.Pattern:
+    return re.compile(rb"^" + re.escape(name) + rb"[ \t]*:", re.IGNORECASE | re.MULTILINE)

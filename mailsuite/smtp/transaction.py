@@ -25,6 +25,8 @@ from mailsuite.junk.filter import JunkRefused
 from mailsuite.junk.screen import Refusal
 from mailsuite.junk.screen import after_data as screen_after_data
 from mailsuite.logtext import visible
+from mailsuite.message.headers import field_count
+from mailsuite.message.lines import header_end
 from mailsuite.smtp import headers
 from mailsuite.smtp.parser import (
     BodyReader,
@@ -255,6 +257,9 @@ class TransactionCommands:
         self.body = None
         self.tx = None
         data = body.result()  # SmtpReply for size / bare newline / long lines
+        if field_count(data[: header_end(data)], b"received") > self.cfg.max_hops:
+            # RFC 5321 §6.3: a message that has passed this many servers is going round.
+            raise SmtpReply(554, "5.4.6", "Error: too many hops")
         if self.user is not None:
             data = self._submission_rules(tx, data)
         queue_id = f"{random.getrandbits(48):012X}"  # names log lines; needs no secrecy

@@ -263,3 +263,30 @@ def test_idna_domain_forms_are_the_same_local_domain_rfc6531(server, wire):
     w.send(b"Subject: idna\r\n\r\nx\r\n.\r\n")
     assert w.reply()[0] == 250
     assert len(server.maildir_files("alice@example.test")) == 1
+
+
+def received(n: int) -> bytes:
+    return b"".join(
+        b"Received: from hop%d.remote.test by hop%d.remote.test; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+        % (i, i + 1)
+        for i in range(n)
+    )
+
+
+def test_a_message_past_max_hops_is_refused_as_a_loop_rfc5321_6_3(server):
+    body = b"From: ext@remote.test\r\nSubject: round and round\r\n\r\nx\r\n"
+    with smtp(server) as s:
+        s.ehlo()
+        # 50 Received fields (the default limit) pass; a folded one is still one field.
+        s.sendmail(
+            "ext@remote.test", ["alice@example.test"], received(49) + b"received:\r\n x\r\n" + body
+        )
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            s.sendmail("ext@remote.test", ["alice@example.test"], received(51) + body)
+    assert refused.value.smtp_code == 554
+    assert refused.value.smtp_error.startswith(b"5.4.6 Error: too many hops")
+    assert len(server.maildir_files("alice@example.test")) == 1
+    # A Received field in the body is not a hop.
+    with smtp(server) as s:
+        s.sendmail("ext@remote.test", ["alice@example.test"], body + received(60))
+    assert len(server.maildir_files("alice@example.test")) == 2
