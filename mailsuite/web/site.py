@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
+from twisted.internet import reactor
 from twisted.logger import Logger
 from twisted.web import resource, server
 
@@ -28,6 +29,8 @@ MAX_BODY = 64 * 1024
 # Idle HTTP connections are closed after this many seconds.
 HTTP_TIMEOUT = 60
 SERVER_HEADER = b"mailsuite"
+# Pipelined requests answered on one connection before the reactor serves the others.
+REQUESTS_PER_TURN = 16
 
 _NOT_FOUND = b"Not Found\n"
 
@@ -89,6 +92,21 @@ class BoundedRequest(server.Request):
         super().requestReceived(command, path, version)
 
 
+def _finish_on_next_turn(request: server.Request, body: bytes) -> int:
+    """Write `body` and finish `request` on the next reactor turn (unless the client has gone)."""
+    gone: list[bool] = []
+    request.notifyFinish().addErrback(lambda _: gone.append(True))
+    request.setHeader(b"content-length", b"%d" % len(body))
+
+    def finish() -> None:
+        if not gone:
+            request.write(body)  # twisted.web drops the body of a HEAD answer itself
+            request.finish()
+
+    reactor.callLater(0, finish)
+    return server.NOT_DONE_YET
+
+
 def _arg(request: server.Request, *names: str) -> str | None:
     """The first query argument among `names`, matched case-insensitively."""
     wanted = {n.lower().encode() for n in names}
@@ -144,7 +162,21 @@ class ClientSetupResource(resource.Resource):
 
     # -- dispatch -----------------------------------------------------------------------------
 
-    def render(self, request: server.Request) -> bytes:
+    def render(self, request: server.Request) -> bytes | int:
+        body = self._answer(request)
+        # twisted.web reads a pipelined request only when the one before it has finished, and
+        # finishes a synchronous answer at once: every request of one read would be answered
+        # in the same reactor turn. Every REQUESTS_PER_TURN-th answer in a row is written on
+        # the next turn instead, so the other connections are served in between.
+        channel = request.channel
+        in_a_row = getattr(channel, "answered_in_a_row", 0) + 1
+        if in_a_row < REQUESTS_PER_TURN:
+            channel.answered_in_a_row = in_a_row
+            return body
+        channel.answered_in_a_row = 0
+        return _finish_on_next_turn(request, body)
+
+    def _answer(self, request: server.Request) -> bytes:
         request.setHeader(b"server", SERVER_HEADER)
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"cache-control", b"no-store")
