@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 from twisted.internet import reactor
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from mailsuite.acme.challenges import HTTP_CHALLENGE_PREFIX
 from mailsuite.logtext import visible
@@ -28,6 +28,9 @@ log = Logger()
 MAX_BODY = 64 * 1024
 # Idle HTTP connections are closed after this many seconds.
 HTTP_TIMEOUT = 60
+# A request must have arrived whole (and been answered) this many seconds after the
+# connection opened or its previous answer: input does not reset it.
+REQUEST_DEADLINE = 30
 SERVER_HEADER = b"mailsuite"
 # Pipelined requests answered on one connection before the reactor serves the others.
 REQUESTS_PER_TURN = 16
@@ -90,6 +93,55 @@ class BoundedRequest(server.Request):
         if self._answered_early:
             return  # the 413 is already on its way; the rest of the body is ignored
         super().requestReceived(command, path, version)
+
+
+class DeadlineChannel(http.HTTPChannel):
+    """An HTTP connection whose next request must arrive whole within REQUEST_DEADLINE.
+
+    twisted.web's timeout is an idle timeout, moved by every byte: a client sending a header
+    line every few seconds (slowloris) held its connection for ever. This deadline counts
+    from the connection's start and again from each answer, whatever arrives meanwhile.
+    """
+
+    _request_deadline: Any = None
+    _input_since_answer = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._request_deadline = reactor.callLater(REQUEST_DEADLINE, self._deadline_passed)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._input_since_answer = True
+        super().dataReceived(data)
+
+    def requestDone(self, request: http.Request) -> None:
+        self._input_since_answer = False
+        deadline = self._request_deadline
+        if deadline is not None and deadline.active():
+            deadline.reset(REQUEST_DEADLINE)
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Any) -> None:
+        deadline, self._request_deadline = self._request_deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+        super().connectionLost(reason)
+
+    def _deadline_passed(self) -> None:
+        self._request_deadline = None
+        if self._input_since_answer:
+            # RFC 9110 §15.5.9: 408 for a request not completed in time, then close.
+            log.info(
+                "web: closing the connection from {ip}: no whole request within {seconds} s",
+                ip=getattr(self.transport.getPeer(), "host", "?"),
+                seconds=REQUEST_DEADLINE,
+            )
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\nServer: " + SERVER_HEADER + b"\r\n"
+                b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+        # An idle keep-alive connection is closed without a word, as its idle timeout would.
+        self.timeoutConnection()
 
 
 def _finish_on_next_turn(request: server.Request, body: bytes) -> int:
@@ -327,6 +379,7 @@ def build_site(services: Any) -> server.Site:
     """The twisted.web Site serving the client self-setup endpoints."""
     site = server.Site(ClientSetupResource(services), timeout=HTTP_TIMEOUT)
     site.requestFactory = BoundedRequest
+    site.protocol = DeadlineChannel
     site.displayTracebacks = False
     site.noisy = False
     return site
