@@ -155,6 +155,7 @@ class Session:
         self._out: list[bytes] = []
         self._out_size = 0
         self.yielded = False  # pump stopped at COMMANDS_PER_TURN with input left
+        self._pumping = False  # a pump is running: a command ending inside it goes on there
         self._awaiting_output = False  # pump waits for the client to read what we sent
 
     # -- properties ---------------------------------------------------------------------------
@@ -219,8 +220,18 @@ class Session:
     def pump(self) -> None:
         """Run what the reader holds, one command at a time, at most COMMANDS_PER_TURN of
         them; then `yielded` tells the connection to call again on a later turn."""
+        if self._pumping:
+            # A command finished from inside the running pump (DONE ends IDLE, a SASL
+            # response ends AUTHENTICATE): that pump's loop goes on with what follows, in
+            # the same turn's count. A fresh pump here would start the count again, one call
+            # deeper for every such command pipelined.
+            return
         self.yielded = False
-        self._pump()
+        self._pumping = True
+        try:
+            self._pump()
+        finally:
+            self._pumping = False
         self.protocol.processed()
 
     def _pump(self) -> None:

@@ -22,6 +22,20 @@ def test_pipelined_commands_run_a_bounded_number_per_turn(tmp_path):
     assert conn.take()[0] == b"n%d OK NOOP completed" % COMMANDS_PER_TURN
 
 
+def test_pipelined_idle_and_done_count_against_the_same_turn(tmp_path):
+    # DONE finishes IDLE from inside the running turn: that must not start a fresh turn
+    # (and a deeper call) for what follows, or IDLE/DONE pairs are never yielded on.
+    session, conn = open_session(make_services(tmp_path, with_tls=False))
+    session.logged_in("alice@example.test")
+    conn.processed = lambda: None  # no later reactor turn comes in this test
+    session.receive(b"i IDLE\r\nDONE\r\n" * 1000)
+    done = [line for line in conn.take() if line == b"i OK IDLE completed"]
+    assert len(done) == COMMANDS_PER_TURN // 2 and session.yielded
+    session.pump()  # the next turn
+    done = [line for line in conn.take() if line == b"i OK IDLE completed"]
+    assert len(done) == COMMANDS_PER_TURN // 2
+
+
 def test_literal_before_login_is_refused_at_once_without_continuation(imap_server):
     r = Raw(imap_server.port("imap"))
     r.send(b"a LOGIN {66000000}\r\n")
