@@ -4,7 +4,7 @@ CREATE-SPECIAL-USE (RFC 6154), CHILDREN (RFC 3348) and STATUS=SIZE (RFC 8438).""
 
 from __future__ import annotations
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 
 from mailsuite.imap import response as R
 from mailsuite.imap.commands.list_pattern import MailboxPattern
@@ -368,12 +368,44 @@ def list_command(session, cmd):
             line += b' ("CHILDINFO" ("SUBSCRIBED"))'
         lines.append(line + b"\r\n")
         if status_items is not None and exists:
-            try:
-                folder = open_folder(session, name)
-            except ImapNo:
-                continue
-            lines.append(status_line(session, name, folder, status_items))
-    session.send_many(lines)
+            lines.append(name)
+    if status_items is None:
+        session.send_many(lines)
+        return None
+    return _send_with_status(session, lines, status_items)
+
+
+# LIST-STATUS answers this many mailboxes' STATUS a reactor turn (each opens and refreshes
+# its folder from disk), so that an account of thousands of folders keeps nobody waiting.
+STATUS_PER_TURN = 100
+
+
+def _send_with_status(session, lines: list, status_items: list[str]) -> defer.Deferred | None:
+    """Send LIST's lines, each mailbox name among them replaced by its STATUS line (RFC 5819
+    §2), STATUS_PER_TURN mailboxes a reactor turn; a Deferred when it takes more than one."""
+    out: list[bytes] = []
+    opened = 0
+    for i, item in enumerate(lines):
+        if type(item) is bytes:
+            out.append(item)
+            continue
+        if opened == STATUS_PER_TURN:
+            session.send_many(out)
+            return task.deferLater(reactor, 0, _rest_with_status, session, lines[i:], status_items)
+        opened += 1
+        try:
+            folder = open_folder(session, item)
+        except ImapNo:
+            continue
+        out.append(status_line(session, item, folder, status_items))
+    session.send_many(out)
+    return None
+
+
+def _rest_with_status(session, lines: list, status_items: list[str]):
+    if session.protocol.closed:
+        return None
+    return _send_with_status(session, lines, status_items)
 
 
 def lsub(session, cmd):
