@@ -4,7 +4,7 @@ MODSEQ search (7162)."""
 import threading
 import time
 
-from tests.imap.conftest import Raw, append_n, connect, message
+from tests.imap.conftest import Raw, append_n, connect, message, selected
 
 
 def _setup(srv):
@@ -152,9 +152,7 @@ def test_a_search_of_thousands_of_keys_leaves_other_sessions_answered(imap_serve
     c = connect(imap_server)
     append_n(c, 300)
     c.logout()
-    busy = Raw(imap_server.port("imap"))
-    busy.login()
-    busy.cmd(b"SELECT INBOX")
+    busy = selected(imap_server)
     other = Raw(imap_server.port("imap"))
     other.login()
     answered: dict[str, float] = {}
