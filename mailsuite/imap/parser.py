@@ -31,6 +31,7 @@ __all__ = [
     "ImapBye",
     "CommandReader",
     "Literal8",
+    "LiteralBytes",
     "LiteralFile",
     "NeedContinuation",
     "RejectedCommand",
@@ -337,6 +338,12 @@ def _pieces(parts: list) -> list:
     return out
 
 
+class LiteralBytes(bytes):
+    """A `{n}` literal's octets, told apart from a quoted string of the same octets where the
+    grammar cares: APPEND's date-time is a quoted string only (RFC 3501 §9), so a short
+    literal after a message is MULTIAPPEND's next message (RFC 3502), not a date."""
+
+
 class Literal8(bytes):
     """A literal8 (`~{n}`, RFC 3516 §4.3): bytes that may be binary, kept apart from `{n}`
     literals so that APPEND can store them without their line ends being rewritten."""
@@ -390,6 +397,8 @@ def tokenize(pieces: list, start: int = 0) -> list:
                     data.binary = True
                 else:
                     data = Literal8(data)
+            elif not isinstance(data, LiteralFile):
+                data = LiteralBytes(data)
             stack[-1].append(data)
             need_space = True
             after_literal = True

@@ -62,6 +62,26 @@ def test_multiappend_rfc3502(imap_server):
     assert out[0] == b"* STATUS INBOX (MESSAGES 3)"
 
 
+def test_multiappend_of_tiny_messages_takes_each_literal_as_a_message_rfc3502(imap_server):
+    """A date-time is a quoted string (RFC 3501 §9): a short one-line literal after a message
+    is the next message, while the same octets quoted are still read as a date-time."""
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    r.send(b"a APPEND INBOX {5+}\r\nhello {5+}\r\nworld {26+}\r\n01-Jan-2020 10:00:00 +0000\r\n")
+    assert r.until_tagged(b"a")[-1].startswith(b"a OK [APPENDUID ")
+    out = r.cmd(b"STATUS INBOX (MESSAGES)")
+    assert out[0] == b"* STATUS INBOX (MESSAGES 3)"
+    r.cmd(b"SELECT INBOX")
+    assert r.cmd(b"FETCH 3 BODY.PEEK[]")[0] == (b"* 3 FETCH (BODY[] {26}"), (
+        "the literal that looks like a date is the third message"
+    )
+    quoted = r.cmd(b'APPEND INBOX "01-Jan-2020 10:00:00 +0000" {5+}\r\nthird', b"b")
+    assert quoted[-1].startswith(b"b OK [APPENDUID ")
+    assert r.cmd(b"FETCH 4 INTERNALDATE")[0] == (
+        b'* 4 FETCH (INTERNALDATE "01-Jan-2020 10:00:00 +0000")'
+    )
+
+
 def test_oversized_literal_refused_without_reading_rfc7889(server_factory):
     srv = server_factory(
         listen=IMAP_ONLY, auth={"plaintext": "loopback"}, imap={"append_limit": 1000}

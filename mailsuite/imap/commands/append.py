@@ -16,7 +16,7 @@ from mailsuite.imap.commands.expunge import expunge_messages
 from mailsuite.imap.commands.mailbox import mailbox_arg, open_folder, store_error
 from mailsuite.imap.commands.store import parse_flags
 from mailsuite.imap.fetch_items import parse_section
-from mailsuite.imap.parser import Atom, ImapBad, ImapNo, Literal8, LiteralFile
+from mailsuite.imap.parser import Atom, ImapBad, ImapNo, Literal8, LiteralBytes, LiteralFile
 from mailsuite.imap.sections import section_data
 from mailsuite.imap.sequence import format_uid_pairs, parse_sequence_set
 from mailsuite.message.binary import armour_binary_parts
@@ -55,9 +55,10 @@ def parse_date_time(value) -> float:
 
 
 def _looks_like_date(value: bytes) -> bool:
-    # A short one-line string before a literal is a date-time; a malformed one is an error
-    # (BAD), never a second message.
-    return len(value) < 64 and b"\n" not in value
+    # A short one-line quoted string before a literal is a date-time; a malformed one is an
+    # error (BAD), never a second message.  A literal never is (RFC 3501 §9: date-time is
+    # quoted): it is a message, however short.
+    return len(value) < 64 and b"\n" not in value and not isinstance(value, LiteralBytes)
 
 
 def _messages(args: list) -> list[tuple[list[str], float | None, bytes]]:
