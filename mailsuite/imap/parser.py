@@ -34,6 +34,7 @@ __all__ = [
     "LiteralBytes",
     "LiteralFile",
     "NeedContinuation",
+    "LoginFailed",
     "RejectedCommand",
     "tokenize",
     "parse_command",
@@ -83,6 +84,12 @@ class ImapNo(ImapError):
     """RFC 3501 §7.1.2: the command was understood but failed (`ImapNo("TRYCREATE", "...")`)."""
 
     status = "NO"
+
+
+class LoginFailed(ImapNo):
+    """A login refused (wrong credentials, or the throttle): NO, and counted with the bad
+    commands after `limits.bad_commands` of which the session is closed, as SMTP and POP3
+    count theirs, so that one connection cannot try passwords for ever."""
 
 
 class ImapBye(ImapError):

@@ -26,6 +26,7 @@ from mailsuite.imap.parser import (
     ImapBye,
     ImapError,
     ImapNo,
+    LoginFailed,
     NeedContinuation,
     RejectedCommand,
 )
@@ -486,6 +487,8 @@ class Session:
                 ip=self.client_ip,
                 text=visible(error.text),
             )
+            self.note_bad()
+        elif isinstance(error, LoginFailed):
             self.note_bad()
 
     def reject(self, tag: str, error: ImapError) -> None:

@@ -118,6 +118,32 @@ def test_too_many_bad_commands_end_with_bye(imap_server):
     assert any(line.startswith(b"* BYE") for line in lines)
 
 
+def test_failed_logins_count_with_the_bad_commands_that_close_a_session(server_factory):
+    """One connection cannot try passwords for ever: refused logins (wrong, or held back by
+    the throttle) count toward limits.bad_commands, as POP3's and SMTP's errors do."""
+    srv = server_factory(
+        listen=IMAP_ONLY,
+        auth={"plaintext": "loopback", "free_failures": 10},
+        limits={"bad_commands": 3},
+    )
+    srv.add_user(USER)
+    r = Raw(srv.port("imap"))
+    for tag in (b"a", b"b"):
+        out = r.cmd(f'LOGIN {USER} "wrong"'.encode(), tag)
+        assert out[-1].startswith(tag + b" NO ")
+    r.send(f'c LOGIN {USER} "wrong"\r\n'.encode())
+    lines = []
+    try:
+        while True:
+            lines.append(r.line())
+    except (EOFError, OSError):
+        pass
+    assert lines[0].startswith(b"c NO ") and lines[1] == b"* BYE Too many invalid commands"
+    # Another connection still logs in (the count is the connection's, not the account's).
+    good = Raw(srv.port("imap"))
+    good.login()
+
+
 def test_connections_per_ip_are_limited(server_factory):
     srv = server_factory(listen=IMAP_ONLY, limits={"connections_per_ip": 2})
     first, second = Raw(srv.port("imap")), Raw(srv.port("imap"))

@@ -7,7 +7,7 @@ from twisted.logger import Logger
 
 from mailsuite import sasl
 from mailsuite.imap import response as R
-from mailsuite.imap.parser import Atom, ImapBad, ImapNo
+from mailsuite.imap.parser import Atom, ImapBad, ImapNo, LoginFailed
 from mailsuite.logtext import visible
 from mailsuite.store import NoSuchMailbox
 
@@ -80,9 +80,9 @@ def _login_result(session, d: defer.Deferred) -> defer.Deferred:
     def failed(failure):
         name = type(failure.value).__name__
         if name == "AuthThrottled":
-            raise ImapNo("UNAVAILABLE", "Too many failed logins, try again later")
+            raise LoginFailed("UNAVAILABLE", "Too many failed logins, try again later")
         if name in ("AuthFailed", "UnauthorizedLogin"):
-            raise ImapNo("AUTHENTICATIONFAILED", "Authentication failed")
+            raise LoginFailed("AUTHENTICATIONFAILED", "Authentication failed")
         if name == "NoSuchMailbox":
             raise ImapNo("UNAVAILABLE", "Mailbox is not available")
         return failure
