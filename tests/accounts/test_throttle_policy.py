@@ -169,9 +169,13 @@ def test_a_known_good_client_is_spared_its_address_being_locked_by_a_neighbour(s
     owner.close()
     # A neighbour behind the same address guesses many accounts: the address is locked ...
     ip_lockout = server.config.auth.ip_lockout_failures
-    neighbour = ImapClient(port, source="127.0.5.5")
+    # (a connection of its own for each guess: a session is closed after limits.bad_commands
+    # refused logins, so a guesser comes back on new ones)
     for i in range(ip_lockout):
+        neighbour = ImapClient(port, source="127.0.5.5")
         neighbour.login(f"user{i}@example.test", "wrong")
+        neighbour.close()
+    neighbour = ImapClient(port, source="127.0.5.5")
     assert neighbour.login("bob@example.test", "wrong").startswith(b"a NO [UNAVAILABLE]")
     neighbour.close()
     # ... for everyone but the accounts that have logged in from there before.
