@@ -483,11 +483,25 @@ class SearchProgram:
     charset: str = "UTF-8"
     wants_modseq: bool = False  # a MODSEQ key was used (RFC 7162 §3.1.5)
     uses_saved: bool = False  # `$` appears (RFC 5182)
-    keys: int = 1  # search keys and parenthesized groups in it, all levels together
 
     @property
     def needs_content(self) -> bool:
         return self.root.cost > INDEX
+
+    @property
+    def keys(self) -> int:
+        """Its nodes, all levels together: every key, and each AND, OR and NOT joining them."""
+        count, stack = 0, [self.root]
+        while stack:
+            node = stack.pop()
+            count += 1
+            if isinstance(node, _And):
+                stack.extend(node.children)
+            elif isinstance(node, _Or):
+                stack += (node.a, node.b)
+            elif isinstance(node, _Not):
+                stack.append(node.a)
+        return count
 
     def runs_inline(self, messages: int) -> bool:
         """Cheap enough to evaluate on the reactor over `messages` messages: index fields
@@ -680,17 +694,16 @@ def parse_search(args: list, charset: str | None = None) -> SearchProgram:
     while p.pos < len(args):
         keys.append(p.key(0))
     root = keys[0] if len(keys) == 1 else _And(keys)
-    return SearchProgram(root, cs, p.wants_modseq, p.uses_saved, p.keys[0])
+    return SearchProgram(root, cs, p.wants_modseq, p.uses_saved)
 
 
 class _Parser:
-    def __init__(self, tokens: list, charset: str, keys: list[int] | None = None):
+    def __init__(self, tokens: list, charset: str):
         self.tokens = tokens
         self.pos = 0
         self.charset = charset
         self.wants_modseq = False
         self.uses_saved = False
-        self.keys = keys if keys is not None else [0]  # shared with the nested parsers
 
     def next(self, what: str):
         if self.pos >= len(self.tokens):
@@ -729,12 +742,11 @@ class _Parser:
     def key(self, depth: int) -> _Node:
         if depth > MAX_DEPTH:
             raise ImapBad("Search criteria nested too deeply")
-        self.keys[0] += 1
         t = self.next("search key")
         if isinstance(t, list):
             if not t:
                 raise ImapBad("Empty parenthesized search key")
-            sub = _Parser(t, self.charset, self.keys)
+            sub = _Parser(t, self.charset)
             keys = []
             while sub.pos < len(t):
                 keys.append(sub.key(depth + 1))

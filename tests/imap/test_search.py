@@ -137,7 +137,7 @@ def test_a_search_runs_on_the_reactor_only_while_keys_times_messages_is_small():
         return search_mod.parse_search(parse_line(b"t SEARCH " + keys).args)
 
     nested = program(b"OR (UNSEEN 1:5) NOT (FLAGGED (UID 3:* DELETED))")
-    assert nested.keys == 10  # every key and parenthesized group counts, however deep
+    assert nested.keys == 10  # every key, AND, OR and NOT counts, however deep
     assert nested.runs_inline(search_mod.INLINE_TESTS // 10)
     assert not nested.runs_inline(search_mod.INLINE_TESTS // 10 + 1)
     assert program(b"UNSEEN").runs_inline(10_000)
