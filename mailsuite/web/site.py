@@ -105,6 +105,8 @@ class DeadlineChannel(http.HTTPChannel):
 
     _request_deadline: Any = None
     _input_since_answer = False
+    # Answers written in a row in the reactor turn of their request (ClientSetupResource).
+    answered_in_a_row = 0
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -221,7 +223,7 @@ class ClientSetupResource(resource.Resource):
         # in the same reactor turn. Every REQUESTS_PER_TURN-th answer in a row is written on
         # the next turn instead, so the other connections are served in between.
         channel = request.channel
-        in_a_row = getattr(channel, "answered_in_a_row", 0) + 1
+        in_a_row = channel.answered_in_a_row + 1
         if in_a_row < REQUESTS_PER_TURN:
             channel.answered_in_a_row = in_a_row
             return body
