@@ -774,6 +774,16 @@ class Folder:
             self._notify("exists", [m.uid for m in added])
         return added[0].uid if added else None
 
+    def removed(self) -> None:
+        """The folder's directory is gone (DELETE, in the durable pool): every message
+        leaves the index, and the sessions that have it open hear them expunged."""
+        uids = [m.uid for m in self.messages]
+        self._set_messages([])
+        self._names = None
+        self.highestmodseq += 1
+        self._dirty = False  # nowhere left to save it
+        self._notify("expunge", uids)
+
     def expunge(self, msgs, source=None, quota=None) -> list[int]:
         """Remove the messages' files; returns the UIDs removed (ascending)."""
         removed, freed = [], 0

@@ -22,8 +22,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite.durable import DurableIO
-from mailsuite.durable.modes import make_private_dirs, private_opener
-from mailsuite.store import names
+from mailsuite.durable.modes import DIR_MODE, make_private_dirs, private_opener
+from mailsuite.store import names, tree
 from mailsuite.store.flags import INFO_SEPARATOR, Keywords, size_in_name, split_filename
 from mailsuite.store.folder import Folder, FolderEvent
 from mailsuite.store.message import to_lf, wire_size
@@ -38,8 +38,8 @@ DEFAULT_FOLDERS = {
     "Junk": "\\Junk",
     "Archive": "\\Archive",
 }
-SPECIAL_USE_FILE = "mailsuite-special-use"
-SUBSCRIPTIONS_FILE = "subscriptions"
+SPECIAL_USE_FILE = tree.SPECIAL_USE_FILE
+SUBSCRIPTIONS_FILE = tree.SUBSCRIPTIONS_FILE
 
 _counter = itertools.count(1)
 _host = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
@@ -168,6 +168,10 @@ class Mailbox:
         # {name as asked: (its valid name, its directory)}: what a delivery into a folder
         # other than INBOX (Junk, by the junk filter) works out from the name each time
         self._dirs: dict[str, tuple[str, str]] = {}
+        # The subscription and special-use files are read, changed and written back as a
+        # whole, by workers of the durable pool at once: one change at a time.
+        self._lists_lock = threading.Lock()
+        self._tree: tree.FolderTree | None = None  # the last snapshot read (folder_tree)
 
     # -- watchers of the whole tree ------------------------------------------------------------
 
@@ -202,17 +206,24 @@ class Mailbox:
         return self.path / names.to_dirname(name) if name != names.INBOX else self.path
 
     def list_folders(self) -> list[str]:
-        found = []
-        try:
-            entries = os.listdir(self.path)
-        except FileNotFoundError:
-            return [names.INBOX]
-        for entry in entries:
-            name = names.from_dirname(entry)
-            if name and (self.path / entry / "cur").is_dir():
-                found.append(name)
-        found.sort()
-        return [names.INBOX] + [n for n in found if n != names.INBOX]
+        return tree.list_folder_names(os.fspath(self.path))
+
+    def folder_tree(self) -> tree.FolderTree:
+        """The folder names, subscriptions and special-use roles read from disk (blocking:
+        the durable pool), kept for `known_tree`."""
+        snapshot = tree.read_tree(os.fspath(self.path))
+        self._tree = snapshot
+        return snapshot
+
+    def known_tree(self) -> tree.FolderTree | None:
+        """The last `folder_tree` snapshot when nothing changed since it was read (three
+        stats, for the reactor); None when it must be read again."""
+        snapshot = self._tree
+        if snapshot is None or not tree.trusted(snapshot.stamp):
+            return None
+        if tree.tree_stamp(os.fspath(self.path)) != snapshot.stamp:
+            return None
+        return snapshot
 
     def _dir(self, name: str) -> tuple[str, str]:
         """(the valid name, its directory as a string) for a folder name (BadFolderName when
@@ -282,17 +293,28 @@ class Mailbox:
             return list(self._folders.values())
 
     def create_folder(self, name: str, special_use: str | None = None) -> None:
+        """Blocking (the durable pool, or the admin command's thread).  Of two made at once
+        under one name, one gets FolderExists: its directory is made by one mkdir."""
         name = names.validate(name)
         if self.exists(name):
             raise FolderExists(name)
         path = self.folder_path(name)
+        try:
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            if os.path.isdir(path / "cur"):
+                raise FolderExists(name) from None
+            # a directory without cur/ is no folder (half made): finish it
         make_maildir(path)
         (path / "maildirfolder").touch(mode=0o600)
         if special_use:
             self.set_special_use(name, special_use)
         self.announce(MailboxEvent("created", name))
 
-    def delete_folder(self, name: str) -> None:
+    def delete_folder(self, name: str) -> Folder | None:
+        """Remove the folder and its messages; blocking (the durable pool).  Returns the
+        shared Folder it had in memory, now detached, whose sessions the caller tells on the
+        reactor (`Folder.removed`), or None."""
         name = names.validate(name)
         if name == names.INBOX:
             raise names.BadFolderName("INBOX cannot be deleted")
@@ -301,14 +323,12 @@ class Mailbox:
         with self._lock:
             folder = self._folders.pop(name, None)
             self._keywords.pop(name, None)  # a folder made again under the name starts afresh
-        if folder is not None:
-            folder.expunge(list(folder.messages), quota=self._quota)
-        else:
-            self._quota.add(*self._negative_usage(self.folder_path(name)))
+        self._quota.add(*self._negative_usage(self.folder_path(name)))
         shutil.rmtree(self.folder_path(name))
         self._release_held(name)
         self._drop_special_use(name)
         self.announce(MailboxEvent("deleted", name))
+        return folder
 
     def rename_folder(self, old: str, new: str) -> None:
         """RFC 3501 §6.3.5: children move along; renaming INBOX moves its messages."""
@@ -334,11 +354,13 @@ class Mailbox:
             with self._lock:
                 self._folders.pop(src, None)
                 self._keywords.pop(src, None)  # it names the old path
-        uses = self.special_use()
-        for src, dst in moves:
-            if src in uses:
-                self._drop_special_use(src)
-                self.set_special_use(dst, uses[src])
+        with self._lists_lock:
+            uses = self.special_use()
+            moved = {src: dst for src, dst in moves if src in uses}
+            if moved:
+                for src, dst in moved.items():
+                    uses[dst] = uses.pop(src)
+                self._write_special_use(uses)
         for src, dst in moves:
             self.announce(MailboxEvent("renamed", dst, old_name=src))
 
@@ -359,52 +381,71 @@ class Mailbox:
     # -- special-use and subscriptions -------------------------------------------------------
 
     def special_use(self) -> dict[str, str]:
-        uses = {}
-        try:
-            text = (self.path / SPECIAL_USE_FILE).read_text("utf-8")
-        except FileNotFoundError:
-            return uses
-        for line in text.splitlines():
-            name, _, role = line.rpartition("\t")
-            if name and role:
-                uses[name] = role
-        return uses
+        return tree.read_special_use(os.fspath(self.path))
 
     def set_special_use(self, name: str, role: str) -> None:
-        uses = self.special_use()
-        uses[name] = role
-        self._write_lines(SPECIAL_USE_FILE, [f"{n}\t{r}" for n, r in sorted(uses.items())])
+        with self._lists_lock:
+            uses = self.special_use()
+            uses[name] = role
+            self._write_special_use(uses)
 
     def _drop_special_use(self, name: str) -> None:
-        uses = self.special_use()
-        if uses.pop(name, None) is not None:
-            self._write_lines(SPECIAL_USE_FILE, [f"{n}\t{r}" for n, r in sorted(uses.items())])
+        with self._lists_lock:
+            uses = self.special_use()
+            if uses.pop(name, None) is not None:
+                self._write_special_use(uses)
+
+    def _write_special_use(self, uses: dict[str, str]) -> None:
+        self._write_lines(SPECIAL_USE_FILE, [f"{n}\t{r}" for n, r in sorted(uses.items())])
 
     def subscriptions(self) -> list[str]:
-        try:
-            text = (self.path / SUBSCRIPTIONS_FILE).read_text("utf-8")
-        except FileNotFoundError:
-            return []
-        lines = text.splitlines()
-        if lines and lines[0] == "V\t2":
-            # Dovecot 2.3's version 2 file: "V\t2", an empty line, then one name per line with
-            # a tab between hierarchy levels.
-            return [line.replace("\t", names.SEPARATOR) for line in lines[2:] if line]
-        return [line for line in lines if line and not line.startswith("V\t")]
+        return tree.read_subscriptions(os.fspath(self.path))
 
     def subscribe(self, name: str) -> None:
+        """Blocking (the durable pool, or the admin command's thread)."""
         name = names.validate(name)
-        subs = self.subscriptions()
-        if name not in subs:
+        with self._lists_lock:
+            subs = self.subscriptions()
+            if name in subs:
+                return
             self._write_subscriptions(subs + [name])
-            self.announce(MailboxEvent("subscribed", name))
+        self.announce(MailboxEvent("subscribed", name))
 
     def unsubscribe(self, name: str) -> None:
-        subs = self.subscriptions()
-        if name in subs:
+        """Blocking (the durable pool, or the admin command's thread)."""
+        with self._lists_lock:
+            subs = self.subscriptions()
+            if name not in subs:
+                return
             subs.remove(name)
             self._write_subscriptions(subs)
-            self.announce(MailboxEvent("unsubscribed", name))
+        self.announce(MailboxEvent("unsubscribed", name))
+
+    def move_subscriptions(self, old: str, new: str) -> None:
+        """After a RENAME: the subscriptions of `old` and of the names below it name `new`
+        and the names below it instead; blocking, one rewrite of the file."""
+        prefix = old + names.SEPARATOR
+        added = []
+        with self._lists_lock:
+            subs = self.subscriptions()
+            moved = [s for s in subs if s == old or s.startswith(prefix)]
+            if not moved:
+                return
+            kept = [s for s in subs if s not in moved]
+            for src in moved:
+                try:
+                    dst = names.validate(new + src[len(old) :])
+                except names.BadFolderName:
+                    dst = None
+                fresh = dst is not None and dst not in kept
+                if fresh:
+                    kept.append(dst)
+                added.append((src, dst if fresh else None))
+            self._write_subscriptions(kept)
+        for src, dst in added:
+            self.announce(MailboxEvent("unsubscribed", src))
+            if dst is not None:
+                self.announce(MailboxEvent("subscribed", dst))
 
     def _write_subscriptions(self, subs: list[str]) -> None:
         """Written as Dovecot 2.3 writes it (version 2), so Dovecot can take the Maildir back."""

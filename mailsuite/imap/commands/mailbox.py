@@ -4,12 +4,15 @@ CREATE-SPECIAL-USE (RFC 6154), CHILDREN (RFC 3348) and STATUS=SIZE (RFC 8438).""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from twisted.internet import defer, reactor, task
 
 from mailsuite.imap import response as R
 from mailsuite.imap.commands.list_pattern import MailboxPattern
 from mailsuite.imap.parser import Atom, ImapBad, ImapNo
 from mailsuite.store import BadFolderName, FolderExists, NoSuchFolder, QuotaExceeded
+from mailsuite.store.tree import FolderTree
 
 SEP = "/"
 SPECIAL_USES = {"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"}
@@ -75,11 +78,32 @@ def _load(mailbox, name: str) -> None:
         pass  # open_folder tries again and says what is wrong, on the reactor
 
 
+def open_loaded_folder(session, name: str):
+    """open_folder for STATUS: a folder not in memory yet is loaded in the durable pool
+    first (its first load lists it, and writes its uidlist when it has none); a Deferred
+    then, else the Folder."""
+    try:
+        loaded = session.mailbox.is_loaded(name)
+    except BadFolderName:
+        loaded = True  # open_folder answers it
+    if loaded:
+        return open_folder(session, name)
+    return open_folder_in_pool(session, name)
+
+
 def folder_exists(session, name: str) -> bool:
     try:
         return session.mailbox.exists(name)
     except BadFolderName:
         return False
+
+
+def store_failure(failure):
+    """An errback: a store exception from the durable pool as its IMAP reply."""
+    e = failure.value
+    if isinstance(e, (NoSuchFolder, FolderExists, BadFolderName, QuotaExceeded, OSError)):
+        raise store_error(e)
+    return failure
 
 
 def store_error(e: Exception) -> ImapNo:
@@ -98,6 +122,9 @@ def store_error(e: Exception) -> ImapNo:
 
 
 # -- CREATE / DELETE / RENAME ----------------------------------------------------------------
+# Their disk work (directories made, renamed and removed, the subscription and special-use
+# files rewritten, a new folder's uidlist) is one job of the durable pool each; the tagged
+# reply is written when it is done, and the session runs nothing more meanwhile.
 
 
 def create(session, cmd):
@@ -113,17 +140,27 @@ def create(session, cmd):
     try:
         if mbox.exists(name):
             raise ImapNo("ALREADYEXISTS", "Mailbox already exists")
-        # RFC 3501 §6.3.3: create superior names that do not exist yet.
-        parts = name.split(SEP)
-        for i in range(1, len(parts)):
-            parent = SEP.join(parts[:i])
-            if parent.upper() != "INBOX" and not mbox.exists(parent):
-                mbox.create_folder(parent)
-        mbox.create_folder(name, special_use=use)
-    except (FolderExists, BadFolderName, OSError) as e:
+    except BadFolderName as e:
         raise store_error(e) from None
+    d = session.services.store.io.submit(_create_folders, mbox, name, use)
     # RFC 8474 §4.1: the new mailbox's MAILBOXID in the tagged OK
-    return (f"MAILBOXID ({open_folder(session, name).mailbox_id})", "CREATE completed")
+    d.addCallbacks(
+        lambda mailbox_id: (f"MAILBOXID ({mailbox_id})", "CREATE completed"), store_failure
+    )
+    return d
+
+
+def _create_folders(mbox, name: str, use: str | None) -> str:
+    """CREATE's disk work (the durable pool): the folder, loaded so that it has its
+    UIDVALIDITY; its MAILBOXID."""
+    # RFC 3501 §6.3.3: create superior names that do not exist yet.
+    parts = name.split(SEP)
+    for i in range(1, len(parts)):
+        parent = SEP.join(parts[:i])
+        if parent.upper() != "INBOX" and not mbox.exists(parent):
+            mbox.create_folder(parent)
+    mbox.create_folder(name, special_use=use)
+    return mbox.folder(name).mailbox_id
 
 
 def _create_use(opts) -> str | None:
@@ -150,11 +187,15 @@ def delete(session, cmd):
         raise ImapNo("CANNOT", "INBOX cannot be deleted")
     if session.view is not None and session.view.folder.name == name:
         session.deselect()
-    try:
-        session.mailbox.delete_folder(name)
-    except (NoSuchFolder, BadFolderName, OSError) as e:
-        raise store_error(e) from None
+    d = session.services.store.io.submit(session.mailbox.delete_folder, name)
+    d.addCallbacks(_deleted, store_failure)
     # RFC 3501 §6.3.6: the subscription outlives the mailbox (LIST shows it \NonExistent).
+    return d
+
+
+def _deleted(folder) -> None:
+    if folder is not None:
+        folder.removed()  # on the reactor: the sessions that had it open hear it emptied
 
 
 def rename(session, cmd):
@@ -166,45 +207,42 @@ def rename(session, cmd):
         raise ImapNo("ALREADYEXISTS", "INBOX already exists")
     if new == old or new.startswith(old + SEP):
         raise ImapNo("CANNOT", "Cannot rename a mailbox into itself")
-    mbox = session.mailbox
     if session.view is not None:
         sel = session.view.folder.name
         if sel == old or sel.startswith(old + SEP):
             session.deselect()
-    try:
-        parts = new.split(SEP)
-        for i in range(1, len(parts)):
-            parent = SEP.join(parts[:i])
-            if not mbox.exists(parent) and parent != old:
-                mbox.create_folder(parent)
-        mbox.rename_folder(old, new)
-    except (NoSuchFolder, FolderExists, BadFolderName, OSError) as e:
-        raise store_error(e) from None
-    subs = mbox.subscriptions()
-    for s in subs:
-        if s == old or s.startswith(old + SEP):
-            mbox.unsubscribe(s)
-            try:
-                mbox.subscribe(new + s[len(old) :])
-            except BadFolderName:
-                pass
+    d = session.services.store.io.submit(_rename_folder, session.mailbox, old, new)
+    d.addErrback(store_failure)
+    return d
+
+
+def _rename_folder(mbox, old: str, new: str) -> None:
+    """RENAME's disk work (the durable pool); the subscriptions follow the names."""
+    parts = new.split(SEP)
+    for i in range(1, len(parts)):
+        parent = SEP.join(parts[:i])
+        if not mbox.exists(parent) and parent != old:
+            mbox.create_folder(parent)
+    mbox.rename_folder(old, new)
+    mbox.move_subscriptions(old, new)
 
 
 def subscribe(session, cmd):
     if len(cmd.args) != 1:
         raise ImapBad("SUBSCRIBE needs a mailbox name")
     name = mailbox_arg(session, cmd.args[0])
-    try:
-        session.mailbox.subscribe(name)
-    except (BadFolderName, OSError) as e:
-        raise store_error(e) from None
+    d = session.services.store.io.submit(session.mailbox.subscribe, name)
+    d.addErrback(store_failure)
+    return d
 
 
 def unsubscribe(session, cmd):
     if len(cmd.args) != 1:
         raise ImapBad("UNSUBSCRIBE needs a mailbox name")
     name = mailbox_arg(session, cmd.args[0])
-    session.mailbox.unsubscribe(name)
+    d = session.services.store.io.submit(session.mailbox.unsubscribe, name)
+    d.addErrback(store_failure)
+    return d
 
 
 # -- LIST / LSUB -----------------------------------------------------------------------------
@@ -220,29 +258,49 @@ def mailbox_pattern(pattern: str) -> MailboxPattern:
 
 
 class _Tree:
-    """The user's folder names with implied parents, children and roles, built once per LIST."""
+    """The user's folder names with implied parents, children and roles, built once per LIST
+    from the store's snapshot."""
 
-    def __init__(self, session):
-        mbox = session.mailbox
-        self.names = mbox.list_folders()
+    def __init__(self, snapshot: FolderTree):
+        self.names = list(snapshot.names)
         self.existing = set(self.names)
-        self.subscribed = set(mbox.subscriptions())
-        self.uses = mbox.special_use()
-        self.parents: set[str] = set()
-        for name in list(self.existing) + list(self.subscribed):
-            parts = name.split(SEP)
-            for i in range(1, len(parts)):
-                self.parents.add(SEP.join(parts[:i]))
-        self.has_children = {
-            p for p in self.parents if any(n.startswith(p + SEP) for n in self.existing)
-        }
-        self.sub_children = {
-            p for p in self.parents if any(n.startswith(p + SEP) for n in self.subscribed)
-        }
+        self.subscribed = set(snapshot.subscribed)
+        self.uses = snapshot.uses
+        # a name with a name below it: every superior level of every name (linear in the
+        # names, not names times parents)
+        self.has_children = _superiors(self.existing)
+        self.sub_children = _superiors(self.subscribed)
+        self.parents = self.has_children | self.sub_children
 
     def all_names(self) -> list[str]:
         implied = self.parents - self.existing
-        return self.names + sorted(n for n in implied if n not in self.existing)
+        return self.names + sorted(implied)
+
+
+def _superiors(names) -> set[str]:
+    out: set[str] = set()
+    for name in names:
+        cut = name.rfind(SEP)
+        while cut > 0:
+            head = name[:cut]
+            if head in out:
+                break  # its own superiors are in already
+            out.add(head)
+            cut = name.rfind(SEP, 0, cut)
+    return out
+
+
+def with_tree(session, then):
+    """`then(_Tree)` with the user's folder tree: at once when the store's snapshot still
+    holds, else read in the durable pool first (a listing of the Maildir root and a look
+    at each folder in it, thousands for some accounts)."""
+    mbox = session.mailbox
+    snapshot = mbox.known_tree()
+    if snapshot is not None:
+        return then(_Tree(snapshot))
+    d = session.services.store.io.submit(mbox.folder_tree)
+    d.addCallback(lambda snap: then(_Tree(snap)))
+    return d
 
 
 def _list_args(cmd):
@@ -312,6 +370,21 @@ def _decode_text(session, value) -> str:
     return raw
 
 
+@dataclass
+class _ListRequest:
+    """What one LIST asks for (RFC 5258), worked out once for all its mailboxes."""
+
+    tree: _Tree
+    matchers: list
+    extended: bool
+    subscribed_only: bool
+    special_only: bool
+    recursive: bool
+    show_subscribed: bool
+    children: bool
+    status_items: list[str] | None
+
+
 def list_command(session, cmd):
     select_opts, ref, patterns, return_opts, extended = _list_args(cmd)
     ret, status_items = _return_options(return_opts)
@@ -321,40 +394,89 @@ def list_command(session, cmd):
         # RFC 3501 §6.3.8: an empty pattern asks for the hierarchy delimiter.
         session.send(b'* LIST (\\Noselect) "/" ""\r\n')
         return
-    tree = _Tree(session)
     matchers = [mailbox_pattern(reference + p) for p in pats if p != ""]
-    subscribed_only = "SUBSCRIBED" in select_opts
-    special_only = "SPECIAL-USE" in select_opts
-    recursive = "RECURSIVEMATCH" in select_opts
-    show_subscribed = subscribed_only or "SUBSCRIBED" in ret
+
+    def answer(tree: _Tree):
+        subscribed_only = "SUBSCRIBED" in select_opts
+        request = _ListRequest(
+            tree,
+            matchers,
+            extended,
+            subscribed_only,
+            "SPECIAL-USE" in select_opts,
+            "RECURSIVEMATCH" in select_opts,
+            subscribed_only or "SUBSCRIBED" in ret,
+            "CHILDREN" in ret,
+            status_items,
+        )
+        candidates = tree.all_names()
+        if subscribed_only:
+            listed = set(candidates)
+            candidates += sorted(n for n in tree.subscribed if n not in listed)
+        return _answer_list(session, request, candidates, 0)
+
+    return with_tree(session, answer)
+
+
+# LIST answers this many candidate names a reactor turn (matched and rendered): an account of
+# thousands of folders keeps nobody waiting.
+LIST_PER_TURN = 500
+
+
+def _answer_list(session, request: _ListRequest, candidates: list[str], start: int):
+    """Send the LIST lines of `candidates` from `start`, LIST_PER_TURN names a turn; a
+    Deferred when it takes more than one."""
+    if session.protocol.closed:
+        return None
+    end = start + LIST_PER_TURN
+    lines = _list_lines(session, request, candidates[start:end])
+    more = end < len(candidates)
+    if request.status_items is None:
+        session.send_many(lines)
+        if not more:
+            return None
+        session.flush()
+        return task.deferLater(reactor, 0, _answer_list, session, request, candidates, end)
+    d = _send_with_status(session, lines, request.status_items)
+    if not more:
+        return d
+    if d is None:
+        session.flush()
+        return task.deferLater(reactor, 0, _answer_list, session, request, candidates, end)
+    return d.addCallback(lambda _: _answer_list(session, request, candidates, end))
+
+
+def _list_lines(session, request: _ListRequest, names: list[str]) -> list:
+    """The `* LIST` lines of the names that match; with LIST-STATUS, each existing name
+    follows its line (for `_send_with_status`)."""
+    tree = request.tree
+    matchers = request.matchers
+    extended = request.extended
     show_special = True  # RFC 6154 §2: attributes returned by plain LIST too
-    candidates = tree.all_names()
-    if subscribed_only:
-        candidates += sorted(n for n in tree.subscribed if n not in set(candidates))
-    lines: list[bytes] = []
-    for name in candidates:
+    lines: list = []
+    for name in names:
         if not any(m.matches(name) for m in matchers):
             continue
         exists = name in tree.existing
         childinfo = False
-        if subscribed_only and name not in tree.subscribed:
-            if not (recursive and name in tree.sub_children):
+        if request.subscribed_only and name not in tree.subscribed:
+            if not (request.recursive and name in tree.sub_children):
                 continue
             childinfo = True
-        if special_only and name not in tree.uses:
+        if request.special_only and name not in tree.uses:
             continue
-        if not exists and not subscribed_only and not extended and name not in tree.parents:
+        if not exists and not request.subscribed_only and not extended and name not in tree.parents:
             continue
         attrs = []
         if not exists:
             attrs.append("\\NonExistent" if extended else "\\Noselect")
         if name in tree.has_children:
             attrs.append("\\HasChildren")
-        elif exists or "CHILDREN" in ret:
+        elif exists or request.children:
             # a \NonExistent name (a subscription outliving its mailbox) says only that,
             # unless the client asked for CHILDREN (RFC 5258 §4)
             attrs.append("\\HasNoChildren")
-        if show_subscribed and name in tree.subscribed:
+        if request.show_subscribed and name in tree.subscribed:
             attrs.append("\\Subscribed")
         if show_special and name in tree.uses:
             attrs.append(tree.uses[name])
@@ -367,22 +489,50 @@ def list_command(session, cmd):
         if childinfo:
             line += b' ("CHILDINFO" ("SUBSCRIBED"))'
         lines.append(line + b"\r\n")
-        if status_items is not None and exists:
+        if request.status_items is not None and exists:
             lines.append(name)
-    if status_items is None:
-        session.send_many(lines)
-        return None
-    return _send_with_status(session, lines, status_items)
+    return lines
 
 
-# LIST-STATUS answers this many mailboxes' STATUS a reactor turn (each opens and refreshes
-# its folder from disk), so that an account of thousands of folders keeps nobody waiting.
+# LIST-STATUS answers this many mailboxes' STATUS a reactor turn (each refreshed from disk,
+# the ones not loaded yet loaded first in the durable pool), so that an account of thousands
+# of folders keeps nobody waiting.
 STATUS_PER_TURN = 100
 
 
 def _send_with_status(session, lines: list, status_items: list[str]) -> defer.Deferred | None:
     """Send LIST's lines, each mailbox name among them replaced by its STATUS line (RFC 5819
-    §2), STATUS_PER_TURN mailboxes a reactor turn; a Deferred when it takes more than one."""
+    §2), STATUS_PER_TURN mailboxes a reactor turn, their folders that are not in memory yet
+    loaded in the durable pool first; a Deferred when it takes more than one turn."""
+    if session.protocol.closed:
+        return None
+    mbox = session.mailbox
+    cold = []
+    for item in lines:
+        if type(item) is bytes:
+            continue
+        try:
+            if not mbox.is_loaded(item):
+                cold.append(item)
+        except BadFolderName:
+            pass
+        if len(cold) == STATUS_PER_TURN:
+            break
+    if not cold:
+        return _status_slice(session, lines, status_items)
+    d = session.services.store.io.submit(_load_all, mbox, cold)
+    d.addCallback(lambda _: _status_slice(session, lines, status_items))
+    return d
+
+
+def _load_all(mailbox, names: list[str]) -> None:
+    for name in names:
+        _load(mailbox, name)
+
+
+def _status_slice(session, lines: list, status_items: list[str]) -> defer.Deferred | None:
+    if session.protocol.closed:
+        return None
     out: list[bytes] = []
     opened = 0
     for i, item in enumerate(lines):
@@ -391,7 +541,8 @@ def _send_with_status(session, lines: list, status_items: list[str]) -> defer.De
             continue
         if opened == STATUS_PER_TURN:
             session.send_many(out)
-            return task.deferLater(reactor, 0, _rest_with_status, session, lines[i:], status_items)
+            session.flush()
+            return task.deferLater(reactor, 0, _send_with_status, session, lines[i:], status_items)
         opened += 1
         try:
             folder = open_folder(session, item)
@@ -402,12 +553,6 @@ def _send_with_status(session, lines: list, status_items: list[str]) -> defer.De
     return None
 
 
-def _rest_with_status(session, lines: list, status_items: list[str]):
-    if session.protocol.closed:
-        return None
-    return _send_with_status(session, lines, status_items)
-
-
 def lsub(session, cmd):
     if len(cmd.args) != 2 or any(isinstance(a, list) for a in cmd.args):
         raise ImapBad("LSUB needs a reference and a mailbox pattern")
@@ -416,8 +561,11 @@ def lsub(session, cmd):
     if pattern == "":
         session.send(b'* LSUB (\\Noselect) "/" ""\r\n')
         return
-    tree = _Tree(session)
     matcher = mailbox_pattern(reference + pattern)
+    return with_tree(session, lambda tree: _answer_lsub(session, tree, matcher, pattern))
+
+
+def _answer_lsub(session, tree: _Tree, matcher, pattern: str) -> None:
     lines = []
     seen = set()
     for name in sorted(tree.subscribed, key=lambda n: (n != "INBOX", n)):
@@ -503,7 +651,14 @@ def status(session, cmd):
         raise ImapBad("STATUS needs a mailbox name and items")
     name = mailbox_arg(session, cmd.args[0])
     items = _status_items(cmd.args[1])
-    folder = open_folder(session, name)
+    folder = open_loaded_folder(session, name)
+    if type(folder) is defer.Deferred:
+        return folder.addCallback(lambda f: _send_status(session, name, f, items))
+    _send_status(session, name, folder, items)
+    return None
+
+
+def _send_status(session, name: str, folder, items: list[str]) -> None:
     if "HIGHESTMODSEQ" in items:
         session.enable_condstore()  # RFC 7162 §3.1: STATUS HIGHESTMODSEQ is CONDSTORE-enabling
     session.send(status_line(session, name, folder, items))
