@@ -279,12 +279,25 @@ class QueueRunner(service.Service):
         d.addErrback(lambda f: log.failure("relay: scanning the queue failed", f))
         return d
 
-    def _tick(self) -> None:
+    def _tick(self) -> defer.Deferred:
         self.ticks += 1
-        if self.queue.take_trigger():
+        # The trigger files are taken (unlinked) in the durable pool: the reactor never
+        # waits on the disk, not even for an unlink once a second.
+        d = self.io.submit(self._take_triggers)
+        d.addCallback(self._triggered)
+        d.addErrback(lambda f: log.failure("relay: reading the queue's triggers failed", f))
+        return d
+
+    def _take_triggers(self) -> tuple[bool, bool]:
+        flush = self.queue.take_trigger()
+        return flush, not flush and self.queue.take_new_trigger()
+
+    def _triggered(self, taken: tuple[bool, bool]) -> None:
+        flush, new = taken
+        if flush:
             log.info("relay: flush requested; re-reading the queue")
             self.rescan().addCallback(lambda _: self._run_due())
-        elif self.queue.take_new_trigger() or self.ticks % RESCAN_TICKS == 0:
+        elif new or self.ticks % RESCAN_TICKS == 0:
             self._new_ids()
         self._run_due()
 
