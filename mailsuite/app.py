@@ -271,7 +271,7 @@ class MailServer(service.MultiService):
         if services.acme is not None:
             services.acme.setServiceParent(self)
         ReadMailLearner(services.junk).service().setServiceParent(self)
-        self._saver = task.LoopingCall(services.store.save_indexes)
+        self._saver = task.LoopingCall(services.store.persist_indexes)
         if services.metrics.enabled:
             web_monitor.add_probes(services)
 

@@ -6,6 +6,9 @@ import shutil
 import threading
 from pathlib import Path
 
+from twisted.internet import defer
+from twisted.logger import Logger
+
 from mailsuite.durable import DurableIO
 from mailsuite.store.folder import Folder, FolderEvent, Message
 from mailsuite.store.maildir import (
@@ -18,6 +21,8 @@ from mailsuite.store.maildir import (
 )
 from mailsuite.store.names import BadFolderName
 from mailsuite.store.quota import Quota, QuotaExceeded
+
+log = Logger(namespace="mailsuite.store")
 
 __all__ = [
     "BadFolderName",
@@ -33,6 +38,11 @@ __all__ = [
     "QuotaExceeded",
     "Store",
 ]
+
+
+def _write_images(images: list) -> list:
+    """The folders whose index image could not be written (the durable pool)."""
+    return [folder for folder, image in images if not folder.write_index(image)]
 
 
 class NoSuchMailbox(KeyError):
@@ -108,8 +118,33 @@ class Store:
             return list(self._mailboxes.values())
 
     def save_indexes(self) -> None:
+        """Every changed index written now (blocking: shutdown, the admin command)."""
         for mbox in self.open_mailboxes():
             mbox.save_indexes()
+
+    def persist_indexes(self) -> defer.Deferred:
+        """Reactor: every changed index's image taken now and written in the durable pool
+        (the server's timer); a failed write leaves its folder to be saved again."""
+        images = []
+        for mbox in self.open_mailboxes():
+            for folder in mbox.open_folders():
+                image = folder.index_image()
+                if image is not None:
+                    images.append((folder, image))
+        if not images:
+            return defer.succeed(None)
+
+        def unsaved(folders) -> None:
+            for folder in folders:
+                folder.index_unsaved()
+
+        def failed(failure) -> None:
+            log.failure("saving indexes failed", failure)
+            unsaved([folder for folder, _ in images])
+
+        d = self.io.submit(_write_images, images)
+        d.addCallbacks(unsaved, failed)
+        return d
 
     def notify_delivery(self, address: str, folder: str = "INBOX") -> None:
         """Reactor thread: refresh an open folder after an in-process delivery (wakes IDLE);

@@ -5,7 +5,7 @@ expunge made by one session is seen by the others through listeners.  The index 
 `mailsuite-index` so that a cold open reads one file, and it is checked against the `new/` and
 `cur/` directory mtimes so that changes made by other programs are picked up on the next access.
 All methods run on one thread (the reactor's); only `Mailbox.deliver` runs in worker threads, and
-it only writes files.
+it only writes files, and `write_index`, which writes an image of the index taken on the reactor.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import marshal
 import operator
 import os
 import re
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -129,6 +130,9 @@ class Folder:
         self._uid_state: tuple | None = None
         self._uid_lazy = False  # entries not parsed yet (header values from the index)
         self._dirty = False
+        self._images = 0  # index images taken (index_image), numbered
+        self._written_image = 0  # the number of the last one written
+        self._save_lock = threading.Lock()
         self._listeners: list = []
         # UIDs a MOVE is copying out right now: a second MOVE of one of them finds it gone.
         self._moving: set[int] = set()
@@ -423,9 +427,18 @@ class Folder:
         return True
 
     def save_index(self) -> None:
-        """Persist the index (a cache: losing it costs a rescan, never mail)."""
+        """Persist the index (a cache: losing it costs a rescan, never mail); blocking, in
+        the thread that owns the folder (tests, CHECK's fallback, shutdown)."""
+        image = self.index_image()
+        if image is not None and not self.write_index(image):
+            self.index_unsaved()
+
+    def index_image(self) -> tuple[int, bytes] | None:
+        """The index as `write_index` saves it, taken now (on the reactor: one consistent
+        picture), or None when nothing changed since the last one; the folder counts as saved
+        from here on (`index_unsaved` says otherwise when the write fails)."""
         if not self._dirty:
-            return
+            return None
         with _gc_paused():
             rows = [
                 (m.uid, m.key, m.subdir, m.info, m.size, m.wire_size, m.internaldate, m.modseq)
@@ -443,14 +456,32 @@ class Folder:
                 )
             )
             del rows
-        tmp = self.path / f"{INDEX_NAME}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "wb", opener=private_opener) as f:
-                f.write(data)
-            os.replace(tmp, self.path / INDEX_NAME)
-            self._dirty = False
-        except OSError as e:
-            log.warn("cannot save index {path}: {err}", path=str(self.path), err=str(e))
+        self._dirty = False
+        self._images += 1
+        return self._images, data
+
+    def write_index(self, image: tuple[int, bytes]) -> bool:
+        """Write an `index_image` (blocking: the durable pool may run it); False when it could
+        not be written.  An image older than one written already is skipped: the saved index
+        never goes back (a HIGHESTMODSEQ read from it must never fall)."""
+        number, data = image
+        with self._save_lock:
+            if number <= self._written_image:
+                return True
+            tmp = self.path / f"{INDEX_NAME}.tmp{os.getpid()}"
+            try:
+                with open(tmp, "wb", opener=private_opener) as f:
+                    f.write(data)
+                os.replace(tmp, self.path / INDEX_NAME)
+            except OSError as e:
+                log.warn("cannot save index {path}: {err}", path=str(self.path), err=str(e))
+                return False
+            self._written_image = number
+            return True
+
+    def index_unsaved(self) -> None:
+        """A write of an image failed: the next save writes the index again."""
+        self._dirty = True
 
     def _set_messages(self, msgs: list[Message]) -> None:
         self.membership_version += 1

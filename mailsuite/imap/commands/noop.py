@@ -11,5 +11,12 @@ def noop(session, cmd):
 
 
 def check(session, cmd):
-    session.imap_state.refresh(session.view.folder, force=True)
-    session.view.folder.save_index()
+    folder = session.view.folder
+    session.imap_state.refresh(folder, force=True)
+    # RFC 3501 §6.4.1: a checkpoint; the index is written in the durable pool
+    image = folder.index_image()
+    if image is None:
+        return None
+    d = session.services.store.io.submit(folder.write_index, image)
+    d.addCallback(lambda written: None if written else folder.index_unsaved())
+    return d
