@@ -420,7 +420,7 @@ def list_command(session, cmd):
 
 # LIST answers this many candidate names a reactor turn (matched and rendered): an account of
 # thousands of folders keeps nobody waiting.
-LIST_PER_TURN = 500
+LIST_PER_TURN = 250
 
 
 def _answer_list(session, request: _ListRequest, candidates: list[str], start: int):

@@ -1,0 +1,146 @@
+"""The reactor never waits on the disk: the mailbox commands (CREATE, DELETE, RENAME,
+SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, LIST-STATUS) do their writes, removals and
+directory listings in the durable pool.  An audit hook watches the reactor thread while a real
+client runs them over a real socket."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import time
+
+import pytest
+
+from mailsuite.imap.commands.mailbox import LIST_PER_TURN
+from mailsuite.store.names import to_dirname
+from tests.conftest import DEFAULT_PASSWORD
+from tests.imap.conftest import USER, Raw, message
+from tests.reactor_disk import ReactorDiskWatch, reactor_thread
+
+
+@pytest.fixture
+def watch():
+    return ReactorDiskWatch.get()
+
+
+def _backdate(root, name: str) -> None:
+    """As if nobody had touched the folder for a while: its mtimes prove it unchanged."""
+    past = time.time() - 60
+    base = root / to_dirname(name)
+    for sub in ("", "/cur", "/new", "/tmp"):
+        os.utime(f"{base}{sub}", (past, past))
+
+
+def _ok(result) -> list:
+    typ, data = result
+    assert typ == "OK", data
+    return data
+
+
+def test_the_watch_sees_a_write_on_the_reactor(imap_server, watch, tmp_path):
+    """The hook itself: a file written on the reactor thread inside the window is caught."""
+    with watch.window(reactor_thread()) as events:
+        imap_server.call(lambda: (tmp_path / "x").write_bytes(b"x"))
+    assert [e.event for e in events] == ["open"]
+    with watch.window(reactor_thread()) as events:
+        imap_server.call(os.listdir, tmp_path)
+    assert [e.event for e in events] == ["os.listdir"]
+
+
+def test_mailbox_commands_leave_the_disk_to_the_durable_pool(imap_server, watch):
+    mbox = imap_server.mailbox(USER)
+    for name in ("Old/A", "Old/B"):
+        imap_server.call(mbox.create_folder, name)
+    mbox.deliver(message(1), "Old/A")
+    for name in ("Old/A", "Old/B"):
+        _backdate(mbox.path, name)
+    c = imaplib.IMAP4("127.0.0.1", imap_server.port("imap"), timeout=10)
+    c.login(USER, DEFAULT_PASSWORD)
+    with watch.window(reactor_thread()) as events:
+        assert b"[MAILBOXID (" in _ok(c.create("Work/Sub"))[0]
+        _ok(c._simple_command("CREATE", "Plans", "(USE (\\Drafts))"))
+        typ, data = c.create("Work/Sub")
+        assert typ == "NO" and b"[ALREADYEXISTS]" in data[0]
+        _ok(c.subscribe("Work/Sub"))
+        _ok(c.unsubscribe("Work/Sub"))
+        _ok(c.subscribe("Work"))
+        listed = b"\n".join(_ok(c.list()))
+        for name in (b"Work/Sub", b"Plans", b"Old/A", b"INBOX"):
+            assert b'"/" ' + name + b"\n" in listed + b"\n"
+        assert b"(\\HasNoChildren \\Drafts)" in listed
+        assert b'"/" Work' in b"\n".join(_ok(c.lsub()))
+        status = _ok(c.status("Old/A", "(MESSAGES UIDNEXT)"))
+        assert status == [b"Old/A (MESSAGES 1 UIDNEXT 2)"]
+        typ, data = c._simple_command("LIST", '"Old/"', '"*"', "RETURN", "(STATUS (MESSAGES))")
+        assert typ == "OK"
+        statuses = c.untagged_responses.pop("STATUS", [])
+        c.untagged_responses.pop("LIST", None)
+        assert sorted(statuses) == [b"Old/A (MESSAGES 1)", b"Old/B (MESSAGES 0)"]
+        _ok(c.rename("Work", "Job"))
+        typ, data = c.rename("Nowhere", "Else")
+        assert typ == "NO" and b"[NONEXISTENT]" in data[0]
+        _ok(c.delete("Job/Sub"))
+        _ok(c.delete("Old/A"))
+        typ, data = c.delete("Old/A")
+        assert typ == "NO" and b"[NONEXISTENT]" in data[0]
+        listed = b"\n".join(_ok(c.list()))
+        assert b'"/" Job\n' in listed and b" Work" not in listed and b" Old/A" not in listed
+        assert b'"/" Job' in b"\n".join(_ok(c.lsub()))  # the subscription followed the RENAME
+    c.logout()
+    assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
+
+
+def test_delete_empties_the_folder_for_a_session_that_has_it_selected(imap_server):
+    mbox = imap_server.mailbox(USER)
+    imap_server.call(mbox.create_folder, "Doomed")
+    for i in range(3):
+        mbox.deliver(message(i), "Doomed")
+    watcher = Raw(imap_server.port("imap"))
+    watcher.login()
+    assert any(b"3 EXISTS" in line for line in watcher.cmd(b"SELECT Doomed"))
+    c = imaplib.IMAP4("127.0.0.1", imap_server.port("imap"), timeout=10)
+    c.login(USER, DEFAULT_PASSWORD)
+    _ok(c.delete("Doomed"))
+    lines = watcher.cmd(b"NOOP", b"n")
+    assert sorted(lines[:-1]) == [b"* 1 EXPUNGE", b"* 2 EXPUNGE", b"* 3 EXPUNGE"], lines
+    assert lines[-1] == b"n OK NOOP completed"
+    assert imap_server.call(mbox.quota).used_messages == 0
+    c.logout()
+    watcher.close()
+
+
+def test_list_of_many_folders_lets_another_connection_in_between(imap_server):
+    mbox = imap_server.mailbox(USER)
+    folders = 4 * LIST_PER_TURN
+
+    def make():
+        for i in range(folders):
+            mbox.create_folder(f"Many/f{i:05d}")
+
+    imap_server.call(make)
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    other = Raw(imap_server.port("imap"))
+    other.login()
+    # Both requests in before the server reads either: the NOOP is answered while the LIST
+    # still has most of its names to do.
+    r.send(b'l LIST "" "*"\r\n')
+    other.send(b"n NOOP\r\n")
+    assert other.until_tagged(b"n")[-1] == b"n OK NOOP completed"
+    r.sock.setblocking(False)
+    early = r.buf
+    try:
+        while chunk := r.sock.recv(1 << 20):
+            early += chunk
+    except BlockingIOError:
+        pass
+    assert b"\r\nl OK" not in early
+    r.sock.setblocking(True)
+    lines = r.until_tagged(b"l")
+    assert lines[-1] == b"l OK LIST completed"
+    assert sum(line.startswith(b'* LIST (\\HasNoChildren) "/" Many/f') for line in lines) == (
+        folders
+    )
+    assert b'* LIST (\\Noselect \\HasChildren) "/" Many' in lines  # implied by its children
+    other.close()
+    r.close()
