@@ -27,7 +27,7 @@ from mailsuite.pop3.parser import (
     multiline,
     ok,
 )
-from mailsuite.store import NoSuchMailbox
+from mailsuite.store import NoSuchFolder, NoSuchMailbox
 
 log = Logger(namespace="mailsuite.pop3")
 
@@ -158,8 +158,22 @@ class AuthorizationCommands:
             log.failure("pop3 #{sid} authentication error", failure, sid=self.session_id)
             raise Pop3Error("Temporary authentication failure.", SYS_TEMP)
 
-        d.addCallbacks(self._open_maildrop, failed)
+        d.addCallbacks(self._load_inbox, failed)
+        d.addCallback(self._open_maildrop)
         return d
+
+    def _load_inbox(self, address: str):
+        """INBOX, when it is not in memory yet, is loaded in the durable pool first (its first
+        load lists it, and writes its uidlist when it has none); `_open_maildrop` then finds
+        it loaded.  The address, or a Deferred of it."""
+        store = self.services.store
+        try:
+            mailbox = store.mailbox(address)
+            if mailbox.is_loaded("INBOX"):
+                return address
+        except NoSuchMailbox:
+            return address  # _open_maildrop says so
+        return store.io.submit(_load_inbox, mailbox).addCallback(lambda _: address)
 
     def _open_maildrop(self, address: str) -> None:
         if self.lost:
@@ -207,3 +221,10 @@ class AuthorizationCommands:
             n=count,
         )
         self._write([ok("Logged in.")])
+
+
+def _load_inbox(mailbox) -> None:
+    try:
+        mailbox.folder("INBOX")
+    except (NoSuchFolder, OSError):
+        pass  # _open_maildrop tries again and says what is wrong, on the reactor

@@ -26,7 +26,7 @@ def watch():
 def _backdate(root, name: str) -> None:
     """As if nobody had touched the folder for a while: its mtimes prove it unchanged."""
     past = time.time() - 60
-    base = root / to_dirname(name)
+    base = root if name == "INBOX" else root / to_dirname(name)
     for sub in ("", "/cur", "/new", "/tmp"):
         os.utime(f"{base}{sub}", (past, past))
 
@@ -88,6 +88,22 @@ def test_mailbox_commands_leave_the_disk_to_the_durable_pool(imap_server, watch)
         assert b'"/" Job' in b"\n".join(_ok(c.lsub()))  # the subscription followed the RENAME
     c.logout()
     assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
+
+
+def test_notify_set_status_reads_the_tree_and_cold_folders_in_the_durable_pool(imap_server, watch):
+    mbox = imap_server.mailbox(USER)
+    imap_server.call(mbox.create_folder, "Lists/Cold")
+    mbox.deliver(message(1), "Lists/Cold")
+    for name in mbox.list_folders():  # the default ones too: "personal" reports them all
+        _backdate(mbox.path, name)
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    with watch.window(reactor_thread()) as events:
+        lines = r.cmd(b"NOTIFY SET STATUS (personal (MessageNew MessageExpunge))", b"n")
+    assert lines[-1] == b"n OK NOTIFY completed"
+    assert b"* STATUS Lists/Cold (MESSAGES 1 UIDNEXT 2 UIDVALIDITY" in b"\n".join(lines)
+    assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
+    r.close()
 
 
 def test_delete_empties_the_folder_for_a_session_that_has_it_selected(imap_server):

@@ -37,6 +37,7 @@ from mailsuite.imap.fetch import FetchRenderer
 from mailsuite.sieve import SieveError
 from mailsuite.sieve.targets import fileinto_folders
 from mailsuite.store import NoSuchFolder
+from mailsuite.store.tree import FolderTree
 
 log = Logger(namespace="mailsuite.imap")
 
@@ -83,10 +84,40 @@ def _inbox_names(sieve, maildir) -> frozenset[str]:
     return INBOX_ONLY | fileinto_folders(script)
 
 
-class Notifier:
-    """A session's active NOTIFY SET: listens to the user's Mailbox until `stop`."""
+def watched_tree(session, spec: NotifySpec) -> defer.Deferred:
+    """Deferred[FolderTree]: what NOTIFY SET reads before it answers, in the durable pool:
+    the user's folder tree, and the folders the notifier polls or reports at once loaded
+    (a folder's first load lists it, and writes its uidlist when it has none)."""
+    return session.services.store.io.submit(_read_watched, session.mailbox, spec)
 
-    def __init__(self, session, spec: NotifySpec, clock=reactor):
+
+def _read_watched(mailbox, spec: NotifySpec) -> FolderTree:
+    tree = mailbox.folder_tree()
+    subscribed = set(tree.subscribed)
+    loaded = 0
+    for name in tree.names:
+        if not spec.status and loaded >= POLL_LIMIT:
+            break
+        if covers(spec, name, subscribed):
+            loaded += 1
+            try:
+                mailbox.folder(name)
+            except (NoSuchFolder, ValueError, OSError):
+                continue  # the notifier finds it gone, on the reactor
+    return tree
+
+
+def covers(spec: NotifySpec, name: str, subscribed: set[str]) -> bool:
+    """Whether `spec` asks for message events of `name` (a folder to poll and report)."""
+    f = spec.filter_for(name, subscribed)
+    return f is not None and bool(f.events & {MESSAGE_NEW, MESSAGE_EXPUNGE, FLAG_CHANGE})
+
+
+class Notifier:
+    """A session's active NOTIFY SET: listens to the user's Mailbox until `stop`; `tree` is
+    the folder tree as `watched_tree` read it."""
+
+    def __init__(self, session, spec: NotifySpec, tree: FolderTree, clock=reactor):
         self.session = session
         self.spec = spec
         self.mailbox = session.mailbox
@@ -96,7 +127,8 @@ class Notifier:
         self._overflowed = False
         self._push_call = None
         self._waiting_output = False
-        self._subscribed = set(self.mailbox.subscriptions())
+        self._subscribed = set(tree.subscribed)
+        self._names = tree.names
         self._polled: list = []
         # (view, highest UID) the client had been told of when MessageNew's FETCH last ran.
         self._told_uid: tuple | None = None
@@ -133,7 +165,7 @@ class Notifier:
     def _poll_watched(self) -> None:
         """Have the server's one poll look at the watched folders (opened as STATUS opens
         them), so that what other programs write into them (`mailsuite deliver`) is heard."""
-        for name in self.mailbox.list_folders():
+        for name in self._names:
             if len(self._polled) >= POLL_LIMIT:
                 break
             if self._covers(name):
@@ -154,14 +186,13 @@ class Notifier:
             self._polled.remove(folder)
 
     def _covers(self, name: str) -> bool:
-        f = self.spec.filter_for(name, self._subscribed)
-        return f is not None and bool(f.events & {MESSAGE_NEW, MESSAGE_EXPUNGE, FLAG_CHANGE})
+        return covers(self.spec, name, self._subscribed)
 
     # -- what NOTIFY SET STATUS sends ---------------------------------------------------------
     def initial_status(self) -> list[bytes]:
         """RFC 5465 §3: with STATUS, a STATUS of every covered mailbox except the selected."""
         out = []
-        for name in self.mailbox.list_folders():
+        for name in self._names:
             if self._covers(name) and not self._is_selected(name):
                 line = self._status_line(name)
                 if line is not None:

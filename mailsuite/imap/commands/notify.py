@@ -6,7 +6,7 @@ module only swaps one for another."""
 from __future__ import annotations
 
 from mailsuite.imap.commands.mailbox import mailbox_arg
-from mailsuite.imap.commands.notifier import Notifier, inbox_names
+from mailsuite.imap.commands.notifier import Notifier, inbox_names, watched_tree
 from mailsuite.imap.commands.notify_spec import parse_notify_set
 from mailsuite.imap.parser import Atom, ImapBad
 
@@ -38,12 +38,19 @@ def notify(session, cmd):
     return inbox_names(session).addCallback(known)
 
 
-def _start(session, spec) -> str:
-    notifier = Notifier(session, spec)
-    session.notifier = notifier
-    if spec.status:
-        session.send_many(notifier.initial_status())
-    return "NOTIFY completed"
+def _start(session, spec):
+    """Deferred[str]: the notifier started once the folder tree is read (the durable pool)."""
+
+    def start(tree) -> str:
+        if session.protocol.closed:
+            return "NOTIFY completed"
+        notifier = Notifier(session, spec, tree)
+        session.notifier = notifier
+        if spec.status:
+            session.send_many(notifier.initial_status())
+        return "NOTIFY completed"
+
+    return watched_tree(session, spec).addCallback(start)
 
 
 def stop_notify(session) -> None:
