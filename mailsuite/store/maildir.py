@@ -275,19 +275,6 @@ class Mailbox:
         Without the lock: a folder being loaded under it counts as not loaded yet."""
         return names.validate(name) in self._folders
 
-    def listing_bytes(self, name: str) -> int:
-        """The size of `name`'s new/ and cur/ directories: two stats telling roughly how many
-        files loading the folder lists (every common file system grows a directory with its
-        entries; ext4 by about 4 KB per hundred).  0 when it cannot tell."""
-        base = os.fspath(self.folder_path(names.validate(name)))
-        total = 0
-        for sub in ("new", "cur"):
-            try:
-                total += os.stat(f"{base}/{sub}").st_size
-            except OSError:
-                pass
-        return total
-
     def open_folders(self) -> list[Folder]:
         with self._lock:
             return list(self._folders.values())

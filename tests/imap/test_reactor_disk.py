@@ -1,7 +1,7 @@
 """The reactor never waits on the disk: the mailbox commands (CREATE, DELETE, RENAME,
-SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, LIST-STATUS) do their writes, removals and
-directory listings in the durable pool.  An audit hook watches the reactor thread while a real
-client runs them over a real socket."""
+SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, LIST-STATUS, NOTIFY, and SELECT of a folder not
+loaded yet) do their writes, removals and directory listings in the durable pool.  An audit
+hook watches the reactor thread while a real client runs them over a real socket."""
 
 from __future__ import annotations
 
@@ -71,6 +71,8 @@ def test_mailbox_commands_leave_the_disk_to_the_durable_pool(imap_server, watch)
         assert b'"/" Work' in b"\n".join(_ok(c.lsub()))
         status = _ok(c.status("Old/A", "(MESSAGES UIDNEXT)"))
         assert status == [b"Old/A (MESSAGES 1 UIDNEXT 2)"]
+        assert _ok(c.select("Old/B", readonly=True)) == [b"0"]  # a cold folder too
+        _ok(c.unselect())
         typ, data = c._simple_command("LIST", '"Old/"', '"*"', "RETURN", "(STATUS (MESSAGES))")
         assert typ == "OK"
         statuses = c.untagged_responses.pop("STATUS", [])

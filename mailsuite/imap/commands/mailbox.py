@@ -48,22 +48,6 @@ def open_folder(session, name: str, create_hint: bool = False):
     return folder
 
 
-# A folder whose directories are bigger than this (some thousands of files) is first loaded
-# in the durable pool; a smaller one loads faster than the hand-over to a thread.
-LOAD_IN_POOL_BYTES = 256 * 1024
-
-
-def loads_slowly(session, name: str) -> bool:
-    """Whether opening `name` first builds a big index: a folder other programs filled
-    (each file without its sizes in its name is read) takes a second for 50,000 messages,
-    which the other clients must not wait for (`open_folder_in_pool`)."""
-    mailbox = session.mailbox
-    try:
-        return not mailbox.is_loaded(name) and mailbox.listing_bytes(name) >= LOAD_IN_POOL_BYTES
-    except BadFolderName:
-        return False  # open_folder answers it
-
-
 def open_folder_in_pool(session, name: str) -> defer.Deferred:
     """Deferred[Folder]: open_folder, the folder's first load done in the durable pool."""
     d = session.services.store.io.submit(_load, session.mailbox, name)
@@ -79,9 +63,9 @@ def _load(mailbox, name: str) -> None:
 
 
 def open_loaded_folder(session, name: str):
-    """open_folder for STATUS: a folder not in memory yet is loaded in the durable pool
-    first (its first load lists it, and writes its uidlist when it has none); a Deferred
-    then, else the Folder."""
+    """open_folder for SELECT, EXAMINE and STATUS: a folder not in memory yet is loaded in
+    the durable pool first (its first load lists it, and writes its uidlist when it has
+    none); a Deferred then, else the Folder."""
     try:
         loaded = session.mailbox.is_loaded(name)
     except BadFolderName:

@@ -3,13 +3,10 @@ and CLOSE (§6.4.2).  SELECT is answered from the store's in-memory index alone.
 
 from __future__ import annotations
 
+from twisted.internet import defer
+
 from mailsuite.imap import response as R
-from mailsuite.imap.commands.mailbox import (
-    loads_slowly,
-    mailbox_arg,
-    open_folder,
-    open_folder_in_pool,
-)
+from mailsuite.imap.commands.mailbox import mailbox_arg, open_loaded_folder
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
 
@@ -81,15 +78,18 @@ def select(session, cmd):
     if had_selection and (session.qresync or session.rev2):
         # RFC 9051 §6.3.2 sends [CLOSED] always
         session.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
-    if loads_slowly(session, name):
+    # A folder not in memory yet is loaded in the durable pool: its first load lists it (a
+    # second for 50,000 files other programs left), and writes its uidlist when it has none.
+    folder = open_loaded_folder(session, name)
+    if type(folder) is not defer.Deferred:
+        return _selected(session, cmd, folder, condstore, qresync)
 
-        def loaded(folder):
-            if session.protocol.closed:
-                return None  # gone meanwhile: nothing to select for
-            return _selected(session, cmd, folder, condstore, qresync)
+    def loaded(folder):
+        if session.protocol.closed:
+            return None  # gone meanwhile: nothing to select for
+        return _selected(session, cmd, folder, condstore, qresync)
 
-        return open_folder_in_pool(session, name).addCallback(loaded)
-    return _selected(session, cmd, open_folder(session, name), condstore, qresync)
+    return folder.addCallback(loaded)
 
 
 def _selected(session, cmd, folder, condstore: bool, qresync):
