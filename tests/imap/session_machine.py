@@ -77,7 +77,9 @@ def make_services(root: Path, with_tls: bool = True, **overrides) -> Services:
     raw = base_config(root, **overrides)
     config = config_from_dict(raw, base=root, path=root / "mailsuite.toml")
     services = Services.create(config, with_tls=with_tls)
-    services.store.create_mailbox(USER)
+    # INBOX loaded as the durable pool loads a folder before its first SELECT (no reactor
+    # runs here to hand the result back): SELECT INBOX is then answered at once.
+    services.store.create_mailbox(USER).folder("INBOX")
     return services
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from twisted.logger import Logger
+
+log = Logger(namespace="mailsuite.imap")
+
 
 def noop(session, cmd):
     # RFC 3501 §6.1.2: NOOP is the polite way to poll for updates; the session sends them
@@ -13,10 +17,12 @@ def noop(session, cmd):
 def check(session, cmd):
     folder = session.view.folder
     session.imap_state.refresh(folder, force=True)
-    # RFC 3501 §6.4.1: a checkpoint; the index is written in the durable pool
+    # RFC 3501 §6.4.1: a checkpoint.  The index (a cache: mail is durable when it arrives)
+    # is written in the durable pool; the answer need not wait for it.
     image = folder.index_image()
-    if image is None:
-        return None
-    d = session.services.store.io.submit(folder.write_index, image)
-    d.addCallback(lambda written: None if written else folder.index_unsaved())
-    return d
+    if image is not None:
+        d = session.services.store.io.submit(folder.write_index, image)
+        d.addCallbacks(
+            lambda written: None if written else folder.index_unsaved(),
+            lambda failure: log.failure("CHECK: saving the index failed", failure),
+        )
