@@ -1,0 +1,55 @@
+"""Input built to be deep or wide: a hostile (or merely unusual) request or mailbox is
+answered with the protocol's error or a correct result, never a crashed handler."""
+
+from __future__ import annotations
+
+import time
+
+from tests.imap.conftest import USER, selected
+
+
+def _drop_messages(srv, messages: list[bytes]) -> None:
+    """Messages put straight into INBOX's Maildir (as another program's delivery would),
+    faster than as many APPENDs; the first SELECT picks them up."""
+    new = srv.services.store.path_for(USER) / "new"
+    stamp = int(time.time())
+    for i, raw in enumerate(messages):
+        (new / f"{stamp}.M{i:06d}P1.test,S={len(raw)}").write_bytes(raw)
+
+
+def _reply(i: int, parent: int | None) -> bytes:
+    refs = (
+        f"In-Reply-To: <m{parent}@x>\r\nReferences: <m{parent}@x>\r\n" if parent is not None else ""
+    )
+    return (
+        f"From: a@example.test\r\nSubject: Re: one long thread\r\n"
+        f"Date: Mon, 7 Feb 1994 21:52:{i % 60:02d} -0800\r\nMessage-ID: <m{i}@x>\r\n{refs}\r\n"
+        f"reply {i}\r\n"
+    ).encode()
+
+
+# Deeper than Python's recursion limit (1000): each message answers the one before.
+CHAIN = 1500
+
+
+def test_thread_of_a_reply_chain_deeper_than_the_recursion_limit(imap_server):
+    _drop_messages(imap_server, [_reply(i, i - 1 if i else None) for i in range(CHAIN)])
+    r = selected(imap_server)
+    chain = " ".join(str(n) for n in range(1, CHAIN + 1)).encode()
+    for algorithm in (b"REFERENCES", b"REFS"):
+        out = r.cmd(b"THREAD " + algorithm + b" UTF-8 ALL")
+        assert out[-1].startswith(b"t OK"), out[-1]
+        assert out[0] == b"* THREAD (" + chain + b")"
+    assert r.cmd(b"NOOP")[-1].startswith(b"t OK")
+    r.close()
+
+
+def test_thread_of_a_references_loop_through_every_message(imap_server):
+    # Each message names the next as its parent, the last the first: one loop, broken once.
+    _drop_messages(imap_server, [_reply(i, (i + 1) % CHAIN) for i in range(CHAIN)])
+    r = selected(imap_server)
+    out = r.cmd(b"THREAD REFERENCES UTF-8 ALL")
+    assert out[-1].startswith(b"t OK"), out[-1]
+    numbers = out[0][len(b"* THREAD (") : -1].split(b" ")
+    assert sorted(int(n) for n in numbers) == list(range(1, CHAIN + 1))
+    r.close()
