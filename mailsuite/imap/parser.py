@@ -125,6 +125,10 @@ class RejectedCommand:
 # APPEND literals above this size are streamed into a temporary file (RFC 3501 §6.3.11 messages
 # of tens of MB would otherwise sit in memory while they arrive).
 SPOOL_LITERALS_ABOVE = 1 << 20
+# Parenthesized lists nest at most this deep in one command. Real clients nest a few levels
+# (a SEARCH with grouped ORs, APPEND's flag list); the code that walks a parsed command may
+# recurse, so a command nested thousands deep is refused here, where it is cheap.
+MAX_NESTING = 100
 _LITERAL_AT_END = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
 _TAG_CHARS = rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c\x7d\x7e]"
 _TAG_OK = re.compile(rb"^" + _TAG_CHARS + rb"+$")
@@ -438,6 +442,8 @@ def tokenize(pieces: list, start: int = 0) -> list:
             if need_space:
                 raise ImapBad("Missing space between arguments")
             if c == 0x28:  # "("
+                if len(stack) > MAX_NESTING:
+                    raise ImapBad("LIMIT", "Parentheses nested too deeply")
                 new: list = []
                 stack[-1].append(new)
                 stack.append(new)

@@ -53,3 +53,34 @@ def test_thread_of_a_references_loop_through_every_message(imap_server):
     numbers = out[0][len(b"* THREAD (") : -1].split(b" ")
     assert sorted(int(n) for n in numbers) == list(range(1, CHAIN + 1))
     r.close()
+
+
+def _nested(depth: int, inner: bytes) -> bytes:
+    return b"(" * depth + inner + b")" * depth
+
+
+def test_lists_nested_thousands_deep_are_refused_with_limit_and_the_session_goes_on(imap_server):
+    r = selected(imap_server)
+    assert r.cmd(b"APPEND INBOX {5+}\r\nhello")[-1].startswith(b"t OK")
+    r.close()
+    deep = 5000
+    for command in (
+        b"FETCH 1 " + _nested(deep, b"FLAGS"),
+        b"SEARCH " + _nested(deep, b"ALL"),
+        b"SORT (DATE) UTF-8 " + _nested(deep, b"ALL"),
+        b"STORE 1 +FLAGS " + _nested(deep, b"\\Seen"),
+        b"ID " + _nested(deep, b"NIL"),
+        b"APPEND INBOX " + _nested(deep, b"\\Seen") + b" {5+}\r\nhello",
+    ):
+        r = selected(imap_server)  # a session per command: each BAD counts toward bad_commands
+        out = r.cmd(command)
+        assert out[-1].startswith(b"t BAD [LIMIT] "), (command[:20], out[-1])
+        assert r.cmd(b"NOOP")[-1].startswith(b"t OK")
+        r.close()
+    r = selected(imap_server)
+    # Nesting a real client sends is untouched.
+    out = r.cmd(b"SEARCH " + _nested(20, b"OR SEEN (NOT DELETED)"))
+    assert out[-1].startswith(b"t OK"), out[-1]
+    out = r.cmd(b"FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (FROM TO)])")
+    assert out[-1].startswith(b"t OK"), out[-1]
+    r.close()
