@@ -272,8 +272,14 @@ class CommandReader:
             sync = not m.group(3)
             self._parts.append(line[: m.start()])
             first = self._parts[0]
-            limit = self.append_limit if self._is_append(first) else self.max_literal
-            ceiling = max(limit, self.max_literal)
+            if self._is_append(first):
+                limit = self.append_limit
+                ceiling = max(limit, self.max_literal)
+            else:
+                # Only APPEND carries messages (and spools them to disk); any other command's
+                # literals (names, passwords, search strings) wait in memory until the command
+                # is whole, so together they are held to the command line's limit.
+                limit = ceiling = min(self.max_literal, self.max_line)
             if self.literal_cap is not None:
                 limit = ceiling = min(limit, self.literal_cap)
             if size > limit or self._literal_total + size > ceiling:

@@ -84,3 +84,30 @@ def test_lists_nested_thousands_deep_are_refused_with_limit_and_the_session_goes
     out = r.cmd(b"FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (FROM TO)])")
     assert out[-1].startswith(b"t OK"), out[-1]
     r.close()
+
+
+def test_literals_of_a_command_other_than_append_count_toward_the_command_line_limit(
+    imap_server,
+):
+    # Only APPEND carries messages; any other command's literals are names, passwords and
+    # search strings, held in memory until the command is whole.
+    limit = imap_server.config.imap.max_command_line
+    r = selected(imap_server)
+    assert r.cmd(b"SEARCH SUBJECT {5+}\r\nhello")[-1].startswith(b"t OK")
+    r.send(b"t ID (" + b"{%d}\r\n" % (limit + 1))
+    out = r.until_tagged(b"t")
+    assert out[-1].startswith(b"t NO [TOOBIG]"), out  # no continuation was offered
+    # Many literals each below the limit add up to it.
+    piece = b"{%d}\r\n" % (limit // 4)
+    r.send(b"t ID (" + piece)
+    for _ in range(4):
+        assert r.line().startswith(b"+ ")
+        r.send(b"x" * (limit // 4) + b" " + piece)
+    out = r.until_tagged(b"t")
+    assert out[-1].startswith(b"t NO [TOOBIG]"), out
+    assert r.cmd(b"NOOP")[-1].startswith(b"t OK")
+    # APPEND keeps its own, far larger limit.
+    message = b"Subject: big\r\n\r\n" + b"y" * (2 * limit) + b"\r\n"
+    out = r.cmd(b"APPEND INBOX {%d+}\r\n" % len(message) + message)
+    assert out[-1].startswith(b"t OK"), out[-1]
+    r.close()
