@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tests.imap.conftest import USER, selected
+from tests.imap.conftest import IMAP_ONLY, USER, selected
 
 
 def _drop_messages(srv, messages: list[bytes]) -> None:
@@ -110,4 +110,28 @@ def test_literals_of_a_command_other_than_append_count_toward_the_command_line_l
     message = b"Subject: big\r\n\r\n" + b"y" * (2 * limit) + b"\r\n"
     out = r.cmd(b"APPEND INBOX {%d+}\r\n" % len(message) + message)
     assert out[-1].startswith(b"t OK"), out[-1]
+    r.close()
+
+
+def test_catenate_stops_reading_urls_once_the_message_passes_appendlimit(server_factory):
+    srv = server_factory(
+        auth={"plaintext": "loopback"}, listen=IMAP_ONLY, imap={"append_limit": 100_000}
+    )
+    srv.add_user(USER)
+    r = selected(srv)
+    body = b"Subject: part\r\n\r\n" + b"z" * 30_000 + b"\r\n"
+    assert r.cmd(b"APPEND INBOX {%d+}\r\n" % len(body) + body)[-1].startswith(b"t OK")
+    uidvalidity = (
+        next(line for line in r.cmd(b"STATUS INBOX (UIDVALIDITY)") if line.startswith(b"* STATUS"))
+        .split(b"UIDVALIDITY ")[1]
+        .rstrip(b")")
+    )
+    good = b'URL "/INBOX;UIDVALIDITY=' + uidvalidity + b'/;UID=1"'
+    # Four copies pass the limit: the parts after them are never read (the last one, which
+    # names no message, would be BADURL), and nothing is stored.
+    parts = b" ".join([good] * 4 + [b'URL "/INBOX;UIDVALIDITY=' + uidvalidity + b'/;UID=99"'])
+    out = r.cmd(b"APPEND INBOX CATENATE (" + parts + b")")
+    assert out[-1].startswith(b"t NO [TOOBIG]"), out[-1]
+    exists = [line for line in r.cmd(b"NOOP") if line.endswith(b"EXISTS")]
+    assert exists in ([], [b"* 1 EXISTS"])
     r.close()

@@ -127,11 +127,20 @@ def _catenation(items: list) -> Catenation:
 @defer.inlineCallbacks
 def _catenated(session, cat: Catenation):
     """The message CATENATE builds: each URL read (in the durable pool) from the session's own
-    mailboxes, its section and partial cut out (RFC 4469 §5, RFC 5092)."""
+    mailboxes, its section and partial cut out (RFC 4469 §5, RFC 5092).
+
+    The parts are counted as they are read: once they pass APPENDLIMIT no further URL is read
+    (RFC 4469 §5: TOOBIG), so many URLs naming one big message cost one message's read, not
+    the sum of them all in memory."""
+    limit = session.config.imap.append_limit
     out = []
+    total = 0
     for kind, value in cat.parts:
+        if total > limit:
+            raise ImapNo("TOOBIG", "Message exceeds APPENDLIMIT")
         if kind == "TEXT":
             out.append(value)
+            total += len(value)
             continue
         url = value
         try:
@@ -156,6 +165,9 @@ def _catenated(session, cat: Catenation):
             start, length = ref.partial
             data = data[start:] if length is None else data[start : start + length]
         out.append(data)
+        total += len(data)
+    if total > limit:
+        raise ImapNo("TOOBIG", "Message exceeds APPENDLIMIT")
     return b"".join(out)
 
 
