@@ -296,8 +296,10 @@ class CommandReader:
                 self._parts[-1] = "literal8"
             self._literal_left = size
             self._literal_chunks = []
-            if size > SPOOL_LITERALS_ABOVE and self._is_append(first):
-                # A large message being appended goes to disk as it arrives, not into memory.
+            if self._literal_total > SPOOL_LITERALS_ABOVE and self._is_append(first):
+                # A large message being appended goes to disk as it arrives, not into memory,
+                # and so does every literal that takes a MULTIAPPEND's or a CATENATE's literals
+                # past that size together.
                 self._spool = tempfile.TemporaryFile(prefix="mailsuite-append-")
                 self._spool_size = size
             if size == 0:
@@ -329,8 +331,14 @@ class CommandReader:
 
     @staticmethod
     def _is_append(first: bytes) -> bool:
-        words = first.split(b" ", 2)
-        return len(words) > 1 and words[1].upper() == b"APPEND"
+        """Whether the command carries messages: APPEND, or REPLACE (RFC 8508) in either form."""
+        words = first.split(b" ", 3)
+        if len(words) < 2:
+            return False
+        name = words[1].upper()
+        if name == b"UID" and len(words) > 2:
+            return words[2].upper() == b"REPLACE"
+        return name in (b"APPEND", b"REPLACE")
 
     def _build(self, parts: list):
         # parts: text, marker, literal, text, marker, literal, ..., text

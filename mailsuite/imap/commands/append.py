@@ -100,7 +100,8 @@ def _messages(args: list) -> list[tuple[list[str], float | None, bytes]]:
 
 @dataclass
 class Catenation:
-    """CATENATE's parts (RFC 4469 §5): ("TEXT", bytes) and ("URL", url) in order."""
+    """CATENATE's parts (RFC 4469 §5): ("TEXT", bytes or a spooled LiteralFile) and
+    ("URL", url) in order."""
 
     parts: list[tuple[str, object]]
 
@@ -116,6 +117,8 @@ def _catenation(items: list) -> Catenation:
         kind = str(kind).upper() if isinstance(kind, Atom) else ""
         if kind == "TEXT" and isinstance(value, bytes):
             parts.append(("TEXT", bytes(value)))
+        elif kind == "TEXT" and isinstance(value, LiteralFile):
+            parts.append(("TEXT", value))  # spooled: read when the message is built
         elif kind == "URL" and isinstance(value, (bytes, Atom)):
             text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
             parts.append(("URL", text))
@@ -139,6 +142,10 @@ def _catenated(session, cat: Catenation):
         if total > limit:
             raise ImapNo("TOOBIG", "Message exceeds APPENDLIMIT")
         if kind == "TEXT":
+            if isinstance(value, LiteralFile):
+                spooled = value
+                value = yield session.services.store.io.submit(spooled.file.read)
+                spooled.close()
             out.append(value)
             total += len(value)
             continue
