@@ -4,6 +4,7 @@ answered with the protocol's error or a correct result, never a crashed handler.
 from __future__ import annotations
 
 import time
+import tracemalloc
 
 from tests.imap.conftest import IMAP_ONLY, USER, selected
 
@@ -134,4 +135,30 @@ def test_catenate_stops_reading_urls_once_the_message_passes_appendlimit(server_
     assert out[-1].startswith(b"t NO [TOOBIG]"), out[-1]
     exists = [line for line in r.cmd(b"NOOP") if line.endswith(b"EXISTS")]
     assert exists in ([], [b"* 1 EXISTS"])
+    r.close()
+
+
+def test_urlfetch_holds_one_part_at_a_time_however_many_urls(imap_server):
+    """Thirty URLs naming one 1 MB message: the answer is the same one `* URLFETCH` response,
+    but written part by part as each is read, so the server never holds them all at once
+    (measured by tracemalloc over the whole process: the server runs in this one)."""
+    r = selected(imap_server)
+    body = b"Subject: big\r\n\r\n" + (b"q" * 998 + b"\r\n") * 1000
+    assert r.cmd(b"APPEND INBOX {%d+}\r\n" % len(body) + body)[-1].startswith(b"t OK")
+    count = 30
+    tracemalloc.start()
+    try:
+        r.send(b"t URLFETCH " + b" ".join([b'"/INBOX/;UID=1"'] * count) + b"\r\n")
+        # Read and drop the answer (holding it here would be counted too).
+        received, tail = 0, b""
+        while not tail.endswith(b"\r\nt OK URLFETCH completed\r\n"):
+            chunk = r.sock.recv(1 << 16)
+            assert chunk, tail
+            received += len(chunk)
+            tail = (tail + chunk)[-64:]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert received > count * len(body)
+    assert peak < 8 * len(body), peak  # a few parts' worth, not thirty
     r.close()
