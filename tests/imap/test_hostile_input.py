@@ -162,3 +162,24 @@ def test_urlfetch_holds_one_part_at_a_time_however_many_urls(imap_server):
     assert received > count * len(body)
     assert peak < 8 * len(body), peak  # a few parts' worth, not thirty
     r.close()
+
+
+def test_fetch_of_one_message_many_times_over_is_refused_with_limit(imap_server):
+    """Sixty overlapping ranges of one message's text would be sixty copies of it in one
+    response: past a few times the message's size the FETCH is NO [LIMIT]."""
+    r = selected(imap_server)
+    body = b"Subject: big\r\n\r\n" + (b"w" * 998 + b"\r\n") * 500
+    assert r.cmd(b"APPEND INBOX {%d+}\r\n" % len(body) + body)[-1].startswith(b"t OK")
+    r.cmd(b"NOOP")
+    for item in (b"BODY.PEEK[TEXT]", b"BINARY.PEEK[1]", b"BODY.PEEK[1]"):
+        items = b" ".join(item + b"<%d.%d>" % (i, len(body)) for i in range(60))
+        out = r.cmd(b"FETCH 1 (" + items + b")")
+        assert out[-1].startswith(b"t NO [LIMIT] "), out[-1]
+        assert not any(line.startswith(b"* 1 FETCH") for line in out), item
+    # What a mail client asks of one message together is answered.
+    out = r.cmd(
+        b"FETCH 1 (UID BODYSTRUCTURE BODY.PEEK[HEADER] BODY.PEEK[TEXT] BODY.PEEK[1] "
+        b"BODY.PEEK[1.MIME] BINARY.PEEK[1] BODY.PEEK[])"
+    )
+    assert out[-1].startswith(b"t OK"), out[-1]
+    r.close()
