@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import tracemalloc
 
-from tests.imap.conftest import IMAP_ONLY, USER, selected
+from tests.imap.conftest import IMAP_ONLY, USER, Raw, selected
 
 
 def _drop_messages(srv, messages: list[bytes]) -> None:
@@ -182,4 +182,34 @@ def test_fetch_of_one_message_many_times_over_is_refused_with_limit(imap_server)
         b"BODY.PEEK[1.MIME] BINARY.PEEK[1] BODY.PEEK[])"
     )
     assert out[-1].startswith(b"t OK"), out[-1]
+    r.close()
+
+
+def test_a_full_keyword_table_drops_the_new_keyword_promise_from_permanentflags(imap_server):
+    """Maildir names 26 keywords a folder; once they are taken PERMANENTFLAGS no longer offers
+    \\* (new keywords), so a STORE of yet another one is ignored as RFC 3501 §7.1 allows,
+    and thousands of them change nothing but the answer's time."""
+    r = selected(imap_server)
+    assert r.cmd(b"APPEND INBOX {5+}\r\nhello")[-1].startswith(b"t OK")
+    r.cmd(b"NOOP")
+    words = b" ".join(b"kw%d" % i for i in range(25))
+    out = r.cmd(b"STORE 1 +FLAGS (" + words + b")")
+    perm = [line for line in out if b"PERMANENTFLAGS" in line]
+    assert perm and perm[-1].endswith(b"\\*)] Flags permitted"), out[:3]
+    many = b" ".join(b"more%d" % i for i in range(3000))
+    out = r.cmd(b"STORE 1 +FLAGS (" + many + b")")
+    assert out[-1].startswith(b"t OK"), out[-1]
+    perm = [line for line in out if b"PERMANENTFLAGS" in line]
+    assert perm and b"\\*" not in perm[-1], perm
+    (fetched,) = [line for line in r.cmd(b"FETCH 1 FLAGS") if line.startswith(b"* 1 FETCH")]
+    assert fetched.count(b"kw") == 25 and fetched.count(b"more") == 1
+    r.close()
+    # A new session is told at SELECT.
+    r = selected(imap_server)
+    r.close()
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    out = r.cmd(b"SELECT INBOX")
+    perm = [line for line in out if b"PERMANENTFLAGS" in line]
+    assert perm and b"\\*" not in perm[0], perm
     r.close()
