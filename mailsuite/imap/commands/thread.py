@@ -336,7 +336,13 @@ def thread_messages(algorithm: str, pairs: list[tuple], loader: Callable, uid: b
         roots = ordered_subject(infos)
     else:
         roots = references(infos, by_subject=algorithm == "REFERENCES")
-    return "".join("(" + _chain(r) + ")" for r in roots)
+    text = "".join("(" + _chain(r) + ")" for r in roots)
+    # Parent and child point at each other: without this the tree (a few objects a message)
+    # would wait as cyclic garbage for a full collection, which a server holding big indexes
+    # runs seldom (heap.tune_collector).
+    for n in _bottom_up(roots):
+        n.parent = None
+    return text
 
 
 def thread_response(algorithm: str, pairs: list[tuple], loader: Callable, uid: bool) -> bytes:
