@@ -21,6 +21,10 @@ FIRST_BATCH = 128
 # Items rendered in one batch at most (messages times the request's items): a usual request,
 # of up to eight items, keeps the batches above.
 ITEMS_PER_BATCH = 8 * 4 * BATCH
+# Item names echoed in one batch at most (their total length times the batch's messages): a
+# HEADER.FIELDS of thousands of names is one item, but each message's answer repeats its name
+# and matches the header against every one of them.
+LABEL_BYTES_PER_BATCH = 1 << 20
 COLUMNAR_FROM = 16  # messages
 # Compiled requests kept per selected folder: clients repeat the same few FETCHes.
 PLANS_KEPT = 32
@@ -181,7 +185,9 @@ class _Plan:
         # BODY[n] fit in a command line) takes fewer messages a batch, so that a batch, which
         # runs in one reactor turn, stays about as much work as a usual one.
         step = BATCH if req.needs_file else 4 * BATCH
-        self.step = max(1, min(step, ITEMS_PER_BATCH // max(len(req.items), 1)))
+        labels = sum(len(it.label) for it in req.items)
+        step = min(step, ITEMS_PER_BATCH // max(len(req.items), 1))
+        self.step = max(1, min(step, LABEL_BYTES_PER_BATCH // max(labels, 1)))
         self.columnar = renderer is not None and renderer.columnar
         # Items whose rendered form the parsed cache keeps (a columnar request's, when it
         # keeps every memoized item of it: a message they answer needs nothing else).
