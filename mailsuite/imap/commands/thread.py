@@ -167,8 +167,13 @@ def references(infos: list[_Info], by_subject: bool = True) -> list[_Node]:
         return n
 
     def link(parent: _Node, child: _Node) -> None:
-        if child.parent is parent or parent is child or parent.has_ancestor(child):
-            return  # never create a loop
+        # Never create a loop. Only a node with children can be above another one, so the
+        # walk up from the parent is needed only then: a thread read in order links each
+        # reply while it has none, and a chain of n replies costs n steps, not n * n / 2.
+        if child.parent is parent or parent is child:
+            return
+        if child.children and parent.has_ancestor(child):
+            return
         if child.parent is not None:
             child.parent.children.remove(child)
         child.parent = parent
@@ -195,7 +200,11 @@ def references(infos: list[_Info], by_subject: bool = True) -> list[_Node]:
         if node.parent is not None:
             node.parent.children.remove(node)
             node.parent = None
-        if prev is not None and prev is not node and not prev.has_ancestor(node):
+        if (
+            prev is not None
+            and prev is not node
+            and not (node.children and prev.has_ancestor(node))
+        ):
             link(prev, node)
     # (2) root set
     roots = [n for n in table.values() if n.parent is None]
