@@ -30,6 +30,7 @@ from itertools import compress
 from mailsuite.imap.fetch_items import FetchItem, FetchRequest, parse_fetch_items
 from mailsuite.imap.fetch_memo import RenderedMemo
 from mailsuite.imap.literal import STREAM_FROM, MessageLiteral
+from mailsuite.imap.parser import ImapNo
 from mailsuite.imap.response import flag_list, quoted_or_literal
 from mailsuite.imap.sections import binary_data, section_data
 from mailsuite.imap.structure_wire import bodystructure_bytes, envelope_bytes
@@ -48,6 +49,12 @@ __all__ = [
 # raise it whenever the wire form of a memoized item changes, so that older rows are never read.
 KEPT_VERSION = 1
 _KEPT_ITEMS = {"E": "ENVELOPE", "S": "BODYSTRUCTURE", "B": "BODY", "I": "EMAILID", "P": "PREVIEW"}
+# One message's response holds at most this many times the message's size (plus the slack,
+# for the header fields and structures of a small one) of content items: everything a mail
+# client asks of a message together (its header, text, parts, the whole) is about twice its
+# size, while sixty overlapping ranges of one big part would be sixty copies in memory.
+CONTENT_TIMES = 4
+CONTENT_SLACK = 1 << 20
 # Field names that name themselves unambiguously in a kept item's name (RFC 5322 §3.6.8's
 # printable characters but the colon); others are rendered again after a restart.
 _PLAIN_FIELD = re.compile(rb"[!-9;-~]+\Z")
@@ -432,10 +439,19 @@ class FetchRenderer:
             load = _no_loader
         elif self._content_items > 1:
             load = _LoadOnce(load)
+        budget = None
         try:
             for what, arg in self._plan:
                 if what == "call":
+                    before = len(out)
                     arg(m, flags, load, out)
+                    if budget is None:
+                        budget = CONTENT_TIMES * _wire_size(m) + CONTENT_SLACK
+                    for piece in out[before:]:
+                        if type(piece) is not MessageLiteral:  # streamed: not held
+                            budget -= len(piece)
+                    if budget < 0:
+                        raise ImapNo("LIMIT", "FETCH asks for many times the message's size")
                 elif what == "memo":
                     arg[3](m, flags, load, out)
                 elif what == "UID":

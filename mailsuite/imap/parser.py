@@ -125,6 +125,10 @@ class RejectedCommand:
 # APPEND literals above this size are streamed into a temporary file (RFC 3501 §6.3.11 messages
 # of tens of MB would otherwise sit in memory while they arrive).
 SPOOL_LITERALS_ABOVE = 1 << 20
+# Parenthesized lists nest at most this deep in one command. Real clients nest a few levels
+# (a SEARCH with grouped ORs, APPEND's flag list); the code that walks a parsed command may
+# recurse, so a command nested thousands deep is refused here, where it is cheap.
+MAX_NESTING = 100
 _LITERAL_AT_END = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
 _TAG_CHARS = rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c\x7d\x7e]"
 _TAG_OK = re.compile(rb"^" + _TAG_CHARS + rb"+$")
@@ -268,8 +272,14 @@ class CommandReader:
             sync = not m.group(3)
             self._parts.append(line[: m.start()])
             first = self._parts[0]
-            limit = self.append_limit if self._is_append(first) else self.max_literal
-            ceiling = max(limit, self.max_literal)
+            if self._is_append(first):
+                limit = self.append_limit
+                ceiling = max(limit, self.max_literal)
+            else:
+                # Only APPEND carries messages (and spools them to disk); any other command's
+                # literals (names, passwords, search strings) wait in memory until the command
+                # is whole, so together they are held to the command line's limit.
+                limit = ceiling = min(self.max_literal, self.max_line)
             if self.literal_cap is not None:
                 limit = ceiling = min(limit, self.literal_cap)
             if size > limit or self._literal_total + size > ceiling:
@@ -286,8 +296,10 @@ class CommandReader:
                 self._parts[-1] = "literal8"
             self._literal_left = size
             self._literal_chunks = []
-            if size > SPOOL_LITERALS_ABOVE and self._is_append(first):
-                # A large message being appended goes to disk as it arrives, not into memory.
+            if self._literal_total > SPOOL_LITERALS_ABOVE and self._is_append(first):
+                # A large message being appended goes to disk as it arrives, not into memory,
+                # and so does every literal that takes a MULTIAPPEND's or a CATENATE's literals
+                # past that size together.
                 self._spool = tempfile.TemporaryFile(prefix="mailsuite-append-")
                 self._spool_size = size
             if size == 0:
@@ -319,8 +331,14 @@ class CommandReader:
 
     @staticmethod
     def _is_append(first: bytes) -> bool:
-        words = first.split(b" ", 2)
-        return len(words) > 1 and words[1].upper() == b"APPEND"
+        """Whether the command carries messages: APPEND, or REPLACE (RFC 8508) in either form."""
+        words = first.split(b" ", 3)
+        if len(words) < 2:
+            return False
+        name = words[1].upper()
+        if name == b"UID" and len(words) > 2:
+            return words[2].upper() == b"REPLACE"
+        return name in (b"APPEND", b"REPLACE")
 
     def _build(self, parts: list):
         # parts: text, marker, literal, text, marker, literal, ..., text
@@ -438,6 +456,8 @@ def tokenize(pieces: list, start: int = 0) -> list:
             if need_space:
                 raise ImapBad("Missing space between arguments")
             if c == 0x28:  # "("
+                if len(stack) > MAX_NESTING:
+                    raise ImapBad("LIMIT", "Parentheses nested too deeply")
                 new: list = []
                 stack[-1].append(new)
                 stack.append(new)

@@ -741,7 +741,7 @@ class _Parser:
 
     def key(self, depth: int) -> _Node:
         if depth > MAX_DEPTH:
-            raise ImapBad("Search criteria nested too deeply")
+            raise ImapBad("LIMIT", "Search criteria nested too deeply")
         t = self.next("search key")
         if isinstance(t, list):
             if not t:

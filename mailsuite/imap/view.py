@@ -169,7 +169,10 @@ class SelectedView:
         if self.readonly:
             out.append(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n")
         else:
-            perm = " ".join(flags + ["\\*"])
+            # RFC 3501 §7.1: \* promises that new keywords can be created; once the folder's
+            # keyword table is full they cannot, and a STORE of one is ignored (§7.1 allows it).
+            room = [] if self.folder.keywords.full() else ["\\*"]
+            perm = " ".join(flags + room)
             out.append(f"* OK [PERMANENTFLAGS ({perm})] Flags permitted\r\n".encode())
         return out
 

@@ -153,3 +153,8 @@ class Keywords:
 
     def known(self) -> list[str]:
         return [n for n in self.names if n]
+
+    def full(self) -> bool:
+        """Every letter names a keyword: no new one can be stored (IMAP then stops offering
+        new keywords in PERMANENTFLAGS)."""
+        return None not in self.names

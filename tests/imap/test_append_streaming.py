@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from mailsuite.imap.parser import SPOOL_LITERALS_ABOVE, CommandReader, LiteralFile
-from tests.imap.conftest import USER, connect
+from tests.imap.conftest import USER, Raw, connect
 
 
 def _big_message(size: int) -> bytes:
@@ -51,3 +51,52 @@ def test_append_of_a_large_message_round_trips(imap_server):
     files = imap_server.message_files(USER)
     assert len(files) == 1 and b"\r\n" not in files[0].read_bytes()[:200]
     c.logout()
+
+
+def test_multiappend_spools_once_the_command_holds_a_spool_size_in_memory():
+    # Each message at the spool size stays in memory alone; a MULTIAPPEND of many would hold
+    # them all until the command is whole, so the ones after the first go to files.
+    data = _big_message(SPOOL_LITERALS_ABOVE)
+    r = CommandReader()
+    r.feed(b"a1 APPEND INBOX" + b"".join(b" {%d+}\r\n" % len(data) + data for _ in range(3)))
+    r.feed(b"\r\n")
+    while (cmd := r.next_event()) is None:
+        pass
+    first, *rest = cmd.args[1:]
+    assert first == data and not isinstance(first, LiteralFile)
+    assert [type(x) for x in rest] == [LiteralFile, LiteralFile]
+    for literal in rest:
+        assert literal.file.read() == data
+        literal.close()
+
+
+def test_multiappend_and_catenate_of_spooled_parts_round_trip(imap_server):
+    data = _big_message(SPOOL_LITERALS_ABOVE)
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    out = r.cmd(b"APPEND INBOX" + b"".join(b" {%d+}\r\n" % len(data) + data for _ in range(3)))
+    assert out[-1].startswith(b"t OK [APPENDUID"), out[-1]
+    # CATENATE's TEXT parts after the first spool as well; the message is their sum.
+    tail = b"0123456789" * (SPOOL_LITERALS_ABOVE // 10)
+    parts = b" ".join(b"TEXT {%d+}\r\n" % len(p) + p for p in (data, tail, tail))
+    out = r.cmd(b"APPEND INBOX CATENATE (" + parts + b")")
+    assert out[-1].startswith(b"t OK [APPENDUID"), out[-1]
+    r.close()
+    stored = data.replace(b"\r\n", b"\n")  # the store keeps LF line ends
+    assert imap_server.messages(USER) == [stored] * 3 + [stored + tail + tail]
+
+
+def test_replace_carries_messages_as_append_does(imap_server):
+    # REPLACE's message is held to APPENDLIMIT and spooled like APPEND's, not to the command
+    # line's limit as other commands' literals are.
+    r = Raw(imap_server.port("imap"))
+    r.login()
+    assert r.cmd(b"APPEND INBOX {5+}\r\nhello")[-1].startswith(b"t OK")
+    r.cmd(b"SELECT INBOX")
+    data = _big_message(2 * SPOOL_LITERALS_ABOVE)
+    out = r.cmd(b"REPLACE 1 INBOX {%d+}\r\n" % len(data) + data)
+    assert out[-1].startswith(b"t OK"), out[-1]
+    out = r.cmd(b"UID REPLACE 2 INBOX {%d+}\r\n" % len(data) + data)
+    assert out[-1].startswith(b"t OK"), out[-1]
+    r.close()
+    assert imap_server.messages(USER) == [data.replace(b"\r\n", b"\n")]

@@ -257,3 +257,23 @@ def test_a_request_of_thousands_of_items_takes_few_messages_a_batch():
     # Thousands of sections: a batch of two messages, about as much rendering as one usual.
     many = plan(b"(" + b" ".join(b"BODY.PEEK[%d]" % n for n in range(1, 3001)) + b")")
     assert many.step == ITEMS_PER_BATCH // 3000 == 2
+
+
+def test_a_request_naming_thousands_of_header_fields_takes_few_messages_a_batch():
+    """One HEADER.FIELDS item of 5,000 names is one item, but its name is echoed in every
+    message's response (RFC 3501 §7.4.2) and each message's header is matched against all
+    of them: 10,000 messages of it were 390 MB, rendered 1,024 messages a reactor turn."""
+    from mailsuite.imap.commands.fetch import BATCH, LABEL_BYTES_PER_BATCH, _Plan
+    from mailsuite.imap.fetch_items import parse_fetch_items
+    from mailsuite.imap.parser import parse_line
+
+    def plan(items: bytes):
+        return _Plan(parse_fetch_items(parse_line(b"t FETCH 1:* " + items).args[1:]), None)
+
+    names = b" ".join(b"X-Header-%d" % n for n in range(5000))
+    wide = plan(b"(UID BODY.PEEK[HEADER.FIELDS (" + names + b")])")
+    label = len(b"BODY[HEADER.FIELDS (" + names + b")]")
+    assert wide.step == LABEL_BYTES_PER_BATCH // label < 30
+    # A usual list of fields keeps the usual batch.
+    usual = b"(UID BODY.PEEK[HEADER.FIELDS (From To Cc Subject Date Message-ID References)])"
+    assert plan(usual).step == 4 * BATCH

@@ -200,3 +200,13 @@ def test_thread_response_and_command_parsing():
         parse_thread_command(parse_line(b"a THREAD FOO UTF-8 ALL").args)
     with pytest.raises(ImapBad):
         parse_thread_command(parse_line(b"a THREAD REFERENCES UTF-8").args)
+
+
+def test_repeated_sort_criteria_are_dropped_and_change_nothing():
+    # A key given again cannot reorder what the first one ordered; thousands of them (a
+    # command line has room) made each comparison walk thousands of keys.
+    repeated = " ".join(["TO", "REVERSE SIZE", "SUBJECT", "REVERSE TO"] * 2000)
+    cmd = parse_line(f"a SORT ({repeated}) UTF-8 ALL".encode())
+    criteria, _ = parse_sort_command(cmd.args)
+    assert criteria == [("TO", False), ("SIZE", True), ("SUBJECT", False)]
+    assert sort(f"({repeated}) UTF-8 ALL", MSGS) == sort("(TO REVERSE SIZE) UTF-8 ALL", MSGS)

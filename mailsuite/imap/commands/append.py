@@ -100,7 +100,8 @@ def _messages(args: list) -> list[tuple[list[str], float | None, bytes]]:
 
 @dataclass
 class Catenation:
-    """CATENATE's parts (RFC 4469 §5): ("TEXT", bytes) and ("URL", url) in order."""
+    """CATENATE's parts (RFC 4469 §5): ("TEXT", bytes or a spooled LiteralFile) and
+    ("URL", url) in order."""
 
     parts: list[tuple[str, object]]
 
@@ -116,6 +117,8 @@ def _catenation(items: list) -> Catenation:
         kind = str(kind).upper() if isinstance(kind, Atom) else ""
         if kind == "TEXT" and isinstance(value, bytes):
             parts.append(("TEXT", bytes(value)))
+        elif kind == "TEXT" and isinstance(value, LiteralFile):
+            parts.append(("TEXT", value))  # spooled: read when the message is built
         elif kind == "URL" and isinstance(value, (bytes, Atom)):
             text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
             parts.append(("URL", text))
@@ -127,11 +130,24 @@ def _catenation(items: list) -> Catenation:
 @defer.inlineCallbacks
 def _catenated(session, cat: Catenation):
     """The message CATENATE builds: each URL read (in the durable pool) from the session's own
-    mailboxes, its section and partial cut out (RFC 4469 §5, RFC 5092)."""
+    mailboxes, its section and partial cut out (RFC 4469 §5, RFC 5092).
+
+    The parts are counted as they are read: once they pass APPENDLIMIT no further URL is read
+    (RFC 4469 §5: TOOBIG), so many URLs naming one big message cost one message's read, not
+    the sum of them all in memory."""
+    limit = session.config.imap.append_limit
     out = []
+    total = 0
     for kind, value in cat.parts:
+        if total > limit:
+            raise ImapNo("TOOBIG", "Message exceeds APPENDLIMIT")
         if kind == "TEXT":
+            if isinstance(value, LiteralFile):
+                spooled = value
+                value = yield session.services.store.io.submit(spooled.file.read)
+                spooled.close()
             out.append(value)
+            total += len(value)
             continue
         url = value
         try:
@@ -156,6 +172,9 @@ def _catenated(session, cat: Catenation):
             start, length = ref.partial
             data = data[start:] if length is None else data[start : start + length]
         out.append(data)
+        total += len(data)
+    if total > limit:
+        raise ImapNo("TOOBIG", "Message exceeds APPENDLIMIT")
     return b"".join(out)
 
 

@@ -21,11 +21,18 @@ FIRST_BATCH = 128
 # Items rendered in one batch at most (messages times the request's items): a usual request,
 # of up to eight items, keeps the batches above.
 ITEMS_PER_BATCH = 8 * 4 * BATCH
+# Item names echoed in one batch at most (their total length times the batch's messages): a
+# HEADER.FIELDS of thousands of names is one item, but each message's answer repeats its name
+# and matches the header against every one of them.
+LABEL_BYTES_PER_BATCH = 1 << 20
 COLUMNAR_FROM = 16  # messages
 # Compiled requests kept per selected folder: clients repeat the same few FETCHes.
 PLANS_KEPT = 32
-# Batches whose files total at most this are read on the reactor; bigger ones in a thread.
+# Batches of at most INLINE_FILES files totalling at most INLINE_READ are read on the reactor;
+# others in a thread. Each file read is also parsed into the parsed cache: a thousand small
+# ones held the reactor for 150-190 ms, a few cost less than the thread hop.
 INLINE_READ = 1536 * 1024
+INLINE_FILES = 16
 # A batch that reads files ends before its files pass this size (a message bigger than it
 # makes a batch alone): a FETCH of many big messages holds a bounded part of them at a time.
 READ_BUDGET = 16 * 1024 * 1024
@@ -178,7 +185,9 @@ class _Plan:
         # BODY[n] fit in a command line) takes fewer messages a batch, so that a batch, which
         # runs in one reactor turn, stays about as much work as a usual one.
         step = BATCH if req.needs_file else 4 * BATCH
-        self.step = max(1, min(step, ITEMS_PER_BATCH // max(len(req.items), 1)))
+        labels = sum(len(it.label) for it in req.items)
+        step = min(step, ITEMS_PER_BATCH // max(len(req.items), 1))
+        self.step = max(1, min(step, LABEL_BYTES_PER_BATCH // max(labels, 1)))
         self.columnar = renderer is not None and renderer.columnar
         # Items whose rendered form the parsed cache keeps (a columnar request's, when it
         # keeps every memoized item of it: a message they answer needs nothing else).
@@ -309,7 +318,7 @@ class _Batches:
 
     def inline(self, todo: list) -> bool:
         # A thread hop costs more than reading a few small files from the page cache.
-        return not todo or sum(m.size for m in todo) <= INLINE_READ
+        return not todo or (len(todo) <= INLINE_FILES and sum(m.size for m in todo) <= INLINE_READ)
 
     def prepare_inline(self, todo: list) -> _Prepared | None:
         prepared = (

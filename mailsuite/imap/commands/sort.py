@@ -65,6 +65,7 @@ def parse_sort_criteria(arg) -> list[tuple[str, bool]]:
     if not isinstance(arg, list) or not arg:
         raise ImapBad("SORT needs a parenthesized list of criteria")
     out = []
+    seen: set[str] = set()
     reverse = False
     for t in arg:
         if not isinstance(t, Atom):
@@ -77,7 +78,12 @@ def parse_sort_criteria(arg) -> list[tuple[str, bool]]:
             continue
         if up not in SORT_KEYS:
             raise ImapBad(f"Unknown SORT criterion {t[:30]}")
-        out.append((up, reverse))
+        if up not in seen:
+            # A key given again never changes the order (the messages it would tell apart
+            # already differ by it), so it is dropped: thousands of them in a command line
+            # made every comparison walk thousands of keys.
+            seen.add(up)
+            out.append((up, reverse))
         reverse = False
     if reverse or not out:
         raise ImapBad("REVERSE must precede a criterion")

@@ -101,9 +101,24 @@ def _key(node: _Node) -> tuple:
     return (n.info.date, n.info.seq)
 
 
+def _bottom_up(nodes: list[_Node]) -> list[_Node]:
+    """Every node under `nodes`, each after all of its descendants: the trees are walked
+    without recursion, since a reply chain can be thousands of messages deep."""
+    order: list[_Node] = []
+    stack = list(nodes)
+    while stack:
+        n = stack.pop()
+        order.append(n)
+        stack.extend(n.children)
+    order.reverse()
+    return order
+
+
 def _sort_tree(nodes: list[_Node]) -> None:
-    for n in nodes:
-        _sort_tree(n.children)
+    # Children first: a dummy's key is its first child's after that child list is sorted.
+    for n in _bottom_up(nodes):
+        if len(n.children) > 1:
+            n.children.sort(key=_key)
     nodes.sort(key=_key)
 
 
@@ -126,9 +141,13 @@ def ordered_subject(infos: list[_Info]) -> list[_Node]:
 
 def _latest(node: _Node) -> tuple:
     """Sort key of a REFS thread: its newest message (sent date, then sequence)."""
-    best = (node.info.date, node.info.seq) if node.info is not None else (0.0, 0)
-    for c in node.children:
-        best = max(best, _latest(c))
+    best = (0.0, 0)
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.info is not None:
+            best = max(best, (n.info.date, n.info.seq))
+        stack.extend(n.children)
     return best
 
 
@@ -148,8 +167,13 @@ def references(infos: list[_Info], by_subject: bool = True) -> list[_Node]:
         return n
 
     def link(parent: _Node, child: _Node) -> None:
-        if child.parent is parent or parent is child or parent.has_ancestor(child):
-            return  # never create a loop
+        # Never create a loop. Only a node with children can be above another one, so the
+        # walk up from the parent is needed only then: a thread read in order links each
+        # reply while it has none, and a chain of n replies costs n steps, not n * n / 2.
+        if child.parent is parent or parent is child:
+            return
+        if child.children and parent.has_ancestor(child):
+            return
         if child.parent is not None:
             child.parent.children.remove(child)
         child.parent = parent
@@ -176,12 +200,16 @@ def references(infos: list[_Info], by_subject: bool = True) -> list[_Node]:
         if node.parent is not None:
             node.parent.children.remove(node)
             node.parent = None
-        if prev is not None and prev is not node and not prev.has_ancestor(node):
+        if (
+            prev is not None
+            and prev is not node
+            and not (node.children and prev.has_ancestor(node))
+        ):
             link(prev, node)
     # (2) root set
     roots = [n for n in table.values() if n.parent is None]
     # (4) prune dummies
-    roots = _prune(roots, at_root=True)
+    roots = _prune(roots)
     for r in roots:
         r.parent = None
     # (5) sort
@@ -196,19 +224,25 @@ def references(infos: list[_Info], by_subject: bool = True) -> list[_Node]:
     return roots
 
 
-def _prune(nodes: list[_Node], at_root: bool) -> list[_Node]:
-    out: list[_Node] = []
-    for n in nodes:
-        n.children = _prune(n.children, at_root=False)
+def _prune(roots: list[_Node]) -> list[_Node]:
+    # What each node leaves in its parent's child list once its own children are pruned:
+    # itself, or for a dummy its children (4)(B), or nothing for an empty dummy (4)(A).
+    kept: dict[int, list[_Node]] = {}
+    for n in _bottom_up(roots):
+        children: list[_Node] = []
         for c in n.children:
+            children.extend(kept.pop(id(c)))
+        n.children = children
+        for c in children:
             c.parent = n
-        if n.info is None:
-            if not n.children:
-                continue  # (4)(A): empty dummy: drop
-            if not at_root or len(n.children) == 1:
-                out.extend(n.children)  # (4)(B): promote the children
-                continue
-        out.append(n)
+        kept[id(n)] = [n] if n.info is not None else children
+    out: list[_Node] = []
+    for n in roots:
+        if n.info is None and len(n.children) != 1:
+            if n.children:
+                out.append(n)  # a dummy with several children stays at the root (4)(B)
+            continue
+        out.extend(kept[id(n)])
     return out
 
 
@@ -281,17 +315,27 @@ def _replace(out: list[_Node], old: _Node, new: _Node) -> None:
     out.append(new)
 
 
-def _chain(n: _Node) -> str:
-    parts = []
-    if n.info is not None:
-        parts.append(str(n.info.num))
-    kids = n.children
-    if n.info is not None and len(kids) == 1:
-        parts.append(_chain(kids[0]))
-        return " ".join(parts)
-    if kids:
-        parts.append("".join("(" + _chain(c) + ")" for c in kids))
-    return " ".join(parts)
+def _chain(root: _Node) -> str:
+    """One thread's text, `3 6 (4 23)(44 7 96)`, written from a stack of nodes and the
+    parentheses still owed (no recursion: a chain can be thousands of messages deep)."""
+    out: list[str] = []
+    stack: list = [root]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            out.append(item)
+            continue
+        kids = item.children
+        if item.info is not None:
+            out.append(str(item.info.num))
+            if kids:
+                out.append(" ")
+            if len(kids) == 1:
+                stack.append(kids[0])  # a lone reply follows on the same level
+                continue
+        for c in reversed(kids):
+            stack.extend((")", c, "("))
+    return "".join(out)
 
 
 def thread_messages(algorithm: str, pairs: list[tuple], loader: Callable, uid: bool) -> str:
@@ -301,7 +345,13 @@ def thread_messages(algorithm: str, pairs: list[tuple], loader: Callable, uid: b
         roots = ordered_subject(infos)
     else:
         roots = references(infos, by_subject=algorithm == "REFERENCES")
-    return "".join("(" + _chain(r) + ")" for r in roots)
+    text = "".join("(" + _chain(r) + ")" for r in roots)
+    # Parent and child point at each other: without this the tree (a few objects a message)
+    # would wait as cyclic garbage for a full collection, which a server holding big indexes
+    # runs seldom (heap.tune_collector).
+    for n in _bottom_up(roots):
+        n.parent = None
+    return text
 
 
 def thread_response(algorithm: str, pairs: list[tuple], loader: Callable, uid: bool) -> bytes:

@@ -86,43 +86,53 @@ def _extractor(params: tuple[str, ...]):
 def urlfetch(session, cmd):
     """RFC 4467 §7 URLFETCH url ...: data or NIL for each URL, in one untagged response.
 
-    A URL naming nothing this session may read answers NIL (the command is still OK)."""
+    A URL naming nothing this session may read answers NIL (the command is still OK). The
+    URLs are read one at a time and each part is written as soon as it is read, after the
+    client has taken the one before: a command naming one big message many times holds one
+    part, not all of them."""
     requests = parse_urlfetch(cmd.args)
+    return _answer(session, requests, Requester(session.user))
+
+
+@defer.inlineCallbacks
+def _answer(session, requests: list[UrlRequest], requester: Requester):
     authority = session.services.urlauth
-    requester = Requester(session.user)
-    pending = [
-        authority.fetch(r.url, requester, extract=_extractor(r.params) if r.params else None)
-        for r in requests
-    ]
-    d = defer.DeferredList(pending, consumeErrors=True)
-
-    def answered(results):
-        parts = []
-        for request, (ok, value) in zip(requests, results, strict=True):
-            if not ok:
-                if not value.check(BadUrl, UrlRefused):
-                    log.failure("imap {user}: URLFETCH failed", value, user=session.user)
-                    raise ImapNo("SERVERBUG", "URLFETCH failed")
-                log.info(
-                    "imap {user}: URLFETCH refused {url}: {why}",
-                    user=session.user,
-                    url=visible(without_token(request.url)),
-                    why=str(value.value),
-                )
-                value = None
-            url = quoted_or_literal(request.url, session.utf8)
-            if value is None:
-                # RFC 4467 §8 (and RFC 5524 §5 urldata-error): NIL when the URL is invalid
-                # for any reason.
-                parts.append(url + b" NIL")
-            elif request.params:
-                parts.append(url + _metadata(request.params, value))
-            else:
-                parts.append(url + b" {%d}\r\n" % len(value) + value)
-        session.send(b"* URLFETCH " + b" ".join(parts) + b"\r\n")
-        return "URLFETCH completed"
-
-    return d.addCallback(answered)
+    session.send(b"* URLFETCH")
+    for request in requests:
+        if session.protocol.closed:
+            return None  # the client has gone: the rest is read for nobody
+        extract = _extractor(request.params) if request.params else None
+        try:
+            value = yield authority.fetch(request.url, requester, extract=extract)
+        except (BadUrl, UrlRefused) as e:
+            log.info(
+                "imap {user}: URLFETCH refused {url}: {why}",
+                user=session.user,
+                url=visible(without_token(request.url)),
+                why=str(e),
+            )
+            value = None
+        except Exception:
+            log.failure("imap {user}: URLFETCH failed", user=session.user)
+            # What is written of the response is ended (this URL NIL) before the NO.
+            session.send(b" " + quoted_or_literal(request.url, session.utf8) + b" NIL\r\n")
+            raise ImapNo("SERVERBUG", "URLFETCH failed") from None
+        url = quoted_or_literal(request.url, session.utf8)
+        if value is None:
+            # RFC 4467 §8 (and RFC 5524 §5 urldata-error): NIL when the URL is invalid
+            # for any reason.
+            session.send(b" " + url + b" NIL")
+        elif request.params:
+            session.send(b" " + url + _metadata(request.params, value))
+        else:
+            session.send(b" " + url + b" {%d}\r\n" % len(value))
+            session.send(value)
+        del value
+        if not session.protocol.writable():
+            session.flush()
+            yield session.protocol.wait_writable()
+    session.send(b"\r\n")
+    return "URLFETCH completed"
 
 
 def _metadata(params: tuple[str, ...], part: UrlPart) -> bytes:
