@@ -171,7 +171,9 @@ class Pop3Config:
 
 @dataclass(frozen=True)
 class ImapConfig:
-    # Longest command line outside literals.
+    # Longest command line outside literals; also the most the literals of one command other
+    # than APPEND and REPLACE (names, passwords, search strings) may hold together (NO
+    # [TOOBIG] beyond).
     max_command_line: int = 65536
 
     # Largest literal accepted (NO [TOOBIG] above it, without reading it).
