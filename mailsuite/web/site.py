@@ -135,15 +135,26 @@ class DeadlineChannel(http.HTTPChannel, AdmittedConnection):
         self.note_input()
         super().dataReceived(data)
 
+    def connectionLost(self, reason: Any) -> None:
+        self.give_back_slot()
+        super().connectionLost(reason)
+
+    # -- output back-pressure ----------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: stop reading the client, also in the middle of a
+        request.  twisted.web stops reading only between requests; while one is being
+        answered it buffers whatever arrives and, once the transport has paused it, no longer
+        stops at its eager-read bound, so a client pipelining requests and reading nothing had
+        them read and answered into the transport's buffer without end."""
+        super().pauseProducing()
+        self._networkProducer.pauseProducing()
+
     def requestDone(self, request: http.Request) -> None:
         self._input_since_answer = False
         if self._deadline is not None:
             self.start_deadline(REQUEST_DEADLINE, self._request_too_slow)
         super().requestDone(request)
-
-    def connectionLost(self, reason: Any) -> None:
-        self.give_back_slot()
-        super().connectionLost(reason)
 
     # -- the connection's slot (mailsuite.limits) ---------------------------------------------
 
