@@ -26,11 +26,14 @@ def send_until_the_server_stops_reading(sock: socket.socket, request: bytes) -> 
     (or CEILING, if it never did)."""
     sock.setblocking(False)
     batch = request * 256
+    pending = memoryview(batch)
     sent = 0
     stalled_since = None
     while sent < CEILING:
         try:
-            sent += sock.send(batch)
+            taken = sock.send(pending)  # whole requests only: the rest of a batch goes next
+            sent += taken
+            pending = pending[taken:] or memoryview(batch)
             stalled_since = None
         except BlockingIOError:
             now = time.monotonic()
