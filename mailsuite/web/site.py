@@ -110,6 +110,7 @@ class DeadlineChannel(http.HTTPChannel, AdmittedConnection):
 
     _input_since_answer = False
     _refused = False
+    _in_head = False  # between a request line and the blank line ending its header fields
     # Answers written in a row in the reactor turn of their request (`paced`).
     answered_in_a_row = 0
 
@@ -138,6 +139,21 @@ class DeadlineChannel(http.HTTPChannel, AdmittedConnection):
     def connectionLost(self, reason: Any) -> None:
         self.give_back_slot()
         super().connectionLost(reason)
+
+    def lineReceived(self, line: bytes) -> None:
+        if line:
+            self._in_head = True
+        elif self._in_head:
+            self._in_head = False
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A line past MAX_LENGTH (16 KiB): say which, instead of twisted.web's silent close.
+        RFC 9110 §15.5.15: 414 for a request line (its target) too long; RFC 6585 §5: 431 for
+        a header field."""
+        self._say_and_close(
+            b"431 Request Header Fields Too Large" if self._in_head else b"414 URI Too Long"
+        )
 
     # -- output back-pressure ----------------------------------------------------------------
 
