@@ -22,6 +22,7 @@ from twisted.web import resource, server
 
 from mailsuite.durable.modes import create_private_file
 from mailsuite.tls import TlsContexts
+from mailsuite.web.site import HTTP_TIMEOUT, BoundedRequest, DeadlineChannel, paced
 
 log = Logger(namespace="mailsuite.monitor")
 
@@ -156,7 +157,8 @@ class NotFound(resource.Resource):
     def render(self, request):
         request.setResponseCode(404)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        return b"Not Found\n"
+        # The one answer given at once: a pipelined flood of them is paced like the web's.
+        return paced(request, b"Not Found\n")
 
 
 class MonitorRoot(resource.Resource):
@@ -180,6 +182,11 @@ class MonitorRoot(resource.Resource):
 
 
 def build_factory(services, kind: str) -> server.Site:
-    site = server.Site(MonitorRoot(services), timeout=60)
+    """The same connection rules as the web listener's: a slot of the connection limiter, a
+    request whole within REQUEST_DEADLINE, a bounded body, answers paced per reactor turn."""
+    site = server.Site(MonitorRoot(services), timeout=HTTP_TIMEOUT)
+    site.requestFactory = BoundedRequest
+    site.protocol = DeadlineChannel
     site.displayTracebacks = False
+    site.connections = getattr(services, "connections", None)
     return site

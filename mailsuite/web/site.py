@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web import http, resource, server
 
 from mailsuite.acme.challenges import HTTP_CHALLENGE_PREFIX
+from mailsuite.limits import PER_ADDRESS, AdmittedConnection
 from mailsuite.logtext import visible
 from mailsuite.trust.mtasts import mta_sts_policy
 from mailsuite.web import autoconfig, autodiscover, mobileconfig
@@ -95,42 +96,94 @@ class BoundedRequest(server.Request):
         super().requestReceived(command, path, version)
 
 
-class DeadlineChannel(http.HTTPChannel):
-    """An HTTP connection whose next request must arrive whole within REQUEST_DEADLINE.
+class DeadlineChannel(http.HTTPChannel, AdmittedConnection):
+    """An HTTP connection that holds a slot of the connection limiter, like every mail
+    listener's, and whose next request must arrive whole within REQUEST_DEADLINE.
 
     twisted.web's timeout is an idle timeout, moved by every byte: a client sending a header
     line every few seconds (slowloris) held its connection for ever. This deadline counts
     from the connection's start and again from each answer, whatever arrives meanwhile.
+    The Site's `connections` (a `ConnectionLimiter`, or None) gives the slots: HTTP has no
+    login, so an HTTP connection is never established and is among the first closed to make
+    room.
     """
 
-    _request_deadline: Any = None
     _input_since_answer = False
-    # Answers written in a row in the reactor turn of their request (ClientSetupResource).
+    _refused = False
+    _in_head = False  # between a request line and the blank line ending its header fields
+    # Answers written in a row in the reactor turn of their request (`paced`).
     answered_in_a_row = 0
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self._request_deadline = reactor.callLater(REQUEST_DEADLINE, self._deadline_passed)
+        ip = getattr(self.transport.getPeer(), "host", "") or ""
+        refusal = self.take_slot(getattr(self.site, "connections", None), ip)
+        if refusal is not None:
+            self._refused = True
+            log.info(
+                "web: refusing a connection from {ip}: too many connections {where}",
+                ip=ip,
+                where="from this address" if refusal == PER_ADDRESS else "to this server",
+            )
+            self._say_and_close(b"503 Service Unavailable")
+            return
+        self.start_deadline(REQUEST_DEADLINE, self._request_too_slow)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
         self._input_since_answer = True
+        self.note_input()
         super().dataReceived(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.give_back_slot()
+        super().connectionLost(reason)
+
+    def lineReceived(self, line: bytes) -> None:
+        if line:
+            self._in_head = True
+        elif self._in_head:
+            self._in_head = False
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A line past MAX_LENGTH (16 KiB): say which, instead of twisted.web's silent close.
+        RFC 9110 §15.5.15: 414 for a request line (its target) too long; RFC 6585 §5: 431 for
+        a header field."""
+        self._say_and_close(
+            b"431 Request Header Fields Too Large" if self._in_head else b"414 URI Too Long"
+        )
+
+    # -- output back-pressure ----------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: stop reading the client, also in the middle of a
+        request.  twisted.web stops reading only between requests; while one is being
+        answered it buffers whatever arrives and, once the transport has paused it, no longer
+        stops at its eager-read bound, so a client pipelining requests and reading nothing had
+        them read and answered into the transport's buffer without end."""
+        super().pauseProducing()
+        self._networkProducer.pauseProducing()
 
     def requestDone(self, request: http.Request) -> None:
         self._input_since_answer = False
-        deadline = self._request_deadline
-        if deadline is not None and deadline.active():
-            deadline.reset(REQUEST_DEADLINE)
+        if self._deadline is not None:
+            self.start_deadline(REQUEST_DEADLINE, self._request_too_slow)
         super().requestDone(request)
 
-    def connectionLost(self, reason: Any) -> None:
-        deadline, self._request_deadline = self._request_deadline, None
-        if deadline is not None and deadline.active():
-            deadline.cancel()
-        super().connectionLost(reason)
+    # -- the connection's slot (mailsuite.limits) ---------------------------------------------
 
-    def _deadline_passed(self) -> None:
-        self._request_deadline = None
+    def is_established(self) -> bool:
+        return False
+
+    def evict(self) -> None:
+        if self._input_since_answer:
+            self._say_and_close(b"503 Service Unavailable")
+        else:
+            self.timeoutConnection()
+
+    def _request_too_slow(self) -> None:
         if self._input_since_answer:
             # RFC 9110 §15.5.9: 408 for a request not completed in time, then close.
             log.info(
@@ -138,12 +191,36 @@ class DeadlineChannel(http.HTTPChannel):
                 ip=getattr(self.transport.getPeer(), "host", "?"),
                 seconds=REQUEST_DEADLINE,
             )
-            self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\nServer: " + SERVER_HEADER + b"\r\n"
-                b"Content-Length: 0\r\nConnection: close\r\n\r\n"
-            )
+            self._say_and_close(b"408 Request Timeout")
+            return
         # An idle keep-alive connection is closed without a word, as its idle timeout would.
         self.timeoutConnection()
+
+    def _say_and_close(self, status: bytes) -> None:
+        """An answer of `status` with no body, outside twisted.web's request cycle, and close."""
+        self.setTimeout(None)
+        self.transport.write(
+            b"HTTP/1.1 " + status + b"\r\nServer: " + SERVER_HEADER + b"\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        self.loseConnection()
+
+
+def paced(request: server.Request, body: bytes) -> bytes | int:
+    """What a synchronous `render` returns for `body`: the body itself, or every
+    REQUESTS_PER_TURN-th answer in a row on one connection, NOT_DONE_YET and the answer
+    written on the next reactor turn.
+
+    twisted.web reads a pipelined request only when the one before it has finished, and
+    finishes a synchronous answer at once: every request of one read would be answered in the
+    same reactor turn, with the other connections waiting."""
+    channel = request.channel
+    in_a_row = getattr(channel, "answered_in_a_row", 0) + 1
+    if in_a_row < REQUESTS_PER_TURN:
+        channel.answered_in_a_row = in_a_row
+        return body
+    channel.answered_in_a_row = 0
+    return _finish_on_next_turn(request, body)
 
 
 def _finish_on_next_turn(request: server.Request, body: bytes) -> int:
@@ -217,18 +294,7 @@ class ClientSetupResource(resource.Resource):
     # -- dispatch -----------------------------------------------------------------------------
 
     def render(self, request: server.Request) -> bytes | int:
-        body = self._answer(request)
-        # twisted.web reads a pipelined request only when the one before it has finished, and
-        # finishes a synchronous answer at once: every request of one read would be answered
-        # in the same reactor turn. Every REQUESTS_PER_TURN-th answer in a row is written on
-        # the next turn instead, so the other connections are served in between.
-        channel = request.channel
-        in_a_row = channel.answered_in_a_row + 1
-        if in_a_row < REQUESTS_PER_TURN:
-            channel.answered_in_a_row = in_a_row
-            return body
-        channel.answered_in_a_row = 0
-        return _finish_on_next_turn(request, body)
+        return paced(request, self._answer(request))
 
     def _answer(self, request: server.Request) -> bytes:
         request.setHeader(b"server", SERVER_HEADER)
@@ -384,6 +450,7 @@ def build_site(services: Any) -> server.Site:
     site.protocol = DeadlineChannel
     site.displayTracebacks = False
     site.noisy = False
+    site.connections = getattr(services, "connections", None)
     return site
 
 

@@ -19,6 +19,15 @@ def _read_answers(sock: socket.socket, count: int) -> bytes:
 
 
 def test_a_pipelined_flood_lets_another_connection_in_between(web_server):
+    _flood_and_interleave(web_server)
+
+
+def test_the_metrics_listener_paces_a_pipelined_flood_too(server_factory):
+    srv = server_factory(listen={"metrics": ["127.0.0.1:0"]})
+    _flood_and_interleave(("127.0.0.1", srv.port("metrics")))
+
+
+def _flood_and_interleave(web_server: tuple[str, int]) -> None:
     # One read's worth of requests (about 16 KiB) sent at once, and a single request on a
     # second connection sent right after it: the second is answered while the flood still
     # has most of its answers to come, because the flood gets REQUESTS_PER_TURN answers a

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from urllib.parse import quote
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,3 +70,28 @@ def test_pox_parser_returns_an_address_or_malformed(body):
         assert isinstance(parse_pox_request(body), str)
     except MalformedRequest:
         pass
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n", b"414"),
+        (b"GET / HTTP/1.1\r\nHost: example.test\r\nX-Long: " + b"b" * 20000 + b"\r\n", b"431"),
+    ],
+    ids=["request-line", "header-field"],
+)
+def test_an_overlong_line_is_answered_414_or_431_and_closed(web_server, head, status):
+    # RFC 9110 §15.5.15 (414) and RFC 6585 §5 (431), where twisted.web closes without a word.
+    sock = socket.create_connection(web_server, timeout=10)
+    try:
+        try:
+            sock.sendall(head)
+        except OSError:
+            pass  # closed while sending: the answer is in the receive buffer
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 " + status + b" ")
+        assert b"Connection: close" in answer
+    finally:
+        sock.close()
