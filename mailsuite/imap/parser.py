@@ -18,7 +18,6 @@ and literals, or a `list` for a parenthesized list (nested).
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass, field
 
 from mailsuite.limits import RUNAWAY_LINE
@@ -160,7 +159,9 @@ class CommandReader:
         self._discard_line = False  # skipping the rest of an over-long line
         self._discarded = 0  # octets of it skipped so far
         self._discard_tag = "*"
-        self._spool = None  # the temporary file an APPEND literal is streamed into
+        self._spool: LiteralFile | None = None  # the APPEND literal being spooled
+        # spooled literals begun, not taken yet (take_spools)
+        self.spools_begun: list[LiteralFile] = []
         # A smaller ceiling for every literal while it is set (before authentication).
         self.literal_cap: int | None = None
 
@@ -206,7 +207,7 @@ class CommandReader:
                     return None
                 take = min(self._literal_left, len(self._buf))
                 if self._spool is not None:
-                    self._spool.write(self._buf[:take])
+                    self._spool.queue(bytes(self._buf[:take]))
                 else:
                     self._literal_chunks.append(bytes(self._buf[:take]))
                 del self._buf[:take]
@@ -214,8 +215,8 @@ class CommandReader:
                 if self._literal_left:
                     return None
                 if self._spool is not None:
-                    self._spool.seek(0)
-                    self._parts.append(LiteralFile(self._spool, self._spool_size))
+                    self._spool.complete = True
+                    self._parts.append(self._spool)
                     self._spool = None
                 else:
                     self._parts.append(b"".join(self._literal_chunks))
@@ -299,19 +300,31 @@ class CommandReader:
             if self._literal_total > SPOOL_LITERALS_ABOVE and self._is_append(first):
                 # A large message being appended goes to disk as it arrives, not into memory,
                 # and so does every literal that takes a MULTIAPPEND's or a CATENATE's literals
-                # past that size together.
-                self._spool = tempfile.TemporaryFile(prefix="mailsuite-append-")
-                self._spool_size = size
+                # past that size together.  The reader only queues its chunks; whoever feeds
+                # the reader writes them (`take_spools`), since writing is I/O.
+                self._spool = LiteralFile(size)
+                self.spools_begun.append(self._spool)
             if size == 0:
-                self._parts.append(b"")
+                if self._spool is not None:
+                    self._spool.complete = True
+                    self._parts.append(self._spool)
+                    self._spool = None
+                else:
+                    self._parts.append(b"")
                 self._literal_left = 0
             if sync:
                 return NeedContinuation(size)
 
     # -- internals -----------------------------------------------------------------------
+    def take_spools(self) -> list[LiteralFile]:
+        """The spooled literals begun since the last call, in the order they were announced:
+        their chunks arrive in their `pending` queues as the literals are read."""
+        spools, self.spools_begun = self.spools_begun, []
+        return spools
+
     def _reset_command(self) -> None:
         if self._spool is not None:  # a literal abandoned half-way
-            self._spool.close()
+            self._spool.abandoned = True
             self._spool = None
         self._parts = []
         self._line_total = 0
@@ -375,20 +388,38 @@ class Literal8(bytes):
 
 
 class LiteralFile:
-    """An APPEND literal too large to hold in memory, streamed into a temporary file.  The
-    command that receives it reads `file` (positioned at the start) and closes it.
-    `binary`: it came as a literal8."""
+    """An APPEND literal too large to hold in memory, streamed into a temporary file.
 
-    def __init__(self, file, size: int):
-        self.file = file
+    The reader queues each chunk as it arrives (`pending`, `pending_bytes`) and sets
+    `complete` when the last one is queued, or `abandoned` when the command is dropped
+    half-way; it never touches the disk.  The reader's feeder writes the queue into `file`
+    (`imap.literal_spool`), and the command that receives the literal reads `file`
+    (positioned at the start) and closes it.  `binary`: it came as a literal8."""
+
+    def __init__(self, size: int):
+        self.file = None
         self.size = size
         self.binary = False
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.complete = False
+        self.abandoned = False
 
     def __len__(self) -> int:
         return self.size
 
+    def queue(self, chunk: bytes) -> None:
+        self.pending.append(chunk)
+        self.pending_bytes += len(chunk)
+
+    def take_pending(self) -> list[bytes]:
+        """The chunks queued so far (the queue is emptied), for one write."""
+        chunks, self.pending, self.pending_bytes = self.pending, [], 0
+        return chunks
+
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 @dataclass

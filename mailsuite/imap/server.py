@@ -26,6 +26,7 @@ from zope.interface import implementer
 from mailsuite import heap
 from mailsuite.imap import response as R
 from mailsuite.imap.literal import MessageLiteral
+from mailsuite.imap.literal_spool import SPOOL_BACKLOG
 from mailsuite.imap.literal_stream import LiteralStream
 from mailsuite.imap.session import Session
 from mailsuite.imap.states import NOT_AUTHENTICATED
@@ -235,6 +236,8 @@ class ImapProtocol(protocol.Protocol, AdmittedConnection):
         """The session may take more input now: it is waiting for input, or what it holds
         unprocessed is under the bound."""
         session = self.session
+        if session.spooler.spools and session.spooler.backlog > SPOOL_BACKLOG:
+            return False  # a big literal arrives faster than the durable pool writes it
         return not session.held or session.reader.buffered() < self._input_limit
 
     # -- flow control ------------------------------------------------------------------------

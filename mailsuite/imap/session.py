@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from mailsuite.imap import response as R
 from mailsuite.imap.commands.table import COMMANDS, CommandSpec, capabilities
+from mailsuite.imap.literal_spool import LiteralSpooler
 from mailsuite.imap.parser import (
     Command,
     CommandReader,
@@ -137,6 +138,9 @@ class Session:
         self.reader = CommandReader(cfg.max_command_line, cfg.max_literal, cfg.append_limit)
         # A stranger gets no more than a few KB per literal (LOGIN needs no more).
         self.reader.literal_cap = cfg.max_literal_before_auth
+        # Large APPEND literals the reader queues are written in the durable pool; reading
+        # from the client waits while too much of them is unwritten (Connection.processed).
+        self.spooler = LiteralSpooler(services.store.io, self._spool_drained)
         self.state = NOT_AUTHENTICATED
         self.user: str | None = None
         self.mailbox = None
@@ -249,6 +253,14 @@ class Session:
             if self.busy or self._output_blocked():
                 return
             ev = self.reader.next_event()
+            if self.reader.spools_begun or self.spooler.spools:
+                self.spooler.track(self.reader.take_spools())
+                self.spooler.write()
+                if type(ev) is Command:
+                    self._run_spooled(ev)
+                    continue
+                if isinstance(ev, RejectedCommand):
+                    self.spooler.drop()
             if ev is None:
                 return
             if type(ev) is Command:  # what nearly every event is, asked first
@@ -304,14 +316,49 @@ class Session:
             self.protocol.close()
         return True
 
-    def _run_step(self, cmd: Command) -> None:
+    def _run_spooled(self, cmd: Command) -> None:
+        """A command with spooled literals runs once their last chunk is on disk."""
+        ready = self.spooler.ready()
+        if ready is None:
+            self._run_claimed(cmd)
+            return
+        self.busy = True
+
+        def written(_):
+            self.busy = False
+            if not self.protocol.closed:
+                self._run_claimed(cmd)
+                if not self.busy and not self.protocol.closed:
+                    self.pump()
+
+        ready.addCallback(written)
+
+    def _run_claimed(self, cmd: Command) -> None:
+        literals, error = self.spooler.claim()
+        if error is not None:
+            # The message never reached the disk whole (a full disk, an I/O error): the
+            # command is not run, and nothing of it is kept.
+            self.current = cmd
+            self._finish_error(cmd, ImapNo("SERVERBUG", "The message could not be stored"))
+            return
+        d = self._run_step(cmd)
+        if d is None or d.called:
+            self.spooler.close(literals)
+        else:
+            d.addBoth(lambda result: self.spooler.close(literals))
+
+    def _spool_drained(self) -> None:
+        """Spooled literals' writes caught up: reading from the client may go on."""
+        self.protocol.processed()
+
+    def _run_step(self, cmd: Command) -> defer.Deferred | None:
         try:
             d = self.run(cmd)
         except Exception:
             log.failure("IMAP handler crashed")
             self.protocol.write_sequence([R.untagged("BYE Internal error")])
             self.protocol.close()
-            return
+            return None
         if d is not None and not d.called:
             self.busy = True
 
@@ -327,6 +374,7 @@ class Session:
                 self.protocol.close()
 
             d.addCallbacks(done, crashed)
+        return d
 
     def folder_changed(self) -> None:
         """A folder event arrived; IDLE delivers it at once (RFC 2177), and so does NOTIFY
@@ -356,6 +404,7 @@ class Session:
         self.close()
         self.line_handler = None
         self.reader.clear()
+        self.spooler.abort()  # a literal half-way, or written for a command not run yet
         self._out, self._out_size = [], 0
         self.protocol = DISCONNECTED
 

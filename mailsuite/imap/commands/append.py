@@ -143,9 +143,8 @@ def _catenated(session, cat: Catenation):
             raise ImapNo("TOOBIG", "Message exceeds APPENDLIMIT")
         if kind == "TEXT":
             if isinstance(value, LiteralFile):
-                spooled = value
-                value = yield session.services.store.io.submit(spooled.file.read)
-                spooled.close()
+                # (closed in the durable pool by the session once the command is done)
+                value = yield session.services.store.io.submit(value.file.read)
             out.append(value)
             total += len(value)
             continue
@@ -258,14 +257,13 @@ def _deliver_one(mbox, name: str, flags, date, data):
     one new file is indexed on the reactor.
 
     A literal8 (RFC 3516 §4.3) has its binary parts stored as base64 first, so that
-    FETCH BINARY returns them byte for byte; a spooled one is read and armoured in the pool."""
+    FETCH BINARY returns them byte for byte; a spooled one is read and armoured in the pool
+    (and closed there by the session once the command is done: Session._run_claimed)."""
     if isinstance(data, LiteralFile):
         if data.binary:
             d = mbox.io.submit(_armoured_file, data.file)
-            d.addCallback(lambda raw: mbox.append(raw, name, flags, date))
-        else:
-            d = mbox.append(data.file, name, flags, date)
-        return d.addBoth(_closing(data))
+            return d.addCallback(lambda raw: mbox.append(raw, name, flags, date))
+        return mbox.append(data.file, name, flags, date)
     if isinstance(data, Literal8):
         data = armour_binary_parts(bytes(data))
     return mbox.append(data, name, flags, date)
@@ -273,14 +271,6 @@ def _deliver_one(mbox, name: str, flags, date, data):
 
 def _armoured_file(file) -> bytes:
     return armour_binary_parts(file.read())
-
-
-def _closing(literal: LiteralFile):
-    def close(result):
-        literal.close()
-        return result
-
-    return close
 
 
 @defer.inlineCallbacks
