@@ -162,3 +162,53 @@ def test_list_of_many_folders_lets_another_connection_in_between(imap_server):
     assert b'* LIST (\\Noselect \\HasChildren) "/" Many' in lines  # implied by its children
     other.close()
     r.close()
+
+
+def _drop(root, name: str, info: str = "") -> None:
+    """Another program's delivery: a file written into tmp/ and renamed into new/ (or cur/)."""
+    tmp = root / "tmp" / name
+    tmp.write_bytes(message(9).replace(b"\r\n", b"\n"))
+    tmp.rename(root / ("cur" if info else "new") / (name + info))
+
+
+def test_folders_changed_moments_ago_are_listed_in_the_durable_pool(imap_server, watch):
+    """SELECT, STATUS, NOOP, CHECK and the IDLE poll of a folder whose directories changed
+    within the mtime slack (or behind the index's back) list it in the pool, and show what
+    the listing found as before."""
+    mbox = imap_server.mailbox(USER)
+    for i in range(3):
+        mbox.deliver(message(i))
+    root = mbox.path
+    a = Raw(imap_server.port("imap"))
+    a.login()
+    assert any(line == b"* 3 EXISTS" for line in a.cmd(b"SELECT INBOX"))
+    b = Raw(imap_server.port("imap"))
+    b.login()
+    idler = Raw(imap_server.port("imap"))
+    idler.login()
+    with watch.window(reactor_thread()) as events:
+        _drop(root, "100.dropped.host")
+        assert any(line == b"* 4 EXISTS" for line in idler.cmd(b"SELECT INBOX"))
+        _drop(root, "101.dropped.host")
+        lines = b.cmd(b"STATUS INBOX (MESSAGES)")
+        assert lines[0] == b"* STATUS INBOX (MESSAGES 5)", lines
+        idler.send(b"i IDLE\r\n")
+        told = [idler.line() for _ in range(3)]  # STATUS's listing, told before IDLE begins
+        assert told == [b"* 5 EXISTS", b"* 2 RECENT", b"+ idling"], told
+        _drop(root, "102.dropped.host", ":2,S")
+        idler.sock.settimeout(3)
+        assert idler.line() == b"* 6 EXISTS"  # the IDLE poll, once a second
+        assert idler.line() == b"* 3 RECENT"
+        time.sleep(1)  # NOOP checks the disk at most once in REFRESH_INTERVAL
+        lines = a.cmd(b"NOOP", b"n")
+        assert b"* 6 EXISTS" in lines and lines[-1] == b"n OK NOOP completed", lines
+        _drop(root, "103.dropped.host")
+        lines = a.cmd(b"CHECK", b"c")
+        assert b"* 7 EXISTS" in lines and lines[-1] == b"c OK CHECK completed", lines
+        lines = a.cmd(b"UID FETCH 1:* (FLAGS)", b"f")
+        assert sum(b"FETCH (UID" in line for line in lines) == 7
+        idler.send(b"DONE\r\n")
+        assert idler.until_tagged(b"i")[-1] == b"i OK IDLE completed"
+    assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
+    for r in (a, b, idler):
+        r.close()
