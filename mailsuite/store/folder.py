@@ -6,8 +6,9 @@ expunge made by one session is seen by the others through listeners.  The index 
 `cur/` directory mtimes so that changes made by other programs are picked up on the next access.
 The index is changed on one thread only (the reactor's).  Other threads (the durable pool) do
 the disk work: `listing_job`'s listing (new files' UIDs assigned there, under the uidlist's
-lock), `write_index` of an image taken on the reactor; the reactor applies what they found
-(`apply_listing`).
+lock), `delivered` (a message this process has just delivered, its UID assigned), `write_index`
+of an image taken on the reactor; the reactor applies what they found (`apply_listing`,
+`take_delivered`).
 """
 
 from __future__ import annotations
@@ -161,6 +162,10 @@ class Folder:
         # them must not undo it.
         self._own_changes = 0
         self._detached = False  # the directory is gone (removed)
+        # Messages this process has just delivered here (`delivered`, in the durable pool),
+        # UIDs and facts known, for the reactor to index without listing (`take_delivered`).
+        self._due: list[tuple] = []
+        self._due_lock = threading.Lock()
         # Change counters that let callers cache per-flag answers (SEARCH UNSEEN, STATUS
         # counts) across changes to other flags: one per Maildir info letter, and one for
         # messages arriving or leaving.
@@ -879,9 +884,45 @@ class Folder:
                 self._notify("exists", [m.uid for m in added])
         return {key: m.uid for key, *_ in copies if (m := self._by_key.get(key)) is not None}
 
+    def delivered(self, key: str, sub: str, info: str, path: str) -> None:
+        """Blocking, in the delivering thread: the file this process has just placed at
+        `path` (`sub`/key with `info`) gets its UID here (the uidlist appended under its
+        lock) and waits for `take_delivered`, so the reactor indexes it without listing.
+        A caller that holds the uidlist's lock numbers the message itself (the import):
+        nothing is recorded then."""
+        if self._uidfile.held_here():
+            return
+        size, wire, date = self._file_facts(key, Path(path))
+        if size is None:
+            return  # gone already: a listing finds out
+        uid = self._assign_uids([key])[key]
+        with self._due_lock:
+            self._due.append((uid, key, sub, info, size, wire, date))
+
+    def withdrawn(self, key: str) -> None:
+        """A delivered file taken back before it was announced (any thread)."""
+        with self._due_lock:
+            self._due = [a for a in self._due if a[1] != key]
+
+    def take_delivered(self) -> bool:
+        """Reactor: index what `delivered` recorded (no file access) and tell the listeners;
+        False when nothing was waiting."""
+        with self._due_lock:
+            due, self._due = self._due, []
+        if not due or self._detached:
+            return False
+        added = self._admit(due)
+        if added:
+            self._notify("exists", [m.uid for m in added])
+        return True
+
     def index_delivered(self, key: str, flags=()) -> int | None:
         """Index one file this process has just delivered (Mailbox.deliver's key and flags),
         without listing the folder: an APPEND into a big folder stays cheap."""
+        msg = self._by_key.get(key)
+        if msg is not None:
+            return msg.uid
+        self.take_delivered()  # Mailbox.deliver recorded it when the folder was open
         msg = self._by_key.get(key)
         if msg is not None:
             return msg.uid

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+import smtplib
 import time
 
 import pytest
@@ -212,3 +213,37 @@ def test_folders_changed_moments_ago_are_listed_in_the_durable_pool(imap_server,
     assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
     for r in (a, b, idler):
         r.close()
+
+
+def test_a_delivery_into_an_idled_folder_is_indexed_without_listing_it(full_server, watch):
+    """What SMTP delivers into a folder a session has open reaches the index (and IDLE) from
+    the delivery itself: no listing of the folder, and no uidlist write, on the reactor."""
+    mbox = full_server.mailbox(USER)
+    for i in range(3):
+        mbox.deliver(message(i))
+    _backdate(mbox.path, "INBOX")
+    idler = Raw(full_server.port("imap"))
+    idler.login()
+    assert any(line == b"* 3 EXISTS" for line in idler.cmd(b"SELECT INBOX"))
+    idler.send(b"i IDLE\r\n")
+    assert idler.line() == b"+ idling"
+    idler.sock.settimeout(3)
+    with smtplib.SMTP("127.0.0.1", full_server.port("smtp"), timeout=10) as s:
+        with watch.window(reactor_thread()) as events:
+            for n in (4, 5, 6):
+                s.sendmail("bob@example.net", [USER], message(n))
+                assert idler.line() == b"* %d EXISTS" % n
+                assert idler.line() == b"* %d RECENT" % n  # the first three were in new/
+    assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
+    idler.send(b"DONE\r\n")
+    assert idler.until_tagged(b"i")[-1] == b"i OK IDLE completed"
+    lines = idler.cmd(b"UID FETCH 1:* (UID)", b"f")
+    assert [line.split(b"UID ")[1] for line in lines[:-1]] == [
+        b"1)",
+        b"2)",
+        b"3)",
+        b"4)",
+        b"5)",
+        b"6)",
+    ]
+    idler.close()
