@@ -873,6 +873,7 @@ class Folder:
         """Index the files `Mailbox.copy_files` has just made in cur/ ((key, info, size, wire
         size, internal date) each), without listing the folder or looking at each file: a
         COPY of 20,000 messages would otherwise stat them all on the reactor.  UIDs by key."""
+        self.take_delivered()  # `copied` gave them their UIDs in the pool
         fresh = [c for c in copies if c[0] not in self._by_key]
         if fresh:
             added = self._add_new(
@@ -898,6 +899,14 @@ class Folder:
         uid = self._assign_uids([key])[key]
         with self._due_lock:
             self._due.append((uid, key, sub, info, size, wire, date))
+
+    def copied(self, copies: list[tuple[str, str, int, int, float]]) -> None:
+        """Blocking, in the copying thread: the files `Mailbox.copy_files` has just made in
+        cur/ ((key, info, size, wire size, internal date) each) get their UIDs here (one
+        uidlist append) and wait for `take_delivered`, as a delivery's do."""
+        known = self._assign_uids([c[0] for c in copies])
+        with self._due_lock:
+            self._due.extend((known[c[0]], c[0], "cur", *c[1:]) for c in copies)
 
     def withdrawn(self, key: str) -> None:
         """A delivered file taken back before it was announced (any thread)."""

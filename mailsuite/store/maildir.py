@@ -630,7 +630,7 @@ class Mailbox:
             raise NoSuchFolder(dest_name)
         # Loaded here, before the copies exist, when it is not yet: its index is built in this
         # thread, and the copies are then indexed from what is known of them (index_copies).
-        self.folder(dest_name)
+        dest = self.folder(dest_name)
         dest_kw = self.keywords_for(dest_name)
         total = sum(m.size for m in msgs)
         self._quota.check(total)
@@ -652,6 +652,11 @@ class Mailbox:
             result.append((msg.uid, (key, info, msg.size, msg.wire_size, msg.internaldate)))
         self.io.fsync_dir(dest_path / "cur")
         self._quota.add(total, len(result))
+        if result:
+            try:
+                dest.copied([copy for _, copy in result])  # their UIDs, here, not on the reactor
+            except Exception:
+                log.failure("assigning UIDs to copies in {folder} failed", folder=dest_name)
         return result
 
     # -- asynchronous conveniences for the protocols (reactor thread) --------------------------

@@ -247,3 +247,23 @@ def test_a_delivery_into_an_idled_folder_is_indexed_without_listing_it(full_serv
         b"6)",
     ]
     idler.close()
+
+
+def test_append_and_copy_give_uids_in_the_durable_pool(imap_server, watch):
+    """APPEND's new message and COPY's copies get their UIDs (the uidlist appended) where
+    their files were written, in the pool; the reactor only indexes them."""
+    c = imaplib.IMAP4("127.0.0.1", imap_server.port("imap"), timeout=10)
+    c.login(USER, DEFAULT_PASSWORD)
+    _ok(c.select("Archive"))  # loaded before: a first load is SELECT's business
+    _ok(c.select("INBOX"))
+    with watch.window(reactor_thread()) as events:
+        for i in range(3):
+            data = _ok(c.append("INBOX", "(\\Seen)", None, message(i)))
+            assert b"[APPENDUID " in data[0] and data[0].split()[2] == b"%d]" % (i + 1)
+        _ok(c.noop())
+        data = _ok(c._simple_command("UID", "COPY", "1:3", "Archive"))
+        assert b"[COPYUID " in data[0] and data[0].split()[3] == b"1:3]", data
+        status = _ok(c.status("Archive", "(MESSAGES UIDNEXT)"))
+        assert status == [b"Archive (MESSAGES 3 UIDNEXT 4)"]
+    assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
+    c.logout()
