@@ -93,7 +93,7 @@ class Services:
             connections=ConnectionLimiter(
                 config.limits.connections_total, config.limits.connections_per_ip
             ),
-            imap=ImapState(),
+            imap=ImapState(submit=io.submit),
             pop3=Pop3State(),
             acme=acme,
             metrics=metrics,

@@ -14,7 +14,8 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 
-from twisted.internet import task
+from twisted.internet import defer, task
+from twisted.logger import Logger
 
 from mailsuite.imap.fetch_memo import RenderedMemo
 from mailsuite.imap.literal import WirePositions
@@ -30,12 +31,20 @@ IDLE_POLL_SECONDS = 1.0
 # converting the file); each is below literal.STREAM_FROM.
 BODIES_BUDGET = 16 * 1024 * 1024
 
+log = Logger(namespace="mailsuite.imap")
+
 
 class ImapState:
     """Per-server IMAP state keyed by the store's shared Folder objects."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, submit: Callable | None = None):
         self._clock = clock
+        # The durable pool's submit, where folder listings run; None: in the caller's thread
+        # (the reactor-less session-machine tests).
+        self._submit = submit
+        # Folders being listed in the pool now, each with the Deferreds of the callers
+        # that asked meanwhile.
+        self._listing: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         # \Recent (RFC 3501 §2.3.2.3) belongs to exactly one session: the first to see a
         # message.  The store does not keep it, so the server remembers, per folder, the
         # highest UID some session has already reported.  After a restart nothing is recent,
@@ -84,13 +93,54 @@ class ImapState:
         return len(self.peek_recent(folder))
 
     # -- disk checks ------------------------------------------------------------------------
-    def refresh(self, folder, force: bool = False) -> None:
-        """Sync `folder` with the disk unless that was done within REFRESH_INTERVAL."""
+    def refresh(self, folder, force: bool = False) -> defer.Deferred | None:
+        """Sync `folder` with the disk unless that was done within REFRESH_INTERVAL.  None
+        when that took no listing (three stats said nothing changed); else a Deferred that
+        fires once the listing, made in the durable pool, is in the index."""
         now = self._clock()
         if not force and now - self._last_refresh.get(folder, -1e9) < REFRESH_INTERVAL:
-            return
+            return None
         self._last_refresh[folder] = now
-        folder.refresh()
+        if self._submit is None:
+            folder.refresh()
+            return None
+        waiting = self._listing.get(folder)
+        if waiting is not None:
+            # A listing begun before this call may have missed what the caller wants to see:
+            # another follows it when the directories say so.
+            d = defer.Deferred()
+            waiting.append(d)
+            return d
+        if not folder.needs_listing():
+            return None
+        return self._list(folder)
+
+    def _list(self, folder) -> defer.Deferred:
+        waiting = self._listing[folder] = []
+
+        def applied(listing) -> None:
+            folder.apply_listing(listing)
+
+        def failed(failure) -> None:
+            if not failure.check(OSError):
+                log.failure("listing {name} failed", failure, name=folder.name)
+
+        def done(_) -> None:
+            self._listing.pop(folder, None)
+            if not waiting:
+                return None
+            again = self._list(folder) if folder.needs_listing() else None
+            for d in waiting:
+                if again is None:
+                    d.callback(None)
+                else:
+                    again.addBoth(_fire, d)
+            return again
+
+        d = self._submit(folder.listing_job())
+        d.addCallbacks(applied, failed)
+        d.addCallback(done)
+        return d
 
     # -- searches ---------------------------------------------------------------------------
     def flag_search(self, folder, search: tuple, stamp: tuple, compute: Callable[[], list]) -> list:
@@ -125,6 +175,11 @@ class ImapState:
         return unseen, deleted, size
 
 
+def _fire(result, d: defer.Deferred):
+    d.callback(None)
+    return result
+
+
 class FolderPoll:
     """One LoopingCall refreshing every folder that some session idles on (RFC 2177): changes
     made inside the process arrive as folder events, this catches the others."""
@@ -152,12 +207,19 @@ class FolderPoll:
                 self.loop.stop()
             self.loop = None
 
-    def _tick(self) -> None:
+    def _tick(self) -> defer.Deferred | None:
+        """One poll; the LoopingCall waits for the listings it made (in the durable pool)."""
+        listings = []
         for folder in list(self.folders.keys()):
             try:
-                self._refresh(folder)
+                listed = self._refresh(folder)
             except OSError:
-                pass
+                continue
+            if listed is not None:
+                listings.append(listed)
+        if not listings:
+            return None
+        return defer.DeferredList(listings, consumeErrors=True)
 
 
 def _uids_above(folder, uid: int) -> Iterator[int]:

@@ -147,15 +147,22 @@ class Store:
         return d
 
     def notify_delivery(self, address: str, folder: str = "INBOX") -> None:
-        """Reactor thread: refresh an open folder after an in-process delivery (wakes IDLE);
-        a folder nobody has open is named to the mailbox's watchers (IMAP NOTIFY) instead."""
+        """Reactor thread: after an in-process delivery, an open folder indexes what was
+        delivered into it, told by the delivery (no listing; wakes IDLE); with nothing told
+        (it was opened meanwhile) it is listed in the durable pool when its directories say
+        so.  A folder nobody has open is named to the mailbox's watchers (IMAP NOTIFY)."""
         with self._lock:
             mbox = self._mailboxes.get(address.lower())
         if mbox is None:
             return
         for f in mbox.open_folders():
             if f.name == folder:
-                f.refresh(force=True)
+                if not f.take_delivered() and f.needs_listing():
+                    d = self.io.submit(f.listing_job())
+                    d.addCallbacks(
+                        f.apply_listing,
+                        lambda failure: log.failure("listing {n} failed", failure, n=folder),
+                    )
                 return
         if mbox.watched:
             mbox.announce(MailboxEvent("messages", folder))

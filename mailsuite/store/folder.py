@@ -4,13 +4,17 @@ Every session of the process shares the one `Folder` object of a folder, so a fl
 expunge made by one session is seen by the others through listeners.  The index is persisted in
 `mailsuite-index` so that a cold open reads one file, and it is checked against the `new/` and
 `cur/` directory mtimes so that changes made by other programs are picked up on the next access.
-All methods run on one thread (the reactor's); only `Mailbox.deliver` runs in worker threads, and
-it only writes files, and `write_index`, which writes an image of the index taken on the reactor.
+The index is changed on one thread only (the reactor's).  Other threads (the durable pool) do
+the disk work: `listing_job`'s listing (new files' UIDs assigned there, under the uidlist's
+lock), `delivered` (a message this process has just delivered, its UID assigned), `write_index`
+of an image taken on the reactor; the reactor applies what they found (`apply_listing`,
+`take_delivered`).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import gc
 import marshal
 import operator
@@ -99,6 +103,43 @@ class FolderEvent:
     source: object = None
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What one listing of a folder's directories found (`Folder.listing_job`), for
+    `Folder.apply_listing`: names that appeared and vanished since the names it was given,
+    the new files with their UIDs and facts ((uid, key, subdir, info, size, wire size,
+    internal date) each), the signature taken before listing, and the folder's count of its
+    own changes when the names were taken."""
+
+    sig: tuple
+    appeared: list
+    vanished: list
+    arrivals: list
+    generation: int
+
+
+def _listing_changes(sub_paths: tuple[str, str], known: dict[str, set[str]]):
+    """(appeared, vanished) (subdir, file name) pairs of a listing against `known` (blocking).
+
+    The names are kept as one set per subdirectory, so comparing a listing of 100,000 files
+    with the index is two set differences in C, and only the differences are looked at in
+    Python."""
+    new_dir, cur_dir = sub_paths
+    appeared: list[tuple[str, str]] = []
+    vanished: list[tuple[str, str]] = []
+    for sub, where in (("cur", cur_dir), ("new", new_dir)):
+        try:
+            listed = set(os.listdir(where))
+        except FileNotFoundError:
+            listed = set()
+        names = known[sub]
+        fresh = listed - names
+        if len(listed) - len(fresh) != len(names):  # some known names are gone
+            vanished.extend((sub, n) for n in names - listed)
+        appeared.extend((sub, n) for n in fresh if not n.startswith("."))
+    return appeared, vanished
+
+
 class Folder:
     def __init__(self, name: str, path: Path, keywords: Keywords | None = None):
         self.name = name
@@ -117,6 +158,14 @@ class Folder:
         # Set when the signature was advanced past a change we made ourselves without listing
         # the folder: one listing is still owed once the mtimes are old enough to be trusted.
         self._unverified = False
+        # Renames and removals this process made (counted): a listing taken before one of
+        # them must not undo it.
+        self._own_changes = 0
+        self._detached = False  # the directory is gone (removed)
+        # Messages this process has just delivered here (`delivered`, in the durable pool),
+        # UIDs and facts known, for the reactor to index without listing (`take_delivered`).
+        self._due: list[tuple] = []
+        self._due_lock = threading.Lock()
         # Change counters that let callers cache per-flag answers (SEARCH UNSEEN, STATUS
         # counts) across changes to other flags: one per Maildir info letter, and one for
         # messages arriving or leaving.
@@ -494,32 +543,79 @@ class Folder:
         now = time.time_ns()
         return all(now - t > MTIME_SLACK_NS for t in sig[:2])
 
-    def refresh(self, force: bool = False) -> None:
-        """Sync the index with the directories; assign UIDs to new files; notify listeners."""
+    def needs_listing(self, force: bool = False) -> bool:
+        """Whether syncing the index takes a listing of the directories (three stats decide):
+        they changed since the last one, their mtimes are too recent to prove nothing did, or
+        one is owed to verify our own changes."""
+        if force:
+            return True
         sig = self._dir_signature()
-        if not force and sig == self._dir_sig:
-            stable = self._stable(sig)
-            if stable and not self._unverified:
-                return
-            if not stable and self._unverified:
-                # Only our own renames since the last listing (any later change would have
-                # moved an mtime): listing now would find nothing; verify once stable.
-                return
-        self._unverified = False
-        appeared, vanished = self._listing_changes()
-        # Names that appeared: a known key under a new name was renamed (flags, new/ -> cur/);
-        # an unknown key is a new message.  cur/ first, so a key in both ends up as new/'s.
-        renamed: dict[str, tuple[str, str, str]] = {}
+        if sig != self._dir_sig:
+            return True
+        stable = self._stable(sig)
+        if stable and not self._unverified:
+            return False
+        # Only our own renames since the last listing (any later change would have moved an
+        # mtime): listing now would find nothing; verify once stable.
+        return not (not stable and self._unverified)
+
+    def refresh(self, force: bool = False) -> None:
+        """Sync the index with the directories; assign UIDs to new files; notify listeners.
+        Blocking: the listing runs in the caller's thread (`listing_job` is the reactor's way,
+        with the listing in the durable pool)."""
+        if self.needs_listing(force):
+            self.apply_listing(self.listing_job()())
+
+    def listing_job(self):
+        """A blocking callable (for the durable pool) listing the directories against the
+        names the index holds now (copied here, on the reactor); its `Listing` goes to
+        `apply_listing`, back on the reactor."""
+        if self._names is None:
+            self._names = {"cur": set(), "new": set()}
+            for m in self.messages:
+                self._names[m.subdir].add(m.filename)
+        known = {sub: set(names) for sub, names in self._names.items()}
+        return functools.partial(self._list, known, self._own_changes)
+
+    def _list(self, known: dict[str, set[str]], generation: int) -> Listing:
+        """Blocking, any thread: what changed in the directories since `known`; new files get
+        their UIDs (the uidlist appended under its lock) and their facts (a stat) here."""
+        # The signature taken before listing: anything changed since shows on the next check.
+        sig = self._dir_signature()
+        appeared, vanished = _listing_changes(self._sub_paths, known)
+        # cur/ first, so a key in both ends up as new/'s.
         on_disk: dict[str, tuple[str, str]] = {}
         for sub, filename in appeared:
             key, info = split_filename(filename)
+            if key not in self._by_key:
+                on_disk[key] = (sub, info)
+        arrivals = self._arrivals(list(on_disk), on_disk) if on_disk else []
+        return Listing(sig, appeared, vanished, arrivals, generation)
+
+    def apply_listing(self, listing: Listing) -> None:
+        """Reactor: bring the index to what `listing` saw; notify listeners.
+
+        New files are always taken (a key indexed meanwhile is skipped).  Renames and removals
+        are taken only when this process changed no file of the folder since the listing's
+        names were copied (a flag toggled twice meanwhile would otherwise be undone); else the
+        signature is left as it was, so the next check lists again."""
+        if self._detached:
+            return
+        if listing.generation != self._own_changes:
+            added = self._admit(listing.arrivals)
+            if added:
+                self._notify("exists", [m.uid for m in added])
+            return
+        self._unverified = False
+        # Names that appeared: a known key under a new name was renamed (flags, new/ -> cur/).
+        renamed: dict[str, tuple[str, str, str]] = {}
+        for sub, filename in listing.appeared:
+            key, info = split_filename(filename)
             if key in self._by_key:
                 renamed[key] = (sub, info, filename)
-            else:
-                on_disk[key] = (sub, info)
         gone = []
         changed = []
-        for sub, filename in vanished:
+        for sub, filename in listing.vanished:
             self._names[sub].discard(filename)
             key, _ = split_filename(filename)
             msg = self._by_key.get(key)
@@ -542,14 +638,13 @@ class Folder:
             self._dirty = True
         for sub, _, filename in renamed.values():
             self._names[sub].add(filename)  # a second copy of a known key: not a new message
-        new_keys = list(on_disk)
-        added = self._add_new(new_keys, on_disk) if new_keys else []
+        added = self._admit(listing.arrivals)
         if gone:
             gone_keys = {m.key for m in gone}
             self.highestmodseq += 1
             self._set_messages([m for m in self.messages if m.key not in gone_keys])
             self._dirty = True
-        # The signature taken before listing: anything changed since will show on the next call.
+        sig = listing.sig
         # Our own uidlist append is not such a change (we hold what it wrote): keep its result,
         # or every later open would rescan the folder.
         if self._own_uid_sig is not None:
@@ -565,71 +660,70 @@ class Folder:
         if added:
             self._notify("exists", [m.uid for m in added])
 
-    def _listing_changes(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        """(appeared, vanished) (subdir, file name) pairs since the last listing.
-
-        The names the index knows are kept as one set per subdirectory, so comparing a listing
-        of 100,000 files with the index is two set differences in C, and only the differences
-        are looked at in Python (a delivery into a big folder refreshes in milliseconds)."""
-        if self._names is None:
-            self._names = {"cur": set(), "new": set()}
-            for m in self.messages:
-                self._names[m.subdir].add(m.filename)
-        appeared: list[tuple[str, str]] = []
-        vanished: list[tuple[str, str]] = []
-        for sub in ("cur", "new"):
-            try:
-                listed = set(os.listdir(self.path / sub))
-            except FileNotFoundError:
-                listed = set()
-            known = self._names[sub]
-            fresh = listed - known
-            if len(listed) - len(fresh) != len(known):  # some known names are gone
-                vanished.extend((sub, n) for n in known - listed)
-            appeared.extend((sub, n) for n in fresh if not n.startswith("."))
-        return appeared, vanished
-
     def _add_new(
         self, keys: list[str], on_disk: dict[str, tuple[str, str]], facts: dict | None = None
     ) -> list[Message]:
         """Index new files; `facts`: (size, wire size, internal date) by key where they are
         known already (the copies this process just made), so their files are not looked at."""
+        return self._admit(self._arrivals(keys, on_disk, facts))
+
+    def _assign_uids(self, keys: list[str]) -> dict[str, int]:
+        """The UIDs of `keys`, new ones appended to the uidlist under its lock (blocking, any
+        thread: the lock also keeps the threads of this process apart)."""
         known = self._uidlist.entries
-        missing = [k for k in keys if k not in known]
-        if missing:
-            with self._uidfile.locked():
-                if self._uid_lazy:
-                    self._parse_lazy_uidlist()
-                self._uidlist = self._uidfile.catch_up(self._uidlist)
-                known = self._uidlist.entries
-                fresh = []
-                # Order new files by the delivery time at the head of their name (arrival order).
-                for key in sorted((k for k in missing if k not in known), key=_arrival_order):
-                    uid = self._uidlist.next_uid
-                    self._uidlist.next_uid += 1
-                    known[key] = uid
-                    fresh.append((uid, key))
-                if fresh:
-                    self._uidfile.append(self._uidlist, fresh)
-                    self._maybe_compact(len(self.messages) + len(keys))
-                    self._own_uid_sig = self._uidfile.stat_signature()
-                self._note_uid_state()
-        added = []
+        if all(k in known for k in keys):
+            return known
+        with self._uidfile.locked():
+            if self._uid_lazy:
+                self._parse_lazy_uidlist()
+            self._uidlist = self._uidfile.catch_up(self._uidlist)
+            known = self._uidlist.entries
+            fresh = []
+            # Order new files by the delivery time at the head of their name (arrival order).
+            for key in sorted((k for k in keys if k not in known), key=_arrival_order):
+                uid = self._uidlist.next_uid
+                self._uidlist.next_uid += 1
+                known[key] = uid
+                fresh.append((uid, key))
+            if fresh:
+                self._uidfile.append(self._uidlist, fresh)
+                self._maybe_compact(len(self.messages) + len(keys))
+                self._own_uid_sig = self._uidfile.stat_signature()
+            self._note_uid_state()
+        return known
+
+    def _arrivals(
+        self, keys: list[str], on_disk: dict[str, tuple[str, str]], facts: dict | None = None
+    ) -> list[tuple]:
+        """(uid, key, subdir, info, size, wire size, internal date) of new files (blocking:
+        UIDs assigned, files without `facts` looked at); a file gone meanwhile is left out."""
+        known = self._assign_uids(keys)
+        out = []
         for key in keys:
             sub, info = on_disk[key]
-            filename = key + INFO_SEPARATOR + info if (info or sub == "cur") else key
             known_facts = facts.get(key) if facts else None
             if known_facts is not None:
                 size, wire, date = known_facts
             else:
+                filename = key + INFO_SEPARATOR + info if (info or sub == "cur") else key
                 size, wire, date = self._file_facts(key, self.path / sub / filename)
             if size is None:
                 continue  # vanished or unreadable: skipped with a log line
+            out.append((known[key], key, sub, info, size, wire, date))
+        return out
+
+    def _admit(self, arrivals: list[tuple]) -> list[Message]:
+        """Reactor: put `_arrivals`' messages into the index (no file access); those whose
+        key it holds already are left out."""
+        added = []
+        for uid, key, sub, info, size, wire, date in arrivals:
+            if key in self._by_key:
+                continue
             self.highestmodseq += 1
             if self._names is not None:
-                self._names[sub].add(filename)
+                self._names[sub].add(key + INFO_SEPARATOR + info if (info or sub == "cur") else key)
             msg = Message(
-                known[key],
+                uid,
                 key,
                 sub,
                 info,
@@ -745,6 +839,7 @@ class Folder:
         finally:
             self.flag_versions.update(touched)
         if changed:
+            self._own_changes += 1
             self._dirty = True
             self._advance_signature(in_sync)
             self._notify("flags", [m.uid for m in changed], source)
@@ -778,6 +873,7 @@ class Folder:
         """Index the files `Mailbox.copy_files` has just made in cur/ ((key, info, size, wire
         size, internal date) each), without listing the folder or looking at each file: a
         COPY of 20,000 messages would otherwise stat them all on the reactor.  UIDs by key."""
+        self.take_delivered()  # `copied` gave them their UIDs in the pool
         fresh = [c for c in copies if c[0] not in self._by_key]
         if fresh:
             added = self._add_new(
@@ -789,9 +885,53 @@ class Folder:
                 self._notify("exists", [m.uid for m in added])
         return {key: m.uid for key, *_ in copies if (m := self._by_key.get(key)) is not None}
 
+    def delivered(self, key: str, sub: str, info: str, path: str) -> None:
+        """Blocking, in the delivering thread: the file this process has just placed at
+        `path` (`sub`/key with `info`) gets its UID here (the uidlist appended under its
+        lock) and waits for `take_delivered`, so the reactor indexes it without listing.
+        A caller that holds the uidlist's lock numbers the message itself (the import):
+        nothing is recorded then."""
+        if self._uidfile.held_here():
+            return
+        size, wire, date = self._file_facts(key, Path(path))
+        if size is None:
+            return  # gone already: a listing finds out
+        uid = self._assign_uids([key])[key]
+        with self._due_lock:
+            self._due.append((uid, key, sub, info, size, wire, date))
+
+    def copied(self, copies: list[tuple[str, str, int, int, float]]) -> None:
+        """Blocking, in the copying thread: the files `Mailbox.copy_files` has just made in
+        cur/ ((key, info, size, wire size, internal date) each) get their UIDs here (one
+        uidlist append) and wait for `take_delivered`, as a delivery's do."""
+        known = self._assign_uids([c[0] for c in copies])
+        with self._due_lock:
+            self._due.extend((known[c[0]], c[0], "cur", *c[1:]) for c in copies)
+
+    def withdrawn(self, key: str) -> None:
+        """A delivered file taken back before it was announced (any thread)."""
+        with self._due_lock:
+            self._due = [a for a in self._due if a[1] != key]
+
+    def take_delivered(self) -> bool:
+        """Reactor: index what `delivered` recorded (no file access) and tell the listeners;
+        False when nothing was waiting."""
+        with self._due_lock:
+            due, self._due = self._due, []
+        if not due or self._detached:
+            return False
+        added = self._admit(due)
+        if added:
+            self._notify("exists", [m.uid for m in added])
+        return True
+
     def index_delivered(self, key: str, flags=()) -> int | None:
         """Index one file this process has just delivered (Mailbox.deliver's key and flags),
         without listing the folder: an APPEND into a big folder stays cheap."""
+        msg = self._by_key.get(key)
+        if msg is not None:
+            return msg.uid
+        self.take_delivered()  # Mailbox.deliver recorded it when the folder was open
         msg = self._by_key.get(key)
         if msg is not None:
             return msg.uid
@@ -808,6 +948,7 @@ class Folder:
     def removed(self) -> None:
         """The folder's directory is gone (DELETE, in the durable pool): every message
         leaves the index, and the sessions that have it open hear them expunged."""
+        self._detached = True
         uids = [m.uid for m in self.messages]
         self._set_messages([])
         self._names = None
@@ -833,6 +974,7 @@ class Folder:
             freed += msg.size
         if not removed:
             return []
+        self._own_changes += 1
         keys = {m.key for m in removed}
         self._set_messages([m for m in self.messages if m.key not in keys])
         self.highestmodseq += 1

@@ -544,7 +544,20 @@ class Mailbox:
             if isinstance(e, OSError):
                 self._no_such_folder(folder)
             raise
+        self._record_delivery(folder, key, info, dest)
         return key
+
+    def _record_delivery(self, folder: str, key: str, info: str, dest: str) -> None:
+        """A folder open in this process learns of the message here, in the delivering
+        thread (its UID assigned), so the reactor indexes it without listing the folder.
+        Delivered is delivered: a failure here only leaves it to the next listing."""
+        open_folder = self._folders.get(folder)
+        if open_folder is None:
+            return
+        try:
+            open_folder.delivered(key, "cur" if info else "new", info, dest)
+        except Exception:
+            log.failure("recording a delivery into {folder} failed", folder=folder)
 
     def _deliver_file(self, data, folder, flags, internaldate, check_quota) -> str:
         """deliver() of a message in a file: copied in pieces, counted once its size is known."""
@@ -559,6 +572,7 @@ class Mailbox:
             dest = f"{base}/new/{key}"
         self.io.sync_new_file(tmp, fd, dest, internaldate)
         self._quota.add(size, 1)
+        self._record_delivery(folder, key, info, dest)
         return key
 
     def deliver_async(
@@ -597,6 +611,9 @@ class Mailbox:
         """Take back a just-delivered, not yet announced message (a multi-copy delivery that
         failed half-way must leave nothing the sender's retry would duplicate)."""
         path = self.folder_path(folder) / "new" / key
+        open_folder = self._folders.get(folder)
+        if open_folder is not None:
+            open_folder.withdrawn(key)
         try:
             size = path.stat().st_size
             path.unlink()
@@ -613,7 +630,7 @@ class Mailbox:
             raise NoSuchFolder(dest_name)
         # Loaded here, before the copies exist, when it is not yet: its index is built in this
         # thread, and the copies are then indexed from what is known of them (index_copies).
-        self.folder(dest_name)
+        dest = self.folder(dest_name)
         dest_kw = self.keywords_for(dest_name)
         total = sum(m.size for m in msgs)
         self._quota.check(total)
@@ -635,6 +652,11 @@ class Mailbox:
             result.append((msg.uid, (key, info, msg.size, msg.wire_size, msg.internaldate)))
         self.io.fsync_dir(dest_path / "cur")
         self._quota.add(total, len(result))
+        if result:
+            try:
+                dest.copied([copy for _, copy in result])  # their UIDs, here, not on the reactor
+            except Exception:
+                log.failure("assigning UIDs to copies in {folder} failed", folder=dest_name)
         return result
 
     # -- asynchronous conveniences for the protocols (reactor thread) --------------------------

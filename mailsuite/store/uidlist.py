@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ from mailsuite.durable.modes import private_opener
 
 FILENAME = "dovecot-uidlist"
 LOCKNAME = "dovecot-uidlist.mslock"
+
+# The lock files each thread holds now (`UidlistFile.held_here`).
+_held = threading.local()
 
 
 class CorruptUidlist(ValueError):
@@ -104,11 +108,21 @@ class UidlistFile:
     @contextmanager
     def locked(self):
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        held = _held.__dict__.setdefault("paths", set())
+        where = os.fspath(self.lock_path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            held.add(where)
             yield
         finally:
+            held.discard(where)
             os.close(fd)
+
+    def held_here(self) -> bool:
+        """Whether this thread holds the lock now (through another UidlistFile of the same
+        folder: the import numbers what it delivers itself, under the lock); taking it again
+        would wait for ever, flock being per open file."""
+        return os.fspath(self.lock_path) in getattr(_held, "paths", ())
 
     def stat_signature(self) -> tuple[int, int, int]:
         try:

@@ -80,6 +80,8 @@ def make_services(root: Path, with_tls: bool = True, **overrides) -> Services:
     # INBOX loaded as the durable pool loads a folder before its first SELECT (no reactor
     # runs here to hand the result back): SELECT INBOX is then answered at once.
     services.store.create_mailbox(USER).folder("INBOX")
+    # Folders listed in the session's own thread, for the same reason.
+    services.imap = ImapState()
     return services
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+import smtplib
 import time
 
 import pytest
@@ -162,3 +163,107 @@ def test_list_of_many_folders_lets_another_connection_in_between(imap_server):
     assert b'* LIST (\\Noselect \\HasChildren) "/" Many' in lines  # implied by its children
     other.close()
     r.close()
+
+
+def _drop(root, name: str, info: str = "") -> None:
+    """Another program's delivery: a file written into tmp/ and renamed into new/ (or cur/)."""
+    tmp = root / "tmp" / name
+    tmp.write_bytes(message(9).replace(b"\r\n", b"\n"))
+    tmp.rename(root / ("cur" if info else "new") / (name + info))
+
+
+def test_folders_changed_moments_ago_are_listed_in_the_durable_pool(imap_server, watch):
+    """SELECT, STATUS, NOOP, CHECK and the IDLE poll of a folder whose directories changed
+    within the mtime slack (or behind the index's back) list it in the pool, and show what
+    the listing found as before."""
+    mbox = imap_server.mailbox(USER)
+    for i in range(3):
+        mbox.deliver(message(i))
+    root = mbox.path
+    a = Raw(imap_server.port("imap"))
+    a.login()
+    assert any(line == b"* 3 EXISTS" for line in a.cmd(b"SELECT INBOX"))
+    b = Raw(imap_server.port("imap"))
+    b.login()
+    idler = Raw(imap_server.port("imap"))
+    idler.login()
+    with watch.window(reactor_thread()) as events:
+        _drop(root, "100.dropped.host")
+        assert any(line == b"* 4 EXISTS" for line in idler.cmd(b"SELECT INBOX"))
+        _drop(root, "101.dropped.host")
+        lines = b.cmd(b"STATUS INBOX (MESSAGES)")
+        assert lines[0] == b"* STATUS INBOX (MESSAGES 5)", lines
+        idler.send(b"i IDLE\r\n")
+        told = [idler.line() for _ in range(3)]  # STATUS's listing, told before IDLE begins
+        assert told == [b"* 5 EXISTS", b"* 2 RECENT", b"+ idling"], told
+        _drop(root, "102.dropped.host", ":2,S")
+        idler.sock.settimeout(3)
+        assert idler.line() == b"* 6 EXISTS"  # the IDLE poll, once a second
+        assert idler.line() == b"* 3 RECENT"
+        time.sleep(1)  # NOOP checks the disk at most once in REFRESH_INTERVAL
+        lines = a.cmd(b"NOOP", b"n")
+        assert b"* 6 EXISTS" in lines and lines[-1] == b"n OK NOOP completed", lines
+        _drop(root, "103.dropped.host")
+        lines = a.cmd(b"CHECK", b"c")
+        assert b"* 7 EXISTS" in lines and lines[-1] == b"c OK CHECK completed", lines
+        lines = a.cmd(b"UID FETCH 1:* (FLAGS)", b"f")
+        assert sum(b"FETCH (UID" in line for line in lines) == 7
+        idler.send(b"DONE\r\n")
+        assert idler.until_tagged(b"i")[-1] == b"i OK IDLE completed"
+    assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
+    for r in (a, b, idler):
+        r.close()
+
+
+def test_a_delivery_into_an_idled_folder_is_indexed_without_listing_it(full_server, watch):
+    """What SMTP delivers into a folder a session has open reaches the index (and IDLE) from
+    the delivery itself: no listing of the folder, and no uidlist write, on the reactor."""
+    mbox = full_server.mailbox(USER)
+    for i in range(3):
+        mbox.deliver(message(i))
+    _backdate(mbox.path, "INBOX")
+    idler = Raw(full_server.port("imap"))
+    idler.login()
+    assert any(line == b"* 3 EXISTS" for line in idler.cmd(b"SELECT INBOX"))
+    idler.send(b"i IDLE\r\n")
+    assert idler.line() == b"+ idling"
+    idler.sock.settimeout(3)
+    with smtplib.SMTP("127.0.0.1", full_server.port("smtp"), timeout=10) as s:
+        with watch.window(reactor_thread()) as events:
+            for n in (4, 5, 6):
+                s.sendmail("bob@example.net", [USER], message(n))
+                assert idler.line() == b"* %d EXISTS" % n
+                assert idler.line() == b"* %d RECENT" % n  # the first three were in new/
+    assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
+    idler.send(b"DONE\r\n")
+    assert idler.until_tagged(b"i")[-1] == b"i OK IDLE completed"
+    lines = idler.cmd(b"UID FETCH 1:* (UID)", b"f")
+    assert [line.split(b"UID ")[1] for line in lines[:-1]] == [
+        b"1)",
+        b"2)",
+        b"3)",
+        b"4)",
+        b"5)",
+        b"6)",
+    ]
+    idler.close()
+
+
+def test_append_and_copy_give_uids_in_the_durable_pool(imap_server, watch):
+    """APPEND's new message and COPY's copies get their UIDs (the uidlist appended) where
+    their files were written, in the pool; the reactor only indexes them."""
+    c = imaplib.IMAP4("127.0.0.1", imap_server.port("imap"), timeout=10)
+    c.login(USER, DEFAULT_PASSWORD)
+    _ok(c.select("Archive"))  # loaded before: a first load is SELECT's business
+    _ok(c.select("INBOX"))
+    with watch.window(reactor_thread()) as events:
+        for i in range(3):
+            data = _ok(c.append("INBOX", "(\\Seen)", None, message(i)))
+            assert b"[APPENDUID " in data[0] and data[0].split()[2] == b"%d]" % (i + 1)
+        _ok(c.noop())
+        data = _ok(c._simple_command("UID", "COPY", "1:3", "Archive"))
+        assert b"[COPYUID " in data[0] and data[0].split()[3] == b"1:3]", data
+        status = _ok(c.status("Archive", "(MESSAGES UIDNEXT)"))
+        assert status == [b"Archive (MESSAGES 3 UIDNEXT 4)"]
+    assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
+    c.logout()

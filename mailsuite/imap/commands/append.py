@@ -153,7 +153,7 @@ def _catenated(session, cat: Catenation):
             ref = parse_message_url(url)
             if ref.user is not None and ref.user.lower() != session.user.lower():
                 raise BadUrl("another user's mailbox")
-            folder = open_folder(session, ref.mailbox)
+            folder = yield defer.maybeDeferred(open_folder, session, ref.mailbox)
             if ref.uidvalidity is not None and ref.uidvalidity != folder.uidvalidity:
                 raise BadUrl("UIDVALIDITY does not match")
             msg = folder.by_uid(ref.uid)

@@ -32,7 +32,8 @@ def mailbox_arg(session, value) -> str:
 
 
 def open_folder(session, name: str, create_hint: bool = False):
-    """The shared Folder for `name`, synced with disk; ImapNo when it does not exist."""
+    """The shared Folder for `name`, synced with disk; ImapNo when it does not exist.  A
+    Deferred[Folder] instead when syncing takes a listing (made in the durable pool)."""
     try:
         folder = session.mailbox.folder(name)
     except NoSuchFolder:
@@ -44,7 +45,9 @@ def open_folder(session, name: str, create_hint: bool = False):
         raise ImapNo("CANNOT", f"Invalid mailbox name: {e}") from None
     # SELECT, EXAMINE and STATUS show the folder as it is now, whatever other programs
     # (a `mailsuite deliver` from the MTA, rsync) did a moment ago.
-    session.imap_state.refresh(folder, force=True)
+    listed = session.imap_state.refresh(folder, force=True)
+    if listed is not None:
+        return listed.addCallback(lambda _: folder)
     return folder
 
 
@@ -532,6 +535,15 @@ def _status_slice(session, lines: list, status_items: list[str]) -> defer.Deferr
             folder = open_folder(session, item)
         except ImapNo:
             continue
+        if type(folder) is defer.Deferred:  # listed in the pool first: the rest after it
+            session.send_many(out)
+            rest = lines[i + 1 :]
+
+            def listed(folder, name=item, rest=rest):
+                session.send(status_line(session, name, folder, status_items))
+                return _send_with_status(session, rest, status_items)
+
+            return folder.addCallback(listed)
         out.append(status_line(session, item, folder, status_items))
     session.send_many(out)
     return None

@@ -431,7 +431,11 @@ class Notifier:
             folder = self.mailbox.folder(name)
         except (NoSuchFolder, ValueError):
             return None  # gone meanwhile (its LIST says so when MailboxName is asked for)
-        self.session.imap_state.refresh(folder)
+        # A listing it takes is made in the durable pool; what it finds is reported as
+        # the folder's events, after this line.
+        listed = self.session.imap_state.refresh(folder)
+        if listed is not None:
+            listed.addErrback(lambda f: log.failure("NOTIFY: listing {n} failed", f, n=name))
         items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN"]
         if self.session.condstore:
             items.append("HIGHESTMODSEQ")  # RFC 5465 §5.2 with RFC 7162
