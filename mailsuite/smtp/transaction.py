@@ -262,8 +262,6 @@ class TransactionCommands:
             raise SmtpReply(552, "5.3.4", "Error: message file too big")
         self._reply(250, "2.0.0", f"Ok: {body.size} octets received")
 
-    # --- end of message: checks, headers, delivery ---------------------------------------------
-
     # --- message memory (budget.py) ----------------------------------------------------------
 
     def _memory_key(self) -> str | None:
@@ -278,7 +276,7 @@ class TransactionCommands:
             "{held}/{total}; from=<{sender}> helo=<{helo}> user={user}",
             ip=self.client_ip,
             when=when,
-            share=budget.held_by(self.client_ip),
+            share=budget.held_by(self.client_ip) if self.user is None else "-",
             per_ip=budget.per_ip if self.user is None else "-",
             held=budget.held,
             total=budget.total,
@@ -305,6 +303,8 @@ class TransactionCommands:
         charge, self.body_charge = self.body_charge, None
         if charge is not None:
             charge.release()
+
+    # --- end of message: checks, headers, delivery ---------------------------------------------
 
     def _end_of_message(self) -> None:
         tx = self.tx
