@@ -119,6 +119,14 @@ class LimitsConfig:
     connections_per_ip: int = 20
     # Malformed or unknown commands in one session before it is closed.
     bad_commands: int = 20
+    # Bytes of message content (DATA/BDAT) all SMTP sessions together may hold in memory while
+    # messages arrive and are delivered. Content past it is refused with 452 4.3.1
+    # (insufficient system storage), a temporary failure the sender retries later.
+    message_memory: int = 256 * 1024 * 1024
+    # The share of `message_memory` the sessions from one client address that have not logged
+    # in may hold together; 0: twice `[smtp] max_message_size`. Logged-in sessions count
+    # toward `message_memory` only.
+    message_memory_per_ip: int = 0
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from mailsuite.limits import ConnectionLimiter
 from mailsuite.metrics import DISABLED, Metrics
 from mailsuite.pop3.server_state import Pop3State
 from mailsuite.sieve.filtering import SieveFilter
+from mailsuite.smtp.budget import BodyBudget
 from mailsuite.spool.queue import Queue
 from mailsuite.store import Store
 from mailsuite.tls import TlsContexts
@@ -55,6 +56,8 @@ class Services:
     junk: JunkFilter  # the per-user junk filter (delivery's verdicts, training)
     # URLAUTH (RFC 4467): the access keys and the resolver of URLFETCH and BURL.
     urlauth: UrlAuthority
+    # The message content every SMTP session holds in memory, bounded ([limits] message_memory).
+    message_memory: BodyBudget
     # kind -> [(host, port)] of the listeners once they listen (app.MailServer): what
     # autoconfig advertises when `[public]` does not say.
     listening: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
@@ -99,6 +102,7 @@ class Services:
             metrics=metrics,
             junk=junk,
             urlauth=UrlAuthority(store, AccessKeys(store), section_reader=section_bytes),
+            message_memory=BodyBudget.from_config(config),
         )
 
     def plaintext_auth_allowed(self, secure: bool, client_ip: str) -> bool:

@@ -90,10 +90,14 @@ class BurlCommands:
     def _burl_content(self, tx: Transaction, data: bytes, last: bool) -> None:
         body = self.body = self.message_body(tx)
         body.feed(data)
+        self.hold_body()
         if last:
             body.finish()
             self._end_of_message()
             return
+        if body.refusal is not None:
+            tx.failed = True
+            raise body.refusal
         if body.too_big:
             tx.failed = True
             raise SmtpReply(554, "5.3.4", "Message too big for system")

@@ -602,7 +602,11 @@ class BodyReader:
     line_too_long: bool = False
     too_big: bool = False
     done: bool = False
+    # Why the content is no longer kept (the server's memory for messages is full): the rest
+    # is still read to its end, then this is the reply.
+    refusal: SmtpReply | None = None
     _parts: list[bytes] = field(default_factory=list)
+    _kept: int = 0  # octets in _parts
     _pending: bytes = b""
     _pending_dropped: int = 0  # octets of the current line not kept in _pending
     _line_after_crlf: bool = True
@@ -666,7 +670,7 @@ class BodyReader:
         if self.size + len(rest) + self._pending_dropped > self.max_size:
             # An unfinished line already takes the message over the limit (BDAT chunks).
             self.too_big = True
-            self._parts.clear()
+            self._drop()
         if len(rest) + self._pending_dropped > self.max_line:
             # Keep only the last octet: enough to see a CR before the next LF.
             self._pending_dropped += len(rest) - 1
@@ -717,12 +721,27 @@ class BodyReader:
         self.size += len(data)
         if self.size > self.max_size:
             self.too_big = True
-            self._parts.clear()
-        if self.too_big or self.line_too_long:
+            self._drop()
+        if self.too_big or self.line_too_long or self.refusal is not None:
             return
         if self.bare_newline_seen and self.bare_newline == "reject":
             return
         self._parts.append(data)
+        self._kept += len(data)
+
+    def _drop(self) -> None:
+        self._parts.clear()
+        self._kept = 0
+
+    @property
+    def held(self) -> int:
+        """Octets of content this reader holds in memory now."""
+        return self._kept + len(self._pending)
+
+    def refuse(self, reply: SmtpReply) -> None:
+        """Keep nothing more (and drop what is kept); `result()` will be `reply`."""
+        self.refusal = reply
+        self._drop()
 
     def result(self) -> bytes:
         """The message, or the SmtpReply refusing it (RFC 1870 §6, RFC 5321 §4.5.3.1.6)."""
@@ -733,4 +752,7 @@ class BodyReader:
             raise SmtpReply(554, "5.5.2", "Error: bare <CR> or <LF> received in message")
         if self.line_too_long:
             raise SmtpReply(554, "5.6.0", "Error: message line too long")
+        if self.refusal is not None:
+            # A permanent fault above wins: retrying such a message later would not help.
+            raise self.refusal
         return b"".join(self._parts)

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from mailsuite import sasl
 from mailsuite.limits import COMMANDS_PER_TURN, PER_ADDRESS
 from mailsuite.smtp.auth import AuthCommands
+from mailsuite.smtp.budget import BodyCharge
 from mailsuite.smtp.burl import BurlCommands
 from mailsuite.smtp.parser import (
     AUTH_LINE_LIMIT,
@@ -112,6 +113,7 @@ class SmtpSession(AuthCommands, TransactionCommands, BurlCommands):
         self.user: str | None = None
         self.tx: Transaction | None = None
         self.body: BodyReader | None = None
+        self.body_charge: BodyCharge | None = None  # what `body` holds, in the server's budget
         self.bdat_remaining = 0
         self.bdat_last = False
         self.sasl: sasl.SaslDialogue | None = None
@@ -195,9 +197,15 @@ class SmtpSession(AuthCommands, TransactionCommands, BurlCommands):
         self.sasl = None
         # Nothing of this session waits for the cycle collector once the connection is gone.
         self.lines.take_rest()
-        self.body = None
-        self.tx = None
+        self._forget_transaction()
         self.conn = DISCONNECTED
+
+    def _forget_transaction(self) -> None:
+        """EHLO, HELO, RSET, STARTTLS, connection loss: the transaction and its content are
+        gone, and so is their charge to the message memory."""
+        self.tx = None
+        self.body = None
+        self._release_body()
 
     def _close(self) -> None:
         self.mode = "closed"
@@ -266,6 +274,7 @@ class SmtpSession(AuthCommands, TransactionCommands, BurlCommands):
         if not chunk:
             return False
         rest = self.body.feed(chunk)
+        self.hold_body()
         if rest is None:
             return False
         self.lines.feed(rest)
@@ -283,6 +292,7 @@ class SmtpSession(AuthCommands, TransactionCommands, BurlCommands):
         self.bdat_remaining -= len(take)
         if self.body is not None:
             self.body.feed(take)
+            self.hold_body()
         if self.bdat_remaining:
             return False
         self.mode = "command"
@@ -346,7 +356,7 @@ class SmtpSession(AuthCommands, TransactionCommands, BurlCommands):
     def smtp_EHLO(self, arg: str) -> None:
         self.helo = parse_helo(arg)
         self.esmtp = True
-        self.tx = None
+        self._forget_transaction()
         starttls = self._starttls_available()
         auth = self._auth_allowed() and self.user is None
         burl = tuple(self.ehlo_burl())
@@ -371,7 +381,7 @@ class SmtpSession(AuthCommands, TransactionCommands, BurlCommands):
     def smtp_HELO(self, arg: str) -> None:
         self.helo = parse_helo(arg)
         self.esmtp = False
-        self.tx = None
+        self._forget_transaction()
         self._reply(250, None, self.hostname)
 
     def smtp_NOOP(self, arg: str) -> None:
@@ -380,7 +390,7 @@ class SmtpSession(AuthCommands, TransactionCommands, BurlCommands):
     def smtp_RSET(self, arg: str) -> None:
         if arg.strip():
             raise SmtpReply(501, "5.5.4", "Syntax: RSET")
-        self.tx = None
+        self._forget_transaction()
         self._reply(250, "2.0.0", "Ok")
 
     def smtp_VRFY(self, arg: str) -> None:
@@ -424,7 +434,7 @@ class SmtpSession(AuthCommands, TransactionCommands, BurlCommands):
         self.secure = True
         self.helo = None
         self.esmtp = False
-        self.tx = None
+        self._forget_transaction()
         self.user = None
 
     # --- policy ------------------------------------------------------------------------------

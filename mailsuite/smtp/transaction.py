@@ -1,8 +1,10 @@
 """SMTP mail transactions (RFC 5321 §3.3): MAIL, RCPT, DATA and BDAT, the end-of-message
 checks and the hand-over to delivery.
 
-A mixin of `SmtpSession`: it uses the session's state (`helo`, `user`, `tx`, `body`, `mode`)
-and its `conn`, `_reply` and `_wait`.
+A mixin of `SmtpSession`: it uses the session's state (`helo`, `user`, `tx`, `body`, `mode`,
+`body_charge`) and its `conn`, `_reply` and `_wait`.  What a body holds in memory is charged
+to the server's `BodyBudget` (`budget.py`) as it arrives and given back when the transaction
+ends, however it ends.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mailsuite.logtext import visible
 from mailsuite.message.headers import field_count
 from mailsuite.message.lines import header_end
 from mailsuite.smtp import headers
+from mailsuite.smtp.budget import BodyCharge
 from mailsuite.smtp.parser import (
     BodyReader,
     Mailbox,
@@ -87,6 +90,9 @@ class TransactionCommands:
         if mail.size is not None and mail.size > self.cfg.max_message_size:
             # RFC 1870 §6: refuse a declared size over the limit before any data.
             raise SmtpReply(552, "5.3.4", "Message size exceeds fixed limit")
+        if mail.size and not self.services.message_memory.has_room(self._memory_key(), mail.size):
+            # RFC 1870 §6.1: no room for the declared size now; the client may try later.
+            raise self._memory_full(f"at MAIL for SIZE={mail.size}")
         sender = mail.sender.address if mail.sender else ""
         senders: frozenset[str] = frozenset()
         if self.user is not None:
@@ -179,6 +185,9 @@ class TransactionCommands:
             raise SmtpReply(501, "5.5.4", "Syntax: DATA")
         if tx.body is not None:
             raise SmtpReply(503, "5.5.1", "Error: BDAT in progress")
+        if not self.services.message_memory.has_room(self._memory_key()):
+            # RFC 5321 §4.5.3.1.10: refused before the client sends a body it would hold.
+            raise self._memory_full("at DATA")
         self.body = BodyReader(
             self.cfg.max_message_size, self.cfg.max_text_line, self.cfg.bare_newline
         )
@@ -210,6 +219,14 @@ class TransactionCommands:
             tx = self._ready_for_content()
             if tx.failed:
                 raise SmtpReply(503, "5.5.1", "Error: transaction failed, send RSET")
+            if size and not self.services.message_memory.has_room(self._memory_key()):
+                # The chunk is lost, and with it the message: the transaction fails.
+                tx.failed = True
+                reply = self._memory_full("at BDAT")
+                if tx.body is not None:
+                    tx.body.refuse(reply)
+                self._release_body()
+                raise reply
         except SmtpReply as e:
             self.body = None
             self._bdat_error = e
@@ -237,10 +254,55 @@ class TransactionCommands:
             body.finish()
             self._end_of_message()
             return
+        if body.refusal is not None:
+            self.tx.failed = True
+            raise body.refusal
         if body.too_big:
             self.tx.failed = True
             raise SmtpReply(552, "5.3.4", "Error: message file too big")
         self._reply(250, "2.0.0", f"Ok: {body.size} octets received")
+
+    # --- message memory (budget.py) ----------------------------------------------------------
+
+    def _memory_key(self) -> str | None:
+        """The address whose share a body counts toward; None (the total only) once logged in."""
+        return None if self.user is not None else self.client_ip
+
+    def _memory_full(self, when: str) -> SmtpReply:
+        """The refusal of content there is no memory for (RFC 3463 X.3.1, temporary), logged."""
+        budget = self.services.message_memory
+        log.info(
+            "smtp {ip}: message memory full {when}: address {share}/{per_ip} octets, total "
+            "{held}/{total}; from=<{sender}> helo=<{helo}> user={user}",
+            ip=self.client_ip,
+            when=when,
+            share=budget.held_by(self.client_ip) if self.user is None else "-",
+            per_ip=budget.per_ip if self.user is None else "-",
+            held=budget.held,
+            total=budget.total,
+            sender=visible(self.tx.sender) if self.tx is not None else "-",
+            helo=visible(self.helo),
+            user=visible(self.user) if self.user else "-",
+        )
+        return SmtpReply(452, "4.3.1", "Insufficient system storage")
+
+    def hold_body(self) -> None:
+        """Charge what the body holds now; when that would pass a bound, keep nothing more of
+        it: the rest is still read (the stream stays in step) and its end answered 452."""
+        body = self.body
+        if body is None or body.refusal is not None:
+            return
+        if self.body_charge is None:
+            self.body_charge = self.services.message_memory.charge(self._memory_key())
+        if not self.body_charge.hold(body.held):
+            body.refuse(self._memory_full("while the message arrived, discarding the rest"))
+            self._release_body()
+
+    def _release_body(self) -> None:
+        """The transaction is over (or its content dropped): give its memory back."""
+        charge, self.body_charge = self.body_charge, None
+        if charge is not None:
+            charge.release()
 
     # --- end of message: checks, headers, delivery ---------------------------------------------
 
@@ -249,7 +311,11 @@ class TransactionCommands:
         try:
             self._end_of_data()
         except SmtpReply as e:
+            self._release_body()
             self._log_refusal("DATA", e, sender=tx.sender, recipients=tx.recipients)
+            raise
+        except Exception:
+            self._release_body()
             raise
 
     def _end_of_data(self) -> None:
@@ -318,6 +384,10 @@ class TransactionCommands:
             )
             raise reply
 
+        # The content stays in memory until delivery is done with it, whatever happens to the
+        # session meanwhile.
+        charge, self.body_charge = self.body_charge, None
+        d.addBoth(_given_back, charge)
         self._wait(d.addCallbacks(delivered, failed))
 
     def _apply_verdict(self, results, envelope: Envelope, trace: bytes, data: bytes):
@@ -377,6 +447,12 @@ class TransactionCommands:
             helo=visible(self.helo),
             user=visible(self.user) if self.user else "-",
         )
+
+
+def _given_back(result, charge: BodyCharge | None):
+    if charge is not None:
+        charge.release()
+    return result
 
 
 def _make_recipient(address: str, notify, orcpt) -> Recipient:
