@@ -125,7 +125,8 @@ class LimitsConfig:
     message_memory: int = 256 * 1024 * 1024
     # The share of `message_memory` the sessions from one client address that have not logged
     # in may hold together; 0: twice `[smtp] max_message_size`. Logged-in sessions count
-    # toward `message_memory` only.
+    # toward `message_memory` only. Neither bound is taken below one message of
+    # `max_message_size` (a smaller one would refuse every large message for ever).
     message_memory_per_ip: int = 0
 
 

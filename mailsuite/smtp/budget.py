@@ -36,10 +36,13 @@ class BodyBudget:
     @classmethod
     def from_config(cls, config: Config) -> BodyBudget:
         """`[limits] message_memory` and `message_memory_per_ip` (0: twice the largest
-        message, so that one client can send two at once)."""
+        message, so that one client can send two at once).  Neither is ever less than one
+        message of `[smtp] max_message_size`: bounds below it would refuse every large
+        message for ever, with a temporary failure the sender retries until it gives up."""
         limits = config.limits
-        per_ip = limits.message_memory_per_ip or 2 * config.smtp.max_message_size
-        return cls(limits.message_memory, per_ip)
+        largest = config.smtp.max_message_size
+        per_ip = max(limits.message_memory_per_ip or 2 * largest, largest)
+        return cls(max(limits.message_memory, per_ip), per_ip)
 
     def held_by(self, ip: str) -> int:
         """What the sessions of client address `ip` that have not logged in hold now."""

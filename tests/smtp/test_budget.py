@@ -1,5 +1,6 @@
 """BodyBudget (mailsuite/smtp/budget.py): what sessions hold, bounded in total and per address."""
 
+from mailsuite.config import config_from_dict
 from mailsuite.smtp.budget import BodyBudget
 
 
@@ -26,3 +27,14 @@ def test_shrinking_always_fits_and_release_returns_everything():
     c.release()
     c.release()
     assert (budget.held, budget.held_by("2001:db8::1")) == (0, 0)
+
+
+def test_bounds_are_never_below_one_message_of_the_largest_size(tmp_path):
+    def budget(**limits):
+        raw = {"data_dir": str(tmp_path), "smtp": {"max_message_size": 1000}, "limits": limits}
+        b = BodyBudget.from_config(config_from_dict(raw, base=tmp_path))
+        return b.total, b.per_ip
+
+    assert budget() == (256 * 1024 * 1024, 2000)
+    assert budget(message_memory=500, message_memory_per_ip=10) == (1000, 1000)
+    assert budget(message_memory=5000, message_memory_per_ip=1500) == (5000, 1500)

@@ -29,7 +29,8 @@ def stored(content: bytes) -> bytes:
 
 
 def start_server(server_factory, **limits):
-    srv = server_factory(limits={**LIMITS, **limits})
+    # The largest message fits the share exactly: bounds are never taken below it.
+    srv = server_factory(limits={**LIMITS, **limits}, smtp={"max_message_size": 3 * MB})
     srv.add_user("alice@example.test")
     return srv
 
