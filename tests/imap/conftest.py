@@ -121,6 +121,27 @@ class Raw:
         self.sock.close()
 
 
+def answered_in_turns(r: Raw, other: Raw, command: bytes) -> list[bytes]:
+    """Send `command` on `r` and a NOOP on `other` together, before the server reads either;
+    assert the NOOP is answered while the command has not yet finished (the command works in
+    reactor turns, another connection served between them), and return the command's lines."""
+    r.send(b"l " + command + b"\r\n")
+    other.send(b"n NOOP\r\n")
+    assert other.until_tagged(b"n")[-1] == b"n OK NOOP completed"
+    r.sock.setblocking(False)
+    early = r.buf
+    try:
+        while chunk := r.sock.recv(1 << 20):
+            early += chunk
+    except BlockingIOError:
+        pass
+    assert b"\r\nl OK" not in early
+    r.sock.setblocking(True)
+    lines = r.until_tagged(b"l")
+    assert lines[-1] == b"l OK LIST completed"
+    return lines
+
+
 def selected(srv) -> Raw:
     """A raw session, logged in, with INBOX selected."""
     r = Raw(srv.port("imap"))

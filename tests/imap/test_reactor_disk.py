@@ -15,7 +15,7 @@ import pytest
 from mailsuite.imap.commands.mailbox import LIST_PER_TURN
 from mailsuite.store.names import to_dirname
 from tests.conftest import DEFAULT_PASSWORD
-from tests.imap.conftest import USER, Raw, message
+from tests.imap.conftest import USER, Raw, answered_in_turns, message
 from tests.reactor_disk import ReactorDiskWatch, reactor_thread
 
 
@@ -141,22 +141,8 @@ def test_list_of_many_folders_lets_another_connection_in_between(imap_server):
     r.login()
     other = Raw(imap_server.port("imap"))
     other.login()
-    # Both requests in before the server reads either: the NOOP is answered while the LIST
-    # still has most of its names to do.
-    r.send(b'l LIST "" "*"\r\n')
-    other.send(b"n NOOP\r\n")
-    assert other.until_tagged(b"n")[-1] == b"n OK NOOP completed"
-    r.sock.setblocking(False)
-    early = r.buf
-    try:
-        while chunk := r.sock.recv(1 << 20):
-            early += chunk
-    except BlockingIOError:
-        pass
-    assert b"\r\nl OK" not in early
-    r.sock.setblocking(True)
-    lines = r.until_tagged(b"l")
-    assert lines[-1] == b"l OK LIST completed"
+    # The NOOP is answered while the LIST still has most of its names to do.
+    lines = answered_in_turns(r, other, b'LIST "" "*"')
     assert sum(line.startswith(b'* LIST (\\HasNoChildren) "/" Many/f') for line in lines) == (
         folders
     )

@@ -43,6 +43,25 @@ def transaction(srv) -> Wire:
     return w
 
 
+def two_thirds_by_bdat(srv) -> tuple[Wire, bytes]:
+    """A transaction holding a first BDAT chunk of 2 MB (two thirds of the share), accepted."""
+    first = transaction(srv)
+    chunk = body(2 * MB + 19)
+    first.send(b"BDAT %d\r\n" % len(chunk) + chunk)
+    assert first.reply()[0] == 250
+    return first, chunk
+
+
+def two_thirds_by_data(srv) -> tuple[Wire, bytes]:
+    """A transaction in DATA holding 2 MB of an unfinished body (two thirds of the share)."""
+    w = transaction(srv)
+    assert w.cmd("DATA")[0] == 354
+    content = body(2 * MB + 19)
+    w.send(content)
+    wait_held(srv, len(content))
+    return w, content
+
+
 def held(srv, ip: str | None = "127.0.0.1") -> int:
     budget = srv.services.message_memory
     return srv.call(lambda: budget.held if ip is None else budget.held_by(ip))
@@ -57,11 +76,7 @@ def wait_held(srv, octets: int, ip: str | None = "127.0.0.1", seconds: float = 3
 
 def test_data_past_the_address_share_is_read_discarded_and_refused_452_4_3_1(server_factory, logs):
     srv = start_server(server_factory)
-    first = transaction(srv)
-    assert first.cmd("DATA")[0] == 354
-    content = body(2 * MB + 19)
-    first.send(content)
-    wait_held(srv, len(content))
+    first, content = two_thirds_by_data(srv)
 
     second = transaction(srv)
     assert second.cmd("DATA")[0] == 354
@@ -85,10 +100,7 @@ def test_data_past_the_address_share_is_read_discarded_and_refused_452_4_3_1(ser
 
 def test_full_share_refuses_data_and_bdat_at_their_start(server_factory):
     srv = start_server(server_factory)
-    first = transaction(srv)
-    chunk = body(2 * MB + 19)
-    first.send(b"BDAT %d\r\n" % len(chunk) + chunk)
-    assert first.reply()[0] == 250
+    first, chunk = two_thirds_by_bdat(srv)
     second = transaction(srv)
     rest = LINE * 9_999 + b"y" * 79 + b"\r\n"  # 1 MB - 19: the two fill the 3 MB share
     second.send(b"BDAT %d\r\n" % len(rest) + rest)
@@ -123,10 +135,7 @@ def test_full_share_refuses_data_and_bdat_at_their_start(server_factory):
 
 def test_bdat_chunk_past_the_share_fails_the_transaction_452_4_3_1(server_factory):
     srv = start_server(server_factory)
-    first = transaction(srv)
-    chunk = body(2 * MB + 19)
-    first.send(b"BDAT %d\r\n" % len(chunk) + chunk)
-    assert first.reply()[0] == 250
+    first, chunk = two_thirds_by_bdat(srv)
     second = transaction(srv)
     second.send(b"BDAT %d\r\n" % len(chunk) + chunk)
     code, text = second.reply()
@@ -142,11 +151,7 @@ def test_bdat_chunk_past_the_share_fails_the_transaction_452_4_3_1(server_factor
 
 def test_connection_lost_mid_body_gives_its_memory_back(server_factory):
     srv = start_server(server_factory)
-    w = transaction(srv)
-    assert w.cmd("DATA")[0] == 354
-    content = body(2 * MB + 19)
-    w.send(content)
-    wait_held(srv, len(content))
+    w, content = two_thirds_by_data(srv)
     w.close()
     wait_held(srv, 0, ip=None)
 
@@ -173,11 +178,7 @@ def test_refused_message_gives_its_memory_back(server_factory):
 
 def test_rfc1870_declared_size_that_cannot_fit_the_share_is_452_at_mail(server_factory):
     srv = start_server(server_factory)
-    first = transaction(srv)
-    assert first.cmd("DATA")[0] == 354
-    content = body(2 * MB + 19)
-    first.send(content)
-    wait_held(srv, len(content))
+    first, content = two_thirds_by_data(srv)
     w = Wire(srv.port("smtp"))
     assert w.cmd("EHLO client.remote.test")[0] == 250
     code, text = w.cmd("MAIL FROM:<b@remote.test> SIZE=1500000")
@@ -189,11 +190,7 @@ def test_rfc1870_declared_size_that_cannot_fit_the_share_is_452_at_mail(server_f
 
 def test_authenticated_submission_counts_toward_the_total_only(server_factory):
     srv = start_server(server_factory)
-    first = transaction(srv)
-    assert first.cmd("DATA")[0] == 354
-    content = body(2 * MB + 19)
-    first.send(content)
-    wait_held(srv, len(content))
+    first, content = two_thirds_by_data(srv)
     # Same address, past its share: a logged-in user is not held to it.
     message = (
         b"From: alice@example.test\r\nTo: alice@example.test\r\nSubject: big\r\n\r\n"
@@ -209,11 +206,7 @@ def test_authenticated_submission_counts_toward_the_total_only(server_factory):
 
 def test_total_bounds_authenticated_sessions_too(server_factory):
     srv = start_server(server_factory, message_memory=3 * MB)
-    first = transaction(srv)
-    assert first.cmd("DATA")[0] == 354
-    content = body(2 * MB + 19)
-    first.send(content)
-    wait_held(srv, len(content))
+    first, content = two_thirds_by_data(srv)
     with smtplib.SMTP("127.0.0.1", srv.port("submission"), timeout=60) as client:
         client.starttls(context=client_tls_context())
         client.login("alice@example.test", DEFAULT_PASSWORD)
