@@ -122,15 +122,17 @@ class Store:
         for mbox in self.open_mailboxes():
             mbox.save_indexes()
 
-    def persist_indexes(self) -> defer.Deferred:
-        """Reactor: every changed index's image taken now and written in the durable pool
-        (the server's timer); a failed write leaves its folder to be saved again."""
+    def persist_indexes(self, folders=None) -> defer.Deferred:
+        """Reactor: the image of every changed index (of `folders`, else of every open
+        folder: the server's timer) taken now and written in the durable pool; a failed
+        write leaves its folder to be saved again."""
+        if folders is None:
+            folders = [f for mbox in self.open_mailboxes() for f in mbox.open_folders()]
         images = []
-        for mbox in self.open_mailboxes():
-            for folder in mbox.open_folders():
-                image = folder.index_image()
-                if image is not None:
-                    images.append((folder, image))
+        for folder in folders:
+            image = folder.index_image()
+            if image is not None:
+                images.append((folder, image))
         if not images:
             return defer.succeed(None)
 

@@ -477,7 +477,7 @@ class Folder:
 
     def save_index(self) -> None:
         """Persist the index (a cache: losing it costs a rescan, never mail); blocking, in
-        the thread that owns the folder (tests, CHECK's fallback, shutdown)."""
+        the thread that owns the folder (shutdown, the admin command, tests)."""
         image = self.index_image()
         if image is not None and not self.write_index(image):
             self.index_unsaved()

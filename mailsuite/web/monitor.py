@@ -22,7 +22,7 @@ from twisted.web import resource, server
 
 from mailsuite.durable.modes import create_private_file
 from mailsuite.tls import TlsContexts
-from mailsuite.web.site import HTTP_TIMEOUT, BoundedRequest, DeadlineChannel, paced
+from mailsuite.web.site import guarded_site, paced
 
 log = Logger(namespace="mailsuite.monitor")
 
@@ -182,11 +182,5 @@ class MonitorRoot(resource.Resource):
 
 
 def build_factory(services, kind: str) -> server.Site:
-    """The same connection rules as the web listener's: a slot of the connection limiter, a
-    request whole within REQUEST_DEADLINE, a bounded body, answers paced per reactor turn."""
-    site = server.Site(MonitorRoot(services), timeout=HTTP_TIMEOUT)
-    site.requestFactory = BoundedRequest
-    site.protocol = DeadlineChannel
-    site.displayTracebacks = False
-    site.connections = getattr(services, "connections", None)
-    return site
+    """The same connection rules as the web listener's (`guarded_site`)."""
+    return guarded_site(MonitorRoot(services), services)

@@ -443,14 +443,22 @@ class ClientSetupResource(resource.Resource):
         return policy.encode("utf-8") if isinstance(policy, str) else bytes(policy)
 
 
-def build_site(services: Any) -> server.Site:
-    """The twisted.web Site serving the client self-setup endpoints."""
-    site = server.Site(ClientSetupResource(services), timeout=HTTP_TIMEOUT)
+def guarded_site(root: resource.Resource, services: Any) -> server.Site:
+    """A twisted.web Site under the rules of every HTTP listener (web and metrics): a slot
+    of the connection limiter, a request whole within REQUEST_DEADLINE, a bounded body,
+    answers paced per reactor turn (`paced`), no tracebacks shown."""
+    site = server.Site(root, timeout=HTTP_TIMEOUT)
     site.requestFactory = BoundedRequest
     site.protocol = DeadlineChannel
     site.displayTracebacks = False
-    site.noisy = False
     site.connections = getattr(services, "connections", None)
+    return site
+
+
+def build_site(services: Any) -> server.Site:
+    """The twisted.web Site serving the client self-setup endpoints."""
+    site = guarded_site(ClientSetupResource(services), services)
+    site.noisy = False
     return site
 
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from twisted.logger import Logger
-
-log = Logger(namespace="mailsuite.imap")
-
 
 def noop(session, cmd):
     # RFC 3501 §6.1.2: NOOP is the polite way to poll for updates; the session sends them
@@ -27,10 +23,4 @@ def check(session, cmd):
 def _checkpoint(session, folder) -> None:
     # RFC 3501 §6.4.1: a checkpoint.  The index (a cache: mail is durable when it arrives)
     # is written in the durable pool; the answer need not wait for it.
-    image = folder.index_image()
-    if image is not None:
-        d = session.services.store.io.submit(folder.write_index, image)
-        d.addCallbacks(
-            lambda written: None if written else folder.index_unsaved(),
-            lambda failure: log.failure("CHECK: saving the index failed", failure),
-        )
+    session.services.store.persist_indexes([folder])
