@@ -44,10 +44,9 @@ class _Spool:
 class LiteralSpooler:
     """The spooled literals of the command a connection is reading."""
 
-    def __init__(self, io, drained: Callable[[], None], directory: str | None = None):
+    def __init__(self, io, drained: Callable[[], None]):
         self._io = io  # the durable-I/O service (DurableIO.submit)
         self._drained = drained
-        self._directory = directory  # None: the system's temporary folder
         self.spools: list[_Spool] = []
         self._waiting: list[defer.Deferred] = []
 
@@ -126,7 +125,7 @@ class LiteralSpooler:
             final = literal.complete
             chunks = literal.take_pending()
             spool.writing = max(1, sum(map(len, chunks)))
-            d = self._io.submit(_write, literal, chunks, final, self._directory)
+            d = self._io.submit(_write, literal, chunks, final)
             d.addCallbacks(self._wrote, self._failed, (spool, final), None, (spool,))
 
     def _wrote(self, _, spool: _Spool, final: bool) -> None:
@@ -168,12 +167,12 @@ def _nothing() -> None:
     pass
 
 
-def _write(literal: LiteralFile, chunks: list[bytes], final: bool, directory) -> None:
+def _write(literal: LiteralFile, chunks: list[bytes], final: bool) -> None:
     """One job: create the file (the first), append the chunks, rewind it (the last)."""
     if literal.file is None:
         # Unnamed where the system allows it, unlinked at once elsewhere: closing the file
         # (or the process ending) frees it, nothing is left to clean up.
-        literal.file = tempfile.TemporaryFile(prefix="mailsuite-append-", dir=directory)
+        literal.file = tempfile.TemporaryFile(prefix="mailsuite-append-")
     literal.file.writelines(chunks)
     if final:
         literal.file.flush()

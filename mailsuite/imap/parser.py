@@ -297,7 +297,7 @@ class CommandReader:
                 self._parts[-1] = "literal8"
             self._literal_left = size
             self._literal_chunks = []
-            if self._literal_total > SPOOL_LITERALS_ABOVE and self._is_append(first):
+            if size and self._literal_total > SPOOL_LITERALS_ABOVE and self._is_append(first):
                 # A large message being appended goes to disk as it arrives, not into memory,
                 # and so does every literal that takes a MULTIAPPEND's or a CATENATE's literals
                 # past that size together.  The reader only queues its chunks; whoever feeds
@@ -305,12 +305,7 @@ class CommandReader:
                 self._spool = LiteralFile(size)
                 self.spools_begun.append(self._spool)
             if size == 0:
-                if self._spool is not None:
-                    self._spool.complete = True
-                    self._parts.append(self._spool)
-                    self._spool = None
-                else:
-                    self._parts.append(b"")
+                self._parts.append(b"")
                 self._literal_left = 0
             if sync:
                 return NeedContinuation(size)

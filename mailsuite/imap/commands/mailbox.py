@@ -417,15 +417,12 @@ def _answer_list(session, request: _ListRequest, candidates: list[str], start: i
         return None
     end = start + LIST_PER_TURN
     lines = _list_lines(session, request, candidates[start:end])
-    more = end < len(candidates)
     if request.status_items is None:
         session.send_many(lines)
-        if not more:
-            return None
-        session.flush()
-        return task.deferLater(reactor, 0, _answer_list, session, request, candidates, end)
-    d = _send_with_status(session, lines, request.status_items)
-    if not more:
+        d = None
+    else:
+        d = _send_with_status(session, lines, request.status_items)
+    if end >= len(candidates):
         return d
     if d is None:
         session.flush()
