@@ -85,7 +85,7 @@ class LiteralStream:
             mark = self._positions.before(self._key, self._start)
             if mark is not None:
                 self._file_pos, self._cursor.wire_pos, self._cursor.after_cr = mark
-        self._run(self._path())
+        self._run(opening=True)
 
     def resume(self) -> None:
         """The transport drained: write what is ready, read on."""
@@ -100,13 +100,9 @@ class LiteralStream:
         if not self._reading:
             self._close()
 
-    def _path(self) -> str:
-        lit = self.literal
-        return str(lit.folder.message_path(lit.msg))
-
-    def _run(self, path: str | None = None) -> None:
+    def _run(self, opening: bool = False) -> None:
         self._reading = True
-        d = self._io.submit(self._produce, path)
+        d = self._io.submit(self._produce, opening)
         d.addCallbacks(self._ran, self._failed)
 
     def _ran(self, opened: bool) -> None:
@@ -119,7 +115,7 @@ class LiteralStream:
             # index has its new name; otherwise it is gone.
             if not self._retried:
                 self._retried = True
-                self._run(self._path())
+                self._run(opening=True)
                 return
             log.info(
                 "imap: message {uid} gone before its body was sent; answered NIL",
@@ -165,11 +161,11 @@ class LiteralStream:
             self._fd = None
 
     # -- jobs in the durable pool: one at a time per stream ------------------------------------
-    def _produce(self, path: str | None) -> bool:
+    def _produce(self, opening: bool) -> bool:
         """Make up to CHUNKS_PER_JOB chunks, each handed to the reactor as soon as it is made,
         so that it is sent while the next is made.  The first job opens the file (False when
         there is none by that name) and writes the count."""
-        if path is not None and not self._open(path):
+        if opening and not self._open():
             return False
         for _ in range(CHUNKS_PER_JOB):
             if self._stopped or self._read_all:
@@ -179,11 +175,11 @@ class LiteralStream:
             self._io.call_soon(self._deliver, pieces, last)
         return True
 
-    def _open(self, path: str) -> bool:
+    def _open(self) -> bool:
         lit = self.literal
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+        # Under the index's name, or the one a queued rename has yet to move it from.
+        fd = lit.folder.open_fd(lit.msg)
+        if fd is None:
             return False
         try:
             size = os.fstat(fd).st_size

@@ -137,7 +137,7 @@ class ImapState:
                     again.addBoth(_fire, d)
             return again
 
-        d = self._submit(folder.listing_job())
+        d = folder.listing_after_ops(self._submit)
         d.addCallbacks(applied, failed)
         d.addCallback(done)
         return d

@@ -176,6 +176,15 @@ class TransactionCommands:
             except OSError:
                 log.failure("pop3 #{sid} expunge at QUIT", sid=self.session_id)
                 reply = err("Some deleted messages not removed.", SYS_TEMP)
+        # RFC 1939 §6: +OK once the UPDATE state's removals are done: the unlinks (and RETR's
+        # \Seen renames) run in the folder's durable-pool queue, and the answer waits for them.
+        done = self.folder.when_written()
+        if done is None:
+            self._finish_quit(reply)
+            return None
+        return done.addCallback(lambda _: self._finish_quit(reply))
+
+    def _finish_quit(self, reply: bytes) -> None:
         self.server_state.release(self.address, self)
         self._write([reply])
         self._close()

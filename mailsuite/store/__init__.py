@@ -160,7 +160,7 @@ class Store:
         for f in mbox.open_folders():
             if f.name == folder:
                 if not f.take_delivered() and f.needs_listing():
-                    d = self.io.submit(f.listing_job())
+                    d = f.listing_after_ops(self.io.submit)
                     d.addCallbacks(
                         f.apply_listing,
                         lambda failure: log.failure("listing {n} failed", failure, n=folder),

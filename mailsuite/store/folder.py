@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.logger import Logger
+from twisted.python import threadable
 
 from mailsuite.durable.modes import private_opener
 from mailsuite.store import uidlist as uidlist_mod
+from mailsuite.store.file_ops import Batch, FileOps, follow
 from mailsuite.store.flags import INFO_SEPARATOR, Keywords, size_in_name, split_filename
 from mailsuite.store.message import wire_size
 from mailsuite.store.parsed_cache import ParsedCache
@@ -141,7 +143,7 @@ def _listing_changes(sub_paths: tuple[str, str], known: dict[str, set[str]]):
 
 
 class Folder:
-    def __init__(self, name: str, path: Path, keywords: Keywords | None = None):
+    def __init__(self, name: str, path: Path, keywords: Keywords | None = None, io=None):
         self.name = name
         self.path = path
         self._path_str = str(path)  # file names are joined as strings: pathlib costs more
@@ -187,6 +189,9 @@ class Folder:
         self._moving: set[int] = set()
         self._dir_ino: int | None = None
         self.uid_at_open = 0
+        # Renames (flag changes) and unlinks (expunges) decided here, done in the durable pool
+        # (`io`) in order; without one, in the caller's thread at once.
+        self._ops = FileOps(self._dir_signature, self._ops_settled, io)
         self._load()
 
     # -- public view -----------------------------------------------------------------------
@@ -226,16 +231,35 @@ class Folder:
                 return f.read()
         return data
 
+    def follow(self, msg: Message, fn):
+        """`fn(path)` on the path `msg`'s file has now (any thread): the index's name, or
+        an older one while this folder's renames of it are queued or running (the index
+        changes first, the file after); FileNotFoundError when it has none (removed, or
+        renamed by another program)."""
+        key = msg.key
+        return follow(
+            lambda: self._ops.names(key),
+            lambda: f"{self._path_str}/{msg.subdir}/{msg.filename}",
+            fn,
+        )
+
+    def open_fd(self, msg: Message) -> int | None:
+        """A descriptor of `msg`'s file opened for reading, or None when it has none (any
+        thread; follows this folder's queued renames, never refreshes the index)."""
+        try:
+            return self.follow(msg, _open_for_reading)
+        except FileNotFoundError:
+            return None
+
     def read_present(self, msg: Message) -> bytes | None:
-        """The stored bytes under the name the index knows, or None when no file has that
-        name now (renamed or removed meanwhile).  Never refreshes the index, so a worker
-        thread may call it.
+        """The stored bytes under the name the index knows (or the one a queued rename has
+        yet to move it from), or None when no file has that name now (renamed by another
+        program, or removed).  Never refreshes the index, so a worker thread may call it.
 
         The size is known, so a read of size + 1 that comes back short has hit the end: two
         system calls fewer than a file object's read(), a quarter of a small POP3 RETR."""
-        try:
-            fd = os.open(f"{self._path_str}/{msg.subdir}/{msg.filename}", os.O_RDONLY)
-        except FileNotFoundError:
+        fd = self.open_fd(msg)
+        if fd is None:
             return None
         try:
             want = msg.size + 1
@@ -253,14 +277,14 @@ class Folder:
         """The message file, opened for reading; follows a rename made by another program.
 
         `buffering=0` gives an unbuffered file for callers that read whole pieces."""
-        try:
-            return open(f"{self._path_str}/{msg.subdir}/{msg.filename}", "rb", buffering=buffering)
-        except FileNotFoundError:
+        fd = self.open_fd(msg)
+        if fd is None:
             self.refresh()
             current = self._by_uid.get(msg.uid)
             if current is None:
-                raise
-            return open(self.message_path(current), "rb", buffering=buffering)
+                raise FileNotFoundError(msg.filename)
+            fd = self.follow(current, _open_for_reading)
+        return open(fd, "rb", buffering=buffering)
 
     @property
     def parsed_cache(self) -> ParsedCache:
@@ -477,7 +501,9 @@ class Folder:
 
     def save_index(self) -> None:
         """Persist the index (a cache: losing it costs a rescan, never mail); blocking, in
-        the thread that owns the folder (shutdown, the admin command, tests)."""
+        the thread that owns the folder (shutdown, the admin command, tests).  Queued file
+        operations are done first, so the index saved describes the files."""
+        self._ops.finish()
         image = self.index_image()
         if image is not None and not self.write_index(image):
             self.index_unsaved()
@@ -498,7 +524,7 @@ class Folder:
                     INDEX_VERSION,
                     self.uidvalidity,
                     self.highestmodseq,
-                    list(self._dir_sig[:2]) + [list(self._dir_sig[2])],
+                    self._saved_signature(),
                     rows,
                     self.uidnext,
                     list(self._uid_state) if self._uid_state else None,
@@ -508,6 +534,15 @@ class Folder:
         self._dirty = False
         self._images += 1
         return self._images, data
+
+    def _saved_signature(self) -> list:
+        """The directory signature the saved index carries.  With file operations still
+        queued the directories do not show the index yet: one no directory has makes the next
+        open list them (after a crash, the index then learns which were done)."""
+        sig = self._dir_sig
+        if not sig or self._ops.pending:
+            return [0, 0, list(sig[2]) if sig else [0, 0, 0]]
+        return list(sig[:2]) + [list(sig[2])]
 
     def write_index(self, image: tuple[int, bytes]) -> bool:
         """Write an `index_image` (blocking: the durable pool may run it); False when it could
@@ -575,11 +610,29 @@ class Folder:
             for m in self.messages:
                 self._names[m.subdir].add(m.filename)
         known = {sub: set(names) for sub, names in self._names.items()}
-        return functools.partial(self._list, known, self._own_changes)
+        return functools.partial(self._list, known, self._own_changes, self._ops.barrier())
 
-    def _list(self, known: dict[str, set[str]], generation: int) -> Listing:
+    def listing_after_ops(self, submit):
+        """Reactor: `submit(listing_job())` once the file operations queued so far are done
+        (a listing meanwhile would find an expunged file still there, or a flag's old name):
+        Deferred[Listing], never one fired already and paused (a command handler that returns
+        it counts on `called`)."""
+        waited = self._ops.when_done()
+        if waited is None:
+            return submit(self.listing_job())
+        return waited.addCallback(lambda _: submit(self.listing_job()))
+
+    def _list(self, known: dict[str, set[str]], generation: int, barrier: int) -> Listing:
         """Blocking, any thread: what changed in the directories since `known`; new files get
-        their UIDs (the uidlist appended under its lock) and their facts (a stat) here."""
+        their UIDs (the uidlist appended under its lock) and their facts (a stat) here.
+
+        The folder's file operations decided before `known` was copied are done first (here,
+        when still queued) and the others wait until the listing is over: it sees the
+        directories as the index held them, plus what other programs changed."""
+        with self._ops.ready_for_listing(barrier):
+            return self._list_held(known, generation)
+
+    def _list_held(self, known: dict[str, set[str]], generation: int) -> Listing:
         # The signature taken before listing: anything changed since shows on the next check.
         sig = self._dir_signature()
         appeared, vanished = _listing_changes(self._sub_paths, known)
@@ -599,6 +652,7 @@ class Folder:
         are taken only when this process changed no file of the folder since the listing's
         names were copied (a flag toggled twice meanwhile would otherwise be undone); else the
         signature is left as it was, so the next check lists again."""
+        self._ops.settle()  # operations the listing ran first
         if self._detached:
             return
         if listing.generation != self._own_changes:
@@ -794,16 +848,19 @@ class Folder:
     def store_flags(self, msgs, flags, mode: str, unchanged_since: int | None = None, source=None):
         """Set, add or remove flags; returns (changed messages, messages refused by
         UNCHANGEDSINCE).  RFC 7162 §3.1.3: a message whose modseq is above unchanged_since
-        is not changed."""
+        is not changed.
+
+        The index changes now (the next STORE on a message starts from this one's result);
+        the renames are queued (`FileOps`): `when_written` says when they are on disk."""
         flags = frozenset(f for f in flags if f != "\\Recent")
         changed, refused = [], []
-        in_sync = None  # whether the index matched the folder, checked before the first rename
         # (info letters, flags) before -> (new info, new flags, letters changed), or None for
         # no change: a STORE over many messages meets few distinct flag sets, each worked out
         # once.
         transitions: dict[tuple, tuple | None] = {}
         touched: collections.Counter[str] = collections.Counter()
         new_dir = self._sub_paths[1]
+        queue_rename = self._ops.queue_rename
         try:
             for msg in msgs:
                 if unchanged_since is not None and msg.modseq > unchanged_since:
@@ -817,16 +874,13 @@ class Folder:
                 if step is None:
                     continue
                 info, new_flags, letters = step
-                if in_sync is None:
-                    in_sync = self._dir_signature() == self._dir_sig
                 old_name = msg.filename
                 new_name = msg.key + INFO_SEPARATOR + info
                 # Plain strings: pathlib's joins cost more than the rename itself.
                 old_dir = self._sub_paths[0] if msg.subdir == "new" else new_dir
-                try:
-                    os.rename(f"{old_dir}/{old_name}", f"{new_dir}/{new_name}")
-                except FileNotFoundError:
-                    continue  # removed or renamed by another program; refresh will tell
+                # Queued before the fields change: a reader in another thread that meets
+                # neither name knows the old one from the queue.
+                queue_rename(msg.key, f"{old_dir}/{old_name}", f"{new_dir}/{new_name}")
                 if self._names is not None:
                     self._names[msg.subdir].discard(old_name)
                     self._names["cur"].add(new_name)
@@ -838,10 +892,10 @@ class Folder:
                 changed.append(msg)
         finally:
             self.flag_versions.update(touched)
+            self._ops.start()
         if changed:
             self._own_changes += 1
             self._dirty = True
-            self._advance_signature(in_sync)
             self._notify("flags", [m.uid for m in changed], source)
         return changed, refused
 
@@ -859,15 +913,38 @@ class Folder:
         info = self.keywords.to_info(new)
         return info, self.keywords.to_flags(info), tuple(set(msg.info) ^ set(info))
 
-    def _advance_signature(self, in_sync: bool) -> None:
-        """After our own renames or unlinks: when the index matched the directories before
-        them, it matches them after, so the next access need not list the folder (a STATUS
-        during constant flag changes would otherwise list 10,000 files each time).  A change by
-        another program within the same mtime tick is caught by the one verifying listing owed
-        once the mtimes are older than the slack."""
-        if in_sync:
-            self._dir_sig = self._dir_signature()
+    def _ops_settled(self, batch: Batch) -> None:
+        """A batch of our own renames or unlinks is on disk (owner's thread).  When the index
+        matched the directories just before it, it matches them after, so the next access need
+        not list the folder (a STATUS during constant flag changes would otherwise list 10,000
+        files each time).  A change by another program within the same mtime tick is caught by
+        the one verifying listing owed once the mtimes are older than the slack.  A batch that
+        failed (a file removed or renamed by another program) leaves a listing owed at once."""
+        # Saved again: an index image taken while the batch was queued carries no signature.
+        self._dirty = True
+        if batch.lost:
+            self._dir_sig = ()
+            self._unverified = False
+            if self._ops.io is not None and threadable.isInIOThread() and not self._detached:
+                d = self.listing_after_ops(self._ops.io.submit)
+                d.addCallbacks(
+                    self.apply_listing,
+                    lambda f: log.failure("listing {name} failed", f, name=self.name),
+                )
+            return
+        if batch.before == self._dir_sig:
+            self._dir_sig = batch.after
             self._unverified = True
+
+    def when_written(self, result=None):
+        """`result` once the file operations queued on this folder so far (this command's
+        among them) are done on disk: itself when none is pending, else a Deferred firing with
+        it; a Deferred `result` is waited for first (reactor)."""
+        return self._ops.when_done(result)
+
+    def finish_file_ops(self) -> None:
+        """Run the queued file operations now, in the caller's thread (blocking: shutdown)."""
+        self._ops.finish()
 
     def index_copies(self, copies: list[tuple[str, str, int, int, float]]) -> dict[str, int]:
         """Index the files `Mailbox.copy_files` has just made in cur/ ((key, info, size, wire
@@ -957,29 +1034,27 @@ class Folder:
         self._notify("expunge", uids)
 
     def expunge(self, msgs, source=None, quota=None) -> list[int]:
-        """Remove the messages' files; returns the UIDs removed (ascending)."""
+        """Remove the messages from the index now and queue their files' unlinks
+        (`when_written` says when they are gone); returns the UIDs removed (ascending)."""
         removed, freed = [], 0
-        in_sync = self._dir_signature() == self._dir_sig
         new_dir, cur_dir = self._sub_paths
+        queue_unlink = self._ops.queue_unlink
         for msg in msgs:
             # Plain strings: pathlib's joins cost more than the unlink itself.
             where = new_dir if msg.subdir == "new" else cur_dir
-            try:
-                os.unlink(f"{where}/{msg.filename}")
-            except FileNotFoundError:
-                pass
+            queue_unlink(msg.key, f"{where}/{msg.filename}")
             if self._names is not None:
                 self._names[msg.subdir].discard(msg.filename)
             removed.append(msg)
             freed += msg.size
         if not removed:
             return []
+        self._ops.start()
         self._own_changes += 1
         keys = {m.key for m in removed}
         self._set_messages([m for m in self.messages if m.key not in keys])
         self.highestmodseq += 1
         self._dirty = True
-        self._advance_signature(in_sync)
         if quota is not None:
             quota.add(-freed, -len(removed))
         uids = sorted(m.uid for m in removed)
@@ -988,6 +1063,10 @@ class Folder:
 
 
 _by_uid_key = operator.attrgetter("uid")
+
+
+def _open_for_reading(path: str) -> int:
+    return os.open(path, os.O_RDONLY)
 
 
 @contextmanager

@@ -88,24 +88,26 @@ def unique_name() -> str:
 
 
 def _link_following_renames(src: Folder, msg, tmp: Path):
-    """Hard-link a message's file to `tmp`: True when linked, the source path when the
-    filesystem cannot link (copy it instead), None when the message is gone.
+    """Hard-link a message's file to `tmp`: True when linked, False when copied (the
+    filesystem cannot link: fsync it), None when the message is gone.
 
-    A flag change renames the file on the reactor while this runs in the durable pool; the
-    message's fields follow right after the rename, so a vanished name is looked up again a
-    few times before the message is taken as expunged (a MOVE must never skip a message that
-    only changed its flags)."""
+    A flag change renames the file in the durable pool after the index has its new name:
+    `Folder.follow` tries the names a queued rename has yet to move it from.  A vanished name
+    is looked up again a few times before the message is taken as expunged (a MOVE must never
+    skip a message that only changed its flags)."""
+    place = functools.partial(os.link, dst=tmp)
     for attempt in range(5):
-        source = src.message_path(msg)
         try:
-            os.link(source, tmp)
-            return True
+            src.follow(msg, place)
+            return place.func is os.link
         except FileNotFoundError:
             if src.by_uid(msg.uid) is not msg:
                 return None
             time.sleep(0.001 * (attempt + 1))
         except OSError:
-            return source
+            if place.func is not os.link:
+                raise
+            place = functools.partial(shutil.copyfile, dst=tmp)
     return None
 
 
@@ -265,7 +267,7 @@ class Mailbox:
             if folder is None:
                 kw = self._keywords.get(name) or Keywords(self.folder_path(name))
                 self._keywords[name] = kw
-                folder = Folder(name, self.folder_path(name), kw)
+                folder = Folder(name, self.folder_path(name), kw, self.io)
                 folder.add_listener(functools.partial(self._folder_event, folder))
                 self._folders[name] = folder
             return folder
@@ -639,11 +641,10 @@ class Mailbox:
             key = f"{unique_name()},S={msg.size},W={msg.wire_size}"
             info = dest_kw.to_info(msg.flags - {"\\Recent"})
             tmp = dest_path / "tmp" / key
-            source = _link_following_renames(src, msg, tmp)
-            if source is None:
+            linked = _link_following_renames(src, msg, tmp)
+            if linked is None:
                 continue  # expunged meanwhile
-            if source is not True:
-                shutil.copyfile(source, tmp)
+            if not linked:
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())
                 # RFC 3501 §6.4.7: the copy keeps the internal date (a link keeps it anyway).

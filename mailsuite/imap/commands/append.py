@@ -238,7 +238,7 @@ def _replace(session, cmd, uid: bool):
         if session.view is view:
             return expunge_messages(session, old)
         mbox.expunge(view.folder, old)
-        return None
+        return view.folder.when_written()  # the replaced file is gone before the tagged OK
 
     d.addCallback(replaced)
     return d

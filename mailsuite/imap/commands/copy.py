@@ -54,10 +54,12 @@ def _copy(session, cmd, uid: bool, move: bool):
             return (code, f"{cmd.name} completed")
         # RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGE responses.
         session.send(f"* OK [{code}] Moved\r\n".encode())
+        # The flags carried over are renames queued on the destination: on disk before the
+        # tagged OK, as the sources' unlinks are (expunge_messages).
         if session.view is not view:
-            return None
+            return dest.when_written()
         done = {s for s, _ in pairs}
-        expunged = expunge_messages(session, [m for m in msgs if m.uid in done])
+        expunged = dest.when_written(expunge_messages(session, [m for m in msgs if m.uid in done]))
         if not same:
             return expunged
         if expunged is None:

@@ -16,11 +16,14 @@ def expunge_messages(session, msgs) -> defer.Deferred | None:
     messages in steps that leave the reactor to the other connections between them
     (mailsuite.imap.turns): a Deferred then, None when done at once."""
     view = session.view
+    folder = view.folder
     if len(msgs) <= STEP:
         _expunge_step(session, view, msgs)
-        return None
+        # The tagged OK once the files are gone (the folder's durable-pool queue): a client
+        # told the messages are expunged never finds them on disk.
+        return folder.when_written()
     d = in_steps(session, view, msgs, STEP, functools.partial(_expunge_step, session, view))
-    return d.addCallback(lambda _: None)
+    return d.addCallback(lambda _: folder.when_written())
 
 
 # Messages removed between two looks at the clock: an unlink each, and one pass over the

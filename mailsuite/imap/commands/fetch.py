@@ -141,7 +141,9 @@ def _fetch(session, cmd, uid: bool):
             seen_set = {m.uid for m in changed}
     if renderer is None:
         plan = _Plan(req, _renderer(session, view, req))
-    return _write_batches(_Batches(session, view, plan, seen_set, len(targets)), targets)
+    answered = _write_batches(_Batches(session, view, plan, seen_set, len(targets)), targets)
+    # The implicit \Seen's renames are on disk before the tagged OK.
+    return view.folder.when_written(answered) if seen_set else answered
 
 
 def _fetch_one(session, view, plan: _Plan, targets: list) -> bool:

@@ -161,6 +161,8 @@ def close(session, cmd):
         if doomed:
             session.mailbox.expunge(view.folder, doomed, source=view)
     session.deselect()
+    # The tagged OK once the expunged files are gone (the folder's durable-pool queue).
+    return view.folder.when_written()
 
 
 def unselect(session, cmd):

@@ -70,12 +70,21 @@ def _store(session, cmd, uid: bool):
     selected = view.select(seqset, uid)
     if len(selected) <= STEP:
         run.step(selected)
-        return run.outcome()
+        return _when_written(view, run)
     # In steps (mailsuite.imap.turns), each whole: a message another session expunges or
     # moves meanwhile is either changed before it goes (MOVE carries the flags over) or found
     # gone by its step and reported.
     d = in_steps(session, view, selected, STEP, run.step)
-    return d.addCallback(lambda done: run.outcome() if done else None)
+    return d.addCallback(lambda done: _when_written(view, run) if done else None)
+
+
+def _when_written(view, run):
+    """The tagged reply once the renames are on disk (the folder's durable-pool queue): a
+    client told OK finds the flags in the file names, as any Maildir reader does."""
+    d = view.folder.when_written()
+    if d is None:
+        return run.outcome()
+    return d.addCallback(lambda _: run.outcome())
 
 
 # Messages changed between two looks at the clock (turns.Turns): a rename each, ~10 µs.
