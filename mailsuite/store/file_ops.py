@@ -33,6 +33,7 @@ BATCH = 1000
 
 RENAME = "r"
 UNLINK = "u"
+CALL = "c"  # a blocking call in order with the rest (the folder's dovecot-keywords write)
 
 
 class Batch:
@@ -78,6 +79,11 @@ class FileOps:
     def queue_unlink(self, key: str, path: str) -> None:
         self._add(UNLINK, key, path, None)
 
+    def queue_call(self, fn: Callable[[], None]) -> None:
+        """`fn()` (blocking) in its place among the renames and unlinks."""
+        self._queued += 1
+        self._queue.append((self._queued, CALL, None, fn, None))
+
     def _add(self, kind: str, key: str, src: str, dst: str | None) -> None:
         self._queued += 1
         count, names = self._names.get(key, (0, (src,)))
@@ -122,6 +128,8 @@ class FileOps:
         for batch in finished:
             for seq, _, key, src, _ in batch.ops:
                 self._done = seq
+                if key is None:
+                    continue
                 count, names = self._names[key]
                 if count == 1:
                     del self._names[key]
@@ -221,14 +229,19 @@ def _apply(op: tuple) -> bool:
     try:
         if kind == RENAME:
             os.rename(src, dst)
-        else:
+        elif kind == UNLINK:
             os.unlink(src)
+        else:
+            src()
         return True
     except FileNotFoundError:
         # An unlink of a file already gone leaves what the index says; a rename's file was
         # removed or renamed by another program: a listing must tell what is there.
         return kind != RENAME
     except OSError as e:
+        if kind == CALL:
+            log.warn("folder file operation failed: {err}", err=str(e))
+            return False
         what = "rename" if kind == RENAME else "remove"
         log.warn("cannot {what} {path}: {err}", what=what, path=src, err=str(e))
         return False

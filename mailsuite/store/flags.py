@@ -12,6 +12,8 @@ import re
 import threading
 from pathlib import Path
 
+from twisted.python import threadable
+
 from mailsuite.durable.modes import private_opener
 
 SYSTEM_TO_LETTER = {
@@ -68,9 +70,15 @@ class Keywords:
         # which every reader that hashes or compares them (IMAP's FLAGS rendering, keyword
         # checks) tests by identity instead of element by element.
         self._flags_of: dict[str, frozenset[str]] = {}
+        # A letter given on the reactor, whose file is written by the folder's queue of file
+        # operations (`save_unsaved`, before the renames that use it): the reactor never
+        # writes.  Meanwhile the file is not read back over it.
+        self.unsaved = False
         self._load()
 
     def _load(self) -> None:
+        if self.unsaved:
+            return
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -139,9 +147,18 @@ class Keywords:
                 if name is None:
                     self.names[i] = keyword
                     self._flags_of = {}
-                    self._save()
+                    if threadable.isInIOThread():
+                        self.unsaved = True
+                    else:
+                        self._save()
                     return KEYWORD_LETTERS[i]
         return None  # more than 26 keywords: Maildir cannot hold it
+
+    def save_unsaved(self) -> None:
+        """Write the letters given on the reactor (blocking: the folder's queue runs it)."""
+        with self._lock:
+            if self.unsaved:
+                self._save()
 
     def _save(self) -> None:
         lines = "".join(f"{i} {n}\n" for i, n in enumerate(self.names) if n)
@@ -149,6 +166,7 @@ class Keywords:
         with open(tmp, "w", encoding="utf-8", opener=private_opener) as f:
             f.write(lines)
         os.replace(tmp, self.path)
+        self.unsaved = False
         self._mtime = self.path.stat().st_mtime_ns
 
     def known(self) -> list[str]:

@@ -871,6 +871,8 @@ class Folder:
                     step = transitions[state]
                 else:
                     step = transitions[state] = self._transition(msg, flags, mode)
+                    if self.keywords.unsaved:  # a new keyword: its letter is written first
+                        self._ops.queue_call(self.keywords.save_unsaved)
                 if step is None:
                     continue
                 info, new_flags, letters = step
@@ -1049,14 +1051,14 @@ class Folder:
             freed += msg.size
         if not removed:
             return []
+        if quota is not None:  # maildirsize is appended to after the unlinks, in the pool
+            self._ops.queue_call(functools.partial(quota.add, -freed, -len(removed)))
         self._ops.start()
         self._own_changes += 1
         keys = {m.key for m in removed}
         self._set_messages([m for m in self.messages if m.key not in keys])
         self.highestmodseq += 1
         self._dirty = True
-        if quota is not None:
-            quota.add(-freed, -len(removed))
         uids = sorted(m.uid for m in removed)
         self._notify("expunge", uids, source)
         return uids

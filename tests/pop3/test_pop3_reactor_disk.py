@@ -1,5 +1,6 @@
 """POP3 opens a maildrop whose INBOX is not in memory yet without the reactor listing it or
-writing its uidlist: the first load runs in the durable pool."""
+writing its uidlist: the first load runs in the durable pool; RETR's \\Seen renames and QUIT's
+removals run there too."""
 
 from __future__ import annotations
 
@@ -34,4 +35,30 @@ def test_login_loads_a_cold_inbox_in_the_durable_pool(server_factory):
     p.quit()
     assert count == 3 and len(listing) == 3 and len(uidl) == 3
     assert srv.call(mbox.is_loaded, "INBOX")
+    assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
+
+
+def test_pop3_retr_dele_quit_leave_the_files_to_the_durable_pool(server_factory):
+    srv = server_factory(auth={"plaintext": "loopback"})
+    srv.add_user(ALICE)
+    mbox = srv.mailbox(ALICE)
+    for _ in range(4):
+        mbox.deliver(MSG)
+    past = time.time() - 60
+    for sub in ("cur", "new", "tmp"):
+        os.utime(mbox.path / sub, (past, past))
+    with ReactorDiskWatch.get().window(reactor_thread()) as events:
+        p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=10)
+        p.user(ALICE)
+        p.pass_(DEFAULT_PASSWORD)
+        p.retr(1)
+        p.dele(2)
+        p.dele(3)
+        reply = p.quit()
+        # RFC 1939 §6: +OK from UPDATE once the marked messages are removed.
+        after_quit = sorted(
+            n.partition(":2,")[2] for sub in ("new", "cur") for n in os.listdir(mbox.path / sub)
+        )
+    assert reply.startswith(b"+OK")
+    assert after_quit == ["", "S"]
     assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
