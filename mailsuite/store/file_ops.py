@@ -178,6 +178,13 @@ class FileOps:
 
     # -- any thread ----------------------------------------------------------------------------
 
+    def run_queued(self) -> None:
+        """Run every queued operation now, in the caller's thread (blocking), leaving their
+        settling to the owner (the job in flight settles them on the reactor): a RENAME or
+        DELETE of the folder in the durable pool first lets its files take their names."""
+        with self.lock:
+            self._run_locked(None, None)
+
     def names(self, key: str) -> tuple[str, ...]:
         """The full paths the file of `key` may have while its operations are pending, oldest
         first (the file moves only forward along them); () when none is pending."""

@@ -948,6 +948,11 @@ class Folder:
         """Run the queued file operations now, in the caller's thread (blocking: shutdown)."""
         self._ops.finish()
 
+    def run_file_ops(self) -> None:
+        """Run the queued file operations now, in any thread (blocking: the durable pool's
+        RENAME of the folder, before its directory moves away from their paths)."""
+        self._ops.run_queued()
+
     def index_copies(self, copies: list[tuple[str, str, int, int, float]]) -> dict[str, int]:
         """Index the files `Mailbox.copy_files` has just made in cur/ ((key, info, size, wire
         size, internal date) each), without listing the folder or looking at each file: a

@@ -338,6 +338,7 @@ class Mailbox:
         for src, dst in moves:
             dst_path = self.folder_path(dst)
             make_private_dirs(dst_path.parent)
+            self._settle_files(src)
             os.rename(self.folder_path(src), dst_path)
             self._release_held(src)
             with self._lock:
@@ -353,7 +354,15 @@ class Mailbox:
         for src, dst in moves:
             self.announce(MailboxEvent("renamed", dst, old_name=src))
 
+    def _settle_files(self, name: str) -> None:
+        """The flag renames and unlinks still queued on an open folder, done now (blocking):
+        the folder is about to move, and their paths with it."""
+        open_folder = self._folders.get(name)
+        if open_folder is not None:
+            open_folder.run_file_ops()
+
     def _rename_inbox(self, new: str) -> None:
+        self._settle_files(names.INBOX)
         self.create_folder(new)
         dst = self.folder_path(new)
         for sub in ("new", "cur"):

@@ -116,6 +116,20 @@ def test_expunge_answers_once_every_file_is_gone(server_factory):
     r.close()
 
 
+def test_close_of_many_messages_answers_once_every_file_is_gone(server_factory):
+    srv = _server(server_factory)
+    mbox = srv.mailbox(USER)
+    _fill(mbox.path, 4500, info="T")
+    r = Raw(srv.port("imap"))
+    r.login()
+    _ok(r.cmd(b"SELECT INBOX"))
+    # RFC 3501 §6.4.2: no untagged EXPUNGE responses, the selection ends.
+    assert _ok(r.cmd(b"CLOSE")) == [b"t OK CLOSE completed"]
+    assert os.listdir(mbox.path / "cur") == []
+    assert r.cmd(b"FETCH 1 FLAGS")[-1].startswith(b"t BAD")
+    r.close()
+
+
 def test_reads_and_copies_follow_a_rename_still_queued(server_factory):
     """While a STORE's renames wait in the folder's queue, another session's FETCH BODY[]
     (the small messages read whole, the big one streamed) and COPY (hard links) find every

@@ -6,9 +6,11 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from mailsuite.imap import response as R
+from mailsuite.imap.commands.expunge import STEP as EXPUNGE_STEP
 from mailsuite.imap.commands.mailbox import mailbox_arg, open_loaded_folder
 from mailsuite.imap.parser import Atom, ImapBad
 from mailsuite.imap.sequence import format_sequence_set, parse_sequence_set
+from mailsuite.imap.turns import in_steps
 
 
 def _parse_params(session, params) -> tuple[bool, tuple | None]:
@@ -155,12 +157,28 @@ def close(session, cmd):
     if cmd.args:
         raise ImapBad("CLOSE takes no arguments")
     view = session.view
+    doomed = []
     if not view.readonly:
         # RFC 3501 §6.4.2: expunge silently (no untagged EXPUNGE responses).
         doomed = [m for m in view.messages if "\\Deleted" in m.flags and view.is_live(m)]
+    if len(doomed) <= EXPUNGE_STEP:
         if doomed:
             session.mailbox.expunge(view.folder, doomed, source=view)
-    session.deselect()
+        return _closed(session, view)
+    # Many messages: in steps, as EXPUNGE takes them, other connections served between them.
+    d = in_steps(
+        session,
+        view,
+        doomed,
+        EXPUNGE_STEP,
+        lambda part: session.mailbox.expunge(view.folder, part, source=view),
+    )
+    return d.addCallback(lambda _: _closed(session, view))
+
+
+def _closed(session, view):
+    if session.view is view:
+        session.deselect()
     # The tagged OK once the expunged files are gone (the folder's durable-pool queue).
     return view.folder.when_written()
 
