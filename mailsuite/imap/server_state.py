@@ -100,6 +100,11 @@ class ImapState:
         now = self._clock()
         if not force and now - self._last_refresh.get(folder, -1e9) < REFRESH_INTERVAL:
             return None
+        if not force and folder.file_ops_pending:
+            # Our own renames and unlinks are under way (the index has them already): a
+            # listing would wait for them all (a 40,000-message EXPUNGE: seconds) to tell
+            # only what other programs did; a later poll asks again.
+            return None
         self._last_refresh[folder] = now
         if self._submit is None:
             folder.refresh()

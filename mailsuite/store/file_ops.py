@@ -60,7 +60,10 @@ class FileOps:
         self._queue: collections.deque = collections.deque()
         self._queued = 0  # sequence number of the last operation queued
         self._done = 0  # of the last one settled
-        self._finished: list[Batch] = []  # run, not yet settled (appended under `lock`)
+        self._finished: list[Batch] = []  # run, not yet settled
+        # Guards `_finished` alone: the reactor takes it to settle, never `lock`, which a
+        # batch holds across its system calls.
+        self._finished_lock = threading.Lock()
         self._submitted = False  # a job is in the durable pool
         self._waiters: collections.deque = collections.deque()  # (seq, Deferred, result)
         # key -> (operations not settled, the full paths its file can have, oldest first)
@@ -122,8 +125,12 @@ class FileOps:
 
     def settle(self) -> None:
         """Take in the batches run since the last call (in the order they ran): their names
-        are forgotten, the folder hears of each, and the commands waiting on them go on."""
-        with self.lock:
+        are forgotten, the folder hears of each, and the commands waiting on them go on.
+        Another thread (a blocking listing in the pool) leaves them to the reactor while a
+        job of the queue is in flight: its end settles them there."""
+        if self._submitted and not threadable.isInIOThread():
+            return
+        with self._finished_lock:
             finished, self._finished = self._finished, []
         for batch in finished:
             for seq, _, key, src, _ in batch.ops:
@@ -227,7 +234,9 @@ class FileOps:
             # Settled whatever happens: the names it held are forgotten and its waiters go on
             # (an unexpected failure counts as lost: a listing sets the index right).
             if ran:
-                self._finished.append(Batch(ran, before, after or (), lost or after is None))
+                batch = Batch(ran, before, after or (), lost or after is None)
+                with self._finished_lock:
+                    self._finished.append(batch)
 
 
 def _apply(op: tuple) -> bool:

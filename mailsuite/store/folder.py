@@ -938,6 +938,11 @@ class Folder:
             self._dir_sig = batch.after
             self._unverified = True
 
+    @property
+    def file_ops_pending(self) -> bool:
+        """Renames or unlinks decided here and not yet done on disk."""
+        return self._ops.pending
+
     def when_written(self, result=None):
         """`result` once the file operations queued on this folder so far (this command's
         among them) are done on disk: itself when none is pending, else a Deferred firing with

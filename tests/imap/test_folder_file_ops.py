@@ -368,3 +368,36 @@ def test_the_saved_index_of_a_folder_with_operations_queued_lists_it_at_the_next
     sig = marshal.loads(image[1])[3]
     assert sig[:2] == [0, 0]
     srv.call(inbox.when_written)
+
+
+def test_a_poll_of_a_folder_with_operations_queued_is_answered_without_waiting_for_them(
+    server_factory,
+):
+    """A NOOP from another session while the folder's renames are still queued answers from
+    the index (our own changes are in it); what another program did meanwhile shows on a
+    later poll, once the queue is done."""
+    srv = _server(server_factory)
+    mbox = srv.mailbox(USER)
+    _fill(mbox.path, 3)
+    a, b = Raw(srv.port("imap")), Raw(srv.port("imap"))
+    for r in (a, b):
+        r.login()
+        _ok(r.cmd(b"SELECT INBOX"))
+    inbox = srv.call(mbox.folder, "INBOX")
+    time.sleep(1.0)  # past the refresh interval: B's NOOP looks at the disk
+    with inbox._ops.lock:
+        a.send(b"s STORE 1:3 +FLAGS (\\Flagged)\r\n")
+        for _ in range(100):
+            if srv.call(lambda: inbox.file_ops_pending):
+                break
+            time.sleep(0.01)
+        (mbox.path / "new" / f"{int(time.time())}.M7P8Q9.other").write_bytes(message(4))
+        b.sock.settimeout(5)
+        polled = _ok(b.cmd(b"NOOP", b"n"))
+    assert sum(b"FLAGS (\\Flagged)" in line for line in polled) == 3
+    assert not any(line.endswith(b" EXISTS") for line in polled)
+    _ok(a.until_tagged(b"s"))
+    time.sleep(1.0)
+    assert b"* 4 EXISTS" in _ok(b.cmd(b"NOOP", b"n"))
+    for r in (a, b):
+        r.close()
