@@ -574,6 +574,20 @@ class Folder:
         self._by_uid = {m.uid: m for m in msgs}
         self._by_key = {m.key: m for m in msgs}
 
+    def _drop(self, gone: list[Message]) -> None:
+        """Take `gone` out of the index: the list filtered (it stays in UID order) and the
+        two maps trimmed, not rebuilt; an EXPUNGE of 40,000 messages in steps of 2,000 did
+        a sort and two maps of the whole folder per step."""
+        keys = {m.key for m in gone}
+        self.membership_version += 1
+        self.messages = [m for m in self.messages if m.key not in keys]
+        by_uid, by_key = self._by_uid, self._by_key
+        for m in gone:
+            if by_uid.get(m.uid) is m:
+                del by_uid[m.uid]
+            if by_key.get(m.key) is m:
+                del by_key[m.key]
+
     def _stable(self, sig: tuple) -> bool:
         now = time.time_ns()
         return all(now - t > MTIME_SLACK_NS for t in sig[:2])
@@ -1065,8 +1079,7 @@ class Folder:
             self._ops.queue_call(functools.partial(quota.add, -freed, -len(removed)))
         self._ops.start()
         self._own_changes += 1
-        keys = {m.key for m in removed}
-        self._set_messages([m for m in self.messages if m.key not in keys])
+        self._drop(removed)
         self.highestmodseq += 1
         self._dirty = True
         uids = sorted(m.uid for m in removed)
