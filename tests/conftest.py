@@ -9,6 +9,7 @@ runs it on the reactor thread.
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import ssl
 import subprocess
@@ -156,7 +157,7 @@ class RunningServer:
 
             path = path / to_dirname(folder)
         files = [p for sub in ("new", "cur") for p in (path / sub).glob("*") if p.is_file()]
-        return sorted(files, key=lambda p: (int(p.name.split(".")[0]), p.name))
+        return sorted(files, key=_delivery_order)
 
     def messages(self, address: str, folder: str = "INBOX") -> list[bytes]:
         return [p.read_bytes() for p in self.message_files(address, folder)]
@@ -168,6 +169,15 @@ class RunningServer:
         if self.running:
             self.running = False
             on_reactor(self.server.stopService)
+
+
+def _delivery_order(path: Path) -> tuple:
+    """A Maildir name's delivery order: seconds, then microseconds and this process's counter
+    as numbers (as text, "M99999" sorted after "M123456" of the same second)."""
+    m = re.match(r"(\d+)\.M(\d+)P\d+Q(\d+)", path.name)
+    if m is None:
+        return (int(path.name.split(".")[0]), 0, 0, path.name)
+    return (int(m[1]), int(m[2]), int(m[3]), path.name)
 
 
 def run_cli(
