@@ -170,10 +170,31 @@ class AuthorizationCommands:
         try:
             mailbox = store.mailbox(address)
             if mailbox.is_loaded("INBOX"):
-                return address
+                return self._sync_inbox(mailbox.folder("INBOX"), address)
         except NoSuchMailbox:
             return address  # _open_maildrop says so
         return store.io.submit(_load_inbox, mailbox).addCallback(lambda _: address)
+
+    def _sync_inbox(self, folder, address: str):
+        """A loaded INBOX that another program changed (three stats say so) is listed in the
+        durable pool, after the folder's own queued renames and unlinks, before the maildrop
+        is made (RFC 1939 §4: the maildrop as it is at login).  The address, or a Deferred
+        of it; a listing that fails leaves the index as it was."""
+        if not folder.needs_listing():
+            return address
+
+        def unlisted(failure):
+            failure.trap(OSError)
+            log.warn(
+                "pop3 #{sid} listing INBOX of {addr} failed: {err}",
+                sid=self.session_id,
+                addr=visible(address),
+                err=visible(str(failure.value)),
+            )
+
+        d = folder.listing_after_ops(self.services.store.io.submit)
+        d.addCallbacks(folder.apply_listing, unlisted)
+        return d.addCallback(lambda _: address)
 
     def _open_maildrop(self, address: str) -> None:
         if self.lost:
@@ -186,8 +207,7 @@ class AuthorizationCommands:
             raise Pop3Error("Mailbox is locked by another POP3 session.", IN_USE)
         try:
             mailbox = self.services.store.mailbox(address)
-            folder = mailbox.folder("INBOX")
-            folder.refresh()
+            folder = mailbox.folder("INBOX")  # loaded and listed by _load_inbox
         except NoSuchMailbox:
             self.server_state.release(address, self)
             log.warn(

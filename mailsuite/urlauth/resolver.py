@@ -94,14 +94,26 @@ class UrlAuthority:
 
     # --- GENURLAUTH / RESETKEY ---------------------------------------------------------------
 
-    def _folder(self, owner: str, mailbox: str):
-        """The owner's folder, synced with disk (reactor); NotFound when there is none."""
+    def _folder(self, owner: str, mailbox: str) -> defer.Deferred:
+        """Deferred[Folder]: the owner's folder, in step with the disk; NotFound when there
+        is none.  A folder not in memory yet is loaded, and one another program changed
+        (three stats say so) is listed, in the durable pool: the reactor never lists."""
         try:
-            folder = self.store.mailbox(owner).folder(mailbox)
+            mbox = self.store.mailbox(owner)
+            if not mbox.is_loaded(mailbox):
+                return self.store.io.submit(_load_folder, mbox, mailbox)
+            folder = mbox.folder(mailbox)
         except (NoSuchMailbox, NoSuchFolder, BadFolderName):
-            raise NotFound("no such mailbox") from None
-        folder.refresh()
-        return folder
+            return defer.fail(NotFound("no such mailbox"))
+        if not folder.needs_listing():
+            return defer.succeed(folder)
+
+        def unlisted(failure):
+            failure.trap(OSError)  # the index as it was: the message read tells what is there
+
+        d = folder.listing_after_ops(self.store.io.submit)
+        d.addCallbacks(folder.apply_listing, unlisted)
+        return d.addCallback(lambda _: folder)
 
     def generate(self, owner: str, rump_url: str, mechanism: str) -> defer.Deferred:
         """Deferred[str]: the URLAUTH-authorized URL (RFC 4467 §5); BadUrl for what §7 makes a
@@ -112,14 +124,19 @@ class UrlAuthority:
             ref = parse_url_rump(rump_url)
             if not _same_user(ref.user, owner):
                 raise BadUrl("only the owner's mailbox access keys can sign")
-            folder = self._folder(owner, ref.mailbox)
-        except NotFound:
-            return defer.fail(BadUrl("no such mailbox"))
         except BadUrl as e:
             return defer.fail(e)
-        return self.store.io.submit(
-            self._sign, owner, folder.name, folder.uidvalidity, ref.auth.rump
-        )
+
+        def missing(failure):
+            failure.trap(NotFound)
+            raise BadUrl("no such mailbox")
+
+        def sign(folder):
+            return self.store.io.submit(
+                self._sign, owner, folder.name, folder.uidvalidity, ref.auth.rump
+            )
+
+        return self._folder(owner, ref.mailbox).addCallbacks(sign, missing)
 
     def _sign(self, owner: str, mailbox: str, uidvalidity: int, rump: str) -> str:
         key = self.keys.key_for(owner, mailbox, uidvalidity)
@@ -129,11 +146,11 @@ class UrlAuthority:
         """RESETKEY (RFC 4467 §7); NotFound when the named mailbox does not exist."""
         if mailbox is None:
             return self.store.io.submit(self.keys.reset_all, owner)
-        try:
-            folder = self._folder(owner, mailbox)
-        except NotFound as e:
-            return defer.fail(e)
-        return self.store.io.submit(self.keys.reset, owner, folder.name, folder.uidvalidity)
+        return self._folder(owner, mailbox).addCallback(
+            lambda folder: self.store.io.submit(
+                self.keys.reset, owner, folder.name, folder.uidvalidity
+            )
+        )
 
     # --- resolution ---------------------------------------------------------------------------
 
@@ -154,22 +171,27 @@ class UrlAuthority:
         missing mailbox or message fails that check like a wrong token (RFC 4467 §6)."""
         try:
             ref, owner = self._authorize(url, requester, plain)
-            folder = self._folder(owner, ref.mailbox)
-        except NotFound as e:
-            if ref.auth is None:
-                return defer.fail(e)
-            folder = None
         except (BadUrl, UrlRefused) as e:
             return defer.fail(e)
-        msg = None
-        keyed = None  # (mailbox, uidvalidity): whose access key signs the URL
-        if folder is not None:
-            keyed = (folder.name, folder.uidvalidity)
-            if ref.uidvalidity in (None, folder.uidvalidity):
-                msg = folder.by_uid(ref.uid)
-        if ref.auth is None and msg is None:
-            return defer.fail(NotFound("no such message"))
-        return self.store.io.submit(self._resolve, owner, keyed, folder, msg, ref, extract)
+
+        def opened(folder):
+            msg = None
+            keyed = None  # (mailbox, uidvalidity): whose access key signs the URL
+            if folder is not None:
+                keyed = (folder.name, folder.uidvalidity)
+                if ref.uidvalidity in (None, folder.uidvalidity):
+                    msg = folder.by_uid(ref.uid)
+            if ref.auth is None and msg is None:
+                raise NotFound("no such message")
+            return self.store.io.submit(self._resolve, owner, keyed, folder, msg, ref, extract)
+
+        def missing(failure):
+            failure.trap(NotFound)
+            if ref.auth is None:
+                return failure
+            return opened(None)  # checked like a wrong token (RFC 4467 §6)
+
+        return self._folder(owner, ref.mailbox).addCallbacks(opened, missing)
 
     def _authorize(self, url: str, requester: Requester, plain: bool) -> tuple[ImapUrl, str]:
         """The URL and the user whose mailbox it reads, once the requester may use it."""
@@ -235,3 +257,12 @@ class UrlAuthority:
             start, length = ref.partial
             data = data[start:] if length is None else data[start : start + length]
         return data
+
+
+def _load_folder(mbox, name: str):
+    """In the durable pool: a folder's first load (it lists the folder, and writes its uidlist
+    when it has none); NotFound when there is no such folder."""
+    try:
+        return mbox.folder(name)
+    except (NoSuchFolder, BadFolderName):
+        raise NotFound("no such mailbox") from None

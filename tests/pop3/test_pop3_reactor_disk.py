@@ -62,3 +62,31 @@ def test_pop3_retr_dele_quit_leave_the_files_to_the_durable_pool(server_factory)
     assert reply.startswith(b"+OK")
     assert after_quit == ["", "S"]
     assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
+
+
+def test_login_lists_a_changed_inbox_in_the_durable_pool(server_factory):
+    """INBOX already in memory, then another program delivers into it: the next login sees
+    that message (RFC 1939 §4) and the listing that finds it is made off the reactor."""
+    srv = server_factory(auth={"plaintext": "loopback"})
+    srv.add_user(ALICE)
+    mbox = srv.mailbox(ALICE)
+    mbox.deliver(MSG)
+    p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=10)
+    p.user(ALICE)
+    p.pass_(DEFAULT_PASSWORD)
+    assert p.stat()[0] == 1
+    p.quit()
+    assert srv.call(mbox.is_loaded, "INBOX")
+    # Another program's delivery: a file in new/ the index has not seen.
+    (mbox.path / "new" / "1700000000.M1P1Q1.elsewhere").write_bytes(MSG)
+    with ReactorDiskWatch.get().window(reactor_thread()) as events:
+        p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=10)
+        p.user(ALICE)
+        p.pass_(DEFAULT_PASSWORD)
+        count, _ = p.stat()
+        uidl = p.uidl()[1]
+    p.quit()
+    assert count == 2 and len(uidl) == 2
+    listed = [e for e in events if "listdir" in str(e) or "scandir" in str(e)]
+    assert not listed, "listing on the reactor:\n" + "\n".join(map(str, listed))
+    assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
