@@ -1003,6 +1003,19 @@ class Folder:
         with self._due_lock:
             self._due.append((uid, key, sub, info, size, wire, date))
 
+    def record_if_missed(self, key: str, sub: str, info: str, path: str) -> None:
+        """Blocking, in the delivering thread, once the folder is in memory: a file this
+        process has just delivered that neither the index nor `delivered` holds (another
+        thread loaded the folder while the delivery ran, listing it before the file was
+        there) is recorded now, so the reactor indexes it without looking at the disk.  A
+        record twice is harmless: the UID is the uidlist's, and the index takes a key once."""
+        if key in self._by_key:
+            return
+        with self._due_lock:
+            if any(due[1] == key for due in self._due):
+                return
+        self.delivered(key, sub, info, path)
+
     def copied(self, copies: list[tuple[str, str, int, int, float]]) -> None:
         """Blocking, in the copying thread: the files `Mailbox.copy_files` has just made in
         cur/ ((key, info, size, wire size, internal date) each) get their UIDs here (one
@@ -1028,25 +1041,16 @@ class Folder:
             self._notify("exists", [m.uid for m in added])
         return True
 
-    def index_delivered(self, key: str, flags=()) -> int | None:
-        """Index one file this process has just delivered (Mailbox.deliver's key and flags),
+    def index_delivered(self, key: str) -> int | None:
+        """Index one file this process has just delivered (Mailbox.deliver's key),
         without listing the folder: an APPEND into a big folder stays cheap."""
         msg = self._by_key.get(key)
         if msg is not None:
             return msg.uid
-        self.take_delivered()  # Mailbox.deliver recorded it when the folder was open
+        # Mailbox.deliver (or record_if_missed) gave it its UID in the pool: no file access.
+        self.take_delivered()
         msg = self._by_key.get(key)
-        if msg is not None:
-            return msg.uid
-        info = self.keywords.to_info(flags) if flags else ""
-        sub, filename = ("cur", key + INFO_SEPARATOR + info) if info else ("new", key)
-        if not os.path.exists(self.path / sub / filename):
-            self.refresh(force=True)  # moved already (another session, another program)
-            return self.uid_of_key(key)
-        added = self._add_new([key], {key: (sub, info)})
-        if added:
-            self._notify("exists", [m.uid for m in added])
-        return added[0].uid if added else None
+        return msg.uid if msg is not None else None  # gone already: a listing tells
 
     def removed(self) -> None:
         """The folder's directory is gone (DELETE, in the durable pool): every message

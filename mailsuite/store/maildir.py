@@ -672,15 +672,24 @@ class Mailbox:
     # -- asynchronous conveniences for the protocols (reactor thread) --------------------------
 
     def append(self, data: bytes, folder: str = names.INBOX, flags=(), internaldate=None):
-        """Deliver in the durable pool, then index: Deferred firing with (Folder, uid)."""
+        """Deliver in the durable pool, then index: Deferred firing with (Folder, uid).  A
+        folder not in memory yet is loaded in the pool too, after the delivery (its first
+        listing then holds the message): an APPEND to a big Sent folder never lists it on
+        the reactor."""
 
-        def indexed(key):
+        def deliver_and_load():
+            key = self.deliver(data, folder, flags, internaldate)
             f = self.folder(folder)
-            return f, f.index_delivered(key, flags)
+            info = f.keywords.to_info(flags) if flags else ""
+            sub, name = ("cur", key + INFO_SEPARATOR + info) if info else ("new", key)
+            f.record_if_missed(key, sub, info, f"{f.path}/{sub}/{name}")
+            return f, key
 
-        d = self.deliver_async(data, folder, flags, internaldate)
-        d.addCallback(indexed)
-        return d
+        def indexed(result):
+            f, key = result
+            return f, f.index_delivered(key)
+
+        return self.io.submit(deliver_and_load).addCallback(indexed)
 
     def copy(self, src: Folder, msgs, dest_name: str):
         """Copy in the durable pool, then index: Deferred firing with (dest Folder, [(src, dst)])."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+import re
 import smtplib
 import time
 
@@ -252,4 +253,29 @@ def test_append_and_copy_give_uids_in_the_durable_pool(imap_server, watch):
         status = _ok(c.status("Archive", "(MESSAGES UIDNEXT)"))
         assert status == [b"Archive (MESSAGES 3 UIDNEXT 4)"]
     assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
+    c.logout()
+
+
+def test_append_to_a_folder_not_in_memory_loads_it_in_the_durable_pool(imap_server, watch):
+    """Thunderbird APPENDs each sent message to Sent, often never selected since the server
+    started: the folder's first load (a listing, its uidlist written) and the new message's
+    UID are done in the pool, and APPENDUID names that UID."""
+    mbox = imap_server.mailbox(USER)
+    imap_server.call(mbox.create_folder, "Outbox")
+    for n in range(3):
+        imap_server.call(mbox.deliver, message(n), "Outbox")
+    _backdate(mbox.path, "Outbox")
+    assert not imap_server.call(mbox.is_loaded, "Outbox")
+    c = imaplib.IMAP4("127.0.0.1", imap_server.port("imap"), timeout=10)
+    _ok(c.login(USER, DEFAULT_PASSWORD))
+    with watch.window(reactor_thread()) as events:
+        typ, data = c.append("Outbox", "(\\Seen $Sent)", None, message(9))
+        appended = c.append("Outbox", None, None, message(10))
+    assert typ == "OK", data
+    assert re.match(rb"\[APPENDUID \d+ 4\]", data[0]), data
+    assert re.match(rb"\[APPENDUID \d+ 5\]", appended[1][0]), appended
+    assert not events, "disk work on the reactor:\n" + "\n".join(map(str, events))
+    _ok(c.select("Outbox"))
+    typ, data = c.uid("FETCH", "4:5", "(FLAGS)")
+    assert b"\\Seen" in data[0] and b"$Sent" in data[0] and b"\\Seen" not in data[1], data
     c.logout()

@@ -82,7 +82,7 @@ def test_index_delivered_assigns_the_next_uid_without_listing(
     inbox.add_listener(events.append)
     calls = _listings(monkeypatch)
     key = mbox.deliver(make_message(9), "INBOX", ["\\Seen", "$Label1"])
-    uid = inbox.index_delivered(key, ["\\Seen", "$Label1"])
+    uid = inbox.index_delivered(key)
     assert calls == []
     assert uid == inbox.messages[-1].uid == inbox.uidnext - 1
     assert inbox.by_uid(uid).flags == {"\\Seen", "$Label1"}
