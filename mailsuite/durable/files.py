@@ -33,9 +33,9 @@ def write_synced(path: str | os.PathLike, data: bytes) -> None:
     file in three system calls (open, write, close) instead of four.  Opened O_SYNC, so each
     write returns once its bytes and the file's metadata are durable, as fsync would make
     them; `data` goes in one write (a regular file takes all of it at once), so that is one
-    sync.  The create and the close hold the GIL through (durable/quick.py); only the
-    write, which waits for the disk, lets go of it.  On any error the file is removed."""
-    fd = quick.create(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_SYNC, 0o600)
+    sync.  The close holds the GIL through (durable/quick.py); the write waits for the
+    disk and lets go of it.  On any error the file is removed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_SYNC, 0o600)
     try:
         view = memoryview(data)
         while view:

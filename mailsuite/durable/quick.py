@@ -1,5 +1,5 @@
-"""The system calls of a durable write that return at once (create a file, close it, rename
-it, append a line to a file), made without letting go of the interpreter lock.
+"""The system calls of a durable write that return at once (close a file, rename it, append a
+line to a file), made without letting go of the interpreter lock.
 
 Why: a durable-pool thread lets go of the GIL around every `os` call and must take it back
 after.  While the reactor is busy (running Python, not blocked in epoll) it gets it back only
@@ -11,8 +11,10 @@ so holding the lock through them costs the reactor less than the hand-over.  The
 do wait for the disk (the synced write, the fsyncs) still go through `os` and let it go.
 
 How: `ctypes.PyDLL` (documented to hold the GIL during the call) on the C library's POSIX
-functions.  Where that library cannot be loaded, the plain `os` functions are used
-(`USE_LIBC` is False): the same results, the hand-over as before.
+functions, only those with a fixed argument list (not open(), whose mode is a variadic
+argument, passed differently from a fixed one on some platforms).  Where that library cannot
+be loaded, the plain `os` functions are used (`USE_LIBC` is False): the same results, the
+hand-over as before.
 """
 
 from __future__ import annotations
@@ -25,9 +27,6 @@ AT_FDCWD = getattr(os, "AT_FDCWD", -100)  # Linux's value when os does not expor
 
 try:
     _libc = ctypes.PyDLL(None, use_errno=True)
-    _open = _libc.open
-    _open.argtypes = (ctypes.c_char_p, ctypes.c_int, ctypes.c_uint)
-    _open.restype = ctypes.c_int
     _close = _libc.close
     _close.argtypes = (ctypes.c_int,)
     _close.restype = ctypes.c_int
@@ -54,19 +53,6 @@ def _fail(path=None, path2=None):
     name = None if path is None else os.fspath(path)
     name2 = None if path2 is None else os.fspath(path2)
     raise OSError(code, os.strerror(code), name, None, name2)
-
-
-def create(path: str | os.PathLike, flags: int, mode: int) -> int:
-    """os.open(path, flags, mode), holding the GIL (flags get O_CLOEXEC, as os.open's do)."""
-    if not USE_LIBC:
-        return os.open(path, flags, mode)
-    raw = _path(path)
-    while True:
-        fd = _open(raw, flags | os.O_CLOEXEC, mode)
-        if fd >= 0:
-            return fd
-        if ctypes.get_errno() != errno.EINTR:  # PEP 475: os retries an interrupted call
-            _fail(path)
 
 
 def close(fd: int) -> None:
