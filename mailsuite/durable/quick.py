@@ -23,13 +23,14 @@ import ctypes
 import errno
 import os
 
-AT_FDCWD = getattr(os, "AT_FDCWD", -100)  # Linux's value when os does not export it
-
 try:
     _libc = ctypes.PyDLL(None, use_errno=True)
     _close = _libc.close
     _close.argtypes = (ctypes.c_int,)
     _close.restype = ctypes.c_int
+    _rename = _libc.rename
+    _rename.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
+    _rename.restype = ctypes.c_int
     _renameat = _libc.renameat
     _renameat.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p)
     _renameat.restype = ctypes.c_int
@@ -65,11 +66,16 @@ def close(fd: int) -> None:
 
 def rename(src: str | os.PathLike, dst: str | os.PathLike, dst_dir_fd: int | None = None):
     """os.rename(src, dst, dst_dir_fd=...), holding the GIL."""
-    if not USE_LIBC:
+    if dst_dir_fd is None and USE_LIBC:
+        result = _rename(_path(src), _path(dst))
+    elif USE_LIBC and os.path.isabs(src):
+        # POSIX renameat: the first descriptor is not used for an absolute name (AT_FDCWD,
+        # whose value differs between systems, is not needed).
+        result = _renameat(-1, _path(src), dst_dir_fd, _path(dst))
+    else:
         os.rename(src, dst, dst_dir_fd=dst_dir_fd)
         return
-    where = AT_FDCWD if dst_dir_fd is None else dst_dir_fd
-    if _renameat(AT_FDCWD, _path(src), where, _path(dst)) < 0:
+    if result < 0:
         _fail(src, dst)
 
 
