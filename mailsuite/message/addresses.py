@@ -8,11 +8,14 @@ from mailsuite.message.headers import unfold
 
 __all__ = ["parse_addresses", "MISSING_MAILBOX", "MISSING_DOMAIN"]
 
-_ADDR_TOKEN_RE = re.compile(
-    rb'[ \t\r\n]+|"((?:[^"\\]|\\.)*)(?:"|\Z)|(\()|([<>,:;@])|(\[[^\]]*\]?)'
-    rb'|([^ \t\r\n"(<>,:;@\[\]]+)|(.)',
-    re.S,
-)
+# The quoted-string run is possessive: its two branches start with different bytes, so there
+# is only one way to split it and nothing to backtrack into. It fails only when it reaches a
+# lone backslash at the very end (the closing quote was escaped); every later quote would be
+# scanned to that same end and fail the same way, so after one failure the tokenizer switches
+# to _NO_QUOTE_TOKEN_RE, where a quote is a plain byte, and the field costs one pass, not n.
+_TOKEN_TAIL = rb'|(\()|([<>,:;@])|(\[[^\]]*\]?)|([^ \t\r\n"(<>,:;@\[\]]+)|(.)'
+_ADDR_TOKEN_RE = re.compile(rb'[ \t\r\n]+|"((?:[^"\\]|\\.)*+)(?:"|\Z)' + _TOKEN_TAIL, re.S)
+_NO_QUOTE_TOKEN_RE = re.compile(rb"[ \t\r\n]+|((?!))" + _TOKEN_TAIL, re.S)
 _QUOTED_PAIR_RE = re.compile(rb"\\(.)", re.S)
 
 
@@ -24,6 +27,8 @@ def _addr_tokens(s: bytes) -> list[tuple[str, bytes]]:
     while pos < n:
         m = match(s, pos)
         q, paren, special, literal, atom, other = m.groups()
+        if other == b'"':
+            match = _NO_QUOTE_TOKEN_RE.match  # see _ADDR_TOKEN_RE
         if q is not None:
             if b"\\" in q:
                 q = _QUOTED_PAIR_RE.sub(rb"\1", q)
@@ -81,6 +86,12 @@ class _AddressParser:
     def __init__(self, tokens: list[tuple[str, bytes]]):
         self.toks = [t for t in tokens]
         self.pos = 0
+        # next_special[i]: index of the first special at or after token i (len(toks) if none),
+        # so a group member can look past its words for "<" without rescanning them: a group
+        # of n bare words would otherwise cost n scans of the rest of the group.
+        self.next_special = [len(self.toks)] * (len(self.toks) + 1)
+        for i in range(len(self.toks) - 1, -1, -1):
+            self.next_special[i] = i if self.toks[i][0] == "s" else self.next_special[i + 1]
 
     def peek(self):
         return self.toks[self.pos] if self.pos < len(self.toks) else None
@@ -183,13 +194,12 @@ class _AddressParser:
 
     def mailbox(self, out: list) -> bool:
         start = self.pos
-        words, comments = self.words()
-        t = self.peek()
-        if t == ("s", b"<"):
+        special = self.next_special[start]
+        if special < len(self.toks) and self.toks[special] == ("s", b"<"):
+            words, _ = self.words()
             self.pos += 1
             out.append(self.angle(b" ".join(words) or None))
             return True
-        self.pos = start
         local, host, comments = self.addr_spec()
         if local is None and host is None:
             return self.pos != start
