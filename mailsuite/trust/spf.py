@@ -81,9 +81,7 @@ _DUAL_CIDR = re.compile(r"(?::(?P<spec>.+?))?(?:/(?P<c4>0|[1-9]\d*))?(?://(?P<c6
 # toplabel = ( *alphanum ALPHA *alphanum ) / ( 1*alphanum "-" *( alphanum / "-" ) alphanum )
 # The first form's runs are possessive ("digits, a letter, then any alphanumerics" splits one
 # way only): `[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*` tried every split of a long label from DNS.
-_TOPLABEL = re.compile(
-    r"(?:[0-9]*+[A-Za-z][A-Za-z0-9]*+|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9])\Z"
-)
+_TOPLABEL = re.compile(r"(?:[0-9]*+[A-Za-z][A-Za-z0-9]*+|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9])\Z")
 _MACRO = re.compile(r"%(?:\{([A-Za-z])(\d*)(r?)([.\-+,/_=]*)\}|([%_\-]))", re.IGNORECASE)
 _MACRO_LETTERS = set("slodiphcrtv")
 
