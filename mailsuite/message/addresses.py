@@ -17,6 +17,15 @@ _TOKEN_TAIL = rb'|(\()|([<>,:;@])|(\[[^\]]*\]?)|([^ \t\r\n"(<>,:;@\[\]]+)|(.)'
 _ADDR_TOKEN_RE = re.compile(rb'[ \t\r\n]+|"((?:[^"\\]|\\.)*+)(?:"|\Z)' + _TOKEN_TAIL, re.S)
 _NO_QUOTE_TOKEN_RE = re.compile(rb"[ \t\r\n]+|((?!))" + _TOKEN_TAIL, re.S)
 _QUOTED_PAIR_RE = re.compile(rb"\\(.)", re.S)
+# A list of bare addr-specs, each one atom token "@" one atom token, comma separated (what a
+# long To: or Cc: mostly is): the tokens and the parser would make [NIL, NIL, local, host] of
+# each, which these find in one pass (a tenth of the time for a list of 200,000).
+_ATOM_TOKEN = rb'[^ \t\r\n"(<>,:;@\[\]]++'
+_BARE_LIST_RE = re.compile(
+    rb"[ \t]*+" + _ATOM_TOKEN + rb"@" + _ATOM_TOKEN + rb"[ \t]*+"
+    rb"(?:,[ \t]*+" + _ATOM_TOKEN + rb"@" + _ATOM_TOKEN + rb"[ \t]*+)*+"
+)
+_BARE_ADDR_RE = re.compile(b"(" + _ATOM_TOKEN + b")@(" + _ATOM_TOKEN + b")")
 
 
 def _addr_tokens(s: bytes) -> list[tuple[str, bytes]]:
@@ -276,7 +285,10 @@ def parse_addresses(value: bytes | None) -> list | None:
     """
     if value is None:
         return None
-    toks = _addr_tokens(unfold(value))
+    value = unfold(value)
+    if _BARE_LIST_RE.fullmatch(value):
+        return [[None, None, local, host] for local, host in _BARE_ADDR_RE.findall(value)]
+    toks = _addr_tokens(value)
     out = _AddressParser(toks).parse()
     for a in out:
         if a[0] == b"":
