@@ -95,12 +95,18 @@ class _AddressParser:
     def __init__(self, tokens: list[tuple[str, bytes]]):
         self.toks = [t for t in tokens]
         self.pos = 0
-        # next_special[i]: index of the first special at or after token i (len(toks) if none),
-        # so a group member can look past its words for "<" without rescanning them: a group
-        # of n bare words would otherwise cost n scans of the rest of the group.
-        self.next_special = [len(self.toks)] * (len(self.toks) + 1)
-        for i in range(len(self.toks) - 1, -1, -1):
-            self.next_special[i] = i if self.toks[i][0] == "s" else self.next_special[i + 1]
+        self._next_special: list[int] | None = None
+
+    def next_special(self, i: int) -> int:
+        """The index of the first special at or after token i (len(toks) if none), so that a
+        group member looks past its words for "<" without reading them: a group of n bare
+        words cost n readings of the rest of the group.  Made at the first group member."""
+        if self._next_special is None:
+            n = len(self.toks)
+            found = self._next_special = [n] * (n + 1)
+            for j in range(n - 1, -1, -1):
+                found[j] = j if self.toks[j][0] == "s" else found[j + 1]
+        return self._next_special[i]
 
     def peek(self):
         return self.toks[self.pos] if self.pos < len(self.toks) else None
@@ -203,7 +209,7 @@ class _AddressParser:
 
     def mailbox(self, out: list) -> bool:
         start = self.pos
-        special = self.next_special[start]
+        special = self.next_special(start)
         if special < len(self.toks) and self.toks[special] == ("s", b"<"):
             words, _ = self.words()
             self.pos += 1
