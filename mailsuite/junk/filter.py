@@ -60,10 +60,13 @@ MODEL_CACHE = 128
 # time after the Maildir is made is not noted.
 NO_MAILDIR_RECHECK = 5.0
 _DMARC = re.compile(rb"(?i)\bdmarc=(\w+)")
-# RFC 8601 §2.7: "spf=pass ... smtp.mailfrom=user@domain", "dkim=pass ... header.d=domain".
-_PASSED = re.compile(
-    rb"(?i)\b(?:spf=pass[^;]*?smtp\.mailfrom=[^@\s;]*@|dkim=pass[^;]*?header\.d=)([\w.-]+)"
-)
+# RFC 8601 §2.7: "spf=pass ... smtp.mailfrom=user@domain", "dkim=pass ... header.d=domain",
+# the property after its result in the same clause (up to ";").  See passed_domains.
+_PASS_START = re.compile(rb"(?i)\b(spf|dkim)=pass")
+_PASS_PROPERTY = {
+    b"spf": re.compile(rb"(?i)smtp\.mailfrom=[^@\s;]*+@([\w.-]+)"),
+    b"dkim": re.compile(rb"(?i)header\.d=([\w.-]+)"),
+}
 
 # A From value that is one address in dot-atom form (RFC 5322 §3.4.1), bare or in angle
 # brackets after a name of letters, digits, spaces, "_" and "-": its address, group 2.
@@ -283,7 +286,7 @@ class JunkFilter:
         if value is None:
             return []
         if self.greylist is not None:
-            self.greylist.note_domains(m.decode("ascii", "replace") for m in _PASSED.findall(value))
+            self.greylist.note_domains(d.decode("ascii", "replace") for d in passed_domains(value))
         m = _DMARC.search(value)
         if m and m.group(1).lower() == b"fail":
             return [Signal("DMARC fail", 3.0)]
@@ -431,6 +434,36 @@ def _senders(mail_from: str, fields: list[tuple[bytes, bytes]]) -> list[str]:
     """The envelope sender and the From: addresses, lower case, each once."""
     senders = [mail_from, *author_addresses(fields)]
     return [s for s in dict.fromkeys(a.lower() for a in senders) if s]
+
+
+def passed_domains(value: bytes) -> list[bytes]:
+    """The domains an Authentication-Results value says passed SPF (its smtp.mailfrom's) or
+    DKIM (its header.d), left to right.
+
+    The value holds text from the message (a signature's d= is copied into it), so it is read
+    in one pass: once a "dkim=pass" finds no header.d after it in its clause, no later one
+    in that clause can, and it is not looked for again (a lazy `dkim=pass[^;]*?header.d=`
+    read the rest of the clause from each of thousands of them)."""
+    found: list[bytes] = []
+    taken = 0  # the end of the last property read: results inside it are its text
+    clause_end = -1  # the ";" (or the end) after the current result
+    barren: dict[bytes, int] = {}  # kind -> end of the clause where it found no property
+    for m in _PASS_START.finditer(value):
+        if m.start() < taken:
+            continue
+        if m.start() > clause_end:
+            clause_end = value.find(b";", m.start())
+            clause_end = len(value) if clause_end < 0 else clause_end
+        kind = m.group(1).lower()
+        if m.start() < barren.get(kind, -1):
+            continue
+        prop = _PASS_PROPERTY[kind].search(value, m.end(), clause_end)
+        if prop is None:
+            barren[kind] = clause_end
+            continue
+        found.append(prop.group(1))
+        taken = prop.end()
+    return found
 
 
 def author_addresses(fields: list[tuple[bytes, bytes]]) -> list[str]:

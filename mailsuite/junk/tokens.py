@@ -61,7 +61,10 @@ _READ_FIELD = re.compile(
     rb"[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*)"
 )
 _PUNCTUATION = "\"'`()[]{}<>.,;:!?*|~^=+#&/\\-_«»“”‘’„…·•"
-_ADDRESS = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
+# A run of local-part characters is taken whole, with its "@domain" when one follows (group
+# 1, else empty): `[\w.+-]+@...` tried again from inside a run that has none, where it fails
+# the same way, and a long run cost its square.
+_ADDRESS = re.compile(r"[\w.+-]++(?:@([\w-]+(?:\.[\w-]+)+))?")
 # Links: "://" and the host after it, in lower-cased text, where the scheme before it is one of
 # _SCHEMES.  A pattern that starts with a literal is searched for fast; one that starts with
 # "(?:https?|ftp)" is tried at every character of the text.
@@ -217,7 +220,7 @@ def _header_tokens(fields: list[tuple[bytes, bytes]], tokens: set[str]) -> None:
         lowered = value.lower()
         label = prefix + ":"
         if "@" in value:
-            tokens.update(label + "@" + d.lower() for d in _ADDRESS.findall(value))
+            tokens.update(label + "@" + d.lower() for d in _ADDRESS.findall(value) if d)
         tokens.update(map(label.__add__, _words(lowered)))
         if prefix == "subject" and value.isupper() and len(value) > 8:
             tokens.add("subject:shape:upper")

@@ -78,7 +78,9 @@ class UnknownTransferEncoding(Exception):
 
 
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
-_QP_TRAILING_SPACE = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
+# Tried only where a run of blanks starts: from inside a run that is not at a line end the
+# match would fail the same way again, a quadratic cost for a long run of blanks.
+_QP_TRAILING_SPACE = re.compile(rb"(?<![ \t])[ \t]++(?=\r?\n|\Z)")
 
 
 def decode_transfer(body: bytes, encoding: str, strict: bool = False) -> bytes:

@@ -142,12 +142,17 @@ def _quoted(text: str, pos: int, line: int) -> tuple[str, int, int]:
     character itself."""
     out: list[str] = []
     end = len(text)
+    # The next quote and backslash (`end` for none) are each looked for again only once
+    # passed: finding the quote afresh after every escape read the rest of the script once
+    # per escape.
+    quote = backslash = -1
     while True:
-        stop = min(
-            (i for i in (text.find('"', pos), text.find("\\", pos)) if i >= 0),
-            default=-1,
-        )
-        if stop < 0:
+        if quote < pos:
+            quote = _find_or_end(text, '"', pos)
+        if backslash < pos:
+            backslash = _find_or_end(text, "\\", pos)
+        stop = min(quote, backslash)
+        if stop == end:
             raise SieveError(line, "unterminated string")
         chunk = text[pos:stop]
         out.append(chunk)
@@ -159,6 +164,11 @@ def _quoted(text: str, pos: int, line: int) -> tuple[str, int, int]:
         out.append(text[stop + 1])
         line += text[stop + 1] == "\n"
         pos = stop + 2
+
+
+def _find_or_end(text: str, char: str, pos: int) -> int:
+    found = text.find(char, pos)
+    return len(text) if found < 0 else found
 
 
 def _multiline(text: str, pos: int, line: int, start: int) -> tuple[str, int, int]:

@@ -89,7 +89,9 @@ class LineBuffer:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._buf = b""
+        # A bytearray, emptied from the front by `del`: taking each line off a bytes buffer
+        # copied the rest of it, so a buffer of n pipelined lines cost n times its size.
+        self._buf = bytearray()
         self._discarding = False
         self._discarded = 0  # octets of the line being skipped so far
 
@@ -98,7 +100,8 @@ class LineBuffer:
 
     def take_rest(self) -> bytes:
         """Everything buffered that is not yet a line (for DATA/BDAT and STARTTLS discard)."""
-        rest, self._buf = self._buf, b""
+        rest = bytes(self._buf)
+        self._buf.clear()
         self._discarding = False
         return rest
 
@@ -114,9 +117,9 @@ class LineBuffer:
             if self._discarding:
                 if nl < 0:
                     self._discarded += len(self._buf)
-                    self._buf = b""
+                    self._buf.clear()
                     return LINE_RUNAWAY if self._discarded > RUNAWAY_LINE else None
-                self._buf = self._buf[nl + 1 :]
+                del self._buf[: nl + 1]
                 self._discarding = False
                 return LINE_TOO_LONG
             if nl < 0:
@@ -126,10 +129,10 @@ class LineBuffer:
                     continue
                 return None
             if nl + 1 > limit:
-                self._buf = self._buf[nl + 1 :]
+                del self._buf[: nl + 1]
                 return LINE_TOO_LONG
-            line = self._buf[:nl]
-            self._buf = self._buf[nl + 1 :]
+            line = bytes(self._buf[:nl])
+            del self._buf[: nl + 1]
             if line.endswith(b"\r"):
                 line = line[:-1]
             return line

@@ -100,7 +100,9 @@ def authserv_id(value: bytes) -> str | None:
 
 def _header_fields(data: bytes) -> tuple[list[bytes], int]:
     """Split the header section into raw fields (continuations kept); returns (fields, end)."""
-    fields: list[bytes] = []
+    # Each field's lines are gathered and joined once: adding each continuation line to the
+    # field's bytes copied the field again for every line (quadratic in a long fold).
+    fields: list[list[bytes]] = []
     pos = 0
     while pos < len(data):
         nl = data.find(b"\n", pos)
@@ -109,11 +111,11 @@ def _header_fields(data: bytes) -> tuple[list[bytes], int]:
         if line in (b"\r\n", b"\n"):
             break  # the empty line ending the header section
         if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
+            fields[-1].append(line)
         else:
-            fields.append(line)
+            fields.append([line])
         pos = end
-    return fields, pos
+    return [b"".join(lines) for lines in fields], pos
 
 
 def is_ours(raw_field: bytes, our_id: str) -> bool:

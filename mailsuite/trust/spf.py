@@ -79,9 +79,9 @@ _DIRECTIVE = re.compile(r"([+\-~?]?)([A-Za-z][A-Za-z0-9\-_.]*)(.*)\Z", re.DOTALL
 # [":" domain-spec] [ip4-cidr-length] ["//" ip6-cidr-length], cidr without leading zeros.
 _DUAL_CIDR = re.compile(r"(?::(?P<spec>.+?))?(?:/(?P<c4>0|[1-9]\d*))?(?://(?P<c6>0|[1-9]\d*))?\Z")
 # toplabel = ( *alphanum ALPHA *alphanum ) / ( 1*alphanum "-" *( alphanum / "-" ) alphanum )
-_TOPLABEL = re.compile(
-    r"(?:[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9])\Z"
-)
+# The first form's runs are possessive ("digits, a letter, then any alphanumerics" splits one
+# way only): `[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*` tried every split of a long label from DNS.
+_TOPLABEL = re.compile(r"(?:[0-9]*+[A-Za-z][A-Za-z0-9]*+|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9])\Z")
 _MACRO = re.compile(r"%(?:\{([A-Za-z])(\d*)(r?)([.\-+,/_=]*)\}|([%_\-]))", re.IGNORECASE)
 _MACRO_LETTERS = set("slodiphcrtv")
 

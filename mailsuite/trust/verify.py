@@ -43,14 +43,16 @@ class _Signature:
 def _header_fields(data: bytes) -> list[tuple[bytes, bytes]]:
     m = re.search(rb"\r?\n\r?\n", data)
     head = data[: m.start()] if m else data
-    fields: list[list[bytes]] = []
+    # A field's value lines are gathered and joined once (adding each continuation line to
+    # the value copied it again for every line: quadratic in a long fold).
+    fields: list[tuple[bytes, list[bytes]]] = []
     for line in re.split(rb"\r?\n", head):
         if line[:1] in (b" ", b"\t") and fields:
-            fields[-1][1] += b"\r\n" + line
+            fields[-1][1].append(line)
         elif b":" in line:
             name, _, value = line.partition(b":")
-            fields.append([name.strip(), value])
-    return [(n, v) for n, v in fields]
+            fields.append((name.strip(), [value]))
+    return [(n, b"\r\n".join(v)) for n, v in fields]
 
 
 def signatures(data: bytes) -> list[_Signature]:

@@ -70,7 +70,8 @@ _URLAUTH = re.compile(
     r"(?::(?P<mech>[A-Za-z0-9.-]+):(?P<token>[0-9A-Fa-f]{32,}))?$"
 )
 _AUTH_MARK = re.compile(r"(?i);(?:EXPIRE|URLAUTH)=")
-_TOKEN_TAIL = re.compile(r"(?i)(;URLAUTH=[^:]*):[^:]*:[0-9a-f]*$")
+_URLAUTH_MARK = re.compile(r"(?i);URLAUTH=")
+_HEX_TAIL = re.compile(r"(?i)[0-9a-f]*+(\n?)")
 
 
 def _decode(text: str) -> str:
@@ -162,5 +163,18 @@ def parse_url_rump(url: str) -> ImapUrl:
 
 def without_token(url: str) -> str:
     """The URL with its ":<mech>:<token>" cut off, for a log line: the token is a credential
-    (whoever holds the whole URL may use it)."""
-    return _TOKEN_TAIL.sub(r"\1:…", url)
+    (whoever holds the whole URL may use it).
+
+    The URL is the client's: the tail is found from its last colons, not by a pattern tried
+    from every ";URLAUTH=" in it (each of which read on to the end)."""
+    # ";URLAUTH=" access ":" mech ":" hex at the very end: the mark lies between the third
+    # last colon and the second last one, the token after the last.
+    last = url.rfind(":")
+    mech = url.rfind(":", 0, max(last, 0))
+    if mech < 0:
+        return url
+    tail = _HEX_TAIL.fullmatch(url, last + 1)
+    mark = _URLAUTH_MARK.search(url, url.rfind(":", 0, mech) + 1, mech)
+    if tail is None or mark is None:
+        return url
+    return url[:mech] + ":…" + tail.group(1)

@@ -281,3 +281,23 @@ def test_fetch_of_many_uncached_messages_reads_their_files_off_the_reactor(imap_
     # One message (what a client reading mail asks for) is still read where it is asked.
     r.cmd(b"FETCH 1 BODY.PEEK[]")
     r.close()
+
+
+def test_envelope_sort_and_thread_of_hostile_from_and_subject_answer_at_once(imap_server):
+    """A From: of 40,000 unclosed quoted strings (48 s of CPU for its ENVELOPE when each
+    quote was read on to the end of the field) and a Subject: of 40,000 blobs (a minute for
+    its base subject): the answers come within the client's 10 s socket timeout."""
+    hostile = (
+        b"From: " + b'"\\' * 40_000 + b"\r\nSubject: " + b"[a]" * 40_000 + b" x\r\n"
+        b"Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n\r\nbody\r\n"
+    )
+    plain = b"From: b@example.test\r\nSubject: Re: x\r\n\r\nbody\r\n"
+    _drop_messages(imap_server, [hostile, plain])
+    r = selected(imap_server)
+    out = r.cmd(b"FETCH 1 (ENVELOPE)")
+    assert out[-1].startswith(b"t OK"), out[-1]
+    assert b"MISSING_MAILBOX" in b"".join(out)
+    assert r.cmd(b"SORT (SUBJECT) UTF-8 ALL")[0] == b"* SORT 1 2"
+    assert r.cmd(b"THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (1 2)"
+    assert r.cmd(b"NOOP")[-1].startswith(b"t OK")
+    r.close()

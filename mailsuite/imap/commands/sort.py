@@ -111,9 +111,12 @@ def parse_esort_command(args: list) -> tuple[list[tuple[str, bool]], SearchProgr
 # --- base subject (RFC 5256 §2.1) --------------------------------------------------------------
 
 _WS_RE = re.compile(r"[ \t\r\n]+")
-_TRAILER_RE = re.compile(r"(?:\s*\(fwd\))+\s*$|\s+$", re.IGNORECASE)
 _BLOB = r"\[[^\[\]]*\][ \t]*"
-_REFWD_RE = re.compile(r"(?:" + _BLOB + r")*(?:re|fwd?)[ \t]*(?:" + _BLOB + r")?:", re.IGNORECASE)
+# Blobs split one way only (each starts with "[" and ends at the first "]" and its blanks),
+# so the run is taken possessively; "re"/"fwd" cannot start where a blob does, so giving
+# blobs back could never let the rest match.
+_BLOBS_RE = re.compile(r"(?:" + _BLOB + r")*+")
+_REFWD_TAIL_RE = re.compile(r"(?:re|fwd?)[ \t]*(?:" + _BLOB + r")?:", re.IGNORECASE)
 _BLOB_RE = re.compile(_BLOB)
 
 
@@ -137,36 +140,70 @@ def subject_form(value: bytes | None) -> tuple[str, bool]:
 
 
 def _extract_base(s: str) -> tuple[str, bool]:
-    """RFC 5256 §2.1 steps (2)-(6) on a decoded, whitespace-squeezed subject."""
+    """RFC 5256 §2.1 steps (2)-(6) on a decoded, whitespace-squeezed subject.
+
+    The subject is hostile input (SORT and THREAD read every message's), so the steps work
+    on the bounds [lo, hi) of `s` and never copy it or rescan it from the start: each
+    character is looked at a bounded number of times, however many "Re:", "[blob]", "(fwd)"
+    or "[fwd: ...]" it is made of."""
     reply = False
+    lo, hi = 0, len(s)
     while True:
         # (2) trailing "(fwd)" and whitespace
-        new = _TRAILER_RE.sub("", s)
-        if new != s:
-            if "(fwd)" in s[len(new) :].lower():
-                reply = True
-            s = new
+        hi, forwarded = _strip_trailer(s, lo, hi)
         # (3)-(5) leading subj-refwd / WSP / subj-blob
-        while True:
-            changed = False
-            stripped = s.lstrip(" \t")
-            if stripped != s:
-                s, changed = stripped, True
-            m = _REFWD_RE.match(s)
-            if m:
-                s, changed, reply = s[m.end() :], True, True
-            m = _BLOB_RE.match(s)
-            if m and s[m.end() :].strip():
-                s, changed = s[m.end() :], True
-            if not changed:
-                break
+        lo, replied = _strip_leader(s, lo, hi)
+        reply = reply or forwarded or replied
         # (6) "[fwd: ... ]"
-        if s.lower().startswith("[fwd:") and s.endswith("]"):
-            s = s[5:-1]
+        if s[lo : lo + 5].lower() == "[fwd:" and hi - lo >= 6 and s[hi - 1] == "]":
+            lo, hi = lo + 5, hi - 1
             reply = True
             continue
         break
-    return s, reply
+    return s[lo:hi], reply
+
+
+def _strip_trailer(s: str, lo: int, hi: int) -> tuple[int, bool]:
+    """Step (2) on s[lo:hi]: (new hi, whether a "(fwd)" went).  The trailer is a run of
+    white space and "(fwd)"s, which reads one way only from its right end."""
+    forwarded = False
+    while hi > lo:
+        if s[hi - 1].isspace():
+            hi -= 1
+        elif hi - lo >= 5 and s[hi - 5 : hi].lower() == "(fwd)":
+            hi -= 5
+            forwarded = True
+        else:
+            break
+    return hi, forwarded
+
+
+def _strip_leader(s: str, lo: int, hi: int) -> tuple[int, bool]:
+    """Steps (3)-(5) on s[lo:hi], which ends in no white space (step 2 took it): (new lo,
+    whether a subj-refwd went).
+
+    When no subj-refwd follows the blobs from `lo`, none follows them from any later blob of
+    that run either: `no_refwd_until` remembers the run's end so that taking its blobs off
+    one at a time does not read the rest of the run again for each."""
+    replied = False
+    no_refwd_until = -1
+    while True:
+        start = lo
+        while lo < hi and s[lo] in " \t":
+            lo += 1
+        changed = lo != start
+        if lo > no_refwd_until:
+            blobs_end = _BLOBS_RE.match(s, lo, hi).end()
+            m = _REFWD_TAIL_RE.match(s, blobs_end, hi)
+            if m:
+                lo, changed, replied = m.end(), True, True
+            else:
+                no_refwd_until = blobs_end
+        m = _BLOB_RE.match(s, lo, hi)
+        if m and m.end() < hi:  # a blob is dropped only when text follows it
+            lo, changed = m.end(), True
+        if not changed:
+            return lo, replied
 
 
 def sent_date(fields, internaldate: float) -> float:
