@@ -61,6 +61,9 @@ _READ_FIELD = re.compile(
     rb"[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*)"
 )
 _PUNCTUATION = "\"'`()[]{}<>.,;:!?*|~^=+#&/\\-_«»“”‘’„…·•"
+# The same set's ASCII characters, all that can be stripped from ASCII text: str.strip with
+# only these skips the look-up of each end character among the wider ones.
+_ASCII_PUNCTUATION = "".join(c for c in _PUNCTUATION if c.isascii())
 _ADDRESS = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
 # Links: "://" and the host after it, in lower-cased text, where the scheme before it is one of
 # _SCHEMES.  A pattern that starts with a literal is searched for fast; one that starts with
@@ -284,8 +287,9 @@ def _words(text: str) -> set[str]:
     a word dropped.  A long run of characters stands as "skip:<first letter><length in
     tens>" ("something long was here", not what it was).  One comprehension over the
     distinct chunks: this runs for every text part of every judged message."""
+    punctuation = _ASCII_PUNCTUATION if text.isascii() else _PUNCTUATION
     return {
         w if len(w) <= MAX_WORD else f"skip:{w[0]}{len(w) // 10 * 10}"
         for chunk in set(text.split())
-        if len(w := chunk.strip(_PUNCTUATION)) >= MIN_WORD
+        if len(w := chunk.strip(punctuation)) >= MIN_WORD
     }
