@@ -61,6 +61,9 @@ _READ_FIELD = re.compile(
     rb"[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*)"
 )
 _PUNCTUATION = "\"'`()[]{}<>.,;:!?*|~^=+#&/\\-_«»“”‘’„…·•"
+# The same set's ASCII characters, all that can be stripped from ASCII text: str.strip with
+# only these skips the look-up of each end character among the wider ones.
+_ASCII_PUNCTUATION = "".join(c for c in _PUNCTUATION if c.isascii())
 # A run of local-part characters is taken whole, with its "@domain" when one follows (group
 # 1, else empty): `[\w.+-]+@...` tried again from inside a run that has none, where it fails
 # the same way, and a long run cost its square.
@@ -287,8 +290,9 @@ def _words(text: str) -> set[str]:
     a word dropped.  A long run of characters stands as "skip:<first letter><length in
     tens>" ("something long was here", not what it was).  One comprehension over the
     distinct chunks: this runs for every text part of every judged message."""
+    punctuation = _ASCII_PUNCTUATION if text.isascii() else _PUNCTUATION
     return {
         w if len(w) <= MAX_WORD else f"skip:{w[0]}{len(w) // 10 * 10}"
         for chunk in set(text.split())
-        if len(w := chunk.strip(_PUNCTUATION)) >= MIN_WORD
+        if len(w := chunk.strip(punctuation)) >= MIN_WORD
     }
