@@ -21,7 +21,6 @@ from twisted.internet import defer
 from twisted.internet import reactor as default_reactor
 from twisted.logger import Logger
 
-from mailsuite.durable import quick
 from mailsuite.durable.commit import GroupCommit
 from mailsuite.durable.files import discard, read_all, read_head, unlink_each, write_synced
 from mailsuite.durable.pool import WorkerPool
@@ -161,7 +160,7 @@ class DurableIO:
                 if held:
                     fd = self._rename_held(tmp, final, folder, name)
                 else:
-                    quick.rename(tmp, final)
+                    os.rename(tmp, final)
                 where = final
             else:
                 folder = split_path(os.fspath(tmp))[0]
@@ -180,13 +179,13 @@ class DurableIO:
         fd = self.commit.folder_fd(folder)
         if fd is not None:
             try:
-                quick.rename(tmp, name, dst_dir_fd=fd)
+                os.rename(tmp, name, dst_dir_fd=fd)
                 return fd
             except FileNotFoundError:
                 if not os.path.exists(tmp):
                     raise
                 self.commit.forget(folder, fd)  # removed: the folder now there is another
-        quick.rename(tmp, final)
+        os.rename(tmp, final)
         return None
 
     def fsync_dir(self, path: str | os.PathLike) -> None:

@@ -16,7 +16,6 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailsuite.durable import quick
 from mailsuite.durable.modes import private_opener
 
 RECALC_AT = 512 * 1024  # ~60,000 deltas
@@ -155,7 +154,7 @@ class MaildirSize:
         with self._lock:
             fd = self._held_fd()
             if fd is not None:
-                quick.append(fd, line)  # a line into the page cache: no wait for the disk
+                os.write(fd, line)
                 return
         self._append(line)
 
@@ -177,7 +176,7 @@ class MaildirSize:
                     _close_held(self._held)  # replaced meanwhile: append to the new file
                     fd = None
             if fd is not None:
-                quick.append(fd, line)  # a line into the page cache: no wait for the disk
+                os.write(fd, line)
                 return
         self._append(line)
 
