@@ -62,18 +62,27 @@ def _events(events) -> str:
     return "disk work on the reactor:\n" + "\n".join(map(str, events))
 
 
-def _server(server_factory):
+def _server(server_factory, messages: int, **fill):
+    """A server whose user's INBOX holds `messages` files (`_fill`): (server, mailbox,
+    bodies)."""
     srv = server_factory(auth={"plaintext": "loopback"}, listen=IMAP_ONLY)
     srv.add_user(USER)
-    return srv
+    mbox = srv.mailbox(USER)
+    return srv, mbox, _fill(mbox.path, messages, **fill)
+
+
+def _selected(srv) -> Raw:
+    """A session logged in with INBOX selected."""
+    r = Raw(srv.port("imap"))
+    r.login()
+    _ok(r.cmd(b"SELECT INBOX"))
+    return r
 
 
 def test_store_fetch_copy_move_expunge_and_close_leave_the_files_to_the_durable_pool(
     server_factory,
 ):
-    srv = _server(server_factory)
-    mbox = srv.mailbox(USER)
-    _fill(mbox.path, 8)
+    srv, mbox, _ = _server(server_factory, 8)
     r = Raw(srv.port("imap"))
     r.login()
     _ok(r.cmd(b"SELECT Archive"))  # loaded before: a first load is SELECT's business
@@ -104,12 +113,8 @@ def test_store_fetch_copy_move_expunge_and_close_leave_the_files_to_the_durable_
 
 def test_expunge_answers_once_every_file_is_gone(server_factory):
     """2,500 messages take several batches in the pool: the tagged OK waits for the last."""
-    srv = _server(server_factory)
-    mbox = srv.mailbox(USER)
-    _fill(mbox.path, 2500, info="T")
-    r = Raw(srv.port("imap"))
-    r.login()
-    _ok(r.cmd(b"SELECT INBOX"))
+    srv, mbox, _ = _server(server_factory, 2500, info="T")
+    r = _selected(srv)
     lines = _ok(r.cmd(b"EXPUNGE"))
     left = os.listdir(mbox.path / "cur")
     assert len(lines) == 2501 and left == []
@@ -117,12 +122,8 @@ def test_expunge_answers_once_every_file_is_gone(server_factory):
 
 
 def test_close_of_many_messages_answers_once_every_file_is_gone(server_factory):
-    srv = _server(server_factory)
-    mbox = srv.mailbox(USER)
-    _fill(mbox.path, 4500, info="T")
-    r = Raw(srv.port("imap"))
-    r.login()
-    _ok(r.cmd(b"SELECT INBOX"))
+    srv, mbox, _ = _server(server_factory, 4500, info="T")
+    r = _selected(srv)
     # RFC 3501 §6.4.2: no untagged EXPUNGE responses, the selection ends.
     assert _ok(r.cmd(b"CLOSE")) == [b"t OK CLOSE completed"]
     assert os.listdir(mbox.path / "cur") == []
@@ -134,9 +135,7 @@ def test_reads_and_copies_follow_a_rename_still_queued(server_factory):
     """While a STORE's renames wait in the folder's queue, another session's FETCH BODY[]
     (the small messages read whole, the big one streamed) and COPY (hard links) find every
     file under its old name; the STORE's reply waits for its renames."""
-    srv = _server(server_factory)
-    mbox = srv.mailbox(USER)
-    bodies = _fill(mbox.path, 3, big=(2,))
+    srv, mbox, bodies = _server(server_factory, 3, big=(2,))
     a, b = Raw(srv.port("imap")), Raw(srv.port("imap"))
     for r in (a, b):
         r.login()
@@ -186,9 +185,7 @@ def _flags_of(r: Raw) -> list[set[bytes]]:
 def test_two_sessions_racing_store_fetch_and_copy_lose_no_flag_and_no_message(
     server_factory, tmp_path
 ):
-    srv = _server(server_factory)
-    mbox = srv.mailbox(USER)
-    bodies = _fill(mbox.path, 400)
+    srv, mbox, bodies = _server(server_factory, 400)
     a, b = Raw(srv.port("imap")), Raw(srv.port("imap"))
     for r in (a, b):
         r.login()
@@ -231,9 +228,7 @@ def test_an_expunged_message_never_comes_back_through_a_listing(server_factory):
     """A listing taken while the unlinks are still queued would find the files there: it runs
     after them.  Another session listing the folder meanwhile (CHECK), with a delivery from
     another program in it, sees the count go down, never back up."""
-    srv = _server(server_factory)
-    mbox = srv.mailbox(USER)
-    _fill(mbox.path, 2500, info="T")
+    srv, mbox, _ = _server(server_factory, 2500, info="T")
     a, b = Raw(srv.port("imap")), Raw(srv.port("imap"))
     for r in (a, b):
         r.login()
@@ -273,9 +268,7 @@ def test_an_expunged_message_never_comes_back_through_a_listing(server_factory):
 def test_a_listing_asked_for_with_unlinks_queued_waits_for_them(server_factory):
     """The store's own way: expunge, then at once a listing job, both from one reactor turn:
     the listing runs the unlinks queued before it first, so nothing comes back."""
-    srv = _server(server_factory)
-    mbox = srv.mailbox(USER)
-    _fill(mbox.path, 3000, info="T")
+    srv, mbox, _ = _server(server_factory, 3000, info="T")
     inbox = srv.call(mbox.folder, "INBOX")
     io = srv.services.store.io
 
@@ -295,12 +288,8 @@ def test_a_listing_asked_for_with_unlinks_queued_waits_for_them(server_factory):
 def test_a_file_removed_by_another_program_before_its_rename_leaves_an_honest_index(
     server_factory,
 ):
-    srv = _server(server_factory)
-    mbox = srv.mailbox(USER)
-    _fill(mbox.path, 3)
-    r = Raw(srv.port("imap"))
-    r.login()
-    _ok(r.cmd(b"SELECT INBOX"))
+    srv, mbox, _ = _server(server_factory, 3)
+    r = _selected(srv)
     inbox = srv.call(mbox.folder, "INBOX")
     victim = sorted(os.listdir(mbox.path / "cur"))[1]
     with inbox._ops.lock:
@@ -325,9 +314,7 @@ def test_a_file_removed_by_another_program_before_its_rename_leaves_an_honest_in
 def test_renames_queued_at_shutdown_are_done_before_the_process_exits(server_factory):
     """Batches not yet handed to the pool when the server stops are run by the stop itself;
     after a restart the index and the file names both carry the flags."""
-    srv = _server(server_factory)
-    mbox = srv.mailbox(USER)
-    _fill(mbox.path, 2500)
+    srv, mbox, _ = _server(server_factory, 2500)
     inbox = srv.call(mbox.folder, "INBOX")
     msgs = srv.call(lambda: list(inbox.messages))
     with inbox._ops.lock:  # the first batch waits in the pool; the others are not sent yet
@@ -357,9 +344,7 @@ def test_the_saved_index_of_a_folder_with_operations_queued_lists_it_at_the_next
     """An index image taken while renames are queued carries no directory signature: were
     the process to die before they ran, the next open lists the folder instead of trusting
     names that are not on disk."""
-    srv = _server(server_factory)
-    mbox = srv.mailbox(USER)
-    _fill(mbox.path, 3)
+    srv, mbox, _ = _server(server_factory, 3)
     inbox = srv.call(mbox.folder, "INBOX")
     msgs = srv.call(lambda: list(inbox.messages))
     with inbox._ops.lock:
@@ -376,9 +361,7 @@ def test_a_poll_of_a_folder_with_operations_queued_is_answered_without_waiting_f
     """A NOOP from another session while the folder's renames are still queued answers from
     the index (our own changes are in it); what another program did meanwhile shows on a
     later poll, once the queue is done."""
-    srv = _server(server_factory)
-    mbox = srv.mailbox(USER)
-    _fill(mbox.path, 3)
+    srv, mbox, _ = _server(server_factory, 3)
     a, b = Raw(srv.port("imap")), Raw(srv.port("imap"))
     for r in (a, b):
         r.login()

@@ -15,6 +15,13 @@ ALICE = "alice@example.test"
 MSG = b"From: bob@example.test\r\nTo: alice@example.test\r\nSubject: hi\r\n\r\nHello.\r\n"
 
 
+def _login(srv) -> poplib.POP3:
+    p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=10)
+    p.user(ALICE)
+    p.pass_(DEFAULT_PASSWORD)
+    return p
+
+
 def test_login_loads_a_cold_inbox_in_the_durable_pool(server_factory):
     srv = server_factory(auth={"plaintext": "loopback"})
     srv.add_user(ALICE)
@@ -26,9 +33,7 @@ def test_login_loads_a_cold_inbox_in_the_durable_pool(server_factory):
         os.utime(mbox.path / sub, (past, past))
     assert not srv.call(mbox.is_loaded, "INBOX")
     with ReactorDiskWatch.get().window(reactor_thread()) as events:
-        p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=10)
-        p.user(ALICE)
-        p.pass_(DEFAULT_PASSWORD)
+        p = _login(srv)
         count, _ = p.stat()
         listing = p.list()[1]
         uidl = p.uidl()[1]
@@ -48,9 +53,7 @@ def test_pop3_retr_dele_quit_leave_the_files_to_the_durable_pool(server_factory)
     for sub in ("cur", "new", "tmp"):
         os.utime(mbox.path / sub, (past, past))
     with ReactorDiskWatch.get().window(reactor_thread()) as events:
-        p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=10)
-        p.user(ALICE)
-        p.pass_(DEFAULT_PASSWORD)
+        p = _login(srv)
         p.retr(1)
         p.dele(2)
         p.dele(3)
@@ -71,18 +74,14 @@ def test_login_lists_a_changed_inbox_in_the_durable_pool(server_factory):
     srv.add_user(ALICE)
     mbox = srv.mailbox(ALICE)
     mbox.deliver(MSG)
-    p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=10)
-    p.user(ALICE)
-    p.pass_(DEFAULT_PASSWORD)
+    p = _login(srv)
     assert p.stat()[0] == 1
     p.quit()
     assert srv.call(mbox.is_loaded, "INBOX")
     # Another program's delivery: a file in new/ the index has not seen.
     (mbox.path / "new" / "1700000000.M1P1Q1.elsewhere").write_bytes(MSG)
     with ReactorDiskWatch.get().window(reactor_thread()) as events:
-        p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=10)
-        p.user(ALICE)
-        p.pass_(DEFAULT_PASSWORD)
+        p = _login(srv)
         count, _ = p.stat()
         uidl = p.uidl()[1]
     p.quit()
