@@ -71,11 +71,13 @@ def _server(server_factory, messages: int, **fill):
     return srv, mbox, _fill(mbox.path, messages, **fill)
 
 
-def _selected(srv) -> Raw:
-    """A session logged in with INBOX selected."""
+def _selected(srv, loaded=()) -> Raw:
+    """A session logged in with INBOX selected, after selecting the folders `loaded` (so that
+    they are in memory)."""
     r = Raw(srv.port("imap"))
     r.login()
-    _ok(r.cmd(b"SELECT INBOX"))
+    for name in (*loaded, "INBOX"):
+        _ok(r.cmd(b"SELECT " + name.encode()))
     return r
 
 
@@ -136,12 +138,7 @@ def test_reads_and_copies_follow_a_rename_still_queued(server_factory):
     (the small messages read whole, the big one streamed) and COPY (hard links) find every
     file under its old name; the STORE's reply waits for its renames."""
     srv, mbox, bodies = _server(server_factory, 3, big=(2,))
-    a, b = Raw(srv.port("imap")), Raw(srv.port("imap"))
-    for r in (a, b):
-        r.login()
-    _ok(b.cmd(b"SELECT Archive"))
-    for r in (a, b):
-        _ok(r.cmd(b"SELECT INBOX"))
+    a, b = _selected(srv), _selected(srv, loaded=("Archive",))
     inbox = srv.call(mbox.folder, "INBOX")
     with inbox._ops.lock:  # the pool's batch waits: the renames stay queued
         a.send(b"s STORE 1:3 +FLAGS (\\Flagged)\r\n")
@@ -186,12 +183,7 @@ def test_two_sessions_racing_store_fetch_and_copy_lose_no_flag_and_no_message(
     server_factory, tmp_path
 ):
     srv, mbox, bodies = _server(server_factory, 400)
-    a, b = Raw(srv.port("imap")), Raw(srv.port("imap"))
-    for r in (a, b):
-        r.login()
-    _ok(b.cmd(b"SELECT Archive"))
-    for r in (a, b):
-        _ok(r.cmd(b"SELECT INBOX"))
+    a, b = _selected(srv), _selected(srv, loaded=("Archive",))
     # Sent together: the server interleaves them, each STORE in steps.
     a.send(b"a1 STORE 1:* +FLAGS.SILENT (\\Flagged)\r\na2 STORE 1:* -FLAGS.SILENT (\\Draft)\r\n")
     b.send(
@@ -229,10 +221,7 @@ def test_an_expunged_message_never_comes_back_through_a_listing(server_factory):
     after them.  Another session listing the folder meanwhile (CHECK), with a delivery from
     another program in it, sees the count go down, never back up."""
     srv, mbox, _ = _server(server_factory, 2500, info="T")
-    a, b = Raw(srv.port("imap")), Raw(srv.port("imap"))
-    for r in (a, b):
-        r.login()
-        _ok(r.cmd(b"SELECT INBOX"))
+    a, b = _selected(srv), _selected(srv)
     a.send(b"x EXPUNGE\r\n")
     data = message(9999)
     (mbox.path / "new" / f"{int(time.time())}.M1P2Q3.other").write_bytes(data)
@@ -362,10 +351,7 @@ def test_a_poll_of_a_folder_with_operations_queued_is_answered_without_waiting_f
     the index (our own changes are in it); what another program did meanwhile shows on a
     later poll, once the queue is done."""
     srv, mbox, _ = _server(server_factory, 3)
-    a, b = Raw(srv.port("imap")), Raw(srv.port("imap"))
-    for r in (a, b):
-        r.login()
-        _ok(r.cmd(b"SELECT INBOX"))
+    a, b = _selected(srv), _selected(srv)
     inbox = srv.call(mbox.folder, "INBOX")
     time.sleep(1.0)  # past the refresh interval: B's NOOP looks at the disk
     with inbox._ops.lock:
