@@ -25,6 +25,17 @@ def every_step_yields(monkeypatch):
     monkeypatch.setattr(turns, "TURN_SECONDS", 0.0)
     monkeypatch.setattr(store, "STEP", 64)
     monkeypatch.setattr(expunge, "STEP", 100)
+    # A step no longer renames or unlinks (the durable pool does): each also lets go of the
+    # GIL for a moment, as those system calls did, so that the test's client thread, which
+    # shares the GIL with the server's reactor, gets to send its command before the last step.
+    expunge_step, store_step = expunge._expunge_step, store._StoreRun.step
+    monkeypatch.setattr(expunge, "_expunge_step", lambda *a: _pausing(expunge_step, *a))
+    monkeypatch.setattr(store._StoreRun, "step", lambda *a: _pausing(store_step, *a))
+
+
+def _pausing(step, *args) -> None:
+    step(*args)
+    time.sleep(0.001)
 
 
 def fill(srv, n: int, deleted=lambda i: False, folder: str = "INBOX") -> None:
