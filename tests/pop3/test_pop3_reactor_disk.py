@@ -22,15 +22,22 @@ def _login(srv) -> poplib.POP3:
     return p
 
 
-def test_login_loads_a_cold_inbox_in_the_durable_pool(server_factory):
+def _alice(server_factory, messages: int):
+    """A server, and Alice's mailbox with `messages` in INBOX that nobody touched lately (its
+    mtimes prove it unchanged)."""
     srv = server_factory(auth={"plaintext": "loopback"})
     srv.add_user(ALICE)
     mbox = srv.mailbox(ALICE)
-    for _ in range(3):
+    for _ in range(messages):
         mbox.deliver(MSG)
-    past = time.time() - 60  # nobody touched it lately: its mtimes prove it unchanged
+    past = time.time() - 60
     for sub in ("cur", "new", "tmp"):
         os.utime(mbox.path / sub, (past, past))
+    return srv, mbox
+
+
+def test_login_loads_a_cold_inbox_in_the_durable_pool(server_factory):
+    srv, mbox = _alice(server_factory, 3)
     assert not srv.call(mbox.is_loaded, "INBOX")
     with ReactorDiskWatch.get().window(reactor_thread()) as events:
         p = _login(srv)
@@ -44,14 +51,7 @@ def test_login_loads_a_cold_inbox_in_the_durable_pool(server_factory):
 
 
 def test_pop3_retr_dele_quit_leave_the_files_to_the_durable_pool(server_factory):
-    srv = server_factory(auth={"plaintext": "loopback"})
-    srv.add_user(ALICE)
-    mbox = srv.mailbox(ALICE)
-    for _ in range(4):
-        mbox.deliver(MSG)
-    past = time.time() - 60
-    for sub in ("cur", "new", "tmp"):
-        os.utime(mbox.path / sub, (past, past))
+    srv, mbox = _alice(server_factory, 4)
     with ReactorDiskWatch.get().window(reactor_thread()) as events:
         p = _login(srv)
         p.retr(1)
@@ -70,10 +70,7 @@ def test_pop3_retr_dele_quit_leave_the_files_to_the_durable_pool(server_factory)
 def test_login_lists_a_changed_inbox_in_the_durable_pool(server_factory):
     """INBOX already in memory, then another program delivers into it: the next login sees
     that message (RFC 1939 §4) and the listing that finds it is made off the reactor."""
-    srv = server_factory(auth={"plaintext": "loopback"})
-    srv.add_user(ALICE)
-    mbox = srv.mailbox(ALICE)
-    mbox.deliver(MSG)
+    srv, mbox = _alice(server_factory, 1)
     p = _login(srv)
     assert p.stat()[0] == 1
     p.quit()
